@@ -1,0 +1,386 @@
+"""The asyncio 9P client every layer above uses: many requests in flight on one connection.
+
+:class:`Client` multiplexes requests by tag; a caller that is cancelled while waiting sends Tflush
+and keeps the tag reserved until the server confirms, so a late reply can never be mistaken for
+another request's. Paths are walked from the attach fid in runs of at most 16 names. :class:`File`
+is one open fid with a position, like a Unix file descriptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno as _errno
+import getpass
+import logging
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+from . import text
+from .constants import IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, OTRUNC, OWRITE, VERSION, VERSION_U
+from .errors import Enotfound, NinepError, ProtocolError
+from .framing import FrameReader
+from .messages import (Message, Rerror, Rflush, Rread, Rversion, Tattach, Tclunk, Tcreate,
+                       Tflush, Topen, Tread, Tremove, Tstat, Tversion, Twalk, Twrite, Twstat, encode)
+from .transport import Address, dial, parse_address
+from .wire import Qid, Stat, read_stat
+
+log = logging.getLogger("brasil.ninep.client")
+M = TypeVar("M", bound=Message)
+
+DEFAULT_MSIZE = 1024 * 1024 + IOHDRSZ
+
+# An authentication step: given the client and a fresh afid after Tauth, run the exchange.
+AuthFn = Callable[["Client", int], Awaitable[None]]
+
+
+def split_path(path: str) -> list[str]:
+    return [p for p in path.split("/") if p and p != "."]
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.client._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._lost(exc)
+
+
+class Client:
+    def __init__(self, address: Address, trace: bool = False) -> None:
+        self.address = address
+        self.trace = trace
+        self.msize = DEFAULT_MSIZE
+        self.dotu = False
+        self.root: int = NOFID
+        self._transport: asyncio.Transport | None = None
+        self._reader = FrameReader(DEFAULT_MSIZE)
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._flushing: dict[int, int] = {}  # flush tag -> the tag it flushes
+        self._reserved: set[int] = set()  # flushed tags, not reusable until their Rflush
+        self._next_tag = 0
+        self._free_fids: list[int] = []
+        self._next_fid = 1
+        self._closed: BaseException | None = None
+
+    @classmethod
+    async def connect(cls, address: str | Address, *, uname: str | None = None, aname: str = "",
+                      msize: int = DEFAULT_MSIZE, dotu: bool = False, auth: AuthFn | None = None,
+                      trace: bool = False, timeout: float = 10.0) -> Client:
+        addr = parse_address(address) if isinstance(address, str) else address
+        self = cls(addr, trace)
+        await dial(addr, lambda: _Conn(self), timeout)
+        try:
+            await self.version(msize, VERSION_U if dotu else VERSION)
+            await self.attach(uname or getpass.getuser(), aname, auth)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    # ---- plumbing ----
+
+    def _alloc_tag(self) -> int:
+        for _ in range(0xFFFF):
+            tag = self._next_tag
+            self._next_tag = (tag + 1) % NOTAG
+            if tag not in self._pending and tag not in self._flushing and tag not in self._reserved:
+                return tag
+        raise NinepError("too many requests in flight", _errno.EAGAIN)
+
+    def alloc_fid(self) -> int:
+        if self._free_fids:
+            return self._free_fids.pop()
+        fid = self._next_fid
+        self._next_fid += 1
+        return fid
+
+    def free_fid(self, fid: int) -> None:
+        self._free_fids.append(fid)
+
+    def _send(self, msg: Message) -> None:
+        if self._closed is not None or self._transport is None:
+            raise ConnectionError(f"{self.address}: connection closed") from self._closed
+        if self.trace:
+            log.info("-> %s", text.format(msg, 64))
+        self._transport.write(encode(msg, self.dotu))
+
+    async def rpc(self, cls: type[Message], *args: Any) -> Any:
+        """Send ``cls(tag, *args)``; return the reply, raising NinepError for Rerror."""
+        tag = NOTAG if cls is Tversion else self._alloc_tag()
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[tag] = fut
+        try:
+            self._send(cls(tag, *args))
+        except BaseException:
+            self._pending.pop(tag, None)
+            raise
+        try:
+            reply = await fut
+        except asyncio.CancelledError:
+            if self._pending.pop(tag, None) is not None and self._closed is None:
+                self._flush(tag)
+            raise
+        if type(reply) is Rerror:
+            raise NinepError(reply.ename, reply.errno or _errno.EIO)
+        return reply
+
+    def _flush(self, oldtag: int) -> None:
+        ftag = self._alloc_tag()
+        self._flushing[ftag] = oldtag
+        self._reserved.add(oldtag)
+        try:
+            self._send(Tflush(ftag, oldtag))
+        except ConnectionError:
+            pass
+
+    def _received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            while True:
+                msg = self._reader.next_message()
+                if msg is None:
+                    return
+                if self.trace:
+                    log.info("<- %s", text.format(msg, 64))
+                tag = msg.tag
+                if tag in self._flushing and type(msg) is Rflush:
+                    self._reserved.discard(self._flushing.pop(tag))
+                    continue
+                fut = self._pending.pop(tag, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        except ProtocolError as e:
+            log.warning("%s: bad reply from server, closing: %s", self.address, e)
+            self.abort()
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._closed = exc or ConnectionError(f"{self.address}: connection closed by the server")
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"{self.address}: connection lost"))
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def close(self) -> None:
+        if self._transport is not None and self._closed is None:
+            self._transport.close()
+        self._closed = self._closed or ConnectionError("client closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # ---- protocol steps ----
+
+    async def version(self, msize: int, version: str) -> None:
+        r: Rversion = await self.rpc(Tversion, msize, version)
+        if r.version not in (VERSION, VERSION_U):
+            raise NinepError(f"server speaks {r.version!r}, not 9P2000", _errno.EPROTO)
+        self.msize = r.msize
+        self.dotu = r.version == VERSION_U
+        self._reader.msize = self.msize
+        self._reader.dotu = self.dotu
+
+    async def attach(self, uname: str, aname: str = "", auth: AuthFn | None = None) -> Qid:
+        from .messages import Tauth
+        afid = NOFID
+        if auth is not None:
+            afid = self.alloc_fid()
+            await self.rpc(Tauth, afid, uname, aname)
+            await auth(self, afid)
+        fid = self.alloc_fid()
+        try:
+            r = await self.rpc(Tattach, fid, afid, uname, aname)
+        finally:
+            if afid != NOFID:
+                await self.clunk(afid)
+        self.root = fid
+        return r.qid  # type: ignore[no-any-return]
+
+    async def walk(self, path: str | list[str], start: int | None = None) -> tuple[int, Qid | None]:
+        """A new fid for ``path`` (relative to the attach root) and its qid."""
+        names = split_path(path) if isinstance(path, str) else path
+        fid = self.root if start is None else start
+        newfid = self.alloc_fid()
+        qid: Qid | None = None
+        try:
+            if not names:
+                await self.rpc(Twalk, fid, newfid, ())
+                return newfid, None
+            done = 0
+            src = fid
+            while done < len(names):
+                chunk = tuple(names[done:done + MAXWELEM])
+                try:
+                    r = await self.rpc(Twalk, src, newfid, chunk)
+                except NinepError as e:
+                    raise NinepError(f"{'/'.join(names[:done + 1])}: {e.message}", e.errno) from None
+                if len(r.wqid) < len(chunk):
+                    if src == newfid:
+                        await self.clunk(newfid)
+                    missing = "/".join(names[:done + len(r.wqid) + 1])
+                    raise NinepError(f"{missing}: {Enotfound[0]}", Enotfound[1])
+                qid = r.wqid[-1]
+                src = newfid
+                done += len(chunk)
+            return newfid, qid
+        except BaseException:
+            self.free_fid(newfid)
+            raise
+
+    async def clunk(self, fid: int) -> None:
+        try:
+            await self.rpc(Tclunk, fid)
+        finally:
+            self.free_fid(fid)
+
+    # ---- path-level operations ----
+
+    async def open(self, path: str, mode: int = OREAD) -> File:
+        fid, _ = await self.walk(path)
+        try:
+            r = await self.rpc(Topen, fid, mode)
+        except BaseException:
+            await self._quiet_clunk(fid)
+            raise
+        return File(self, fid, r.qid, r.iounit or self.msize - IOHDRSZ, path)
+
+    async def create(self, path: str, perm: int = 0o644, mode: int = OWRITE) -> File:
+        names = split_path(path)
+        if not names:
+            raise NinepError("create: empty path", _errno.EINVAL)
+        fid, _ = await self.walk(names[:-1])
+        try:
+            r = await self.rpc(Tcreate, fid, names[-1], perm, mode)
+        except BaseException:
+            await self._quiet_clunk(fid)
+            raise
+        return File(self, fid, r.qid, r.iounit or self.msize - IOHDRSZ, path)
+
+    async def _quiet_clunk(self, fid: int) -> None:
+        try:
+            await self.clunk(fid)
+        except (NinepError, ConnectionError):
+            pass
+
+    async def stat(self, path: str) -> Stat:
+        fid, _ = await self.walk(path)
+        try:
+            return (await self.rpc(Tstat, fid)).stat  # type: ignore[no-any-return]
+        finally:
+            await self._quiet_clunk(fid)
+
+    async def wstat(self, path: str, st: Stat) -> None:
+        fid, _ = await self.walk(path)
+        try:
+            await self.rpc(Twstat, fid, st)
+        finally:
+            await self._quiet_clunk(fid)
+
+    async def ls(self, path: str = "") -> list[Stat]:
+        async with await self.open(path) as f:
+            return await f.read_dir()
+
+    async def read(self, path: str) -> bytes:
+        async with await self.open(path) as f:
+            return await f.read_all()
+
+    async def write(self, path: str, data: bytes | str, mode: int = OWRITE) -> int:
+        if isinstance(data, str):
+            data = data.encode()
+        async with await self.open(path, mode) as f:
+            return await f.write(data)
+
+    async def remove(self, path: str) -> None:
+        fid, _ = await self.walk(path)
+        try:
+            await self.rpc(Tremove, fid)
+        finally:
+            self.free_fid(fid)  # Tremove clunks the fid whatever the outcome
+
+
+class File:
+    """One open fid with a position."""
+
+    def __init__(self, client: Client, fid: int, qid: Qid, iounit: int, path: str) -> None:
+        self.client = client
+        self.fid = fid
+        self.qid = qid
+        self.iounit = min(iounit, client.msize - IOHDRSZ)
+        self.path = path
+        self.offset = 0
+        self.closed = False
+
+    async def read(self, count: int | None = None, offset: int | None = None) -> bytes:
+        """One Tread: returns what the server gave (b"" at end of file)."""
+        off = self.offset if offset is None else offset
+        r: Rread = await self.client.rpc(Tread, self.fid, off, min(count or self.iounit, self.iounit))
+        if offset is None:
+            self.offset += len(r.data)
+        return r.data
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            data = await self.read()
+            if not data:
+                return
+            yield data
+
+    async def read_all(self) -> bytes:
+        return b"".join([c async for c in self.chunks()])
+
+    async def read_dir(self) -> list[Stat]:
+        out: list[Stat] = []
+        async for data in self.chunks():
+            pos = 0
+            while pos < len(data):
+                st, pos = read_stat(data, pos, len(data), self.client.dotu)
+                out.append(st)
+        return out
+
+    async def write(self, data: bytes | str, offset: int | None = None) -> int:
+        """Write all of ``data`` (in iounit-sized messages); a short count from the server stops."""
+        if isinstance(data, str):
+            data = data.encode()
+        off = self.offset if offset is None else offset
+        done = 0
+        while True:
+            chunk = data[done:done + self.iounit]
+            r = await self.client.rpc(Twrite, self.fid, off + done, chunk)
+            done += r.count
+            if done >= len(data) or r.count < len(chunk) or not chunk:
+                break
+        if offset is None:
+            self.offset += done
+        return done
+
+    async def stat(self) -> Stat:
+        return (await self.client.rpc(Tstat, self.fid)).stat  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.client.clunk(self.fid)
+
+    async def __aenter__(self) -> File:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self.close()
+        except ConnectionError:
+            pass

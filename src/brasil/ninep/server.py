@@ -1,0 +1,591 @@
+"""The 9P server: protocol bookkeeping done once, so synthetic files stay tiny.
+
+One :class:`Connection` per client. Frames are decoded as they arrive; each request is checked here
+(fid exists, not already open, open mode allows the operation, walk limits, offsets of directory
+reads) before a file's handler sees it. A handler answers at once or returns an awaitable; only
+the latter becomes a task, registered under its tag so that Tflush can cancel it and so that a
+blocked read never stalls the other tags. A malformed or oversized frame closes that connection and
+nothing else; an unexpected exception in a handler is logged and answered as an internal error.
+
+Authentication is a hook: an :class:`Authenticator` makes the node an afid points at, and says
+whether a finished afid lets ``uname`` attach. Without one, Tauth is refused and any attach is
+accepted — the transport's reach (a 0600 Unix socket, loopback) is the guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno as _errno
+import itertools
+import logging
+from typing import Any, Awaitable, Callable, Protocol
+
+from . import text
+from .constants import (IOHDRSZ, MIN_MSIZE, NOFID, NOTAG, OEXEC, ORCLOSE, ORDWR, OTRUNC, OWRITE,
+                        VERSION, VERSION_U, VERSION_UNKNOWN)
+from .errors import (Ebadfid, Ebadmode, Ebadname, Ebadoffset, Ecount, Efidinuse, Einternal, Eisdir,
+                     Enoauth, Enotattached, Enotdir, Enotopen, Eopen, Eperm, Etoomanyfids,
+                     Etoomanyreqs, Ewalknodir, Ewalkopen, Eauth, NinepError, ProtocolError,
+                     RemoteProtocolError)
+from .framing import FrameReader
+from .messages import (Message, Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Ropen, Rread,
+                       Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, Tattach, Tauth, Tclunk,
+                       Tcreate, Tflush, Topen, Tread, Tremove, Tstat, Tversion, Twalk, Twrite,
+                       Twstat, encode)
+from .synthetic import Dir, Handle, Node, is_awaitable
+from .transport import Address, listen, set_nodelay
+from .wire import write_stat
+
+log = logging.getLogger("brasil.ninep")
+trace_log = logging.getLogger("brasil.ninep.trace")
+
+DEFAULT_MAX_MSIZE = 1024 * 1024 + IOHDRSZ
+DEFAULT_MAX_FIDS = 4096
+DEFAULT_MAX_PENDING = 1024
+
+
+class Authenticator(Protocol):
+    def auth_node(self, uname: str, aname: str) -> Node: ...
+    def may_attach(self, auth: Node, uname: str, aname: str) -> bool: ...
+
+
+class Fid:
+    __slots__ = ("node", "handle", "omode", "uname", "dir_entries", "dir_index", "dir_offset",
+                 "is_auth")
+
+    def __init__(self, node: Node, uname: str, is_auth: bool = False) -> None:
+        self.node = node
+        self.handle: Handle | None = None
+        self.omode = -1  # not open
+        self.uname = uname
+        self.dir_entries: list[bytes] = []
+        self.dir_index = 0
+        self.dir_offset = 0
+        self.is_auth = is_auth
+
+    @property
+    def is_open(self) -> bool:
+        return self.omode >= 0
+
+
+def _readable(omode: int) -> bool:
+    return (omode & 3) != OWRITE
+
+
+def _writable(omode: int) -> bool:
+    return (omode & 3) in (OWRITE, ORDWR)
+
+
+def check_open_mode(node: Node, mode: int) -> None:
+    """Plan 9 semantics over the owner's permission bits (whoever attached acts as the owner)."""
+    perm = node.mode >> 6
+    rw = mode & 3
+    need = {0: 4, OWRITE: 2, ORDWR: 6, OEXEC: 1}[rw]
+    if mode & OTRUNC:
+        need |= 2
+    if node.is_dir and (need & 2):
+        raise NinepError(*Eisdir)
+    if node.is_dir and rw == OEXEC:
+        need = 4  # reading a directory is what exec on it means for open
+    if perm & need != need:
+        raise NinepError(*Eperm)
+
+
+class Server:
+    """Serves one tree (``root``) to every connection, over any number of listeners."""
+
+    def __init__(self, root: Dir, *, max_msize: int = DEFAULT_MAX_MSIZE,
+                 max_fids: int = DEFAULT_MAX_FIDS, max_pending: int = DEFAULT_MAX_PENDING,
+                 trace: bool = False, authenticator: Authenticator | None = None) -> None:
+        if max_msize < MIN_MSIZE:
+            raise ValueError(f"max_msize must be at least {MIN_MSIZE}")
+        self.root = root
+        self.max_msize = max_msize
+        self.max_fids = max_fids
+        self.max_pending = max_pending
+        self.trace = trace
+        self.authenticator = authenticator
+        self.connections: set[Connection] = set()
+        self.listeners: list[asyncio.AbstractServer] = []
+        self._ids = itertools.count(1)
+
+    def protocol(self) -> Connection:
+        return Connection(self, next(self._ids))
+
+    async def listen(self, address: Address) -> asyncio.AbstractServer:
+        listener = await listen(address, self.protocol)
+        self.listeners.append(listener)
+        return listener
+
+    async def close(self) -> None:
+        for lst in self.listeners:
+            lst.close()
+        for conn in list(self.connections):
+            conn.abort()
+        for lst in self.listeners:
+            try:
+                await asyncio.wait_for(lst.wait_closed(), 2)
+            except asyncio.TimeoutError:
+                pass
+        self.listeners.clear()
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: Server, ident: int) -> None:
+        self.server = server
+        self.ident = ident
+        self.transport: asyncio.Transport | None = None
+        self.reader = FrameReader(server.max_msize)
+        self.msize = server.max_msize
+        self.dotu = False
+        self.versioned = False
+        self.fids: dict[int, Fid] = {}
+        self.pending: dict[int, asyncio.Task[Any]] = {}
+        self.peer = "?"
+        self.closed = False
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            Tversion: self.t_version, Tauth: self.t_auth, Tattach: self.t_attach,
+            Tflush: self.t_flush, Twalk: self.t_walk, Topen: self.t_open, Tcreate: self.t_create,
+            Tread: self.t_read, Twrite: self.t_write, Tclunk: self.t_clunk,
+            Tremove: self.t_remove, Tstat: self.t_stat, Twstat: self.t_wstat,
+        }
+
+    # ---- transport events ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        set_nodelay(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        self.server.connections.add(self)
+        log.debug("conn %d: open from %s", self.ident, self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._reset()
+        log.debug("conn %d: closed", self.ident)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            while not self.closed:
+                msg = self.reader.next_message()
+                if msg is None:
+                    return
+                self.dispatch(msg)
+        except ProtocolError as e:
+            log.warning("conn %d (%s): closing: %s", self.ident, self.peer, e)
+            self.closed = True
+            self.abort()
+
+    # ---- request plumbing ----
+
+    def dispatch(self, msg: Message) -> None:
+        if self.server.trace:
+            trace_log.info("conn %d <- %s", self.ident, text.format(msg, 64))
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            raise RemoteProtocolError(f"{type(msg).__name__} is not a request a client may send")
+        tag = msg.tag
+        if tag in self.pending:
+            raise RemoteProtocolError(f"tag {tag} reused while its request is still in flight")
+        if not self.versioned and not isinstance(msg, Tversion):
+            self.send(Rerror(tag, *self._err(Enotattached)))
+            return
+        try:
+            result = handler(msg)
+        except NinepError as e:
+            self.send(Rerror(tag, e.message, e.errno if self.dotu else 0))
+            return
+        except Exception as e:  # noqa: BLE001 - a bug in a handler must not take the daemon down
+            self.send(self._internal(tag, msg, e))
+            return
+        if is_awaitable(result):
+            if len(self.pending) >= self.server.max_pending:
+                result.close() if hasattr(result, "close") else None  # type: ignore[union-attr]
+                self.send(Rerror(tag, *self._err(Etoomanyreqs)))
+                return
+            task = asyncio.ensure_future(result)
+            self.pending[tag] = task
+            task.add_done_callback(lambda t, tag=tag, msg=msg: self._finished(tag, msg, t))
+        elif result is not None:
+            self.send(result)
+
+    def _finished(self, tag: int, msg: Message, task: asyncio.Task[Any]) -> None:
+        if self.pending.get(tag) is not task:
+            return  # flushed, or the connection was reset: the reply must not be sent
+        del self.pending[tag]
+        if task.cancelled():
+            self.send(Rerror(tag, *self._err(("interrupted", _errno.EINTR))))
+            return
+        e = task.exception()
+        if e is None:
+            self.send(task.result())
+        elif isinstance(e, NinepError):
+            self.send(Rerror(tag, e.message, e.errno if self.dotu else 0))
+        else:
+            self.send(self._internal(tag, msg, e))
+
+    def _internal(self, tag: int, msg: Message, e: BaseException) -> Rerror:
+        log.error("conn %d: %s failed unexpectedly", self.ident, text.format(msg, 64),
+                  exc_info=(type(e), e, e.__traceback__))
+        return Rerror(tag, f"{Einternal[0]}: {type(e).__name__}: {e}", Einternal[1] if self.dotu else 0)
+
+    def _err(self, e: tuple[str, int]) -> tuple[str, int]:
+        return e[0], e[1] if self.dotu else 0
+
+    def send(self, msg: Message) -> None:
+        if self.closed or self.transport is None:
+            return
+        if self.server.trace:
+            trace_log.info("conn %d -> %s", self.ident, text.format(msg, 64))
+        self.transport.write(encode(msg, self.dotu))
+
+    def _fid(self, fid: int) -> Fid:
+        f = self.fids.get(fid)
+        if f is None:
+            raise NinepError(*Ebadfid)
+        return f
+
+    def _new_fid(self, fid: int, node: Node, uname: str, is_auth: bool = False) -> Fid:
+        if fid == NOFID:
+            raise NinepError(*Ebadfid)
+        if fid in self.fids:
+            raise NinepError(*Efidinuse)
+        if len(self.fids) >= self.server.max_fids:
+            raise NinepError(*Etoomanyfids)
+        f = self.fids[fid] = Fid(node, uname, is_auth)
+        return f
+
+    def _reset(self) -> None:
+        """Forget every request and fid (Tversion, or the connection ended)."""
+        for task in self.pending.values():
+            task.cancel()
+        self.pending.clear()
+        fids, self.fids = self.fids, {}
+        for f in fids.values():
+            self._release(f)
+
+    def _release(self, f: Fid) -> Any:
+        """Clunk a fid's open handle; returns an awaitable if the handle needs to wait."""
+        h, f.handle = f.handle, None
+        if h is None:
+            return None
+        try:
+            r = h.clunk()
+        except Exception:  # noqa: BLE001
+            log.exception("conn %d: clunk handler failed", self.ident)
+            return None
+        if is_awaitable(r):
+            return asyncio.ensure_future(r)
+        return None
+
+    # ---- the requests ----
+
+    def t_version(self, m: Tversion) -> Rversion:
+        self._reset()
+        if m.msize < MIN_MSIZE:
+            raise NinepError(f"msize {m.msize} too small; at least {MIN_MSIZE} is needed")
+        self.msize = min(m.msize, self.server.max_msize)
+        self.reader.msize = self.msize
+        if m.version == VERSION_U:
+            version = VERSION_U
+        elif m.version.startswith(VERSION):  # "9P2000" or an unknown "9P2000.x": 9P2000
+            version = VERSION
+        else:
+            version = VERSION_UNKNOWN
+        self.dotu = version == VERSION_U
+        self.reader.dotu = self.dotu
+        self.versioned = version != VERSION_UNKNOWN
+        return Rversion(m.tag, self.msize, version)
+
+    def t_auth(self, m: Tauth) -> Rauth:
+        auth = self.server.authenticator
+        if auth is None:
+            raise NinepError(*Enoauth)
+        node = auth.auth_node(m.uname, m.aname)
+        f = self._new_fid(m.afid, node, m.uname, is_auth=True)
+        f.handle = node.open(ORDWR)  # type: ignore[assignment]
+        f.omode = ORDWR
+        return Rauth(m.tag, node.qid)
+
+    def t_attach(self, m: Tattach) -> Rattach:
+        auth = self.server.authenticator
+        if auth is not None:
+            a = self.fids.get(m.afid)
+            if a is None or not a.is_auth or not auth.may_attach(a.node, m.uname, m.aname):
+                log.warning("conn %d (%s): attach refused for %r: not authenticated",
+                            self.ident, self.peer, m.uname)
+                raise NinepError(*Eauth)
+        root = self.server.root
+        self._new_fid(m.fid, root, m.uname)
+        return Rattach(m.tag, root.qid)
+
+    def t_flush(self, m: Tflush) -> Rflush:
+        task = self.pending.pop(m.oldtag, None)
+        if task is not None:
+            task.cancel()
+        return Rflush(m.tag)
+
+    def t_walk(self, m: Twalk) -> Any:
+        f = self._fid(m.fid)
+        if f.is_open:
+            raise NinepError(*Ewalkopen)
+        if m.newfid != m.fid:
+            if m.newfid in self.fids:
+                raise NinepError(*Efidinuse)
+            if m.newfid == NOFID:
+                raise NinepError(*Ebadfid)
+        if not m.wname:
+            if m.newfid != m.fid:
+                self._new_fid(m.newfid, f.node, f.uname)
+            return Rwalk(m.tag, ())
+        return self._walk_from(m, f, f.node, 0, [])
+
+    def _walk_from(self, m: Twalk, f: Fid, node: Node, i: int, qids: list[Any]) -> Any:
+        names = m.wname
+        while i < len(names):
+            name = names[i]
+            try:
+                if not node.is_dir:
+                    raise NinepError(*(Ewalknodir if i == 0 else Enotdir))
+                if not node.mode & 0o100:
+                    raise NinepError(*Eperm)
+                if name == "..":
+                    nxt: Any = node.parent or node
+                elif name in ("", ".") or "/" in name:
+                    raise NinepError(*Ebadname)
+                else:
+                    nxt = node.walk(name)  # type: ignore[attr-defined]
+                    if is_awaitable(nxt):
+                        return self._walk_async(m, f, node, i, qids, nxt)
+            except NinepError:
+                if i == 0:
+                    raise
+                return Rwalk(m.tag, tuple(qids))
+            node = nxt
+            qids.append(node.qid)
+            i += 1
+        self._bind_walk(m, f, node)
+        return Rwalk(m.tag, tuple(qids))
+
+    async def _walk_async(self, m: Twalk, f: Fid, node: Node, i: int, qids: list[Any],
+                          pending: Awaitable[Node]) -> Rwalk:
+        try:
+            nxt = await pending
+        except NinepError:
+            if i == 0:
+                raise
+            return Rwalk(m.tag, tuple(qids))
+        qids.append(nxt.qid)
+        r = self._walk_from(m, f, nxt, i + 1, qids)
+        return await r if is_awaitable(r) else r  # type: ignore[no-any-return]
+
+    def _bind_walk(self, m: Twalk, f: Fid, node: Node) -> None:
+        if m.newfid == m.fid:
+            if m.fid not in self.fids:  # clunked while the walk waited
+                raise NinepError(*Ebadfid)
+            f.node = node
+        else:
+            self._new_fid(m.newfid, node, f.uname)
+
+    def t_open(self, m: Topen) -> Any:
+        f = self._fid(m.fid)
+        if f.is_open:
+            raise NinepError(*Eopen)
+        if m.mode & ~(3 | OTRUNC | ORCLOSE):
+            raise NinepError(f"bad open mode {m.mode:#x}", _errno.EINVAL)
+        check_open_mode(f.node, m.mode)
+        if m.mode & ORCLOSE:
+            self._check_removable(f.node)
+        if f.node.is_dir:
+            f.omode = m.mode
+            return Ropen(m.tag, f.node.qid, self.msize - IOHDRSZ)
+        h = f.node.open(m.mode)
+        if is_awaitable(h):
+            return self._open_async(m, f, h)
+        return self._opened(m, f, h)
+
+    async def _open_async(self, m: Topen | Tcreate, f: Fid, pending: Awaitable[Handle]) -> Any:
+        return self._opened(m, f, await pending)
+
+    def _opened(self, m: Topen | Tcreate, f: Fid, h: Handle) -> Ropen | Rcreate:
+        if self.fids.get(m.fid) is not f:  # clunked while opening: do not leak the handle
+            r = h.clunk()
+            if is_awaitable(r):
+                asyncio.ensure_future(r)
+            raise NinepError(*Ebadfid)
+        f.handle = h
+        f.omode = m.mode
+        cls = Ropen if isinstance(m, Topen) else Rcreate
+        return cls(m.tag, f.node.qid, self.msize - IOHDRSZ)
+
+    def _check_removable(self, node: Node) -> None:
+        parent = node.parent
+        if parent is None or not parent.mode & 0o200:
+            raise NinepError(*Eperm)
+
+    def t_create(self, m: Tcreate) -> Any:
+        f = self._fid(m.fid)
+        if f.is_open:
+            raise NinepError(*Eopen)
+        d = f.node
+        if not isinstance(d, Dir):
+            raise NinepError(*Enotdir)
+        if not d.mode & 0o200:
+            raise NinepError(*Eperm)
+        if m.name in ("", ".", "..") or "/" in m.name:
+            raise NinepError(*Ebadname)
+        r = d.create(m.name, m.perm, m.mode)
+        if is_awaitable(r):
+            return self._create_async(m, f, r)
+        return self._created(m, f, r)
+
+    async def _create_async(self, m: Tcreate, f: Fid, pending: Awaitable[Node]) -> Any:
+        r = self._created(m, f, await pending)
+        return await r if is_awaitable(r) else r
+
+    def _created(self, m: Tcreate, f: Fid, node: Node) -> Any:
+        f.node = node
+        if node.is_dir:
+            f.omode = m.mode
+            return Rcreate(m.tag, node.qid, self.msize - IOHDRSZ)
+        h = node.open(m.mode)
+        if is_awaitable(h):
+            return self._open_async(m, f, h)
+        return self._opened(m, f, h)
+
+    def t_read(self, m: Tread) -> Any:
+        f = self._fid(m.fid)
+        if not f.is_open:
+            raise NinepError(*Enotopen)
+        if not _readable(f.omode):
+            raise NinepError(*Ebadmode)
+        count = min(m.count, self.msize - IOHDRSZ)
+        if f.node.is_dir:
+            return self._read_dir(m, f, count)
+        assert f.handle is not None
+        data = f.handle.read(m.offset, count)
+        if is_awaitable(data):
+            return self._read_async(m.tag, count, data)
+        return Rread(m.tag, data if len(data) <= count else data[:count])
+
+    async def _read_async(self, tag: int, count: int, pending: Awaitable[bytes]) -> Rread:
+        data = await pending
+        return Rread(tag, data if len(data) <= count else data[:count])
+
+    def _read_dir(self, m: Tread, f: Fid, count: int) -> Any:
+        if m.offset == 0:
+            kids = f.node.children()  # type: ignore[attr-defined]
+            if is_awaitable(kids):
+                return self._read_dir_async(m, f, count, kids)
+            self._snapshot_dir(f, kids)
+        elif m.offset != f.dir_offset:
+            raise NinepError(*Ebadoffset)
+        return self._pack_dir(m, f, count)
+
+    async def _read_dir_async(self, m: Tread, f: Fid, count: int, pending: Any) -> Rread:
+        kids = await pending
+        stats = []
+        for k in kids:
+            st = k.stat()
+            stats.append(await st if is_awaitable(st) else st)
+        f.dir_entries = [write_stat(s, self.dotu) for s in stats]
+        f.dir_index = f.dir_offset = 0
+        return self._pack_dir(m, f, count)
+
+    def _snapshot_dir(self, f: Fid, kids: Any) -> None:
+        entries = []
+        for k in kids:
+            st = k.stat()
+            if is_awaitable(st):  # a remote child: its stat must wait; drop the coroutine
+                st.close()
+                continue
+            entries.append(write_stat(st, self.dotu))
+        f.dir_entries = entries
+        f.dir_index = f.dir_offset = 0
+
+    def _pack_dir(self, m: Tread, f: Fid, count: int) -> Rread:
+        out, used, i = [], 0, f.dir_index
+        while i < len(f.dir_entries) and used + len(f.dir_entries[i]) <= count:
+            out.append(f.dir_entries[i])
+            used += len(f.dir_entries[i])
+            i += 1
+        if not out and i < len(f.dir_entries):
+            raise NinepError(*Ecount)
+        f.dir_index = i
+        f.dir_offset += used
+        return Rread(m.tag, b"".join(out))
+
+    def t_write(self, m: Twrite) -> Any:
+        f = self._fid(m.fid)
+        if not f.is_open:
+            raise NinepError(*Enotopen)
+        if not _writable(f.omode):
+            raise NinepError(*Ebadmode)
+        assert f.handle is not None
+        n = f.handle.write(m.offset, m.data)
+        if is_awaitable(n):
+            return self._write_async(m.tag, n)
+        return Rwrite(m.tag, n)
+
+    async def _write_async(self, tag: int, pending: Awaitable[int]) -> Rwrite:
+        return Rwrite(tag, await pending)
+
+    def t_clunk(self, m: Tclunk) -> Any:
+        f = self.fids.pop(m.fid, None)
+        if f is None:
+            raise NinepError(*Ebadfid)
+        waiting = self._release(f)
+        if f.omode >= 0 and f.omode & ORCLOSE:
+            return self._remove_node(m.tag, f.node, Rclunk, waiting)
+        if waiting is not None:
+            return self._after(waiting, Rclunk(m.tag))
+        return Rclunk(m.tag)
+
+    async def _after(self, waiting: Any, reply: Message) -> Message:
+        await waiting
+        return reply
+
+    def t_remove(self, m: Tremove) -> Any:
+        f = self.fids.pop(m.fid, None)  # the fid is clunked even when the remove fails
+        if f is None:
+            raise NinepError(*Ebadfid)
+        waiting = self._release(f)
+        return self._remove_node(m.tag, f.node, Rremove, waiting)
+
+    def _remove_node(self, tag: int, node: Node, reply: type, waiting: Any) -> Any:
+        self._check_removable(node)
+        r = node.remove()
+        if is_awaitable(r) or waiting is not None:
+            async def finish() -> Message:
+                if waiting is not None:
+                    await waiting
+                if is_awaitable(r):
+                    await r
+                return reply(tag)  # type: ignore[no-any-return]
+            return finish()
+        return reply(tag)
+
+    def t_stat(self, m: Tstat) -> Any:
+        f = self._fid(m.fid)
+        st = f.node.stat()
+        if is_awaitable(st):
+            return self._stat_async(m.tag, st)
+        return Rstat(m.tag, st)
+
+    async def _stat_async(self, tag: int, pending: Any) -> Rstat:
+        return Rstat(tag, await pending)
+
+    def t_wstat(self, m: Twstat) -> Any:
+        f = self._fid(m.fid)
+        r = f.node.wstat(m.stat)
+        if is_awaitable(r):
+            return self._after(r, Rwstat(m.tag))
+        return Rwstat(m.tag)

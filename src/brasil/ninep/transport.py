@@ -1,0 +1,168 @@
+"""Addresses, listening and dialing: the one module that touches sockets.
+
+Addresses are ``HOST:PORT``, ``unix:PATH``, or Plan 9 dial strings ``tcp!HOST!PORT`` and
+``unix!PATH`` (SPEC.md §9). Unix sockets are made mode 0600 in a directory only their owner can
+enter, so the default local daemon is reachable by its user alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from typing import Callable
+
+DEFAULT_PORT = 5670  # the original Brasil's port
+
+
+class AddressError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Address:
+    kind: str  # "tcp" or "unix"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.kind == "unix":
+            return True
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_address(text: str) -> Address:
+    """Parse any accepted address form; the error says which forms exist."""
+    t = text.strip()
+    forms = "use HOST:PORT, unix:PATH, tcp!HOST!PORT or unix!PATH"
+    if not t:
+        raise AddressError(f"empty address; {forms}")
+    if t.startswith("unix:") or t.startswith("unix!"):
+        path = t[5:]
+        if not path:
+            raise AddressError(f"{text!r}: no socket path; {forms}")
+        return Address("unix", path=os.path.expanduser(path))
+    if "!" in t:
+        parts = t.split("!")
+        if parts[0] not in ("tcp", "net") or len(parts) not in (2, 3):
+            raise AddressError(f"{text!r}: not a dial string; {forms}")
+        return Address("tcp", parts[1], _port(parts[2] if len(parts) == 3 else "", text))
+    if t.startswith("/") or t.startswith("./"):
+        return Address("unix", path=t)
+    if t.startswith("["):
+        host, _, rest = t[1:].partition("]")
+        return Address("tcp", host, _port(rest.lstrip(":"), text))
+    if t.count(":") > 1:  # a bare IPv6 address
+        return Address("tcp", t, DEFAULT_PORT)
+    host, _, port = t.partition(":")
+    return Address("tcp", host or "127.0.0.1", _port(port, text))
+
+
+def _port(s: str, text: str) -> int:
+    if not s:
+        return DEFAULT_PORT
+    try:
+        port = int(s) if s.isdigit() else socket.getservbyname(s, "tcp")
+    except OSError:
+        raise AddressError(f"{text!r}: unknown port {s!r}") from None
+    if not 0 <= port <= 65535:
+        raise AddressError(f"{text!r}: port {port} out of range")
+    return port
+
+
+def runtime_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base) and os.access(base, os.W_OK):
+        return os.path.join(base, "brasil")
+    return os.path.join("/tmp", f"brasil-{os.getuid()}")
+
+
+def default_socket_path() -> str:
+    return os.path.join(runtime_dir(), "brasil.sock")
+
+
+def default_address() -> Address:
+    """``$BRASIL``, else the local daemon's Unix socket."""
+    env = os.environ.get("BRASIL")
+    return parse_address(env) if env else Address("unix", path=default_socket_path())
+
+
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+
+async def listen(address: Address, factory: ProtocolFactory) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    if address.kind == "unix":
+        _prepare_unix_path(address.path)
+        server = await loop.create_unix_server(factory, address.path)
+        os.chmod(address.path, 0o600)
+        return server
+    return await loop.create_server(factory, address.host, address.port, reuse_address=True)
+
+
+def _prepare_unix_path(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale: nobody listens on it
+        else:
+            raise OSError(f"{path}: a daemon is already listening there; stop it or pick "
+                          "another --listen address")
+        finally:
+            probe.close()
+
+
+def bound_addresses(server: asyncio.AbstractServer) -> list[Address]:
+    """The real addresses a listener got (the port chosen for port 0)."""
+    out = []
+    for sock in getattr(server, "sockets", ()):
+        if sock.family == socket.AF_UNIX:
+            out.append(Address("unix", path=sock.getsockname()))
+        else:
+            host, port = sock.getsockname()[:2]
+            out.append(Address("tcp", host, port))
+    return out
+
+
+async def dial(address: Address, factory: ProtocolFactory, timeout: float = 10.0
+               ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+    loop = asyncio.get_running_loop()
+    try:
+        if address.kind == "unix":
+            coro = loop.create_unix_connection(factory, address.path)
+        else:
+            coro = loop.create_connection(factory, address.host, address.port)
+        return await asyncio.wait_for(coro, timeout)
+    except FileNotFoundError:
+        raise ConnectionError(f"{address}: no daemon there (socket missing); start one with "
+                              "`brasil serve` or pass --at ADDR") from None
+    except ConnectionRefusedError:
+        raise ConnectionError(f"{address}: connection refused; is `brasil serve` running there?"
+                              ) from None
+    except asyncio.TimeoutError:
+        raise ConnectionError(f"{address}: no answer within {timeout:g}s") from None
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
