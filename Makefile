@@ -1,0 +1,47 @@
+# `make test` and `make demo` set up everything on a fresh Debian machine, then run.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PEERS := .peers
+
+.PHONY: test demo bench fuzz setup system peers lint clean
+
+setup: system $(VENV)/.installed
+
+# Debian packages the project needs (fuse3 for `brasil mount`); installed only when missing.
+system:
+	@sh scripts/system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# 9P implementations nobody here wrote, each in its own virtualenv: both ship a package `py9p`.
+peers: $(PEERS)/p9fs/.installed $(PEERS)/aio9p/.installed
+
+$(PEERS)/p9fs/.installed:
+	$(PY) -m venv $(PEERS)/p9fs
+	$(PEERS)/p9fs/bin/pip install -q --disable-pip-version-check p9fs==0.0.4 fsspec==2025.9.0
+	touch $@
+
+$(PEERS)/aio9p/.installed:
+	$(PY) -m venv $(PEERS)/aio9p
+	$(PEERS)/aio9p/bin/pip install -q --disable-pip-version-check aio9p==0.3.3
+	touch $@
+
+test: setup peers
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/python -m brasil.demo
+
+bench: setup peers
+	$(BIN)/python bench/ninep_roundtrips.py
+
+fuzz: setup
+	$(BIN)/pip install -q --disable-pip-version-check '.[fuzz]'
+	$(BIN)/python tests/fuzz/fuzz_decode.py -max_total_time=$${FUZZ_SECONDS:-60}
+
+clean:
+	rm -rf $(VENV) $(PEERS) build src/*.egg-info .pytest_cache .hypothesis

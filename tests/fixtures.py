@@ -1,0 +1,131 @@
+"""Fixture trees and a server runner shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import AsyncIterator
+
+from brasil.ninep.server import Server
+from brasil.ninep.synthetic import (CommandTable, CtlFile, DynamicDir, Entry, GeneratedFile, Handle, Node,
+                                    StaticFile, Stream, StreamFile, TableDir)
+from brasil.ninep.transport import Address, bound_addresses
+from brasil.ninep.errors import NinepError
+
+
+class Scratch(DynamicDir):
+    """A directory that lets clients create and remove plain in-memory files."""
+
+    def create(self, name: str, perm: int, mode: int) -> Node:
+        if perm & 0x80000000:
+            return self.add(name, Scratch(mode=perm & 0o777))
+        return self.add(name, MemFile(mode=perm & 0o777))
+
+    def unlink(self, child: Node) -> None:
+        self.discard(child.name)
+
+    def rename(self, child: Node, new_name: str) -> None:
+        node = self.discard(child.name)
+        assert node is not None
+        self.add(new_name, node)
+
+
+class MemFile(StaticFile):
+    """A writable in-memory file (for create/write/read round trips)."""
+
+    def open(self, mode: int):  # type: ignore[no-untyped-def]
+        if mode & 0x10:
+            self.content = b""
+        return MemHandle(self)
+
+
+class MemHandle(Handle):
+    def __init__(self, node: MemFile) -> None:
+        self.node = node
+
+    def read(self, offset: int, count: int) -> bytes:
+        return self.node.content[offset:offset + count]
+
+    def write(self, offset: int, data: bytes) -> int:
+        c = self.node.content
+        if offset > len(c):
+            c += b"\0" * (offset - len(c))
+        self.node.content = c[:offset] + data + c[offset + len(data):]
+        return len(data)
+
+    def clunk(self) -> None:
+        return None
+
+
+class Counter(CtlFile):
+    """A ctl file: `add N`, `reset`; reads give `count N`."""
+
+    commands = CommandTable()
+
+    def __init__(self, owner: object = None) -> None:
+        super().__init__()
+        self.value = 0
+
+    def state(self) -> str:
+        return f"count {self.value}"
+
+    @commands.command("add N")
+    def add(self, args: list[str]) -> None:
+        try:
+            self.value += int(args[0])
+        except ValueError:
+            raise NinepError(f'add: {args[0]!r} is not a number; usage: add N') from None
+
+    @commands.command("reset")
+    def reset(self, args: list[str]) -> None:
+        self.value = 0
+
+
+class FixtureTree:
+    """/hello (static), /gen (generated), /ctl, /pipe (stream: write then read), /dir/a..z,
+    /tmp (create/remove allowed), /ro (read-only dir), /wo (write-only file)."""
+
+    def __init__(self) -> None:
+        self.pipe = Stream(limit=64 * 1024)
+        self.generated = 0
+        letters = [Entry(chr(c) * 3, 0o444, lambda o, c=c: StaticFile(chr(c) * 10))
+                   for c in range(ord("a"), ord("z") + 1)]
+        self.root = TableDir([
+            Entry("hello", 0o444, lambda o: StaticFile("hello, world\n")),
+            Entry("gen", 0o444, lambda o: GeneratedFile(self._gen)),
+            Entry("ctl", 0o600, Counter),
+            Entry("pipe", 0o600, lambda o: StreamFile(self.pipe, self.pipe)),
+            Entry("wo", 0o200, lambda o: StreamFile(None, Stream())),
+            Entry("dir", 0o555, lambda o: TableDir(letters)),
+            Entry("tmp", 0o777, lambda o: Scratch()),
+            Entry("ro", 0o555, lambda o: Scratch()),
+        ], mode=0o555)
+
+    def _gen(self) -> str:
+        self.generated += 1
+        return f"generation {self.generated}\n"
+
+
+@contextlib.asynccontextmanager
+async def serving(root: TableDir, address: Address | None = None, **kw: object
+                  ) -> AsyncIterator[tuple[Server, Address]]:
+    """Serve ``root`` on an ephemeral loopback port (or ``address``); always stops it."""
+    server = Server(root, **kw)  # type: ignore[arg-type]
+    listener = await server.listen(address or Address("tcp", "127.0.0.1", 0))
+    try:
+        yield server, bound_addresses(listener)[0]
+    finally:
+        await server.close()
+
+
+async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true or raise TimeoutError: for conditions, never fixed sleeps."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met within %.1fs" % timeout)
+        await asyncio.sleep(interval)
