@@ -198,6 +198,9 @@ class Connection(asyncio.Protocol):
         if not self.versioned and not isinstance(msg, Tversion):
             self.send(Rerror(tag, *self._err(Enotattached)))
             return
+        if len(self.pending) >= self.server.max_pending and not isinstance(msg, Tflush):
+            self.send(Rerror(tag, *self._err(Etoomanyreqs)))
+            return
         try:
             result = handler(msg)
         except NinepError as e:
@@ -207,10 +210,6 @@ class Connection(asyncio.Protocol):
             self.send(self._internal(tag, msg, e))
             return
         if is_awaitable(result):
-            if len(self.pending) >= self.server.max_pending:
-                result.close() if hasattr(result, "close") else None  # type: ignore[union-attr]
-                self.send(Rerror(tag, *self._err(Etoomanyreqs)))
-                return
             task = asyncio.ensure_future(result)
             self.pending[tag] = task
             task.add_done_callback(lambda t, tag=tag, msg=msg: self._finished(tag, msg, t))

@@ -5,7 +5,8 @@ order, a list or data field last taking the rest of the line. Strings are bare w
 (no blanks, quotes, parentheses or backslashes), otherwise single-quoted with backslash escapes;
 data is always quoted. A qid is ``(path version type)`` with the path in hex and the type as letters
 (``d`` directory, ``a`` append, ``l`` exclusive, ``m`` mount, ``A`` auth, ``t`` temporary,
-``L`` symlink, ``-`` plain file); a stat is a parenthesised list of its own ``field value`` pairs;
+``L`` symlink, ``-`` plain file; a type with a bit that has no letter is written whole in hex,
+``0x01``); a stat is a parenthesised list of its own ``field value`` pairs;
 modes and perms are octal. 9P2000.u fields are shown only when they differ from their default.
 :func:`parse` reads the same form back, so a transcript can be written by hand.
 """
@@ -22,6 +23,7 @@ from .wire import Kind, Qid, Stat, field_kinds
 _BARE = re.compile(r"[^\s'()\\]+")
 _QT_LETTERS = (("d", 0x80), ("a", 0x40), ("l", 0x20), ("m", 0x10), ("A", 0x08), ("t", 0x04),
                ("L", 0x02))
+_QT_KNOWN = sum(bit for _, bit in _QT_LETTERS)
 _ESC = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
 
 
@@ -32,7 +34,9 @@ def quote(s: str) -> str:
 
 
 def _hex(n: int) -> str:
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+    if n < 0x100:
+        return f"\\x{n:02x}"
+    return f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def quote_bytes(b: bytes, limit: int | None = None) -> str:
@@ -42,6 +46,8 @@ def quote_bytes(b: bytes, limit: int | None = None) -> str:
 
 
 def qid_text(q: Qid) -> str:
+    if q.type & ~_QT_KNOWN:  # a bit with no letter (0x01): show the whole type in hex
+        return f"({q.path:016x} {q.version} 0x{q.type:02x})"
     letters = "".join(ch for ch, bit in _QT_LETTERS if q.type & bit) or "-"
     return f"({q.path:016x} {q.version} {letters})"
 
@@ -172,6 +178,9 @@ def _unquote(line: str, i: int) -> tuple[str, int]:
             elif e == "u":
                 out.append(chr(int(line[i + 2:i + 6], 16)))
                 i += 6
+            elif e == "U":
+                out.append(chr(int(line[i + 2:i + 10], 16)))
+                i += 10
             else:
                 raise TextError(f"unknown escape '\\{e}' at column {i}")
         else:
@@ -201,6 +210,8 @@ def parse_qid(tok: Any) -> Qid:
     path = int(_word(tok[0], "qid path"), 16)
     version = _parse_int(tok[1], "qid version")
     letters = _word(tok[2], "qid type")
+    if letters.startswith("0x"):
+        return Qid(_parse_int(letters, "qid type"), version, path)
     typ = 0
     for ch in letters:
         if ch == "-":

@@ -181,7 +181,10 @@ def _read_wrapped_stat(dotu: bool) -> Callable[[Any, int, int], tuple[Stat, int]
 # ---- variable-size writers: value -> bytes ------------------------------------------------------
 
 def write_str(s: str) -> bytes:
-    b = s.encode("utf-8")
+    try:
+        b = s.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: no UTF-8 for it
+        raise LocalProtocolError(f"string is not encodable as UTF-8: {e.reason}") from None
     if len(b) > 0xFFFF:
         raise LocalProtocolError(f"string of {len(b)} bytes; 9P strings hold at most 65535")
     return _U16.pack(len(b)) + b

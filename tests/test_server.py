@@ -1,0 +1,202 @@
+"""Server behaviours seen through our client: limits, concurrency, cancellation, sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat as statmod
+
+import pytest
+
+from brasil.ninep import synthetic
+from brasil.ninep.client import Client
+from brasil.ninep.constants import ORDWR
+from brasil.ninep.errors import NinepError
+from brasil.ninep.messages import Tread
+from brasil.ninep.synthetic import Entry, GeneratedFile, Stream, StreamFile, TableDir
+from brasil.ninep.transport import Address
+from fixtures import FixtureTree, serving, wait_for
+
+
+async def test_directory_read_splits_across_small_counts_and_resumes(monkeypatch):
+    monkeypatch.setattr(synthetic, "OWNER", "glenda")
+    tree = FixtureTree()
+    async with serving(tree.root) as (_, addr):
+        c = await Client.connect(addr)
+        f = await c.open("dir")
+        from brasil.ninep.wire import read_stat
+        names, sizes = [], []
+        while True:
+            data = await f.read(150)  # each entry is 70 bytes with uid "glenda": two fit
+            if not data:
+                break
+            pos, n = 0, 0
+            while pos < len(data):
+                st, pos = read_stat(data, pos, len(data), False)
+                names.append(st.name)
+                n += 1
+            sizes.append(n)
+        assert names == [chr(x) * 3 for x in range(ord("a"), ord("z") + 1)]
+        assert sizes == [2] * 13
+        # Restarting at offset 0 re-reads; any other offset than where we stopped is refused.
+        assert await f.read(150, 0)
+        with pytest.raises(NinepError, match="bad offset"):
+            await f.read(150, 3)
+        with pytest.raises(NinepError, match="too small"):
+            await f.read(20, 0)
+        await c.close()
+
+
+async def test_many_requests_in_flight_on_one_connection():
+    tree = FixtureTree()
+    async with serving(tree.root) as (_, addr):
+        c = await Client.connect(addr)
+        f = await c.open("hello")
+        replies = await asyncio.gather(*[f.read(5, i % 8) for i in range(200)])
+        assert replies == [b"hello, world\n"[i % 8:i % 8 + 5] for i in range(200)]
+        await c.close()
+
+
+async def test_cancelled_read_is_flushed_and_loses_no_data():
+    tree = FixtureTree()
+    async with serving(tree.root) as (server, addr):
+        c = await Client.connect(addr)
+        f = await c.open("pipe", ORDWR)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(f.read(100), 0.05)
+        conn = next(iter(server.connections))
+        await wait_for(lambda: not conn.pending)  # the server dropped the flushed read
+        await f.write(b"after the flush\n")
+        assert await f.read(100) == b"after the flush\n"
+        await c.close()
+
+
+async def test_fids_per_connection_are_bounded():
+    tree = FixtureTree()
+    async with serving(tree.root, max_fids=3) as (_, addr):
+        c = await Client.connect(addr)  # the attach fid is one
+        a, _ = await c.walk("hello")
+        b, _ = await c.walk("dir")
+        with pytest.raises(NinepError, match="too many fids"):
+            await c.walk("gen")
+        await c.clunk(a)
+        d, _ = await c.walk("gen")  # freed room can be used again
+        assert d
+        await c.close()
+
+
+async def test_requests_waiting_at_once_are_bounded():
+    tree = FixtureTree()
+    async with serving(tree.root, max_pending=2) as (server, addr):
+        c = await Client.connect(addr)
+        f = await c.open("pipe", ORDWR)
+        blocked = [asyncio.ensure_future(f.read(10)) for _ in range(2)]
+        conn = next(iter(server.connections))
+        await wait_for(lambda: len(conn.pending) == 2)
+        with pytest.raises(NinepError, match="too many requests"):
+            await f.read(10)
+        other = await Client.connect(addr)  # the bound is per connection
+        await other.write("pipe", b"a")
+        await other.write("pipe", b"b")
+        assert sorted(await asyncio.gather(*blocked)) == [b"a", b"b"]
+        await other.close()
+        await c.close()
+
+
+async def test_a_failing_handler_is_an_internal_error_and_the_server_goes_on():
+    def boom() -> str:
+        raise RuntimeError("generator exploded")
+    root = TableDir([Entry("bad", 0o444, lambda o: GeneratedFile(boom)),
+                     Entry("good", 0o444, lambda o: GeneratedFile(lambda: "fine\n"))])
+    async with serving(root) as (_, addr):
+        c = await Client.connect(addr)
+        with pytest.raises(NinepError, match="internal error: RuntimeError: generator exploded"):
+            await c.read("bad")
+        assert await c.read("good") == b"fine\n"
+        await c.close()
+
+
+async def test_stream_writer_waits_for_a_reader_instead_of_growing_without_bound():
+    s = Stream(limit=1000)
+    root = TableDir([Entry("s", 0o600, lambda o: StreamFile(s, s))])
+    async with serving(root) as (server, addr):
+        c = await Client.connect(addr)
+        w = await c.open("s", ORDWR)
+        await w.write(b"x" * 1000)  # fills the buffer
+        second = asyncio.ensure_future(w.write(b"y" * 10))
+        conn = next(iter(server.connections))
+        await wait_for(lambda: len(conn.pending) == 1)  # the server holds the write back
+        assert not second.done() and len(s) == 1000
+        assert await w.read(1000) == b"x" * 1000
+        assert await second == 10
+        assert await w.read(1000) == b"y" * 10
+        await c.close()
+
+
+async def test_closing_the_last_writer_gives_readers_end_of_file():
+    s = Stream()
+    root = TableDir([Entry("s", 0o600, lambda o: StreamFile(s, s))])
+    async with serving(root) as (_, addr):
+        c = await Client.connect(addr)
+        r = await c.open("s")
+        pending = asyncio.ensure_future(r.read_all())
+        await c.write("s", b"last words\n")  # opens, writes, clunks: end of file
+        assert await asyncio.wait_for(pending, 5) == b"last words\n"
+        await c.close()
+
+
+async def test_generated_file_stat_reports_its_real_length():
+    tree = FixtureTree()
+    async with serving(tree.root) as (_, addr):
+        c = await Client.connect(addr)
+        st = await c.stat("gen")
+        assert st.length == len(b"generation 1\n")
+        await c.close()
+
+
+async def test_unix_socket_is_private_to_its_owner(tmp_path):
+    tree = FixtureTree()
+    path = tmp_path / "run" / "brasil.sock"
+    async with serving(tree.root, Address("unix", path=str(path))) as (_, addr):
+        assert statmod.S_IMODE(os.stat(path).st_mode) == 0o600
+        c = await Client.connect(f"unix:{path}")
+        assert await c.read("hello") == b"hello, world\n"
+        await c.close()
+
+
+async def test_trace_logs_every_message_in_text_form(caplog):
+    tree = FixtureTree()
+    caplog.set_level(logging.INFO, logger="brasil.ninep.trace")
+    async with serving(tree.root, trace=True) as (_, addr):
+        c = await Client.connect(addr)
+        await c.read("hello")
+        await c.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "brasil.ninep.trace"]
+    assert any("<- Twalk tag" in ln and "wname hello" in ln for ln in lines)
+    assert any("-> Rread tag" in ln and "hello, world" in ln for ln in lines)
+
+
+async def test_client_raw_rpc_reports_errors_as_ninep_errors():
+    tree = FixtureTree()
+    async with serving(tree.root) as (_, addr):
+        c = await Client.connect(addr)
+        with pytest.raises(NinepError, match="unknown fid"):
+            await c.rpc(Tread, 777, 0, 10)
+        with pytest.raises(NinepError, match="nosuch: file does not exist"):
+            await c.read("dir/nosuch")
+        await c.close()
+
+
+async def test_connection_loss_fails_waiting_requests_cleanly():
+    tree = FixtureTree()
+    async with serving(tree.root) as (server, addr):
+        c = await Client.connect(addr)
+        f = await c.open("pipe", ORDWR)
+        waiting = asyncio.ensure_future(f.read(10))
+        await wait_for(lambda: any(conn.pending for conn in server.connections))
+        for conn in list(server.connections):
+            conn.abort()
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(waiting, 5)
+        assert c.closed
