@@ -1,0 +1,147 @@
+"""`brasil`: the command line (SPEC.md §9).
+
+Every client command takes ``--at ADDR`` (``HOST:PORT``, ``unix:PATH``, ``tcp!HOST!PORT``),
+defaulting to ``$BRASIL``, then to the local daemon's Unix socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import stat as statmod
+import sys
+import time
+from typing import Any
+
+from ..ninep.client import Client
+from ..ninep.constants import DMDIR, OWRITE
+from ..ninep.transport import default_address, parse_address
+from ..ninep.wire import Stat
+from .errors import run
+
+EPILOG = """addresses: HOST:PORT, unix:PATH or tcp!HOST!PORT; --at defaults to $BRASIL, then to
+the local daemon's Unix socket. Paths are inside the daemon's namespace, e.g. /csrv/local/status."""
+
+
+def _add_at(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
+                   "local daemon's Unix socket)")
+    p.add_argument("--trace", action="store_true", help="log every 9P message to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="brasil", description="Drive a cluster as one computer through its 9P namespace.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    ls = sub.add_parser("ls", help="list a directory of the namespace",
+                        description="List a directory (or show one file) of the namespace.")
+    ls.add_argument("-l", action="store_true", help="long format: mode, size, time, name")
+    ls.add_argument("path", nargs="?", default="/", metavar="PATH")
+    _add_at(ls)
+
+    st = sub.add_parser("stat", help="show a file's metadata",
+                        description="Show the 9P stat of a file: qid, mode, length, times, owner.")
+    st.add_argument("path", metavar="PATH")
+    _add_at(st)
+
+    cat = sub.add_parser("cat", help="print files; streams print as data arrives",
+                         description="Print files to stdout. Stream files (stdio, wait) are "
+                         "printed as their data arrives, until end of file.")
+    cat.add_argument("paths", nargs="+", metavar="PATH")
+    _add_at(cat)
+
+    wr = sub.add_parser("write", help="write TEXT (or stdin) to a file as one write",
+                        description="Write TEXT, or all of stdin, to PATH as one write — the way "
+                        "to send a ctl command: brasil write /csrv/local/0/ctl 'res 4'.")
+    wr.add_argument("path", metavar="PATH")
+    wr.add_argument("text", nargs="*", metavar="TEXT", help="words joined by spaces; a newline is added")
+    _add_at(wr)
+    return p
+
+
+async def _connect(args: argparse.Namespace) -> Client:
+    addr = parse_address(args.at) if args.at else default_address()
+    return await Client.connect(addr, trace=args.trace)
+
+
+def mode_string(mode: int) -> str:
+    kind = "d" if mode & DMDIR else "-"
+    return kind + statmod.filemode(mode & 0o777)[1:]
+
+
+def long_line(st: Stat) -> str:
+    when = time.strftime("%b %d %H:%M", time.localtime(st.mtime))
+    name = st.name + ("/" if st.mode & DMDIR else "")
+    return f"{mode_string(st.mode)} {st.uid:<8} {st.length:>10} {when} {name}"
+
+
+async def cmd_ls(args: argparse.Namespace) -> int:
+    c = await _connect(args)
+    try:
+        top = await c.stat(args.path)
+        entries = await c.ls(args.path) if top.mode & DMDIR else [top]
+        for st in entries:
+            print(long_line(st) if args.l else st.name + ("/" if st.mode & DMDIR else ""))
+    finally:
+        await c.close()
+    return 0
+
+
+async def cmd_stat(args: argparse.Namespace) -> int:
+    c = await _connect(args)
+    try:
+        st = await c.stat(args.path)
+    finally:
+        await c.close()
+    rows: list[tuple[str, Any]] = [
+        ("name", st.name), ("mode", f"{mode_string(st.mode)} ({st.mode:#o})"),
+        ("length", st.length), ("qid", f"path {st.qid.path:#x} version {st.qid.version} "
+                                       f"type {st.qid.type:#04x}"),
+        ("owner", f"{st.uid}:{st.gid} (last modified by {st.muid})"),
+        ("mtime", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.mtime))),
+        ("atime", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.atime))),
+    ]
+    for k, v in rows:
+        print(f"{k:>7}: {v}")
+    return 0
+
+
+async def cmd_cat(args: argparse.Namespace) -> int:
+    c = await _connect(args)
+    out = sys.stdout.buffer
+    try:
+        for path in args.paths:
+            async with await c.open(path) as f:
+                async for chunk in f.chunks():
+                    out.write(chunk)
+                    out.flush()
+    finally:
+        await c.close()
+    return 0
+
+
+async def cmd_write(args: argparse.Namespace) -> int:
+    data = (" ".join(args.text) + "\n").encode() if args.text else sys.stdin.buffer.read()
+    c = await _connect(args)
+    try:
+        await c.write(args.path, data, OWRITE)
+    finally:
+        await c.close()
+    return 0
+
+
+COMMANDS = {"ls": cmd_ls, "stat": cmd_stat, "cat": cmd_cat, "write": cmd_write}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "trace", False):
+        import logging
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run("brasil", lambda: COMMANDS[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
