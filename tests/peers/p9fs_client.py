@@ -6,8 +6,8 @@ Run with the p9fs peer virtualenv's python, never ours:
 
 VERSION is ``9P2000`` or ``9P2000.u``. The server must serve the FixtureTree of tests/fixtures.py.
 Each step prints one JSON line ``{"step": NAME, "ok": true, ...results}`` or
-``{"step": NAME, "ok": false, "error": MESSAGE, "errno": N|null}``; the pytest side asserts on them.
-A failing step does not stop the run: the next step starts from a clean fid.
+``{"step": NAME, "ok": false, "error": MESSAGE, "errno": N|null, "leftover_fid": BOOL}``; the
+pytest side asserts on them. A failing step does not stop the run: the next starts from a clean fid.
 
 Workarounds for py9p bugs (py9p as shipped in p9fs 0.0.4):
  - ``Client.lsdir`` decodes directory entries with a 9P2000 ``Marshal9P()`` whatever the dialect,
@@ -59,12 +59,13 @@ def connect() -> py9p.Client:
     return client
 
 
-def quiet_close(c: py9p.Client) -> None:
-    """Clunk the scratch fid F if it is live (errors ignored)."""
+def quiet_close(c: py9p.Client) -> bool:
+    """Clunk the scratch fid F if it is live; True if it was (the server still knew it)."""
     try:
         c._clunk(c.F)
+        return True
     except Exception:
-        pass
+        return False
 
 
 def step(c: py9p.Client, name: str, fn) -> None:
@@ -74,9 +75,12 @@ def step(c: py9p.Client, name: str, fn) -> None:
     except Exception as e:  # noqa: BLE001
         msg = text(e.args[0]) if e.args else repr(e)
         errno = next((r["errno"] for r in errors_seen if r["ename"] == msg), None)
+        trace = traceback.format_exc(limit=3)
+        # After a failed step py9p has normally clunked F already (or the server never bound it,
+        # as for a failed or partial walk, or freed it, as Tremove does even when it fails):
+        # leftover_fid says whether the server still held F.
         emit(name, ok=False, error=msg, errno=errno, kind=type(e).__name__,
-             trace=traceback.format_exc(limit=3))
-        quiet_close(c)
+             leftover_fid=quiet_close(c), trace=trace)
         return
     emit(name, ok=True, **(res or {}))
 

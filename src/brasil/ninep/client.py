@@ -126,7 +126,8 @@ class Client:
                 self._flush(tag)
             raise
         if type(reply) is Rerror:
-            raise NinepError(reply.ename, reply.errno or _errno.EIO)
+            # 9P2000 has no errno (0); some .u servers send ~0 for "undefined": both mean EIO.
+            raise NinepError(reply.ename, reply.errno if 0 < reply.errno < 4096 else _errno.EIO)
         return reply
 
     def _flush(self, oldtag: int) -> None:
