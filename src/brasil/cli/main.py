@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("path", metavar="PATH")
     wr.add_argument("text", nargs="*", metavar="TEXT", help="words joined by spaces; a newline is added")
     _add_at(wr)
+
+    from . import serve
+    serve.add_parser(sub)
     return p
 
 
@@ -137,6 +140,9 @@ COMMANDS = {"ls": cmd_ls, "stat": cmd_stat, "cat": cmd_cat, "write": cmd_write}
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from . import serve
+        return serve.main(args)
     if getattr(args, "trace", False):
         import logging
         logging.basicConfig(level=logging.INFO, format="%(message)s")

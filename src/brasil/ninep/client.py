@@ -233,8 +233,10 @@ class Client:
                 if len(r.wqid) < len(chunk):
                     if src == newfid:
                         await self.clunk(newfid)
-                    missing = "/".join(names[:done + len(r.wqid) + 1])
-                    raise NinepError(f"{missing}: {Enotfound[0]}", Enotfound[1])
+                    stop = done + len(r.wqid)
+                    reason = await self._why_not(names[:stop], names[stop])
+                    msg = reason.message.removeprefix(f"{names[stop]}: ")
+                    raise NinepError(f"{'/'.join(names[:stop + 1])}: {msg}", reason.errno)
                 qid = r.wqid[-1]
                 src = newfid
                 done += len(chunk)
@@ -242,6 +244,23 @@ class Client:
         except BaseException:
             self.free_fid(newfid)
             raise
+
+    async def _why_not(self, prefix: list[str], name: str) -> NinepError:
+        """A partial Rwalk says where a walk stopped, not why: ask for the one name that failed."""
+        try:
+            fid, _ = await self.walk(prefix)
+        except NinepError as e:
+            return e
+        probe = self.alloc_fid()
+        try:
+            await self.rpc(Twalk, fid, probe, (name,))
+            await self.clunk(probe)  # it exists now: it was made after our walk
+            return NinepError(Enotfound[0], Enotfound[1])
+        except NinepError as e:
+            self.free_fid(probe)
+            return e
+        finally:
+            await self._quiet_clunk(fid)
 
     async def clunk(self, fid: int) -> None:
         try:

@@ -281,6 +281,7 @@ class Stream:
         self.broken = False  # the reading side is gone: writes fail
         self._readers: list[asyncio.Future[None]] = []
         self._writers: list[asyncio.Future[None]] = []
+        self._drained: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return self._size
@@ -304,8 +305,13 @@ class Stream:
             else:
                 out, self._chunks[0] = first[:count], first[count:]
             self._size -= len(out)
-            if self._writers and self._size < self.limit:
-                self._wake(self._writers)
+            if self._size < self.limit:
+                if self._writers:
+                    self._wake(self._writers)
+                if self._drained:
+                    callbacks, self._drained = self._drained, []
+                    for cb in callbacks:
+                        cb()
             return out
         if self.eof:
             return b""
@@ -345,6 +351,24 @@ class Stream:
             await f
         return len(data)
 
+    def feed(self, data: bytes) -> bool:
+        """Accept ``data`` whatever the fill (for producers that pause instead of waiting, like a
+        pipe transport); returns False when the producer should pause until :meth:`on_drain`."""
+        if self.broken:
+            return True  # nobody will ever read it: swallow, do not stall the producer
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+            self._wake(self._readers)
+        return self._size < self.limit
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when the buffer next drops below its limit."""
+        if self._size < self.limit or self.broken:
+            callback()
+        else:
+            self._drained.append(callback)
+
     def close(self) -> None:
         """End of file for readers once they have drained what is buffered."""
         self.eof = True
@@ -358,6 +382,9 @@ class Stream:
         self._size = 0
         self._wake(self._writers)
         self._wake(self._readers)
+        callbacks, self._drained = self._drained, []
+        for cb in callbacks:
+            cb()
 
 
 class StreamFile(Node):

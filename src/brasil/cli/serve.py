@@ -1,0 +1,130 @@
+"""`brasil serve`: run this machine's node daemon (SPEC.md §2–4, §9)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+from ..ninep.server import Server
+from ..ninep.transport import Address, AddressError, DEFAULT_PORT, bound_addresses, \
+    default_socket_path, parse_address
+from ..node.daemon import DEFAULT_IDLE_TIMEOUT, Node
+from .errors import UsageError, run
+
+log = logging.getLogger("brasil.serve")
+
+DESCRIPTION = """Run the node daemon: serve this machine's namespace (/csrv/local: arch, status, env,
+ns, clone, fs, net and sessions) over 9P.
+
+With no options it listens on a Unix socket in your runtime directory (mode 0600: only you can
+reach it) and on 127.0.0.1:5670, with one slot per CPU core. A TCP listener on anything but
+loopback is refused unless --secret-file is given."""
+
+EPILOG = """examples:
+  brasil serve                                  defaults: Unix socket + 127.0.0.1:5670
+  brasil serve --listen 127.0.0.1:0 --slots 4   an ephemeral port, 4 slots
+  brasil serve --export ~/data                  also serve ~/data as /csrv/local/fs"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="run the node daemon", description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", action="append", metavar="ADDR", default=[],
+                   help="listen here (repeatable): HOST:PORT, unix:PATH or tcp!HOST!PORT "
+                   "(default: the Unix socket and 127.0.0.1:5670)")
+    p.add_argument("--name", default=socket.gethostname().split(".")[0],
+                   help="this node's name in the tree (default: the host name)")
+    p.add_argument("--slots", type=int, default=os.cpu_count() or 1,
+                   help="how many commands may run here at once (default: CPU cores)")
+    p.add_argument("--export", metavar="DIR", help="serve DIR read-write as /csrv/local/fs")
+    p.add_argument("--parent", metavar="ADDR", help="join the tree under the daemon at ADDR")
+    p.add_argument("--secret-file", metavar="FILE",
+                   help="cluster secret; required to listen beyond loopback")
+    p.add_argument("--state-dir", metavar="DIR", help="where state is kept "
+                   "(default: $XDG_STATE_HOME/brasil or ~/.local/state/brasil)")
+    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                   help="close a session idle this long: no open files, processes or unread "
+                   f"output (default: {DEFAULT_IDLE_TIMEOUT:g})")
+    p.add_argument("--debug", action="store_true", help="log every 9P message")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+
+
+def state_dir(arg: str | None) -> str:
+    if arg:
+        return os.path.abspath(os.path.expanduser(arg))
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "brasil")
+
+
+def listen_addresses(args: argparse.Namespace) -> list[Address]:
+    try:
+        addrs = [parse_address(a) for a in args.listen]
+    except AddressError as e:
+        raise UsageError(f"--listen: {e}") from None
+    if not addrs:
+        addrs = [Address("unix", path=default_socket_path()),
+                 Address("tcp", "127.0.0.1", DEFAULT_PORT)]
+    wide = [a for a in addrs if not a.is_loopback]
+    if wide and not args.secret_file:
+        raise UsageError(f"refusing to listen on {', '.join(map(str, wide))} without "
+                         "--secret-file: anyone who can reach it could run commands as you. "
+                         "Give --secret-file FILE, or listen on 127.0.0.1 or a unix: socket")
+    if args.secret_file:
+        raise UsageError("--secret-file: authentication is not built yet; until it is, listen "
+                         "only on loopback or a unix: socket")
+    if args.parent:
+        raise UsageError("--parent: joining a tree is not built yet; run a single node for now")
+    return addrs
+
+
+async def serve(args: argparse.Namespace) -> int:
+    addrs = listen_addresses(args)
+    if args.slots < 0:
+        raise UsageError("--slots must be 0 or more")
+    os.makedirs(state_dir(args.state_dir), mode=0o700, exist_ok=True)
+    try:
+        node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout)
+    except (NotADirectoryError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    server = Server(node.root, trace=args.debug)
+    for a in addrs:
+        try:
+            listener = await server.listen(a)
+        except OSError as e:
+            await server.close()
+            hint = " (another daemon there? pick another with --listen)" \
+                if e.errno in (98, None) else ""
+            print(f"brasil serve: cannot listen on {a}: {e.strerror or e}{hint}", file=sys.stderr)
+            return 1
+        node.addresses += [str(b) for b in bound_addresses(listener)]
+    node.start()
+    log.warning("node %s: %d slot(s), serving 9P on %s", node.name, node.slots_total,
+                ", ".join(node.addresses))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.warning("node %s: shutting down", node.name)
+    await server.close()
+    await node.shutdown()
+    for a in addrs:
+        if a.kind == "unix":
+            try:
+                os.unlink(a.path)
+            except OSError:
+                pass
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.debug:
+        logging.getLogger("brasil.ninep.trace").setLevel(logging.INFO)
+    return run("brasil serve", lambda: serve(args))

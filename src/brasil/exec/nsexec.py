@@ -1,0 +1,89 @@
+"""Run a command in a private mount namespace with ``bind SRC DST`` lines applied.
+
+Usage: ``python -m brasil.exec.nsexec SRC DST [SRC DST …] -- ARGV…``. As root only a mount
+namespace is needed; otherwise an unprivileged user namespace maps the caller to itself, which
+gives the capability to mount inside it. Mount propagation is made private first so that nothing
+leaks back to the host. The process then execs ARGV; the binds vanish with the last process in the
+namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_BIND = 4096
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def enter_private_namespace() -> None:
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    else:
+        _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+
+
+def bind(src: str, dst: str) -> None:
+    _check(_libc.mount(src.encode(), dst.encode(), None, MS_BIND | MS_REC, None),
+           f"bind {src} {dst}")
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv:
+        print("usage: nsexec SRC DST [SRC DST …] -- ARGV…", file=sys.stderr)
+        return 2
+    cut = argv.index("--")
+    pairs, command = argv[:cut], argv[cut + 1:]
+    if len(pairs) % 2 or not command:
+        print("nsexec: binds come in SRC DST pairs, then -- and a command", file=sys.stderr)
+        return 2
+    try:
+        enter_private_namespace()
+        for src, dst in zip(pairs[::2], pairs[1::2]):
+            bind(src, dst)
+    except OSError as e:
+        print(f"ns: {e.strerror}", file=sys.stderr)
+        return 126
+    os.execvp(command[0], command)
+    return 127
+
+
+def probe() -> str | None:
+    """None if private mount namespaces work here, else why not (checked in a child process)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            enter_private_namespace()
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 0:
+        return None
+    return ("this system does not allow private mount namespaces (unprivileged user namespaces "
+            "are disabled); ns lines cannot be applied")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,155 @@
+"""One command, run through /bin/sh in its own process group, with bounded streams for its pipes.
+
+The child's stdout and stderr feed :class:`Stream` objects; when one is full the pipe is paused, so
+the child blocks in write(2) instead of the daemon buffering without bound. Its stdin drains a
+Stream: end of file there closes the child's stdin. Exit is noticed through a pidfd, so no thread
+or SIGCHLD handler is needed per child. ``kill`` signals the whole process group, children included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+from typing import Callable
+
+from ..ninep.errors import NinepError
+from ..ninep.synthetic import Stream
+
+log = logging.getLogger("brasil.exec")
+
+
+class _PipeReader(asyncio.Protocol):
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.stream.feed(data) and self.transport is not None:
+            self.transport.pause_reading()
+            self.stream.on_drain(self._resume)
+
+    def _resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stream.close()
+
+
+class _PipeWriter(asyncio.Protocol):
+    def __init__(self) -> None:
+        self._paused: asyncio.Future[None] | None = None
+        self.lost = False
+
+    def pause_writing(self) -> None:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._paused is not None and not self._paused.done():
+            self._paused.set_result(None)
+        self._paused = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.resume_writing()
+
+    async def drain(self) -> None:
+        if self._paused is not None:
+            await self._paused
+
+
+class Process:
+    """A running command; ``exited`` resolves to its exit status (128+N when killed by signal N)."""
+
+    def __init__(self, stdin: Stream, stdout: Stream, stderr: Stream) -> None:
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.pid = 0
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.signalled: int | None = None
+        self._feeder: asyncio.Task[None] | None = None
+        self._on_exit: list[Callable[[int], None]] = []
+
+    async def start(self, argv: list[str], env: dict[str, str], cwd: str | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.popen = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, cwd=cwd, start_new_session=True, close_fds=True)
+        except OSError as e:
+            raise NinepError(f"exec: cannot start {argv[0]}: {e.strerror}", e.errno) from None
+        p = self.popen
+        self.pid = p.pid
+        assert p.stdin and p.stdout and p.stderr
+        pidfd = os.pidfd_open(p.pid)
+        loop.add_reader(pidfd, self._reap, pidfd)
+        await loop.connect_read_pipe(lambda: _PipeReader(self.stdout), p.stdout)
+        await loop.connect_read_pipe(lambda: _PipeReader(self.stderr), p.stderr)
+        transport, writer = await loop.connect_write_pipe(_PipeWriter, p.stdin)
+        self._feeder = asyncio.ensure_future(self._feed(transport, writer))  # type: ignore[arg-type]
+
+    async def _feed(self, transport: asyncio.WriteTransport, writer: _PipeWriter) -> None:
+        """Copy the stdin stream into the child's stdin until end of file or the child stops reading."""
+        try:
+            while not writer.lost:
+                data = self.stdin.read(65536)
+                if not isinstance(data, bytes):
+                    data = await data
+                if not data:
+                    break
+                transport.write(data)
+                await writer.drain()
+        finally:
+            if writer.lost:
+                self.stdin.break_()
+            transport.close()
+
+    def _reap(self, pidfd: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        assert self.popen is not None
+        rc = self.popen.wait()
+        if rc < 0:
+            self.signalled = -rc
+            rc = 128 - rc
+        if not self.exited.done():
+            self.exited.set_result(rc)
+        for cb in self._on_exit:
+            cb(rc)
+
+    def on_exit(self, callback: Callable[[int], None]) -> None:
+        if self.exited.done():
+            callback(self.exited.result())
+        else:
+            self._on_exit.append(callback)
+
+    @property
+    def running(self) -> bool:
+        return self.pid != 0 and not self.exited.done()
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group: the command and everything it started."""
+        if not self.pid:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError as e:
+            log.warning("kill %d: %s", self.pid, e)
+
+    def abandon(self) -> None:
+        """Nobody will read this process's output any more: let it write into the void."""
+        for s in (self.stdout, self.stderr):
+            s.break_()

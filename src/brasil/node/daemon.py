@@ -1,0 +1,229 @@
+"""One node's state and the ``/csrv`` tree it serves (SPEC.md §2).
+
+:class:`Node` owns the slots, the sessions, the default ``env`` and ``ns``, and the idle reaper.
+It knows nothing of sockets: ``brasil serve`` (cli/serve.py) puts a 9P server in front of
+:attr:`Node.root` and listens where it is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import shlex
+import signal
+import time
+from typing import Iterable
+
+from ..exec import nsexec
+from ..ninep.errors import NinepError
+from ..ninep.synthetic import (DynamicDir, Entry, GeneratedFile, Handle, BytesHandle, Node as File,
+                               StaticFile, TableDir)
+from .exportfs import Export, ExportDir
+from .session import Session
+from .session_files import SessionDir, env_file, ns_file
+
+log = logging.getLogger("brasil.node")
+
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_OUTPUT_LIMIT = 256 * 1024
+
+
+def arch_line() -> str:
+    return f"{platform.system().lower()} {platform.machine()}"
+
+
+def mem_free_mb() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+class CloneFile(File):
+    """Opening it makes a session; reading that open gives the session's id."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+
+    def open(self, mode: int) -> Handle:
+        session = self.node.new_session()
+        return BytesHandle(self, f"{session.path}\n".encode())
+
+
+class Node:
+    def __init__(self, name: str, slots: int, *, export: str | None = None,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 output_limit: int = DEFAULT_OUTPUT_LIMIT, workdir: str | None = None) -> None:
+        if slots < 0:
+            raise ValueError("slots must be ≥ 0")
+        self.name = name
+        self.slots_total = slots
+        self.free: list[int] = list(range(slots))
+        self.env: dict[str, str] = {}
+        self.ns: list[str] = []
+        self.sessions: dict[str, Session] = {}
+        self._next_id = 0
+        self.idle_timeout = idle_timeout
+        self.output_limit = output_limit
+        self.export = Export(export) if export else None
+        self.workdir = workdir or (self.export.root if self.export else os.getcwd())
+        self.addresses: list[str] = []
+        self.started = time.time()
+        self._ns_problem: str | None | bool = False  # False: not probed yet
+        self._reaper: asyncio.Task[None] | None = None
+        self.local = self._build_local()
+        self.csrv = DynamicDir([Entry("local", 0o555, lambda _: self.local)], name="csrv")
+        self.root = TableDir([Entry("csrv", 0o555, lambda _: self.csrv)])
+
+    # ---- the namespace ----
+
+    def _build_local(self) -> DynamicDir:
+        table = [
+            Entry("arch", 0o444, lambda _: StaticFile(arch_line() + "\n")),
+            Entry("status", 0o444, lambda _: GeneratedFile(self.status_text)),
+            Entry("env", 0o644, lambda _: env_file(None, self.env)),
+            Entry("ns", 0o644, lambda _: ns_file(None, self.ns, self.check_ns_line)),
+            Entry("clone", 0o444, lambda _: CloneFile(self)),
+            Entry("net", 0o444, lambda _: GeneratedFile(self.net_text)),
+        ]
+        if self.export is not None:
+            export = self.export
+            table.append(Entry("fs", 0o755, lambda _: ExportDir(export, (), "fs", os.stat(export.root))))
+        local = DynamicDir(table, self, name="local")
+        if self.export is not None:  # its mode is the real directory's, not the table's
+            fs = local.walk("fs")
+            fs.mode = os.stat(self.export.root).st_mode & 0o777
+        return local
+
+    def status_lines(self) -> list[str]:
+        load1 = os.getloadavg()[0]
+        line = (f"{self.name} {self.slots_total} {len(self.free)} {load1:.2f} {mem_free_mb()} up")
+        return [line]
+
+    def status_text(self) -> str:
+        lines = self.status_lines()
+        rows = [ln.split() for ln in lines]
+        total = sum(int(r[1]) for r in rows)
+        free = sum(int(r[2]) for r in rows)
+        load = max(float(r[3]) for r in rows)
+        mem = sum(int(r[4]) for r in rows)
+        return "".join(ln + "\n" for ln in lines) + f"total {total} {free} {load:.2f} {mem} nodes={len(rows)}\n"
+
+    def net_text(self) -> str:
+        return "".join(f"9p {a}\n" for a in self.addresses)
+
+    # ---- sessions ----
+
+    def new_session(self) -> Session:
+        sid = str(self._next_id)
+        self._next_id += 1
+        session = Session(self, sid)
+        self.sessions[sid] = session
+        self.local.add(sid, SessionDir(session))
+        log.info("session %s: created", sid)
+        return session
+
+    def close_session(self, session: Session) -> None:
+        session.close()
+        self.sessions.pop(session.path, None)
+        self.local.discard(session.path)
+
+    def find_session(self, path: str) -> Session:
+        """A session or sub-session by ``/csrv/local/3/1``-style or ``3/1``-style path."""
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["csrv", "local"]:
+            parts = parts[2:]
+        elif parts[:1] == ["local"]:
+            parts = parts[1:]
+        if not parts or parts[0] not in self.sessions:
+            raise NinepError(f"splice: no session at {path!r} on node {self.name} "
+                             "(paths look like /csrv/local/ID[/SUB])")
+        s = self.sessions[parts[0]]
+        for p in parts[1:]:
+            s = s.sub(p)
+        return s
+
+    # ---- slots ----
+
+    def matches(self, os_name: str | None, arch: str | None) -> bool:
+        my_os, my_arch = arch_line().split()
+        return (os_name in (None, "*", my_os)) and (arch in (None, "*", my_arch))
+
+    def take_slots(self, n: int, os_name: str | None = None, arch: str | None = None) -> list[int]:
+        have = len(self.free) if self.matches(os_name, arch) else 0
+        if n > have:
+            where = f" matching {os_name} {arch or '*'}" if os_name else ""
+            raise NinepError(f"res: not enough slots: asked {n}, {have} free in reach{where}")
+        taken, self.free = self.free[:n], self.free[n:]
+        return taken
+
+    def release_slots(self, slots: Iterable[int]) -> None:
+        self.free = sorted(set(self.free) | set(slots))
+
+    # ---- ns ----
+
+    def check_ns_line(self, line: str) -> None:
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            raise NinepError(f'ns: cannot parse "{line}": {e}') from None
+        if words and words[0] == "mount":
+            raise NinepError(f'ns: "{line}": mount lines are not supported yet; '
+                             "use bind SRC DST (mount a namespace with `brasil mount` and bind it)")
+        if len(words) != 3 or words[0] != "bind":
+            raise NinepError(f'ns: bad line "{line}"; expected: bind SRC DST')
+        for p in words[1:]:
+            if not p.startswith("/"):
+                raise NinepError(f'ns: "{line}": {p} must be an absolute path')
+        if self._ns_problem is False:
+            self._ns_problem = nsexec.probe()
+        if self._ns_problem:
+            raise NinepError(f"ns: {self._ns_problem}")
+
+    def ns_binds(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        for line in self.ns + lines:
+            words = shlex.split(line)
+            out += words[1:3]
+        return out
+
+    # ---- lifetime ----
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.ensure_future(self._reap_idle())
+
+    async def _reap_idle(self) -> None:
+        period = max(0.05, min(5.0, self.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for s in list(self.sessions.values()):
+                if s.idle() and now - s.last_active >= self.idle_timeout:
+                    log.info("session %s: idle for %.0fs, closing", s.path, now - s.last_active)
+                    self.close_session(s)
+
+    async def shutdown(self, grace: float = 3.0) -> None:
+        """End every session: TERM, then KILL what is still running after ``grace`` seconds."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        running = [leaf for s in self.sessions.values() for leaf in s.leaves()
+                   if leaf.process is not None and leaf.process.running]
+        for leaf in running:
+            leaf.process.kill(signal.SIGTERM)  # type: ignore[union-attr]
+        if running:
+            exits = [leaf.process.exited for leaf in running]  # type: ignore[union-attr]
+            done, pending = await asyncio.wait(exits, timeout=grace)
+            if pending:
+                log.info("shutdown: %d process group(s) ignored TERM, sending KILL", len(pending))
+        for s in list(self.sessions.values()):
+            self.close_session(s)
+        if running:
+            await asyncio.wait([leaf.process.exited for leaf in running], timeout=grace)  # type: ignore[union-attr]

@@ -1,0 +1,384 @@
+"""Sessions (SPEC.md §3): reservation, exec, output aggregation, input distribution, splices.
+
+A :class:`Session` is created by reading ``clone``. ``res N`` gives it N sub-sessions, each a leaf
+session bound to one slot; a leaf runs at most one process at a time. Reading an aggregate's output
+claims its leaves' outputs and interleaves them on record boundaries; writing its input distributes
+by ``mux``. The session outlives the files that created it: it ends on ``close``, or when it has
+been idle (no open files, no processes, no unread output) for the node's idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Callable
+
+from ..exec.process import Process
+from ..exec.records import NEWLINE, Splitter
+from ..ninep.errors import NinepError
+from ..ninep.synthetic import Stream
+from . import lifecycle
+from .io import AGGREGATE, READ, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
+
+if TYPE_CHECKING:
+    from .daemon import Node
+
+log = logging.getLogger("brasil.session")
+
+SH_WORDS = set(""". : [ alias bg break cd command continue echo eval exec exit export false fg
+getopts hash jobs kill local printf pwd read readonly return set shift test times trap true type
+ulimit umask unalias unset wait if then else elif fi case esac for while until do done { } ! time
+""".split())
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_command(cmd: str, path: str) -> None:
+    """Fail early, with a sentence, when a simple command names a program that does not exist.
+
+    Anything shell-like (quoting we cannot parse, builtins, assignments) is left to /bin/sh, whose
+    exit status 127 then shows in ``status``."""
+    try:
+        words = shlex.split(cmd, comments=True)
+    except ValueError:
+        return
+    if not words:
+        raise NinepError("exec: empty command; usage: exec CMD…")
+    prog = words[0]
+    if prog in SH_WORDS or "=" in prog or any(c in prog for c in "$`*?[~"):
+        return
+    if "/" in prog:
+        if not os.access(prog, os.X_OK):
+            raise NinepError(f"exec: {prog}: no such executable file")
+    elif shutil.which(prog, path=path) is None:
+        raise NinepError(f"exec: {prog}: command not found (PATH={path})")
+
+
+class Session:
+    def __init__(self, node: Node, path: str, parent: Session | None = None,
+                 slot: int | None = None) -> None:
+        self.node = node
+        self.path = path  # "3" for a session, "3/1" for its sub-session 1
+        self.parent = parent
+        self.slot = slot
+        self.state = "idle" if slot is not None else "new"
+        self.subs: list[Session] = []
+        self.env: dict[str, str] = dict(node.env) if parent is None else {}
+        self.ns: list[str] = []
+        self.args = ""
+        self.mux, self.mux_field = "broadcast", 1
+        self.rs: Splitter = NEWLINE
+        self.process: Process | None = None
+        self.exit_status: int | None = None
+        self.error = ""
+        self.splices: list[Splice] = []
+        self.open_handles = 0
+        self.writers = 0
+        self.last_active = time.monotonic()
+        self._aggregates: dict[int, Output] = {}
+        self._aggregators: list[Aggregator] = []
+        self._input: Sink | None = None
+        self._done_waiters: list[asyncio.Future[None]] = []
+        self.on_subs: Callable[[Session], None] | None = None  # the files layer adds directories
+        if slot is not None:
+            self._new_streams()
+
+    # ---- shape ----
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.slot is not None
+
+    @property
+    def top(self) -> Session:
+        return self.parent.top if self.parent else self
+
+    def leaves(self) -> list[Session]:
+        if self.is_leaf:
+            return [self]
+        return [leaf for s in self.subs for leaf in s.leaves()]
+
+    def effective_env(self) -> dict[str, str]:
+        base = self.parent.effective_env() if self.parent else {}
+        return {**base, **self.env}
+
+    def effective_ns(self) -> list[str]:
+        return (self.parent.effective_ns() if self.parent else []) + self.ns
+
+    def touch(self) -> None:
+        self.top.last_active = time.monotonic()
+
+    def _new_streams(self) -> None:
+        limit = self.node.output_limit
+        self.stdin = Stream(limit)
+        self.stdout = Output(Stream(limit), f"{self.path} stdout")
+        self.stderr = Output(Stream(limit), f"{self.path} stderr")
+
+    # ---- ctl verbs ----
+
+    def reserve(self, n: int, os_name: str | None = None, arch: str | None = None) -> None:
+        if self.is_leaf:
+            raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
+        self.state = lifecycle.step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
+        try:
+            slots = self.node.take_slots(n, os_name, arch)
+        except NinepError:
+            self.state = "new"
+            raise
+        self.subs = [Session(self.node, f"{self.path}/{i}", self, slot) for i, slot in enumerate(slots)]
+        log.info("session %s: reserved %d slot(s) %s", self.path, n, slots)
+        if self.on_subs:
+            self.on_subs(self)
+
+    async def exec(self, cmd: str) -> None:
+        cmd = cmd.strip()
+        if not cmd:
+            raise NinepError("exec: empty command; usage: exec CMD…")
+        env = self.effective_env()
+        ns = self.effective_ns()
+        if not ns:
+            check_command(cmd, env.get("PATH", os.environ.get("PATH", os.defpath)))
+        if not self.is_leaf and self.state == "new":
+            self.reserve(1)
+        if self.is_leaf:
+            await self._start(cmd)
+            return
+        self.state = lifecycle.step(lifecycle.SESSION, self.state, "exec", f"session {self.path}")
+        self.args = cmd
+        busy = [leaf.path for leaf in self.leaves() if leaf.state == "running"]
+        if busy:
+            self.state = "done" if self.all_done() else "running"
+            raise NinepError(f"exec: sub-session(s) {', '.join(busy)} still running; "
+                             "kill them or wait first")
+        self._reset_io()
+        leaves = self.leaves()
+        results = await asyncio.gather(*(leaf._start(cmd) for leaf in leaves), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for leaf in leaves:
+                if leaf.process and leaf.process.running:
+                    leaf.process.kill(signal.SIGKILL)
+            raise errors[0]
+        log.info("session %s: exec %r on %d slot(s)", self.path, cmd, len(leaves))
+
+    async def _start(self, cmd: str) -> None:
+        what = f"sub-session {self.path}"
+        if self.state == "running":
+            raise NinepError(f"exec: {what} is still running; kill it or wait first")
+        if self.process is not None:  # a second exec: fresh pipes, the old output stays readable
+            self._new_streams()
+        env = {**os.environ, **self.effective_env(), "BRASIL_NODE": self.node.name,
+               "BRASIL_SESSION": f"/csrv/local/{self.path}",
+               "BRASIL_SUB": self.path.rsplit("/", 1)[-1]}
+        argv = ["/bin/sh", "-c", cmd]
+        binds = self.node.ns_binds(self.effective_ns())
+        if binds:
+            argv = [sys.executable, "-m", "brasil.exec.nsexec", *binds, "--", *argv]
+        proc = Process(self.stdin, self.stdout.stream, self.stderr.stream)
+        await proc.start(argv, env, self.node.workdir)
+        self.process, self.args, self.exit_status, self.error = proc, cmd, None, ""
+        self.state = lifecycle.step(lifecycle.SLOT, self.state, "start", what)
+        s = self.parent
+        while s is not None:  # an exec in one sub-session makes its session run too
+            if s.state in ("reserved", "done"):
+                s.state = lifecycle.step(lifecycle.SESSION, s.state, "exec", f"session {s.path}")
+            s = s.parent
+        proc.on_exit(self._exited)
+        self.touch()
+
+    def _exited(self, status: int) -> None:
+        self.exit_status = status
+        proc = self.process
+        event = "killed" if proc is not None and proc.signalled else "exit"
+        if self.state == "running":
+            self.state = lifecycle.step(lifecycle.SLOT, self.state, event, f"sub-session {self.path}")
+        log.info("session %s: pid %d %s, status %d", self.path,
+                 proc.pid if proc else 0, self.state, status)
+        self.touch()
+        self._notify_done()
+
+    def _notify_done(self) -> None:
+        s: Session | None = self
+        while s is not None:
+            if s.all_done():
+                if s.state == "running" and not s.is_leaf:
+                    s.state = lifecycle.step(lifecycle.SESSION, s.state, "finish", f"session {s.path}")
+                waiters, s._done_waiters = s._done_waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+            s = s.parent
+
+    def all_done(self) -> bool:
+        return all(leaf.state != "running" for leaf in self.leaves())
+
+    async def wait(self) -> None:
+        while not self.all_done():
+            f = asyncio.get_running_loop().create_future()
+            self._done_waiters.append(f)
+            await f
+
+    def kill(self, sig: int = signal.SIGTERM) -> int:
+        n = 0
+        for leaf in self.leaves():
+            if leaf.process is not None and leaf.process.running:
+                leaf.process.kill(sig)
+                n += 1
+        log.info("session %s: signal %d to %d process group(s)", self.path, sig, n)
+        return n
+
+    def set_mux(self, args: list[str]) -> None:
+        mode = args[0]
+        if mode in ("broadcast", "rr") and len(args) == 1:
+            self.mux, self.mux_field = mode, 1
+        elif mode == "hash" and len(args) == 2 and args[1].isdigit() and int(args[1]) > 0:
+            self.mux, self.mux_field = "hash", int(args[1])
+        else:
+            raise NinepError(f'mux: bad mode "{" ".join(args)}"; usage: mux broadcast | mux rr | '
+                             "mux hash FIELD (a field number from 1)")
+        if self._input is not None:
+            raise NinepError("mux: input has already started flowing; set mux before writing input")
+
+    def set_env(self, assignment: str) -> None:
+        key, eq, value = assignment.partition("=")
+        if not eq or not ENV_KEY.fullmatch(key):
+            raise NinepError(f'env: bad assignment "{assignment}"; usage: env KEY=VALUE')
+        self.env[key] = value
+
+    # ---- data ----
+
+    def _reset_io(self) -> None:
+        """A new exec of an aggregate: new aggregation and distribution for the new pipes."""
+        self._aggregates.clear()
+        self._input = None
+
+    def output(self, fd: int, who: str) -> Output:
+        """Claim output ``fd`` (1 stdout, 2 stderr) for ``who``; an aggregate's merges its leaves'."""
+        if fd not in (1, 2):
+            raise NinepError(f"fd {fd} is not an output; use 1 (stdout) or 2 (stderr)")
+        if self.is_leaf:
+            out = self.stdout if fd == 1 else self.stderr
+            out.take(who)
+            return out
+        if not self.subs:
+            raise NinepError(f"session {self.path} has no processes yet: res and exec first")
+        agg = self._aggregates.get(fd)
+        if agg is None:
+            sources = []
+            for leaf in self.leaves():
+                o = leaf.stdout if fd == 1 else leaf.stderr
+                if o.claim is None:
+                    o.take(AGGREGATE)
+                    sources.append(o)
+            aggregator = Aggregator(sources, self.rs, self.node.output_limit)
+            self._aggregators.append(aggregator)
+            agg = Output(aggregator.out, f"{self.path} {'stdout' if fd == 1 else 'stderr'}")
+            self._aggregates[fd] = agg
+        agg.take(who)
+        return agg
+
+    def input(self) -> Sink:
+        if self.is_leaf:
+            return StreamSink(self.stdin)
+        if not self.subs:
+            raise NinepError(f"session {self.path} has no processes yet: res and exec first")
+        if self._input is None:
+            sinks = [s.input() for s in self.subs]
+            self._input = Distributor(sinks, self.mux, self.mux_field, self.rs)
+        return self._input
+
+    def sub(self, index: str) -> Session:
+        if not index.isdigit() or int(index) >= len(self.subs):
+            raise NinepError(f"session {self.path} has no sub-session {index!r} "
+                             f"(it has {len(self.subs)})")
+        return self.subs[int(index)]
+
+    def xsplice(self, a: str, b: str) -> Splice:
+        src, dst = self.sub(a), self.sub(b)
+        if src is dst:
+            raise NinepError("xsplice: a sub-session cannot feed itself")
+        return self._splice(src.output(1, SPLICE), dst.input(), f"{src.path}>{dst.path}", dst)
+
+    def splice(self, path: str, srcfd: int, localfd: int) -> Splice:
+        other = self.node.find_session(path)
+        if srcfd in (1, 2) and localfd == 0:
+            return self._splice(other.output(srcfd, SPLICE), self.input(),
+                                f"{other.path}:{srcfd}>{self.path}:0", other)
+        if srcfd == 0 and localfd in (1, 2):
+            return self._splice(self.output(localfd, SPLICE), other.input(),
+                                f"{self.path}:{localfd}>{other.path}:0", other)
+        raise NinepError(f"splice: connect an output (1 or 2) to an input (0); got {srcfd} and {localfd}")
+
+    def _splice(self, src: Output, dst: Sink, label: str, other: Session) -> Splice:
+        sp = Splice(src, dst, label, on_end=lambda s: log.info("session %s: %s", self.path, s.describe()))
+        self.splices.append(sp)
+        if other.top is not self.top:
+            other.splices.append(sp)
+        return sp
+
+    def unread_output(self) -> bool:
+        return any(len(o.stream) for leaf in self.leaves() for o in (leaf.stdout, leaf.stderr)) or \
+            any(len(o.stream) for o in self._aggregates.values())
+
+    # ---- reporting ----
+
+    def status_lines(self) -> list[str]:
+        return [leaf.status_line() for leaf in self.leaves()]
+
+    def status_line(self) -> str:
+        pid = self.process.pid if self.process else "-"
+        status = "-" if self.exit_status is None else str(self.exit_status)
+        sub = self.path.split("/", 1)[1] if "/" in self.path else self.path
+        line = f"{sub} {self.node.name} {self.slot} {self.state} {pid} {status}"
+        return line + (f" {self.error}" if self.error else "")
+
+    def wait_lines(self) -> list[str]:
+        out = []
+        for leaf in self.leaves():
+            sub = leaf.path.split("/", 1)[1] if "/" in leaf.path else leaf.path
+            out.append(f"{sub} {'-' if leaf.exit_status is None else leaf.exit_status}")
+        return out
+
+    def state_line(self) -> str:
+        counts: dict[str, int] = {}
+        for leaf in self.leaves():
+            counts[leaf.state] = counts.get(leaf.state, 0) + 1
+        parts = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        line = f"session {self.path} {self.state} subs {len(self.leaves())}"
+        line += f" {parts}" if parts else ""
+        line += f" mux {self.mux}{' ' + str(self.mux_field) if self.mux == 'hash' else ''} rs {self.rs}"
+        for sp in self.splices:
+            line += f"; {sp.describe()}"
+        return line
+
+    # ---- the end ----
+
+    def idle(self) -> bool:
+        return (self.open_handles == 0 and self.all_done() and not self.unread_output()
+                and all(sp.state != "running" for sp in self.splices))
+
+    def close(self) -> None:
+        if self.state == "closed":
+            return
+        for leaf in self.leaves():
+            if leaf.process is not None and leaf.process.running:
+                leaf.process.kill(signal.SIGKILL)
+            leaf.stdin.close()
+            for o in (leaf.stdout, leaf.stderr):
+                o.stream.break_()
+            if leaf.slot is not None:
+                self.node.release_slots([leaf.slot])
+            leaf.state = lifecycle.step(lifecycle.SLOT, leaf.state, "release", f"sub-session {leaf.path}")
+        for agg in self._aggregators:
+            agg.cancel()
+        for sp in self.splices:
+            sp.task.cancel()
+        if not self.is_leaf:
+            self.state = "closed"
+        log.info("session %s: closed", self.path)

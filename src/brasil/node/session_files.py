@@ -1,0 +1,331 @@
+"""A session's directory as files (SPEC.md §3): one table, one ctl command table.
+
+Every handle opened on a session's files counts toward the session's open files, which is one of
+the things that keep it from being reaped as idle.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable
+
+from ..exec.records import parse_rs
+from ..ninep.constants import OTRUNC
+from ..ninep.errors import NinepError
+from ..ninep.synthetic import (BytesHandle, CommandTable, CtlFile, CtlHandle, DynamicDir, Entry,
+                               Handle, Maybe, Node, is_awaitable)
+from .io import READ, Output
+from .session import ENV_KEY, Session
+
+
+def _count_open(session: Session) -> None:
+    session.top.open_handles += 1
+    session.touch()
+
+
+def _count_close(session: Session) -> None:
+    session.top.open_handles -= 1
+    session.touch()
+
+
+class SessionHandle(Handle):
+    """Counts itself among the session's open files while it lives."""
+
+    def __init__(self, node: Node, session: Session) -> None:
+        super().__init__(node)
+        self.session = session
+        _count_open(session)
+        self._open = True
+
+    def clunk(self) -> Maybe[None]:
+        if self._open:
+            self._open = False
+            _count_close(self.session)
+        return None
+
+
+class SessionFile(Node):
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+
+
+# ---- ctl ----
+
+SIGNALS = {name[3:]: getattr(signal, name) for name in dir(signal)
+           if name.startswith("SIG") and not name.startswith("SIG_") and name.isupper()}
+
+
+def parse_signal(text: str) -> int:
+    t = text.upper().removeprefix("SIG")
+    if t.isdigit():
+        return int(t)
+    if t in SIGNALS:
+        return int(SIGNALS[t])
+    raise NinepError(f'kill: unknown signal "{text}"; use a name like TERM, KILL, INT or a number')
+
+
+def _int(text: str, what: str, usage: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise NinepError(f'{what}: "{text}" is not a number; usage: {usage}') from None
+    return v
+
+
+class SessionCtl(CtlFile):
+    commands = CommandTable()
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+
+    def state(self) -> str:
+        return self.session.state_line()
+
+    def open(self, mode: int) -> Handle:
+        return SessionCtlHandle(self)
+
+    @commands.command("res N [os [arch]]")
+    def res(self, args: list[str]) -> None:
+        n = _int(args[0], "res", "res N [os [arch]]")
+        if n <= 0:
+            raise NinepError(f'res: asked for {n} slots; usage: res N [os [arch]] with N ≥ 1')
+        self.session.reserve(n, *args[1:])
+
+    @commands.command("exec CMD…", raw=True, args=(1, 1))
+    def exec(self, args: list[str]) -> Any:
+        return self.session.exec(args[0])
+
+    @commands.command("kill [SIG]")
+    def kill(self, args: list[str]) -> None:
+        self.session.kill(parse_signal(args[0]) if args else signal.SIGTERM)
+
+    @commands.command("xsplice A B")
+    def xsplice(self, args: list[str]) -> None:
+        self.session.xsplice(args[0], args[1])
+
+    @commands.command("splice PATH SRCFD LOCALFD")
+    def splice(self, args: list[str]) -> None:
+        usage = "splice PATH SRCFD LOCALFD"
+        self.session.splice(args[0], _int(args[1], "splice", usage), _int(args[2], "splice", usage))
+
+    @commands.command("mux broadcast|rr|hash [FIELD]", args=(1, 2))
+    def mux(self, args: list[str]) -> None:
+        self.session.set_mux(args)
+
+    @commands.command("rs newline|nul|blank|fixed N|regex RE", args=(1, 2))
+    def rs(self, args: list[str]) -> None:
+        try:
+            self.session.rs = parse_rs(args)
+        except ValueError as e:
+            raise NinepError(f"rs: {e}") from None
+
+    @commands.command("env KEY=VALUE", raw=True, args=(1, 1))
+    def env(self, args: list[str]) -> None:
+        self.session.set_env(args[0])
+
+    @commands.command("close")
+    def close(self, args: list[str]) -> None:
+        s = self.session
+        if s.parent is not None:
+            raise NinepError(f"close: {s.path} is a sub-session; close the session itself "
+                             f"(/csrv/local/{s.top.path}/ctl)")
+        s.node.close_session(s)
+
+
+class SessionCtlHandle(CtlHandle):
+    node: SessionCtl
+
+    def __init__(self, node: SessionCtl) -> None:
+        super().__init__(node)
+        _count_open(node.session)
+        self._open = True
+
+    def clunk(self) -> None:
+        if self._open:
+            self._open = False
+            _count_close(self.node.session)
+
+
+# ---- data ----
+
+class DataFile(SessionFile):
+    """stdio/stdin/stdout/stderr: which output it reads (fd) and whether it writes the input."""
+
+    def __init__(self, session: Session, fd: int | None, writes: bool) -> None:
+        super().__init__(session)
+        self.fd = fd
+        self.writes = writes
+
+    def open(self, mode: int) -> Handle:
+        return DataHandle(self, self.session, (mode & 3) in (1, 2))
+
+
+class DataHandle(SessionHandle):
+    node: DataFile
+
+    def __init__(self, node: DataFile, session: Session, writing: bool) -> None:
+        super().__init__(node, session)
+        self.out: Output | None = None
+        self.writing = writing and node.writes
+        if self.writing:
+            session.writers += 1
+
+    def read(self, offset: int, count: int) -> Maybe[bytes]:
+        if self.node.fd is None:
+            raise NinepError("permission denied: this file is write-only")
+        if self.out is None:
+            self.out = self.session.output(self.node.fd, READ)
+        return self.out.stream.read(count)
+
+    def write(self, offset: int, data: bytes) -> Maybe[int]:
+        if not self.node.writes:
+            raise NinepError("permission denied: this file is read-only")
+        self.session.touch()
+        return self.session.input().write(data)
+
+    def clunk(self) -> Maybe[None]:
+        if self.writing:
+            self.writing = False
+            self.session.writers -= 1
+            if self.session.writers == 0:
+                try:
+                    self.session.input().close()  # the last writer gone: end of file
+                except NinepError:
+                    pass  # nothing reserved yet: nobody to tell
+        return super().clunk()
+
+
+# ---- env and ns ----
+
+class LinesFile(SessionFile):
+    """A file of lines edited by writes: O_TRUNC clears, each write's lines are applied."""
+
+    def __init__(self, session: Session | None, render: Callable[[], str],
+                 apply: Callable[[str], None], clear: Callable[[], None]) -> None:
+        Node.__init__(self)
+        self.session = session  # type: ignore[assignment]
+        self.render, self.apply, self.clear = render, apply, clear
+
+    def length(self) -> int:
+        return len(self.render().encode())
+
+    def open(self, mode: int) -> Handle:
+        if mode & OTRUNC:
+            self.clear()
+        return LinesHandle(self)
+
+
+class LinesHandle(BytesHandle):
+    node: LinesFile
+
+    def __init__(self, node: LinesFile) -> None:
+        super().__init__(node, node.render().encode())
+
+    def read(self, offset: int, count: int) -> bytes:
+        if offset == 0:
+            self.data = self.node.render().encode()
+        return super().read(offset, count)
+
+    def write(self, offset: int, data: bytes) -> int:
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                self.node.apply(line.strip())
+        return len(data)
+
+
+def env_lines(env: dict[str, str]) -> str:
+    return "".join(f"{k}={v}\n" for k, v in env.items())
+
+
+def set_env_line(env: dict[str, str], line: str) -> None:
+    key, eq, value = line.partition("=")
+    if not eq or not ENV_KEY.fullmatch(key):
+        raise NinepError(f'env: bad line "{line}"; each line is KEY=VALUE')
+    env[key] = value
+
+
+def env_file(session: Session | None, env: dict[str, str],
+             render: Callable[[], dict[str, str]] | None = None) -> LinesFile:
+    return LinesFile(session, lambda: env_lines(render() if render else env),
+                     lambda line: set_env_line(env, line), env.clear)
+
+
+def ns_file(session: Session | None, lines: list[str], check: Callable[[str], None],
+            render: Callable[[], list[str]] | None = None) -> LinesFile:
+    def apply(line: str) -> None:
+        check(line)
+        lines.append(line)
+    return LinesFile(session, lambda: "".join(ln + "\n" for ln in (render() if render else lines)),
+                     apply, lines.clear)
+
+
+# ---- wait ----
+
+class WaitFile(SessionFile):
+    def open(self, mode: int) -> Handle:
+        return WaitHandle(self, self.session)
+
+
+class WaitHandle(SessionHandle):
+    def __init__(self, node: Node, session: Session) -> None:
+        super().__init__(node, session)
+        self.data: bytes | None = None
+
+    def read(self, offset: int, count: int) -> Maybe[bytes]:
+        if self.data is not None:
+            return self.data[offset:offset + count]
+        if self.session.all_done():
+            self.data = "".join(ln + "\n" for ln in self.session.wait_lines()).encode()
+            return self.data[offset:offset + count]
+        return self._wait(offset, count)
+
+    async def _wait(self, offset: int, count: int) -> bytes:
+        await self.session.wait()
+        r = self.read(offset, count)
+        return await r if is_awaitable(r) else r  # type: ignore[misc, return-value]
+
+
+class GenFile(SessionFile):
+    def __init__(self, session: Session, make: Callable[[], str]) -> None:
+        super().__init__(session)
+        self.make = make
+
+    def length(self) -> int:
+        return len(self.make().encode())
+
+    def open(self, mode: int) -> Handle:
+        return BytesHandle(self, self.make().encode())
+
+
+def _lines(lines: list[str]) -> str:
+    return "".join(ln + "\n" for ln in lines)
+
+
+SESSION_TABLE = (
+    Entry("ctl", 0o600, SessionCtl),
+    Entry("stdio", 0o600, lambda s: DataFile(s, 1, True)),
+    Entry("stdin", 0o200, lambda s: DataFile(s, None, True)),
+    Entry("stdout", 0o400, lambda s: DataFile(s, 1, False)),
+    Entry("stderr", 0o400, lambda s: DataFile(s, 2, False)),
+    Entry("env", 0o600, lambda s: env_file(s, s.env, s.effective_env)),
+    Entry("ns", 0o600, lambda s: ns_file(s, s.ns, s.node.check_ns_line)),
+    Entry("args", 0o444, lambda s: GenFile(s, lambda: s.args + "\n" if s.args else "")),
+    Entry("wait", 0o444, WaitFile),
+    Entry("status", 0o444, lambda s: GenFile(s, lambda: _lines(s.status_lines()))),
+)
+
+
+class SessionDir(DynamicDir):
+    """A session's directory; sub-session directories appear in it when ``res`` makes them."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(SESSION_TABLE, session, mode=0o555)
+        self.session = session
+        session.on_subs = self._add_subs
+
+    def _add_subs(self, session: Session) -> None:
+        for i, sub in enumerate(session.subs):
+            self.add(str(i), SessionDir(sub))
+
