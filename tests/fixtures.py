@@ -129,3 +129,22 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):  # 
         if loop.time() > deadline:
             raise TimeoutError("condition not met within %.1fs" % timeout)
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def node_daemon(tmp: str, *, slots: int = 4, export: str | None = None,
+                      idle_timeout: float = 300.0, name: str = "n0"):  # type: ignore[no-untyped-def]
+    """A node daemon in this process, on a Unix socket under ``tmp``; yields (node, address).
+    Every session is shut down (processes killed) when the block ends."""
+    from brasil.node.daemon import Node
+    node = Node(name, slots, export=export, idle_timeout=idle_timeout)
+    server = Server(node.root)
+    address = Address("unix", path=f"{tmp}/node.sock")
+    await server.listen(address)
+    node.addresses.append(str(address))
+    node.start()
+    try:
+        yield node, address
+    finally:
+        await server.close()
+        await node.shutdown(grace=1.0)

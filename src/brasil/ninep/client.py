@@ -9,6 +9,7 @@ is one open fid with a position, like a Unix file descriptor.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno as _errno
 import getpass
 import logging
@@ -30,6 +31,14 @@ DEFAULT_MSIZE = 1024 * 1024 + IOHDRSZ
 
 # An authentication step: given the client and a fresh afid after Tauth, run the exchange.
 AuthFn = Callable[["Client", int], Awaitable[None]]
+
+
+def dont_touch(**changes: Any) -> Stat:
+    """A stat for Twstat that changes only ``changes``: every other field says "leave it"."""
+    st = Stat(type=0xFFFF, dev=0xFFFFFFFF, qid=Qid(0xFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF),
+              mode=0xFFFFFFFF, atime=0xFFFFFFFF, mtime=0xFFFFFFFF, length=0xFFFFFFFFFFFFFFFF,
+              n_uid=0xFFFFFFFF, n_gid=0xFFFFFFFF, n_muid=0xFFFFFFFF)
+    return dataclasses.replace(st, **changes)
 
 
 def split_path(path: str) -> list[str]:

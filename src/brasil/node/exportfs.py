@@ -55,12 +55,15 @@ class Export:
         if not os.path.isdir(self.root):
             raise NotADirectoryError(f"--export {root}: not a directory")
 
-    def open_dir(self, rel: tuple[str, ...]) -> int:
-        """A descriptor of directory ``rel``, opened one name at a time without following links."""
-        fd = os.open(self.root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    def open_dir(self, rel: tuple[str, ...], listable: bool = False) -> int:
+        """A descriptor of directory ``rel``, opened one name at a time without following links;
+        ``listable`` opens the last one for reading its entries (O_PATH descriptors cannot)."""
+        flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.root, (os.O_RDONLY if listable and not rel else O_PATH) | flags)
         try:
-            for name in rel:
-                nxt = os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            for i, name in enumerate(rel):
+                last = i == len(rel) - 1
+                nxt = os.open(name, (os.O_RDONLY if listable and last else O_PATH) | flags, dir_fd=fd)
                 os.close(fd)
                 fd = nxt
         except OSError:
@@ -255,7 +258,7 @@ class ExportDir(_ExportNode, Dir):
     def children(self) -> list[Node]:
         fd = -1
         try:
-            fd = self.export.open_dir(self.rel)
+            fd = self.export.open_dir(self.rel, listable=True)
             names = sorted(os.listdir(fd))
         except OSError as e:
             raise _oserror(e, self._where()) from None
