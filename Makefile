@@ -40,7 +40,7 @@ bench: setup peers
 	$(BIN)/python bench/ninep_roundtrips.py
 
 fuzz: setup
-	$(BIN)/pip install -q --disable-pip-version-check '.[fuzz]'
+	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0
 	$(BIN)/python tests/fuzz/fuzz_decode.py -max_total_time=$${FUZZ_SECONDS:-60}
 
 clean:
