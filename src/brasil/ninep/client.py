@@ -66,6 +66,7 @@ class Client:
         self.msize = DEFAULT_MSIZE
         self.dotu = False
         self.root: int = NOFID
+        self.uname = self.aname = ""
         self._transport: asyncio.Transport | None = None
         self._reader = FrameReader(DEFAULT_MSIZE)
         self._pending: dict[int, asyncio.Future[Message]] = {}
@@ -207,6 +208,7 @@ class Client:
 
     async def attach(self, uname: str, aname: str = "", auth: AuthFn | None = None) -> Qid:
         from .messages import Tauth
+        self.uname, self.aname = uname, aname
         afid = NOFID
         if auth is not None:
             afid = self.alloc_fid()

@@ -45,7 +45,7 @@ DEFAULT_MAX_PENDING = 1024
 
 
 class Authenticator(Protocol):
-    def auth_node(self, uname: str, aname: str) -> Node: ...
+    def auth_node(self, uname: str, aname: str, peer: str) -> Node: ...
     def may_attach(self, auth: Node, uname: str, aname: str) -> bool: ...
 
 
@@ -308,7 +308,7 @@ class Connection(asyncio.Protocol):
         auth = self.server.authenticator
         if auth is None:
             raise NinepError(*Enoauth)
-        node = auth.auth_node(m.uname, m.aname)
+        node = auth.auth_node(m.uname, m.aname, self.peer)
         f = self._new_fid(m.afid, node, m.uname, is_auth=True)
         f.handle = node.open(ORDWR)  # type: ignore[assignment]
         f.omode = ORDWR

@@ -1,0 +1,117 @@
+"""Cluster-secret authentication through 9P's afid, as the protocol intends (attach(5)).
+
+After Tauth the client reads a challenge from the afid, writes back an HMAC-SHA256 of it keyed by
+the shared secret, together with a challenge of its own, and reads the server's proof in turn: both
+sides learn that the other holds the secret, and the secret itself never crosses the wire. Tattach
+then names the afid; the server lets it through only if that exchange succeeded.
+
+    server → "brasil-hmac-sha256 NONCE_S\\n"
+    client → "HMAC(secret, 'client' NONCE_S uname aname) NONCE_C\\n"
+    server → "HMAC(secret, 'server' NONCE_C NONCE_S)\\n"     (or Rerror: authentication failed)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+
+from .constants import QTAUTH
+from .errors import Eauth, NinepError
+from .synthetic import Handle, Node
+from .wire import Qid
+
+log = logging.getLogger("brasil.auth")
+SCHEME = "brasil-hmac-sha256"
+
+
+class SecretError(ValueError):
+    pass
+
+
+def load_secret(path: str) -> bytes:
+    """Read a secret file; refuse an empty one and say why a readable-by-others one is a risk."""
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            secret = f.read().strip()
+        mode = os.stat(os.path.expanduser(path)).st_mode
+    except OSError as e:
+        raise SecretError(f"secret file {path}: {e.strerror}") from None
+    if len(secret) < 16:
+        raise SecretError(f"secret file {path}: at least 16 bytes are needed "
+                          "(make one with: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE)")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("secret file %s is readable by others: chmod 600 it", path)
+    return secret
+
+
+def _mac(secret: bytes, *parts: str) -> str:
+    return hmac.new(secret, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+
+
+class AuthFile(Node):
+    def __init__(self, secret: bytes, uname: str, aname: str, peer: str) -> None:
+        super().__init__("auth", 0o600)
+        self.qid = Qid(QTAUTH, 0, self.qid.path)
+        self.secret, self.uname, self.aname, self.peer = secret, uname, aname, peer
+        self.nonce = secrets.token_hex(16)
+        self.proof = ""
+        self.ok = False
+
+    def open(self, mode: int) -> Handle:
+        return AuthHandle(self)
+
+
+class AuthHandle(Handle):
+    node: AuthFile
+
+    def read(self, offset: int, count: int) -> bytes:
+        n = self.node
+        text = f"{n.proof}\n" if n.proof else f"{SCHEME} {n.nonce}\n"
+        return text.encode()[offset:offset + count]
+
+    def write(self, offset: int, data: bytes) -> int:
+        n = self.node
+        words = data.decode("ascii", "replace").split()
+        expected = _mac(n.secret, "client", n.nonce, n.uname, n.aname)
+        if len(words) != 2 or not hmac.compare_digest(words[0], expected):
+            log.warning("authentication failed for %r from %s: wrong secret", n.uname, n.peer)
+            raise NinepError(*Eauth)
+        n.ok = True
+        n.proof = _mac(n.secret, "server", words[1], n.nonce)
+        return len(data)
+
+
+class SecretAuthenticator:
+    """The server side: plugs into ``Server(authenticator=…)``."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+
+    def auth_node(self, uname: str, aname: str, peer: str = "?") -> Node:
+        return AuthFile(self.secret, uname, aname, peer)
+
+    def may_attach(self, auth: Node, uname: str, aname: str) -> bool:
+        return (isinstance(auth, AuthFile) and auth.ok and auth.uname == uname
+                and auth.aname == aname)
+
+
+def client_auth(secret: bytes):  # type: ignore[no-untyped-def]
+    """The client side, for ``Client.connect(auth=client_auth(secret))``."""
+    from .messages import Tread, Twrite
+
+    async def authenticate(client, afid: int) -> None:  # type: ignore[no-untyped-def]
+        challenge = (await client.rpc(Tread, afid, 0, 256)).data.decode().split()
+        if len(challenge) != 2 or challenge[0] != SCHEME:
+            raise NinepError(f"server offers authentication {' '.join(challenge)[:40]!r}, "
+                             f"not {SCHEME}")
+        mine = secrets.token_hex(16)
+        answer = _mac(secret, "client", challenge[1], client.uname, client.aname)
+        await client.rpc(Twrite, afid, 0, f"{answer} {mine}\n".encode())
+        proof = (await client.rpc(Tread, afid, 0, 256)).data.decode().strip()
+        if not hmac.compare_digest(proof, _mac(secret, "server", mine, challenge[1])):
+            raise NinepError("the server could not prove it knows the cluster secret")
+    return authenticate
