@@ -77,3 +77,47 @@ async def test_a_second_daemon_on_the_same_socket_is_refused(tmp_path):
     finally:
         first.terminate()
         await first.wait()
+
+
+async def serving_addresses(proc: asyncio.subprocess.Process) -> list[str]:
+    """Read the daemon's log until it says where it serves."""
+    while True:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()  # type: ignore[union-attr]
+        if not line:
+            raise AssertionError("daemon exited before serving")
+        if "serving 9P on " in line:
+            return line.split("serving 9P on ", 1)[1].strip().split(", ")
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "brasil.cli.main", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+    out, err = await asyncio.wait_for(p.communicate(), 30)
+    return p.returncode or 0, out.decode(), err.decode()
+
+
+async def test_with_a_secret_tcp_needs_it_and_the_unix_socket_stays_the_owners(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("a cluster secret of enough length\n")
+    secret.chmod(0o600)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("some other secret, also long enough\n")
+    sock = tmp_path / "d.sock"
+    proc = await start_daemon("--listen", f"unix:{sock}", "--listen", "127.0.0.1:0",
+                              "--secret-file", str(secret), "--state-dir", str(tmp_path))
+    try:
+        addrs = await serving_addresses(proc)
+        tcp = next(a for a in addrs if not a.startswith("unix:"))
+        rc, out, err = await run_cli("cat", "--at", tcp, "--secret-file", str(secret), "/csrv/local/arch")
+        assert rc == 0 and out.startswith("linux"), err
+        rc, out, err = await run_cli("cat", "--at", tcp, "/csrv/local/arch",
+                                     env={"BRASIL_SECRET_FILE": str(wrong)})
+        assert rc == 1 and "authentication failed" in err
+        rc, out, err = await run_cli("cat", "--at", tcp, "/csrv/local/arch")
+        assert rc == 1 and "authentication failed" in err
+        rc, out, err = await run_cli("cat", "--at", f"unix:{sock}", "/csrv/local/arch")
+        assert rc == 0 and out.startswith("linux")
+    finally:
+        proc.terminate()
+        await proc.wait()

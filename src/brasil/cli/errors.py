@@ -6,6 +6,7 @@ import asyncio
 import sys
 from typing import Awaitable, Callable
 
+from ..ninep.auth import SecretError
 from ..ninep.errors import NinepError, ProtocolError
 from ..ninep.transport import AddressError
 
@@ -22,7 +23,7 @@ def run(prog: str, main: Callable[[], Awaitable[int | None]]) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except UsageError as e:
+    except (UsageError, SecretError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     except NinepError as e:

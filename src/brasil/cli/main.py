@@ -7,11 +7,13 @@ defaulting to ``$BRASIL``, then to the local daemon's Unix socket.
 from __future__ import annotations
 
 import argparse
+import os
 import stat as statmod
 import sys
 import time
 from typing import Any
 
+from ..ninep.auth import client_auth, load_secret
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, OWRITE
 from ..ninep.transport import default_address, parse_address
@@ -25,6 +27,8 @@ the local daemon's Unix socket. Paths are inside the daemon's namespace, e.g. /c
 def _add_at(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
                    "local daemon's Unix socket)")
+    p.add_argument("--secret-file", metavar="FILE", help="cluster secret for daemons that "
+                   "require authentication (default: $BRASIL_SECRET_FILE)")
     p.add_argument("--trace", action="store_true", help="log every 9P message to stderr")
 
 
@@ -64,9 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _connect(args: argparse.Namespace) -> Client:
+async def connect(args: argparse.Namespace) -> Client:
+    """The client every command uses: --at or $BRASIL, and the secret if one is configured."""
     addr = parse_address(args.at) if args.at else default_address()
-    return await Client.connect(addr, trace=args.trace)
+    secret_file = getattr(args, "secret_file", None) or os.environ.get("BRASIL_SECRET_FILE")
+    auth = client_auth(load_secret(secret_file)) if secret_file else None
+    return await Client.connect(addr, trace=getattr(args, "trace", False), auth=auth)
 
 
 def mode_string(mode: int) -> str:
@@ -81,7 +88,7 @@ def long_line(st: Stat) -> str:
 
 
 async def cmd_ls(args: argparse.Namespace) -> int:
-    c = await _connect(args)
+    c = await connect(args)
     try:
         top = await c.stat(args.path)
         entries = await c.ls(args.path) if top.mode & DMDIR else [top]
@@ -93,7 +100,7 @@ async def cmd_ls(args: argparse.Namespace) -> int:
 
 
 async def cmd_stat(args: argparse.Namespace) -> int:
-    c = await _connect(args)
+    c = await connect(args)
     try:
         st = await c.stat(args.path)
     finally:
@@ -112,7 +119,7 @@ async def cmd_stat(args: argparse.Namespace) -> int:
 
 
 async def cmd_cat(args: argparse.Namespace) -> int:
-    c = await _connect(args)
+    c = await connect(args)
     out = sys.stdout.buffer
     try:
         for path in args.paths:
@@ -127,7 +134,7 @@ async def cmd_cat(args: argparse.Namespace) -> int:
 
 async def cmd_write(args: argparse.Namespace) -> int:
     data = (" ".join(args.text) + "\n").encode() if args.text else sys.stdin.buffer.read()
-    c = await _connect(args)
+    c = await connect(args)
     try:
         await c.write(args.path, data, OWRITE)
     finally:

@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 
+from ..ninep.auth import SecretAuthenticator, SecretError, load_secret
 from ..ninep.server import Server
 from ..ninep.transport import Address, AddressError, DEFAULT_PORT, bound_addresses, \
     default_socket_path, parse_address
@@ -74,9 +75,6 @@ def listen_addresses(args: argparse.Namespace) -> list[Address]:
         raise UsageError(f"refusing to listen on {', '.join(map(str, wide))} without "
                          "--secret-file: anyone who can reach it could run commands as you. "
                          "Give --secret-file FILE, or listen on 127.0.0.1 or a unix: socket")
-    if args.secret_file:
-        raise UsageError("--secret-file: authentication is not built yet; until it is, listen "
-                         "only on loopback or a unix: socket")
     if args.parent:
         raise UsageError("--parent: joining a tree is not built yet; run a single node for now")
     return addrs
@@ -91,10 +89,16 @@ async def serve(args: argparse.Namespace) -> int:
         node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout)
     except (NotADirectoryError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
-    server = Server(node.root, trace=args.debug)
-    for a in addrs:
+    authenticator = None
+    if args.secret_file:
         try:
-            listener = await server.listen(a)
+            authenticator = SecretAuthenticator(load_secret(args.secret_file))
+        except SecretError as e:
+            raise UsageError(str(e)) from None
+    server = Server(node.root, trace=args.debug, authenticator=authenticator)
+    for a in addrs:
+        try:  # with a secret every TCP listener authenticates; the 0600 Unix socket is the owner's
+            listener = await server.listen(a, authenticate=a.kind == "tcp")
         except OSError as e:
             await server.close()
             hint = " (another daemon there? pick another with --listen)" \

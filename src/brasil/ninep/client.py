@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from . import text
 from .constants import IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, OTRUNC, OWRITE, VERSION, VERSION_U
-from .errors import Enotfound, NinepError, ProtocolError
+from .errors import Enoauth, Enotfound, NinepError, ProtocolError
 from .framing import FrameReader
 from .messages import (Message, Rerror, Rflush, Rread, Rversion, Tattach, Tclunk, Tcreate,
                        Tflush, Topen, Tread, Tremove, Tstat, Tversion, Twalk, Twrite, Twstat, encode)
@@ -212,8 +212,19 @@ class Client:
         afid = NOFID
         if auth is not None:
             afid = self.alloc_fid()
-            await self.rpc(Tauth, afid, uname, aname)
-            await auth(self, afid)
+            try:
+                await self.rpc(Tauth, afid, uname, aname)
+            except NinepError as e:
+                self.free_fid(afid)
+                if e.message != Enoauth[0]:
+                    raise
+                afid = NOFID  # this listener needs no authentication (a private Unix socket)
+            else:
+                try:
+                    await auth(self, afid)
+                except BaseException:
+                    await self._quiet_clunk(afid)
+                    raise
         fid = self.alloc_fid()
         try:
             r = await self.rpc(Tattach, fid, afid, uname, aname)

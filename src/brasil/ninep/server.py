@@ -109,11 +109,14 @@ class Server:
         self.listeners: list[asyncio.AbstractServer] = []
         self._ids = itertools.count(1)
 
-    def protocol(self) -> Connection:
-        return Connection(self, next(self._ids))
+    def protocol(self, authenticator: Authenticator | None = None) -> Connection:
+        return Connection(self, next(self._ids), authenticator)
 
-    async def listen(self, address: Address) -> asyncio.AbstractServer:
-        listener = await listen(address, self.protocol)
+    async def listen(self, address: Address, authenticate: bool = True) -> asyncio.AbstractServer:
+        """Serve on ``address``; with ``authenticate`` False its clients attach without the
+        authenticator (for a 0600 Unix socket that only the owner can reach)."""
+        auth = self.authenticator if authenticate else None
+        listener = await listen(address, lambda: self.protocol(auth))
         self.listeners.append(listener)
         return listener
 
@@ -131,9 +134,10 @@ class Server:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, server: Server, ident: int) -> None:
+    def __init__(self, server: Server, ident: int, authenticator: Authenticator | None = None) -> None:
         self.server = server
         self.ident = ident
+        self.authenticator = authenticator
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader(server.max_msize)
         self.msize = server.max_msize
@@ -305,7 +309,7 @@ class Connection(asyncio.Protocol):
         return Rversion(m.tag, self.msize, version)
 
     def t_auth(self, m: Tauth) -> Rauth:
-        auth = self.server.authenticator
+        auth = self.authenticator
         if auth is None:
             raise NinepError(*Enoauth)
         node = auth.auth_node(m.uname, m.aname, self.peer)
@@ -315,7 +319,7 @@ class Connection(asyncio.Protocol):
         return Rauth(m.tag, node.qid)
 
     def t_attach(self, m: Tattach) -> Rattach:
-        auth = self.server.authenticator
+        auth = self.authenticator
         if auth is not None:
             a = self.fids.get(m.afid)
             if a is None or not a.is_auth or not auth.may_attach(a.node, m.uname, m.aname):
