@@ -365,6 +365,14 @@ class Connection(asyncio.Protocol):
                 elif name in ("", ".") or "/" in name:
                     raise NinepError(*Ebadname)
                 else:
+                    batch = getattr(node, "walk_path", None)
+                    if batch is not None:  # a remote directory: the rest of the walk in one trip
+                        run = []
+                        for n in names[i:]:
+                            if n in ("", ".", "..") or "/" in n:
+                                break
+                            run.append(n)
+                        return self._walk_batch(m, f, i, qids, batch(run), len(run))
                     nxt = node.walk(name)  # type: ignore[attr-defined]
                     if is_awaitable(nxt):
                         return self._walk_async(m, f, node, i, qids, nxt)
@@ -388,6 +396,20 @@ class Connection(asyncio.Protocol):
             return Rwalk(m.tag, tuple(qids))
         qids.append(nxt.qid)
         r = self._walk_from(m, f, nxt, i + 1, qids)
+        return await r if is_awaitable(r) else r  # type: ignore[no-any-return]
+
+    async def _walk_batch(self, m: Twalk, f: Fid, i: int, qids: list[Any], pending: Any,
+                          n: int) -> Rwalk:
+        try:
+            got, node = await pending
+        except NinepError:
+            if i == 0:
+                raise
+            return Rwalk(m.tag, tuple(qids))
+        qids.extend(got)
+        if node is None:
+            return Rwalk(m.tag, tuple(qids))
+        r = self._walk_from(m, f, node, i + len(got), qids)
         return await r if is_awaitable(r) else r  # type: ignore[no-any-return]
 
     def _bind_walk(self, m: Twalk, f: Fid, node: Node) -> None:

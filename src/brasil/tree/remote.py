@@ -1,0 +1,258 @@
+"""Another daemon's files, served as ours: proxy nodes that forward 9P requests over a client.
+
+Each proxy node holds one fid on the remote side, clunked when the node is dropped. Opening a
+node clones its fid, so the node can be opened many times and still be walked. A mount point keeps
+a stat of its own so that listing ``/csrv`` never waits on a remote daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from ..ninep.client import Client
+from ..ninep.constants import DMDIR, MAXWELEM, QTDIR
+from ..ninep.errors import NinepError
+from ..ninep.messages import Tclunk, Tcreate, Topen, Tread, Tremove, Tstat, Twalk, Twrite, Twstat
+from ..ninep.synthetic import Dir, Handle, Node
+from ..ninep.wire import Qid, Stat, read_stat
+
+log = logging.getLogger("brasil.tree")
+
+
+class Remote:
+    """One client connection to another daemon, and the housekeeping of our fids on it."""
+
+    def __init__(self, client: Client, label: str) -> None:
+        self.client = client
+        self.label = label
+        self.lost = False
+
+    def release(self, fid: int) -> None:
+        """Clunk without waiting for the answer (a dropped node must not block anybody)."""
+        if self.lost or self.client.closed:
+            return
+        try:
+            fut = asyncio.ensure_future(self.client.rpc(Tclunk, fid))
+        except RuntimeError:  # no running loop: the process is ending
+            return
+        fut.add_done_callback(lambda f: (f.exception() if not f.cancelled() else None,
+                                         self.client.free_fid(fid)))
+
+    async def call(self, cls: type, *args: Any) -> Any:
+        try:
+            return await self.client.rpc(cls, *args)
+        except ConnectionError:
+            self.lost = True
+            raise NinepError(f"{self.label}: connection lost") from None
+
+    async def clone(self, fid: int) -> int:
+        newfid = self.client.alloc_fid()
+        try:
+            await self.call(Twalk, fid, newfid, ())
+        except BaseException:
+            self.client.free_fid(newfid)
+            raise
+        return newfid
+
+
+def make_node(remote: Remote, fid: int, qid: Qid, name: str) -> Node:
+    cls = RemoteDir if qid.type & QTDIR else RemoteFile
+    return cls(remote, fid, qid, name)
+
+
+class _RemoteNode(Node):
+    """Mode bits default to everything allowed: the remote server makes the real checks."""
+
+    def __init__(self, remote: Remote, fid: int, qid: Qid, name: str, mode: int = 0o777) -> None:
+        super().__init__(name, mode)
+        self.remote, self.fid, self.qid = remote, fid, qid
+        self.cached: Stat | None = None
+        self._stashed: Handle | None = None
+        weakref.finalize(self, remote.release, fid)
+
+    def stat(self) -> Any:
+        if self.cached is not None:
+            return self.cached
+        return self._stat()
+
+    async def _stat(self) -> Stat:
+        st: Stat = (await self.remote.call(Tstat, self.fid)).stat
+        self.mode = st.mode & 0o777
+        return Stat(st.type, st.dev, st.qid, st.mode, st.atime, st.mtime, st.length,
+                    self.name or st.name, st.uid, st.gid, st.muid)
+
+    def open(self, mode: int) -> Any:
+        if self._stashed is not None:  # made by create: already open
+            h, self._stashed = self._stashed, None
+            return h
+        return self._open(mode)
+
+    async def _open(self, mode: int) -> Handle:
+        fid = await self.remote.clone(self.fid)
+        try:
+            r = await self.remote.call(Topen, fid, mode)
+        except BaseException:
+            self.remote.release(fid)
+            raise
+        return RemoteHandle(self, fid, r.iounit)
+
+    def wstat(self, st: Stat) -> Any:
+        return self.remote.call(Twstat, self.fid, st)
+
+    def remove(self) -> Any:
+        return self._remove()
+
+    async def _remove(self) -> None:
+        fid = await self.remote.clone(self.fid)
+        try:
+            await self.remote.call(Tremove, fid)  # clunks fid whatever the outcome
+        finally:
+            self.remote.client.free_fid(fid)
+
+
+class RemoteFile(_RemoteNode):
+    pass
+
+
+class RemoteDir(_RemoteNode, Dir):
+    is_dir = True
+
+    def walk(self, name: str) -> Any:
+        return self._walk1(name)
+
+    async def _walk1(self, name: str) -> Node:
+        qids, node = await self.walk_path([name])
+        assert node is not None
+        return node
+
+    async def walk_path(self, names: list[str]) -> tuple[list[Qid], Node | None]:
+        """Walk up to 16 names in one round trip: the qids that worked, and the node at the end
+        if all did. A failure on the first name raises its error."""
+        names = names[:MAXWELEM]
+        newfid = self.remote.client.alloc_fid()
+        try:
+            r = await self.remote.call(Twalk, self.fid, newfid, tuple(names))
+        except BaseException:
+            self.remote.client.free_fid(newfid)
+            raise
+        qids = list(r.wqid)
+        if len(qids) < len(names):
+            self.remote.client.free_fid(newfid)  # a partial walk made no newfid
+            return qids, None
+        node = make_node(self.remote, newfid, qids[-1], names[-1])
+        parent: Dir = self
+        for i in range(len(names) - 1):  # intermediate directories, for '..' from the end
+            parent = _Waypoint(self.remote, qids[i], names[i], parent)
+        node.parent = parent
+        return qids, node
+
+    def children(self) -> Any:
+        return self._children()
+
+    async def _children(self) -> list[Node]:
+        fid = await self.remote.clone(self.fid)
+        out: list[Node] = []
+        try:
+            r = await self.remote.call(Topen, fid, 0)
+            count = r.iounit or self.remote.client.msize - 24
+            offset = 0
+            while True:
+                data = (await self.remote.call(Tread, fid, offset, count)).data
+                if not data:
+                    break
+                offset += len(data)
+                pos = 0
+                while pos < len(data):
+                    st, pos = read_stat(data, pos, len(data), self.remote.client.dotu)
+                    out.append(Listed(st))
+        finally:
+            self.remote.release(fid)
+        return out
+
+    def create(self, name: str, perm: int, mode: int) -> Any:
+        return self._create(name, perm, mode)
+
+    async def _create(self, name: str, perm: int, mode: int) -> Node:
+        fid = await self.remote.clone(self.fid)
+        try:
+            r = await self.remote.call(Tcreate, fid, name, perm, mode)
+        except BaseException:
+            self.remote.release(fid)
+            raise
+        _, node = await self.walk_path([name])  # a fid of its own: the created one is open
+        if node is None:
+            self.remote.release(fid)
+            raise NinepError(f"{name}: vanished right after its creation")
+        node.parent = self
+        if not perm & DMDIR:
+            node._stashed = RemoteHandle(node, fid, r.iounit)  # type: ignore[attr-defined]
+        else:
+            self.remote.release(fid)
+        return node
+
+
+class _Waypoint(Dir):
+    """A directory passed through in a multi-name remote walk; only '..' ever reaches it."""
+
+    def __init__(self, remote: Remote, qid: Qid, name: str, parent: Dir) -> None:
+        super().__init__(name, 0o777)  # the remote side checks permissions
+        self.qid = qid
+        self.parent = parent
+
+
+class Listed(Node):
+    """A directory entry read from a remote listing: its stat is already known."""
+
+    def __init__(self, st: Stat) -> None:
+        super().__init__(st.name, st.mode & 0o777)
+        self._st = st
+
+    def stat(self) -> Stat:
+        return self._st
+
+
+class RemoteHandle(Handle):
+    def __init__(self, node: Node, fid: int, iounit: int) -> None:
+        super().__init__(node)
+        self.remote: Remote = node.remote  # type: ignore[attr-defined]
+        self.fid = fid
+        self.iounit = iounit
+
+    def read(self, offset: int, count: int) -> Any:
+        return self._read(offset, count)
+
+    async def _read(self, offset: int, count: int) -> bytes:
+        return (await self.remote.call(Tread, self.fid, offset, count)).data  # type: ignore[no-any-return]
+
+    def write(self, offset: int, data: bytes) -> Any:
+        return self._write(offset, data)
+
+    async def _write(self, offset: int, data: bytes) -> int:
+        return (await self.remote.call(Twrite, self.fid, offset, data)).count  # type: ignore[no-any-return]
+
+    def clunk(self) -> Any:
+        return self._clunk()
+
+    async def _clunk(self) -> None:
+        try:
+            await self.remote.call(Tclunk, self.fid)
+        except NinepError:
+            pass
+        finally:
+            self.remote.client.free_fid(self.fid)
+
+
+async def mount(client: Client, path: str, name: str, label: str) -> RemoteDir:
+    """A proxy for ``path`` on ``client``'s daemon, to be added to our tree as ``name``."""
+    remote = Remote(client, label)
+    fid, qid = await client.walk(path)
+    if qid is None:
+        qid = Qid(QTDIR, 0, 0)
+    node = RemoteDir(remote, fid, qid, name)
+    node.cached = Stat(qid=qid, mode=DMDIR | 0o555, name=name, uid="brasil", gid="brasil",
+                       muid="brasil")
+    node.mode = 0o555
+    return node

@@ -1,0 +1,71 @@
+"""Serving another daemon's files as ours: the proxy nodes of the tree."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from brasil.ninep.client import Client
+from brasil.ninep.constants import ORDWR
+from brasil.ninep.errors import NinepError
+from brasil.ninep.synthetic import DynamicDir
+from brasil.tree.remote import mount
+from fixtures import FixtureTree, serving
+
+
+@pytest.fixture
+async def proxied():
+    """Server A serves a FixtureTree; server B serves A's tree as /a; yields a client of B."""
+    tree = FixtureTree()
+    async with serving(tree.root) as (_, a_addr):
+        a_client = await Client.connect(a_addr)
+        b_root = DynamicDir()
+        b_root.add("a", await mount(a_client, "", "a", "node a"))
+        async with serving(b_root) as (_, b_addr):
+            c = await Client.connect(b_addr)
+            yield tree, c
+            await c.close()
+        await a_client.close()
+
+
+async def test_reads_walks_and_listings_go_through(proxied):
+    tree, c = proxied
+    assert await c.read("a/hello") == b"hello, world\n"
+    assert await c.read("a/dir/../dir/bbb") == b"b" * 10
+    assert [s.name for s in await c.ls("a/dir")][:3] == ["aaa", "bbb", "ccc"]
+    assert [s.name for s in await c.ls("")] == ["a"]
+    st = await c.stat("a/hello")
+    assert st.name == "hello" and st.length == 13
+    with pytest.raises(NinepError, match="a/nosuch: file does not exist"):
+        await c.read("a/nosuch")
+    # '..' from inside the proxy climbs back into B's own tree
+    fid, _ = await c.walk("a/dir/../..")
+    await c.clunk(fid)
+
+
+async def test_ctl_writes_and_errors_are_forwarded(proxied):
+    tree, c = proxied
+    await c.write("a/ctl", "add 7\n")
+    assert await c.read("a/ctl") == b"count 7\n"
+    with pytest.raises(NinepError, match='unknown command "nope"'):
+        await c.write("a/ctl", "nope\n")
+
+
+async def test_a_blocked_remote_read_can_be_flushed_and_loses_nothing(proxied):
+    tree, c = proxied
+    f = await c.open("a/pipe", ORDWR)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(f.read(100), 0.1)
+    await f.write(b"through two servers\n")
+    assert await f.read(100) == b"through two servers\n"
+
+
+async def test_create_write_remove_through_the_proxy(proxied):
+    tree, c = proxied
+    async with await c.create("a/tmp/note", 0o644, ORDWR) as f:
+        await f.write(b"remote ink\n")
+    assert tree.root.walk("tmp").walk("note").content == b"remote ink\n"
+    assert await c.read("a/tmp/note") == b"remote ink\n"
+    await c.remove("a/tmp/note")
+    assert [s.name for s in await c.ls("a/tmp")] == []
