@@ -132,19 +132,27 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):  # 
 
 
 @contextlib.asynccontextmanager
+async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | None = None,
+                 idle_timeout: float = 300.0, parent: Address | None = None,
+                 secret: bytes | None = None):  # type: ignore[no-untyped-def]
+    """A whole daemon in this process, on a Unix socket under ``tmp`` and an ephemeral loopback
+    port; ``.unix`` and ``.tcp`` are its addresses. Stopped (sessions killed) when the block ends."""
+    from brasil.node.daemon import Node
+    from brasil.tree.daemon import Daemon
+    d = Daemon(Node(name, slots, export=export, idle_timeout=idle_timeout), secret=secret,
+               parent=parent)
+    d.unix = (await d.listen(Address("unix", path=f"{tmp}/{name}.sock")))[0]  # type: ignore[attr-defined]
+    d.tcp = (await d.listen(Address("tcp", "127.0.0.1", 0)))[0]  # type: ignore[attr-defined]
+    d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
+
+
+@contextlib.asynccontextmanager
 async def node_daemon(tmp: str, *, slots: int = 4, export: str | None = None,
                       idle_timeout: float = 300.0, name: str = "n0"):  # type: ignore[no-untyped-def]
-    """A node daemon in this process, on a Unix socket under ``tmp``; yields (node, address).
-    Every session is shut down (processes killed) when the block ends."""
-    from brasil.node.daemon import Node
-    node = Node(name, slots, export=export, idle_timeout=idle_timeout)
-    server = Server(node.root)
-    address = Address("unix", path=f"{tmp}/node.sock")
-    await server.listen(address)
-    node.addresses.append(str(address))
-    node.start()
-    try:
-        yield node, address
-    finally:
-        await server.close()
-        await node.shutdown(grace=1.0)
+    """A single node daemon; yields (node, its Unix socket address)."""
+    async with daemon(tmp, name, slots=slots, export=export, idle_timeout=idle_timeout) as d:
+        yield d.node, d.unix

@@ -10,10 +10,10 @@ import signal
 import socket
 import sys
 
-from ..ninep.auth import SecretAuthenticator, SecretError, load_secret
-from ..ninep.server import Server
-from ..ninep.transport import Address, AddressError, DEFAULT_PORT, bound_addresses, \
-    default_socket_path, parse_address
+from ..ninep.auth import SecretError, load_secret
+from ..tree.daemon import Daemon
+from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socket_path, \
+    parse_address
 from ..node.daemon import DEFAULT_IDLE_TIMEOUT, Node
 from .errors import UsageError, run
 
@@ -75,8 +75,6 @@ def listen_addresses(args: argparse.Namespace) -> list[Address]:
         raise UsageError(f"refusing to listen on {', '.join(map(str, wide))} without "
                          "--secret-file: anyone who can reach it could run commands as you. "
                          "Give --secret-file FILE, or listen on 127.0.0.1 or a unix: socket")
-    if args.parent:
-        raise UsageError("--parent: joining a tree is not built yet; run a single node for now")
     return addrs
 
 
@@ -89,24 +87,30 @@ async def serve(args: argparse.Namespace) -> int:
         node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout)
     except (NotADirectoryError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
-    authenticator = None
+    secret = None
     if args.secret_file:
         try:
-            authenticator = SecretAuthenticator(load_secret(args.secret_file))
+            secret = load_secret(args.secret_file)
         except SecretError as e:
             raise UsageError(str(e)) from None
-    server = Server(node.root, trace=args.debug, authenticator=authenticator)
+    parent = None
+    if args.parent:
+        try:
+            parent = parse_address(args.parent)
+        except AddressError as e:
+            raise UsageError(f"--parent: {e}") from None
+    daemon = Daemon(node, secret=secret, parent=parent, trace=args.debug)
     for a in addrs:
-        try:  # with a secret every TCP listener authenticates; the 0600 Unix socket is the owner's
-            listener = await server.listen(a, authenticate=a.kind == "tcp")
+        try:
+            await daemon.listen(a)
         except OSError as e:
-            await server.close()
+            await daemon.stop()
             hint = " (another daemon there? pick another with --listen)" \
                 if e.errno in (98, None) else ""
             print(f"brasil serve: cannot listen on {a}: {e.strerror or e}{hint}", file=sys.stderr)
             return 1
-        node.addresses += [str(b) for b in bound_addresses(listener)]
-    node.start()
+    daemon.start()
+    write_addresses(args, node.addresses)
     log.warning("node %s: %d slot(s), serving 9P on %s", node.name, node.slots_total,
                 ", ".join(node.addresses))
     stop = asyncio.Event()
@@ -115,15 +119,24 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.warning("node %s: shutting down", node.name)
-    await server.close()
-    await node.shutdown()
-    for a in addrs:
-        if a.kind == "unix":
-            try:
-                os.unlink(a.path)
-            except OSError:
-                pass
+    await daemon.stop()
+    write_addresses(args, None)
     return 0
+
+
+def write_addresses(args: argparse.Namespace, addresses: list[str] | None) -> None:
+    """Leave our addresses in the state directory while we run (`brasil cluster` reads them)."""
+    path = os.path.join(state_dir(args.state_dir), "addresses")
+    if addresses is None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(a + "\n" for a in addresses))
+    os.replace(tmp, path)
 
 
 def main(args: argparse.Namespace) -> int:

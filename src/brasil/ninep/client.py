@@ -76,6 +76,8 @@ class Client:
         self._free_fids: list[int] = []
         self._next_fid = 1
         self._closed: BaseException | None = None
+        self._handover: tuple[int, Callable[[asyncio.Transport, bytes], None]] | None = None
+        self.on_lost: list[Callable[[], None]] = []
 
     @classmethod
     async def connect(cls, address: str | Address, *, uname: str | None = None, aname: str = "",
@@ -165,16 +167,65 @@ class Client:
                 fut = self._pending.pop(tag, None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
+                if self._handover is not None and self._handover[0] == tag:
+                    self._hand_over()
+                    return
         except ProtocolError as e:
             log.warning("%s: bad reply from server, closing: %s", self.address, e)
             self.abort()
 
-    def _lost(self, exc: Exception | None) -> None:
-        self._closed = exc or ConnectionError(f"{self.address}: connection closed by the server")
+    async def rpc_then_hand_over(self, take: Callable[[asyncio.Transport, bytes], None],
+                                 cls: type[Message], *args: Any) -> Any:
+        """Send one last request; the moment its reply arrives, stop being a client and give the
+        transport, with any bytes read past the reply, to ``take`` (a joining child uses this to
+        turn its own connection into one its parent serves requests over)."""
+        tag = self._alloc_tag()
+        self._handover = (tag, take)
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[tag] = fut
+        self._send(cls(tag, *args))
+        reply = await fut
+        if type(reply) is Rerror:
+            raise NinepError(reply.ename, reply.errno if 0 < reply.errno < 4096 else _errno.EIO)
+        return reply
+
+    def _hand_over(self) -> None:
+        assert self._handover is not None and self._transport is not None
+        _, take = self._handover
+        self._handover = None
+        rest = bytes(self._reader._buf[self._reader._pos:])
+        transport, self._transport = self._transport, None
+        self._closed = ConnectionError(f"{self.address}: connection handed over")
+        self._fail_pending()
+        take(transport, rest)
+
+    @classmethod
+    async def adopt(cls, transport: asyncio.Transport, rest: bytes, label: str, *,
+                    uname: str | None = None, auth: AuthFn | None = None,
+                    msize: int = DEFAULT_MSIZE) -> Client:
+        """Become the client end of a connection someone else opened (a child's handed-over
+        connection, seen from its parent)."""
+        self = cls(Address("tcp", label, 0))
+        proto = _Conn(self)
+        transport.set_protocol(proto)
+        self._transport = transport
+        if rest:
+            self._received(rest)
+        await self.version(msize, VERSION)
+        await self.attach(uname or getpass.getuser(), "", auth)
+        return self
+
+    def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(ConnectionError(f"{self.address}: connection lost"))
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._closed = exc or ConnectionError(f"{self.address}: connection closed by the server")
+        self._fail_pending()
+        for cb in self.on_lost:
+            cb()
 
     def abort(self) -> None:
         if self._transport is not None:

@@ -15,6 +15,7 @@ accepted — the transport's reach (a 0600 Unix socket, loopback) is the guard.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno as _errno
 import itertools
 import logging
@@ -37,6 +38,11 @@ from .transport import Address, listen, set_nodelay
 from .wire import write_stat
 
 log = logging.getLogger("brasil.ninep")
+
+# The connection whose request is being handled (tasks inherit it): lets a file hand its
+# connection over to another protocol, as a joining child's does.
+current_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+    "current_connection", default=None)
 trace_log = logging.getLogger("brasil.ninep.trace")
 
 DEFAULT_MAX_MSIZE = 1024 * 1024 + IOHDRSZ
@@ -147,6 +153,8 @@ class Connection(asyncio.Protocol):
         self.pending: dict[int, asyncio.Task[Any]] = {}
         self.peer = "?"
         self.closed = False
+        self.on_lost: list[Callable[[], None]] = []
+        self._handover: Callable[[asyncio.Transport, bytes], None] | None = None
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Tversion: self.t_version, Tauth: self.t_auth, Tattach: self.t_attach,
             Tflush: self.t_flush, Twalk: self.t_walk, Topen: self.t_open, Tcreate: self.t_create,
@@ -169,7 +177,23 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.server.connections.discard(self)
         self._reset()
+        for cb in self.on_lost:
+            cb()
         log.debug("conn %d: closed", self.ident)
+
+    def hand_over_after_reply(self, take: Callable[[asyncio.Transport, bytes], None]) -> None:
+        """Once the current request is answered, stop serving this connection and give its
+        transport (and any bytes already read) to ``take``."""
+        self._handover = take
+
+    def _hand_over(self) -> None:
+        take, self._handover = self._handover, None
+        assert take is not None and self.transport is not None
+        rest = bytes(self.reader._buf[self.reader._pos:])
+        self.closed = True
+        self.server.connections.discard(self)
+        self._reset()
+        take(self.transport, rest)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -183,6 +207,9 @@ class Connection(asyncio.Protocol):
                 if msg is None:
                     return
                 self.dispatch(msg)
+                if self._handover is not None:
+                    self._hand_over()
+                    return
         except ProtocolError as e:
             log.warning("conn %d (%s): closing: %s", self.ident, self.peer, e)
             self.closed = True
@@ -205,6 +232,7 @@ class Connection(asyncio.Protocol):
         if len(self.pending) >= self.server.max_pending and not isinstance(msg, Tflush):
             self.send(Rerror(tag, *self._err(Etoomanyreqs)))
             return
+        token = current_connection.set(self)
         try:
             result = handler(msg)
         except NinepError as e:
@@ -213,6 +241,8 @@ class Connection(asyncio.Protocol):
         except Exception as e:  # noqa: BLE001 - a bug in a handler must not take the daemon down
             self.send(self._internal(tag, msg, e))
             return
+        finally:
+            current_connection.reset(token)
         if is_awaitable(result):
             task = asyncio.ensure_future(result)
             self.pending[tag] = task

@@ -14,7 +14,7 @@ import platform
 import shlex
 import signal
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..exec import nsexec
 from ..ninep.errors import NinepError
@@ -75,6 +75,7 @@ class Node:
         self.export = Export(export) if export else None
         self.workdir = workdir or (self.export.root if self.export else os.getcwd())
         self.addresses: list[str] = []
+        self.status_sources: list[Callable[[], list[str]]] = []  # the subtree's lines (tree/)
         self.started = time.time()
         self._ns_problem: str | None | bool = False  # False: not probed yet
         self._reaper: asyncio.Task[None] | None = None
@@ -105,7 +106,7 @@ class Node:
     def status_lines(self) -> list[str]:
         load1 = os.getloadavg()[0]
         line = (f"{self.name} {self.slots_total} {len(self.free)} {load1:.2f} {mem_free_mb()} up")
-        return [line]
+        return [line] + [ln for source in self.status_sources for ln in source()]
 
     def status_text(self) -> str:
         lines = self.status_lines()

@@ -1,0 +1,135 @@
+"""The parent's side of the tree: children join, are served as ``/csrv/NAME``, and are watched.
+
+A child registers by writing ``join NAME`` to ``/csrv/local/join`` over a connection it opened;
+once that write is answered the connection changes direction — we become its client — so a child
+behind NAT is reachable without ever being dialed. We poll each child's ``status`` every second:
+that is both the heartbeat (a child silent for 3 s, or whose connection drops, is gone) and the
+subtree's resources, which our own ``status`` and reservations read without asking again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING, Callable
+
+from ..ninep.auth import client_auth
+from ..ninep.client import Client
+from ..ninep.errors import NinepError
+from ..ninep.server import current_connection
+from ..ninep.synthetic import CommandTable, CtlFile
+from .remote import RemoteDir, mount
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger("brasil.tree")
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED = {"local", "parent", "query"}
+POLL_PERIOD = 1.0
+POLL_TIMEOUT = 3.0
+
+
+class Child:
+    def __init__(self, name: str, client: Client, mount_point: RemoteDir) -> None:
+        self.name = name
+        self.client = client
+        self.mount = mount_point
+        self.status: list[str] = []  # its subtree's status lines, total line excluded
+        self.poller: asyncio.Task[None] | None = None
+        self.gone = False
+
+    def free_slots(self) -> int:
+        return sum(int(ln.split()[2]) for ln in self.status if len(ln.split()) > 2)
+
+
+class JoinFile(CtlFile):
+    commands = CommandTable()
+
+    def __init__(self, children: Children) -> None:
+        super().__init__(mode=0o200)
+        self.children = children
+
+    @commands.command("join NAME")
+    def join(self, args: list[str]) -> None:
+        conn = current_connection.get()
+        if conn is None:
+            raise NinepError("join: must be written over a 9P connection")
+        self.children.check_name(args[0])
+        name = args[0]
+        conn.hand_over_after_reply(
+            lambda transport, rest: self.children.adopt(name, transport, rest, conn.peer))
+
+
+class Children:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.by_name: dict[str, Child] = {}
+        self.on_lost: list[Callable[[str], None]] = []
+
+    def check_name(self, name: str) -> None:
+        if not NAME.fullmatch(name) or name in RESERVED:
+            raise NinepError(f'join: bad node name "{name}"; use letters, digits, ".", "_" or '
+                             f"\"-\", not {', '.join(sorted(RESERVED))}")
+        if name == self.daemon.node.name:
+            raise NinepError(f'join: "{name}" is this node\'s own name')
+
+    def adopt(self, name: str, transport: asyncio.Transport, rest: bytes, peer: str) -> None:
+        asyncio.ensure_future(self._adopt(name, transport, rest, peer))
+
+    async def _adopt(self, name: str, transport: asyncio.Transport, rest: bytes, peer: str) -> None:
+        secret = self.daemon.secret
+        try:
+            client = await asyncio.wait_for(Client.adopt(
+                transport, rest, f"child {name}", auth=client_auth(secret) if secret else None), 10)
+            mount_point = await mount(client, "csrv", name, f"node {name}")
+        except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
+            log.warning("child %s (%s): could not reach back: %s", name, peer, e)
+            transport.abort()
+            return
+        old = self.by_name.get(name)
+        if old is not None:
+            log.info("child %s: re-registered; dropping its old link", name)
+            self._drop(old)
+        child = Child(name, client, mount_point)
+        self.by_name[name] = child
+        csrv = self.daemon.node.csrv
+        csrv.discard(name)
+        csrv.add(name, mount_point)
+        client.on_lost.append(lambda: self._drop(child, "connection lost"))
+        child.poller = asyncio.ensure_future(self._poll(child))
+        log.info("child %s joined from %s", name, peer)
+
+    async def _poll(self, child: Child) -> None:
+        while not child.gone:
+            try:
+                text = await asyncio.wait_for(child.client.read("csrv/local/status"), POLL_TIMEOUT)
+            except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
+                self._drop(child, f"no heartbeat: {e or 'timed out'}")
+                return
+            child.status = [ln for ln in text.decode().splitlines()
+                            if ln and not ln.startswith("total ")]
+            await asyncio.sleep(POLL_PERIOD)
+
+    def _drop(self, child: Child, why: str = "replaced") -> None:
+        if child.gone:
+            return
+        child.gone = True
+        if self.by_name.get(child.name) is child:
+            del self.by_name[child.name]
+            self.daemon.node.csrv.discard(child.name)
+            log.warning("child %s lost: %s", child.name, why)
+            for cb in self.on_lost:
+                cb(child.name)
+        if child.poller is not None and child.poller is not asyncio.current_task():
+            child.poller.cancel()
+        child.client.abort()
+
+    def status_lines(self) -> list[str]:
+        return [ln for c in self.by_name.values() for ln in c.status]
+
+    def close(self) -> None:
+        for child in list(self.by_name.values()):
+            self._drop(child, "shutting down")

@@ -1,0 +1,94 @@
+"""The tree: children join their parent and both see each other's namespace (SPEC.md §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from brasil.ninep.client import Client
+from brasil.ninep.errors import NinepError
+from fixtures import daemon, wait_for
+
+SECRET = b"the tree's shared secret, long enough"
+
+
+async def test_a_child_joins_and_both_sides_see_each_other(tmp_path):
+    async with daemon(str(tmp_path), "root", secret=SECRET) as root:
+        async with daemon(str(tmp_path), "n1", parent=root.tcp, secret=SECRET) as n1:
+            await wait_for(lambda: "n1" in root.children.by_name, timeout=10)
+            c = await Client.connect(root.unix)
+            assert sorted(s.name for s in await c.ls("csrv")) == ["local", "n1"]
+            assert await c.read("csrv/n1/local/arch") == await c.read("csrv/local/arch")
+            # The child serves the parent as /csrv/parent.
+            cc = await Client.connect(n1.unix)
+            assert "root 4 4" in (await cc.read("csrv/parent/local/status")).decode()
+            # A session on the child, driven from the root.
+            sid = (await c.read("csrv/n1/local/clone")).decode().strip()
+            await c.write(f"csrv/n1/local/{sid}/ctl", "exec echo $BRASIL_NODE\n")
+            assert await c.read(f"csrv/n1/local/{sid}/stdio") == b"n1\n"
+            # The root's status covers its subtree.
+            await wait_for(lambda: len(root.children.status_lines()) == 1, timeout=5)
+            status = (await c.read("csrv/local/status")).decode().splitlines()
+            assert [ln.split()[0] for ln in status] == ["root", "n1", "total"]
+            assert status[-1].startswith("total 8 ")
+            await c.close()
+            await cc.close()
+
+
+async def test_siblings_reach_each_other_through_the_parent(tmp_path):
+    async with daemon(str(tmp_path), "root") as root:
+        async with daemon(str(tmp_path), "a", parent=root.unix) as a, \
+                daemon(str(tmp_path), "b", parent=root.unix):
+            await wait_for(lambda: len(root.children.by_name) == 2, timeout=10)
+            await wait_for(lambda: a.parent.joined.is_set(), timeout=10)
+            c = await Client.connect(a.unix)
+            sid = (await c.read("csrv/parent/b/local/clone")).decode().strip()
+            await c.write(f"csrv/parent/b/local/{sid}/ctl", "exec echo from $BRASIL_NODE\n")
+            assert await c.read(f"csrv/parent/b/local/{sid}/stdio") == b"from b\n"
+            await c.close()
+
+
+async def test_a_child_with_the_wrong_secret_cannot_join(tmp_path, caplog):
+    async with daemon(str(tmp_path), "root", secret=SECRET) as root:
+        async with daemon(str(tmp_path), "intruder", parent=root.tcp,
+                          secret=b"a different secret, also long") as bad:
+            await wait_for(lambda: any("authentication failed" in r.getMessage()
+                                       for r in caplog.records), timeout=10)
+            assert "intruder" not in root.children.by_name
+            assert not bad.parent.joined.is_set()
+
+
+async def test_a_dead_child_disappears_and_a_restarted_one_rejoins(tmp_path):
+    async with daemon(str(tmp_path), "root") as root:
+        async with daemon(str(tmp_path), "n1", parent=root.unix) as n1:
+            await wait_for(lambda: "n1" in root.children.by_name, timeout=10)
+            old = root.children.by_name["n1"]
+            n1.parent.client.abort()  # the link breaks: the child redials on its own
+            await wait_for(lambda: root.children.by_name.get("n1") not in (None, old), timeout=10)
+        await wait_for(lambda: "n1" not in root.children.by_name, timeout=5)
+        c = await Client.connect(root.unix)
+        assert [s.name for s in await c.ls("csrv")] == ["local"]
+        with pytest.raises(NinepError, match="does not exist"):
+            await c.read("csrv/n1/local/arch")
+        async with daemon(str(tmp_path), "n1", parent=root.unix):
+            await wait_for(lambda: "n1" in root.children.by_name, timeout=10)
+            assert (await c.read("csrv/n1/local/arch")).startswith(b"linux")
+        await c.close()
+
+
+async def test_a_child_keeps_serving_when_its_parent_goes_and_rejoins_when_it_returns(tmp_path):
+    async with contextlib.AsyncExitStack() as stack:
+        root = await stack.enter_async_context(daemon(str(tmp_path), "root"))
+        n1 = await stack.enter_async_context(daemon(str(tmp_path), "n1", parent=root.unix))
+        await wait_for(lambda: n1.parent.joined.is_set(), timeout=10)
+        await root.stop()  # the parent goes away; the child must notice and keep serving
+        await wait_for(lambda: not n1.parent.joined.is_set(), timeout=10)
+        c = await Client.connect(n1.unix)
+        assert [s.name for s in await c.ls("csrv")] == ["local"]
+        assert (await c.read("csrv/local/arch")).startswith(b"linux")
+        async with daemon(str(tmp_path), "root") as root2:  # same address: it comes back
+            await wait_for(lambda: "n1" in root2.children.by_name, timeout=15)
+            assert (await c.read("csrv/parent/local/arch")).startswith(b"linux")
+        await c.close()
