@@ -14,7 +14,7 @@ import platform
 import shlex
 import signal
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from ..exec import nsexec
 from ..ninep.errors import NinepError
@@ -76,6 +76,7 @@ class Node:
         self.workdir = workdir or (self.export.root if self.export else os.getcwd())
         self.addresses: list[str] = []
         self.status_sources: list[Callable[[], list[str]]] = []  # the subtree's lines (tree/)
+        self.reserver: Any = None  # reserves on neighbours (tree/reserve.py), when in a tree
         self.started = time.time()
         self._ns_problem: str | None | bool = False  # False: not probed yet
         self._reaper: asyncio.Task[None] | None = None
@@ -131,6 +132,13 @@ class Node:
         log.info("session %s: created", sid)
         return session
 
+    def neighbor_lost(self, name: str) -> None:
+        """Sub-sessions held through a lost neighbour fail, naming it; the rest go on."""
+        for s in self.sessions.values():
+            for g in s.groups:
+                if g.neighbor == name:
+                    g.mark_lost(f"{name} is gone")
+
     def close_session(self, session: Session) -> None:
         session.close()
         self.sessions.pop(session.path, None)
@@ -157,13 +165,29 @@ class Node:
         my_os, my_arch = arch_line().split()
         return (os_name in (None, "*", my_os)) and (arch in (None, "*", my_arch))
 
-    def take_slots(self, n: int, os_name: str | None = None, arch: str | None = None) -> list[int]:
-        have = len(self.free) if self.matches(os_name, arch) else 0
-        if n > have:
+    async def reserve(self, session: Session, n: int, os_name: str | None = None,
+                      arch: str | None = None) -> tuple[list[int], list[Any]]:
+        """``n`` slots: this node's free ones first, then (through ``reserver``, set by the tree)
+        its neighbours'; all or nothing."""
+        mine = self.matches(os_name, arch)
+        k = min(n, len(self.free)) if mine else 0
+        taken, self.free = self.free[:k], self.free[k:]
+        groups: list[Any] = []
+        try:
+            if k < n and self.reserver is not None:
+                groups = await self.reserver.reserve(session, n - k, os_name, arch,
+                                                     session.came_from, k)
+        except BaseException:
+            self.release_slots(taken)
+            raise
+        got = k + sum(g.count for g in groups)
+        if got < n:
+            self.release_slots(taken)
+            for g in groups:
+                asyncio.ensure_future(g.close())
             where = f" matching {os_name} {arch or '*'}" if os_name else ""
-            raise NinepError(f"res: not enough slots: asked {n}, {have} free in reach{where}")
-        taken, self.free = self.free[:n], self.free[n:]
-        return taken
+            raise NinepError(f"res: not enough slots: asked {n}, {got} free in reach{where}")
+        return taken, groups
 
     def release_slots(self, slots: Iterable[int]) -> None:
         self.free = sorted(set(self.free) | set(slots))

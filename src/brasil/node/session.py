@@ -18,7 +18,7 @@ import shutil
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..exec.process import Process
 from ..exec.records import NEWLINE, Splitter
@@ -68,7 +68,9 @@ class Session:
         self.parent = parent
         self.slot = slot
         self.state = "idle" if slot is not None else "new"
-        self.subs: list[Session] = []
+        self.subs: list[Any] = []  # leaf Sessions here, then RemoteSubs (tree/groups.py)
+        self.groups: list[Any] = []  # sessions on neighbours holding some of our sub-sessions
+        self.came_from: str | None = None  # the neighbour that asked for this session (`from`)
         self.env: dict[str, str] = dict(node.env) if parent is None else {}
         self.ns: list[str] = []
         self.args = ""
@@ -100,9 +102,10 @@ class Session:
         return self.parent.top if self.parent else self
 
     def leaves(self) -> list[Session]:
+        """The sub-sessions that run here (remote ones are reached through ``groups``)."""
         if self.is_leaf:
             return [self]
-        return [leaf for s in self.subs for leaf in s.leaves()]
+        return [leaf for s in self.subs if isinstance(s, Session) for leaf in s.leaves()]
 
     def effective_env(self) -> dict[str, str]:
         base = self.parent.effective_env() if self.parent else {}
@@ -122,17 +125,24 @@ class Session:
 
     # ---- ctl verbs ----
 
-    def reserve(self, n: int, os_name: str | None = None, arch: str | None = None) -> None:
+    async def reserve(self, n: int, os_name: str | None = None, arch: str | None = None) -> None:
         if self.is_leaf:
             raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
         self.state = lifecycle.step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
         try:
-            slots = self.node.take_slots(n, os_name, arch)
-        except NinepError:
+            slots, groups = await self.node.reserve(self, n, os_name, arch)
+        except BaseException:
             self.state = "new"
             raise
         self.subs = [Session(self.node, f"{self.path}/{i}", self, slot) for i, slot in enumerate(slots)]
-        log.info("session %s: reserved %d slot(s) %s", self.path, n, slots)
+        self.groups = groups
+        for g in groups:
+            self.subs += g.subs(self)
+            g.on_done.append(self._notify_done)
+        if groups:
+            await asyncio.gather(*(sub.mount() for sub in self.subs if not isinstance(sub, Session)))
+        where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in groups])
+        log.info("session %s: reserved %d slot(s): %s", self.path, n, where)
         if self.on_subs:
             self.on_subs(self)
 
@@ -145,7 +155,7 @@ class Session:
         if not ns:
             check_command(cmd, env.get("PATH", os.environ.get("PATH", os.defpath)))
         if not self.is_leaf and self.state == "new":
-            self.reserve(1)
+            await self.reserve(1)
         if self.is_leaf:
             await self._start(cmd)
             return
@@ -158,14 +168,22 @@ class Session:
                              "kill them or wait first")
         self._reset_io()
         leaves = self.leaves()
-        results = await asyncio.gather(*(leaf._start(cmd) for leaf in leaves), return_exceptions=True)
+        groups = [g for g in self.groups if not g.lost]
+        remote_setup = [f"mux {self.mux}" + (f" {self.mux_field}" if self.mux == "hash" else ""),
+                        f"rs {self.rs}"]
+        results = await asyncio.gather(*(leaf._start(cmd) for leaf in leaves),
+                                       *(g.exec(cmd, self.effective_env(), remote_setup)
+                                         for g in groups), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             for leaf in leaves:
                 if leaf.process and leaf.process.running:
                     leaf.process.kill(signal.SIGKILL)
+            await asyncio.gather(*(g.kill(signal.SIGKILL) for g in groups if g.running),
+                                 return_exceptions=True)
             raise errors[0]
-        log.info("session %s: exec %r on %d slot(s)", self.path, cmd, len(leaves))
+        log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
+                 len(leaves), sum(g.count for g in groups))
 
     async def _start(self, cmd: str) -> None:
         what = f"sub-session {self.path}"
@@ -216,7 +234,8 @@ class Session:
             s = s.parent
 
     def all_done(self) -> bool:
-        return all(leaf.state != "running" for leaf in self.leaves())
+        return all(leaf.state != "running" for leaf in self.leaves()) and \
+            not any(g.running for g in self.groups)
 
     async def wait(self) -> None:
         while not self.all_done():
@@ -224,14 +243,17 @@ class Session:
             self._done_waiters.append(f)
             await f
 
-    def kill(self, sig: int = signal.SIGTERM) -> int:
+    def kill(self, sig: int = signal.SIGTERM) -> Any:
         n = 0
         for leaf in self.leaves():
             if leaf.process is not None and leaf.process.running:
                 leaf.process.kill(sig)
                 n += 1
-        log.info("session %s: signal %d to %d process group(s)", self.path, sig, n)
-        return n
+        log.info("session %s: signal %d to %d process group(s) here, %d group(s) elsewhere",
+                 self.path, sig, n, len(self.groups))
+        if self.groups:
+            return asyncio.gather(*(g.kill(sig) for g in self.groups if g.running))
+        return None
 
     def set_mux(self, args: list[str]) -> None:
         mode = args[0]
@@ -276,6 +298,8 @@ class Session:
                 if o.claim is None:
                     o.take(AGGREGATE)
                     sources.append(o)
+            sources += [g.output(fd, f"{self.path} via {g.neighbor}") for g in self.groups
+                        if not g.lost]
             aggregator = Aggregator(sources, self.rs, self.node.output_limit)
             self._aggregators.append(aggregator)
             agg = Output(aggregator.out, f"{self.path} {'stdout' if fd == 1 else 'stderr'}")
@@ -289,11 +313,12 @@ class Session:
         if not self.subs:
             raise NinepError(f"session {self.path} has no processes yet: res and exec first")
         if self._input is None:
-            sinks = [s.input() for s in self.subs]
+            sinks: list[Sink] = [s.input() for s in self.leaves()]
+            sinks += [g.input() for g in self.groups if not g.lost]
             self._input = Distributor(sinks, self.mux, self.mux_field, self.rs)
         return self._input
 
-    def sub(self, index: str) -> Session:
+    def sub(self, index: str) -> Any:
         if not index.isdigit() or int(index) >= len(self.subs):
             raise NinepError(f"session {self.path} has no sub-session {index!r} "
                              f"(it has {len(self.subs)})")
@@ -328,6 +353,18 @@ class Session:
 
     # ---- reporting ----
 
+    def status_text(self) -> Any:
+        """One line per sub-session; waits on neighbours when some live there."""
+        lines = [leaf.status_line() for leaf in self.leaves()]
+        if not self.groups:
+            return "".join(ln + "\n" for ln in lines)
+        return self._status_text(lines)
+
+    async def _status_text(self, lines: list[str]) -> str:
+        for more in await asyncio.gather(*(g.status_lines() for g in self.groups)):
+            lines += more
+        return "".join(ln + "\n" for ln in lines)
+
     def status_lines(self) -> list[str]:
         return [leaf.status_line() for leaf in self.leaves()]
 
@@ -343,6 +380,8 @@ class Session:
         for leaf in self.leaves():
             sub = leaf.path.split("/", 1)[1] if "/" in leaf.path else leaf.path
             out.append(f"{sub} {'-' if leaf.exit_status is None else leaf.exit_status}")
+        for g in self.groups:
+            out += g.wait_lines()
         return out
 
     def state_line(self) -> str:
@@ -350,7 +389,10 @@ class Session:
         for leaf in self.leaves():
             counts[leaf.state] = counts.get(leaf.state, 0) + 1
         parts = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        line = f"session {self.path} {self.state} subs {len(self.leaves())}"
+        for g in self.groups:
+            key = "lost" if g.lost else "remote"
+            counts[key] = counts.get(key, 0) + g.count
+        line = f"session {self.path} {self.state} subs {len(self.subs) if self.subs else len(self.leaves())}"
         line += f" {parts}" if parts else ""
         line += f" mux {self.mux}{' ' + str(self.mux_field) if self.mux == 'hash' else ''} rs {self.rs}"
         for sp in self.splices:
@@ -379,6 +421,8 @@ class Session:
             agg.cancel()
         for sp in self.splices:
             sp.task.cancel()
+        for g in self.groups:
+            asyncio.ensure_future(g.close())
         if not self.is_leaf:
             self.state = "closed"
         log.info("session %s: closed", self.path)

@@ -87,19 +87,24 @@ class SessionCtl(CtlFile):
         return SessionCtlHandle(self)
 
     @commands.command("res N [os [arch]]")
-    def res(self, args: list[str]) -> None:
+    def res(self, args: list[str]) -> Any:
         n = _int(args[0], "res", "res N [os [arch]]")
         if n <= 0:
             raise NinepError(f'res: asked for {n} slots; usage: res N [os [arch]] with N ≥ 1')
-        self.session.reserve(n, *args[1:])
+        return self.session.reserve(n, *args[1:])
+
+    @commands.command("from NEIGHBOR")
+    def from_(self, args: list[str]) -> None:
+        """Set by a node that asks a neighbour for slots: never ask that neighbour back."""
+        self.session.came_from = args[0]
 
     @commands.command("exec CMD…", raw=True, args=(1, 1))
     def exec(self, args: list[str]) -> Any:
         return self.session.exec(args[0])
 
     @commands.command("kill [SIG]")
-    def kill(self, args: list[str]) -> None:
-        self.session.kill(parse_signal(args[0]) if args else signal.SIGTERM)
+    def kill(self, args: list[str]) -> Any:
+        return self.session.kill(parse_signal(args[0]) if args else signal.SIGTERM)
 
     @commands.command("xsplice A B")
     def xsplice(self, args: list[str]) -> None:
@@ -288,19 +293,27 @@ class WaitHandle(SessionHandle):
 
 
 class GenFile(SessionFile):
-    def __init__(self, session: Session, make: Callable[[], str]) -> None:
+    """Generated on open; ``make`` may return an awaitable (status that asks other nodes)."""
+
+    def __init__(self, session: Session, make: Callable[[], Any]) -> None:
         super().__init__(session)
         self.make = make
 
     def length(self) -> int:
-        return len(self.make().encode())
+        text = self.make()
+        if is_awaitable(text):
+            text.close()  # a remote status: not worth a round trip for a length
+            return 0
+        return len(text.encode())
 
-    def open(self, mode: int) -> Handle:
-        return BytesHandle(self, self.make().encode())
+    def open(self, mode: int) -> Any:
+        text = self.make()
+        if is_awaitable(text):
+            return self._open_later(text)
+        return BytesHandle(self, text.encode())
 
-
-def _lines(lines: list[str]) -> str:
-    return "".join(ln + "\n" for ln in lines)
+    async def _open_later(self, pending: Any) -> Handle:
+        return BytesHandle(self, (await pending).encode())
 
 
 SESSION_TABLE = (
@@ -313,7 +326,7 @@ SESSION_TABLE = (
     Entry("ns", 0o600, lambda s: ns_file(s, s.ns, s.node.check_ns_line)),
     Entry("args", 0o444, lambda s: GenFile(s, lambda: s.args + "\n" if s.args else "")),
     Entry("wait", 0o444, WaitFile),
-    Entry("status", 0o444, lambda s: GenFile(s, lambda: _lines(s.status_lines()))),
+    Entry("status", 0o444, lambda s: GenFile(s, s.status_text)),
 )
 
 
@@ -327,5 +340,5 @@ class SessionDir(DynamicDir):
 
     def _add_subs(self, session: Session) -> None:
         for i, sub in enumerate(session.subs):
-            self.add(str(i), SessionDir(sub))
+            self.add(str(i), SessionDir(sub) if isinstance(sub, Session) else sub.dir_node)
 

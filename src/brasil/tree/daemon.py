@@ -12,6 +12,7 @@ from ..ninep.transport import Address, bound_addresses
 from ..node.daemon import Node
 from .link import ParentLink
 from .registry import Children, JoinFile
+from .reserve import Reserver
 
 log = logging.getLogger("brasil.tree")
 
@@ -27,6 +28,8 @@ class Daemon:
         node.local.add("join", JoinFile(self.children))
         node.status_sources.append(self.children.status_lines)
         self.parent = ParentLink(self, parent) if parent else None
+        node.reserver = Reserver(self)
+        self.children.on_lost.append(node.neighbor_lost)
         self.unix_paths: list[str] = []
 
     async def listen(self, address: Address) -> list[Address]:

@@ -93,6 +93,8 @@ class ParentLink:
                     if c is not None:
                         c.abort()
                 raise
+            if self.joined.is_set():
+                self.daemon.node.neighbor_lost("parent")
             self.joined.clear()
             self.client = None
             self.daemon.node.csrv.discard("parent")

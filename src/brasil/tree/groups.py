@@ -1,0 +1,252 @@
+"""Sub-sessions that live on another node: a session there, holding several of ours.
+
+A reservation that spills over to a neighbour (a child's subtree, or the parent) makes one session
+on that neighbour with ``res M``; that session is a :class:`RemoteGroup` of M of our sub-sessions.
+Everything a session does to its sub-sessions it does to a group with one request: ``exec`` is one
+ctl write, the group's output is read once through its own aggregated ``stdio`` (so each byte
+crosses each level of the tree once), its input is one stream distributed there by the same mux.
+If the neighbour is lost, the group's sub-sessions fail with the node's name and the rest go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..ninep.constants import OREAD, OWRITE
+from ..ninep.errors import NinepError
+from ..ninep.messages import Tclunk, Topen, Tread, Twrite
+from ..node.io import Output
+from .remote import Remote, RemoteDir, mount
+
+log = logging.getLogger("brasil.tree")
+
+
+class RemoteReader:
+    """An output read over 9P, shaped like a Stream for the Aggregator and splices."""
+
+    def __init__(self, group: RemoteGroup, path: str) -> None:
+        self.group, self.path = group, path
+        self.fid: int | None = None
+        self.eof = False
+        self.broken = False
+
+    def __len__(self) -> int:
+        return 0
+
+    def read(self, count: int) -> Any:
+        return self._read(count)
+
+    async def _read(self, count: int) -> bytes:
+        if self.eof or self.broken:
+            return b""
+        r = self.group.remote
+        if self.fid is None:
+            fid, _ = await r.client.walk(self.path)
+            await r.call(Topen, fid, OREAD)
+            self.fid = fid
+        try:
+            data: bytes = (await r.call(Tread, self.fid, 0, min(count, 65536))).data
+        except NinepError as e:
+            self.group.mark_lost(str(e)) if r.lost else None
+            raise
+        if not data:
+            self.eof = True
+            self._release()
+        return data
+
+    def _release(self) -> None:
+        if self.fid is not None:
+            self.group.remote.release(self.fid)
+            self.fid = None
+
+    def break_(self) -> None:
+        self.broken = True
+        self._release()
+
+    def close(self) -> None:
+        self.eof = True
+
+
+class RemoteSink:
+    """An input written over 9P; closing it is end of file on the other side."""
+
+    def __init__(self, group: RemoteGroup, path: str) -> None:
+        self.group, self.path = group, path
+        self.fid: int | None = None
+        self.opening: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def write(self, data: bytes) -> Any:
+        return self._write(data)
+
+    async def _open(self) -> int:
+        r = self.group.remote
+        fid, _ = await r.client.walk(self.path)
+        await r.call(Topen, fid, OWRITE)
+        return fid
+
+    async def _write(self, data: bytes) -> int:
+        if self.opening is None:
+            self.opening = asyncio.ensure_future(self._open())
+        fid = await self.opening
+        r = self.group.remote
+        done = 0
+        while done < len(data):
+            done += (await r.call(Twrite, fid, 0, data[done:done + 65536])).count
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        asyncio.ensure_future(self._close())
+
+    async def _close(self) -> None:
+        try:
+            if self.opening is None:
+                self.opening = asyncio.ensure_future(self._open())
+            fid = await self.opening
+            await self.group.remote.call(Tclunk, fid)
+            self.group.remote.client.free_fid(fid)
+        except NinepError:
+            pass
+
+
+class RemoteGroup:
+    def __init__(self, neighbor: str, remote: Remote, sid: str, count: int, first: int,
+                 path: str) -> None:
+        self.neighbor = neighbor  # a child's name, or "parent"
+        self.remote = remote
+        self.sid = sid
+        self.count = count
+        self.first = first
+        self.path = path  # our session's path, for messages
+        self.base = f"csrv/local/{sid}"
+        self.running = False
+        self.lost = ""
+        self.wait_result: list[str] | None = None
+        self.waiter: asyncio.Task[None] | None = None
+        self.on_done: list[Any] = []
+
+    async def ctl(self, text: str) -> None:
+        await self.remote.client.write(f"{self.base}/ctl", text)
+
+    async def exec(self, cmd: str, env: dict[str, str], setup: list[str]) -> None:
+        """One ctl write: our session's env, mux and rs there, then the command."""
+        lines = [f"env {k}={v}" for k, v in env.items() if "\n" not in k + v]
+        await self.ctl("".join(ln + "\n" for ln in lines + setup + [f"exec {cmd}"]))
+        self.running = True
+        self.wait_result = None
+        self.waiter = asyncio.ensure_future(self._wait())
+
+    async def _wait(self) -> None:
+        try:
+            text = (await self.remote.client.read(f"{self.base}/wait")).decode()
+            self.wait_result = [self._renumber(ln) for ln in text.splitlines() if ln]
+        except (NinepError, ConnectionError) as e:
+            self.mark_lost(str(e))
+        finally:
+            self.running = False
+            for cb in self.on_done:
+                cb()
+
+    def mark_lost(self, why: str) -> None:
+        if not self.lost:
+            self.lost = f"node {self.neighbor} lost"
+            log.warning("session %s: sub-sessions %d-%d failed: %s (%s)", self.path, self.first,
+                        self.first + self.count - 1, self.lost, why)
+        self.running = False
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.cancel()
+        for cb in self.on_done:
+            cb()
+
+    def _renumber(self, line: str) -> str:
+        head, _, rest = line.partition(" ")
+        return f"{self.first + int(head)} {rest}" if head.isdigit() else line
+
+    def lost_lines(self, kind: str) -> list[str]:
+        rows = []
+        for j in range(self.count):
+            i = self.first + j
+            rows.append(f"{i} {self.neighbor} - failed - - {self.lost}" if kind == "status"
+                        else f"{i} failed {self.lost}")
+        return rows
+
+    async def status_lines(self) -> list[str]:
+        if self.lost:
+            return self.lost_lines("status")
+        try:
+            text = (await self.remote.client.read(f"{self.base}/status")).decode()
+        except (NinepError, ConnectionError) as e:
+            self.mark_lost(str(e))
+            return self.lost_lines("status")
+        return [self._renumber(ln) for ln in text.splitlines() if ln]
+
+    def wait_lines(self) -> list[str]:
+        if self.lost:
+            return self.lost_lines("wait")
+        if self.wait_result is not None:
+            return self.wait_result
+        return [f"{self.first + j} -" for j in range(self.count)]
+
+    def output(self, fd: int, label: str) -> Output:
+        name = "stdio" if fd == 1 else "stderr"
+        return Output(RemoteReader(self, f"{self.base}/{name}"), label)  # type: ignore[arg-type]
+
+    def input(self) -> RemoteSink:
+        return RemoteSink(self, f"{self.base}/stdio")
+
+    def sub_output(self, j: int, fd: int, label: str) -> Output:
+        name = "stdout" if fd == 1 else "stderr"
+        return Output(RemoteReader(self, f"{self.base}/{j}/{name}"), label)  # type: ignore[arg-type]
+
+    def sub_input(self, j: int) -> RemoteSink:
+        return RemoteSink(self, f"{self.base}/{j}/stdin")
+
+    async def sub_dir(self, j: int, name: str) -> RemoteDir:
+        return await mount(self.remote.client, f"{self.base}/{j}", name,
+                           f"node {self.neighbor}")
+
+    def subs(self, session: Any) -> list[RemoteSub]:
+        return [RemoteSub(self, j, session) for j in range(self.count)]
+
+    async def kill(self, sig: int) -> None:
+        if not self.lost:
+            await self.ctl(f"kill {sig}\n")
+
+    async def close(self) -> None:
+        if self.lost:
+            return
+        try:
+            await self.ctl("close\n")
+        except (NinepError, ConnectionError):
+            pass
+
+
+class RemoteSub:
+    """One of our sub-session indexes that lives in a RemoteGroup."""
+
+    is_leaf = False
+
+    def __init__(self, group: RemoteGroup, j: int, parent: Any) -> None:
+        self.group, self.j = group, j
+        self.parent = parent
+        self.path = f"{parent.path}/{group.first + j}"
+        self.dir_node: RemoteDir | None = None
+
+    async def mount(self) -> None:
+        """Our directory for this sub-session: the one on the neighbour, served through us."""
+        self.dir_node = await self.group.sub_dir(self.j, str(self.group.first + self.j))
+
+    @property
+    def top(self) -> Any:
+        return self.parent.top
+
+    def output(self, fd: int, who: str) -> Output:
+        return self.group.sub_output(self.j, fd, f"{self.path} {'stdout' if fd == 1 else 'stderr'}")
+
+    def input(self) -> RemoteSink:
+        return self.group.sub_input(self.j)

@@ -1,0 +1,107 @@
+"""Reservation across the tree (SPEC.md §3.1 ``res``, §4): here first, then the children's
+subtrees in parallel, then the parent; all or nothing.
+
+Each neighbour is asked with one fixed-size request — a new session there and ``res M`` — so the
+time a reservation takes grows with the depth of the tree, not with N. Which child gets how much
+is decided from the subtree status each child reports every second; a child that turns out to
+have less than it said is skipped and the rest re-planned once. A request that came from a
+neighbour (``from NAME``) is never sent back to it, so requests cannot loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ..ninep.client import Client
+from ..ninep.errors import NinepError
+from .groups import RemoteGroup
+from .remote import Remote
+
+if TYPE_CHECKING:
+    from ..node.session import Session
+    from .daemon import Daemon
+
+log = logging.getLogger("brasil.tree")
+
+
+class Reserver:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    async def reserve(self, session: Session, n: int, os_name: str | None, arch: str | None,
+                      came_from: str | None, first: int) -> list[RemoteGroup]:
+        """Groups holding up to ``n`` slots on neighbours; fewer if the tree has fewer."""
+        groups: list[RemoteGroup] = []
+        need = n
+        tried: set[str] = set()
+        try:
+            for _ in range(2):  # a second round re-plans around children that had less than said
+                if need <= 0:
+                    break
+                plan = self._plan(need, came_from, tried)
+                results = await asyncio.gather(
+                    *(self._ask(name, client, k, os_name, arch, session) for name, client, k in plan),
+                    return_exceptions=True)
+                for (name, _, k), r in zip(plan, results):
+                    tried.add(name)
+                    if isinstance(r, RemoteGroup):
+                        groups.append(r)
+                        need -= r.count
+                    elif isinstance(r, BaseException) and not isinstance(r, (NinepError, ConnectionError)):
+                        raise r
+                    else:
+                        log.info("session %s: %s could not give %d slot(s): %s", session.path, name, k, r)
+            link = self.daemon.parent
+            if need > 0 and came_from != "parent" and link is not None and link.client is not None:
+                try:
+                    groups.append(await self._ask("parent", link.client, need, os_name, arch, session))
+                    need = 0
+                except (NinepError, ConnectionError) as e:
+                    log.info("session %s: the parent could not give %d slot(s): %s",
+                             session.path, need, e)
+        except BaseException:
+            await release(groups)
+            raise
+        at = first
+        for g in groups:
+            g.first = at
+            at += g.count
+        return groups
+
+    def _plan(self, need: int, came_from: str | None, tried: set[str]) -> list[tuple[str, Client, int]]:
+        kids = [c for c in self.daemon.children.by_name.values()
+                if c.name != came_from and c.name not in tried and not c.gone and c.free_slots() > 0]
+        kids.sort(key=lambda c: -c.free_slots())
+        plan = []
+        for c in kids:
+            if need <= 0:
+                break
+            k = min(need, c.free_slots())
+            plan.append((c.name, c.client, k))
+            need -= k
+        return plan
+
+    def free_in_reach(self, came_from: str | None) -> int:
+        return sum(c.free_slots() for c in self.daemon.children.by_name.values()
+                   if c.name != came_from and not c.gone)
+
+    async def _ask(self, name: str, client: Client, k: int, os_name: str | None,
+                   arch: str | None, session: Session) -> RemoteGroup:
+        sid = (await client.read("csrv/local/clone")).decode().strip()
+        me = "parent" if name != "parent" else self.daemon.node.name
+        filt = f" {os_name}" + (f" {arch}" if arch else "") if os_name else ""
+        try:
+            await client.write(f"csrv/local/{sid}/ctl", f"from {me}\nres {k}{filt}\n")
+        except BaseException:
+            try:
+                await client.write(f"csrv/local/{sid}/ctl", "close\n")
+            except (NinepError, ConnectionError):
+                pass
+            raise
+        return RemoteGroup(name, Remote(client, f"node {name}"), sid, k, 0, session.path)
+
+
+async def release(groups: list[RemoteGroup]) -> None:
+    await asyncio.gather(*(g.close() for g in groups), return_exceptions=True)
