@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("text", nargs="*", metavar="TEXT", help="words joined by spaces; a newline is added")
     _add_at(wr)
 
-    from . import serve
+    from . import cluster, serve
     serve.add_parser(sub)
+    cluster.add_parser(sub)
     return p
 
 
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from . import serve
         return serve.main(args)
+    if args.command == "cluster":
+        from . import cluster
+        return cluster.main(args)
     if getattr(args, "trace", False):
         import logging
         logging.basicConfig(level=logging.INFO, format="%(message)s")

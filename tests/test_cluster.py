@@ -1,0 +1,116 @@
+"""Real daemons in a real tree: `brasil cluster up`, sessions over it, kill -9, `down`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from brasil.ninep.auth import client_auth, load_secret
+from brasil.ninep.client import Client
+from brasil.ninep.errors import NinepError
+from brasil.tree import cluster
+from fixtures import wait_for
+
+L = "csrv/local"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def tree13(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cluster13")
+    r = cli("cluster", "up", "--depth", "2", "--fanout", "3", "--slots", "1", "--dir", str(d))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"unix:{d}/n0.sock"
+    try:
+        yield d
+    finally:
+        r = cli("cluster", "down", "--dir", str(d))
+        assert "stopped 13 daemon(s)" in r.stderr
+
+
+async def connect(d) -> Client:  # type: ignore[no-untyped-def]
+    return await Client.connect(f"unix:{d}/n0.sock",
+                                auth=client_auth(load_secret(f"{d}/secret")))
+
+
+async def test_res_12_on_a_1_3_9_tree_runs_on_12_nodes(tree13):
+    c = await connect(tree13)
+    sid = (await c.read(f"{L}/clone")).decode().strip()
+    await c.write(f"{L}/{sid}/ctl", "res 12\n")
+    await c.write(f"{L}/{sid}/ctl", "exec echo $BRASIL_NODE\n")
+    names = (await c.read(f"{L}/{sid}/stdio")).decode().split()
+    assert len(names) == 12 and len(set(names)) == 12
+    assert {n.count(".") for n in names} == {0, 1}  # the root, children and grandchildren
+    await c.write(f"{L}/{sid}/ctl", "close\n")
+    await c.close()
+
+
+async def test_xsplice_between_two_leaves_of_the_tree(tree13):
+    c = await connect(tree13)
+    await wait_for_free(c, 13)
+    sid = (await c.read(f"{L}/clone")).decode().strip()
+    await c.write(f"{L}/{sid}/ctl", "res 13\n")
+    rows = [ln.split() for ln in (await c.read(f"{L}/{sid}/status")).decode().splitlines()]
+    leaves = [r for r in rows if r[1].count(".") == 1]
+    src, dst = leaves[0], next(r for r in leaves if r[1].split(".")[0] != leaves[0][1].split(".")[0])
+    await c.write(f"{L}/{sid}/{src[0]}/ctl", "exec date\n")
+    await c.write(f"{L}/{sid}/{dst[0]}/ctl", "exec wc\n")
+    await c.write(f"{L}/{sid}/ctl", f"xsplice {src[0]} {dst[0]}\n")
+    got = (await c.read(f"{L}/{sid}/{dst[0]}/stdio")).decode()
+    local = subprocess.run("date | wc", shell=True, capture_output=True, text=True).stdout
+    assert got.split() == local.split()
+    await c.write(f"{L}/{sid}/ctl", "close\n")
+    await c.close()
+
+
+async def wait_for_free(c: Client, n: int) -> None:
+    async def free() -> int:
+        total = (await c.read(f"{L}/status")).decode().splitlines()[-1].split()
+        return int(total[2])
+    for _ in range(200):
+        if await free() >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"the tree never had {n} free slots again")
+
+
+async def test_more_than_the_tree_holds_fails_and_releases_everything(tree13):
+    c = await connect(tree13)
+    await wait_for_free(c, 13)
+    sid = (await c.read(f"{L}/clone")).decode().strip()
+    with pytest.raises(NinepError, match="res: not enough slots: asked 14, 13 free in reach"):
+        await c.write(f"{L}/{sid}/ctl", "res 14\n")
+    await wait_for_free(c, 13)
+    await c.close()
+
+
+async def test_kill_9_of_a_leaf_fails_its_part_and_the_rest_finish(tmp_path):
+    d = tmp_path / "c"
+    r = cli("cluster", "up", "--depth", "1", "--fanout", "2", "--slots", "1", "--dir", str(d))
+    assert r.returncode == 0, r.stderr
+    try:
+        c = await connect(d)
+        sid = (await c.read(f"{L}/clone")).decode().strip()
+        await c.write(f"{L}/{sid}/ctl", "res 3\n")
+        await c.write(f"{L}/{sid}/ctl", "exec sleep 3; echo $BRASIL_NODE finished\n")
+        victim = int((d / "n2.pid").read_text())
+        os.kill(victim, signal.SIGKILL)
+        wait = (await asyncio.wait_for(c.read(f"{L}/{sid}/wait"), 60)).decode().splitlines()
+        assert sum("node n2 lost" in ln for ln in wait) == 1, wait
+        assert sum(ln.endswith(" 0") for ln in wait) == 2, wait
+        out = sorted((await c.read(f"{L}/{sid}/stdio")).decode().splitlines())
+        assert out == ["n0 finished", "n1 finished"]
+        names = [s.name for s in await c.ls("csrv")]
+        assert "n2" not in names and "n1" in names  # gone from the namespace
+        await c.close()
+    finally:
+        cli("cluster", "down", "--dir", str(d))
