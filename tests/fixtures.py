@@ -143,7 +143,7 @@ async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | No
                parent=parent)
     d.unix = (await d.listen(Address("unix", path=f"{tmp}/{name}.sock")))[0]  # type: ignore[attr-defined]
     d.tcp = (await d.listen(Address("tcp", "127.0.0.1", 0)))[0]  # type: ignore[attr-defined]
-    d.start()
+    await d.start()
     try:
         yield d
     finally:

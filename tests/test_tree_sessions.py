@@ -90,6 +90,25 @@ async def test_xsplice_between_sub_sessions_on_different_nodes(tmp_path):
         got = (await c.read(f"{L}/{sid}/{dst}/stdio")).decode()
         local = subprocess.run("date | wc", shell=True, capture_output=True, text=True).stdout
         assert got.split() == local.split()
+        # The bytes went from a straight to b.1's data endpoint, not through the root.
+        addr = str(nodes["b.1"].node.cut_through.address)
+        assert f"direct to {addr}" in (await c.read(f"{L}/{sid}/ctl")).decode()
+        assert "done 29 bytes" in (await c.read(f"{L}/{sid}/{dst}/ctl")).decode()
+
+
+async def test_without_a_direct_path_a_splice_goes_through_the_tree(tmp_path):
+    async with small_tree(str(tmp_path)) as (nodes, c):
+        sid = await session(c, ["res 8"])
+        rows = [ln.split() for ln in (await c.read(f"{L}/{sid}/status")).decode().splitlines()]
+        src = next(int(r[0]) for r in rows if r[1] == "a")
+        dst = next(int(r[0]) for r in rows if r[1] == "b.1")
+        nodes["b.1"].data.close()  # b.1's data endpoint is unreachable now
+        await wait_for(lambda: not nodes["b.1"].data.server.is_serving())
+        await c.write(f"{L}/{sid}/{src}/ctl", "exec seq 1000\n")
+        await c.write(f"{L}/{sid}/{dst}/ctl", "exec wc -l\n")
+        await c.write(f"{L}/{sid}/ctl", f"xsplice {src} {dst}\n")
+        assert (await c.read(f"{L}/{sid}/{dst}/stdio")).split() == [b"1000"]
+        assert "via the tree" in (await c.read(f"{L}/{sid}/ctl")).decode()
 
 
 async def test_input_broadcast_and_rr_partition_across_nodes(tmp_path):

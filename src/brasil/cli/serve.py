@@ -109,8 +109,9 @@ async def serve(args: argparse.Namespace) -> int:
                 if e.errno in (98, None) else ""
             print(f"brasil serve: cannot listen on {a}: {e.strerror or e}{hint}", file=sys.stderr)
             return 1
-    daemon.start()
-    write_addresses(args, node.addresses)
+    tcp = [a for a in addrs if a.kind == "tcp"]
+    await daemon.start(tcp[0].host if tcp and tcp[0].host not in ("0.0.0.0", "::") else "127.0.0.1")
+    write_addresses(args, [a for a in node.addresses if not a.startswith("data ")])
     log.warning("node %s: %d slot(s), serving 9P on %s", node.name, node.slots_total,
                 ", ".join(node.addresses))
     stop = asyncio.Event()

@@ -12,7 +12,7 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 DEFAULT_PORT = 5670  # the original Brasil's port
 
@@ -166,3 +166,20 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.Future[None] | Any"]
+
+
+async def serve_streams(host: str, handler: StreamHandler) -> tuple[asyncio.AbstractServer, Address]:
+    """A TCP listener on an ephemeral port of ``host`` for a byte-stream protocol (splices)."""
+    server = await asyncio.start_server(handler, host, 0)
+    return server, bound_addresses(server)[0]
+
+
+async def open_stream(address: Address, timeout: float = 10.0
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.wait_for(asyncio.open_connection(address.host, address.port), timeout)
+    except (OSError, asyncio.TimeoutError) as e:
+        raise ConnectionError(f"{address}: cannot connect: {e or 'timed out'}") from None

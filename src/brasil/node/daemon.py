@@ -77,6 +77,8 @@ class Node:
         self.addresses: list[str] = []
         self.status_sources: list[Callable[[], list[str]]] = []  # the subtree's lines (tree/)
         self.reserver: Any = None  # reserves on neighbours (tree/reserve.py), when in a tree
+        self.cut_through: Any = None  # the data endpoint for direct splices (tree/data.py)
+        self.find_remote: Callable[[str], Any] | None = None  # a session elsewhere, by path
         self.started = time.time()
         self._ns_problem: str | None | bool = False  # False: not probed yet
         self._reaper: asyncio.Task[None] | None = None
@@ -119,7 +121,7 @@ class Node:
         return "".join(ln + "\n" for ln in lines) + f"total {total} {free} {load:.2f} {mem} nodes={len(rows)}\n"
 
     def net_text(self) -> str:
-        return "".join(f"9p {a}\n" for a in self.addresses)
+        return "".join((a if a.startswith("data ") else f"9p {a}") + "\n" for a in self.addresses)
 
     # ---- sessions ----
 
@@ -143,6 +145,16 @@ class Node:
         session.close()
         self.sessions.pop(session.path, None)
         self.local.discard(session.path)
+
+    def find_end(self, path: str) -> Any:
+        """The session at ``path``: here (``/csrv/local/3/1`` or ``3/1``), or on another node
+        (``/csrv/n1/local/3/1``, ``/csrv/parent/…``) when this node is in a tree."""
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["csrv"] and parts[1:2] != ["local"] and len(parts) > 1:
+            if self.find_remote is None:
+                raise NinepError(f"splice: {path} is on another node and this node is in no tree")
+            return self.find_remote(path)
+        return self.find_session(path)
 
     def find_session(self, path: str) -> Session:
         """A session or sub-session by ``/csrv/local/3/1``-style or ``3/1``-style path."""

@@ -60,6 +60,27 @@ def check_command(cmd: str, path: str) -> None:
         raise NinepError(f"exec: {prog}: command not found (PATH={path})")
 
 
+def data_address(state_line: str) -> str:
+    """The data endpoint a leaf's ctl line names (``…; data HOST:PORT``)."""
+    for part in state_line.split(";"):
+        words = part.split()
+        if len(words) == 2 and words[0] == "data":
+            return words[1]
+    raise NinepError("the sub-session did not say where its data endpoint is")
+
+
+class Delegated:
+    """A splice this session arranged between two other nodes: they carry it, and say how it goes."""
+
+    state = "delegated"
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def describe(self) -> str:
+        return f"splice {self.label}"
+
+
 class Session:
     def __init__(self, node: Node, path: str, parent: Session | None = None,
                  slot: int | None = None) -> None:
@@ -79,7 +100,8 @@ class Session:
         self.process: Process | None = None
         self.exit_status: int | None = None
         self.error = ""
-        self.splices: list[Splice] = []
+        self.splices: list[Any] = []  # Splice, or Delegated when the bytes go node to node
+        self.transfers: list[Any] = []  # this leaf's ends of direct splices (tree/data.py)
         self.open_handles = 0
         self.writers = 0
         self.last_active = time.monotonic()
@@ -324,27 +346,72 @@ class Session:
                              f"(it has {len(self.subs)})")
         return self.subs[int(index)]
 
-    def xsplice(self, a: str, b: str) -> Splice:
+    def xsplice(self, a: str, b: str) -> Any:
         src, dst = self.sub(a), self.sub(b)
         if src is dst:
             raise NinepError("xsplice: a sub-session cannot feed itself")
-        return self._splice(src.output(1, SPLICE), dst.input(), f"{src.path}>{dst.path}", dst)
+        return self.connect(src, 1, dst, f"{src.path}>{dst.path}")
 
-    def splice(self, path: str, srcfd: int, localfd: int) -> Splice:
-        other = self.node.find_session(path)
+    def splice(self, path: str, srcfd: int, localfd: int) -> Any:
+        other = self.node.find_end(path)
         if srcfd in (1, 2) and localfd == 0:
-            return self._splice(other.output(srcfd, SPLICE), self.input(),
-                                f"{other.path}:{srcfd}>{self.path}:0", other)
+            return self.connect(other, srcfd, self, f"{other.path}:{srcfd}>{self.path}:0")
         if srcfd == 0 and localfd in (1, 2):
-            return self._splice(self.output(localfd, SPLICE), other.input(),
-                                f"{self.path}:{localfd}>{other.path}:0", other)
+            return self.connect(self, localfd, other, f"{self.path}:{localfd}>{other.path}:0")
         raise NinepError(f"splice: connect an output (1 or 2) to an input (0); got {srcfd} and {localfd}")
 
-    def _splice(self, src: Output, dst: Sink, label: str, other: Session) -> Splice:
+    def connect(self, src: Any, fd: int, dst: Any, label: str) -> Any:
+        """``src``'s output ``fd`` into ``dst``'s input: in this process when both ends are here,
+        otherwise straight between their nodes (cut-through), through the tree only failing that."""
+        if isinstance(src, Session) and isinstance(dst, Session):
+            return self._splice(src.output(fd, SPLICE), dst.input(), label, src, dst)
+        return self._cut_through(src, fd, dst, label)
+
+    async def _cut_through(self, src: Any, fd: int, dst: Any, label: str) -> None:
+        cut = self.node.cut_through
+        leafish = [not isinstance(x, Session) or x.is_leaf for x in (src, dst)]
+        if cut is not None and fd == 1 and all(leafish):
+            token = cut.new_token()
+            try:
+                if isinstance(dst, Session):
+                    dst.splice_in(token, label)
+                    addr = str(cut.address)
+                else:
+                    await dst.ctl(f"splicein {token}\n")
+                    addr = data_address(await dst.ctl_state())
+                if isinstance(src, Session):
+                    await src.splice_out(token, addr, label)
+                else:
+                    await src.ctl(f"spliceout {token} {addr}\n")
+                self.splices.append(Delegated(f"{label} direct to {addr}"))
+                log.info("session %s: splice %s: direct to %s", self.path, label, addr)
+                return
+            except (NinepError, ConnectionError) as e:
+                log.info("session %s: splice %s: no direct path (%s); through the tree",
+                         self.path, label, e)
+        self._splice(src.output(fd, SPLICE), dst.input(), f"{label} via the tree", src, dst)
+
+    def splice_in(self, token: str, label: str) -> None:
+        """Expect a direct connection presenting ``token``; its bytes become our stdin."""
+        if not self.is_leaf or self.node.cut_through is None:
+            raise NinepError(f"splicein: {self.path} does not run a process; splice to a sub-session")
+        self.transfers.append(self.node.cut_through.expect(token, StreamSink(self.stdin), label))
+
+    async def splice_out(self, token: str, address: str, label: str) -> None:
+        """Send our stdout straight to the endpoint at ``address`` (ConnectionError if unreachable)."""
+        if not self.is_leaf or self.node.cut_through is None:
+            raise NinepError(f"spliceout: {self.path} does not run a process; splice from a sub-session")
+        if self.stdout.claim is not None:
+            self.stdout.take(SPLICE)  # raises, saying who has it
+        t = await self.node.cut_through.send(address, token, lambda: self.output(1, SPLICE), label)
+        self.transfers.append(t)
+
+    def _splice(self, src: Output, dst: Sink, label: str, a: Any, b: Any) -> Splice:
         sp = Splice(src, dst, label, on_end=lambda s: log.info("session %s: %s", self.path, s.describe()))
         self.splices.append(sp)
-        if other.top is not self.top:
-            other.splices.append(sp)
+        for other in (a, b):
+            if isinstance(other, Session) and other.top is not self.top and sp not in other.splices:
+                other.splices.append(sp)
         return sp
 
     def unread_output(self) -> bool:
@@ -373,7 +440,9 @@ class Session:
         status = "-" if self.exit_status is None else str(self.exit_status)
         sub = self.path.split("/", 1)[1] if "/" in self.path else self.path
         line = f"{sub} {self.node.name} {self.slot} {self.state} {pid} {status}"
-        return line + (f" {self.error}" if self.error else "")
+        errors = [self.error] if self.error else []
+        errors += [t.describe() for t in self.transfers if t.state == "failed"]
+        return line + "".join(f" {e}" for e in errors)
 
     def wait_lines(self) -> list[str]:
         out = []
@@ -395,8 +464,10 @@ class Session:
         line = f"session {self.path} {self.state} subs {len(self.subs) if self.subs else len(self.leaves())}"
         line += f" {parts}" if parts else ""
         line += f" mux {self.mux}{' ' + str(self.mux_field) if self.mux == 'hash' else ''} rs {self.rs}"
-        for sp in self.splices:
+        for sp in self.splices + self.transfers:
             line += f"; {sp.describe()}"
+        if self.is_leaf and self.node.cut_through is not None:
+            line += f"; data {self.node.cut_through.address}"
         return line
 
     # ---- the end ----
@@ -419,8 +490,9 @@ class Session:
             leaf.state = lifecycle.step(lifecycle.SLOT, leaf.state, "release", f"sub-session {leaf.path}")
         for agg in self._aggregators:
             agg.cancel()
-        for sp in self.splices:
-            sp.task.cancel()
+        for sp in self.splices + [t for leaf in self.leaves() for t in leaf.transfers]:
+            if getattr(sp, "task", None) is not None:
+                sp.task.cancel()
         for g in self.groups:
             asyncio.ensure_future(g.close())
         if not self.is_leaf:

@@ -107,13 +107,25 @@ class SessionCtl(CtlFile):
         return self.session.kill(parse_signal(args[0]) if args else signal.SIGTERM)
 
     @commands.command("xsplice A B")
-    def xsplice(self, args: list[str]) -> None:
-        self.session.xsplice(args[0], args[1])
+    def xsplice(self, args: list[str]) -> Any:
+        r = self.session.xsplice(args[0], args[1])
+        return r if is_awaitable(r) else None
 
     @commands.command("splice PATH SRCFD LOCALFD")
-    def splice(self, args: list[str]) -> None:
+    def splice(self, args: list[str]) -> Any:
         usage = "splice PATH SRCFD LOCALFD"
-        self.session.splice(args[0], _int(args[1], "splice", usage), _int(args[2], "splice", usage))
+        r = self.session.splice(args[0], _int(args[1], "splice", usage), _int(args[2], "splice", usage))
+        return r if is_awaitable(r) else None
+
+    @commands.command("splicein TOKEN")
+    def splicein(self, args: list[str]) -> None:
+        """Used by the node arranging a splice: expect a direct data connection with TOKEN."""
+        self.session.splice_in(args[0], f"in {args[0][:8]}")
+
+    @commands.command("spliceout TOKEN ADDR")
+    def spliceout(self, args: list[str]) -> Any:
+        """Used by the node arranging a splice: send our stdout straight to ADDR."""
+        return self.session.splice_out(args[0], args[1], f"out to {args[1]}")
 
     @commands.command("mux broadcast|rr|hash [FIELD]", args=(1, 2))
     def mux(self, args: list[str]) -> None:

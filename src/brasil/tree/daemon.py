@@ -13,6 +13,10 @@ from ..node.daemon import Node
 from .link import ParentLink
 from .registry import Children, JoinFile
 from .reserve import Reserver
+from .data import CutThrough, DataEndpoint
+from .groups import RemoteEnd
+from .remote import Remote
+from ..ninep.errors import NinepError
 
 log = logging.getLogger("brasil.tree")
 
@@ -31,6 +35,21 @@ class Daemon:
         node.reserver = Reserver(self)
         self.children.on_lost.append(node.neighbor_lost)
         self.unix_paths: list[str] = []
+        self.data = DataEndpoint()
+        node.find_remote = self.find_remote
+
+    def find_remote(self, path: str) -> RemoteEnd:
+        """``/csrv/NAME/…`` or ``/csrv/parent/…``: the session there, through that neighbour."""
+        parts = [p for p in path.split("/") if p][1:]
+        name, rest = parts[0], parts[1:]
+        if name == "parent":
+            client = self.parent.client if self.parent is not None else None
+        else:
+            child = self.children.by_name.get(name)
+            client = child.client if child is not None else None
+        if client is None:
+            raise NinepError(f"splice: no neighbour {name!r} for {path}")
+        return RemoteEnd(Remote(client, f"node {name}"), "/".join(["csrv"] + rest), path)
 
     async def listen(self, address: Address) -> list[Address]:
         """With a secret, TCP listeners authenticate; a Unix socket (0600) is its owner's alone."""
@@ -41,7 +60,11 @@ class Daemon:
             self.unix_paths.append(address.path)
         return got
 
-    def start(self) -> None:
+    async def start(self, data_host: str = "127.0.0.1") -> None:
+        """Start the data endpoint for direct splices, the idle reaper and the parent link."""
+        await self.data.start(data_host)
+        self.node.cut_through = CutThrough(self.data)
+        self.node.addresses.append(f"data {self.data.address}")
         self.node.start()
         if self.parent is not None:
             self.parent.start()
@@ -50,6 +73,7 @@ class Daemon:
         if self.parent is not None:
             await self.parent.stop()
         self.children.close()
+        self.data.close()
         await self.server.close()
         await self.node.shutdown()
         for path in self.unix_paths:

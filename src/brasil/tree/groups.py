@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from ..ninep.constants import OREAD, OWRITE
 from ..ninep.errors import NinepError
@@ -26,8 +26,8 @@ log = logging.getLogger("brasil.tree")
 class RemoteReader:
     """An output read over 9P, shaped like a Stream for the Aggregator and splices."""
 
-    def __init__(self, group: RemoteGroup, path: str) -> None:
-        self.group, self.path = group, path
+    def __init__(self, remote: Remote, path: str, on_lost: Callable[[str], None] | None = None) -> None:
+        self.remote, self.path, self.on_lost = remote, path, on_lost
         self.fid: int | None = None
         self.eof = False
         self.broken = False
@@ -41,16 +41,17 @@ class RemoteReader:
     async def _read(self, count: int) -> bytes:
         if self.eof or self.broken:
             return b""
-        r = self.group.remote
-        if self.fid is None:
-            fid, _ = await r.client.walk(self.path)
-            await r.call(Topen, fid, OREAD)
-            self.fid = fid
+        r = self.remote
         try:
+            if self.fid is None:
+                fid, _ = await r.client.walk(self.path)
+                await r.call(Topen, fid, OREAD)
+                self.fid = fid
             data: bytes = (await r.call(Tread, self.fid, 0, min(count, 65536))).data
-        except NinepError as e:
-            self.group.mark_lost(str(e)) if r.lost else None
-            raise
+        except (NinepError, ConnectionError) as e:
+            if self.on_lost is not None and (r.lost or r.client.closed):
+                self.on_lost(str(e))
+            raise NinepError(str(e)) from None
         if not data:
             self.eof = True
             self._release()
@@ -58,7 +59,7 @@ class RemoteReader:
 
     def _release(self) -> None:
         if self.fid is not None:
-            self.group.remote.release(self.fid)
+            self.remote.release(self.fid)
             self.fid = None
 
     def break_(self) -> None:
@@ -72,8 +73,8 @@ class RemoteReader:
 class RemoteSink:
     """An input written over 9P; closing it is end of file on the other side."""
 
-    def __init__(self, group: RemoteGroup, path: str) -> None:
-        self.group, self.path = group, path
+    def __init__(self, remote: Remote, path: str) -> None:
+        self.remote, self.path = remote, path
         self.fid: int | None = None
         self.opening: asyncio.Future[int] | None = None
         self.closed = False
@@ -82,7 +83,7 @@ class RemoteSink:
         return self._write(data)
 
     async def _open(self) -> int:
-        r = self.group.remote
+        r = self.remote
         fid, _ = await r.client.walk(self.path)
         await r.call(Topen, fid, OWRITE)
         return fid
@@ -91,7 +92,7 @@ class RemoteSink:
         if self.opening is None:
             self.opening = asyncio.ensure_future(self._open())
         fid = await self.opening
-        r = self.group.remote
+        r = self.remote
         done = 0
         while done < len(data):
             done += (await r.call(Twrite, fid, 0, data[done:done + 65536])).count
@@ -108,9 +109,9 @@ class RemoteSink:
             if self.opening is None:
                 self.opening = asyncio.ensure_future(self._open())
             fid = await self.opening
-            await self.group.remote.call(Tclunk, fid)
-            self.group.remote.client.free_fid(fid)
-        except NinepError:
+            await self.remote.call(Tclunk, fid)
+            self.remote.client.free_fid(fid)
+        except (NinepError, ConnectionError):
             pass
 
 
@@ -194,17 +195,10 @@ class RemoteGroup:
 
     def output(self, fd: int, label: str) -> Output:
         name = "stdio" if fd == 1 else "stderr"
-        return Output(RemoteReader(self, f"{self.base}/{name}"), label)  # type: ignore[arg-type]
+        return Output(RemoteReader(self.remote, f"{self.base}/{name}", self.mark_lost), label)  # type: ignore[arg-type]
 
     def input(self) -> RemoteSink:
-        return RemoteSink(self, f"{self.base}/stdio")
-
-    def sub_output(self, j: int, fd: int, label: str) -> Output:
-        name = "stdout" if fd == 1 else "stderr"
-        return Output(RemoteReader(self, f"{self.base}/{j}/{name}"), label)  # type: ignore[arg-type]
-
-    def sub_input(self, j: int) -> RemoteSink:
-        return RemoteSink(self, f"{self.base}/{j}/stdin")
+        return RemoteSink(self.remote, f"{self.base}/stdio")
 
     async def sub_dir(self, j: int, name: str) -> RemoteDir:
         return await mount(self.remote.client, f"{self.base}/{j}", name,
@@ -226,27 +220,44 @@ class RemoteGroup:
             pass
 
 
-class RemoteSub:
-    """One of our sub-session indexes that lives in a RemoteGroup."""
+class RemoteEnd:
+    """A session or sub-session on another node, as one end of a splice."""
 
     is_leaf = False
 
+    def __init__(self, remote: Remote, base: str, path: str,
+                 on_lost: Callable[[str], None] | None = None) -> None:
+        self.remote, self.base, self.path, self.on_lost = remote, base, path, on_lost
+
+    async def ctl(self, text: str) -> None:
+        await self.remote.client.write(f"{self.base}/ctl", text)
+
+    async def ctl_state(self) -> str:
+        return (await self.remote.client.read(f"{self.base}/ctl")).decode()
+
+    def output(self, fd: int, who: str) -> Output:
+        name = "stdout" if fd == 1 else "stderr"
+        return Output(RemoteReader(self.remote, f"{self.base}/{name}", self.on_lost),  # type: ignore[arg-type]
+                      f"{self.path} {name}")
+
+    def input(self) -> RemoteSink:
+        return RemoteSink(self.remote, f"{self.base}/stdin")
+
+
+class RemoteSub(RemoteEnd):
+    """One of our sub-session indexes that lives in a RemoteGroup."""
+
     def __init__(self, group: RemoteGroup, j: int, parent: Any) -> None:
+        super().__init__(group.remote, f"{group.base}/{j}", f"{parent.path}/{group.first + j}",
+                         group.mark_lost)
         self.group, self.j = group, j
         self.parent = parent
-        self.path = f"{parent.path}/{group.first + j}"
         self.dir_node: RemoteDir | None = None
-
-    async def mount(self) -> None:
-        """Our directory for this sub-session: the one on the neighbour, served through us."""
-        self.dir_node = await self.group.sub_dir(self.j, str(self.group.first + self.j))
 
     @property
     def top(self) -> Any:
         return self.parent.top
 
-    def output(self, fd: int, who: str) -> Output:
-        return self.group.sub_output(self.j, fd, f"{self.path} {'stdout' if fd == 1 else 'stderr'}")
-
-    def input(self) -> RemoteSink:
-        return self.group.sub_input(self.j)
+    async def mount(self) -> None:
+        """Our directory for this sub-session: the one on the neighbour, served through us."""
+        self.dir_node = await self.group.sub_dir(self.j, str(self.group.first + self.j))
