@@ -38,6 +38,7 @@ demo: setup
 
 bench: setup peers
 	$(BIN)/python bench/ninep_roundtrips.py
+	$(BIN)/python bench/sessions.py
 
 fuzz: setup
 	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0
