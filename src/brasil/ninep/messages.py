@@ -268,8 +268,18 @@ class Rwstat(Message):
 _HEADER = struct.Struct("<IBH")
 
 
+_RREAD = struct.Struct("<IBHI")
+_TREAD = struct.Struct("<IBHIQI")
+
+
 def encode(msg: Message, dotu: bool = False) -> bytes:
     """The whole frame for ``msg``: size[4] type[1] tag[2] body."""
+    if type(msg) is Rread and type(msg.data) is bytes:  # the hot path: no generic field loop
+        data = msg.data
+        try:
+            return _RREAD.pack(11 + len(data), 117, msg.tag, len(data)) + data
+        except struct.error as e:
+            raise LocalProtocolError(f"Rread: field out of range: {e}") from None
     try:
         body = _ENCODERS[(type(msg), dotu)](msg)
         size = HEADER_SIZE + sum(len(p) for p in body)
@@ -289,6 +299,9 @@ def decode_frame(buf: Any, pos: int = 0, end: int | None = None, dotu: bool = Fa
     size, typ, tag = _HEADER.unpack_from(buf, pos)
     if size != end - pos:
         raise RemoteProtocolError(f"size field says {size} bytes but the frame has {end - pos}")
+    if typ == 116 and size == 23:  # Tread, the hot path: one unpack
+        _, _, tag, fid, offset, count = _TREAD.unpack_from(buf, pos)
+        return Tread(tag, fid, offset, count)
     dec = _DECODERS.get((typ, dotu))
     if dec is None:
         raise RemoteProtocolError(f"unknown message type {typ}")

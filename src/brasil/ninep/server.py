@@ -155,6 +155,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.on_lost: list[Callable[[], None]] = []
         self._handover: Callable[[asyncio.Transport, bytes], None] | None = None
+        self._batch: list[bytes] | None = None
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Tversion: self.t_version, Tauth: self.t_auth, Tattach: self.t_attach,
             Tflush: self.t_flush, Twalk: self.t_walk, Topen: self.t_open, Tcreate: self.t_create,
@@ -201,19 +202,29 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
+        self._batch = []  # replies made while handling this chunk go out in one write
         try:
             while not self.closed:
                 msg = self.reader.next_message()
                 if msg is None:
-                    return
+                    break
                 self.dispatch(msg)
                 if self._handover is not None:
+                    self._flush_batch()
                     self._hand_over()
                     return
         except ProtocolError as e:
             log.warning("conn %d (%s): closing: %s", self.ident, self.peer, e)
+            self._flush_batch()
             self.closed = True
             self.abort()
+            return
+        self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     # ---- request plumbing ----
 
@@ -278,7 +289,10 @@ class Connection(asyncio.Protocol):
             return
         if self.server.trace:
             trace_log.info("conn %d -> %s", self.ident, text.format(msg, 64))
-        self.transport.write(encode(msg, self.dotu))
+        if self._batch is not None:
+            self._batch.append(encode(msg, self.dotu))
+        else:
+            self.transport.write(encode(msg, self.dotu))
 
     def _fid(self, fid: int) -> Fid:
         f = self.fids.get(fid)
