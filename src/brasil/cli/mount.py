@@ -8,6 +8,7 @@ These commands are synchronous (the mount forks a process), so they are dispatch
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable
 
@@ -41,12 +42,15 @@ def add_parsers(subparsers: Any) -> None:
     m.add_argument("dir", metavar="DIR", help="an empty directory to mount on")
     m.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
                    "local daemon's Unix socket)")
+    m.add_argument("--secret-file", metavar="FILE", help="cluster secret for daemons that "
+                   "require authentication (default: $BRASIL_SECRET_FILE)")
     m.add_argument("-f", "--foreground", action="store_true",
                    help="serve in this process until unmounted or interrupted (^C unmounts)")
     m.add_argument("-d", "--debug", action="store_true",
                    help="print every FUSE request (libfuse debug output) on stderr; best with "
                    "--foreground")
-    m.add_argument("--trace", action="store_true", help="log every 9P message to stderr")
+    m.add_argument("--trace", action="store_true",
+                   help="log every 9P message to stderr (with --foreground)")
     m.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS",
                    help="how long to wait for the mount to become live (default: %(default)g)")
     m.set_defaults(func=cmd_mount)
@@ -73,6 +77,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
         addr = parse_address(args.at) if args.at else default_address()
     except AddressError as e:
         return _fail(prog, e, 2)
+    auth = None
+    secret_file = args.secret_file or os.environ.get("BRASIL_SECRET_FILE")
+    if secret_file:
+        from ..ninep.auth import SecretError, client_auth, load_secret
+        try:
+            auth = client_auth(load_secret(secret_file))
+        except SecretError as e:
+            return _fail(prog, e)
     try:
         from ..mount import fuse
     except (ImportError, OSError) as e:  # mfusepy raises OSError when libfuse3 is missing
@@ -83,9 +95,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
             logging.basicConfig(level=logging.DEBUG if args.debug else
                                 logging.INFO if args.trace else logging.WARNING,
                                 format="%(name)s: %(message)s")
-            fuse.mount_foreground(args.dir, addr, debug=args.debug, trace=args.trace)
+            fuse.mount_foreground(args.dir, addr, auth=auth, debug=args.debug, trace=args.trace)
         else:
-            fuse.mount_background(args.dir, addr, debug=args.debug, trace=args.trace,
+            fuse.mount_background(args.dir, addr, auth=auth, debug=args.debug, trace=args.trace,
                                   timeout=args.timeout)
     except fuse.MountError as e:
         return _fail(prog, e)
@@ -94,7 +106,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     except (ConnectionError, OSError) as e:
         return _fail(prog, f"cannot reach the daemon: {e}")
     except Exception as e:  # noqa: BLE001 - NinepError, ProtocolError: say what, not a traceback
-        return _fail(prog, f"{addr}: {e}")
+        return _fail(prog, f"the daemon at {addr}: {e}")
     return 0
 
 

@@ -36,7 +36,7 @@ import mfusepy
 from mfusepy import FuseOSError
 
 from ..ninep import errors as nerrors
-from ..ninep.client import Client, File
+from ..ninep.client import AuthFn, Client, File
 from ..ninep.constants import DMDIR, NONUNAME, OREAD, ORDWR, OTRUNC, OWRITE
 from ..ninep.errors import NinepError, ProtocolError
 from ..ninep.transport import Address
@@ -116,10 +116,11 @@ class Bridge:
     A lost connection is redialled by the next request (files open on the old one fail with EIO).
     """
 
-    def __init__(self, address: Address, *, uname: str | None = None, trace: bool = False,
-                 timeout: float = 10.0) -> None:
+    def __init__(self, address: Address, *, uname: str | None = None, auth: AuthFn | None = None,
+                 trace: bool = False, timeout: float = 10.0) -> None:
         self.address = address
         self.uname = uname
+        self.auth = auth
         self.trace = trace
         self.timeout = timeout
         self.loop = asyncio.new_event_loop()
@@ -159,7 +160,8 @@ class Bridge:
             if self._client is None or self._client.closed:
                 again = self._client is not None
                 self._client = await Client.connect(self.address, uname=self.uname, dotu=True,
-                                                    trace=self.trace, timeout=self.timeout)
+                                                    auth=self.auth, trace=self.trace,
+                                                    timeout=self.timeout)
                 if again:
                     log.warning("reconnected to %s", self.address)
             return self._client
@@ -205,14 +207,18 @@ class NinepFS(mfusepy.Operations):
 
     # -- plumbing --
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T], what: str | None = None) -> T:
+        """Run a 9P coroutine for a FUSE callback; failures become FuseOSError. ``what`` names a
+        write whose refusal is logged with the server's words (FUSE itself passes on only errno)."""
         try:
             return self.bridge.call(coro)
         except FuseOSError:
             raise
         except (NinepError, ConnectionError, ProtocolError, OSError, asyncio.TimeoutError) as e:
             num = errno_of(e)
-            if num not in (errno.ENOENT,):
+            if what is not None:
+                log.warning("%s: %s", what, e)
+            elif num not in (errno.ENOENT,):
                 log.debug("9P request failed (%s): %s", errno.errorcode.get(num, num), e)
             if isinstance(e, (ConnectionError, ProtocolError)):
                 log.warning("%s: %s", self.bridge.address, e)
@@ -386,7 +392,8 @@ class NinepFS(mfusepy.Operations):
         return self._call(self._file(fh).read(size, offset))
 
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
-        return self._call(self._file(fh).write(data, offset))
+        f = self._file(fh)
+        return self._call(f.write(data, offset), what=f"write to {f.path}")
 
     def flush(self, path: str, fh: Any) -> int:
         return 0  # close(2) of one of several descriptors: the fid stays until release
@@ -469,14 +476,11 @@ def _fuse_kwargs(debug: bool) -> dict[str, Any]:
                 max_threads=MAX_THREADS, max_idle_threads=MAX_IDLE_THREADS)
 
 
-def serve(mountpoint: str, address: Address, *, debug: bool = False, trace: bool = False,
-          on_connected: Callable[[], None] | None = None,
-          on_ready: Callable[[], None] | None = None) -> None:
+def serve(mountpoint: str, address: Address, *, auth: AuthFn | None = None, debug: bool = False,
+          trace: bool = False, on_ready: Callable[[], None] | None = None) -> None:
     """Dial the daemon, mount, and serve until unmounted (or SIGINT/SIGTERM) — in this process."""
-    bridge = Bridge(address, trace=trace)
+    bridge = Bridge(address, auth=auth, trace=trace)
     bridge.start()  # the daemon must answer before anything is mounted
-    if on_connected is not None:
-        on_connected()
     try:
         mfusepy.FUSE(NinepFS(bridge, on_ready), mountpoint, **_fuse_kwargs(debug))
     except RuntimeError as e:
@@ -486,14 +490,15 @@ def serve(mountpoint: str, address: Address, *, debug: bool = False, trace: bool
         bridge.stop()
 
 
-def mount_foreground(path: str, address: Address, *, debug: bool = False, trace: bool = False) -> None:
+def mount_foreground(path: str, address: Address, *, auth: AuthFn | None = None,
+                     debug: bool = False, trace: bool = False) -> None:
     check_fuse()
     mp = check_mountpoint(path)
-    serve(mp, address, debug=debug, trace=trace)
+    serve(mp, address, auth=auth, debug=debug, trace=trace)
 
 
-def mount_background(path: str, address: Address, *, debug: bool = False, trace: bool = False,
-                     timeout: float = 20.0) -> int:
+def mount_background(path: str, address: Address, *, auth: AuthFn | None = None,
+                     debug: bool = False, trace: bool = False, timeout: float = 20.0) -> int:
     """Fork a mount process; return its pid once the mount is live, or raise MountError with the
     process's own error text. The process detaches (new session, cwd /, stdio to /dev/null)."""
     check_fuse()
@@ -507,11 +512,13 @@ def mount_background(path: str, address: Address, *, debug: bool = False, trace:
         try:
             os.close(r)
             os.setsid()
-            _child(mp, address, w, debug, trace)
+            _child(mp, address, w, auth, debug, trace)
             code = 0
         except MountError as e:
             print(e, file=sys.stderr, flush=True)
-        except (NinepError, ConnectionError, ProtocolError, OSError) as e:
+        except NinepError as e:
+            print(f"the daemon at {address} refused the attach: {e}", file=sys.stderr, flush=True)
+        except (ConnectionError, ProtocolError, OSError) as e:
             print(f"cannot reach the daemon: {e}", file=sys.stderr, flush=True)
         except BaseException as e:  # noqa: BLE001 - report anything to the waiting parent
             print(f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
@@ -521,7 +528,7 @@ def mount_background(path: str, address: Address, *, debug: bool = False, trace:
     return _await_child(pid, r, mp, path, timeout)
 
 
-def _child(mp: str, address: Address, w: int, debug: bool, trace: bool) -> None:
+def _child(mp: str, address: Address, w: int, auth: AuthFn | None, debug: bool, trace: bool) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     saved_err = os.dup(2) if debug else None
     os.dup2(devnull, 0)
@@ -539,7 +546,7 @@ def _child(mp: str, address: Address, w: int, debug: bool, trace: bool) -> None:
         os.dup2(saved_err if saved_err is not None else devnull, 2)
         os.close(w)
 
-    serve(mp, address, debug=debug, trace=trace, on_ready=ready)
+    serve(mp, address, auth=auth, debug=debug, trace=trace, on_ready=ready)
 
 
 def _await_child(pid: int, r: int, mp: str, path: str, timeout: float) -> int:

@@ -313,7 +313,7 @@ class Stream:
                     for cb in callbacks:
                         cb()
             return out
-        if self.eof:
+        if self.eof or self.broken:
             return b""
         return None
 

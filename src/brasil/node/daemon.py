@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 import os
 import platform
 import shlex
@@ -78,6 +79,7 @@ class Node:
         self.status_sources: list[Callable[[], list[str]]] = []  # the subtree's lines (tree/)
         self.reserver: Any = None  # reserves on neighbours (tree/reserve.py), when in a tree
         self.cut_through: Any = None  # the data endpoint for direct splices (tree/data.py)
+        self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
         self.find_remote: Callable[[str], Any] | None = None  # a session elsewhere, by path
         self.started = time.time()
         self._ns_problem: str | None | bool = False  # False: not probed yet
@@ -251,6 +253,7 @@ class Node:
         """End every session: TERM, then KILL what is still running after ``grace`` seconds."""
         if self._reaper is not None:
             self._reaper.cancel()
+        self.spawner.shutdown(wait=False)
         running = [leaf for s in self.sessions.values() for leaf in s.leaves()
                    if leaf.process is not None and leaf.process.running]
         for leaf in running:
