@@ -1,11 +1,10 @@
 #!/bin/sh
 # Install the Debian packages Brasil needs, only when something is missing (you are root here;
-# elsewhere run it with sudo). Nothing to do on a machine that already has them.
+# elsewhere run it with sudo). fuse3 brings fusermount3 and libfuse3, which mfusepy loads.
 set -e
 need=""
 command -v fusermount3 >/dev/null 2>&1 || need="$need fuse3"
-[ -e /usr/include/fuse3/fuse.h ] || need="$need libfuse3-dev"
-command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3' || need="$need libfuse3-3"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "brasil: missing Debian packages:$need — run: sudo apt-get install$need" >&2

@@ -10,7 +10,7 @@ from brasil.ninep.server import Server
 from brasil.ninep.synthetic import (CommandTable, CtlFile, DynamicDir, Entry, GeneratedFile, Handle, Node,
                                     StaticFile, Stream, StreamFile, TableDir)
 from brasil.ninep.transport import Address, bound_addresses
-from brasil.ninep.errors import NinepError
+from brasil.ninep.errors import Eexist, NinepError
 
 
 class Scratch(DynamicDir):
@@ -25,6 +25,8 @@ class Scratch(DynamicDir):
         self.discard(child.name)
 
     def rename(self, child: Node, new_name: str) -> None:
+        if new_name in self._children:
+            raise NinepError(*Eexist)
         node = self.discard(child.name)
         assert node is not None
         self.add(new_name, node)
@@ -37,6 +39,12 @@ class MemFile(StaticFile):
         if mode & 0x10:
             self.content = b""
         return MemHandle(self)
+
+    def wstat(self, st):  # type: ignore[no-untyped-def]
+        r = super().wstat(st)
+        if st.length == 0:  # a real truncation, unlike a synthetic file's no-op
+            self.content = b""
+        return r
 
 
 class MemHandle(Handle):

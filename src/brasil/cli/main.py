@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("text", nargs="*", metavar="TEXT", help="words joined by spaces; a newline is added")
     _add_at(wr)
 
-    from . import cluster, serve
+    from . import cluster, mount, serve
     serve.add_parser(sub)
     cluster.add_parser(sub)
+    mount.add_parsers(sub)
     return p
 
 
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cluster":
         from . import cluster
         return cluster.main(args)
+    if args.command in ("mount", "umount"):
+        from . import mount
+        return mount.COMMANDS[args.command](args)
     if getattr(args, "trace", False):
         import logging
         logging.basicConfig(level=logging.INFO, format="%(message)s")
