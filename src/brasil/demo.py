@@ -1,107 +1,115 @@
-"""`make demo`: the main job on embedded defaults.
+"""`make demo`: a local cluster doing real work, driven through plain files.
 
-Today Brasil is its 9P core: this serves a small synthetic tree (static, generated, ctl and stream
-files) on a private Unix socket, then drives it with the `brasil` command line exactly as a user
-would, and prints what each command prints. Later layers (the node daemon, the tree) replace the
-tree served here with the real namespace.
+It starts a small tree of daemons (`brasil cluster up`: a root and three children, two slots
+each), mounts the root's namespace with `brasil mount`, and then uses nothing but `echo` and `cat`
+on the mount: the Brasil paper's two examples, a command on every node, the aggregated status, and
+a sum over a million numbers split record by record across the tree. Everything is torn down at
+the end, whatever happens.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
 
-from .ninep.errors import NinepError
-from .ninep.server import Server
-from .ninep.synthetic import (CommandTable, CtlFile, DynamicDir, Entry, GeneratedFile, StaticFile,
-                              Stream, StreamFile, TableDir)
-from .ninep.transport import Address
+STEPS = [
+    ("The paper's first example: a session, 4 slots, `date` on each, the aggregated output", [
+        "cat $M/clone",
+        "echo 'res 4' > $M/0/ctl",
+        "echo 'exec date' > $M/0/ctl",
+        "cat $M/0/stdio",
+        "cat $M/0/status",
+        "echo close > $M/0/ctl",
+    ]),
+    ("The paper's second example: `date | wc` across two nodes, spliced node to node", [
+        "cat $M/clone",
+        "echo 'res 2' > $M/1/ctl",
+        "echo 'exec date' > $M/1/0/ctl",
+        "echo 'exec wc' > $M/1/1/ctl",
+        "echo 'xsplice 0 1' > $M/1/ctl",
+        "cat $M/1/1/stdio",
+        "date | wc    # the same, locally",
+        "echo close > $M/1/ctl",
+    ]),
+    ("A command on every slot of the tree", [
+        "cat $M/clone",
+        "echo 'res 8' > $M/2/ctl",
+        "echo 'exec echo \"$BRASIL_NODE slot $BRASIL_SUB: $(uname -s) pid $$\"' > $M/2/ctl",
+        "cat $M/2/stdio | sort",
+        "cat $M/status   # every node of the tree, then the total",
+        "echo close > $M/2/ctl",
+    ]),
+    ("Real work: sum 1..1,000,000, each line to one of 8 slots (mux rr), partial sums added", [
+        "cat $M/clone",
+        "echo 'res 8' > $M/3/ctl",
+        "echo 'mux rr' > $M/3/ctl",
+        r"""echo 'exec awk "{s+=\$1} END {printf \"%.0f\\n\", s}"' > $M/3/ctl""",
+        "seq 1 1000000 > $M/3/stdio &  cat $M/3/stdio | tee /dev/stderr | "
+        r"""awk '{t+=$1} END {printf "total %.0f\n", t}'; wait""",
+        "echo 'expected total 500000500000'",
+        "cat $M/3/wait",
+    ]),
+]
 
 
-class DemoCtl(CtlFile):
-    commands = CommandTable()
-
-    def __init__(self, owner: "DemoTree") -> None:
-        super().__init__()
-        self.owner = owner
-
-    def state(self) -> str:
-        return f"notes {len(self.owner.notes.children_names())}"
-
-    @commands.command("note TEXT…", raw=True)
-    def note(self, args: list[str]) -> None:
-        name = f"note{len(self.owner.notes.children_names())}"
-        self.owner.notes.add(name, StaticFile(args[0] + "\n", mode=0o444))
+def sh(cmd: str, env: dict[str, str], show: str | None = None) -> int:
+    print(f"$ {show or cmd}", flush=True)
+    p = subprocess.run(["sh", "-c", cmd], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=120)
+    for line in p.stdout.splitlines():
+        print(f"  {line}")
+    if p.returncode:
+        print(f"  (exit status {p.returncode})")
+    return p.returncode
 
 
-class Notes(DynamicDir):
-    def children_names(self) -> list[str]:
-        return [c.name for c in self.children()]
+def brasil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
-class DemoTree:
-    def __init__(self) -> None:
-        self.started = time.time()
-        self.notes = Notes()
-        self.pipe = Stream()
-        self.root = TableDir([
-            Entry("arch", 0o444, lambda o: StaticFile(f"{platform.system().lower()} "
-                                                       f"{platform.machine()}\n")),
-            Entry("uptime", 0o444, lambda o: GeneratedFile(
-                lambda: f"{time.time() - self.started:.3f}s\n")),
-            Entry("ctl", 0o600, lambda o: DemoCtl(self)),
-            Entry("pipe", 0o600, lambda o: StreamFile(self.pipe, self.pipe)),
-            Entry("notes", 0o555, lambda o: self.notes),
-        ])
-
-
-async def run_cli(sock: str, *argv: str, stdin: bytes | None = None) -> None:
-    print(f"$ brasil {' '.join(shlex.quote(a) for a in argv)}")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "brasil.cli.main", *argv, "--at", f"unix:{sock}",
-        stdin=asyncio.subprocess.PIPE if stdin is not None else None,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate(stdin)
-    if out:
-        sys.stdout.write("  " + out.decode().rstrip("\n").replace("\n", "\n  ") + "\n")
-    if proc.returncode:
-        print(f"  (exit status {proc.returncode})")
-
-
-async def main() -> int:
-    tree = DemoTree()
-    with tempfile.TemporaryDirectory(prefix="brasil-demo-") as tmp:
-        sock = os.path.join(tmp, "demo.sock")
-        server = Server(tree.root)
-        await server.listen(Address("unix", path=sock))
-        print(f"serving a synthetic tree over 9P2000 at unix:{sock}\n")
-        try:
-            await run_cli(sock, "ls", "-l", "/")
-            await run_cli(sock, "cat", "/arch", "/uptime")
-            await run_cli(sock, "write", "/ctl", "note", "files", "are", "the", "interface")
-            await run_cli(sock, "write", "/ctl", "note", "second thoughts")
-            await run_cli(sock, "cat", "/ctl")
-            await run_cli(sock, "ls", "/notes")
-            await run_cli(sock, "cat", "/notes/note0", "/notes/note1")
-            await run_cli(sock, "write", "/ctl", "frobnicate")
-            tree.pipe.write_nowait(b"a stream: read blocks until data, ends at EOF\n")
-            tree.pipe.close()
-            await run_cli(sock, "cat", "/pipe")
-            await run_cli(sock, "stat", "/arch")
-        finally:
-            await server.close()
-    print("\ndone: every command above went over a real 9P connection to the server.")
-    return 0
+def main() -> int:
+    tmp = tempfile.mkdtemp(prefix="brasil-demo-")
+    cluster, mnt = os.path.join(tmp, "cluster"), os.path.join(tmp, "mnt")
+    os.makedirs(mnt)
+    env = dict(os.environ)
+    failed = 0
+    print(f"Starting a tree of 4 daemons (n0 and its children n1 n2 n3, 2 slots each) in {cluster}")
+    t0 = time.monotonic()
+    up = brasil("cluster", "up", "--depth", "1", "--fanout", "3", "--slots", "2", "--dir", cluster,
+                env=env)
+    if up.returncode:
+        print(up.stderr, file=sys.stderr)
+        return 1
+    root = up.stdout.strip()
+    env.update(BRASIL=root, BRASIL_SECRET_FILE=os.path.join(cluster, "secret"))
+    try:
+        print(f"  up in {time.monotonic() - t0:.1f}s; root at {root}")
+        m = brasil("mount", mnt, env=env)
+        if m.returncode:
+            print(m.stderr, file=sys.stderr)
+            return 1
+        print(f"Mounted it on {mnt}: from here on, only echo and cat\n")
+        env["M"] = os.path.join(mnt, "csrv", "local")
+        sh("ls $M", env, f"ls {mnt}/csrv/local    # $M below")
+        sh("ls $(dirname $M)", env, f"ls {mnt}/csrv          # the children, through the root")
+        for title, cmds in STEPS:
+            print(f"\n== {title}")
+            for cmd in cmds:
+                failed |= sh(cmd, env)
+    finally:
+        print("\nCleaning up")
+        brasil("umount", mnt, env=env)
+        down = brasil("cluster", "down", "--dir", cluster, env=env)
+        print(f"  {down.stderr.strip()}")
+        subprocess.run(["rm", "-rf", tmp])
+    print("done" if not failed else "done, with errors above")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main()))
-    except NinepError as e:
-        print(f"demo: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())

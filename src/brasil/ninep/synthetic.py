@@ -137,22 +137,33 @@ class StaticFile(Node):
 
 
 class GeneratedFile(Node):
-    """Text produced when opened; each open sees its own consistent snapshot."""
+    """Text produced when opened; each open sees its own consistent snapshot. ``generate`` may
+    return an awaitable when the text must be gathered (from other nodes, say)."""
 
-    def __init__(self, generate: Callable[[], str | bytes] | None = None, name: str = "",
+    def __init__(self, generate: Callable[[], Any] | None = None, name: str = "",
                  mode: int = 0o444) -> None:
         super().__init__(name, mode)
         if generate is not None:
             self.generate = generate  # type: ignore[method-assign]
 
-    def generate(self) -> str | bytes:
+    def generate(self) -> Any:
         return b""
 
     def length(self) -> int:
-        return len(_b(self.generate()))
+        text = self.generate()
+        if is_awaitable(text):
+            text.close()  # gathered text: not worth the wait just for a size
+            return 0
+        return len(_b(text))
 
-    def open(self, mode: int) -> Handle:
-        return BytesHandle(self, _b(self.generate()))
+    def open(self, mode: int) -> Maybe[Handle]:
+        text = self.generate()
+        if is_awaitable(text):
+            return self._open_later(text)
+        return BytesHandle(self, _b(text))
+
+    async def _open_later(self, pending: Any) -> Handle:
+        return BytesHandle(self, _b(await pending))
 
 
 # ---- ctl files ------------------------------------------------------------------------------------

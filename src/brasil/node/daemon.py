@@ -15,7 +15,7 @@ import platform
 import shlex
 import signal
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from ..exec import nsexec
 from ..ninep.errors import NinepError
@@ -76,7 +76,7 @@ class Node:
         self.export = Export(export) if export else None
         self.workdir = workdir or (self.export.root if self.export else os.getcwd())
         self.addresses: list[str] = []
-        self.status_sources: list[Callable[[], list[str]]] = []  # the subtree's lines (tree/)
+        self.status_sources: list[Callable[[], Awaitable[list[str]]]] = []  # subtree (tree/)
         self.reserver: Any = None  # reserves on neighbours (tree/reserve.py), when in a tree
         self.cut_through: Any = None  # the data endpoint for direct splices (tree/data.py)
         self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
@@ -108,13 +108,24 @@ class Node:
             fs.mode = os.stat(self.export.root).st_mode & 0o777
         return local
 
-    def status_lines(self) -> list[str]:
+    def status_line(self) -> str:
         load1 = os.getloadavg()[0]
-        line = (f"{self.name} {self.slots_total} {len(self.free)} {load1:.2f} {mem_free_mb()} up")
-        return [line] + [ln for source in self.status_sources for ln in source()]
+        return f"{self.name} {self.slots_total} {len(self.free)} {load1:.2f} {mem_free_mb()} up"
 
-    def status_text(self) -> str:
-        lines = self.status_lines()
+    def status_text(self) -> Any:
+        """This node's line, then its subtree's — asked afresh of each child, in parallel, so a
+        read costs one round trip per level of the tree — then the total."""
+        if not self.status_sources:
+            return self._status_total([self.status_line()])
+        return self._status_text()
+
+    async def _status_text(self) -> str:
+        lines = [self.status_line()]
+        for more in await asyncio.gather(*(source() for source in self.status_sources)):
+            lines += more
+        return self._status_total(lines)
+
+    def _status_total(self, lines: list[str]) -> str:
         rows = [ln.split() for ln in lines]
         total = sum(int(r[1]) for r in rows)
         free = sum(int(r[2]) for r in rows)
@@ -180,9 +191,10 @@ class Node:
         return (os_name in (None, "*", my_os)) and (arch in (None, "*", my_arch))
 
     async def reserve(self, session: Session, n: int, os_name: str | None = None,
-                      arch: str | None = None) -> tuple[list[int], list[Any]]:
+                      arch: str | None = None, upto: bool = False) -> tuple[list[int], list[Any]]:
         """``n`` slots: this node's free ones first, then (through ``reserver``, set by the tree)
-        its neighbours'; all or nothing."""
+        its neighbours'; all or nothing — or, with ``upto``, as many as there are (at least one),
+        which is how a neighbour is asked, so a stale idea of its free slots costs nothing."""
         mine = self.matches(os_name, arch)
         k = min(n, len(self.free)) if mine else 0
         taken, self.free = self.free[:k], self.free[k:]
@@ -195,7 +207,7 @@ class Node:
             self.release_slots(taken)
             raise
         got = k + sum(g.count for g in groups)
-        if got < n:
+        if got < n and not (upto and got > 0):
             self.release_slots(taken)
             for g in groups:
                 asyncio.ensure_future(g.close())

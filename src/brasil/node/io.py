@@ -91,8 +91,12 @@ class Aggregator:
 class Distributor:
     """Spreads input over sinks by the session's mux mode, on record boundaries."""
 
-    def __init__(self, sinks: Sequence[Sink], mode: str, field: int, splitter: Splitter) -> None:
+    def __init__(self, sinks: Sequence[Sink], mode: str, field: int, splitter: Splitter,
+                 weights: Sequence[int] | None = None) -> None:
+        """``weights``: how many sub-sessions each sink stands for (a group on another node
+        stands for several), so that rr and hash spread records evenly over sub-sessions."""
         self.sinks = list(sinks)
+        self.owner = [i for i, w in enumerate(weights or [1] * len(self.sinks)) for _ in range(w)]
         self.mode = mode
         self.field = field
         self.rs = Reassembler(splitter)
@@ -109,16 +113,16 @@ class Distributor:
 
     def _route(self, records: list[bytes]) -> list[tuple[Sink, bytes]]:
         per: dict[int, list[bytes]] = {}
-        n = len(self.sinks)
+        n = len(self.owner)
         for r in records:
             if self.mode == "rr":
-                i = self.next
+                slot = self.next
                 self.next = (self.next + 1) % n
             else:
                 fields = r.split()
                 key = fields[self.field - 1] if len(fields) >= self.field else b""
-                i = zlib.crc32(key) % n
-            per.setdefault(i, []).append(r)
+                slot = zlib.crc32(key) % n
+            per.setdefault(self.owner[slot], []).append(r)
         return [(self.sinks[i], b"".join(rs)) for i, rs in sorted(per.items())]
 
     def _all(self, writes: list[tuple[Sink, bytes]], n: int) -> Maybe[int]:

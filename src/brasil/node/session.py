@@ -160,12 +160,13 @@ class Session:
 
     # ---- ctl verbs ----
 
-    async def reserve(self, n: int, os_name: str | None = None, arch: str | None = None) -> None:
+    async def reserve(self, n: int, os_name: str | None = None, arch: str | None = None,
+                      upto: bool = False) -> None:
         if self.is_leaf:
             raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
         self.state = lifecycle.step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
         try:
-            slots, groups = await self.node.reserve(self, n, os_name, arch)
+            slots, groups = await self.node.reserve(self, n, os_name, arch, upto)
         except BaseException:
             self.state = "new"
             raise
@@ -177,7 +178,7 @@ class Session:
         if groups:
             await asyncio.gather(*(sub.mount() for sub in self.subs if not isinstance(sub, Session)))
         where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in groups])
-        log.info("session %s: reserved %d slot(s): %s", self.path, n, where)
+        log.info("session %s: reserved %d slot(s): %s", self.path, len(self.subs), where)
         if self.on_subs:
             self.on_subs(self)
 
@@ -352,9 +353,10 @@ class Session:
         if not self.subs:
             raise NinepError(f"session {self.path} has no processes yet: res and exec first")
         if self._input is None:
-            sinks: list[Sink] = [s.input() for s in self.leaves()]
-            sinks += [g.input() for g in self.groups if not g.lost]
-            self._input = Distributor(sinks, self.mux, self.mux_field, self.rs)
+            live = [g for g in self.groups if not g.lost]
+            sinks: list[Sink] = [s.input() for s in self.leaves()] + [g.input() for g in live]
+            weights = [1] * len(self.leaves()) + [g.count for g in live]
+            self._input = Distributor(sinks, self.mux, self.mux_field, self.rs, weights)
         return self._input
 
     def sub(self, index: str) -> Any:

@@ -13,7 +13,7 @@ from ..exec.records import parse_rs
 from ..ninep.constants import OTRUNC
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import (BytesHandle, CommandTable, CtlFile, CtlHandle, DynamicDir, Entry,
-                               Handle, Maybe, Node, is_awaitable)
+                               GeneratedFile, Handle, Maybe, Node, is_awaitable)
 from .io import READ, Output
 from .session import ENV_KEY, Session
 
@@ -92,6 +92,14 @@ class SessionCtl(CtlFile):
         if n <= 0:
             raise NinepError(f'res: asked for {n} slots; usage: res N [os [arch]] with N ≥ 1')
         return self.session.reserve(n, *args[1:])
+
+    @commands.command("resupto N [os [arch]]")
+    def resupto(self, args: list[str]) -> Any:
+        """How neighbours are asked: as many slots as there are, up to N (at least one)."""
+        n = _int(args[0], "resupto", "resupto N [os [arch]]")
+        if n <= 0:
+            raise NinepError(f'resupto: asked for {n} slots; N must be ≥ 1')
+        return self.session.reserve(n, *args[1:], upto=True)
 
     @commands.command("from NEIGHBOR")
     def from_(self, args: list[str]) -> None:
@@ -304,30 +312,6 @@ class WaitHandle(SessionHandle):
         return await r if is_awaitable(r) else r  # type: ignore[misc, return-value]
 
 
-class GenFile(SessionFile):
-    """Generated on open; ``make`` may return an awaitable (status that asks other nodes)."""
-
-    def __init__(self, session: Session, make: Callable[[], Any]) -> None:
-        super().__init__(session)
-        self.make = make
-
-    def length(self) -> int:
-        text = self.make()
-        if is_awaitable(text):
-            text.close()  # a remote status: not worth a round trip for a length
-            return 0
-        return len(text.encode())
-
-    def open(self, mode: int) -> Any:
-        text = self.make()
-        if is_awaitable(text):
-            return self._open_later(text)
-        return BytesHandle(self, text.encode())
-
-    async def _open_later(self, pending: Any) -> Handle:
-        return BytesHandle(self, (await pending).encode())
-
-
 SESSION_TABLE = (
     Entry("ctl", 0o600, SessionCtl),
     Entry("stdio", 0o600, lambda s: DataFile(s, 1, True)),
@@ -336,9 +320,9 @@ SESSION_TABLE = (
     Entry("stderr", 0o400, lambda s: DataFile(s, 2, False)),
     Entry("env", 0o600, lambda s: env_file(s, s.env, s.effective_env)),
     Entry("ns", 0o600, lambda s: ns_file(s, s.ns, s.node.check_ns_line)),
-    Entry("args", 0o444, lambda s: GenFile(s, lambda: s.args + "\n" if s.args else "")),
+    Entry("args", 0o444, lambda s: GeneratedFile(lambda: s.args + "\n" if s.args else "")),
     Entry("wait", 0o444, WaitFile),
-    Entry("status", 0o444, lambda s: GenFile(s, s.status_text)),
+    Entry("status", 0o444, lambda s: GeneratedFile(s.status_text)),
 )
 
 

@@ -30,7 +30,7 @@ class Daemon:
                              authenticator=SecretAuthenticator(secret) if secret else None)
         self.children = Children(self)
         node.local.add("join", JoinFile(self.children))
-        node.status_sources.append(self.children.status_lines)
+        node.status_sources.append(self.children.fresh_status_lines)
         self.parent = ParentLink(self, parent) if parent else None
         node.reserver = Reserver(self)
         self.children.on_lost.append(node.neighbor_lost)

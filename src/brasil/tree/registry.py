@@ -30,6 +30,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED = {"local", "parent", "query"}
 POLL_PERIOD = 1.0
 POLL_TIMEOUT = 3.0
+FRESH_TIMEOUT = 1.0
 
 
 class Child:
@@ -128,7 +129,25 @@ class Children:
         child.client.abort()
 
     def status_lines(self) -> list[str]:
+        """The subtree as last polled (what reservations plan with)."""
         return [ln for c in self.by_name.values() for ln in c.status]
+
+    async def fresh_status_lines(self) -> list[str]:
+        """The subtree now: every child asked in parallel; one that is slow to answer is shown
+        as last polled rather than holding up the whole read."""
+        children = list(self.by_name.values())
+
+        async def ask(c: Child) -> list[str]:
+            try:
+                text = await asyncio.wait_for(c.client.read("csrv/local/status"), FRESH_TIMEOUT)
+            except (NinepError, ConnectionError, asyncio.TimeoutError):
+                return c.status
+            c.status = [ln for ln in text.decode().splitlines() if ln and not ln.startswith("total ")]
+            return c.status
+        out: list[str] = []
+        for lines in await asyncio.gather(*(ask(c) for c in children)):
+            out += lines
+        return out
 
     def close(self) -> None:
         for child in list(self.by_name.values()):

@@ -32,35 +32,50 @@ class Reserver:
 
     async def reserve(self, session: Session, n: int, os_name: str | None, arch: str | None,
                       came_from: str | None, first: int) -> list[RemoteGroup]:
-        """Groups holding up to ``n`` slots on neighbours; fewer if the tree has fewer."""
+        """Groups holding up to ``n`` slots on neighbours; fewer if the tree has fewer.
+
+        First the children that reported free slots, asked in parallel for their share; then,
+        since those reports can be a second old, the children not yet asked, one at a time for
+        what is still missing; then the parent. Each is asked for *up to* its share, so a stale
+        report never fails a reservation that the tree could satisfy."""
         groups: list[RemoteGroup] = []
         need = n
         tried: set[str] = set()
+
+        def took(name: str, r: object, k: int) -> None:
+            nonlocal need
+            tried.add(name)
+            if isinstance(r, RemoteGroup):
+                groups.append(r)
+                need -= r.count
+            elif isinstance(r, BaseException) and not isinstance(r, (NinepError, ConnectionError)):
+                raise r
+            else:
+                log.info("session %s: %s gave none of %d slot(s): %s", session.path, name, k, r)
         try:
-            for _ in range(2):  # a second round re-plans around children that had less than said
+            plan = self._plan(need, came_from, tried)
+            results = await asyncio.gather(
+                *(self._ask(name, client, k, os_name, arch, session) for name, client, k in plan),
+                return_exceptions=True)
+            for (name, _, k), r in zip(plan, results):
+                took(name, r, k)
+            for c in list(self.daemon.children.by_name.values()):
                 if need <= 0:
                     break
-                plan = self._plan(need, came_from, tried)
-                results = await asyncio.gather(
-                    *(self._ask(name, client, k, os_name, arch, session) for name, client, k in plan),
-                    return_exceptions=True)
-                for (name, _, k), r in zip(plan, results):
-                    tried.add(name)
-                    if isinstance(r, RemoteGroup):
-                        groups.append(r)
-                        need -= r.count
-                    elif isinstance(r, BaseException) and not isinstance(r, (NinepError, ConnectionError)):
-                        raise r
-                    else:
-                        log.info("session %s: %s could not give %d slot(s): %s", session.path, name, k, r)
+                if c.name in tried or c.name == came_from or c.gone:
+                    continue
+                try:
+                    r: object = await self._ask(c.name, c.client, need, os_name, arch, session)
+                except (NinepError, ConnectionError) as e:
+                    r = e
+                took(c.name, r, need)
             link = self.daemon.parent
             if need > 0 and came_from != "parent" and link is not None and link.client is not None:
                 try:
-                    groups.append(await self._ask("parent", link.client, need, os_name, arch, session))
-                    need = 0
+                    r = await self._ask("parent", link.client, need, os_name, arch, session)
                 except (NinepError, ConnectionError) as e:
-                    log.info("session %s: the parent could not give %d slot(s): %s",
-                             session.path, need, e)
+                    r = e
+                took("parent", r, need)
         except BaseException:
             await release(groups)
             raise
@@ -93,14 +108,16 @@ class Reserver:
         me = "parent" if name != "parent" else self.daemon.node.name
         filt = f" {os_name}" + (f" {arch}" if arch else "") if os_name else ""
         try:
-            await client.write(f"csrv/local/{sid}/ctl", f"from {me}\nres {k}{filt}\n")
+            await client.write(f"csrv/local/{sid}/ctl", f"from {me}\nresupto {k}{filt}\n")
+            state = (await client.read(f"csrv/local/{sid}/ctl")).decode().split()
+            got = int(state[state.index("subs") + 1])  # "session ID reserved subs M …"
         except BaseException:
             try:
                 await client.write(f"csrv/local/{sid}/ctl", "close\n")
             except (NinepError, ConnectionError):
                 pass
             raise
-        return RemoteGroup(name, Remote(client, f"node {name}"), sid, k, 0, session.path)
+        return RemoteGroup(name, Remote(client, f"node {name}"), sid, got, 0, session.path)
 
 
 async def release(groups: list[RemoteGroup]) -> None:
