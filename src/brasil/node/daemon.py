@@ -15,12 +15,12 @@ import platform
 import shlex
 import signal
 import time
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from ..exec import nsexec
 from ..ninep.errors import NinepError
-from ..ninep.synthetic import (DynamicDir, Entry, GeneratedFile, Handle, BytesHandle, Node as File,
-                               StaticFile, TableDir)
+from ..ninep.synthetic import (BytesHandle, DynamicDir, Entry, GeneratedFile, Handle, Node as File,
+                               StaticFile, TableDir, is_awaitable)
 from .exportfs import Export, ExportDir
 from .session import Session
 from .session_files import SessionDir, env_file, ns_file
@@ -76,7 +76,7 @@ class Node:
         self.export = Export(export) if export else None
         self.workdir = workdir or (self.export.root if self.export else os.getcwd())
         self.addresses: list[str] = []
-        self.status_sources: list[Callable[[], Awaitable[list[str]]]] = []  # subtree (tree/)
+        self.status_sources: list[Callable[[], Any]] = []  # the subtree's lines, maybe awaited
         self.reserver: Any = None  # reserves on neighbours (tree/reserve.py), when in a tree
         self.cut_through: Any = None  # the data endpoint for direct splices (tree/data.py)
         self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
@@ -115,14 +115,16 @@ class Node:
     def status_text(self) -> Any:
         """This node's line, then its subtree's — asked afresh of each child, in parallel, so a
         read costs one round trip per level of the tree — then the total."""
-        if not self.status_sources:
-            return self._status_total([self.status_line()])
-        return self._status_text()
-
-    async def _status_text(self) -> str:
         lines = [self.status_line()]
-        for more in await asyncio.gather(*(source() for source in self.status_sources)):
-            lines += more
+        parts = [source() for source in self.status_sources]
+        waiting = [p for p in parts if is_awaitable(p)]
+        if not waiting:  # no children: the size is known without waiting (ls -l shows it)
+            return self._status_total(lines + [ln for p in parts for ln in p])
+        return self._status_text(lines, parts)
+
+    async def _status_text(self, lines: list[str], parts: list[Any]) -> str:
+        for p in parts:
+            lines += await p if is_awaitable(p) else p
         return self._status_total(lines)
 
     def _status_total(self, lines: list[str]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..ninep.auth import client_auth
 from ..ninep.client import Client
@@ -132,10 +132,14 @@ class Children:
         """The subtree as last polled (what reservations plan with)."""
         return [ln for c in self.by_name.values() for ln in c.status]
 
-    async def fresh_status_lines(self) -> list[str]:
+    def fresh_status_lines(self) -> Any:
         """The subtree now: every child asked in parallel; one that is slow to answer is shown
-        as last polled rather than holding up the whole read."""
-        children = list(self.by_name.values())
+        as last polled rather than holding up the whole read. No children: nothing to wait for."""
+        if not self.by_name:
+            return []
+        return self._fresh(list(self.by_name.values()))
+
+    async def _fresh(self, children: list[Child]) -> list[str]:
 
         async def ask(c: Child) -> list[str]:
             try:
