@@ -175,8 +175,6 @@ class Session:
         for g in groups:
             self.subs += g.subs(self)
             g.on_done.append(self._notify_done)
-        if groups:
-            await asyncio.gather(*(sub.mount() for sub in self.subs if not isinstance(sub, Session)))
         where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in groups])
         log.info("session %s: reserved %d slot(s): %s", self.path, len(self.subs), where)
         if self.on_subs:

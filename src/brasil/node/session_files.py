@@ -7,13 +7,13 @@ the things that keep it from being reaped as idle.
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ..exec.records import parse_rs
 from ..ninep.constants import OTRUNC
 from ..ninep.errors import NinepError
-from ..ninep.synthetic import (BytesHandle, CommandTable, CtlFile, CtlHandle, DynamicDir, Entry,
-                               GeneratedFile, Handle, Maybe, Node, is_awaitable)
+from ..ninep.synthetic import (BytesHandle, CommandTable, CtlFile, CtlHandle, Dir, DynamicDir,
+                               Entry, GeneratedFile, Handle, Maybe, Node, is_awaitable)
 from .io import READ, Output
 from .session import ENV_KEY, Session
 
@@ -326,6 +326,15 @@ SESSION_TABLE = (
 )
 
 
+class LazyDir(Dir):
+    """Stands for a directory made on first walk: a sub-session on another node, whose proxy
+    costs a round trip there — `res 2048` must not pay 2048 of them up front."""
+
+    def __init__(self, make: Callable[[], Awaitable[Node]]) -> None:
+        super().__init__(mode=0o555)
+        self.make = make
+
+
 class SessionDir(DynamicDir):
     """A session's directory; sub-session directories appear in it when ``res`` makes them."""
 
@@ -336,5 +345,16 @@ class SessionDir(DynamicDir):
 
     def _add_subs(self, session: Session) -> None:
         for i, sub in enumerate(session.subs):
-            self.add(str(i), SessionDir(sub) if isinstance(sub, Session) else sub.dir_node)
+            self.add(str(i), SessionDir(sub) if isinstance(sub, Session) else LazyDir(sub.mount))
+
+    def walk(self, name: str) -> Any:
+        node = super().walk(name)
+        return self._materialize(name, node) if isinstance(node, LazyDir) else node
+
+    async def _materialize(self, name: str, lazy: LazyDir) -> Node:
+        real = await lazy.make()
+        if self._children.get(name) is lazy:  # else a concurrent walk got there first
+            real.name = name
+            self._children[name] = self.adopt(real)
+        return self._children[name]
 

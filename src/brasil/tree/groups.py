@@ -252,12 +252,11 @@ class RemoteSub(RemoteEnd):
                          group.mark_lost)
         self.group, self.j = group, j
         self.parent = parent
-        self.dir_node: RemoteDir | None = None
 
     @property
     def top(self) -> Any:
         return self.parent.top
 
-    async def mount(self) -> None:
+    async def mount(self) -> RemoteDir:
         """Our directory for this sub-session: the one on the neighbour, served through us."""
-        self.dir_node = await self.group.sub_dir(self.j, str(self.group.first + self.j))
+        return await self.group.sub_dir(self.j, str(self.group.first + self.j))
