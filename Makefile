@@ -39,6 +39,7 @@ demo: setup
 bench: setup peers
 	$(BIN)/python bench/ninep_roundtrips.py
 	$(BIN)/python bench/sessions.py
+	$(BIN)/python bench/tree.py
 
 fuzz: setup
 	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0

@@ -9,13 +9,11 @@ or SIGCHLD handler is needed per child. ``kill`` signals the whole process group
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
 import subprocess
-from concurrent.futures import Executor
-from typing import Callable
+from typing import Any, Callable
 
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import Stream
@@ -82,19 +80,23 @@ class Process:
         self._feeder: asyncio.Task[None] | None = None
         self._on_exit: list[Callable[[int], None]] = []
 
-    async def start(self, argv: list[str], env: dict[str, str], cwd: str | None = None,
-                    spawner: Executor | None = None) -> None:
-        """Start the command; with a ``spawner`` (a thread pool) the fork and exec, about a
-        millisecond each, overlap with other starts instead of holding the event loop."""
-        loop = asyncio.get_running_loop()
-        spawn = functools.partial(
-            subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True, close_fds=True)
+    @staticmethod
+    def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None) -> subprocess.Popen[bytes]:
+        """Fork and exec, with three pipes, in a new session (so ``kill`` reaches the group)."""
         try:
-            self.popen = await loop.run_in_executor(spawner, spawn) if spawner else spawn()
+            return subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, cwd=cwd, start_new_session=True, close_fds=True)
         except OSError as e:
             raise NinepError(f"exec: cannot start {argv[0]}: {e.strerror}", e.errno) from None
-        p = self.popen
+
+    async def start(self, argv: list[str], env: dict[str, str], cwd: str | None = None) -> None:
+        await self.attach(self.spawn(argv, env, cwd))
+
+    async def attach(self, popen: subprocess.Popen[bytes]) -> None:
+        """Take over a spawned child: its pipes feed our streams, its exit is watched."""
+        loop = asyncio.get_running_loop()
+        self.popen = p = popen
         self.pid = p.pid
         assert p.stdin and p.stdout and p.stderr
         pidfd = os.pidfd_open(p.pid)
@@ -103,6 +105,7 @@ class Process:
         await loop.connect_read_pipe(lambda: _PipeReader(self.stderr), p.stderr)
         transport, writer = await loop.connect_write_pipe(_PipeWriter, p.stdin)
         self._feeder = asyncio.ensure_future(self._feed(transport, writer))  # type: ignore[arg-type]
+
 
     async def _feed(self, transport: asyncio.WriteTransport, writer: _PipeWriter) -> None:
         """Copy the stdin stream into the child's stdin until end of file or the child stops reading."""
@@ -160,3 +163,15 @@ class Process:
         """Nobody will read this process's output any more: let it write into the void."""
         for s in (self.stdout, self.stderr):
             s.break_()
+
+
+def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None]]) -> list[Any]:
+    """Spawn each job; a Popen, or the NinepError that job raised (run on a spawn thread, one
+    call for many children: fewer hand-offs between threads than one call each)."""
+    out: list[Any] = []
+    for argv, env, cwd in jobs:
+        try:
+            out.append(Process.spawn(argv, env, cwd))
+        except NinepError as e:
+            out.append(e)
+    return out

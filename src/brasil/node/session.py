@@ -20,7 +20,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..exec.process import Process
+from ..exec.process import Process, spawn_many
 from ..exec.records import NEWLINE, Splitter
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import Stream
@@ -91,6 +91,37 @@ class Delegated:
 
     def describe(self) -> str:
         return f"splice {self.label}"
+
+
+async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[str],
+                       base_env: dict[str, str]) -> list[BaseException]:
+    """One process per leaf: forked in two batches on the node's spawn threads (the forks overlap
+    and the loop stays free), then attached here. Returns what failed to start."""
+    for leaf in leaves:
+        if leaf.state == "running":
+            raise NinepError(f"exec: sub-session {leaf.path} is still running; kill it or wait first")
+    jobs = []
+    for leaf in leaves:
+        if leaf.process is not None:  # a second exec: fresh pipes, the old output stays readable
+            leaf._new_streams()
+        env = {**base_env, **leaf.env, "BRASIL_NODE": node.name,
+               "BRASIL_SESSION": f"/csrv/local/{leaf.path}",
+               "BRASIL_SUB": leaf.path.rsplit("/", 1)[-1]}
+        jobs.append((argv, env, node.workdir))
+    loop = asyncio.get_running_loop()
+    half = (len(jobs) + 1) // 2
+    batches = [b for b in (jobs[:half], jobs[half:]) if b]
+    spawned = [p for batch in await asyncio.gather(
+        *(loop.run_in_executor(node.spawner, spawn_many, b) for b in batches)) for p in batch]
+    errors: list[BaseException] = []
+    for leaf, popen in zip(leaves, spawned):
+        if isinstance(popen, BaseException):
+            errors.append(popen)
+            continue
+        proc = Process(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream)
+        await proc.attach(popen)
+        leaf._started(cmd, proc)
+    return errors
 
 
 class Session:
@@ -193,7 +224,9 @@ class Session:
         if not self.is_leaf and self.state == "new":
             await self.reserve(1)
         if self.is_leaf:
-            await self._start(cmd, argv, env)
+            errors = await start_leaves(self.node, [self], cmd, argv, env)
+            if errors:
+                raise errors[0]
             return
         self.state = lifecycle.step(lifecycle.SESSION, self.state, "exec", f"session {self.path}")
         self.args = cmd
@@ -207,10 +240,11 @@ class Session:
         groups = [g for g in self.groups if not g.lost]
         remote_setup = [f"mux {self.mux}" + (f" {self.mux_field}" if self.mux == "hash" else ""),
                         f"rs {self.rs}"]
-        results = await asyncio.gather(*(leaf._start(cmd, argv, env) for leaf in leaves),
+        results = await asyncio.gather(start_leaves(self.node, leaves, cmd, argv, env),
                                        *(g.exec(cmd, self.effective_env(), remote_setup)
                                          for g in groups), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        errors = [r for r in results[1:] if isinstance(r, BaseException)]
+        errors += results[0] if isinstance(results[0], list) else [results[0]]
         if errors:
             for leaf in leaves:
                 if leaf.process and leaf.process.running:
@@ -221,19 +255,9 @@ class Session:
         log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
                  len(leaves), sum(g.count for g in groups))
 
-    async def _start(self, cmd: str, argv: list[str], base_env: dict[str, str]) -> None:
-        what = f"sub-session {self.path}"
-        if self.state == "running":
-            raise NinepError(f"exec: {what} is still running; kill it or wait first")
-        if self.process is not None:  # a second exec: fresh pipes, the old output stays readable
-            self._new_streams()
-        env = {**base_env, **self.env, "BRASIL_NODE": self.node.name,
-               "BRASIL_SESSION": f"/csrv/local/{self.path}",
-               "BRASIL_SUB": self.path.rsplit("/", 1)[-1]}
-        proc = Process(self.stdin, self.stdout.stream, self.stderr.stream)
-        await proc.start(argv, env, self.node.workdir, self.node.spawner)
+    def _started(self, cmd: str, proc: Process) -> None:
         self.process, self.args, self.exit_status, self.error = proc, cmd, None, ""
-        self.state = lifecycle.step(lifecycle.SLOT, self.state, "start", what)
+        self.state = lifecycle.step(lifecycle.SLOT, self.state, "start", f"sub-session {self.path}")
         s = self.parent
         while s is not None:  # an exec in one sub-session makes its session run too
             s._running += 1
@@ -249,8 +273,8 @@ class Session:
         event = "killed" if proc is not None and proc.signalled else "exit"
         if self.state == "running":
             self.state = lifecycle.step(lifecycle.SLOT, self.state, event, f"sub-session {self.path}")
-        log.info("session %s: pid %d %s, status %d", self.path,
-                 proc.pid if proc else 0, self.state, status)
+        log.debug("session %s: pid %d %s, status %d", self.path,
+                  proc.pid if proc else 0, self.state, status)
         s = self.parent
         while s is not None:
             s._running -= 1
@@ -264,6 +288,10 @@ class Session:
             if s.all_done():
                 if s.state == "running" and not s.is_leaf:
                     s.state = lifecycle.step(lifecycle.SESSION, s.state, "finish", f"session {s.path}")
+                    codes = [leaf.exit_status for leaf in s.leaves()]
+                    log.info("session %s: every process ended: %d here (%d with status 0)%s",
+                             s.path, len(codes), codes.count(0),
+                             f", {len(s.groups)} group(s) elsewhere" if s.groups else "")
                 waiters, s._done_waiters = s._done_waiters, []
                 for w in waiters:
                     if not w.done():

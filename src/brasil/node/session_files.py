@@ -327,10 +327,10 @@ SESSION_TABLE = (
 
 
 class LazyDir(Dir):
-    """Stands for a directory made on first walk: a sub-session on another node, whose proxy
-    costs a round trip there — `res 2048` must not pay 2048 of them up front."""
+    """Stands for a directory made on first walk: a sub-session's ten files, or on another node
+    its proxy, which costs a round trip there — `res 2048` must not pay for them all up front."""
 
-    def __init__(self, make: Callable[[], Awaitable[Node]]) -> None:
+    def __init__(self, make: Callable[[], Node | Awaitable[Node]]) -> None:
         super().__init__(mode=0o555)
         self.make = make
 
@@ -345,14 +345,22 @@ class SessionDir(DynamicDir):
 
     def _add_subs(self, session: Session) -> None:
         for i, sub in enumerate(session.subs):
-            self.add(str(i), SessionDir(sub) if isinstance(sub, Session) else LazyDir(sub.mount))
+            local = isinstance(sub, Session)
+            self.add(str(i), LazyDir((lambda sub=sub: SessionDir(sub)) if local else sub.mount))
 
     def walk(self, name: str) -> Any:
         node = super().walk(name)
-        return self._materialize(name, node) if isinstance(node, LazyDir) else node
+        if not isinstance(node, LazyDir):
+            return node
+        real = node.make()
+        if is_awaitable(real):
+            return self._settle(name, node, real)
+        return self._install(name, node, real)
 
-    async def _materialize(self, name: str, lazy: LazyDir) -> Node:
-        real = await lazy.make()
+    async def _settle(self, name: str, lazy: LazyDir, pending: Awaitable[Node]) -> Node:
+        return self._install(name, lazy, await pending)
+
+    def _install(self, name: str, lazy: LazyDir, real: Node) -> Node:
         if self._children.get(name) is lazy:  # else a concurrent walk got there first
             real.name = name
             self._children[name] = self.adopt(real)
