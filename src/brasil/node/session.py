@@ -132,7 +132,7 @@ class Session:
         self.parent = parent
         self.slot = slot
         self.state = "idle" if slot is not None else "new"
-        self.subs: list[Any] = []  # leaf Sessions here, then RemoteSubs (tree/groups.py)
+        self.subs: list[Session] = []  # the sub-sessions here; those elsewhere are in groups
         self.groups: list[Any] = []  # sessions on neighbours holding some of our sub-sessions
         self.came_from: str | None = None  # the neighbour that asked for this session (`from`)
         self.env: dict[str, str] = dict(node.env) if parent is None else {}
@@ -153,7 +153,7 @@ class Session:
         self._aggregators: list[Aggregator] = []
         self._input: Sink | None = None
         self._done_waiters: list[asyncio.Future[None]] = []
-        self.on_subs: Callable[[Session], None] | None = None  # the files layer adds directories
+        self._remote_subs: dict[int, Any] = {}
         if slot is not None:
             self._new_streams()
 
@@ -171,7 +171,7 @@ class Session:
         """The sub-sessions that run here (remote ones are reached through ``groups``)."""
         if self.is_leaf:
             return [self]
-        return [leaf for s in self.subs if isinstance(s, Session) for leaf in s.leaves()]
+        return [leaf for s in self.subs for leaf in s.leaves()]
 
     def effective_env(self) -> dict[str, str]:
         base = self.parent.effective_env() if self.parent else {}
@@ -204,12 +204,9 @@ class Session:
         self.subs = [Session(self.node, f"{self.path}/{i}", self, slot) for i, slot in enumerate(slots)]
         self.groups = groups
         for g in groups:
-            self.subs += g.subs(self)
             g.on_done.append(self._notify_done)
         where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in groups])
-        log.info("session %s: reserved %d slot(s): %s", self.path, len(self.subs), where)
-        if self.on_subs:
-            self.on_subs(self)
+        log.info("session %s: reserved %d slot(s): %s", self.path, self.nsubs, where)
 
     async def exec(self, cmd: str) -> None:
         cmd = cmd.strip()
@@ -385,11 +382,23 @@ class Session:
             self._input = Distributor(sinks, self.mux, self.mux_field, self.rs, weights)
         return self._input
 
+    @property
+    def nsubs(self) -> int:
+        return len(self.subs) + sum(g.count for g in self.groups)
+
     def sub(self, index: str) -> Any:
-        if not index.isdigit() or int(index) >= len(self.subs):
+        """Sub-session ``index``: a Session here, or (made when first asked for, so that a large
+        reservation costs nothing per remote slot) a RemoteSub of the group holding it."""
+        if not index.isdigit() or int(index) >= self.nsubs:
             raise NinepError(f"session {self.path} has no sub-session {index!r} "
-                             f"(it has {len(self.subs)})")
-        return self.subs[int(index)]
+                             f"(it has {self.nsubs})")
+        i = int(index)
+        if i < len(self.subs):
+            return self.subs[i]
+        if i not in self._remote_subs:
+            g = next(g for g in self.groups if g.first <= i < g.first + g.count)
+            self._remote_subs[i] = g.sub(i - g.first, self)
+        return self._remote_subs[i]
 
     def xsplice(self, a: str, b: str) -> Any:
         src, dst = self.sub(a), self.sub(b)
@@ -506,7 +515,7 @@ class Session:
         for g in self.groups:
             key = "lost" if g.lost else "remote"
             counts[key] = counts.get(key, 0) + g.count
-        line = f"session {self.path} {self.state} subs {len(self.subs) if self.subs else len(self.leaves())}"
+        line = f"session {self.path} {self.state} subs {self.nsubs if not self.is_leaf else 1}"
         line += f" {parts}" if parts else ""
         line += f" mux {self.mux}{' ' + str(self.mux_field) if self.mux == 'hash' else ''} rs {self.rs}"
         for sp in self.splices + self.transfers:

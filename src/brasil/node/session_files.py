@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 
 from ..exec.records import parse_rs
 from ..ninep.constants import OTRUNC
-from ..ninep.errors import NinepError
+from ..ninep.errors import Enotfound, NinepError
 from ..ninep.synthetic import (BytesHandle, CommandTable, CtlFile, CtlHandle, Dir, DynamicDir,
                                Entry, GeneratedFile, Handle, Maybe, Node, is_awaitable)
 from .io import READ, Output
@@ -326,43 +326,47 @@ SESSION_TABLE = (
 )
 
 
-class LazyDir(Dir):
-    """Stands for a directory made on first walk: a sub-session's ten files, or on another node
-    its proxy, which costs a round trip there — `res 2048` must not pay for them all up front."""
-
-    def __init__(self, make: Callable[[], Node | Awaitable[Node]]) -> None:
-        super().__init__(mode=0o555)
-        self.make = make
-
-
 class SessionDir(DynamicDir):
-    """A session's directory; sub-session directories appear in it when ``res`` makes them."""
+    """A session's directory. Sub-session directories are made when first walked to (a
+    sub-session's ten files here, or a proxy of one on another node), so ``res 2048`` costs
+    nothing per slot here; a listing shows them all."""
 
     def __init__(self, session: Session) -> None:
         super().__init__(SESSION_TABLE, session, mode=0o555)
         self.session = session
-        session.on_subs = self._add_subs
+        self._subdirs: dict[str, Node] = {}
 
-    def _add_subs(self, session: Session) -> None:
-        for i, sub in enumerate(session.subs):
-            local = isinstance(sub, Session)
-            self.add(str(i), LazyDir((lambda sub=sub: SessionDir(sub)) if local else sub.mount))
+    def children(self) -> list[Node]:
+        out = list(super().children())
+        for i in range(self.session.nsubs):
+            name = str(i)
+            node = self._subdirs.get(name)
+            if node is None:
+                node = Dir(name, 0o555)
+                node.parent = self
+            out.append(node)
+        return out
 
     def walk(self, name: str) -> Any:
-        node = super().walk(name)
-        if not isinstance(node, LazyDir):
+        if not name.isdigit():
+            return super().walk(name)
+        node = self._subdirs.get(name)
+        if node is not None:
             return node
-        real = node.make()
-        if is_awaitable(real):
-            return self._settle(name, node, real)
-        return self._install(name, node, real)
+        try:
+            sub = self.session.sub(name)
+        except NinepError:
+            raise NinepError(*Enotfound) from None
+        if isinstance(sub, Session):
+            return self._install(name, SessionDir(sub))
+        return self._settle(name, sub.mount())
 
-    async def _settle(self, name: str, lazy: LazyDir, pending: Awaitable[Node]) -> Node:
-        return self._install(name, lazy, await pending)
+    async def _settle(self, name: str, pending: Awaitable[Node]) -> Node:
+        return self._install(name, await pending)
 
-    def _install(self, name: str, lazy: LazyDir, real: Node) -> Node:
-        if self._children.get(name) is lazy:  # else a concurrent walk got there first
-            real.name = name
-            self._children[name] = self.adopt(real)
-        return self._children[name]
+    def _install(self, name: str, node: Node) -> Node:
+        if name not in self._subdirs:  # else a concurrent walk got there first
+            node.name = name
+            self._subdirs[name] = self.adopt(node)
+        return self._subdirs[name]
 

@@ -204,8 +204,8 @@ class RemoteGroup:
         return await mount(self.remote.client, f"{self.base}/{j}", name,
                            f"node {self.neighbor}")
 
-    def subs(self, session: Any) -> list[RemoteSub]:
-        return [RemoteSub(self, j, session) for j in range(self.count)]
+    def sub(self, j: int, session: Any) -> RemoteSub:
+        return RemoteSub(self, j, session)
 
     async def kill(self, sig: int) -> None:
         if not self.lost:
