@@ -110,7 +110,7 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"brasil serve: cannot listen on {a}: {e.strerror or e}{hint}", file=sys.stderr)
             return 1
     tcp = [a for a in addrs if a.kind == "tcp"]
-    await daemon.start(tcp[0].host if tcp and tcp[0].host not in ("0.0.0.0", "::") else "127.0.0.1")
+    await daemon.start(tcp[0].host if tcp else "127.0.0.1")  # direct splices listen there too
     write_addresses(args, [a for a in node.addresses if not a.startswith("data ")])
     log.warning("node %s: %d slot(s), serving 9P on %s", node.name, node.slots_total,
                 ", ".join(node.addresses))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import struct
 from typing import Any, Callable
 
@@ -74,8 +75,13 @@ class DataEndpoint:
         self.address: Address | None = None
 
     async def start(self, host: str = "127.0.0.1") -> Address:
-        self.server, self.address = await serve_streams(host, self._accept)
-        return self.address
+        """Listen on ``host`` (where the daemon's 9P listener is). On a wildcard address the
+        endpoint is advertised under this host's name, which other nodes can resolve."""
+        self.server, bound = await serve_streams(host, self._accept)
+        if bound.host in ("0.0.0.0", "::"):
+            bound = Address("tcp", socket.getfqdn(), bound.port)
+        self.address = bound
+        return bound
 
     def close(self) -> None:
         if self.server is not None:
