@@ -13,8 +13,6 @@ import pytest
 from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
-from brasil.tree import cluster
-from fixtures import wait_for
 
 L = "csrv/local"
 

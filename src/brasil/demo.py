@@ -10,7 +10,6 @@ the end, whatever happens.
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 import tempfile

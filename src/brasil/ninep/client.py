@@ -16,7 +16,7 @@ import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from . import text
-from .constants import IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, OTRUNC, OWRITE, VERSION, VERSION_U
+from .constants import IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, OWRITE, VERSION, VERSION_U
 from .errors import Enoauth, Enotfound, NinepError, ProtocolError
 from .framing import FrameReader
 from .messages import (Message, Rerror, Rflush, Rread, Rversion, Tattach, Tclunk, Tcreate,

@@ -22,7 +22,7 @@ import logging
 from typing import Any, Awaitable, Callable, Protocol
 
 from . import text
-from .constants import (IOHDRSZ, MIN_MSIZE, NOFID, NOTAG, OEXEC, ORCLOSE, ORDWR, OTRUNC, OWRITE,
+from .constants import (IOHDRSZ, MIN_MSIZE, NOFID, OEXEC, ORCLOSE, ORDWR, OTRUNC, OWRITE,
                         VERSION, VERSION_U, VERSION_UNKNOWN)
 from .errors import (Ebadfid, Ebadmode, Ebadname, Ebadoffset, Ecount, Efidinuse, Einternal, Eisdir,
                      Enoauth, Enotattached, Enotdir, Enotopen, Eopen, Eperm, Etoomanyfids,

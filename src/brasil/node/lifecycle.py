@@ -2,7 +2,7 @@
 
 An event not in the table raises :class:`NinepError` naming the state and the allowed events, so
 ``exec`` on a closed session, say, fails the ctl write with a sentence instead of corrupting state.
-``python -m brasil.node.lifecycle`` prints the tables as Graphviz for the docs.
+``python -m brasil.node.lifecycle`` writes docs/lifecycles.md from the tables.
 """
 
 from __future__ import annotations
@@ -48,12 +48,26 @@ def step(table: dict[tuple[str, str], str], state: str, event: str, what: str) -
     return nxt
 
 
-def dot(name: str, table: dict[tuple[str, str], str]) -> str:
-    lines = [f"digraph {name} {{", "  rankdir=LR;"]
-    lines += [f'  "{s}" -> "{t}" [label="{e}"];' for (s, e), t in table.items()]
-    return "\n".join(lines + ["}"])
+def mermaid(title: str, table: dict[tuple[str, str], str]) -> str:
+    """A state diagram of ``table`` (GitHub renders mermaid), for docs/lifecycles.md."""
+    first = next(iter(table))[0]
+    lines = [f"### {title}", "", "```mermaid", "stateDiagram-v2", f"    [*] --> {first}"]
+    lines += [f"    {s} --> {t}: {e}" for (s, e), t in table.items()]
+    return "\n".join(lines + ["```", ""])
+
+
+def document() -> str:
+    return "\n".join([
+        "# Lifecycles",
+        "",
+        "Generated from the transition tables in `src/brasil/node/lifecycle.py` by",
+        "`python -m brasil.node.lifecycle > docs/lifecycles.md`; a test keeps the two equal.",
+        "An event not drawn here is refused with an error naming the state.",
+        "",
+        mermaid("A session", SESSION),
+        mermaid("A slot (a sub-session that runs processes here)", SLOT),
+    ])
 
 
 if __name__ == "__main__":
-    print(dot("session", SESSION))
-    print(dot("slot", SLOT))
+    print(document(), end="")

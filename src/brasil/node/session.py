@@ -18,14 +18,14 @@ import shutil
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..exec.process import Process, spawn_many
 from ..exec.records import NEWLINE, Splitter
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import Stream
 from . import lifecycle
-from .io import AGGREGATE, READ, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
+from .io import AGGREGATE, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
 
 if TYPE_CHECKING:
     from .daemon import Node

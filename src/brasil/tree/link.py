@@ -53,7 +53,7 @@ class ParentLink:
         while True:
             lost = asyncio.get_running_loop().create_future()
 
-            def mark(why: str) -> None:
+            def mark(why: str, lost: asyncio.Future[str] = lost) -> None:  # this round's
                 if not lost.done():
                     lost.set_result(why)
             up = reverse = None
@@ -66,7 +66,8 @@ class ParentLink:
                 fid, _ = await reverse.walk("csrv/local/join")
                 await reverse.rpc(Topen, fid, OWRITE)
 
-                def take(transport: asyncio.Transport, rest: bytes) -> None:
+                def take(transport: asyncio.Transport, rest: bytes,
+                         conn_box: list[Connection] = conn_box) -> None:
                     conn = self.daemon.server.protocol(self.daemon.server.authenticator)
                     transport.set_protocol(conn)
                     conn.connection_made(transport)
