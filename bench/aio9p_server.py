@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 
 from aio9p.constant import DMFILE
 from aio9p.example.simple import BASEQID, Simple9P2000
 from aio9p.helper import mkqid
 from aio9p.protocol import Py9PServer
 from aio9p.stat import Py9P2000Stat
+
+from common import serve_until_signalled
 
 MSIZE = 65535  # what aio9p's example_server offers
 
@@ -52,20 +52,7 @@ async def main() -> None:
     def factory() -> Py9PServer:
         return Py9PServer(OneFile(MSIZE))
 
-    servers = []
-    if a.tcp:
-        host, _, port = a.tcp.rpartition(":")
-        servers.append(await loop.create_server(factory, host, int(port), reuse_address=True))
-    if a.unix:
-        if os.path.exists(a.unix):
-            os.unlink(a.unix)
-        servers.append(await loop.create_unix_server(factory, path=a.unix))
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for s in servers:
-        s.close()
+    await serve_until_signalled(loop, factory, a.tcp, a.unix)
 
 
 if __name__ == "__main__":

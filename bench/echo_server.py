@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import socket
 import struct
+
+from common import serve_until_signalled
 
 RREAD = 117
 _HEAD = struct.pack("<IB", 12, RREAD)  # size[4]=12 type[1]=Rread, then tag[2] count[4]=1 data[1]
@@ -64,22 +64,8 @@ async def main() -> None:
     ap.add_argument("--unix", help="Unix socket path to listen on")
     ap.add_argument("--batch", action="store_true", help="one write per received chunk")
     a = ap.parse_args()
-    loop = asyncio.get_running_loop()
-    servers = []
-    if a.tcp:
-        host, _, port = a.tcp.rpartition(":")
-        servers.append(await loop.create_server(lambda: Echo(a.batch), host, int(port),
-                                                reuse_address=True))
-    if a.unix:
-        if os.path.exists(a.unix):
-            os.unlink(a.unix)
-        servers.append(await loop.create_unix_server(lambda: Echo(a.batch), a.unix))
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for s in servers:
-        s.close()
+    await serve_until_signalled(asyncio.get_running_loop(), lambda: Echo(a.batch), a.tcp,
+                                a.unix)
 
 
 if __name__ == "__main__":

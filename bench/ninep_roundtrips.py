@@ -42,10 +42,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
-import pstats
-import signal
 import socket
 import statistics
 import subprocess
@@ -61,6 +60,9 @@ from brasil.ninep.framing import FrameReader
 from brasil.ninep.messages import (Message, Rattach, Ropen, Rversion, Rwalk, Tattach, Topen, Tread,
                                    Tversion, Twalk, encode)
 
+from common import (READY_TIMEOUT, BenchError, busy_cpu, print_profile, proc_cpu, stop_process,
+                    wait_listening)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results" / "ninep_roundtrips.json"
@@ -70,7 +72,6 @@ OUR_PYTHON = Path(sys.executable)
 RREAD = 117
 RREAD_SIZE = 7 + 4 + 1  # header, count[4], one byte of data
 MSIZE = 8192
-READY_TIMEOUT = 15.0
 NOISY_CPU = 0.25  # cores used by other processes during a sample that make the figures suspect
 
 TARGET_RTPS = 20_000
@@ -125,50 +126,19 @@ class Running:
     def wait_ready(self, deadline: float) -> None:
         """Poll until both listeners accept a connection, the process dies, or the deadline."""
         for family, addr in ((socket.AF_INET, ("127.0.0.1", self.port)), (socket.AF_UNIX, self.path)):
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.spec.name} server exited with {self.proc.returncode}:"
-                                       f"\n{self.errors()}")
-                try:
-                    with socket.socket(family, socket.SOCK_STREAM) as s:
-                        s.settimeout(0.5)
-                        s.connect(addr)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{self.spec.name} server not listening on {addr} "
-                                           f"after {READY_TIMEOUT:g}s:\n{self.errors()}") from None
-                    time.sleep(0.01)
+            wait_listening(self.proc, self.stderr, f"{self.spec.name} server", family, addr,
+                           deadline)
 
     def cpu_seconds(self) -> float:
-        """User+system CPU the server process has used so far (Linux /proc)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
-
-    def errors(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-2000:]
+        """User+system CPU the server process has used so far (Linux /proc; NaN elsewhere)."""
+        return proc_cpu(self.proc.pid, default=(math.nan, math.nan))[0]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.stderr.close()
 
 
 # ---- the load generator -------------------------------------------------------------------------
-
-class BenchError(Exception):
-    pass
-
 
 class Driver(asyncio.Protocol):
     """Keeps ``inflight`` Tread frames outstanding; counts the Rread replies."""
@@ -279,16 +249,6 @@ class Driver(asyncio.Protocol):
                 self.reply.set_result(msg)
 
 
-def busy_cpu_seconds() -> float:
-    """CPU time the whole machine has spent busy (not idle or iowait), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-        return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 @dataclass
 class Sample:
     rtps: float
@@ -311,10 +271,10 @@ async def measure(server: Running, transport: str, inflight: int, warmup: float,
         drv.start(inflight)
         await asyncio.sleep(warmup)
         c0, t0, p0, s0 = drv.count, time.perf_counter(), time.process_time(), server.cpu_seconds()
-        b0 = busy_cpu_seconds()
+        b0 = busy_cpu(default=math.nan)
         await asyncio.sleep(duration)
         c1, t1, p1, s1 = drv.count, time.perf_counter(), time.process_time(), server.cpu_seconds()
-        b1 = busy_cpu_seconds()
+        b1 = busy_cpu(default=math.nan)
         if drv.error:
             raise BenchError(drv.error)
         await asyncio.wait_for(drv.stop(), 5)
@@ -511,12 +471,7 @@ def profile(args: argparse.Namespace) -> None:
         how = "py-spy" if args.py_spy else "cProfile (which slows it; the shares are what matter)"
         print(f"ours under {how}, {TARGET_INFLIGHT} in flight over TCP: {s.rtps:,.0f} rt/s, "
               f"server CPU {s.server_cpu:.0%}\n")
-        if args.py_spy:
-            print_py_spy(out, args.profile_top)
-        else:
-            st = pstats.Stats(out)
-            st.sort_stats("tottime").print_stats(args.profile_top)
-            st.sort_stats("cumulative").print_stats("brasil", args.profile_top)
+        print_profile(out, args.profile_top, bool(args.py_spy), explain=True)
 
 
 async def _profiled_run(r: Running, args: argparse.Namespace, out: str) -> Sample:
@@ -532,45 +487,6 @@ async def _profiled_run(r: Running, args: argparse.Namespace, out: str) -> Sampl
     if spy.returncode != 0:
         raise BenchError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
     return await run
-
-
-def print_py_spy(path: str, top: int) -> None:
-    """Self and inclusive shares of py-spy's raw (collapsed) stacks, per function."""
-    own: dict[str, int] = {}
-    incl: dict[str, int] = {}
-    total = 0
-    for line in Path(path).read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        frames = [_short_frame(f) for f in stack.split(";")]
-        total += int(n)
-        own[frames[-1]] = own.get(frames[-1], 0) + int(n)
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + int(n)
-    if not total:
-        print("py-spy recorded no samples")
-        return
-    print(f"{total} samples (epoll wait included: idle time shows under EpollSelector.select)")
-    print(f"\n{'self':>7}  function  (time in the function itself, C calls included)")
-    for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"{n / total:>7.1%}  {f}")
-    print(f"\n{'incl':>7}  function in brasil  (time in it and everything it calls)")
-    ours = [(f, n) for f, n in incl.items() if "brasil/" in f]
-    for f, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
-        print(f"{n / total:>7.1%}  {f}")
-
-
-def _short_frame(frame: str) -> str:
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")")
-    for marker in ("/src/", "/site-packages/", "/lib/python3."):
-        if marker in where:
-            where = where.split(marker, 1)[1]
-            if marker == "/lib/python3.":
-                where = where.split("/", 1)[-1]
-            break
-    return f"{name} ({where})"
 
 
 def main() -> int:

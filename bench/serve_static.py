@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 
 from brasil.ninep.server import Server
 from brasil.ninep.synthetic import Entry, StaticFile, TableDir
 from brasil.ninep.transport import Address, parse_address
+
+from common import until_signalled
 
 
 async def serve(a: argparse.Namespace) -> None:
@@ -27,11 +28,7 @@ async def serve(a: argparse.Namespace) -> None:
         await server.listen(parse_address(a.tcp))
     if a.unix:
         await server.listen(Address("unix", path=a.unix))
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled(asyncio.get_running_loop())
     await server.close()
 
 

@@ -38,7 +38,6 @@ import asyncio
 import json
 import os
 import platform
-import pstats
 import signal
 import socket
 import statistics
@@ -53,12 +52,13 @@ from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
 
+from common import (CORES, READY_TIMEOUT, BenchError, busy_cpu, check_stdio, print_profile,
+                    proc_cpu, stop_process, vm_rss, wait_listening, xargs)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results" / "sessions.json"
 BRASIL = Path(sys.executable).with_name("brasil")
-READY_TIMEOUT = 15.0
-CORES = os.cpu_count() or 1
 
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TARGET_N = 256
@@ -79,27 +79,6 @@ finally:
     prof.disable()
     prof.dump_stats(out)
 """
-
-
-class BenchError(Exception):
-    pass
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int | str = "self") -> tuple[float, float]:
-    """(own, reaped children's) user+system CPU seconds of a process, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        v = f.read().rpartition(")")[2].split()
-    return (int(v[11]) + int(v[12])) / TICK, (int(v[13]) + int(v[14])) / TICK
-
-
-def busy_cpu() -> float:
-    """CPU seconds the whole machine has spent not idle (all cores), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / TICK  # user..steal, less idle and iowait
 
 
 # ---- the daemon ---------------------------------------------------------------------------------
@@ -127,28 +106,8 @@ class Daemon:
         return self.proc.pid
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise BenchError(f"daemon exited with {self.proc.returncode}:\n{self.errors()}")
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(0.5)
-                    s.connect(self.path)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"daemon not listening on {self.path} after "
-                                     f"{READY_TIMEOUT:g}s:\n{self.errors()}") from None
-                time.sleep(0.01)
-
-    def status(self, field: str) -> int:
-        """A kB figure from /proc/PID/status, e.g. VmRSS."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        raise BenchError(f"no {field} in /proc/{self.pid}/status")
+        wait_listening(self.proc, self.stderr, "daemon", socket.AF_UNIX, self.path,
+                       time.monotonic() + READY_TIMEOUT)
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -156,18 +115,8 @@ class Daemon:
     def cpu_seconds(self) -> float:
         return proc_cpu(self.pid)[0]
 
-    def errors(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-2000:]
-
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         self.stderr.close()
 
 
@@ -194,26 +143,9 @@ async def deploy(c: Client, n: int, cmd: str = "date") -> dict[str, float]:
     finally:
         await ctl.close()
     t5 = time.perf_counter()
-    lines = out.count(b"\n")
-    if lines != n:
-        raise BenchError(f"session {sid}: stdio had {lines} line(s), expected {n}:\n"
-                         f"{out[:300].decode(errors='replace')}")
+    check_stdio(sid, out, n)
     return {"clone": t1 - t0, "res": t2 - t1, "exec": t3 - t2, "read": t4 - t3, "close": t5 - t4,
             "total": t5 - t0}
-
-
-def xargs(n: int, cmd: tuple[str, ...] = ("date",), parallel: int = CORES) -> float:
-    """``seq N | xargs -P<parallel> -I{} CMD``: seconds, output checked (one line per command)."""
-    seq = "".join(f"{i}\n" for i in range(1, n + 1)).encode()
-    t0 = time.perf_counter()
-    r = subprocess.run(["xargs", f"-P{parallel}", "-I{}", *cmd], input=seq,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    t = time.perf_counter() - t0
-    lines = r.stdout.count(b"\n")
-    if r.returncode != 0 or lines != n:
-        raise BenchError(f"xargs -P{parallel}: status {r.returncode}, {lines} line(s) for {n}: "
-                         f"{r.stderr[-300:]!r}")
-    return t
 
 
 SH_DATE = ("sh", "-c", "date")
@@ -283,7 +215,7 @@ async def keep_session(c: Client) -> str:
 
 
 async def memory(d: Daemon, kept: int) -> dict[str, Any]:
-    rss: dict[str, int] = {"start": d.status("VmRSS")}
+    rss: dict[str, int] = {"start": vm_rss(d.pid)}
     fds: dict[str, int] = {"start": d.fds()}
     c = await Client.connect(d.address)
     try:
@@ -293,12 +225,12 @@ async def memory(d: Daemon, kept: int) -> dict[str, Any]:
         for i in range(1, kept + 1):
             sids.append(await keep_session(c))
             if i in marks:
-                rss[marks[i]] = d.status("VmRSS")
+                rss[marks[i]] = vm_rss(d.pid)
                 fds[marks[i]] = d.fds()
         elapsed = time.perf_counter() - t0
         for sid in sids:
             await c.write(f"csrv/local/{sid}/ctl", "close")
-        rss["after closing all"] = d.status("VmRSS")
+        rss["after closing all"] = vm_rss(d.pid)
         fds["after closing all"] = d.fds()
     finally:
         await c.close()
@@ -413,49 +345,7 @@ def profile(args: argparse.Namespace) -> None:
         how = "py-spy" if args.py_spy else "cProfile (it slows the daemon; the shares are what matter)"
         print(f"daemon under {how}: N={n}, {args.repeats} deployments, median "
               f"{statistics.median(times) * 1000:.0f} ms, daemon CPU {cpu:.2f} s in all\n")
-        if args.py_spy:
-            print_py_spy(out, args.profile_top)
-        else:
-            st = pstats.Stats(out)
-            st.sort_stats("tottime").print_stats(args.profile_top)
-            st.sort_stats("cumulative").print_stats("brasil", args.profile_top)
-
-
-def print_py_spy(path: str, top: int) -> None:
-    own: dict[str, int] = {}
-    incl: dict[str, int] = {}
-    total = 0
-    for line in Path(path).read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [_short(f) for f in stack.split(";")]
-        total += int(count)
-        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + int(count)
-    if not total:
-        print("py-spy recorded no samples")
-        return
-    print(f"{total} samples (idle time shows under EpollSelector.select)")
-    print(f"\n{'self':>7}  function")
-    for f, k in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"{k / total:>7.1%}  {f}")
-    print(f"\n{'incl':>7}  function in brasil")
-    for f, k in sorted(((f, k) for f, k in incl.items() if "brasil/" in f), key=lambda kv: -kv[1])[:top]:
-        print(f"{k / total:>7.1%}  {f}")
-
-
-def _short(frame: str) -> str:
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")")
-    for marker in ("/src/", "/site-packages/", "/lib/python3."):
-        if marker in where:
-            where = where.split(marker, 1)[1]
-            if marker == "/lib/python3.":
-                where = where.split("/", 1)[-1]
-            break
-    return f"{name} ({where})"
+        print_profile(out, args.profile_top, bool(args.py_spy))
 
 
 # ---- main ---------------------------------------------------------------------------------------

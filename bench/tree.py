@@ -57,12 +57,13 @@ from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
 
+from common import CORES, BenchError, busy_cpu, check_stdio, print_py_spy, vm_rss, xargs
+from common import proc_cpu as _proc_cpu
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results" / "tree.json"
 BRASIL = Path(sys.executable).with_name("brasil")
-CORES = os.cpu_count() or 1
-TICK = os.sysconf("SC_CLK_TCK")
 
 FULL = {"depth": 2, "fanout": 8, "slots": 32, "sizes": (1, 16, 128, 2048), "res_repeats": 5,
         "deploy_repeats": 3}
@@ -78,35 +79,11 @@ SH_DATE = ("sh", "-c", "date")
 DEFAULT_PY_SPY = "/tmp/venv-prof/bin/py-spy"
 
 
-class BenchError(Exception):
-    pass
-
-
-# ---- CPU and memory from /proc -------------------------------------------------------------------
+# ---- CPU from /proc -----------------------------------------------------------------------------
 
 def proc_cpu(pid: int | str = "self") -> tuple[float, float]:
-    """(own, reaped children's) user+system CPU seconds of a process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            v = f.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0, 0.0
-    return (int(v[11]) + int(v[12])) / TICK, (int(v[13]) + int(v[14])) / TICK
-
-
-def busy_cpu() -> float:
-    """CPU seconds the whole machine has spent not idle (all cores)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / TICK
-
-
-def vm_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise BenchError(f"no VmRSS in /proc/{pid}/status")
+    """(own, reaped children's) CPU seconds of a process; (0, 0) once a daemon has gone."""
+    return _proc_cpu(pid, default=(0.0, 0.0))
 
 
 class CpuWatch:
@@ -276,25 +253,10 @@ async def deploy(c: Client, tree: Tree, n: int, mem_at_hold: list[dict[str, Any]
     finally:
         await ctl.close()
     t5 = time.perf_counter()
-    lines = out.count(b"\n")
-    if lines != n:
-        raise BenchError(f"session {sid}: stdio had {lines} line(s), expected {n}:\n"
-                         f"{out[:300].decode(errors='replace')}")
+    check_stdio(sid, out, n)
     release = await wait_free(c, tree)
     return {"clone": t1 - t0, "res": t2 - t1, "exec": t3 - t2, "read": t4 - t3,
             "close": t5 - t4b, "total": (t5 - t0) - (t4b - t4), "release": release}
-
-
-def xargs(n: int, cmd: tuple[str, ...] = ("date",)) -> float:
-    seq = "".join(f"{i}\n" for i in range(1, n + 1)).encode()
-    t0 = time.perf_counter()
-    r = subprocess.run(["xargs", f"-P{CORES}", "-I{}", *cmd], input=seq,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    t = time.perf_counter() - t0
-    lines = r.stdout.count(b"\n")
-    if r.returncode != 0 or lines != n:
-        raise BenchError(f"xargs: status {r.returncode}, {lines} line(s) for {n}: {r.stderr[-300:]!r}")
-    return t
 
 
 async def deploy_part(c: Client, tree: Tree, n: int, repeats: int) -> dict[str, Any]:
@@ -480,9 +442,6 @@ async def profile_run(tree: Tree, n: int, repeats: int) -> list[dict[str, float]
 
 
 def profile(tree: Tree, cfg: dict[str, Any], args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(BENCH))
-    from sessions import print_py_spy  # the same summary as bench/sessions.py --profile
-
     n = max(cfg["sizes"])
     names = args.profile_nodes.split(",")
     outs = {name: os.path.join(tree.dir, f"{name}.spy") for name in names}
