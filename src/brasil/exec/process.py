@@ -101,27 +101,34 @@ class Process:
         assert p.stdin and p.stdout and p.stderr
         pidfd = os.pidfd_open(p.pid)
         loop.add_reader(pidfd, self._reap, pidfd)
-        await loop.connect_read_pipe(lambda: _PipeReader(self.stdout), p.stdout)
-        await loop.connect_read_pipe(lambda: _PipeReader(self.stderr), p.stderr)
-        transport, writer = await loop.connect_write_pipe(_PipeWriter, p.stdin)
-        self._feeder = asyncio.ensure_future(self._feed(transport, writer))  # type: ignore[arg-type]
+        await asyncio.gather(loop.connect_read_pipe(lambda: _PipeReader(self.stdout), p.stdout),
+                             loop.connect_read_pipe(lambda: _PipeReader(self.stderr), p.stderr))
+        self._feeder = asyncio.ensure_future(self._feed(p.stdin))
 
-
-    async def _feed(self, transport: asyncio.WriteTransport, writer: _PipeWriter) -> None:
-        """Copy the stdin stream into the child's stdin until end of file or the child stops reading."""
+    async def _feed(self, pipe: Any) -> None:
+        """Copy the stdin stream into the child's stdin until end of file or the child stops
+        reading. The pipe gets a transport only once there is something to write: most commands
+        are never given input, and then closing the pipe at the end is all there is to do."""
+        transport = writer = None
         try:
-            while not writer.lost:
+            while writer is None or not writer.lost:
                 data = self.stdin.read(65536)
                 if not isinstance(data, bytes):
                     data = await data
                 if not data:
                     break
+                if transport is None:
+                    transport, writer = await asyncio.get_running_loop().connect_write_pipe(
+                        _PipeWriter, pipe)
                 transport.write(data)
                 await writer.drain()
         finally:
-            if writer.lost:
+            if writer is not None and writer.lost:
                 self.stdin.break_()
-            transport.close()
+            if transport is not None:
+                transport.close()
+            else:
+                pipe.close()
 
     def _reap(self, pidfd: int) -> None:
         loop = asyncio.get_running_loop()

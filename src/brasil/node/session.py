@@ -113,13 +113,11 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     batches = [b for b in (jobs[:half], jobs[half:]) if b]
     spawned = [p for batch in await asyncio.gather(
         *(loop.run_in_executor(node.spawner, spawn_many, b) for b in batches)) for p in batch]
-    errors: list[BaseException] = []
-    for leaf, popen in zip(leaves, spawned):
-        if isinstance(popen, BaseException):
-            errors.append(popen)
-            continue
-        proc = Process(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream)
-        await proc.attach(popen)
+    errors = [p for p in spawned if isinstance(p, BaseException)]
+    started = [(leaf, Process(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream), popen)
+               for leaf, popen in zip(leaves, spawned) if not isinstance(popen, BaseException)]
+    await asyncio.gather(*(proc.attach(popen) for _, proc, popen in started))
+    for leaf, proc, _ in started:
         leaf._started(cmd, proc)
     return errors
 
