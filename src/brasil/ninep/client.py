@@ -469,6 +469,21 @@ class File:
             self.closed = True
             await self.client.clunk(self.fid)
 
+    def forget(self) -> None:
+        """Close without waiting for the server's answer (nothing the caller needs is in it)."""
+        if not self.closed:
+            self.closed = True
+            client, fid = self.client, self.fid
+
+            def done(f: asyncio.Future[Any]) -> None:
+                if not f.cancelled():
+                    f.exception()  # seen: a failed clunk still frees the fid on the server
+                client.free_fid(fid)
+            try:
+                asyncio.ensure_future(client.rpc(Tclunk, fid)).add_done_callback(done)
+            except ConnectionError:
+                client.free_fid(fid)
+
     async def __aenter__(self) -> File:
         return self
 

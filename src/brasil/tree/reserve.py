@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..ninep.client import Client
+from ..ninep.constants import ORDWR
 from ..ninep.errors import NinepError
 from .groups import RemoteGroup
 from .remote import Remote
@@ -104,19 +105,25 @@ class Reserver:
 
     async def _ask(self, name: str, client: Client, k: int, os_name: str | None,
                    arch: str | None, session: Session) -> RemoteGroup:
-        sid = (await client.read("csrv/local/clone")).decode().strip()
+        """A session on ``name`` with up to ``k`` slots: seven round trips, whatever ``k``."""
+        clone = await client.open("csrv/local/clone")
+        sid = (await clone.read()).decode().strip()
+        clone.forget()
         me = "parent" if name != "parent" else self.daemon.node.name
         filt = f" {os_name}" + (f" {arch}" if arch else "") if os_name else ""
+        ctl = await client.open(f"csrv/local/{sid}/ctl", ORDWR)
         try:
-            await client.write(f"csrv/local/{sid}/ctl", f"from {me}\nresupto {k}{filt}\n")
-            state = (await client.read(f"csrv/local/{sid}/ctl")).decode().split()
+            await ctl.write(f"from {me}\nresupto {k}{filt}\n")
+            state = (await ctl.read(4096, 0)).decode().split()
             got = int(state[state.index("subs") + 1])  # "session ID reserved subs M …"
         except BaseException:
             try:
-                await client.write(f"csrv/local/{sid}/ctl", "close\n")
+                await ctl.write("close\n")
             except (NinepError, ConnectionError):
                 pass
             raise
+        finally:
+            ctl.forget()
         return RemoteGroup(name, Remote(client, f"node {name}"), sid, got, 0, session.path)
 
 
