@@ -156,3 +156,19 @@ async def test_a_lost_node_fails_its_sub_sessions_and_the_rest_finish(tmp_path):
         assert out == ["done"] * 6
         status = (await c.read(f"{L}/{sid}/status")).decode()
         assert status.count("failed") == 2 and "node b.1 lost" in status
+
+
+async def test_when_the_node_that_asked_dies_its_sessions_below_end(tmp_path):
+    async with daemon(str(tmp_path), "root", slots=1) as root, \
+            daemon(str(tmp_path), "a", slots=2, parent=root.unix) as a:
+        await wait_for(lambda: "a" in root.children.by_name and root.children.by_name["a"].status,
+                       timeout=10)
+        c = await Client.connect(root.unix)
+        sid = await session(c, ["res 3", "exec sleep 60"])
+        assert len(a.node.sessions) == 1 and a.node.free == []
+        procs = [leaf.process for s in a.node.sessions.values() for leaf in s.leaves()]
+        await c.close()
+        await root.stop()  # the root goes: its connections to a close
+        await wait_for(lambda: not a.node.sessions and len(a.node.free) == 2, timeout=10)
+        await wait_for(lambda: all(p.exited.done() for p in procs), timeout=10)
+        assert sid == "0"

@@ -24,8 +24,13 @@ def _count_open(session: Session) -> None:
 
 
 def _count_close(session: Session) -> None:
-    session.top.open_handles -= 1
+    top = session.top
+    top.open_handles -= 1
     session.touch()
+    if top.came_from is not None and top.open_handles == 0 and top.state != "closed":
+        # A neighbour's session lives while the neighbour holds it open; let go (or dead), it
+        # ends, and what it ran for the neighbour with it.
+        top.node.close_session(top)
 
 
 class SessionHandle(Handle):

@@ -14,7 +14,8 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from ..ninep.constants import OREAD, OWRITE
+from ..ninep.client import File
+from ..ninep.constants import OREAD, ORDWR, OWRITE
 from ..ninep.errors import NinepError
 from ..ninep.messages import Tclunk, Topen, Tread, Twrite
 from ..node.io import Output
@@ -116,8 +117,13 @@ class RemoteSink:
 
 
 class RemoteGroup:
+    """Holds the remote session's ``ctl`` open for its whole life: that open file is what keeps
+    the session there alive, and when our side goes away (a dead node closes its connections)
+    the neighbour closes it, killing what it ran for us."""
+
     def __init__(self, neighbor: str, remote: Remote, sid: str, count: int, first: int,
-                 path: str) -> None:
+                 path: str, ctl: File | None = None) -> None:
+        self.ctl_file = ctl
         self.neighbor = neighbor  # a child's name, or "parent"
         self.remote = remote
         self.sid = sid
@@ -132,7 +138,13 @@ class RemoteGroup:
         self.on_done: list[Any] = []
 
     async def ctl(self, text: str) -> None:
-        await self.remote.client.write(f"{self.base}/ctl", text)
+        if self.ctl_file is None:
+            self.ctl_file = await self.remote.client.open(f"{self.base}/ctl", ORDWR)
+        try:
+            await self.ctl_file.write(text.encode(), 0)
+        except ConnectionError:
+            self.remote.lost = True
+            raise NinepError(f"{self.remote.label}: connection lost") from None
 
     async def exec(self, cmd: str, env: dict[str, str], setup: list[str]) -> None:
         """One ctl write: our session's env, mux and rs there, then the command."""
@@ -212,12 +224,14 @@ class RemoteGroup:
             await self.ctl(f"kill {sig}\n")
 
     async def close(self) -> None:
-        if self.lost:
-            return
-        try:
-            await self.ctl("close\n")
-        except (NinepError, ConnectionError):
-            pass
+        if not self.lost:
+            try:
+                await self.ctl("close\n")
+            except (NinepError, ConnectionError):
+                pass
+        if self.ctl_file is not None:
+            self.ctl_file.forget()
+            self.ctl_file = None
 
 
 class RemoteEnd:

@@ -121,10 +121,9 @@ class Reserver:
                 await ctl.write("close\n")
             except (NinepError, ConnectionError):
                 pass
-            raise
-        finally:
             ctl.forget()
-        return RemoteGroup(name, Remote(client, f"node {name}"), sid, got, 0, session.path)
+            raise
+        return RemoteGroup(name, Remote(client, f"node {name}"), sid, got, 0, session.path, ctl)
 
 
 async def release(groups: list[RemoteGroup]) -> None:
