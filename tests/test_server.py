@@ -200,3 +200,19 @@ async def test_connection_loss_fails_waiting_requests_cleanly():
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(waiting, 5)
         assert c.closed
+
+
+async def test_a_long_walk_failing_after_16_names_leaves_no_fid_behind():
+    tree = FixtureTree()
+    async with serving(tree.root) as (server, addr):
+        c = await Client.connect(addr)
+        conn = next(iter(server.connections))
+        sixteen = "/".join(["dir", ".."] * 8)
+        for bad in (f"{sixteen}/nosuch", f"{sixteen}/dir/nosuch"):  # an Rerror, a partial Rwalk
+            with pytest.raises(NinepError, match="nosuch: file does not exist"):
+                await c.read(bad)
+            await wait_for(lambda: len(conn.fids) == 1)  # only the attach fid is left
+        files = [await c.open(f"{sixteen}/{name}") for name in ("hello", "gen", "dir")]
+        assert len({f.fid for f in files}) == 3  # no fid handed out twice
+        assert await files[0].read() == b"hello, world\n"
+        await c.close()

@@ -291,31 +291,32 @@ class Client:
         fid = self.root if start is None else start
         newfid = self.alloc_fid()
         qid: Qid | None = None
+        held = False  # whether the server has newfid (after a first complete chunk)
         try:
             if not names:
                 await self.rpc(Twalk, fid, newfid, ())
                 return newfid, None
             done = 0
-            src = fid
             while done < len(names):
                 chunk = tuple(names[done:done + MAXWELEM])
                 try:
-                    r = await self.rpc(Twalk, src, newfid, chunk)
+                    r = await self.rpc(Twalk, newfid if held else fid, newfid, chunk)
                 except NinepError as e:
                     raise NinepError(f"{'/'.join(names[:done + 1])}: {e.message}", e.errno) from None
                 if len(r.wqid) < len(chunk):
-                    if src == newfid:
-                        await self.clunk(newfid)
                     stop = done + len(r.wqid)
                     reason = await self._why_not(names[:stop], names[stop])
                     msg = reason.message.removeprefix(f"{names[stop]}: ")
                     raise NinepError(f"{'/'.join(names[:stop + 1])}: {msg}", reason.errno)
                 qid = r.wqid[-1]
-                src = newfid
+                held = True
                 done += len(chunk)
             return newfid, qid
         except BaseException:
-            self.free_fid(newfid)
+            if held:  # the server has it: clunk it, which frees it here too, once answered
+                File(self, newfid, Qid(0, 0, 0), 0, "").forget()
+            else:
+                self.free_fid(newfid)
             raise
 
     async def _why_not(self, prefix: list[str], name: str) -> NinepError:
