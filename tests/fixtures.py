@@ -164,3 +164,15 @@ async def node_daemon(tmp: str, *, slots: int = 4, export: str | None = None,
     """A single node daemon; yields (node, its Unix socket address)."""
     async with daemon(tmp, name, slots=slots, export=export, idle_timeout=idle_timeout) as d:
         yield d.node, d.unix
+
+
+def date_wc() -> list[str]:
+    """What `date | wc` prints here, as words: what a spliced `date` into `wc` must print."""
+    import subprocess
+    return subprocess.run("date | wc", shell=True, capture_output=True, text=True).stdout.split()
+
+
+async def status_rows(c, sid: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    """A session's status file, split: sub node slot state pid exit_status [error…]."""
+    text = (await c.read(f"csrv/local/{sid}/status")).decode()
+    return [ln.split() for ln in text.splitlines()]

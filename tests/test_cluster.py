@@ -13,6 +13,7 @@ import pytest
 from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
+from fixtures import date_wc, status_rows
 
 L = "csrv/local"
 
@@ -57,15 +58,14 @@ async def test_xsplice_between_two_leaves_of_the_tree(tree13):
     await wait_for_free(c, 13)
     sid = (await c.read(f"{L}/clone")).decode().strip()
     await c.write(f"{L}/{sid}/ctl", "res 13\n")
-    rows = [ln.split() for ln in (await c.read(f"{L}/{sid}/status")).decode().splitlines()]
+    rows = await status_rows(c, sid)
     leaves = [r for r in rows if r[1].count(".") == 1]
     src, dst = leaves[0], next(r for r in leaves if r[1].split(".")[0] != leaves[0][1].split(".")[0])
     await c.write(f"{L}/{sid}/{src[0]}/ctl", "exec date\n")
     await c.write(f"{L}/{sid}/{dst[0]}/ctl", "exec wc\n")
     await c.write(f"{L}/{sid}/ctl", f"xsplice {src[0]} {dst[0]}\n")
     got = (await c.read(f"{L}/{sid}/{dst[0]}/stdio")).decode()
-    local = subprocess.run("date | wc", shell=True, capture_output=True, text=True).stdout
-    assert got.split() == local.split()
+    assert got.split() == date_wc()
     await c.write(f"{L}/{sid}/ctl", "close\n")
     await c.close()
 

@@ -12,7 +12,7 @@ import pytest
 from brasil.ninep.client import Client, dont_touch
 from brasil.ninep.constants import ORDWR, OWRITE
 from brasil.ninep.errors import NinepError
-from fixtures import node_daemon, wait_for
+from fixtures import date_wc, node_daemon, status_rows, wait_for
 
 L = "csrv/local"
 
@@ -52,8 +52,7 @@ async def test_paper_example_2_xsplice_is_date_piped_into_wc(node):
     await c.write(f"{L}/{sid}/1/ctl", "exec wc\n")
     await ctl(c, sid, "xsplice 0 1")
     got = (await c.read(f"{L}/{sid}/1/stdio")).decode()
-    local = subprocess.run("date | wc", shell=True, capture_output=True, text=True).stdout
-    assert got.split() == local.split()
+    assert got.split() == date_wc()
 
 
 async def test_every_process_knows_its_node_session_and_sub(node):
@@ -219,7 +218,7 @@ async def test_status_and_ctl_describe_the_session(node):
     await ctl(c, sid, "res 2")
     await ctl(c, sid, "exec true")
     await c.read(f"{L}/{sid}/wait")
-    rows = [ln.split() for ln in (await c.read(f"{L}/{sid}/status")).decode().splitlines()]
+    rows = await status_rows(c, sid)
     assert [(r[0], r[1], r[3], r[5]) for r in rows] == [("0", "n0", "exited", "0"),
                                                            ("1", "n0", "exited", "0")]
     assert (await c.read(f"{L}/{sid}/ctl")).decode().startswith(f"session {sid} done subs 2")

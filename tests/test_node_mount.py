@@ -7,11 +7,10 @@ processes, so file I/O on the mount never blocks the loop that must answer it.
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
-from fixtures import daemon
+from fixtures import daemon, date_wc
 from test_mount import CLI, mounted, run, sh, unmount
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="FUSE is not available")
@@ -54,8 +53,7 @@ async def test_paper_example_2_through_the_mount(local):
     """
     rc, out, err = await sh(script)
     assert rc == 0, err
-    local_wc = subprocess.run("date | wc", shell=True, capture_output=True, text=True).stdout
-    assert out.split() == local_wc.split()
+    assert out.split() == date_wc()
 
 
 async def test_writing_a_file_into_a_session_broadcasts_it(local, tmp_path):

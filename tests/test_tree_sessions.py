@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 
 import pytest
 
 from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
-from fixtures import daemon, wait_for
+from fixtures import daemon, date_wc, status_rows, wait_for
 
 L = "csrv/local"
 
@@ -47,7 +46,7 @@ async def test_res_spans_the_tree_and_every_process_knows_its_node(tmp_path):
         sid = await session(c, ["res 8", "exec echo $BRASIL_NODE"])
         out = sorted((await c.read(f"{L}/{sid}/stdio")).decode().split())
         assert out == sorted(["root", "root", "a", "a", "b", "b", "b.1", "b.1"])
-        status = [ln.split() for ln in (await c.read(f"{L}/{sid}/status")).decode().splitlines()]
+        status = await status_rows(c, sid)
         assert [int(r[0]) for r in status] == list(range(8))
         assert sorted(r[1] for r in status) == sorted(["root"] * 2 + ["a"] * 2 + ["b"] * 2 + ["b.1"] * 2)
         assert all(r[3] == "exited" and r[5] == "0" for r in status)
@@ -71,7 +70,7 @@ async def test_more_than_the_tree_holds_fails_and_releases_everything(tmp_path):
 async def test_remote_sub_sessions_work_like_local_ones(tmp_path):
     async with small_tree(str(tmp_path)) as (nodes, c):
         sid = await session(c, ["res 4"])
-        rows = [ln.split() for ln in (await c.read(f"{L}/{sid}/status")).decode().splitlines()]
+        rows = await status_rows(c, sid)
         remote = next(int(r[0]) for r in rows if r[1] != "root")
         await c.write(f"{L}/{sid}/{remote}/ctl", "exec echo direct from $BRASIL_NODE\n")
         out = (await c.read(f"{L}/{sid}/{remote}/stdio")).decode()
@@ -81,15 +80,14 @@ async def test_remote_sub_sessions_work_like_local_ones(tmp_path):
 async def test_xsplice_between_sub_sessions_on_different_nodes(tmp_path):
     async with small_tree(str(tmp_path)) as (nodes, c):
         sid = await session(c, ["res 8"])
-        rows = [ln.split() for ln in (await c.read(f"{L}/{sid}/status")).decode().splitlines()]
+        rows = await status_rows(c, sid)
         src = next(int(r[0]) for r in rows if r[1] == "a")
         dst = next(int(r[0]) for r in rows if r[1] == "b.1")
         await c.write(f"{L}/{sid}/{src}/ctl", "exec date\n")
         await c.write(f"{L}/{sid}/{dst}/ctl", "exec wc\n")
         await c.write(f"{L}/{sid}/ctl", f"xsplice {src} {dst}\n")
         got = (await c.read(f"{L}/{sid}/{dst}/stdio")).decode()
-        local = subprocess.run("date | wc", shell=True, capture_output=True, text=True).stdout
-        assert got.split() == local.split()
+        assert got.split() == date_wc()
         # The bytes went from a straight to b.1's data endpoint, not through the root.
         addr = str(nodes["b.1"].node.cut_through.address)
         assert f"direct to {addr}" in (await c.read(f"{L}/{sid}/ctl")).decode()
@@ -99,7 +97,7 @@ async def test_xsplice_between_sub_sessions_on_different_nodes(tmp_path):
 async def test_without_a_direct_path_a_splice_goes_through_the_tree(tmp_path):
     async with small_tree(str(tmp_path)) as (nodes, c):
         sid = await session(c, ["res 8"])
-        rows = [ln.split() for ln in (await c.read(f"{L}/{sid}/status")).decode().splitlines()]
+        rows = await status_rows(c, sid)
         src = next(int(r[0]) for r in rows if r[1] == "a")
         dst = next(int(r[0]) for r in rows if r[1] == "b.1")
         nodes["b.1"].data.close()  # b.1's data endpoint is unreachable now
