@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 
-from ..ninep.auth import SecretError, load_secret
+from ..ninep.auth import load_secret
 from ..tree.daemon import Daemon
 from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socket_path, \
     parse_address
@@ -87,12 +87,7 @@ async def serve(args: argparse.Namespace) -> int:
         node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout)
     except (NotADirectoryError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
-    secret = None
-    if args.secret_file:
-        try:
-            secret = load_secret(args.secret_file)
-        except SecretError as e:
-            raise UsageError(str(e)) from None
+    secret = load_secret(args.secret_file) if args.secret_file else None  # errors: cli/errors.py
     parent = None
     if args.parent:
         try:
