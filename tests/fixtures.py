@@ -6,11 +6,21 @@ import asyncio
 import contextlib
 from typing import AsyncIterator
 
-from brasil.ninep.server import Server
-from brasil.ninep.synthetic import (CommandTable, CtlFile, DynamicDir, Entry, GeneratedFile, Handle, Node,
-                                    StaticFile, Stream, StreamFile, TableDir)
-from brasil.ninep.transport import Address, bound_addresses
+from brasil.ninep.ctl import CommandTable, CtlFile
 from brasil.ninep.errors import Eexist, NinepError
+from brasil.ninep.server import Server
+from brasil.ninep.stream import Stream
+from brasil.ninep.synthetic import (
+    DynamicDir,
+    Entry,
+    GeneratedFile,
+    Handle,
+    Node,
+    StaticFile,
+    StreamFile,
+    TableDir,
+)
+from brasil.ninep.transport import Address, bound_addresses
 
 
 class Scratch(DynamicDir):

@@ -14,7 +14,8 @@ from brasil.ninep.client import Client
 from brasil.ninep.constants import ORDWR
 from brasil.ninep.errors import NinepError
 from brasil.ninep.messages import Tread
-from brasil.ninep.synthetic import Entry, GeneratedFile, Stream, StreamFile, TableDir
+from brasil.ninep.stream import Stream
+from brasil.ninep.synthetic import Entry, GeneratedFile, StreamFile, TableDir
 from brasil.ninep.transport import Address
 from fixtures import FixtureTree, serving, wait_for
 

@@ -16,7 +16,7 @@ import subprocess
 from typing import Any, Callable
 
 from ..ninep.errors import NinepError
-from ..ninep.synthetic import Stream
+from ..ninep.stream import Stream
 
 log = logging.getLogger("brasil.exec")
 

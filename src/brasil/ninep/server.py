@@ -22,18 +22,77 @@ import logging
 from typing import Any, Awaitable, Callable, Protocol
 
 from . import text
-from .constants import (IOHDRSZ, MIN_MSIZE, NOFID, OEXEC, ORCLOSE, ORDWR, OTRUNC, OWRITE,
-                        VERSION, VERSION_U, VERSION_UNKNOWN)
-from .errors import (Ebadfid, Ebadmode, Ebadname, Ebadoffset, Ecount, Efidinuse, Einternal, Eisdir,
-                     Enoauth, Enotattached, Enotdir, Enotopen, Eopen, Eperm, Etoomanyfids,
-                     Etoomanyreqs, Ewalknodir, Ewalkopen, Eauth, NinepError, ProtocolError,
-                     RemoteProtocolError)
+from .constants import (
+    IOHDRSZ,
+    MIN_MSIZE,
+    NOFID,
+    OEXEC,
+    ORCLOSE,
+    ORDWR,
+    OTRUNC,
+    OWRITE,
+    VERSION,
+    VERSION_U,
+    VERSION_UNKNOWN,
+)
+from .errors import (
+    Eauth,
+    Ebadfid,
+    Ebadmode,
+    Ebadname,
+    Ebadoffset,
+    Ecount,
+    Efidinuse,
+    Einternal,
+    Eisdir,
+    Enoauth,
+    Enotattached,
+    Enotdir,
+    Enotopen,
+    Eopen,
+    Eperm,
+    Etoomanyfids,
+    Etoomanyreqs,
+    Ewalknodir,
+    Ewalkopen,
+    NinepError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from .framing import FrameReader
-from .messages import (Message, Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Ropen, Rread,
-                       Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, Tattach, Tauth, Tclunk,
-                       Tcreate, Tflush, Topen, Tread, Tremove, Tstat, Tversion, Twalk, Twrite,
-                       Twstat, encode)
-from .synthetic import Dir, Handle, Node, is_awaitable
+from .maybe import is_awaitable
+from .messages import (
+    Message,
+    Rattach,
+    Rauth,
+    Rclunk,
+    Rcreate,
+    Rerror,
+    Rflush,
+    Ropen,
+    Rread,
+    Rremove,
+    Rstat,
+    Rversion,
+    Rwalk,
+    Rwrite,
+    Rwstat,
+    Tattach,
+    Tauth,
+    Tclunk,
+    Tcreate,
+    Tflush,
+    Topen,
+    Tread,
+    Tremove,
+    Tstat,
+    Tversion,
+    Twalk,
+    Twrite,
+    Twstat,
+    encode,
+)
+from .synthetic import Dir, Handle, Node
 from .transport import Address, listen, set_nodelay
 from .wire import write_stat
 

@@ -7,31 +7,25 @@ methods. A method returns its answer directly, or an awaitable when the answer m
 read with no data yet) — the server runs only those as tasks, so the common case stays fast.
 
 Kinds: :class:`StaticFile` (fixed text), :class:`GeneratedFile` (text made on open, snapshotted
-per open so offsets are consistent), :class:`CtlFile` (writes are commands dispatched through a
-:class:`CommandTable`; reads give one line of state), :class:`StreamFile` (blocking reads over a
-bounded :class:`Stream`, end of file, back-pressure on writers), :class:`TableDir` (children from a
-table of :class:`Entry`) and :class:`DynamicDir` (children added and removed at run time, like
-sessions). Qid paths come from one counter: unique for the server's life, stable for each object.
+per open so offsets are consistent), :class:`StreamFile` (blocking reads over a bounded
+:class:`~brasil.ninep.stream.Stream`, end of file, back-pressure on writers), :class:`TableDir`
+(children from a table of :class:`Entry`) and :class:`DynamicDir` (children added and removed at
+run time, like sessions); ctl files are in ``ctl.py``. Qid paths come from one counter: unique for
+the server's life, stable for each object.
 """
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import itertools
-import shlex
 import time
-from collections import deque
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, ClassVar, Iterable, NamedTuple, TypeVar, Union
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple
 
 from .constants import DMDIR, QTDIR
-from .errors import (Eexist, Enocreate, Enoremove, Enotfound, Enowstat, Eperm, Ehungup,
-                     NinepError)
+from .errors import Eexist, Enocreate, Enoremove, Enotfound, Enowstat, Eperm, NinepError
+from .maybe import Maybe, is_awaitable
+from .stream import Stream
 from .wire import Qid, Stat
-
-T = TypeVar("T")
-Maybe = Union[T, Awaitable[T]]  # a value now, or an awaitable when the answer has to wait
 
 OWNER = getpass.getuser()
 _paths = itertools.count(1)
@@ -39,11 +33,6 @@ _paths = itertools.count(1)
 
 def new_qid_path() -> int:
     return next(_paths)
-
-
-def is_awaitable(x: object) -> bool:
-    """Cheaper than inspect.isawaitable on the hot path: bytes and ints have no __await__."""
-    return hasattr(type(x), "__await__")
 
 
 class Node:
@@ -164,238 +153,6 @@ class GeneratedFile(Node):
 
     async def _open_later(self, pending: Any) -> Handle:
         return BytesHandle(self, _b(await pending))
-
-
-# ---- ctl files ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    usage: str
-    min_args: int
-    max_args: int | None
-    raw: bool  # one argument: the rest of the line, as typed (for exec)
-    run: Callable[..., Any]
-
-
-class CommandTable:
-    """Commands of a ctl file, by verb. Errors quote the bad command and say what is expected."""
-
-    def __init__(self) -> None:
-        self.commands: dict[str, Command] = {}
-
-    def command(self, usage: str, *, args: tuple[int, int | None] | None = None,
-                raw: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register ``fn(owner, args)``; ``usage`` is e.g. ``"res N [os [arch]]"``."""
-        words = usage.split()
-        name = words[0]
-        if args is None:
-            required = sum(1 for w in words[1:] if not w.startswith("["))
-            optional = sum(1 for w in words[1:] if w.startswith("["))
-            args = (required, None if "…" in usage or "..." in usage else required + optional)
-
-        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self.commands[name] = Command(name, usage, args[0], args[1], raw, fn)
-            return fn
-        return register
-
-    def expected(self) -> str:
-        return "; ".join(c.usage for c in self.commands.values())
-
-    def parse(self, line: str) -> tuple[Command, list[str]]:
-        verb, _, rest = line.strip().partition(" ")
-        cmd = self.commands.get(verb)
-        if cmd is None:
-            raise NinepError(f'unknown command "{line.strip()}"; expected one of: {self.expected()}')
-        if cmd.raw:
-            args = [rest.strip()] if rest.strip() else []
-        else:
-            try:
-                args = shlex.split(rest)
-            except ValueError as e:
-                raise NinepError(f'bad quoting in command "{line.strip()}": {e}') from None
-        if len(args) < cmd.min_args or (cmd.max_args is not None and len(args) > cmd.max_args):
-            raise NinepError(f'bad # args to command "{line.strip()}"; usage: {cmd.usage}')
-        return cmd, args
-
-
-class CtlFile(Node):
-    """Writes are commands (one per line); reads give one line of state (:meth:`state`)."""
-
-    commands: ClassVar[CommandTable] = CommandTable()
-
-    def __init__(self, name: str = "", mode: int = 0o600) -> None:
-        super().__init__(name, mode)
-
-    def state(self) -> str:
-        return ""
-
-    def open(self, mode: int) -> Handle:
-        return CtlHandle(self)
-
-    def execute(self, line: str) -> Maybe[None]:
-        cmd, args = self.commands.parse(line)
-        return cmd.run(self, args)  # type: ignore[no-any-return]
-
-
-class CtlHandle(Handle):
-    node: CtlFile
-
-    def __init__(self, node: CtlFile) -> None:
-        super().__init__(node)
-        self._snapshot: bytes | None = None
-
-    def read(self, offset: int, count: int) -> bytes:
-        if offset == 0 or self._snapshot is None:
-            state = self.node.state()
-            self._snapshot = _b(state + ("\n" if state and not state.endswith("\n") else ""))
-        return self._snapshot[offset:offset + count]
-
-    def write(self, offset: int, data: bytes) -> Maybe[int]:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise NinepError("ctl commands must be UTF-8 text") from None
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        if not lines:
-            return len(data)
-        return self._run(lines, 0, len(data))
-
-    def _run(self, lines: list[str], i: int, n: int) -> Maybe[int]:
-        while i < len(lines):
-            r = self.node.execute(lines[i])
-            i += 1
-            if is_awaitable(r):
-                return self._finish(r, lines, i, n)
-        return n
-
-    async def _finish(self, pending: Any, lines: list[str], i: int, n: int) -> int:
-        await pending
-        r = self._run(lines, i, n)
-        return await r if is_awaitable(r) else r  # type: ignore[misc]
-
-
-# ---- streams ----------------------------------------------------------------------------------------
-
-class Stream:
-    """A bounded byte pipe: readers wait for data, writers wait for room, end of file once closed.
-
-    Writes are never dropped or split: a write is accepted whole once the buffer is below its
-    limit, so the buffer holds at most ``limit`` plus one write.
-    """
-
-    def __init__(self, limit: int = 256 * 1024) -> None:
-        self.limit = limit
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self.eof = False  # no more data will be written
-        self.broken = False  # the reading side is gone: writes fail
-        self._readers: list[asyncio.Future[None]] = []
-        self._writers: list[asyncio.Future[None]] = []
-        self._drained: list[Callable[[], None]] = []
-
-    def __len__(self) -> int:
-        return self._size
-
-    @staticmethod
-    def _wake(waiters: list[asyncio.Future[None]]) -> None:
-        for f in waiters:
-            if not f.done():
-                f.set_result(None)
-        waiters.clear()
-
-    def read_nowait(self, count: int) -> bytes | None:
-        """Up to ``count`` bytes; b"" at end of file; None when a reader would have to wait."""
-        if self._size:
-            first = self._chunks[0]
-            if len(first) <= count:
-                self._chunks.popleft()
-                out = first
-                while self._chunks and len(out) + len(self._chunks[0]) <= count:
-                    out += self._chunks.popleft()
-            else:
-                out, self._chunks[0] = first[:count], first[count:]
-            self._size -= len(out)
-            if self._size < self.limit:
-                if self._writers:
-                    self._wake(self._writers)
-                if self._drained:
-                    callbacks, self._drained = self._drained, []
-                    for cb in callbacks:
-                        cb()
-            return out
-        if self.eof or self.broken:
-            return b""
-        return None
-
-    def read(self, count: int) -> Maybe[bytes]:
-        r = self.read_nowait(count)
-        return r if r is not None else self._read_wait(count)
-
-    async def _read_wait(self, count: int) -> bytes:
-        while True:
-            r = self.read_nowait(count)
-            if r is not None:
-                return r
-            f = asyncio.get_running_loop().create_future()
-            self._readers.append(f)
-            await f
-
-    def write_nowait(self, data: bytes) -> bool:
-        if self.eof or self.broken:
-            raise NinepError(*Ehungup)
-        if self._size >= self.limit:
-            return False
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
-            self._wake(self._readers)
-        return True
-
-    def write(self, data: bytes) -> Maybe[int]:
-        return len(data) if self.write_nowait(data) else self._write_wait(data)
-
-    async def _write_wait(self, data: bytes) -> int:
-        while not self.write_nowait(data):
-            f = asyncio.get_running_loop().create_future()
-            self._writers.append(f)
-            await f
-        return len(data)
-
-    def feed(self, data: bytes) -> bool:
-        """Accept ``data`` whatever the fill (for producers that pause instead of waiting, like a
-        pipe transport); returns False when the producer should pause until :meth:`on_drain`."""
-        if self.broken:
-            return True  # nobody will ever read it: swallow, do not stall the producer
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
-            self._wake(self._readers)
-        return self._size < self.limit
-
-    def on_drain(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once, when the buffer next drops below its limit."""
-        if self._size < self.limit or self.broken:
-            callback()
-        else:
-            self._drained.append(callback)
-
-    def close(self) -> None:
-        """End of file for readers once they have drained what is buffered."""
-        self.eof = True
-        self._wake(self._readers)
-        self._wake(self._writers)
-
-    def break_(self) -> None:
-        """The reading side is gone: pending and future writes fail, buffered data is dropped."""
-        self.broken = True
-        self._chunks.clear()
-        self._size = 0
-        self._wake(self._writers)
-        self._wake(self._readers)
-        callbacks, self._drained = self._drained, []
-        for cb in callbacks:
-            cb()
 
 
 class StreamFile(Node):

@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 import os
 import platform
 import shlex
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
 from ..exec import nsexec
 from ..ninep.errors import NinepError
-from ..ninep.synthetic import (BytesHandle, DynamicDir, Entry, GeneratedFile, Handle, Node as File,
-                               StaticFile, TableDir, is_awaitable)
+from ..ninep.maybe import is_awaitable
+from ..ninep.synthetic import (
+    BytesHandle,
+    DynamicDir,
+    Entry,
+    GeneratedFile,
+    Handle,
+    StaticFile,
+    TableDir,
+)
+from ..ninep.synthetic import Node as File
 from .exportfs import Export, ExportDir
 from .session import Session
 from .session_files import SessionDir, env_file, ns_file

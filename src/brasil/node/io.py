@@ -17,7 +17,8 @@ from typing import Awaitable, Callable, Protocol, Sequence
 
 from ..exec.records import Reassembler, Splitter
 from ..ninep.errors import NinepError
-from ..ninep.synthetic import Maybe, Stream, is_awaitable
+from ..ninep.maybe import Maybe, is_awaitable
+from ..ninep.stream import Stream
 
 log = logging.getLogger("brasil.session")
 

@@ -11,9 +11,10 @@ from typing import Any, Awaitable, Callable
 
 from ..exec.records import parse_rs
 from ..ninep.constants import OTRUNC
+from ..ninep.ctl import CommandTable, CtlFile, CtlHandle
 from ..ninep.errors import Enotfound, NinepError
-from ..ninep.synthetic import (BytesHandle, CommandTable, CtlFile, CtlHandle, Dir, DynamicDir,
-                               Entry, GeneratedFile, Handle, Maybe, Node, is_awaitable)
+from ..ninep.maybe import Maybe, is_awaitable
+from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node
 from .io import READ, Output
 from .session import ENV_KEY, Session
 

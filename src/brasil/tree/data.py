@@ -20,7 +20,7 @@ import struct
 from typing import Any, Callable
 
 from ..ninep.errors import NinepError
-from ..ninep.synthetic import is_awaitable
+from ..ninep.maybe import is_awaitable
 from ..ninep.transport import Address, open_stream, parse_address, serve_streams
 from ..node.io import Output, Sink
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..ninep.auth import client_auth
 from ..ninep.client import Client
+from ..ninep.ctl import CommandTable, CtlFile
 from ..ninep.errors import NinepError
 from ..ninep.server import current_connection
-from ..ninep.synthetic import CommandTable, CtlFile
 from .remote import RemoteDir, mount
 
 if TYPE_CHECKING:
