@@ -159,6 +159,8 @@ class Session:
         self.state = lifecycle.step(lifecycle.SESSION, self.state, "exec", f"session {self.path}")
         self.args = cmd
         busy = [leaf.path for leaf in self.leaves() if leaf.state == "running"]
+        busy += [f"{g.first}-{g.first + g.count - 1} on {g.neighbor}" for g in self.groups
+                 if g.running]
         if busy:
             self.state = "done" if self.all_done() else "running"
             raise NinepError(f"exec: sub-session(s) {', '.join(busy)} still running; "
