@@ -69,3 +69,15 @@ async def test_create_write_remove_through_the_proxy(proxied):
     assert await c.read("a/tmp/note") == b"remote ink\n"
     await c.remove("a/tmp/note")
     assert [s.name for s in await c.ls("a/tmp")] == []
+
+
+async def test_dotdot_after_a_multi_name_remote_walk_can_walk_down_again(proxied):
+    tree, c = proxied
+    await c.create("a/tmp/sub", 0x80000000 | 0o755, 0)
+    async with await c.create("a/tmp/note", 0o644, ORDWR) as f:
+        await f.write(b"found again\n")
+    # "tmp/sub" goes to A in one Twalk; ".." comes back to "tmp" here; "note" must go on from it.
+    assert await c.read("a/tmp/sub/../note") == b"found again\n"
+    assert sorted(s.name for s in await c.ls("a/tmp/sub/..")) == ["note", "sub"]
+    st = await c.stat("a/tmp/sub/..")
+    assert st.mode & 0x80000000

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, MAXWELEM, QTDIR
-from ..ninep.errors import NinepError
+from ..ninep.errors import Enotfound, NinepError
+from ..ninep.maybe import is_awaitable
 from ..ninep.messages import Tclunk, Tcreate, Topen, Tread, Tremove, Tstat, Twalk, Twrite, Twstat
 from ..ninep.synthetic import Dir, Handle, Node
 from ..ninep.wire import Qid, Stat, read_stat
@@ -145,7 +146,7 @@ class RemoteDir(_RemoteNode, Dir):
         node = make_node(self.remote, newfid, qids[-1], names[-1])
         parent: Dir = self
         for i in range(len(names) - 1):  # intermediate directories, for '..' from the end
-            parent = _Waypoint(self.remote, qids[i], names[i], parent)
+            parent = _Waypoint(self, names[:i + 1], qids[i], parent)
         node.parent = parent
         return qids, node
 
@@ -195,12 +196,52 @@ class RemoteDir(_RemoteNode, Dir):
 
 
 class _Waypoint(Dir):
-    """A directory passed through in a multi-name remote walk; only '..' ever reaches it."""
+    """A directory a multi-name remote walk passed through without a fid of its own. Reached
+    again by '..', it gets one (walking from where the walk began) the first time it is used."""
 
-    def __init__(self, remote: Remote, qid: Qid, name: str, parent: Dir) -> None:
-        super().__init__(name, 0o777)  # the remote side checks permissions
+    def __init__(self, base: RemoteDir, names: list[str], qid: Qid, parent: Dir) -> None:
+        super().__init__(names[-1], 0o777)  # the remote side checks permissions
+        self.base, self.names = base, names
         self.qid = qid
         self.parent = parent
+        self._real: Node | None = None
+
+    async def resolve(self) -> RemoteDir:
+        if self._real is None:
+            _, node = await self.base.walk_path(self.names)
+            if not isinstance(node, RemoteDir):
+                raise NinepError(f"{'/'.join(self.names)}: {Enotfound[0]}", Enotfound[1])
+            node.parent = self.parent
+            self._real = node
+        return self._real  # type: ignore[return-value]
+
+    async def walk_path(self, names: list[str]) -> tuple[list[Qid], Node | None]:
+        qids, node = await (await self.resolve()).walk_path(names)
+        if node is not None and node.parent is self._real:
+            node.parent = self
+        return qids, node
+
+    def walk(self, name: str) -> Any:
+        return self._walk1(name)
+
+    async def _walk1(self, name: str) -> Node:
+        _, node = await self.walk_path([name])
+        if node is None:
+            raise NinepError(*Enotfound)
+        return node
+
+    def children(self) -> Any:
+        return self._delegate("children")
+
+    def stat(self) -> Any:
+        return self._delegate("stat")
+
+    def open(self, mode: int) -> Any:
+        return self._delegate("open", mode)
+
+    async def _delegate(self, what: str, *args: Any) -> Any:
+        r = getattr(await self.resolve(), what)(*args)
+        return await r if is_awaitable(r) else r
 
 
 class Listed(Node):
