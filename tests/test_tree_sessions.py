@@ -170,3 +170,13 @@ async def test_when_the_node_that_asked_dies_its_sessions_below_end(tmp_path):
         await wait_for(lambda: not a.node.sessions and len(a.node.free) == 2, timeout=10)
         await wait_for(lambda: all(p.exited.done() for p in procs), timeout=10)
         assert sid == "0"
+
+
+async def test_kill_reaches_sub_sessions_on_every_node(tmp_path):
+    async with small_tree(str(tmp_path)) as (nodes, c):
+        sid = await session(c, ["res 8", "exec sleep 60"])
+        await c.write(f"{L}/{sid}/ctl", "kill\n")
+        wait = (await asyncio.wait_for(c.read(f"{L}/{sid}/wait"), 30)).decode().splitlines()
+        assert wait == [f"{i} 143" for i in range(8)]  # 128 + SIGTERM, here and elsewhere
+        rows = await status_rows(c, sid)
+        assert {r[3] for r in rows} == {"killed"} and len({r[1] for r in rows}) == 4
