@@ -10,6 +10,7 @@ while serving locally all along.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,7 @@ class ParentLink:
             conn_box: list[Connection] = []
             try:
                 up = await self._connect()
-                up.on_lost.append(lambda: mark("connection to the parent lost"))
+                up.on_lost.append(functools.partial(mark, "connection to the parent lost"))
                 parent = await mount(up, "csrv", "parent", "parent")
                 reverse = await self._connect()
                 fid, _ = await reverse.walk("csrv/local/join")
@@ -71,7 +72,7 @@ class ParentLink:
                     conn = self.daemon.server.protocol(self.daemon.server.authenticator)
                     transport.set_protocol(conn)
                     conn.connection_made(transport)
-                    conn.on_lost.append(lambda: mark("parent's connection to us lost"))
+                    conn.on_lost.append(functools.partial(mark, "parent's connection to us lost"))
                     if rest:
                         conn.data_received(rest)
                     conn_box.append(conn)
@@ -84,8 +85,10 @@ class ParentLink:
                 backoff = 0.2
                 log.info("joined the tree under %s as %s", self.address, name)
                 beat = asyncio.ensure_future(self._heartbeat(up, mark))
-                why = await lost
-                beat.cancel()
+                try:
+                    why = await lost
+                finally:
+                    beat.cancel()
                 log.warning("parent %s: %s; serving locally, will rejoin", self.address, why)
             except (NinepError, ConnectionError, OSError, asyncio.TimeoutError) as e:
                 log.warning("cannot join parent %s: %s (retrying in %.1fs)", self.address, e, backoff)
