@@ -57,7 +57,7 @@ from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
 
-from common import CORES, BenchError, busy_cpu, check_stdio, print_py_spy, vm_rss, xargs
+from common import CORES, TICK, BenchError, busy_cpu, check_stdio, print_py_spy, vm_rss, xargs
 from common import proc_cpu as _proc_cpu
 
 BENCH = Path(__file__).resolve().parent
@@ -197,29 +197,31 @@ async def one_res(c: Client, tree: Tree, n: int) -> dict[str, float]:
     sid = (await c.read("csrv/local/clone")).decode().strip()
     ctl = await c.open(f"csrv/local/{sid}/ctl", OWRITE)
     try:
+        cpu0 = sum(sum(proc_cpu(pid)) for pid in tree.pids.values())
         t0 = time.perf_counter()
         await ctl.write(f"res {n}\n")
         t = time.perf_counter() - t0
+        cpu = sum(sum(proc_cpu(pid)) for pid in tree.pids.values()) - cpu0
         nodes, deepest = await holders(c)
         await ctl.write("close\n")
     finally:
         await ctl.close()
     release = await wait_free(c, tree)
-    return {"res": t, "nodes": nodes, "depth": deepest, "release": release}
+    return {"res": t, "nodes": nodes, "depth": deepest, "release": release, "cpu": cpu}
 
 
 async def res_part(c: Client, tree: Tree, sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
     for n in sizes:  # warm up: first remote sessions, mounts, lazy imports everywhere
         await one_res(c, tree, n)
     samples: dict[int, dict[str, list[float]]] = {n: {"res": [], "nodes": [], "depth": [],
-                                                      "release": []} for n in sizes}
+                                                      "release": [], "cpu": []} for n in sizes}
     for r in range(repeats):
         for n in (sizes if r % 2 == 0 else sizes[::-1]):
             for k, v in (await one_res(c, tree, n)).items():
                 samples[n][k].append(v)
     points = {n: {"res": statistics.median(s["res"]), "nodes": max(s["nodes"]),
                   "depth": max(s["depth"]), "release": statistics.median(s["release"]),
-                  "samples": s} for n, s in samples.items()}
+                  "cpu": statistics.median(s["cpu"]), "samples": s} for n, s in samples.items()}
     top, low = max(sizes), min(sizes)
     same = min(n for n in sizes if points[n]["depth"] == points[top]["depth"])
     return {"points": points, "ratio_max_over_1": points[top]["res"] / points[low]["res"],
@@ -352,9 +354,16 @@ def report(tree: Tree, cfg: dict[str, Any], r: dict[str, Any]) -> list[str]:
     print(f"\n(a) res N: write of 'res N' to a fresh session's ctl until it returns "
           f"(median of {cfg['res_repeats']});\n    then close, and wait until the root's status "
           f"shows all slots free ('release')")
-    print(f"{'N':>6} {'res ms':>9} {'nodes':>6} {'depth':>6} {'release ms':>11}")
+    print("    daemon CPU: all daemons' CPU time during the res (from /proc; clock ticks of "
+          f"{1000 / TICK:.0f} ms),\n    per node: that divided by the nodes holding slots")
+    print(f"{'N':>6} {'res ms':>9} {'nodes':>6} {'depth':>6} {'release ms':>11} "
+          f"{'daemon CPU ms':>14} {'per node ms':>12} {'cores busy':>11}")
     for n, p in a["points"].items():
-        print(f"{n:>6} {ms(p['res']):>9} {p['nodes']:>6} {p['depth']:>6} {ms(p['release']):>11}")
+        busy = p["cpu"] / p["res"] if p["res"] else 0.0
+        print(f"{n:>6} {ms(p['res']):>9} {p['nodes']:>6} {p['depth']:>6} {ms(p['release']):>11} "
+              f"{ms(p['cpu']):>14} {ms(p['cpu'] / max(1, p['nodes'])):>12} {busy:>11.2f}")
+    print("    (when 'cores busy' reaches the machine's cores, the daemons queue for CPU: wall time\n"
+          "     then grows with how many take part, not with the depth of the tree)")
     top = max(cfg["sizes"])
     print(f"t({top})/t({min(cfg['sizes'])}) = {a['ratio_max_over_1']:.1f}   "
           f"t({top})/t({a['same_depth_n']}) = {a['flat_ratio']:.2f} (both reach depth "
