@@ -314,7 +314,7 @@ class Client:
             return newfid, qid
         except BaseException:
             if held:  # the server has it: clunk it, which frees it here too, once answered
-                File(self, newfid, Qid(0, 0, 0), 0, "").forget()
+                self.clunk_later(newfid)
             else:
                 self.free_fid(newfid)
             raise
@@ -335,6 +335,22 @@ class Client:
             return e
         finally:
             await self._quiet_clunk(fid)
+
+    def clunk_later(self, fid: int) -> None:
+        """Clunk without waiting for the answer; the fid is reusable once the server has it back
+        (a failed clunk frees the fid on the server too)."""
+        if self._closed is not None:
+            self.free_fid(fid)
+            return
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled():
+                f.exception()
+            self.free_fid(fid)
+        try:
+            asyncio.ensure_future(self.rpc(Tclunk, fid)).add_done_callback(done)
+        except RuntimeError:  # no running loop: the process is ending
+            pass
 
     async def clunk(self, fid: int) -> None:
         try:
@@ -474,16 +490,7 @@ class File:
         """Close without waiting for the server's answer (nothing the caller needs is in it)."""
         if not self.closed:
             self.closed = True
-            client, fid = self.client, self.fid
-
-            def done(f: asyncio.Future[Any]) -> None:
-                if not f.cancelled():
-                    f.exception()  # seen: a failed clunk still frees the fid on the server
-                client.free_fid(fid)
-            try:
-                asyncio.ensure_future(client.rpc(Tclunk, fid)).add_done_callback(done)
-            except ConnectionError:
-                client.free_fid(fid)
+            self.client.clunk_later(self.fid)
 
     async def __aenter__(self) -> File:
         return self

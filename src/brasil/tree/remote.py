@@ -7,7 +7,6 @@ a stat of its own so that listing ``/csrv`` never waits on a remote daemon.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from typing import Any
@@ -33,14 +32,8 @@ class Remote:
 
     def release(self, fid: int) -> None:
         """Clunk without waiting for the answer (a dropped node must not block anybody)."""
-        if self.lost or self.client.closed:
-            return
-        try:
-            fut = asyncio.ensure_future(self.client.rpc(Tclunk, fid))
-        except RuntimeError:  # no running loop: the process is ending
-            return
-        fut.add_done_callback(lambda f: (f.exception() if not f.cancelled() else None,
-                                         self.client.free_fid(fid)))
+        if not self.lost:
+            self.client.clunk_later(fid)
 
     async def call(self, cls: type, *args: Any) -> Any:
         try:
