@@ -611,32 +611,24 @@ class Connection(asyncio.Protocol):
     def _read_dir(self, m: Tread, f: Fid, count: int) -> Any:
         if m.offset == 0:
             kids = f.node.children()  # type: ignore[attr-defined]
-            if is_awaitable(kids):
-                return self._read_dir_async(m, f, count, kids)
-            self._snapshot_dir(f, kids)
+            stats = None if is_awaitable(kids) else [k.stat() for k in kids]
+            if stats is None or any(is_awaitable(st) for st in stats):
+                return self._read_dir_async(m, f, count, kids, stats)
+            self._snapshot_dir(f, stats)
         elif m.offset != f.dir_offset:
             raise NinepError(*Ebadoffset)
         return self._pack_dir(m, f, count)
 
-    async def _read_dir_async(self, m: Tread, f: Fid, count: int, pending: Any) -> Rread:
-        kids = await pending
-        stats = []
-        for k in kids:
-            st = k.stat()
-            stats.append(await st if is_awaitable(st) else st)
-        f.dir_entries = [write_stat(s, self.dotu) for s in stats]
-        f.dir_index = f.dir_offset = 0
+    async def _read_dir_async(self, m: Tread, f: Fid, count: int, kids: Any,
+                              stats: list[Any] | None) -> Rread:
+        """A directory whose listing or some of whose entries' stats must wait (remote ones)."""
+        if stats is None:
+            stats = [k.stat() for k in await kids]
+        self._snapshot_dir(f, [await st if is_awaitable(st) else st for st in stats])
         return self._pack_dir(m, f, count)
 
-    def _snapshot_dir(self, f: Fid, kids: Any) -> None:
-        entries = []
-        for k in kids:
-            st = k.stat()
-            if is_awaitable(st):  # a remote child: its stat must wait; drop the coroutine
-                st.close()
-                continue
-            entries.append(write_stat(st, self.dotu))
-        f.dir_entries = entries
+    def _snapshot_dir(self, f: Fid, stats: list[Any]) -> None:
+        f.dir_entries = [write_stat(st, self.dotu) for st in stats]
         f.dir_index = f.dir_offset = 0
 
     def _pack_dir(self, m: Tread, f: Fid, count: int) -> Rread:
