@@ -90,9 +90,6 @@ class Process:
         except OSError as e:
             raise NinepError(f"exec: cannot start {argv[0]}: {e.strerror}", e.errno) from None
 
-    async def start(self, argv: list[str], env: dict[str, str], cwd: str | None = None) -> None:
-        await self.attach(self.spawn(argv, env, cwd))
-
     async def attach(self, popen: subprocess.Popen[bytes]) -> None:
         """Take over a spawned child: its pipes feed our streams, its exit is watched."""
         loop = asyncio.get_running_loop()
@@ -165,11 +162,6 @@ class Process:
             pass
         except PermissionError as e:
             log.warning("kill %d: %s", self.pid, e)
-
-    def abandon(self) -> None:
-        """Nobody will read this process's output any more: let it write into the void."""
-        for s in (self.stdout, self.stderr):
-            s.break_()
 
 
 def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None]]) -> list[Any]:

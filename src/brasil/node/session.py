@@ -419,9 +419,6 @@ class Session:
             lines += more
         return "".join(ln + "\n" for ln in lines)
 
-    def status_lines(self) -> list[str]:
-        return [leaf.status_line() for leaf in self.leaves()]
-
     def status_line(self) -> str:
         pid = self.process.pid if self.process else "-"
         status = "-" if self.exit_status is None else str(self.exit_status)
