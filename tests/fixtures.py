@@ -176,6 +176,27 @@ async def node_daemon(tmp: str, *, slots: int = 4, export: str | None = None,
         yield d.node, d.unix
 
 
+@contextlib.asynccontextmanager
+async def small_tree(tmp: str, slots: int = 2, root_slots: int | None = None):  # type: ignore[no-untyped-def]
+    """root with two children, a and b, and b with one child b.1; ``slots`` each."""
+    from brasil.ninep.client import Client
+    async with contextlib.AsyncExitStack() as stack:
+        root = await stack.enter_async_context(
+            daemon(tmp, "root", slots=slots if root_slots is None else root_slots))
+        a = await stack.enter_async_context(daemon(tmp, "a", slots=slots, parent=root.unix))
+        b = await stack.enter_async_context(daemon(tmp, "b", slots=slots, parent=root.unix))
+        b1 = await stack.enter_async_context(daemon(tmp, "b.1", slots=slots, parent=b.unix))
+        await wait_for(lambda: "b.1" in b.children.by_name and b.children.by_name["b.1"].status,
+                       timeout=10)
+        await wait_for(lambda: all(n in root.children.by_name for n in ("a", "b")), timeout=10)
+        await wait_for(lambda: len(root.children.status_lines()) == 3, timeout=10)
+        c = await Client.connect(root.unix)
+        try:
+            yield {"root": root, "a": a, "b": b, "b.1": b1}, c
+        finally:
+            await c.close()
+
+
 def date_wc() -> list[str]:
     """What `date | wc` prints here, as words: what a spliced `date` into `wc` must print."""
     import subprocess

@@ -66,6 +66,7 @@ async def test_a_server_without_the_secret_is_detected_by_the_client():
 def test_secret_files_must_hold_enough_bytes(tmp_path):
     short = tmp_path / "short"
     short.write_text("abc\n")
+    short.chmod(0o600)
     with pytest.raises(SecretError, match="at least 16 bytes"):
         load_secret(str(short))
     good = tmp_path / "good"
@@ -74,3 +75,19 @@ def test_secret_files_must_hold_enough_bytes(tmp_path):
     assert load_secret(str(good)) == SECRET
     with pytest.raises(SecretError, match="No such file"):
         load_secret(str(tmp_path / "missing"))
+
+
+def test_a_secret_others_can_read_or_reach_through_a_link_is_refused(tmp_path):
+    """Issue 7 §1: a secret others can read is theirs too; a link may be someone else's file."""
+    open_ = tmp_path / "open"
+    open_.write_bytes(SECRET + b"\n")
+    open_.chmod(0o644)
+    with pytest.raises(SecretError, match="open to others.*chmod 600"):
+        load_secret(str(open_))
+    good = tmp_path / "good"
+    good.write_bytes(SECRET + b"\n")
+    good.chmod(0o600)
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    with pytest.raises(SecretError, match="symbolic link"):
+        load_secret(str(link))

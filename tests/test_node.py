@@ -60,9 +60,11 @@ async def test_every_process_knows_its_node_session_and_sub(node):
     sid = await new_session(c)
     await ctl(c, sid, "res 2")
     await ctl(c, sid, "env GREETING=hi there")
-    await ctl(c, sid, 'exec echo "$BRASIL_NODE $BRASIL_SESSION $BRASIL_SUB $GREETING"')
+    await ctl(c, sid, 'exec echo "$BRASIL_NODE $BRASIL_SESSION $BRASIL_RANK/$BRASIL_SIZE '
+                      '$BRASIL_SUB $GREETING"')
     lines = sorted((await c.read(f"{L}/{sid}/stdio")).decode().splitlines())
-    assert lines == [f"n0 /csrv/local/{sid}/0 0 hi there", f"n0 /csrv/local/{sid}/1 1 hi there"]
+    assert lines == [f"n0 n0:/csrv/local/{sid} 0/2 0 hi there",
+                     f"n0 n0:/csrv/local/{sid} 1/2 1 hi there"]
 
 
 async def test_input_is_broadcast_to_every_sub_session(node):

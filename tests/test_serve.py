@@ -103,6 +103,7 @@ async def test_with_a_secret_tcp_needs_it_and_the_unix_socket_stays_the_owners(t
     secret.chmod(0o600)
     wrong = tmp_path / "wrong"
     wrong.write_text("some other secret, also long enough\n")
+    wrong.chmod(0o600)
     sock = tmp_path / "d.sock"
     proc = await start_daemon("--listen", f"unix:{sock}", "--listen", "127.0.0.1:0",
                               "--secret-file", str(secret), "--state-dir", str(tmp_path))

@@ -10,28 +10,9 @@ import pytest
 from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
-from fixtures import daemon, date_wc, status_rows, wait_for
+from fixtures import daemon, date_wc, small_tree, status_rows, wait_for
 
 L = "csrv/local"
-
-
-@contextlib.asynccontextmanager
-async def small_tree(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
-    """root with two children, a and b, and b with one child b.1; ``slots`` each."""
-    async with contextlib.AsyncExitStack() as stack:
-        root = await stack.enter_async_context(daemon(tmp, "root", slots=slots))
-        a = await stack.enter_async_context(daemon(tmp, "a", slots=slots, parent=root.unix))
-        b = await stack.enter_async_context(daemon(tmp, "b", slots=slots, parent=root.unix))
-        b1 = await stack.enter_async_context(daemon(tmp, "b.1", slots=slots, parent=b.unix))
-        await wait_for(lambda: "b.1" in b.children.by_name and b.children.by_name["b.1"].status,
-                       timeout=10)
-        await wait_for(lambda: all(n in root.children.by_name for n in ("a", "b")), timeout=10)
-        await wait_for(lambda: len(root.children.status_lines()) == 3, timeout=10)
-        c = await Client.connect(root.unix)
-        try:
-            yield {"root": root, "a": a, "b": b, "b.1": b1}, c
-        finally:
-            await c.close()
 
 
 async def session(c: Client, cmds: list[str]) -> str:

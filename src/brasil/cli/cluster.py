@@ -43,8 +43,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     try:
         addrs = await cluster.up(args.dir, args.depth, args.fanout, args.slots, args.export_root,
                                  progress=lambda m: print(m, file=sys.stderr))
-    except cluster.ClusterError as e:
-        cluster.down(args.dir)
+    except cluster.ClusterError as e:  # `up` has stopped what it started, and only that
         raise UsageError(str(e)) from None
     d = os.path.abspath(args.dir)
     root = next(a for a in addrs["n0"] if a.startswith("unix:"))

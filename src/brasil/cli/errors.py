@@ -8,6 +8,7 @@ from typing import Awaitable, Callable
 
 from ..ninep.auth import SecretError
 from ..ninep.errors import NinepError, ProtocolError
+from ..ninep.private import UnsafePathError
 from ..ninep.transport import AddressError
 
 
@@ -23,7 +24,7 @@ def run(prog: str, main: Callable[[], Awaitable[int | None]]) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except (UsageError, SecretError) as e:
+    except (UsageError, SecretError, UnsafePathError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     except NinepError as e:

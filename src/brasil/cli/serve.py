@@ -11,6 +11,7 @@ import socket
 import sys
 
 from ..ninep.auth import load_secret
+from ..ninep.private import private_dir, write_private
 from ..tree.daemon import Daemon
 from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socket_path, \
     parse_address
@@ -82,7 +83,7 @@ async def serve(args: argparse.Namespace) -> int:
     addrs = listen_addresses(args)
     if args.slots < 0:
         raise UsageError("--slots must be 0 or more")
-    os.makedirs(state_dir(args.state_dir), mode=0o700, exist_ok=True)
+    private_dir(state_dir(args.state_dir), "state directory")
     try:
         node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout)
     except (NotADirectoryError, FileNotFoundError) as e:
@@ -129,10 +130,7 @@ def write_addresses(args: argparse.Namespace, addresses: list[str] | None) -> No
         except OSError:
             pass
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("".join(a + "\n" for a in addresses))
-    os.replace(tmp, path)
+    write_private(path, "".join(a + "\n" for a in addresses))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -17,10 +17,10 @@ import hmac
 import logging
 import os
 import secrets
-import stat
 
 from .constants import QTAUTH
 from .errors import Eauth, NinepError
+from .private import UnsafePathError, read_private
 from .synthetic import Handle, Node
 from .wire import Qid
 
@@ -33,18 +33,17 @@ class SecretError(ValueError):
 
 
 def load_secret(path: str) -> bytes:
-    """Read a secret file; refuse an empty one and say why a readable-by-others one is a risk."""
+    """Read a secret file: a regular file of ours that nobody else can read (a secret someone
+    else could read, or swap for their own through a link, would give them the cluster)."""
     try:
-        with open(os.path.expanduser(path), "rb") as f:
-            secret = f.read().strip()
-        mode = os.stat(os.path.expanduser(path)).st_mode
+        secret = read_private(os.path.expanduser(path), "secret file").strip()
+    except UnsafePathError as e:
+        raise SecretError(str(e)) from None
     except OSError as e:
         raise SecretError(f"secret file {path}: {e.strerror}") from None
     if len(secret) < 16:
         raise SecretError(f"secret file {path}: at least 16 bytes are needed "
                           "(make one with: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE)")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("secret file %s is readable by others: chmod 600 it", path)
     return secret
 
 

@@ -11,8 +11,11 @@ import asyncio
 import ipaddress
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from .private import UnsafePathError, check_ancestors, check_private_dir, private_dir
 
 DEFAULT_PORT = 5670  # the original Brasil's port
 
@@ -86,6 +89,9 @@ def _port(s: str, text: str) -> int:
 
 
 def runtime_dir() -> str:
+    """Where sockets and local clusters go: ``$XDG_RUNTIME_DIR/brasil``, else
+    ``/tmp/brasil-UID``. The name is predictable, so it is made and checked by
+    :func:`~brasil.ninep.private.private_dir` before anything is put in it."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base) and os.access(base, os.W_OK):
         return os.path.join(base, "brasil")
@@ -109,26 +115,52 @@ async def listen(address: Address, factory: ProtocolFactory) -> asyncio.Abstract
     loop = asyncio.get_running_loop()
     if address.kind == "unix":
         _prepare_unix_path(address.path)
-        server = await loop.create_unix_server(factory, address.path)
+        old = os.umask(0o177)  # 0600 from the start: no moment when others may connect
+        try:
+            server = await loop.create_unix_server(factory, address.path)
+        finally:
+            os.umask(old)
         os.chmod(address.path, 0o600)
         return server
     return await loop.create_server(factory, address.host, address.port, reuse_address=True)
 
 
 def _prepare_unix_path(path: str) -> None:
+    """The socket's directory must be ours alone (the runtime directory is made so); a stale
+    socket of ours is replaced, anything else at the path is refused."""
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    if os.path.exists(path):
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # stale: nobody listens on it
-        else:
-            raise OSError(f"{path}: a daemon is already listening there; stop it or pick "
-                          "another --listen address")
-        finally:
-            probe.close()
+    if parent == runtime_dir():
+        private_dir(parent, "runtime directory")
+    else:
+        check_ancestors(path)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
+        raise UnsafePathError(f"{path} exists and is not a socket of yours; remove it or pick "
+                              "another --listen address")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # stale: nobody listens on it
+    else:
+        raise OSError(f"{path}: a daemon is already listening there; stop it or pick "
+                      "another --listen address")
+    finally:
+        probe.close()
+
+
+def check_socket(path: str) -> None:
+    """Before connecting to the default socket: it must be ours, in our private runtime
+    directory, or it could be someone else's fake waiting for our commands."""
+    if os.path.dirname(os.path.abspath(path)) == runtime_dir() and os.path.lexists(path):
+        check_private_dir(os.path.dirname(os.path.abspath(path)), "runtime directory")
+        if os.lstat(path).st_uid != os.geteuid():
+            raise UnsafePathError(f"{path} is not your socket; someone else made it. Remove it "
+                                  "and restart your daemon")
 
 
 def bound_addresses(server: asyncio.AbstractServer) -> list[Address]:
@@ -148,6 +180,7 @@ async def dial(address: Address, factory: ProtocolFactory, timeout: float = 10.0
     loop = asyncio.get_running_loop()
     try:
         if address.kind == "unix":
+            check_socket(address.path)
             coro = loop.create_unix_connection(factory, address.path)
         else:
             coro = loop.create_connection(factory, address.host, address.port)

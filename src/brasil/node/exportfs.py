@@ -18,7 +18,8 @@ import pwd
 import stat as st
 from functools import lru_cache
 
-from ..ninep.constants import DMDIR, OTRUNC
+from ..ninep.constants import (DMAPPEND, DMAUTH, DMDEVICE, DMDIR, DMEXCL, DMMOUNT,
+                               DMNAMEDPIPE, DMSETGID, DMSETUID, DMSOCKET, DMSYMLINK, OTRUNC)
 from ..ninep.errors import Eexist, NinepError
 from ..ninep.synthetic import Dir, Handle, Node
 from ..ninep.wire import Qid, Stat
@@ -131,6 +132,22 @@ class Export:
         return cls(self, rel, name, info)
 
 
+# What fs/ refuses to make: it serves regular files and directories, nothing that could point
+# out of the export (a link), reach the host's devices, or run with someone else's rights.
+SPECIAL = ((DMSYMLINK, "a symbolic link"), (DMDEVICE, "a device file"),
+           (DMNAMEDPIPE, "a named pipe"), (DMSOCKET, "a socket"), (DMSETUID, "a setuid file"),
+           (DMSETGID, "a setgid file"), (0o4000, "a setuid file"), (0o2000, "a setgid file"),
+           (DMAPPEND, "an append-only file"), (DMEXCL, "an exclusive-use file"),
+           (DMAUTH, "an authentication file"), (DMMOUNT, "a mount point"))
+
+
+def refuse_special(perm: int, where: str, verb: str = "create") -> None:
+    for bit, what in SPECIAL:
+        if perm & bit:
+            raise NinepError(f"{where}: cannot {verb} {what} here: fs/ holds only regular files "
+                             "and directories", _errno.EOPNOTSUPP)
+
+
 def _qid(info: os.stat_result) -> Qid:
     path = (1 << 63) | ((info.st_dev & 0x7FFF) << 48) | (info.st_ino & ((1 << 48) - 1))
     is_dir = st.S_ISDIR(info.st_mode)
@@ -166,11 +183,16 @@ class _ExportNode(Node):
             os.close(parent)
 
     def wstat(self, s: Stat) -> None:
+        if s.mode != 0xFFFFFFFF:
+            if bool(s.mode & DMDIR) != self.is_dir:
+                raise NinepError(f"{self._where()}: wstat cannot change a file into a directory "
+                                 "or back", _errno.EINVAL)
+            refuse_special(s.mode & ~DMDIR, self._where(), "set")
         try:
             if s.mode != 0xFFFFFFFF:
                 fd = self._fd(os.O_RDONLY)
                 try:
-                    os.fchmod(fd, s.mode & 0o7777)
+                    os.fchmod(fd, s.mode & 0o1777)
                 finally:
                     os.close(fd)
             if s.length != 0xFFFFFFFFFFFFFFFF:
@@ -279,6 +301,7 @@ class ExportDir(_ExportNode, Dir):
         return out
 
     def create(self, name: str, perm: int, mode: int) -> Node:
+        refuse_special(perm, f"{self._where()}/{name}")
         parent = self.export.open_dir(self.rel)
         try:
             if perm & DMDIR:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from typing import Awaitable, Callable, Protocol, Sequence
 
-from ..exec.records import Reassembler, Splitter
+from ..exec.records import Fed, Key, Reassembler, Splitter
 from ..ninep.errors import NinepError
 from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.stream import Stream
@@ -51,18 +50,31 @@ async def _await(x: Maybe[int]) -> int:
 
 
 class Aggregator:
-    """Copies record-aligned output of many sources into one stream; EOF after the last source."""
+    """Copies record-aligned output of many sources into one stream; EOF after the last source.
+
+    Each source's chunks are reassembled into blocks of whole records, and a block goes out in
+    one write, so records never interleave. A record longer than the reassembly window streams
+    through as it arrives while its source holds the output (the others wait, paused, never
+    dropped): memory stays at one window per source, and no record is ever cut.
+    """
 
     def __init__(self, sources: Sequence[Output], splitter: Splitter, limit: int) -> None:
         self.out = Stream(limit)
         self.splitter = splitter
+        self.lock = asyncio.Lock()  # FIFO: writers take turns; a streamed record keeps it
         self.tasks = [asyncio.ensure_future(self._pump(s)) for s in sources]
         self.active = len(self.tasks)
         if not self.tasks:
             self.out.close()
 
+    async def _put(self, data: bytes) -> None:
+        r = self.out.write(data)
+        if is_awaitable(r):
+            await r  # type: ignore[misc]
+
     async def _pump(self, src: Output) -> None:
         rs = Reassembler(self.splitter)
+        holding = False
         try:
             while True:
                 data = src.stream.read(65536)
@@ -70,15 +82,29 @@ class Aggregator:
                     data = await data  # type: ignore[misc]
                 if not data:
                     break
-                records = rs.feed(data)  # type: ignore[arg-type]
-                if records:
-                    await _await(self.out.write(b"".join(records)))
+                end, whole, more = rs.feed(data)  # type: ignore[arg-type]
+                if not (end or whole or more):
+                    continue
+                if not holding:
+                    await self.lock.acquire()
+                    holding = True
+                for part in (end, whole, more):
+                    if part:
+                        await self._put(part)
+                if not more:  # every record we wrote is complete: let the others in
+                    self.lock.release()
+                    holding = False
             tail = rs.finish()
             if tail:
-                await _await(self.out.write(tail[0]))
+                if not holding:
+                    await self.lock.acquire()
+                    holding = True
+                await self._put(tail)
         except NinepError:  # our reader went away: the aggregate is broken
             src.stream.break_()
         finally:
+            if holding:
+                self.lock.release()
             self.active -= 1
             if self.active == 0:
                 self.out.close()
@@ -90,18 +116,25 @@ class Aggregator:
 
 
 class Distributor:
-    """Spreads input over sinks by the session's mux mode, on record boundaries."""
+    """Spreads input over sinks by the session's mux mode, on record boundaries.
 
-    def __init__(self, sinks: Sequence[Sink], mode: str, field: int, splitter: Splitter,
+    ``broadcast`` copies every write to every sink; ``rr`` deals records in turn; ``hash`` sends
+    each record to the sink chosen by its key. A record too long for the reassembly window goes,
+    as it streams, to the sink it was dealt to.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], mode: str, key: Key, splitter: Splitter,
                  weights: Sequence[int] | None = None) -> None:
         """``weights``: how many sub-sessions each sink stands for (a group on another node
         stands for several), so that rr and hash spread records evenly over sub-sessions."""
         self.sinks = list(sinks)
         self.owner = [i for i, w in enumerate(weights or [1] * len(self.sinks)) for _ in range(w)]
         self.mode = mode
-        self.field = field
+        self.key = key
+        self.splitter = splitter
         self.rs = Reassembler(splitter)
         self.next = 0
+        self.long: int | None = None  # the sink a streamed record goes to
         self.closed = False
 
     def write(self, data: bytes) -> Maybe[int]:
@@ -109,22 +142,31 @@ class Distributor:
             raise NinepError("input already closed (end of file was sent)")
         if self.mode == "broadcast":
             return self._all([(s, data) for s in self.sinks], len(data))
-        records = self.rs.feed(data)
-        return self._all(self._route(records), len(data))
+        return self._all(self._route(self.rs.feed(data)), len(data))
 
-    def _route(self, records: list[bytes]) -> list[tuple[Sink, bytes]]:
+    def _pick(self, record: bytes) -> int:
+        if self.mode == "rr":
+            slot = self.next
+            self.next = (self.next + 1) % len(self.owner)
+        else:
+            slot = self.key.index(record, len(self.owner))
+        return self.owner[slot]
+
+    def _route(self, fed: Fed) -> list[tuple[Sink, bytes]]:
+        """One write per sink, its parts in input order."""
         per: dict[int, list[bytes]] = {}
-        n = len(self.owner)
-        for r in records:
-            if self.mode == "rr":
-                slot = self.next
-                self.next = (self.next + 1) % n
-            else:
-                fields = r.split()
-                key = fields[self.field - 1] if len(fields) >= self.field else b""
-                slot = zlib.crc32(key) % n
-            per.setdefault(self.owner[slot], []).append(r)
-        return [(self.sinks[i], b"".join(rs)) for i, rs in sorted(per.items())]
+        end, whole, more = fed
+        if end and self.long is not None:
+            per.setdefault(self.long, []).append(end)
+            self.long = None
+        if whole:
+            for r in self.splitter.split(whole):
+                per.setdefault(self._pick(r), []).append(r)
+        if more:
+            if self.long is None:
+                self.long = self._pick(more)
+            per.setdefault(self.long, []).append(more)
+        return [(self.sinks[i], b"".join(parts)) for i, parts in per.items()]
 
     def _all(self, writes: list[tuple[Sink, bytes]], n: int) -> Maybe[int]:
         waiting = []
@@ -141,13 +183,27 @@ class Distributor:
         return n
 
     def close(self) -> None:
+        """End of input: the last record (if it had no separator) goes where it belongs, then
+        every sink sees end of file."""
         if self.closed:
             return
         self.closed = True
-        if self.mode != "broadcast":
-            tail = self.rs.finish()
-            for sink, data in self._route(tail):
-                sink.write(data)  # at most one record: accepted whole even over the limit
+        tail = self.rs.finish() if self.mode != "broadcast" else b""
+        writes = self._route(Fed(b"", tail, b"")) if tail else []
+        pending = self._all(writes, 0)
+        if is_awaitable(pending):
+            asyncio.ensure_future(self._close_after(pending))
+        else:
+            self._close_sinks()
+
+    async def _close_after(self, pending: Awaitable[int]) -> None:
+        try:
+            await pending
+        except NinepError:
+            pass
+        self._close_sinks()
+
+    def _close_sinks(self) -> None:
         for s in self.sinks:
             s.close()
 

@@ -70,9 +70,7 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     for leaf in leaves:
         if leaf.process is not None:  # a second exec: fresh pipes, the old output stays readable
             leaf._new_streams()
-        env = {**base_env, **leaf.env, "BRASIL_NODE": node.name,
-               "BRASIL_SESSION": f"/csrv/local/{leaf.path}",
-               "BRASIL_SUB": leaf.path.rsplit("/", 1)[-1]}
+        env = {**base_env, **leaf.env, **leaf.rank_env()}
         jobs.append((argv, env, node.workdir))
     loop = asyncio.get_running_loop()
     half = (len(jobs) + 1) // 2

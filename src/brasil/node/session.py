@@ -13,13 +13,14 @@ import asyncio
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..exec.process import Process
-from ..exec.records import NEWLINE, Splitter
+from ..exec.records import NEWLINE, Key, Splitter, quote
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
 from . import lifecycle
@@ -69,7 +70,7 @@ class Session:
         self.env: dict[str, str] = dict(node.env) if parent is None else {}
         self.ns: list[str] = []
         self.args = ""
-        self.mux, self.mux_field = "broadcast", 1
+        self.mux, self.key = "broadcast", Key()
         self.rs: Splitter = NEWLINE
         self.process: Process | None = None
         self.exit_status: int | None = None
@@ -85,6 +86,11 @@ class Session:
         self._input: Sink | None = None
         self._done_waiters: list[asyncio.Future[None]] = []
         self._remote_subs: dict[int, Any] = {}
+        # Where our sub-sessions sit in the whole session (set by `rank` when a neighbour made
+        # this session for some of its own): rank of our sub 0, the whole size, its origin.
+        self.rank_base = 0
+        self.size: int | None = None
+        self.origin = f"{node.name}:/csrv/local/{path}"
         if slot is not None:
             self._new_streams()
 
@@ -136,8 +142,36 @@ class Session:
         self.groups = groups
         for g in groups:
             g.on_done.append(self._notify_done)
+        self.tell_ranks()
         where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in groups])
         log.info("session %s: reserved %d slot(s): %s", self.path, self.nsubs, where)
+
+    def set_rank(self, base: int, size: int, origin: str) -> None:
+        """``rank BASE SIZE ORIGIN``: our sub-sessions are BASE… of a session of SIZE made at
+        ORIGIN; passed on to the neighbours holding some of ours."""
+        if self.parent is not None:
+            raise NinepError("rank: set on the session, not on a sub-session")
+        self.rank_base, self.size, self.origin = base, size, origin
+        self.tell_ranks()
+
+    def tell_ranks(self) -> None:
+        """Each group learns its ranks before anything can be run there: the write goes out
+        ahead of any later request on the same connection."""
+        for g in self.groups:
+            asyncio.ensure_future(g.tell(self.rank_line(g)))
+
+    def rank_line(self, g: Any) -> str:
+        return f"rank {self.rank_base + g.first} {self.size or self.nsubs} {self.origin}"
+
+    def rank_env(self) -> dict[str, str]:
+        """What a process here learns of its place: its node, its rank in the whole session
+        (0…N-1, unique across every node) and N, and the session's name."""
+        top = self.top
+        rank = str(top.rank_base + int(self.path.rsplit("/", 1)[-1])) if self.parent else \
+            str(top.rank_base)
+        return {"BRASIL_NODE": self.node.name, "BRASIL_RANK": rank,
+                "BRASIL_SIZE": str(top.size or top.nsubs), "BRASIL_SUB": rank,
+                "BRASIL_SESSION": top.origin}
 
     async def exec(self, cmd: str) -> None:
         cmd = cmd.strip()
@@ -168,10 +202,10 @@ class Session:
         self._reset_io()
         leaves = self.leaves()
         groups = [g for g in self.groups if not g.lost]
-        remote_setup = [f"mux {self.mux}" + (f" {self.mux_field}" if self.mux == "hash" else ""),
-                        f"rs {self.rs}"]
+        remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}"]
         results = await asyncio.gather(start_leaves(self.node, leaves, cmd, argv, env),
-                                       *(g.exec(cmd, self.effective_env(), remote_setup)
+                                       *(g.exec(cmd, self.effective_env(),
+                                                remote_setup + [self.rank_line(g)])
                                          for g in groups), return_exceptions=True)
         errors = [r for r in results[1:] if isinstance(r, BaseException)]
         errors += results[0] if isinstance(results[0], list) else [results[0]]
@@ -253,15 +287,21 @@ class Session:
 
     def set_mux(self, args: list[str]) -> None:
         mode = args[0]
-        if mode in ("broadcast", "rr") and len(args) == 1:
-            self.mux, self.mux_field = mode, 1
-        elif mode == "hash" and len(args) == 2 and args[1].isdigit() and int(args[1]) > 0:
-            self.mux, self.mux_field = "hash", int(args[1])
-        else:
-            raise NinepError(f'mux: bad mode "{" ".join(args)}"; usage: mux broadcast | mux rr | '
-                             "mux hash FIELD (a field number from 1)")
         if self._input is not None:
             raise NinepError("mux: input has already started flowing; set mux before writing input")
+        if mode in ("broadcast", "rr") and len(args) == 1:
+            self.mux, self.key = mode, Key()
+        elif mode == "hash" and len(args) == 2:
+            try:
+                self.mux, self.key = "hash", Key(args[1])
+            except ValueError as e:
+                raise NinepError(f"mux: {e}") from None
+        else:
+            raise NinepError(f"mux: bad mode {quote(' '.join(args))}; usage: mux broadcast | mux rr"
+                             " | mux hash KEY (a field number from 1, or a regex)")
+
+    def mux_text(self) -> str:
+        return f"hash {shlex.quote(str(self.key))}" if self.mux == "hash" else self.mux
 
     def set_env(self, assignment: str) -> None:
         key, eq, value = assignment.partition("=")
@@ -284,7 +324,7 @@ class Session:
             out = self.stdout if fd == 1 else self.stderr
             out.take(who)
             return out
-        if not self.subs:
+        if not self.nsubs:
             raise NinepError(f"session {self.path} has no processes yet: res and exec first")
         agg = self._aggregates.get(fd)
         if agg is None:
@@ -306,13 +346,13 @@ class Session:
     def input(self) -> Sink:
         if self.is_leaf:
             return StreamSink(self.stdin)
-        if not self.subs:
+        if not self.nsubs:
             raise NinepError(f"session {self.path} has no processes yet: res and exec first")
         if self._input is None:
             live = [g for g in self.groups if not g.lost]
             sinks: list[Sink] = [s.input() for s in self.leaves()] + [g.input() for g in live]
             weights = [1] * len(self.leaves()) + [g.count for g in live]
-            self._input = Distributor(sinks, self.mux, self.mux_field, self.rs, weights)
+            self._input = Distributor(sinks, self.mux, self.key, self.rs, weights)
         return self._input
 
     @property
@@ -438,16 +478,19 @@ class Session:
         return out
 
     def state_line(self) -> str:
+        """``session ID STATE subs N`` and how many sub-sessions are in each state, those on
+        other nodes included (as last heard: running until their wait answers, then exited)."""
         counts: dict[str, int] = {}
         for leaf in self.leaves():
             counts[leaf.state] = counts.get(leaf.state, 0) + 1
-        parts = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         for g in self.groups:
-            key = "lost" if g.lost else "remote"
+            key = "lost" if g.lost else "running" if g.running else \
+                "exited" if g.wait_result is not None else "idle"
             counts[key] = counts.get(key, 0) + g.count
+        parts = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         line = f"session {self.path} {self.state} subs {self.nsubs if not self.is_leaf else 1}"
         line += f" {parts}" if parts else ""
-        line += f" mux {self.mux}{' ' + str(self.mux_field) if self.mux == 'hash' else ''} rs {self.rs}"
+        line += f" mux {self.mux_text()} rs {self.rs}"
         for sp in self.splices + self.transfers:
             line += f"; {sp.describe()}"
         if self.is_leaf and self.node.cut_through is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Awaitable, Callable
 
-from ..exec.records import parse_rs
+from ..exec.records import parse_rs, quote
 from ..ninep.constants import OTRUNC
 from ..ninep.ctl import CommandTable, CtlFile, CtlHandle
 from ..ninep.errors import Enotfound, NinepError
@@ -112,6 +112,16 @@ class SessionCtl(CtlFile):
         """Set by a node that asks a neighbour for slots: never ask that neighbour back."""
         self.session.came_from = args[0]
 
+    @commands.command("rank BASE SIZE ORIGIN")
+    def rank(self, args: list[str]) -> None:
+        """Used by the node that made this session for some of its sub-sessions: where ours
+        stand in the whole session (BRASIL_RANK, BRASIL_SIZE, BRASIL_SESSION)."""
+        usage = "rank BASE SIZE ORIGIN"
+        base, size = _int(args[0], "rank", usage), _int(args[1], "rank", usage)
+        if base < 0 or size < 1:
+            raise NinepError(f"rank: bad numbers in {quote(' '.join(args))}; usage: {usage}")
+        self.session.set_rank(base, size, args[2])
+
     @commands.command("exec CMD…", raw=True, args=(1, 1))
     def exec(self, args: list[str]) -> Any:
         return self.session.exec(args[0])
@@ -141,7 +151,7 @@ class SessionCtl(CtlFile):
         """Used by the node arranging a splice: send our stdout straight to ADDR."""
         return self.session.splice_out(args[0], args[1], f"out to {args[1]}")
 
-    @commands.command("mux broadcast|rr|hash [FIELD]", args=(1, 2))
+    @commands.command("mux broadcast|rr|hash [KEY]", args=(1, 2))
     def mux(self, args: list[str]) -> None:
         self.session.set_mux(args)
 

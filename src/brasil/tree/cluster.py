@@ -19,10 +19,15 @@ from dataclasses import dataclass
 
 from ..ninep.auth import client_auth, load_secret
 from ..ninep.client import Client
+from ..ninep.private import open_private, private_dir, write_private
 
 
 class ClusterError(Exception):
     pass
+
+
+class ClusterRunning(ClusterError):
+    """DIR has a running cluster: nothing was started, nothing is stopped."""
 
 
 @dataclass
@@ -56,38 +61,45 @@ def read_addresses(state: str) -> list[str] | None:
 
 async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str | None = None,
              progress=print) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
-    dirpath = os.path.abspath(dirpath)
-    os.makedirs(dirpath, mode=0o700, exist_ok=True)
-    if any(f.endswith(".pid") for f in os.listdir(dirpath)):
-        raise ClusterError(f"{dirpath} already has a cluster; `brasil cluster down --dir {dirpath}` first")
+    """Start the tree; on failure stop what this call started (and only that: a cluster that
+    was already running in DIR is refused before anything starts, and left alone)."""
+    dirpath = private_dir(dirpath, "cluster directory")
+    if any(_alive(_pid(dirpath, f[:-4])) for f in os.listdir(dirpath) if f.endswith(".pid")):
+        raise ClusterRunning(f"{dirpath} already has a running cluster; use it, or stop it "
+                             f"first with `brasil cluster down --dir {dirpath}`")
+    for f in os.listdir(dirpath):  # what a cluster that died left behind
+        if f.endswith(".pid"):
+            os.unlink(os.path.join(dirpath, f))
     secret_path = os.path.join(dirpath, "secret")
-    with open(os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
+    write_private(secret_path, secrets.token_urlsafe(32) + "\n")
     members = layout(depth, fanout)
     addresses: dict[str, list[str]] = {}
-    for d in range(depth + 1):
-        level = [m for m in members if m.depth == d]
-        for m in level:
-            _start(dirpath, m, slots, addresses, secret_path, export_root)
-        deadline = time.monotonic() + 30 + len(level)
-        for m in level:
-            state = os.path.join(dirpath, m.name)
-            while (got := read_addresses(state)) is None:
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"{m.name} did not start; see {dirpath}/{m.name}.log")
-                if not _alive(_pid(dirpath, m.name)):
-                    raise ClusterError(f"{m.name} exited at start; see {dirpath}/{m.name}.log")
-                await asyncio.sleep(0.05)
-            addresses[m.name] = got
-        progress(f"started level {d}: {len(level)} daemon(s)")
-    await _wait_joined(dirpath, len(members), progress)
+    try:
+        for d in range(depth + 1):
+            level = [m for m in members if m.depth == d]
+            for m in level:
+                _start(dirpath, m, slots, addresses, secret_path, export_root)
+            deadline = time.monotonic() + 30 + len(level)
+            for m in level:
+                state = os.path.join(dirpath, m.name)
+                while (got := read_addresses(state)) is None:
+                    if time.monotonic() > deadline:
+                        raise ClusterError(f"{m.name} did not start; see {dirpath}/{m.name}.log")
+                    if not _alive(_pid(dirpath, m.name)):
+                        raise ClusterError(f"{m.name} exited at start; see {dirpath}/{m.name}.log")
+                    await asyncio.sleep(0.05)
+                addresses[m.name] = got
+            progress(f"started level {d}: {len(level)} daemon(s)")
+        await _wait_joined(dirpath, len(members), progress)
+    except BaseException:
+        down(dirpath)  # only our own: the directory had no running cluster when we began
+        raise
     return addresses
 
 
 def _start(dirpath: str, m: Member, slots: int, addresses: dict[str, list[str]],
            secret_path: str, export_root: str | None) -> None:
-    state = os.path.join(dirpath, m.name)
-    os.makedirs(state, exist_ok=True)
+    state = private_dir(os.path.join(dirpath, m.name), "state directory")
     argv = [sys.executable, "-m", "brasil.cli.main", "serve", "--name", m.name,
             "--listen", f"unix:{dirpath}/{m.name}.sock", "--listen", "127.0.0.1:0",
             "--slots", str(slots), "--state-dir", state, "--secret-file", secret_path]
@@ -98,11 +110,13 @@ def _start(dirpath: str, m: Member, slots: int, addresses: dict[str, list[str]],
         exp = os.path.join(export_root, m.name)
         os.makedirs(exp, exist_ok=True)
         argv += ["--export", exp]
-    with open(os.path.join(dirpath, f"{m.name}.log"), "ab") as log:
+    log = open_private(os.path.join(dirpath, f"{m.name}.log"))
+    try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
-    with open(os.path.join(dirpath, f"{m.name}.pid"), "w") as f:
-        f.write(f"{proc.pid}\n")
+    finally:
+        os.close(log)
+    write_private(os.path.join(dirpath, f"{m.name}.pid"), f"{proc.pid}\n")
 
 
 async def _wait_joined(dirpath: str, n: int, progress) -> None:  # type: ignore[no-untyped-def]

@@ -146,6 +146,13 @@ class RemoteGroup:
             self.remote.lost = True
             raise NinepError(f"{self.remote.label}: connection lost") from None
 
+    async def tell(self, text: str) -> None:
+        """A ctl line whose answer nobody waits for (a lost neighbour is noticed elsewhere)."""
+        try:
+            await self.ctl(text + "\n")
+        except (NinepError, ConnectionError):
+            pass
+
     async def exec(self, cmd: str, env: dict[str, str], setup: list[str]) -> None:
         """One ctl write: our session's env, mux and rs there, then the command."""
         lines = [f"env {k}={v}" for k, v in env.items() if "\n" not in k + v]
@@ -214,7 +221,7 @@ class RemoteGroup:
 
     async def sub_dir(self, j: int, name: str) -> RemoteDir:
         return await mount(self.remote.client, f"{self.base}/{j}", name,
-                           f"node {self.neighbor}")
+                           f"node {self.neighbor}", self.remote.hop)
 
     def sub(self, j: int, session: Any) -> RemoteSub:
         return RemoteSub(self, j, session)

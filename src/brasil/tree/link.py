@@ -62,7 +62,7 @@ class ParentLink:
             try:
                 up = await self._connect()
                 up.on_lost.append(functools.partial(mark, "connection to the parent lost"))
-                parent = await mount(up, "csrv", "parent", "parent")
+                parent = await mount(up, "csrv", "parent", "parent", ("up", name))
                 reverse = await self._connect()
                 fid, _ = await reverse.walk("csrv/local/join")
                 await reverse.rpc(Topen, fid, OWRITE)

@@ -85,7 +85,7 @@ class Children:
         try:
             client = await asyncio.wait_for(Client.adopt(
                 transport, rest, f"child {name}", auth=client_auth(secret) if secret else None), 10)
-            mount_point = await mount(client, "csrv", name, f"node {name}")
+            mount_point = await mount(client, "csrv", name, f"node {name}", ("down", name))
         except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
             log.warning("child %s (%s): could not reach back: %s", name, peer, e)
             transport.abort()

@@ -8,6 +8,7 @@ a stat of its own so that listing ``/csrv`` never waits on a remote daemon.
 from __future__ import annotations
 
 import logging
+import shlex
 import weakref
 from typing import Any
 
@@ -22,12 +23,55 @@ from ..ninep.wire import Qid, Stat, read_stat
 log = logging.getLogger("brasil.tree")
 
 
-class Remote:
-    """One client connection to another daemon, and the housekeeping of our fids on it."""
+Hop = tuple[str, str]  # ("up", our name) toward the parent, ("down", child's name) toward a child
 
-    def __init__(self, client: Client, label: str) -> None:
+
+def relocate(path: str, hop: Hop) -> str:
+    """A path of our namespace as the neighbour across ``hop`` names the same file.
+
+    ``/csrv/local/3/1`` here is ``/csrv/parent/local/3/1`` on a child and ``/csrv/ME/local/3/1``
+    on the parent; a step that comes straight back (``parent`` then the child's own name) is
+    dropped. Session paths without ``/csrv`` (``3/1``, ``local/3/1``) are this node's."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["csrv"]:
+        parts = parts[1:]
+    elif parts[:1] != ["local"]:
+        parts = ["local"] + parts
+    direction, name = hop
+    if direction == "up":
+        parts = parts[1:] if parts[:1] == ["parent"] else [name] + parts
+    else:
+        parts = parts[1:] if parts[:1] == [name] else ["parent"] + parts
+    return "/" + "/".join(["csrv"] + parts)
+
+
+def relocate_ctl(text: bytes, hop: Hop) -> bytes:
+    """A ctl write passing to a neighbour: the paths in its ``splice`` lines are made to mean
+    there what they meant here, where they were written."""
+    if b"splice" not in text:
+        return text
+    lines = []
+    for line in text.decode("utf-8", "replace").split("\n"):
+        words = line.split(None, 2)
+        if len(words) == 3 and words[0] == "splice":
+            try:
+                path, *rest = shlex.split(words[1] + " " + words[2])
+            except ValueError:
+                path, rest = words[1], [words[2]]
+            line = " ".join(["splice", shlex.quote(relocate(path, hop)), *rest])
+        lines.append(line)
+    return "\n".join(lines).encode()
+
+
+class Remote:
+    """One client connection to another daemon, and the housekeeping of our fids on it.
+
+    ``hop`` says which neighbour it is, so that paths written through it keep their meaning."""
+
+    def __init__(self, client: Client, label: str, hop: Hop | None = None) -> None:
         self.client = client
         self.label = label
+        self.hop = hop
         self.lost = False
 
     def release(self, fid: int) -> None:
@@ -265,6 +309,12 @@ class RemoteHandle(Handle):
         return self._write(offset, data)
 
     async def _write(self, offset: int, data: bytes) -> int:
+        hop = self.remote.hop
+        if hop is not None and self.node.name == "ctl":
+            sent = relocate_ctl(data, hop)
+            if sent is not data:
+                await self.remote.call(Twrite, self.fid, offset, sent)
+                return len(data)
         return (await self.remote.call(Twrite, self.fid, offset, data)).count  # type: ignore[no-any-return]
 
     def clunk(self) -> Any:
@@ -279,9 +329,10 @@ class RemoteHandle(Handle):
             self.remote.client.free_fid(self.fid)
 
 
-async def mount(client: Client, path: str, name: str, label: str) -> RemoteDir:
+async def mount(client: Client, path: str, name: str, label: str, hop: Hop | None = None
+                ) -> RemoteDir:
     """A proxy for ``path`` on ``client``'s daemon, to be added to our tree as ``name``."""
-    remote = Remote(client, label)
+    remote = Remote(client, label, hop)
     fid, qid = await client.walk(path)
     if qid is None:
         qid = Qid(QTDIR, 0, 0)

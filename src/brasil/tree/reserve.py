@@ -123,7 +123,9 @@ class Reserver:
                 pass
             ctl.forget()
             raise
-        return RemoteGroup(name, Remote(client, f"node {name}"), sid, got, 0, session.path, ctl)
+        hop = ("up", self.daemon.node.name) if name == "parent" else ("down", name)
+        return RemoteGroup(name, Remote(client, f"node {name}", hop), sid, got, 0, session.path,
+                           ctl)
 
 
 async def release(groups: list[RemoteGroup]) -> None:
