@@ -152,13 +152,15 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):  # 
 @contextlib.asynccontextmanager
 async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | None = None,
                  idle_timeout: float = 300.0, parent: Address | None = None,
-                 secret: bytes | None = None):  # type: ignore[no-untyped-def]
+                 secret: bytes | None = None, node_options: dict | None = None,
+                 **limits):  # type: ignore[no-untyped-def]
     """A whole daemon in this process, on a Unix socket under ``tmp`` and an ephemeral loopback
-    port; ``.unix`` and ``.tcp`` are its addresses. Stopped (sessions killed) when the block ends."""
+    port; ``.unix`` and ``.tcp`` are its addresses. Stopped (sessions killed) when the block ends.
+    ``node_options`` go to the Node, ``limits`` to the 9P server."""
     from brasil.node.daemon import Node
     from brasil.tree.daemon import Daemon
-    d = Daemon(Node(name, slots, export=export, idle_timeout=idle_timeout), secret=secret,
-               parent=parent)
+    d = Daemon(Node(name, slots, export=export, idle_timeout=idle_timeout, **(node_options or {})),
+               secret=secret, parent=parent, **limits)
     d.unix = (await d.listen(Address("unix", path=f"{tmp}/{name}.sock")))[0]  # type: ignore[attr-defined]
     d.tcp = (await d.listen(Address("tcp", "127.0.0.1", 0)))[0]  # type: ignore[attr-defined]
     await d.start()

@@ -12,7 +12,7 @@ from brasil.ninep.client import Client, dont_touch
 from brasil.ninep.constants import (DMDEVICE, DMNAMEDPIPE, DMSETUID, DMSOCKET, DMSYMLINK, ORDWR,
                                     OWRITE)
 from brasil.ninep.errors import NinepError
-from fixtures import node_daemon, small_tree, status_rows, wait_for
+from fixtures import daemon, node_daemon, small_tree, status_rows, wait_for
 
 L = "csrv/local"
 
@@ -188,3 +188,225 @@ async def test_every_process_knows_its_rank_in_the_whole_session(tmp_path):
         assert all(status[int(r[0])] == r[3] for r in rows)  # rank i runs where status says i is
         await c.write(f"{L}/{sid}/5/ctl", "exec echo $BRASIL_RANK\n")  # one remote sub-session
         assert (await c.read(f"{L}/{sid}/5/stdio")).decode().split() == ["5"]
+
+
+# ---- §5: caps and deadlines ----
+
+async def test_sessions_are_capped_and_existing_work_goes_on(tmp_path):
+    async with daemon(str(tmp_path), node_options={"max_sessions": 5}) as d:
+        async with await Client.connect(d.unix, dotu=True) as c:
+            sids = [await new_session(c) for _ in range(5)]
+            with pytest.raises(NinepError, match="5 sessions, its limit.*--max-sessions") as e:
+                await new_session(c)
+            assert e.value.errno == errno.EAGAIN
+            await ctl(c, sids[0], "exec echo still working")
+            assert await c.read(f"{L}/{sids[0]}/stdio") == b"still working\n"
+            await ctl(c, sids[1], "close")
+            await new_session(c)  # room again
+
+
+async def raw(addr) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # type: ignore[no-untyped-def]
+    return await asyncio.open_connection(addr.host, addr.port)
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float = 10) -> bool:
+    await asyncio.wait_for(reader.read(), within)  # whatever came first, then end of file
+    return reader.at_eof()
+
+
+async def test_connections_are_capped_but_the_owners_socket_still_gets_in(tmp_path):
+    async with daemon(str(tmp_path), max_connections=4) as d:
+        idle = [await raw(d.tcp) for _ in range(4)]
+        await wait_for(lambda: d.server.counts["net"] == 4)
+        r, w = await raw(d.tcp)
+        assert await closed_by_server(r)  # the fifth is refused at once
+        async with await Client.connect(d.unix) as c:  # the owner's Unix socket has room
+            assert (await c.read(f"{L}/arch")).startswith(b"linux")
+        for _, wr in idle + [(r, w)]:
+            wr.close()
+
+
+async def test_a_connection_that_never_attaches_is_closed(tmp_path):
+    async with daemon(str(tmp_path), handshake_timeout=0.3) as d:
+        r, w = await raw(d.tcp)  # says nothing at all
+        assert await closed_by_server(r)
+        w.close()
+
+
+async def test_a_frame_that_stops_arriving_is_closed(tmp_path):
+    from brasil.ninep.messages import Tversion, encode
+    async with daemon(str(tmp_path), frame_timeout=0.3, handshake_timeout=60) as d:
+        r, w = await raw(d.tcp)
+        w.write(encode(Tversion(0xFFFF, 8192, "9P2000")))
+        w.write((1000).to_bytes(4, "little") + b"\x76\x00\x00")  # a 1000-byte frame, 7 bytes in
+        await w.drain()
+        assert (await r.read(4)) != b""  # Rversion came back
+        assert await closed_by_server(r)
+        w.close()
+
+
+async def test_fids_are_capped_over_all_connections(tmp_path):
+    async with daemon(str(tmp_path), max_total_fids=40) as d:
+        clients = [await Client.connect(d.unix) for _ in range(2)]
+        held = []
+        with pytest.raises(NinepError, match="too many fids open on this server"):
+            for i in range(50):
+                held.append(await clients[i % 2].walk(f"{L}/arch"))
+        assert d.server.nfids == 40
+        for c in clients:
+            await c.close()
+        await wait_for(lambda: d.server.nfids == 0)
+
+
+# ---- §6: logs a client can flood; errors that quote a bounded prefix ----
+
+async def test_names_with_nul_are_bad_names_not_internal_errors(node, caplog):
+    n, c = node
+    from brasil.ninep.messages import Twalk
+    fid = c.alloc_fid()
+    with pytest.raises(NinepError, match="bad file name"):
+        await c.rpc(Twalk, c.root, fid, ("cs\0rv", "local"))
+    c.free_fid(fid)
+    with pytest.raises(NinepError, match="bad file name"):
+        await c.create(f"{L}/fs/a\0b")
+    (n.export.root and open(os.path.join(n.export.root, "f"), "w").close())
+    with pytest.raises(NinepError, match="bad file name"):
+        await c.wstat(f"{L}/fs/f", dont_touch(name="g\0h"))
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_repeated_failures_log_a_few_lines_not_one_each(tmp_path, caplog):
+    from brasil.ninep.auth import client_auth
+    caplog.set_level("WARNING")
+    async with daemon(str(tmp_path), secret=b"the right secret, long enough") as d:
+        for _ in range(60):
+            with pytest.raises(NinepError):
+                await Client.connect(d.tcp, auth=client_auth(b"a wrong secret, long enough"))
+        for _ in range(60):  # guesses at the data endpoint's single-use tokens
+            from brasil.tree.data import frame
+            r, w = await asyncio.open_connection(d.data.address.host, d.data.address.port)
+            w.write(frame(os.urandom(16).hex().encode()))
+            await w.drain()
+            await r.read()
+            w.close()
+    wrong = [r for r in caplog.records if "wrong secret" in r.getMessage()]
+    tokens = [r for r in caplog.records if "unknown token" in r.getMessage()]
+    assert 1 <= len(wrong) <= 6 and 1 <= len(tokens) <= 6
+
+
+async def test_a_huge_bad_ctl_command_gets_a_short_error_and_the_connection_lives(node):
+    n, c = node
+    sid = await new_session(c)
+    async with await c.open(f"{L}/{sid}/ctl", ORDWR) as f:
+        with pytest.raises(NinepError, match=r"unknown command \"xxxx.*\(1000000 characters\)") as e:
+            await f.write(b"x" * 1_000_000)
+    assert len(e.value.message) < 2000
+    assert (await c.read(f"{L}/arch")).startswith(b"linux")  # same connection, still fine
+
+
+async def test_a_file_system_race_is_an_answer_not_an_internal_error(node, caplog):
+    """An OSError from the file system (a file that changed while we looked) is the answer to
+    that request; it was logged with a traceback as an internal error."""
+    n, c = node
+    from brasil.node.exportfs import ExportDir
+
+    def racy(self, name):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EINVAL, "Invalid argument", "fs/link")
+    orig = ExportDir.walk
+    ExportDir.walk = racy  # type: ignore[assignment]
+    try:
+        with pytest.raises(NinepError, match="fs/link: Invalid argument"):
+            await c.stat(f"{L}/fs/x")
+    finally:
+        ExportDir.walk = orig  # type: ignore[assignment]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+# ---- §9: one bad value cannot poison the node ----
+
+async def test_a_nul_in_env_is_refused_at_the_write(node):
+    n, c = node
+    with pytest.raises(NinepError, match="NUL byte"):
+        await c.write(f"{L}/env", b"GOOD=1\nEVIL=a\0b\n")
+    assert "GOOD" not in n.env  # nothing half done
+    sid = await new_session(c)
+    with pytest.raises(NinepError, match="NUL byte"):
+        await ctl(c, sid, "env A=\0B")
+    await ctl(c, sid, "exec echo fine")
+    assert await c.read(f"{L}/{sid}/stdio") == b"fine\n"
+    other = await new_session(c)
+    with pytest.raises(NinepError, match="NUL byte"):
+        await ctl(c, other, "exec echo a\0b")
+    assert "running" not in (await c.read(f"{L}/{other}/ctl")).decode()
+
+
+# ---- §12: commands do not outlive a daemon killed with -9 ----
+
+def pids_of(pattern: str) -> set[int]:
+    import subprocess
+    r = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return {int(p) for p in r.stdout.split()}
+
+
+async def test_a_daemon_killed_with_9_takes_its_commands_with_it(tmp_path):
+    import subprocess
+    import sys
+    sock = tmp_path / "d.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
+                             f"unix:{sock}", "--state-dir", str(tmp_path / "state"), "-q"])
+    try:
+        await wait_for(lambda: sock.exists(), timeout=20)
+        marker = f"sleep 4{os.getpid() % 1000:03d}"
+        async with await Client.connect(f"unix:{sock}") as c:
+            sid = await new_session(c)
+            await ctl(c, sid, "res 2")
+            await ctl(c, sid, f"exec {marker} & {marker}")  # a child, and a grandchild
+            await wait_for(lambda: len(pids_of(marker)) >= 4, timeout=10)
+        proc.kill()
+        proc.wait()
+        await wait_for(lambda: not pids_of(marker), timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ---- §13: `cluster up` over a running cluster leaves it alone ----
+
+def test_cluster_up_on_a_running_cluster_refuses_and_leaves_it_running(tmp_path):
+    import subprocess
+    import sys
+
+    def brasil(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args],
+                              capture_output=True, text=True, timeout=120)
+    d = str(tmp_path / "c")
+    assert brasil("cluster", "up", "--depth", "0", "--dir", d).returncode == 0
+    try:
+        again = brasil("cluster", "up", "--depth", "0", "--dir", d)
+        assert again.returncode != 0 and "already has a running cluster" in again.stderr
+        r = brasil("cat", "--at", f"unix:{d}/n0.sock", "--secret-file", f"{d}/secret",
+                   "/csrv/local/status")
+        assert r.returncode == 0 and r.stdout.startswith("n0 "), r.stderr
+    finally:
+        brasil("cluster", "down", "--dir", d)
+
+
+# ---- §14: a failing ns bind fails the exec, with the reason ----
+
+async def test_a_bind_that_fails_fails_the_exec(node, tmp_path):
+    n, c = node
+    from brasil.exec import nsexec
+    if nsexec.probe():
+        pytest.skip("private mount namespaces are not allowed here")
+    sid = await new_session(c)
+    await c.write(f"{L}/{sid}/ns", f"bind {tmp_path}/missing {tmp_path}\n")
+    with pytest.raises(NinepError, match="ns: bind .*missing.*No such file"):
+        await ctl(c, sid, "exec true")
+    (tmp_path / "present").mkdir()
+    (tmp_path / "present" / "hello").write_text("hi\n")
+    (tmp_path / "mnt").mkdir()
+    other = await new_session(c)
+    await c.write(f"{L}/{other}/ns", f"bind {tmp_path}/present {tmp_path}/mnt\n")
+    await ctl(c, other, f"exec cat {tmp_path}/mnt/hello")
+    assert await c.read(f"{L}/{other}/stdio") == b"hi\n"

@@ -308,7 +308,7 @@ async def test_env_and_ns_files(node, tmp_path):
     await c.write(f"{L}/env", "COLOR=blue\n")
     sid = await new_session(c)
     assert b"COLOR=blue\n" in await c.read(f"{L}/{sid}/env")
-    with pytest.raises(NinepError, match='env: bad line "not an assignment"'):
+    with pytest.raises(NinepError, match='env: bad assignment "not an assignment"'):
         await c.write(f"{L}/{sid}/env", "not an assignment\n")
     src = tmp_path / "src"
     src.mkdir()

@@ -13,9 +13,11 @@ import sys
 import time
 from typing import Any
 
+from .. import __version__
 from ..ninep.auth import client_auth, load_secret
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, OWRITE
+from ..ninep.errors import Eauth, NinepError
 from ..ninep.transport import default_address, parse_address
 from ..ninep.wire import Stat
 from .errors import run
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brasil", description="Drive a cluster as one computer through its 9P namespace.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"brasil {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -58,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     wr = sub.add_parser("write", help="write TEXT (or stdin) to a file as one write",
                         description="Write TEXT, or all of stdin, to PATH as one write — the way "
-                        "to send a ctl command: brasil write /csrv/local/0/ctl 'res 4'.")
-    wr.add_argument("path", metavar="PATH")
-    wr.add_argument("text", nargs="*", metavar="TEXT", help="words joined by spaces; a newline is added")
+                        "to send a ctl command: brasil write /csrv/local/0/ctl exec wc -c. "
+                        "Everything after PATH is TEXT, dashes included; options go before PATH.")
     _add_at(wr)
+    wr.add_argument("path", metavar="PATH")
+    wr.add_argument("text", nargs=argparse.REMAINDER, metavar="TEXT",
+                    help="words joined by spaces; a newline is added")
 
     from . import cluster, mount, serve
     serve.add_parser(sub)
@@ -75,7 +80,17 @@ async def connect(args: argparse.Namespace) -> Client:
     addr = parse_address(args.at) if args.at else default_address()
     secret_file = getattr(args, "secret_file", None) or os.environ.get("BRASIL_SECRET_FILE")
     auth = client_auth(load_secret(secret_file)) if secret_file else None
-    return await Client.connect(addr, trace=getattr(args, "trace", False), auth=auth)
+    try:
+        return await Client.connect(addr, trace=getattr(args, "trace", False), auth=auth)
+    except NinepError as e:
+        if e.message != Eauth[0]:
+            raise
+        if secret_file:
+            hint = f"the secret in {secret_file} is not the one the daemon at {addr} was given"
+        else:
+            hint = (f"the daemon at {addr} requires the cluster secret: pass --secret-file FILE "
+                    "or set BRASIL_SECRET_FILE")
+        raise NinepError(f"{e.message}: {hint}", e.errno) from None
 
 
 def mode_string(mode: int) -> str:
@@ -125,6 +140,11 @@ async def cmd_cat(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     try:
         for path in args.paths:
+            if (await c.stat(path)).mode & DMDIR:  # a directory's bytes are stat records: list it
+                for st in await c.ls(path):
+                    out.write((st.name + ("/" if st.mode & DMDIR else "") + "\n").encode())
+                out.flush()
+                continue
             async with await c.open(path) as f:
                 async for chunk in f.chunks():
                     out.write(chunk)

@@ -51,6 +51,9 @@ def add_parsers(subparsers: Any) -> None:
                    "--foreground")
     m.add_argument("--trace", action="store_true",
                    help="log every 9P message to stderr (with --foreground)")
+    m.add_argument("--log", metavar="FILE", help="where the mount process logs once it is in the "
+                   "background: each refused write with the daemon's reason (a shell only shows "
+                   "the errno, e.g. 'Invalid argument')")
     m.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS",
                    help="how long to wait for the mount to become live (default: %(default)g)")
     m.set_defaults(func=cmd_mount)
@@ -85,6 +88,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
             auth = client_auth(load_secret(secret_file))
         except SecretError as e:
             return _fail(prog, e)
+    if args.log:
+        from ..ninep.private import open_private
+        try:
+            os.close(open_private(args.log))
+        except OSError as e:
+            return _fail(prog, f"--log {args.log}: {e.strerror or e}")
     try:
         from ..mount import fuse
     except (ImportError, OSError) as e:  # mfusepy raises OSError when libfuse3 is missing
@@ -98,7 +107,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             fuse.mount_foreground(args.dir, addr, auth=auth, debug=args.debug, trace=args.trace)
         else:
             fuse.mount_background(args.dir, addr, auth=auth, debug=args.debug, trace=args.trace,
-                                  timeout=args.timeout)
+                                  timeout=args.timeout, log_file=args.log)
     except fuse.MountError as e:
         return _fail(prog, e)
     except KeyboardInterrupt:

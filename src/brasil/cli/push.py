@@ -7,8 +7,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("push: the PUSH shell is not built yet; it needs the node daemon's sessions "
-          "(see ARCHITECTURE.md for what exists today)", file=sys.stderr)
+    print("push: the PUSH shell is not built yet (see ARCHITECTURE.md for what exists today)",
+          file=sys.stderr)
     return 2
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -15,7 +16,9 @@ from ..ninep.private import private_dir, write_private
 from ..tree.daemon import Daemon
 from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socket_path, \
     parse_address
-from ..node.daemon import DEFAULT_IDLE_TIMEOUT, Node
+from ..ninep.server import (DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+                            DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOTAL_FIDS, UNIX_CONNECTIONS)
+from ..node.daemon import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, Node
 from .errors import UsageError, run
 
 log = logging.getLogger("brasil.serve")
@@ -52,6 +55,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close a session idle this long: no open files, processes or unread "
                    f"output (default: {DEFAULT_IDLE_TIMEOUT:g})")
+    lim = p.add_argument_group("limits", "what one client may take of a daemon others share; "
+                               "past a limit new requests fail with a clear error and existing "
+                               "work goes on")
+    lim.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, metavar="N",
+                     help="sessions at once (default: %(default)s)")
+    lim.add_argument("--max-connections", type=int, default=None, metavar="N",
+                     help="network connections at once (default: 1024, less if the open-file "
+                     f"limit is low); the Unix socket has {UNIX_CONNECTIONS} more of its own")
+    lim.add_argument("--max-fids", type=int, default=DEFAULT_MAX_TOTAL_FIDS, metavar="N",
+                     help="open files (fids) over all connections (default: %(default)s)")
+    lim.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT,
+                     metavar="SECONDS", help="close a connection not attached this long after "
+                     "connecting (default: %(default)g)")
+    lim.add_argument("--frame-timeout", type=float, default=DEFAULT_FRAME_TIMEOUT,
+                     metavar="SECONDS", help="close a connection whose message began to arrive "
+                     "this long ago and is still incomplete (default: %(default)g)")
     p.add_argument("--debug", action="store_true", help="log every 9P message")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
 
@@ -85,7 +104,8 @@ async def serve(args: argparse.Namespace) -> int:
         raise UsageError("--slots must be 0 or more")
     private_dir(state_dir(args.state_dir), "state directory")
     try:
-        node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout)
+        node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout,
+                    max_sessions=args.max_sessions)
     except (NotADirectoryError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     secret = load_secret(args.secret_file) if args.secret_file else None  # errors: cli/errors.py
@@ -95,7 +115,10 @@ async def serve(args: argparse.Namespace) -> int:
             parent = parse_address(args.parent)
         except AddressError as e:
             raise UsageError(f"--parent: {e}") from None
-    daemon = Daemon(node, secret=secret, parent=parent, trace=args.debug)
+    daemon = Daemon(node, secret=secret, parent=parent, trace=args.debug,
+                    max_connections=connection_budget(args.max_connections),
+                    max_total_fids=args.max_fids, handshake_timeout=args.handshake_timeout,
+                    frame_timeout=args.frame_timeout)
     for a in addrs:
         try:
             await daemon.listen(a)
@@ -119,6 +142,30 @@ async def serve(args: argparse.Namespace) -> int:
     await daemon.stop()
     write_addresses(args, None)
     return 0
+
+
+FD_RESERVE = 512  # descriptors kept for forking commands (4 each) and the owner's socket
+
+
+def connection_budget(asked: int | None) -> int:
+    """How many network connections fit: the open-file limit is raised as far as allowed, and
+    enough descriptors stay free for commands and the owner's Unix socket whatever clients do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                        else 1 << 20, hard))
+            soft = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        except (ValueError, OSError):
+            pass
+    room = max(16, (soft - FD_RESERVE - UNIX_CONNECTIONS) // 2)  # a connection may splice too
+    if asked is None:
+        return min(DEFAULT_MAX_CONNECTIONS, room)
+    if asked > room:
+        log.warning("--max-connections %d: only %d fit under the open-file limit %d", asked,
+                    room, soft)
+        return room
+    return asked
 
 
 def write_addresses(args: argparse.Namespace, addresses: list[str] | None) -> None:

@@ -14,6 +14,8 @@ import ctypes.util
 import os
 import sys
 
+SETUP_FD = "BRASIL_SETUP_FD"  # exec.process.SETUP_FD (this runs without our package's imports)
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 MS_REC = 0x4000
@@ -58,13 +60,19 @@ def main(argv: list[str]) -> int:
     if len(pairs) % 2 or not command:
         print("nsexec: binds come in SRC DST pairs, then -- and a command", file=sys.stderr)
         return 2
+    report = int(os.environ.pop(SETUP_FD, "-1"))
     try:
         enter_private_namespace()
         for src, dst in zip(pairs[::2], pairs[1::2]):
             bind(src, dst)
     except OSError as e:
-        print(f"ns: {e.strerror}", file=sys.stderr)
+        why = f"ns: {e.strerror}"
+        if report >= 0:  # the daemon fails the exec with this, instead of a late exit 126
+            os.write(report, why.encode())
+        print(why, file=sys.stderr)
         return 126
+    if report >= 0:
+        os.set_inheritable(report, False)  # closed by exec: end of file means "all set up"
     os.execvp(command[0], command)
     return 127
 

@@ -17,6 +17,9 @@ from typing import Any, Callable
 
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
+from .reaper import Watchdog
+
+SETUP_FD = "BRASIL_SETUP_FD"  # where a setup helper (nsexec) reports a failure before exec
 
 log = logging.getLogger("brasil.exec")
 
@@ -71,8 +74,10 @@ class _PipeWriter(asyncio.Protocol):
 class Process:
     """A running command; ``exited`` resolves to its exit status (128+N when killed by signal N)."""
 
-    def __init__(self, stdin: Stream, stdout: Stream, stderr: Stream) -> None:
+    def __init__(self, stdin: Stream, stdout: Stream, stderr: Stream,
+                 watchdog: Watchdog | None = None) -> None:
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.watchdog = watchdog
         self.pid = 0
         self.popen: subprocess.Popen[bytes] | None = None
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -81,14 +86,17 @@ class Process:
         self._on_exit: list[Callable[[int], None]] = []
 
     @staticmethod
-    def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None) -> subprocess.Popen[bytes]:
+    def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
+              pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
         """Fork and exec, with three pipes, in a new session (so ``kill`` reaches the group)."""
         try:
             return subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, cwd=cwd, start_new_session=True, close_fds=True)
+                env=env, cwd=cwd, start_new_session=True, close_fds=True, pass_fds=pass_fds)
         except OSError as e:
             raise NinepError(f"exec: cannot start {argv[0]}: {e.strerror}", e.errno) from None
+        except ValueError as e:  # an embedded NUL, say: the request's fault, not ours
+            raise NinepError(f"exec: cannot start {argv[0][:100]}: {e}") from None
 
     async def attach(self, popen: subprocess.Popen[bytes]) -> None:
         """Take over a spawned child: its pipes feed our streams, its exit is watched."""
@@ -133,6 +141,8 @@ class Process:
         os.close(pidfd)
         assert self.popen is not None
         rc = self.popen.wait()
+        if self.watchdog is not None:
+            self.watchdog.forget(self.pid)
         self.stdin.break_()  # nobody reads our input any more: writers fail, the feeder ends
         if rc < 0:
             self.signalled = -rc
@@ -164,13 +174,42 @@ class Process:
             log.warning("kill %d: %s", self.pid, e)
 
 
-def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None]]) -> list[Any]:
+def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None]],
+               watchdog: Watchdog | None = None, setup_check: bool = False) -> list[Any]:
     """Spawn each job; a Popen, or the NinepError that job raised (run on a spawn thread, one
-    call for many children: fewer hand-offs between threads than one call each)."""
+    call for many children: fewer hand-offs between threads than one call each). Each group is
+    given to the watchdog at once, so it dies with the daemon.
+
+    With ``setup_check`` the command is a helper (``brasil.exec.nsexec``) that reports on a pipe
+    whether its setup worked before it runs the real command: a failure fails the spawn, with
+    the helper's reason, instead of showing up later as an exit status."""
     out: list[Any] = []
     for argv, env, cwd in jobs:
         try:
-            out.append(Process.spawn(argv, env, cwd))
+            if setup_check:
+                out.append(_spawn_checked(argv, env, cwd))
+            else:
+                out.append(Process.spawn(argv, env, cwd))
         except NinepError as e:
             out.append(e)
+            continue
+        if watchdog is not None:
+            watchdog.watch(out[-1].pid)
     return out
+
+
+def _spawn_checked(argv: list[str], env: dict[str, str], cwd: str | None) -> Any:
+    r, w = os.pipe()
+    try:
+        p = Process.spawn(argv, {**env, SETUP_FD: str(w)}, cwd, pass_fds=(w,))
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as f:
+        why = f.read(4096).decode("utf-8", "replace").strip()  # end of file: exec'd fine
+    if why:
+        p.wait()
+        for pipe in (p.stdin, p.stdout, p.stderr):
+            if pipe is not None:
+                pipe.close()
+        raise NinepError(f"exec: {why}")
+    return p

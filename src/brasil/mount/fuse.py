@@ -38,6 +38,7 @@ from mfusepy import FuseOSError
 from ..ninep import errors as nerrors
 from ..ninep.client import AuthFn, Client, File
 from ..ninep.constants import DMDIR, NONUNAME, OREAD, ORDWR, OTRUNC, OWRITE
+from ..ninep.private import open_private
 from ..ninep.errors import NinepError, ProtocolError
 from ..ninep.transport import Address
 from ..ninep.wire import Qid, Stat
@@ -498,11 +499,13 @@ def mount_foreground(path: str, address: Address, *, auth: AuthFn | None = None,
 
 
 def mount_background(path: str, address: Address, *, auth: AuthFn | None = None,
-                     debug: bool = False, trace: bool = False, timeout: float = 20.0) -> int:
+                     debug: bool = False, trace: bool = False, timeout: float = 20.0,
+                     log_file: str | None = None) -> int:
     """Fork a mount process; return its pid once the mount is live, or raise MountError with the
     process's own error text. The process detaches (new session, cwd /, stdio to /dev/null)."""
     check_fuse()
     mp = check_mountpoint(path)
+    log_fd = open_private(log_file) if log_file else None  # refused here, in the caller
     r, w = os.pipe()  # the child's stderr until the mount is live, then READY
     sys.stdout.flush()
     sys.stderr.flush()
@@ -512,7 +515,7 @@ def mount_background(path: str, address: Address, *, auth: AuthFn | None = None,
         try:
             os.close(r)
             os.setsid()
-            _child(mp, address, w, auth, debug, trace)
+            _child(mp, address, w, auth, debug, trace, log_fd)
             code = 0
         except MountError as e:
             print(e, file=sys.stderr, flush=True)
@@ -525,18 +528,21 @@ def mount_background(path: str, address: Address, *, auth: AuthFn | None = None,
         finally:
             os._exit(code)
     os.close(w)
+    if log_fd is not None:
+        os.close(log_fd)
     return _await_child(pid, r, mp, path, timeout)
 
 
-def _child(mp: str, address: Address, w: int, auth: AuthFn | None, debug: bool, trace: bool) -> None:
+def _child(mp: str, address: Address, w: int, auth: AuthFn | None, debug: bool, trace: bool,
+           log_fd: int | None = None) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
-    saved_err = os.dup(2) if debug else None
+    saved_err = log_fd if log_fd is not None else os.dup(2) if debug else None
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.dup2(w, 2)  # until ready, errors (ours and libfuse's) go to the parent
     os.chdir("/")
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
-                        format="brasil mount: %(message)s")
+                        format="%(asctime)s brasil mount: %(message)s", datefmt="%H:%M:%S")
 
     def ready() -> None:
         try:

@@ -21,10 +21,12 @@ import secrets
 from .constants import QTAUTH
 from .errors import Eauth, NinepError
 from .private import UnsafePathError, read_private
+from .ratelimit import RateLimited
 from .synthetic import Handle, Node
 from .wire import Qid
 
 log = logging.getLogger("brasil.auth")
+limited = RateLimited(log)
 SCHEME = "brasil-hmac-sha256"
 
 
@@ -77,7 +79,8 @@ class AuthHandle(Handle):
         words = data.decode("ascii", "replace").split()
         expected = _mac(n.secret, "client", n.nonce, n.uname, n.aname)
         if len(words) != 2 or not hmac.compare_digest(words[0], expected):
-            log.warning("authentication failed for %r from %s: wrong secret", n.uname, n.peer)
+            limited.warning("wrong secret", "authentication failed for %r from %s: wrong secret",
+                            n.uname[:64], n.peer)
             raise NinepError(*Eauth)
         n.ok = True
         n.proof = _mac(n.secret, "server", words[1], n.nonce)

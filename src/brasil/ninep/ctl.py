@@ -6,6 +6,7 @@ expected (``bad # args to command "kill 1 2"; usage: kill [SIG]``), and nothing 
 
 from __future__ import annotations
 
+import errno
 import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -15,6 +16,14 @@ from .maybe import Maybe, is_awaitable
 from .synthetic import Handle, Node, _b
 
 # ---- ctl files ------------------------------------------------------------------------------------
+
+QUOTE_LIMIT = 100
+
+
+def excerpt(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """At most ``limit`` characters of ``text``, for quoting it in an error or a log line."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
 
 @dataclass(frozen=True)
 class Command:
@@ -53,17 +62,19 @@ class CommandTable:
     def parse(self, line: str) -> tuple[Command, list[str]]:
         verb, _, rest = line.strip().partition(" ")
         cmd = self.commands.get(verb)
+        shown = excerpt(line.strip())
         if cmd is None:
-            raise NinepError(f'unknown command "{line.strip()}"; expected one of: {self.expected()}')
+            raise NinepError(f'unknown command "{shown}"; expected one of: {self.expected()}',
+                             errno.EINVAL)
         if cmd.raw:
             args = [rest.strip()] if rest.strip() else []
         else:
             try:
                 args = shlex.split(rest)
             except ValueError as e:
-                raise NinepError(f'bad quoting in command "{line.strip()}": {e}') from None
+                raise NinepError(f'bad quoting in command "{shown}": {e}', errno.EINVAL) from None
         if len(args) < cmd.min_args or (cmd.max_args is not None and len(args) > cmd.max_args):
-            raise NinepError(f'bad # args to command "{line.strip()}"; usage: {cmd.usage}')
+            raise NinepError(f'bad # args to command "{shown}"; usage: {cmd.usage}', errno.EINVAL)
         return cmd, args
 
 

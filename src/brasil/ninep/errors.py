@@ -44,6 +44,8 @@ def _e(message: str, errno: int) -> tuple[str, int]:
 Ebadfid = _e("unknown fid", _errno.EBADF)
 Efidinuse = _e("fid already in use", _errno.EBADF)
 Etoomanyfids = _e("too many fids open on this connection; clunk some", _errno.EMFILE)
+Etoomanyfidsall = _e("too many fids open on this server; clunk some, or ask its owner to raise "
+                     "serve --max-fids", _errno.EMFILE)
 Etoomanyreqs = _e("too many requests in flight on this connection; wait for replies", _errno.EAGAIN)
 Enotfound = _e("file does not exist", _errno.ENOENT)
 Eexist = _e("file already exists", _errno.EEXIST)

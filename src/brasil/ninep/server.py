@@ -52,6 +52,7 @@ from .errors import (
     Eopen,
     Eperm,
     Etoomanyfids,
+    Etoomanyfidsall,
     Etoomanyreqs,
     Ewalknodir,
     Ewalkopen,
@@ -60,6 +61,7 @@ from .errors import (
     RemoteProtocolError,
 )
 from .framing import FrameReader
+from .ratelimit import RateLimited
 from .maybe import is_awaitable
 from .messages import (
     Message,
@@ -105,8 +107,25 @@ current_connection: contextvars.ContextVar[Connection | None] = contextvars.Cont
 trace_log = logging.getLogger("brasil.ninep.trace")
 
 DEFAULT_MAX_MSIZE = 1024 * 1024 + IOHDRSZ
-DEFAULT_MAX_FIDS = 4096
+DEFAULT_MAX_FIDS = 4096  # per connection
+DEFAULT_MAX_TOTAL_FIDS = 32768  # over every connection: about 40 MB at most
 DEFAULT_MAX_PENDING = 1024
+DEFAULT_MAX_CONNECTIONS = 1024  # network connections; the owner's Unix socket has its own room
+UNIX_CONNECTIONS = 256
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0  # from connecting to a successful attach
+DEFAULT_FRAME_TIMEOUT = 30.0  # for a frame that has started to arrive to finish arriving
+MAX_ERROR = 1024  # characters of an error string sent back (a quoted 1 MB command would not fit)
+
+limited = RateLimited(log)
+
+
+def bad_name(name: str) -> bool:
+    """A name a file may not have: empty, '.', '..', or holding '/' or NUL."""
+    return name in ("", ".", "..") or "/" in name or "\0" in name
+
+
+def bounded(message: str) -> str:
+    return message if len(message) <= MAX_ERROR else message[:MAX_ERROR - 1] + "…"
 
 
 class Authenticator(Protocol):
@@ -161,31 +180,66 @@ class Server:
 
     def __init__(self, root: Dir, *, max_msize: int = DEFAULT_MAX_MSIZE,
                  max_fids: int = DEFAULT_MAX_FIDS, max_pending: int = DEFAULT_MAX_PENDING,
+                 max_total_fids: int = DEFAULT_MAX_TOTAL_FIDS,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+                 frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
                  trace: bool = False, authenticator: Authenticator | None = None) -> None:
         if max_msize < MIN_MSIZE:
             raise ValueError(f"max_msize must be at least {MIN_MSIZE}")
         self.root = root
         self.max_msize = max_msize
         self.max_fids = max_fids
+        self.max_total_fids = max_total_fids
         self.max_pending = max_pending
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.frame_timeout = frame_timeout
         self.trace = trace
         self.authenticator = authenticator
         self.connections: set[Connection] = set()
+        self.counts = {"net": 0, "unix": 0}  # open connections by kind, for the caps
+        self.nfids = 0  # fids held over every connection
         self.listeners: list[asyncio.AbstractServer] = []
         self._ids = itertools.count(1)
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def protocol(self, authenticator: Authenticator | None = None) -> Connection:
-        return Connection(self, next(self._ids), authenticator)
+    def protocol(self, authenticator: Authenticator | None = None, kind: str = "net") -> Connection:
+        return Connection(self, next(self._ids), authenticator, kind)
 
     async def listen(self, address: Address, authenticate: bool = True) -> asyncio.AbstractServer:
         """Serve on ``address``; with ``authenticate`` False its clients attach without the
         authenticator (for a 0600 Unix socket that only the owner can reach)."""
         auth = self.authenticator if authenticate else None
-        listener = await listen(address, lambda: self.protocol(auth))
+        kind = "unix" if address.kind == "unix" else "net"
+        listener = await listen(address, lambda: self.protocol(auth, kind))
         self.listeners.append(listener)
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
         return listener
 
+    def room_for(self, kind: str) -> bool:
+        cap = UNIX_CONNECTIONS if kind == "unix" else self.max_connections
+        return self.counts[kind] < cap
+
+    async def _sweep(self) -> None:
+        """Once a second: drop connections that never finished their handshake, or stalled in
+        the middle of a frame (each holds memory and a descriptor that others need)."""
+        period = max(0.05, min(1.0, self.handshake_timeout / 4, self.frame_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = asyncio.get_running_loop().time()
+            for conn in list(self.connections):
+                why = conn.overdue(now)
+                if why:
+                    limited.warning(f"overdue {why[:20]}", "conn %d (%s): closing: %s",
+                                    conn.ident, conn.peer, why)
+                    conn.abort()
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for lst in self.listeners:
             lst.close()
         for conn in list(self.connections):
@@ -199,10 +253,15 @@ class Server:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, server: Server, ident: int, authenticator: Authenticator | None = None) -> None:
+    def __init__(self, server: Server, ident: int, authenticator: Authenticator | None = None,
+                 kind: str = "net") -> None:
         self.server = server
         self.ident = ident
+        self.kind = kind
         self.authenticator = authenticator
+        self.attached = False
+        self.opened = 0.0
+        self.partial_since: float | None = None  # when a frame began to arrive and is not done
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader(server.max_msize)
         self.msize = server.max_msize
@@ -230,12 +289,34 @@ class Connection(asyncio.Protocol):
         set_nodelay(transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        if not self.server.room_for(self.kind):
+            limited.warning(f"full {self.kind}", "conn %d (%s): refused: %d connections already "
+                            "open (the limit; raise it with serve --max-connections)", self.ident,
+                            self.peer, self.server.counts[self.kind])
+            self.closed = True
+            transport.abort()
+            return
         self.server.connections.add(self)
+        self.server.counts[self.kind] += 1
+        self.opened = asyncio.get_running_loop().time()
         log.debug("conn %d: open from %s", self.ident, self.peer)
+
+    def overdue(self, now: float) -> str:
+        """Why this connection has waited too long, or "" if it has not."""
+        if not self.attached and now - self.opened > self.server.handshake_timeout:
+            return f"no attach within {self.server.handshake_timeout:g}s of connecting"
+        if self.partial_since is not None and now - self.partial_since > self.server.frame_timeout:
+            return f"a frame began arriving {self.server.frame_timeout:g}s ago and is not complete"
+        return ""
+
+    def _forget(self) -> None:
+        if self in self.server.connections:
+            self.server.connections.discard(self)
+            self.server.counts[self.kind] -= 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        self._forget()
         self._reset()
         for cb in self.on_lost:
             cb()
@@ -251,7 +332,7 @@ class Connection(asyncio.Protocol):
         assert take is not None and self.transport is not None
         rest = bytes(self.reader._buf[self.reader._pos:])
         self.closed = True
-        self.server.connections.discard(self)
+        self._forget()
         self._reset()
         take(self.transport, rest)
 
@@ -260,24 +341,33 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         self.reader.feed(data)
         self._batch = []  # replies made while handling this chunk go out in one write
+        got = False
         try:
             while not self.closed:
                 msg = self.reader.next_message()
                 if msg is None:
                     break
+                got = True
                 self.dispatch(msg)
                 if self._handover is not None:
                     self._flush_batch()
                     self._hand_over()
                     return
         except ProtocolError as e:
-            log.warning("conn %d (%s): closing: %s", self.ident, self.peer, e)
+            limited.warning("protocol", "conn %d (%s): closing: %s", self.ident, self.peer, e)
             self._flush_batch()
             self.closed = True
             self.abort()
             return
+        if self.reader.buffered:
+            if got or self.partial_since is None:
+                self.partial_since = asyncio.get_running_loop().time()
+        else:
+            self.partial_since = None
         self._flush_batch()
 
     def _flush_batch(self) -> None:
@@ -308,6 +398,9 @@ class Connection(asyncio.Protocol):
         except NinepError as e:
             self.send(Rerror(tag, e.message, e.errno if self.dotu else 0))
             return
+        except OSError as e:  # the file system changed under us (a race): an answer, not a bug
+            self.send(self._os_error(tag, e))
+            return
         except Exception as e:  # noqa: BLE001 - a bug in a handler must not take the daemon down
             self.send(self._internal(tag, msg, e))
             return
@@ -332,13 +425,24 @@ class Connection(asyncio.Protocol):
             self.send(task.result())
         elif isinstance(e, NinepError):
             self.send(Rerror(tag, e.message, e.errno if self.dotu else 0))
+        elif isinstance(e, OSError):
+            self.send(self._os_error(tag, e))
         else:
             self.send(self._internal(tag, msg, e))
 
     def _internal(self, tag: int, msg: Message, e: BaseException) -> Rerror:
-        log.error("conn %d: %s failed unexpectedly", self.ident, text.format(msg, 64),
-                  exc_info=(type(e), e, e.__traceback__))
-        return Rerror(tag, f"{Einternal[0]}: {type(e).__name__}: {e}", Einternal[1] if self.dotu else 0)
+        """A bug of ours: logged with its traceback (a few per minute per kind, so a client that
+        found one cannot flood the log with it), answered as an internal error."""
+        limited.error(f"{type(msg).__name__} {type(e).__name__}", "conn %d: %s failed "
+                      "unexpectedly", self.ident, text.format(msg, 64)[:300],
+                      exc_info=(type(e), e, e.__traceback__))
+        return Rerror(tag, bounded(f"{Einternal[0]}: {type(e).__name__}: {e}"),
+                      Einternal[1] if self.dotu else 0)
+
+    def _os_error(self, tag: int, e: OSError) -> Rerror:
+        where = f"{e.filename}: " if isinstance(e.filename, str) else ""
+        return Rerror(tag, bounded(f"{where}{e.strerror or e}"),
+                      (e.errno or _errno.EIO) if self.dotu else 0)
 
     def _err(self, e: tuple[str, int]) -> tuple[str, int]:
         return e[0], e[1] if self.dotu else 0
@@ -346,6 +450,8 @@ class Connection(asyncio.Protocol):
     def send(self, msg: Message) -> None:
         if self.closed or self.transport is None:
             return
+        if type(msg) is Rerror and len(msg.ename) > MAX_ERROR:
+            msg = Rerror(msg.tag, bounded(msg.ename), msg.errno)
         if self.server.trace:
             trace_log.info("conn %d -> %s", self.ident, text.format(msg, 64))
         if self._batch is not None:
@@ -366,7 +472,16 @@ class Connection(asyncio.Protocol):
             raise NinepError(*Efidinuse)
         if len(self.fids) >= self.server.max_fids:
             raise NinepError(*Etoomanyfids)
+        if self.server.nfids >= self.server.max_total_fids:
+            raise NinepError(*Etoomanyfidsall)
+        self.server.nfids += 1
         f = self.fids[fid] = Fid(node, uname, is_auth)
+        return f
+
+    def _drop_fid(self, fid: int) -> Fid | None:
+        f = self.fids.pop(fid, None)
+        if f is not None:
+            self.server.nfids -= 1
         return f
 
     def _reset(self) -> None:
@@ -375,6 +490,7 @@ class Connection(asyncio.Protocol):
             task.cancel()
         self.pending.clear()
         fids, self.fids = self.fids, {}
+        self.server.nfids -= len(fids)
         for f in fids.values():
             self._release(f)
 
@@ -426,11 +542,12 @@ class Connection(asyncio.Protocol):
         if auth is not None:
             a = self.fids.get(m.afid)
             if a is None or not a.is_auth or not auth.may_attach(a.node, m.uname, m.aname):
-                log.warning("conn %d (%s): attach refused for %r: not authenticated",
-                            self.ident, self.peer, m.uname)
+                limited.warning("attach refused", "conn %d (%s): attach refused for %r: not "
+                                "authenticated", self.ident, self.peer, m.uname[:64])
                 raise NinepError(*Eauth)
         root = self.server.root
         self._new_fid(m.fid, root, m.uname)
+        self.attached = True
         return Rattach(m.tag, root.qid)
 
     def t_flush(self, m: Tflush) -> Rflush:
@@ -465,14 +582,14 @@ class Connection(asyncio.Protocol):
                     raise NinepError(*Eperm)
                 if name == "..":
                     nxt: Any = node.parent or node
-                elif name in ("", ".") or "/" in name:
+                elif bad_name(name):
                     raise NinepError(*Ebadname)
                 else:
                     batch = getattr(node, "walk_path", None)
                     if batch is not None:  # a remote directory: the rest of the walk in one trip
                         run = []
                         for n in names[i:]:
-                            if n in ("", ".", "..") or "/" in n:
+                            if bad_name(n):
                                 break
                             run.append(n)
                         return self._walk_batch(m, f, i, qids, batch(run), len(run))
@@ -568,7 +685,7 @@ class Connection(asyncio.Protocol):
             raise NinepError(*Enotdir)
         if not d.mode & 0o200:
             raise NinepError(*Eperm)
-        if m.name in ("", ".", "..") or "/" in m.name:
+        if bad_name(m.name):
             raise NinepError(*Ebadname)
         r = d.create(m.name, m.perm, m.mode)
         if is_awaitable(r):
@@ -659,7 +776,7 @@ class Connection(asyncio.Protocol):
         return Rwrite(tag, await pending)
 
     def t_clunk(self, m: Tclunk) -> Any:
-        f = self.fids.pop(m.fid, None)
+        f = self._drop_fid(m.fid)
         if f is None:
             raise NinepError(*Ebadfid)
         waiting = self._release(f)
@@ -674,7 +791,7 @@ class Connection(asyncio.Protocol):
         return reply
 
     def t_remove(self, m: Tremove) -> Any:
-        f = self.fids.pop(m.fid, None)  # the fid is clunked even when the remove fails
+        f = self._drop_fid(m.fid)  # the fid is clunked even when the remove fails
         if f is None:
             raise NinepError(*Ebadfid)
         waiting = self._release(f)
@@ -705,6 +822,8 @@ class Connection(asyncio.Protocol):
 
     def t_wstat(self, m: Twstat) -> Any:
         f = self._fid(m.fid)
+        if m.stat.name and m.stat.name != f.node.name and bad_name(m.stat.name):
+            raise NinepError(*Ebadname)
         r = f.node.wstat(m.stat)
         if is_awaitable(r):
             return self._after(r, Rwstat(m.tag))

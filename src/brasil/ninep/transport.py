@@ -70,7 +70,12 @@ def parse_address(text: str) -> Address:
     if t.startswith("["):
         host, _, rest = t[1:].partition("]")
         return Address("tcp", host, _port(rest.lstrip(":"), text))
-    if t.count(":") > 1:  # a bare IPv6 address
+    if t.count(":") > 1:  # a bare IPv6 address, or a mistake
+        try:
+            ipaddress.IPv6Address(t)
+        except ValueError:
+            raise AddressError(f"{text!r} is not an address; {forms} (an IPv6 address with a "
+                               "port is written [ADDR]:PORT)") from None
         return Address("tcp", t, DEFAULT_PORT)
     host, _, port = t.partition(":")
     return Address("tcp", host or "127.0.0.1", _port(port, text))
@@ -193,6 +198,9 @@ async def dial(address: Address, factory: ProtocolFactory, timeout: float = 10.0
                               ) from None
     except asyncio.TimeoutError:
         raise ConnectionError(f"{address}: no answer within {timeout:g}s") from None
+    except socket.gaierror as e:
+        raise ConnectionError(f"{address}: cannot resolve host {address.host!r} ({e.strerror}); "
+                              "check the name, or give an IP address") from None
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:

@@ -8,6 +8,7 @@ It knows nothing of sockets: ``brasil serve`` (cli/serve.py) puts a 9P server in
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import platform
@@ -18,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
 from ..exec import nsexec
+from ..exec.reaper import Watchdog
+from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.synthetic import (
@@ -38,6 +41,7 @@ log = logging.getLogger("brasil.node")
 
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_OUTPUT_LIMIT = 256 * 1024
+DEFAULT_MAX_SESSIONS = 4096  # about 40 MB of sessions at most
 
 
 def arch_line() -> str:
@@ -70,7 +74,8 @@ class CloneFile(File):
 class Node:
     def __init__(self, name: str, slots: int, *, export: str | None = None,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 output_limit: int = DEFAULT_OUTPUT_LIMIT, workdir: str | None = None) -> None:
+                 output_limit: int = DEFAULT_OUTPUT_LIMIT, workdir: str | None = None,
+                 max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         if slots < 0:
             raise ValueError("slots must be ≥ 0")
         self.name = name
@@ -81,6 +86,7 @@ class Node:
         self.sessions: dict[str, Session] = {}
         self._next_id = 0
         self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
         self.output_limit = output_limit
         self.export = Export(export) if export else None
         self.workdir = workdir or (self.export.root if self.export else os.getcwd())
@@ -93,6 +99,7 @@ class Node:
         self.started = time.time()
         self._ns_problem: str | None | bool = False  # False: not probed yet
         self._reaper: asyncio.Task[None] | None = None
+        self._watchdog: Watchdog | None = None
         self.local = self._build_local()
         self.csrv = DynamicDir([Entry("local", 0o555, lambda _: self.local)], name="csrv")
         self.root = TableDir([Entry("csrv", 0o555, lambda _: self.csrv)])
@@ -150,6 +157,10 @@ class Node:
     # ---- sessions ----
 
     def new_session(self) -> Session:
+        if len(self.sessions) >= self.max_sessions:
+            raise NinepError(f"clone: this node has {len(self.sessions)} sessions, its limit; close "
+                             "some (echo close > …/ctl), or raise serve --max-sessions",
+                             errno.EAGAIN)
         sid = str(self._next_id)
         self._next_id += 1
         session = Session(self, sid)
@@ -223,7 +234,8 @@ class Node:
             for g in groups:
                 asyncio.ensure_future(g.close())
             where = f" matching {os_name} {arch or '*'}" if os_name else ""
-            raise NinepError(f"res: not enough slots: asked {n}, {got} free in reach{where}")
+            raise NinepError(f"res: not enough slots: asked {n}, {got} free in reach{where}",
+                             errno.EBUSY)
         return taken, groups
 
     def release_slots(self, slots: Iterable[int]) -> None:
@@ -235,15 +247,15 @@ class Node:
         try:
             words = shlex.split(line)
         except ValueError as e:
-            raise NinepError(f'ns: cannot parse "{line}": {e}') from None
+            raise NinepError(f'ns: cannot parse "{excerpt(line)}": {e}') from None
         if words and words[0] == "mount":
-            raise NinepError(f'ns: "{line}": mount lines are not supported yet; '
+            raise NinepError(f'ns: "{excerpt(line)}": mount lines are not supported yet; '
                              "use bind SRC DST (mount a namespace with `brasil mount` and bind it)")
         if len(words) != 3 or words[0] != "bind":
-            raise NinepError(f'ns: bad line "{line}"; expected: bind SRC DST')
+            raise NinepError(f'ns: bad line "{excerpt(line)}"; expected: bind SRC DST')
         for p in words[1:]:
             if not p.startswith("/"):
-                raise NinepError(f'ns: "{line}": {p} must be an absolute path')
+                raise NinepError(f'ns: "{excerpt(line)}": {p} must be an absolute path')
         if self._ns_problem is False:
             self._ns_problem = nsexec.probe()
         if self._ns_problem:
@@ -257,6 +269,12 @@ class Node:
         return out
 
     # ---- lifetime ----
+
+    def get_watchdog(self) -> Watchdog:
+        """The process that kills our commands if we die without doing it (exec/reaper.py)."""
+        if self._watchdog is None:
+            self._watchdog = Watchdog()
+        return self._watchdog
 
     def start(self) -> None:
         if self._reaper is None:
@@ -290,3 +308,6 @@ class Node:
             self.close_session(s)
         if running:
             await asyncio.wait([leaf.process.exited for leaf in running], timeout=grace)  # type: ignore[union-attr]
+        if self._watchdog is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._watchdog.close)
+            self._watchdog = None

@@ -99,11 +99,14 @@ class Export:
             hops += 1
             if hops > MAX_LINKS:
                 raise NinepError(f"{'/'.join(path)}: too many levels of symbolic links", _errno.ELOOP)
-            fd = self.open_dir(tuple(done))
             try:
-                target = os.readlink(name, dir_fd=fd)
-            finally:
-                os.close(fd)
+                fd = self.open_dir(tuple(done))
+                try:
+                    target = os.readlink(name, dir_fd=fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:  # it changed while we looked (a race): say so, quietly
+                raise _oserror(e, "/".join(path)) from None
             if target.startswith("/"):
                 real = posixpath.normpath(target)
                 if real != self.root and not real.startswith(self.root + "/"):

@@ -10,6 +10,7 @@ few hundred processes start.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shlex
 import shutil
@@ -48,12 +49,12 @@ def command_argv(cmd: str, path: str, direct: bool = True) -> list[str]:
         return shell
     if "/" in prog:
         if not os.access(prog, os.X_OK):
-            raise NinepError(f"exec: {prog}: no such executable file")
+            raise NinepError(f"exec: {prog}: no such executable file", errno.ENOENT)
         found: str | None = prog
     else:
         found = shutil.which(prog, path=path)
         if found is None:
-            raise NinepError(f"exec: {prog}: command not found (PATH={path})")
+            raise NinepError(f"exec: {prog}: command not found (PATH={path})", errno.ENOENT)
     if not direct or any(c in SHELL_SYNTAX for c in cmd):
         return shell
     return [found, *words[1:]]
@@ -65,7 +66,8 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     and the loop stays free), then attached here. Returns what failed to start."""
     for leaf in leaves:
         if leaf.state == "running":
-            raise NinepError(f"exec: sub-session {leaf.path} is still running; kill it or wait first")
+            raise NinepError(f"exec: sub-session {leaf.path} is still running; kill it or wait first",
+                             errno.EBUSY)
     jobs = []
     for leaf in leaves:
         if leaf.process is not None:  # a second exec: fresh pipes, the old output stays readable
@@ -75,10 +77,13 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     loop = asyncio.get_running_loop()
     half = (len(jobs) + 1) // 2
     batches = [b for b in (jobs[:half], jobs[half:]) if b]
+    watchdog = node.get_watchdog()
+    checked = argv[2:3] == ["brasil.exec.nsexec"]  # it reports whether the binds worked
     spawned = [p for batch in await asyncio.gather(
-        *(loop.run_in_executor(node.spawner, spawn_many, b) for b in batches)) for p in batch]
+        *(loop.run_in_executor(node.spawner, spawn_many, b, watchdog, checked)
+          for b in batches)) for p in batch]
     errors = [p for p in spawned if isinstance(p, BaseException)]
-    started = [(leaf, Process(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream), popen)
+    started = [(leaf, Process(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream, watchdog), popen)
                for leaf, popen in zip(leaves, spawned) if not isinstance(popen, BaseException)]
     await asyncio.gather(*(proc.attach(popen) for _, proc, popen in started))
     for leaf, proc, _ in started:

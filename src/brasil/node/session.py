@@ -10,6 +10,7 @@ been idle (no open files, no processes, no unread output) for the node's idle ti
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exec.process import Process
 from ..exec.records import NEWLINE, Key, Splitter, quote
+from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
 from . import lifecycle
@@ -42,6 +44,19 @@ def data_address(state_line: str) -> str:
         if len(words) == 2 and words[0] == "data":
             return words[1]
     raise NinepError("the sub-session did not say where its data endpoint is")
+
+
+def parse_env(text: str) -> tuple[str, str]:
+    """``KEY=VALUE``, checked when written: a value no process could be given would otherwise
+    fail every later exec."""
+    key, eq, value = text.partition("=")
+    if not eq or not ENV_KEY.fullmatch(key):
+        raise NinepError(f'env: bad assignment "{excerpt(text)}"; each is KEY=VALUE, KEY made of '
+                         "letters, digits and _", errno.EINVAL)
+    if "\0" in value:
+        raise NinepError(f"env: the value of {key} holds a NUL byte, which no environment can "
+                         "carry", errno.EINVAL)
+    return key, value
 
 
 class Delegated:
@@ -177,6 +192,8 @@ class Session:
         cmd = cmd.strip()
         if not cmd:
             raise NinepError("exec: empty command; usage: exec CMD…")
+        if "\0" in cmd:
+            raise NinepError("exec: the command holds a NUL byte")
         env = {**os.environ, **self.effective_env()}
         binds = self.node.ns_binds(self.effective_ns())
         if binds:  # programs are looked up inside the namespace: leave it to the shell there
@@ -198,7 +215,7 @@ class Session:
         if busy:
             self.state = "done" if self.all_done() else "running"
             raise NinepError(f"exec: sub-session(s) {', '.join(busy)} still running; "
-                             "kill them or wait first")
+                             "kill them or wait first", errno.EBUSY)
         self._reset_io()
         leaves = self.leaves()
         groups = [g for g in self.groups if not g.lost]
@@ -215,6 +232,9 @@ class Session:
                     leaf.process.kill(signal.SIGKILL)
             await asyncio.gather(*(g.kill(signal.SIGKILL) for g in groups if g.running),
                                  return_exceptions=True)
+            if self.state == "running" and self.all_done():  # nothing started: not running
+                self.state = lifecycle.step(lifecycle.SESSION, self.state, "finish",
+                                            f"session {self.path}")
             raise errors[0]
         log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
                  len(leaves), sum(g.count for g in groups))
@@ -295,18 +315,16 @@ class Session:
             try:
                 self.mux, self.key = "hash", Key(args[1])
             except ValueError as e:
-                raise NinepError(f"mux: {e}") from None
+                raise NinepError(f"mux: {e}", errno.EINVAL) from None
         else:
             raise NinepError(f"mux: bad mode {quote(' '.join(args))}; usage: mux broadcast | mux rr"
-                             " | mux hash KEY (a field number from 1, or a regex)")
+                             " | mux hash KEY (a field number from 1, or a regex)", errno.EINVAL)
 
     def mux_text(self) -> str:
         return f"hash {shlex.quote(str(self.key))}" if self.mux == "hash" else self.mux
 
     def set_env(self, assignment: str) -> None:
-        key, eq, value = assignment.partition("=")
-        if not eq or not ENV_KEY.fullmatch(key):
-            raise NinepError(f'env: bad assignment "{assignment}"; usage: env KEY=VALUE')
+        key, value = parse_env(assignment)
         self.env[key] = value
 
     # ---- data ----
@@ -363,7 +381,7 @@ class Session:
         """Sub-session ``index``: a Session here, or (made when first asked for, so that a large
         reservation costs nothing per remote slot) a RemoteSub of the group holding it."""
         if not index.isdigit() or int(index) >= self.nsubs:
-            raise NinepError(f"session {self.path} has no sub-session {index!r} "
+            raise NinepError(f"session {self.path} has no sub-session {excerpt(index)!r} "
                              f"(it has {self.nsubs})")
         i = int(index)
         if i < len(self.subs):

@@ -6,17 +6,19 @@ the things that keep it from being reaped as idle.
 
 from __future__ import annotations
 
+import errno
+
 import signal
 from typing import Any, Awaitable, Callable
 
 from ..exec.records import parse_rs, quote
 from ..ninep.constants import OTRUNC
-from ..ninep.ctl import CommandTable, CtlFile, CtlHandle
+from ..ninep.ctl import CommandTable, CtlFile, CtlHandle, excerpt
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node
 from .io import READ, Output
-from .session import ENV_KEY, Session
+from .session import Session, parse_env
 
 
 def _count_open(session: Session) -> None:
@@ -68,14 +70,16 @@ def parse_signal(text: str) -> int:
         return int(t)
     if t in SIGNALS:
         return int(SIGNALS[t])
-    raise NinepError(f'kill: unknown signal "{text}"; use a name like TERM, KILL, INT or a number')
+    raise NinepError(f'kill: unknown signal "{excerpt(text)}"; use a name like TERM, KILL, INT '
+                     'or a number', errno.EINVAL)
 
 
 def _int(text: str, what: str, usage: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise NinepError(f'{what}: "{text}" is not a number; usage: {usage}') from None
+        raise NinepError(f'{what}: "{excerpt(text)}" is not a number; usage: {usage}',
+                         errno.EINVAL) from None
     return v
 
 
@@ -96,7 +100,8 @@ class SessionCtl(CtlFile):
     def res(self, args: list[str]) -> Any:
         n = _int(args[0], "res", "res N [os [arch]]")
         if n <= 0:
-            raise NinepError(f'res: asked for {n} slots; usage: res N [os [arch]] with N ≥ 1')
+            raise NinepError(f'res: asked for {n} slots; usage: res N [os [arch]] with N ≥ 1',
+                             errno.EINVAL)
         return self.session.reserve(n, *args[1:])
 
     @commands.command("resupto N [os [arch]]")
@@ -160,7 +165,7 @@ class SessionCtl(CtlFile):
         try:
             self.session.rs = parse_rs(args)
         except ValueError as e:
-            raise NinepError(f"rs: {e}") from None
+            raise NinepError(f"rs: {e}", errno.EINVAL) from None
 
     @commands.command("env KEY=VALUE", raw=True, args=(1, 1))
     def env(self, args: list[str]) -> None:
@@ -244,10 +249,11 @@ class LinesFile(SessionFile):
     """A file of lines edited by writes: O_TRUNC clears, each write's lines are applied."""
 
     def __init__(self, session: Session | None, render: Callable[[], str],
-                 apply: Callable[[str], None], clear: Callable[[], None]) -> None:
+                 apply: Callable[[str], None], clear: Callable[[], None],
+                 check: Callable[[str], Any] = lambda line: None) -> None:
         Node.__init__(self)
         self.session = session  # type: ignore[assignment]
-        self.render, self.apply, self.clear = render, apply, clear
+        self.render, self.apply, self.clear, self.check = render, apply, clear, check
 
     def length(self) -> int:
         return len(self.render().encode())
@@ -270,9 +276,13 @@ class LinesHandle(BytesHandle):
         return super().read(offset, count)
 
     def write(self, offset: int, data: bytes) -> int:
-        for line in data.decode("utf-8", "replace").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                self.node.apply(line.strip())
+        """Every line is checked before any is applied: a bad line fails the write, whole."""
+        lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+        for line in lines:
+            self.node.check(line)
+        for line in lines:
+            self.node.apply(line)
         return len(data)
 
 
@@ -281,25 +291,20 @@ def env_lines(env: dict[str, str]) -> str:
 
 
 def set_env_line(env: dict[str, str], line: str) -> None:
-    key, eq, value = line.partition("=")
-    if not eq or not ENV_KEY.fullmatch(key):
-        raise NinepError(f'env: bad line "{line}"; each line is KEY=VALUE')
+    key, value = parse_env(line)
     env[key] = value
 
 
 def env_file(session: Session | None, env: dict[str, str],
              render: Callable[[], dict[str, str]] | None = None) -> LinesFile:
     return LinesFile(session, lambda: env_lines(render() if render else env),
-                     lambda line: set_env_line(env, line), env.clear)
+                     lambda line: set_env_line(env, line), env.clear, parse_env)
 
 
 def ns_file(session: Session | None, lines: list[str], check: Callable[[str], None],
             render: Callable[[], list[str]] | None = None) -> LinesFile:
-    def apply(line: str) -> None:
-        check(line)
-        lines.append(line)
     return LinesFile(session, lambda: "".join(ln + "\n" for ln in (render() if render else lines)),
-                     apply, lines.clear)
+                     lines.append, lines.clear, check)
 
 
 # ---- wait ----

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from ..ninep.auth import SecretAuthenticator
 from ..ninep.server import Server
@@ -22,11 +23,14 @@ log = logging.getLogger("brasil.tree")
 
 class Daemon:
     def __init__(self, node: Node, *, secret: bytes | None = None, parent: Address | None = None,
-                 trace: bool = False) -> None:
+                 trace: bool = False, **limits: Any) -> None:
+        """``limits``: the server's caps and deadlines (``max_connections``, ``max_total_fids``,
+        ``handshake_timeout``, ``frame_timeout``…; see ninep.server.Server)."""
         self.node = node
         self.secret = secret
         self.server = Server(node.root, trace=trace,
-                             authenticator=SecretAuthenticator(secret) if secret else None)
+                             authenticator=SecretAuthenticator(secret) if secret else None,
+                             **limits)
         self.children = Children(self)
         node.local.add("join", JoinFile(self.children))
         node.status_sources.append(self.children.fresh_status_lines)

@@ -21,13 +21,16 @@ from typing import Any, Callable
 
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
+from ..ninep.ratelimit import RateLimited
 from ..ninep.transport import Address, open_stream, parse_address, serve_streams
 from ..node.io import Output, Sink
 
 log = logging.getLogger("brasil.data")
+limited = RateLimited(log)
 _LEN = struct.Struct("<I")
 CHUNK = 256 * 1024
 TOKEN_TTL = 30.0
+MAX_CONNECTIONS = 1024
 
 
 def new_token() -> str:
@@ -71,6 +74,7 @@ class Transfer:
 class DataEndpoint:
     def __init__(self) -> None:
         self.expected: dict[str, tuple[Sink, Transfer]] = {}
+        self.open = 0
         self.server: asyncio.AbstractServer | None = None
         self.address: Address | None = None
 
@@ -99,6 +103,18 @@ class DataEndpoint:
             got[1].state = "unused"
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open >= MAX_CONNECTIONS:
+            limited.warning("data full", "data connection from %s refused: %d open already",
+                            writer.get_extra_info("peername"), self.open)
+            writer.close()
+            return
+        self.open += 1
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self.open -= 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             token = await asyncio.wait_for(read_frame(reader), 10)
         except (asyncio.TimeoutError, ConnectionError):
@@ -106,8 +122,8 @@ class DataEndpoint:
             return
         entry = self.expected.pop((token or b"").decode("ascii", "replace"), None)
         if entry is None:
-            log.warning("data connection from %s with an unknown token: closed",
-                        writer.get_extra_info("peername"))
+            limited.warning("bad token", "data connection from %s with an unknown token: closed",
+                            writer.get_extra_info("peername"))
             writer.close()
             return
         sink, t = entry

@@ -1,0 +1,84 @@
+"""Commands must not outlive the daemon that runs them, however it dies (kill -9 included).
+
+Each command runs in a process group of its own (so ``kill`` reaches everything it started),
+which also means nothing kills it when the daemon vanishes: it is reparented to init and runs on.
+Neither ``PR_SET_PDEATHSIG`` (not inherited by grandchildren, and tied to the forking thread) nor
+a subreaper (which dies with the daemon) covers a kill -9. So a tiny watchdog process is started
+beside the daemon with the read end of a pipe: the daemon writes ``+PGID`` when a command starts
+and ``-PGID`` when it ends. When the daemon dies the pipe reaches end of file, and the watchdog
+kills every group still listed, then exits. It ignores the signals a terminal sends, so Ctrl-C
+on ``brasil serve`` still lets the daemon end its commands itself first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+log = logging.getLogger("brasil.exec")
+
+# Run with `python -I -S -c`: no site, no imports of ours; reads "+N"/"-N" lines from stdin.
+WATCHDOG = r"""
+import os, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    signal.signal(s, signal.SIG_IGN)
+groups = set()
+buf = b""
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    buf += data
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        if line[:1] == b"+":
+            groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            groups.discard(int(line[1:]))
+for g in groups:
+    try:
+        os.killpg(g, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class Watchdog:
+    def __init__(self) -> None:
+        r, self._w = os.pipe()  # both close-on-exec: commands never hold the write end
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG], stdin=r,
+                                         stdout=subprocess.DEVNULL, close_fds=True)
+        finally:
+            os.close(r)
+        self._lock = threading.Lock()  # spawn threads and the loop both write
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            if self._w < 0:
+                return
+            try:
+                os.write(self._w, line.encode())
+            except OSError:
+                pass
+
+    def watch(self, pgid: int) -> None:
+        self._say(f"+{pgid}\n")
+
+    def forget(self, pgid: int) -> None:
+        self._say(f"-{pgid}\n")
+
+    def close(self) -> None:
+        """We are ending cleanly: whatever is still listed is killed now."""
+        with self._lock:
+            if self._w >= 0:
+                os.close(self._w)
+                self._w = -1
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
