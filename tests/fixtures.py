@@ -209,3 +209,22 @@ async def status_rows(c, sid: str) -> list[list[str]]:  # type: ignore[no-untype
     """A session's status file, split: sub node slot state pid exit_status [error…]."""
     text = (await c.read(f"csrv/local/{sid}/status")).decode()
     return [ln.split() for ln in text.splitlines()]
+
+
+L = "csrv/local"
+
+
+async def new_session(c) -> str:  # type: ignore[no-untyped-def]
+    return (await c.read(f"{L}/clone")).decode().strip()
+
+
+async def ctl(c, sid: str, cmd: str) -> None:  # type: ignore[no-untyped-def]
+    await c.write(f"{L}/{sid}/ctl", cmd + "\n")
+
+
+async def session(c, cmds: list[str]) -> str:  # type: ignore[no-untyped-def]
+    """A new session with ``cmds`` written to its ctl, one write each."""
+    sid = await new_session(c)
+    for cmd in cmds:
+        await ctl(c, sid, cmd)
+    return sid

@@ -362,7 +362,10 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         watch = [("munged", munged), ("slurmctld", ctld), ("slurmd", slurmd)]
 
         def node_idle() -> bool:
-            r = cluster.run(["scontrol", "-o", "show", "node", node], check=False, timeout=10)
+            try:
+                r = cluster.run(["scontrol", "-o", "show", "node", node], check=False, timeout=5)
+            except subprocess.TimeoutExpired:
+                return False
             return r.returncode == 0 and re.search(r"\bState=IDLE\b", r.stdout) is not None
 
         _wait(node_idle, timeout, "slurm node", watch, logs)

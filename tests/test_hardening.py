@@ -12,26 +12,7 @@ from brasil.ninep.client import Client, dont_touch
 from brasil.ninep.constants import (DMDEVICE, DMNAMEDPIPE, DMSETUID, DMSOCKET, DMSYMLINK, ORDWR,
                                     OWRITE)
 from brasil.ninep.errors import NinepError
-from fixtures import daemon, node_daemon, small_tree, status_rows, wait_for
-
-L = "csrv/local"
-
-
-async def new_session(c: Client) -> str:
-    return (await c.read(f"{L}/clone")).decode().strip()
-
-
-async def ctl(c: Client, sid: str, cmd: str) -> None:
-    await c.write(f"{L}/{sid}/ctl", cmd + "\n")
-
-
-@pytest.fixture
-async def node(tmp_path):
-    (tmp_path / "export").mkdir()
-    async with node_daemon(str(tmp_path), slots=4, export=str(tmp_path / "export")) as (n, addr):
-        c = await Client.connect(addr)
-        yield n, c
-        await c.close()
+from fixtures import L, ctl, daemon, new_session, session, small_tree, status_rows, wait_for
 
 
 # ---- §2: special files through 9P2000.u ----
@@ -131,12 +112,6 @@ async def test_rs_fixed_has_a_bound(node):
 
 
 # ---- §7, §8, §10, §11: sessions whose sub-sessions live on other nodes ----
-
-async def session(c: Client, cmds: list[str]) -> str:
-    sid = await new_session(c)
-    for cmd in cmds:
-        await ctl(c, sid, cmd)
-    return sid
 
 
 async def test_a_root_with_no_slots_serves_sessions_that_live_elsewhere(tmp_path):

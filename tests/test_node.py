@@ -12,26 +12,8 @@ import pytest
 from brasil.ninep.client import Client, dont_touch
 from brasil.ninep.constants import ORDWR, OWRITE
 from brasil.ninep.errors import NinepError
-from fixtures import date_wc, node_daemon, status_rows, wait_for
+from fixtures import L, ctl, date_wc, new_session, node_daemon, status_rows, wait_for
 
-L = "csrv/local"
-
-
-async def new_session(c: Client) -> str:
-    return (await c.read(f"{L}/clone")).decode().strip()
-
-
-async def ctl(c: Client, sid: str, cmd: str) -> None:
-    await c.write(f"{L}/{sid}/ctl", cmd + "\n")
-
-
-@pytest.fixture
-async def node(tmp_path):
-    (tmp_path / "export").mkdir()
-    async with node_daemon(str(tmp_path), slots=4, export=str(tmp_path / "export")) as (n, addr):
-        c = await Client.connect(addr)
-        yield n, c
-        await c.close()
 
 
 async def test_paper_example_1_res_exec_date_gives_four_lines(node):

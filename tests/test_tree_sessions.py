@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
 from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
-from fixtures import daemon, date_wc, small_tree, status_rows, wait_for
-
-L = "csrv/local"
-
-
-async def session(c: Client, cmds: list[str]) -> str:
-    sid = (await c.read(f"{L}/clone")).decode().strip()
-    for cmd in cmds:
-        await c.write(f"{L}/{sid}/ctl", cmd + "\n")
-    return sid
+from fixtures import L, daemon, date_wc, session, small_tree, status_rows, wait_for
 
 
 async def test_res_spans_the_tree_and_every_process_knows_its_node(tmp_path):
