@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PEERS := .peers
 
-.PHONY: test demo bench fuzz setup system peers lint clean
+.PHONY: test demo bench fuzz setup system peers test-deps lint clean
 
 setup: system $(VENV)/.installed
 
@@ -30,7 +30,12 @@ $(PEERS)/aio9p/.installed:
 	$(PEERS)/aio9p/bin/pip install -q --disable-pip-version-check aio9p==0.3.3
 	touch $@
 
-test: setup peers
+# Real services some tests start (Slurm, PostgreSQL, sshd); a test skips, saying why, only where
+# a package cannot be installed.
+test-deps:
+	@sh scripts/test-deps.sh
+
+test: setup peers test-deps
 	$(BIN)/python -m pytest -q
 
 demo: setup
