@@ -17,8 +17,7 @@ def run(splitter: Splitter, chunks: list[bytes], window: int = WINDOW) -> tuple[
     rs = Reassembler(splitter, window)
     out: list[bytes] = []
     for c in chunks:
-        end, whole, more = rs.feed(c)
-        out += [p for p in (end, whole, more) if p]
+        out += [p for p in rs.feed(c) if p]
     out.append(rs.finish())
     return out, b"".join(out)
 
@@ -42,9 +41,9 @@ def test_blocks_hold_whole_records_whatever_the_chunking(splitter, data):
         rs = Reassembler(splitter)
         got: list[bytes] = []
         for c in chunks:
-            end, whole, more = rs.feed(c)
-            assert not end and not more
-            got += splitter.split(whole) if whole else []
+            fed = rs.feed(c)
+            assert not fed.end and not fed.more
+            got += splitter.split(fed.block) if fed.head or fed.whole else []
         tail = rs.finish()
         got += [tail] if tail else []
         assert got == expected, (size, got)
@@ -76,12 +75,12 @@ def test_streamed_records_are_never_cut_and_nothing_is_lost(records, final, cuts
     for c in chunks:
         if not c:
             continue
-        end, whole, more = rs.feed(c)
+        end, head, whole, more = rs.feed(c)
         if end:
             got.append(streaming + end)
             streaming = b""
-        if whole:
-            got += NEWLINE.split(whole)
+        if head or whole:
+            got += NEWLINE.split(head + whole)
         streaming += more
         assert rs.nheld <= window + len(c)  # never more than a window (plus the chunk) held
     tail = rs.finish()
@@ -98,11 +97,11 @@ def test_a_400_mb_line_is_streamed_in_linear_time_with_bounded_memory():
     chunk = b"x" * 65536
     passed = 0
     for _ in range(400 * 16):  # 400 MiB, no newline
-        end, whole, more = rs.feed(chunk)
+        end, head, whole, more = rs.feed(chunk)
         assert not end and not whole
         passed += len(more)
         assert rs.nheld <= WINDOW
-    end, whole, more = rs.feed(b"tail\nnext")
+    end, head, whole, more = rs.feed(b"tail\nnext")
     assert end == b"tail\n" and not whole and not more
     assert passed == 400 * 16 * 65536
     assert rs.finish() == b"next"

@@ -31,6 +31,8 @@ from typing import Iterable, NamedTuple
 
 import re2
 
+_BLANKS = re2.compile(rb"[ \t\r\v\f]")  # blanks other than the separators themselves
+
 WINDOW = 1 << 20  # the most bytes of one record held at once; longer records stream through
 OVERLAP = 4096  # how far before a new chunk a regex separator may begin (streamed records)
 
@@ -226,21 +228,32 @@ def load_module(spec: str) -> Splitter:
 
 
 class Fed(NamedTuple):
-    """What one chunk gave: ``end`` finishes a streamed record; ``whole`` is complete records;
-    ``more`` starts or continues a record too long to hold (the caller keeps that record's
-    destination until its ``end``)."""
+    """What one chunk gave, in order: ``end`` finishes a streamed record; ``head`` then ``whole``
+    are complete records (``head``: the start of the first, held from earlier chunks; ``whole``:
+    the rest, a slice of the chunk — a zero-copy view when the chunk was a memoryview); ``more``
+    starts or continues a record too long to hold (the caller keeps that record's destination
+    until its ``end``)."""
 
     end: bytes
+    head: bytes
     whole: bytes
     more: bytes
+
+    @property
+    def block(self) -> bytes:
+        """``head`` and ``whole`` as one block of whole records."""
+        return self.head + self.whole if self.head else bytes(self.whole)
 
 
 class Reassembler:
     """One stream's state: feed chunks, get blocks of whole records, in linear time."""
 
-    def __init__(self, splitter: Splitter, window: int = WINDOW) -> None:
+    def __init__(self, splitter: Splitter, window: int = WINDOW, views: bool = False) -> None:
+        """``views``: hand out ``whole`` as a zero-copy memoryview of the chunk fed (for
+        callers that only pass the bytes on, as PUSH's local engine does)."""
         self.splitter = splitter
         self.window = window
+        self.views = views
         self.held: list[bytes] = []  # the current, unfinished record
         self.nheld = 0
         self.streaming = False  # the current record outgrew the window and is passing through
@@ -250,7 +263,7 @@ class Reassembler:
     def _keep_tail(self, data: bytes) -> None:
         k = self.splitter.overlap
         if k:
-            self.tail = (self.tail + data)[-k:] if len(data) < k else data[-k:]
+            self.tail = (self.tail + data)[-k:] if len(data) < k else bytes(data[-k:])
 
     def feed(self, data: bytes) -> Fed:
         sp = self.splitter
@@ -261,11 +274,11 @@ class Reassembler:
             if e < 0:
                 self.passed += len(data)
                 self._keep_tail(data)
-                return Fed(b"", b"", data)
+                return Fed(b"", b"", b"", data)
             end, data = data[:e - start], data[e - start:]
             self.streaming, self.passed, self.tail = False, 0, b""
             if not data:
-                return Fed(end, b"", b"")
+                return Fed(end, b"", b"", b"")
         buf, start = (self.tail + data, len(self.tail)) if self.tail else (data, 0)
         e = sp.last_end(buf, start, self.nheld - start)
         if e < 0:
@@ -273,15 +286,16 @@ class Reassembler:
             self.nheld += len(data)
             self._keep_tail(data)
             if self.nheld <= self.window:
-                return Fed(end, b"", b"")
-            return Fed(end, b"", self._start_streaming())
+                return Fed(end, b"", b"", b"")
+            return Fed(end, b"", b"", self._start_streaming())
         cut = e - start
-        whole = b"".join(self.held + [data[:cut]]) if self.held else data[:cut]
+        head = b"".join(self.held) if self.held else b""
+        whole = memoryview(data)[:cut] if self.views else data[:cut]
         rest = data[cut:]
         self.held, self.nheld, self.tail = ([rest], len(rest), b"") if rest else ([], 0, b"")
         self._keep_tail(rest)
         more = self._start_streaming() if self.nheld > self.window else b""
-        return Fed(end, whole, more)
+        return Fed(end, head, whole, more)
 
     def _start_streaming(self) -> bytes:
         more = b"".join(self.held)
@@ -292,7 +306,7 @@ class Reassembler:
     def finish(self) -> bytes:
         """At end of input: the last record if it had no separator (b"" if none, or if it was
         being streamed: its bytes are already passed on)."""
-        rest = b"".join(self.held)
+        rest = b"".join(self.held) if self.held else b""
         self.held, self.nheld, self.tail = [], 0, b""
         self.streaming, self.passed = False, 0
         return rest
@@ -328,6 +342,29 @@ class Key:
 
     def index(self, record: bytes, n: int) -> int:
         return zlib.crc32(self.of(record)) % n
+
+    def partition(self, block: bytes, n: int, splitter: Splitter) -> list[bytes]:
+        """A block of whole records cut into ``n`` blocks by key (``out[i]`` holds the records
+        whose key hashes to i, in their order). The common case, newline or NUL records keyed by
+        their first field with no other blanks in the block, hashes each record whole with no
+        Python work per record beyond one CRC; the rest goes record by record."""
+        per: list[list[bytes]] = [[] for _ in range(n)]
+        if self.field == 1 and isinstance(splitter, Delimited) and len(splitter.sep) == 1 \
+                and not _BLANKS.search(block):
+            sep = splitter.sep
+            lines = block.split(sep)
+            last = lines.pop()  # b"" after a final separator, else a record without one
+            crc = zlib.crc32
+            for line, h in zip(lines, map(crc, lines)):
+                per[h % n].append(line)
+            out = [sep.join(p) + sep if p else b"" for p in per]
+            if last:
+                i = crc(last) % n
+                out[i] += last
+            return out
+        for r in splitter.split(block):
+            per[self.index(r, n)].append(r)
+        return [b"".join(p) for p in per]
 
     def __str__(self) -> str:
         return self.spec

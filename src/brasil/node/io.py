@@ -82,16 +82,16 @@ class Aggregator:
                     data = await data  # type: ignore[misc]
                 if not data:
                     break
-                end, whole, more = rs.feed(data)  # type: ignore[arg-type]
-                if not (end or whole or more):
+                fed = rs.feed(data)  # type: ignore[arg-type]
+                if not (fed.end or fed.whole or fed.more):
                     continue
                 if not holding:
                     await self.lock.acquire()
                     holding = True
-                for part in (end, whole, more):
+                for part in fed:
                     if part:
                         await self._put(part)
-                if not more:  # every record we wrote is complete: let the others in
+                if not fed.more:  # every record we wrote is complete: let the others in
                     self.lock.release()
                     holding = False
             tail = rs.finish()
@@ -155,12 +155,12 @@ class Distributor:
     def _route(self, fed: Fed) -> list[tuple[Sink, bytes]]:
         """One write per sink, its parts in input order."""
         per: dict[int, list[bytes]] = {}
-        end, whole, more = fed
+        end, more = fed.end, fed.more
         if end and self.long is not None:
             per.setdefault(self.long, []).append(end)
             self.long = None
-        if whole:
-            for r in self.splitter.split(whole):
+        if fed.whole or fed.head:
+            for r in self.splitter.split(fed.block):
                 per.setdefault(self._pick(r), []).append(r)
         if more:
             if self.long is None:
@@ -189,7 +189,7 @@ class Distributor:
             return
         self.closed = True
         tail = self.rs.finish() if self.mode != "broadcast" else b""
-        writes = self._route(Fed(b"", tail, b"")) if tail else []
+        writes = self._route(Fed(b"", b"", tail, b"")) if tail else []
         pending = self._all(writes, 0)
         if is_awaitable(pending):
             asyncio.ensure_future(self._close_after(pending))

@@ -1,19 +1,14 @@
-"""Starting a session's processes: how a command line becomes an argv, and many children at once.
+"""Starting a session's processes, many children at once.
 
-``exec CMD`` means what ``/bin/sh -c CMD`` means; a command of plain words that names a program is
-run directly, sparing a shell per process (half the CPU of a short command), and a missing
-program is reported when the ctl write happens rather than as an exit status 127 later. Children
-are forked on the node's spawn threads in two batches, so the event loop keeps serving while a
-few hundred processes start.
+``exec CMD`` means what ``/bin/sh -c CMD`` means (``exec/command.py`` says how it becomes an
+argv). Children are forked on the node's spawn threads in two batches, so the event loop keeps
+serving while a few hundred processes start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import shlex
-import shutil
 from typing import TYPE_CHECKING
 
 from ..exec.process import Process, spawn_many
@@ -22,43 +17,6 @@ from ..ninep.errors import NinepError
 if TYPE_CHECKING:
     from .daemon import Node
     from .session import Session
-
-SH_WORDS = set(""". : [ alias bg break cd command continue echo eval exec exit export false fg
-getopts hash jobs kill local printf pwd read readonly return set shift test times trap true type
-ulimit umask unalias unset wait if then else elif fi case esac for while until do done { } ! time
-""".split())
-SHELL_SYNTAX = set("$`\\\"'|&;<>(){}*?[]~#=!%\n")
-
-
-def command_argv(cmd: str, path: str, direct: bool = True) -> list[str]:
-    """How to run ``cmd`` exactly as ``/bin/sh -c`` would, failing early and with a sentence when
-    a simple command names a program that does not exist.
-
-    A simple command — plain words, no shell syntax, not a builtin — runs directly, sparing a
-    shell per process (half the CPU of a short command); anything else goes through /bin/sh,
-    whose exit status 127 then shows in ``status`` for what it could not find."""
-    shell = ["/bin/sh", "-c", cmd]
-    try:
-        words = shlex.split(cmd, comments=True)
-    except ValueError:
-        return shell
-    if not words:
-        raise NinepError("exec: empty command; usage: exec CMD…")
-    prog = words[0]
-    if prog in SH_WORDS or "=" in prog or any(c in prog for c in "$`*?[~"):
-        return shell
-    if "/" in prog:
-        if not os.access(prog, os.X_OK):
-            raise NinepError(f"exec: {prog}: no such executable file", errno.ENOENT)
-        found: str | None = prog
-    else:
-        found = shutil.which(prog, path=path)
-        if found is None:
-            raise NinepError(f"exec: {prog}: command not found (PATH={path})", errno.ENOENT)
-    if not direct or any(c in SHELL_SYNTAX for c in cmd):
-        return shell
-    return [found, *words[1:]]
-
 
 async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[str],
                        base_env: dict[str, str]) -> list[BaseException]:

@@ -27,7 +27,8 @@ from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
 from . import lifecycle
 from .io import AGGREGATE, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
-from .launch import command_argv, start_leaves
+from ..exec.command import command_argv
+from .launch import start_leaves
 
 if TYPE_CHECKING:
     from .daemon import Node

@@ -1,0 +1,622 @@
+"""Running a plan on this machine: one process per copy of each segment, OS pipes, one loop.
+
+Inside a segment the kernel moves the bytes (plain pipes between commands of one /bin/sh
+pipeline). Between segments push does, in a single-threaded poll loop over non-blocking pipes
+enlarged to 1 MiB: it reads up to 1 MiB at a time, cuts at the last record end
+(``exec.records.Reassembler``), and writes whole blocks — two copies per byte, read and write,
+where the paper counted six. A balance edge gives each block to the destination with the least
+queued; a hash edge cuts blocks by key; a merge edge interleaves sources only on record
+boundaries. Queues are bounded: a source is read only while its destinations have room. A record
+too long for the reassembly window streams through, its destination reserved for it until it
+ends, so nothing is ever cut.
+
+Failures are located (SPEC.md §5, issue 8): a copy that cannot start (status 126/127), is killed
+by a signal, or exits non-zero before the end of its input ends the pipeline with a message
+naming the stage, the copy and the last lines of its stderr; everything still running is killed.
+A copy that quits early on purpose (``head``) just closes its input: upstream writes fail, the
+upstream copies are closed in turn and end by SIGPIPE, as in a shell.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..exec.command import command_argv
+from ..exec.records import Delimited, Fed, Reassembler, Splitter
+from ..ninep.errors import NinepError
+from .plan import Edge, Plan, Route, Segment
+
+CHUNK = 1 << 20
+HIGH = 4 << 20  # queued bytes past which a destination stops its sources
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+TAIL_LINES = 5
+
+
+class PipelineFailed(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Stats:
+    """What the status line shows for one segment."""
+
+    copies: int = 0
+    running: int = 0
+    bytes_in: int = 0
+    records_in: int | None = 0
+    bytes_out: int = 0
+    records_out: int | None = 0
+
+
+def count_records(splitter: Splitter, block: bytes) -> int | None:
+    if isinstance(splitter, Delimited) and len(splitter.sep) == 1:
+        return block.count(splitter.sep)
+    return None
+
+
+def _nonblocking(fd: int) -> None:
+    os.set_blocking(fd, False)
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # a terminal or file, or a limit: the default size works too
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in a pipe (FIONREAD)."""
+    import array
+    import termios
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return buf[0]
+
+
+def describe_status(status: int) -> str:
+    if status > 128 and status - 128 < signal.NSIG:
+        try:
+            return f"killed by {signal.Signals(status - 128).name}"
+        except ValueError:
+            pass
+    return f"exit status {status}"
+
+
+@dataclass
+class Copy:
+    seg: Segment
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    pidfd: int = -1
+    status: int | None = None
+    input_done: bool = True  # no input from us, or all of it delivered
+    stdin_peek: int = -1  # our copy of its stdin's read end: what it left unread, once it ends
+    output_dead: bool = False  # whoever read its output is gone: SIGPIPE is expected
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    stderr_rest: bytes = b""
+
+    @property
+    def label(self) -> str:
+        n = self.seg.copies
+        copy = f", copy {self.index + 1} of {n}" if n > 1 else ""
+        return f"stage {self.seg.index + 1} `{self.seg.text}`{copy} (on this machine)"
+
+
+class Writer:
+    """A destination: our end of a copy's stdin (or our stdout), and what waits to go there."""
+
+    def __init__(self, loop: LocalRun, fd: int, copy: Copy | None, stats: Stats | None,
+                 splitter: Splitter) -> None:
+        self.loop, self.fd, self.copy, self.stats, self.splitter = loop, fd, copy, stats, splitter
+        self.queue: deque[memoryview] = deque()
+        self.queued = 0
+        self.dead = False
+        self.closing = False  # close once the queue is empty
+        self.owner: object | None = None  # a source streaming a long record here
+        self.parked: list[tuple[object, bytes]] = []  # others' blocks while the owner streams
+        self.registered = False
+
+    @property
+    def full(self) -> bool:
+        return self.queued >= HIGH or bool(self.parked)
+
+    def put(self, data: bytes, source: object, long: bool = False, ends_long: bool = False) -> None:
+        if self.dead:
+            return
+        if self.owner is not None and self.owner is not source:
+            if data:
+                self.parked.append((source, data))
+            return
+        if long:
+            self.owner = source
+        if data:
+            self._enqueue(data)
+        if ends_long:
+            self.release(source)
+
+    def release(self, source: object) -> None:
+        """``source``'s long record has ended (or its source has): the others' blocks go on."""
+        if self.owner is source:
+            self.owner = None
+            parked, self.parked = self.parked, []
+            for src, d in parked:
+                self.put(d, src)
+            self.loop.dirty = True
+
+    def _enqueue(self, data: bytes) -> None:
+        if self.stats is not None:
+            self.stats.bytes_in += len(data)
+            if self.stats.records_in is not None and self.loop.counting:
+                n = count_records(self.splitter, data)
+                self.stats.records_in = None if n is None else self.stats.records_in + n
+        self.queue.append(data if isinstance(data, memoryview) else memoryview(data))
+        self.queued += len(data)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.queue and not self.dead:
+            view = self.queue[0]
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                break
+            except (BrokenPipeError, OSError) as e:
+                if e.errno not in (errno.EPIPE, errno.EBADF, errno.ECONNRESET):
+                    raise
+                self.kill()
+                return
+            self.queued -= n
+            if n == len(view):
+                self.queue.popleft()
+            else:
+                self.queue[0] = view[n:]
+        want = bool(self.queue) and not self.dead
+        if want != self.registered:
+            if want:
+                self.loop.sel.register(self.fd, selectors.EVENT_WRITE, self.on_writable)
+            else:
+                self.loop.sel.unregister(self.fd)
+            self.registered = want
+        if not self.queue and self.closing and not self.dead:
+            self._close()
+        self.loop.dirty = True
+
+    def on_writable(self, mask: int) -> None:
+        self.flush()
+
+    def finish(self) -> None:
+        """No more data: end of file for the destination once its queue has drained."""
+        self.closing = True
+        if not self.queue:
+            self._close()
+
+    def _close(self) -> None:
+        if self.fd >= 0 and self.fd != 1:
+            if self.registered:
+                self.loop.sel.unregister(self.fd)
+                self.registered = False
+            os.close(self.fd)
+        self.fd = -1
+        self.closing = False
+        if self.copy is not None:
+            self.copy.input_done = True
+
+    def kill(self) -> None:
+        """The destination closed its input (it quit, like head): drop what was for it."""
+        if self.dead:
+            return
+        self.dead = True
+        self.queue.clear()
+        self.queued = 0
+        self.parked.clear()
+        if self.registered:
+            self.loop.sel.unregister(self.fd)
+            self.registered = False
+        if self.fd > 1:
+            os.close(self.fd)
+        self.fd = -1
+        self.loop.dirty = True
+
+
+class Source:
+    """A source: our end of a copy's stdout, cut into blocks of whole records."""
+
+    def __init__(self, loop: LocalRun, fd: int, copy: Copy, route: RouteIO) -> None:
+        self.loop, self.fd, self.copy, self.route = loop, fd, copy, route
+        self.rs = Reassembler(route.splitter, views=True)
+        self.eof = False
+        self.registered = False
+        self.long: Writer | None = None  # where our streamed record goes
+
+    def on_readable(self, mask: int) -> None:
+        try:
+            data = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        stats = self.loop.stats[self.copy.seg.index]
+        if not data:
+            self.close()
+            tail = self.rs.finish()
+            if tail:
+                self.route.deliver(self, Fed(b"", b"", tail, b""))
+            if self.long is not None:
+                self.long.release(self)
+                self.long = None
+            self.route.source_done(self)
+            return
+        stats.bytes_out += len(data)
+        if stats.records_out is not None and self.loop.counting:
+            n = count_records(self.route.splitter, data)
+            stats.records_out = None if n is None else stats.records_out + n
+        self.route.deliver(self, self.rs.feed(data))
+
+    def close(self) -> None:
+        if self.registered:
+            self.loop.sel.unregister(self.fd)
+            self.registered = False
+        if not self.eof:
+            self.eof = True
+            os.close(self.fd)
+
+    def stop(self) -> None:
+        """Nobody wants our output any more: close it, and the copy will get SIGPIPE."""
+        self.copy.output_dead = True
+        if not self.eof:
+            self.close()
+            self.route.source_done(self)
+
+
+class RouteIO:
+    """One instance of an edge at run time (or the final merge into our output)."""
+
+    def __init__(self, loop: LocalRun, mode: str, splitter: Splitter, key: object,
+                 dests: list[Writer]) -> None:
+        self.loop, self.mode, self.splitter, self.key = loop, mode, splitter, key
+        self.dests = dests
+        self.sources: list[Source] = []
+        self.live_sources = 0
+
+    def add_source(self, fd: int, copy: Copy) -> None:
+        self.sources.append(Source(self.loop, fd, copy, self))
+        self.live_sources += 1
+
+    def live(self) -> list[Writer]:
+        return [d for d in self.dests if not d.dead]
+
+    def wants_input(self, src: Source) -> bool:
+        live = self.live()
+        if not live:
+            return False
+        if src.long is not None:
+            return not src.long.full or src.long.owner is src and src.long.queued < HIGH
+        if self.mode == "balance":
+            return any(not d.full for d in live)
+        return all(not d.full for d in live)
+
+    def deliver(self, src: Source, fed: Fed) -> None:
+        live = self.live()
+        if not live:
+            src.stop()
+            return
+        end, head, whole, more = fed
+        if end and src.long is not None:
+            src.long.put(end, src, ends_long=True)
+            src.long = None
+        if head or whole:
+            if self.mode == "hash":
+                parts = self.key.partition(fed.block, len(self.dests), self.splitter)  # type: ignore[attr-defined]
+                for d, part in zip(self.dests, parts):
+                    d.put(part, src)
+            else:
+                d = live[0] if self.mode == "merge" else min(live, key=lambda d: d.queued)
+                if head:  # the two halves of one block, back to back: nothing comes between
+                    d.put(head, src)
+                d.put(whole, src)
+        if more:
+            if src.long is None:
+                if self.mode == "hash":
+                    src.long = self.dests[self.key.index(more, len(self.dests))]  # type: ignore[attr-defined]
+                else:
+                    src.long = min(live, key=lambda d: d.queued)
+            src.long.put(more, src, long=True)
+
+    def source_done(self, src: Source) -> None:
+        self.live_sources -= 1
+        if self.live_sources == 0:
+            for d in self.dests:
+                d.finish()
+
+    def check_dead(self) -> None:
+        """Every destination quit: stop reading, so the sources end by SIGPIPE."""
+        if self.dests and not self.live():
+            for s in self.sources:
+                s.stop()
+
+
+class LocalRun:
+    def __init__(self, plan: Plan, env: dict[str, str] | None = None, stdin: int = 0,
+                 stdout: int = 1, stderr: int = 2,
+                 on_stats: Callable[[list[Stats]], None] | None = None) -> None:
+        self.plan = plan
+        self.env = {**os.environ, **(env or {})}
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.sel = selectors.DefaultSelector()
+        self.stats = [Stats(copies=s.copies) for s in plan.segments]
+        self.copies: list[list[Copy]] = [[Copy(s, i) for i in range(s.copies)]
+                                         for s in plan.segments]
+        self.routes: list[RouteIO] = []
+        self.failure: PipelineFailed | None = None
+        self.dirty = True
+        self.on_stats = on_stats
+        self.running = 0
+        self.counting = on_stats is not None  # records are counted only when someone looks
+        self.interrupted = False
+        self._stdout_blocking = False
+
+    # ---- setting up ----
+
+    def _argv(self, seg: Segment) -> list[str]:
+        try:
+            return command_argv(seg.text, self.env.get("PATH", os.defpath))
+        except NinepError as e:
+            msg = e.message.removeprefix("exec: ").split(" (PATH=")[0]
+            raise PipelineFailed(f"push: stage {seg.index + 1} `{seg.text}` cannot start: {msg}",
+                                 127) from None
+
+    def start(self) -> None:
+        plan = self.plan
+        writers: list[list[Writer | None]] = [[None] * s.copies for s in plan.segments]
+        readers: list[list[int | None]] = [[None] * s.copies for s in plan.segments]
+        argvs = [self._argv(seg) for seg in plan.segments]
+        for seg in plan.segments:
+            has_input = seg.index > 0
+            has_output = seg.index < len(plan.edges) or seg.copies > 1
+            for c in self.copies[seg.index]:
+                stdin_r = stdin_w = stdout_r = stdout_w = -1
+                if has_input:
+                    stdin_r, stdin_w = os.pipe()
+                if has_output:
+                    stdout_r, stdout_w = os.pipe()
+                err_r, err_w = os.pipe()
+                env = {**self.env, "BRASIL_NODE": "local", "BRASIL_RANK": str(c.index),
+                       "BRASIL_SIZE": str(seg.copies)}
+                try:
+                    c.proc = subprocess.Popen(
+                        argvs[seg.index], stdin=stdin_r if has_input else self.stdin,
+                        stdout=stdout_w if has_output else self.stdout, stderr=err_w, env=env,
+                        process_group=0, close_fds=True)
+                except OSError as e:
+                    self.kill_all()
+                    raise PipelineFailed(f"push: {c.label} cannot start: {e.strerror}", 126) \
+                        from None
+                finally:
+                    for fd in (stdout_w, err_w):
+                        if fd >= 0:
+                            os.close(fd)
+                if stdin_r >= 0:
+                    c.stdin_peek = stdin_r  # kept to see, when it ends, whether it read it all
+                self.running += 1
+                self.stats[seg.index].running += 1
+                c.pidfd = os.pidfd_open(c.proc.pid)
+                self.sel.register(c.pidfd, selectors.EVENT_READ, lambda m, c=c: self._exited(c))
+                os.set_blocking(err_r, False)
+                self.sel.register(err_r, selectors.EVENT_READ,
+                                  lambda m, c=c, fd=err_r: self._stderr(c, fd))
+                if has_input:
+                    _nonblocking(stdin_w)
+                    c.input_done = False
+                    writers[seg.index][c.index] = Writer(
+                        self, stdin_w, c, self.stats[seg.index],
+                        plan.edges[seg.index - 1].rs)
+                if has_output:
+                    _nonblocking(stdout_r)
+                    readers[seg.index][c.index] = stdout_r
+        for e in plan.edges:
+            for r in e.routes:
+                self._route(e.mode, e.rs, e.key, [writers[e.downstream][d] for d in r.dests],  # type: ignore[misc]
+                            [(readers[e.upstream][s], self.copies[e.upstream][s]) for s in r.sources])  # type: ignore[misc]
+        last = plan.last
+        if last.copies > 1:
+            self._stdout_blocking = os.get_blocking(self.stdout)
+            os.set_blocking(self.stdout, False)
+            out = Writer(self, self.stdout, None, None, plan.out_rs)
+            self._route("merge", plan.out_rs, None, [out],
+                        [(readers[last.index][c], self.copies[last.index][c])  # type: ignore[misc]
+                         for c in range(last.copies)])
+
+    def _route(self, mode: str, rs: Splitter, key: object, dests: list[Writer],
+               sources: list[tuple[int, Copy]]) -> None:
+        r = RouteIO(self, mode, rs, key, dests)
+        for fd, copy in sources:
+            r.add_source(fd, copy)
+        self.routes.append(r)
+
+    # ---- events ----
+
+    def _stderr(self, c: Copy, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self.sel.unregister(fd)
+            os.close(fd)
+            if c.stderr_rest:
+                c.stderr_tail.append(c.stderr_rest.decode(errors="replace"))
+            return
+        try:
+            os.write(self.stderr, data)  # shown as it comes, as a shell would
+        except OSError:
+            pass
+        lines = (c.stderr_rest + data).split(b"\n")
+        c.stderr_rest = lines.pop()[-4096:]
+        for ln in lines[-TAIL_LINES:]:
+            c.stderr_tail.append(ln.decode(errors="replace")[:300])
+
+    def _exited(self, c: Copy) -> None:
+        self.sel.unregister(c.pidfd)
+        os.close(c.pidfd)
+        assert c.proc is not None
+        rc = c.proc.wait()
+        c.status = 128 - rc if rc < 0 else rc
+        if c.stdin_peek >= 0:
+            if _unread(c.stdin_peek):
+                c.input_done = False
+            os.close(c.stdin_peek)  # now writes to it fail at once, as for a dead reader
+            c.stdin_peek = -1
+        self.running -= 1
+        self.stats[c.seg.index].running -= 1
+        self.dirty = True
+        if self.failure is None and not self.interrupted:
+            why = self._fault(c)
+            if why:
+                self._fail(c, why)
+
+    def _fault(self, c: Copy) -> str:
+        """Why this copy's end breaks the pipeline ("" if it does not)."""
+        status = c.status or 0
+        if status == 0:
+            return ""
+        if status in (126, 127):
+            return f"cannot start ({describe_status(status)})"
+        if c.output_dead and status in (141, 128 + signal.SIGPIPE):
+            return ""  # its reader quit first: ending by SIGPIPE is what a shell's pipe does
+        if status > 128:
+            return describe_status(status)
+        if not c.input_done:
+            return f"{describe_status(status)} before the end of its input"
+        return ""
+
+    def _fail(self, c: Copy, why: str) -> None:
+        tail = "".join(f"\n    {ln}" for ln in c.stderr_tail if ln.strip())
+        msg = f"push: {c.label}: {why}" + (f"\n  last lines of its stderr:{tail}" if tail else "")
+        self.failure = PipelineFailed(msg, c.status or 1)
+        self.kill_all()
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        for copies in self.copies:
+            for c in copies:
+                if c.proc is not None and c.status is None:
+                    try:
+                        os.killpg(c.proc.pid, sig)
+                    except ProcessLookupError:
+                        pass
+
+    # ---- the loop ----
+
+    def _update_interest(self) -> None:
+        for r in self.routes:
+            r.check_dead()
+            for s in r.sources:
+                want = not s.eof and r.wants_input(s)
+                if want != s.registered:
+                    if want:
+                        self.sel.register(s.fd, selectors.EVENT_READ, s.on_readable)
+                    else:
+                        self.sel.unregister(s.fd)
+                    s.registered = want
+        self.dirty = False
+
+    def run(self) -> int:
+        """Run to the end; the exit status is the last stage's (the largest over its copies).
+        Raises PipelineFailed when a copy breaks the pipeline."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+        old_int = signal.signal(signal.SIGINT, lambda *a: None)
+        old_term = signal.signal(signal.SIGTERM, lambda *a: None)
+        self.sel.register(wake_r, selectors.EVENT_READ, lambda m: self._signalled(wake_r))
+        try:
+            self.start()
+            while self.running or any(not s.eof for r in self.routes for s in r.sources) or \
+                    any(d.queue for r in self.routes for d in r.dests if not d.dead):
+                if self.dirty:
+                    self._update_interest()
+                for key, mask in self.sel.select(1.0 if self.on_stats else None):
+                    key.data(mask)
+                if self.on_stats:
+                    self.on_stats(self.stats)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            self.kill_all()
+            self._close_all()
+            if self._stdout_blocking:
+                os.set_blocking(self.stdout, True)
+            os.close(wake_r)
+            os.close(wake_w)
+            self.sel.close()
+        if self.interrupted:
+            raise PipelineFailed("push: interrupted; every stage was stopped", 130)
+        if self.failure is not None:
+            raise self.failure
+        return max((c.status or 0) for c in self.copies[-1])
+
+    def _signalled(self, fd: int) -> None:
+        try:
+            os.read(fd, 512)
+        except BlockingIOError:
+            pass
+        self.interrupted = True
+        self.kill_all()
+
+    def _close_all(self) -> None:
+        for r in self.routes:
+            for s in r.sources:
+                if not s.eof:
+                    s.eof = True
+                    os.close(s.fd)
+            for d in r.dests:
+                if d.fd > 1:
+                    os.close(d.fd)
+                    d.fd = -1
+        for copies in self.copies:
+            for c in copies:
+                if c.proc is not None and c.status is None:
+                    c.proc.wait()
+
+
+class LocalEngine:
+    """The shell's engine for this machine."""
+
+    def __init__(self, status: bool | None = None) -> None:
+        self.status = status
+
+    def default_copies(self) -> int:
+        return os.cpu_count() or 1
+
+    def explain(self, plan: Plan) -> str:
+        return plan.describe({s.index: ["this machine"] for s in plan.segments})
+
+    def run(self, plan: Plan) -> int:
+        from . import status
+        line = status.StatusLine(plan) if (self.status if self.status is not None
+                                           else status.wanted()) else None
+        try:
+            return LocalRun(plan, plan.env, on_stats=line.update if line else None).run()
+        except PipelineFailed as e:
+            print(e, file=sys.stderr)
+            return e.status
+        finally:
+            if line is not None:
+                line.close()
+
+
+__all__ = ["LocalEngine", "LocalRun", "PipelineFailed", "Route", "Edge"]
