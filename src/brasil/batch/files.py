@@ -1,0 +1,308 @@
+"""``/csrv/local/batch``: the scheduler as files (docs/batch.md and docs/reference.md, "Batch").
+
+::
+
+    batch/
+      ctl            w  worker NAME SLOTS [remote] [host=H] [pid=P] · cancel ID… · cancel tag T ·
+                        lease SECONDS;   r: one line of state
+      submit         rw write job lines (jobfile.py), in as many writes as needed; then read: the
+                        ids ("FIRST LAST", then "NAME ID" for named jobs), or the error
+      jobs           r  one line per job (tab-separated: ID STATE TAG NAME EXIT CMD REASON), then a
+                        summary line
+      summary        r  "summary total N waiting N ready N running N exiting N done N failed N
+                        cancelled N"
+      events         r  every event: "TIME KIND JOB EXECUTION WORKER DETAIL"
+      wait           r  blocks until every job has ended; then the summary
+      tags/T/        jobs, summary, events, wait: the same, for the jobs tagged T
+      job/ID/        status (its jobs line), wait (blocks until it has ended)
+      workers/NAME/  ctl (w: the worker's reports), next (r: blocks until there is work or news)
+
+A worker's ``next`` read returns every line queued for it at once; its ``ctl`` write may carry
+any number of reports: one round trip moves many jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import errno
+import time
+from typing import Any
+
+from ..ninep.ctl import CommandTable, CtlFile
+from ..ninep.errors import NinepError, Enotfound
+from ..ninep.synthetic import (BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node,
+                               TableDir)
+from . import queries
+from .jobfile import TAG_RE, JobFileError, Parser
+from .scheduler import Scheduler
+
+
+class BatchCtl(CtlFile):
+    commands = CommandTable()
+
+    def __init__(self, sched: Scheduler) -> None:
+        super().__init__()
+        self.sched = sched
+
+    def state(self) -> str:
+        return self.sched.state_line()
+
+    @commands.command("worker NAME SLOTS [remote] [host=H] [pid=P]", args=(2, 5))
+    def _worker(self, args: list[str]) -> None:
+        name = args[0]
+        if not TAG_RE.fullmatch(name):
+            raise NinepError(f"worker: name {name!r}: use letters, digits, '.', '_' or '-'",
+                             errno.EINVAL)
+        try:
+            slots = int(args[1])
+            if slots < 0:
+                raise ValueError
+        except ValueError:
+            raise NinepError(f"worker: SLOTS must be a number ≥ 0, not {args[1]!r}",
+                             errno.EINVAL) from None
+        opts = dict(a.split("=", 1) for a in args[2:] if "=" in a)
+        self.sched.register(name, slots, opts.get("host", "?"), int(opts.get("pid", 0) or 0),
+                            "remote" in args[2:])
+        workers = self.parent.walk("workers")  # type: ignore[union-attr]
+        if name not in workers._children:  # type: ignore[attr-defined]
+            workers.add(name, WorkerDir(self.sched, name))  # type: ignore[attr-defined]
+
+    @commands.command("cancel ID…|tag T", args=(1, None))
+    def _cancel(self, args: list[str]) -> Any:
+        if args[0] == "tag":
+            if len(args) != 2:
+                raise NinepError('cancel tag T: give exactly one tag', errno.EINVAL)
+            return self.sched.cancel(None, args[1])
+        try:
+            ids = [int(a) for a in args]
+        except ValueError:
+            raise NinepError(f"cancel: job ids are numbers, not {' '.join(args)[:60]!r}; usage: "
+                             "cancel ID… or cancel tag T", errno.EINVAL) from None
+        return self.sched.cancel(ids, None)
+
+    @commands.command("lease SECONDS")
+    def _lease(self, args: list[str]) -> None:
+        try:
+            lease = float(args[0])
+            if not 0.2 <= lease <= 86400:
+                raise ValueError
+        except ValueError:
+            raise NinepError(f"lease: SECONDS between 0.2 and 86400, not {args[0]!r}",
+                             errno.EINVAL) from None
+        self.sched.lease = lease
+
+
+class SubmitFile(Node):
+    def __init__(self, sched: Scheduler) -> None:
+        super().__init__()
+        self.sched = sched
+
+    def open(self, mode: int) -> Handle:
+        return SubmitHandle(self, self.sched)
+
+
+class SubmitHandle(Handle):
+    """Writes are job lines, parsed as they arrive; the first read submits them all at once."""
+
+    def __init__(self, node: Node, sched: Scheduler) -> None:
+        super().__init__(node)
+        self.sched = sched
+        self.parser = Parser()
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.answer: bytes | None = None
+        self.error: NinepError | None = None
+
+    def write(self, offset: int, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error
+        if self.answer is not None:
+            raise NinepError("submit: these jobs are submitted already; open submit again for more")
+        try:
+            self.parser.feed(self.decoder.decode(data))
+        except UnicodeDecodeError:
+            self.error = NinepError("submit: job files must be UTF-8 text", errno.EINVAL)
+            raise self.error from None
+        except JobFileError as e:
+            self.error = NinepError(f"submit: {e}", errno.EINVAL)
+            raise self.error from None
+        return len(data)
+
+    def read(self, offset: int, count: int) -> Any:
+        if self.error is not None:
+            raise self.error
+        if self.answer is not None:
+            return self.answer[offset:offset + count]
+        return self._submit(offset, count)
+
+    async def _submit(self, offset: int, count: int) -> bytes:
+        try:
+            specs = self.parser.finish()
+            first, n = await self.sched.submit(specs)
+        except JobFileError as e:
+            self.error = NinepError(f"submit: {e}", errno.EINVAL)
+            raise self.error from None
+        except NinepError as e:
+            self.error = NinepError(f"submit: {e.message}", errno.EINVAL)
+            raise self.error from None
+        lines = [f"{first} {first + n - 1}"]
+        lines += [f"{s.name} {first + i}" for i, s in enumerate(specs) if s.name]
+        self.answer = ("\n".join(lines) + "\n").encode()
+        return self.answer[offset:offset + count]
+
+
+class WaitFile(Node):
+    """Reading blocks until every job in scope has ended; then gives the summary."""
+
+    def __init__(self, sched: Scheduler, tag: str | None = None, job: int | None = None) -> None:
+        super().__init__()
+        self.sched, self.tag, self.job = sched, tag, job
+
+    def open(self, mode: int) -> Any:
+        return self._open()
+
+    async def _open(self) -> Handle:
+        while True:
+            changed = self.sched.changed
+            text = await self.sched.store.read(
+                lambda tx: queries.summary(tx, self.tag, self.job))
+            if " total 0 " in text and self.job is not None:
+                raise NinepError(f"there is no job {self.job}", errno.ENOENT)
+            if queries.all_ended(text):
+                return BytesHandle(self, text.encode())
+            try:
+                await asyncio.wait_for(changed.wait(), 5)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(0.05)  # many changes, one look
+
+
+def _generated(sched: Scheduler, query: Any) -> GeneratedFile:
+    async def gen() -> str:
+        return await sched.store.read(query)  # type: ignore[no-any-return]
+    return GeneratedFile(gen)
+
+
+def scope(sched: Scheduler, tag: str | None) -> list[Entry]:
+    return [
+        Entry("jobs", 0o444, lambda _: _generated(sched, lambda tx: queries.job_lines(tx, tag))),
+        Entry("summary", 0o444, lambda _: _generated(sched, lambda tx: queries.summary(tx, tag))),
+        Entry("events", 0o444, lambda _: _generated(sched, lambda tx: queries.events(tx, tag))),
+        Entry("wait", 0o444, lambda _: WaitFile(sched, tag)),
+    ]
+
+
+class TagsDir(Dir):
+    """``tags/T``: any tag name walks (a tag with no jobs yet has an empty list)."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        super().__init__()
+        self.sched = sched
+        self._made: dict[str, Node] = {}
+
+    def children(self) -> list[Node]:
+        return list(self._made.values())
+
+    def walk(self, name: str) -> Node:
+        if not TAG_RE.fullmatch(name):
+            raise NinepError(*Enotfound)
+        if name not in self._made:
+            if len(self._made) > 1000:
+                self._made.clear()
+            d = TableDir(scope(self.sched, name), name=name)
+            self._made[name] = self.adopt(d)
+        return self._made[name]
+
+
+class JobsByIdDir(Dir):
+    """``job/ID``: status and wait for one job."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        super().__init__()
+        self.sched = sched
+
+    def walk(self, name: str) -> Node:
+        if not name.isdigit():
+            raise NinepError(*Enotfound)
+        job = int(name)
+        d = TableDir([
+            Entry("status", 0o444, lambda _: _generated(
+                self.sched, lambda tx: queries.job_lines(tx, None, job, summary=False))),
+            Entry("wait", 0o444, lambda _: WaitFile(self.sched, None, job)),
+        ], name=name)
+        return self.adopt(d)
+
+
+class WorkerCtl(Node):
+    def __init__(self, sched: Scheduler, name: str) -> None:
+        super().__init__()
+        self.sched, self.worker = sched, name
+
+    def open(self, mode: int) -> Handle:
+        return WorkerCtlHandle(self)
+
+
+class WorkerCtlHandle(Handle):
+    node: WorkerCtl
+
+    def write(self, offset: int, data: bytes) -> Any:
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise NinepError("worker reports must be UTF-8 text", errno.EINVAL) from None
+        return self._report(text, len(data))
+
+    async def _report(self, text: str, n: int) -> int:
+        await self.node.sched.report(self.node.worker, text)
+        return n
+
+
+class WorkerNext(Node):
+    def __init__(self, sched: Scheduler, name: str) -> None:
+        super().__init__()
+        self.sched, self.worker = sched, name
+
+    def open(self, mode: int) -> Handle:
+        return WorkerNextHandle(self)
+
+
+class WorkerNextHandle(Handle):
+    node: WorkerNext
+
+    def read(self, offset: int, count: int) -> Any:
+        return self.node.sched.take(self.node.worker, count)
+
+
+class WorkerDir(TableDir):
+    def __init__(self, sched: Scheduler, name: str) -> None:
+        super().__init__([
+            Entry("ctl", 0o200, lambda _: WorkerCtl(sched, name)),
+            Entry("next", 0o400, lambda _: WorkerNext(sched, name)),
+            Entry("status", 0o444, lambda _: GeneratedFile(lambda: worker_line(sched, name))),
+        ])
+
+
+def worker_line(sched: Scheduler, name: str) -> str:
+    w = sched.workers.get(name)
+    if w is None:
+        return ""
+    held = sum(1 for t, o in sched.owner.items() if o == name)
+    return (f"{w.name} {w.host} slots {w.slots} running {held} "
+            f"{'remote' if w.remote else 'local'} seen {time.monotonic() - w.last_seen:.1f}s\n")
+
+
+def workers_text(sched: Scheduler) -> str:
+    return "".join(worker_line(sched, n) for n in sorted(sched.workers))
+
+
+def batch_dir(sched: Scheduler) -> DynamicDir:
+    """The directory `brasil serve` adds as /csrv/local/batch."""
+    return DynamicDir([
+        Entry("ctl", 0o600, lambda _: BatchCtl(sched)),
+        Entry("submit", 0o600, lambda _: SubmitFile(sched)),
+        *scope(sched, None),
+        Entry("tags", 0o555, lambda _: TagsDir(sched)),
+        Entry("job", 0o555, lambda _: JobsByIdDir(sched)),
+        Entry("workers", 0o555, lambda _: DynamicDir()),
+        Entry("workerlist", 0o444, lambda _: GeneratedFile(lambda: workers_text(sched))),
+    ], name="batch")

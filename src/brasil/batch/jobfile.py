@@ -1,0 +1,253 @@
+"""Job files: what `brasil submit --file` sends and the scheduler's ``submit`` file parses.
+
+One job per line, so that 100,000 jobs stream to the scheduler in a few large writes and are
+parsed as they arrive. Three kinds of line (blank lines and ``#`` comments are skipped)::
+
+    CMD…                                       a job: the line is its command (run by /bin/sh)
+    job NAME [after:A,B] [OPTION…] -- CMD…     a named job, with dependencies and options
+    %set KEY VALUE                             defaults for the jobs below (the CLI's options)
+
+``after:`` names jobs of the same submission (before or after the line) or, as numbers, jobs
+already submitted. Options: ``tag:T``, ``priority:P``, ``retries:N``, ``redundancy:N``,
+``isolate`` / ``shared``, ``home:DIR``, ``env:K=V`` (repeatable). ``%set`` keys are the same
+(``%set isolate on``, ``%set env K=V``, ``%set after 12,13``); ``%file NAME`` names the file in
+error messages and restarts line numbers, so an error points at the user's line, not ours.
+A cycle is refused with its members named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from typing import Iterable
+
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
+TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+KEYS = ("tag", "priority", "retries", "redundancy", "isolate", "home", "env", "after")
+
+
+class JobFileError(ValueError):
+    """A job file is wrong; the message names the file and line and says what is expected."""
+
+
+@dataclasses.dataclass
+class Defaults:
+    tag: str = "default"
+    priority: int = 0
+    retries: int = 2
+    redundancy: int = 2
+    isolate: bool = False
+    home: str | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    after: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass
+class JobSpec:
+    cmd: str
+    line: int
+    name: str | None = None
+    tag: str = "default"
+    priority: int = 0
+    retries: int = 2
+    redundancy: int = 2
+    isolate: bool = False
+    home: str | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    after_names: list[str] = dataclasses.field(default_factory=list)
+    after_ids: list[int] = dataclasses.field(default_factory=list)
+    deps: list[int] = dataclasses.field(default_factory=list)  # indexes into the submission
+
+
+def _int(value: str, key: str, low: int, where: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise JobFileError(f"{where}: {key} must be a whole number, not {value!r}") from None
+    if n < low:
+        if key == "redundancy":
+            raise JobFileError(f"{where}: redundancy must be 1 or more (1 turns redundancy off), "
+                               f"not {n}")
+        raise JobFileError(f"{where}: {key} must be {low} or more, not {n}")
+    return n
+
+
+def _ids(value: str, where: str) -> tuple[int, ...]:
+    out = []
+    for part in filter(None, value.split(",")):
+        if not part.isdigit():
+            raise JobFileError(f"{where}: after {value!r}: give job ids (numbers), e.g. 12,13")
+        out.append(int(part))
+    return tuple(out)
+
+
+def apply_option(target: Defaults | JobSpec, key: str, value: str, where: str) -> None:
+    """Set one option (from ``%set KEY VALUE`` or a ``KEY:VALUE`` word), checking it."""
+    if key == "tag":
+        if not TAG_RE.fullmatch(value):
+            raise JobFileError(f"{where}: tag {value!r}: use letters, digits, '.', '_' or '-'")
+        target.tag = value
+    elif key in ("priority",):
+        target.priority = _int(value, key, -(1 << 31), where)
+    elif key == "retries":
+        target.retries = _int(value, key, 0, where)
+    elif key == "redundancy":
+        target.redundancy = _int(value, key, 1, where)
+    elif key == "isolate":
+        if value not in ("on", "off", "1", "0", "yes", "no"):
+            raise JobFileError(f"{where}: isolate {value!r}: say on or off")
+        target.isolate = value in ("on", "1", "yes")
+    elif key == "home":
+        if not value.startswith("/"):
+            raise JobFileError(f"{where}: home {value!r} must be an absolute path")
+        target.home = value
+    elif key == "env":
+        k, eq, v = value.partition("=")
+        if not eq or not k or "\0" in value:
+            raise JobFileError(f"{where}: env {value!r}: expected KEY=VALUE")
+        target.env = {**target.env, k: v}
+    elif key == "after" and isinstance(target, Defaults):
+        target.after = _ids(value, where)
+    else:
+        raise JobFileError(f"{where}: unknown option {key!r}; expected one of: "
+                           + ", ".join(KEYS))
+
+
+class Parser:
+    """Feed text as it arrives (lines may be split across writes); :meth:`finish` resolves names
+    and refuses cycles. Errors are raised at the line that caused them."""
+
+    def __init__(self, defaults: Defaults | None = None, filename: str = "<submit>") -> None:
+        self.defaults = defaults or Defaults()
+        self.filename = filename
+        self.lineno = 0
+        self.jobs: list[JobSpec] = []
+        self.names: dict[str, int] = {}
+        self._partial = ""
+
+    def where(self) -> str:
+        return f"{self.filename}:{self.lineno}"
+
+    def feed(self, text: str) -> None:
+        text = self._partial + text
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.line(line)
+
+    def line(self, raw: str) -> None:
+        self.lineno += 1
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            return
+        if line.startswith("%"):
+            return self._directive(line)
+        if line.startswith("job ") or line == "job":
+            return self._job_line(line)
+        d = self.defaults
+        self.jobs.append(JobSpec(cmd=line, line=self.lineno, tag=d.tag, priority=d.priority,
+                                 retries=d.retries, redundancy=d.redundancy, isolate=d.isolate,
+                                 home=d.home, env=dict(d.env), after_ids=list(d.after)))
+
+    def _directive(self, line: str) -> None:
+        word, _, rest = line[1:].partition(" ")
+        rest = rest.strip()
+        if word == "file":
+            self.filename, self.lineno = rest or "<submit>", 0
+            return
+        if word != "set":
+            raise JobFileError(f"{self.where()}: unknown directive %{word}; expected %set KEY "
+                               "VALUE or %file NAME")
+        key, _, value = rest.partition(" ")
+        apply_option(self.defaults, key, value.strip(), self.where())
+
+    def _job_line(self, line: str) -> None:
+        where = self.where()
+        head, sep, cmd = line.partition(" -- ")
+        if not sep or not cmd.strip():
+            raise JobFileError(f"{where}: expected: job NAME [after:A,B] [OPTION…] -- CMD "
+                               f"(got {line[:80]!r})")
+        try:
+            words = shlex.split(head)[1:]
+        except ValueError as e:
+            raise JobFileError(f"{where}: {e}") from None
+        if not words:
+            raise JobFileError(f"{where}: a job line needs a NAME: job NAME … -- CMD")
+        name = words[0]
+        if not NAME_RE.fullmatch(name):
+            raise JobFileError(f"{where}: job name {name!r}: start with a letter or '_', then "
+                               "letters, digits, '.', '_' or '-'")
+        if name in self.names:
+            raise JobFileError(f"{where}: job {name!r} is already defined at line "
+                               f"{self.jobs[self.names[name]].line}")
+        d = self.defaults
+        spec = JobSpec(cmd=cmd.strip(), line=self.lineno, name=name, tag=d.tag,
+                       priority=d.priority, retries=d.retries, redundancy=d.redundancy,
+                       isolate=d.isolate, home=d.home, env=dict(d.env), after_ids=list(d.after))
+        for w in words[1:]:
+            if w in ("isolate", "shared"):
+                spec.isolate = w == "isolate"
+                continue
+            key, colon, value = w.partition(":")
+            if not colon:
+                raise JobFileError(f"{where}: option {w!r}: expected KEY:VALUE, isolate or shared")
+            if key == "after":
+                for dep in filter(None, value.split(",")):
+                    (spec.after_ids if dep.isdigit() else spec.after_names).append(
+                        int(dep) if dep.isdigit() else dep)  # type: ignore[arg-type]
+            else:
+                apply_option(spec, key, value, where)
+        self.names[name] = len(self.jobs)
+        self.jobs.append(spec)
+
+    def finish(self) -> list[JobSpec]:
+        if self._partial.strip():
+            self.line(self._partial)
+        self._partial = ""
+        for spec in self.jobs:
+            for dep in spec.after_names:
+                if dep not in self.names:
+                    raise JobFileError(f"{self.filename}:{spec.line}: after:{dep}: no job named "
+                                       f"{dep!r} in this submission (name it with a job line, or "
+                                       "give an existing job's id)")
+                spec.deps.append(self.names[dep])
+        cycle = find_cycle(self.jobs)
+        if cycle:
+            names = " → ".join(self.jobs[i].name or f"line {self.jobs[i].line}" for i in cycle)
+            raise JobFileError(f"{self.filename}:{self.jobs[cycle[0]].line}: dependency cycle: "
+                               f"{names}; a job cannot (even indirectly) run after itself")
+        return self.jobs
+
+
+def find_cycle(jobs: list[JobSpec]) -> list[int]:
+    """A cycle among ``jobs`` (indexes, first repeated at the end), or [] — iteratively, so a
+    100,000-job chain does not exhaust the stack."""
+    state = [0] * len(jobs)  # 0 new, 1 on the path, 2 finished
+    for root in range(len(jobs)):
+        if state[root]:
+            continue
+        path: list[int] = []
+        stack: list[tuple[int, Iterable[int]]] = [(root, iter(jobs[root].deps))]
+        state[root] = 1
+        path.append(root)
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)  # type: ignore[call-overload]
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+            elif state[nxt] == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append((nxt, iter(jobs[nxt].deps)))
+    return []
+
+
+def parse(text: str, defaults: Defaults | None = None, filename: str = "<submit>") -> list[JobSpec]:
+    p = Parser(defaults, filename)
+    p.feed(text)
+    return p.finish()

@@ -1,0 +1,361 @@
+"""The scheduler's transactions: each function here runs inside one database transaction.
+
+Every state change is a conditional UPDATE that names the state it moves from (the edges of
+``lifecycle.py``), so a report that arrives late — from a thawed worker, say, after its execution
+was presumed lost — changes nothing: the row is no longer in the state the update expects, and
+the caller is told to discard that execution's work. That check is the fencing token at work:
+the token is the execution's id, current while its row is assigned, running, committing or applying.
+
+Functions return the lines to push to workers (``(worker, line)``); the scheduler delivers them
+after the transaction has committed, never before, so nothing is promised that a crash could undo.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from .jobfile import JobSpec
+from .lifecycle import ACTIVE_EXECUTION
+from .policy import Policy
+from .store import Refused, Tx
+
+Push = list[tuple[str, str]]
+ACTIVE_SQL = "('assigned', 'running', 'committing', 'applying')"
+
+
+def event(tx: Tx, rows: list[tuple[float, str, Any, Any, Any, Any]]) -> None:
+    tx.insert("events", ("t", "kind", "job", "execution", "worker", "detail"), rows)
+
+
+# ---- submission ----------------------------------------------------------------------------------
+
+def submit(tx: Tx, specs: list[JobSpec], now: float) -> tuple[int, int]:
+    """Insert ``specs`` (already checked for syntax and cycles) as one block of ids; returns
+    (first id, count). Jobs after a failed or cancelled job are cancelled at once, with the reason."""
+    existing = sorted({d for s in specs for d in s.after_ids})
+    known = dict(tx.in_chunks("SELECT id, state FROM jobs WHERE id IN ({ids})", existing)) \
+        if existing else {}
+    for s in specs:
+        for d in s.after_ids:
+            if d not in known:
+                raise Refused(f"line {s.line}: after {d}: there is no job {d} "
+                              "(brasil jobs lists them)")
+    first = tx.next_ids("job", len(specs))
+    order = topological(specs)
+    state: list[str] = [""] * len(specs)
+    left = [0] * len(specs)
+    reason: list[str | None] = [None] * len(specs)
+    for i in order:
+        s = specs[i]
+        for d in s.after_ids:
+            if known[d] in ("failed", "cancelled"):
+                reason[i] = reason[i] or f"dependency {d} {known[d]}"
+            elif known[d] != "done":
+                left[i] += 1
+        for d in s.deps:
+            if state[d] == "cancelled":
+                reason[i] = reason[i] or f"dependency {first + d} cancelled"
+            left[i] += 1
+        state[i] = "cancelled" if reason[i] else ("waiting" if left[i] else "ready")
+    jobs = [(first + i, s.name, s.tag, s.cmd, s.home, json.dumps(s.env) if s.env else "{}",
+             int(s.isolate), s.priority, s.retries, s.redundancy, state[i], left[i], 0, now,
+             now if reason[i] else None, reason[i]) for i, s in enumerate(specs)]
+    tx.insert("jobs", ("id", "name", "tag", "cmd", "home", "env", "isolate", "priority", "retries",
+                       "redundancy", "state", "deps_left", "active", "submitted", "finished",
+                       "reason"), jobs)
+    tx.insert("deps", ("job", "dep"),
+              [(first + i, d) for i, s in enumerate(specs) for d in s.after_ids]
+              + [(first + i, first + d) for i, s in enumerate(specs) for d in s.deps])
+    event(tx, [(now, "submit", first + i, None, None, None) for i in range(len(specs))]
+          + [(now, "cancel", first + i, None, None, reason[i]) for i in range(len(specs))
+             if reason[i]])
+    return first, len(specs)
+
+
+def topological(specs: Sequence[JobSpec]) -> list[int]:
+    """Indexes with every job after its dependencies (Kahn's algorithm; the input is acyclic)."""
+    users: list[list[int]] = [[] for _ in specs]
+    need = [len(s.deps) for s in specs]
+    for i, s in enumerate(specs):
+        for d in s.deps:
+            users[d].append(i)
+    out = [i for i, n in enumerate(need) if n == 0]
+    for i in out:  # grows while we walk it
+        for u in users[i]:
+            need[u] -= 1
+            if need[u] == 0:
+                out.append(u)
+    return out
+
+
+# ---- claims --------------------------------------------------------------------------------------
+
+def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
+          policy: Policy) -> Push:
+    """Fill ``worker``'s free slots (``slots`` less its active executions, counted here, in the
+    transaction, so that two claims in one batch never over-fill it) with what ``policy``
+    selects; the jobs move to running and each execution gets its token."""
+    busy = tx.one(f"SELECT count(*) FROM executions WHERE worker = ? AND state IN {ACTIVE_SQL}",
+                  (worker,))
+    n = slots - int(busy[0] if busy else 0)
+    if n <= 0:
+        return []
+    picked, redundant = policy.select(tx, worker, n, prefix)
+    redundant = [r for r in redundant if r[4]][:max(n - len(picked), 0)]
+    rows = picked + redundant
+    if not rows:
+        return []
+    if picked:
+        tx.in_chunks("UPDATE jobs SET state = 'running', active = active + 1 WHERE id IN ({ids})",
+                     [r[0] for r in picked])
+    if redundant:
+        tx.in_chunks("UPDATE jobs SET active = active + 1 WHERE id IN ({ids})",
+                     [r[0] for r in redundant])
+    first = tx.next_ids("execution", len(rows))
+    tx.insert("executions", ("id", "job", "worker", "state", "assigned"),
+              [(first + k, r[0], worker, "assigned", now) for k, r in enumerate(rows)])
+    event(tx, [(now, "assign", r[0], first + k, worker, "redundant" if k >= len(picked) else None)
+               for k, r in enumerate(rows)])
+    return [(worker, "run " + json.dumps({"t": first + k, "job": r[0], "cmd": r[1], "home": r[2],
+                                          "env": json.loads(r[3]), "isolate": bool(r[4])}))
+            for k, r in enumerate(rows)]
+
+
+# ---- reports from workers ------------------------------------------------------------------------
+
+def started(tx: Tx, worker: str, rows: list[tuple[int, int, float]]) -> Push:
+    """``start T SLOT TIME`` lines; a token no longer current is told to stop."""
+    push: Push = []
+    for token, slot, t in rows:
+        tx.execute("UPDATE executions SET state = 'running', started = ?, slot = ? "
+                   "WHERE id = ? AND state = 'assigned'", (t, slot, token))
+        if tx.cur.rowcount == 1:
+            job = tx.one("SELECT job FROM executions WHERE id = ?", (token,))
+            event(tx, [(t, "start", job[0] if job else None, token, worker, str(slot))])
+        else:
+            push.append((worker, f"kill {token}"))
+    return push
+
+
+def _execution(tx: Tx, token: int) -> tuple[Any, ...] | None:
+    return tx.one("SELECT e.state, e.job, j.state, j.isolate, j.retries, j.active, e.worker, "
+                  "e.started FROM executions e JOIN jobs j ON j.id = e.job WHERE e.id = ?", (token,))
+
+
+def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float, now: float,
+             why: str, clean: bool = False) -> tuple[Push, list[int]]:
+    """An execution ended with ``status`` (``clean``: isolated, and it changed nothing). Returns
+    what to tell workers and the jobs now done."""
+    row = _execution(tx, token)
+    if row is None or row[0] not in ("assigned", "running"):
+        event(tx, [(now, "refused", row[1] if row else None, token, worker,
+                    f"late finish (exit {status}): execution is {row[0] if row else 'unknown'}")])
+        return [(worker, f"discard {token}")], []
+    estate, job, jstate, isolate, retries, active = row[:6]
+    tx.execute("UPDATE executions SET started = COALESCE(started, ?), ended = ?, status = ? "
+               "WHERE id = ?", (t0, t1, status, token))
+    rows = [(t1, "finish", job, token, worker, str(status))]
+    if estate == "assigned":
+        rows.insert(0, (t0, "start", job, token, worker, None))
+    push: Push = []
+    done: list[int] = []
+    if status == 0 and jstate == "running" and isolate:
+        if clean:  # nothing to commit: done at once
+            tx.execute("UPDATE executions SET state = 'committed' WHERE id = ?", (token,))
+            tx.execute("UPDATE jobs SET state = 'done', finished = ?, exit_status = 0, winner = ? "
+                       "WHERE id = ?", (now, token, job))
+            rows += [(t1, "commit_start", job, token, worker, None),
+                     (t1, "commit", job, token, worker, "nothing changed")]
+            push.append((worker, f"ok {token}"))
+            done.append(job)
+        else:
+            tx.execute("UPDATE executions SET state = 'committing' WHERE id = ?", (token,))
+            tx.execute("UPDATE jobs SET state = 'exiting', winner = ? WHERE id = ?", (token, job))
+            push.append((worker, f"commit {token}"))
+        for other, w in tx.all(f"SELECT id, worker FROM executions WHERE job = ? AND id <> ? "
+                               f"AND state IN {ACTIVE_SQL}", (job, token)):
+            tx.execute("UPDATE executions SET state = 'killed', ended = ? WHERE id = ?", (now, other))
+            rows.append((now, "kill", job, other, w, f"execution {token} won"))
+            push.append((w, f"kill {other}"))
+        tx.execute("UPDATE jobs SET active = ? WHERE id = ?", (0 if clean else 1, job))
+    elif status == 0 and jstate == "running":
+        tx.execute("UPDATE executions SET state = 'finished' WHERE id = ?", (token,))
+        tx.execute("UPDATE jobs SET state = 'done', active = active - 1, finished = ?, "
+                   "exit_status = 0, winner = ? WHERE id = ?", (now, token, job))
+        push.append((worker, f"ok {token}"))
+        done.append(job)
+    elif status == 0:  # isolated, but another execution already won (or the job was cancelled)
+        tx.execute("UPDATE executions SET state = 'rolledback' WHERE id = ?", (token,))
+        tx.execute("UPDATE jobs SET active = active - 1 WHERE id = ?", (job,))
+        rows.append((now, "refused", job, token, worker, f"job is {jstate}"))
+        push.append((worker, f"discard {token}"))
+    else:
+        tx.execute("UPDATE executions SET state = 'failed' WHERE id = ?", (token,))
+        push.append((worker, f"discard {token}"))
+        active -= 1
+        if jstate == "running":
+            if retries > 0 or active > 0:  # a retry left, or another execution may yet succeed
+                retries = retries - 1 if retries > 0 else 0
+                if active == 0:
+                    tx.execute("UPDATE jobs SET state = 'ready', active = 0, retries = ? "
+                               "WHERE id = ?", (retries, job))
+                    rows.append((now, "retry", job, token, worker, f"exit {status}"))
+                else:
+                    tx.execute("UPDATE jobs SET active = ?, retries = ? WHERE id = ?",
+                               (active, retries, job))
+            else:
+                reason = f"exit status {status}{': ' + why if why else ''} (retries spent)"
+                tx.execute("UPDATE jobs SET state = 'failed', active = 0, finished = ?, "
+                           "exit_status = ?, reason = ? WHERE id = ?", (now, status, reason, job))
+                rows.append((now, "fail", job, token, worker, reason))
+                event(tx, rows)
+                cancel_dependents(tx, [job], now)
+                return push, done
+        else:
+            tx.execute("UPDATE jobs SET active = active - 1 WHERE id = ?", (job,))
+    event(tx, rows)
+    return push, done
+
+
+def journaled(tx: Tx, worker: str, token: int, c0: float, now: float) -> bool:
+    """The committer staged every change and wrote its journal: from now on the commit will be
+    completed, by it or (if it dies) by the scheduler's replay. False: the token is stale, and
+    its staging must be thrown away."""
+    tx.execute("UPDATE executions SET state = 'applying' WHERE id = ? AND state = 'committing'",
+               (token,))
+    moved = tx.cur.rowcount == 1
+    job = tx.one("SELECT job FROM executions WHERE id = ?", (token,))
+    if moved:
+        event(tx, [(c0, "commit_start", job[0] if job else None, token, worker, None)])
+        return True
+    event(tx, [(now, "refused", job[0] if job else None, token, worker, "late journal")])
+    return False
+
+
+def committed(tx: Tx, worker: str, token: int, c1: float, now: float,
+              detail: str | None = None) -> tuple[Push, list[int]]:
+    """The winner's changes are in the home: the job is done, its dependents may start."""
+    row = _execution(tx, token)
+    if row is None or row[0] != "applying":
+        event(tx, [(now, "refused", row[1] if row else None, token, worker,
+                    f"late commit report: execution is {row[0] if row else 'unknown'}")])
+        return [], []
+    job = row[1]
+    tx.execute("UPDATE executions SET state = 'committed' WHERE id = ?", (token,))
+    tx.execute("UPDATE jobs SET state = 'done', active = 0, finished = ?, exit_status = 0 "
+               "WHERE id = ? AND state = 'exiting'", (now, job))
+    event(tx, [(c1, "commit", job, token, worker, detail)])
+    return [(worker, f"ok {token}")], [job]
+
+
+def commit_undone(tx: Tx, token: int, why: str, now: float, failed: bool = False) -> None:
+    """The committing execution is gone and its journal was incomplete (rolled back), or its
+    commit failed: the job runs again."""
+    row = _execution(tx, token)
+    if row is None or row[0] not in ("committing", "applying"):
+        return
+    job = row[1]
+    tx.execute(f"UPDATE executions SET state = '{'failed' if failed else 'lost'}', ended = ? "
+               "WHERE id = ?", (now, token))
+    retries = max(row[4] - 1, 0) if failed else row[4]
+    tx.execute("UPDATE jobs SET state = 'ready', active = 0, winner = NULL, retries = ? "
+               "WHERE id = ? AND state = 'exiting'", (retries, job))
+    event(tx, [(now, "rollback" if not failed else "fail", job, token, row[6], why)])
+
+
+def gone(tx: Tx, worker: str, tokens: list[int], now: float) -> None:
+    """The worker has rolled back (killed, discarded) these executions."""
+    rows = tx.in_chunks("SELECT id, job FROM executions WHERE id IN ({ids})", tokens)
+    event(tx, [(now, "rollback", job, token, worker, None) for token, job in rows])
+
+
+def lose(tx: Tx, tokens: list[int], now: float) -> Push:
+    """Leases expired: these executions are presumed lost; a job left with none is ready again."""
+    push: Push = []
+    for token in tokens:
+        row = _execution(tx, token)
+        if row is None or row[0] not in ("assigned", "running"):
+            continue
+        job, jstate, active, worker = row[1], row[2], row[5] - 1, row[6]
+        tx.execute("UPDATE executions SET state = 'lost', ended = ? WHERE id = ?", (now, token))
+        rows = [(now, "lease_lost", job, token, worker, None)]
+        if jstate == "running" and active <= 0:
+            tx.execute("UPDATE jobs SET state = 'ready', active = 0 WHERE id = ?", (job,))
+            rows.append((now, "retry", job, token, worker, "lease lost"))
+        else:
+            tx.execute("UPDATE jobs SET active = ? WHERE id = ?", (max(active, 0), job))
+        event(tx, rows)
+        push.append((worker, f"kill {token}"))
+    return push
+
+
+def resolve_done(tx: Tx, jobs: list[int]) -> None:
+    """Jobs are done: each dependent has one dependency fewer; those with none left are ready."""
+    tx.many("UPDATE jobs SET deps_left = deps_left - 1 WHERE id IN "
+            "(SELECT job FROM deps WHERE dep = ?)", [(j,) for j in jobs])
+    tx.many("UPDATE jobs SET state = 'ready' WHERE state = 'waiting' AND deps_left <= 0 AND id IN "
+            "(SELECT job FROM deps WHERE dep = ?)", [(j,) for j in jobs])
+
+
+def cancel_dependents(tx: Tx, jobs: list[int], now: float) -> int:
+    """Every job that (transitively) waits for ``jobs`` is cancelled, naming the dependency."""
+    count = 0
+    frontier = jobs
+    while frontier:
+        rows = tx.in_chunks("SELECT d.job, d.dep, p.state FROM deps d JOIN jobs j ON j.id = d.job "
+                            "JOIN jobs p ON p.id = d.dep WHERE d.dep IN ({ids}) "
+                            "AND j.state IN ('waiting', 'ready')", frontier)
+        reasons: dict[int, str] = {}
+        for job, dep, dstate in rows:
+            reasons.setdefault(job, f"dependency {dep} {dstate}")
+        tx.many("UPDATE jobs SET state = 'cancelled', reason = ?, finished = ? WHERE id = ? "
+                "AND state IN ('waiting', 'ready')",
+                [(r, now, j) for j, r in reasons.items()])
+        event(tx, [(now, "cancel", j, None, None, r) for j, r in reasons.items()])
+        count += len(reasons)
+        frontier = list(reasons)
+    return count
+
+
+def cancel(tx: Tx, ids: list[int] | None, tag: str | None, now: float) -> tuple[int, Push]:
+    """Cancel jobs by id (each must exist and not have ended) or every unfinished job of a tag;
+    their executions are killed and their dependents cancelled."""
+    if ids is not None:
+        found = dict(tx.in_chunks("SELECT id, state FROM jobs WHERE id IN ({ids})", ids))
+        for i in ids:
+            if i not in found:
+                raise Refused(f"cancel: there is no job {i} (brasil jobs lists them)")
+            if found[i] not in ("waiting", "ready", "running"):
+                raise Refused(f"cancel: job {i} is {found[i]}: cannot cancel now"
+                              + (" (it is committing its output)" if found[i] == "exiting" else ""))
+        targets = ids
+    else:
+        targets = [r[0] for r in tx.all("SELECT id FROM jobs WHERE tag = ? AND state IN "
+                                        "('waiting', 'ready', 'running')", (tag,))]
+    if not targets:
+        return 0, []
+    push: Push = []
+    kills = tx.in_chunks(f"SELECT id, job, worker FROM executions WHERE state IN {ACTIVE_SQL} "
+                         "AND job IN ({ids})", targets)
+    tx.in_chunks("UPDATE executions SET state = 'killed', ended = ? WHERE job IN ({ids}) "
+                 "AND state IN ('assigned', 'running')", targets, extra=(now,))
+    tx.in_chunks("UPDATE jobs SET state = 'cancelled', reason = 'cancelled by request', "
+                 "finished = ?, active = 0 WHERE id IN ({ids}) AND state IN ('waiting', 'ready', "
+                 "'running')", targets, extra=(now,))
+    event(tx, [(now, "cancel", j, None, None, "cancelled by request") for j in targets]
+          + [(now, "kill", job, t, w, "job cancelled") for t, job, w in kills])
+    push += [(w, f"kill {t}") for t, _, w in kills]
+    n = len(targets) + cancel_dependents(tx, list(targets), now)
+    return n, push
+
+
+# ---- restart -------------------------------------------------------------------------------------
+
+def active_executions(tx: Tx) -> list[tuple[Any, ...]]:
+    """(token, worker, state, job, home) of every execution a restarted scheduler must lease."""
+    return tx.all("SELECT e.id, e.worker, e.state, e.job, j.home FROM executions e JOIN jobs j "
+                  f"ON j.id = e.job WHERE e.state IN {ACTIVE_SQL}")
+
+
+assert set(ACTIVE_EXECUTION) == {"assigned", "running", "committing", "applying"}

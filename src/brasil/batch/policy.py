@@ -1,0 +1,66 @@
+"""Job selection: which work a worker with free slots gets. Pluggable: one class, one method.
+
+The scheduler calls :meth:`Policy.select` inside the claim transaction, so whatever it returns is
+claimed atomically (no other worker can be given the same ready job). A policy returns two lists
+of job rows ``(id, cmd, home, env, isolate)``: ready jobs to start, and running jobs to execute
+once more, redundantly. The scheduler checks nothing further about the second list except that
+the jobs are isolated (only isolated executions can run side by side) — bounding redundancy is
+the policy's business, as is never putting two executions of a job on one worker.
+
+:class:`TrellisPolicy` is the thesis's (§3.3.1), with its first proposed bound: ready jobs first
+(higher priority, then earlier submission); when none is left, running isolated jobs in the same
+order, each while it has fewer executions than its ``redundancy`` (default 2; 1 turns it off).
+Write another by subclassing and passing it to :class:`~brasil.batch.scheduler.Scheduler`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .store import Tx
+
+Row = tuple[Any, ...]
+
+
+class Policy:
+    """The interface. ``worker``: its name; ``n``: its free slots (≥ 1); ``prefix``: when not
+    None, only jobs whose home starts with it may be chosen (a remote worker sees only the
+    scheduler's exported tree)."""
+
+    name = "policy"
+
+    def select(self, tx: Tx, worker: str, n: int, prefix: str | None) -> tuple[list[Row], list[Row]]:
+        raise NotImplementedError
+
+
+class TrellisPolicy(Policy):
+    name = "trellis"
+
+    def select(self, tx: Tx, worker: str, n: int, prefix: str | None) -> tuple[list[Row], list[Row]]:
+        where, args = "", []
+        if prefix is not None:
+            where = " AND substr(home, 1, ?) = ?"
+            args = [len(prefix), prefix]
+        ready = tx.all("SELECT id, cmd, home, env, isolate FROM jobs WHERE state = 'ready'" + where
+                       + " ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked(), (*args, n))
+        if len(ready) == n:
+            return ready, []
+        again = tx.all(
+            "SELECT id, cmd, home, env, isolate FROM jobs j WHERE state = 'running' AND isolate = 1"
+            " AND active < redundancy AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.id"
+            " AND e.worker = ? AND e.state IN ('assigned', 'running', 'committing'))" + where
+            + " ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked(),
+            (worker, *args, n - len(ready)))
+        return ready, again
+
+
+class NoRedundancyPolicy(TrellisPolicy):
+    """Ready jobs only: what a plain batch queue does (for comparisons)."""
+
+    name = "plain"
+
+    def select(self, tx: Tx, worker: str, n: int, prefix: str | None) -> tuple[list[Row], list[Row]]:
+        return super().select(tx, worker, n, prefix)[0], []
+
+
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (TrellisPolicy, NoRedundancyPolicy)}

@@ -1,0 +1,71 @@
+"""Read-only views of the database: the texts of ``jobs``, ``summary`` and ``events``.
+
+They run on the store's reading connection (WAL: readers never wait for the writer), so listing
+100,000 jobs does not hold up a single report.
+"""
+
+from __future__ import annotations
+
+from .lifecycle import JOB_STATES, TERMINAL
+from .store import Tx
+
+
+def _clean(text: str | None) -> str:
+    return (text or "").replace("\t", " ").replace("\n", " ")
+
+
+def job_lines(tx: Tx, tag: str | None, job: int | None = None, summary: bool = True) -> str:
+    """``ID STATE TAG NAME EXIT CMD REASON``, tab-separated, one line per job; then the summary."""
+    where, args = "", []
+    if tag is not None:
+        where, args = " WHERE tag = ?", [tag]
+    elif job is not None:
+        where, args = " WHERE id = ?", [job]
+    rows = tx.all("SELECT id, state, tag, name, exit_status, cmd, reason FROM jobs" + where
+                  + " ORDER BY id", args)
+    out = [f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3] or '-'}\t{'-' if r[4] is None else r[4]}\t"
+           f"{_clean(r[5])}\t{_clean(r[6])}\n" for r in rows]
+    if summary:
+        out.append(_summary_line({s: sum(1 for r in rows if r[1] == s) for s in JOB_STATES}))
+    return "".join(out)
+
+
+def _summary_line(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    return "summary total %d %s\n" % (total, " ".join(f"{s} {counts.get(s, 0)}"
+                                                      for s in JOB_STATES))
+
+
+def summary(tx: Tx, tag: str | None, job: int | None = None) -> str:
+    where, args = "", []
+    if tag is not None:
+        where, args = " WHERE tag = ?", [tag]
+    elif job is not None:
+        where, args = " WHERE id = ?", [job]
+    counts = {r[0]: int(r[1]) for r in tx.all(
+        "SELECT state, count(*) FROM jobs" + where + " GROUP BY state", args)}
+    return _summary_line(counts)
+
+
+def parse_summary(text: str) -> dict[str, int]:
+    words = text.split()
+    if words[:1] != ["summary"]:
+        raise ValueError(f"not a summary line: {text[:80]!r}")
+    return {words[i]: int(words[i + 1]) for i in range(1, len(words) - 1, 2)}
+
+
+def all_ended(text: str) -> bool:
+    c = parse_summary(text)
+    return sum(c.get(s, 0) for s in TERMINAL) == c.get("total", 0)
+
+
+def events(tx: Tx, tag: str | None) -> str:
+    """``TIME KIND JOB EXECUTION WORKER DETAIL``, one line per event, in time order."""
+    if tag is None:
+        rows = tx.all("SELECT t, kind, job, execution, worker, detail FROM events ORDER BY t")
+    else:
+        rows = tx.all("SELECT e.t, e.kind, e.job, e.execution, e.worker, e.detail FROM events e "
+                      "JOIN jobs j ON j.id = e.job WHERE j.tag = ? ORDER BY e.t", (tag,))
+    return "".join(f"{r[0]:.6f} {r[1]} {'-' if r[2] is None else r[2]} "
+                   f"{'-' if r[3] is None else r[3]} {r[4] or '-'} {_clean(r[5])}".rstrip() + "\n"
+                   for r in rows)

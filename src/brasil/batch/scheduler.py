@@ -1,0 +1,460 @@
+"""The scheduler: the database's decisions delivered to workers, leases, and crash recovery.
+
+Theory of operation. Every decision is a transaction in ``ops.py`` (run by ``store.py`` in
+batches on the database thread); this module is the part that lives in memory and may be lost in
+a crash without harm:
+
+* workers: each registered worker has an outbox of lines (``run``, ``commit``, ``kill``,
+  ``discard``, ``ok``) that its blocking read of ``workers/NAME/next`` takes all at once. Lines are
+  queued only after the transaction that decided them has committed.
+* leases: token → expiry. A worker renews the leases of what it runs (and of a commit in
+  progress); when one expires the execution is presumed lost (``ops.lose``), or, if it was
+  committing, its commit journal decides (``commit.recover``): whole → completed and the job is
+  done; not whole → rolled back and the job runs again. A restarted scheduler leases every active
+  execution afresh, so workers that come back in time carry on as if nothing happened.
+* dispatch: whenever something may have made work (a submission, a job done, a slot freed), live
+  workers with free slots are offered work in one claim transaction. A worker's report claims
+  for that worker in the same transaction, so a finished job and the next assignment cost one
+  commit and one reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..ninep.errors import NinepError
+from . import commit, isolate, ops
+from .jobfile import JobFileError, JobSpec, Parser
+from .policy import Policy, TrellisPolicy
+from .store import Refused, Store, Tx
+
+log = logging.getLogger("brasil.batch")
+
+DEFAULT_LEASE = 10.0
+REPORTS = {"done": 5, "clean": 4, "journaled": 3, "committed": 3, "commitfail": 2}  # min. words
+USAGE = ("start T SLOT TIME, done T STATUS T0 T1 [WHY], clean T T0 T1, journaled T C0, "
+         "committed T C1, commitfail T WHY, gone T…, renew T…")
+
+
+@dataclass
+class Worker:
+    name: str
+    slots: int
+    host: str = "?"
+    pid: int = 0
+    remote: bool = False
+    outbox: list[str] = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    last_seen: float = field(default_factory=time.monotonic)
+    registered: float = field(default_factory=time.time)
+
+    def push(self, line: str) -> None:
+        self.outbox.append(line)
+        for f in self.waiters:
+            if not f.done():
+                f.set_result(None)
+        self.waiters.clear()
+
+
+class Scheduler:
+    def __init__(self, store: Store, *, export_root: str | None = None,
+                 lease: float = DEFAULT_LEASE, policy: Policy | None = None) -> None:
+        self.store = store
+        self.export_root = export_root.rstrip("/") + "/" if export_root else None
+        self.lease = lease
+        self.policy = policy or TrellisPolicy()
+        self.workers: dict[str, Worker] = {}
+        self.leases: dict[int, float] = {}       # token → expiry (monotonic)
+        self.owner: dict[int, str] = {}          # token → worker
+        self.homes: dict[int, str] = {}          # token → its job's home
+        self.committing: set[int] = set()        # told to commit (staging, not yet journaled)
+        self.applying: set[int] = set()          # journaled: the commit will be completed
+        self.replaying: set[int] = set()         # commits the scheduler itself is completing
+        self.isolation_problem: str | None = None
+        self.changed = asyncio.Event()           # set after every transaction that changed state
+        self._kick = asyncio.Event()
+        self._maybe_work = True
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = time.time()
+
+    # ---- lifetime ----
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.store.open)
+        self.isolation_problem = await loop.run_in_executor(None, isolate.probe)
+        now = time.monotonic()
+        replay = []
+        for token, worker, state, job, home in await self.store.read(ops.active_executions):
+            self.leases[token] = now + self.lease
+            self.owner[token] = worker
+            self.homes[token] = home
+            if state == "committing":
+                self.committing.add(token)
+            elif state == "applying":  # past the commit point: finish it now, whoever began it
+                self.applying.add(token)
+                replay.append(token)
+            if worker not in self.workers:
+                self.workers[worker] = Worker(worker, 0, last_seen=0.0)
+        if self.leases:
+            log.info("batch: resuming with %d execution(s) in flight", len(self.leases))
+        for token in replay:
+            await self._recover(token)
+        self._tasks = [asyncio.ensure_future(self._dispatcher()),
+                       asyncio.ensure_future(self._lease_keeper())]
+        self._kick.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for w in self.workers.values():
+            for f in w.waiters:
+                if not f.done():
+                    f.set_exception(NinepError("the scheduler is stopping"))
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+
+    # ---- transactions, and what follows them ----
+
+    async def write(self, op: Callable[[Tx], Any]) -> Any:
+        try:
+            result = await self.store.write(op)
+        except Refused as e:
+            raise NinepError(str(e)) from None
+        self.changed.set()
+        self.changed = asyncio.Event()
+        return result
+
+    def deliver(self, push: ops.Push) -> None:
+        now = time.monotonic()
+        for worker, line in push:
+            verb, _, rest = line.partition(" ")
+            if verb == "run":
+                run = json.loads(rest)
+                token = run["t"]
+                self.leases[token] = now + self.lease
+                self.owner[token] = worker
+                self.homes[token] = run["home"]
+            else:
+                token = int(rest)
+                if verb == "commit":
+                    self.leases[token] = now + self.lease
+                    self.committing.add(token)
+                elif verb == "go":
+                    self.leases[token] = now + self.lease
+                elif token not in self.replaying:  # ok, discard, kill: no longer ours to watch
+                    self.forget(token)
+            w = self.workers.get(worker)
+            if w is None:
+                w = self.workers[worker] = Worker(worker, 0, last_seen=0.0)
+            w.push(line)
+
+    def forget(self, token: int) -> None:
+        self.leases.pop(token, None)
+        self.owner.pop(token, None)
+        self.homes.pop(token, None)
+        self.committing.discard(token)
+        self.applying.discard(token)
+
+    def kick(self) -> None:
+        self._maybe_work = True
+        self._kick.set()
+
+    # ---- submission ----
+
+    def parser(self, defaults: Any = None) -> Parser:
+        return Parser(defaults)
+
+    async def submit(self, specs: list[JobSpec]) -> tuple[int, int]:
+        if not specs:
+            raise NinepError("submit: no jobs (every line was blank or a comment)")
+        homes: dict[str, int] = {}
+        for s in specs:
+            if s.home is None:
+                raise NinepError(f"line {s.line}: no home directory: give --home DIR "
+                                 "(or %set home DIR, or home:DIR on the job line)")
+            homes.setdefault(s.home, s.line)
+            if s.isolate and self.isolation_problem:
+                raise NinepError(f"line {s.line}: cannot run isolated jobs here: "
+                                 f"{self.isolation_problem}; submit without --isolate")
+        for home, line in homes.items():
+            if not os.path.isdir(home):
+                raise NinepError(f"line {line}: home {home} does not exist on the scheduler's "
+                                 "node (or is not a directory); create it, or give --home DIR")
+        now = time.time()
+        first, n = await self.write(lambda tx: ops.submit(tx, specs, now))
+        log.info("batch: jobs %d-%d submitted", first, first + n - 1)
+        self.kick()
+        return first, n
+
+    async def cancel(self, ids: list[int] | None, tag: str | None) -> int:
+        now = time.time()
+        n, push = await self.write(lambda tx: ops.cancel(tx, ids, tag, now))
+        self.deliver(push)
+        self.kick()
+        return n
+
+    # ---- workers ----
+
+    def register(self, name: str, slots: int, host: str, pid: int, remote: bool) -> Worker:
+        w = self.workers.get(name)
+        if w is None:
+            w = self.workers[name] = Worker(name, slots, host, pid, remote)
+        w.slots, w.host, w.pid, w.remote = slots, host, pid, remote
+        w.last_seen = time.monotonic()
+        self.kick()
+        return w
+
+    def take(self, name: str, count: int) -> Any:
+        """The worker's next lines (all queued, up to ``count`` bytes, whole lines); waits for some."""
+        w = self.workers.get(name)
+        if w is None:
+            raise NinepError(f"worker {name} is not registered (did the scheduler restart?)")
+        w.last_seen = time.monotonic()
+        if w.outbox:
+            return self._take(w, count)
+        return self._take_later(w, count)
+
+    def _take(self, w: Worker, count: int) -> bytes:
+        out, size = [], 0
+        while w.outbox and size + len(w.outbox[0]) + 1 <= count:
+            line = w.outbox.pop(0)
+            out.append(line)
+            size += len(line) + 1
+        if not out:  # one line longer than a read: it cannot be split, so the read must grow
+            raise NinepError(f"next: a line of {len(w.outbox[0])} bytes does not fit a read of "
+                             f"{count}; read with a larger count")
+        return ("\n".join(out) + "\n").encode()
+
+    async def _take_later(self, w: Worker, count: int) -> bytes:
+        while not w.outbox:
+            f = asyncio.get_running_loop().create_future()
+            w.waiters.append(f)
+            try:
+                await asyncio.wait_for(f, self.lease / 3)
+            except asyncio.TimeoutError:
+                if f in w.waiters:
+                    w.waiters.remove(f)
+            w.last_seen = time.monotonic()
+            if not w.outbox:
+                return b"\n"  # a heartbeat: the worker learns we are alive, and reads again
+        return self._take(w, count)
+
+    async def report(self, name: str, text: str) -> None:
+        """Lines from a worker: start, done, clean, journaled, committed, commitfail, gone, renew."""
+        w = self.workers.get(name)
+        if w is None:
+            raise NinepError(f"worker {name} is not registered (did the scheduler restart?)")
+        now_m = time.monotonic()
+        w.last_seen = now_m
+        starts: list[tuple[int, int, float]] = []
+        rest: list[list[str]] = []
+        push: ops.Push = []
+        for line in text.splitlines():
+            words = line.split(" ", 5)
+            verb = words[0]
+            if not verb:
+                continue
+            try:
+                if verb == "renew":
+                    for t in map(int, line.split()[1:]):
+                        if t in self.leases and self.owner.get(t) == name:
+                            if t not in self.replaying:
+                                self.leases[t] = now_m + self.lease
+                        else:
+                            push.append((name, f"kill {t}"))
+                elif verb == "start":
+                    starts.append((int(words[1]), int(words[2]), float(words[3])))
+                elif verb == "gone":
+                    rest += [["gone", t] for t in line.split()[1:] if int(t) >= 0]
+                elif verb in REPORTS:
+                    int(words[1])
+                    if len(words) < REPORTS[verb]:
+                        raise IndexError(verb)
+                    rest.append(words)
+                else:
+                    raise ValueError(verb)
+            except (ValueError, IndexError):
+                raise NinepError(f'bad report "{line[:100]}"; expected one of: {USAGE}') from None
+        if push:
+            self.deliver(push)
+        if not starts and not rest:
+            return
+        out, remote_commits = await self.write(lambda tx: self._reports(tx, w, starts, rest))
+        self.deliver(out)
+        for token in remote_commits:
+            asyncio.ensure_future(self._recover(token))
+        self.kick()
+
+    def _reports(self, tx: Tx, w: Worker, starts: list[tuple[int, int, float]],
+                 rest: list[list[str]]) -> tuple[ops.Push, list[int]]:
+        now = time.time()
+        push = ops.started(tx, w.name, starts) if starts else []
+        done: list[int] = []
+        gone: list[int] = []
+        remote: list[int] = []
+        for words in rest:
+            verb, token = words[0], int(words[1])
+            if verb == "done":
+                p, d = ops.finished(tx, w.name, token, int(words[2]), float(words[3]),
+                                    float(words[4]), now, words[5] if len(words) > 5 else "")
+            elif verb == "clean":
+                p, d = ops.finished(tx, w.name, token, 0, float(words[2]), float(words[3]), now,
+                                    "", clean=True)
+            elif verb == "journaled":
+                p, d = [], []
+                if ops.journaled(tx, w.name, token, float(words[2]), now):
+                    self.applying.add(token)
+                    if w.remote:  # its changes were uploaded: the scheduler applies them
+                        remote.append(token)
+                    else:
+                        p = [(w.name, f"go {token}")]
+                else:
+                    p = [(w.name, f"discard {token}")]
+            elif verb == "committed":
+                p, d = ops.committed(tx, w.name, token, float(words[2]), now)
+            elif verb == "commitfail":
+                ops.commit_undone(tx, token, " ".join(words[2:]) or "commit failed", now, True)
+                p, d = [(w.name, f"discard {token}")], []
+            else:  # gone
+                gone.append(token)
+                continue
+            push += p
+            done += d
+        if gone:
+            ops.gone(tx, w.name, gone, now)
+        if done:
+            ops.resolve_done(tx, done)
+        push += ops.claim(tx, w.name, w.slots, self._prefix(w), now, self.policy)
+        return push, remote
+
+    def _prefix(self, w: Worker) -> str | None:
+        if not w.remote:
+            return None
+        return self.export_root or "\0no export\0"
+
+    def _committed(self, tx: Tx, worker: str, token: int, t1: float,
+                   detail: str | None = None) -> tuple[ops.Push, list[int]]:
+        push, done = ops.committed(tx, worker, token, t1, t1, detail)
+        if done:
+            ops.resolve_done(tx, done)
+        return push, done
+
+    # ---- background tasks ----
+
+    async def _dispatcher(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            if not self._maybe_work:
+                continue
+            now_m = time.monotonic()
+            live = [w for w in self.workers.values()
+                    if w.slots > 0 and (w.waiters or now_m - w.last_seen < self.lease / 2)]
+            if not live:
+                continue
+            self._maybe_work = False
+            try:
+                push = await self.write(lambda tx: self._claim_all(tx, live))
+            except Exception:  # noqa: BLE001
+                log.exception("batch: dispatch failed")
+                await asyncio.sleep(0.5)
+                self._maybe_work = True
+                self._kick.set()
+                continue
+            self.deliver(push)
+            if push:
+                self._maybe_work = True  # there may be more for the next free slot
+
+    def _claim_all(self, tx: Tx, live: list[Worker]) -> ops.Push:
+        now = time.time()
+        push: ops.Push = []
+        for w in live:
+            push += ops.claim(tx, w.name, w.slots, self._prefix(w), now, self.policy)
+        return push
+
+    async def _lease_keeper(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.lease / 8))
+            try:
+                await self._expire()
+            except Exception:  # noqa: BLE001
+                log.exception("batch: lease check failed")
+
+    async def _expire(self) -> None:
+        now_m = time.monotonic()
+        expired = [t for t, until in self.leases.items() if until < now_m]
+        if not expired:
+            return
+        plain = [t for t in expired if t not in self.committing and t not in self.applying]
+        if plain:
+            for t in plain:
+                self.leases.pop(t, None)
+            log.info("batch: lease lost: execution(s) %s", " ".join(map(str, plain)))
+            now = time.time()
+            push = await self.write(lambda tx: ops.lose(tx, plain, now))
+            self.deliver(push)
+        for t in expired:
+            if t in self.committing or t in self.applying:
+                await self._recover(t)
+        self.kick()
+
+    async def _recover(self, token: int) -> None:
+        """Finish or undo a commit whose committer is silent (or remote, or from before a restart):
+        fence its staging directory off, then replay the journal if the execution had reached the
+        commit point (``applying``), or roll it back if not."""
+        if token in self.replaying:
+            return
+        self.replaying.add(token)
+        self.leases.pop(token, None)
+        home = self.homes.get(token)
+        worker = self.owner.get(token, "?")
+        journaled = token in self.applying
+        try:
+            if home is None:
+                return
+            loop = asyncio.get_running_loop()
+            try:
+                done = await loop.run_in_executor(None, commit.recover_token, home, token, journaled)
+            except OSError as e:
+                log.warning("batch: completing execution %d's commit in %s failed: %s", token,
+                            home, e)
+                now = time.time()
+                await self.write(lambda tx: ops.commit_undone(
+                    tx, token, f"commit could not be completed: {e}", now, True))
+                self.deliver([(worker, f"discard {token}")])
+                return
+            now = time.time()
+            if done:
+                push, _ = await self.write(
+                    lambda tx: self._committed(tx, worker, token, now, "completed by scheduler"))
+                push = [p for p in push if p[1] != f"ok {token}"] + [(worker, f"ok {token}")]
+            else:
+                log.warning("batch: execution %d went silent before its journal was whole: "
+                            "rolled back", token)
+                await self.write(lambda tx: ops.commit_undone(
+                    tx, token, "committer lost before its journal was whole: rolled back", now))
+                push = [(worker, f"kill {token}")]
+        finally:
+            self.replaying.discard(token)
+        self.deliver(push)
+        self.kick()
+
+    # ---- for the files ----
+
+    def state_line(self) -> str:
+        iso = "yes" if not self.isolation_problem else "no"
+        live = sum(1 for w in self.workers.values() if w.slots and
+                   time.monotonic() - w.last_seen < self.lease)
+        return (f"scheduler db {self.store.describe()} lease {self.lease:g} policy "
+                f"{self.policy.name} workers {live} isolation {iso}"
+                + (f" export {self.export_root}" if self.export_root else ""))
+
+
+__all__ = ["Scheduler", "Worker", "DEFAULT_LEASE", "JobFileError"]

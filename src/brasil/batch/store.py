@@ -1,0 +1,313 @@
+"""The scheduler's database: one small interface, two engines (SQLite by default, PostgreSQL).
+
+Every state the scheduler keeps is here, so a restarted scheduler resumes from it: jobs, their
+dependencies, executions (an execution's id is its fencing token) and every event with its time.
+Work is done on one database thread, in batches: the event loop queues operations (plain
+functions of a :class:`Tx`), the thread runs all that are queued in ONE transaction and commits,
+then hands each result back (group commit). So a thousand job reports cost one commit, not a
+thousand, and the loop never waits on the disk. SQLite transactions begin IMMEDIATE, taking the
+write lock up front (no deadlock between two writers upgrading); claims on PostgreSQL select
+``FOR UPDATE SKIP LOCKED``, so two schedulers sharing a database never claim the same job.
+Reads (listings, events) use a second connection on a second thread: in WAL mode they never wait
+for writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+from ..ninep.private import check_ancestors
+
+log = logging.getLogger("brasil.batch.store")
+T = TypeVar("T")
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS counters (k TEXT PRIMARY KEY, v BIGINT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id BIGINT PRIMARY KEY, name TEXT, tag TEXT NOT NULL, cmd TEXT NOT NULL,
+        home TEXT NOT NULL, env TEXT NOT NULL, isolate INTEGER NOT NULL, priority INTEGER NOT NULL,
+        retries INTEGER NOT NULL, redundancy INTEGER NOT NULL, state TEXT NOT NULL,
+        deps_left INTEGER NOT NULL, active INTEGER NOT NULL, submitted DOUBLE PRECISION NOT NULL,
+        finished DOUBLE PRECISION, exit_status INTEGER, winner BIGINT, reason TEXT)""",
+    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, id) WHERE state = 'ready'",
+    "CREATE INDEX IF NOT EXISTS jobs_running ON jobs (priority DESC, id) WHERE state = 'running'",
+    "CREATE INDEX IF NOT EXISTS jobs_tag ON jobs (tag)",
+    "CREATE TABLE IF NOT EXISTS deps (job BIGINT NOT NULL, dep BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep)",
+    """CREATE TABLE IF NOT EXISTS executions (
+        id BIGINT PRIMARY KEY, job BIGINT NOT NULL, worker TEXT NOT NULL, state TEXT NOT NULL,
+        slot INTEGER, assigned DOUBLE PRECISION NOT NULL, started DOUBLE PRECISION,
+        ended DOUBLE PRECISION, status INTEGER)""",
+    "CREATE INDEX IF NOT EXISTS executions_job ON executions (job)",
+    "CREATE INDEX IF NOT EXISTS executions_active ON executions (state) "
+    "WHERE state IN ('assigned', 'running', 'committing')",
+    """CREATE TABLE IF NOT EXISTS events (
+        t DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, job BIGINT, execution BIGINT,
+        worker TEXT, detail TEXT)""",
+    "CREATE INDEX IF NOT EXISTS events_job ON events (job)",
+]
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says which and why."""
+
+
+class Refused(Exception):
+    """An operation's own checks refused it (a bad id, say): nothing it did is kept."""
+
+
+class Tx:
+    """One transaction on one connection; SQL is written with ``?`` placeholders."""
+
+    def __init__(self, store: Store, conn: Any) -> None:
+        self.store = store
+        self.conn = conn
+        self.pg = store.dialect == "postgresql"
+        self.cur = conn.cursor()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.pg else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.cur.execute(self._sql(sql), params)
+        return self.cur
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.cur.execute(self._sql(sql), params)
+        return list(self.cur.fetchall())
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self.cur.execute(self._sql(sql), params)
+        return self.cur.fetchone()  # type: ignore[no-any-return]
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self.cur.executemany(self._sql(sql), rows)
+
+    def insert(self, table: str, cols: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Many rows at once: executemany on SQLite, COPY on PostgreSQL."""
+        rows = list(rows)
+        if not rows:
+            return
+        if self.pg:
+            with self.cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+        else:
+            marks = ", ".join("?" * len(cols))
+            self.cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
+
+    def skip_locked(self) -> str:
+        return " FOR UPDATE SKIP LOCKED" if self.pg else ""
+
+    def next_ids(self, counter: str, n: int) -> int:
+        """Reserve ``n`` consecutive ids; returns the first. The counter row is locked until the
+        transaction ends, so concurrent schedulers get disjoint blocks."""
+        self.execute("UPDATE counters SET v = v + ? WHERE k = ?", (n, counter))
+        row = self.one("SELECT v FROM counters WHERE k = ?", (counter,))
+        assert row is not None
+        return int(row[0]) - n + 1
+
+    def in_chunks(self, sql: str, ids: Sequence[Any], extra: Sequence[Any] = (),
+                  size: int = 500) -> list[tuple[Any, ...]]:
+        """``sql`` with ``{ids}`` standing for a list of placeholders, run over chunks of ``ids``."""
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), size):
+            chunk = list(ids[i:i + size])
+            q = sql.format(ids=", ".join("?" * len(chunk)))
+            self.execute(q, (*extra, *chunk))
+            if self.cur.description is not None:
+                out += self.cur.fetchall()
+        return out
+
+
+class Store:
+    """The database at ``url``: ``sqlite:///PATH`` (or a plain path) or ``postgresql://…``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgresql"
+            self.path = None
+        else:
+            self.dialect = "sqlite"
+            self.path = os.path.abspath(url[len("sqlite://"):] if url.startswith("sqlite://") else url)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="batch-db-read")
+        self._local = threading.local()
+        self.size_hint = 0
+
+    def describe(self) -> str:
+        if self.dialect == "sqlite":
+            return f"sqlite:{self.path}"
+        p = urllib.parse.urlsplit(self.url)
+        return f"postgresql:{p.path.lstrip('/') or '?'}"
+
+    # ---- connections ----
+
+    def connect(self) -> Any:
+        if self.dialect == "sqlite":
+            assert self.path is not None
+            check_ancestors(self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against our crashes
+            conn.execute("PRAGMA busy_timeout=30000")
+            return conn
+        try:
+            import psycopg
+        except ImportError:  # pragma: no cover - a pinned dependency
+            raise StoreError("--db postgresql://…: psycopg is not installed (pip install "
+                             "'psycopg[binary]')") from None
+        try:
+            return psycopg.connect(self.url, autocommit=True)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to {self.describe()}: {e}") from None
+
+    def open(self) -> None:
+        """Connect, make the schema, start the writer thread. Blocking: call before serving."""
+        conn = self.connect()
+        tx = Tx(self, conn)
+        self._begin(tx)
+        try:
+            for stmt in SCHEMA:
+                tx.execute(stmt)
+            for k in ("job", "execution"):
+                if tx.one("SELECT v FROM counters WHERE k = ?", (k,)) is None:
+                    tx.execute("INSERT INTO counters (k, v) VALUES (?, 0)", (k,))
+            tx.execute("COMMIT")
+        except BaseException:
+            tx.execute("ROLLBACK")
+            raise
+        self._conn = conn
+        self._thread = threading.Thread(target=self._writer, name="batch-db", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(30)
+            self._thread = None
+        self._reader.shutdown(wait=True)
+        try:
+            self._conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _begin(self, tx: Tx) -> None:
+        tx.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+
+    # ---- writes: batched transactions on one thread ----
+
+    def write(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
+        """Run ``op(tx)`` in the next batch; the future holds its result (or its exception)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((op, fut, loop))
+        return fut
+
+    def _writer(self) -> None:
+        tx = Tx(self, self._conn)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < 1000:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            self._run_batch(tx, batch)
+
+    def _run_batch(self, tx: Tx, batch: list[Any]) -> None:
+        try:
+            self._begin(tx)
+            results = [op(tx) for op, _, _ in batch]
+            tx.execute("COMMIT")
+        except BaseException:  # noqa: BLE001 - one op failed: run each alone, to blame only it
+            self._rollback(tx)
+            if len(batch) == 1:
+                op, fut, loop = batch[0]
+                try:
+                    self._begin(tx)
+                    r = op(tx)
+                    tx.execute("COMMIT")
+                    self._resolve(fut, loop, r, None)
+                except BaseException as e:  # noqa: BLE001
+                    self._rollback(tx)
+                    if not isinstance(e, Refused):
+                        log.exception("batch database operation failed")
+                    self._resolve(fut, loop, None, e)
+                return
+            for item in batch:
+                self._run_batch(tx, [item])
+            return
+        for (_, fut, loop), r in zip(batch, results):
+            self._resolve(fut, loop, r, None)
+
+    def _rollback(self, tx: Tx) -> None:
+        try:
+            tx.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - no transaction was open
+            pass
+
+    @staticmethod
+    def _resolve(fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, result: Any,
+                 exc: BaseException | None) -> None:
+        def set_() -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+        try:
+            loop.call_soon_threadsafe(set_)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    # ---- reads: a second connection ----
+
+    def read(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._reader, self._read, op)
+
+    def _read(self, op: Callable[[Tx], T]) -> T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect()
+        tx = Tx(self, conn)
+        tx.execute("BEGIN")
+        try:
+            return op(tx)
+        finally:
+            self._rollback(tx)
+
+    def size_bytes(self) -> int:
+        """The database's size on disk (SQLite: file plus WAL), or as PostgreSQL reports it."""
+        if self.dialect == "sqlite":
+            assert self.path is not None
+            return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
+                       if os.path.exists(p))
+        conn = self.connect()
+        try:
+            return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+        finally:
+            conn.close()

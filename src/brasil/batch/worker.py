@@ -1,0 +1,400 @@
+"""`brasil worker`: a placeholder that pulls jobs over one persistent 9P connection.
+
+Theory of operation. The worker registers (``worker NAME SLOTS`` on ``batch/ctl``) and keeps two
+files of ``batch/workers/NAME/`` open for its whole life: a read of ``next`` blocks until the
+scheduler has lines for it (``run``, ``commit``, ``go``, ``kill``, ``discard``, ``ok``) and returns
+all of them; a write of ``ctl`` carries every report queued meanwhile (``start``, ``done``,
+``clean``, ``journaled``, ``committed``, ``commitfail``, ``gone``, ``renew``). No connection is set
+up per job, and under load one round trip moves many jobs.
+
+A job runs directly (no shell for a plain command, as the node's sessions do) in its home, in a
+process group of its own; an isolated one in an overlay of its home (``isolate.py``), its changes
+staged and committed only when the scheduler says it won (``commit.py``). Every report that
+expects an answer is kept until the answer comes: if the connection breaks — the scheduler was
+restarted, say — the worker dials again, registers under the same name, and sends them again
+with a renewal of everything it still holds; the scheduler answers each idempotently. So what
+finished while the scheduler was away is reported when it is back, and a report it no longer
+wants (the execution was presumed lost meanwhile) is answered ``discard``: the work is thrown
+away, never committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ninep.client import Client
+from ..ninep.constants import OREAD, OWRITE
+from ..ninep.errors import NinepError
+from ..exec.command import command_argv
+from . import commit, isolate, remote
+
+log = logging.getLogger("brasil.batch.worker")
+B = "csrv/local/batch"
+
+
+@dataclass
+class Execution:
+    token: int
+    job: int
+    cmd: str
+    home: str
+    env: dict[str, str]
+    isolate: bool
+    slot: int = -1
+    pid: int = 0
+    popen: subprocess.Popen[bytes] | None = None
+    scratch: str = ""
+    lower: str | None = None
+    state: str = "starting"  # starting running exited committing journaled applying ended
+    killed: bool = False
+    t0: float = 0.0
+    t1: float = 0.0
+    status: int = 0
+    pending: str | None = None  # the last report that awaits an answer
+    ops: list[Any] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, connect: Any, slots: int, workdir: str, *, name: str | None = None,
+                 remote_homes: bool | None = None) -> None:
+        """``connect``: an async function returning a fresh Client to the scheduler's node.
+        ``remote_homes``: read homes through the scheduler's fs/ (None: only when the scheduler
+        runs on another machine)."""
+        self.connect = connect
+        self.slots = slots
+        self.workdir = workdir
+        host = socket.gethostname().split(".")[0]
+        self.host = host
+        self.name = name or f"{host}-{os.getpid()}-{random.randrange(1 << 16):04x}"
+        self.remote_homes = remote_homes
+        self.execs: dict[int, Execution] = {}
+        self.free = list(range(slots))
+        self.waiting: list[Execution] = []
+        self.outq: list[str] = []
+        self.lease = 10.0
+        self.export_root: str | None = None
+        self.client: Client | None = None
+        self._ctl: Any = None
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.completed = 0
+        os.makedirs(os.path.join(workdir, "out"), exist_ok=True)
+        os.makedirs(os.path.join(workdir, "scratch"), exist_ok=True)
+
+    # ---- the connection ----
+
+    async def run(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                await self._session()
+                delay = 0.05
+            except (ConnectionError, OSError, NinepError, asyncio.TimeoutError) as e:
+                self.connected.clear()
+                if self._stop.is_set():
+                    break
+                log.info("worker %s: connection to the scheduler lost (%s); dialling again",
+                         self.name, e)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, 2.0)
+        await self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.client is not None:
+            self.client.abort()
+
+    async def _session(self) -> None:
+        c = self.client = await self.connect()
+        try:
+            state = (await c.read(f"{B}/ctl")).decode().split()
+            info = dict(zip(state[::2], state[1::2]))
+            self.lease = float(info.get("lease", self.lease))
+            self.export_root = info.get("export")
+            if self.remote_homes is None:
+                self.remote_homes = False
+            words = [f"worker {self.name} {self.slots}"] + (["remote"] if self.remote_homes else [])
+            await c.write(f"{B}/ctl", " ".join(words + [f"host={self.host}",
+                                                         f"pid={os.getpid()}"]) + "\n")
+            nxt = await c.open(f"{B}/workers/{self.name}/next", OREAD)
+            self._ctl = await c.open(f"{B}/workers/{self.name}/ctl", OWRITE)
+            resend = [e.pending for e in self.execs.values() if e.pending]
+            held = [str(t) for t in self.execs]
+            self.outq[:0] = resend + ([f"renew {' '.join(held)}"] if held else [])
+            self.connected.set()
+            tasks = [asyncio.ensure_future(self._reader(nxt)), asyncio.ensure_future(self._flusher()),
+                     asyncio.ensure_future(self._renewer())]
+            self._wake.set()
+            try:
+                done, _ = await asyncio.wait(tasks + [asyncio.ensure_future(self._stop.wait())],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if not t.cancelled() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self.client = None
+            self._ctl = None
+            c.abort()
+
+    async def _reader(self, nxt: Any) -> None:
+        while True:
+            data = await nxt.read(1 << 20, 0)
+            if not data:
+                raise ConnectionError("next: end of file")
+            for line in data.decode().splitlines():
+                if line:
+                    self._handle(line)
+
+    def report(self, line: str, pending: Execution | None = None) -> None:
+        if pending is not None:
+            pending.pending = line
+        self.outq.append(line)
+        self._wake.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.outq or self._ctl is None:
+                continue
+            lines, self.outq = self.outq, []
+            try:
+                await self._ctl.write(("\n".join(lines) + "\n").encode(), 0)
+            except NinepError as e:
+                if "not registered" in e.message:
+                    self.outq[:0] = lines
+                    raise ConnectionError(e.message) from None
+                log.warning("worker %s: report refused: %s", self.name, e.message)
+            except BaseException:
+                self.outq[:0] = lines
+                raise
+
+    async def _renewer(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.lease / 4))
+            held = [str(t) for t, e in self.execs.items() if e.state != "ended"]
+            self.report("renew " + " ".join(held))
+
+    # ---- what the scheduler says ----
+
+    def _handle(self, line: str) -> None:
+        verb, _, rest = line.partition(" ")
+        if verb == "run":
+            r = json.loads(rest)
+            e = Execution(r["t"], r["job"], r["cmd"], r["home"], r["env"], r["isolate"])
+            if e.token in self.execs:
+                return
+            self.execs[e.token] = e
+            asyncio.ensure_future(self._start(e))
+            return
+        token = int(rest)
+        e = self.execs.get(token)
+        if e is None:
+            return
+        if verb == "commit" and e.state == "exited":
+            e.pending = None
+            asyncio.ensure_future(self._commit(e))
+        elif verb == "go" and e.state == "journaled":
+            e.pending = None
+            asyncio.ensure_future(self._apply(e))
+        elif verb in ("kill", "discard"):
+            e.pending = None
+            e.killed = True
+            if e.state == "running" and e.pid:
+                try:
+                    os.killpg(e.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            elif e.state in ("exited", "journaled", "starting"):
+                self._rollback(e)
+            # committing/applying: the commit step notices (its staging is gone) and ends it
+        elif verb == "ok":
+            e.pending = None
+            if e.state != "ended":
+                self._end(e)
+            self.execs.pop(token, None)
+
+    # ---- running a job ----
+
+    async def _start(self, e: Execution) -> None:
+        if not self.free:
+            self.waiting.append(e)
+            return
+        e.slot = self.free.pop(0)
+        e.t0 = time.time()
+        self.report(f"start {e.token} {e.slot} {e.t0:.6f}")
+        env = {**os.environ, **e.env, "BRASIL_JOB": str(e.job), "BRASIL_EXECUTION": str(e.token),
+               "BRASIL_WORKER": self.name, "BRASIL_SLOT": str(e.slot)}
+        try:
+            argv = command_argv(e.cmd, env.get("PATH", os.defpath))
+            preexec = None
+            cwd: str | None = e.home
+            if e.isolate or self.remote_homes:
+                e.scratch = os.path.join(self.workdir, "scratch", str(e.token))
+                os.makedirs(os.path.join(e.scratch, "upper"))
+                os.makedirs(os.path.join(e.scratch, "work"))
+                if self.remote_homes:
+                    assert self.client is not None and self.export_root
+                    e.lower = os.path.join(e.scratch, "lower")
+                    await remote.fetch_tree(self.client, remote.relative(e.home, self.export_root),
+                                            e.lower)
+                    os.makedirs(e.home, exist_ok=True)
+                preexec = isolate.preexec(e.home, os.path.join(e.scratch, "upper"),
+                                          os.path.join(e.scratch, "work"), e.lower)
+                cwd = None
+            elif not os.path.isdir(e.home):
+                raise NinepError(f"home {e.home} does not exist on {self.host}")
+            out = os.open(os.path.join(self.workdir, "out", f"{e.job}.{e.token}"),
+                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                     cwd=cwd, env=env, start_new_session=True, close_fds=True,
+                                     preexec_fn=preexec)
+            finally:
+                os.close(out)
+        except (NinepError, OSError, subprocess.SubprocessError) as err:
+            why = getattr(err, "message", None) or str(err)
+            e.t1 = time.time()
+            e.state = "exited"
+            self._finish(e, 127, why)
+            return
+        e.popen, e.pid = p, p.pid
+        e.state = "running"
+        if e.killed:  # killed while starting
+            os.killpg(p.pid, signal.SIGKILL)
+        loop = asyncio.get_running_loop()
+        fd = os.pidfd_open(p.pid)
+        loop.add_reader(fd, self._exited, e, fd)
+
+    def _exited(self, e: Execution, fd: int) -> None:
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        assert e.popen is not None
+        rc = e.popen.wait()
+        try:
+            os.killpg(e.pid, signal.SIGKILL)  # what it left behind in its group
+        except (ProcessLookupError, PermissionError):
+            pass
+        e.t1 = time.time()
+        e.state = "exited"
+        self._finish(e, 128 - rc if rc < 0 else rc, "")
+
+    def _finish(self, e: Execution, status: int, why: str) -> None:
+        e.status = status
+        if e.killed:
+            self._rollback(e)
+            return
+        if status != 0 or not (e.isolate or self.remote_homes):
+            if status != 0 and not why:
+                why = self._tail(e)
+            self.report(f"done {e.token} {status} {e.t0:.6f} {e.t1:.6f}"
+                        + (f" {why}" if why else ""), e)
+            self._end(e, keep=True)
+            return
+        e.ops = commit.plan(os.path.join(e.scratch, "upper"), e.lower or e.home)
+        if not e.ops:
+            self.report(f"clean {e.token} {e.t0:.6f} {e.t1:.6f}", e)
+            self._end(e, keep=True)
+            return
+        self.report(f"done {e.token} 0 {e.t0:.6f} {e.t1:.6f}", e)
+
+    def _tail(self, e: Execution) -> str:
+        try:
+            with open(os.path.join(self.workdir, "out", f"{e.job}.{e.token}"), "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 200))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return " ".join(text.split())[-160:]
+
+    async def _commit(self, e: Execution) -> None:
+        e.state = "committing"
+        c0 = time.time()
+        loop = asyncio.get_running_loop()
+        try:
+            if self.remote_homes:
+                assert self.client is not None and self.export_root
+                await remote.upload(self.client, os.path.join(e.scratch, "upper"),
+                                    remote.relative(e.home, self.export_root), e.token, e.ops)
+            else:
+                await loop.run_in_executor(None, commit.stage_local, os.path.join(
+                    e.scratch, "upper"), e.home, e.token, e.ops)
+        except (OSError, NinepError) as err:
+            if not e.killed:
+                self.report(f"commitfail {e.token} staging: {err}", e)
+            self._rollback(e)
+            return
+        if e.killed:
+            self._rollback(e)
+            return
+        e.state = "journaled"
+        self.report(f"journaled {e.token} {c0:.6f}", e)
+        if self.remote_homes:
+            self._end(e, keep=True)  # the scheduler applies; its "ok" ends it here
+
+    async def _apply(self, e: Execution) -> None:
+        e.state = "applying"
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, commit.apply, commit.staging_path(e.home, e.token), e.home)
+        except OSError as err:
+            if not e.killed:
+                self.report(f"commitfail {e.token} apply: {err}", e)
+            self._rollback(e)
+            return
+        self.report(f"committed {e.token} {time.time():.6f}", e)
+        self._end(e, keep=True)
+
+    # ---- slots and scratch ----
+
+    def _rollback(self, e: Execution) -> None:
+        self._end(e)
+        self.execs.pop(e.token, None)
+        self.report(f"gone {e.token}")
+
+    def _end(self, e: Execution, keep: bool = False) -> None:
+        """The execution no longer needs its slot (``keep``: its token stays, awaiting an answer)."""
+        if e.state == "ended":
+            return
+        e.state = "ended"
+        self.completed += 1
+        if e.scratch:
+            shutil.rmtree(e.scratch, ignore_errors=True)
+        if e.slot >= 0:
+            self.free.append(e.slot)
+            self.free.sort()
+            e.slot = -1
+            if self.waiting:
+                asyncio.ensure_future(self._start(self.waiting.pop(0)))
+        if not keep:
+            self.execs.pop(e.token, None)
+
+    async def _shutdown(self) -> None:
+        for e in list(self.execs.values()):
+            if e.state == "running" and e.pid:
+                try:
+                    os.killpg(e.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if e.scratch:
+                shutil.rmtree(e.scratch, ignore_errors=True)
