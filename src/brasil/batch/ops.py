@@ -149,13 +149,11 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
     what to tell workers and the jobs now done."""
     row = _execution(tx, token)
     if row is None or row[0] not in ("assigned", "running"):
-        event(tx, [(now, "refused", row[1] if row else None, token, worker,
-                    f"late finish (exit {status}): execution is {row[0] if row else 'unknown'}")])
-        return [(worker, f"discard {token}")], []
+        return repeat(tx, worker, token, row, now, f"late finish (exit {status})"), []
     estate, job, jstate, isolate, retries, active = row[:6]
     tx.execute("UPDATE executions SET started = COALESCE(started, ?), ended = ?, status = ? "
                "WHERE id = ?", (t0, t1, status, token))
-    rows = [(t1, "finish", job, token, worker, str(status))]
+    rows = [(t1, "finish", job, token, worker, f"{status} notify={max(now - t1, 0):.6f}")]
     if estate == "assigned":
         rows.insert(0, (t0, "start", job, token, worker, None))
     push: Push = []
@@ -195,8 +193,9 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
         push.append((worker, f"discard {token}"))
         active -= 1
         if jstate == "running":
-            if retries > 0 or active > 0:  # a retry left, or another execution may yet succeed
-                retries = retries - 1 if retries > 0 else 0
+            # retries: how many more failures the job may have; -1: spent, no new executions
+            retries = retries - 1 if retries > 0 else -1
+            if retries >= 0 or active > 0:
                 if active == 0:
                     tx.execute("UPDATE jobs SET state = 'ready', active = 0, retries = ? "
                                "WHERE id = ?", (retries, job))
@@ -218,6 +217,24 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
     return push, done
 
 
+def repeat(tx: Tx, worker: str, token: int, row: tuple[Any, ...] | None, now: float,
+           what: str) -> Push:
+    """A report about an execution that has moved on. If it moved on because of that same
+    report (sent again after a reconnection), the answer is given again; otherwise the report is
+    late — its execution was presumed lost, killed or beaten — and is refused: discard."""
+    state = row[0] if row else None
+    if state == "committing":
+        return [(worker, f"commit {token}")]
+    if state == "applying":
+        return [(worker, f"go {token}")]
+    if state in ("finished", "committed"):
+        return [(worker, f"ok {token}")]
+    if state != "failed":
+        event(tx, [(now, "refused", row[1] if row else None, token, worker,
+                    f"{what}: execution is {state or 'unknown'}")])
+    return [(worker, f"discard {token}")]
+
+
 def journaled(tx: Tx, worker: str, token: int, c0: float, now: float) -> bool:
     """The committer staged every change and wrote its journal: from now on the commit will be
     completed, by it or (if it dies) by the scheduler's replay. False: the token is stale, and
@@ -226,6 +243,8 @@ def journaled(tx: Tx, worker: str, token: int, c0: float, now: float) -> bool:
                (token,))
     moved = tx.cur.rowcount == 1
     job = tx.one("SELECT job FROM executions WHERE id = ?", (token,))
+    if not moved and _execution(tx, token) and _execution(tx, token)[0] == "applying":  # type: ignore[index]
+        return True  # the same report again, after a reconnection
     if moved:
         event(tx, [(c0, "commit_start", job[0] if job else None, token, worker, None)])
         return True
@@ -238,14 +257,13 @@ def committed(tx: Tx, worker: str, token: int, c1: float, now: float,
     """The winner's changes are in the home: the job is done, its dependents may start."""
     row = _execution(tx, token)
     if row is None or row[0] != "applying":
-        event(tx, [(now, "refused", row[1] if row else None, token, worker,
-                    f"late commit report: execution is {row[0] if row else 'unknown'}")])
-        return [], []
+        return repeat(tx, worker, token, row, now, "late commit report"), []
     job = row[1]
     tx.execute("UPDATE executions SET state = 'committed' WHERE id = ?", (token,))
     tx.execute("UPDATE jobs SET state = 'done', active = 0, finished = ?, exit_status = 0 "
                "WHERE id = ? AND state = 'exiting'", (now, job))
-    event(tx, [(c1, "commit", job, token, worker, detail)])
+    event(tx, [(c1, "commit", job, token, worker,
+                f"notify={max(now - c1, 0):.6f}" + (f" {detail}" if detail else ""))])
     return [(worker, f"ok {token}")], [job]
 
 

@@ -9,7 +9,8 @@ the policy's business, as is never putting two executions of a job on one worker
 
 :class:`TrellisPolicy` is the thesis's (§3.3.1), with its first proposed bound: ready jobs first
 (higher priority, then earlier submission); when none is left, running isolated jobs in the same
-order, each while it has fewer executions than its ``redundancy`` (default 2; 1 turns it off).
+order, each while it has fewer executions than its ``redundancy`` (default 2; 1 turns it off)
+and retries left.
 Write another by subclassing and passing it to :class:`~brasil.batch.scheduler.Scheduler`.
 """
 
@@ -47,7 +48,7 @@ class TrellisPolicy(Policy):
             return ready, []
         again = tx.all(
             "SELECT id, cmd, home, env, isolate FROM jobs j WHERE state = 'running' AND isolate = 1"
-            " AND active < redundancy AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.id"
+            " AND active < redundancy AND retries >= 0 AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.id"
             " AND e.worker = ? AND e.state IN ('assigned', 'running', 'committing'))" + where
             + " ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked(),
             (worker, *args, n - len(ready)))

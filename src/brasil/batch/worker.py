@@ -43,6 +43,11 @@ log = logging.getLogger("brasil.batch.worker")
 B = "csrv/local/batch"
 
 
+def default_name() -> str:
+    """HOST-PID-RANDOM: unique per process, and the same across reconnections."""
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{random.randrange(1 << 16):04x}"
+
+
 @dataclass
 class Execution:
     token: int
@@ -74,9 +79,8 @@ class Worker:
         self.connect = connect
         self.slots = slots
         self.workdir = workdir
-        host = socket.gethostname().split(".")[0]
-        self.host = host
-        self.name = name or f"{host}-{os.getpid()}-{random.randrange(1 << 16):04x}"
+        self.host = socket.gethostname().split(".")[0]
+        self.name = name or default_name()
         self.remote_homes = remote_homes
         self.execs: dict[int, Execution] = {}
         self.free = list(range(slots))

@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("text", nargs=argparse.REMAINDER, metavar="TEXT",
                     help="words joined by spaces; a newline is added")
 
-    from . import cluster, mount, serve
+    from . import batch, cluster, mount, serve
     serve.add_parser(sub)
+    batch.add_parsers(sub)
     cluster.add_parser(sub)
     mount.add_parsers(sub)
     return p
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from . import serve
         return serve.main(args)
+    if args.command in ("worker", "workers", "submit", "jobs", "wait", "cancel", "report"):
+        from . import batch
+        return batch.main(args)
     if args.command == "cluster":
         from . import cluster
         return cluster.main(args)

@@ -52,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="cluster secret; required to listen beyond loopback")
     p.add_argument("--state-dir", metavar="DIR", help="where state is kept "
                    "(default: $XDG_STATE_HOME/brasil or ~/.local/state/brasil)")
+    p.add_argument("--db", metavar="URL", help="the batch scheduler's database: sqlite:///PATH "
+                   "or postgresql://… (default: batch.db in the state directory)")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close a session idle this long: no open files, processes or unread "
                    f"output (default: {DEFAULT_IDLE_TIMEOUT:g})")
@@ -130,6 +132,12 @@ async def serve(args: argparse.Namespace) -> int:
             return 1
     tcp = [a for a in addrs if a.kind == "tcp"]
     await daemon.start(tcp[0].host if tcp else "127.0.0.1")  # direct splices listen there too
+    from ..batch import StoreError, serve_scheduler
+    try:
+        scheduler = await serve_scheduler(node, args.db, state_dir(args.state_dir))
+    except StoreError as e:
+        await daemon.stop()
+        raise UsageError(f"--db: {e}") from None
     write_addresses(args, [a for a in node.addresses if not a.startswith("data ")])
     log.warning("node %s: %d slot(s), serving 9P on %s", node.name, node.slots_total,
                 ", ".join(node.addresses))
@@ -139,6 +147,7 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.warning("node %s: shutting down", node.name)
+    await scheduler.stop()
     await daemon.stop()
     write_addresses(args, None)
     return 0

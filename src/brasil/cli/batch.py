@@ -1,0 +1,318 @@
+"""`brasil worker/workers/submit/jobs/wait/cancel/report`: the batch layer's command line (SPEC §9).
+
+All but `worker` are short clients of ``/csrv/local/batch`` (``brasil.batch.api``); `worker` is a
+placeholder that runs until stopped; `workers N` starts N of them through a session, anywhere in
+the tree, as the Brasil paper meant the layers to stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import signal
+import sys
+from typing import Any
+
+from ..ninep.errors import NinepError
+from .errors import UsageError
+
+
+def _at(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--at", metavar="ADDR", help="the scheduler's daemon (default: $BRASIL, then "
+                   "the local daemon's Unix socket)")
+    p.add_argument("--secret-file", metavar="FILE", help="cluster secret (default: "
+                   "$BRASIL_SECRET_FILE)")
+    p.add_argument("--trace", action="store_true", help="log every 9P message to stderr")
+
+
+def _positive(what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}")
+        if n < 1:
+            fix = " (1 turns redundancy off)" if what == "redundancy" else ""
+            raise argparse.ArgumentTypeError(f"{what} must be 1 or more{fix}, not {n}")
+        return n
+    return parse
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--after takes job ids, e.g. 12,13 (not {text!r})")
+
+
+SUBMIT_EPILOG = """job files: one command per line (# comments, blank lines skipped), or named jobs
+with dependencies and options, for DAGs (docs/batch.md has the whole format):
+    job prep -- ./prepare input
+    job left after:prep isolate -- ./left > left.out
+    job right after:prep isolate priority:5 -- ./right > right.out
+    job join after:left,right -- cat left.out right.out > all.out"""
+
+
+def add_parsers(sub: Any) -> None:
+    w = sub.add_parser("worker", help="a placeholder: pull jobs from the scheduler and run them",
+                       description="Run a batch worker (placeholder): one persistent 9P "
+                       "connection to the scheduler at ADDR, SLOTS jobs at a time, until stopped. "
+                       "It rides out a scheduler restart.")
+    _at(w)
+    w.add_argument("--slots", type=_positive("slots"), default=os.cpu_count() or 1)
+    w.add_argument("--workdir", metavar="DIR", help="scratch and job output (default: a "
+                   "directory of this worker under the state directory)")
+    w.add_argument("--name", help="this worker's name (default: HOST-PID-RANDOM)")
+    w.add_argument("--remote-homes", action="store_true", help="read homes and commit changes "
+                   "through the scheduler node's exported fs/ (a worker on another host)")
+    w.add_argument("-q", "--quiet", action="store_true")
+
+    ws = sub.add_parser("workers", help="start N workers anywhere in the tree, through a session",
+                        description="Reserve N slots anywhere in the tree (res N on a new "
+                        "session) and run `brasil worker --slots 1` in each, pointed at the "
+                        "scheduler. Prints the session; `brasil write /csrv/local/ID/ctl close` "
+                        "stops them.")
+    _at(ws)
+    ws.add_argument("n", type=_positive("N"), metavar="N")
+    ws.add_argument("--scheduler", metavar="ADDR", help="where the workers dial the scheduler "
+                    "(default: the first TCP address in the daemon's net file, else --at)")
+
+    s = sub.add_parser("submit", help="submit one job, or many from a file, in one step",
+                       description="Submit a job (-- CMD…) or a job file (--file FILE, '-' for "
+                       "stdin). Prints the job id, or FIRST-LAST for a file.",
+                       epilog=SUBMIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _at(s)
+    s.add_argument("--tag", help="the workload's tag (default: default)")
+    s.add_argument("--after", type=_ids, default=[], metavar="ID[,ID…]",
+                   help="run after these jobs")
+    s.add_argument("--isolate", action="store_true", help="run in a private copy-on-write view "
+                   "of the home; commit the changes of the first execution that ends with 0")
+    s.add_argument("--redundancy", type=_positive("redundancy"), help="at most this many "
+                   "executions of one isolated job at once (default 2; 1 turns redundancy off)")
+    s.add_argument("--retries", type=int, help="failed executions allowed before the job fails "
+                   "(default 2)")
+    s.add_argument("--priority", type=int, help="higher first (default 0)")
+    s.add_argument("--home", metavar="DIR", help="working directory, on the scheduler's node "
+                   "(default: this directory)")
+    s.add_argument("--env", action="append", default=[], metavar="K=V", help="(repeatable)")
+    s.add_argument("--file", metavar="FILE", help="a job file ('-': stdin)")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD…")
+
+    j = sub.add_parser("jobs", help="list jobs and their states",
+                       description="One line per job (id, state, tag, name, exit status, "
+                       "command, reason), then a summary line.")
+    _at(j)
+    j.add_argument("--tag")
+
+    wt = sub.add_parser("wait", help="wait for jobs to end (progress bar on a terminal)",
+                        description="Wait until every job of --tag (or the given ids, or every "
+                        "job) has ended. Exit status 0 if all are done, 1 if any failed or was "
+                        "cancelled.")
+    _at(wt)
+    wt.add_argument("--tag")
+    wt.add_argument("ids", nargs="*", type=int, metavar="ID")
+
+    c = sub.add_parser("cancel", help="cancel jobs (their executions are killed)")
+    _at(c)
+    c.add_argument("--tag")
+    c.add_argument("ids", nargs="*", type=int, metavar="ID")
+
+    r = sub.add_parser("report", help="makespan, overhead breakdown and a Gantt chart",
+                       description="The workload's makespan and the Trellis thesis's overhead "
+                       "breakdown (tables 5.1-5.3), and with --out a Gantt chart (.png or .html): "
+                       "one row per worker slot, redundant and killed executions marked.")
+    _at(r)
+    r.add_argument("--tag", required=True)
+    r.add_argument("--out", metavar="FILE.png|FILE.html")
+
+
+async def _batch(args: argparse.Namespace) -> Any:
+    from ..batch.api import Batch
+    from .main import connect
+    return Batch(await connect(args))
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if bool(cmd) == bool(args.file):
+        raise UsageError("give a command after --, or --file FILE (not both)")
+    env = {}
+    for kv in args.env:
+        k, eq, v = kv.partition("=")
+        if not eq or not k:
+            raise UsageError(f"--env {kv!r}: expected KEY=VALUE")
+        env[k] = v
+    home = os.path.abspath(args.home) if args.home else os.getcwd()
+    options = dict(tag=args.tag, home=home, isolate=args.isolate or None,
+                   redundancy=args.redundancy, retries=args.retries, priority=args.priority,
+                   after=args.after, env=env)
+    b = await _batch(args)
+    try:
+        if args.file == "-":
+            def stdin() -> Any:
+                while chunk := sys.stdin.buffer.read(1 << 20):
+                    yield chunk
+            r = await b.submit_stream(stdin(), filename="<stdin>", **options)
+        elif args.file:
+            if not os.path.isfile(args.file):
+                raise UsageError(f"--file {args.file}: no such file")
+            r = await b.submit_file(args.file, **options)
+        else:
+            line = cmd[0] if len(cmd) == 1 else shlex.join(cmd)
+            r = await b.submit([line], **options)
+    finally:
+        await b.close()
+    print(r.first if r.first == r.last else f"{r.first}-{r.last}")
+    return 0
+
+
+async def cmd_jobs(args: argparse.Namespace) -> int:
+    b = await _batch(args)
+    try:
+        jobs = await b.jobs(args.tag)
+        summary = await b.summary(args.tag)
+    finally:
+        await b.close()
+    for j in jobs:
+        extra = f"  ({j.reason})" if j.reason else ""
+        print(f"{j.id:>7} {j.state:<9} {j.tag:<12} {j.name or '-':<12} "
+              f"{'-' if j.exit_status is None else j.exit_status:>4}  {j.cmd}{extra}")
+    print(" ".join(f"{k} {v}" for k, v in summary.items()))
+    return 0
+
+
+async def cmd_wait(args: argparse.Namespace) -> int:
+    if args.tag and args.ids:
+        raise UsageError("give --tag T or job ids, not both")
+    b = await _batch(args)
+    try:
+        for i in args.ids:
+            await b.job(i)  # a clear error for an id that does not exist
+        if sys.stderr.isatty() and not args.ids:
+            summary = await _progress(b, args.tag)
+        else:
+            summary = await b.wait(args.tag, args.ids)
+    finally:
+        await b.close()
+    bad = summary.get("failed", 0) + summary.get("cancelled", 0)
+    print(" ".join(f"{k} {v}" for k, v in summary.items() if v or k == "total"))
+    return 1 if bad else 0
+
+
+async def _progress(b: Any, tag: str | None) -> dict[str, int]:
+    """A rich progress bar: done, running, failed, and the ETA, until every job has ended."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from ..batch.queries import TERMINAL
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("running {task.fields[running]} failed {task.fields[failed]}"),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  transient=False) as bar:
+        task = bar.add_task(tag or "all jobs", total=None, running=0, failed=0)
+        while True:
+            s = await b.summary(tag)
+            ended = sum(s.get(k, 0) for k in TERMINAL)
+            bar.update(task, total=s.get("total", 0), completed=ended,
+                       running=s.get("running", 0) + s.get("exiting", 0),
+                       failed=s.get("failed", 0) + s.get("cancelled", 0))
+            if ended >= s.get("total", 0):
+                return s
+            await asyncio.sleep(0.25)
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    if bool(args.tag) == bool(args.ids):
+        raise UsageError("give --tag T or job ids (one of them)")
+    b = await _batch(args)
+    try:
+        await b.cancel(args.ids, args.tag)
+    finally:
+        await b.close()
+    return 0
+
+
+async def cmd_report(args: argparse.Namespace) -> int:
+    from ..batch import report
+    if args.out and not args.out.endswith((".png", ".html")):
+        raise UsageError(f"--out {args.out}: give a .png or .html file name")
+    b = await _batch(args)
+    try:
+        jobs = await b.jobs(args.tag)
+        events = await b.events(args.tag)
+    finally:
+        await b.close()
+    if not jobs:
+        raise UsageError(f"no jobs tagged {args.tag!r} (brasil jobs lists the tags)")
+    rep = report.build(args.tag, jobs, events)
+    print(report.text(rep), end="")
+    if args.out:
+        await asyncio.get_running_loop().run_in_executor(None, report.write, rep, args.out)
+        print(f"Gantt chart: {os.path.abspath(args.out)}")
+    return 0
+
+
+async def cmd_workers(args: argparse.Namespace) -> int:
+    from .main import connect
+    c = await connect(args)
+    try:
+        target = args.scheduler
+        if not target:
+            net = (await c.read("csrv/local/net")).decode().split()
+            tcp = [net[i + 1] for i in range(0, len(net) - 1, 2) if net[i] == "9p"
+                   and not net[i + 1].startswith("unix:")]
+            target = tcp[0] if tcp else (args.at or os.environ.get("BRASIL"))
+        if not target:
+            raise UsageError("cannot tell where the workers should dial: give --scheduler ADDR")
+        sid = (await c.read("csrv/local/clone")).decode().strip()
+        ctl = f"csrv/local/{sid}/ctl"
+        await c.write(ctl, f"res {args.n}\n")
+        secret = args.secret_file or os.environ.get("BRASIL_SECRET_FILE")
+        if secret:
+            await c.write(ctl, f"env BRASIL_SECRET_FILE={os.path.abspath(secret)}\n")
+        cmd = shlex.join([sys.executable, "-m", "brasil.cli.main", "worker", "--at", target,
+                          "--slots", "1", "-q"])
+        await c.write(ctl, f"exec {cmd}\n")
+    finally:
+        await c.close()
+    print(f"/csrv/local/{sid}: {args.n} workers for the scheduler at {target}; stop them with: "
+          f"brasil write /csrv/local/{sid}/ctl close")
+    return 0
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    from ..batch.worker import Worker, default_name
+    from ..ninep.private import private_dir
+    from .main import connect
+    from .serve import state_dir
+    name = args.name or default_name()
+    workdir = args.workdir or os.path.join(state_dir(None), "workers", name)
+    private_dir(workdir, "worker directory")
+    worker = Worker(lambda: connect(args), args.slots, workdir, name=name,
+                    remote_homes=args.remote_homes or None)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    logging.getLogger("brasil").info("worker %s: %d slot(s), scheduler %s", worker.name,
+                                     args.slots, args.at or os.environ.get("BRASIL", "local"))
+    await worker.run()
+    return 0
+
+
+COMMANDS = {"worker": cmd_worker, "workers": cmd_workers, "submit": cmd_submit, "jobs": cmd_jobs,
+            "wait": cmd_wait, "cancel": cmd_cancel, "report": cmd_report}
+
+
+def main(args: argparse.Namespace) -> int:
+    from .errors import run
+    if args.command == "worker":
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                            format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    elif getattr(args, "trace", False):
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run(f"brasil {args.command}", lambda: COMMANDS[args.command](args))
+
+
+__all__ = ["add_parsers", "main", "NinepError"]
