@@ -91,8 +91,7 @@ def header(*, tag: str | None = None, home: str | None = None, isolate: bool | N
         lines.append(f"%set after {','.join(map(str, after))}")
     for k, v in (env or {}).items():
         lines.append(f"%set env {k}={v}")
-    if filename:
-        lines.append(f"%file {filename}")
+    lines.append(f"%file {filename or '<submit>'}")  # line numbers count from the jobs
     return "".join(line + "\n" for line in lines)
 
 

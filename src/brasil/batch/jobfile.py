@@ -214,7 +214,7 @@ class Parser:
                 spec.deps.append(self.names[dep])
         cycle = find_cycle(self.jobs)
         if cycle:
-            names = " → ".join(self.jobs[i].name or f"line {self.jobs[i].line}" for i in cycle)
+            names = " after ".join(self.jobs[i].name or f"line {self.jobs[i].line}" for i in cycle)
             raise JobFileError(f"{self.filename}:{self.jobs[cycle[0]].line}: dependency cycle: "
                                f"{names}; a job cannot (even indirectly) run after itself")
         return self.jobs

@@ -72,16 +72,18 @@ class Execution:
 
 class Worker:
     def __init__(self, connect: Any, slots: int, workdir: str, *, name: str | None = None,
-                 remote_homes: bool | None = None) -> None:
+                 remote_homes: bool | None = None, env: dict[str, str] | None = None) -> None:
         """``connect``: an async function returning a fresh Client to the scheduler's node.
         ``remote_homes``: read homes through the scheduler's fs/ (None: only when the scheduler
-        runs on another machine)."""
+        runs on another machine). ``env``: laid over this process's environment for every job
+        (jobs see the worker's environment, then their own)."""
         self.connect = connect
         self.slots = slots
         self.workdir = workdir
         self.host = socket.gethostname().split(".")[0]
         self.name = name or default_name()
         self.remote_homes = remote_homes
+        self.env = env or {}
         self.execs: dict[int, Execution] = {}
         self.free = list(range(slots))
         self.waiting: list[Execution] = []
@@ -127,7 +129,7 @@ class Worker:
         c = self.client = await self.connect()
         try:
             state = (await c.read(f"{B}/ctl")).decode().split()
-            info = dict(zip(state[::2], state[1::2]))
+            info = {k: state[i + 1] for i, k in enumerate(state[:-1]) if k in ("lease", "export")}
             self.lease = float(info.get("lease", self.lease))
             self.export_root = info.get("export")
             if self.remote_homes is None:
@@ -246,7 +248,7 @@ class Worker:
         e.slot = self.free.pop(0)
         e.t0 = time.time()
         self.report(f"start {e.token} {e.slot} {e.t0:.6f}")
-        env = {**os.environ, **e.env, "BRASIL_JOB": str(e.job), "BRASIL_EXECUTION": str(e.token),
+        env = {**os.environ, **self.env, **e.env, "BRASIL_JOB": str(e.job), "BRASIL_EXECUTION": str(e.token),
                "BRASIL_WORKER": self.name, "BRASIL_SLOT": str(e.slot)}
         try:
             argv = command_argv(e.cmd, env.get("PATH", os.defpath))

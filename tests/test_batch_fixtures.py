@@ -1,0 +1,146 @@
+"""What the batch tests share (no tests here): a scheduler in a daemon, workers, the database.
+
+`db_url` is parametrized: every test that takes it runs against SQLite (a real file in WAL mode)
+and against a real PostgreSQL server (tests/services.py; skipped with its reason where the
+Debian package cannot be had), each test on a fresh database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, AsyncIterator
+
+import pytest
+
+import services
+from brasil.batch.api import Batch
+from brasil.batch.files import batch_dir
+from brasil.batch.scheduler import Scheduler
+from brasil.batch.store import Store
+from brasil.batch.worker import Worker
+from brasil.ninep.client import Client
+from fixtures import daemon, wait_for
+
+postgres_server = services.postgres_server
+_dbs = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/batch.db"
+    server = request.getfixturevalue("postgres_server")
+    return server.create_database(f"batch_{os.getpid()}_{next(_dbs)}")
+
+
+@contextlib.asynccontextmanager
+async def scheduler(tmp: str, db: str | None = None, *, lease: float = 2.0,
+                    export: str | None = None) -> AsyncIterator[tuple[Any, Scheduler, Batch]]:
+    """A daemon (no slots of its own) serving a scheduler; yields (daemon, scheduler, api)."""
+    async with daemon(tmp, "sched", slots=0, export=export) as d:
+        s = Scheduler(Store(db or f"{tmp}/batch.db"), export_root=export, lease=lease)
+        await s.start()
+        d.node.local.add("batch", batch_dir(s))
+        b = Batch(await Client.connect(d.unix))
+        try:
+            yield d, s, b
+        finally:
+            await b.close()
+            await s.stop()
+
+
+@contextlib.asynccontextmanager
+async def workers(address: Any, tmp: str, n: int = 2, slots: int = 2,
+                  **kw: Any) -> AsyncIterator[list[Worker]]:
+    """``n`` in-process workers dialling ``address``; stopped (their jobs killed) at the end."""
+    ws = [Worker(lambda: Client.connect(address), slots, f"{tmp}/worker{i}", **kw)
+          for i in range(n)]
+    tasks = [asyncio.ensure_future(w.run()) for w in ws]
+    try:
+        await wait_for(lambda: all(w.connected.is_set() for w in ws), timeout=10)
+        yield ws
+    finally:
+        for w in ws:
+            w.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def spawn_worker(address: str, tmp: str, name: str, slots: int = 1, *extra: str,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`brasil worker` as its own process (for kill -9 and SIGSTOP); its log in tmp/NAME.log."""
+    log = open(os.path.join(tmp, f"{name}.log"), "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "brasil.cli.main", "worker", "--at", address, "--slots",
+         str(slots), "--name", name, "--workdir", os.path.join(tmp, name), *extra],
+        stdout=log, stderr=log, env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def spawn_serve(tmp: str, name: str = "sched", *extra: str,
+                env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`brasil serve` (with its scheduler) as its own process; returns it and its Unix address."""
+    sock = os.path.join(tmp, f"{name}.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sock)
+    log = open(os.path.join(tmp, f"{name}.log"), "ab")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "brasil.cli.main", "serve", "--listen", f"unix:{sock}",
+         "--slots", "0", "--name", name, "--state-dir", os.path.join(tmp, f"{name}-state"),
+         *extra], stdout=log, stderr=log, env={**os.environ, **(env or {})},
+        start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sock):
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"brasil serve did not start: {open(log.name).read()[-2000:]}")
+        time.sleep(0.02)
+    return p, f"unix:{sock}"
+
+
+def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """End a process we started (and its group), waiting for it; SIGKILL if it lingers."""
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGCONT)
+            os.killpg(p.pid, sig)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+async def connect_batch(address: str, timeout: float = 20) -> Batch:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return Batch(await Client.connect(address))
+        except (ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def commits_per_job(events: list[Any]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for e in events:
+        if e.kind == "commit" and e.job is not None:
+            out.setdefault(e.job, []).append(e.execution)
+    return out
+
+
+def tree(path: str) -> dict[str, str]:
+    """Every regular file under ``path`` (relative name → content), dot-files of ours excluded."""
+    out = {}
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".brasil-")]
+        for f in files:
+            full = os.path.join(root, f)
+            with open(full, errors="replace") as fh:
+                out[os.path.relpath(full, path)] = fh.read()
+    return out
