@@ -26,6 +26,7 @@ from brasil.batch.scheduler import Scheduler
 from brasil.batch.store import Store
 from brasil.batch.worker import Worker
 from brasil.ninep.client import Client
+from brasil.ninep.errors import NinepError
 from fixtures import daemon, wait_for
 
 postgres_server = services.postgres_server
@@ -119,8 +120,17 @@ async def connect_batch(address: str, timeout: float = 20) -> Batch:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return Batch(await Client.connect(address))
+            b = Batch(await Client.connect(address))
         except (ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        try:
+            await b.state()  # the scheduler is served a moment after the socket exists
+            return b
+        except NinepError:
+            await b.close()
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)

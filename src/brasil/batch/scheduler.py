@@ -299,6 +299,7 @@ class Scheduler:
         done: list[int] = []
         gone: list[int] = []
         remote: list[int] = []
+        undo: list[tuple[str, int]] = []
         for words in rest:
             verb, token = words[0], int(words[1])
             if verb == "done":
@@ -322,6 +323,8 @@ class Scheduler:
             elif verb == "commitfail":
                 ops.commit_undone(tx, token, " ".join(words[2:]) or "commit failed", now, True)
                 p, d = [(w.name, f"discard {token}")], []
+                if token in self.homes:  # what it staged in the home goes too
+                    undo.append((self.homes[token], token))
             else:  # gone
                 gone.append(token)
                 continue
@@ -332,6 +335,8 @@ class Scheduler:
         if done:
             ops.resolve_done(tx, done)
         push += ops.claim(tx, w.name, w.slots, self._prefix(w), now, self.policy)
+        for home, token in undo:
+            commit.recover_token(home, token, False)  # a rename and a removal: cheap enough here
         return push, remote
 
     def _prefix(self, w: Worker) -> str | None:
