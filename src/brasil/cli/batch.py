@@ -161,7 +161,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
                 raise UsageError(f"--file {args.file}: no such file")
             r = await b.submit_file(args.file, **options)
         else:
-            line = cmd[0] if len(cmd) == 1 else shlex.join(cmd)
+            line = " ".join(cmd)  # as ssh does: the words make one line for /bin/sh
             r = await b.submit([line], **options)
     finally:
         await b.close()

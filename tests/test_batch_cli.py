@@ -1,0 +1,109 @@
+"""The batch command line against a real `brasil serve`: submit (one job, a file, stdin), jobs,
+wait (exit status), cancel, report (text and picture), clear errors; and `brasil workers N`,
+which starts workers anywhere in a tree through a session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from test_batch_fixtures import spawn_serve, spawn_worker, stop
+
+
+def brasil(addr: str, *args: str, cwd: str | None = None, stdin: str | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], capture_output=True,
+                          text=True, cwd=cwd, input=stdin, timeout=timeout,
+                          env={**os.environ, "BRASIL": addr})
+
+
+def test_submit_jobs_wait_cancel_report(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    try:
+        deadline = time.monotonic() + 20
+        while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = brasil(addr, "submit", "--tag", "one", "--", "echo", "hello", ">", "greeting",
+                   cwd=str(home))
+        assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
+        jobs = tmp_path / "dag.jobs"
+        jobs.write_text("job a -- echo a > a.out\njob b after:a isolate -- cat a.out > b.out\n"
+                        "job c after:b -- exit 4\njob d after:c -- true\n")
+        r = brasil(addr, "submit", "--tag", "dag", "--retries", "0", "--file", str(jobs),
+                   cwd=str(home))
+        assert r.stdout.strip() == "2-5", r.stderr
+        r = brasil(addr, "submit", "--tag", "piped", "--file", "-", cwd=str(home),
+                   stdin="true\ntrue\n")
+        assert r.stdout.strip() == "6-7", r.stderr
+        assert brasil(addr, "wait", "--tag", "one").returncode == 0
+        r = brasil(addr, "wait", "--tag", "dag")
+        assert r.returncode == 1 and "failed 1" in r.stdout and "cancelled 1" in r.stdout
+        assert brasil(addr, "wait", "6", "7").returncode == 0
+        assert (home / "greeting").read_text() == "hello\n"
+        assert (home / "b.out").read_text() == "a\n"
+        listing = brasil(addr, "jobs", "--tag", "dag").stdout
+        assert "dependency 4 failed" in listing and "exit status 4" in listing
+        assert listing.splitlines()[-1].startswith("total 4 ")
+        r = brasil(addr, "submit", "--tag", "long", "--", "sleep", "60", cwd=str(home))
+        assert brasil(addr, "cancel", r.stdout.strip()).returncode == 0
+        assert brasil(addr, "wait", "--tag", "long").returncode == 1
+        png = tmp_path / "dag.png"
+        r = brasil(addr, "report", "--tag", "dag", "--out", str(png))
+        assert r.returncode == 0 and "makespan" in r.stdout and "staggered end" in r.stdout
+        assert png.read_bytes().startswith(b"\x89PNG")
+        html = tmp_path / "dag.html"
+        assert brasil(addr, "report", "--tag", "dag", "--out", str(html)).returncode == 0
+        assert "data:image/png;base64," in html.read_text()
+        # Clear errors, each naming the fix.
+        r = brasil(addr, "wait", "99")
+        assert r.returncode == 1 and "there is no job 99" in r.stderr
+        r = brasil(addr, "submit", "--home", str(tmp_path / "missing"), "--", "true")
+        assert r.returncode == 1 and f"home {tmp_path}/missing does not exist" in r.stderr
+        r = brasil(addr, "cancel", "4242")
+        assert r.returncode == 1 and "there is no job 4242" in r.stderr
+        r = brasil(addr, "submit", "--after", "4242", "--", "true", cwd=str(home))
+        assert r.returncode == 1 and "there is no job 4242" in r.stderr
+        r = brasil(addr, "report", "--tag", "nothing")
+        assert r.returncode == 2 and "no jobs tagged 'nothing'" in r.stderr
+    finally:
+        stop(w)
+        stop(serve)
+
+
+def test_brasil_workers_starts_workers_anywhere_in_the_tree(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    root, addr = spawn_serve(str(tmp_path), "root", "--listen", "127.0.0.1:0")
+    kids = []
+    try:
+        net = ""
+        deadline = time.monotonic() + 20
+        while "9p 127.0.0.1:" not in net:
+            assert time.monotonic() < deadline
+            net = brasil(addr, "cat", "/csrv/local/net").stdout
+            time.sleep(0.05)
+        for name in ("k1", "k2"):
+            kids.append(spawn_serve(str(tmp_path), name, "--parent", addr, "--slots", "1")[0])
+        # the root has no slots of its own: the workers must land on the children
+        while brasil(addr, "cat", "/csrv/local/status").stdout.count(" up") < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        r = brasil(addr, "submit", "--tag", "t", "--file", "-", cwd=str(home),
+                   stdin="echo $BRASIL_NODE > node.$BRASIL_JOB\n" * 6)
+        assert r.stdout.strip() == "1-6", r.stderr
+        r = brasil(addr, "workers", "2")
+        assert r.returncode == 0 and "2 workers" in r.stdout, r.stderr
+        session = r.stdout.split(":")[0]
+        assert brasil(addr, "wait", "--tag", "t", timeout=90).returncode == 0
+        nodes = {(home / f"node.{i}").read_text().strip() for i in range(1, 7)}
+        assert nodes <= {"k1", "k2"} and nodes
+        assert brasil(addr, "write", f"{session}/ctl", "close").returncode == 0
+    finally:
+        for p in kids + [root]:
+            stop(p)

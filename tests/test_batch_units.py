@@ -1,0 +1,128 @@
+"""The batch layer's pure parts: lifecycles (and their generated document), job files, the
+commit journal on its own, the report's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from brasil.batch import commit, jobfile, lifecycle
+from brasil.batch.api import Event, Job
+from brasil.batch.report import build, gantt_png, text
+from brasil.ninep.errors import NinepError
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def test_an_illegal_job_or_execution_event_names_the_state():
+    with pytest.raises(NinepError, match=r"job 7 is done: cannot assign now"):
+        lifecycle.job_step("done", "assign", 7)
+    with pytest.raises(NinepError, match=r"execution 9 is lost: cannot committed now"):
+        lifecycle.execution_step("lost", "committed", 9)
+    assert lifecycle.job_step("running", "win", 1) == "exiting"
+    assert lifecycle.execution_step("committing", "journaled", 1) == "applying"
+    # every state the tables reach is one the code knows, and terminal states have no way out
+    reached = {t for t in lifecycle.JOB.values()} | {s for s, _ in lifecycle.JOB}
+    assert reached == set(lifecycle.JOB_STATES)
+    assert not [s for s, _ in lifecycle.JOB if s in lifecycle.TERMINAL]
+
+
+def test_the_batch_lifecycle_document_is_generated_from_the_tables():
+    assert (DOCS / "batch-lifecycles.md").read_text() == lifecycle.document(), \
+        "stale: python -m brasil.batch.lifecycle > docs/batch-lifecycles.md"
+
+
+def test_a_job_file_with_names_dependencies_and_options():
+    specs = jobfile.parse("%set tag w\n%set home /h\n# a comment\n\nplain command | wc -l\n"
+                          "job a priority:5 isolate env:X=1 -- make a\n"
+                          "job b after:a,12 redundancy:3 retries:0 home:/o -- make b\n")
+    assert [s.cmd for s in specs] == ["plain command | wc -l", "make a", "make b"]
+    assert specs[1].isolate and specs[1].priority == 5 and specs[1].env == {"X": "1"}
+    assert specs[2].deps == [1] and specs[2].after_ids == [12] and specs[2].home == "/o"
+    assert {s.tag for s in specs} == {"w"} and specs[0].home == "/h"
+
+
+@pytest.mark.parametrize("text, error", [
+    ("true\njob x after:y\n", r"f:2: expected: job NAME"),
+    ("job 1x -- true\n", r"f:1: job name '1x'"),
+    ("job a -- true\njob a -- false\n", r"f:2: job 'a' is already defined at line 1"),
+    ("job a after:zz -- true\n", r"f:1: after:zz: no job named 'zz'"),
+    ("job a redundancy:0 -- true\n", r"f:1: redundancy must be 1 or more \(1 turns redundancy "
+                                     r"off\), not 0"),
+    ("job a bogus:1 -- true\n", r"f:1: unknown option 'bogus'"),
+    ("%set home relative\n", r"f:1: home 'relative' must be an absolute path"),
+    ("%frob\n", r"f:1: unknown directive %frob"),
+    ("job a after:c -- t\njob b after:a -- t\njob c after:b -- t\n",
+     r"f:1: dependency cycle: a after c after b after a"),
+])
+def test_bad_job_files_name_the_line_and_say_what_is_expected(text, error):
+    with pytest.raises(jobfile.JobFileError, match=error):
+        jobfile.parse(text, filename="f")
+
+
+def test_a_long_chain_is_checked_for_cycles_without_recursion():
+    n = 50_000
+    lines = ["job j0 -- true"] + [f"job j{i} after:j{i - 1} -- true" for i in range(1, n)]
+    assert len(jobfile.parse("\n".join(lines))) == n
+
+
+def test_replaying_a_journal_twice_after_a_crash_gives_one_complete_commit(tmp_path):
+    home, upper = tmp_path / "home", tmp_path / "upper"
+    home.mkdir()
+    upper.mkdir()
+    (home / "f").write_text("old")
+    (home / "d").mkdir()
+    (home / "d" / "x").write_text("x")
+    (upper / "f").write_text("new")
+    (upper / "n").mkdir()
+    (upper / "n" / "y").write_text("y")
+    os.mknod(upper / "d", 0o600 | 0o020000, os.makedev(0, 0))  # a whiteout: d was deleted
+    ops = commit.plan(str(upper), str(home))
+    assert [(o.kind, o.path) for o in ops] == [("delete", "d"), ("put", "f"), ("replace", "n")]
+    staging = commit.stage_local(str(upper), str(home), 5, ops)
+    assert json.loads(Path(staging, "journal").read_text())[0]["kind"] == "delete"
+    # crash after the first two operations: replay from the start, as recovery does
+    os.rename(home / "d", Path(staging) / "trash" / "0")
+    os.rename(Path(staging) / "files" / "1", home / "f")
+    assert commit.recover_token(str(home), 5, journaled=True)
+    assert sorted(os.listdir(home)) == ["f", "n"]
+    assert (home / "f").read_text() == "new" and (home / "n" / "y").read_text() == "y"
+    # not journaled: whatever was staged goes, the home is untouched
+    (upper / "f").write_text("newer")
+    commit.stage_local(str(upper), str(home), 6, commit.plan(str(upper), str(home)))
+    assert not commit.recover_token(str(home), 6, journaled=False)
+    assert (home / "f").read_text() == "new" and sorted(os.listdir(home)) == ["f", "n"]
+
+
+def test_the_report_computes_the_breakdown_and_draws_a_chart():
+    ev = [Event(0.0, "submit", 1, None, None, ""), Event(0.0, "submit", 2, None, None, ""),
+          Event(0.1, "assign", 1, 1, "w", ""), Event(0.2, "start", 1, 1, "w", "0"),
+          Event(0.1, "assign", 2, 2, "v", ""), Event(0.3, "start", 2, 2, "v", "0"),
+          Event(0.4, "assign", 1, 3, "v", "redundant"),
+          Event(1.2, "finish", 1, 1, "w", "0 notify=0.1"),
+          Event(1.3, "commit_start", 1, 1, "w", ""), Event(1.5, "commit", 1, 1, "w", "notify=0.1"),
+          Event(1.3, "kill", 1, 3, "v", "execution 1 won"),
+          Event(1.4, "rollback", 1, 3, "v", ""),
+          Event(0.35, "start", 1, 3, "v", "1"),
+          Event(0.9, "finish", 2, 2, "v", "0 notify=0.05")]
+    jobs = [Job(1, "done", "t", None, 0, "x", ""), Job(2, "done", "t", None, 0, "y", "")]
+    rep = build("t", jobs, sorted(ev, key=lambda e: e.t))
+    f = rep.figures
+    assert f["makespan"] == pytest.approx(1.6)
+    assert f["killed"] == 1 and f["redundant"] == 1 and f["slots"] == 3
+    assert f["redundant work wasted"] == pytest.approx((1.3 - 0.35) / 3)
+    assert f["commit changes"] == pytest.approx(0.2 / 3)
+    assert "makespan" in text(rep) and "Redundant work wasted" in text(rep)
+    assert gantt_png(rep).startswith(b"\x89PNG")
+
+
+def test_the_cli_refuses_redundancy_0_and_a_missing_job_id(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "brasil.cli.main", "submit", "--redundancy", "0",
+                        "--", "true"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "redundancy must be 1 or more (1 turns redundancy off), not 0" in r.stderr
