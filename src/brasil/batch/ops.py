@@ -144,9 +144,10 @@ def _execution(tx: Tx, token: int) -> tuple[Any, ...] | None:
 
 
 def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float, now: float,
-             why: str, clean: bool = False) -> tuple[Push, list[int]]:
+             why: str, clean: bool = False, remote: bool = False) -> tuple[Push, list[int]]:
     """An execution ended with ``status`` (``clean``: isolated, and it changed nothing). Returns
-    what to tell workers and the jobs now done."""
+    what to tell workers and the jobs now done. ``remote``: the worker ran on a staged copy of
+    the home, so even a non-isolated job's changes come back through a commit."""
     row = _execution(tx, token)
     if row is None or row[0] not in ("assigned", "running"):
         return repeat(tx, worker, token, row, now, f"late finish (exit {status})"), []
@@ -158,7 +159,7 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
         rows.insert(0, (t0, "start", job, token, worker, None))
     push: Push = []
     done: list[int] = []
-    if status == 0 and jstate == "running" and isolate:
+    if status == 0 and jstate == "running" and (isolate or remote):
         if clean:  # nothing to commit: done at once
             tx.execute("UPDATE executions SET state = 'committed' WHERE id = ?", (token,))
             tx.execute("UPDATE jobs SET state = 'done', finished = ?, exit_status = 0, winner = ? "

@@ -304,10 +304,11 @@ class Scheduler:
             verb, token = words[0], int(words[1])
             if verb == "done":
                 p, d = ops.finished(tx, w.name, token, int(words[2]), float(words[3]),
-                                    float(words[4]), now, words[5] if len(words) > 5 else "")
+                                    float(words[4]), now, words[5] if len(words) > 5 else "",
+                                    remote=w.remote)
             elif verb == "clean":
                 p, d = ops.finished(tx, w.name, token, 0, float(words[2]), float(words[3]), now,
-                                    "", clean=True)
+                                    "", clean=True, remote=w.remote)
             elif verb == "journaled":
                 p, d = [], []
                 if ops.journaled(tx, w.name, token, float(words[2]), now):
