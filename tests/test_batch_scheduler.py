@@ -213,3 +213,27 @@ async def test_cancel_kills_running_jobs_and_cancels_their_dependents(db_url, tm
         assert jobs["after"].reason == f"dependency {r.names['long']} cancelled"
         with pytest.raises(NinepError, match="is cancelled: cannot cancel now"):
             await b.cancel([r.names["long"]])
+
+
+async def test_a_restarted_scheduler_resumes_from_the_database(db_url, tmp_path):  # noqa: F811
+    home = tmp_path / "home"
+    home.mkdir()
+    first = scheduler(str(tmp_path), db_url)
+    d, s, b = await first.__aenter__()
+    try:
+        async with workers(d.unix, str(tmp_path), n=2, slots=2) as ws:
+            r = await b.submit(["sleep 0.2; echo $BRASIL_EXECUTION > out.$BRASIL_JOB"] * 12,
+                               tag="re", home=str(home), isolate=True)
+            await wait_for(lambda: sum(w.completed for w in ws) >= 3, timeout=30)
+            await first.__aexit__(None, None, None)
+            first = None
+            async with scheduler(str(tmp_path), db_url) as (d2, s2, b2):
+                assert (await asyncio.wait_for(b2.wait(tag="re"), WAIT))["done"] == 12
+                commits = commits_per_job(await b2.events("re"))
+        files = tree(str(home))
+        assert sorted(commits) == list(r.ids)
+        for j, tokens in commits.items():
+            assert len(tokens) == 1 and files[f"out.{j}"] == f"{tokens[0]}\n"
+    finally:
+        if first is not None:
+            await first.__aexit__(None, None, None)
