@@ -66,12 +66,16 @@ def count_records(splitter: Splitter, block: bytes) -> int | None:
     return None
 
 
-def _nonblocking(fd: int) -> None:
-    os.set_blocking(fd, False)
+def fcntl_pipe_size(fd: int) -> None:
     try:
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
         pass  # a terminal or file, or a limit: the default size works too
+
+
+def _nonblocking(fd: int) -> None:
+    os.set_blocking(fd, False)
+    fcntl_pipe_size(fd)
 
 
 def _unread(fd: int) -> int:
@@ -96,31 +100,54 @@ def describe_status(status: int) -> str:
 
 
 @dataclass
-class Copy:
-    seg: Segment
-    index: int
+class Proc:
+    """One process: one command of a segment, in one copy."""
+
+    copy: Copy
+    stage: int  # which command of the segment
+    argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
     pidfd: int = -1
     status: int | None = None
-    input_done: bool = True  # no input from us, or all of it delivered
     stdin_peek: int = -1  # our copy of its stdin's read end: what it left unread, once it ends
-    output_dead: bool = False  # whoever read its output is gone: SIGPIPE is expected
+    child_fds: tuple[int, int, int] = (-1, -1, -1)  # its stdin, stdout, stderr until started
+    unread: bool = False  # it ended with input still waiting in its pipe
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     stderr_rest: bytes = b""
 
     @property
     def label(self) -> str:
-        n = self.seg.copies
-        copy = f", copy {self.index + 1} of {n}" if n > 1 else ""
-        return f"stage {self.seg.index + 1} `{self.seg.text}`{copy} (on this machine)"
+        seg = self.copy.seg
+        n = seg.copies
+        copy = f", copy {self.copy.index + 1} of {n}" if n > 1 else ""
+        return f"stage {seg.first + self.stage + 1} `{seg.stages[self.stage]}`{copy} " \
+               "(on this machine)"
+
+
+@dataclass
+class Copy:
+    """One copy of a segment: its commands, each a process, joined by OS pipes."""
+
+    seg: Segment
+    index: int
+    procs: list[Proc] = field(default_factory=list)
+    lazy: bool = False  # started when its first block is dealt to it
+    started: bool = False
+    input_done: bool = True  # no input from us, or all of it delivered
+    output_dead: bool = False  # whoever read its output is gone: SIGPIPE is expected
+
+    @property
+    def status(self) -> int | None:
+        return self.procs[-1].status if self.procs else 0
 
 
 class Writer:
     """A destination: our end of a copy's stdin (or our stdout), and what waits to go there."""
 
     def __init__(self, loop: LocalRun, fd: int, copy: Copy | None, stats: Stats | None,
-                 splitter: Splitter) -> None:
+                 splitter: Splitter, owned: bool = True) -> None:
         self.loop, self.fd, self.copy, self.stats, self.splitter = loop, fd, copy, stats, splitter
+        self.owned = owned  # ours to close (a copy's stdin), or not (our own stdout)
         self.queue: deque[memoryview] = deque()
         self.queued = 0
         self.dead = False
@@ -204,10 +231,10 @@ class Writer:
             self._close()
 
     def _close(self) -> None:
-        if self.fd >= 0 and self.fd != 1:
-            if self.registered:
-                self.loop.sel.unregister(self.fd)
-                self.registered = False
+        if self.registered:
+            self.loop.sel.unregister(self.fd)
+            self.registered = False
+        if self.fd >= 0 and self.owned:
             os.close(self.fd)
         self.fd = -1
         self.closing = False
@@ -225,7 +252,7 @@ class Writer:
         if self.registered:
             self.loop.sel.unregister(self.fd)
             self.registered = False
-        if self.fd > 1:
+        if self.fd >= 0 and self.owned:
             os.close(self.fd)
         self.fd = -1
         self.loop.dirty = True
@@ -323,7 +350,7 @@ class RouteIO:
                 for d, part in zip(self.dests, parts):
                     d.put(part, src)
             else:
-                d = live[0] if self.mode == "merge" else min(live, key=lambda d: d.queued)
+                d = live[0] if self.mode == "merge" else self._pick(live)
                 if head:  # the two halves of one block, back to back: nothing comes between
                     d.put(head, src)
                 d.put(whole, src)
@@ -332,20 +359,105 @@ class RouteIO:
                 if self.mode == "hash":
                     src.long = self.dests[self.key.index(more, len(self.dests))]  # type: ignore[attr-defined]
                 else:
-                    src.long = min(live, key=lambda d: d.queued)
+                    src.long = self._pick(live)
             src.long.put(more, src, long=True)
+
+    def _pick(self, live: list[Writer]) -> Writer:
+        """Balance: a running copy whose pipe took everything so far; else start a copy not yet
+        running; else the one with the least queued."""
+        waiting = None
+        for d in live:
+            c = d.copy
+            if c is not None and not c.started:
+                waiting = waiting or d
+            elif d.queued == 0:
+                return d
+        if waiting is not None:
+            self.loop.launch(waiting.copy)  # type: ignore[arg-type]
+            return waiting
+        return min(live, key=lambda d: d.queued)
 
     def source_done(self, src: Source) -> None:
         self.live_sources -= 1
         if self.live_sources == 0:
             for d in self.dests:
                 d.finish()
+                if d.copy is not None and not d.copy.started:
+                    self.loop.never_needed(d.copy)
 
     def check_dead(self) -> None:
         """Every destination quit: stop reading, so the sources end by SIGPIPE."""
         if self.dests and not self.live():
             for s in self.sources:
                 s.stop()
+
+
+class KeepRoute(RouteIO):
+    """A fan-out region that keeps input order (``|<[keep]`` … ``>|``), as GNU parallel's
+    ``--pipe -k`` does: the source is cut into blocks of whole records, the region's command
+    runs once per block (at most ``n`` at once), and the blocks' outputs go on in input order."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, loop: LocalRun, seg: Segment, group: int, argv: list[str], n: int,
+                 splitter: Splitter, dest: Writer) -> None:
+        super().__init__(loop, "keep", splitter, None, [dest])
+        self.seg, self.group, self.argv, self.n = seg, group, argv, n
+        self.building: list[bytes] = []
+        self.size = 0
+        self.blocks: deque[tuple[int, bytes]] = deque()  # cut, not started
+        self.results: dict[int, list[bytes]] = {}  # finished, waiting for their turn
+        self.next_seq = 0
+        self.next_out = 0
+        self.jobs = 0
+        self.src_eof = False
+
+    def wants_input(self, src: Source) -> bool:
+        return not self.dests[0].dead and len(self.blocks) < self.n and not self.dests[0].full
+
+    def deliver(self, src: Source, fed: Fed) -> None:
+        for part in fed:
+            if part:
+                self.building.append(bytes(part))
+                self.size += len(part)
+        if self.size >= self.BLOCK and not src.long:
+            self._cut()
+
+    def _cut(self) -> None:
+        if self.building:
+            self.blocks.append((self.next_seq, b"".join(self.building)))
+            self.next_seq += 1
+            self.building, self.size = [], 0
+        self._start_jobs()
+
+    def source_done(self, src: Source) -> None:
+        self.src_eof = True
+        self._cut()
+        self._maybe_finish()
+
+    def _start_jobs(self) -> None:
+        loop = self.loop
+        while self.blocks and self.jobs < self.n and loop.failure is None and not loop.interrupted:
+            seq, block = self.blocks.popleft()
+            copy = Copy(self.seg, self.group * self.seg.per + seq % self.seg.per)
+            out: list[bytes] = []
+            loop.spawn_job(self, copy, seq, block, out)
+            self.jobs += 1
+
+    def job_done(self, seq: int, out: list[bytes]) -> None:
+        self.jobs -= 1
+        self.results[seq] = out
+        while self.next_out in self.results:
+            for piece in self.results.pop(self.next_out):
+                self.dests[0].put(piece, self)
+            self.next_out += 1
+        self._start_jobs()
+        self._maybe_finish()
+        self.loop.dirty = True
+
+    def _maybe_finish(self) -> None:
+        if self.src_eof and not self.blocks and not self.jobs and not self.results:
+            self.dests[0].finish()
 
 
 class LocalRun:
@@ -364,26 +476,53 @@ class LocalRun:
         self.dirty = True
         self.on_stats = on_stats
         self.running = 0
+        self.pending_io = 0  # outputs of keep jobs still being read
         self.counting = on_stats is not None  # records are counted only when someone looks
         self.interrupted = False
         self._stdout_blocking = False
 
     # ---- setting up ----
 
-    def _argv(self, seg: Segment) -> list[str]:
-        try:
-            return command_argv(seg.text, self.env.get("PATH", os.defpath))
-        except NinepError as e:
-            msg = e.message.removeprefix("exec: ").split(" (PATH=")[0]
-            raise PipelineFailed(f"push: stage {seg.index + 1} `{seg.text}` cannot start: {msg}",
-                                 127) from None
+    def _argvs(self, seg: Segment) -> list[list[str]]:
+        out = []
+        for i, text in enumerate(seg.stages):
+            try:
+                out.append(command_argv(text, self.env.get("PATH", os.defpath)))
+            except NinepError as e:
+                msg = e.message.removeprefix("exec: ").split(" (PATH=")[0]
+                raise PipelineFailed(f"push: stage {seg.first + i + 1} `{text}` cannot start: "
+                                     f"{msg}", 127) from None
+        return out
+
+    def _make_procs(self, c: Copy, argvs: list[list[str]], stdin: int, stdout: int) -> None:
+        """The processes of one copy, with their pipes made (not started yet)."""
+        n = len(argvs)
+        fd_in = stdin
+        for i, argv in enumerate(argvs):
+            if i < n - 1:
+                r, w = os.pipe()
+                fcntl_pipe_size(w)
+                fd_out, next_in = w, r
+            else:
+                fd_out, next_in = stdout, -1
+            err_r, err_w = os.pipe()
+            p = Proc(c, i, argv, child_fds=(fd_in, fd_out, err_w))
+            c.procs.append(p)
+            os.set_blocking(err_r, False)
+            self.sel.register(err_r, selectors.EVENT_READ,
+                              lambda m, p=p, fd=err_r: self._stderr(p, fd))
+            fd_in = next_in
 
     def start(self) -> None:
         plan = self.plan
         writers: list[list[Writer | None]] = [[None] * s.copies for s in plan.segments]
         readers: list[list[int | None]] = [[None] * s.copies for s in plan.segments]
-        argvs = [self._argv(seg) for seg in plan.segments]
+        argvs = [self._argvs(seg) for seg in plan.segments]
+        keep = {e.downstream for e in plan.edges if e.mode == "balance" and e.keep}
+        lazy = {e.downstream for e in plan.edges if e.mode == "balance" and not e.keep}
         for seg in plan.segments:
+            if seg.index in keep:
+                continue  # started per block by its KeepRoute
             has_input = seg.index > 0
             has_output = seg.index < len(plan.edges) or seg.copies > 1
             for c in self.copies[seg.index]:
@@ -392,31 +531,11 @@ class LocalRun:
                     stdin_r, stdin_w = os.pipe()
                 if has_output:
                     stdout_r, stdout_w = os.pipe()
-                err_r, err_w = os.pipe()
-                env = {**self.env, "BRASIL_NODE": "local", "BRASIL_RANK": str(c.index),
-                       "BRASIL_SIZE": str(seg.copies)}
-                try:
-                    c.proc = subprocess.Popen(
-                        argvs[seg.index], stdin=stdin_r if has_input else self.stdin,
-                        stdout=stdout_w if has_output else self.stdout, stderr=err_w, env=env,
-                        process_group=0, close_fds=True)
-                except OSError as e:
-                    self.kill_all()
-                    raise PipelineFailed(f"push: {c.label} cannot start: {e.strerror}", 126) \
-                        from None
-                finally:
-                    for fd in (stdout_w, err_w):
-                        if fd >= 0:
-                            os.close(fd)
-                if stdin_r >= 0:
-                    c.stdin_peek = stdin_r  # kept to see, when it ends, whether it read it all
-                self.running += 1
-                self.stats[seg.index].running += 1
-                c.pidfd = os.pidfd_open(c.proc.pid)
-                self.sel.register(c.pidfd, selectors.EVENT_READ, lambda m, c=c: self._exited(c))
-                os.set_blocking(err_r, False)
-                self.sel.register(err_r, selectors.EVENT_READ,
-                                  lambda m, c=c, fd=err_r: self._stderr(c, fd))
+                self._make_procs(c, argvs[seg.index], stdin_r if has_input else self.stdin,
+                                 stdout_w if has_output else self.stdout)
+                c.lazy = seg.index in lazy
+                if not c.lazy:
+                    self.launch(c)
                 if has_input:
                     _nonblocking(stdin_w)
                     c.input_done = False
@@ -427,17 +546,73 @@ class LocalRun:
                     _nonblocking(stdout_r)
                     readers[seg.index][c.index] = stdout_r
         for e in plan.edges:
+            if e.upstream in keep:
+                continue  # the keep route before it delivers to this edge's destination
             for r in e.routes:
+                if e.downstream in keep:  # runs per block, delivering straight past the region
+                    after = plan.edges[e.downstream]
+                    seg = plan.segments[e.downstream]
+                    for src in r.sources:
+                        k = KeepRoute(self, seg, src, argvs[seg.index], seg.per, e.rs,
+                                      writers[after.downstream][src])  # type: ignore[arg-type]
+                        k.add_source(readers[e.upstream][src], self.copies[e.upstream][src])  # type: ignore[arg-type]
+                        self.routes.append(k)
+                    continue
                 self._route(e.mode, e.rs, e.key, [writers[e.downstream][d] for d in r.dests],  # type: ignore[misc]
                             [(readers[e.upstream][s], self.copies[e.upstream][s]) for s in r.sources])  # type: ignore[misc]
         last = plan.last
         if last.copies > 1:
             self._stdout_blocking = os.get_blocking(self.stdout)
             os.set_blocking(self.stdout, False)
-            out = Writer(self, self.stdout, None, None, plan.out_rs)
+            out = Writer(self, self.stdout, None, None, plan.out_rs, owned=False)
             self._route("merge", plan.out_rs, None, [out],
                         [(readers[last.index][c], self.copies[last.index][c])  # type: ignore[misc]
                          for c in range(last.copies)])
+
+    def launch(self, c: Copy) -> None:
+        """Start a copy's processes: at once, or — fed by a fan-out — when its first block is
+        dealt to it, so a small input starts only the copies it needs, as GNU parallel does."""
+        c.started = True
+        env = {**self.env, "BRASIL_NODE": "local", "BRASIL_RANK": str(c.index),
+               "BRASIL_SIZE": str(c.seg.copies)}
+        for p in c.procs:
+            stdin_r, stdout_w, err_w = p.child_fds
+            try:
+                p.proc = subprocess.Popen(p.argv, stdin=stdin_r, stdout=stdout_w, stderr=err_w,
+                                          env=env, process_group=0, close_fds=True)
+            except OSError as e:
+                self.failure = PipelineFailed(f"push: {p.label} cannot start: {e.strerror}", 126)
+                self.kill_all()
+                self._release_child_fds(p)
+                return
+            self._release_child_fds(p, keep_stdin=True)
+            self.running += 1
+            self.stats[c.seg.index].running += 1
+            p.pidfd = os.pidfd_open(p.proc.pid)
+            self.sel.register(p.pidfd, selectors.EVENT_READ, lambda m, p=p: self._exited(p))
+
+    def _release_child_fds(self, p: Proc, keep_stdin: bool = False) -> None:
+        stdin_r, stdout_w, err_w = p.child_fds
+        p.child_fds = (-1, -1, -1)
+        for fd in (stdout_w, err_w):
+            if fd > 2 and fd != self.stdout:
+                os.close(fd)
+        if stdin_r > 2 and stdin_r != self.stdin:
+            if keep_stdin:
+                p.stdin_peek = stdin_r  # kept to see, when it ends, whether it read it all
+            else:
+                os.close(stdin_r)
+
+    def never_needed(self, c: Copy) -> None:
+        """A lazy copy whose input ended before any block was dealt to it: it never runs, and
+        whoever reads its output sees end of file."""
+        if not c.started:
+            c.started = True
+            for p in c.procs:
+                self._release_child_fds(p)
+                p.status = 0
+            c.input_done = True
+            self.dirty = True
 
     def _route(self, mode: str, rs: Splitter, key: object, dests: list[Writer],
                sources: list[tuple[int, Copy]]) -> None:
@@ -446,9 +621,50 @@ class LocalRun:
             r.add_source(fd, copy)
         self.routes.append(r)
 
+    def spawn_job(self, route: KeepRoute, c: Copy, seq: int, block: bytes, out: list[bytes]) -> None:
+        """One run of a keep region on one block: its input written, its output collected."""
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        self._make_procs(c, route.argv, stdin_r, stdout_w)
+        self.copies[route.seg.index].append(c)
+        self.launch(c)
+        if self.failure is not None:
+            for fd in (stdin_w, stdout_r):
+                os.close(fd)
+            return
+        state = {"eof": False}
+
+        def complete() -> None:
+            if state["eof"] and all(p.status is not None for p in c.procs):
+                route.job_done(seq, out)
+
+        def read_out(mask: int) -> None:
+            try:
+                data = os.read(stdout_r, CHUNK)
+            except BlockingIOError:
+                return
+            if data:
+                out.append(data)
+                self.stats[route.seg.index].bytes_out += len(data)
+                return
+            self.sel.unregister(stdout_r)
+            os.close(stdout_r)
+            self.pending_io -= 1
+            state["eof"] = True
+            complete()
+        c.on_exit = complete  # type: ignore[attr-defined]
+        os.set_blocking(stdout_r, False)
+        self.sel.register(stdout_r, selectors.EVENT_READ, read_out)
+        self.pending_io += 1
+        _nonblocking(stdin_w)
+        c.input_done = False
+        w = Writer(self, stdin_w, c, self.stats[route.seg.index], route.splitter)
+        w.put(block, route)
+        w.finish()
+
     # ---- events ----
 
-    def _stderr(self, c: Copy, fd: int) -> None:
+    def _stderr(self, p: Proc, fd: int) -> None:
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -456,66 +672,73 @@ class LocalRun:
         if not data:
             self.sel.unregister(fd)
             os.close(fd)
-            if c.stderr_rest:
-                c.stderr_tail.append(c.stderr_rest.decode(errors="replace"))
+            if p.stderr_rest:
+                p.stderr_tail.append(p.stderr_rest.decode(errors="replace"))
             return
         try:
             os.write(self.stderr, data)  # shown as it comes, as a shell would
         except OSError:
             pass
-        lines = (c.stderr_rest + data).split(b"\n")
-        c.stderr_rest = lines.pop()[-4096:]
+        lines = (p.stderr_rest + data).split(b"\n")
+        p.stderr_rest = lines.pop()[-4096:]
         for ln in lines[-TAIL_LINES:]:
-            c.stderr_tail.append(ln.decode(errors="replace")[:300])
+            p.stderr_tail.append(ln.decode(errors="replace")[:300])
 
-    def _exited(self, c: Copy) -> None:
-        self.sel.unregister(c.pidfd)
-        os.close(c.pidfd)
-        assert c.proc is not None
-        rc = c.proc.wait()
-        c.status = 128 - rc if rc < 0 else rc
-        if c.stdin_peek >= 0:
-            if _unread(c.stdin_peek):
-                c.input_done = False
-            os.close(c.stdin_peek)  # now writes to it fail at once, as for a dead reader
-            c.stdin_peek = -1
+    def _exited(self, p: Proc) -> None:
+        self.sel.unregister(p.pidfd)
+        os.close(p.pidfd)
+        assert p.proc is not None
+        rc = p.proc.wait()
+        p.status = 128 - rc if rc < 0 else rc
+        if p.stdin_peek >= 0:
+            p.unread = _unread(p.stdin_peek) > 0
+            os.close(p.stdin_peek)  # now writes to it fail at once, as for a dead reader
+            p.stdin_peek = -1
         self.running -= 1
-        self.stats[c.seg.index].running -= 1
+        self.stats[p.copy.seg.index].running -= 1
         self.dirty = True
         if self.failure is None and not self.interrupted:
-            why = self._fault(c)
+            why = self._fault(p)
             if why:
-                self._fail(c, why)
+                self._fail(p, why)
+        on_exit = getattr(p.copy, "on_exit", None)
+        if on_exit is not None:
+            on_exit()
 
-    def _fault(self, c: Copy) -> str:
-        """Why this copy's end breaks the pipeline ("" if it does not)."""
-        status = c.status or 0
+    def _fault(self, p: Proc) -> str:
+        """Why this process's end breaks the pipeline ("" if it does not)."""
+        status = p.status or 0
         if status == 0:
             return ""
         if status in (126, 127):
             return f"cannot start ({describe_status(status)})"
-        if c.output_dead and status in (141, 128 + signal.SIGPIPE):
+        c = p.copy
+        last = p.stage == len(c.procs) - 1
+        reader_gone = c.output_dead if last else c.procs[p.stage + 1].status is not None
+        if reader_gone and status == 128 + signal.SIGPIPE:
             return ""  # its reader quit first: ending by SIGPIPE is what a shell's pipe does
         if status > 128:
             return describe_status(status)
-        if not c.input_done:
+        if p.unread or (p.stage == 0 and not c.input_done):
             return f"{describe_status(status)} before the end of its input"
         return ""
 
-    def _fail(self, c: Copy, why: str) -> None:
-        tail = "".join(f"\n    {ln}" for ln in c.stderr_tail if ln.strip())
-        msg = f"push: {c.label}: {why}" + (f"\n  last lines of its stderr:{tail}" if tail else "")
-        self.failure = PipelineFailed(msg, c.status or 1)
+    def _fail(self, p: Proc, why: str) -> None:
+        tail = "".join(f"\n    {ln}" for ln in p.stderr_tail if ln.strip())
+        msg = f"push: {p.label}: {why}" + (f"\n  last lines of its stderr:{tail}" if tail else "")
+        self.failure = PipelineFailed(msg, p.status or 1)
         self.kill_all()
 
+    def procs(self) -> list[Proc]:
+        return [p for copies in self.copies for c in copies for p in c.procs]
+
     def kill_all(self, sig: int = signal.SIGKILL) -> None:
-        for copies in self.copies:
-            for c in copies:
-                if c.proc is not None and c.status is None:
-                    try:
-                        os.killpg(c.proc.pid, sig)
-                    except ProcessLookupError:
-                        pass
+        for p in self.procs():
+            if p.proc is not None and p.status is None:
+                try:
+                    os.killpg(p.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
 
     # ---- the loop ----
 
@@ -544,7 +767,8 @@ class LocalRun:
         self.sel.register(wake_r, selectors.EVENT_READ, lambda m: self._signalled(wake_r))
         try:
             self.start()
-            while self.running or any(not s.eof for r in self.routes for s in r.sources) or \
+            while self.running or self.pending_io or \
+                    any(not s.eof for r in self.routes for s in r.sources) or \
                     any(d.queue for r in self.routes for d in r.dests if not d.dead):
                 if self.dirty:
                     self._update_interest()
@@ -567,7 +791,7 @@ class LocalRun:
             raise PipelineFailed("push: interrupted; every stage was stopped", 130)
         if self.failure is not None:
             raise self.failure
-        return max((c.status or 0) for c in self.copies[-1])
+        return max((c.status or 0) for c in self.copies[-1] if c.started)
 
     def _signalled(self, fd: int) -> None:
         try:
@@ -584,13 +808,16 @@ class LocalRun:
                     s.eof = True
                     os.close(s.fd)
             for d in r.dests:
-                if d.fd > 1:
+                if d.fd >= 0 and d.owned:
                     os.close(d.fd)
-                    d.fd = -1
-        for copies in self.copies:
-            for c in copies:
-                if c.proc is not None and c.status is None:
-                    c.proc.wait()
+                d.fd = -1
+        for p in self.procs():
+            if p.proc is not None and p.status is None:
+                p.proc.wait()
+            for fd in p.child_fds:  # a copy that never started
+                if fd > 2 and fd not in (self.stdin, self.stdout):
+                    os.close(fd)
+            p.child_fds = (-1, -1, -1)
 
 
 class LocalEngine:

@@ -35,6 +35,7 @@ class Segment:
     stages: list[str]  # commands joined by plain pipes
     groups: int  # independent instances of its region
     per: int  # copies in each instance
+    first: int = 0  # the number of its first command in the pipeline (from 0)
 
     @property
     def copies(self) -> int:
@@ -83,7 +84,9 @@ class Plan:
             copies = f"{seg.copies} cop{'y' if seg.copies == 1 else 'ies'}"
             if seg.groups > 1:
                 copies += f" ({seg.groups} groups of {seg.per})"
-            lines.append(f"stage {seg.index + 1}: {seg.text}")
+            n = f"{seg.first + 1}" if len(seg.stages) == 1 else \
+                f"{seg.first + 1}-{seg.first + len(seg.stages)}"
+            lines.append(f"stage {n}: {seg.text}")
             lines.append(f"    {copies}" + (f", on {', '.join(where[seg.index])}"
                                               if where and seg.index in where else ""))
             if seg.index < len(self.edges):
@@ -120,7 +123,7 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
     segments = [Segment(0, [p.stages[0].text], 1, 1)]
     edges: list[Edge] = []
     stack: list[tuple[int, int, Link]] = []
-    for link, stage in zip(p.links, p.stages[1:]):
+    for first, (link, stage) in enumerate(zip(p.links, p.stages[1:]), 1):
         up = segments[-1]
         if link.kind == "pipe":
             up.stages.append(stage.text)
@@ -131,12 +134,12 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
         if link.kind == "fanout":
             n = link.copies or n_default
             stack.append((up.groups, up.per, link))
-            down = Segment(len(segments), [stage.text], up.copies, n)
+            down = Segment(len(segments), [stage.text], up.copies, n, first)
             routes = [Route([c], list(range(c * n, (c + 1) * n))) for c in range(up.copies)]
             mode = "balance"
         elif link.kind == "fanin":
             groups, per, opened = stack.pop()
-            down = Segment(len(segments), [stage.text], groups, per)
+            down = Segment(len(segments), [stage.text], groups, per, first)
             routes = [Route(list(range(k * up.per, (k + 1) * up.per)), [k])
                       for k in range(down.copies)]
             mode = "merge"
@@ -149,7 +152,7 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
                 key = Key(link.key or var.get("KEY") or "1")
             except ValueError as e:
                 raise PlanError(f"key for |#|: {e}") from None
-            down = Segment(len(segments), [stage.text], up.groups, m)
+            down = Segment(len(segments), [stage.text], up.groups, m, first)
             routes = [Route(list(range(k * up.per, (k + 1) * up.per)),
                             list(range(k * m, (k + 1) * m))) for k in range(up.groups)]
             mode = "hash"
