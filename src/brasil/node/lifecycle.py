@@ -24,6 +24,11 @@ SESSION = {
 # One slot of a session (a leaf sub-session).
 SLOT = {
     ("idle", "start"): "running",
+    ("idle", "defer"): "waiting",  # lazy: started by the first bytes of its input
+    ("waiting", "start"): "running",
+    ("waiting", "skip"): "exited",  # its input ended empty: nothing to run
+    ("waiting", "killed"): "killed",
+    ("waiting", "release"): "released",
     ("idle", "fail"): "failed",
     ("idle", "release"): "released",
     ("running", "exit"): "exited",
@@ -31,10 +36,13 @@ SLOT = {
     ("running", "fail"): "failed",
     ("running", "release"): "released",
     ("exited", "start"): "running",
+    ("exited", "defer"): "waiting",
     ("exited", "release"): "released",
     ("killed", "start"): "running",
+    ("killed", "defer"): "waiting",
     ("killed", "release"): "released",
     ("failed", "start"): "running",
+    ("failed", "defer"): "waiting",
     ("failed", "release"): "released",
 }
 
@@ -63,6 +71,7 @@ def document() -> str:
         "Generated from the transition tables in `src/brasil/node/lifecycle.py` by",
         "`python -m brasil.node.lifecycle > docs/lifecycles.md`; a test keeps the two equal.",
         "An event not drawn here is refused with an error naming the state.",
+        "Batch jobs and executions: [batch-lifecycles.md](batch-lifecycles.md).",
         "",
         mermaid("A session", SESSION),
         mermaid("A slot (a sub-session that runs processes here)", SLOT),
