@@ -45,6 +45,7 @@ bench: setup peers
 	$(BIN)/python bench/ninep_roundtrips.py
 	$(BIN)/python bench/sessions.py
 	$(BIN)/python bench/tree.py
+	$(BIN)/python bench/batch.py
 
 fuzz: setup
 	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0

@@ -1,0 +1,489 @@
+"""Batch workloads, Brasil beside Work Queue, Dask distributed and HyperQueue, in one run.
+
+    .venv/bin/python bench/batch.py [--quick] [--no-peers] [--no-json]
+
+Every Brasil run is a fresh `brasil serve` (its scheduler on SQLite in a temporary state
+directory) and `brasil worker` processes, each under `unshare --uts` with a host name of its own;
+the client is brasil.batch.api. Makespans come from the scheduler's events (first submission →
+last job ended, as `brasil report` computes them).
+
+a. Straggler: 40 isolated jobs of `sleep 1` (stretched by the factor SLOW that a job reads from
+   its worker's environment) on 4 workers × 2 slots, one worker with SLOW=10: makespan with
+   redundancy (default 2), without it (--redundancy 1), and with no slow worker. Ideal: 6, 10,
+   5 s. Targets: with/without ≤ 0.7; with-redundancy/no-slow ≤ 1.25.
+b. Frozen worker: the same with no slow worker, one worker SIGSTOPped 1 s in (lease 10 s,
+   the default). Target ≤ 1.5 × the no-failure makespan. Then it is thawed: its late reports
+   must be refused, and each job committed exactly once.
+c. Fine grain: 5,000 `true` jobs on 2 workers (2 slots each), non-isolated and isolated, in jobs
+   per second from the first submission to the last job's end. Targets ≥ 1,000/s and ≥ 150/s.
+d. Submission: 100,000 jobs from a file with `brasil submit --file`: seconds, database size.
+
+Peers, each in its own environment, installed by this script when missing (Debian packages
+`coop-computing-tools` and `openmpi-bin` for Work Queue; virtualenvs under .peers/ for Dask
+distributed and HyperQueue), measured on the same work where they can express it; a peer that
+does not install is skipped with the reason. Results: a table on stdout, JSON in
+bench/results/batch.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from brasil.batch import report
+from brasil.batch.api import Batch
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PEERS = ROOT / ".peers"
+RESULTS = BENCH / "results" / "batch.json"
+SLEEP = "sleep $(awk \"BEGIN {print 1 * ${SLOW:-1}}\")"
+
+
+class Rig:
+    """A scheduler daemon and workers, all real processes, in a temporary directory."""
+
+    def __init__(self, tmp: str, workers: list[dict[str, Any]]) -> None:
+        self.tmp = tmp
+        self.sock = os.path.join(tmp, "s.sock")
+        self.addr = f"unix:{self.sock}"
+        self.spec = workers
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Rig:
+        log = open(os.path.join(self.tmp, "serve.log"), "wb")
+        self.serve = subprocess.Popen(
+            [sys.executable, "-m", "brasil.cli.main", "serve", "--listen", self.addr, "--slots",
+             "0", "--state-dir", os.path.join(self.tmp, "state"), "-q"],
+            stdout=log, stderr=log, start_new_session=True)
+        self.procs.append(self.serve)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.sock):
+            if time.monotonic() > deadline or self.serve.poll() is not None:
+                raise RuntimeError("brasil serve did not start")
+            time.sleep(0.02)
+        uts = shutil.which("unshare") is not None and os.geteuid() == 0
+        for i, w in enumerate(self.spec):
+            argv = [sys.executable, "-m", "brasil.cli.main", "worker", "--at", self.addr,
+                    "--slots", str(w.get("slots", 2)), "--name", f"w{i}", "-q",
+                    "--workdir", os.path.join(self.tmp, f"w{i}")]
+            if uts:  # a host name of its own
+                argv = ["unshare", "--uts", "sh", "-c", f'hostname w{i} && exec "$@"', "sh", *argv]
+            p = subprocess.Popen(argv, env={**os.environ, **w.get("env", {})},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+            self.procs.append(p)
+            self.workers.append(p)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGCONT)
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    async def batch(self) -> Batch:
+        for _ in range(400):
+            try:
+                b = await Batch.connect(self.addr)
+                await b.state()
+                if "workers" in (st := await b.state()) and int(
+                        st.split("workers ")[1].split()[0]) >= len(self.spec):
+                    return b
+                await b.close()
+            except Exception:  # noqa: BLE001 - still starting
+                pass
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the workers did not register")
+
+
+async def brasil_run(rig: Rig, cmds: list[str], tag: str, freeze_after: float | None = None,
+                     **opts: Any) -> dict[str, Any]:
+    b = await rig.batch()
+    try:
+        t0 = time.monotonic()
+        await b.submit(cmds, tag=tag, home=rig.tmp, **opts)
+        if freeze_after is not None:
+            await asyncio.sleep(freeze_after)
+            os.kill(rig.workers[0].pid, signal.SIGSTOP)
+        summary = await asyncio.wait_for(b.wait(tag=tag), 600)
+        wall = time.monotonic() - t0
+        rep = report.build(tag, await b.jobs(tag), await b.events(tag))
+        out = {"makespan": rep.makespan, "wall": wall, "done": summary.get("done", 0),
+               "figures": rep.figures}
+        if freeze_after is not None:  # thaw it: its late reports must be refused
+            os.kill(rig.workers[0].pid, signal.SIGCONT)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                ev = await b.events(tag)
+                mine = {e.execution for e in ev if e.worker == "w0" and e.kind == "assign"}
+                settled = {e.execution for e in ev if e.worker == "w0" and e.kind in (
+                    "rollback", "commit")}
+                if mine <= settled:
+                    break
+                await asyncio.sleep(0.2)
+            commits: dict[int, int] = {}
+            for e in ev:
+                if e.kind == "commit" and e.job is not None:
+                    commits[e.job] = commits.get(e.job, 0) + 1
+            out["refused"] = sum(1 for e in ev if e.kind == "refused" and e.worker == "w0")
+            out["lost"] = sum(1 for e in ev if e.kind == "lease_lost" and e.worker == "w0")
+            out["committed_once"] = all(v == 1 for v in commits.values()) and len(commits) == len(cmds)
+        return out
+    finally:
+        await b.close()
+
+
+def straggler_workers(slow: bool) -> list[dict[str, Any]]:
+    return [{"slots": 2, "env": {"SLOW": "10" if slow and i == 0 else "1"}} for i in range(4)]
+
+
+async def bench_brasil(quick: bool) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    jobs = [SLEEP] * (16 if quick else 40)
+    for key, slow, redundancy in (("a_redundancy", True, None), ("a_no_redundancy", True, 1),
+                                  ("a_no_slow", False, None)):
+        with tempfile.TemporaryDirectory(prefix="bench-batch-") as d, \
+                Rig(d, straggler_workers(slow)) as rig:
+            extra = {"redundancy": redundancy} if redundancy else {}
+            res[key] = await brasil_run(rig, jobs, key, isolate=True, **extra)
+            print(f"  brasil {key}: makespan {res[key]['makespan']:.2f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as d, \
+            Rig(d, straggler_workers(False)) as rig:
+        res["b_frozen"] = await brasil_run(rig, jobs, "frozen", freeze_after=1.0, isolate=True)
+        print(f"  brasil b_frozen: makespan {res['b_frozen']['makespan']:.2f} s", flush=True)
+    n = 1000 if quick else 5000
+    for key, iso in (("c_plain", False), ("c_isolated", True)):
+        with tempfile.TemporaryDirectory(prefix="bench-batch-") as d, \
+                Rig(d, [{"slots": 2}, {"slots": 2}]) as rig:
+            r = await brasil_run(rig, ["true"] * n, key, isolate=iso)
+            r["rate"] = n / r["makespan"]
+            res[key] = r
+            print(f"  brasil {key}: {r['rate']:.0f} jobs/s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as d, Rig(d, []) as rig:
+        n = 20_000 if quick else 100_000
+        path = os.path.join(d, "jobs.txt")
+        with open(path, "w") as f:
+            f.write("".join(f"echo {i}\n" for i in range(n)))
+        b = await rig.batch()
+        await b.close()
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "brasil.cli.main", "submit", "--at", rig.addr,
+                            "--tag", "sub", "--file", path], capture_output=True, text=True,
+                           cwd=d)
+        took = time.monotonic() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"submit failed: {r.stderr}")
+        db = os.path.join(d, "state", "batch.db")
+        size = sum(os.path.getsize(p) for p in (db, db + "-wal") if os.path.exists(p))
+        res["d_submit"] = {"jobs": n, "seconds": took, "db_bytes": size}
+        print(f"  brasil d_submit: {n} jobs in {took:.2f} s, database {size / 1e6:.1f} MB",
+              flush=True)
+    return res
+
+
+# ---- peers -------------------------------------------------------------------------------------
+
+def venv(name: str, packages: list[str]) -> Path:
+    """A virtualenv of its own under .peers/ with ``packages`` (pinned); made once."""
+    d = PEERS / name
+    mark = d / ".installed"
+    if not mark.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
+        subprocess.run([str(d / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                        *packages], check=True, capture_output=True, timeout=900)
+        mark.touch()
+    return d / "bin" / "python"
+
+
+DASK_WORKLOAD = r"""
+import os, subprocess, sys, time, json, signal
+from dask.distributed import Client
+addr, n, cmd, freeze = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def run(i, cmd=cmd):
+    return subprocess.run(cmd, shell=True).returncode
+c = Client(addr, timeout=30)
+while len(c.scheduler_info()["workers"]) < int(sys.argv[5]):
+    time.sleep(0.05)
+t0 = time.monotonic()
+fs = [c.submit(run, i, pure=False) for i in range(n)]
+if freeze != "-":
+    time.sleep(1.0)
+    os.kill(int(freeze), signal.SIGSTOP)
+deadline = float(sys.argv[6])
+done = False
+try:
+    c.gather(fs, errors="raise") if deadline <= 0 else [f.result(timeout=max(deadline - (time.monotonic() - t0), 0.1)) for f in fs]
+    done = True
+except Exception:
+    pass
+print(json.dumps({"seconds": time.monotonic() - t0, "done": done}))
+c.close()
+"""
+
+
+def dask_run(py: Path, tmp: str, workers: list[dict[str, Any]], n: int, cmd: str,
+             freeze: bool = False, cap: float = 120.0) -> dict[str, Any]:
+    port = 8786 + os.getpid() % 1000
+    procs = []
+    try:
+        sched = subprocess.Popen([str(py), "-m", "distributed.cli.dask_scheduler", "--host",
+                                  "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+        procs.append(sched)
+        for w in workers:
+            procs.append(subprocess.Popen(
+                [str(py), "-m", "distributed.cli.dask_worker", f"127.0.0.1:{port}", "--nthreads",
+                 str(w.get("slots", 2)), "--nworkers", "1", "--no-dashboard",
+                 "--local-directory", tmp], env={**os.environ, **w.get("env", {})},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        script = os.path.join(tmp, "dask_workload.py")
+        Path(script).write_text(DASK_WORKLOAD)
+        r = subprocess.run([str(py), script, f"127.0.0.1:{port}", str(n), cmd,
+                            str(procs[1].pid) if freeze else "-", str(len(workers)),
+                            str(cap)], capture_output=True, text=True, timeout=cap + 120,
+                           cwd=tmp)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-500:])
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGCONT)
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def bench_dask(quick: bool) -> dict[str, Any]:
+    py = venv("dask", ["dask[distributed]==2026.8.0"])
+    res: dict[str, Any] = {}
+    n = 16 if quick else 40
+    with tempfile.TemporaryDirectory(prefix="bench-dask-") as d:
+        for key, slow in (("a_slow", True), ("a_no_slow", False)):
+            r = dask_run(py, d, straggler_workers(slow), n, SLEEP)
+            res[key] = r["seconds"]
+            print(f"  dask {key}: {r['seconds']:.2f} s", flush=True)
+        r = dask_run(py, d, straggler_workers(False), n, SLEEP, freeze=True, cap=60.0)
+        res["b_frozen"] = r["seconds"] if r["done"] else None
+        print(f"  dask b_frozen: {'%.1f s' % r['seconds'] if r['done'] else '> 60 s (capped)'}",
+              flush=True)
+        m = 1000 if quick else 5000
+        r = dask_run(py, d, [{"slots": 2}, {"slots": 2}], m, "true")
+        res["c_plain"] = m / r["seconds"]
+        print(f"  dask c_plain: {res['c_plain']:.0f} jobs/s", flush=True)
+    return res
+
+
+HQ_WORKLOAD = r"""
+import sys, time, json
+from hyperqueue import Job, LocalCluster
+n = int(sys.argv[1])
+with LocalCluster() as cluster:
+    cluster.start_worker()
+    client = cluster.client()
+    job = Job()
+    for i in range(n):
+        job.program(["true"])
+    t0 = time.monotonic()
+    sub = client.submit(job)
+    client.wait_for_jobs([sub])
+    print(json.dumps({"seconds": time.monotonic() - t0}))
+"""
+
+
+def bench_hq(quick: bool) -> dict[str, Any]:
+    py = venv("hyperqueue", ["hyperqueue==0.27.0"])
+    n = 1000 if quick else 5000
+    with tempfile.TemporaryDirectory(prefix="bench-hq-") as d:
+        script = os.path.join(d, "hq_workload.py")
+        Path(script).write_text(HQ_WORKLOAD)
+        r = subprocess.run([str(py), script, str(n)], capture_output=True, text=True,
+                           timeout=600, cwd=d)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-500:])
+        secs = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+    rate = n / secs
+    print(f"  hyperqueue c_plain: {rate:.0f} jobs/s", flush=True)
+    return {"c_plain": rate}
+
+
+def apt_install(*packages: str) -> None:
+    missing = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True)
+               .returncode != 0]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError(f"needs Debian packages {' '.join(missing)} (not root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                       capture_output=True, env=env, timeout=900)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=900)
+        r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                            *missing], capture_output=True, env=env, timeout=900)
+        if r.returncode != 0:
+            raise RuntimeError(f"apt-get install {' '.join(missing)} failed")
+
+
+def wq_run(tmp: str, workers: list[dict[str, Any]], cmds: list[str], freeze: bool = False,
+           cap: float = 120.0) -> float | None:
+    """makeflow -T wq on a Makeflow of independent rules; workers: work_queue_worker."""
+    port = 9123 + os.getpid() % 500
+    mf = os.path.join(tmp, "Makeflow")
+    with open(mf, "w") as f:
+        for i, c in enumerate(cmds):
+            f.write(f"out.{i}:\n\t{c} && touch out.{i}\n\n")
+    for p in Path(tmp).glob("out.*"):
+        p.unlink()
+    for p in Path(tmp).glob("Makeflow.makeflowlog"):
+        p.unlink()
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    procs = []
+    try:
+        t0 = time.monotonic()
+        mk = subprocess.Popen(["makeflow", "-T", "wq", "-p", str(port), "-N", "", mf],
+                              cwd=tmp, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(mk)
+        for w in workers:
+            procs.append(subprocess.Popen(
+                ["work_queue_worker", "--cores", str(w.get("slots", 2)), "localhost", str(port)],
+                cwd=tmp, env={**env, **w.get("env", {})}, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True))
+        if freeze:
+            time.sleep(1.0)
+            os.killpg(procs[1].pid, signal.SIGSTOP)
+        try:
+            mk.wait(cap)
+        except subprocess.TimeoutExpired:
+            return None
+        return time.monotonic() - t0 if mk.returncode == 0 else None
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGCONT)
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def bench_wq(quick: bool) -> dict[str, Any]:
+    apt_install("coop-computing-tools", "openmpi-bin")
+    res: dict[str, Any] = {}
+    n = 16 if quick else 40
+    with tempfile.TemporaryDirectory(prefix="bench-wq-") as d:
+        for key, slow in (("a_slow", True), ("a_no_slow", False)):
+            res[key] = wq_run(d, straggler_workers(slow), [SLEEP] * n)
+            print(f"  work queue {key}: {res[key]}", flush=True)
+        res["b_frozen"] = wq_run(d, straggler_workers(False), [SLEEP] * n, freeze=True, cap=60)
+        print(f"  work queue b_frozen: {res['b_frozen'] or '> 60 s (capped)'}", flush=True)
+        m = 500 if quick else 2000
+        t = wq_run(d, [{"slots": 2}, {"slots": 2}], ["true"] * m, cap=600)
+        res["c_plain"] = m / t if t else None
+        print(f"  work queue c_plain: {res['c_plain']}", flush=True)
+    return res
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+def fmt(v: Any, unit: str = "s") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    return f"{v:.2f} {unit}" if unit == "s" else f"{v:.0f}{unit}"
+
+
+def table(b: dict[str, Any], peers: dict[str, Any]) -> str:
+    def peer(name: str, key: str, unit: str = "s") -> str:
+        p = peers.get(name)
+        if isinstance(p, str):
+            return "skipped"
+        return fmt(p.get(key) if p else None, unit)
+    a_r, a_n, a_s = (b[k]["makespan"] for k in ("a_redundancy", "a_no_redundancy", "a_no_slow"))
+    rows = [
+        ("(a) makespan, one worker 10x slow", fmt(a_r), fmt(a_n) + " (--redundancy 1)",
+         peer("workqueue", "a_slow"), peer("dask", "a_slow"), "—"),
+        ("(a) makespan, no slow worker", fmt(a_s), "", peer("workqueue", "a_no_slow"),
+         peer("dask", "a_no_slow"), "—"),
+        ("(b) makespan, a worker frozen at 1 s", fmt(b["b_frozen"]["makespan"]), "",
+         peer("workqueue", "b_frozen"), peer("dask", "b_frozen"), "—"),
+        ("(c) true jobs/s, not isolated", fmt(b["c_plain"]["rate"], "/s"), "",
+         peer("workqueue", "c_plain", "/s"), peer("dask", "c_plain", "/s"),
+         peer("hyperqueue", "c_plain", "/s")),
+        ("(c) true jobs/s, isolated", fmt(b["c_isolated"]["rate"], "/s"), "", "—", "—", "—"),
+        ("(d) 100,000 jobs submitted", fmt(b["d_submit"]["seconds"]),
+         f"database {b['d_submit']['db_bytes'] / 1e6:.1f} MB", "—", "—", "—"),
+    ]
+    head = ("", "brasil", "", "work queue", "dask", "hyperqueue")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(6)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head] + rows]
+    fz = b["b_frozen"]
+    lines += ["",
+              f"(a) with/without redundancy: {a_r / a_n:.2f} (target ≤ 0.70) "
+              f"{'PASS' if a_r / a_n <= 0.7 else 'MISS'}; with redundancy/no slow: "
+              f"{a_r / a_s:.2f} (target ≤ 1.25) {'PASS' if a_r / a_s <= 1.25 else 'MISS'}",
+              f"(b) frozen/no failure: {fz['makespan'] / a_s:.2f} (target ≤ 1.5) "
+              f"{'PASS' if fz['makespan'] / a_s <= 1.5 else 'MISS'}; after the thaw: "
+              f"{fz['refused']} late report(s) refused, {fz['lost']} lease(s) lost, every job "
+              f"committed exactly once: {fz['committed_once']}",
+              f"(c) {b['c_plain']['rate']:.0f}/s (target ≥ 1000) "
+              f"{'PASS' if b['c_plain']['rate'] >= 1000 else 'MISS'}; isolated "
+              f"{b['c_isolated']['rate']:.0f}/s (target ≥ 150) "
+              f"{'PASS' if b['c_isolated']['rate'] >= 150 else 'MISS'}"]
+    for name, p in peers.items():
+        if isinstance(p, str):
+            lines.append(f"{name}: skipped: {p}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller workloads")
+    ap.add_argument("--no-peers", action="store_true", help="Brasil only")
+    ap.add_argument("--no-json", action="store_true")
+    args = ap.parse_args()
+    print(f"batch benchmark on {os.cpu_count()} cores", flush=True)
+    b = asyncio.run(bench_brasil(args.quick))
+    peers: dict[str, Any] = {}
+    if not args.no_peers:
+        for name, fn in (("workqueue", bench_wq), ("dask", bench_dask), ("hyperqueue", bench_hq)):
+            try:
+                peers[name] = fn(args.quick)
+            except Exception as e:  # noqa: BLE001 - a peer that will not run is reported
+                peers[name] = f"{type(e).__name__}: {str(e)[:200]}"
+                print(f"  {name}: skipped: {peers[name]}", flush=True)
+    print()
+    print(table(b, peers))
+    if not args.no_json:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps({"brasil": b, "peers": peers}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
