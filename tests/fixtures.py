@@ -228,3 +228,23 @@ async def session(c, cmds: list[str]) -> str:  # type: ignore[no-untyped-def]
     for cmd in cmds:
         await ctl(c, sid, cmd)
     return sid
+
+
+@contextlib.asynccontextmanager
+async def tree_124(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
+    """A 1+2+4 tree in this process: n0; n1, n2 under it; n1.1, n1.2, n2.1, n2.2 below."""
+    from brasil.ninep.client import Client
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots))}
+        for mid in ("n1", "n2"):
+            nodes[mid] = await stack.enter_async_context(
+                daemon(tmp, mid, slots=slots, parent=nodes["n0"].unix))
+            for leaf in (f"{mid}.1", f"{mid}.2"):
+                nodes[leaf] = await stack.enter_async_context(
+                    daemon(tmp, leaf, slots=slots, parent=nodes[mid].unix))
+        await wait_for(lambda: len(nodes["n0"].children.status_lines()) == 6, timeout=20)
+        c = await Client.connect(nodes["n0"].unix)
+        try:
+            yield nodes, c
+        finally:
+            await c.close()

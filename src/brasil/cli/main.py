@@ -7,18 +7,15 @@ defaulting to ``$BRASIL``, then to the local daemon's Unix socket.
 from __future__ import annotations
 
 import argparse
-import os
 import stat as statmod
 import sys
 import time
 from typing import Any
 
 from .. import __version__
-from ..ninep.auth import client_auth, load_secret
+from ..ninep.auth import dial
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, OWRITE
-from ..ninep.errors import Eauth, NinepError
-from ..ninep.transport import default_address, parse_address
 from ..ninep.wire import Stat
 from .errors import run
 
@@ -78,20 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def connect(args: argparse.Namespace) -> Client:
     """The client every command uses: --at or $BRASIL, and the secret if one is configured."""
-    addr = parse_address(args.at) if args.at else default_address()
-    secret_file = getattr(args, "secret_file", None) or os.environ.get("BRASIL_SECRET_FILE")
-    auth = client_auth(load_secret(secret_file)) if secret_file else None
-    try:
-        return await Client.connect(addr, trace=getattr(args, "trace", False), auth=auth)
-    except NinepError as e:
-        if e.message != Eauth[0]:
-            raise
-        if secret_file:
-            hint = f"the secret in {secret_file} is not the one the daemon at {addr} was given"
-        else:
-            hint = (f"the daemon at {addr} requires the cluster secret: pass --secret-file FILE "
-                    "or set BRASIL_SECRET_FILE")
-        raise NinepError(f"{e.message}: {hint}", e.errno) from None
+    return await dial(args.at, getattr(args, "secret_file", None),  # type: ignore[no-any-return]
+                      trace=getattr(args, "trace", False))
 
 
 def mode_string(mode: int) -> str:

@@ -17,6 +17,7 @@ import hmac
 import logging
 import os
 import secrets
+from typing import Any
 
 from .constants import QTAUTH
 from .errors import Eauth, NinepError
@@ -117,3 +118,25 @@ def client_auth(secret: bytes):  # type: ignore[no-untyped-def]
         if not hmac.compare_digest(proof, _mac(secret, "server", mine, challenge[1])):
             raise NinepError("the server could not prove it knows the cluster secret")
     return authenticate
+
+
+async def dial(at: str | None = None, secret_file: str | None = None, **kw: Any) -> Any:
+    """The client every command and tool uses: ``at`` (else ``$BRASIL``, else the local
+    daemon's socket), with the cluster secret from ``secret_file`` (else
+    ``$BRASIL_SECRET_FILE``) when there is one; a refused attach says what to do about it."""
+    from .client import Client
+    from .transport import default_address, parse_address
+    addr = parse_address(at) if at else default_address()
+    secret_file = secret_file or os.environ.get("BRASIL_SECRET_FILE") or None
+    auth = client_auth(load_secret(secret_file)) if secret_file else None
+    try:
+        return await Client.connect(addr, auth=auth, **kw)
+    except NinepError as e:
+        if e.message != Eauth[0]:
+            raise
+        if secret_file:
+            hint = f"the secret in {secret_file} is not the one the daemon at {addr} was given"
+        else:
+            hint = (f"the daemon at {addr} requires the cluster secret: pass --secret-file FILE "
+                    "or set BRASIL_SECRET_FILE")
+        raise NinepError(f"{e.message}: {hint}", e.errno) from None

@@ -78,6 +78,7 @@ class Client:
         self._closed: BaseException | None = None
         self._handover: tuple[int, Callable[[asyncio.Transport, bytes], None]] | None = None
         self.on_lost: list[Callable[[], None]] = []
+        self.bytes_sent = self.bytes_received = 0  # on the wire, for tools that measure
 
     @classmethod
     async def connect(cls, address: str | Address, *, uname: str | None = None, aname: str = "",
@@ -119,7 +120,9 @@ class Client:
             raise ConnectionError(f"{self.address}: connection closed") from self._closed
         if self.trace:
             log.info("-> %s", text.format(msg, 64))
-        self._transport.write(encode(msg, self.dotu))
+        frame = encode(msg, self.dotu)
+        self.bytes_sent += len(frame)
+        self._transport.write(frame)
 
     async def rpc(self, cls: type[Message], *args: Any) -> Any:
         """Send ``cls(tag, *args)``; return the reply, raising NinepError for Rerror."""
@@ -152,6 +155,7 @@ class Client:
             pass
 
     def _received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         self._reader.feed(data)
         try:
             while True:

@@ -32,6 +32,7 @@ class Stream:
         self._readers: list[asyncio.Future[None]] = []
         self._writers: list[asyncio.Future[None]] = []
         self._drained: list[Callable[[], None]] = []
+        self._ready: list[Callable[[], None]] = []  # called once data or end of file is here
 
     def __len__(self) -> int:
         return self._size
@@ -89,6 +90,7 @@ class Stream:
             self._chunks.append(data)
             self._size += len(data)
             self._wake(self._readers)
+            self._ready_now()
         return True
 
     def write(self, data: bytes) -> Maybe[int]:
@@ -110,7 +112,21 @@ class Stream:
             self._chunks.append(data)
             self._size += len(data)
             self._wake(self._readers)
+            self._ready_now()
         return self._size < self.limit
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when the buffer first holds data or reaches end of file."""
+        if self._size or self.eof or self.broken:
+            callback()
+        else:
+            self._ready.append(callback)
+
+    def _ready_now(self) -> None:
+        if self._ready:
+            callbacks, self._ready = self._ready, []
+            for cb in callbacks:
+                cb()
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, when the buffer next drops below its limit."""
@@ -124,6 +140,7 @@ class Stream:
         self.eof = True
         self._wake(self._readers)
         self._wake(self._writers)
+        self._ready_now()
 
     def break_(self) -> None:
         """The reading side is gone: pending and future writes fail, buffered data is dropped."""
@@ -135,3 +152,4 @@ class Stream:
         callbacks, self._drained = self._drained, []
         for cb in callbacks:
             cb()
+        self._ready_now()

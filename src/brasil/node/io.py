@@ -43,6 +43,7 @@ class Output:
 class Sink(Protocol):
     def write(self, data: bytes) -> Maybe[int]: ...
     def close(self) -> None: ...
+    def load(self) -> int: ...  # bytes written and not yet taken: how busy it is
 
 
 async def _await(x: Maybe[int]) -> int:
@@ -58,8 +59,10 @@ class Aggregator:
     dropped): memory stays at one window per source, and no record is ever cut.
     """
 
-    def __init__(self, sources: Sequence[Output], splitter: Splitter, limit: int) -> None:
-        self.out = Stream(limit)
+    def __init__(self, sources: Sequence[Output], splitter: Splitter, limit: int,
+                 out: Stream | None = None) -> None:
+        """``out``: the stream to fill (a process's stdin, for a gather); a new one if None."""
+        self.out = out if out is not None else Stream(limit)
         self.splitter = splitter
         self.lock = asyncio.Lock()  # FIFO: writers take turns; a streamed record keeps it
         self.tasks = [asyncio.ensure_future(self._pump(s)) for s in sources]
@@ -118,9 +121,10 @@ class Aggregator:
 class Distributor:
     """Spreads input over sinks by the session's mux mode, on record boundaries.
 
-    ``broadcast`` copies every write to every sink; ``rr`` deals records in turn; ``hash`` sends
-    each record to the sink chosen by its key. A record too long for the reassembly window goes,
-    as it streams, to the sink it was dealt to.
+    ``broadcast`` copies every write to every sink; ``rr`` deals records in turn; ``balance``
+    gives each block of whole records to the sink with the least waiting (per sub-session it
+    stands for); ``hash`` sends each record to the sink chosen by its key. A record too long for
+    the reassembly window goes, as it streams, to the sink it was dealt to.
     """
 
     def __init__(self, sinks: Sequence[Sink], mode: str, key: Key, splitter: Splitter,
@@ -128,7 +132,8 @@ class Distributor:
         """``weights``: how many sub-sessions each sink stands for (a group on another node
         stands for several), so that rr and hash spread records evenly over sub-sessions."""
         self.sinks = list(sinks)
-        self.owner = [i for i, w in enumerate(weights or [1] * len(self.sinks)) for _ in range(w)]
+        self.weight = list(weights or [1] * len(self.sinks))
+        self.owner = [i for i, w in enumerate(self.weight) for _ in range(w)]
         self.mode = mode
         self.key = key
         self.splitter = splitter
@@ -144,7 +149,12 @@ class Distributor:
             return self._all([(s, data) for s in self.sinks], len(data))
         return self._all(self._route(self.rs.feed(data)), len(data))
 
+    def _least_busy(self) -> int:
+        return min(range(len(self.sinks)), key=lambda i: self.sinks[i].load() / self.weight[i])
+
     def _pick(self, record: bytes) -> int:
+        if self.mode == "balance":
+            return self._least_busy()
         if self.mode == "rr":
             slot = self.next
             self.next = (self.next + 1) % len(self.owner)
@@ -160,8 +170,16 @@ class Distributor:
             per.setdefault(self.long, []).append(end)
             self.long = None
         if fed.whole or fed.head:
-            for r in self.splitter.split(fed.block):
-                per.setdefault(self._pick(r), []).append(r)
+            if self.mode == "balance":
+                per.setdefault(self._least_busy(), []).append(fed.block)
+            elif self.mode == "hash":
+                n = len(self.owner)
+                for slot, part in enumerate(self.key.partition(fed.block, n, self.splitter)):
+                    if part:
+                        per.setdefault(self.owner[slot], []).append(part)
+            else:
+                for r in self.splitter.split(fed.block):
+                    per.setdefault(self._pick(r), []).append(r)
         if more:
             if self.long is None:
                 self.long = self._pick(more)
@@ -219,6 +237,9 @@ class StreamSink:
 
     def close(self) -> None:
         self.stream.close()
+
+    def load(self) -> int:
+        return len(self.stream)
 
 
 class Splice:

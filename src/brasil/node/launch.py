@@ -23,12 +23,21 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     """One process per leaf: forked in two batches on the node's spawn threads (the forks overlap
     and the loop stays free), then attached here. Returns what failed to start."""
     for leaf in leaves:
-        if leaf.state == "running":
+        if leaf.state == "running" or (leaf.state == "waiting" and not leaf.starting):
             raise NinepError(f"exec: sub-session {leaf.path} is still running; kill it or wait first",
                              errno.EBUSY)
+    lazy = [leaf for leaf in leaves if leaf.top.lazy and not leaf.starting]
+    if lazy:
+        for leaf in lazy:
+            if leaf.process is not None:
+                leaf._new_streams()
+            leaf.defer(cmd, argv, base_env)
+        leaves = [leaf for leaf in leaves if leaf not in lazy]
+        if not leaves:
+            return []
     jobs = []
     for leaf in leaves:
-        if leaf.process is not None:  # a second exec: fresh pipes, the old output stays readable
+        if leaf.process is not None and not leaf.starting:  # a second exec: fresh pipes
             leaf._new_streams()
         env = {**base_env, **leaf.env, **leaf.rank_env()}
         jobs.append((argv, env, node.workdir))

@@ -28,6 +28,7 @@ SLOT = {
     ("waiting", "start"): "running",
     ("waiting", "skip"): "exited",  # its input ended empty: nothing to run
     ("waiting", "killed"): "killed",
+    ("waiting", "fail"): "failed",
     ("waiting", "release"): "released",
     ("idle", "fail"): "failed",
     ("idle", "release"): "released",

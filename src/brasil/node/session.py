@@ -107,6 +107,9 @@ class Session:
         self.rank_base = 0
         self.size: int | None = None
         self.origin = f"{node.name}:/csrv/local/{path}"
+        self.lazy = False  # `lazy on`: sub-sessions start when their input first has bytes
+        self.starting = False  # a deferred process is being started now
+        self._counted = False  # counted among its sessions' running processes
         if slot is not None:
             self._new_streams()
 
@@ -187,7 +190,7 @@ class Session:
             str(top.rank_base)
         return {"BRASIL_NODE": self.node.name, "BRASIL_RANK": rank,
                 "BRASIL_SIZE": str(top.size or top.nsubs), "BRASIL_SUB": rank,
-                "BRASIL_SESSION": top.origin}
+                "BRASIL_SESSION": top.origin, "BRASIL_PYTHON": sys.executable}
 
     async def exec(self, cmd: str) -> None:
         cmd = cmd.strip()
@@ -220,7 +223,8 @@ class Session:
         self._reset_io()
         leaves = self.leaves()
         groups = [g for g in self.groups if not g.lost]
-        remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}"]
+        remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}",
+                        f"lazy {'on' if self.lazy else 'off'}"]
         results = await asyncio.gather(start_leaves(self.node, leaves, cmd, argv, env),
                                        *(g.exec(cmd, self.effective_env(),
                                                 remote_setup + [self.rank_line(g)])
@@ -240,17 +244,71 @@ class Session:
         log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
                  len(leaves), sum(g.count for g in groups))
 
-    def _started(self, cmd: str, proc: Process) -> None:
-        self.process, self.args, self.exit_status, self.error = proc, cmd, None, ""
-        self.state = lifecycle.step(lifecycle.SLOT, self.state, "start", f"sub-session {self.path}")
+    def _count_running(self) -> None:
+        if self._counted:
+            return
+        self._counted = True
         s = self.parent
         while s is not None:  # an exec in one sub-session makes its session run too
             s._running += 1
             if s.state in ("reserved", "done"):
                 s.state = lifecycle.step(lifecycle.SESSION, s.state, "exec", f"session {s.path}")
             s = s.parent
+
+    def _uncount_running(self) -> None:
+        if not self._counted:
+            return
+        self._counted = False
+        s = self.parent
+        while s is not None:
+            s._running -= 1
+            s = s.parent
+
+    def _started(self, cmd: str, proc: Process) -> None:
+        self.process, self.args, self.exit_status, self.error = proc, cmd, None, ""
+        self.state = lifecycle.step(lifecycle.SLOT, self.state, "start", f"sub-session {self.path}")
+        self.starting = False
+        self._count_running()
         proc.on_exit(self._exited)
         self.touch()
+
+    def defer(self, cmd: str, argv: list[str], env: dict[str, str]) -> None:
+        """``lazy on``: the process starts when the first bytes of its input arrive; if the
+        input ends empty it never runs (status 0, no output), as a copy of a fan-out that was
+        dealt no record does not run in PUSH."""
+        self.args, self.exit_status, self.error = cmd, None, ""
+        self.state = lifecycle.step(lifecycle.SLOT, self.state, "defer", f"sub-session {self.path}")
+        self._count_running()
+        stdin = self.stdin
+        self.stdin.when_ready(lambda: self._input_ready(stdin, cmd, argv, env))
+
+    def _input_ready(self, stdin: Stream, cmd: str, argv: list[str], env: dict[str, str]) -> None:
+        if self.state != "waiting" or stdin is not self.stdin:
+            return  # killed or closed meanwhile
+        if len(stdin):
+            self.starting = True
+            asyncio.ensure_future(self._start_deferred(cmd, argv, env))
+            return
+        self.state = lifecycle.step(lifecycle.SLOT, self.state, "skip", f"sub-session {self.path}")
+        self.exit_status = 0
+        for o in (self.stdout, self.stderr):
+            o.stream.close()
+        self._uncount_running()
+        self.touch()
+        self._notify_done()
+
+    async def _start_deferred(self, cmd: str, argv: list[str], env: dict[str, str]) -> None:
+        errors = await start_leaves(self.node, [self], cmd, argv, env)
+        if errors and self.state == "waiting":
+            self.starting = False
+            self.error = errors[0].message if isinstance(errors[0], NinepError) else str(errors[0])
+            self.state = lifecycle.step(lifecycle.SLOT, self.state, "fail", f"sub-session {self.path}")
+            self.exit_status = 127
+            for o in (self.stdout, self.stderr):
+                o.stream.close()
+            self.stdin.break_()
+            self._uncount_running()
+            self._notify_done()
 
     def _exited(self, status: int) -> None:
         self.exit_status = status
@@ -260,10 +318,7 @@ class Session:
             self.state = lifecycle.step(lifecycle.SLOT, self.state, event, f"sub-session {self.path}")
         log.debug("session %s: pid %d %s, status %d", self.path,
                   proc.pid if proc else 0, self.state, status)
-        s = self.parent
-        while s is not None:
-            s._running -= 1
-            s = s.parent
+        self._uncount_running()
         self.touch()
         self._notify_done()
 
@@ -285,7 +340,7 @@ class Session:
 
     def all_done(self) -> bool:
         if self.is_leaf:
-            return self.state != "running"
+            return self.state not in ("running", "waiting")
         return self._running == 0 and not any(g.running for g in self.groups)
 
     async def wait(self) -> None:
@@ -297,7 +352,16 @@ class Session:
     def kill(self, sig: int = signal.SIGTERM) -> Any:
         n = 0
         for leaf in self.leaves():
-            if leaf.process is not None and leaf.process.running:
+            if leaf.state == "waiting" and not leaf.starting:  # never started: it ends now
+                leaf.state = lifecycle.step(lifecycle.SLOT, leaf.state, "killed",
+                                            f"sub-session {leaf.path}")
+                leaf.exit_status = 128 + sig
+                for o in (leaf.stdout, leaf.stderr):
+                    o.stream.close()
+                leaf.stdin.break_()
+                leaf._uncount_running()
+                leaf._notify_done()
+            elif leaf.process is not None and leaf.process.running:
                 leaf.process.kill(sig)
                 n += 1
         log.info("session %s: signal %d to %d process group(s) here, %d group(s) elsewhere",
@@ -310,7 +374,7 @@ class Session:
         mode = args[0]
         if self._input is not None:
             raise NinepError("mux: input has already started flowing; set mux before writing input")
-        if mode in ("broadcast", "rr") and len(args) == 1:
+        if mode in ("broadcast", "rr", "balance") and len(args) == 1:
             self.mux, self.key = mode, Key()
         elif mode == "hash" and len(args) == 2:
             try:
@@ -319,7 +383,8 @@ class Session:
                 raise NinepError(f"mux: {e}", errno.EINVAL) from None
         else:
             raise NinepError(f"mux: bad mode {quote(' '.join(args))}; usage: mux broadcast | mux rr"
-                             " | mux hash KEY (a field number from 1, or a regex)", errno.EINVAL)
+                             " | mux balance | mux hash KEY (a field number from 1, or a regex)",
+                             errno.EINVAL)
 
     def mux_text(self) -> str:
         return f"hash {shlex.quote(str(self.key))}" if self.mux == "hash" else self.mux
@@ -437,11 +502,36 @@ class Session:
                          self.path, label, e)
         self._splice(src.output(fd, SPLICE), dst.input(), f"{label} via the tree", src, dst)
 
+    def gather(self, k: int, token: str, rs: Splitter) -> None:
+        """Expect ``k`` direct data connections presenting ``token``; their bytes are merged into
+        our stdin on record boundaries, which reaches end of file when all ``k`` have ended."""
+        if not self.is_leaf or self.node.cut_through is None:
+            raise NinepError(f"gather: {self.path} does not run a process; gather into a "
+                             "sub-session", errno.EINVAL)
+        limit = self.node.output_limit
+        sources = [Output(Stream(limit), f"{self.path} gather {i}") for i in range(k)]
+        self._aggregators.append(Aggregator(sources, rs, limit, out=self.stdin))
+        self.transfers += self.node.cut_through.expect(
+            token, [StreamSink(o.stream) for o in sources], f"gather {k} {token[:8]}")
+
+    async def scatter(self, mode: str, key: Key | None, rs: Splitter,
+                      dests: list[tuple[str, str]]) -> None:
+        """Send our stdout straight to ``dests`` (TOKEN, ADDR pairs), cut into records: all to
+        one, each block to whichever has room (balance), or each record by its key (hash)."""
+        if not self.is_leaf or self.node.cut_through is None:
+            raise NinepError(f"scatter: {self.path} does not run a process; scatter from a "
+                             "sub-session", errno.EINVAL)
+        if self.stdout.claim is not None:
+            self.stdout.take(SPLICE)  # raises, saying who has it
+        t = await self.node.cut_through.scatter(dests, lambda: self.output(1, SPLICE), mode, key,
+                                                rs, f"scatter {mode} to {len(dests)}")
+        self.transfers.append(t)
+
     def splice_in(self, token: str, label: str) -> None:
         """Expect a direct connection presenting ``token``; its bytes become our stdin."""
         if not self.is_leaf or self.node.cut_through is None:
             raise NinepError(f"splicein: {self.path} does not run a process; splice to a sub-session")
-        self.transfers.append(self.node.cut_through.expect(token, StreamSink(self.stdin), label))
+        self.transfers += self.node.cut_through.expect(token, [StreamSink(self.stdin)], label)
 
     async def splice_out(self, token: str, address: str, label: str) -> None:
         """Send our stdout straight to the endpoint at ``address`` (ConnectionError if unreachable)."""

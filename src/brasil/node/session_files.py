@@ -11,7 +11,7 @@ import errno
 import signal
 from typing import Any, Awaitable, Callable
 
-from ..exec.records import parse_rs, quote
+from ..exec.records import NEWLINE, Key, parse_rs, quote
 from ..ninep.constants import OTRUNC
 from ..ninep.ctl import CommandTable, CtlFile, CtlHandle, excerpt
 from ..ninep.errors import Enotfound, NinepError
@@ -72,6 +72,15 @@ def parse_signal(text: str) -> int:
         return int(SIGNALS[t])
     raise NinepError(f'kill: unknown signal "{excerpt(text)}"; use a name like TERM, KILL, INT '
                      'or a number', errno.EINVAL)
+
+
+def _rs(args: list[str], what: str) -> Any:
+    if not args:
+        return NEWLINE
+    try:
+        return parse_rs(args[0].split(None, 1))
+    except ValueError as e:
+        raise NinepError(f"{what}: {e}", errno.EINVAL) from None
 
 
 def _int(text: str, what: str, usage: str) -> int:
@@ -156,7 +165,52 @@ class SessionCtl(CtlFile):
         """Used by the node arranging a splice: send our stdout straight to ADDR."""
         return self.session.splice_out(args[0], args[1], f"out to {args[1]}")
 
-    @commands.command("mux broadcast|rr|hash [KEY]", args=(1, 2))
+    @commands.command("lazy on|off")
+    def lazy(self, args: list[str]) -> None:
+        """PUSH: sub-sessions start when the first bytes of their input arrive (never, if it
+        ends empty), so a copy a fan-out dealt nothing does not run."""
+        if args[0] not in ("on", "off"):
+            raise NinepError(f"lazy: {quote(args[0])}? usage: lazy on|off", errno.EINVAL)
+        self.session.top.lazy = args[0] == "on"
+
+    @commands.command("gather K TOKEN [RS]")
+    def gather(self, args: list[str]) -> None:
+        """PUSH: expect K direct data connections presenting TOKEN, merged into this
+        sub-session's stdin on record boundaries (RS, default newline)."""
+        k = _int(args[0], "gather", "gather K TOKEN [RS]")
+        if not 1 <= k <= 4096:
+            raise NinepError(f"gather: K must be 1…4096, got {k}", errno.EINVAL)
+        self.session.gather(k, args[1], _rs(args[2:], "gather"))
+
+    @commands.command("scatter one|balance|hash [KEY] RS TOKEN@ADDR…")
+    def scatter(self, args: list[str]) -> Any:
+        """PUSH: send this sub-session's stdout straight to other nodes' data endpoints, cut
+        into records: all to one consumer, each block to whichever has room, or by key."""
+        usage = "scatter one|balance|hash [KEY] RS TOKEN@ADDR…"
+        mode, rest = args[0], args[1:]
+        key = None
+        if mode == "hash":
+            if not rest:
+                raise NinepError(f"scatter: hash needs a KEY; usage: {usage}", errno.EINVAL)
+            try:
+                key = Key(rest[0])
+            except ValueError as e:
+                raise NinepError(f"scatter: {e}", errno.EINVAL) from None
+            rest = rest[1:]
+        elif mode not in ("one", "balance"):
+            raise NinepError(f"scatter: unknown mode {quote(mode)}; usage: {usage}", errno.EINVAL)
+        if len(rest) < 2 or (mode == "one" and len(rest) != 2):
+            raise NinepError(f"scatter: bad # of destinations; usage: {usage}", errno.EINVAL)
+        rs = _rs(rest[:1], "scatter")
+        dests = []
+        for d in rest[1:]:
+            token, at, addr = d.partition("@")
+            if not at or not token or not addr:
+                raise NinepError(f"scatter: {quote(d)} is not TOKEN@ADDR", errno.EINVAL)
+            dests.append((token, addr))
+        return self.session.scatter(mode, key, rs, dests)
+
+    @commands.command("mux broadcast|rr|balance|hash [KEY]", args=(1, 2))
     def mux(self, args: list[str]) -> None:
         self.session.set_mux(args)
 

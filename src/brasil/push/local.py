@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..exec.chain import fault, unread
 from ..exec.command import command_argv
 from ..exec.records import Delimited, Fed, Reassembler, Splitter
 from ..ninep.errors import NinepError
@@ -76,27 +77,6 @@ def fcntl_pipe_size(fd: int) -> None:
 def _nonblocking(fd: int) -> None:
     os.set_blocking(fd, False)
     fcntl_pipe_size(fd)
-
-
-def _unread(fd: int) -> int:
-    """Bytes waiting in a pipe (FIONREAD)."""
-    import array
-    import termios
-    buf = array.array("i", [0])
-    try:
-        fcntl.ioctl(fd, termios.FIONREAD, buf)
-    except OSError:
-        return 0
-    return buf[0]
-
-
-def describe_status(status: int) -> str:
-    if status > 128 and status - 128 < signal.NSIG:
-        try:
-            return f"killed by {signal.Signals(status - 128).name}"
-        except ValueError:
-            pass
-    return f"exit status {status}"
 
 
 @dataclass
@@ -691,7 +671,7 @@ class LocalRun:
         rc = p.proc.wait()
         p.status = 128 - rc if rc < 0 else rc
         if p.stdin_peek >= 0:
-            p.unread = _unread(p.stdin_peek) > 0
+            p.unread = unread(p.stdin_peek) > 0
             os.close(p.stdin_peek)  # now writes to it fail at once, as for a dead reader
             p.stdin_peek = -1
         self.running -= 1
@@ -706,22 +686,13 @@ class LocalRun:
             on_exit()
 
     def _fault(self, p: Proc) -> str:
-        """Why this process's end breaks the pipeline ("" if it does not)."""
-        status = p.status or 0
-        if status == 0:
-            return ""
-        if status in (126, 127):
-            return f"cannot start ({describe_status(status)})"
+        """Why this process's end breaks the pipeline ("" if it does not): the rule of
+        ``exec/chain.py``, which nodes use too."""
         c = p.copy
         last = p.stage == len(c.procs) - 1
         reader_gone = c.output_dead if last else c.procs[p.stage + 1].status is not None
-        if reader_gone and status == 128 + signal.SIGPIPE:
-            return ""  # its reader quit first: ending by SIGPIPE is what a shell's pipe does
-        if status > 128:
-            return describe_status(status)
-        if p.unread or (p.stage == 0 and not c.input_done):
-            return f"{describe_status(status)} before the end of its input"
-        return ""
+        return fault(p.status or 0, reader_gone,
+                     p.unread or (p.stage == 0 and not c.input_done))
 
     def _fail(self, p: Proc, why: str) -> None:
         tail = "".join(f"\n    {ln}" for ln in p.stderr_tail if ln.strip())

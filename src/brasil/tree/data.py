@@ -23,12 +23,14 @@ from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.ratelimit import RateLimited
 from ..ninep.transport import Address, open_stream, parse_address, serve_streams
+from ..exec.records import Key, Reassembler, Splitter
 from ..node.io import Output, Sink
 
 log = logging.getLogger("brasil.data")
 limited = RateLimited(log)
 _LEN = struct.Struct("<I")
 CHUNK = 256 * 1024
+HIGH = 1 << 20  # bytes waiting on a connection past which a scatter waits (or picks another)
 TOKEN_TTL = 30.0
 MAX_CONNECTIONS = 1024
 
@@ -73,7 +75,7 @@ class Transfer:
 
 class DataEndpoint:
     def __init__(self) -> None:
-        self.expected: dict[str, tuple[Sink, Transfer]] = {}
+        self.expected: dict[str, list[tuple[Sink, Transfer]]] = {}
         self.open = 0
         self.server: asyncio.AbstractServer | None = None
         self.address: Address | None = None
@@ -91,16 +93,18 @@ class DataEndpoint:
         if self.server is not None:
             self.server.close()
 
-    def expect(self, token: str, sink: Sink, label: str) -> Transfer:
-        t = Transfer(label)
-        self.expected[token] = (sink, t)
+    def expect(self, token: str, sinks: list[Sink], label: str) -> list[Transfer]:
+        """One connection presenting ``token`` per sink, in order (a gather expects several)."""
+        ts = [Transfer(label if len(sinks) == 1 else f"{label}/{i}") for i in range(len(sinks))]
+        self.expected[token] = list(zip(sinks, ts))
         asyncio.get_running_loop().call_later(TOKEN_TTL, self._expire, token)
-        return t
+        return ts
 
     def _expire(self, token: str) -> None:
-        got = self.expected.pop(token, None)
-        if got is not None:  # the arranging node went through the tree instead: nothing failed
-            got[1].state = "unused"
+        for sink, t in self.expected.pop(token, []):
+            # the arranging node went through the tree instead, or a sender never came
+            t.state = "unused"
+            sink.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.open >= MAX_CONNECTIONS:
@@ -120,13 +124,16 @@ class DataEndpoint:
         except (asyncio.TimeoutError, ConnectionError):
             writer.close()
             return
-        entry = self.expected.pop((token or b"").decode("ascii", "replace"), None)
-        if entry is None:
+        key = (token or b"").decode("ascii", "replace")
+        waiting = self.expected.get(key)
+        if not waiting:
             limited.warning("bad token", "data connection from %s with an unknown token: closed",
                             writer.get_extra_info("peername"))
             writer.close()
             return
-        sink, t = entry
+        sink, t = waiting.pop(0)
+        if not waiting:
+            del self.expected[key]
         t.state = "running"
         t.task = asyncio.current_task()  # type: ignore[assignment]
         try:
@@ -164,12 +171,16 @@ class CutThrough:
     def new_token(self) -> str:
         return new_token()
 
-    def expect(self, token: str, sink: Sink, label: str) -> Transfer:
-        return self.endpoint.expect(token, sink, label)
+    def expect(self, token: str, sinks: list[Sink], label: str) -> list[Transfer]:
+        return self.endpoint.expect(token, sinks, label)
 
     async def send(self, address: str, token: str, claim: Callable[[], Output], label: str
                    ) -> Transfer:
         return await send(address, token, claim, label)
+
+    async def scatter(self, dests: list[tuple[str, str]], claim: Callable[[], Output], mode: str,
+                      key: Key | None, rs: Splitter, label: str) -> Transfer:
+        return await scatter(dests, claim, mode, key, rs, label)
 
 
 async def send(address: str, token: str, claim: Callable[[], Output], label: str,
@@ -205,5 +216,105 @@ async def send(address: str, token: str, claim: Callable[[], Output], label: str
             writer.close()
             if on_end:
                 on_end(t)
+    t.task = asyncio.ensure_future(pump())
+    return t
+
+
+async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mode: str,
+                  key: Key | None, rs: Splitter, label: str) -> Transfer:
+    """One output to several consumers' endpoints (``(token, address)`` pairs), cut into whole
+    records: ``one`` sends all to the only one, ``balance`` each block to the consumer whose
+    connection has the least waiting, ``hash`` each record to the one its key picks. This is the
+    many-to-many part of PUSH's ``|<`` and ``|#|``: each producer's node sends straight to each
+    consumer's node, never through the tree."""
+    conns = []
+    try:
+        for token, address in dests:
+            reader, writer = await open_stream(parse_address(address))
+            writer.write(frame(token.encode()))
+            conns.append(writer)
+        src = claim()
+    except (NinepError, ConnectionError):
+        for w in conns:
+            w.close()
+        raise
+    t = Transfer(label)
+    t.state = "running"
+    n = len(conns)
+
+    def busy(i: int) -> int:
+        return conns[i].transport.get_write_buffer_size()
+
+    def send_to(i: int, data: bytes) -> None:
+        w = conns[i]
+        for at in range(0, len(data), CHUNK):
+            w.write(frame(data[at:at + CHUNK]))
+
+    def pick() -> int:
+        return 0 if mode == "one" else min(range(n), key=busy)
+
+    async def room(targets: list[int], any_one: bool) -> None:
+        """Until one of ``targets`` (balance) or each of them (hash, one) is below the mark."""
+        full = [i for i in targets if busy(i) >= HIGH]
+        if not full or (any_one and len(full) < len(targets)):
+            return
+        if not any_one:
+            await asyncio.gather(*(conns[i].drain() for i in full))
+            return
+        waits = [asyncio.ensure_future(conns[i].drain()) for i in full]
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for f in pending:
+            f.cancel()
+        for f in done:
+            f.result()
+
+    async def pump() -> None:
+        rs_state = Reassembler(rs)
+        long: int | None = None
+        try:
+            while True:
+                data = src.stream.read(CHUNK)
+                if is_awaitable(data):
+                    data = await data
+                if not data:
+                    tail = rs_state.finish()
+                    if tail:
+                        send_to(long if long is not None else
+                                key.index(tail, n) if mode == "hash" and key else pick(), tail)
+                    break
+                t.bytes += len(data)
+                end, head, whole, more = rs_state.feed(data)
+                if end and long is not None:
+                    send_to(long, end)
+                    long = None
+                written: list[int] = [] if long is None else [long]
+                if head or whole:
+                    block = head + whole if head else whole
+                    if mode == "hash" and key is not None:
+                        for i, part in enumerate(key.partition(block, n, rs)):
+                            if part:
+                                send_to(i, part)
+                                written.append(i)
+                    else:
+                        await room(list(range(n)), any_one=True)
+                        i = pick()
+                        send_to(i, block)
+                        written.append(i)
+                if more:
+                    if long is None:
+                        long = key.index(more, n) if mode == "hash" and key else pick()
+                    send_to(long, more)
+                    written.append(long)
+                await room(sorted(set(written)), any_one=False)
+            for w in conns:
+                w.write(frame(b""))  # end of file, cleanly
+            await asyncio.gather(*(w.drain() for w in conns))
+            t.state = "done"
+        except (ConnectionError, OSError, NinepError) as e:
+            t.state, t.error = "failed", f"consumer lost: {e}"
+            src.stream.break_()  # the producer now gets EPIPE, as with a Unix pipe
+        finally:
+            for w in conns:
+                w.close()
     t.task = asyncio.ensure_future(pump())
     return t

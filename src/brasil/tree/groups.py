@@ -79,9 +79,13 @@ class RemoteSink:
         self.fid: int | None = None
         self.opening: asyncio.Future[int] | None = None
         self.closed = False
+        self.inflight = 0  # bytes written and not yet acknowledged (how busy it is)
 
     def write(self, data: bytes) -> Any:
         return self._write(data)
+
+    def load(self) -> int:
+        return self.inflight
 
     async def _open(self) -> int:
         r = self.remote
@@ -95,8 +99,12 @@ class RemoteSink:
         fid = await self.opening
         r = self.remote
         done = 0
-        while done < len(data):
-            done += (await r.call(Twrite, fid, 0, data[done:done + 65536])).count
+        self.inflight += len(data)
+        try:
+            while done < len(data):
+                done += (await r.call(Twrite, fid, 0, data[done:done + 65536])).count
+        finally:
+            self.inflight -= len(data)
         return len(data)
 
     def close(self) -> None:

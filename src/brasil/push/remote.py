@@ -1,0 +1,354 @@
+"""Running a plan across the cluster: each segment a session, its copies sub-sessions anywhere.
+
+For every segment the shell makes a session and reserves its copies (``res N``), so the tree
+decides where they run. Edges become direct node-to-node streams, arranged over 9P and never
+carried by the shell: each destination copy is told ``gather K TOKEN RS`` (K senders, merged on
+record boundaries into its stdin), each source copy ``scatter MODE … TOKEN@ADDR…`` (its stdout
+cut into records and sent straight to those nodes' data endpoints: all to one, each block to
+whichever has room, or by key). Copies fed by a fan-out are ``lazy``: a copy dealt nothing never
+runs. The shell itself carries only the first stage's input (its stdin) and the last stage's
+output (the last session's ``stdio``), and forwards every copy's stderr.
+
+Failures are located as on one machine: a copy that cannot start, is killed, or (outside the
+last stage) exits non-zero, or whose node is lost, ends the pipeline with the stage, the copy,
+the node, the status and its stderr's last lines; every session is then killed and closed, so
+nothing is left running anywhere. A segment of several commands joined by plain pipes runs
+through ``brasil.exec.chain`` on its node, which names the command that broke it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exec.chain import MARK, describe_status, fault
+from ..ninep.auth import dial
+from ..ninep.client import Client
+from ..ninep.constants import OWRITE
+from ..ninep.errors import NinepError
+from .local import PipelineFailed, Stats
+from .plan import Plan, PlanError, Segment
+
+TAIL_LINES = 5
+L = "csrv/local"
+
+
+@dataclass
+class RemoteCopy:
+    seg: Segment
+    index: int
+    node: str = "?"
+    status: int | None = None
+    lost: str = ""
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+
+    def label(self) -> str:
+        n = self.seg.copies
+        copy = f", copy {self.index + 1} of {n}" if n > 1 else ""
+        first = self.seg.first + 1
+        stages = f"stage {first}" if len(self.seg.stages) == 1 else \
+            f"stages {first}-{first + len(self.seg.stages) - 1}"
+        return f"{stages} `{self.seg.text}`{copy} (on node {self.node})"
+
+
+def chain_command(seg: Segment) -> str:
+    """What a copy runs: the command, or a chain that names which of its commands failed."""
+    if len(seg.stages) == 1:
+        return seg.stages[0]
+    return '"$BRASIL_PYTHON" -m brasil.exec.chain ' + " ".join(shlex.quote(t) for t in seg.stages)
+
+
+class RemoteRun:
+    def __init__(self, client: Client, plan: Plan, stdin: int = 0, stdout: int = 1,
+                 stderr: int = 2) -> None:
+        self.c = client
+        self.plan = plan
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.sids: list[str] = []
+        self.copies = [[RemoteCopy(s, i) for i in range(s.copies)] for s in plan.segments]
+        self.stats = [Stats(copies=s.copies, running=s.copies) for s in plan.segments]
+        self.failure: PipelineFailed | None = None
+        self.done = asyncio.Event()
+        for e in plan.edges:
+            if e.keep:
+                raise PlanError("keep (input order) runs on this machine only for now: run "
+                                "with --local, or drop keep")
+
+    async def ctl(self, path: str, *lines: str) -> None:
+        await self.c.write(f"{L}/{path}/ctl", "".join(ln + "\n" for ln in lines))
+
+    # ---- setting up ----
+
+    async def _session(self, seg: Segment) -> str:
+        sid = (await self.c.read(f"{L}/clone")).decode().strip()
+        self.sids.append(sid)  # (order fixed below; this is for cleanup if res fails)
+        fed_by_fanout = seg.index > 0 and self.plan.edges[seg.index - 1].mode == "balance"
+        lines = [f"env {k}={v}" for k, v in self.plan.env.items() if "\n" not in v]
+        if seg is self.plan.last:
+            lines.append(f"rs {self.plan.out_rs}")
+        if fed_by_fanout:
+            lines.append("lazy on")
+        try:
+            await self.ctl(sid, *lines, f"res {seg.copies}")
+        except NinepError as e:
+            raise PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}`: cannot reserve "
+                                 f"{seg.copies} slot(s): {e.message}", 1) from None
+        return sid
+
+    async def reserve(self) -> None:
+        self.sids = []
+        sids = await asyncio.gather(*(self._session(s) for s in self.plan.segments),
+                                    return_exceptions=True)
+        errors = [r for r in sids if isinstance(r, BaseException)]
+        self.sids = [r for r in sids if isinstance(r, str)]
+        if errors:
+            raise errors[0]
+        for seg, sid in zip(self.plan.segments, self.sids):
+            text = (await self.c.read(f"{L}/{sid}/status")).decode()
+            for line in text.splitlines():
+                w = line.split()
+                if w and w[0].isdigit() and int(w[0]) < seg.copies:
+                    self.copies[seg.index][int(w[0])].node = w[1]
+
+    def where(self) -> dict[int, list[str]]:
+        out = {}
+        for seg in self.plan.segments:
+            nodes: dict[str, int] = {}
+            for c in self.copies[seg.index]:
+                nodes[c.node] = nodes.get(c.node, 0) + 1
+            out[seg.index] = [f"{n}×{k}" if k > 1 else n for n, k in nodes.items()]
+        return out
+
+    async def _data_address(self, seg: int, copy: int) -> str:
+        line = (await self.c.read(f"{L}/{self.sids[seg]}/{copy}/ctl")).decode()
+        for part in line.split(";"):
+            w = part.split()
+            if len(w) == 2 and w[0] == "data":
+                return w[1]
+        raise PipelineFailed(f"push: {self.copies[seg][copy].label()}: its node has no data "
+                             "endpoint", 1)
+
+    async def wire(self) -> None:
+        """Every edge's routes: gathers on the destinations first, then the scatters."""
+        scatters: list[tuple[str, str]] = []
+        for e in self.plan.edges:
+            rs = shlex.quote(str(e.rs))
+            for r in e.routes:
+                dests = []
+                for d in r.dests:
+                    token = os.urandom(16).hex()
+                    addr = await self._data_address(e.downstream, d)
+                    await self.ctl(f"{self.sids[e.downstream]}/{d}",
+                                   f"gather {len(r.sources)} {token} {rs}")
+                    dests.append(f"{token}@{addr}")
+                mode = {"balance": "balance", "merge": "one",
+                        "hash": f"hash {shlex.quote(str(e.key))}"}[e.mode]
+                for s in r.sources:
+                    scatters.append((f"{self.sids[e.upstream]}/{s}",
+                                     f"scatter {mode} {rs} {' '.join(dests)}"))
+        await asyncio.gather(*(self.ctl(path, line) for path, line in scatters))
+
+    # ---- running ----
+
+    async def _stdin(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with await self.c.open(f"{L}/{self.sids[0]}/stdio", OWRITE) as f:
+            if os.isatty(self.stdin):
+                return  # a terminal is not a pipeline's input: end of file at once
+            while True:
+                data = await loop.run_in_executor(None, os.read, self.stdin, 1 << 20)
+                if not data:
+                    return
+                await f.write(data)
+
+    async def _stdout(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with await self.c.open(f"{L}/{self.sids[-1]}/stdio") as f:
+            while True:
+                data = await f.read()
+                if not data:
+                    return
+                self.stats[-1].bytes_out += len(data)
+                try:
+                    await loop.run_in_executor(None, _write_all, self.stdout, data)
+                except BrokenPipeError:
+                    return
+
+    async def _stderr(self, c: RemoteCopy) -> None:
+        rest = b""
+        try:
+            async with await self.c.open(f"{L}/{self.sids[c.seg.index]}/{c.index}/stderr") as f:
+                while True:
+                    data = await f.read()
+                    if not data:
+                        break
+                    try:
+                        os.write(self.stderr, data)
+                    except OSError:
+                        pass
+                    lines = (rest + data).split(b"\n")
+                    rest = lines.pop()[-4096:]
+                    for ln in lines[-TAIL_LINES:]:
+                        c.tail.append(ln.decode(errors="replace")[:300])
+        except (NinepError, ConnectionError):
+            pass
+        if rest:
+            c.tail.append(rest.decode(errors="replace")[:300])
+
+    async def _wait(self, c: RemoteCopy) -> None:
+        try:
+            text = (await self.c.read(f"{L}/{self.sids[c.seg.index]}/{c.index}/wait")).decode()
+            words = text.split()
+            if len(words) >= 2 and words[1].lstrip("-").isdigit():
+                c.status = int(words[1])
+            else:
+                c.lost = " ".join(words[1:]) or "ended without a status"
+        except (NinepError, ConnectionError) as e:
+            c.lost = f"lost ({e})"
+        self.stats[c.seg.index].running -= 1
+        if self.failure is None:
+            why = self._fault(c)
+            if why:
+                await asyncio.sleep(0)  # let its stderr's last bytes arrive first
+                self._fail(c, why)
+
+    def _fault(self, c: RemoteCopy) -> str:
+        """As on one machine (exec/chain.py), but a node cannot say whether a copy left input
+        unread: between the first and the last stage, any non-zero exit but SIGPIPE breaks the
+        flow (a copy has no reason to fail while data still reaches it)."""
+        if c.lost:
+            return c.lost if "lost" in c.lost else f"its node {c.node} was lost: {c.lost}"
+        status = c.status or 0
+        middle = 0 < c.seg.index < len(self.plan.segments) - 1
+        why = fault(status, True, middle)
+        return why.replace(" before the end of its input", "") if middle else why
+
+    def _fail(self, c: RemoteCopy, why: str) -> None:
+        chain = [ln for ln in c.tail if ln.startswith(MARK)]
+        if chain:
+            why += f"; {chain[-1].removeprefix(MARK).strip()}"
+        tail = "".join(f"\n    {ln}" for ln in c.tail if ln.strip() and not ln.startswith(MARK))
+        msg = f"push: {c.label()}: {why}" + (f"\n  last lines of its stderr:{tail}" if tail else "")
+        self.failure = PipelineFailed(msg, c.status or 1)
+        self.done.set()
+
+    async def kill(self) -> None:
+        await asyncio.gather(*(self._quiet(self.ctl(sid, "kill KILL")) for sid in self.sids))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self._quiet(self.ctl(sid, "close")) for sid in self.sids))
+        self.sids = []
+
+    @staticmethod
+    async def _quiet(coro: Any) -> None:
+        try:
+            await coro
+        except (NinepError, ConnectionError):
+            pass
+
+    async def run(self) -> int:
+        try:
+            await self.reserve()
+            await self.wire()
+            for seg, sid in zip(self.plan.segments, self.sids):
+                await self.ctl(sid, f"exec {chain_command(seg)}")
+            copies = [c for cs in self.copies for c in cs]
+            tasks = [asyncio.ensure_future(self._stdin()), asyncio.ensure_future(self._stdout())]
+            tasks += [asyncio.ensure_future(self._stderr(c)) for c in copies]
+            tasks += [asyncio.ensure_future(self._wait(c)) for c in copies]
+            everything = asyncio.gather(*tasks[1:], return_exceptions=True)
+            failed = asyncio.ensure_future(self.done.wait())
+            await asyncio.wait([everything, failed], return_when=asyncio.FIRST_COMPLETED)
+            if self.failure is not None:
+                await self.kill()
+            for t in tasks + [failed]:
+                t.cancel()
+            await asyncio.gather(*tasks, failed, everything, return_exceptions=True)
+            if self.failure is not None:
+                raise self.failure
+            last = self.copies[-1]
+            return max((c.status or 0) for c in last)
+        except asyncio.CancelledError:
+            await self.kill()
+            raise
+        finally:
+            await self.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class RemoteEngine:
+    """The shell's engine for a cluster: one connection, kept for the whole script."""
+
+    def __init__(self, at: str, secret_file: str | None = None, status: bool | None = None) -> None:
+        self.at, self.secret_file, self.status = at, secret_file, status
+        self.loop = asyncio.new_event_loop()
+        self.client: Client | None = None
+
+    def _client(self) -> Client:
+        if self.client is None or self.client.closed:
+            self.client = self.loop.run_until_complete(dial(self.at, self.secret_file))
+        return self.client
+
+    def default_copies(self) -> int:
+        """A share of the free slots: the stages of a pipeline run at once."""
+        text = self.loop.run_until_complete(self._client().read(f"{L}/status")).decode()
+        total = text.splitlines()[-1].split()
+        free = int(total[2]) if len(total) > 2 and total[2].isdigit() else 1
+        return max(1, (free - 2) // 3)
+
+    def explain(self, plan: Plan) -> str:
+        run = RemoteRun(self._client(), plan)
+
+        async def go() -> dict[int, list[str]]:
+            try:
+                await run.reserve()
+                return run.where()
+            finally:
+                await run.close()
+        try:
+            return plan.describe(self.loop.run_until_complete(go()))
+        except PipelineFailed as e:
+            return str(e)
+
+    def run(self, plan: Plan) -> int:
+        try:
+            run = RemoteRun(self._client(), plan)
+        except PlanError as e:
+            print(f"push: {e}", file=sys.stderr)
+            return 2
+        task = self.loop.create_task(run.run())
+        try:
+            return self.loop.run_until_complete(task)
+        except KeyboardInterrupt:
+            task.cancel()
+            try:
+                self.loop.run_until_complete(task)
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            print("push: interrupted; every stage was stopped", file=sys.stderr)
+            return 130
+        except PipelineFailed as e:
+            print(e, file=sys.stderr)
+            return e.status
+        except (NinepError, ConnectionError) as e:
+            print(f"push: {e}", file=sys.stderr)
+            return 1
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.loop.run_until_complete(self.client.close())
+        self.loop.close()
+
+
+__all__ = ["RemoteEngine", "RemoteRun", "describe_status"]
