@@ -162,6 +162,16 @@ class Scheduler:
         self.committing.discard(token)
         self.applying.discard(token)
 
+    def _others_idle(self, me: Worker) -> bool:
+        """Whether a live worker other than ``me`` has a free slot (by our count of its tokens)."""
+        held: dict[str, int] = {}
+        for owner in self.owner.values():
+            held[owner] = held.get(owner, 0) + 1
+        now_m = time.monotonic()
+        return any(w is not me and w.slots > held.get(w.name, 0)
+                   and (w.waiters or now_m - w.last_seen < self.lease / 2)
+                   for w in self.workers.values())
+
     def kick(self) -> None:
         self._maybe_work = True
         self._kick.set()
@@ -290,7 +300,9 @@ class Scheduler:
         self.deliver(out)
         for token in remote_commits:
             asyncio.ensure_future(self._recover(token))
-        self.kick()
+        self._maybe_work = True
+        if self._others_idle(w):  # this worker was served in the same transaction
+            self._kick.set()
 
     def _reports(self, tx: Tx, w: Worker, starts: list[tuple[int, int, float]],
                  rest: list[list[str]]) -> tuple[ops.Push, list[int]]:
