@@ -229,7 +229,7 @@ t0 = time.monotonic()
 fs = [c.submit(run, i, pure=False) for i in range(n)]
 if freeze != "-":
     time.sleep(1.0)
-    os.kill(int(freeze), signal.SIGSTOP)
+    os.killpg(int(freeze), signal.SIGSTOP)
 deadline = float(sys.argv[6])
 done = False
 try:
@@ -255,7 +255,7 @@ def dask_run(py: Path, tmp: str, workers: list[dict[str, Any]], n: int, cmd: str
         for w in workers:
             procs.append(subprocess.Popen(
                 [str(py), "-m", "distributed.cli.dask_worker", f"127.0.0.1:{port}", "--nthreads",
-                 str(w.get("slots", 2)), "--nworkers", "1", "--no-dashboard",
+                 str(w.get("slots", 2)), "--no-nanny", "--no-dashboard",
                  "--local-directory", tmp], env={**os.environ, **w.get("env", {})},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         script = os.path.join(tmp, "dask_workload.py")
@@ -353,9 +353,13 @@ def wq_run(tmp: str, workers: list[dict[str, Any]], cmds: list[str], freeze: boo
     """makeflow -T wq on a Makeflow of independent rules; workers: work_queue_worker."""
     port = 9123 + os.getpid() % 500
     mf = os.path.join(tmp, "Makeflow")
-    with open(mf, "w") as f:
+    scripts: dict[str, str] = {}
+    with open(mf, "w") as f:  # each command in a script (makeflow would expand its $(...))
         for i, c in enumerate(cmds):
-            f.write(f"out.{i}:\n\t{c} && touch out.{i}\n\n")
+            name = scripts.setdefault(c, f"job{len(scripts)}.sh")
+            f.write(f"out.{i}: {name}\n\tsh {name} && touch out.{i}\n\n")
+    for c, name in scripts.items():
+        Path(tmp, name).write_text(c + "\n")
     for p in Path(tmp).glob("out.*"):
         p.unlink()
     for p in Path(tmp).glob("Makeflow.makeflowlog"):
