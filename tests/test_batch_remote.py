@@ -5,7 +5,6 @@ job array of `brasil worker`s."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ async def test_a_worker_on_another_host_reads_and_commits_the_home_over_9p(hosts
     wlog = open(tmp_path / "worker.log", "wb")
     worker = subprocess.Popen(
         ["ip", "netns", "exec", names[1], "unshare", "--mount", "--propagation", "private",
-         "sh", "-c", f'mount -t tmpfs none "$1" && shift && exec "$@"', "sh", str(export),
+         "sh", "-c", 'mount -t tmpfs none "$1" && shift && exec "$@"', "sh", str(export),
          *BRASIL, "worker", "--at", f"{addrs[0]}:5670", "--secret-file", str(secret),
          "--slots", "2", "--remote-homes", "--workdir", str(tmp_path / "worker")],
         stdout=wlog, stderr=wlog)

@@ -443,9 +443,8 @@ class Scheduler:
             except OSError as e:
                 log.warning("batch: completing execution %d's commit in %s failed: %s", token,
                             home, e)
-                now = time.time()
-                await self.write(lambda tx: ops.commit_undone(
-                    tx, token, f"commit could not be completed: {e}", now, True))
+                now, why = time.time(), f"commit could not be completed: {e}"
+                await self.write(lambda tx: ops.commit_undone(tx, token, why, now, True))
                 self.deliver([(worker, f"discard {token}")])
                 return
             now = time.time()
