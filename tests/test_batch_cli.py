@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import services
 from test_batch_fixtures import spawn_serve, spawn_worker, stop
 
 
@@ -107,3 +108,31 @@ def test_brasil_workers_starts_workers_anywhere_in_the_tree(tmp_path):
     finally:
         for p in kids + [root]:
             stop(p)
+
+
+postgres_server = services.postgres_server
+
+
+def test_serve_keeps_the_scheduler_in_postgresql_with_db(postgres_server, tmp_path):  # noqa: F811
+    name = f"serve_db_{os.getpid()}"
+    url = postgres_server.create_database(name)
+    serve, addr = spawn_serve(str(tmp_path), "sched", "--db", url)
+    try:
+        deadline = time.monotonic() + 20
+        while (r := brasil(addr, "cat", "/csrv/local/batch/ctl")).returncode != 0:
+            assert time.monotonic() < deadline, r.stderr
+            time.sleep(0.05)
+        assert f"db postgresql:{name} " in r.stdout
+        assert brasil(addr, "submit", "--", "true", cwd=str(tmp_path)).stdout.strip() == "1"
+        assert postgres_server.psql("SELECT state FROM jobs", name).strip() == "ready"
+    finally:
+        stop(serve)
+
+
+def test_a_database_that_cannot_be_reached_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
+                        f"unix:{tmp_path}/s.sock", "--state-dir", str(tmp_path / "st"), "--db",
+                        f"postgresql:///nothing?host={tmp_path}/nowhere"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "brasil serve: --db: cannot connect to postgresql:nothing" in r.stderr
