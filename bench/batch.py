@@ -348,6 +348,32 @@ def apt_install(*packages: str) -> None:
             raise RuntimeError(f"apt-get install {' '.join(missing)} failed")
 
 
+WQ_LIBS = ("openmpi-bin", "libglobus-common0", "libglobus-gss-assist3", "libglobus-gssapi-gsi4",
+           "libjsonparser1.1")
+
+
+def wq_install() -> Path:
+    """Work Queue's binaries, unpacked from Debian's coop-computing-tools into .peers/ rather than
+    installed: the package depends on libfuse2, whose presence makes mfusepy (and so `brasil
+    mount`) load FUSE 2 instead of 3. makeflow and work_queue_worker need only the libraries
+    installed here."""
+    d = PEERS / "workqueue"
+    binary = d / "usr" / "bin" / "makeflow"
+    if not binary.exists():
+        apt_install(*WQ_LIBS)
+        d.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["apt-get", "download", "coop-computing-tools"], cwd=d,
+                           capture_output=True, timeout=600)
+        if r.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=900)
+            subprocess.run(["apt-get", "download", "coop-computing-tools"], cwd=d, check=True,
+                           capture_output=True, timeout=600)
+        deb = next(d.glob("coop-computing-tools_*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), str(d)], check=True)
+        deb.unlink()
+    return binary.parent
+
+
 def wq_run(tmp: str, workers: list[dict[str, Any]], cmds: list[str], freeze: bool = False,
            cap: float = 120.0) -> float | None:
     """makeflow -T wq on a Makeflow of independent rules; workers: work_queue_worker."""
@@ -365,16 +391,17 @@ def wq_run(tmp: str, workers: list[dict[str, Any]], cmds: list[str], freeze: boo
     for p in Path(tmp).glob("Makeflow.makeflowlog"):
         p.unlink()
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    bindir = wq_install()
     procs = []
     try:
         t0 = time.monotonic()
-        mk = subprocess.Popen(["makeflow", "-T", "wq", "-p", str(port), "-N", "", mf],
+        mk = subprocess.Popen([str(bindir / "makeflow"), "-T", "wq", "-p", str(port), "-N", "", mf],
                               cwd=tmp, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
         procs.append(mk)
         for w in workers:
             procs.append(subprocess.Popen(
-                ["work_queue_worker", "--cores", str(w.get("slots", 2)), "localhost", str(port)],
+                [str(bindir / "work_queue_worker"), "--cores", str(w.get("slots", 2)), "localhost", str(port)],
                 cwd=tmp, env={**env, **w.get("env", {})}, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True))
         if freeze:
@@ -396,7 +423,7 @@ def wq_run(tmp: str, workers: list[dict[str, Any]], cmds: list[str], freeze: boo
 
 
 def bench_wq(quick: bool) -> dict[str, Any]:
-    apt_install("coop-computing-tools", "openmpi-bin")
+    wq_install()
     res: dict[str, Any] = {}
     n = 16 if quick else 40
     with tempfile.TemporaryDirectory(prefix="bench-wq-") as d:
