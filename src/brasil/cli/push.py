@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 DESCRIPTION = """PUSH: a shell for pipelines of ordinary programs, whose pipes fan out, fan in and
@@ -90,8 +91,13 @@ def interactive(shell) -> int:  # type: ignore[no-untyped-def]
             return e.status
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # stopped from outside: clean up as for Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     from ..push.shell import ExitShell, Shell
     try:
         engine = make_engine(args)

@@ -69,7 +69,8 @@ class RemoteRun:
         self.c = client
         self.plan = plan
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
-        self.sids: list[str] = []
+        self.sids: list[str] = []  # by segment
+        self.made: list[str] = []  # every session we made
         self.copies = [[RemoteCopy(s, i) for i in range(s.copies)] for s in plan.segments]
         self.stats = [Stats(copies=s.copies, running=s.copies) for s in plan.segments]
         self.failure: PipelineFailed | None = None
@@ -86,7 +87,7 @@ class RemoteRun:
 
     async def _session(self, seg: Segment) -> str:
         sid = (await self.c.read(f"{L}/clone")).decode().strip()
-        self.sids.append(sid)  # (order fixed below; this is for cleanup if res fails)
+        self.made.append(sid)  # closed at the end whatever happens
         fed_by_fanout = seg.index > 0 and self.plan.edges[seg.index - 1].mode == "balance"
         lines = [f"env {k}={v}" for k, v in self.plan.env.items() if "\n" not in v]
         if seg is self.plan.last:
@@ -238,11 +239,11 @@ class RemoteRun:
         self.done.set()
 
     async def kill(self) -> None:
-        await asyncio.gather(*(self._quiet(self.ctl(sid, "kill KILL")) for sid in self.sids))
+        await asyncio.gather(*(self._quiet(self.ctl(sid, "kill KILL")) for sid in self.made))
 
     async def close(self) -> None:
-        await asyncio.gather(*(self._quiet(self.ctl(sid, "close")) for sid in self.sids))
-        self.sids = []
+        made, self.made = self.made, []
+        await asyncio.gather(*(self._quiet(self.ctl(sid, "close")) for sid in made))
 
     @staticmethod
     async def _quiet(coro: Any) -> None:
@@ -253,10 +254,21 @@ class RemoteRun:
 
     async def run(self) -> int:
         try:
-            await self.reserve()
-            await self.wire()
+            try:
+                await self.reserve()
+                await self.wire()
+            except (NinepError, ConnectionError) as e:
+                lost = "lost" in str(e) or "closed" in str(e)
+                raise PipelineFailed(f"push: the pipeline could not be set up: {e}" + (
+                    " (a node was lost meanwhile)" if lost else ""), 1) from None
             for seg, sid in zip(self.plan.segments, self.sids):
-                await self.ctl(sid, f"exec {chain_command(seg)}")
+                try:
+                    await self.ctl(sid, f"exec {chain_command(seg)}")
+                except NinepError as e:
+                    status = 127 if "not found" in e.message or "no such" in e.message else 126
+                    raise PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}` cannot "
+                                         f"start: {e.message.removeprefix('exec: ')}",
+                                         status) from None
             copies = [c for cs in self.copies for c in cs]
             tasks = [asyncio.ensure_future(self._stdin()), asyncio.ensure_future(self._stdout())]
             tasks += [asyncio.ensure_future(self._stderr(c)) for c in copies]
