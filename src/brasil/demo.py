@@ -3,8 +3,9 @@
 It starts a small tree of daemons (`brasil cluster up`: a root and three children, two slots
 each), mounts the root's namespace with `brasil mount`, and then uses nothing but `echo` and `cat`
 on the mount: the Brasil paper's two examples, a command on every node, the aggregated status, and
-a sum over a million numbers split record by record across the tree. Everything is torn down at
-the end, whatever happens.
+a sum over a million numbers split record by record across the tree. Then the paper's word
+histogram as a PUSH pipeline across the tree, and a batch workload with a slow worker. Everything
+is torn down at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ STEPS = [
         r"""awk '{t+=$1} END {printf "total %.0f\n", t}'; wait""",
         "echo 'expected total 500000500000'",
         "cat $M/3/wait",
+        "echo close > $M/3/ctl",
     ]),
 ]
 
@@ -64,6 +66,46 @@ def sh(cmd: str, env: dict[str, str], show: str | None = None) -> int:
     if p.returncode:
         print(f"  (exit status {p.returncode})")
     return p.returncode
+
+
+def push_step(env: dict[str, str], tmp: str) -> int:
+    """The paper's word histogram as a PUSH pipeline across the tree: words fanned out to three
+    copies of tr, hashed so that each word is counted by one copy of sort | uniq -c, the counts
+    fanned back in and sorted. The same pipeline on one machine gives the same lines."""
+    corpus = os.path.join(tmp, "corpus")
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(corpus, "w") as out:
+        for _ in range(20):
+            for name in sorted(os.listdir(here)):
+                if name.endswith(".py"):
+                    with open(os.path.join(here, name)) as f:
+                        out.write(f.read())
+    env = {**env, "CORPUS": corpus}
+    pipeline = ("cat $CORPUS |<[3] tr -cs A-Za-z '\\n' |#[3]| sort | uniq -c >| sort -rn | "
+                "head -5")
+    print("\n== PUSH: the paper's word histogram, fanned out and hashed across the tree")
+    env["PUSH"] = f"{sys.executable} -m brasil.cli.push"
+    failed = sh(f'$PUSH --explain -c "{pipeline}"', env, f'push --explain -c "{pipeline}"')
+    failed |= sh(f'$PUSH -c "{pipeline}"', env, f'push -c "{pipeline}"')
+    failed |= sh(f'$PUSH --local -c "{pipeline}"', env,
+                 f'push --local -c "{pipeline}"   # the same, on this machine alone')
+    return failed
+
+
+def batch_step(root: str, env: dict[str, str], tmp: str) -> int:
+    """A batch workload with dependencies on 4 workers, one slowed 10×; then its report."""
+    print("\n== Batch: 30 jobs in a DAG on 4 workers, one of them 10x slower")
+    try:
+        import asyncio
+
+        from .batch.demo import run_batch_demo
+        keep = os.path.abspath("demo-output")  # the report's picture outlives the demo
+        os.makedirs(keep, exist_ok=True)
+        asyncio.run(run_batch_demo(root, env.get("BRASIL_SECRET_FILE"), keep, print))
+    except Exception as e:  # noqa: BLE001 - the demo says what failed and goes on to clean up
+        print(f"  batch demo failed: {e}")
+        return 1
+    return 0
 
 
 def brasil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -100,6 +142,8 @@ def main() -> int:
             print(f"\n== {title}")
             for cmd in cmds:
                 failed |= sh(cmd, env)
+        failed |= push_step(env, tmp)
+        failed |= batch_step(root, env, tmp)
     finally:
         print("\nCleaning up")
         brasil("umount", mnt, env=env)
