@@ -254,3 +254,15 @@ def test_failed_pipelines_raise_with_the_status():
     with pytest.raises(PipelineFailed) as e:
         run_plan("cat |< sh -c 'exit 9' >| cat", b"x\n" * 100000)
     assert e.value.status == 9
+
+
+def test_the_status_line_shows_copies_records_and_bytes_per_stage():
+    from brasil.push.local import Stats
+    from brasil.push.status import render
+    plan = make_plan(parse("cat f |<[4] wc -l >| sort")[0].pipelines[0], {})
+    text = render(plan, [Stats(1, 0, 0, 0, 2_500_000, 125_000), Stats(4, 3, 2_500_000, 125_000,
+                                                                      40, 4), Stats(1, 1)], 2.5)
+    lines = text.splitlines()
+    assert "cat f" in lines[0] and "0/1 running" in lines[0] and "out 125.0k rec, 2.5MB" in lines[0]
+    assert "3/4 running" in lines[1] and "in 125.0k rec, 2.5MB" in lines[1]
+    assert lines[-1].endswith("2.5s[/]")

@@ -65,8 +65,9 @@ def chain_command(seg: Segment) -> str:
 
 class RemoteRun:
     def __init__(self, client: Client, plan: Plan, stdin: int = 0, stdout: int = 1,
-                 stderr: int = 2) -> None:
+                 stderr: int = 2, on_stats: Any = None) -> None:
         self.c = client
+        self.on_stats = on_stats
         self.plan = plan
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.sids: list[str] = []  # by segment
@@ -165,6 +166,7 @@ class RemoteRun:
                 data = await loop.run_in_executor(None, os.read, self.stdin, 1 << 20)
                 if not data:
                     return
+                self.stats[0].bytes_in += len(data)
                 await f.write(data)
 
     async def _stdout(self) -> None:
@@ -238,6 +240,12 @@ class RemoteRun:
         self.failure = PipelineFailed(msg, c.status or 1)
         self.done.set()
 
+    async def _tick(self) -> None:
+        """The status line: copies running per stage, and the bytes the shell sees."""
+        while True:
+            self.on_stats(self.stats)
+            await asyncio.sleep(0.5)
+
     async def kill(self) -> None:
         await asyncio.gather(*(self._quiet(self.ctl(sid, "kill KILL")) for sid in self.made))
 
@@ -273,7 +281,10 @@ class RemoteRun:
             tasks = [asyncio.ensure_future(self._stdin()), asyncio.ensure_future(self._stdout())]
             tasks += [asyncio.ensure_future(self._stderr(c)) for c in copies]
             tasks += [asyncio.ensure_future(self._wait(c)) for c in copies]
-            everything = asyncio.gather(*tasks[1:], return_exceptions=True)
+            if self.on_stats is not None:
+                tasks.append(asyncio.ensure_future(self._tick()))
+            everything = asyncio.gather(*tasks[1:len(tasks) - (self.on_stats is not None)],
+                                        return_exceptions=True)
             failed = asyncio.ensure_future(self.done.wait())
             await asyncio.wait([everything, failed], return_when=asyncio.FIRST_COMPLETED)
             if self.failure is not None:
@@ -334,8 +345,11 @@ class RemoteEngine:
             return str(e)
 
     def run(self, plan: Plan) -> int:
+        from . import status
+        line = status.StatusLine(plan) if (self.status if self.status is not None
+                                           else status.wanted()) else None
         try:
-            run = RemoteRun(self._client(), plan)
+            run = RemoteRun(self._client(), plan, on_stats=line.update if line else None)
         except PlanError as e:
             print(f"push: {e}", file=sys.stderr)
             return 2
@@ -356,6 +370,9 @@ class RemoteEngine:
         except (NinepError, ConnectionError) as e:
             print(f"push: {e}", file=sys.stderr)
             return 1
+        finally:
+            if line is not None:
+                line.close()
 
     def close(self) -> None:
         if self.client is not None:

@@ -42,18 +42,23 @@ class StatusLine:
         if not force and now - self.last < 0.5:
             return
         self.last = now
-        rows = []
-        for seg, st in zip(self.plan.segments, stats):
-            text = seg.text if len(seg.text) <= 40 else seg.text[:39] + "…"
-            parts = [f"[bold]{seg.index + 1}[/] {text}", f"{st.running}/{st.copies} running"]
-            for what, b, r in (("in", st.bytes_in, st.records_in), ("out", st.bytes_out,
-                                                                    st.records_out)):
-                if b:
-                    recs = f"{human(r)} rec, " if r is not None else ""
-                    parts.append(f"{what} {recs}{human(b)}B")
-            rows.append(" · ".join(parts))
-        rows.append(f"[dim]{now - self.started:.1f}s[/]")
-        self.live.update("\n".join(rows))
+        self.live.update(render(self.plan, stats, now - self.started))
 
     def close(self) -> None:
         self.live.stop()
+
+
+def render(plan: Plan, stats: Sequence[Any], elapsed: float) -> str:
+    """One line per stage: copies running, records and bytes in and out (rich markup)."""
+    rows = []
+    for seg, st in zip(plan.segments, stats):
+        text = seg.text if len(seg.text) <= 40 else seg.text[:39] + "…"
+        parts = [f"[bold]{seg.index + 1}[/] {text}", f"{st.running}/{st.copies} running"]
+        for what, b, r in (("in", st.bytes_in, st.records_in), ("out", st.bytes_out,
+                                                                st.records_out)):
+            if b:
+                recs = f"{human(r)} rec, " if r is not None else ""
+                parts.append(f"{what} {recs}{human(b)}B")
+        rows.append(" · ".join(parts))
+    rows.append(f"[dim]{elapsed:.1f}s[/]")
+    return "\n".join(rows)
