@@ -449,6 +449,11 @@ def fmt(v: Any, unit: str = "s") -> str:
     return f"{v:.2f} {unit}" if unit == "s" else f"{v:.0f}{unit}"
 
 
+def capped(text: str) -> str:
+    """A frozen-worker run that had not finished when the bench stopped waiting (60 s)."""
+    return "> 60 s" if text == "—" else text
+
+
 def table(b: dict[str, Any], peers: dict[str, Any]) -> str:
     def peer(name: str, key: str, unit: str = "s") -> str:
         p = peers.get(name)
@@ -462,7 +467,7 @@ def table(b: dict[str, Any], peers: dict[str, Any]) -> str:
         ("(a) makespan, no slow worker", fmt(a_s), "", peer("workqueue", "a_no_slow"),
          peer("dask", "a_no_slow"), "—"),
         ("(b) makespan, a worker frozen at 1 s", fmt(b["b_frozen"]["makespan"]), "",
-         peer("workqueue", "b_frozen"), peer("dask", "b_frozen"), "—"),
+         capped(peer("workqueue", "b_frozen")), capped(peer("dask", "b_frozen")), "—"),
         ("(c) true jobs/s, not isolated", fmt(b["c_plain"]["rate"], "/s"), "",
          peer("workqueue", "c_plain", "/s"), peer("dask", "c_plain", "/s"),
          peer("hyperqueue", "c_plain", "/s")),

@@ -253,6 +253,8 @@ class Worker:
     # ---- running a job ----
 
     async def _start(self, e: Execution) -> None:
+        if e.killed or self.execs.get(e.token) is not e:  # killed while queued here
+            return
         if not self.free:
             self.waiting.append(e)
             return
