@@ -248,3 +248,20 @@ async def tree_124(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
             yield nodes, c
         finally:
             await c.close()
+
+
+@contextlib.asynccontextmanager
+async def tree_13(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
+    """A 1+3 tree in this process: n0 and its children n1, n2, n3."""
+    from brasil.ninep.client import Client
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots))}
+        for name in ("n1", "n2", "n3"):
+            nodes[name] = await stack.enter_async_context(
+                daemon(tmp, name, slots=slots, parent=nodes["n0"].unix))
+        await wait_for(lambda: len(nodes["n0"].children.status_lines()) == 3, timeout=20)
+        c = await Client.connect(nodes["n0"].unix)
+        try:
+            yield nodes, c
+        finally:
+            await c.close()

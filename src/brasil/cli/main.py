@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("text", nargs=argparse.REMAINDER, metavar="TEXT",
                     help="words joined by spaces; a newline is added")
 
-    from . import batch, cluster, mount, serve
+    from . import batch, cluster, mount, run, serve
     serve.add_parser(sub)
+    run.add_parser(sub)
     batch.add_parsers(sub)
     cluster.add_parser(sub)
     mount.add_parsers(sub)
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cluster":
         from . import cluster
         return cluster.main(args)
+    if args.command == "run":
+        from . import run as run_cmd
+        return run_cmd.main(args)
     if args.command in ("mount", "umount"):
         from . import mount
         return mount.COMMANDS[args.command](args)

@@ -33,9 +33,10 @@ from ..ninep.synthetic import (
     TableDir,
 )
 from ..ninep.synthetic import Node as File
+from .attrs import Selection, format_attrs, system_attrs
 from .exportfs import Export, ExportDir
 from .session import Session
-from .session_files import SessionDir, env_file, ns_file
+from .session_files import SessionDir, attrs_file, env_file, ns_file
 
 log = logging.getLogger("brasil.node")
 
@@ -46,17 +47,6 @@ DEFAULT_MAX_SESSIONS = 4096  # about 40 MB of sessions at most
 
 def arch_line() -> str:
     return f"{platform.system().lower()} {platform.machine()}"
-
-
-def mem_free_mb() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 0
 
 
 class CloneFile(File):
@@ -92,6 +82,8 @@ class Node:
         self.workdir = workdir or (self.export.root if self.export else os.getcwd())
         self.addresses: list[str] = []
         self.status_sources: list[Callable[[], Any]] = []  # the subtree's lines, maybe awaited
+        self.status_keys: list[Callable[[], set[str]]] = []  # attribute names seen below
+        self.labels: dict[str, str] = {}
         self.reserver: Any = None  # reserves on neighbours (tree/reserve.py), when in a tree
         self.cut_through: Any = None  # the data endpoint for direct splices (tree/data.py)
         self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
@@ -114,6 +106,7 @@ class Node:
             Entry("ns", 0o644, lambda _: ns_file(None, self.ns, self.check_ns_line)),
             Entry("clone", 0o444, lambda _: CloneFile(self)),
             Entry("net", 0o444, lambda _: GeneratedFile(self.net_text)),
+            Entry("attrs", 0o644, lambda _: attrs_file(self)),
         ]
         if self.export is not None:
             export = self.export
@@ -125,8 +118,10 @@ class Node:
         return local
 
     def status_line(self) -> str:
-        load1 = os.getloadavg()[0]
-        return f"{self.name} {self.slots_total} {len(self.free)} {load1:.2f} {mem_free_mb()} up"
+        """``NAME SLOTS FREE LOAD1 MEMFREE_MB up`` and then every attribute as ``k=v``."""
+        a = self.attrs()
+        return f"{self.name} {self.slots_total} {len(self.free)} {a['load']} " \
+               f"{int(a['memfree']) >> 20} up {format_attrs(a)}"
 
     def status_text(self) -> Any:
         """This node's line, then its subtree's — asked afresh of each child, in parallel, so a
@@ -208,23 +203,28 @@ class Node:
 
     # ---- slots ----
 
-    def matches(self, os_name: str | None, arch: str | None) -> bool:
-        my_os, my_arch = arch_line().split()
-        return (os_name in (None, "*", my_os)) and (arch in (None, "*", my_arch))
+    def attrs(self) -> dict[str, str]:
+        """What this node says about itself (node/attrs.py): the system's, then the labels."""
+        return {**system_attrs(self.name, self.slots_total, len(self.free)), **self.labels}
 
-    async def reserve(self, session: Session, n: int, os_name: str | None = None,
-                      arch: str | None = None, upto: bool = False) -> tuple[list[int], list[Any]]:
+    def known_attrs(self) -> set[str]:
+        """Every attribute some node of the subtree has (what a predicate may name)."""
+        keys = set(self.attrs())
+        for source in self.status_keys:
+            keys |= source()
+        return keys
+
+    async def reserve(self, session: Session, n: int, sel: Selection = Selection(),
+                      upto: bool = False) -> tuple[list[int], list[Any]]:
         """``n`` slots: this node's free ones first, then (through ``reserver``, set by the tree)
         its neighbours'; all or nothing — or, with ``upto``, as many as there are (at least one),
         which is how a neighbour is asked, so a stale idea of its free slots costs nothing."""
-        mine = self.matches(os_name, arch)
-        k = min(n, len(self.free)) if mine else 0
+        k = min(n, sel.take(self.attrs(), len(self.free)))
         taken, self.free = self.free[:k], self.free[k:]
         groups: list[Any] = []
         try:
             if k < n and self.reserver is not None:
-                groups = await self.reserver.reserve(session, n - k, os_name, arch,
-                                                     session.came_from, k)
+                groups = await self.reserver.reserve(session, n - k, sel, session.came_from, k)
         except BaseException:
             self.release_slots(taken)
             raise
@@ -233,7 +233,7 @@ class Node:
             self.release_slots(taken)
             for g in groups:
                 asyncio.ensure_future(g.close())
-            where = f" matching {os_name} {arch or '*'}" if os_name else ""
+            where = f" ({sel})" if sel else ""
             raise NinepError(f"res: not enough slots: asked {n}, {got} free in reach{where}",
                              errno.EBUSY)
         return taken, groups

@@ -60,12 +60,15 @@ class Aggregator:
     """
 
     def __init__(self, sources: Sequence[Output], splitter: Splitter, limit: int,
-                 out: Stream | None = None) -> None:
-        """``out``: the stream to fill (a process's stdin, for a gather); a new one if None."""
+                 out: Stream | None = None, prefixes: Sequence[bytes] | None = None) -> None:
+        """``out``: the stream to fill (a process's stdin, for a gather); a new one if None.
+        ``prefixes``: bytes put before each record of each source (``label on``)."""
         self.out = out if out is not None else Stream(limit)
         self.splitter = splitter
+        self.prefixes = list(prefixes) if prefixes else [b""] * len(sources)
         self.lock = asyncio.Lock()  # FIFO: writers take turns; a streamed record keeps it
-        self.tasks = [asyncio.ensure_future(self._pump(s)) for s in sources]
+        self.tasks = [asyncio.ensure_future(self._pump(s, p)) for s, p in zip(sources,
+                                                                                self.prefixes)]
         self.active = len(self.tasks)
         if not self.tasks:
             self.out.close()
@@ -75,7 +78,10 @@ class Aggregator:
         if is_awaitable(r):
             await r  # type: ignore[misc]
 
-    async def _pump(self, src: Output) -> None:
+    def _label(self, prefix: bytes, block: bytes) -> bytes:
+        return b"".join(prefix + r for r in self.splitter.split(block))
+
+    async def _pump(self, src: Output, prefix: bytes = b"") -> None:
         rs = Reassembler(self.splitter)
         holding = False
         try:
@@ -85,13 +91,20 @@ class Aggregator:
                     data = await data  # type: ignore[misc]
                 if not data:
                     break
+                streamed = rs.streaming
                 fed = rs.feed(data)  # type: ignore[arg-type]
-                if not (fed.end or fed.whole or fed.more):
+                if not (fed.end or fed.whole or fed.head or fed.more):
                     continue
                 if not holding:
                     await self.lock.acquire()
                     holding = True
-                for part in fed:
+                if prefix:  # each whole record, and the start of a streamed one, is labelled
+                    starts = fed.more and not (streamed and not fed.end)
+                    parts = [fed.end, self._label(prefix, fed.block) if fed.head or fed.whole
+                             else b"", prefix + fed.more if starts else fed.more]
+                else:
+                    parts = list(fed)
+                for part in parts:
                     if part:
                         await self._put(part)
                 if not fed.more:  # every record we wrote is complete: let the others in
@@ -102,7 +115,7 @@ class Aggregator:
                 if not holding:
                     await self.lock.acquire()
                     holding = True
-                await self._put(tail)
+                await self._put(prefix + tail)
         except NinepError:  # our reader went away: the aggregate is broken
             src.stream.break_()
         finally:

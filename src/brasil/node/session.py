@@ -26,6 +26,7 @@ from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
 from . import lifecycle
+from .attrs import Selection
 from .io import AGGREGATE, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
 from ..exec.command import command_argv
 from .launch import start_leaves
@@ -108,6 +109,7 @@ class Session:
         self.size: int | None = None
         self.origin = f"{node.name}:/csrv/local/{path}"
         self.lazy = False  # `lazy on`: sub-sessions start when their input first has bytes
+        self.label = False  # `label on`: merged output records carry NODE/RANK: prefixes
         self.starting = False  # a deferred process is being started now
         self._counted = False  # counted among its sessions' running processes
         if slot is not None:
@@ -147,13 +149,12 @@ class Session:
 
     # ---- ctl verbs ----
 
-    async def reserve(self, n: int, os_name: str | None = None, arch: str | None = None,
-                      upto: bool = False) -> None:
+    async def reserve(self, n: int, sel: Selection = Selection(), upto: bool = False) -> None:
         if self.is_leaf:
             raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
         self.state = lifecycle.step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
         try:
-            slots, groups = await self.node.reserve(self, n, os_name, arch, upto)
+            slots, groups = await self.node.reserve(self, n, sel, upto)
         except BaseException:
             self.state = "new"
             raise
@@ -181,6 +182,11 @@ class Session:
 
     def rank_line(self, g: Any) -> str:
         return f"rank {self.rank_base + g.first} {self.size or self.nsubs} {self.origin}"
+
+    def label_prefix(self) -> bytes:
+        """``label on``: what each of this sub-session's records is prefixed with in the merged
+        output, as pdsh and clush print lines: ``NODE/RANK: ``."""
+        return f"{self.node.name}/{self.rank_env()['BRASIL_RANK']}: ".encode()
 
     def rank_env(self) -> dict[str, str]:
         """What a process here learns of its place: its node, its rank in the whole session
@@ -224,7 +230,8 @@ class Session:
         leaves = self.leaves()
         groups = [g for g in self.groups if not g.lost]
         remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}",
-                        f"lazy {'on' if self.lazy else 'off'}"]
+                        f"lazy {'on' if self.lazy else 'off'}",
+                        f"label {'on' if self.label else 'off'}"]
         results = await asyncio.gather(start_leaves(self.node, leaves, cmd, argv, env),
                                        *(g.exec(cmd, self.effective_env(),
                                                 remote_setup + [self.rank_line(g)])
@@ -412,15 +419,18 @@ class Session:
             raise NinepError(f"session {self.path} has no processes yet: res and exec first")
         agg = self._aggregates.get(fd)
         if agg is None:
-            sources = []
+            sources, prefixes = [], []
             for leaf in self.leaves():
                 o = leaf.stdout if fd == 1 else leaf.stderr
                 if o.claim is None:
                     o.take(AGGREGATE)
                     sources.append(o)
-            sources += [g.output(fd, f"{self.path} via {g.neighbor}") for g in self.groups
-                        if not g.lost]
-            aggregator = Aggregator(sources, self.rs, self.node.output_limit)
+                    prefixes.append(leaf.label_prefix() if self.top.label else b"")
+            groups = [g for g in self.groups if not g.lost]  # they label their own records
+            sources += [g.output(fd, f"{self.path} via {g.neighbor}") for g in groups]
+            prefixes += [b""] * len(groups)
+            aggregator = Aggregator(sources, self.rs, self.node.output_limit,
+                                    prefixes=prefixes if self.top.label else None)
             self._aggregators.append(aggregator)
             agg = Output(aggregator.out, f"{self.path} {'stdout' if fd == 1 else 'stderr'}")
             self._aggregates[fd] = agg

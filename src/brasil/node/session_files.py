@@ -18,6 +18,7 @@ from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node
 from .io import READ, Output
+from .attrs import check_label, parse_selection
 from .session import Session, parse_env
 
 
@@ -105,21 +106,22 @@ class SessionCtl(CtlFile):
     def open(self, mode: int) -> Handle:
         return SessionCtlHandle(self)
 
-    @commands.command("res N [os [arch]]")
+    @commands.command("res N [where FILTER] [pernode P] | res N [os [arch]]", args=(1, 5))
     def res(self, args: list[str]) -> Any:
-        n = _int(args[0], "res", "res N [os [arch]]")
+        usage = "res N [where FILTER] [pernode P]"
+        n = _int(args[0], "res", usage)
         if n <= 0:
-            raise NinepError(f'res: asked for {n} slots; usage: res N [os [arch]] with N ≥ 1',
-                             errno.EINVAL)
-        return self.session.reserve(n, *args[1:])
+            raise NinepError(f'res: asked for {n} slots; usage: {usage} with N ≥ 1', errno.EINVAL)
+        sel = parse_selection(args[1:], self.session.node.known_attrs())
+        return self.session.reserve(n, sel)
 
-    @commands.command("resupto N [os [arch]]")
+    @commands.command("resupto N [where FILTER] [pernode P]", args=(1, 5))
     def resupto(self, args: list[str]) -> Any:
         """How neighbours are asked: as many slots as there are, up to N (at least one)."""
-        n = _int(args[0], "resupto", "resupto N [os [arch]]")
+        n = _int(args[0], "resupto", "resupto N [where FILTER] [pernode P]")
         if n <= 0:
-            raise NinepError(f'resupto: asked for {n} slots; N must be ≥ 1')
-        return self.session.reserve(n, *args[1:], upto=True)
+            raise NinepError(f'resupto: asked for {n} slots; N must be ≥ 1', errno.EINVAL)
+        return self.session.reserve(n, parse_selection(args[1:]), upto=True)
 
     @commands.command("from NEIGHBOR")
     def from_(self, args: list[str]) -> None:
@@ -172,6 +174,13 @@ class SessionCtl(CtlFile):
         if args[0] not in ("on", "off"):
             raise NinepError(f"lazy: {quote(args[0])}? usage: lazy on|off", errno.EINVAL)
         self.session.top.lazy = args[0] == "on"
+
+    @commands.command("label on|off")
+    def label(self, args: list[str]) -> None:
+        """`brasil run`: each record of the merged output starts with ``NODE/RANK: ``."""
+        if args[0] not in ("on", "off"):
+            raise NinepError(f"label: {quote(args[0])}? usage: label on|off", errno.EINVAL)
+        self.session.top.label = args[0] == "on"
 
     @commands.command("gather K TOKEN [RS]")
     def gather(self, args: list[str]) -> None:
@@ -445,3 +454,19 @@ class SessionDir(DynamicDir):
             self._subdirs[name] = self.adopt(node)
         return self._subdirs[name]
 
+
+
+def attrs_file(node: Any) -> LinesFile:
+    """``/csrv/local/attrs``: the node's attributes (system ones first); writing ``k=v`` lines
+    sets labels, which predicates can then select by."""
+    def apply(line: str) -> None:
+        k, _, v = line.partition("=")
+        node.labels[k.strip()] = v.strip()
+
+    def check(line: str) -> None:
+        k, eq, v = line.partition("=")
+        if not eq:
+            raise NinepError(f'attrs: bad line "{excerpt(line)}"; each is KEY=VALUE', errno.EINVAL)
+        check_label(k.strip(), v.strip())
+    return LinesFile(None, lambda: "".join(f"{k}={v}\n" for k, v in node.attrs().items()),
+                     apply, node.labels.clear, check)

@@ -34,6 +34,7 @@ class Daemon:
         self.children = Children(self)
         node.local.add("join", JoinFile(self.children))
         node.status_sources.append(self.children.fresh_status_lines)
+        node.status_keys.append(self.children.attr_keys)
         self.parent = ParentLink(self, parent) if parent else None
         node.reserver = Reserver(self)
         self.children.on_lost.append(node.neighbor_lost)

@@ -45,6 +45,9 @@ class Child:
     def free_slots(self) -> int:
         return sum(int(ln.split()[2]) for ln in self.status if len(ln.split()) > 2)
 
+    def attr_keys(self) -> set[str]:
+        return {w.partition("=")[0] for ln in self.status for w in ln.split()[6:] if "=" in w}
+
 
 class JoinFile(CtlFile):
     commands = CommandTable()
@@ -127,6 +130,12 @@ class Children:
         if child.poller is not None and child.poller is not asyncio.current_task():
             child.poller.cancel()
         child.client.abort()
+
+    def attr_keys(self) -> set[str]:
+        keys: set[str] = set()
+        for c in self.by_name.values():
+            keys |= c.attr_keys()
+        return keys
 
     def status_lines(self) -> list[str]:
         """The subtree as last polled (what reservations plan with)."""

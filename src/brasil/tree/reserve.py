@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..ninep.client import Client
 from ..ninep.constants import ORDWR
 from ..ninep.errors import NinepError
+from ..node.attrs import Selection
 from .groups import RemoteGroup
 from .remote import Remote
 
@@ -31,8 +32,8 @@ class Reserver:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    async def reserve(self, session: Session, n: int, os_name: str | None, arch: str | None,
-                      came_from: str | None, first: int) -> list[RemoteGroup]:
+    async def reserve(self, session: Session, n: int, sel: Selection, came_from: str | None,
+                      first: int) -> list[RemoteGroup]:
         """Groups holding up to ``n`` slots on neighbours; fewer if the tree has fewer.
 
         First the children that reported free slots, asked in parallel for their share; then,
@@ -54,9 +55,9 @@ class Reserver:
             else:
                 log.info("session %s: %s gave none of %d slot(s): %s", session.path, name, k, r)
         try:
-            plan = self._plan(need, came_from, tried)
+            plan = self._plan(need, came_from, tried, sel)
             results = await asyncio.gather(
-                *(self._ask(name, client, k, os_name, arch, session) for name, client, k in plan),
+                *(self._ask(name, client, k, sel, session) for name, client, k in plan),
                 return_exceptions=True)
             for (name, _, k), r in zip(plan, results):
                 took(name, r, k)
@@ -64,16 +65,16 @@ class Reserver:
                 if need <= 0:
                     break
                 if c.name in tried or c.name == came_from or c.gone:
-                    continue
+                    continue  # (its report may be a second old: it is asked all the same)
                 try:
-                    r: object = await self._ask(c.name, c.client, need, os_name, arch, session)
+                    r: object = await self._ask(c.name, c.client, need, sel, session)
                 except (NinepError, ConnectionError) as e:
                     r = e
                 took(c.name, r, need)
             link = self.daemon.parent
             if need > 0 and came_from != "parent" and link is not None and link.client is not None:
                 try:
-                    r = await self._ask("parent", link.client, need, os_name, arch, session)
+                    r = await self._ask("parent", link.client, need, sel, session)
                 except (NinepError, ConnectionError) as e:
                     r = e
                 took("parent", r, need)
@@ -86,15 +87,17 @@ class Reserver:
             at += g.count
         return groups
 
-    def _plan(self, need: int, came_from: str | None, tried: set[str]) -> list[tuple[str, Client, int]]:
+    def _plan(self, need: int, came_from: str | None, tried: set[str], sel: Selection
+              ) -> list[tuple[str, Client, int]]:
+        free = {c.name: sel.free_in(c.status) for c in self.daemon.children.by_name.values()}
         kids = [c for c in self.daemon.children.by_name.values()
-                if c.name != came_from and c.name not in tried and not c.gone and c.free_slots() > 0]
-        kids.sort(key=lambda c: -c.free_slots())
+                if c.name != came_from and c.name not in tried and not c.gone and free[c.name] > 0]
+        kids.sort(key=lambda c: -free[c.name])
         plan = []
         for c in kids:
             if need <= 0:
                 break
-            k = min(need, c.free_slots())
+            k = min(need, free[c.name])
             plan.append((c.name, c.client, k))
             need -= k
         return plan
@@ -103,14 +106,14 @@ class Reserver:
         return sum(c.free_slots() for c in self.daemon.children.by_name.values()
                    if c.name != came_from and not c.gone)
 
-    async def _ask(self, name: str, client: Client, k: int, os_name: str | None,
-                   arch: str | None, session: Session) -> RemoteGroup:
+    async def _ask(self, name: str, client: Client, k: int, sel: Selection,
+                   session: Session) -> RemoteGroup:
         """A session on ``name`` with up to ``k`` slots: seven round trips, whatever ``k``."""
         clone = await client.open("csrv/local/clone")
         sid = (await clone.read()).decode().strip()
         clone.forget()
         me = "parent" if name != "parent" else self.daemon.node.name
-        filt = f" {os_name}" + (f" {arch}" if arch else "") if os_name else ""
+        filt = sel.words()
         ctl = await client.open(f"csrv/local/{sid}/ctl", ORDWR)
         try:
             await ctl.write(f"from {me}\nresupto {k}{filt}\n")

@@ -1,0 +1,73 @@
+"""`brasil run`: a command on many nodes, as pdsh and clush run it (group/run.py)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from .errors import UsageError, run as run_async
+
+DESCRIPTION = """Run a command on many slots of the tree and print what they say: reserve, exec,
+stream the output, close. Each line is prefixed by its node and rank (NODE/RANK: line), as pdsh
+and clush print them; -b groups identical outputs under their node set instead. stdin is given to
+every rank (or spread with --mux). The exit status is the largest of the ranks' statuses: 0 only
+if every rank succeeded."""
+
+EPILOG = """examples:
+  brasil run -- uname -r                 once on every node of the tree
+  brasil run -n 8 -- hostname            on 8 slots, wherever the tree has them
+  brasil run -w 'n[1-3,7]' -b -- date    once on each named node, identical outputs grouped
+  seq 100 | brasil run -n 4 --mux rr -- wc -l   lines dealt round-robin to 4 ranks"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a command on many nodes (like pdsh/clush)",
+                       description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("-n", type=int, metavar="N", help="N slots anywhere in the tree")
+    where.add_argument("-w", metavar="NODESET", help="one slot on each of these nodes "
+                       "(ClusterShell syntax: n[1-3,7],m1)")
+    p.add_argument("-b", action="store_true", help="group identical outputs by node set")
+    p.add_argument("--timeout", type=float, metavar="S", help="kill every rank after S seconds "
+                   "and say which were cut short")
+    p.add_argument("--mux", metavar="rr|hash F", help="spread stdin: round-robin by line, or by "
+                   "the hash of field F (default: every rank gets all of it)")
+    p.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
+                   "local daemon's Unix socket)")
+    p.add_argument("--secret-file", metavar="FILE", help="cluster secret (default: "
+                   "$BRASIL_SECRET_FILE)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD…")
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from ..group.run import RunError, run
+    from ..ninep.auth import dial
+    words = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not words:
+        raise UsageError("nothing to run: brasil run [-n N | -w NODESET] -- CMD…")
+    if args.n is not None and args.n < 1:
+        raise UsageError("-n must be 1 or more")
+    mux = None
+    if args.mux:
+        m = args.mux.split()
+        if m[0] not in ("rr", "hash") or (m[0] == "hash") != (len(m) == 2):
+            raise UsageError(f"--mux {args.mux!r}: use rr, or 'hash F' with F a field number")
+        mux = args.mux
+    command = words[0] if len(words) == 1 else shlex.join(words) if any(
+        " " in w for w in words) else " ".join(words)
+    c = await dial(args.at, args.secret_file)
+    try:
+        result = await run(c, command, n=args.n, nodeset=args.w, group=args.b,
+                           timeout=args.timeout, mux=mux, stdin=sys.stdin.buffer,
+                           out=lambda line: print(line, flush=True))
+    except RunError as e:
+        raise UsageError(str(e)) from None
+    finally:
+        await c.close()
+    return result.status
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_async("brasil run", lambda: cmd_run(args))

@@ -1,0 +1,227 @@
+"""`brasil run`: one command for the common case, as pdsh and clush users expect it.
+
+It makes a session, reserves (``-n N`` slots anywhere, ``-w NODESET`` one slot on each named
+node, default one on every node of the tree), turns on ``label`` so that every line of the
+merged output arrives as ``NODE/RANK: line`` (the daemons add the prefix where each line is
+produced, so the root reads one merged stream whatever the count), execs, prints, and closes.
+``-b`` groups identical outputs under their folded node set, as ``clush -b`` and ``dshbak -c``
+show them. The exit status is the largest of the ranks' (``pdsh -S``); ranks cut short by
+``--timeout`` or Ctrl-C are killed everywhere and named; a lost node is named and the rest of the
+output is still printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import IO, Callable
+
+from ..ninep.client import Client
+from ..ninep.constants import OWRITE
+from ..ninep.errors import NinepError
+
+L = "csrv/local"
+
+
+class RunError(Exception):
+    """The request cannot be run as asked (unknown nodes, too few slots…); the message says why."""
+
+
+def fold(names: list[str]) -> str:
+    """A compact node set for display only (never on a hot path: folding is costly)."""
+    from ClusterShell.NodeSet import NodeSet
+    try:
+        return str(NodeSet.fromlist(names))
+    except Exception:  # noqa: BLE001 - names NodeSet cannot parse: list them as they are
+        return ",".join(names)
+
+
+def ranges(numbers: list[int]) -> str:
+    out, nums = [], sorted(numbers)
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        out.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+@dataclass
+class Result:
+    status: int = 0
+    statuses: dict[int, int | None] = field(default_factory=dict)  # rank -> status
+    nodes: dict[int, str] = field(default_factory=dict)  # rank -> node
+    lost: dict[int, str] = field(default_factory=dict)  # rank -> why
+    cut: list[int] = field(default_factory=list)  # ranks killed by --timeout or Ctrl-C
+    output: dict[int, list[str]] = field(default_factory=dict)  # rank -> lines (for -b)
+
+
+async def tree_nodes(c: Client) -> list[str]:
+    """Every node of the tree, from the root's status."""
+    text = (await c.read(f"{L}/status")).decode()
+    return [ln.split()[0] for ln in text.splitlines() if ln and not ln.startswith("total ")]
+
+
+async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | None = None,
+              group: bool = False, timeout: float | None = None, mux: str | None = None,
+              stdin: IO[bytes] | None = None, out: Callable[[str], None] = print,
+              err: Callable[[str], None] | None = None) -> Result:
+    err = err or (lambda line: print(line, file=sys.stderr))
+    if n is None:
+        names = await tree_nodes(c)
+        if nodeset:
+            from ..node.attrs import node_set
+            wanted = node_set(nodeset)
+            missing = sorted(wanted - set(names))
+            if missing:
+                raise RunError(f"no such node{'s' if len(missing) > 1 else ''} in the tree: "
+                               f"{fold(missing)}")
+            count = len(wanted)
+            reserve = f"res {count} where {shlex.quote('name=' + nodeset)} pernode 1"
+        else:  # one on every node: no need to name them all
+            reserve = f"res {len(names)} pernode 1"
+    else:
+        reserve = f"res {n}"
+    sid = (await c.read(f"{L}/clone")).decode().strip()
+    result = Result()
+    try:
+        setup = ["label on"] + ([f"mux {mux}"] if mux else [])
+        try:
+            await c.write(f"{L}/{sid}/ctl", "".join(ln + "\n" for ln in setup + [reserve]))
+        except NinepError as e:
+            raise RunError(e.message) from None
+        await c.write(f"{L}/{sid}/ctl", f"exec {command}\n")
+        await _where(c, sid, result)
+        work = [asyncio.ensure_future(_stdin(c, sid, stdin)),
+                asyncio.ensure_future(_lines(c, f"{L}/{sid}/stdio", result, out, group)),
+                asyncio.ensure_future(_lines(c, f"{L}/{sid}/stderr", result, err, False))]
+        waiter = asyncio.ensure_future(c.read(f"{L}/{sid}/wait"))
+        try:
+            done, _ = await asyncio.wait([waiter], timeout=timeout)
+            if not done:
+                await _cut_short(c, sid, result)
+            text = (await waiter).decode()
+            await asyncio.wait_for(asyncio.gather(*work[1:], return_exceptions=True), 10)
+        except asyncio.CancelledError:
+            await _cut_short(c, sid, result)
+            raise
+        finally:
+            for t in work + [waiter]:
+                t.cancel()
+        _statuses(text, result)
+    finally:
+        try:
+            await c.write(f"{L}/{sid}/ctl", "close\n")
+        except (NinepError, ConnectionError):
+            pass
+    if group:
+        _print_groups(result, out)
+    for why, ranks in _by_reason(result.lost).items():
+        err(f"brasil run: {why}: rank{'s' if len(ranks) > 1 else ''} {ranges(ranks)} "
+            f"({fold(sorted({result.nodes.get(r, '?') for r in ranks}))}) failed")
+    if result.cut:
+        err(f"brasil run: cut short: rank{'s' if len(result.cut) > 1 else ''} "
+            f"{ranges(result.cut)} ({fold(sorted({result.nodes.get(r, '?') for r in result.cut}))})")
+    codes = [s for s in result.statuses.values() if s is not None]
+    result.status = max(codes + ([1] if result.lost else []), default=1)
+    return result
+
+
+async def _where(c: Client, sid: str, result: Result) -> None:
+    for line in (await c.read(f"{L}/{sid}/status")).decode().splitlines():
+        w = line.split()
+        if len(w) >= 2 and w[0].isdigit():
+            result.nodes[int(w[0])] = w[1]
+
+
+async def _stdin(c: Client, sid: str, stdin: IO[bytes] | None) -> None:
+    """Broadcast (or spread, by --mux) our stdin; a terminal is not input: end of file."""
+    loop = asyncio.get_running_loop()
+    async with await c.open(f"{L}/{sid}/stdio", OWRITE) as f:
+        if stdin is None or stdin.isatty():
+            return
+        fd = stdin.fileno()
+        while True:
+            data = await loop.run_in_executor(None, os.read, fd, 1 << 20)
+            if not data:
+                return
+            await f.write(data)
+
+
+async def _lines(c: Client, path: str, result: Result, emit: Callable[[str], None],
+                 group: bool) -> None:
+    rest = b""
+    async with await c.open(path) as f:
+        while True:
+            data = await f.read()
+            if not data:
+                break
+            lines = (rest + data).split(b"\n")
+            rest = lines.pop()
+            for raw in lines:
+                _line(raw.decode(errors="replace"), result, emit, group)
+    if rest:
+        _line(rest.decode(errors="replace"), result, emit, group)
+
+
+def _line(line: str, result: Result, emit: Callable[[str], None], group: bool) -> None:
+    if not group:
+        emit(line)
+        return
+    label, _, text = line.partition(": ")
+    rank = label.rpartition("/")[2]
+    if rank.isdigit():
+        result.output.setdefault(int(rank), []).append(text)
+
+
+def _statuses(text: str, result: Result) -> None:
+    for line in text.splitlines():
+        w = line.split()
+        if not w or not w[0].isdigit():
+            continue
+        rank = int(w[0])
+        if len(w) >= 2 and w[1].lstrip("-").isdigit():
+            result.statuses[rank] = int(w[1])
+        elif "lost" in line:
+            result.lost[rank] = " ".join(w[2:]) or "lost"
+            result.statuses[rank] = None
+
+
+async def _cut_short(c: Client, sid: str, result: Result) -> None:
+    """Kill every rank still running, everywhere, and remember which they were."""
+    try:
+        status = (await c.read(f"{L}/{sid}/status")).decode()
+        result.cut = [int(w[0]) for w in (ln.split() for ln in status.splitlines())
+                      if len(w) > 3 and w[0].isdigit() and w[3] in ("running", "waiting")]
+        await c.write(f"{L}/{sid}/ctl", "kill KILL\n")
+    except (NinepError, ConnectionError):
+        pass
+
+
+def _by_reason(lost: dict[int, str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for rank, why in lost.items():
+        out.setdefault(why, []).append(rank)
+    return out
+
+
+def _print_groups(result: Result, out: Callable[[str], None]) -> None:
+    """Identical outputs together, under their folded node set (clush -b, dshbak -c)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for rank in sorted(set(result.nodes) | set(result.output)):
+        groups.setdefault(tuple(result.output.get(rank, [])), []).append(rank)
+    for lines, ranks in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        nodes = [result.nodes.get(r, "?") for r in ranks]
+        head = fold(sorted(set(nodes)))
+        head += f" ({len(ranks)})" if len(set(nodes)) == len(ranks) else \
+            f" ({len(ranks)} ranks: {ranges(ranks)})"
+        out("-" * 15)
+        out(head)
+        out("-" * 15)
+        for line in lines:
+            out(line)

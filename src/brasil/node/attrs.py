@@ -1,0 +1,230 @@
+"""What a node says about itself, and the predicates that select nodes by it.
+
+Every node publishes attributes — ``name``, ``arch``, ``os``, ``cores``, ``slots``, ``free``
+(free slots), ``mem`` and ``memfree`` (bytes), ``load`` (one-minute load average), and labels
+set with ``serve --label k=v`` or by writing ``k=v`` lines to ``/csrv/local/attrs`` — at the end
+of its ``status`` line as ``k=v`` words. One predicate language serves everything that selects
+nodes: ``res N where …`` (and so ``brasil run -w``), query paths (``/csrv/query/arch=x86_64/``),
+group reads. A filter is predicates joined by ``/``:
+
+- ``k=v`` and ``k!=v``: equality, with shell globs (``os=lin*``); for ``name``, ``v`` may be a
+  node set (``name=n[1-3,7]``, ClusterShell syntax), tested by membership, never folded;
+- ``k>=v``, ``k<=v``, ``k>v``, ``k<v``: numbers, with sizes (``mem>=4G``: K, M, G, T, powers of
+  1024).
+
+A predicate naming an attribute no node has, or malformed, is an error that says which.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import functools
+import os
+import platform
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..ninep.errors import NinepError
+
+BUILTIN = ("name", "arch", "os", "cores", "slots", "free", "mem", "memfree", "load")
+LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+PRED = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)(!=|>=|<=|=|>|<)(.*)$")
+SIZES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def parse_size(text: str) -> float | None:
+    m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*", text, re.I)
+    if not m:
+        return None
+    return float(m.group(1)) * SIZES[m.group(2).upper()]
+
+
+def meminfo() -> tuple[int, int]:
+    total = avail = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                elif line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total, avail
+
+
+def system_attrs(name: str, slots: int, free: int) -> dict[str, str]:
+    total, avail = meminfo()
+    return {"name": name, "arch": platform.machine(), "os": platform.system().lower(),
+            "cores": str(os.cpu_count() or 1), "slots": str(slots), "free": str(free),
+            "mem": str(total), "memfree": str(avail), "load": f"{os.getloadavg()[0]:.2f}"}
+
+
+def check_label(key: str, value: str) -> None:
+    if not LABEL.fullmatch(key) or key in BUILTIN:
+        raise NinepError(f"attrs: bad label name {key!r}: letters, digits, '_', '.', '-', not one "
+                         f"of {', '.join(BUILTIN)}", errno.EINVAL)
+    if not value or any(c.isspace() for c in value) or "\0" in value or len(value) > 256:
+        raise NinepError(f"attrs: bad value for {key}: {value[:40]!r} (1-256 characters, no "
+                         "blanks)", errno.EINVAL)
+
+
+def format_attrs(attrs: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in attrs.items())
+
+
+def parse_status_line(line: str) -> dict[str, str]:
+    """``NAME SLOTS FREE LOAD MEMFREE_MB STATE k=v…`` as attributes (older lines: the first
+    six only)."""
+    w = line.split()
+    attrs = {"name": w[0]} if w else {}
+    if len(w) >= 6:
+        attrs.update(slots=w[1], free=w[2], load=w[3])
+    for word in w[6:]:
+        k, eq, v = word.partition("=")
+        if eq:
+            attrs[k] = v
+    return attrs
+
+
+@dataclass(frozen=True)
+class Pred:
+    key: str
+    op: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.key}{self.op}{self.value}"
+
+    def matches(self, attrs: dict[str, str]) -> bool:
+        have = attrs.get(self.key)
+        if have is None:
+            return False
+        if self.op in ("=", "!="):
+            if self.key == "name" and any(c in self.value for c in "[,"):
+                hit = have in node_set(self.value)
+            else:
+                hit = fnmatch.fnmatchcase(have, self.value)
+            return hit if self.op == "=" else not hit
+        a, b = parse_size(have), parse_size(self.value)
+        if a is None or b is None:
+            return False
+        return {">=": a >= b, "<=": a <= b, ">": a > b, "<": a < b}[self.op]
+
+
+@functools.lru_cache(maxsize=64)
+def node_set(text: str) -> "frozenset[str]":
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+    try:
+        return frozenset(NodeSet(text))
+    except NodeSetParseError as e:
+        raise NinepError(f"bad node set {text!r}: {e}", errno.EINVAL) from None
+
+
+class Filter:
+    """Predicates joined by ``/``; an empty filter matches every node."""
+
+    def __init__(self, preds: Iterable[Pred] = ()) -> None:
+        self.preds = tuple(preds)
+
+    @classmethod
+    def parse(cls, text: str, known: Iterable[str] | None = None) -> Filter:
+        """``arch=x86_64/mem>=4G``. ``known``: attribute names that exist; a predicate on any
+        other is refused (labels are known once some node has them)."""
+        preds = []
+        for part in (p for p in text.split("/") if p):
+            m = PRED.match(part)
+            if not m:
+                raise NinepError(f"bad predicate {part!r}: expected KEY=VALUE, KEY!=VALUE, "
+                                 "KEY>=N, KEY<=N, KEY>N or KEY<N (sizes like 4G)", errno.EINVAL)
+            key, op, value = m.groups()
+            if not value:
+                raise NinepError(f"bad predicate {part!r}: no value after {op!r}", errno.EINVAL)
+            if op not in ("=", "!=") and parse_size(value) is None:
+                raise NinepError(f"bad predicate {part!r}: {value!r} is not a number or size "
+                                 "(e.g. 4, 2.5, 512M, 4G)", errno.EINVAL)
+            if key == "name" and op in ("=", "!=") and any(c in value for c in "[,"):
+                node_set(value)  # refused now if malformed
+            if known is not None and key not in known:
+                raise NinepError(f"unknown attribute {key!r} in {part!r}; nodes have: "
+                                 f"{', '.join(sorted(known))}", errno.EINVAL)
+            preds.append(Pred(key, op, value))
+        return cls(preds)
+
+    def matches(self, attrs: dict[str, str]) -> bool:
+        return all(p.matches(attrs) for p in self.preds)
+
+    def keys(self) -> set[str]:
+        return {p.key for p in self.preds}
+
+    def __bool__(self) -> bool:
+        return bool(self.preds)
+
+    def __str__(self) -> str:
+        return "/".join(str(p) for p in self.preds)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which slots a reservation may take: on nodes matching ``filter``, at most ``pernode`` on
+    each (``res N where FILTER pernode P``; ``brasil run -w`` is one per named node)."""
+
+    filter: Filter = Filter()
+    pernode: int | None = None
+
+    def words(self) -> str:
+        """As passed on to a neighbour (``resupto K`` + this)."""
+        out = f" where {self.filter}" if self.filter else ""
+        return out + (f" pernode {self.pernode}" if self.pernode else "")
+
+    def take(self, attrs: dict[str, str], free: int) -> int:
+        if not self.filter.matches(attrs):
+            return 0
+        return min(free, self.pernode) if self.pernode else free
+
+    def free_in(self, status_lines: Iterable[str]) -> int:
+        """Slots a subtree could give, from its status lines."""
+        total = 0
+        for line in status_lines:
+            w = line.split()
+            if len(w) > 2 and w[2].isdigit():
+                total += self.take(parse_status_line(line), int(w[2]))
+        return total
+
+    def __bool__(self) -> bool:
+        return bool(self.filter) or self.pernode is not None
+
+    def __str__(self) -> str:
+        return self.words().strip()
+
+
+def parse_selection(args: list[str], known: Iterable[str] | None = None) -> Selection:
+    """What follows N in ``res N``: ``where FILTER``, ``pernode P`` (either, both, any order),
+    or the original ``os [arch]`` (``*`` for any)."""
+    usage = "res N [where FILTER] [pernode P] | res N [os [arch]]"
+    if not args:
+        return Selection()
+    if args[0] not in ("where", "pernode"):
+        if len(args) > 2:
+            raise NinepError(f"res: too many words; usage: {usage}", errno.EINVAL)
+        preds = [Pred(k, "=", v) for k, v in zip(("os", "arch"), args) if v != "*"]
+        return Selection(Filter(preds))
+    filt, pernode = Filter(), None
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if i + 1 >= len(args):
+            raise NinepError(f"res: {word} needs a value; usage: {usage}", errno.EINVAL)
+        if word == "where":
+            filt = Filter.parse(args[i + 1], known)
+        elif word == "pernode":
+            if not args[i + 1].isdigit() or int(args[i + 1]) < 1:
+                raise NinepError(f"res: pernode needs a number ≥ 1, got {args[i + 1]!r}",
+                                 errno.EINVAL)
+            pernode = int(args[i + 1])
+        else:
+            raise NinepError(f"res: unknown word {word!r}; usage: {usage}", errno.EINVAL)
+        i += 2
+    return Selection(filt, pernode)

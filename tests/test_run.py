@@ -1,0 +1,91 @@
+"""`brasil run` (issue 11): one command on many nodes, as pdsh and clush users expect."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+
+from brasil.group.run import RunError, run
+from fixtures import tree_13, wait_for
+
+
+async def collect(c, command: str, **kw):  # type: ignore[no-untyped-def]
+    out: list[str] = []
+    err: list[str] = []
+    result = await asyncio.wait_for(run(c, command, out=out.append, err=err.append, **kw), 60)
+    return result, out, err
+
+
+async def test_every_rank_prints_prefixed_lines_and_b_groups_them(tmp_path):
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        result, out, err = await collect(c, "echo host-like; echo second", n=8)
+        assert result.status == 0
+        by_rank: dict[str, list[str]] = {}
+        for line in out:
+            label, _, text = line.partition(": ")
+            by_rank.setdefault(label, []).append(text)
+        assert len(by_rank) == 8 and all(v == ["host-like", "second"] for v in by_rank.values())
+        assert {lb.split("/")[0] for lb in by_rank} == {"n0", "n1", "n2", "n3"}
+        assert sorted(int(lb.split("/")[1]) for lb in by_rank) == list(range(8))
+        result, out, err = await collect(c, "echo same", n=8, group=True)
+        assert out == ["-" * 15, "n[0-3] (8 ranks: 0-7)", "-" * 15, "same"]
+        result, out, err = await collect(c, "echo $BRASIL_NODE", nodeset="n[1-3]", group=True)
+        assert out[:4] == ["-" * 15, "n1 (1)", "-" * 15, "n1"] and "n[1-3]" not in out
+
+
+async def test_the_status_is_the_largest_of_the_ranks(tmp_path):
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        result, out, err = await collect(c, 'sh -c "[ $BRASIL_RANK = 5 ] && exit 3; exit 0"', n=8)
+        assert result.status == 3 and result.statuses[5] == 3
+        result, _, _ = await collect(c, "true")  # default: once on every node
+        assert result.status == 0 and sorted(result.nodes.values()) == ["n0", "n1", "n2", "n3"]
+
+
+async def test_a_node_set_naming_missing_nodes_is_refused_naming_them(tmp_path):
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        with pytest.raises(RunError, match=r"no such nodes in the tree: n\[7-9\]"):
+            await run(c, "true", nodeset="n[1,7-9]")
+        assert not nodes["n0"].node.sessions  # nothing was made
+
+
+async def test_stdin_is_broadcast_or_spread(tmp_path):
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        data = io.BytesIO(b"".join(b"%d\n" % i for i in range(100)))
+        data.isatty = lambda: False  # type: ignore[method-assign]
+        data.fileno = _pipe_of(data.getvalue())  # type: ignore[method-assign]
+        result, out, _ = await collect(c, "wc -l", n=4, mux="rr", stdin=data)
+        assert sorted(int(line.split(": ")[1]) for line in out) == [25, 25, 25, 25]
+
+
+def _pipe_of(payload: bytes):  # type: ignore[no-untyped-def]
+    import os
+    import threading
+    r, w = os.pipe()
+
+    def feed() -> None:
+        os.write(w, payload)
+        os.close(w)
+    threading.Thread(target=feed, daemon=True).start()
+    return lambda: r
+
+
+async def test_timeout_kills_every_rank_and_names_them(tmp_path):
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        result, out, err = await collect(c, "sleep 30", n=6, timeout=0.5)
+        assert sorted(result.cut) == list(range(6))
+        assert any("cut short: ranks 0-5" in e for e in err)
+        await wait_for(lambda: all(len(d.node.free) == d.node.slots_total for d in nodes.values()),
+                       timeout=10)
+
+
+async def test_the_command_line(tmp_path):
+    from test_serve import run_cli
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        at = ("--at", f"unix:{nodes['n0'].unix.path}")
+        rc, out, err = await run_cli("run", *at, "-n", "4", "--", "echo", "hi there")
+        assert rc == 0 and sorted(line.split(": ")[1] for line in out.splitlines()) == \
+            ["hi there"] * 4
+        rc, out, err = await run_cli("run", *at, "-w", "n[2,8]", "--", "true")
+        assert rc == 2 and "no such node in the tree: n8" in err
