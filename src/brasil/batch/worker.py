@@ -312,15 +312,19 @@ class Worker:
                      out: int) -> int:
         """posix_spawn (vfork and exec: a fraction of subprocess's cost, which is what a
         thousand short jobs a second need), in a session of its own. The child inherits our
-        working directory, so we move to its home first (only this thread changes it)."""
-        if cwd is not None:
-            os.chdir(cwd)
+        working directory, so we step into its home for the spawn and back out (only this
+        thread changes directory)."""
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            if cwd is not None:
+                os.chdir(cwd)
             return os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=[
                 (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out, 1),
                 (os.POSIX_SPAWN_DUP2, out, 2)])
         finally:
+            os.fchdir(here)
+            os.close(here)
             os.close(devnull)
 
     def _exited(self, e: Execution, fd: int) -> None:
