@@ -18,6 +18,8 @@ from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socke
     parse_address
 from ..ninep.server import (DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
                             DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOTAL_FIDS, UNIX_CONNECTIONS)
+from ..ninep.errors import NinepError
+from ..node.attrs import check_label
 from ..node.daemon import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, Node
 from .errors import UsageError, run
 
@@ -47,6 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--slots", type=int, default=os.cpu_count() or 1,
                    help="how many commands may run here at once (default: CPU cores)")
     p.add_argument("--export", metavar="DIR", help="serve DIR read-write as /csrv/local/fs")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="an attribute of this node that predicates can select by "
+                   "(res … where rack=r7, query paths); repeatable; also settable by writing "
+                   "/csrv/local/attrs")
     p.add_argument("--parent", metavar="ADDR", help="join the tree under the daemon at ADDR")
     p.add_argument("--secret-file", metavar="FILE",
                    help="cluster secret; required to listen beyond loopback")
@@ -110,6 +116,15 @@ async def serve(args: argparse.Namespace) -> int:
                     max_sessions=args.max_sessions)
     except (NotADirectoryError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
+    for label in args.label:
+        k, eq, v = label.partition("=")
+        try:
+            if not eq:
+                raise NinepError(f"--label {label!r}: expected KEY=VALUE")
+            check_label(k, v)
+        except NinepError as e:
+            raise UsageError(str(e)) from None
+        node.labels[k] = v
     secret = load_secret(args.secret_file) if args.secret_file else None  # errors: cli/errors.py
     parent = None
     if args.parent:

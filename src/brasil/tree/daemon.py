@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 from ..ninep.auth import SecretAuthenticator
 from ..ninep.server import Server
-from ..ninep.transport import Address, bound_addresses
+from ..ninep.synthetic import GeneratedFile
+from ..ninep.transport import Address, bound_addresses, parse_address
 from ..node.daemon import Node
 from .link import ParentLink
 from .registry import Children, JoinFile
@@ -33,6 +35,7 @@ class Daemon:
                              **limits)
         self.children = Children(self)
         node.local.add("join", JoinFile(self.children))
+        node.local.add("lineage", GeneratedFile(self.lineage_text))
         node.status_sources.append(self.children.fresh_status_lines)
         node.status_keys.append(self.children.attr_keys)
         self.parent = ParentLink(self, parent) if parent else None
@@ -41,6 +44,25 @@ class Daemon:
         self.unix_paths: list[str] = []
         self.data = DataEndpoint()
         node.find_remote = self.find_remote
+
+    def advertised(self) -> str | None:
+        """The address children reach us at: our first TCP listener (a wildcard one under the
+        host's name, which other hosts can resolve)."""
+        for a in self.node.addresses:
+            if a.startswith("data ") or a.startswith("unix:"):
+                continue
+            addr = parse_address(a)
+            if addr.host in ("0.0.0.0", "::"):
+                addr = Address("tcp", socket.getfqdn(), addr.port)
+            return str(addr)
+        return None
+
+    def lineage_text(self) -> str:
+        """Our address, then our ancestors', nearest first: what a child falls back on, in
+        order, when its parent (we) is lost."""
+        own = self.advertised()
+        up = self.parent.lineage() if self.parent is not None else []
+        return "".join(a + "\n" for a in ([own] if own else []) + up)
 
     def find_remote(self, path: str) -> RemoteEnd:
         """``/csrv/NAME/…`` or ``/csrv/parent/…``: the session there, through that neighbour."""
