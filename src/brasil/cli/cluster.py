@@ -11,20 +11,49 @@ from ..tree import cluster
 from .errors import UsageError, run
 
 
+UP_DESCRIPTION = """Start a tree of daemons in the background and print the root's address.
+
+here (default):  1 + F + F² + … daemons (depth D, fanout F); n0 is the root, n1…nF its
+                 children, n1.1… theirs; Unix sockets and loopback only
+--hosts NODESET: one daemon per host over ssh, in a k-ary tree (the first host is the root,
+                 each child dials its parent); a generated secret is installed 0600 on every
+                 host; hosts that cannot be reached are reported, and the tree is formed from
+                 the rest
+--slurm:         inside an allocation, one daemon per task through srun"""
+
+UP_EXAMPLES = """examples:
+  brasil cluster up --depth 2 --fanout 3 --slots 2      13 daemons here
+  brasil cluster up --hosts 'node[01-64]' --fanout 8    over ssh
+  salloc -N 16 brasil cluster up --slurm                 in Slurm"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("cluster", help="start or stop a local tree of daemons",
-                       description="Start a tree of node daemons on this machine in the "
-                       "background (loopback and Unix sockets only), or stop it.")
+    p = sub.add_parser("cluster", help="start or stop a tree of daemons (here, over ssh, Slurm)",
+                       description="Start a tree of node daemons in the background — on this "
+                       "machine (loopback and Unix sockets only), on hosts over ssh (--hosts), "
+                       "or in a Slurm allocation (--slurm) — or stop it.")
     csub = p.add_subparsers(dest="cluster_command", metavar="up|down")
     csub.required = True
     default_dir = os.path.join(runtime_dir(), "cluster")
     u = csub.add_parser("up", help="start the tree; prints the root's address",
-                        description="Start 1 + F + F² + … daemons (depth D, fanout F). Names: n0 "
-                        "is the root, n1…nF its children, n1.1… theirs. Prints the root's address "
-                        "and the environment to use it.")
+                        description=UP_DESCRIPTION,
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=UP_EXAMPLES)
     u.add_argument("--depth", type=int, default=1, help="levels below the root (default 1)")
-    u.add_argument("--fanout", type=int, default=3, help="children per daemon (default 3)")
-    u.add_argument("--slots", type=int, default=1, help="slots per daemon (default 1)")
+    u.add_argument("--fanout", type=int, default=None, help="children per daemon (default 3 "
+                   "here, 32 with --hosts or --slurm, as Flux's kary:32)")
+    u.add_argument("--slots", type=int, default=None, help="slots per daemon (default 1 here; "
+                   "one per core elsewhere)")
+    u.add_argument("--hosts", metavar="NODESET", help="start one daemon on each host over ssh "
+                   "(ClusterShell node set: node[01-64],login1)")
+    u.add_argument("--slurm", action="store_true", help="start one daemon per task of the "
+                   "current Slurm allocation (srun brasil serve --slurm)")
+    u.add_argument("--port", type=int, default=5670, help="the daemons' port with --hosts or "
+                   "--slurm (a node's tasks take the following ones; default 5670)")
+    u.add_argument("--remote-python", metavar="PATH", help="the interpreter that has brasil on "
+                   "the hosts (default: this one's path)")
+    u.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                   help="passed to ssh (repeatable), e.g. --ssh-option=-F --ssh-option=cfg")
     u.add_argument("--dir", default=default_dir, help=f"where sockets, logs and pids go "
                    f"(default {default_dir})")
     u.add_argument("--export-root", metavar="DIR", help="export DIR/NAME as each node's fs/")
@@ -34,6 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 async def cmd_up(args: argparse.Namespace) -> int:
+    if args.hosts or args.slurm:
+        return await cmd_up_remote(args)
+    args.fanout = 3 if args.fanout is None else args.fanout
+    args.slots = 1 if args.slots is None else args.slots
     if args.depth < 0 or args.fanout < 1 or args.slots < 0:
         raise UsageError("--depth must be ≥ 0, --fanout ≥ 1 and --slots ≥ 0")
     n = sum(args.fanout ** d for d in range(args.depth + 1))
@@ -53,11 +86,43 @@ async def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_up_remote(args: argparse.Namespace) -> int:
+    from ..tree import deploy
+    fanout = deploy.DEFAULT_FANOUT if args.fanout is None else args.fanout
+    if fanout < 1:
+        raise UsageError("--fanout must be ≥ 1")
+    d = os.path.abspath(args.dir)
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    try:
+        if args.slurm:
+            root = await deploy.slurm_up(d, fanout=fanout, slots=args.slots, port=args.port,
+                                         progress=say)
+        else:
+            root, missing = await deploy.ssh_up(d, deploy.expand(args.hosts), fanout=fanout,
+                                                slots=args.slots, port=args.port,
+                                                python=args.remote_python,
+                                                ssh=args.ssh_option, progress=say)
+    except deploy.DeployError as e:
+        raise UsageError(str(e)) from None
+    print(root)
+    print(f"# use it:  export BRASIL={root} BRASIL_SECRET_FILE={d}/secret", file=sys.stderr)
+    print(f"# stop it: brasil cluster down --dir {d}", file=sys.stderr)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     if args.cluster_command == "up":
         return run("brasil cluster", lambda: cmd_up(args))
+    import asyncio
+
+    from ..tree import deploy
     try:
-        n = cluster.down(args.dir)
+        if os.path.exists(os.path.join(args.dir, "hosts.json")):
+            n = asyncio.run(deploy.ssh_down(args.dir))
+        elif os.path.exists(os.path.join(args.dir, "srun.pid")):
+            n = deploy.slurm_down(args.dir)
+        else:
+            n = cluster.down(args.dir)
     except cluster.ClusterError as e:
         print(f"brasil cluster: {e}", file=sys.stderr)
         return 1

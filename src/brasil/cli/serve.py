@@ -54,6 +54,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    "(res … where rack=r7, query paths); repeatable; also settable by writing "
                    "/csrv/local/attrs")
     p.add_argument("--parent", metavar="ADDR", help="join the tree under the daemon at ADDR")
+    p.add_argument("--slurm", action="store_true", help="run as one task of `srun brasil serve "
+                   "--slurm`: name, listen address and parent come from Slurm's environment "
+                   "(a k-ary tree over the tasks; task 0, the root, prints its address)")
+    p.add_argument("--fanout", type=int, default=32, help="with --slurm: children per daemon "
+                   "(default 32)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="with --slurm: the first "
+                   "task's port on each node (the next tasks there take the following ones)")
     p.add_argument("--secret-file", metavar="FILE",
                    help="cluster secret; required to listen beyond loopback")
     p.add_argument("--state-dir", metavar="DIR", help="where state is kept "
@@ -107,6 +114,15 @@ def listen_addresses(args: argparse.Namespace) -> list[Address]:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    if args.slurm:
+        from ..tree.deploy import DeployError, slurm_place
+        try:
+            place = slurm_place(dict(os.environ), args.fanout, args.port)
+        except DeployError as e:
+            raise UsageError(str(e)) from None
+        args.name, args.listen, args.parent = place.name, [place.listen], place.parent
+        if args.state_dir is None:
+            args.state_dir = os.path.join(state_dir(None), f"slurm-{place.name}")
     addrs = listen_addresses(args)
     if args.slots < 0:
         raise UsageError("--slots must be 0 or more")
@@ -154,6 +170,8 @@ async def serve(args: argparse.Namespace) -> int:
         await daemon.stop()
         raise UsageError(f"--db: {e}") from None
     write_addresses(args, [a for a in node.addresses if not a.startswith("data ")])
+    if args.slurm and args.parent is None:
+        print(f"brasil: root at {args.listen[0]}", flush=True)  # for whoever ran srun
     log.warning("node %s: %d slot(s), serving 9P on %s", node.name, node.slots_total,
                 ", ".join(node.addresses))
     stop = asyncio.Event()

@@ -1,0 +1,280 @@
+"""Trees on real hosts: over ssh (``cluster up --hosts NODESET``) and inside Slurm (``--slurm``).
+
+Both shape the tree k-ary (Flux's ``kary:32`` by default): host i's parent is host (i-1)//k, and
+every child dials its parent, so nothing needs to reach a child. The cluster secret is generated
+here and installed on every host with mode 0600 before any daemon starts; each daemon listens on
+its host's own address (the name or address it was given), with the secret required.
+
+Over ssh, the hosts are probed first (in parallel, each with a short connect timeout): any that
+cannot be reached is reported, by host, with ssh's reason, and the tree is shaped from the rest.
+The local cluster directory keeps what ``cluster down`` needs: each host, its daemon's pid and
+its directory there.
+
+Under Slurm, each task of ``srun brasil serve --slurm`` works out its place from the environment
+(``SLURM_PROCID``, ``SLURM_STEP_NODELIST``, ``SLURM_STEP_TASKS_PER_NODE``, ``SLURM_LOCALID``):
+its node, its name (the node's name, with ``-LOCALID`` when a node runs several tasks), its
+port (the base port plus ``SLURM_LOCALID``) and its parent's; task 0, the root, prints its address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+
+from ..ninep.auth import client_auth, load_secret
+from ..ninep.client import Client
+from ..ninep.private import private_dir, write_private
+
+DEFAULT_FANOUT = 32
+DEFAULT_PORT = 5670
+SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+
+class DeployError(Exception):
+    pass
+
+
+def parent_index(i: int, fanout: int) -> int | None:
+    return None if i == 0 else (i - 1) // fanout
+
+
+def expand(nodeset: str) -> list[str]:
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+    try:
+        return list(NodeSet(nodeset))
+    except NodeSetParseError as e:
+        raise DeployError(f"--hosts {nodeset!r}: {e}") from None
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---- ssh ----
+
+@dataclass
+class SshHost:
+    host: str
+    pid: int = 0
+    dir: str = ""
+    parent: str | None = None
+
+
+async def _ssh(host: str, command: str, ssh: list[str], stdin: bytes | None = None,
+               timeout: float = 30) -> tuple[int, str, str]:
+    p = await asyncio.create_subprocess_exec(
+        *ssh, host, command, stdin=asyncio.subprocess.PIPE if stdin is not None
+        else asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(p.communicate(stdin), timeout)
+    except asyncio.TimeoutError:
+        p.kill()
+        await p.wait()
+        return 255, "", f"no answer within {timeout:g}s"
+    return p.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _reason(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "ssh failed"
+
+
+async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT,
+                 slots: int | None = None, port: int = DEFAULT_PORT, python: str | None = None,
+                 ssh: list[str] | None = None, progress=print) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Start the tree; returns the root's address and the hosts that could not be reached."""
+    ssh = ["ssh", *SSH_OPTIONS, *(ssh or [])]
+    python = python or sys.executable
+    dirpath = private_dir(dirpath, "cluster directory")
+    if os.path.exists(os.path.join(dirpath, "hosts.json")):
+        raise DeployError(f"{dirpath} already has a cluster; `brasil cluster down --dir "
+                          f"{dirpath}` first")
+    t0 = time.monotonic()
+    probes = await asyncio.gather(*(_ssh(h, "true", ssh, timeout=15) for h in hosts))
+    unreachable = [f"{h}: {_reason(err)}" for h, (rc, _, err) in zip(hosts, probes) if rc]
+    live = [h for h, (rc, _, _) in zip(hosts, probes) if rc == 0]
+    for line in unreachable:
+        progress(f"unreachable: {line}")
+    if not live:
+        raise DeployError("no host could be reached; nothing was started")
+    secret = secrets.token_urlsafe(32) + "\n"
+    write_private(os.path.join(dirpath, "secret"), secret)
+    cluster_id = os.path.basename(dirpath.rstrip("/")) + "-" + secrets.token_hex(3)
+    members = [SshHost(h, dir=f"/tmp/brasil-{os.getuid()}/{cluster_id}-{i}",
+                       parent=None if parent_index(i, fanout) is None
+                       else address(live[parent_index(i, fanout)], port))  # type: ignore[index]
+               for i, h in enumerate(live)]
+
+    async def start(m: SshHost) -> str:
+        q = shlex.quote
+        serve = [python, "-m", "brasil.cli.main", "serve", "--name", m.host, "--listen",
+                 address(m.host, port), "--secret-file", f"{m.dir}/secret", "--state-dir",
+                 f"{m.dir}/state", "-q"] + (["--slots", str(slots)] if slots is not None else []) \
+            + (["--parent", m.parent] if m.parent else [])
+        script = (f"umask 077; mkdir -p {q(m.dir)} && cat > {q(m.dir)}/secret || exit 1; "
+                  f"cd /; nohup {' '.join(q(w) for w in serve)} > {q(m.dir)}/serve.log 2>&1 "
+                  f"< /dev/null & echo $!")  # (only the daemon in the background)
+        rc, out, err = await _ssh(m.host, script, ssh, stdin=secret.encode())
+        if rc or not out.strip().isdigit():
+            return f"{m.host}: could not start the daemon: {_reason(err or out)}"
+        m.pid = int(out.strip())
+        return ""
+    failed = [f for f in await asyncio.gather(*(start(m) for m in members)) if f]
+    state = {"hosts": [m.__dict__ for m in members], "ssh": ssh, "port": port}
+    write_private(os.path.join(dirpath, "hosts.json"), json.dumps(state, indent=1))
+    for f in failed:
+        progress(f)
+    root = address(live[0], port)
+    await wait_joined(root, os.path.join(dirpath, "secret"), len(members) - len(failed), progress)
+    progress(f"tree of {len(members) - len(failed)} daemon(s) up in {time.monotonic() - t0:.1f}s "
+             f"(fanout {fanout})")
+    return root, unreachable + failed
+
+
+async def wait_joined(root: str, secret_file: str, n: int, progress, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    """Until the root's status lists ``n`` nodes."""
+    deadline = time.monotonic() + timeout
+    auth = client_auth(load_secret(secret_file))
+    last = 0
+    while True:
+        try:
+            c = await Client.connect(root, auth=auth, timeout=5)
+            try:
+                lines = (await c.read("csrv/local/status")).decode().splitlines()
+            finally:
+                await c.close()
+            last = len(lines) - 1
+            if last >= n:
+                progress(f"all {n} daemon(s) joined")
+                return
+        except (OSError, ConnectionError, Exception) as e:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline:
+                raise DeployError(f"the root at {root} did not come up: {e}") from None
+        if time.monotonic() > deadline:
+            raise DeployError(f"only {last} of {n} daemons joined the root at {root}")
+        await asyncio.sleep(0.2)
+
+
+async def ssh_down(dirpath: str) -> int:
+    with open(os.path.join(dirpath, "hosts.json")) as f:
+        state = json.load(f)
+    ssh = state["ssh"]
+
+    async def stop(m: dict) -> bool:  # type: ignore[type-arg]
+        if not m.get("pid"):
+            return False
+        q = shlex.quote
+        script = (f"kill {m['pid']} 2>/dev/null && for i in $(seq 50); do "
+                  f"kill -0 {m['pid']} 2>/dev/null || break; sleep 0.1; done; "
+                  f"kill -9 {m['pid']} 2>/dev/null; rm -rf {q(m['dir'])}; true")
+        rc, _, _ = await _ssh(m["host"], script, ssh)
+        return rc == 0
+    stopped = await asyncio.gather(*(stop(m) for m in state["hosts"]))
+    os.unlink(os.path.join(dirpath, "hosts.json"))
+    return sum(stopped)
+
+
+# ---- Slurm ----
+
+def tasks_per_node(text: str) -> list[int]:
+    """``SLURM_STEP_TASKS_PER_NODE``: ``2(x3),1`` → [2, 2, 2, 1]."""
+    out = []
+    for part in text.split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not m:
+            raise DeployError(f"cannot read SLURM_STEP_TASKS_PER_NODE {text!r}")
+        out += [int(m.group(1))] * int(m.group(2) or 1)
+    return out
+
+
+@dataclass
+class SlurmPlace:
+    name: str
+    listen: str
+    parent: str | None
+    root: bool
+
+
+def slurm_place(env: dict[str, str], fanout: int = DEFAULT_FANOUT,
+                port: int = DEFAULT_PORT) -> SlurmPlace:
+    """This task's place in the tree, from Slurm's environment (block task distribution)."""
+    try:
+        rank = int(env["SLURM_PROCID"])
+        nodes = expand(env.get("SLURM_STEP_NODELIST") or env["SLURM_JOB_NODELIST"])
+        per = tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE")
+                             or env["SLURM_TASKS_PER_NODE"])
+    except KeyError as e:
+        raise DeployError(f"--slurm: {e.args[0]} is not set; run under srun (srun brasil serve "
+                          "--slurm …)") from None
+    layout: list[tuple[str, int]] = []  # task -> (node, local id)
+    for node, k in zip(nodes, per):
+        layout += [(node, i) for i in range(k)]
+    if rank >= len(layout):
+        raise DeployError(f"--slurm: task {rank} but the step lists {len(layout)} task(s)")
+
+    def name(t: int) -> str:
+        node, local = layout[t]
+        return node if per[nodes.index(node)] == 1 else f"{node}-{local}"
+
+    def addr(t: int) -> str:
+        node, local = layout[t]
+        return address(node, port + local)
+    p = parent_index(rank, fanout)
+    return SlurmPlace(name(rank), addr(rank), None if p is None else addr(p), rank == 0)
+
+
+async def slurm_up(dirpath: str, *, fanout: int = DEFAULT_FANOUT, slots: int | None = None,
+                   port: int = DEFAULT_PORT, progress=print) -> str:  # type: ignore[no-untyped-def]
+    """Inside an allocation: ``srun`` one daemon per task, in the background; the root's
+    address once every task has joined. The directory must be one every node can read (the
+    secret is there): the default is under the home directory."""
+    import subprocess
+    if "SLURM_JOB_ID" not in os.environ:
+        raise DeployError("--slurm: not inside a Slurm allocation (SLURM_JOB_ID is not set); "
+                          "run it under salloc or sbatch")
+    dirpath = private_dir(dirpath, "cluster directory")
+    secret = os.path.join(dirpath, "secret")
+    write_private(secret, secrets.token_urlsafe(32) + "\n")
+    argv = ["srun", "--kill-on-bad-exit=0", sys.executable, "-m", "brasil.cli.main", "serve",
+            "--slurm", "--fanout", str(fanout), "--port", str(port), "--secret-file", secret,
+            "-q"] + (["--slots", str(slots)] if slots is not None else [])
+    log = os.path.join(dirpath, "srun.log")
+    with open(log, "ab") as out:
+        p = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    write_private(os.path.join(dirpath, "srun.pid"), f"{p.pid}\n")
+    deadline = time.monotonic() + 60
+    root = None
+    while root is None:
+        with open(log) as f:
+            m = re.search(r"brasil: root at (\S+)", f.read())
+        if m:
+            root = m.group(1)
+        elif p.poll() is not None or time.monotonic() > deadline:
+            raise DeployError(f"srun did not start the root; see {log}")
+        else:
+            await asyncio.sleep(0.1)
+    ntasks = int(os.environ.get("SLURM_NTASKS", "0") or 0)
+    if ntasks:
+        await wait_joined(root, secret, ntasks, progress)
+    return root
+
+
+def slurm_down(dirpath: str) -> int:
+    import signal
+    with open(os.path.join(dirpath, "srun.pid")) as f:
+        pid = int(f.read().strip())
+    try:
+        os.killpg(pid, signal.SIGTERM)  # srun passes it on to every task
+    except ProcessLookupError:
+        pid = 0
+    os.unlink(os.path.join(dirpath, "srun.pid"))
+    return 1 if pid else 0
