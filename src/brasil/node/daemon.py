@@ -167,7 +167,7 @@ class Node:
     def neighbor_lost(self, name: str) -> None:
         """Sub-sessions held through a lost neighbour fail, naming it; the rest go on."""
         for s in self.sessions.values():
-            for g in s.groups:
+            for g in s.delegations:
                 if g.neighbor == name:
                     g.mark_lost(f"{name} is gone")
 

@@ -81,8 +81,8 @@ class Session:
         self.parent = parent
         self.slot = slot
         self.state = "idle" if slot is not None else "new"
-        self.subs: list[Session] = []  # the sub-sessions here; those elsewhere are in groups
-        self.groups: list[Any] = []  # sessions on neighbours holding some of our sub-sessions
+        self.subs: list[Session] = []  # the sub-sessions here; those elsewhere are in delegations
+        self.delegations: list[Any] = []  # sessions on neighbours holding some of our sub-sessions
         self.came_from: str | None = None  # the neighbour that asked for this session (`from`)
         self.env: dict[str, str] = dict(node.env) if parent is None else {}
         self.ns: list[str] = []
@@ -126,7 +126,7 @@ class Session:
         return self.parent.top if self.parent else self
 
     def leaves(self) -> list[Session]:
-        """The sub-sessions that run here (remote ones are reached through ``groups``)."""
+        """The sub-sessions that run here (remote ones are reached through ``delegations``)."""
         if self.is_leaf:
             return [self]
         return [leaf for s in self.subs for leaf in s.leaves()]
@@ -154,16 +154,16 @@ class Session:
             raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
         self.state = lifecycle.step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
         try:
-            slots, groups = await self.node.reserve(self, n, sel, upto)
+            slots, delegated = await self.node.reserve(self, n, sel, upto)
         except BaseException:
             self.state = "new"
             raise
         self.subs = [Session(self.node, f"{self.path}/{i}", self, slot) for i, slot in enumerate(slots)]
-        self.groups = groups
-        for g in groups:
+        self.delegations = delegated
+        for g in delegated:
             g.on_done.append(self._notify_done)
         self.tell_ranks()
-        where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in groups])
+        where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in delegated])
         log.info("session %s: reserved %d slot(s): %s", self.path, self.nsubs, where)
 
     def set_rank(self, base: int, size: int, origin: str) -> None:
@@ -177,7 +177,7 @@ class Session:
     def tell_ranks(self) -> None:
         """Each group learns its ranks before anything can be run there: the write goes out
         ahead of any later request on the same connection."""
-        for g in self.groups:
+        for g in self.delegations:
             asyncio.ensure_future(g.tell(self.rank_line(g)))
 
     def rank_line(self, g: Any) -> str:
@@ -220,7 +220,7 @@ class Session:
         self.state = lifecycle.step(lifecycle.SESSION, self.state, "exec", f"session {self.path}")
         self.args = cmd
         busy = [leaf.path for leaf in self.leaves() if leaf.state == "running"]
-        busy += [f"{g.first}-{g.first + g.count - 1} on {g.neighbor}" for g in self.groups
+        busy += [f"{g.first}-{g.first + g.count - 1} on {g.neighbor}" for g in self.delegations
                  if g.running]
         if busy:
             self.state = "done" if self.all_done() else "running"
@@ -228,28 +228,28 @@ class Session:
                              "kill them or wait first", errno.EBUSY)
         self._reset_io()
         leaves = self.leaves()
-        groups = [g for g in self.groups if not g.lost]
+        delegated = [g for g in self.delegations if not g.lost]
         remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}",
                         f"lazy {'on' if self.lazy else 'off'}",
                         f"label {'on' if self.label else 'off'}"]
         results = await asyncio.gather(start_leaves(self.node, leaves, cmd, argv, env),
                                        *(g.exec(cmd, self.effective_env(),
                                                 remote_setup + [self.rank_line(g)])
-                                         for g in groups), return_exceptions=True)
+                                         for g in delegated), return_exceptions=True)
         errors = [r for r in results[1:] if isinstance(r, BaseException)]
         errors += results[0] if isinstance(results[0], list) else [results[0]]
         if errors:
             for leaf in leaves:
                 if leaf.process and leaf.process.running:
                     leaf.process.kill(signal.SIGKILL)
-            await asyncio.gather(*(g.kill(signal.SIGKILL) for g in groups if g.running),
+            await asyncio.gather(*(g.kill(signal.SIGKILL) for g in delegated if g.running),
                                  return_exceptions=True)
             if self.state == "running" and self.all_done():  # nothing started: not running
                 self.state = lifecycle.step(lifecycle.SESSION, self.state, "finish",
                                             f"session {self.path}")
             raise errors[0]
         log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
-                 len(leaves), sum(g.count for g in groups))
+                 len(leaves), sum(g.count for g in delegated))
 
     def _count_running(self) -> None:
         if self._counted:
@@ -338,7 +338,7 @@ class Session:
                     codes = [leaf.exit_status for leaf in s.leaves()]
                     log.info("session %s: every process ended: %d here (%d with status 0)%s",
                              s.path, len(codes), codes.count(0),
-                             f", {len(s.groups)} group(s) elsewhere" if s.groups else "")
+                             f", {len(s.delegations)} delegation(s) elsewhere" if s.delegations else "")
                 waiters, s._done_waiters = s._done_waiters, []
                 for w in waiters:
                     if not w.done():
@@ -348,7 +348,7 @@ class Session:
     def all_done(self) -> bool:
         if self.is_leaf:
             return self.state not in ("running", "waiting")
-        return self._running == 0 and not any(g.running for g in self.groups)
+        return self._running == 0 and not any(g.running for g in self.delegations)
 
     async def wait(self) -> None:
         while not self.all_done():
@@ -372,9 +372,9 @@ class Session:
                 leaf.process.kill(sig)
                 n += 1
         log.info("session %s: signal %d to %d process group(s) here, %d group(s) elsewhere",
-                 self.path, sig, n, len(self.groups))
-        if self.groups:
-            return asyncio.gather(*(g.kill(sig) for g in self.groups if g.running))
+                 self.path, sig, n, len(self.delegations))
+        if self.delegations:
+            return asyncio.gather(*(g.kill(sig) for g in self.delegations if g.running))
         return None
 
     def set_mux(self, args: list[str]) -> None:
@@ -426,9 +426,9 @@ class Session:
                     o.take(AGGREGATE)
                     sources.append(o)
                     prefixes.append(leaf.label_prefix() if self.top.label else b"")
-            groups = [g for g in self.groups if not g.lost]  # they label their own records
-            sources += [g.output(fd, f"{self.path} via {g.neighbor}") for g in groups]
-            prefixes += [b""] * len(groups)
+            delegated = [g for g in self.delegations if not g.lost]  # they label their own records
+            sources += [g.output(fd, f"{self.path} via {g.neighbor}") for g in delegated]
+            prefixes += [b""] * len(delegated)
             aggregator = Aggregator(sources, self.rs, self.node.output_limit,
                                     prefixes=prefixes if self.top.label else None)
             self._aggregators.append(aggregator)
@@ -443,7 +443,7 @@ class Session:
         if not self.nsubs:
             raise NinepError(f"session {self.path} has no processes yet: res and exec first")
         if self._input is None:
-            live = [g for g in self.groups if not g.lost]
+            live = [g for g in self.delegations if not g.lost]
             sinks: list[Sink] = [s.input() for s in self.leaves()] + [g.input() for g in live]
             weights = [1] * len(self.leaves()) + [g.count for g in live]
             self._input = Distributor(sinks, self.mux, self.key, self.rs, weights)
@@ -451,7 +451,7 @@ class Session:
 
     @property
     def nsubs(self) -> int:
-        return len(self.subs) + sum(g.count for g in self.groups)
+        return len(self.subs) + sum(g.count for g in self.delegations)
 
     def sub(self, index: str) -> Any:
         """Sub-session ``index``: a Session here, or (made when first asked for, so that a large
@@ -463,7 +463,7 @@ class Session:
         if i < len(self.subs):
             return self.subs[i]
         if i not in self._remote_subs:
-            g = next(g for g in self.groups if g.first <= i < g.first + g.count)
+            g = next(g for g in self.delegations if g.first <= i < g.first + g.count)
             self._remote_subs[i] = g.sub(i - g.first, self)
         return self._remote_subs[i]
 
@@ -569,12 +569,12 @@ class Session:
     def status_text(self) -> Any:
         """One line per sub-session; waits on neighbours when some live there."""
         lines = [leaf.status_line() for leaf in self.leaves()]
-        if not self.groups:
+        if not self.delegations:
             return "".join(ln + "\n" for ln in lines)
         return self._status_text(lines)
 
     async def _status_text(self, lines: list[str]) -> str:
-        for more in await asyncio.gather(*(g.status_lines() for g in self.groups)):
+        for more in await asyncio.gather(*(g.status_lines() for g in self.delegations)):
             lines += more
         return "".join(ln + "\n" for ln in lines)
 
@@ -592,7 +592,7 @@ class Session:
         for leaf in self.leaves():
             sub = leaf.path.split("/", 1)[1] if "/" in leaf.path else leaf.path
             out.append(f"{sub} {'-' if leaf.exit_status is None else leaf.exit_status}")
-        for g in self.groups:
+        for g in self.delegations:
             out += g.wait_lines()
         return out
 
@@ -602,7 +602,7 @@ class Session:
         counts: dict[str, int] = {}
         for leaf in self.leaves():
             counts[leaf.state] = counts.get(leaf.state, 0) + 1
-        for g in self.groups:
+        for g in self.delegations:
             key = "lost" if g.lost else "running" if g.running else \
                 "exited" if g.wait_result is not None else "idle"
             counts[key] = counts.get(key, 0) + g.count
@@ -639,7 +639,7 @@ class Session:
         for sp in self.splices + [t for leaf in self.leaves() for t in leaf.transfers]:
             if getattr(sp, "task", None) is not None:
                 sp.task.cancel()
-        for g in self.groups:
+        for g in self.delegations:
             asyncio.ensure_future(g.close())
         if not self.is_leaf:
             self.state = "closed"

@@ -33,13 +33,13 @@ class PlanError(Exception):
 class Segment:
     index: int
     stages: list[str]  # commands joined by plain pipes
-    groups: int  # independent instances of its region
+    instances: int  # independent instances of its region
     per: int  # copies in each instance
     first: int = 0  # the number of its first command in the pipeline (from 0)
 
     @property
     def copies(self) -> int:
-        return self.groups * self.per
+        return self.instances * self.per
 
     @property
     def text(self) -> str:
@@ -82,8 +82,8 @@ class Plan:
         lines = []
         for seg in self.segments:
             copies = f"{seg.copies} cop{'y' if seg.copies == 1 else 'ies'}"
-            if seg.groups > 1:
-                copies += f" ({seg.groups} groups of {seg.per})"
+            if seg.instances > 1:
+                copies += f" ({seg.instances} instances of {seg.per})"
             n = f"{seg.first + 1}" if len(seg.stages) == 1 else \
                 f"{seg.first + 1}-{seg.first + len(seg.stages)}"
             lines.append(f"stage {n}: {seg.text}")
@@ -133,13 +133,13 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
         key = None
         if link.kind == "fanout":
             n = link.copies or n_default
-            stack.append((up.groups, up.per, link))
+            stack.append((up.instances, up.per, link))
             down = Segment(len(segments), [stage.text], up.copies, n, first)
             routes = [Route([c], list(range(c * n, (c + 1) * n))) for c in range(up.copies)]
             mode = "balance"
         elif link.kind == "fanin":
-            groups, per, opened = stack.pop()
-            down = Segment(len(segments), [stage.text], groups, per, first)
+            instances, per, opened = stack.pop()
+            down = Segment(len(segments), [stage.text], instances, per, first)
             routes = [Route(list(range(k * up.per, (k + 1) * up.per)), [k])
                       for k in range(down.copies)]
             mode = "merge"
@@ -152,9 +152,9 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
                 key = Key(link.key or var.get("KEY") or "1")
             except ValueError as e:
                 raise PlanError(f"key for |#|: {e}") from None
-            down = Segment(len(segments), [stage.text], up.groups, m, first)
+            down = Segment(len(segments), [stage.text], up.instances, m, first)
             routes = [Route(list(range(k * up.per, (k + 1) * up.per)),
-                            list(range(k * m, (k + 1) * m))) for k in range(up.groups)]
+                            list(range(k * m, (k + 1) * m))) for k in range(up.instances)]
             mode = "hash"
         edges.append(Edge(mode, up.index, down.index, rs, key, routes, symbol=link.symbol))
         segments.append(down)

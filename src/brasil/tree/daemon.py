@@ -16,7 +16,7 @@ from .link import ParentLink
 from .registry import Children, JoinFile
 from .reserve import Reserver
 from .data import CutThrough, DataEndpoint
-from .groups import RemoteEnd
+from .delegation import RemoteEnd
 from .remote import Remote
 from ..ninep.errors import NinepError
 

@@ -18,7 +18,7 @@ from ..ninep.client import Client
 from ..ninep.constants import ORDWR
 from ..ninep.errors import NinepError
 from ..node.attrs import Selection
-from .groups import RemoteGroup
+from .delegation import Delegation
 from .remote import Remote
 
 if TYPE_CHECKING:
@@ -33,21 +33,21 @@ class Reserver:
         self.daemon = daemon
 
     async def reserve(self, session: Session, n: int, sel: Selection, came_from: str | None,
-                      first: int) -> list[RemoteGroup]:
+                      first: int) -> list[Delegation]:
         """Groups holding up to ``n`` slots on neighbours; fewer if the tree has fewer.
 
         First the children that reported free slots, asked in parallel for their share; then,
         since those reports can be a second old, the children not yet asked, one at a time for
         what is still missing; then the parent. Each is asked for *up to* its share, so a stale
         report never fails a reservation that the tree could satisfy."""
-        groups: list[RemoteGroup] = []
+        groups: list[Delegation] = []
         need = n
         tried: set[str] = set()
 
         def took(name: str, r: object, k: int) -> None:
             nonlocal need
             tried.add(name)
-            if isinstance(r, RemoteGroup):
+            if isinstance(r, Delegation):
                 groups.append(r)
                 need -= r.count
             elif isinstance(r, BaseException) and not isinstance(r, (NinepError, ConnectionError)):
@@ -107,7 +107,7 @@ class Reserver:
                    if c.name != came_from and not c.gone)
 
     async def _ask(self, name: str, client: Client, k: int, sel: Selection,
-                   session: Session) -> RemoteGroup:
+                   session: Session) -> Delegation:
         """A session on ``name`` with up to ``k`` slots: seven round trips, whatever ``k``."""
         clone = await client.open("csrv/local/clone")
         sid = (await clone.read()).decode().strip()
@@ -127,9 +127,9 @@ class Reserver:
             ctl.forget()
             raise
         hop = ("up", self.daemon.node.name) if name == "parent" else ("down", name)
-        return RemoteGroup(name, Remote(client, f"node {name}", hop), sid, got, 0, session.path,
+        return Delegation(name, Remote(client, f"node {name}", hop), sid, got, 0, session.path,
                            ctl)
 
 
-async def release(groups: list[RemoteGroup]) -> None:
+async def release(groups: list[Delegation]) -> None:
     await asyncio.gather(*(g.close() for g in groups), return_exceptions=True)

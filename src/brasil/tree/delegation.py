@@ -1,11 +1,11 @@
 """Sub-sessions that live on another node: a session there, holding several of ours.
 
 A reservation that spills over to a neighbour (a child's subtree, or the parent) makes one session
-on that neighbour with ``res M``; that session is a :class:`RemoteGroup` of M of our sub-sessions.
-Everything a session does to its sub-sessions it does to a group with one request: ``exec`` is one
-ctl write, the group's output is read once through its own aggregated ``stdio`` (so each byte
+on that neighbour with ``res M``; that session is a :class:`Delegation` of M of our sub-sessions.
+Everything a session does to its sub-sessions it does to a delegation with one request: ``exec`` is one
+ctl write, the delegation's output is read once through its own aggregated ``stdio`` (so each byte
 crosses each level of the tree once), its input is one stream distributed there by the same mux.
-If the neighbour is lost, the group's sub-sessions fail with the node's name and the rest go on.
+If the neighbour is lost, the delegation's sub-sessions fail with the node's name and the rest go on.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class RemoteSink:
             pass
 
 
-class RemoteGroup:
+class Delegation:
     """Holds the remote session's ``ctl`` open for its whole life: that open file is what keeps
     the session there alive, and when our side goes away (a dead node closes its connections)
     the neighbour closes it, killing what it ran for us."""
@@ -274,9 +274,9 @@ class RemoteEnd:
 
 
 class RemoteSub(RemoteEnd):
-    """One of our sub-session indexes that lives in a RemoteGroup."""
+    """One of our sub-session indexes that lives in a Delegation."""
 
-    def __init__(self, group: RemoteGroup, j: int, parent: Any) -> None:
+    def __init__(self, group: Delegation, j: int, parent: Any) -> None:
         super().__init__(group.remote, f"{group.base}/{j}", f"{parent.path}/{group.first + j}",
                          group.mark_lost)
         self.group, self.j = group, j
