@@ -204,7 +204,7 @@ class SlurmCluster:
         return subprocess.Popen(["srun", *args], **popen_kw)
 
     def job_states(self, job_id: str) -> dict[str, str]:
-        """{"7": "RUNNING"} or, for an array, {"7_1": "COMPLETED", "7_[2-4]": "PENDING", …}."""
+        """{"7": "RUNNING"} or, for an array, {"7_1": "COMPLETED", "7_2-4": "PENDING", …}."""
         out = self.run(["scontrol", "-o", "show", "job", str(job_id)]).stdout
         states = {}
         for line in out.splitlines():
