@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PEERS := .peers
 
-.PHONY: test demo bench fuzz setup system peers test-deps lint clean
+.PHONY: test demo bench bench-deps fuzz setup system peers test-deps lint clean
 
 setup: system $(VENV)/.installed
 
@@ -41,11 +41,16 @@ test: setup peers test-deps
 demo: setup
 	$(BIN)/python -m brasil.demo
 
-bench: setup peers
+# The tools the benchmarks compare with (GNU parallel, clush, pdsh…), only when missing.
+bench-deps:
+	@sh scripts/bench-deps.sh
+
+bench: setup peers bench-deps
 	$(BIN)/python bench/ninep_roundtrips.py
 	$(BIN)/python bench/sessions.py
 	$(BIN)/python bench/tree.py
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/push.py
 
 fuzz: setup
 	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from .private import UnsafePathError, check_ancestors, check_private_dir, private_dir
 
 DEFAULT_PORT = 5670  # the original Brasil's port
+STREAM_LIMIT = 1 << 20  # a byte stream's read buffer: above its frames, so reading never stalls
 
 
 class AddressError(ValueError):
@@ -214,13 +215,14 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.
 
 async def serve_streams(host: str, handler: StreamHandler) -> tuple[asyncio.AbstractServer, Address]:
     """A TCP listener on an ephemeral port of ``host`` for a byte-stream protocol (splices)."""
-    server = await asyncio.start_server(handler, host, 0)
+    server = await asyncio.start_server(handler, host, 0, limit=STREAM_LIMIT)
     return server, bound_addresses(server)[0]
 
 
 async def open_stream(address: Address, timeout: float = 10.0
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
-        return await asyncio.wait_for(asyncio.open_connection(address.host, address.port), timeout)
+        return await asyncio.wait_for(asyncio.open_connection(address.host, address.port,
+                                                              limit=STREAM_LIMIT), timeout)
     except (OSError, asyncio.TimeoutError) as e:
         raise ConnectionError(f"{address}: cannot connect: {e or 'timed out'}") from None

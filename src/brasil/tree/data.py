@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import secrets
 import socket
 import struct
@@ -180,7 +181,7 @@ class CutThrough:
 
     async def scatter(self, dests: list[tuple[str, str]], claim: Callable[[], Output], mode: str,
                       key: Key | None, rs: Splitter, label: str) -> Transfer:
-        return await scatter(dests, claim, mode, key, rs, label)
+        return await scatter(dests, claim, mode, key, rs, label, self.endpoint)
 
 
 async def send(address: str, token: str, claim: Callable[[], Output], label: str,
@@ -220,16 +221,84 @@ async def send(address: str, token: str, claim: Callable[[], Output], label: str
     return t
 
 
+class LocalConn:
+    """A destination on this very node: the bytes go straight into its gather, not through a
+    socket to ourselves. Shaped like the StreamWriter a remote destination gets: writes queue
+    (in order) and ``drain`` waits until they are taken."""
+
+    def __init__(self, sink: Sink, transfer: Transfer) -> None:
+        self.sink, self.t = sink, transfer
+        self.queue: deque[bytes] = deque()
+        self.queued = 0
+        self.ended = False
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.t.state = "running"
+
+    @property
+    def transport(self) -> LocalConn:
+        return self
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            self.ended = True
+        else:
+            self.queue.append(data)
+            self.queued += len(data)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while self.queue:
+                data = self.queue[0]
+                r = self.sink.write(data)
+                if is_awaitable(r):
+                    await r
+                self.queue.popleft()
+                self.queued -= len(data)
+                self.t.bytes += len(data)
+            if self.ended:
+                self.t.state = "done"
+        except NinepError as e:  # the consumer is gone
+            self.error = e
+            self.t.state, self.t.error = "failed", f"consumer gone: {e}"
+
+    async def drain(self) -> None:
+        if self.task is not None:
+            await self.task
+        if self.error is not None:
+            raise ConnectionError(str(self.error))
+
+    def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.add_done_callback(lambda _: self.sink.close())
+        else:
+            self.sink.close()
+
+
 async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mode: str,
-                  key: Key | None, rs: Splitter, label: str) -> Transfer:
+                  key: Key | None, rs: Splitter, label: str,
+                  local: DataEndpoint | None = None) -> Transfer:
     """One output to several consumers' endpoints (``(token, address)`` pairs), cut into whole
     records: ``one`` sends all to the only one, ``balance`` each block to the consumer whose
     connection has the least waiting, ``hash`` each record to the one its key picks. This is the
     many-to-many part of PUSH's ``|<`` and ``|#|``: each producer's node sends straight to each
     consumer's node, never through the tree."""
-    conns = []
+    conns: list[Any] = []
+    here = str(local.address) if local is not None and local.address is not None else None
     try:
         for token, address in dests:
+            waiting = local.expected.get(token) if local is not None and address == here else None
+            if waiting:  # a copy on this node: no socket to ourselves
+                sink, t0 = waiting.pop(0)
+                if not waiting:
+                    del local.expected[token]  # type: ignore[union-attr]
+                conns.append(LocalConn(sink, t0))
+                continue
             reader, writer = await open_stream(parse_address(address))
             writer.write(frame(token.encode()))
             conns.append(writer)
@@ -247,6 +316,9 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
 
     def send_to(i: int, data: bytes) -> None:
         w = conns[i]
+        if isinstance(w, LocalConn):
+            w.write(data)
+            return
         for at in range(0, len(data), CHUNK):
             w.write(frame(data[at:at + CHUNK]))
 
@@ -307,7 +379,7 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
                     written.append(long)
                 await room(sorted(set(written)), any_one=False)
             for w in conns:
-                w.write(frame(b""))  # end of file, cleanly
+                w.write(b"" if isinstance(w, LocalConn) else frame(b""))  # end of file, cleanly
             await asyncio.gather(*(w.drain() for w in conns))
             t.state = "done"
         except (ConnectionError, OSError, NinepError) as e:
