@@ -161,6 +161,8 @@ async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | No
     from brasil.tree.daemon import Daemon
     d = Daemon(Node(name, slots, export=export, idle_timeout=idle_timeout, **(node_options or {})),
                secret=secret, parent=parent, **limits)
+    from brasil.group.query import serve_queries
+    serve_queries(d)  # as `brasil serve` composes it
     d.unix = (await d.listen(Address("unix", path=f"{tmp}/{name}.sock")))[0]  # type: ignore[attr-defined]
     d.tcp = (await d.listen(Address("tcp", "127.0.0.1", 0)))[0]  # type: ignore[attr-defined]
     await d.start()

@@ -163,6 +163,8 @@ async def serve(args: argparse.Namespace) -> int:
             return 1
     tcp = [a for a in addrs if a.kind == "tcp"]
     await daemon.start(tcp[0].host if tcp else "127.0.0.1")  # direct splices listen there too
+    from ..group.query import serve_queries
+    serve_queries(daemon)
     from ..batch import StoreError, serve_scheduler
     try:
         scheduler = await serve_scheduler(node, args.db, state_dir(args.state_dir))

@@ -104,6 +104,8 @@ log = logging.getLogger("brasil.ninep")
 # connection over to another protocol, as a joining child's does.
 current_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
     "current_connection", default=None)
+# Who the request is from: the name its fid was attached with (sessions record it as `user`).
+current_user: contextvars.ContextVar[str] = contextvars.ContextVar("current_user", default="")
 trace_log = logging.getLogger("brasil.ninep.trace")
 
 DEFAULT_MAX_MSIZE = 1024 * 1024 + IOHDRSZ
@@ -393,6 +395,8 @@ class Connection(asyncio.Protocol):
             self.send(Rerror(tag, *self._err(Etoomanyreqs)))
             return
         token = current_connection.set(self)
+        fid = self.fids.get(getattr(msg, "fid", NOFID))
+        user = current_user.set(fid.uname if fid is not None else "")
         try:
             result = handler(msg)
         except NinepError as e:
@@ -406,6 +410,7 @@ class Connection(asyncio.Protocol):
             return
         finally:
             current_connection.reset(token)
+            current_user.reset(user)
         if is_awaitable(result):
             task = asyncio.ensure_future(result)
             self.pending[tag] = task

@@ -28,7 +28,7 @@ from typing import Iterable
 
 from ..ninep.errors import NinepError
 
-BUILTIN = ("name", "arch", "os", "cores", "slots", "free", "mem", "memfree", "load")
+BUILTIN = ("name", "arch", "os", "cores", "slots", "free", "mem", "memfree", "load", "sessions")
 LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 PRED = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)(!=|>=|<=|=|>|<)(.*)$")
 SIZES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}

@@ -23,6 +23,8 @@ from ..exec.reaper import Watchdog
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
+from ..ninep.server import current_user
+from ..ninep.synthetic import OWNER
 from ..ninep.synthetic import (
     BytesHandle,
     DynamicDir,
@@ -128,6 +130,9 @@ class Node:
         read costs one round trip per level of the tree — then the total."""
         lines = [self.status_line()]
         parts = [source() for source in self.status_sources]
+        # Already running: when only the size was wanted (a stat), what it asked is not left
+        # half-made.
+        parts = [asyncio.ensure_future(p) if is_awaitable(p) else p for p in parts]
         waiting = [p for p in parts if is_awaitable(p)]
         if not waiting:  # no children: the size is known without waiting (ls -l shows it)
             return self._status_total(lines + [ln for p in parts for ln in p])
@@ -151,7 +156,7 @@ class Node:
 
     # ---- sessions ----
 
-    def new_session(self) -> Session:
+    def new_session(self, user: str = "") -> Session:
         if len(self.sessions) >= self.max_sessions:
             raise NinepError(f"clone: this node has {len(self.sessions)} sessions, its limit; close "
                              "some (echo close > …/ctl), or raise serve --max-sessions",
@@ -159,6 +164,7 @@ class Node:
         sid = str(self._next_id)
         self._next_id += 1
         session = Session(self, sid)
+        session.user = user or current_user.get() or OWNER
         self.sessions[sid] = session
         self.local.add(sid, SessionDir(session))
         log.info("session %s: created", sid)
@@ -205,7 +211,9 @@ class Node:
 
     def attrs(self) -> dict[str, str]:
         """What this node says about itself (node/attrs.py): the system's, then the labels."""
-        return {**system_attrs(self.name, self.slots_total, len(self.free)), **self.labels}
+        mine = sum(1 for s in self.sessions.values() if s.came_from is None)
+        return {**system_attrs(self.name, self.slots_total, len(self.free)),
+                "sessions": str(mine), **self.labels}
 
     def known_attrs(self) -> set[str]:
         """Every attribute some node of the subtree has (what a predicate may name)."""

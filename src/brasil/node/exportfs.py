@@ -245,7 +245,15 @@ class ExportFile(_ExportNode):
         if mode & OTRUNC:
             flags |= os.O_TRUNC
         try:
-            return FdHandle(self, self._fd(flags))
+            # Never block the daemon: a named pipe would wait here for its other end, and a
+            # device is not ours to serve. Open without waiting, then insist on a regular file.
+            fd = self._fd(flags | os.O_NONBLOCK)
+            if not st.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise NinepError(f"{self._where()}: not a regular file (fs/ serves regular files "
+                                 "and directories only)", _errno.EOPNOTSUPP)
+            os.set_blocking(fd, True)
+            return FdHandle(self, fd)
         except OSError as e:
             raise _oserror(e, self._where()) from None
 

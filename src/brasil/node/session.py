@@ -26,7 +26,7 @@ from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
 from . import lifecycle
-from .attrs import Selection
+from .attrs import Filter, Selection
 from .io import AGGREGATE, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
 from ..exec.command import command_argv
 from .launch import start_leaves
@@ -110,6 +110,8 @@ class Session:
         self.origin = f"{node.name}:/csrv/local/{path}"
         self.lazy = False  # `lazy on`: sub-sessions start when their input first has bytes
         self.label = False  # `label on`: merged output records carry NODE/RANK: prefixes
+        self.user = ""  # who made it (the 9P attach name); a neighbour's session: the origin's
+        self.default_where: Any = None  # a clone in a query directory: res draws from its nodes
         self.starting = False  # a deferred process is being started now
         self._counted = False  # counted among its sessions' running processes
         if slot is not None:
@@ -149,10 +151,17 @@ class Session:
 
     # ---- ctl verbs ----
 
+    def attrs(self) -> dict[str, str]:
+        """What a session says about itself to queries (``user=alice/state=running``)."""
+        return {"user": self.user or "-", "state": self.state, "command": self.args or "-",
+                "session": f"{self.node.name}/{self.path}"}
+
     async def reserve(self, n: int, sel: Selection = Selection(), upto: bool = False) -> None:
         if self.is_leaf:
             raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
         self.state = lifecycle.step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
+        if self.default_where is not None:  # made in a query directory: its nodes only
+            sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode)
         try:
             slots, delegated = await self.node.reserve(self, n, sel, upto)
         except BaseException:
@@ -166,12 +175,14 @@ class Session:
         where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in delegated])
         log.info("session %s: reserved %d slot(s): %s", self.path, self.nsubs, where)
 
-    def set_rank(self, base: int, size: int, origin: str) -> None:
+    def set_rank(self, base: int, size: int, origin: str, user: str = "") -> None:
         """``rank BASE SIZE ORIGIN``: our sub-sessions are BASE… of a session of SIZE made at
         ORIGIN; passed on to the neighbours holding some of ours."""
         if self.parent is not None:
             raise NinepError("rank: set on the session, not on a sub-session")
         self.rank_base, self.size, self.origin = base, size, origin
+        if user and user != "-":
+            self.user = user
         self.tell_ranks()
 
     def tell_ranks(self) -> None:
@@ -181,7 +192,8 @@ class Session:
             asyncio.ensure_future(g.tell(self.rank_line(g)))
 
     def rank_line(self, g: Any) -> str:
-        return f"rank {self.rank_base + g.first} {self.size or self.nsubs} {self.origin}"
+        return (f"rank {self.rank_base + g.first} {self.size or self.nsubs} {self.origin} "
+                f"{shlex.quote(self.top.user or '-')}")
 
     def label_prefix(self) -> bytes:
         """``label on``: what each of this sub-session's records is prefixed with in the merged
@@ -610,6 +622,8 @@ class Session:
         line = f"session {self.path} {self.state} subs {self.nsubs if not self.is_leaf else 1}"
         line += f" {parts}" if parts else ""
         line += f" mux {self.mux_text()} rs {self.rs}"
+        if not self.is_leaf:
+            line += f" user {self.user or '-'}"
         for sp in self.splices + self.transfers:
             line += f"; {sp.describe()}"
         if self.is_leaf and self.node.cut_through is not None:

@@ -128,15 +128,15 @@ class SessionCtl(CtlFile):
         """Set by a node that asks a neighbour for slots: never ask that neighbour back."""
         self.session.came_from = args[0]
 
-    @commands.command("rank BASE SIZE ORIGIN")
+    @commands.command("rank BASE SIZE ORIGIN [USER]")
     def rank(self, args: list[str]) -> None:
         """Used by the node that made this session for some of its sub-sessions: where ours
-        stand in the whole session (BRASIL_RANK, BRASIL_SIZE, BRASIL_SESSION)."""
-        usage = "rank BASE SIZE ORIGIN"
+        stand in the whole session (BRASIL_RANK, BRASIL_SIZE, BRASIL_SESSION), and whose."""
+        usage = "rank BASE SIZE ORIGIN [USER]"
         base, size = _int(args[0], "rank", usage), _int(args[1], "rank", usage)
         if base < 0 or size < 1:
             raise NinepError(f"rank: bad numbers in {quote(' '.join(args))}; usage: {usage}")
-        self.session.set_rank(base, size, args[2])
+        self.session.set_rank(base, size, args[2], args[3] if len(args) > 3 else "")
 
     @commands.command("exec CMD…", raw=True, args=(1, 1))
     def exec(self, args: list[str]) -> Any:

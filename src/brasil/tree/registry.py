@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("brasil.tree")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-RESERVED = {"local", "parent", "query"}
+RESERVED = {"local", "parent", "query", "status", "ctl", "clone", "gread", "follow", "pcp",
+            "merge", "deepmerge"}  # (the last ones name files of query directories)
 POLL_PERIOD = 1.0
 POLL_TIMEOUT = 3.0
 FRESH_TIMEOUT = 1.0

@@ -1,0 +1,179 @@
+"""`brasil gread`, `pgrep`, `ptail`, `pcp`, `psync`, `ptop`: the cluster read and written as one.
+
+The parallel tools are subcommands of `brasil` (not standalone names, which would shadow
+procps's `pgrep`): `brasil pgrep`, `brasil ptail -f`, and so on. Each takes `--where QUERY`
+(predicates joined by '/', as in query paths: `arch=x86_64/mem>=4G`, `name=n[1-3]`; default:
+every node) and does its work in the daemons, reduced in the tree (group/api.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .errors import UsageError, run
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--where", default="", metavar="QUERY", help="the nodes: predicates joined "
+                   "by '/' (arch=x86_64/mem>=4G, name=n[1-3], rack=r7); default: every node")
+    p.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
+                   "local daemon's Unix socket)")
+    p.add_argument("--secret-file", metavar="FILE", help="cluster secret (default: "
+                   "$BRASIL_SECRET_FILE)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    g = sub.add_parser("gread", help="read one file on many nodes, condensed in the tree",
+                       description="Read PATH (relative to each node's local/: fs/etc/hosts, "
+                       "status) on every node the query selects, reduced at every level of the "
+                       "tree so that the root receives one result per child.",
+                       epilog="kinds: concat (lines prefixed by node), equiv (identical contents "
+                       "grouped with their node set, as dshbak -c), sum, min, max, mean (per "
+                       "column of numbers), count, sha256, py:MODULE:FUNC (your associative "
+                       "reducer, run in each daemon's child process)")
+    g.add_argument("path", metavar="PATH")
+    g.add_argument("--agg", default="concat", metavar="KIND", help="the reduction (default "
+                   "concat)")
+    g.add_argument("--grep", metavar="RE", help="only the lines matching RE, on each node")
+    g.add_argument("--json", action="store_true", help="print the aggregate as JSON (equiv: a "
+                   'list of {"nodes": […], "count": n, "content": "…"})')
+    _common(g)
+    pg = sub.add_parser("pgrep", help="grep a file on many nodes, identical answers grouped",
+                        description="grep PATTERN in PATH on every selected node; identical "
+                        "matches are grouped under their node set.")
+    pg.add_argument("pattern", metavar="PATTERN")
+    pg.add_argument("path", metavar="PATH")
+    _common(pg)
+    pt = sub.add_parser("ptail", help="follow a file on many nodes (-f)",
+                        description="Print the lines appended to PATH (under fs/) on every "
+                        "selected node, each prefixed by its node, until interrupted.")
+    pt.add_argument("-f", action="store_true", help="follow (the only mode; as tail -f)")
+    pt.add_argument("path", metavar="PATH")
+    _common(pt)
+    pc = sub.add_parser("pcp", help="copy a file to many nodes, down the tree",
+                        description="Copy SOURCE (a local file) to DEST (fs/…) on every selected "
+                        "node. The bytes flow down the tree, each node keeping a copy and "
+                        "passing them on, so the root sends each byte once per child.")
+    pc.add_argument("source", metavar="SOURCE")
+    pc.add_argument("dest", metavar="DEST")
+    _common(pc)
+    ps = sub.add_parser("psync", help="send only what changed",
+                        description="Make DEST (fs/…) on every selected node hold SOURCE (a file "
+                        "or a directory's files): a file goes only to the nodes whose copy "
+                        "differs (by SHA-256, computed in the daemons) or is missing.")
+    ps.add_argument("source", metavar="SOURCE")
+    ps.add_argument("dest", metavar="DEST")
+    _common(ps)
+    pt2 = sub.add_parser("ptop", help="a live view of the tree's nodes",
+                         description="Refreshing table of the selected nodes: load, free and "
+                         "total slots, sessions, free memory. Ctrl-C ends it.")
+    pt2.add_argument("--once", action="store_true", help="print the table once and exit")
+    pt2.add_argument("--interval", type=float, default=1.0, metavar="S")
+    _common(pt2)
+
+
+COMMANDS = ("gread", "pgrep", "ptail", "pcp", "psync", "ptop")
+
+
+def print_groups(groups: list[dict[str, Any]]) -> None:
+    from ..group.run import fold
+    for g in groups:
+        print("-" * 15)
+        print(f"{fold(g['nodes'])} ({g['count']})")
+        print("-" * 15)
+        print(g["content"], end="" if g["content"].endswith("\n") or not g["content"] else "\n")
+
+
+def print_errors(result: dict[str, Any]) -> int:
+    for node, why in sorted(result.get("errors", {}).items()):
+        print(f"{node}: {why}", file=sys.stderr)
+    return 1 if result.get("errors") else 0
+
+
+async def cmd(args: argparse.Namespace) -> int:
+    from ..group import api
+    from ..ninep.auth import dial
+    c = await dial(args.at, args.secret_file)
+    try:
+        if args.command in ("gread", "pgrep"):
+            agg = "equiv" if args.command == "pgrep" else args.agg
+            grep = args.pattern if args.command == "pgrep" else args.grep
+            try:
+                result = await api.gread(c, args.path, args.where, agg, grep)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            show(result, getattr(args, "json", False))
+            return print_errors(result)
+        if args.command == "ptail":
+            async for line in api.follow(c, args.path, args.where):
+                print(line, flush=True)
+            return 0
+        if args.command == "pcp":
+            n = await api.pcp(c, args.source, args.dest, args.where)
+            print(f"copied {n} bytes to {len(await api.nodes(c, args.where))} node(s)",
+                  file=sys.stderr)
+            return 0
+        if args.command == "psync":
+            for path, sent in await api.psync(c, args.source, args.dest, args.where):
+                print(f"{path}: {'sent to ' + ','.join(sent) if sent else 'up to date'}")
+            return 0
+        return await ptop(c, args)
+    finally:
+        await c.close()
+
+
+def show(result: dict[str, Any], as_json: bool) -> None:
+    agg = result["agg"]
+    if as_json:
+        print(json.dumps(result["groups"] if agg in ("equiv", "sha256") else result, indent=1))
+        return
+    if agg == "concat":
+        for node in sorted(result.get("parts", {})):
+            for line in result["parts"][node].splitlines():
+                print(f"{node}: {line}")
+    elif agg in ("equiv", "sha256"):
+        print_groups(result.get("groups", []))
+    elif agg == "count":
+        print(f"nodes {result['value']['nodes']} lines {result['value']['lines']}")
+    elif agg.startswith("py:"):
+        print(json.dumps(result.get("value")))
+    else:
+        print(" ".join("-" if v is None else f"{v:g}" for v in result.get("value", [])))
+
+
+async def ptop(c: Any, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from ..group import api
+    from ..node.attrs import parse_status_line
+
+    def table(lines: list[str]) -> Table:
+        t = Table(title="brasil ptop", expand=False)
+        for col in ("node", "load", "free/slots", "sessions", "mem free", "arch"):
+            t.add_column(col, justify="right" if col != "node" else "left")
+        for line in sorted(lines):
+            a = parse_status_line(line)
+            if not a.get("name") or " lost" in line:
+                continue
+            mem = int(a.get("memfree", "0") or 0) >> 20
+            t.add_row(a["name"], a.get("load", "?"), f"{a.get('free', '?')}/{a.get('slots', '?')}",
+                      a.get("sessions", "?"), f"{mem} MB", a.get("arch", "?"))
+        return t
+    if args.once:
+        Console().print(table(await api.status(c, args.where)))
+        return 0
+    with Live(table(await api.status(c, args.where)), refresh_per_second=4) as live:
+        while True:
+            await asyncio.sleep(args.interval)
+            live.update(table(await api.status(c, args.where)))
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(f"brasil {args.command}", lambda: cmd(args))

@@ -1,0 +1,153 @@
+"""The Python API for the cluster as one namespace: queries, group reads, the parallel tools.
+
+Each function takes a connected :class:`~brasil.ninep.client.Client` (``brasil.ninep.auth.dial``)
+and a query (``"arch=x86_64/mem>=4G"``, ``""`` for every node). The work happens in the daemons:
+these functions write one request and read one answer, however many nodes there are.
+
+    c = await dial("n0:5670", "secret")
+    await nodes(c, "rack=r7")                       # ["n12", "n13", …]
+    r = await gread(c, "fs/etc/hosts", agg="equiv")  # groups of identical contents
+    ok, failed = await control(c, "user=alice", "kill")
+    await pcp(c, "big.tar", "fs/tmp/big.tar")       # down the tree, once per child
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, AsyncIterator
+
+from ..ninep.client import Client
+from ..ninep.constants import DMDIR, ORDWR, OWRITE
+from ..ninep.errors import NinepError
+from .gread import KINDS, final
+from .query import FILES
+
+
+def qpath(where: str, *rest: str) -> str:
+    parts = [p for p in where.strip("/").split("/") if p]
+    return "/".join(["csrv", "query", *parts, *rest])
+
+
+async def nodes(c: Client, where: str = "") -> list[str]:
+    """The names of the nodes a query selects (its directory's entries)."""
+    return sorted(st.name for st in await c.ls(qpath(where))
+                  if st.mode & DMDIR and st.name not in FILES)
+
+
+async def status(c: Client, where: str = "") -> list[str]:
+    return (await c.read(qpath(where, "status"))).decode().splitlines()
+
+
+async def control(c: Client, where: str, command: str) -> tuple[int, list[str]]:
+    """``command`` to every session the query selects, everywhere: (successes, failures as
+    ``NODE/ID: why``)."""
+    f = await c.open(qpath(where, "ctl"), ORDWR)
+    try:
+        await f.write(command.rstrip("\n") + "\n")
+        text = (await f.read(1 << 20, 0)).decode()
+    finally:
+        await f.close()
+    ok, failed = 0, []
+    for line in text.splitlines():
+        if line.startswith("ok "):
+            ok = int(line.split()[1])
+        elif line.startswith("failed "):
+            failed.append(line[7:])
+    return ok, failed
+
+
+async def gread(c: Client, path: str, where: str = "", agg: str = "concat",
+                grep: str | None = None) -> dict[str, Any]:
+    """A group read: ``path`` (relative to each node's ``local/``) on every selected node,
+    reduced by ``agg`` in the tree (see group/gread.py). The result has ``errors`` by node."""
+    if agg not in KINDS and not agg.startswith("py:"):
+        raise ValueError(f"unknown aggregation {agg!r}: one of {', '.join(KINDS)} or "
+                         "py:MODULE:FUNCTION")
+    f = await c.open(qpath(where, "gread"), ORDWR)
+    try:
+        await f.write(json.dumps({"path": path, "agg": agg, "grep": grep}))
+        data = b""
+        while True:
+            chunk = await f.read(None, len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        await f.close()
+    return final(json.loads(data))
+
+
+async def follow(c: Client, path: str, where: str = "") -> AsyncIterator[str]:
+    """The lines appended to ``path`` on every selected node, as ``NODE: line``."""
+    f = await c.open(qpath(where, "follow"), ORDWR)
+    try:
+        await f.write(json.dumps({"path": path}))
+        rest = b""
+        while True:
+            chunk = await f.read(None, 0)
+            if not chunk:
+                break
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line.decode(errors="replace")
+    finally:
+        await f.close()
+
+
+async def pcp(c: Client, source: str, dest: str, where: str = "", chunk: int = 1 << 20) -> int:
+    """Copy the local file ``source`` to ``dest`` (``fs/…``) on every selected node, through
+    the tree: each node keeps a copy and passes the bytes on. Returns the bytes sent."""
+    f = await c.open(qpath(where, "pcp"), OWRITE)
+    sent = 0
+    try:
+        await f.write(json.dumps({"path": dest}))
+        with open(source, "rb") as src:
+            while True:
+                data = src.read(chunk)
+                if not data:
+                    break
+                await f.write(data)
+                sent += len(data)
+    finally:
+        await f.close()  # each node renames its copy into place: errors come back here
+    return sent
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+async def psync(c: Client, source: str, dest: str, where: str = "") -> list[tuple[str, list[str]]]:
+    """Make ``dest`` (``fs/…``) on every selected node hold what ``source`` holds (a file, or a
+    directory's files), sending each file only to the nodes whose copy differs or is missing.
+    Returns, per file, the nodes it was sent to."""
+    files = [(source, dest)] if os.path.isfile(source) else [
+        (os.path.join(root, name), "/".join([dest.rstrip("/"), os.path.relpath(
+            os.path.join(root, name), source)]))
+        for root, _, names in os.walk(source) for name in sorted(names)]
+    everyone = await nodes(c, where)
+    out = []
+    for local, remote in files:
+        digest = sha256_of(local)
+        result = await gread(c, remote, where, agg="sha256")
+        same = set()
+        for g in result.get("groups", []):
+            if g["content"] == digest:
+                same |= set(g["nodes"])
+        stale = [n for n in everyone if n not in same]
+        if stale:
+            names = ",".join(stale)
+            await pcp(c, local, remote, f"{where}/name={names}".strip("/"))
+        out.append((remote, stale))
+    return out
+
+
+__all__ = ["control", "follow", "gread", "nodes", "pcp", "psync", "qpath", "status",
+           "NinepError"]

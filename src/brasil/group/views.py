@@ -1,0 +1,354 @@
+"""The query directory's views for the parallel tools: follow, pcp, merge, deep merge.
+
+- ``follow``: write ``{"path": "fs/…"}``, then reading streams every matching node's file as it
+  grows, each line prefixed ``NODE: ``; each node merges its own with its children's streams on
+  line boundaries (``node.io.Aggregator``), so one stream comes up the tree (``ptail -f``).
+- ``pcp``: write ``{"path": "fs/…"}`` (one write), then the file's bytes: they are copied into
+  that path on every matching node. Each node writes its own copy (to a temporary name, renamed
+  into place when the writer closes) and passes every chunk on to its children as it arrives, so
+  the bytes flow down the tree in a pipeline and the root sends each once per child (``pcp``).
+- ``merge/``: TBON-FS's merge of the matching nodes' ``local/``: each name any of them has, as a
+  directory of the nodes that have it, whose entries are those nodes' own files or directories.
+  ``deepmerge/``: the same all the way down: a name that is a directory on some node is a merged
+  directory itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import json
+import os
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from ..ninep.constants import OWRITE
+from ..ninep.errors import Enotfound, NinepError
+from ..ninep.maybe import is_awaitable
+from ..ninep.stream import Stream
+from ..ninep.synthetic import Dir, Handle, Node
+from ..node.io import Aggregator, Output
+from ..exec.records import NEWLINE
+from ..tree.delegation import RemoteReader
+from ..tree.remote import Listed, Remote
+from .gread import check_path, partial
+
+if TYPE_CHECKING:
+    from .query import Query, QueryService
+
+POLL = 0.2  # how often a followed file is looked at
+
+
+def make_view(name: str, s: QueryService, q: Query) -> Node:
+    if name == "follow":
+        return RequestFile("follow", lambda req: FollowStream(s, q, req), 0o600)
+    if name == "pcp":
+        return RequestFile("pcp", lambda req: PcpWriter(s, q, req), 0o200)
+    return MergeDir(s, q, "", deep=name == "deepmerge", name=name)
+
+
+class RequestFile(Node):
+    """A file whose first write is a JSON request (``{"path": …}``) and whose later reads or
+    writes go to what the request made."""
+
+    def __init__(self, name: str, make: Any, mode: int) -> None:
+        super().__init__(name, mode)
+        self.make = make
+
+    def open(self, mode: int) -> Handle:
+        return RequestHandle(self)
+
+
+class RequestHandle(Handle):
+    node: RequestFile
+
+    def __init__(self, node: RequestFile) -> None:
+        super().__init__(node)
+        self.target: Any = None
+
+    def write(self, offset: int, data: bytes) -> Any:
+        if self.target is None:
+            try:
+                req = json.loads(data)
+                path = req["path"]
+                check_path(path)
+            except (ValueError, KeyError, TypeError):
+                raise NinepError(f'{self.node.name}: write a request first: {{"path": "fs/…"}}',
+                                 errno.EINVAL) from None
+            self.target = self.node.make(req)
+            return len(data)
+        return self.target.write(data)
+
+    def read(self, offset: int, count: int) -> Any:
+        if self.target is None:
+            raise NinepError(f'{self.node.name}: write a request first: {{"path": "fs/…"}}',
+                             errno.EINVAL)
+        return self.target.read(count)
+
+    def clunk(self) -> Any:
+        return self.target.close() if self.target is not None else None
+
+
+def export_path(s: QueryService, path: str, make_dirs: bool = False) -> str:
+    """The real file behind ``fs/…`` on this node (resolved inside the export, never out);
+    with ``make_dirs``, the directories missing on the way are made (as ``pcp`` needs)."""
+    parts = check_path(path)
+    export = s.node.export
+    if parts[0] != "fs" or export is None or len(parts) < 2:
+        raise NinepError(f"{path}: only files under fs/ (a node's --export) can be followed or "
+                         "copied to", errno.EINVAL)
+    dirs = parts[1:-1]
+    have = len(dirs)
+    while have and make_dirs:
+        try:
+            export.resolve(tuple(dirs[:have]))
+            break
+        except NinepError:
+            have -= 1
+    rel = export.resolve(tuple(dirs[:have]))
+    if have < len(dirs):  # plain names (no '..', no links yet): made inside the export
+        os.makedirs(os.path.join(export.root, *rel, *dirs[have:]), 0o755, exist_ok=True)
+        rel = rel + tuple(dirs[have:])
+    return os.path.join(export.root, *rel, parts[-1])
+
+
+# ---- follow ----
+
+class FollowStream:
+    """Our file's new lines and our children's streams, merged on line boundaries."""
+
+    def __init__(self, s: QueryService, q: Query, req: dict[str, Any]) -> None:
+        path = req["path"]
+        sources, prefixes = [], []
+        self.tasks: list[asyncio.Task[None]] = []
+        if s.matches_here(q):
+            real = export_path(s, path)
+            stream = Stream(s.node.output_limit)
+            self.tasks.append(asyncio.ensure_future(tail(real, stream)))
+            sources.append(Output(stream, f"follow {path}"))
+            prefixes.append(f"{s.node.name}: ".encode())
+        self.children = []
+        for c in s.children():
+            if s.may_match(c, q):
+                reader = ChildFollow(c, q, req)
+                self.children.append(reader)
+                sources.append(Output(reader, f"follow via {c.name}"))  # type: ignore[arg-type]
+                prefixes.append(b"")
+        self.agg = Aggregator(sources, NEWLINE, s.node.output_limit, prefixes=prefixes)
+
+    def write(self, data: bytes) -> Any:
+        raise NinepError("follow: read it; the request is written once", errno.EINVAL)
+
+    def read(self, count: int) -> Any:
+        return self.agg.out.read(count)
+
+    def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for r in self.children:
+            r.break_()
+        self.agg.cancel()
+
+
+class ChildFollow(RemoteReader):
+    """A child's follow stream: its ``follow`` opened, the request written, then read."""
+
+    def __init__(self, child: Any, q: Query, req: dict[str, Any]) -> None:
+        super().__init__(Remote(child.client, f"node {child.name}"),
+                         "/".join(["csrv", "query", *q.parts, "follow"]))
+        self.req = req
+
+    async def _read(self, count: int) -> bytes:
+        if self.fid is None and not (self.eof or self.broken):
+            from ..ninep.messages import Topen, Twrite
+            r = self.remote
+            fid, _ = await r.client.walk(self.path)
+            await r.call(Topen, fid, 2)
+            await r.call(Twrite, fid, 0, json.dumps(self.req).encode())
+            self.fid = fid
+        return await super()._read(count)
+
+
+async def tail(path: str, out: Stream) -> None:
+    """New bytes of ``path`` as they are appended (from its end when we start), as ``tail -f``;
+    a file replaced or truncated is followed from its start."""
+    pos = None
+    ino = None
+    while True:
+        try:
+            st = os.stat(path)
+            if ino is not None and (st.st_ino != ino or st.st_size < (pos or 0)):
+                pos = 0
+            ino = st.st_ino
+            if pos is None:
+                pos = st.st_size
+            if st.st_size > pos:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read(st.st_size - pos)
+                pos += len(data)
+                r = out.write(data)
+                if is_awaitable(r):
+                    await r
+        except FileNotFoundError:
+            pass
+        except NinepError:  # the reader is gone
+            return
+        await asyncio.sleep(POLL)
+
+
+# ---- pcp ----
+
+class PcpWriter:
+    """Our copy, written as the bytes come, and each child's, fed the same bytes meanwhile."""
+
+    def __init__(self, s: QueryService, q: Query, req: dict[str, Any]) -> None:
+        self.s, self.q, self.path, self.req = s, q, req["path"], req
+        self.fd = -1
+        self.final = self.tmp = ""
+        if s.matches_here(q):
+            self.final = export_path(s, self.path, make_dirs=True)
+            self.tmp = os.path.join(os.path.dirname(self.final),
+                                    f".pcp-{secrets.token_hex(4)}-{os.path.basename(self.final)}")
+            try:
+                self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                  0o644)
+            except OSError as e:
+                raise NinepError(f"pcp: {self.path} on {s.node.name}: {e.strerror}",
+                                 e.errno or errno.EIO) from None
+        self.children = [c for c in s.children() if s.may_match(c, q)]
+        self.files: list[Any] = [None] * len(self.children)
+        self.errors: list[str] = []
+
+    def read(self, count: int) -> Any:
+        raise NinepError("pcp: write the file's bytes; it cannot be read", errno.EINVAL)
+
+    def write(self, data: bytes) -> Any:
+        return self._write(data)
+
+    async def _write(self, data: bytes) -> int:
+        if self.fd >= 0:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        await asyncio.gather(*(self._pass(i, data) for i in range(len(self.children))))
+        return len(data)
+
+    async def _pass(self, i: int, data: bytes) -> None:
+        c = self.children[i]
+        if self.files[i] is False:
+            return  # that child failed already: its error is kept
+        try:
+            if self.files[i] is None:
+                path = "/".join(["csrv", "query", *self.q.parts, "pcp"])
+                f = await c.client.open(path, OWRITE)
+                await f.write(json.dumps(self.req))
+                self.files[i] = f
+            if data:
+                await self.files[i].write(data)
+        except (NinepError, ConnectionError) as e:
+            self.files[i] = False
+            self.errors.append(f"{c.name}: {e}")
+
+    def close(self) -> Any:
+        return self._finish()
+
+    async def _finish(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            os.replace(self.tmp, self.final)
+        for i, f in enumerate(self.files):
+            if f is None:  # nothing was written: an empty file there too
+                await self._pass(i, b"")
+                f = self.files[i]
+        for i, f in enumerate(self.files):
+            if f:
+                try:
+                    await f.close()
+                except (NinepError, ConnectionError) as e:
+                    self.errors.append(f"{self.children[i].name}: {e}")
+        if self.errors:
+            raise NinepError("pcp: " + "; ".join(self.errors))
+
+
+# ---- merge and deep merge ----
+
+class MergeDir(Dir):
+    """The union of a directory's entries on the matching nodes (``path``, from ``local/``)."""
+
+    def __init__(self, s: QueryService, q: Query, path: str, deep: bool, name: str) -> None:
+        super().__init__(name, 0o555)
+        self.s, self.q, self.path, self.deep = s, q, path, deep
+        self._names: dict[str, list[Any]] | None = None
+
+    async def names(self) -> dict[str, list[Any]]:
+        if self._names is None:
+            result = await partial(self.s, self.q, {"path": self.path, "agg": "ls", "grep": None})
+            self._names = result.get("names", {})
+        return self._names
+
+    def walk(self, name: str) -> Any:
+        return self._walk(name)
+
+    async def _walk(self, name: str) -> Node:
+        names = await self.names()
+        if name not in names:
+            raise NinepError(*Enotfound)
+        return self._entry(name, *names[name])
+
+    def _entry(self, name: str, nodes: list[str], is_dir: bool) -> Node:
+        path = f"{self.path}/{name}" if self.path else name
+        if self.deep and is_dir:
+            return self.adopt(MergeDir(self.s, self.q, path, True, name))
+        return self.adopt(PerNode(self.s, self.q, path, name, sorted(nodes)))
+
+    def children(self) -> Any:
+        return self._children()
+
+    async def _children(self) -> list[Node]:
+        return [self._entry(name, nodes, is_dir)
+                for name, (nodes, is_dir) in sorted((await self.names()).items())]
+
+
+class PerNode(Dir):
+    """One merged name: an entry per node that has it, leading to that node's own file."""
+
+    def __init__(self, s: QueryService, q: Query, path: str, name: str, nodes: list[str]) -> None:
+        super().__init__(name, 0o555)
+        self.s, self.q, self.path, self.nodes = s, q, path, nodes
+
+    def children(self) -> Any:
+        return self._children()
+
+    async def _children(self) -> list[Node]:
+        out = []
+        for n in self.nodes:
+            d = await self._resolve(n)
+            st = d.stat()
+            st = await st if is_awaitable(st) else st
+            out.append(Listed(dataclasses.replace(st, name=n)))
+        return out
+
+    def walk(self, name: str) -> Any:
+        if name not in self.nodes:
+            raise NinepError(*Enotfound)
+        return self._resolve(name)
+
+    async def _resolve(self, name: str) -> Node:
+        from .query import QueryDir
+        d: Any = QueryDir(self.s, self.q).walk(name)  # that node's /csrv, through the tree
+        d = await d if is_awaitable(d) else d
+        names = ["local", *self.path.split("/")]
+        if hasattr(d, "walk_path"):
+            _, d = await d.walk_path(names)
+            if d is None:
+                raise NinepError(*Enotfound)
+        else:
+            for part in names:
+                d = d.walk(part)
+                d = await d if is_awaitable(d) else d
+        d.parent = self
+        return d  # type: ignore[no-any-return]

@@ -1,0 +1,272 @@
+"""The cluster as one namespace (issue 10), on a real 1+3+9 tree: query paths, aggregated
+control, group reads reduced in the tree, and the parallel tools."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import textwrap
+
+import pytest
+
+from brasil.group import api
+from brasil.ninep.auth import client_auth, dial, load_secret
+from brasil.ninep.client import Client
+from brasil.ninep.errors import NinepError
+from test_cluster import cli
+
+NAMES = ["n0"] + [f"n{i}" for i in (1, 2, 3)] + [f"n{i}.{j}" for i in (1, 2, 3) for j in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """1+3+9 daemons, each exporting DIR/NAME, with a reducer module on their Python path."""
+    d = tmp_path_factory.mktemp("groups")
+    mods = d / "mods"
+    mods.mkdir()
+    (mods / "reducers.py").write_text(textwrap.dedent("""\
+        def longest(a, b):
+            return a if len(a) >= len(b) else b
+
+        def fussy(a, b):
+            if "boom" in a or "boom" in b:
+                raise ValueError("cannot reduce boom")
+            return a + b
+    """))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(mods) + (os.pathsep + old if old else "")
+    try:
+        r = cli("cluster", "up", "--depth", "2", "--fanout", "3", "--slots", "1", "--dir",
+                str(d / "c"), "--export-root", str(d / "x"))
+    finally:
+        os.environ.pop("PYTHONPATH") if old is None else os.environ.update(PYTHONPATH=old)
+    assert r.returncode == 0, r.stderr
+    try:
+        yield d
+    finally:
+        for name in NAMES:  # a frozen node must be thawed to be stopped
+            pid_file = d / "c" / f"{name}.pid"
+            if pid_file.exists():
+                try:
+                    os.kill(int(pid_file.read_text()), signal.SIGCONT)
+                except (ProcessLookupError, ValueError):
+                    pass
+        cli("cluster", "down", "--dir", str(d / "c"))
+
+
+async def connect(tree, uname: str | None = None) -> Client:  # type: ignore[no-untyped-def]
+    return await Client.connect(f"unix:{tree}/c/n0.sock", uname=uname,
+                                auth=client_auth(load_secret(f"{tree}/c/secret")))
+
+
+def put(tree, node: str, name: str, data: bytes | str) -> None:  # type: ignore[no-untyped-def]
+    p = tree / "x" / node / name
+    p.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+async def test_query_paths_with_each_kind_of_predicate(tree):
+    c = await connect(tree)
+    try:
+        await c.write("csrv/n1/local/attrs", "rack=r1\n")
+        await c.write("csrv/n1/n1.2/local/attrs", "rack=r2\n")
+        for _ in range(100):  # labels reach the root with the next status report (a second)
+            text = (await c.read("csrv/local/status")).decode()
+            if "rack=r1" in text and "rack=r2" in text:
+                break
+            await asyncio.sleep(0.1)
+        assert await api.nodes(c) == sorted(NAMES)
+        assert await api.nodes(c, "name=n1.*") == ["n1.1", "n1.2", "n1.3"]  # a glob
+        assert await api.nodes(c, "name=n[2-3]") == ["n2", "n3"]  # a node set
+        assert len(await api.nodes(c, "name!=n0/arch=x86_64")) == 12 or \
+            await api.nodes(c, "name!=n0") == sorted(set(NAMES) - {"n0"})
+        assert len(await api.nodes(c, "mem>=64M/cores>=1/slots<=1")) == 13  # sizes, numbers
+        assert await api.nodes(c, "mem>1000T") == []  # an empty result is an empty directory
+        assert await api.nodes(c, "rack=r1") == ["n1"] and await api.nodes(c, "rack!=r1") == \
+            ["n1.2"]
+        lines = await api.status(c, "name=n3.*")
+        assert sorted(ln.split()[0] for ln in lines) == ["n3.1", "n3.2", "n3.3"]
+        # an entry leads to that node's /csrv: a clone there makes a session there
+        sid = (await c.read("csrv/query/name=n2.3/n2.3/local/clone")).decode().strip()
+        await c.write(f"csrv/query/name=n2.3/n2.3/local/{sid}/ctl", "exec echo $BRASIL_NODE\n")
+        assert (await c.read(f"csrv/n2/n2.3/local/{sid}/stdio")).decode() == "n2.3\n"
+        # a clone in a query directory reserves on its nodes only
+        sid = (await c.read("csrv/query/name=n3.*/clone")).decode().strip()
+        await c.write(f"csrv/local/{sid}/ctl", "res 3\nexec echo $BRASIL_NODE\n")
+        out = sorted((await c.read(f"csrv/local/{sid}/stdio")).decode().split())
+        assert out == ["n3.1", "n3.2", "n3.3"]
+        await c.write(f"csrv/local/{sid}/ctl", "close\n")
+    finally:
+        await c.close()
+
+
+async def test_bad_queries_and_paths_are_clear_errors(tree):
+    c = await connect(tree)
+    try:
+        with pytest.raises(NinepError, match="unknown attribute 'gpu'"):
+            await c.ls("csrv/query/gpu=1")
+        with pytest.raises(NinepError, match="not a number or size"):
+            await c.ls("csrv/query/mem>=lots")
+        with pytest.raises(NinepError, match="may not climb out"):
+            await api.gread(c, "fs/../../etc/passwd")
+        put(tree, "n1.1", "out", "x")
+        os.symlink("/etc/passwd", tree / "x" / "n1.1" / "escape")
+        r = await api.gread(c, "fs/escape", "name=n1.1")
+        assert "points outside the exported tree" in r["errors"]["n1.1"]
+    finally:
+        await c.close()
+
+
+async def test_equiv_groups_identical_contents_and_the_root_gets_condensed_data(tree):
+    for i, n in enumerate(NAMES[1:]):
+        put(tree, n, "conf", "version 2\nmode fast\n" if i % 3 else "version 1\n")
+    c = await connect(tree)
+    try:
+        r = await api.gread(c, "fs/conf", "name!=n0", agg="equiv")
+        assert not r["errors"]
+        assert [(g["count"], g["content"]) for g in r["groups"]] == \
+            [(8, "version 2\nmode fast\n"), (4, "version 1\n")]
+        assert r["groups"][1]["nodes"] == ["n1", "n1.1", "n2.1", "n3.1"]
+        big = os.urandom(1 << 20).hex()[: 1 << 20]  # 1 MB identical on 12 nodes
+        for n in NAMES[1:]:
+            put(tree, n, "big", big)
+        r = await api.gread(c, "fs/big", "name!=n0", agg="equiv")
+        assert r["groups"][0]["count"] == 12 and r["held"] == 12 << 20
+        assert r["received"] < 4 << 20  # one result per child, not one copy per leaf
+    finally:
+        await c.close()
+
+
+async def test_numeric_reductions_and_a_user_reducer(tree):
+    for i, n in enumerate(NAMES):
+        put(tree, n, "num", f"{i} 10\n")
+    c = await connect(tree)
+    try:
+        r = await api.gread(c, "fs/num", agg="sum")
+        assert r["value"] == [sum(range(13)), 130] and r["nodes"] and not r["errors"]
+        assert (await api.gread(c, "fs/num", agg="max"))["value"] == [12, 10]
+        assert (await api.gread(c, "fs/num", agg="mean"))["value"] == [6, 10]
+        assert (await api.gread(c, "fs/num", agg="count"))["value"] == {"nodes": 13, "lines": 13}
+        put(tree, "n2.2", "num", "this line is the longest of them all\n")
+        r = await api.gread(c, "fs/num", agg="py:reducers:longest")
+        assert r["value"] == "this line is the longest of them all\n"
+        put(tree, "n3.1", "num", "boom\n")
+        r = await api.gread(c, "fs/num", agg="py:reducers:fussy")
+        assert r["errors"] == {"n3": "reducer reducers:fussy failed: ValueError: cannot reduce "
+                                     "boom"}
+    finally:
+        await c.close()
+
+
+async def test_a_node_lost_mid_read_is_named_and_the_rest_is_returned(tree):
+    for n in NAMES:
+        put(tree, n, "name", n + "\n")
+    pid = int((tree / "c" / "n3.3.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    c = await connect(tree)
+    try:
+        r = await asyncio.wait_for(api.gread(c, "fs/name", agg="concat"), 60)
+        assert "n3.3" in r["errors"] and "lost" in r["errors"]["n3.3"]
+        assert sorted(r["parts"]) == sorted(set(NAMES) - {"n3.3"})
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await c.close()
+
+
+async def test_pcp_copies_50_mb_to_every_node_identically(tree, tmp_path):
+    src = tmp_path / "payload"
+    src.write_bytes(os.urandom(50 << 20))
+    want = hashlib.sha256(src.read_bytes()).hexdigest()
+    c = await connect(tree)
+    try:
+        assert await api.pcp(c, str(src), "fs/copies/payload") == 50 << 20
+        for n in NAMES:
+            assert hashlib.sha256((tree / "x" / n / "copies" / "payload").read_bytes()
+                                  ).hexdigest() == want, n
+        r = await api.gread(c, "fs/copies/payload", agg="sha256")
+        assert [g["content"] for g in r["groups"]] == [want]
+        (tree / "x" / "n2.1" / "copies" / "payload").write_bytes(b"stale")
+        sent = await api.psync(c, str(src), "fs/copies/payload")
+        assert sent == [("fs/copies/payload", ["n2.1"])]  # only what changed
+    finally:
+        await c.close()
+
+
+async def test_ptail_follows_a_line_appended_on_a_leaf(tree):
+    for n in NAMES:
+        put(tree, n, "log", "old line\n")
+    c = await connect(tree)
+    lines: list[str] = []
+
+    async def follow() -> None:
+        async for line in api.follow(c, "fs/log", "name=n2.*"):
+            lines.append(line)
+    task = asyncio.ensure_future(follow())
+    try:
+        for _ in range(100):  # until every node follows: a line appended shows up
+            with open(tree / "x" / "n2.3" / "log", "a") as f:
+                f.write("fresh line\n")
+            await asyncio.sleep(0.1)
+            if "n2.3: fresh line" in lines:
+                break
+        assert "n2.3: fresh line" in lines and "old line" not in " ".join(lines)
+    finally:
+        task.cancel()
+        await c.close()
+
+
+async def test_kill_written_to_a_user_query_ends_exactly_that_users_sessions(tree):
+    alice, bob = await connect(tree, "alice"), await connect(tree, "bob")
+    try:
+        sids = {}
+        for who, c in (("alice", alice), ("bob", bob)):
+            sid = (await c.read("csrv/local/clone")).decode().strip()
+            await c.write(f"csrv/local/{sid}/ctl", "res 2\nexec sleep 60\n")
+            sids[who] = sid
+        assert sorted(ln.split()[3] for ln in await api.status(alice, "user=alice")) == \
+            ["user=alice"]
+        ok, failed = await api.control(alice, "user=alice", "kill")
+        assert ok == 1 and not failed
+        waited = (await alice.read(f"csrv/local/{sids['alice']}/wait")).decode().split()
+        assert waited[1::2] == ["143", "143"]
+        state = (await bob.read(f"csrv/local/{sids['bob']}/ctl")).decode()
+        assert " running " in state
+        await bob.write(f"csrv/local/{sids['bob']}/ctl", "close\n")
+        await alice.write(f"csrv/local/{sids['alice']}/ctl", "close\n")
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_merge_views_group_same_named_files_by_node(tree):
+    for n in ("n1.1", "n1.2"):
+        (tree / "x" / n / "logs").mkdir(exist_ok=True)
+        put(tree, n, "logs/app.log", f"log of {n}\n")
+    put(tree, "n1.2", "logs/only-here", "x\n")
+    c = await dial(f"unix:{tree}/c/n0.sock", f"{tree}/c/secret")
+    try:
+        q = "csrv/query/name=n1.[1-2]"
+        assert "fs" in [s.name for s in await c.ls(f"{q}/merge")]
+        assert sorted(s.name for s in await c.ls(f"{q}/merge/fs")) == ["n1.1", "n1.2"]
+        logs = sorted(s.name for s in await c.ls(f"{q}/deepmerge/fs/logs"))
+        assert logs == ["app.log", "only-here"]
+        assert sorted(s.name for s in await c.ls(f"{q}/deepmerge/fs/logs/app.log")) == \
+            ["n1.1", "n1.2"]
+        assert (await c.read(f"{q}/deepmerge/fs/logs/app.log/n1.2")).decode() == "log of n1.2\n"
+    finally:
+        await c.close()
+
+
+async def test_the_command_line(tree):
+    from test_serve import run_cli
+    put(tree, "n1", "motd", "hello\n")
+    env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
+    rc, out, err = await run_cli("gread", "--where", "name=n1", "--agg", "equiv", "--json",
+                                 "fs/motd", env=env)
+    import json
+    assert rc == 0 and json.loads(out) == [{"nodes": ["n1"], "count": 1, "content": "hello\n"}]
+    rc, out, err = await run_cli("pgrep", "--where", "name=n[1-2]", "ell", "fs/motd", env=env)
+    assert rc == 1 and "n1 (1)" in out and "n2: motd: No such file" in err  # n2 has none
+    rc, out, err = await run_cli("ptop", "--once", "--where", "name=n3*", env=env)
+    assert rc == 0 and "n3.2" in out
