@@ -18,7 +18,7 @@ async def test_a_child_joins_and_both_sides_see_each_other(tmp_path):
         async with daemon(str(tmp_path), "n1", parent=root.tcp, secret=SECRET) as n1:
             await wait_for(lambda: "n1" in root.children.by_name, timeout=10)
             c = await Client.connect(root.unix)
-            assert sorted(s.name for s in await c.ls("csrv")) == ["local", "n1"]
+            assert sorted(s.name for s in await c.ls("csrv")) == ["local", "n1", "query"]
             assert await c.read("csrv/n1/local/arch") == await c.read("csrv/local/arch")
             # The child serves the parent as /csrv/parent.
             cc = await Client.connect(n1.unix)
@@ -68,7 +68,7 @@ async def test_a_dead_child_disappears_and_a_restarted_one_rejoins(tmp_path):
             await wait_for(lambda: root.children.by_name.get("n1") not in (None, old), timeout=10)
         await wait_for(lambda: "n1" not in root.children.by_name, timeout=5)
         c = await Client.connect(root.unix)
-        assert [s.name for s in await c.ls("csrv")] == ["local"]
+        assert [s.name for s in await c.ls("csrv")] == ["local", "query"]
         with pytest.raises(NinepError, match="does not exist"):
             await c.read("csrv/n1/local/arch")
         async with daemon(str(tmp_path), "n1", parent=root.unix):
@@ -85,7 +85,7 @@ async def test_a_child_keeps_serving_when_its_parent_goes_and_rejoins_when_it_re
         await root.stop()  # the parent goes away; the child must notice and keep serving
         await wait_for(lambda: not n1.parent.joined.is_set(), timeout=10)
         c = await Client.connect(n1.unix)
-        assert [s.name for s in await c.ls("csrv")] == ["local"]
+        assert [s.name for s in await c.ls("csrv")] == ["local", "query"]
         assert (await c.read("csrv/local/arch")).startswith(b"linux")
         async with daemon(str(tmp_path), "root") as root2:  # same address: it comes back
             await wait_for(lambda: "n1" in root2.children.by_name, timeout=15)

@@ -114,6 +114,10 @@ def listen_addresses(args: argparse.Namespace) -> list[Address]:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()  # from the start: a SIGTERM while we set up still stops us cleanly
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     if args.slurm:
         from ..tree.deploy import DeployError, slurm_place
         try:
@@ -176,10 +180,6 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"brasil: root at {args.listen[0]}", flush=True)  # for whoever ran srun
     log.warning("node %s: %d slot(s), serving 9P on %s", node.name, node.slots_total,
                 ", ".join(node.addresses))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.warning("node %s: shutting down", node.name)
     await scheduler.stop()
