@@ -68,6 +68,25 @@ def sh(cmd: str, env: dict[str, str], show: str | None = None) -> int:
     return p.returncode
 
 
+def group_step(env: dict[str, str], tmp: str) -> int:
+    """A query and an equiv read: the cluster filtered by path, and one file read on every node,
+    condensed inside the tree (each node exports its own directory)."""
+    exports = os.path.join(tmp, "exports")
+    for name in ("n0", "n1", "n2", "n3"):
+        with open(os.path.join(exports, name, "motd"), "w") as f:
+            f.write("welcome to the cluster\n" if name != "n2" else "n2 is being serviced\n")
+    env = {**env, "B": f"{sys.executable} -m brasil.cli.main"}
+    print("\n== Queries and group reads: the tree filtered by path, read condensed")
+    failed = sh("ls \"$M/../query/name=n[1-3]/mem>=64M/\"", env,
+                "ls 'mnt/csrv/query/name=n[1-3]/mem>=64M/'    # a query path, through the mount")
+    failed |= sh("cat \"$M/../query/name=n[2-3]/status\" | cut -d' ' -f1-6", env,
+                 "cat 'mnt/csrv/query/name=n[2-3]/status'")
+    failed |= sh("$B gread --agg equiv fs/motd", env, "brasil gread --agg equiv fs/motd")
+    failed |= sh("$B gread --agg sum --where 'name=n*' status | cut -c1-60", env,
+                 "brasil gread --agg sum status    # every node's numbers, summed in the tree")
+    return failed
+
+
 def push_step(env: dict[str, str], tmp: str) -> int:
     """The paper's word histogram as a PUSH pipeline across the tree: words fanned out to three
     copies of tr, hashed so that each word is counted by one copy of sort | uniq -c, the counts
@@ -122,7 +141,7 @@ def main() -> int:
     print(f"Starting a tree of 4 daemons (n0 and its children n1 n2 n3, 2 slots each) in {cluster}")
     t0 = time.monotonic()
     up = brasil("cluster", "up", "--depth", "1", "--fanout", "3", "--slots", "2", "--dir", cluster,
-                env=env)
+                "--export-root", os.path.join(tmp, "exports"), env=env)
     if up.returncode:
         print(up.stderr, file=sys.stderr)
         return 1
@@ -142,6 +161,7 @@ def main() -> int:
             print(f"\n== {title}")
             for cmd in cmds:
                 failed |= sh(cmd, env)
+        failed |= group_step(env, tmp)
         failed |= push_step(env, tmp)
         failed |= batch_step(root, env, tmp)
     finally:

@@ -291,7 +291,7 @@ def final(result: dict[str, Any]) -> dict[str, Any]:
         elif agg == "mean":
             result["value"] = [c[1] / c[0] if c[0] else None for c in cols]
         else:
-            result["value"] = [c[key] for c in cols]
+            result["value"] = [c[key] if c[0] else None for c in cols]
     elif agg in ("equiv", "sha256"):
         for g in result.get("groups", []):
             g["nodes"] = sorted(g["nodes"])
