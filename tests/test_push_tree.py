@@ -162,3 +162,13 @@ def test_a_node_killed_mid_pipeline_is_named_and_nothing_keeps_running(tmp_path)
             time.sleep(0.2)
     finally:
         brasil("cluster", "down", "--dir", d)
+
+
+async def test_a_stage_that_closes_its_input_early_ends_upstream_on_the_tree(tmp_path):
+    async with tree_124(str(tmp_path), slots=3) as (nodes, c):
+        status, out = await run(c, "yes |<[3] cat | head -2 >| sort", str(tmp_path))
+        assert status == 0 and out == b"y\n" * 6
+        status, out = await run(c, "seq 1 100000000 |<[3] cat >| head -3", str(tmp_path))
+        assert status == 0 and len(out.splitlines()) == 3
+        await wait_for(lambda: not any(s for n in nodes.values() for s in n.node.sessions.values()),
+                       timeout=10)

@@ -33,6 +33,10 @@ class _PipeReader(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.stream.broken:  # nobody reads it any more: the writer gets EPIPE, as in a shell
+            if self.transport is not None:
+                self.transport.close()
+            return
         if not self.stream.feed(data) and self.transport is not None:
             self.transport.pause_reading()
             self.stream.on_drain(self._resume)

@@ -310,41 +310,67 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
     t = Transfer(label)
     t.state = "running"
     n = len(conns)
+    dead: set[int] = set()  # consumers that went away (quit early, as head does)
+
+    def gone(w: Any) -> bool:
+        return isinstance(w, LocalConn) and w.error is not None or \
+            not isinstance(w, LocalConn) and w.transport.is_closing()
 
     def busy(i: int) -> int:
         return conns[i].transport.get_write_buffer_size()
 
     def send_to(i: int, data: bytes) -> None:
         w = conns[i]
+        if i in dead:
+            return  # its records are dropped: it stopped reading, as a pipe's reader may
+        if gone(w):
+            dead.add(i)
+            return
         if isinstance(w, LocalConn):
             w.write(data)
             return
         for at in range(0, len(data), CHUNK):
             w.write(frame(data[at:at + CHUNK]))
 
+    def live() -> list[int]:
+        for i in range(n):
+            if i not in dead and gone(conns[i]):
+                dead.add(i)
+        return [i for i in range(n) if i not in dead]
+
     def pick() -> int:
-        return 0 if mode == "one" else min(range(n), key=busy)
+        alive = live()
+        if not alive:
+            raise ConnectionResetError("every consumer has gone")
+        return alive[0] if mode == "one" else min(alive, key=busy)
+
+    async def drain(i: int) -> None:
+        try:
+            await conns[i].drain()
+        except (ConnectionError, OSError):
+            dead.add(i)
 
     async def room(targets: list[int], any_one: bool) -> None:
         """Until one of ``targets`` (balance) or each of them (hash, one) is below the mark."""
+        targets = [i for i in targets if i not in dead]
         full = [i for i in targets if busy(i) >= HIGH]
         if not full or (any_one and len(full) < len(targets)):
             return
         if not any_one:
-            await asyncio.gather(*(conns[i].drain() for i in full))
+            await asyncio.gather(*(drain(i) for i in full))
             return
-        waits = [asyncio.ensure_future(conns[i].drain()) for i in full]
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for f in pending:
+        waits = [asyncio.ensure_future(drain(i)) for i in full]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for f in waits:
             f.cancel()
-        for f in done:
-            f.result()
 
     async def pump() -> None:
         rs_state = Reassembler(rs)
         long: int | None = None
         try:
             while True:
+                if not live():
+                    raise ConnectionResetError("every consumer has gone")
                 data = src.stream.read(CHUNK)
                 if is_awaitable(data):
                     data = await data
@@ -378,9 +404,10 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
                     send_to(long, more)
                     written.append(long)
                 await room(sorted(set(written)), any_one=False)
-            for w in conns:
-                w.write(b"" if isinstance(w, LocalConn) else frame(b""))  # end of file, cleanly
-            await asyncio.gather(*(w.drain() for w in conns))
+            for i, w in enumerate(conns):
+                if i not in dead and not gone(w):
+                    w.write(b"" if isinstance(w, LocalConn) else frame(b""))  # a clean end
+            await asyncio.gather(*(drain(i) for i in range(n)))
             t.state = "done"
         except (ConnectionError, OSError, NinepError) as e:
             t.state, t.error = "failed", f"consumer lost: {e}"
