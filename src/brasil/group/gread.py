@@ -33,7 +33,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..ninep.constants import OREAD, ORDWR
+from ..ninep.constants import OREAD
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.synthetic import Handle, Node
@@ -240,24 +240,8 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
 
     async def child(c: Any) -> tuple[int, dict[str, Any]]:
         try:
-            f = await s.ask(c, q, "gread")
-            h = f.open(ORDWR)
-            h = await h if is_awaitable(h) else h
-            try:
-                w = h.write(0, json.dumps(req).encode())
-                if is_awaitable(w):
-                    await w
-                data = b""
-                while True:
-                    chunk = h.read(len(data), 1 << 20)
-                    chunk = await chunk if is_awaitable(chunk) else chunk
-                    if not chunk:
-                        break
-                    data += chunk
-            finally:
-                r = h.clunk()
-                if is_awaitable(r):
-                    asyncio.ensure_future(r)
+            from .query import exchange
+            data = await exchange(await s.ask(c, q, "gread"), json.dumps(req).encode())
             return len(data), json.loads(data)
         except (NinepError, ConnectionError, asyncio.TimeoutError, ValueError) as e:
             lost = empty(agg)

@@ -27,7 +27,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..ninep.client import File
-from ..ninep.constants import ORDWR
+from ..ninep.constants import OREAD, ORDWR
 from ..ninep.ctl import excerpt
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import is_awaitable
@@ -197,17 +197,7 @@ async def status_text(s: QueryService, q: Query) -> str:
 
     async def child_lines(c: Child) -> list[str]:
         try:
-            f = await s.ask(c, q, "status")
-            h = await _open(f, 0)
-            text = b""
-            while True:
-                chunk = h.read(len(text), 65536)
-                chunk = await chunk if is_awaitable(chunk) else chunk
-                if not chunk:
-                    break
-                text += chunk
-            _clunk(h)
-            return text.decode().splitlines()
+            return (await exchange(await s.ask(c, q, "status"))).decode().splitlines()
         except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
             return [f"{c.name} lost: {e}"]
     for more in await asyncio.gather(*(child_lines(c) for c in s.children()
@@ -216,15 +206,29 @@ async def status_text(s: QueryService, q: Query) -> str:
     return "".join(ln + "\n" for ln in lines)
 
 
-async def _open(node: Node, mode: int) -> Handle:
-    h = node.open(mode)
-    return await h if is_awaitable(h) else h  # type: ignore[no-any-return]
-
-
-def _clunk(h: Handle) -> None:
-    r = h.clunk()
-    if is_awaitable(r):
-        asyncio.ensure_future(r)
+async def exchange(node: Node, request: bytes | None = None) -> bytes:
+    """Open ``node`` (here, or a child's through its mount), write ``request`` if any, read all
+    of the answer, close: how a node asks its children for their part."""
+    h = node.open(OREAD if request is None else ORDWR)
+    h = await h if is_awaitable(h) else h
+    chunks, at = [], 0
+    try:
+        if request is not None:
+            w = h.write(0, request)
+            if is_awaitable(w):
+                await w
+        while True:
+            chunk = h.read(at, 1 << 20)
+            chunk = await chunk if is_awaitable(chunk) else chunk
+            if not chunk:
+                break
+            chunks.append(chunk)
+            at += len(chunk)
+    finally:
+        r = h.clunk()
+        if is_awaitable(r):
+            asyncio.ensure_future(r)
+    return b"".join(chunks)
 
 
 # ---- aggregated control ----
@@ -284,16 +288,7 @@ async def control(s: QueryService, q: Query, line: str) -> tuple[int, list[str]]
 
     async def child(c: Child) -> tuple[int, list[str]]:
         try:
-            f = await s.ask(c, q, "ctl")
-            h = await _open(f, ORDWR)
-            try:
-                w = h.write(0, (line + "\n").encode())
-                if is_awaitable(w):
-                    await w
-                text = h.read(0, 1 << 20)
-                text = await text if is_awaitable(text) else text
-            finally:
-                _clunk(h)
+            text = await exchange(await s.ask(c, q, "ctl"), (line + "\n").encode())
         except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
             return 0, [f"{c.name}: lost ({e})"]
         k, more = 0, []

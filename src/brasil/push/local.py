@@ -210,13 +210,16 @@ class Writer:
         if not self.queue:
             self._close()
 
-    def _close(self) -> None:
+    def _release(self) -> None:
         if self.registered:
             self.loop.sel.unregister(self.fd)
             self.registered = False
         if self.fd >= 0 and self.owned:
             os.close(self.fd)
         self.fd = -1
+
+    def _close(self) -> None:
+        self._release()
         self.closing = False
         if self.copy is not None:
             self.copy.input_done = True
@@ -229,12 +232,7 @@ class Writer:
         self.queue.clear()
         self.queued = 0
         self.parked.clear()
-        if self.registered:
-            self.loop.sel.unregister(self.fd)
-            self.registered = False
-        if self.fd >= 0 and self.owned:
-            os.close(self.fd)
-        self.fd = -1
+        self._release()
         self.loop.dirty = True
 
 

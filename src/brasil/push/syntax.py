@@ -93,20 +93,25 @@ def _skip_quoted(src: str, i: int) -> int:
     close = {"(": ")", "{": "}"}[c]
     j = i + 1
     while j < n:
-        d = src[j]
-        if d == "\\":
-            j += 2
-            continue
-        if d in "'\"`":
-            j = _skip_quoted(src, j)
-            continue
-        if d == "(" or (d == "{" and src[j - 1] == "$"):
-            j = _skip_quoted(src, j)
-            continue
-        if d == close:
+        if src[j] == close:
             return j + 1
-        j += 1
+        j = _skip(src, j, nested=True) or j + 1
     raise PushSyntaxError(src, i, f"no closing {close!r} for this {c!r}")
+
+
+def _skip(src: str, i: int, nested: bool = False) -> int | None:
+    """Past the construct that starts at ``i`` — an escape, a quote, ``$(…)``, ``${…}``, a
+    parenthesis (and, ``nested`` in one, ``{``) — or None if nothing starts there."""
+    c = src[i]
+    if c == "\\":
+        return i + 2
+    if c in "'\"`" or c == "(":
+        return _skip_quoted(src, i)
+    if c == "$" and i + 1 < len(src) and src[i + 1] in "({":
+        return _skip_quoted(src, i + 1)
+    if nested and c == "{" and i > 0 and src[i - 1] == "$":
+        return _skip_quoted(src, i)
+    return None
 
 
 @dataclass
@@ -162,17 +167,9 @@ def tokens(src: str) -> list[Token]:
 
     while i < n:
         c = src[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c in "'\"`":
-            i = _skip_quoted(src, i)
-            continue
-        if c == "$" and i + 1 < n and src[i + 1] in "({":
-            i = _skip_quoted(src, i + 1)
-            continue
-        if c == "(":
-            i = _skip_quoted(src, i)
+        skipped = _skip(src, i)
+        if skipped is not None:
+            i = skipped
             continue
         if c == "{" and (i == 0 or src[i - 1] in " \t\n;|&") and (i + 1 >= n or src[i + 1] in " \t\n"):
             i = _skip_quoted(src, i)
@@ -242,14 +239,7 @@ def _word_end(text: str, i: int = 0) -> int:
     """Where the shell word starting at ``i`` ends (quotes and substitutions included)."""
     n = len(text)
     while i < n and text[i] not in " \t\n":
-        if text[i] == "\\":
-            i += 2
-        elif text[i] in "'\"`":
-            i = _skip_quoted(text, i)
-        elif text[i] == "$" and i + 1 < n and text[i + 1] in "({":
-            i = _skip_quoted(text, i + 1)
-        else:
-            i += 1
+        i = _skip(text, i) or i + 1
     return min(i, n)
 
 
