@@ -44,6 +44,7 @@ demo: setup
 # The tools the benchmarks compare with (GNU parallel, clush, pdsh…), only when missing.
 bench-deps:
 	@sh scripts/bench-deps.sh
+	@sh scripts/bench-deps-run.sh
 
 bench: setup peers bench-deps
 	$(BIN)/python bench/ninep_roundtrips.py
@@ -51,6 +52,7 @@ bench: setup peers bench-deps
 	$(BIN)/python bench/tree.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/push.py
+	$(BIN)/python bench/run.py
 
 fuzz: setup
 	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0

@@ -151,3 +151,12 @@ async def test_kill_reaches_sub_sessions_on_every_node(tmp_path):
         assert wait == [f"{i} 143" for i in range(8)]  # 128 + SIGTERM, here and elsewhere
         rows = await status_rows(c, sid)
         assert {r[3] for r in rows} == {"killed"} and len({r[1] for r in rows}) == 4
+
+
+async def test_a_reservation_right_after_another_is_closed_gets_every_slot(tmp_path):
+    """The children's reports are up to a second old: a child that gave all it was asked is
+    asked again, so slots freed since its report are found."""
+    async with small_tree(str(tmp_path)) as (nodes, c):
+        for _ in range(3):
+            sid = await session(c, ["res 8"])
+            await c.write(f"{L}/{sid}/ctl", "close\n")

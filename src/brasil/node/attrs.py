@@ -55,11 +55,18 @@ def meminfo() -> tuple[int, int]:
     return total, avail
 
 
+@functools.lru_cache(maxsize=1)
+def _fixed() -> tuple[str, str, str]:
+    return platform.machine(), platform.system().lower(), str(os.cpu_count() or 1)
+
+
 def system_attrs(name: str, slots: int, free: int) -> dict[str, str]:
+    """Asked every second of every node (its parent polls it): kept cheap."""
     total, avail = meminfo()
-    return {"name": name, "arch": platform.machine(), "os": platform.system().lower(),
-            "cores": str(os.cpu_count() or 1), "slots": str(slots), "free": str(free),
-            "mem": str(total), "memfree": str(avail), "load": f"{os.getloadavg()[0]:.2f}"}
+    arch, os_name, cores = _fixed()
+    return {"name": name, "arch": arch, "os": os_name, "cores": cores, "slots": str(slots),
+            "free": str(free), "mem": str(total), "memfree": str(avail),
+            "load": f"{os.getloadavg()[0]:.2f}"}
 
 
 def check_label(key: str, value: str) -> None:

@@ -38,11 +38,13 @@ class Reserver:
 
         First the children that reported free slots, asked in parallel for their share; then,
         since those reports can be a second old, the children not yet asked, one at a time for
-        what is still missing; then the parent. Each is asked for *up to* its share, so a stale
-        report never fails a reservation that the tree could satisfy."""
+        what is still missing, and once more the children that gave all they were asked (they
+        may have freed more since they reported); then the parent. Each is asked for *up to* its
+        share, so a stale report never fails a reservation that the tree could satisfy."""
         groups: list[Delegation] = []
         need = n
         tried: set[str] = set()
+        full: list[str] = []  # children that gave every slot asked of them: maybe more there
 
         def took(name: str, r: object, k: int) -> None:
             nonlocal need
@@ -50,6 +52,8 @@ class Reserver:
             if isinstance(r, Delegation):
                 groups.append(r)
                 need -= r.count
+                if r.count >= k and name != "parent":
+                    full.append(name)
             elif isinstance(r, BaseException) and not isinstance(r, (NinepError, ConnectionError)):
                 raise r
             else:
@@ -71,6 +75,15 @@ class Reserver:
                 except (NinepError, ConnectionError) as e:
                     r = e
                 took(c.name, r, need)
+            for name in list(full):
+                c2 = self.daemon.children.by_name.get(name)
+                if need <= 0 or c2 is None or c2.gone:
+                    continue
+                try:
+                    r = await self._ask(name, c2.client, need, sel, session)
+                except (NinepError, ConnectionError) as e:
+                    r = e
+                took(name, r, need)
             link = self.daemon.parent
             if need > 0 and came_from != "parent" and link is not None and link.client is not None:
                 try:
