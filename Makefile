@@ -44,7 +44,6 @@ demo: setup
 # The tools the benchmarks compare with (GNU parallel, clush, pdsh…), only when missing.
 bench-deps:
 	@sh scripts/bench-deps.sh
-	@sh scripts/bench-deps-run.sh
 
 bench: setup peers bench-deps
 	$(BIN)/python bench/ninep_roundtrips.py

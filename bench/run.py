@@ -30,7 +30,7 @@ b. 4 hosts over ssh (tests/services.py's start_ssh_hosts: network namespaces wit
    Needs root and sshd; otherwise that part says why it was skipped.
 
 Results: tables on stdout, JSON in bench/results/run.json. Tools that are not installed
-(``sh scripts/bench-deps-run.sh`` installs Debian's clustershell and pdsh) get a "not installed"
+(``sh scripts/bench-deps.sh`` installs Debian's clustershell and pdsh) get a "not installed"
 row. "Other processes used X cores" is the noise guard (CPU the machine spent outside this
 script, its children and the daemons while measuring).
 

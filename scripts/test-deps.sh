@@ -16,32 +16,4 @@ have ssh && have ssh-keygen || need="$need openssh-client"
 have ip || need="$need iproute2"
 have runuser || need="$need util-linux"
 have pgrep || need="$need procps"
-[ -z "$need" ] && exit 0
-
-missing() {
-    echo "brasil: test services missing Debian packages:$need ($1);" \
-         "the tests needing them will skip. Install with: apt-get install$need" >&2
-    exit 0
-}
-[ "$(id -u)" = 0 ] || missing "not root"
-command -v apt-get >/dev/null 2>&1 || missing "no apt-get"
-
-echo "installing Debian packages for the test services:$need"
-export DEBIAN_FRONTEND=noninteractive
-# Keep the packages' services from starting (Docker images ship this file already).
-made_policy=""
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
-        && made_policy=1
-fi
-cleanup() { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; }
-trap cleanup EXIT
-apt_install() {
-    apt-get install -y -qq --no-install-recommends $need >/dev/null 2>&1
-}
-# Try with the package lists already here first; refresh them only if that fails.
-if ! apt_install; then
-    apt-get update -qq >/dev/null 2>&1
-    apt_install || missing "apt-get install failed"
-fi
-exit 0
+exec sh "$(dirname "$0")/install-missing.sh" "the test services" $need
