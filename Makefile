@@ -52,6 +52,7 @@ bench: setup peers bench-deps
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/push.py
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/group.py
 
 fuzz: setup
 	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0

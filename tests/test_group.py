@@ -4,6 +4,7 @@ control, group reads reduced in the tree, and the parallel tools."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import signal
@@ -134,6 +135,21 @@ async def test_equiv_groups_identical_contents_and_the_root_gets_condensed_data(
         r = await api.gread(c, "fs/big", "name!=n0", agg="equiv")
         assert r["groups"][0]["count"] == 12 and r["held"] == 12 << 20
         assert r["received"] < 4 << 20  # one result per child, not one copy per leaf
+    finally:
+        await c.close()
+
+
+async def test_equiv_keeps_different_binaries_apart(tree):
+    """Two binaries that a lossy UTF-8 decode would make equal stay in two groups, exact."""
+    a, b = b"\xff\xfe head\n", b"\xfe\xff head\n"
+    for i, n in enumerate(NAMES[1:]):
+        put(tree, n, "bin", a if i % 2 else b)
+    c = await connect(tree)
+    try:
+        r = await api.gread(c, "fs/bin", "name!=n0", agg="equiv")
+        assert not r["errors"]
+        got = {base64.b64decode(g["content"]): g["count"] for g in r["groups"]}
+        assert got == {a: 6, b: 6} and {g["encoding"] for g in r["groups"]} == {"base64"}
     finally:
         await c.close()
 

@@ -9,6 +9,7 @@ every node) and does its work in the daemons, reduced in the tree (group/api.py)
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 from typing import Any
@@ -84,6 +85,10 @@ def print_groups(groups: list[dict[str, Any]]) -> None:
         print("-" * 15)
         print(f"{fold(g['nodes'])} ({g['count']})")
         print("-" * 15)
+        if g.get("encoding") == "base64":
+            size = len(base64.b64decode(g["content"]))
+            print(f"(binary, {size} bytes; --json gives it base64-encoded)")
+            continue
         print(g["content"], end="" if g["content"].endswith("\n") or not g["content"] else "\n")
 
 

@@ -224,7 +224,25 @@ def write_addresses(args: argparse.Namespace, addresses: list[str] | None) -> No
     write_private(path, "".join(a + "\n" for a in addresses))
 
 
+def tune_malloc() -> None:
+    """A daemon moving 1 MiB blocks makes glibc map and unmap each one (its mmap threshold is
+    128 KiB), and every fresh mapping page-faults in again: measured, pcp to 64 leaves spent a
+    third of its time there. Keeping blocks up to 32 MiB in the heap, and trimming only past
+    256 MiB, reuses the pages. Not glibc (musl, macOS): nothing to tune, skip."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(M_TRIM_THRESHOLD, 256 << 20)
+
+
 def main(args: argparse.Namespace) -> int:
+    tune_malloc()
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.debug:

@@ -27,6 +27,7 @@ files read in its subtree), so the condensing can be measured.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import re
@@ -135,6 +136,14 @@ def leaf(agg: str, node: str, content: bytes, grep: str | None, size: int | None
     if agg == "sha256":  # ``content`` is the digest already (read_local(…, digest=True))
         p["groups"] = [{"nodes": [node], "content": content.decode()}]
         return p
+    if agg == "equiv" and grep is None:
+        # Grouping compares bytes: a lossy decode would put different binaries in one group.
+        try:
+            p["groups"] = [{"nodes": [node], "content": content.decode()}]
+        except UnicodeDecodeError:
+            p["groups"] = [{"nodes": [node], "content": base64.b64encode(content).decode(),
+                            "encoding": "base64"}]
+        return p
     text = content.decode("utf-8", "replace")
     if grep is not None:
         rx = re.compile(grep)
@@ -176,13 +185,14 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     if agg == "concat":
         a.setdefault("parts", {}).update(b.get("parts", {}))
     elif agg in ("equiv", "sha256"):
-        by = {g["content"]: g for g in a.setdefault("groups", [])}
+        by = {(g["content"], g.get("encoding")): g for g in a.setdefault("groups", [])}
         for g in b.get("groups", []):
-            if g["content"] in by:
-                by[g["content"]]["nodes"] += g["nodes"]
+            key = (g["content"], g.get("encoding"))
+            if key in by:
+                by[key]["nodes"] += g["nodes"]
             else:
                 a["groups"].append(g)
-                by[g["content"]] = g
+                by[key] = g
     elif agg.startswith("py:"):
         a.setdefault("values", []).extend(b.get("values", []))
     elif agg == "ls":
