@@ -141,6 +141,35 @@ def print_profile(path: str, top: int, py_spy: bool, explain: bool = False) -> N
         st.sort_stats("cumulative").print_stats("brasil", top)
 
 
+class Sampled:
+    """py-spy attached to some daemons for the length of a ``with``: their CPU seconds in it
+    (``cpu``), and the raw stacks each wrote (``outs``, for print_py_spy). A sampler that wrote
+    nothing is an error, so a profile never silently shows fewer daemons."""
+
+    def __init__(self, spy: list[str], pids: dict[str, int], outs: dict[str, str]) -> None:
+        self.spy, self.pids, self.outs = spy, pids, outs
+        self.cpu: dict[str, float] = {}
+
+    def __enter__(self) -> "Sampled":
+        self.procs = {name: subprocess.Popen(self.spy + ["--pid", str(pid), "--output",
+                                                         self.outs[name]],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                      for name, pid in self.pids.items()}
+        time.sleep(1.0)  # py-spy attaches
+        self.cpu0 = {name: proc_cpu(pid)[0] for name, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cpu = {name: proc_cpu(pid)[0] - self.cpu0[name] for name, pid in self.pids.items()}
+        for p in self.procs.values():
+            p.send_signal(signal.SIGINT)
+        for name, p in self.procs.items():
+            _, err = p.communicate(timeout=60)
+            if exc[0] is None and not os.path.exists(self.outs[name]):
+                raise BenchError(f"py-spy wrote nothing for {name}: "
+                                 f"{err.decode(errors='replace')[-500:]}")
+
+
 def print_py_spy(path: str, top: int, explain: bool = False) -> None:
     """Self and inclusive shares of py-spy's raw (collapsed) stacks, per function.
 

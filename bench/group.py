@@ -68,7 +68,6 @@ import platform
 import random
 import re
 import shutil
-import signal
 import statistics
 import string
 import subprocess
@@ -84,7 +83,7 @@ from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
 from ClusterShell.NodeSet import NodeSet
 
-from common import CORES, TICK, BenchError, print_py_spy, proc_cpu
+from common import CORES, TICK, BenchError, Sampled, print_py_spy, proc_cpu
 from tree import BRASIL, CpuWatch, Tree, node_depth
 
 BENCH = Path(__file__).resolve().parent
@@ -118,23 +117,7 @@ class ExportTree(Tree):
     def __init__(self) -> None:
         super().__init__(DEPTH, FANOUT, SLOTS)
         self.export = os.path.join(self.dir, "x")
-
-    def up(self) -> None:
-        t0 = time.perf_counter()
-        r = subprocess.run([str(BRASIL), "cluster", "up", "--depth", str(self.depth), "--fanout",
-                            str(self.fanout), "--slots", str(self.slots), "--dir", self.dir,
-                            "--export-root", self.export],
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
-        self.up_seconds = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise BenchError(f"cluster up failed ({r.returncode}):\n{r.stderr[-1500:]}")
-        self.address = r.stdout.split()[0]
-        for f in os.listdir(self.dir):
-            if f.endswith(".pid"):
-                with open(os.path.join(self.dir, f)) as fh:
-                    self.pids[f[:-4]] = int(fh.read().strip())
-        if len(self.pids) != self.nodes:
-            raise BenchError(f"{len(self.pids)} pid files for {self.nodes} daemons")
+        self.up_args = ["--export-root", self.export]
 
     async def dial(self) -> Client:
         c: Client = await dial(f"unix:{self.dir}/n0.sock", f"{self.dir}/secret")
@@ -815,24 +798,10 @@ def profile(tree: ExportTree, args: argparse.Namespace) -> None:
     names = args.profile_nodes.split(",")
     outs = {name: os.path.join(tree.dir, f"{name}.spy") for name in names}
     asyncio.run(_warm(tree))
-    spies = {name: subprocess.Popen([args.py_spy, "record", "--pid", str(tree.pids[name]),
-                                     "--rate", "250", "--gil", "--full-filenames",
-                                     "--format", "raw", "--output", outs[name]],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for name in names}
-    try:
-        time.sleep(1.0)  # py-spy attaches
-        cpu0 = {name: proc_cpu(tree.pids[name])[0] for name in names}
+    spy = [args.py_spy, "record", "--rate", "250", "--gil", "--full-filenames", "--format", "raw"]
+    with Sampled(spy, {name: tree.pids[name] for name in names}, outs) as sampled:
         took = asyncio.run(profile_run(tree, args))
-        cpu = {name: proc_cpu(tree.pids[name])[0] - cpu0[name] for name in names}
-    finally:
-        for spy in spies.values():
-            spy.send_signal(signal.SIGINT)
-    for name, spy in spies.items():
-        _, err = spy.communicate(timeout=60)
-        if not os.path.exists(outs[name]):
-            raise BenchError(f"py-spy wrote nothing for {name}: "
-                             f"{err.decode(errors='replace')[-500:]}")
+    cpu = sampled.cpu
     print(f"under py-spy: {args.repeats} equiv of fs/big, {took['equiv']:.2f} s each; then pcp "
           f"of {args.pcp_mb} MiB, {took['pcp']:.1f} s")
     for name in names:

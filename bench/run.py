@@ -47,7 +47,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from typing import Any, Callable
 from brasil.ninep.errors import NinepError
 from ClusterShell.NodeSet import NodeSet
 
-from common import CORES, BenchError, print_py_spy, proc_cpu, xargs
+from common import CORES, BenchError, Sampled, print_py_spy, proc_cpu, xargs
 from tree import BRASIL, NOISY, CpuWatch, Tree, node_depth, wait_free
 
 BENCH = Path(__file__).resolve().parent
@@ -524,13 +523,8 @@ def profile(tree: Tree, args: argparse.Namespace) -> None:
     outs = {name: os.path.join(tree.dir, f"{name}.spy") for name in names + ["client"]}
     spy = [args.py_spy, "record", "--rate", "250", "--idle", "--full-filenames", "--format",
            "raw"]
-    spies = {name: subprocess.Popen(spy + ["--pid", str(tree.pids[name]), "--output", outs[name]],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for name in names}
     times = []
-    try:
-        time.sleep(1.0)  # py-spy attaches
-        cpu0 = {name: proc_cpu(tree.pids[name])[0] for name in names}
+    with Sampled(spy, {name: tree.pids[name] for name in names}, outs) as sampled:
         for i in range(3):
             asyncio.run(_free(tree))
             argv = [str(BRASIL), "run", "-n", str(N), "--", "date"]
@@ -542,14 +536,7 @@ def profile(tree: Tree, args: argparse.Namespace) -> None:
                                if ln.strip() and not ln.startswith(b"py-spy> "))
             check_lines("brasil run (profiled)", out, err, status, labelled=True)
             times.append(t)
-        cpu = {name: proc_cpu(tree.pids[name])[0] - cpu0[name] for name in names}
-    finally:
-        for p in spies.values():
-            p.send_signal(signal.SIGINT)
-    for name, p in spies.items():
-        _, err = p.communicate(timeout=60)
-        if not os.path.exists(outs[name]):
-            raise BenchError(f"py-spy wrote nothing for {name}: {err.decode(errors='replace')[-500:]}")
+    cpu = sampled.cpu
     print(f"brasil run -n {N} -- date under py-spy: {', '.join(s(t) for t in times)} s "
           "(the first with the client sampled too)")
     for name in names:

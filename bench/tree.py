@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -57,7 +56,7 @@ from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
 
-from common import CORES, TICK, BenchError, busy_cpu, check_stdio, print_py_spy, vm_rss, xargs
+from common import CORES, TICK, BenchError, Sampled, busy_cpu, check_stdio, print_py_spy, vm_rss, xargs
 from common import proc_cpu as _proc_cpu
 
 BENCH = Path(__file__).resolve().parent
@@ -117,11 +116,13 @@ class Tree:
         self.pids: dict[str, int] = {}
         self.address = ""
         self.up_seconds = 0.0
+        self.up_args: list[str] = []  # more `cluster up` options (bench/group.py: --export-root)
 
     def up(self) -> None:
         t0 = time.perf_counter()
         r = subprocess.run([str(BRASIL), "cluster", "up", "--depth", str(self.depth), "--fanout",
-                            str(self.fanout), "--slots", str(self.slots), "--dir", self.dir],
+                            str(self.fanout), "--slots", str(self.slots), "--dir", self.dir,
+                            *self.up_args],
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
         self.up_seconds = time.perf_counter() - t0
         if r.returncode != 0:
@@ -455,23 +456,11 @@ def profile(tree: Tree, cfg: dict[str, Any], args: argparse.Namespace) -> None:
     names = args.profile_nodes.split(",")
     outs = {name: os.path.join(tree.dir, f"{name}.spy") for name in names}
     asyncio.run(_warm(tree, n))
-    spies = {name: subprocess.Popen([args.py_spy, "record", "--pid", str(tree.pids[name]),
-                                     "--rate", "250", "--idle", "--full-filenames",
-                                     "--nolineno", "--format", "raw", "--output", outs[name]],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for name in names}
-    try:
-        time.sleep(1.0)  # py-spy attaches
-        cpu0 = {name: proc_cpu(tree.pids[name])[0] for name in names}
+    spy = [args.py_spy, "record", "--rate", "250", "--idle", "--full-filenames", "--nolineno",
+           "--format", "raw"]
+    with Sampled(spy, {name: tree.pids[name] for name in names}, outs) as sampled:
         runs = asyncio.run(profile_run(tree, n, args.profile_repeats))
-        cpu = {name: proc_cpu(tree.pids[name])[0] - cpu0[name] for name in names}
-    finally:
-        for spy in spies.values():
-            spy.send_signal(signal.SIGINT)
-    for name, spy in spies.items():
-        _, err = spy.communicate(timeout=60)
-        if not os.path.exists(outs[name]):
-            raise BenchError(f"py-spy wrote nothing for {name}: {err.decode(errors='replace')[-500:]}")
+    cpu = sampled.cpu
     tot = statistics.median(x["total"] for x in runs)
     split = "  ".join(f"{p} {ms(statistics.median(x[p] for x in runs))}" for p in PHASES)
     print(f"Figure 4 N={n} under py-spy, {len(runs)} deployments: median {ms(tot)} ms ({split})")
