@@ -242,6 +242,18 @@ c.close()
 """
 
 
+def kill_groups(procs: list[subprocess.Popen[Any]]) -> None:
+    """A peer's processes, each the leader of its group, gone with their children (thawed
+    first: a frozen worker ignores everything but SIGKILL and SIGCONT, and must not linger)."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGCONT)
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
+
 def dask_run(py: Path, tmp: str, workers: list[dict[str, Any]], n: int, cmd: str,
              freeze: bool = False, cap: float = 120.0) -> dict[str, Any]:
     port = 8786 + os.getpid() % 1000
@@ -268,13 +280,7 @@ def dask_run(py: Path, tmp: str, workers: list[dict[str, Any]], n: int, cmd: str
             raise RuntimeError(r.stderr[-500:])
         return json.loads(r.stdout.strip().splitlines()[-1])
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGCONT)
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
+        kill_groups(procs)
 
 
 def bench_dask(quick: bool) -> dict[str, Any]:
@@ -413,13 +419,7 @@ def wq_run(tmp: str, workers: list[dict[str, Any]], cmds: list[str], freeze: boo
             return None
         return time.monotonic() - t0 if mk.returncode == 0 else None
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGCONT)
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
+        kill_groups(procs)
 
 
 def bench_wq(quick: bool) -> dict[str, Any]:
