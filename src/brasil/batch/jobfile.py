@@ -31,8 +31,9 @@ class JobFileError(ValueError):
     """A job file is wrong; the message names the file and line and says what is expected."""
 
 
-@dataclasses.dataclass
-class Defaults:
+@dataclasses.dataclass(kw_only=True)
+class Options:
+    """What ``%set`` changes for the lines below it, and a job line's KEY:VALUE for itself."""
     tag: str = "default"
     priority: int = 0
     retries: int = 2
@@ -40,21 +41,23 @@ class Defaults:
     isolate: bool = False
     home: str | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Defaults(Options):
     after: tuple[int, ...] = ()
 
+    def spec(self, cmd: str, line: int, name: str | None = None) -> "JobSpec":
+        opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(Options)}
+        opts["env"] = dict(self.env)
+        return JobSpec(cmd=cmd, line=line, name=name, after_ids=list(self.after), **opts)
 
-@dataclasses.dataclass
-class JobSpec:
+
+@dataclasses.dataclass(kw_only=True)
+class JobSpec(Options):
     cmd: str
     line: int
     name: str | None = None
-    tag: str = "default"
-    priority: int = 0
-    retries: int = 2
-    redundancy: int = 2
-    isolate: bool = False
-    home: str | None = None
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
     after_names: list[str] = dataclasses.field(default_factory=list)
     after_ids: list[int] = dataclasses.field(default_factory=list)
     deps: list[int] = dataclasses.field(default_factory=list)  # indexes into the submission
@@ -82,7 +85,7 @@ def _ids(value: str, where: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def apply_option(target: Defaults | JobSpec, key: str, value: str, where: str) -> None:
+def apply_option(target: Options, key: str, value: str, where: str) -> None:
     """Set one option (from ``%set KEY VALUE`` or a ``KEY:VALUE`` word), checking it."""
     if key == "tag":
         if not TAG_RE.fullmatch(value):
@@ -145,10 +148,7 @@ class Parser:
             return self._directive(line)
         if line.startswith("job ") or line == "job":
             return self._job_line(line)
-        d = self.defaults
-        self.jobs.append(JobSpec(cmd=line, line=self.lineno, tag=d.tag, priority=d.priority,
-                                 retries=d.retries, redundancy=d.redundancy, isolate=d.isolate,
-                                 home=d.home, env=dict(d.env), after_ids=list(d.after)))
+        self.jobs.append(self.defaults.spec(line, self.lineno))
 
     def _directive(self, line: str) -> None:
         word, _, rest = line[1:].partition(" ")
@@ -181,10 +181,7 @@ class Parser:
         if name in self.names:
             raise JobFileError(f"{where}: job {name!r} is already defined at line "
                                f"{self.jobs[self.names[name]].line}")
-        d = self.defaults
-        spec = JobSpec(cmd=cmd.strip(), line=self.lineno, name=name, tag=d.tag,
-                       priority=d.priority, retries=d.retries, redundancy=d.redundancy,
-                       isolate=d.isolate, home=d.home, env=dict(d.env), after_ids=list(d.after))
+        spec = self.defaults.spec(cmd.strip(), self.lineno, name)
         for w in words[1:]:
             if w in ("isolate", "shared"):
                 spec.isolate = w == "isolate"
