@@ -146,6 +146,18 @@ def _options(src: str, start: int, end: int, link: Link) -> None:
                                   f"expected {allowed}")
 
 
+def _operator(src: str, i: int, kind: str) -> tuple[Link, int]:
+    """The two characters of a PUSH operator at ``i`` and its ``[options]`` if any; the link and
+    the index just past them."""
+    link = Link(kind, i)
+    j = i + 2
+    if j < len(src) and src[j] == "[":
+        k = _bracket(src, j)
+        _options(src, j + 1, k, link)
+        j = k + 1
+    return link, j
+
+
 def _bracket(src: str, i: int) -> int:
     j = src.find("]", i)
     if j < 0:
@@ -182,28 +194,13 @@ def tokens(src: str) -> list[Token]:
             continue
         tok: Token | None = None
         if src.startswith("|<", i):
-            link = Link("fanout", i)
-            j = i + 2
-            if j < n and src[j] == "[":
-                k = _bracket(src, j)
-                _options(src, j + 1, k, link)
-                j = k + 1
+            link, j = _operator(src, i, "fanout")
             tok = Token("link", i, link=link)
         elif src.startswith(">|", i) and not (i > 0 and src[i - 1].isdigit()):  # 2>|f: sh's
-            link = Link("fanin", i)
-            j = i + 2
-            if j < n and src[j] == "[":
-                k = _bracket(src, j)
-                _options(src, j + 1, k, link)
-                j = k + 1
+            link, j = _operator(src, i, "fanin")
             tok = Token("link", i, link=link)
         elif src.startswith("|#", i):
-            link = Link("hash", i)
-            j = i + 2
-            if j < n and src[j] == "[":
-                k = _bracket(src, j)
-                _options(src, j + 1, k, link)
-                j = k + 1
+            link, j = _operator(src, i, "hash")
             if j >= n or src[j] != "|":
                 raise PushSyntaxError(src, j, "expected '|' to close the hash pipe |#…|")
             j += 1
