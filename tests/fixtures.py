@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pathlib
+import random
 from typing import AsyncIterator
 
 from brasil.ninep.ctl import CommandTable, CtlFile
@@ -267,3 +269,18 @@ async def tree_13(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
             yield nodes, c
         finally:
             await c.close()
+
+
+def push_inputs(root: pathlib.Path, seed: int, dirs: int, per_dir: int, most_lines: int,
+                words: int) -> pathlib.Path:
+    """The PUSH examples' inputs: DIRS directories of text files of 1…MOST_LINES lines, and a
+    ``corpus`` of 20,000 ten-word lines drawn from WORDS words; the same for the same seed."""
+    rnd = random.Random(seed)
+    for d in range(dirs):
+        (root / f"d{d}").mkdir()
+        for i in range(per_dir):
+            (root / f"d{d}" / f"f{i}.txt").write_text("x\n" * rnd.randrange(1, most_lines))
+    vocabulary = [f"w{i}" for i in range(words)]
+    (root / "corpus").write_text("\n".join(" ".join(rnd.choice(vocabulary) for _ in range(10))
+                                           for _ in range(20000)) + "\n")
+    return root

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from brasil.push.local import LocalRun, PipelineFailed
 from brasil.push.plan import PlanError, make_plan
 from brasil.push.shell import substitute_status
 from brasil.push.syntax import PushSyntaxError, parse
+from fixtures import push_inputs
 
 
 def push(*args: str, stdin: bytes = b"", cwd: str | None = None, env: dict[str, str] | None = None,
@@ -34,16 +34,7 @@ def sh(cmd: str, cwd: str | None = None, stdin: bytes = b"") -> bytes:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):  # type: ignore[no-untyped-def]
     """A tree of files of various lengths, and a corpus of words."""
-    root = tmp_path_factory.mktemp("tree")
-    rnd = random.Random(8)
-    for d in range(6):
-        (root / f"d{d}").mkdir()
-        for i in range(40):
-            (root / f"d{d}" / f"f{i}.txt").write_text("x\n" * rnd.randrange(1, 300))
-    words = [f"w{i}" for i in range(400)]
-    (root / "corpus").write_text("\n".join(" ".join(rnd.choice(words) for _ in range(10))
-                                           for _ in range(20000)) + "\n")
-    return root
+    return push_inputs(tmp_path_factory.mktemp("tree"), 8, 6, 40, 300, 400)
 
 
 # ---- the paper's and slides' examples, each equal to the sequential pipeline ----

@@ -15,22 +15,12 @@ from brasil.push.local import PipelineFailed
 from brasil.push.plan import make_plan
 from brasil.push.remote import RemoteRun
 from brasil.push.syntax import parse
-from fixtures import tree_124, wait_for
+from fixtures import push_inputs, tree_124, wait_for
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):  # type: ignore[no-untyped-def]
-    import random
-    root = tmp_path_factory.mktemp("pushdata")
-    rnd = random.Random(3)
-    for d in range(4):
-        (root / f"d{d}").mkdir()
-        for i in range(30):
-            (root / f"d{d}" / f"f{i}.txt").write_text("x\n" * rnd.randrange(1, 200))
-    words = [f"w{i}" for i in range(300)]
-    (root / "corpus").write_text("\n".join(" ".join(rnd.choice(words) for _ in range(10))
-                                           for _ in range(20000)) + "\n")
-    return root
+    return push_inputs(tmp_path_factory.mktemp("pushdata"), 3, 4, 30, 200, 300)
 
 
 async def run(c, text: str, tmp: str, copies: int = 3) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
