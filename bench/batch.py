@@ -449,9 +449,11 @@ def fmt(v: Any, unit: str = "s") -> str:
     return f"{v:.2f} {unit}" if unit == "s" else f"{v:.0f}{unit}"
 
 
-def capped(text: str) -> str:
-    """A frozen-worker run that had not finished when the bench stopped waiting (60 s)."""
-    return "> 60 s" if text == "—" else text
+def capped(peers: dict[str, Any], name: str, text: str) -> str:
+    """A frozen-worker run that had not finished when the bench stopped waiting (60 s); a peer
+    that did not run at all (--no-peers, not installed) stays "—"."""
+    ran = isinstance(peers.get(name), dict) and "b_frozen" in peers[name]
+    return "> 60 s" if ran and text == "—" else text
 
 
 def table(b: dict[str, Any], peers: dict[str, Any]) -> str:
@@ -467,7 +469,8 @@ def table(b: dict[str, Any], peers: dict[str, Any]) -> str:
         ("(a) makespan, no slow worker", fmt(a_s), "", peer("workqueue", "a_no_slow"),
          peer("dask", "a_no_slow"), "—"),
         ("(b) makespan, a worker frozen at 1 s", fmt(b["b_frozen"]["makespan"]), "",
-         capped(peer("workqueue", "b_frozen")), capped(peer("dask", "b_frozen")), "—"),
+         capped(peers, "workqueue", peer("workqueue", "b_frozen")),
+         capped(peers, "dask", peer("dask", "b_frozen")), "—"),
         ("(c) true jobs/s, not isolated", fmt(b["c_plain"]["rate"], "/s"), "",
          peer("workqueue", "c_plain", "/s"), peer("dask", "c_plain", "/s"),
          peer("hyperqueue", "c_plain", "/s")),
