@@ -160,6 +160,23 @@ def test_hash_key_by_field_and_regex():
             assert owner.setdefault(k, copy) == copy
 
 
+def test_options_keep_quoted_commas_and_brackets_and_sh_redirections_stay_sh():
+    """A comma or ']' inside quotes belongs to the key or separator; 2>| is sh's, not a fan-in."""
+    hashed = parse("a |#[4 key='^(.*?),']| b")[0].pipelines[0]
+    assert [k.key for k in hashed.links if k.kind == "hash"] == ["^(.*?),"]
+    rows = b"".join(b"%s,r%d x\n" % (who, i) for i in range(20) for who in (b"alice", b"bob"))
+    out = run_plan("cat |<[2] cat |#[4 key='^(.*?),']| cut -d, -f1 | sort | uniq -c >| sort", rows)
+    assert out.split() == [b"20", b"alice", b"20", b"bob"]
+    out = run_plan("cat |#[2 key='([ab])']| cat", b"xa\nxb\nya\n")
+    assert sorted(out.splitlines()) == [b"xa", b"xb", b"ya"]
+    out = run_plan("cat |<[2 rs='regex [;,]'] cat >|[rs='regex [;,]'] cat", b"a;b,c;")
+    assert sorted(out.replace(b",", b";").split(b";")) == [b"", b"a", b"b", b"c"]
+    assert run_plan("cat |<[2 rs=fixed 4] cat >|[rs=fixed 4 keep] cat", b"abcdefgh") == b"abcdefgh"
+    assert run_plan("sh -c 'echo err >&2; cat' 2>|/dev/null |< cat >| cat", b"x\n") == b"x\n"
+    with pytest.raises(PushSyntaxError, match="needs 1 copy or more"):
+        parse("a |<[0] b")
+
+
 # ---- failures are located; nothing is left running ----
 
 def marker_processes(marker: str) -> list[str]:

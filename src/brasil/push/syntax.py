@@ -125,15 +125,23 @@ class Token:
 def _options(src: str, start: int, end: int, link: Link) -> None:
     """``[4 rs=nul key=2 keep]``: copies, record module, key, keep order."""
     body = src[start:end]
+    lex = shlex.shlex(body, posix=True)
+    lex.whitespace += ","  # [4,rs=nul]; a comma inside quotes stays (key='^(.*?),')
+    lex.whitespace_split = True
     try:
-        words = shlex.split(body.replace(",", " "))
+        words = list(lex)
     except ValueError as e:
         raise PushSyntaxError(src, start, f"bad options [{body}]: {e}") from None
-    for w in words:
-        if w.isdigit() and int(w) > 0 and link.kind in ("fanout", "hash"):
+    while words:
+        w = words.pop(0)
+        if w.isdigit() and link.kind in ("fanout", "hash"):
+            if int(w) < 1:
+                raise PushSyntaxError(src, start, f"{link.symbol} needs 1 copy or more, not {w}")
             link.copies = int(w)
         elif w.startswith("rs="):
             link.rs = w[3:]
+            if link.rs in ("fixed", "regex") and words:  # rs=fixed 4, unquoted
+                link.rs += " " + words.pop(0)
         elif w.startswith("key=") and link.kind == "hash":
             link.key = w[4:]
         elif w == "keep" and link.kind in ("fanout", "fanin"):
@@ -159,10 +167,17 @@ def _operator(src: str, i: int, kind: str) -> tuple[Link, int]:
 
 
 def _bracket(src: str, i: int) -> int:
-    j = src.find("]", i)
-    if j < 0:
-        raise PushSyntaxError(src, i, "no closing ']' for these options")
-    return j
+    """The ``]`` closing the options opened at ``i``: one inside quotes (a character class in
+    ``key='([ab])'``) does not count."""
+    j = i + 1
+    while j < len(src):
+        if src[j] in "'\"":
+            j = _skip_quoted(src, j)
+            continue
+        if src[j] == "]":
+            return j
+        j += 1
+    raise PushSyntaxError(src, i, "no closing ']' for these options")
 
 
 def tokens(src: str) -> list[Token]:
@@ -196,7 +211,10 @@ def tokens(src: str) -> list[Token]:
         if src.startswith("|<", i):
             link, j = _operator(src, i, "fanout")
             tok = Token("link", i, link=link)
-        elif src.startswith(">|", i) and not (i > 0 and src[i - 1].isdigit()):  # 2>|f: sh's
+        elif src.startswith(">|", i) and i > 0 and src[i - 1].isdigit():
+            i += 2  # 2>|f: sh's redirection that overrides noclobber, not a fan-in
+            continue
+        elif src.startswith(">|", i):
             link, j = _operator(src, i, "fanin")
             tok = Token("link", i, link=link)
         elif src.startswith("|#", i):
