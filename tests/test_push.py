@@ -177,6 +177,15 @@ def test_options_keep_quoted_commas_and_brackets_and_sh_redirections_stay_sh():
         parse("a |<[0] b")
 
 
+def test_subshells_groups_and_negations_are_the_shells_to_run():
+    from brasil.exec.command import command_argv
+    for cmd in ("(cd /tmp; pwd)", "{ echo a; }", "! false", "(echo hi)"):
+        assert command_argv(cmd, os.defpath)[:2] == ["/bin/sh", "-c"], cmd
+    assert run_plan("(read x; cat) | cat", b"a\nb\n") == b"b\n"
+    out = push("-c", "(echo hi) | cat")
+    assert (out.returncode, out.stdout) == (0, b"hi\n"), out.stderr
+
+
 # ---- failures are located; nothing is left running ----
 
 def marker_processes(marker: str) -> list[str]:

@@ -37,8 +37,8 @@ def command_argv(cmd: str, path: str, direct: bool = True) -> list[str]:
     if not words:
         raise NinepError("exec: empty command; usage: exec CMD…")
     prog = words[0]
-    if prog in SH_WORDS or "=" in prog or any(c in prog for c in "$`*?[~"):
-        return shell
+    if prog in SH_WORDS or any(c in SHELL_SYNTAX for c in prog) or cmd.lstrip()[:1] in "({!":
+        return shell  # (subshell), { group; }, ! negation, VAR=x, globs: the shell's to run
     if "/" in prog:
         if not os.access(prog, os.X_OK):
             raise NinepError(f"exec: {prog}: no such executable file", errno.ENOENT)
@@ -46,7 +46,8 @@ def command_argv(cmd: str, path: str, direct: bool = True) -> list[str]:
     else:
         found = shutil.which(prog, path=path)
         if found is None:
-            raise NinepError(f"exec: {prog}: command not found (PATH={path})", errno.ENOENT)
+            shown = path if len(path) <= 120 else path[:117] + "…"
+            raise NinepError(f"exec: {prog}: command not found (PATH={shown})", errno.ENOENT)
     if not direct or any(c in SHELL_SYNTAX for c in cmd):
         return shell
     return [found, *words[1:]]
