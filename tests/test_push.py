@@ -216,6 +216,9 @@ def test_a_stage_that_closes_its_input_early_ends_upstream_quietly():
     out = push("-c", "seq 1 100000000 |<[3] cat >| head -3")
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.splitlines()) == 3 and out.stderr == b""
+    # every record to one copy of the hash stage, which quits; the idle copy must end too
+    out = push("-c", "yes |<[2] cat |#[2]| cat >| head -2", timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (0, b"y\ny\n", b"")
 
 
 def test_syntax_errors_name_the_column_and_what_was_expected():

@@ -160,5 +160,8 @@ async def test_a_stage_that_closes_its_input_early_ends_upstream_on_the_tree(tmp
         assert status == 0 and out == b"y\n" * 6
         status, out = await run(c, "seq 1 100000000 |<[3] cat >| head -3", str(tmp_path))
         assert status == 0 and len(out.splitlines()) == 3
+        # every record to one copy of the hash stage, which quits; the idle copies must end too
+        status, out = await run(c, "yes |<[2] cat |#[2]| cat >| head -2", str(tmp_path))
+        assert status == 0 and out == b"y\ny\n"
         await wait_for(lambda: not any(s for n in nodes.values() for s in n.node.sessions.values()),
                        timeout=10)

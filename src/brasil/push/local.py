@@ -325,6 +325,9 @@ class RouteIO:
         if head or whole:
             if self.mode == "hash":
                 parts = self.key.partition(fed.block, len(self.dests), self.splitter)  # type: ignore[attr-defined]
+                if any(part and d.dead for d, part in zip(self.dests, parts)):
+                    src.stop()  # a record for a copy that quit: as a shell write to a closed
+                    return      # pipe, the producer gets SIGPIPE (the route then ends)
                 for d, part in zip(self.dests, parts):
                     d.put(part, src)
             else:
@@ -336,6 +339,10 @@ class RouteIO:
             if src.long is None:
                 if self.mode == "hash":
                     src.long = self.dests[self.key.index(more, len(self.dests))]  # type: ignore[attr-defined]
+                    if src.long.dead:
+                        src.long = None
+                        src.stop()
+                        return
                 else:
                     src.long = self._pick(live)
             src.long.put(more, src, long=True)

@@ -367,6 +367,7 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
     async def pump() -> None:
         rs_state = Reassembler(rs)
         long: int | None = None
+        cut = False
         try:
             while True:
                 if not live():
@@ -389,7 +390,11 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
                 if head or whole:
                     block = head + whole if head else whole
                     if mode == "hash" and key is not None:
-                        for i, part in enumerate(key.partition(block, n, rs)):
+                        parts = key.partition(block, n, rs)
+                        if any(part and i not in live() for i, part in enumerate(parts)):
+                            cut = True  # a record for a consumer that quit: as a shell write
+                            break       # to a closed pipe, the producer gets SIGPIPE
+                        for i, part in enumerate(parts):
                             if part:
                                 send_to(i, part)
                                 written.append(i)
@@ -401,6 +406,9 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
                 if more:
                     if long is None:
                         long = key.index(more, n) if mode == "hash" and key else pick()
+                        if long not in live():
+                            cut = True
+                            break
                     send_to(long, more)
                     written.append(long)
                 await room(sorted(set(written)), any_one=False)
@@ -409,6 +417,8 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
                     w.write(b"" if isinstance(w, LocalConn) else frame(b""))  # a clean end
             await asyncio.gather(*(drain(i) for i in range(n)))
             t.state = "done"
+            if cut:  # the others have had a clean end; the producer gets EPIPE
+                src.stream.break_()
         except (ConnectionError, OSError, NinepError) as e:
             t.state, t.error = "failed", f"consumer lost: {e}"
             src.stream.break_()  # the producer now gets EPIPE, as with a Unix pipe
