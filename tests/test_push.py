@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,17 @@ def test_fan_out_and_in_keep_every_record_whole(module, records, final):
             rs[-1] += sep
         return Counter(rs)
     assert whole(out) == whole(data)
+
+
+def test_last_records_without_a_separator_stay_records_when_merged():
+    """Every copy ends on an unterminated record: merged, each still ends where it did."""
+    data = b"".join(b"%d\n" % i for i in range(300))
+    for rs, sep in (("newline", b"\n"), ("nul", b"\0")):
+        cmd = (f"cat |<[1] cat |#[3]| awk '{{n++}} END {{printf \"n%d\", n}}' >|[rs={rs}] cat")
+        for _ in range(3):
+            out = run_plan(cmd, data).split(sep)
+            assert all(re.fullmatch(rb"n\d+", r) for r in out), out
+            assert sum(int(r[1:]) for r in out) == 300 and len(out) > 1
 
 
 def test_hash_pipe_sends_equal_keys_to_one_copy():

@@ -33,6 +33,11 @@ async def test_every_rank_prints_prefixed_lines_and_b_groups_them(tmp_path):
         assert out == ["-" * 15, "n[0-3] (8 ranks: 0-7)", "-" * 15, "same"]
         result, out, err = await collect(c, "echo $BRASIL_NODE", nodeset="n[1-3]", group=True)
         assert out[:4] == ["-" * 15, "n1 (1)", "-" * 15, "n1"] and "n[1-3]" not in out
+        # outputs with no final newline stay one line per rank, never run into the next rank's
+        result, out, err = await collect(c, "printf x", n=8)
+        assert sorted(line.partition(": ")[2] for line in out) == ["x"] * 8, out
+        result, out, err = await collect(c, "printf 'a\\nb'", n=8, group=True)
+        assert out == ["-" * 15, "n[0-3] (8 ranks: 0-7)", "-" * 15, "a", "b"]
 
 
 async def test_the_status_is_the_largest_of_the_ranks(tmp_path):

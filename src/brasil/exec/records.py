@@ -64,6 +64,10 @@ class Splitter:
 
     name = "custom"
     overlap = 0
+    # What closes a last record that had no separator when a merge puts another record after
+    # it (two producers' unterminated tails would otherwise become one record). None: the
+    # module has no separator to add (fixed, regex), and the record is left as it came.
+    terminator: bytes | None = None
 
     def ends(self, buf: bytes, start: int, held: int) -> Iterable[int]:
         """Offsets just past each record end in ``buf`` whose separator ends after ``start``
@@ -106,6 +110,7 @@ class Delimited(Splitter):
         self.sep = sep
         self.name = name
         self.overlap = len(sep) - 1
+        self.terminator = sep
 
     def ends(self, buf: bytes, start: int, held: int) -> Iterable[int]:
         sep, k = self.sep, len(self.sep)
@@ -180,6 +185,7 @@ class Blank(Regex):
 
     def __init__(self) -> None:
         super().__init__(r"\n(?:[ \t]*\n)+", "blank")
+        self.terminator = b"\n\n"
 
 
 NEWLINE = Delimited(b"\n", "newline")

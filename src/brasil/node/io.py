@@ -67,6 +67,7 @@ class Aggregator:
         self.splitter = splitter
         self.prefixes = list(prefixes) if prefixes else [b""] * len(sources)
         self.lock = asyncio.Lock()  # FIFO: writers take turns; a streamed record keeps it
+        self.pending = b""  # the terminator owed to an unterminated last record, if more follows
         self.tasks = [asyncio.ensure_future(self._pump(s, p)) for s, p in zip(sources,
                                                                                 self.prefixes)]
         self.active = len(self.tasks)
@@ -74,6 +75,9 @@ class Aggregator:
             self.out.close()
 
     async def _put(self, data: bytes) -> None:
+        if self.pending and data:  # a record follows another source's unterminated last one
+            pending, self.pending = self.pending, b""
+            await self._put(pending)
         r = self.out.write(data)
         if is_awaitable(r):
             await r  # type: ignore[misc]
@@ -116,6 +120,7 @@ class Aggregator:
                     await self.lock.acquire()
                     holding = True
                 await self._put(prefix + tail)
+                self.pending = self.splitter.terminator or b""
         except NinepError:  # our reader went away: the aggregate is broken
             src.stream.break_()
         finally:

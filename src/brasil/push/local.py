@@ -133,24 +133,32 @@ class Writer:
         self.dead = False
         self.closing = False  # close once the queue is empty
         self.owner: object | None = None  # a source streaming a long record here
-        self.parked: list[tuple[object, bytes]] = []  # others' blocks while the owner streams
+        self.parked: list[tuple[object, bytes, bool]] = []  # others' blocks while one streams
+        self.pending = b""  # the terminator owed to an unterminated last record, if more follows
         self.registered = False
 
     @property
     def full(self) -> bool:
         return self.queued >= HIGH or bool(self.parked)
 
-    def put(self, data: bytes, source: object, long: bool = False, ends_long: bool = False) -> None:
+    def put(self, data: bytes, source: object, long: bool = False, ends_long: bool = False,
+            tail: bool = False) -> None:
+        """``tail``: ``data`` is a source's last record, without its separator."""
         if self.dead:
             return
         if self.owner is not None and self.owner is not source:
             if data:
-                self.parked.append((source, data))
+                self.parked.append((source, data, tail))
             return
         if long:
             self.owner = source
         if data:
+            if self.pending:  # a record follows another source's unterminated last one
+                pending, self.pending = self.pending, b""
+                self._enqueue(pending)
             self._enqueue(data)
+            if tail:
+                self.pending = self.splitter.terminator or b""
         if ends_long:
             self.release(source)
 
@@ -159,8 +167,8 @@ class Writer:
         if self.owner is source:
             self.owner = None
             parked, self.parked = self.parked, []
-            for src, d in parked:
-                self.put(d, src)
+            for src, d, tail in parked:
+                self.put(d, src, tail=tail)
             self.loop.dirty = True
 
     def _enqueue(self, data: bytes) -> None:
@@ -258,7 +266,7 @@ class Source:
             self.close()
             tail = self.rs.finish()
             if tail:
-                self.route.deliver(self, Fed(b"", b"", tail, b""))
+                self.route.deliver(self, Fed(b"", b"", tail, b""), tail=True)
             if self.long is not None:
                 self.long.release(self)
                 self.long = None
@@ -313,7 +321,7 @@ class RouteIO:
             return any(not d.full for d in live)
         return all(not d.full for d in live)
 
-    def deliver(self, src: Source, fed: Fed) -> None:
+    def deliver(self, src: Source, fed: Fed, tail: bool = False) -> None:
         live = self.live()
         if not live:
             src.stop()
@@ -329,12 +337,12 @@ class RouteIO:
                     src.stop()  # a record for a copy that quit: as a shell write to a closed
                     return      # pipe, the producer gets SIGPIPE (the route then ends)
                 for d, part in zip(self.dests, parts):
-                    d.put(part, src)
+                    d.put(part, src, tail=tail)
             else:
                 d = live[0] if self.mode == "merge" else self._pick(live)
                 if head:  # the two halves of one block, back to back: nothing comes between
                     d.put(head, src)
-                d.put(whole, src)
+                d.put(whole, src, tail=tail)
         if more:
             if src.long is None:
                 if self.mode == "hash":
@@ -400,7 +408,7 @@ class KeepRoute(RouteIO):
     def wants_input(self, src: Source) -> bool:
         return not self.dests[0].dead and len(self.blocks) < self.n and not self.dests[0].full
 
-    def deliver(self, src: Source, fed: Fed) -> None:
+    def deliver(self, src: Source, fed: Fed, tail: bool = False) -> None:
         for part in fed:
             if part:
                 self.building.append(bytes(part))
