@@ -126,3 +126,23 @@ def test_the_cli_refuses_redundancy_0_and_a_missing_job_id(tmp_path):
                         "--", "true"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "redundancy must be 1 or more (1 turns redundancy off), not 0" in r.stderr
+
+
+def test_a_job_too_large_for_a_workers_read_is_refused_naming_the_line_and_the_limit():
+    # A 2 MB command once wedged its worker (the assignment did not fit a 1 MiB read).
+    with pytest.raises(jobfile.JobFileError, match=r"^long.jobs:2: the command is 2000005 bytes; "
+                       r"the limit is 256 KiB \(262144 bytes\)"):
+        jobfile.parse("true\necho " + "a" * 2_000_000 + "\n", filename="long.jobs")
+    with pytest.raises(jobfile.JobFileError, match=r"^f:1: the environment .* limit is 256 KiB"):
+        jobfile.parse("job a env:X=" + "b" * 300_000 + " -- true\n", filename="f")
+    # Non-ASCII text grows when encoded for the worker: the whole record is checked too.
+    with pytest.raises(jobfile.JobFileError, match=r"^f:1: the job \(command, home and "
+                       r"environment, encoded for the worker\) is \d+ bytes; the limit is 768 KiB"):
+        jobfile.parse("job a env:X=" + "c" * 10_000 + " -- echo " + "é" * 130_000 + "\n",
+                      filename="f")
+    # Streamed in pieces, an endless line is refused before it is all buffered.
+    p = jobfile.Parser(filename="f")
+    with pytest.raises(jobfile.JobFileError, match=r"^f:1: the line is longer than 768 KiB"):
+        for _ in range(40):
+            p.feed("a" * 65536)
+    assert len(jobfile.parse("echo " + "a" * 200_000 + "\n")) == 1  # under the limit: fine

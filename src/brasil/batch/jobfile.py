@@ -13,17 +13,27 @@ already submitted. Options: ``tag:T``, ``priority:P``, ``retries:N``, ``redundan
 (``%set isolate on``, ``%set env K=V``, ``%set after 12,13``); ``%file NAME`` names the file in
 error messages and restarts line numbers, so an error points at the user's line, not ours.
 A cycle is refused with its members named.
+
+Sizes. A worker reads its assignments in one 9P read of at most 1 MiB, and an assignment is one
+line (the job's command, home and environment, JSON-encoded), so a job must fit: a command of at
+most ``MAX_CMD`` bytes (256 KiB), an environment of at most ``MAX_ENV`` bytes (256 KiB, its
+``K=V`` pairs counted), and the whole encoded record at most ``MAX_RECORD`` bytes (768 KiB).
+Anything larger is refused at submission, naming the line: put a long command in a script.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 from typing import Iterable
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
 TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+MAX_CMD = 256 << 10     # bytes of a job's command (UTF-8)
+MAX_ENV = 256 << 10     # bytes of a job's environment: the sum of len(K=V) over its pairs
+MAX_RECORD = 768 << 10  # bytes of the whole assignment a worker reads (JSON), under its 1 MiB read
 KEYS = ("tag", "priority", "retries", "redundancy", "isolate", "home", "env", "after")
 
 
@@ -61,6 +71,30 @@ class JobSpec(Options):
     after_names: list[str] = dataclasses.field(default_factory=list)
     after_ids: list[int] = dataclasses.field(default_factory=list)
     deps: list[int] = dataclasses.field(default_factory=list)  # indexes into the submission
+
+
+def _kib(n: int) -> str:
+    return f"{n >> 10} KiB"
+
+
+def check_size(spec: "JobSpec", where: str) -> None:
+    """Refuse a job too large for a worker's read of its assignment (see the module's Sizes)."""
+    hint = "; put a long command in a script and run that"
+    n = len(spec.cmd.encode())
+    if n > MAX_CMD:
+        raise JobFileError(f"{where}: the command is {n} bytes; the limit is {_kib(MAX_CMD)} "
+                           f"({MAX_CMD} bytes){hint}")
+    n = sum(len(k.encode()) + 1 + len(v.encode()) for k, v in spec.env.items())
+    if n > MAX_ENV:
+        raise JobFileError(f"{where}: the environment (env:K=V, %set env) is {n} bytes; the "
+                           f"limit is {_kib(MAX_ENV)} ({MAX_ENV} bytes)")
+    # what the scheduler sends (ops.claim), with the largest ids it could carry
+    n = len(json.dumps({"t": 1 << 63, "job": 1 << 63, "cmd": spec.cmd, "home": spec.home or "",
+                        "env": spec.env, "isolate": False}).encode()) + len("run \n")
+    if n > MAX_RECORD:
+        raise JobFileError(f"{where}: the job (command, home and environment, encoded for the "
+                           f"worker) is {n} bytes; the limit is {_kib(MAX_RECORD)} "
+                           f"({MAX_RECORD} bytes){hint}")
 
 
 def _int(value: str, key: str, low: int, where: str) -> int:
@@ -138,6 +172,11 @@ class Parser:
         self._partial = lines.pop()
         for line in lines:
             self.line(line)
+        if len(self._partial) > MAX_RECORD:  # no job line can be this long: say so now
+            raise JobFileError(f"{self.filename}:{self.lineno + 1}: the line is longer than "
+                               f"{_kib(MAX_RECORD)} ({len(self._partial)} characters so far); "
+                               f"a job's command may be at most {_kib(MAX_CMD)} ({MAX_CMD} "
+                               "bytes): put a long command in a script and run that")
 
     def line(self, raw: str) -> None:
         self.lineno += 1
@@ -148,7 +187,9 @@ class Parser:
             return self._directive(line)
         if line.startswith("job ") or line == "job":
             return self._job_line(line)
-        self.jobs.append(self.defaults.spec(line, self.lineno))
+        spec = self.defaults.spec(line, self.lineno)
+        check_size(spec, self.where())
+        self.jobs.append(spec)
 
     def _directive(self, line: str) -> None:
         word, _, rest = line[1:].partition(" ")
@@ -195,6 +236,7 @@ class Parser:
                         int(dep) if dep.isdigit() else dep)  # type: ignore[arg-type]
             else:
                 apply_option(spec, key, value, where)
+        check_size(spec, where)
         self.names[name] = len(self.jobs)
         self.jobs.append(spec)
 
