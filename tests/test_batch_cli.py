@@ -30,8 +30,7 @@ def test_submit_jobs_wait_cancel_report(tmp_path):
         while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        r = brasil(addr, "submit", "--tag", "one", "--", "echo", "hello", ">", "greeting",
-                   cwd=str(home))
+        r = brasil(addr, "submit", "--tag", "one", "--", "echo hello > greeting", cwd=str(home))
         assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
         jobs = tmp_path / "dag.jobs"
         jobs.write_text("job a -- echo a > a.out\njob b after:a isolate -- cat a.out > b.out\n"
@@ -61,6 +60,17 @@ def test_submit_jobs_wait_cancel_report(tmp_path):
         html = tmp_path / "dag.html"
         assert brasil(addr, "report", "--tag", "dag", "--out", str(html)).returncode == 0
         assert "data:image/png;base64," in html.read_text()
+        # Several words stay words (shlex.join), as with brasil run; one word is shell text.
+        r = brasil(addr, "submit", "--tag", "q", "--", "sh", "-c", "echo one; echo two",
+                   cwd=str(home))
+        q1 = r.stdout.strip()
+        r = brasil(addr, "submit", "--tag", "q", "--", "printf", "%s\\n", "a b", "it's",
+                   cwd=str(home))
+        q2 = r.stdout.strip()
+        assert brasil(addr, "wait", "--tag", "q").returncode == 0
+        out = {j: "".join(p.read_text() for p in (tmp_path / "w" / "out").glob(f"{j}.*"))
+               for j in (q1, q2)}
+        assert out == {q1: "one\ntwo\n", q2: "a b\nit's\n"}
         # Clear errors, each naming the fix.
         r = brasil(addr, "wait", "99")
         assert r.returncode == 1 and "there is no job 99" in r.stderr

@@ -82,7 +82,11 @@ def add_parsers(sub: Any) -> None:
 
     s = sub.add_parser("submit", help="submit one job, or many from a file, in one step",
                        description="Submit a job (-- CMD…) or a job file (--file FILE, '-' for "
-                       "stdin). Prints the job id, or FIRST-LAST for a file.",
+                       "stdin). Prints the job id, or FIRST-LAST for a file. As with `brasil "
+                       "run`, one word after -- is a shell command line, taken as it is "
+                       "(-- 'make > log 2>&1'); several words are quoted (shlex.join), so each "
+                       "stays one word: -- sh -c 'echo one; echo two' runs sh with two "
+                       "arguments.",
                        epilog=SUBMIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _at(s)
     s.add_argument("--tag", help="the workload's tag (default: default)")
@@ -135,6 +139,13 @@ async def _batch(args: argparse.Namespace) -> Any:
     return Batch(await connect(args))
 
 
+def command_line(words: list[str]) -> str:
+    """The job's command from submit's words, as `brasil run` makes it: one word is shell text,
+    taken as it is (`-- 'make > log'`); several are quoted with shlex.join, so each stays one
+    word (`-- sh -c 'echo one; echo two'`, `-- printf '%s\\n' 'a b'`)."""
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
 async def cmd_submit(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if bool(cmd) == bool(args.file):
@@ -161,7 +172,10 @@ async def cmd_submit(args: argparse.Namespace) -> int:
                 raise UsageError(f"--file {args.file}: no such file")
             r = await b.submit_file(args.file, **options)
         else:
-            line = " ".join(cmd)  # as ssh does: the words make one line for /bin/sh
+            line = command_line(cmd)
+            if "\n" in line:
+                raise UsageError("a job's command is one line: write a script for a command of "
+                                 "several lines, or use --file")
             r = await b.submit([line], **options)
     finally:
         await b.close()
