@@ -102,6 +102,10 @@ async def test_failures_name_stage_copy_node_and_stderr_and_leave_nothing(tmp_pa
         msg = str(e.value)
         assert "stage 2" in msg and "(on node " in msg and "exit status 5" in msg
         assert "gave up" in msg and e.value.status == 5
+        assert "exit status 5 before the end of its input" in msg
+        # a non-zero status after the whole input (grep that found nothing) is an answer
+        status, out = await run(c, "seq 1 300000 |<[4] grep -x 5 >| cat", str(tmp_path))
+        assert (status, out) == (0, b"5\n")
         await wait_for(lambda: not any(s for n in nodes.values() for s in n.node.sessions.values()),
                        timeout=10)
         for n in nodes.values():

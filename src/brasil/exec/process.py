@@ -88,6 +88,10 @@ class Process:
         self.signalled: int | None = None
         self._feeder: asyncio.Task[None] | None = None
         self._on_exit: list[Callable[[int], None]] = []
+        # Ended while its input was still coming (the feeder had not reached end of file): a
+        # non-zero status then breaks a pipeline; after the end of its input (grep that found
+        # nothing) it is the command's answer. What a node can say of exec/chain.py's rule.
+        self.input_left = False
 
     @staticmethod
     def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
@@ -145,6 +149,7 @@ class Process:
         os.close(pidfd)
         assert self.popen is not None
         rc = self.popen.wait()
+        self.input_left = self._feeder is not None and not self._feeder.done()
         if self.watchdog is not None:
             self.watchdog.forget(self.pid)
         self.stdin.break_()  # nobody reads our input any more: writers fail, the feeder ends

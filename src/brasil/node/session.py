@@ -603,7 +603,11 @@ class Session:
         out = []
         for leaf in self.leaves():
             sub = leaf.path.split("/", 1)[1] if "/" in leaf.path else leaf.path
-            out.append(f"{sub} {'-' if leaf.exit_status is None else leaf.exit_status}")
+            line = f"{sub} {'-' if leaf.exit_status is None else leaf.exit_status}"
+            proc = leaf.process
+            if leaf.exit_status and proc is not None and proc.input_left:
+                line += " unread"  # it failed before the end of its input
+            out.append(line)
         for g in self.delegations:
             out += g.wait_lines()
         return out

@@ -44,6 +44,7 @@ class RemoteCopy:
     index: int
     node: str = "?"
     status: int | None = None
+    unread: bool = False  # it failed before the end of its input (the node's wait says)
     lost: str = ""
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
 
@@ -209,6 +210,7 @@ class RemoteRun:
             words = text.split()
             if len(words) >= 2 and words[1].lstrip("-").isdigit():
                 c.status = int(words[1])
+                c.unread = words[2:3] == ["unread"]
             else:
                 c.lost = " ".join(words[1:]) or "ended without a status"
         except (NinepError, ConnectionError) as e:
@@ -221,15 +223,11 @@ class RemoteRun:
                 self._fail(c, why)
 
     def _fault(self, c: RemoteCopy) -> str:
-        """As on one machine (exec/chain.py), but a node cannot say whether a copy left input
-        unread: between the first and the last stage, any non-zero exit but SIGPIPE breaks the
-        flow (a copy has no reason to fail while data still reaches it)."""
+        """As on one machine (exec/chain.py): the node's ``wait`` says whether a copy that
+        failed ended before the end of its input (``unread``)."""
         if c.lost:
             return c.lost if "lost" in c.lost else f"its node {c.node} was lost: {c.lost}"
-        status = c.status or 0
-        middle = 0 < c.seg.index < len(self.plan.segments) - 1
-        why = fault(status, True, middle)
-        return why.replace(" before the end of its input", "") if middle else why
+        return fault(c.status or 0, True, c.unread)
 
     def _fail(self, c: RemoteCopy, why: str) -> None:
         chain = [ln for ln in c.tail if ln.startswith(MARK)]
