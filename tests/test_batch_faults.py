@@ -215,3 +215,38 @@ async def test_the_scheduler_killed_mid_commit_leaves_the_home_all_old_or_all_ne
     finally:
         for p in (w, serve):
             stop(p)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, waiting for an init that may not reap, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_worker_killed_with_9_takes_its_jobs_processes_with_it(tmp_path):
+    # Orphaned, a plain job would run on while the scheduler ran it again: side effects twice.
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    victim = spawn_worker(addr, str(tmp_path), "victim", 1)
+    pids: list[int] = []
+    try:
+        b = await connect_batch(addr)
+        await b.submit(["sleep 60 & echo $$ $! > pids; wait"], tag="t", home=str(home))
+        await wait_for(lambda: len((home / "pids").read_text().split()) == 2
+                       if (home / "pids").exists() else False, timeout=30)
+        pids = [int(p) for p in (home / "pids").read_text().split()]
+        assert all(alive(p) for p in pids)
+        victim.kill()  # -9: the worker cannot clean up; its watchdog must
+        victim.wait()
+        await wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
+        await b.close()
+    finally:
+        for p in pids:  # never leave a sleeper behind, whatever happened
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+        for proc in (victim, serve):
+            stop(proc)

@@ -16,6 +16,11 @@ with a renewal of everything it still holds; the scheduler answers each idempote
 finished while the scheduler was away is reported when it is back, and a report it no longer
 wants (the execution was presumed lost meanwhile) is answered ``discard``: the work is thrown
 away, never committed.
+
+Jobs do not outlive the worker, however it dies: each runs in a process group of its own, listed
+with the node daemon's watchdog (``exec/reaper.py``), a tiny process holding a pipe from us that
+kills the groups still listed when the pipe ends — kill -9 of the worker included. Otherwise its
+jobs would run on as orphans while the scheduler, once their lease expired, ran them again.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
 from ..ninep.errors import NinepError
 from ..exec.command import command_argv
+from ..exec.reaper import Watchdog
 from . import commit, isolate, remote
 
 log = logging.getLogger("brasil.batch.worker")
@@ -97,6 +103,7 @@ class Worker:
         self._stop = asyncio.Event()
         self.connected = asyncio.Event()
         self.completed = 0
+        self._watchdog: Watchdog | None = None
         os.makedirs(os.path.join(workdir, "out"), exist_ok=True)
         os.makedirs(os.path.join(workdir, "scratch"), exist_ok=True)
 
@@ -302,11 +309,19 @@ class Worker:
             return
         e.pid = pid
         e.state = "running"
+        self.watchdog().watch(pid)  # its group dies with us, even if we are killed with -9
         if e.killed:  # killed while starting
             os.killpg(pid, signal.SIGKILL)
         loop = asyncio.get_running_loop()
         fd = os.pidfd_open(pid)
         loop.add_reader(fd, self._exited, e, fd)
+
+    def watchdog(self) -> Watchdog:
+        """The watchdog that kills our jobs' process groups when this process ends (started at
+        the first job)."""
+        if self._watchdog is None:
+            self._watchdog = Watchdog()
+        return self._watchdog
 
     def _spawn_plain(self, argv: list[str], env: dict[str, str], cwd: str | None,
                      out: int) -> int:
@@ -338,6 +353,8 @@ class Worker:
             os.killpg(e.pid, signal.SIGKILL)  # what it left behind in its group
         except (ProcessLookupError, PermissionError):
             pass
+        if self._watchdog is not None:
+            self._watchdog.forget(e.pid)
         e.t1 = time.time()
         e.state = "exited"
         self._finish(e, 128 - rc if rc < 0 else rc, "")
@@ -442,3 +459,6 @@ class Worker:
                     pass
             if e.scratch:
                 shutil.rmtree(e.scratch, ignore_errors=True)
+        if self._watchdog is not None:  # whatever is still listed is killed now
+            dog, self._watchdog = self._watchdog, None
+            await asyncio.get_running_loop().run_in_executor(None, dog.close)
