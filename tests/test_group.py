@@ -286,3 +286,39 @@ async def test_the_command_line(tree):
     assert rc == 1 and "n1 (1)" in out and "n2: motd: No such file" in err  # n2 has none
     rc, out, err = await run_cli("ptop", "--once", "--where", "name=n3*", env=env)
     assert rc == 0 and "n3.2" in out
+
+
+async def test_concat_keeps_binaries_exact_and_refuses_a_file_over_the_limit(tree):
+    """concat carries non-UTF-8 content base64-encoded; a file over the per-node limit is that
+    node's error (size, limit, what to do instead) while the rest is returned; sha256 streams."""
+    from brasil.group.gread import MAX_CONTENT
+    from test_serve import run_cli
+    binary = b"\xff\xfe\x00 bin\n"
+    put(tree, "n1", "blob", binary)
+    put(tree, "n2", "blob", "text\n")
+    c = await connect(tree)
+    try:
+        r = await api.gread(c, "fs/blob", "name=n[1-2]")
+        assert not r["errors"] and r["parts"]["n2"] == "text\n"
+        assert r["parts"]["n1"]["encoding"] == "base64"
+        assert base64.b64decode(r["parts"]["n1"]["content"]) == binary
+        big = os.urandom(MAX_CONTENT + 1)
+        for n in ("n2.1", "n2.2"):
+            put(tree, n, "huge", big)
+        put(tree, "n2.3", "huge", "small\n")
+        for agg in ("concat", "equiv"):
+            r = await asyncio.wait_for(api.gread(c, "fs/huge", "name=n2.*", agg=agg), 30)
+            assert sorted(r["errors"]) == ["n2.1", "n2.2"], agg
+            why = r["errors"]["n2.1"]
+            assert f"{MAX_CONTENT + 1} bytes" in why and "8 MiB" in why and "sha256" in why \
+                and "pcp" in why, why
+            assert r["nodes"] == ["n2.3"]
+        r = await api.gread(c, "fs/huge", "name=n2.*", agg="sha256")
+        assert not r["errors"] and r["groups"][0]["count"] == 2
+        assert r["groups"][0]["content"] == hashlib.sha256(big).hexdigest()
+    finally:
+        await c.close()
+    env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
+    rc, out, err = await run_cli("gread", "--where", "name=n[1-2]", "fs/blob", env=env)
+    assert rc == 0 and out.splitlines() == [
+        f"n1: (binary, {len(binary)} bytes; --json gives it base64-encoded)", "n2: text"], (out, err)

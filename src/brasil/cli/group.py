@@ -137,7 +137,12 @@ def show(result: dict[str, Any], as_json: bool) -> None:
         return
     if agg == "concat":
         for node in sorted(result.get("parts", {})):
-            for line in result["parts"][node].splitlines():
+            part = result["parts"][node]
+            if not isinstance(part, str):  # not UTF-8: base64 in the JSON, a note here
+                size = len(base64.b64decode(part["content"]))
+                print(f"{node}: (binary, {size} bytes; --json gives it base64-encoded)")
+                continue
+            for line in part.splitlines():
                 print(f"{node}: {line}")
     elif agg in ("equiv", "sha256"):
         print_groups(result.get("groups", []))

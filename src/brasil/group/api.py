@@ -68,15 +68,16 @@ async def gread(c: Client, path: str, where: str = "", agg: str = "concat",
     f = await c.open(qpath(where, "gread"), ORDWR)
     try:
         await f.write(json.dumps({"path": path, "agg": agg, "grep": grep}))
-        data = b""
+        chunks, at = [], 0
         while True:
-            chunk = await f.read(None, len(data))
+            chunk = await f.read(None, at)
             if not chunk:
                 break
-            data += chunk
+            chunks.append(chunk)
+            at += len(chunk)
     finally:
         await f.close()
-    return final(json.loads(data))
+    return final(json.loads(b"".join(chunks)))
 
 
 async def follow(c: Client, path: str, where: str = "") -> AsyncIterator[str]:

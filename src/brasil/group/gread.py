@@ -19,6 +19,15 @@ node's ``local/`` (never climbing out of it). Kinds:
   reducer that raises or hangs harms nothing: the error names the node where it happened;
 - ``ls``: a directory's entries on every node (what the merge views are made of).
 
+A group read holds at most ``MAX_CONTENT`` (8 MiB) of a node's file for the kinds that carry
+content (``concat``, ``equiv``, ``py:``): a bigger file is that node's error (its size, the limit,
+and what to do instead: ``sha256`` to compare, ``pcp``/``psync`` to distribute, or reading it on
+that node), the rest still returned. ``sha256`` and the numeric kinds stream any size. Content
+that is not UTF-8 travels base64-encoded (``"encoding": "base64"``): an equiv group carries it,
+and a concat part is then ``{"content": …, "encoding": "base64"}`` instead of a string. Hashing,
+parsing numbers and the JSON of big partials run off the event loop, so a big read never starves
+the daemon (its heartbeats, its other clients).
+
 Every partial carries ``errors`` (by node: a missing file, a lost node — named, while the rest is
 still returned), ``received`` (bytes this node got from its children) and ``held`` (bytes of the
 files read in its subtree), so the condensing can be measured.
@@ -30,6 +39,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import json.scanner
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -43,7 +53,12 @@ if TYPE_CHECKING:
     from .query import Query, QueryService
 
 KINDS = ("concat", "equiv", "sha256", "sum", "min", "max", "mean", "count", "ls")
-MAX_FILE = 64 << 20
+MAX_CONTENT = 8 << 20  # a node's file, for the kinds that carry content (concat, equiv, py:)
+CONTENT_KINDS = ("concat", "equiv")
+NUMERIC_KINDS = ("sum", "min", "max", "mean", "count")
+CHUNK = 1 << 20
+MAX_RESULT = 64 << 20  # the content of one partial (what a node holds, and sends up)
+BIG_JSON = 256 << 10  # JSON bigger than this is made and parsed on a thread, a string at a time
 REDUCER_TIMEOUT = 30.0
 
 
@@ -82,35 +97,97 @@ async def walk_local(node: Any, path: str) -> Node:
     return d  # type: ignore[no-any-return]
 
 
-async def read_local(node: Any, path: str, digest: bool = False) -> tuple[bytes, int]:
-    """The file's bytes (at most MAX_FILE), or with ``digest`` its SHA-256 in hex, computed as
-    it is read (any size); and how many bytes were read."""
+def mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n % (1 << 20) else f"{n >> 20} MiB"
+
+
+def too_big(path: str, agg: str, size: int, node: str) -> NinepError:
+    return NinepError(
+        f"{path}: {size} bytes ({mib(size)}), over the {mib(MAX_CONTENT)} a group read's {agg} "
+        f"holds per node; compare it with --agg sha256, distribute it with pcp/psync, or read it "
+        f"on the node itself (/csrv/query/name={node}/{node}/local/{path})")
+
+
+async def read_local(node: Any, path: str, agg: str = "concat", grep: str | None = None
+                     ) -> tuple[bytes | Columns, int]:
+    """The file's content, read in chunks: for ``sha256`` its digest in hex, computed as it is
+    read (any size); for the numeric kinds its columns, parsed as it is read (any size); else
+    its bytes, at most MAX_CONTENT (more is an error that says so). And how many bytes were
+    read. Hashing and parsing run on a thread: the event loop stays free."""
     f = await walk_local(node, path)
     if f.is_dir:
         raise NinepError(f"{path}: is a directory")
+    limit = MAX_CONTENT if agg not in NUMERIC_KINDS and agg != "sha256" else None
+    if limit is not None:
+        st = f.stat()
+        st = await st if is_awaitable(st) else st
+        if st.length > limit:
+            raise too_big(path, agg, st.length, node.name)
     h = f.open(OREAD)
     h = await h if is_awaitable(h) else h
     chunks: list[bytes] = []
-    sha = hashlib.sha256() if digest else None
+    sha = hashlib.sha256() if agg == "sha256" else None
+    cols = Columns(grep) if agg in NUMERIC_KINDS else None
     at = 0
     try:
-        while sha is not None or at < MAX_FILE:
-            chunk = h.read(at, 1 << 20)
+        while True:
+            chunk = h.read(at, CHUNK)
             chunk = await chunk if is_awaitable(chunk) else chunk
             if not chunk:
                 break
             at += len(chunk)
             if sha is not None:
-                sha.update(chunk)
+                await asyncio.to_thread(sha.update, chunk)  # hashlib lets go of the GIL
+            elif cols is not None:
+                await asyncio.to_thread(cols.feed, chunk)
             else:
                 chunks.append(chunk)
+                if limit is not None and at > limit:  # it grew since its stat
+                    raise too_big(path, agg, at, node.name)
     finally:
         r = h.clunk()
         if is_awaitable(r):
             await r
     if sha is not None:
         return sha.hexdigest().encode(), at
+    if cols is not None:
+        cols.feed(b"", final=True)
+        return cols, at
     return b"".join(chunks), at
+
+
+class Columns:
+    """The numeric kinds' partial of one file: per column ``[count, sum, min, max]`` of the
+    numbers in it, and its line count; fed in chunks (lines may straddle them)."""
+
+    def __init__(self, grep: str | None) -> None:
+        self.rx = re.compile(grep) if grep is not None else None
+        self.cols: list[list[float]] = []
+        self.lines = 0
+        self.rest = b""
+
+    def feed(self, chunk: bytes, final: bool = False) -> None:
+        lines = (self.rest + chunk).split(b"\n")
+        self.rest = b"" if final else lines.pop()
+        if final and lines and not lines[-1]:
+            lines.pop()  # the file's last newline ends a line, it does not start one
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            if self.rx is not None and not self.rx.search(line):
+                continue
+            self.lines += 1
+            for j, word in enumerate(line.split()):
+                try:
+                    v = float(word)
+                except ValueError:
+                    continue
+                while len(self.cols) <= j:
+                    self.cols.append([0, 0.0, float("inf"), float("-inf")])
+                c = self.cols[j]
+                c[0] += 1
+                c[1] += v
+                c[2] = min(c[2], v)
+                c[3] = max(c[3], v)
 
 
 async def list_local(node: Any, path: str) -> dict[str, bool]:
@@ -128,51 +205,51 @@ def empty(agg: str) -> dict[str, Any]:
     return {"agg": agg, "nodes": [], "errors": {}, "received": 0, "received_total": 0, "held": 0}
 
 
-def leaf(agg: str, node: str, content: bytes, grep: str | None, size: int | None = None
-         ) -> dict[str, Any]:
+def text_or_base64(content: bytes) -> dict[str, str]:
+    """Content as JSON can carry it exactly: text, or base64 when it is not UTF-8."""
+    try:
+        return {"content": content.decode()}
+    except UnicodeDecodeError:
+        return {"content": base64.b64encode(content).decode(), "encoding": "base64"}
+
+
+def leaf(agg: str, node: str, content: bytes | Columns, grep: str | None,
+         size: int | None = None) -> dict[str, Any]:
     p = empty(agg)
     p["nodes"] = [node]
+    if isinstance(content, Columns):  # the numeric kinds: parsed as it was read
+        p["held"] = size or 0
+        p["lines"] = content.lines
+        p["columns"] = content.cols
+        return p
     p["held"] = len(content) if size is None else size
-    if agg == "sha256":  # ``content`` is the digest already (read_local(…, digest=True))
+    if agg == "sha256":  # ``content`` is the digest already (read_local(…, agg="sha256"))
         p["groups"] = [{"nodes": [node], "content": content.decode()}]
         return p
-    if agg == "equiv" and grep is None:
-        # Grouping compares bytes: a lossy decode would put different binaries in one group.
-        try:
-            p["groups"] = [{"nodes": [node], "content": content.decode()}]
-        except UnicodeDecodeError:
-            p["groups"] = [{"nodes": [node], "content": base64.b64encode(content).decode(),
-                            "encoding": "base64"}]
-        return p
-    text = content.decode("utf-8", "replace")
-    if grep is not None:
+    if grep is not None and agg in CONTENT_KINDS:
+        # Lines chosen without losing a byte: undecodable bytes pass through as surrogates.
         rx = re.compile(grep)
-        text = "".join(ln for ln in text.splitlines(keepends=True) if rx.search(ln))
-    if agg == "concat":
-        p["parts"] = {node: text}
-    elif agg == "equiv":
-        p["groups"] = [{"nodes": [node], "content": text}]
-    elif agg.startswith("py:"):
+        text = content.decode("utf-8", "surrogateescape")
+        content = "".join(ln for ln in text.splitlines(keepends=True) if rx.search(ln)).encode(
+            "utf-8", "surrogateescape")
+    if agg in CONTENT_KINDS:
+        # Grouping compares bytes, and a part is the file as it is: no lossy decode.
+        c = text_or_base64(content)
+        if agg == "concat":
+            p["parts"] = {node: c["content"] if "encoding" not in c else c}
+        else:
+            p["groups"] = [{"nodes": [node], **c}]
+        return p
+    if agg.startswith("py:"):
+        text = content.decode("utf-8", "replace")
+        if grep is not None:
+            rx = re.compile(grep)
+            text = "".join(ln for ln in text.splitlines(keepends=True) if rx.search(ln))
         p["values"] = [text]
-    else:
-        cols: list[list[float]] = []
-        lines = text.splitlines()
-        for line in lines:
-            for j, word in enumerate(line.split()):
-                try:
-                    v = float(word)
-                except ValueError:
-                    continue
-                while len(cols) <= j:
-                    cols.append([0, 0.0, float("inf"), float("-inf")])
-                c = cols[j]
-                c[0] += 1
-                c[1] += v
-                c[2] = min(c[2], v)
-                c[3] = max(c[3], v)
-        p["lines"] = len(lines)
-        p["columns"] = cols
-    return p
+        return p
+    cols = Columns(grep)  # a numeric kind given bytes (status): parsed here
+    cols.feed(content, final=True)
+    return leaf(agg, node, cols, None, len(content))
 
 
 def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -243,7 +320,7 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
                 result["nodes"] = [name]
                 result["names"] = {k: [[name], d] for k, d in (await list_local(s.node, path)).items()}
             else:
-                data, size = await read_local(s.node, path, digest=agg == "sha256")
+                data, size = await read_local(s.node, path, agg, req.get("grep"))
                 merge(result, leaf(agg, name, data, req.get("grep"), size))
         except NinepError as e:
             result["errors"][name] = e.message
@@ -252,7 +329,7 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
         try:
             from .query import exchange
             data = await exchange(await s.ask(c, q, "gread"), json.dumps(req).encode())
-            return len(data), json.loads(data)
+            return len(data), await loads(data)
         except (NinepError, ConnectionError, asyncio.TimeoutError, ValueError) as e:
             lost = empty(agg)
             below = [ln.split()[0] for ln in c.status if ln.split()] or [c.name]
@@ -264,7 +341,7 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
                                              if s.may_match(c, q))):
         result["received"] += size
         result["received_total"] += size
-        merge(result, part)
+        merge(result, bounded(result, part, name))
     if agg.startswith("py:") and len(result.get("values", [])) > 0:
         try:
             result["values"] = [await reduce_values(agg[3:], result["values"])]
@@ -272,6 +349,41 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
             result["errors"][name] = e.message
             result["values"] = []
     return result
+
+
+def bounded(result: dict[str, Any], part: dict[str, Any], here: str) -> dict[str, Any]:
+    """``part`` as far as ``result`` may still take it: the content past MAX_RESULT is dropped,
+    each node it came from named in ``errors``, so that no level holds more than that."""
+    if result["agg"] not in CONTENT_KINDS:
+        return part
+    room = MAX_RESULT - rough_size(result)
+    if rough_size(part) <= room:
+        return part
+    why = (f"dropped at {here}: the group read's result would pass {mib(MAX_RESULT)}; select "
+           "fewer nodes (--where), or compare with --agg sha256")
+    if "parts" in part:
+        kept = {}
+        for node, v in part["parts"].items():
+            n = len(v) if isinstance(v, str) else len(v["content"])
+            if n <= room:
+                kept[node], room = v, room - n
+            else:
+                part["errors"][node] = why
+                part["nodes"].remove(node)
+        part["parts"] = kept
+    kept_groups = []
+    for g in part.get("groups", []):
+        if len(g["content"]) <= room:
+            kept_groups.append(g)
+            room -= len(g["content"])
+        else:
+            for node in g["nodes"]:
+                part["errors"][node] = why
+                if node in part["nodes"]:
+                    part["nodes"].remove(node)
+    if "groups" in part:
+        part["groups"] = kept_groups
+    return part
 
 
 def final(result: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +406,43 @@ def final(result: dict[str, Any]) -> dict[str, Any]:
     elif agg.startswith("py:"):
         result["value"] = result.get("values", [None])[0] if result.get("values") else None
     return result
+
+
+async def dumps(obj: Any) -> bytes:
+    """JSON of a partial. A big one is made on a thread by the pure-Python encoder, which hands
+    the GIL back between strings (the C encoder would hold it for the whole document), so the
+    event loop keeps running while it is made."""
+    small = json.dumps(obj, ensure_ascii=False) if rough_size(obj) < BIG_JSON else None
+    if small is not None:
+        return small.encode()
+
+    def make() -> bytes:
+        enc = json.JSONEncoder(ensure_ascii=False)
+        return "".join(enc.iterencode(obj)).encode()
+    return await asyncio.to_thread(make)
+
+
+async def loads(data: bytes) -> Any:
+    """A partial from its JSON; a big one parsed on a thread, a string at a time (as dumps)."""
+    if len(data) < BIG_JSON:
+        return json.loads(data)
+
+    def parse() -> Any:
+        dec = json.JSONDecoder()
+        dec.scan_once = json.scanner.py_make_scanner(dec)  # type: ignore[attr-defined]
+        return dec.decode(data.decode())
+    return await asyncio.to_thread(parse)
+
+
+def rough_size(p: Any) -> int:
+    """The bytes of content a partial carries, roughly (what its JSON will mostly be)."""
+    if not isinstance(p, dict):
+        return 0
+    n = sum(len(v) if isinstance(v, str) else len(v.get("content", ""))
+            for v in p.get("parts", {}).values())
+    n += sum(len(g.get("content", "")) for g in p.get("groups", []))
+    n += sum(len(v) if isinstance(v, str) else 64 for v in p.get("values", []))
+    return n + 64 * (len(p.get("nodes", [])) + len(p.get("names", {})) + len(p.get("errors", {})))
 
 
 class GreadFile(Node):
@@ -328,5 +477,5 @@ class GreadHandle(Handle):
             req = check_request(json.loads(self.request or b"null"))
         except ValueError as e:
             raise NinepError(f"gread: the request is not JSON: {e}") from None
-        self.answer = json.dumps(await partial(self.node.s, self.node.q, req)).encode()
+        self.answer = await dumps(await partial(self.node.s, self.node.q, req))
         return self.answer[offset:offset + count]
