@@ -224,6 +224,15 @@ def test_a_copy_that_exits_early_ends_the_pipeline_with_its_stderr():
     assert not marker_processes(marker)
 
 
+def test_more_copies_than_open_files_allow_is_a_sentence_not_a_traceback():
+    import resource
+    out = subprocess.run([sys.executable, "-m", "brasil.cli.push", "-c", "seq 3 |<[500] cat >| wc -l"],
+                         capture_output=True, timeout=60,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+    assert out.returncode == 1 and b"Traceback" not in out.stderr
+    assert b"need more open files than push may have (ulimit -n: 256" in out.stderr, out.stderr
+
+
 def test_a_stage_that_closes_its_input_early_ends_upstream_quietly():
     out = push("-c", "seq 1 100000000 |<[3] cat >| head -3")
     assert out.returncode == 0, out.stderr

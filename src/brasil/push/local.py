@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -750,7 +751,16 @@ class LocalRun:
         old_term = signal.signal(signal.SIGTERM, lambda *a: None)
         self.sel.register(wake_r, selectors.EVENT_READ, lambda m: self._signalled(wake_r))
         try:
-            self.start()
+            try:
+                self.start()
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                copies = sum(s.copies for s in self.plan.segments)
+                soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                raise PipelineFailed(f"push: {copies} commands need more open files than push may "
+                                     f"have (ulimit -n: {soft}, about 7 per copy); ask for "
+                                     "fewer copies (|<[N]) or raise the limit", 1) from None
             while self.running or self.pending_io or \
                     any(not s.eof for r in self.routes for s in r.sources) or \
                     any(d.queue for r in self.routes for d in r.dests if not d.dead):
