@@ -322,3 +322,27 @@ async def test_concat_keeps_binaries_exact_and_refuses_a_file_over_the_limit(tre
     rc, out, err = await run_cli("gread", "--where", "name=n[1-2]", "fs/blob", env=env)
     assert rc == 0 and out.splitlines() == [
         f"n1: (binary, {len(binary)} bytes; --json gives it base64-encoded)", "n2: text"], (out, err)
+
+
+async def test_the_readme_sum_of_status_counts_each_node_once(tree):
+    """README: `brasil gread --where 'rack=r7' --agg sum status`: slots and free slots summed
+    over the matching nodes, each once (a node's status file lists its subtree too)."""
+    from test_serve import run_cli
+    c = await connect(tree)
+    try:
+        for where in ("n3", "n3/n3.1", "n3/n3.2"):
+            await c.write(f"csrv/{where}/local/attrs", "rack=r7\n")
+        for _ in range(100):  # labels reach the root with the next status report
+            try:
+                if await api.nodes(c, "rack=r7") == ["n3", "n3.1", "n3.2"]:
+                    break
+            except NinepError:  # no node known to have a rack yet
+                pass
+            await asyncio.sleep(0.1)
+        r = await api.gread(c, "status", "rack=r7", agg="sum")
+        assert r["value"][:3] == [None, 3, 3] and sorted(r["nodes"]) == ["n3", "n3.1", "n3.2"]
+    finally:
+        await c.close()
+    env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
+    rc, out, err = await run_cli("gread", "--where", "rack=r7", "--agg", "sum", "status", env=env)
+    assert rc == 0 and out.split()[:3] == ["-", "3", "3"] and len(out.split()) == 5, (out, err)

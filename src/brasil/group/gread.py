@@ -28,6 +28,10 @@ and a concat part is then ``{"content": …, "encoding": "base64"}`` instead of 
 parsing numbers and the JSON of big partials run off the event loop, so a big read never starves
 the daemon (its heartbeats, its other clients).
 
+``status`` is read as each node's own status line (``NAME SLOTS FREE LOAD MEMFREE_MB up k=v…``),
+not its ``status`` file, which also lists its subtree and a total: so ``--agg sum status`` counts
+every node once.
+
 Every partial carries ``errors`` (by node: a missing file, a lost node — named, while the rest is
 still returned), ``received`` (bytes this node got from its children) and ``held`` (bytes of the
 files read in its subtree), so the condensing can be measured.
@@ -319,6 +323,12 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
             if agg == "ls":
                 result["nodes"] = [name]
                 result["names"] = {k: [[name], d] for k, d in (await list_local(s.node, path)).items()}
+            elif check_path(path) == ["status"]:
+                # The node's own line: its status file also lists its subtree and a total, which
+                # a sum over nodes would count again at every level above.
+                data = (s.node.status_line() + "\n").encode()
+                merge(result, leaf(agg, name, hashlib.sha256(data).hexdigest().encode()
+                                   if agg == "sha256" else data, req.get("grep"), len(data)))
             else:
                 data, size = await read_local(s.node, path, agg, req.get("grep"))
                 merge(result, leaf(agg, name, data, req.get("grep"), size))
