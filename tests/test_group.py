@@ -346,3 +346,20 @@ async def test_the_readme_sum_of_status_counts_each_node_once(tree):
     env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
     rc, out, err = await run_cli("gread", "--where", "rack=r7", "--agg", "sum", "status", env=env)
     assert rc == 0 and out.split()[:3] == ["-", "3", "3"] and len(out.split()) == 5, (out, err)
+
+
+async def test_group_reads_refuse_files_that_act_when_opened(tree):
+    c = await connect(tree)
+    try:
+        before = (await c.read("csrv/local/status")).decode()
+        for path in ("clone", "ctl", "net", "1/ctl", "query/clone"):
+            for agg in ("concat", "sha256", "sum"):
+                with pytest.raises(NinepError, match="reads only plain files.*clone"):
+                    await api.gread(c, path, agg=agg)
+        after = (await c.read("csrv/local/status")).decode()
+        sessions = [ln.split("sessions=")[1].split()[0] for ln in (before, after)]
+        assert sessions[0] == sessions[1]  # no clone was opened
+        r = await api.gread(c, "attrs", "name=n1")
+        assert r["nodes"] == ["n1"] and not r["errors"]
+    finally:
+        await c.close()

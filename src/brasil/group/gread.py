@@ -7,7 +7,9 @@ each level sends condensed data up, and the root receives one result per child, 
 leaf: an ``equiv`` of a file identical on 64 leaves reaches the root once per child.
 
 Requests: ``{"path": "fs/etc/hosts", "agg": KIND, "grep": RE?}``, ``path`` relative to each
-node's ``local/`` (never climbing out of it). Kinds:
+node's ``local/`` (never climbing out of it), and one of a whitelist of files that do nothing but
+give their bytes when read: ``fs/…`` (the export: regular files only), ``status`` and ``attrs``.
+Others, such as ``clone`` (which makes a session when opened) or ``ctl``, are refused. Kinds:
 
 - ``concat``: every node's content, by node;
 - ``equiv``: identical contents together, each with its node list (as ``dshbak -c``);
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import json
 import json.scanner
@@ -74,7 +77,11 @@ def check_request(req: Any) -> dict[str, Any]:
             r"py:[A-Za-z_][\w.]*:[A-Za-z_]\w*", agg)):
         raise NinepError(f"gread: unknown aggregation {agg!r}; one of {', '.join(KINDS)}, or "
                          "py:MODULE:FUNCTION")
-    check_path(req["path"], empty=agg == "ls")
+    parts = check_path(req["path"], empty=agg == "ls")
+    if agg != "ls" and parts[:1] != ["fs"] and parts not in (["status"], ["attrs"]):
+        raise NinepError(f"gread: {req['path']}: a group read reads only plain files: fs/… (the "
+                         "nodes' exported files), status or attrs; not files that act when "
+                         "opened, such as clone (a new session) or ctl", errno.EINVAL)
     if req.get("grep") is not None:
         try:
             re.compile(req["grep"])
