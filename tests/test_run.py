@@ -94,3 +94,15 @@ async def test_the_command_line(tmp_path):
             ["hi there"] * 4
         rc, out, err = await run_cli("run", *at, "-w", "n[2,8]", "--", "true")
         assert rc == 2 and "no such node in the tree: n8" in err
+        # several words are kept whole, as the shell here split them
+        rc, out, err = await run_cli("run", *at, "-n", "2", "--", "sh", "-c", "echo one; echo two")
+        assert rc == 0 and sorted(line.split(": ")[1] for line in out.splitlines()) == \
+            ["one", "one", "two", "two"]
+        rc, out, err = await run_cli("run", *at, "-n", "2", "--", "printf", "%s\\n", "it's")
+        assert rc == 0 and [line.split(": ")[1] for line in out.splitlines()] == ["it's"] * 2, err
+        rc, out, err = await run_cli("run", *at, "-n", "2", "--mux", "hash", "1", "--", "wc", "-l")
+        assert rc == 0, err
+        rc, out, err = await run_cli("run", *at, "-n", "1", "--", "printf '%s\\n' 'a\\b'\necho \"c'd\"")
+        assert rc == 0 and [line.split(": ")[1] for line in out.splitlines()] == ["a\\b", "c'd"]
+        rc, out, err = await run_cli("run", *at, "--timeout", "0", "--", "true")
+        assert rc == 2 and "--timeout 0: give a number of seconds above 0" in err

@@ -12,7 +12,11 @@ DESCRIPTION = """Run a command on many slots of the tree and print what they say
 stream the output, close. Each line is prefixed by its node and rank (NODE/RANK: line), as pdsh
 and clush print them; -b groups identical outputs under their node set instead. stdin is given to
 every rank (or spread with --mux). The exit status is the largest of the ranks' statuses: 0 only
-if every rank succeeded."""
+if every rank succeeded.
+
+CMD is one word of shell text, run by /bin/sh as written (quote it to keep $VARS, pipes and ;
+for the ranks: 'echo $BRASIL_RANK'), or several words, each passed whole, as your shell split
+them (sh -c 'echo a; echo b' works as it reads)."""
 
 EPILOG = """examples:
   brasil run -- uname -r                 once on every node of the tree
@@ -32,13 +36,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-b", action="store_true", help="group identical outputs by node set")
     p.add_argument("--timeout", type=float, metavar="S", help="kill every rank after S seconds "
                    "and say which were cut short")
-    p.add_argument("--mux", metavar="rr|hash F", help="spread stdin: round-robin by line, or by "
-                   "the hash of field F (default: every rank gets all of it)")
+    p.add_argument("--mux", nargs="+", metavar="rr|hash F", help="spread stdin: round-robin by "
+                   "line, or by the hash of field F (default: every rank gets all of it)")
     p.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
                    "local daemon's Unix socket)")
     p.add_argument("--secret-file", metavar="FILE", help="cluster secret (default: "
                    "$BRASIL_SECRET_FILE)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD…")
+
+
+def command_text(words: list[str]) -> str:
+    """One word is shell text, run as written (``'echo $BRASIL_RANK | wc'``); several are the
+    words of one command, each kept whole (``sh -c 'echo a; echo b'``), as a shell here split
+    them. brasil submit makes its commands the same way."""
+    return words[0] if len(words) == 1 else shlex.join(words)
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -49,14 +60,15 @@ async def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("nothing to run: brasil run [-n N | -w NODESET] -- CMD…")
     if args.n is not None and args.n < 1:
         raise UsageError("-n must be 1 or more")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout:g}: give a number of seconds above 0")
     mux = None
     if args.mux:
-        m = args.mux.split()
+        m = " ".join(args.mux).split()
         if m[0] not in ("rr", "hash") or (m[0] == "hash") != (len(m) == 2):
-            raise UsageError(f"--mux {args.mux!r}: use rr, or 'hash F' with F a field number")
-        mux = args.mux
-    command = words[0] if len(words) == 1 else shlex.join(words) if any(
-        " " in w for w in words) else " ".join(words)
+            raise UsageError(f"--mux {' '.join(m)}: use rr, or hash F with F a field number")
+        mux = " ".join(m)
+    command = command_text(words)
     c = await dial(args.at, args.secret_file)
     try:
         result = await run(c, command, n=args.n, nodeset=args.w, group=args.b,

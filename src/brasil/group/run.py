@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, Callable
 
+from ..exec.command import one_line
 from ..ninep.client import Client
 from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
@@ -72,6 +73,9 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
               stdin: IO[bytes] | None = None, out: Callable[[str], None] = print,
               err: Callable[[str], None] | None = None) -> Result:
     err = err or (lambda line: print(line, file=sys.stderr))
+    if "\0" in command:
+        raise RunError("the command holds a NUL byte, which no command line can carry")
+    command = one_line(command)
     if n is None:
         names = await tree_nodes(c)
         if nodeset:
@@ -109,6 +113,8 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
             await asyncio.wait_for(asyncio.gather(*work[1:], return_exceptions=True), 10)
         except asyncio.CancelledError:
             await _cut_short(c, sid, result)
+            if result.cut:
+                err(f"brasil run: interrupted; {_cut_text(result)}")
             raise
         finally:
             for t in work + [waiter]:
@@ -125,8 +131,7 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
         err(f"brasil run: {why}: rank{'s' if len(ranks) > 1 else ''} {ranges(ranks)} "
             f"({fold(sorted({result.nodes.get(r, '?') for r in ranks}))}) failed")
     if result.cut:
-        err(f"brasil run: cut short: rank{'s' if len(result.cut) > 1 else ''} "
-            f"{ranges(result.cut)} ({fold(sorted({result.nodes.get(r, '?') for r in result.cut}))})")
+        err(f"brasil run: {_cut_text(result)}")
     codes = [s for s in result.statuses.values() if s is not None]
     result.status = max(codes + ([1] if result.lost else []), default=1)
     return result
@@ -201,6 +206,11 @@ async def _cut_short(c: Client, sid: str, result: Result) -> None:
         await c.write(f"{L}/{sid}/ctl", "kill KILL\n")
     except (NinepError, ConnectionError):
         pass
+
+
+def _cut_text(result: Result) -> str:
+    nodes = fold(sorted({result.nodes.get(r, "?") for r in result.cut}))
+    return f"cut short: rank{'s' if len(result.cut) > 1 else ''} {ranges(result.cut)} ({nodes})"
 
 
 def _by_reason(lost: dict[int, str]) -> dict[str, list[int]]:

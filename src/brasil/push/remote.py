@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exec.chain import MARK, describe_status, fault
+from ..exec.command import one_line
 from ..ninep.auth import dial
 from ..ninep.client import Client
 from ..ninep.constants import OWRITE
@@ -269,7 +270,7 @@ class RemoteRun:
                     " (a node was lost meanwhile)" if lost else ""), 1) from None
             for seg, sid in zip(self.plan.segments, self.sids):
                 try:
-                    await self.ctl(sid, f"exec {chain_command(seg)}")
+                    await self.ctl(sid, f"exec {one_line(chain_command(seg))}")
                 except NinepError as e:
                     status = 127 if "not found" in e.message or "no such" in e.message else 126
                     raise PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}` cannot "
