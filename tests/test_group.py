@@ -363,3 +363,29 @@ async def test_group_reads_refuse_files_that_act_when_opened(tree):
         assert r["nodes"] == ["n1"] and not r["errors"]
     finally:
         await c.close()
+
+
+async def test_pcp_onto_a_directory_names_the_nodes_and_leaves_no_temporary_files(tree, tmp_path):
+    src = tmp_path / "conf"
+    src.write_bytes(b"conf\n" * 1000)
+    for n in ("n0", "n1", "n1.2", "n3.3"):
+        (tree / "x" / n / "etcd").mkdir(exist_ok=True)
+    c = await connect(tree)
+    try:
+        with pytest.raises(NinepError) as e:
+            await api.pcp(c, str(src), "fs/etcd")
+        assert e.value.message == \
+            "pcp: fs/etcd is a directory on n0,n1,n1.2,n3.3; give a file path", e.value.message
+        with pytest.raises(NinepError) as e:  # only where it is one: said by the node itself
+            await api.pcp(c, str(src), "fs/etcd", "name=n1.2")
+        assert e.value.message == "pcp: fs/etcd is a directory on n1.2; give a file path"
+        assert (tree / "x" / "n2.1" / "etcd").read_bytes() == src.read_bytes()  # others copied
+        left = [p for p in (tree / "x").rglob(".pcp-*")]
+        assert not left, left
+    finally:
+        await c.close()
+    from test_serve import run_cli
+    env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
+    rc, out, err = await run_cli("pcp", str(src), "fs/etcd", env=env)
+    assert rc == 1 and "is a directory on n0,n1,n1.2,n3.3; give a file path" in err, err
+    assert str(tree) not in err and "/tmp" not in err

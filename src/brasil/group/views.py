@@ -20,7 +20,9 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import secrets
+import stat
 from typing import TYPE_CHECKING, Any
 
 from ..ninep.constants import OWRITE
@@ -108,7 +110,11 @@ def export_path(s: QueryService, path: str, make_dirs: bool = False) -> str:
             have -= 1
     rel = export.resolve(tuple(dirs[:have]))
     if have < len(dirs):  # plain names (no '..', no links yet): made inside the export
-        os.makedirs(os.path.join(export.root, *rel, *dirs[have:]), 0o755, exist_ok=True)
+        try:
+            os.makedirs(os.path.join(export.root, *rel, *dirs[have:]), 0o755, exist_ok=True)
+        except OSError as e:  # said with the path in fs/, never the export's real path
+            raise NinepError(f"{path}: cannot make its directory: {e.strerror}",
+                             e.errno or errno.EIO) from None
         rel = rel + tuple(dirs[have:])
     return os.path.join(export.root, *rel, parts[-1])
 
@@ -200,26 +206,86 @@ async def tail(path: str, out: Stream) -> None:
 
 # ---- pcp ----
 
+GIVE_A_FILE = "; give a file path"
+IS_DIR = re.compile(r"^(.+) is a directory on (\S+)$")
+
+
 class PcpWriter:
-    """Our copy, written as the bytes come, and each child's, fed the same bytes meanwhile."""
+    """Our copy, written as the bytes come, and each child's, fed the same bytes meanwhile.
+
+    A failure anywhere is kept, never raised half-way: the copies elsewhere go on, and the
+    errors of the whole subtree come back together when the writer closes (a destination that
+    is a directory is said once, with every node where it is one). Our temporary file is removed
+    on every failure path, and no message names a path outside fs/."""
 
     def __init__(self, s: QueryService, q: Query, req: dict[str, Any]) -> None:
         self.s, self.q, self.path, self.req = s, q, req["path"], req
         self.fd = -1
         self.final = self.tmp = ""
-        if s.matches_here(q):
-            self.final = export_path(s, self.path, make_dirs=True)
-            self.tmp = os.path.join(os.path.dirname(self.final),
-                                    f".pcp-{secrets.token_hex(4)}-{os.path.basename(self.final)}")
-            try:
-                self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                                  0o644)
-            except OSError as e:
-                raise NinepError(f"pcp: {self.path} on {s.node.name}: {e.strerror}",
-                                 e.errno or errno.EIO) from None
+        self.dirs: list[str] = []  # nodes (ours and below) where the destination is a directory
+        self.errors: list[str] = []
         self.children = [c for c in s.children() if s.may_match(c, q)]
         self.files: list[Any] = [None] * len(self.children)
-        self.errors: list[str] = []
+        if s.matches_here(q):
+            self._open()
+
+    def _open(self) -> None:
+        name = self.s.node.name
+        try:
+            self.final = export_path(self.s, self.path, make_dirs=True)
+            try:
+                is_dir = stat.S_ISDIR(os.lstat(self.final).st_mode)
+            except FileNotFoundError:
+                is_dir = False
+            if is_dir:
+                self.dirs.append(name)
+                return
+            tmp = os.path.join(os.path.dirname(self.final),
+                               f".pcp-{secrets.token_hex(4)}-{os.path.basename(self.final)}")
+            self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            self.tmp = tmp
+        except NinepError as e:
+            self.errors.append(f"{name}: {e.message}")
+        except OSError as e:
+            self.errors.append(f"{name}: {self.path}: {e.strerror}")
+
+    def _fail_own(self, e: OSError) -> None:
+        """Our copy failed: said, and its temporary file removed."""
+        self.errors.append(f"{self.s.node.name}: {self.path}: {e.strerror}")
+        self._discard()
+
+    def _discard(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.tmp:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            self.tmp = ""
+
+    def message(self) -> str:
+        parts = []
+        if self.dirs:
+            parts.append(f"{self.path} is a directory on {','.join(sorted(self.dirs))}")
+        parts += self.errors
+        return "pcp: " + "; ".join(parts) + (GIVE_A_FILE if self.dirs else "")
+
+    def absorb(self, child: str, message: str) -> None:
+        """A child's failure: its subtree's message (as ``message()`` makes it) folded into ours."""
+        if not message.startswith("pcp: "):
+            self.errors.append(f"{child}: {message}")
+            return
+        body = message[5:]
+        if body.endswith(GIVE_A_FILE):
+            body = body[:-len(GIVE_A_FILE)]
+        for part in body.split("; "):
+            m = IS_DIR.match(part)
+            if m and m.group(1) == self.path:
+                self.dirs += m.group(2).split(",")
+            elif part:
+                self.errors.append(part)
 
     def read(self, count: int) -> Any:
         raise NinepError("pcp: write the file's bytes; it cannot be read", errno.EINVAL)
@@ -230,8 +296,11 @@ class PcpWriter:
     async def _write(self, data: bytes) -> int:
         if self.fd >= 0:
             view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+            try:
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError as e:  # a full disk, say: this copy fails, the others go on
+                self._fail_own(e)
         await asyncio.gather(*(self._pass(i, data) for i in range(len(self.children))))
         return len(data)
 
@@ -243,35 +312,55 @@ class PcpWriter:
             if self.files[i] is None:
                 path = "/".join(["csrv", "query", *self.q.parts, "pcp"])
                 f = await c.client.open(path, OWRITE)
-                await f.write(json.dumps(self.req))
                 self.files[i] = f
+                await f.write(json.dumps(self.req))
             if data:
                 await self.files[i].write(data)
-        except (NinepError, ConnectionError) as e:
-            self.files[i] = False
-            self.errors.append(f"{c.name}: {e}")
+        except NinepError as e:
+            await self._drop(i)
+            self.absorb(c.name, e.message)
+        except ConnectionError as e:
+            await self._drop(i)
+            self.errors.append(f"{c.name}: lost ({e})")
+
+    async def _drop(self, i: int) -> None:
+        f, self.files[i] = self.files[i], False
+        if f:
+            try:
+                await f.close()  # its temporary files go; what it says was said already
+            except (NinepError, ConnectionError):
+                pass
 
     def close(self) -> Any:
         return self._finish()
 
     async def _finish(self) -> None:
-        if self.fd >= 0:
-            os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-            os.replace(self.tmp, self.final)
-        for i, f in enumerate(self.files):
-            if f is None:  # nothing was written: an empty file there too
-                await self._pass(i, b"")
-                f = self.files[i]
-        for i, f in enumerate(self.files):
-            if f:
+        try:
+            if self.fd >= 0:
                 try:
-                    await f.close()
-                except (NinepError, ConnectionError) as e:
-                    self.errors.append(f"{self.children[i].name}: {e}")
-        if self.errors:
-            raise NinepError("pcp: " + "; ".join(self.errors))
+                    os.fsync(self.fd)
+                    os.close(self.fd)
+                    self.fd = -1
+                    os.replace(self.tmp, self.final)
+                    self.tmp = ""
+                except OSError as e:
+                    self._fail_own(e)
+            for i, f in enumerate(self.files):
+                if f is None:  # nothing was written: an empty file there too
+                    await self._pass(i, b"")
+            for i, f in enumerate(self.files):
+                if f:
+                    self.files[i] = False
+                    try:
+                        await f.close()
+                    except NinepError as e:
+                        self.absorb(self.children[i].name, e.message)
+                    except ConnectionError as e:
+                        self.errors.append(f"{self.children[i].name}: lost ({e})")
+        finally:
+            self._discard()  # whatever happened, no temporary file stays behind
+        if self.errors or self.dirs:
+            raise NinepError(self.message())
 
 
 # ---- merge and deep merge ----
