@@ -267,10 +267,19 @@ class WorkerNext(Node):
 
 
 class WorkerNextHandle(Handle):
+    """The worker's open of ``next``: while it lasts the worker is connected; when it ends (its
+    connection closed) the scheduler treats the worker as gone at once."""
     node: WorkerNext
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self.node.sched.attach(self.node.worker, self)
 
     def read(self, offset: int, count: int) -> Any:
         return self.node.sched.take(self.node.worker, count)
+
+    def clunk(self) -> None:
+        self.node.sched.detach(self.node.worker, self)
 
 
 class WorkerDir(TableDir):
@@ -287,8 +296,11 @@ def worker_line(sched: Scheduler, name: str) -> str:
     if w is None:
         return ""
     held = sum(1 for t, o in sched.owner.items() if o == name)
+    gone = "" if w.gone_since is None else \
+        f" gone {time.monotonic() - w.gone_since:.1f}s"  # disconnected: no work for it
     return (f"{w.name} {w.host} slots {w.slots} running {held} "
-            f"{'remote' if w.remote else 'local'} seen {time.monotonic() - w.last_seen:.1f}s\n")
+            f"{'remote' if w.remote else 'local'} seen {time.monotonic() - w.last_seen:.1f}s"
+            f"{gone}\n")
 
 
 def workers_text(sched: Scheduler) -> str:
@@ -297,12 +309,14 @@ def workers_text(sched: Scheduler) -> str:
 
 def batch_dir(sched: Scheduler) -> DynamicDir:
     """The directory `brasil serve` adds as /csrv/local/batch."""
+    workers = DynamicDir()
+    sched.on_forget.append(workers.discard)  # a dropped worker's directory goes with it
     return DynamicDir([
         Entry("ctl", 0o600, lambda _: BatchCtl(sched)),
         Entry("submit", 0o600, lambda _: SubmitFile(sched)),
         *scope(sched, None),
         Entry("tags", 0o555, lambda _: TagsDir(sched)),
         Entry("job", 0o555, lambda _: JobsByIdDir(sched)),
-        Entry("workers", 0o555, lambda _: DynamicDir()),
+        Entry("workers", 0o555, lambda _: workers),
         Entry("workerlist", 0o444, lambda _: GeneratedFile(lambda: workers_text(sched))),
     ], name="batch")

@@ -289,8 +289,9 @@ def gone(tx: Tx, worker: str, tokens: list[int], now: float) -> None:
     event(tx, [(now, "rollback", job, token, worker, None) for token, job in rows])
 
 
-def lose(tx: Tx, tokens: list[int], now: float) -> Push:
-    """Leases expired: these executions are presumed lost; a job left with none is ready again."""
+def lose(tx: Tx, tokens: list[int], now: float, why: str | None = None) -> Push:
+    """Leases expired (or, ``why``, the worker's connection closed): these executions are
+    presumed lost; a job left with none is ready again."""
     push: Push = []
     for token in tokens:
         row = _execution(tx, token)
@@ -298,10 +299,10 @@ def lose(tx: Tx, tokens: list[int], now: float) -> Push:
             continue
         job, jstate, active, worker = row[1], row[2], row[5] - 1, row[6]
         tx.execute("UPDATE executions SET state = 'lost', ended = ? WHERE id = ?", (now, token))
-        rows = [(now, "lease_lost", job, token, worker, None)]
+        rows = [(now, "lease_lost", job, token, worker, why)]
         if jstate == "running" and active <= 0:
             tx.execute("UPDATE jobs SET state = 'ready', active = 0 WHERE id = ?", (job,))
-            rows.append((now, "retry", job, token, worker, "lease lost"))
+            rows.append((now, "retry", job, token, worker, why or "lease lost"))
         else:
             tx.execute("UPDATE jobs SET active = ? WHERE id = ?", (max(active, 0), job))
         event(tx, rows)

@@ -12,6 +12,11 @@ a crash without harm:
   committing, its commit journal decides (``commit.recover``): whole → completed and the job is
   done; not whole → rolled back and the job runs again. A restarted scheduler leases every active
   execution afresh, so workers that come back in time carry on as if nothing happened.
+* connections: a worker keeps its ``next`` file open for as long as it is connected. When that
+  open ends — its 9P connection closed: the worker died, even idle, or is dialling again — the
+  worker is gone at once: its executions are lost (their jobs ready again, or committed or rolled
+  back as their journal says), and it gets no new work until it registers again. A worker gone
+  for ``forget_after`` seconds (and holding nothing) is dropped from the list.
 * dispatch: whenever something may have made work (a submission, a job done, a slot freed), live
   workers with free slots are offered work in one claim transaction. A worker's report claims
   for that worker in the same transaction, so a finished job and the next assignment cost one
@@ -55,6 +60,13 @@ class Worker:
     last_seen: float = field(default_factory=time.monotonic)
     registered: float = field(default_factory=time.time)
     run_time: float = 1.0  # a moving average of its executions' run time, in seconds
+    attached: object | None = None  # the open of its ``next`` file, while it is connected
+    gone_since: float | None = None  # monotonic: when its connection closed (None: not gone)
+
+    def live(self, now_m: float, lease: float) -> bool:
+        """Whether to give it work: registered with slots, connected, and heard of lately."""
+        return (self.slots > 0 and self.gone_since is None
+                and bool(self.waiters or now_m - self.last_seen < lease / 2))
 
     def capacity(self) -> int:
         """How many executions it may hold: its slots, and as many again queued on it while its
@@ -89,7 +101,10 @@ class Scheduler:
         self._kick = asyncio.Event()
         self._maybe_work = True
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self.started = time.time()
+        self.forget_after = max(60.0, 6 * lease)  # seconds a gone worker stays in the list
+        self.on_forget: list[Callable[[str], None]] = []  # called with a dropped worker's name
 
     # ---- lifetime ----
 
@@ -119,6 +134,7 @@ class Scheduler:
         self._kick.set()
 
     async def stop(self) -> None:
+        self._stopping = True
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -177,8 +193,7 @@ class Scheduler:
             held[owner] = held.get(owner, 0) + 1
         now_m = time.monotonic()
         return any(w is not me and w.capacity() > held.get(w.name, 0)
-                   and (w.waiters or now_m - w.last_seen < self.lease / 2)
-                   for w in self.workers.values())
+                   and w.live(now_m, self.lease) for w in self.workers.values())
 
     def kick(self) -> None:
         self._maybe_work = True
@@ -226,8 +241,38 @@ class Scheduler:
             w = self.workers[name] = Worker(name, slots, host, pid, remote)
         w.slots, w.host, w.pid, w.remote = slots, host, pid, remote
         w.last_seen = time.monotonic()
+        w.gone_since = None
         self.kick()
         return w
+
+    def attach(self, name: str, handle: object) -> None:
+        """The worker opened its ``next`` file: it is connected until that open ends."""
+        w = self.workers.get(name)
+        if w is None:
+            raise NinepError(f"worker {name} is not registered (did the scheduler restart?)")
+        w.attached = handle
+        w.gone_since = None
+
+    def detach(self, name: str, handle: object) -> None:
+        """An open of ``next`` ended. If it was the worker's current one, its connection closed:
+        the worker is gone now, not when its leases expire."""
+        w = self.workers.get(name)
+        if w is None or w.attached is not handle or self._stopping:
+            return  # an older connection's, closing after the worker dialled again
+        w.attached = None
+        w.gone_since = time.monotonic()
+        task = asyncio.ensure_future(self._worker_gone(name))
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _worker_gone(self, name: str) -> None:
+        held = [t for t, o in self.owner.items() if o == name and t not in self.replaying]
+        log.info("batch: worker %s disconnected%s", name,
+                 f"; its execution(s) {' '.join(map(str, held))} are lost" if held else "")
+        try:
+            await self._lost(held, "worker disconnected")
+        except Exception:  # noqa: BLE001
+            log.exception("batch: handling worker %s's disconnection failed", name)
 
     def take(self, name: str, count: int) -> Any:
         """The worker's next lines (all queued, up to ``count`` bytes, whole lines); waits for some."""
@@ -385,8 +430,7 @@ class Scheduler:
             if not self._maybe_work:
                 continue
             now_m = time.monotonic()
-            live = [w for w in self.workers.values()
-                    if w.slots > 0 and (w.waiters or now_m - w.last_seen < self.lease / 2)]
+            live = [w for w in self.workers.values() if w.live(now_m, self.lease)]
             if not live:
                 continue
             self._maybe_work = False
@@ -414,6 +458,7 @@ class Scheduler:
             await asyncio.sleep(max(0.05, self.lease / 8))
             try:
                 await self._expire()
+                self._forget_gone()
             except Exception:  # noqa: BLE001
                 log.exception("batch: lease check failed")
 
@@ -422,18 +467,38 @@ class Scheduler:
         expired = [t for t, until in self.leases.items() if until < now_m]
         if not expired:
             return
-        plain = [t for t in expired if t not in self.committing and t not in self.applying]
+        log.info("batch: lease lost: execution(s) %s", " ".join(map(str, expired)))
+        await self._lost(expired, None)
+
+    async def _lost(self, tokens: list[int], why: str | None) -> None:
+        """These executions' worker is presumed dead (lease expired, or its connection closed):
+        running ones are lost; a commit in progress is completed or rolled back (``_recover``)."""
+        if not tokens:
+            return
+        plain = [t for t in tokens if t not in self.committing and t not in self.applying]
         if plain:
             for t in plain:
                 self.leases.pop(t, None)
-            log.info("batch: lease lost: execution(s) %s", " ".join(map(str, plain)))
             now = time.time()
-            push = await self.write(lambda tx: ops.lose(tx, plain, now))
+            push = await self.write(lambda tx: ops.lose(tx, plain, now, why))
             self.deliver(push)
-        for t in expired:
+        for t in tokens:
             if t in self.committing or t in self.applying:
                 await self._recover(t)
         self.kick()
+
+    def _forget_gone(self) -> None:
+        """Drop workers gone (or never heard of since a restart) for ``forget_after`` seconds
+        that hold nothing: the list shows the workers there are, not every one there was."""
+        now_m = time.monotonic()
+        held = set(self.owner.values())
+        for name, w in list(self.workers.items()):
+            since = w.gone_since if w.gone_since is not None else (
+                w.last_seen if w.attached is None and not w.waiters else None)
+            if since is not None and now_m - since > self.forget_after and name not in held:
+                del self.workers[name]
+                for cb in self.on_forget:
+                    cb(name)
 
     async def _recover(self, token: int) -> None:
         """Finish or undo a commit whose committer is silent (or remote, or from before a restart):
@@ -479,7 +544,7 @@ class Scheduler:
 
     def state_line(self) -> str:
         iso = "yes" if not self.isolation_problem else "no"
-        live = sum(1 for w in self.workers.values() if w.slots and
+        live = sum(1 for w in self.workers.values() if w.slots and w.gone_since is None and
                    time.monotonic() - w.last_seen < self.lease)
         return (f"scheduler db {self.store.describe()} lease {self.lease:g} policy "
                 f"{self.policy.name} workers {live} isolation {iso}"
