@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -153,6 +154,23 @@ def test_a_node_killed_mid_pipeline_is_named_and_nothing_keeps_running(tmp_path)
         while subprocess.run(["pgrep", "-f", f"^(/usr/bin/)?yes {marker}"],
                              capture_output=True).returncode == 0:
             assert time.monotonic() - t0 < 20, "copies were left running"
+            time.sleep(0.2)
+        # Ctrl-C stops every stage everywhere, with one sentence and no traceback
+        push = subprocess.Popen(
+            [sys.executable, "-m", "brasil.cli.push", "-c", f"yes {marker}-int |<[4] cat >| wc -l"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        while subprocess.run(["pgrep", "-f", f"^(/usr/bin/)?yes {marker}-int"],
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() - t0 < 60 and push.poll() is None, push.communicate()
+            time.sleep(0.1)
+        push.send_signal(signal.SIGINT)
+        out, err = push.communicate(timeout=60)
+        assert push.returncode == 130 and err == "push: interrupted; every stage was stopped\n", err
+        t0 = time.monotonic()
+        while subprocess.run(["pgrep", "-f", f"^(/usr/bin/)?yes {marker}-int"],
+                             capture_output=True).returncode == 0:
+            assert time.monotonic() - t0 < 20, "copies were left running after Ctrl-C"
             time.sleep(0.2)
     finally:
         brasil("cluster", "down", "--dir", d)

@@ -260,6 +260,7 @@ class RemoteRun:
             pass
 
     async def run(self) -> int:
+        tasks: list[asyncio.Future[Any]] = []
         try:
             try:
                 await self.reserve()
@@ -277,7 +278,7 @@ class RemoteRun:
                                          f"start: {e.message.removeprefix('exec: ')}",
                                          status) from None
             copies = [c for cs in self.copies for c in cs]
-            tasks = [asyncio.ensure_future(self._stdin()), asyncio.ensure_future(self._stdout())]
+            tasks += [asyncio.ensure_future(self._stdin()), asyncio.ensure_future(self._stdout())]
             tasks += [asyncio.ensure_future(self._stderr(c)) for c in copies]
             tasks += [asyncio.ensure_future(self._wait(c)) for c in copies]
             if self.on_stats is not None:
@@ -285,17 +286,21 @@ class RemoteRun:
             everything = asyncio.gather(*tasks[1:len(tasks) - (self.on_stats is not None)],
                                         return_exceptions=True)
             failed = asyncio.ensure_future(self.done.wait())
+            tasks += [failed, everything]  # for Ctrl-C's cleanup below
             await asyncio.wait([everything, failed], return_when=asyncio.FIRST_COMPLETED)
             if self.failure is not None:
                 await self.kill()
-            for t in tasks + [failed]:
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, failed, everything, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self.failure is not None:
                 raise self.failure
             last = self.copies[-1]
             return max((c.status or 0) for c in last)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # Ctrl-C: stop everything, ours and the nodes'
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.kill()
             raise
         finally:
