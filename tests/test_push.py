@@ -262,6 +262,7 @@ def test_sequences_conditions_status_variables_and_scripts(tmp_path):
                       "true && exit 7\necho unreachable\n")
     out = push(str(script))
     assert out.returncode == 7
+    assert push("-c", "exit abc").returncode == 2 and push("-c", "exit 300").returncode == 44
     assert out.stdout == b"was 1\n3\n"
     assert substitute_status("echo $? '$?' ${?}", 4) == "echo 4 '$?' 4"
 

@@ -129,7 +129,10 @@ class Shell:
                 return 1
             return 0
         if cmd == "exit":
-            raise ExitShell(int(args[0]) if args and re.fullmatch(r"\d+", args[0]) else self.status)
+            if args and not re.fullmatch(r"\d+", args[0]):
+                print(f"push: exit: {args[0]!r}: give a number (0-255)", file=sys.stderr)
+                raise ExitShell(2)  # as sh does
+            raise ExitShell(int(args[0]) % 256 if args else self.status)
         if cmd == "export":
             for w in args:
                 k, eq, v = w.partition("=")
