@@ -389,3 +389,40 @@ async def test_pcp_onto_a_directory_names_the_nodes_and_leaves_no_temporary_file
     rc, out, err = await run_cli("pcp", str(src), "fs/etcd", env=env)
     assert rc == 1 and "is a directory on n0,n1,n1.2,n3.3; give a file path" in err, err
     assert str(tree) not in err and "/tmp" not in err
+
+
+async def test_ptail_names_nodes_lacking_the_file_follows_it_once_it_appears_refuses_a_dir(tree):
+    from test_serve import run_cli
+    put(tree, "n2.1", "later.log", "here already\n")
+    for n in ("n2", "n2.2", "n2.3"):
+        (tree / "x" / n / "later.log").unlink(missing_ok=True)
+    c = await connect(tree)
+    lines: list[str] = []
+    notes: list[dict[str, str]] = []
+
+    async def follow() -> None:
+        async for line in api.follow(c, "fs/later.log", "name=n2*", notes.append):
+            lines.append(line)
+    task = asyncio.ensure_future(follow())
+    try:
+        for _ in range(100):
+            if notes:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(notes[0]) == ["n2", "n2.2", "n2.3"]
+        assert all("No such file" in why for why in notes[0].values())
+        await asyncio.sleep(2)  # every node follows by now
+        put(tree, "n2.2", "later.log", "first\n")
+        for _ in range(100):
+            if "n2.2: first" in lines:
+                break
+            await asyncio.sleep(0.1)
+        assert "n2.2: first" in lines and "n2.1: here already" not in lines  # tail -F
+    finally:
+        task.cancel()
+        await c.close()
+    (tree / "x" / "n2.3" / "logdir").mkdir(exist_ok=True)
+    env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
+    rc, out, err = await asyncio.wait_for(run_cli("ptail", "-f", "--where", "name=n2*",
+                                                  "fs/logdir", env=env), 30)
+    assert rc == 1 and "fs/logdir is a directory on n2.3; ptail follows a file" in err, err

@@ -50,7 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     _common(pg)
     pt = sub.add_parser("ptail", help="follow a file on many nodes (-f)",
                         description="Print the lines appended to PATH (under fs/) on every "
-                        "selected node, each prefixed by its node, until interrupted.")
+                        "selected node, each prefixed by its node, until interrupted. As tail "
+                        "-F: the nodes that lack the file are named on stderr, and a file that "
+                        "appears later is shown from its start. A directory is refused.")
     pt.add_argument("-f", action="store_true", help="follow (the only mode; as tail -f)")
     pt.add_argument("path", metavar="PATH")
     _common(pt)
@@ -98,6 +100,18 @@ def print_errors(result: dict[str, Any]) -> int:
     return 1 if result.get("errors") else 0
 
 
+def print_notes(path: str, problems: dict[str, str]) -> None:
+    """ptail: the nodes lacking the file (followed once it appears) and other troubles."""
+    from ..group.run import fold
+    missing = sorted(n for n, why in problems.items() if "No such file" in why)
+    if missing:
+        print(f"brasil ptail: {path}: no such file on {fold(missing)} (yet): following it "
+              "there once it appears", file=sys.stderr, flush=True)
+    for node, why in sorted(problems.items()):
+        if node not in missing:
+            print(f"brasil ptail: {node}: {why}", file=sys.stderr, flush=True)
+
+
 async def cmd(args: argparse.Namespace) -> int:
     from ..group import api
     from ..ninep.auth import dial
@@ -113,7 +127,8 @@ async def cmd(args: argparse.Namespace) -> int:
             show(result, getattr(args, "json", False))
             return print_errors(result)
         if args.command == "ptail":
-            async for line in api.follow(c, args.path, args.where):
+            async for line in api.follow(c, args.path, args.where,
+                                         lambda p: print_notes(args.path, p)):
                 print(line, flush=True)
             return 0
         if args.command == "pcp":

@@ -13,10 +13,11 @@ these functions write one request and read one answer, however many nodes there 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, ORDWR, OWRITE
@@ -80,8 +81,25 @@ async def gread(c: Client, path: str, where: str = "", agg: str = "concat",
     return final(json.loads(b"".join(chunks)))
 
 
-async def follow(c: Client, path: str, where: str = "") -> AsyncIterator[str]:
-    """The lines appended to ``path`` on every selected node, as ``NODE: line``."""
+async def followable(c: Client, path: str, where: str = "") -> dict[str, str]:
+    """What stands in the way of following ``path`` on the selected nodes: raises if it is a
+    directory on any (naming them); returns the nodes where it cannot be read now, with why
+    (those that lack it are followed anyway: it is read from its start when it appears)."""
+    r = await gread(c, path, where, agg="ls")  # where it is a directory, it can be listed
+    if r["nodes"]:
+        raise NinepError(f"{path} is a directory on {','.join(sorted(r['nodes']))}; ptail "
+                         "follows a file", errno.EISDIR)
+    return {n: why for n, why in r["errors"].items() if not why.endswith(": not a directory")}
+
+
+async def follow(c: Client, path: str, where: str = "",
+                 notes: Callable[[dict[str, str]], None] | None = None) -> AsyncIterator[str]:
+    """The lines appended to ``path`` on every selected node, as ``NODE: line`` (``tail -F``:
+    a node that lacks the file now shows it from its start once it appears). Raises if the
+    path is a directory anywhere; ``notes`` gets the nodes that cannot read it now, with why."""
+    problems = await followable(c, path, where)
+    if notes is not None and problems:
+        notes(problems)
     f = await c.open(qpath(where, "follow"), ORDWR)
     try:
         await f.write(json.dumps({"path": path}))

@@ -328,8 +328,9 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
     if s.matches_here(q):
         try:
             if agg == "ls":
-                result["nodes"] = [name]
-                result["names"] = {k: [[name], d] for k, d in (await list_local(s.node, path)).items()}
+                names = await list_local(s.node, path)
+                result["nodes"] = [name]  # only once listed: a node that failed is in errors
+                result["names"] = {k: [[name], d] for k, d in names.items()}
             elif check_path(path) == ["status"]:
                 # The node's own line: its status file also lists its subtree and a total, which
                 # a sum over nodes would count again at every level above.

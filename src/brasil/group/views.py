@@ -130,6 +130,9 @@ class FollowStream:
         self.tasks: list[asyncio.Task[None]] = []
         if s.matches_here(q):
             real = export_path(s, path)
+            if os.path.isdir(real):
+                raise NinepError(f"{path} is a directory on {s.node.name}; ptail follows a file",
+                                 errno.EISDIR)
             stream = Stream(s.node.output_limit)
             self.tasks.append(asyncio.ensure_future(tail(real, stream)))
             sources.append(Output(stream, f"follow {path}"))
@@ -177,13 +180,18 @@ class ChildFollow(RemoteReader):
 
 
 async def tail(path: str, out: Stream) -> None:
-    """New bytes of ``path`` as they are appended (from its end when we start), as ``tail -f``;
-    a file replaced or truncated is followed from its start."""
+    """New bytes of ``path`` as they are appended (from its end when we start), as ``tail -F``:
+    a file replaced or truncated is followed from its start, and so is one missing when we
+    start, once it appears. A directory there gives nothing (the client says so)."""
     pos = None
     ino = None
+    if not os.path.lexists(path):
+        pos = 0
     while True:
         try:
             st = os.stat(path)
+            if stat.S_ISDIR(st.st_mode):
+                raise FileNotFoundError(path)
             if ino is not None and (st.st_ino != ino or st.st_size < (pos or 0)):
                 pos = 0
             ino = st.st_ino
@@ -198,6 +206,9 @@ async def tail(path: str, out: Stream) -> None:
                 if is_awaitable(r):
                     await r
         except FileNotFoundError:
+            if ino is not None:  # gone: a new one is followed from its start
+                ino, pos = None, 0
+        except OSError:  # unreadable for now: tried again
             pass
         except NinepError:  # the reader is gone
             return
