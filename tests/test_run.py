@@ -104,5 +104,7 @@ async def test_the_command_line(tmp_path):
         assert rc == 0, err
         rc, out, err = await run_cli("run", *at, "-n", "1", "--", "printf '%s\\n' 'a\\b'\necho \"c'd\"")
         assert rc == 0 and [line.split(": ")[1] for line in out.splitlines()] == ["a\\b", "c'd"]
+        rc, out, err = await run_cli("run", *at, "--", "no-such-command-here")
+        assert rc == 127 and "no-such-command-here: command not found" in err
         rc, out, err = await run_cli("run", *at, "--timeout", "0", "--", "true")
         assert rc == 2 and "--timeout 0: give a number of seconds above 0" in err

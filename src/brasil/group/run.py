@@ -99,7 +99,12 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
             await c.write(f"{L}/{sid}/ctl", "".join(ln + "\n" for ln in setup + [reserve]))
         except NinepError as e:
             raise RunError(e.message) from None
-        await c.write(f"{L}/{sid}/ctl", f"exec {command}\n")
+        try:
+            await c.write(f"{L}/{sid}/ctl", f"exec {command}\n")
+        except NinepError as e:  # as a shell says it: 127 not found, 126 cannot run
+            err(f"brasil run: {e.message}")
+            result.status = 127 if "not found" in e.message or "no such" in e.message else 126
+            return result
         await _where(c, sid, result)
         work = [asyncio.ensure_future(_stdin(c, sid, stdin)),
                 asyncio.ensure_future(_lines(c, f"{L}/{sid}/stdio", result, out, group)),
