@@ -31,6 +31,8 @@ async def test_every_rank_prints_prefixed_lines_and_b_groups_them(tmp_path):
         assert sorted(int(lb.split("/")[1]) for lb in by_rank) == list(range(8))
         result, out, err = await collect(c, "echo same", n=8, group=True)
         assert out == ["-" * 15, "n[0-3] (8 ranks: 0-7)", "-" * 15, "same"]
+        result, out, err = await collect(c, "echo $BRASIL_RANK", n=8, group=True)
+        assert out[1] == f"{result.nodes[0]} (1 rank: 0)"  # the node holds other ranks too
         result, out, err = await collect(c, "echo $BRASIL_NODE", nodeset="n[1-3]", group=True)
         assert out[:4] == ["-" * 15, "n1 (1)", "-" * 15, "n1"] and "n[1-3]" not in out
         # outputs with no final newline stay one line per rank, never run into the next rank's

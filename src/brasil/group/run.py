@@ -230,11 +230,12 @@ def _print_groups(result: Result, out: Callable[[str], None]) -> None:
     groups: dict[tuple[str, ...], list[int]] = {}
     for rank in sorted(set(result.nodes) | set(result.output)):
         groups.setdefault(tuple(result.output.get(rank, [])), []).append(rank)
+    shared = len(set(result.nodes.values())) < len(result.nodes)  # a node runs several ranks
     for lines, ranks in sorted(groups.items(), key=lambda kv: kv[1][0]):
         nodes = [result.nodes.get(r, "?") for r in ranks]
         head = fold(sorted(set(nodes)))
-        head += f" ({len(ranks)})" if len(set(nodes)) == len(ranks) else \
-            f" ({len(ranks)} ranks: {ranges(ranks)})"
+        head += f" ({len(ranks)} rank{'s' if len(ranks) > 1 else ''}: {ranges(ranks)})" \
+            if shared else f" ({len(ranks)})"
         out("-" * 15)
         out(head)
         out("-" * 15)
