@@ -148,6 +148,10 @@ def test_last_records_without_a_separator_stay_records_when_merged():
             out = run_plan(cmd, data).split(sep)
             assert all(re.fullmatch(rb"n\d+", r) for r in out), out
             assert sum(int(r[1:]) for r in out) == 300 and len(out) > 1
+    data = b"".join(b"%d\n" % i for i in range(400000))  # several blocks of the keep region
+    out = run_plan("cat |<[3 keep] awk '{n++} END {printf \"n%d\", n}' >| cat", data)
+    assert len(out.split(b"\n")) > 1 and all(re.fullmatch(rb"n\d+", r) for r in out.split(b"\n"))
+    assert sum(int(r[1:]) for r in out.split(b"\n")) == 400000
 
 
 def test_hash_pipe_sends_equal_keys_to_one_copy():

@@ -441,9 +441,12 @@ class KeepRoute(RouteIO):
     def job_done(self, seq: int, out: list[bytes]) -> None:
         self.jobs -= 1
         self.results[seq] = out
+        term = self.dests[0].splitter.terminator
         while self.next_out in self.results:
-            for piece in self.results.pop(self.next_out):
-                self.dests[0].put(piece, self)
+            pieces = [p for p in self.results.pop(self.next_out) if p]
+            for i, piece in enumerate(pieces):  # a block's output may end mid-record (printf x)
+                last = i == len(pieces) - 1 and term is not None and not piece.endswith(term)
+                self.dests[0].put(piece, self, tail=last)
             self.next_out += 1
         self._start_jobs()
         self._maybe_finish()
