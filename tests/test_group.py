@@ -426,3 +426,53 @@ async def test_ptail_names_nodes_lacking_the_file_follows_it_once_it_appears_ref
     rc, out, err = await asyncio.wait_for(run_cli("ptail", "-f", "--where", "name=n2*",
                                                   "fs/logdir", env=env), 30)
     assert rc == 1 and "fs/logdir is a directory on n2.3; ptail follows a file" in err, err
+
+
+async def test_failures_say_so_and_exit_non_zero(tree, tmp_path):
+    from test_serve import run_cli
+    import json
+    env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
+    rc, out, err = await run_cli("psync", str(tmp_path / "nonexist"), "fs/x", env=env)
+    assert rc == 1 and "nonexist: no such file or directory" in err, (rc, err)
+    put(tree, "n1", "words", "no numbers here\n")
+    rc, out, err = await run_cli("gread", "--where", "name=n1", "--agg", "sum", "fs/words", env=env)
+    assert rc == 1 and out == "" and "no numbers in fs/words on 1 node(s)" in err, (out, err)
+    rc, out, err = await run_cli("gread", "--where", "name=n9", "--agg", "sum", "fs/words",
+                                 env=env)
+    assert rc == 1 and out == "" and "no node matches name=n9" in err, (out, err)
+    for n in ("n1", "n2"):
+        (tree / "x" / n / "lsdir" / "sub").mkdir(parents=True, exist_ok=True)
+        put(tree, n, "lsdir/both", "x")
+    put(tree, "n2", "lsdir/only2", "x")
+    rc, out, err = await run_cli("gread", "--where", "name=n[1-2]", "--agg", "ls", "fs/lsdir",
+                                 env=env)
+    assert rc == 0 and out.splitlines() == ["both", "only2  [n2]", "sub/"], (out, err)
+    rc, out, err = await run_cli("gread", "--where", "name=n[1-3]", "--agg", "equiv", "--json",
+                                 "fs/words", env=env)  # n2, n3 have none
+    assert rc == 1 and json.loads(out) == [{"nodes": ["n1"], "count": 1,
+                                            "content": "no numbers here\n"}]
+    assert "n2: words: No such file" in err and "n3: words: No such file" in err
+    rc, out, err = await run_cli("gread", "--help", env=env)
+    assert rc == 0 and "ls (a directory's entries" in " ".join(out.split())
+    # a command that fails on the sessions a query selects: the write fails, saying why
+    c = await connect(tree, "carol")
+    try:
+        sid = (await c.read("csrv/local/clone")).decode().strip()
+        await c.write(f"csrv/local/{sid}/ctl", "res 2\nexec sleep 60\n")
+        with pytest.raises(NinepError, match=r"failed on 1 session\(s\), ok on 0: n0/"):
+            await c.write("csrv/query/user=carol/ctl", "bogus\n")
+        text = (await c.read("csrv/query/user=carol/ctl")).decode()
+        assert text.startswith("ok 0\nfailed n0/") and "bogus" in text
+        ok, failed = await api.control(c, "user=carol", "bogus")  # the API returns them
+        assert ok == 0 and len(failed) == 1
+        rc, out, err = await run_cli("write", "/csrv/query/user=carol/ctl", "bogus", env=env)
+        assert rc == 1 and "failed on 1 session(s)" in err, err
+        await c.write(f"csrv/local/{sid}/ctl", "close\n")
+        # the same through a child: its failure comes up as a failure, not as "lost"
+        sid = (await c.read("csrv/n1/local/clone")).decode().strip()
+        await c.write(f"csrv/n1/local/{sid}/ctl", "exec sleep 61\n")
+        with pytest.raises(NinepError, match=r"failed on 1 session\(s\), ok on 0: n1/"):
+            await c.write("csrv/query/name=n1/command=sleep 61/ctl", "bogus\n")
+        await c.write(f"csrv/n1/local/{sid}/ctl", "close\n")
+    finally:
+        await c.close()

@@ -33,8 +33,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        "tree so that the root receives one result per child.",
                        epilog="kinds: concat (lines prefixed by node), equiv (identical contents "
                        "grouped with their node set, as dshbak -c), sum, min, max, mean (per "
-                       "column of numbers), count, sha256, py:MODULE:FUNC (your associative "
-                       "reducer, run in each daemon's child process)")
+                       "column of numbers), count, sha256, ls (a directory's entries, with the "
+                       "nodes that have each where they differ), py:MODULE:FUNC (your "
+                       "associative reducer, run in each daemon's child process). Files: fs/…, "
+                       "status (each node's own line), attrs. concat, equiv and py: take files "
+                       "up to 8 MiB per node; sha256 and the numeric kinds any size.")
     g.add_argument("path", metavar="PATH")
     g.add_argument("--agg", default="concat", metavar="KIND", help="the reduction (default "
                    "concat)")
@@ -78,6 +81,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     _common(pt2)
 
 
+NUMERIC = ("sum", "min", "max", "mean")
 COMMANDS = ("gread", "pgrep", "ptail", "pcp", "psync", "ptop")
 
 
@@ -125,7 +129,17 @@ async def cmd(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise UsageError(str(e)) from None
             show(result, getattr(args, "json", False))
-            return print_errors(result)
+            rc = print_errors(result)
+            if not result.get("nodes") and not result.get("errors"):
+                print(f"brasil {args.command}: no node matches "
+                      f"{args.where or '(every node: none answered)'}", file=sys.stderr)
+                return 1
+            if agg in NUMERIC and result.get("nodes") and not any(
+                    v is not None for v in result.get("value") or []):
+                print(f"brasil {args.command}: no numbers in {args.path} on "
+                      f"{len(result['nodes'])} node(s)", file=sys.stderr)
+                return 1
+            return rc
         if args.command == "ptail":
             async for line in api.follow(c, args.path, args.where,
                                          lambda p: print_notes(args.path, p)):
@@ -137,8 +151,12 @@ async def cmd(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 0
         if args.command == "psync":
-            for path, sent in await api.psync(c, args.source, args.dest, args.where):
+            done = await api.psync(c, args.source, args.dest, args.where)
+            for path, sent in done:
                 print(f"{path}: {'sent to ' + ','.join(sent) if sent else 'up to date'}")
+            if not done:
+                print(f"brasil psync: {args.source} holds no files: nothing to send",
+                      file=sys.stderr)
             return 0
         return await ptop(c, args)
     finally:
@@ -165,6 +183,14 @@ def show(result: dict[str, Any], as_json: bool) -> None:
         print(f"nodes {result['value']['nodes']} lines {result['value']['lines']}")
     elif agg.startswith("py:"):
         print(json.dumps(result.get("value")))
+    elif agg == "ls":
+        from ..group.run import fold
+        everyone = set(result.get("nodes", []))
+        for name, (nodes, is_dir) in sorted(result.get("names", {}).items()):
+            where = "" if set(nodes) == everyone else f"  [{fold(sorted(nodes))}]"
+            print(f"{name}{'/' if is_dir else ''}{where}")
+    elif not result.get("value"):
+        pass  # no numbers: said on stderr
     else:
         print(" ".join("-" if v is None else f"{v:g}" for v in result.get("value", [])))
 

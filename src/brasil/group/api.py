@@ -46,7 +46,11 @@ async def control(c: Client, where: str, command: str) -> tuple[int, list[str]]:
     ``NODE/ID: why``)."""
     f = await c.open(qpath(where, "ctl"), ORDWR)
     try:
-        await f.write(command.rstrip("\n") + "\n")
+        try:
+            await f.write(command.rstrip("\n") + "\n")
+            refused = None
+        except NinepError as e:  # some session failed: the result read back names each
+            refused = e
         text = (await f.read(1 << 20, 0)).decode()
     finally:
         await f.close()
@@ -56,6 +60,8 @@ async def control(c: Client, where: str, command: str) -> tuple[int, list[str]]:
             ok = int(line.split()[1])
         elif line.startswith("failed "):
             failed.append(line[7:])
+    if refused is not None and not failed:  # refused before reaching any session
+        raise refused
     return ok, failed
 
 
@@ -147,6 +153,9 @@ async def psync(c: Client, source: str, dest: str, where: str = "") -> list[tupl
     """Make ``dest`` (``fs/…``) on every selected node hold what ``source`` holds (a file, or a
     directory's files), sending each file only to the nodes whose copy differs or is missing.
     Returns, per file, the nodes it was sent to."""
+    if not os.path.exists(source):
+        raise NinepError(f"{source}: no such file or directory (here, where psync reads it)",
+                         errno.ENOENT)
     files = [(source, dest)] if os.path.isfile(source) else [
         (os.path.join(root, name), "/".join([dest.rstrip("/"), os.path.relpath(
             os.path.join(root, name), source)]))

@@ -11,7 +11,8 @@ parallel, and merges; so the answer costs one round trip per level. In a query d
   for a session;
 - ``ctl``: a command written there goes to the ``ctl`` of every matching session, everywhere, in
   parallel (``echo kill > /csrv/query/user=alice/ctl``); reading it gives the aggregated result:
-  ``ok N`` then one ``failed NODE/ID: why`` line per failure;
+  ``ok N`` then one ``failed NODE/ID: why`` line per failure; the write itself fails, naming
+  the failures, when any session failed;
 - ``clone``: a session whose ``res`` draws only from the matching nodes;
 - ``gread``: a group read, reduced at every level (``group/gread.py``);
 - ``follow/PATH``, ``pcp/PATH``, ``merge/PATH``, ``deepmerge/PATH``: the parallel tools' views
@@ -206,17 +207,22 @@ async def status_text(s: QueryService, q: Query) -> str:
     return "".join(ln + "\n" for ln in lines)
 
 
-async def exchange(node: Node, request: bytes | None = None) -> bytes:
+async def exchange(node: Node, request: bytes | None = None, read_anyway: bool = False) -> bytes:
     """Open ``node`` (here, or a child's through its mount), write ``request`` if any, read all
-    of the answer, close: how a node asks its children for their part."""
+    of the answer, close: how a node asks its children for their part. With ``read_anyway``,
+    a write that fails is answered by reading all the same (a ctl's result says what failed)."""
     h = node.open(OREAD if request is None else ORDWR)
     h = await h if is_awaitable(h) else h
     chunks, at = [], 0
     try:
         if request is not None:
-            w = h.write(0, request)
-            if is_awaitable(w):
-                await w
+            try:
+                w = h.write(0, request)
+                if is_awaitable(w):
+                    await w
+            except NinepError:
+                if not read_anyway:
+                    raise
         while True:
             chunk = h.read(at, 1 << 20)
             chunk = await chunk if is_awaitable(chunk) else chunk
@@ -269,6 +275,9 @@ class QueryCtlHandle(Handle):
         text = f"ok {ok}\n" + "".join(f"failed {f}\n" for f in failed)
         self.result = text.encode()
         self.node.s.last[self.node.q.text] = text
+        if failed:  # the write fails, saying why; reading the file still gives the whole result
+            raise NinepError(excerpt(f"failed on {len(failed)} session(s), ok on {ok}: "
+                                     + "; ".join(failed), 1000), errno.EIO)
         return len(data)
 
 
@@ -288,7 +297,8 @@ async def control(s: QueryService, q: Query, line: str) -> tuple[int, list[str]]
 
     async def child(c: Child) -> tuple[int, list[str]]:
         try:
-            text = await exchange(await s.ask(c, q, "ctl"), (line + "\n").encode())
+            text = await exchange(await s.ask(c, q, "ctl"), (line + "\n").encode(),
+                                  read_anyway=True)
         except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
             return 0, [f"{c.name}: lost ({e})"]
         k, more = 0, []
