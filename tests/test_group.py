@@ -476,3 +476,22 @@ async def test_failures_say_so_and_exit_non_zero(tree, tmp_path):
         await c.write(f"csrv/n1/local/{sid}/ctl", "close\n")
     finally:
         await c.close()
+
+
+async def test_dot_components_and_predicates_that_are_not_predicates(tree):
+    put(tree, "n1", "dotted", "here\n")
+    c = await connect(tree)
+    try:
+        r = await api.gread(c, "fs/./dotted", "name=n1")
+        assert r["parts"] == {"n1": "here\n"} and not r["errors"]
+        for bad in ("=x", "name", "mem"):
+            with pytest.raises(NinepError, match="is not a predicate.*KEY=VALUE"):
+                await c.ls(f"csrv/query/{bad}")
+        with pytest.raises(NinepError, match=r"one '=' compares \(name=n1\)"):
+            await c.ls("csrv/query/name==n1")
+        with pytest.raises(NinepError, match=r"one '=' compares \(name!=n1\)"):
+            await c.ls("csrv/query/name!==n1")
+        with pytest.raises(NinepError, match="does not exist"):  # a node that is not there
+            await c.ls("csrv/query/n9")
+    finally:
+        await c.close()

@@ -87,12 +87,12 @@ def check_request(req: Any) -> dict[str, Any]:
             re.compile(req["grep"])
         except re.error as e:
             raise NinepError(f"gread: bad --grep pattern: {e}") from None
-    return {"path": req["path"], "agg": agg, "grep": req.get("grep")}
+    return {"path": "/".join(parts), "agg": agg, "grep": req.get("grep")}
 
 
 def check_path(path: str, empty: bool = False) -> list[str]:
-    parts = [p for p in path.split("/") if p]
-    if path.startswith("/") or any(p in ("..", ".") for p in parts) or (not parts and not empty):
+    parts = [p for p in path.split("/") if p and p != "."]  # fs/./etc is fs/etc
+    if path.startswith("/") or ".." in parts or (not parts and not empty):
         raise NinepError(f"{path!r}: a group path is relative to each node's local/ (fs/…, "
                          "status) and may not climb out of it")
     return parts

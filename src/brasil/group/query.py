@@ -46,6 +46,8 @@ log = logging.getLogger("brasil.query")
 SESSION_KEYS = {"user", "state", "command", "session"}
 FILES = ("status", "ctl", "clone", "gread", "follow", "pcp", "merge", "deepmerge")
 CHILD_TIMEOUT = 30.0
+FORMS = ("predicates are KEY=VALUE, KEY!=VALUE, KEY>=N, KEY<=N, KEY>N or KEY<N, joined by '/' "
+         "(name=n[1-3], arch=x86_64/mem>=4G)")
 
 
 class Query:
@@ -124,7 +126,13 @@ class QueryDir(Dir):
 
     def walk(self, name: str) -> Any:
         s = self.service
-        if PRED.match(name):
+        m = PRED.match(name)
+        if m and m.group(2) in ("=", "!=", "<", ">") and m.group(3).startswith("="):
+            key, op, value = m.group(1), m.group(2), m.group(3)[1:]
+            fix = {"=": "=", "!=": "!=", "<": "<=", ">": ">="}[op]
+            raise NinepError(f"{name!r}: not a predicate: one '=' compares ({key}{fix}{value}); "
+                             f"{FORMS}", errno.EINVAL)
+        if m:
             q = Query(f"{self.q.text}/{name}" if self.q.text else name)
             Filter.parse(name, s.known())  # an unknown attribute: said here, clearly
             return self.adopt(QueryDir(s, q))
@@ -135,6 +143,9 @@ class QueryDir(Dir):
                 raise NinepError(*Enotfound)
             return s.node.csrv
         child = s.child_holding(name)
+        if child is None and (name in s.known() or any(ch in name for ch in "=<>!")):
+            raise NinepError(f"{name!r} is not a predicate (nor a file here, nor a node); "
+                             f"{FORMS}", errno.EINVAL)
         if child is None or not s.may_match(child, self.q):
             raise NinepError(*Enotfound)
         return self._through(child, name)

@@ -73,9 +73,8 @@ class RequestHandle(Handle):
         if self.target is None:
             try:
                 req = json.loads(data)
-                path = req["path"]
-                check_path(path)
-            except (ValueError, KeyError, TypeError):
+                req["path"] = "/".join(check_path(req["path"]))  # fs/./x is fs/x
+            except (ValueError, KeyError, TypeError, AttributeError):
                 raise NinepError(f'{self.node.name}: write a request first: {{"path": "fs/…"}}',
                                  errno.EINVAL) from None
             self.target = self.node.make(req)
