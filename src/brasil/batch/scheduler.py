@@ -157,6 +157,7 @@ class Scheduler:
 
     def deliver(self, push: ops.Push) -> None:
         now = time.monotonic()
+        orphans: list[int] = []
         for worker, line in push:
             verb, _, rest = line.partition(" ")
             if verb == "run":
@@ -165,6 +166,9 @@ class Scheduler:
                 self.leases[token] = now + self.lease
                 self.owner[token] = worker
                 self.homes[token] = run["home"]
+                g = self.workers.get(worker)
+                if g is not None and g.gone_since is not None:  # it went while we decided
+                    orphans.append(token)
             else:
                 token = int(rest)
                 if verb == "commit":
@@ -178,6 +182,14 @@ class Scheduler:
             if w is None:
                 w = self.workers[worker] = Worker(worker, 0, last_seen=0.0)
             w.push(line)
+        if orphans and not self._stopping:
+            self._spawn(self._lost(orphans, "worker disconnected"))
+
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` as a task of ours (cancelled when we stop)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     def forget(self, token: int) -> None:
         self.leases.pop(token, None)
@@ -261,9 +273,7 @@ class Scheduler:
             return  # an older connection's, closing after the worker dialled again
         w.attached = None
         w.gone_since = time.monotonic()
-        task = asyncio.ensure_future(self._worker_gone(name))
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+        self._spawn(self._worker_gone(name))
 
     async def _worker_gone(self, name: str) -> None:
         held = [t for t, o in self.owner.items() if o == name and t not in self.replaying]
