@@ -272,3 +272,29 @@ async def test_a_worker_whose_connection_closes_is_gone_at_once_and_dropped_late
         names = {st.name for st in await b.client.ls("csrv/local/batch/workers")}
         assert busy.name not in names and idle.name not in names
 
+
+async def test_a_killed_executions_start_is_kept_and_the_report_counts_it(tmp_path):
+    # Workers hold a start back until their next write (here a renewal every 7.5 s): the
+    # redundant execution is killed, its start arriving afterwards, with its "gone".
+    from brasil.batch.report import build
+    home = tmp_path / "home"
+    home.mkdir()
+    flag = tmp_path / "flag"  # outside the home: not isolated, so the executions race for it
+    async with scheduler(str(tmp_path), lease=30.0) as (d, s, b), \
+            workers(d.unix, str(tmp_path), n=2, slots=1):
+        await b.submit([f"if mkdir {flag}; then sleep 0.3; echo won > out; else sleep 60; fi"],
+                       tag="k", home=str(home), isolate=True, redundancy=2)
+        assert (await asyncio.wait_for(b.wait(tag="k"), 20))["done"] == 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:  # the killed execution's gone (and start) come just after the commit
+            events = await b.events("k")
+            if any(e.kind == "rollback" for e in events) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        killed = {e.execution for e in events if e.kind == "kill"}
+        assert len(killed) == 1
+        assert killed <= {e.execution for e in events if e.kind == "start"}
+        f = build("k", await b.jobs("k"), events).figures
+        assert (f["executions"], f["killed"], f["redundant"]) == (2, 1, 1)
+        assert f["redundant work wasted"] > 0

@@ -125,7 +125,8 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
 # ---- reports from workers ------------------------------------------------------------------------
 
 def started(tx: Tx, worker: str, rows: list[tuple[int, int, float]]) -> Push:
-    """``start T SLOT TIME`` lines; a token no longer current is told to stop."""
+    """``start T SLOT TIME`` lines; a token no longer current is told to stop (its start is
+    still recorded: see :func:`late_start`)."""
     push: Push = []
     for token, slot, t in rows:
         tx.execute("UPDATE executions SET state = 'running', started = ?, slot = ? "
@@ -134,8 +135,22 @@ def started(tx: Tx, worker: str, rows: list[tuple[int, int, float]]) -> Push:
             job = tx.one("SELECT job FROM executions WHERE id = ?", (token,))
             event(tx, [(t, "start", job[0] if job else None, token, worker, str(slot))])
         else:
+            late_start(tx, worker, token, slot, t)
             push.append((worker, f"kill {token}"))
     return push
+
+
+def late_start(tx: Tx, worker: str, token: int, slot: int | None, t: float) -> None:
+    """A worker holds a start back until its next write, so an execution killed (beaten,
+    cancelled) or lost meanwhile is reported started only after it ended. It did run: record
+    its start (once), so the report counts its wasted work and the Gantt chart shows it."""
+    tx.execute("UPDATE executions SET started = ?, slot = COALESCE(?, slot) WHERE id = ? AND "
+               "started IS NULL AND state IN ('killed', 'lost', 'failed', 'rolledback')",
+               (t, slot, token))
+    if tx.cur.rowcount == 1:
+        job = tx.one("SELECT job FROM executions WHERE id = ?", (token,))
+        event(tx, [(t, "start", job[0] if job else None, token, worker,
+                    None if slot is None else str(slot))])
 
 
 def _execution(tx: Tx, token: int) -> tuple[Any, ...] | None:
@@ -150,6 +165,8 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
     the home, so even a non-isolated job's changes come back through a commit."""
     row = _execution(tx, token)
     if row is None or row[0] not in ("assigned", "running"):
+        if row is not None and row[7] is None:  # its start came with this end: keep it
+            late_start(tx, worker, token, None, t0)
         return repeat(tx, worker, token, row, now, f"late finish (exit {status})"), []
     estate, job, jstate, isolate, retries, active = row[:6]
     tx.execute("UPDATE executions SET started = COALESCE(started, ?), ended = ?, status = ? "
