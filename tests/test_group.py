@@ -244,8 +244,8 @@ async def test_kill_written_to_a_user_query_ends_exactly_that_users_sessions(tre
             ["user=alice"]
         ok, failed = await api.control(alice, "user=alice", "kill")
         assert ok == 1 and not failed
-        waited = (await alice.read(f"csrv/local/{sids['alice']}/wait")).decode().split()
-        assert waited[1::2] == ["143", "143"]
+        waited = (await alice.read(f"csrv/local/{sids['alice']}/wait")).decode().splitlines()
+        assert [ln.split()[1] for ln in waited] == ["143", "143"]  # "SUB STATUS [unread]"
         state = (await bob.read(f"csrv/local/{sids['bob']}/ctl")).decode()
         assert " running " in state
         await bob.write(f"csrv/local/{sids['bob']}/ctl", "close\n")
