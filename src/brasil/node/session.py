@@ -605,8 +605,9 @@ class Session:
             sub = leaf.path.split("/", 1)[1] if "/" in leaf.path else leaf.path
             line = f"{sub} {'-' if leaf.exit_status is None else leaf.exit_status}"
             proc = leaf.process
-            if leaf.exit_status and proc is not None and proc.input_left:
-                line += " unread"  # it failed before the end of its input
+            if leaf.exit_status and leaf.exit_status <= 128 and proc is not None \
+                    and proc.input_left:
+                line += " unread"  # it failed (not killed) before the end of its input
             out.append(line)
         for g in self.delegations:
             out += g.wait_lines()
