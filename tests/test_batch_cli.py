@@ -75,7 +75,16 @@ def test_submit_jobs_wait_cancel_report(tmp_path):
         r = brasil(addr, "wait", "99")
         assert r.returncode == 1 and "there is no job 99" in r.stderr
         r = brasil(addr, "submit", "--home", str(tmp_path / "missing"), "--", "true")
-        assert r.returncode == 1 and f"home {tmp_path}/missing does not exist" in r.stderr
+        assert r.returncode == 1 and r.stderr.startswith(
+            f"brasil submit: <command>:1: home {tmp_path}/missing does not exist"), r.stderr
+        (tmp_path / "missing.jobs").write_text("true\n")
+        r = brasil(addr, "submit", "--home", str(tmp_path / "missing"), "--file",
+                   str(tmp_path / "missing.jobs"))
+        assert r.stderr.startswith("brasil submit: missing.jobs:1: home "), r.stderr
+        (tmp_path / "empty.jobs").write_text("# nothing\n")
+        r = brasil(addr, "submit", "--file", str(tmp_path / "empty.jobs"), cwd=str(home))
+        assert r.returncode == 1
+        assert r.stderr == "brasil submit: no jobs (every line was blank or a comment)\n"
         r = brasil(addr, "cancel", "4242")
         assert r.returncode == 1 and "there is no job 4242" in r.stderr
         r = brasil(addr, "submit", "--after", "4242", "--", "true", cwd=str(home))

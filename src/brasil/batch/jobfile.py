@@ -57,20 +57,28 @@ class Options:
 class Defaults(Options):
     after: tuple[int, ...] = ()
 
-    def spec(self, cmd: str, line: int, name: str | None = None) -> "JobSpec":
+    def spec(self, cmd: str, line: int, name: str | None = None,
+             file: str = "<submit>") -> "JobSpec":
         opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(Options)}
         opts["env"] = dict(self.env)
-        return JobSpec(cmd=cmd, line=line, name=name, after_ids=list(self.after), **opts)
+        return JobSpec(cmd=cmd, line=line, name=name, file=file, after_ids=list(self.after),
+                       **opts)
 
 
 @dataclasses.dataclass(kw_only=True)
 class JobSpec(Options):
     cmd: str
     line: int
+    file: str = "<submit>"  # the file it came from (``%file``), for errors
     name: str | None = None
     after_names: list[str] = dataclasses.field(default_factory=list)
     after_ids: list[int] = dataclasses.field(default_factory=list)
     deps: list[int] = dataclasses.field(default_factory=list)  # indexes into the submission
+
+    @property
+    def where(self) -> str:
+        """``FILE:LINE``: how errors about this job begin."""
+        return f"{self.file}:{self.line}"
 
 
 def _kib(n: int) -> str:
@@ -187,7 +195,7 @@ class Parser:
             return self._directive(line)
         if line.startswith("job ") or line == "job":
             return self._job_line(line)
-        spec = self.defaults.spec(line, self.lineno)
+        spec = self.defaults.spec(line, self.lineno, file=self.filename)
         check_size(spec, self.where())
         self.jobs.append(spec)
 
@@ -222,7 +230,7 @@ class Parser:
         if name in self.names:
             raise JobFileError(f"{where}: job {name!r} is already defined at line "
                                f"{self.jobs[self.names[name]].line}")
-        spec = self.defaults.spec(cmd.strip(), self.lineno, name)
+        spec = self.defaults.spec(cmd.strip(), self.lineno, name, self.filename)
         for w in words[1:]:
             if w in ("isolate", "shared"):
                 spec.isolate = w == "isolate"
@@ -247,14 +255,14 @@ class Parser:
         for spec in self.jobs:
             for dep in spec.after_names:
                 if dep not in self.names:
-                    raise JobFileError(f"{self.filename}:{spec.line}: after:{dep}: no job named "
+                    raise JobFileError(f"{spec.where}: after:{dep}: no job named "
                                        f"{dep!r} in this submission (name it with a job line, or "
                                        "give an existing job's id)")
                 spec.deps.append(self.names[dep])
         cycle = find_cycle(self.jobs)
         if cycle:
             names = " after ".join(self.jobs[i].name or f"line {self.jobs[i].line}" for i in cycle)
-            raise JobFileError(f"{self.filename}:{self.jobs[cycle[0]].line}: dependency cycle: "
+            raise JobFileError(f"{self.jobs[cycle[0]].where}: dependency cycle: "
                                f"{names}; a job cannot (even indirectly) run after itself")
         return self.jobs
 

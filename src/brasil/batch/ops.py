@@ -39,7 +39,7 @@ def submit(tx: Tx, specs: list[JobSpec], now: float) -> tuple[int, int]:
     for s in specs:
         for d in s.after_ids:
             if d not in known:
-                raise Refused(f"line {s.line}: after {d}: there is no job {d} "
+                raise Refused(f"{s.where}: after {d}: there is no job {d} "
                               "(brasil jobs lists them)")
     first = tx.next_ids("job", len(specs))
     order = topological(specs)

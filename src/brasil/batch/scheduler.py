@@ -218,19 +218,19 @@ class Scheduler:
 
     async def submit(self, specs: list[JobSpec]) -> tuple[int, int]:
         if not specs:
-            raise NinepError("submit: no jobs (every line was blank or a comment)")
-        homes: dict[str, int] = {}
+            raise NinepError("no jobs (every line was blank or a comment)")
+        homes: dict[str, str] = {}
         for s in specs:
             if s.home is None:
-                raise NinepError(f"line {s.line}: no home directory: give --home DIR "
+                raise NinepError(f"{s.where}: no home directory: give --home DIR "
                                  "(or %set home DIR, or home:DIR on the job line)")
-            homes.setdefault(s.home, s.line)
+            homes.setdefault(s.home, s.where)
             if s.isolate and self.isolation_problem:
-                raise NinepError(f"line {s.line}: cannot run isolated jobs here: "
+                raise NinepError(f"{s.where}: cannot run isolated jobs here: "
                                  f"{self.isolation_problem}; submit without --isolate")
-        for home, line in homes.items():
+        for home, where in homes.items():
             if not os.path.isdir(home):
-                raise NinepError(f"line {line}: home {home} does not exist on the scheduler's "
+                raise NinepError(f"{where}: home {home} does not exist on the scheduler's "
                                  "node (or is not a directory); create it, or give --home DIR")
         now = time.time()
         first, n = await self.write(lambda tx: ops.submit(tx, specs, now))

@@ -162,25 +162,31 @@ async def cmd_submit(args: argparse.Namespace) -> int:
                    after=args.after, env=env)
     b = await _batch(args)
     try:
-        if args.file == "-":
-            def stdin() -> Any:
-                while chunk := sys.stdin.buffer.read(1 << 20):
-                    yield chunk
-            r = await b.submit_stream(stdin(), filename="<stdin>", **options)
-        elif args.file:
-            if not os.path.isfile(args.file):
-                raise UsageError(f"--file {args.file}: no such file")
-            r = await b.submit_file(args.file, **options)
-        else:
-            line = command_line(cmd)
-            if "\n" in line:
-                raise UsageError("a job's command is one line: write a script for a command of "
-                                 "several lines, or use --file")
-            r = await b.submit([line], **options)
+        r = await _submit(b, args, cmd, options)
+    except NinepError as e:  # the scheduler's "submit: …": we are brasil submit already
+        raise NinepError(e.message.removeprefix("submit: "), e.errno) from None
     finally:
         await b.close()
     print(r.first if r.first == r.last else f"{r.first}-{r.last}")
     return 0
+
+
+async def _submit(b: Any, args: argparse.Namespace, cmd: list[str], options: dict[str, Any]
+                  ) -> Any:
+    if args.file == "-":
+        def stdin() -> Any:
+            while chunk := sys.stdin.buffer.read(1 << 20):
+                yield chunk
+        return await b.submit_stream(stdin(), filename="<stdin>", **options)
+    if args.file:
+        if not os.path.isfile(args.file):
+            raise UsageError(f"--file {args.file}: no such file")
+        return await b.submit_file(args.file, **options)
+    line = command_line(cmd)
+    if "\n" in line:
+        raise UsageError("a job's command is one line: write a script for a command of several "
+                         "lines, or use --file")
+    return await b.submit([line], filename="<command>", **options)
 
 
 async def cmd_jobs(args: argparse.Namespace) -> int:
