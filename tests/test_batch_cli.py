@@ -85,6 +85,12 @@ def test_submit_jobs_wait_cancel_report(tmp_path):
         r = brasil(addr, "submit", "--file", str(tmp_path / "empty.jobs"), cwd=str(home))
         assert r.returncode == 1
         assert r.stderr == "brasil submit: no jobs (every line was blank or a comment)\n"
+        for verb in ("wait", "cancel"):
+            r = brasil(addr, verb, "--tag", "nosuchtag")
+            assert r.returncode == 2 and r.stderr == (
+                f"brasil {verb}: no jobs tagged 'nosuchtag' (brasil jobs lists the tags)\n")
+        described = " ".join(brasil(addr, "cancel", "--help").stdout.split())
+        assert "every unfinished job of --tag" in described
         r = brasil(addr, "cancel", "4242")
         assert r.returncode == 1 and "there is no job 4242" in r.stderr
         r = brasil(addr, "submit", "--after", "4242", "--", "true", cwd=str(home))

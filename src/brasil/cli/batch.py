@@ -119,7 +119,11 @@ def add_parsers(sub: Any) -> None:
     wt.add_argument("--tag")
     wt.add_argument("ids", nargs="*", type=int, metavar="ID")
 
-    c = sub.add_parser("cancel", help="cancel jobs (their executions are killed)")
+    c = sub.add_parser("cancel", help="cancel jobs (their executions are killed)",
+                       description="Cancel the given jobs (each must exist and not have ended), "
+                       "or every unfinished job of --tag. Their running executions are killed "
+                       "and every job that waits for them is cancelled too, naming the "
+                       "dependency. A job committing its output (exiting) cannot be cancelled.")
     _at(c)
     c.add_argument("--tag")
     c.add_argument("ids", nargs="*", type=int, metavar="ID")
@@ -209,6 +213,8 @@ async def cmd_wait(args: argparse.Namespace) -> int:
         raise UsageError("give --tag T or job ids, not both")
     b = await _batch(args)
     try:
+        if args.tag:
+            await _tag_exists(b, args.tag)
         for i in args.ids:
             await b.job(i)  # a clear error for an id that does not exist
         if sys.stderr.isatty() and not args.ids:
@@ -243,11 +249,18 @@ async def _progress(b: Any, tag: str | None) -> dict[str, int]:
             await asyncio.sleep(0.25)
 
 
+async def _tag_exists(b: Any, tag: str) -> None:
+    if not (await b.summary(tag)).get("total"):
+        raise UsageError(f"no jobs tagged {tag!r} (brasil jobs lists the tags)")
+
+
 async def cmd_cancel(args: argparse.Namespace) -> int:
     if bool(args.tag) == bool(args.ids):
         raise UsageError("give --tag T or job ids (one of them)")
     b = await _batch(args)
     try:
+        if args.tag:
+            await _tag_exists(b, args.tag)
         await b.cancel(args.ids, args.tag)
     finally:
         await b.close()
