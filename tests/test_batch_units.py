@@ -146,3 +146,25 @@ def test_a_job_too_large_for_a_workers_read_is_refused_naming_the_line_and_the_l
         for _ in range(40):
             p.feed("a" * 65536)
     assert len(jobfile.parse("echo " + "a" * 200_000 + "\n")) == 1  # under the limit: fine
+
+
+@pytest.mark.parametrize("rows", [1, 3, 12])
+def test_the_gantt_charts_legend_does_not_overlap_the_x_axis_label(rows):
+    import matplotlib.pyplot as plt
+    from brasil.batch.report import gantt_figure
+    ev = [Event(0.0, "submit", 1, None, None, "")]
+    for i in range(rows):
+        ev += [Event(0.1, "assign", i, i, f"w{i}", ""), Event(0.2, "start", i, i, f"w{i}", "0"),
+               Event(1.2, "finish", i, i, f"w{i}", "0 notify=0.1")]
+    fig = gantt_figure(build("t", [Job(i, "done", "t", None, 0, "x", "") for i in range(rows)],
+                             sorted(ev, key=lambda e: e.t)))
+    try:
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        label = fig.axes[0].xaxis.label.get_window_extent(r)
+        legend = fig.legends[0].get_window_extent(r)
+        assert not label.overlaps(legend) and legend.y1 <= label.y0
+        assert legend.y0 >= 0  # and it is inside the picture
+    finally:
+        plt.close(fig)
+

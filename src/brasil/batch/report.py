@@ -23,7 +23,7 @@ import base64
 import html
 import io
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from .api import Event, Job
 
@@ -206,6 +206,16 @@ COLORS = {"won": "#2e8b57", "killed": "#d62728", "lost": "#7f7f7f", "failed": "#
 
 
 def gantt_png(rep: Report) -> bytes:
+    import matplotlib.pyplot as plt
+    fig = gantt_figure(rep)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def gantt_figure(rep: Report) -> Any:
+    """The Gantt chart as a matplotlib figure (close it with ``plt.close``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -215,7 +225,8 @@ def gantt_png(rep: Report) -> bytes:
     rows = sorted({r.row for r in runs})
     index = {row: i for i, row in enumerate(rows)}
     t0 = rep.first_submit
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.42 * max(len(rows), 1)), dpi=110)
+    height = 1.6 + 0.42 * max(len(rows), 1)  # inches
+    fig, ax = plt.subplots(figsize=(11, height), dpi=110)
     for r in runs:
         y = index[r.row]
         end = r.ended or r.stopped or r.started
@@ -237,14 +248,14 @@ def gantt_png(rep: Report) -> bytes:
                                                            "refused")]
     handles += [Patch(facecolor="white", edgecolor="black", hatch="//", label="redundant"),
                 Patch(facecolor="#0b3d20", label="commit")]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.5 / max(len(rows), 1)),
-              ncol=7, fontsize=8, frameon=False)
+    # The legend is the figure's, in a strip of its own at the bottom; the axes (with their
+    # x-axis label) are laid out above that strip, so the two never overlap.
+    strip = 0.4 / height
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=7,
+               fontsize=8, frameon=False)
     ax.grid(axis="x", linewidth=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    fig.tight_layout(rect=(0, strip, 1, 1))
+    return fig
 
 
 def write(rep: Report, path: str) -> None:
