@@ -111,6 +111,7 @@ class Worker:
 
     async def run(self) -> None:
         delay = 0.05
+        self.watchdog()  # started now, so that listing a job's group is one write, never a fork
         while not self._stop.is_set():
             try:
                 await self._session()
@@ -317,8 +318,8 @@ class Worker:
         loop.add_reader(fd, self._exited, e, fd)
 
     def watchdog(self) -> Watchdog:
-        """The watchdog that kills our jobs' process groups when this process ends (started at
-        the first job)."""
+        """The watchdog that kills our jobs' process groups when this process ends (started
+        when :meth:`run` starts)."""
         if self._watchdog is None:
             self._watchdog = Watchdog()
         return self._watchdog
