@@ -168,3 +168,27 @@ def test_the_gantt_charts_legend_does_not_overlap_the_x_axis_label(rows):
     finally:
         plt.close(fig)
 
+
+async def test_a_worker_that_never_connected_says_so_once_not_at_every_attempt(tmp_path, caplog):
+    import asyncio
+    import logging
+    from brasil.batch.worker import Worker
+    from fixtures import wait_for
+    attempts = 0
+
+    async def connect():  # type: ignore[no-untyped-def]
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionRefusedError(111, "Connection refused")
+    w = Worker(connect, 1, str(tmp_path / "w"), name="lonely")
+    caplog.set_level(logging.INFO, logger="brasil.batch.worker")
+    task = asyncio.ensure_future(w.run())
+    try:
+        await wait_for(lambda: attempts >= 5, timeout=10)
+    finally:
+        w.stop()
+        await task
+    said = [r.getMessage() for r in caplog.records if "lonely" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "cannot reach the scheduler (never connected yet)" in said[0]
+    assert "connection to the scheduler lost" not in said[0]

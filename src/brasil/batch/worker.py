@@ -109,19 +109,39 @@ class Worker:
 
     # ---- the connection ----
 
+    QUIET = 30.0  # seconds between two log lines about the same failure to reach the scheduler
+
     async def run(self) -> None:
         delay = 0.05
+        ever = False         # whether we were ever connected
+        failing = 0          # attempts that failed since we were last connected
+        said = (-1e9, "")    # when we last logged a failure, and which
         self.watchdog()  # started now, so that listing a job's group is one write, never a fork
         while not self._stop.is_set():
             try:
                 await self._session()
                 delay = 0.05
             except (ConnectionError, OSError, NinepError, asyncio.TimeoutError) as e:
+                was_connected = self.connected.is_set()
+                ever = ever or was_connected
                 self.connected.clear()
                 if self._stop.is_set():
                     break
-                log.info("worker %s: connection to the scheduler lost (%s); dialling again",
-                         self.name, e)
+                failing = 0 if was_connected else failing + 1
+                now, why = time.monotonic(), str(e) or type(e).__name__
+                if was_connected and (why != said[1] or now - said[0] >= self.QUIET):
+                    log.info("worker %s: connection to the scheduler lost (%s); dialling again",
+                             self.name, why)
+                    said = (now, why)
+                elif not was_connected and (now - said[0] >= self.QUIET or why != said[1]):
+                    # A scheduler that is not there makes the same error many times a second:
+                    # say it once, then at most every QUIET seconds.
+                    what = "cannot reach the scheduler" if ever else \
+                        "cannot reach the scheduler (never connected yet)"
+                    log.info("worker %s: %s: %s; %s, every %gs at most", self.name, what, why,
+                             "trying again" if failing == 1 else f"{failing} attempts so far",
+                             2.0)
+                    said = (now, why)
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
                 except asyncio.TimeoutError:
