@@ -298,3 +298,23 @@ async def test_a_killed_executions_start_is_kept_and_the_report_counts_it(tmp_pa
         f = build("k", await b.jobs("k"), events).figures
         assert (f["executions"], f["killed"], f["redundant"]) == (2, 1, 1)
         assert f["redundant work wasted"] > 0
+
+
+async def test_a_job_too_large_for_a_worker_is_cancelled_and_never_wedges_it(tmp_path):
+    # Submission refuses such jobs (test_batch_units); one already in the database (submitted
+    # before that check) once wedged the worker it was given to, in a reconnect loop, for ever.
+    from brasil.batch.jobfile import Defaults
+    home = tmp_path / "home"
+    home.mkdir()
+    async with scheduler(str(tmp_path)) as (d, s, b), \
+            workers(d.unix, str(tmp_path), n=1, slots=1) as [w]:
+        big = Defaults(tag="big", home=str(home)).spec("echo " + "a" * 2_000_000, 1)
+        first, _ = await s.submit([big])
+        await b.submit(["true"], tag="big", home=str(home), after=[first])
+        await b.submit(["true"], tag="small", home=str(home))
+        assert (await asyncio.wait_for(b.wait(tag="small"), 20))["done"] == 1
+        assert (await asyncio.wait_for(b.wait(tag="big"), 20))["cancelled"] == 2
+        reasons = [j.reason for j in await b.jobs("big")]
+        assert reasons[0].startswith("too large for a worker to read: its assignment is ")
+        assert reasons[1] == f"dependency {first} cancelled"
+        assert w.connected.is_set()

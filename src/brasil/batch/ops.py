@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from .jobfile import JobSpec
+from .jobfile import MAX_RECORD, JobSpec
 from .lifecycle import ACTIVE_EXECUTION
 from .policy import Policy
 from .store import Refused, Tx
@@ -102,6 +102,7 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
     if n <= 0:
         return []
     picked, redundant = policy.select(tx, worker, n, prefix)
+    picked, redundant = _fitting(tx, picked, now), [r for r in redundant if not _too_big(r)]
     redundant = [r for r in redundant if r[4]][:max(n - len(picked), 0)]
     rows = picked + redundant
     if not rows:
@@ -117,9 +118,36 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
               [(first + k, r[0], worker, "assigned", now) for k, r in enumerate(rows)])
     event(tx, [(now, "assign", r[0], first + k, worker, "redundant" if k >= len(picked) else None)
                for k, r in enumerate(rows)])
-    return [(worker, "run " + json.dumps({"t": first + k, "job": r[0], "cmd": r[1], "home": r[2],
-                                          "env": json.loads(r[3]), "isolate": bool(r[4])}))
-            for k, r in enumerate(rows)]
+    return [(worker, _record(first + k, r)) for k, r in enumerate(rows)]
+
+
+def _record(token: int, r: Sequence[Any]) -> str:
+    """The ``run`` line that gives a worker the job of row ``r`` as execution ``token``."""
+    return "run " + json.dumps({"t": token, "job": r[0], "cmd": r[1], "home": r[2],
+                                "env": json.loads(r[3]), "isolate": bool(r[4])})
+
+
+def _too_big(r: Sequence[Any]) -> int:
+    """The size of the row's assignment if it would not fit a worker's read, else 0."""
+    if len(r[1]) + len(r[2]) + len(r[3]) < MAX_RECORD // 12:  # even if every one were escaped
+        return 0
+    n = len(_record(1 << 63, r).encode()) + 1
+    return n if n > MAX_RECORD else 0
+
+
+def _fitting(tx: Tx, rows: list[Any], now: float) -> list[Any]:
+    """``rows`` less the jobs too large for a worker to read (submitted before submission
+    checked their size): those are cancelled, with the reason, instead of wedging a worker."""
+    big = [(r[0], n) for r in rows if (n := _too_big(r))]
+    if not big:
+        return rows
+    reasons = {j: f"too large for a worker to read: its assignment is {n} bytes, the limit "
+               f"{MAX_RECORD} (put a long command in a script)" for j, n in big}
+    tx.many("UPDATE jobs SET state = 'cancelled', reason = ?, finished = ? WHERE id = ? "
+            "AND state = 'ready'", [(why, now, j) for j, why in reasons.items()])
+    event(tx, [(now, "cancel", j, None, None, why) for j, why in reasons.items()])
+    cancel_dependents(tx, list(reasons), now)
+    return [r for r in rows if r[0] not in reasons]
 
 
 # ---- reports from workers ------------------------------------------------------------------------
