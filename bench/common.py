@@ -141,6 +141,17 @@ def print_profile(path: str, top: int, py_spy: bool, explain: bool = False) -> N
         st.sort_stats("cumulative").print_stats("brasil", top)
 
 
+DEFAULT_PY_SPY = "/tmp/venv-prof/bin/py-spy"
+
+
+def add_profile_args(ap: Any, what: str, nodes: str, nodes_help: str, top: int) -> None:
+    """--profile and its options, the same in every benchmark that samples daemons."""
+    ap.add_argument("--profile", action="store_true", help=f"sample {what} with py-spy instead")
+    ap.add_argument("--py-spy", default=DEFAULT_PY_SPY, metavar="PATH", help="py-spy to use")
+    ap.add_argument("--profile-nodes", default=nodes, help=f"daemons to sample ({nodes_help})")
+    ap.add_argument("--profile-top", type=int, default=top)
+
+
 class Sampled:
     """py-spy attached to some daemons for the length of a ``with``: their CPU seconds in it
     (``cpu``), and the raw stacks each wrote (``outs``, for print_py_spy). A sampler that wrote

@@ -83,7 +83,7 @@ from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
 from ClusterShell.NodeSet import NodeSet
 
-from common import CORES, TICK, BenchError, Sampled, print_py_spy, proc_cpu
+from common import CORES, TICK, BenchError, Sampled, add_profile_args, print_py_spy, proc_cpu
 from tree import BRASIL, CpuWatch, Tree, node_depth
 
 BENCH = Path(__file__).resolve().parent
@@ -104,7 +104,6 @@ WEIGHTS = (60, 20, 10, 7, 3)  # (c): how common each of the 5 variants is, in %
 TOOL_REPEATS = 5  # (c): runs of dshbak, clubak and the in-process reductions
 NOISY = 0.25
 TIMEOUT = 300.0
-DEFAULT_PY_SPY = "/tmp/venv-prof/bin/py-spy"
 LOAD_AT_START = os.getloadavg()
 MiB = 1 << 20
 
@@ -828,12 +827,8 @@ def main() -> int:
     ap.add_argument("--pcp-mb", type=int, default=100, help="MiB copied by pcp in (b) (100)")
     ap.add_argument("--only", default="abc", help="parts to run: any of a, b, c (abc)")
     ap.add_argument("--no-json", action="store_true", help=f"do not write {RESULTS.name}")
-    ap.add_argument("--profile", action="store_true",
-                    help="sample daemons with py-spy through equiv reads and a pcp instead")
-    ap.add_argument("--py-spy", default=DEFAULT_PY_SPY, metavar="PATH", help="py-spy to use")
-    ap.add_argument("--profile-nodes", default="n0,n1,n1.1",
-                    help="daemons to sample (default: the root, a mid-level one, a leaf)")
-    ap.add_argument("--profile-top", type=int, default=20)
+    add_profile_args(ap, "daemons through equiv reads and a pcp", "n0,n1,n1.1",
+                     "default: the root, a mid-level one, a leaf", 20)
     args = ap.parse_args()
     if not BRASIL.exists():
         print(f"benchmark failed: no {BRASIL}; `make setup` first", file=sys.stderr)

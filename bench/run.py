@@ -58,7 +58,7 @@ from typing import Any, Callable
 from brasil.ninep.errors import NinepError
 from ClusterShell.NodeSet import NodeSet
 
-from common import CORES, BenchError, Sampled, print_py_spy, proc_cpu, xargs
+from common import CORES, BenchError, Sampled, add_profile_args, print_py_spy, proc_cpu, xargs
 from tree import BRASIL, NOISY, CpuWatch, Tree, node_depth, wait_free
 
 BENCH = Path(__file__).resolve().parent
@@ -74,7 +74,6 @@ HOSTS = f"h[1-{N}]"
 SSH_HOSTS = 4
 SSH_FANOUT = 2
 SSH_WARM = 3  # warm runs over ssh, per tool
-DEFAULT_PY_SPY = "/tmp/venv-prof/bin/py-spy"
 TIMEOUT = 300.0
 IDLE_SECONDS = 3.0  # how long the idle tree's CPU use is measured, after the runs
 LOAD_AT_START = os.getloadavg()  # 1, 5, 15 minutes, when the script starts
@@ -554,11 +553,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each command (3)")
     ap.add_argument("--no-ssh", action="store_true", help="skip the tree over ssh")
     ap.add_argument("--no-json", action="store_true", help=f"do not write {RESULTS.name}")
-    ap.add_argument("--profile", action="store_true",
-                    help="sample the root daemon and the client with py-spy instead")
-    ap.add_argument("--py-spy", default=DEFAULT_PY_SPY, metavar="PATH", help="py-spy to use")
-    ap.add_argument("--profile-nodes", default="n0", help="daemons to sample (default: the root)")
-    ap.add_argument("--profile-top", type=int, default=25)
+    add_profile_args(ap, "the root daemon and the client", "n0", "default: the root", 25)
     args = ap.parse_args()
     if not BRASIL.exists():
         print(f"benchmark failed: no {BRASIL}; `make setup` first", file=sys.stderr)

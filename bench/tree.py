@@ -56,7 +56,8 @@ from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
 
-from common import CORES, TICK, BenchError, Sampled, busy_cpu, check_stdio, print_py_spy, vm_rss, xargs
+from common import (CORES, TICK, BenchError, Sampled, add_profile_args, busy_cpu, check_stdio,
+                    print_py_spy, vm_rss, xargs)
 from common import proc_cpu as _proc_cpu
 
 BENCH = Path(__file__).resolve().parent
@@ -75,7 +76,6 @@ TARGET_STATUS = 0.100  # seconds, median and p95 of the root's status read
 FREE_TIMEOUT = 60.0
 NOISY = 0.25  # cores used by other processes meanwhile that make the figures suspect
 SH_DATE = ("sh", "-c", "date")
-DEFAULT_PY_SPY = "/tmp/venv-prof/bin/py-spy"
 
 
 # ---- CPU from /proc -----------------------------------------------------------------------------
@@ -486,13 +486,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="1+4+16 daemons with 8 slots, N up to 128, fewer repetitions")
     ap.add_argument("--no-json", action="store_true", help=f"do not write {RESULTS.name}")
-    ap.add_argument("--profile", action="store_true",
-                    help="sample daemons with py-spy through Figure 4 deployments instead")
-    ap.add_argument("--py-spy", default=DEFAULT_PY_SPY, metavar="PATH", help="py-spy to use")
-    ap.add_argument("--profile-nodes", default="n0,n1,n1.1",
-                    help="daemons to sample (default: root, a mid-level one, a leaf)")
+    add_profile_args(ap, "daemons through Figure 4 deployments", "n0,n1,n1.1",
+                     "default: root, a mid-level one, a leaf", 20)
     ap.add_argument("--profile-repeats", type=int, default=5)
-    ap.add_argument("--profile-top", type=int, default=20)
     args = ap.parse_args()
     cfg = QUICK if args.quick else FULL
     if not BRASIL.exists():
