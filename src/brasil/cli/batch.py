@@ -18,14 +18,12 @@ from typing import Any
 
 from ..ninep.errors import NinepError
 from .errors import UsageError
+from .options import add_client_options
 
 
 def _at(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--at", metavar="ADDR", help="the scheduler's daemon (default: $BRASIL, then "
-                   "the local daemon's Unix socket)")
-    p.add_argument("--secret-file", metavar="FILE", help="cluster secret (default: "
-                   "$BRASIL_SECRET_FILE)")
-    p.add_argument("--trace", action="store_true", help="log every 9P message to stderr")
+    add_client_options(p, "the scheduler's daemon (default: $BRASIL, then the local daemon's "
+                       "Unix socket)", trace=True)
 
 
 def _positive(what: str) -> Any:

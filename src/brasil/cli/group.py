@@ -15,15 +15,13 @@ import sys
 from typing import Any
 
 from .errors import UsageError, run
+from .options import add_client_options
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where", default="", metavar="QUERY", help="the nodes: predicates joined "
                    "by '/' (arch=x86_64/mem>=4G, name=n[1-3], rack=r7); default: every node")
-    p.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
-                   "local daemon's Unix socket)")
-    p.add_argument("--secret-file", metavar="FILE", help="cluster secret (default: "
-                   "$BRASIL_SECRET_FILE)")
+    add_client_options(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -18,17 +18,10 @@ from ..ninep.client import Client
 from ..ninep.constants import DMDIR, OWRITE
 from ..ninep.wire import Stat
 from .errors import run
+from .options import add_client_options
 
 EPILOG = """addresses: HOST:PORT, unix:PATH or tcp!HOST!PORT; --at defaults to $BRASIL, then to
 the local daemon's Unix socket. Paths are inside the daemon's namespace, e.g. /csrv/local/status."""
-
-
-def _add_at(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
-                   "local daemon's Unix socket)")
-    p.add_argument("--secret-file", metavar="FILE", help="cluster secret for daemons that "
-                   "require authentication (default: $BRASIL_SECRET_FILE)")
-    p.add_argument("--trace", action="store_true", help="log every 9P message to stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,24 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
                         description="List a directory (or show one file) of the namespace.")
     ls.add_argument("-l", action="store_true", help="long format: mode, size, time, name")
     ls.add_argument("path", nargs="?", default="/", metavar="PATH")
-    _add_at(ls)
+    add_client_options(ls, trace=True)
 
     st = sub.add_parser("stat", help="show a file's metadata",
                         description="Show the 9P stat of a file: qid, mode, length, times, owner.")
     st.add_argument("path", metavar="PATH")
-    _add_at(st)
+    add_client_options(st, trace=True)
 
     cat = sub.add_parser("cat", help="print files; streams print as data arrives",
                          description="Print files to stdout. Stream files (stdio, wait) are "
                          "printed as their data arrives, until end of file.")
     cat.add_argument("paths", nargs="+", metavar="PATH")
-    _add_at(cat)
+    add_client_options(cat, trace=True)
 
     wr = sub.add_parser("write", help="write TEXT (or stdin) to a file as one write",
                         description="Write TEXT, or all of stdin, to PATH as one write — the way "
                         "to send a ctl command: brasil write /csrv/local/0/ctl exec wc -c. "
                         "Everything after PATH is TEXT, dashes included; options go before PATH.")
-    _add_at(wr)
+    add_client_options(wr, trace=True)
     wr.add_argument("path", metavar="PATH")
     wr.add_argument("text", nargs=argparse.REMAINDER, metavar="TEXT",
                     help="words joined by spaces; a newline is added")

@@ -13,6 +13,7 @@ import sys
 from typing import Any, Callable
 
 from ..ninep.transport import AddressError, default_address, parse_address
+from .options import add_client_options
 
 MOUNT_DESCRIPTION = """\
 Mount a Brasil daemon's namespace on DIR through FUSE, so that any program can use it:
@@ -40,10 +41,7 @@ def add_parsers(subparsers: Any) -> None:
         description=MOUNT_DESCRIPTION, epilog=MOUNT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("dir", metavar="DIR", help="an empty directory to mount on")
-    m.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
-                   "local daemon's Unix socket)")
-    m.add_argument("--secret-file", metavar="FILE", help="cluster secret for daemons that "
-                   "require authentication (default: $BRASIL_SECRET_FILE)")
+    add_client_options(m)
     m.add_argument("-f", "--foreground", action="store_true",
                    help="serve in this process until unmounted or interrupted (^C unmounts)")
     m.add_argument("-d", "--debug", action="store_true",

@@ -15,6 +15,9 @@ import os
 import signal
 import sys
 
+from .options import add_client_options
+
+
 DESCRIPTION = """PUSH: a shell for pipelines of ordinary programs, whose pipes fan out, fan in and
 hash across copies, on this machine or across a Brasil cluster.
 
@@ -40,10 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", dest="command", metavar="PIPELINE", help="run PIPELINE and exit")
     p.add_argument("script", nargs="?", metavar="SCRIPT", help="run the statements in SCRIPT")
-    p.add_argument("--at", metavar="ADDR", help="run on the cluster whose daemon is at ADDR "
-                   "(default: $BRASIL; none: this machine)")
-    p.add_argument("--secret-file", metavar="FILE", help="cluster secret (default: "
-                   "$BRASIL_SECRET_FILE)")
+    add_client_options(p, "run on the cluster whose daemon is at ADDR (default: $BRASIL; "
+                       "none: this machine)")
     p.add_argument("--local", action="store_true", help="run here even if $BRASIL is set")
     p.add_argument("--explain", action="store_true", help="print each pipeline's plan (stages, "
                    "copies, record modules, where each copy runs) instead of running it")

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from .errors import UsageError, run as run_async
+from .options import add_client_options
 
 DESCRIPTION = """Run a command on many slots of the tree and print what they say: reserve, exec,
 stream the output, close. Each line is prefixed by its node and rank (NODE/RANK: line), as pdsh
@@ -36,12 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-b", action="store_true", help="group identical outputs by node set")
     p.add_argument("--timeout", type=float, metavar="S", help="kill every rank after S seconds "
                    "and say which were cut short")
-    p.add_argument("--mux", nargs="+", metavar="rr|hash F", help="spread stdin: round-robin by "
+    p.add_argument("--mux", nargs="+", metavar=("rr|hash", "F"), help="spread stdin: round-robin by "
                    "line, or by the hash of field F (default: every rank gets all of it)")
-    p.add_argument("--at", metavar="ADDR", help="daemon address (default: $BRASIL, then the "
-                   "local daemon's Unix socket)")
-    p.add_argument("--secret-file", metavar="FILE", help="cluster secret (default: "
-                   "$BRASIL_SECRET_FILE)")
+    add_client_options(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD…")
 
 

@@ -1,0 +1,17 @@
+"""Options every client command shares, so that they read and behave the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+AT_HELP = "daemon address (default: $BRASIL, then the local daemon's Unix socket)"
+
+
+def add_client_options(p: argparse.ArgumentParser, at_help: str = AT_HELP,
+                       trace: bool = False) -> None:
+    """``--at`` and ``--secret-file`` (and ``--trace``, where the command logs 9P messages)."""
+    p.add_argument("--at", metavar="ADDR", help=at_help)
+    p.add_argument("--secret-file", metavar="FILE", help="cluster secret for daemons that "
+                   "require authentication (default: $BRASIL_SECRET_FILE)")
+    if trace:
+        p.add_argument("--trace", action="store_true", help="log every 9P message to stderr")
