@@ -848,7 +848,6 @@ def main() -> int:
     tree = ExportTree()
     try:
         tree.up()
-        print(f"{tree.nodes} daemons up in {tree.up_seconds:.1f} s in {tree.dir}", file=sys.stderr)
         if args.profile:
             profile(tree, args)
             return 0

@@ -134,6 +134,7 @@ class Tree:
                     self.pids[f[:-4]] = int(fh.read().strip())
         if len(self.pids) != self.nodes:
             raise BenchError(f"{len(self.pids)} pid files for {self.nodes} daemons")
+        print(f"{self.nodes} daemons up in {self.up_seconds:.1f} s in {self.dir}", file=sys.stderr)
 
     def down(self) -> None:
         if any(f.endswith(".pid") for f in os.listdir(self.dir)):
@@ -497,7 +498,6 @@ def main() -> int:
     tree = Tree(cfg["depth"], cfg["fanout"], cfg["slots"])
     try:
         tree.up()
-        print(f"{tree.nodes} daemons up in {tree.up_seconds:.1f} s in {tree.dir}", file=sys.stderr)
         if args.profile:
             profile(tree, cfg, args)
             return 0
