@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 import secrets
 import socket
 import struct
+from collections import deque
 from typing import Any, Callable
 
 from ..ninep.errors import NinepError
@@ -242,6 +242,9 @@ class LocalConn:
     def get_write_buffer_size(self) -> int:
         return self.queued
 
+    def is_closing(self) -> bool:
+        return self.error is not None  # its consumer is gone
+
     def write(self, data: bytes) -> None:
         if not data:
             self.ended = True
@@ -313,8 +316,7 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
     dead: set[int] = set()  # consumers that went away (quit early, as head does)
 
     def gone(w: Any) -> bool:
-        return isinstance(w, LocalConn) and w.error is not None or \
-            not isinstance(w, LocalConn) and w.transport.is_closing()
+        return bool(w.transport.is_closing())
 
     def busy(i: int) -> int:
         return conns[i].transport.get_write_buffer_size()
@@ -391,7 +393,8 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
                     block = head + whole if head else whole
                     if mode == "hash" and key is not None:
                         parts = key.partition(block, n, rs)
-                        if any(part and i not in live() for i, part in enumerate(parts)):
+                        alive = set(live())
+                        if any(part and i not in alive for i, part in enumerate(parts)):
                             cut = True  # a record for a consumer that quit: as a shell write
                             break       # to a closed pipe, the producer gets SIGPIPE
                         for i, part in enumerate(parts):
