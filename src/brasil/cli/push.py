@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="print each pipeline's plan (stages, "
                    "copies, record modules, where each copy runs) instead of running it")
     p.add_argument("--status", choices=("auto", "on", "off"), default="auto",
-                   help="the live status line per stage (auto: when stdout and stderr are "
-                   "terminals)")
+                   help="the live status line per stage, on stderr (auto: when stderr is a "
+                   "terminal); it never shares a line with the output")
     return p
 
 

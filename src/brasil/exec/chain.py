@@ -11,6 +11,11 @@ A command breaks the pipeline when it cannot start (126, 127), is killed by a si
 SIGPIPE after its reader ended, which is how a shell pipe stops a producer), or exits non-zero
 with input it never read (it quit early). A non-zero exit after reading everything is the
 command's answer (``grep`` found nothing), not a failure; the last command's status is ours.
+
+The pipeline's source, its first command (``--source``: the first command of PUSH's first stage),
+reads the shell's own input, which it need not read at all: whether any was left is a race, so
+for it any non-zero exit breaks the pipeline, as ``set -o pipefail`` would say. That makes the
+verdict the same every time, here and on one machine.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ def describe_status(status: int) -> str:
     return f"exit status {status}"
 
 
-def fault(status: int, reader_gone: bool, unread_input: bool) -> str:
-    """Why a command's end breaks its pipeline ("" if it does not)."""
+def fault(status: int, reader_gone: bool, unread_input: bool, source: bool = False) -> str:
+    """Why a command's end breaks its pipeline ("" if it does not). ``source``: the pipeline's
+    first command, for which any non-zero exit is a failure (see above)."""
     if status == 0:
         return ""
     if status in (126, 127):
@@ -44,6 +50,8 @@ def fault(status: int, reader_gone: bool, unread_input: bool) -> str:
     if reader_gone and status == 128 + signal.SIGPIPE:
         return ""
     if status > 128:
+        return describe_status(status)
+    if source:
         return describe_status(status)
     if unread_input:
         return f"{describe_status(status)} before the end of its input"
@@ -64,7 +72,7 @@ def status_of(rc: int) -> int:
     return 128 - rc if rc < 0 else rc
 
 
-def run(commands: list[str]) -> int:
+def run(commands: list[str], source: bool = False) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     peeks: list[int] = [-1]  # our copy of each command's stdin read end (not the first's)
     fd_in = 0
@@ -95,7 +103,7 @@ def run(commands: list[str]) -> int:
         reader_gone = not last and (i + 1) in ended
         if not last and not reader_gone and status == 128 + signal.SIGPIPE:
             reader_gone = True  # its reader closed its input without exiting: the same
-        why = fault(status, reader_gone, left > 0)
+        why = fault(status, reader_gone, left > 0, source=source and i == 0)
         if why and broke is None and not last:
             broke = (i, why)
             for p in procs:
@@ -112,4 +120,6 @@ def run(commands: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
+    args = sys.argv[1:]
+    is_source = args[:1] == ["--source"]
+    sys.exit(run(args[is_source:], source=is_source))

@@ -29,7 +29,7 @@ import subprocess
 import sys
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ..exec.chain import fault, unread
 from ..exec.command import command_argv
@@ -62,9 +62,10 @@ class Stats:
     records_out: int | None = 0
 
 
-def count_records(splitter: Splitter, block: bytes) -> int | None:
+def count_records(splitter: Splitter, block: bytes | memoryview) -> int | None:
     if isinstance(splitter, Delimited) and len(splitter.sep) == 1:
-        return block.count(splitter.sep)
+        # a memoryview has no count(); the status line counts only at a person's pace
+        return (block if isinstance(block, bytes) else bytes(block)).count(splitter.sep)
     return None
 
 
@@ -137,6 +138,7 @@ class Writer:
         self.parked: list[tuple[object, bytes, bool]] = []  # others' blocks while one streams
         self.pending = b""  # the terminator owed to an unterminated last record, if more follows
         self.registered = False
+        self.screen: Any = None  # the status line to take off the terminal before writing
 
     @property
     def full(self) -> bool:
@@ -186,7 +188,11 @@ class Writer:
         while self.queue and not self.dead:
             view = self.queue[0]
             try:
-                n = os.write(self.fd, view)
+                if self.screen is None:
+                    n = os.write(self.fd, view)
+                else:
+                    with self.screen.quiet():
+                        n = os.write(self.fd, view)
             except BlockingIOError:
                 break
             except (BrokenPipeError, OSError) as e:
@@ -460,8 +466,10 @@ class KeepRoute(RouteIO):
 class LocalRun:
     def __init__(self, plan: Plan, env: dict[str, str] | None = None, stdin: int = 0,
                  stdout: int = 1, stderr: int = 2,
-                 on_stats: Callable[[list[Stats]], None] | None = None) -> None:
+                 on_stats: Callable[[list[Stats]], None] | None = None,
+                 screen: Any = None) -> None:
         self.plan = plan
+        self.screen = screen  # a status line: then our stdout is written by us, around it
         self.env = {**os.environ, **(env or {})}
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.sel = selectors.DefaultSelector()
@@ -521,7 +529,7 @@ class LocalRun:
             if seg.index in keep:
                 continue  # started per block by its KeepRoute
             has_input = seg.index > 0
-            has_output = seg.index < len(plan.edges) or seg.copies > 1
+            has_output = seg.index < len(plan.edges) or seg.copies > 1 or self.screen is not None
             for c in self.copies[seg.index]:
                 stdin_r = stdin_w = stdout_r = stdout_w = -1
                 if has_input:
@@ -558,10 +566,11 @@ class LocalRun:
                 self._route(e.mode, e.rs, e.key, [writers[e.downstream][d] for d in r.dests],  # type: ignore[misc]
                             [(readers[e.upstream][s], self.copies[e.upstream][s]) for s in r.sources])  # type: ignore[misc]
         last = plan.last
-        if last.copies > 1:
+        if last.copies > 1 or self.screen is not None:
             self._stdout_blocking = os.get_blocking(self.stdout)
             os.set_blocking(self.stdout, False)
             out = Writer(self, self.stdout, None, None, plan.out_rs, owned=False)
+            out.screen = self.screen
             self._route("merge", plan.out_rs, None, [out],
                         [(readers[last.index][c], self.copies[last.index][c])  # type: ignore[misc]
                          for c in range(last.copies)])
@@ -673,7 +682,11 @@ class LocalRun:
                 p.stderr_tail.append(p.stderr_rest.decode(errors="replace"))
             return
         try:
-            os.write(self.stderr, data)  # shown as it comes, as a shell would
+            if self.screen is None:
+                os.write(self.stderr, data)  # shown as it comes, as a shell would
+            else:
+                with self.screen.quiet():
+                    os.write(self.stderr, data)
         except OSError:
             pass
         lines = (p.stderr_rest + data).split(b"\n")
@@ -708,8 +721,9 @@ class LocalRun:
         c = p.copy
         last = p.stage == len(c.procs) - 1
         reader_gone = c.output_dead if last else c.procs[p.stage + 1].status is not None
-        return fault(p.status or 0, reader_gone,
-                     p.unread or (p.stage == 0 and not c.input_done))
+        source = p.stage == 0 and c.seg.index == 0  # reads our own input: see exec/chain.py
+        return fault(p.status or 0, reader_gone, p.unread or (p.stage == 0 and not c.input_done),
+                     source=source)
 
     def _fail(self, p: Proc, why: str) -> None:
         tail = "".join(f"\n    {ln}" for ln in p.stderr_tail if ln.strip())
@@ -834,13 +848,15 @@ class LocalEngine:
         line = status.StatusLine(plan) if (self.status if self.status is not None
                                            else status.wanted()) else None
         try:
-            return LocalRun(plan, plan.env, on_stats=line.update if line else None).run()
+            try:
+                return LocalRun(plan, plan.env, on_stats=line.update if line else None,
+                                screen=line).run()
+            finally:
+                if line is not None:
+                    line.close()  # before any message: the last screen holds no status
         except PipelineFailed as e:
             print(e, file=sys.stderr)
             return e.status
-        finally:
-            if line is not None:
-                line.close()
 
 
 __all__ = ["LocalEngine", "LocalRun", "PipelineFailed", "Route", "Edge"]

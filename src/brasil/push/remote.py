@@ -48,6 +48,8 @@ class RemoteCopy:
     unread: bool = False  # it failed before the end of its input (the node's wait says)
     lost: str = ""
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    verdict: str = ""  # the chain's line naming the command that broke it, if it did
+    stderr_done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def label(self) -> str:
         n = self.seg.copies
@@ -62,14 +64,17 @@ def chain_command(seg: Segment) -> str:
     """What a copy runs: the command, or a chain that names which of its commands failed."""
     if len(seg.stages) == 1:
         return seg.stages[0]
-    return '"$BRASIL_PYTHON" -m brasil.exec.chain ' + " ".join(shlex.quote(t) for t in seg.stages)
+    source = "--source " if seg.index == 0 else ""
+    return f'"$BRASIL_PYTHON" -I -m brasil.exec.chain {source}' + \
+        " ".join(shlex.quote(t) for t in seg.stages)
 
 
 class RemoteRun:
     def __init__(self, client: Client, plan: Plan, stdin: int = 0, stdout: int = 1,
-                 stderr: int = 2, on_stats: Any = None) -> None:
+                 stderr: int = 2, on_stats: Any = None, screen: Any = None) -> None:
         self.c = client
         self.on_stats = on_stats
+        self.screen = screen  # a status line, taken off the terminal around every write
         self.plan = plan
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.sids: list[str] = []  # by segment
@@ -180,7 +185,7 @@ class RemoteRun:
                     return
                 self.stats[-1].bytes_out += len(data)
                 try:
-                    await loop.run_in_executor(None, _write_all, self.stdout, data)
+                    await loop.run_in_executor(None, self._write, self.stdout, data)
                 except BrokenPipeError:
                     return
 
@@ -197,17 +202,29 @@ class RemoteRun:
                         shown = b"".join(ln for ln in data.splitlines(keepends=True)
                                          if not ln.startswith(MARK.encode()))
                     try:
-                        os.write(self.stderr, shown)
+                        self._write(self.stderr, shown)
                     except OSError:
                         pass
                     lines = (rest + data).split(b"\n")
                     rest = lines.pop()[-4096:]
+                    for ln in lines:
+                        if ln.startswith(MARK.encode()):
+                            c.verdict = ln.decode(errors="replace")[:300]
                     for ln in lines[-TAIL_LINES:]:
                         c.tail.append(ln.decode(errors="replace")[:300])
         except (NinepError, ConnectionError):
             pass
+        finally:
+            c.stderr_done.set()
         if rest:
             c.tail.append(rest.decode(errors="replace")[:300])
+
+    def _write(self, fd: int, data: bytes) -> None:
+        if self.screen is None:
+            _write_all(fd, data)
+        else:
+            with self.screen.quiet():
+                _write_all(fd, data)
 
     async def _wait(self, c: RemoteCopy) -> None:
         try:
@@ -221,10 +238,14 @@ class RemoteRun:
         except (NinepError, ConnectionError) as e:
             c.lost = f"lost ({e})"
         self.stats[c.seg.index].running -= 1
+        if c.status:  # its stderr ends with it: wait for the last bytes (and the verdict)
+            try:
+                await asyncio.wait_for(c.stderr_done.wait(), 5)
+            except asyncio.TimeoutError:
+                pass
         if self.failure is None:
             why = self._fault(c)
             if why:
-                await asyncio.sleep(0)  # let its stderr's last bytes arrive first
                 self._fail(c, why)
 
     def _fault(self, c: RemoteCopy) -> str:
@@ -232,12 +253,14 @@ class RemoteRun:
         failed ended before the end of its input (``unread``)."""
         if c.lost:
             return c.lost if "lost" in c.lost else f"its node {c.node} was lost: {c.lost}"
-        return fault(c.status or 0, True, c.unread)
+        if c.verdict:  # a chain judged its own commands, as exec/chain.py does here
+            return describe_status(c.status or 1)
+        source = c.seg.index == 0 and len(c.seg.stages) == 1  # reads our input: exec/chain.py
+        return fault(c.status or 0, True, c.unread, source=source)
 
     def _fail(self, c: RemoteCopy, why: str) -> None:
-        chain = [ln for ln in c.tail if ln.startswith(MARK)]
-        if chain:
-            why += f"; {chain[-1].removeprefix(MARK).strip()}"
+        if c.verdict:
+            why += f"; {c.verdict.removeprefix(MARK).strip()}"
         tail = "".join(f"\n    {ln}" for ln in c.tail if ln.strip() and not ln.startswith(MARK))
         msg = f"push: {c.label()}: {why}" + (f"\n  last lines of its stderr:{tail}" if tail else "")
         self.failure = PipelineFailed(msg, c.status or 1)
@@ -357,13 +380,25 @@ class RemoteEngine:
         line = status.StatusLine(plan) if (self.status if self.status is not None
                                            else status.wanted()) else None
         try:
-            run = RemoteRun(self._client(), plan, on_stats=line.update if line else None)
+            return self._run(plan, line)
+        finally:
+            if line is not None:
+                line.close()
+
+    def _run(self, plan: Plan, line: Any) -> int:
+        try:
+            run = RemoteRun(self._client(), plan, on_stats=line.update if line else None,
+                            screen=line)
         except PlanError as e:
             print(f"push: {e}", file=sys.stderr)
             return 2
         task = self.loop.create_task(run.run())
         try:
-            return self.loop.run_until_complete(task)
+            try:
+                return self.loop.run_until_complete(task)
+            finally:
+                if line is not None:
+                    line.close()  # before any message: the last screen holds no status
         except KeyboardInterrupt:
             task.cancel()
             try:
@@ -378,9 +413,6 @@ class RemoteEngine:
         except (NinepError, ConnectionError) as e:
             print(f"push: {e}", file=sys.stderr)
             return 1
-        finally:
-            if line is not None:
-                line.close()
 
     def close(self) -> None:
         if self.client is not None:

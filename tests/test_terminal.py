@@ -1,0 +1,63 @@
+"""Issue 16: the tools as a person meets them, at a real terminal, on a tree made as the README
+makes it. Each test reads the final screen (tests/terminal.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from terminal import ReadmeTree, at_terminal
+
+
+@pytest.fixture(scope="module")
+def tree():  # type: ignore[no-untyped-def]
+    with ReadmeTree(depth=1, fanout=2, slots=2) as t:
+        yield t
+
+
+def numbers(screen_lines: list[str]) -> list[str]:
+    return [ln for ln in screen_lines if ln.strip()]
+
+
+def test_push_with_its_status_line_at_a_terminal_prints_every_result_and_no_status():
+    s = at_terminal(["push", "--local", "--status", "on", "-c", "seq 3 |<[2] cat >| sort -n"])
+    assert s.status == 0, s.text
+    assert numbers(s.lines) == ["1", "2", "3"], s.text
+    assert "Traceback" not in s.text
+
+
+def test_push_at_a_terminal_draws_a_status_by_default_and_erases_it():
+    s = at_terminal(["push", "--local", "-c", "seq 200000 |<[2] cat >| sort -n | tail -2"])
+    assert s.status == 0
+    assert numbers(s.lines) == ["199999", "200000"], s.text
+    assert b"running" in s.raw  # it was drawn, and is gone from the final screen
+
+
+@pytest.mark.parametrize("script,want", [
+    ("seq 8 |<[2] cat >| sort -n", [str(i) for i in range(1, 9)]),
+    ("seq 8 |<[2] cat >| sort -n | head -3", ["1", "2", "3"]),
+    # a status drawn before, between and after the results (its ticks are 0.5 s apart)
+    ("seq 8 |<[2] cat >| sh -c 'sleep 1.2; sort -n; sleep 1.2'",
+     [str(i) for i in range(1, 9)]),
+])
+def test_on_a_tree_the_status_line_never_erases_or_glues_the_results(tree, script, want):
+    s = at_terminal(["push", "--status", "on", "-c", script], env=tree.env)
+    assert s.status == 0, s.text
+    assert numbers(s.lines) == want, s.text  # no `running` left, no `0.5s1`
+
+
+@pytest.mark.parametrize("where", ["local", "tree"])
+def test_a_failed_source_fails_the_pipeline_the_same_way_every_time(tree, where):
+    args = ["--local"] if where == "local" else []
+    env = tree.env if where == "tree" else {}
+    seen = set()
+    for _ in range(4):
+        s = at_terminal(["push", *args, "-c", "cat /nonexist |< wc -l >| cat"], env=env)
+        seen.add(s.status)
+        assert "push: stage 1 `cat /nonexist`" in s.text and "exit status 1" in s.text, s.text
+    assert seen == {1}
+
+
+def test_brasil_run_at_a_terminal_prints_every_node(tree):
+    s = at_terminal(["brasil", "run", "-b", "--", "echo", "hi"], env=tree.env)
+    assert s.status == 0, s.text
+    assert "hi" in s.text and "Traceback" not in s.text
