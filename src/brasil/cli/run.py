@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -35,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     where.add_argument("-w", metavar="NODESET", help="one slot on each of these nodes "
                        "(ClusterShell syntax: n[1-3,7],m1)")
     p.add_argument("-b", action="store_true", help="group identical outputs by node set")
+    p.add_argument("-D", "--dir", metavar="DIR", help="where the ranks run, on every node "
+                   "(default: this shell's current directory, as srun does; a node without it "
+                   "fails, naming itself and the directory)")
     p.add_argument("--timeout", type=float, metavar="S", help="kill every rank after S seconds "
                    "and say which were cut short")
     p.add_argument("--mux", nargs="+", metavar=("rr|hash", "F"), help="spread stdin: round-robin by "
@@ -67,10 +71,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--mux {' '.join(m)}: use rr, or hash F with F a field number")
         mux = " ".join(m)
     command = command_text(words)
+    workdir = os.path.abspath(args.dir) if args.dir else os.getcwd()
     c = await dial(args.at, args.secret_file)
     try:
         result = await run(c, command, n=args.n, nodeset=args.w, group=args.b,
-                           timeout=args.timeout, mux=mux, stdin=sys.stdin.buffer,
+                           timeout=args.timeout, mux=mux, stdin=sys.stdin.buffer, workdir=workdir,
                            out=lambda line: print(line, flush=True))
     except RunError as e:
         raise UsageError(str(e)) from None

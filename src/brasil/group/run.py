@@ -71,7 +71,8 @@ async def tree_nodes(c: Client) -> list[str]:
 async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | None = None,
               group: bool = False, timeout: float | None = None, mux: str | None = None,
               stdin: IO[bytes] | None = None, out: Callable[[str], None] = print,
-              err: Callable[[str], None] | None = None) -> Result:
+              err: Callable[[str], None] | None = None, workdir: str | None = None) -> Result:
+    """``workdir``: where the ranks run on every node (`dir`), as srun runs in its caller's."""
     err = err or (lambda line: print(line, file=sys.stderr))
     if "\0" in command:
         raise RunError("the command holds a NUL byte, which no command line can carry")
@@ -94,7 +95,8 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
     sid = (await c.read(f"{L}/clone")).decode().strip()
     result = Result()
     try:
-        setup = ["label on"] + ([f"mux {mux}"] if mux else [])
+        setup = ["label on"] + ([f"mux {mux}"] if mux else []) + \
+            ([f"dir {workdir}"] if workdir else [])
         try:
             await c.write(f"{L}/{sid}/ctl", "".join(ln + "\n" for ln in setup + [reserve]))
         except NinepError as e:

@@ -86,6 +86,7 @@ class Session:
         self.came_from: str | None = None  # the neighbour that asked for this session (`from`)
         self.env: dict[str, str] = dict(node.env) if parent is None else {}
         self.ns: list[str] = []
+        self.dir: str | None = None  # `dir PATH`: where its commands run (else the node's)
         self.args = ""
         self.mux, self.key = "broadcast", Key()
         self.rs: Splitter = NEWLINE
@@ -132,6 +133,25 @@ class Session:
         if self.is_leaf:
             return [self]
         return [leaf for s in self.subs for leaf in s.leaves()]
+
+    def effective_dir(self) -> str | None:
+        return self.dir if self.dir is not None or self.parent is None else \
+            self.parent.effective_dir()
+
+    def set_dir(self, path: str) -> None:
+        """As ``srun`` does: a client sends the directory it runs in, so a relative path in a
+        command means on every node what it meant where it was typed."""
+        if not path.startswith("/") or "\0" in path or len(path) > 4096:
+            raise NinepError(f"dir: {quote(path)} is not an absolute path; usage: dir /PATH",
+                             errno.EINVAL)
+        self.dir = path
+
+    def check_dir(self) -> None:
+        d = self.effective_dir()
+        if d is not None and not os.path.isdir(d):
+            raise NinepError(f"exec: the directory {d} does not exist on node {self.node.name}: "
+                             "run from a directory every node has, or name one (brasil run "
+                             "--dir, push's cd)", errno.ENOENT)
 
     def effective_env(self) -> dict[str, str]:
         base = self.parent.effective_env() if self.parent else {}
@@ -224,6 +244,8 @@ class Session:
             argv = command_argv(cmd, env.get("PATH", os.defpath))
         if not self.is_leaf and self.state == "new":
             await self.reserve(1)
+        if self.is_leaf or self.leaves():
+            self.check_dir()
         if self.is_leaf:
             errors = await start_leaves(self.node, [self], cmd, argv, env)
             if errors:
@@ -244,6 +266,8 @@ class Session:
         remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}",
                         f"lazy {'on' if self.lazy else 'off'}",
                         f"label {'on' if self.label else 'off'}"]
+        if self.effective_dir() is not None:
+            remote_setup.append(f"dir {self.effective_dir()}")
         results = await asyncio.gather(start_leaves(self.node, leaves, cmd, argv, env),
                                        *(g.exec(cmd, self.effective_env(),
                                                 remote_setup + [self.rank_line(g)])

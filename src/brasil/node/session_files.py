@@ -234,6 +234,12 @@ class SessionCtl(CtlFile):
     def env(self, args: list[str]) -> None:
         self.session.set_env(args[0])
 
+    @commands.command("dir /PATH", raw=True, args=(1, 1))
+    def dir(self, args: list[str]) -> None:
+        """Where this session's commands run, on every node (the client's own directory, as
+        srun does); a node without it fails the exec, naming itself and the directory."""
+        self.session.set_dir(args[0].strip())
+
     @commands.command("close")
     def close(self, args: list[str]) -> None:
         s = self.session

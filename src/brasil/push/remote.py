@@ -98,6 +98,7 @@ class RemoteRun:
         self.made.append(sid)  # closed at the end whatever happens
         fed_by_fanout = seg.index > 0 and self.plan.edges[seg.index - 1].mode == "balance"
         lines = [f"env {k}={v}" for k, v in self.plan.env.items() if "\n" not in v]
+        lines.append(f"dir {os.getcwd()}")  # as srun: where the shell is (`cd` moves it)
         if seg is self.plan.last:
             lines.append(f"rs {self.plan.out_rs}")
         if fed_by_fanout:
