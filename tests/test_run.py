@@ -50,6 +50,24 @@ async def test_the_status_is_the_largest_of_the_ranks(tmp_path):
         assert result.status == 0 and sorted(result.nodes.values()) == ["n0", "n1", "n2", "n3"]
 
 
+async def test_failed_ranks_are_named_with_their_code_and_never_grouped_with_others(tmp_path):
+    """Issue 16 §5: `test $BRASIL_NODE != n2` printed nothing and exited 1; under -b the failed
+    node sat in the group of those that succeeded, and an `exit 4` group did not show its code."""
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        result, out, err = await collect(c, 'sh -c "test $BRASIL_NODE != n2"')
+        assert result.status == 1
+        assert err == [f"brasil run: n2/{r}: exited with exit code 1" for r, n in result.nodes.items()
+                       if n == "n2"], err
+        result, out, err = await collect(
+            c, 'sh -c "echo same; [ $BRASIL_NODE = n2 ] && exit 4; [ $BRASIL_NODE = n3 ] && '
+               'exit 1; exit 0"', group=True)
+        assert result.status == 4
+        heads = [out[i + 1] for i, line in enumerate(out) if line == "-" * 15 and i % 4 == 0]
+        assert sorted(heads) == ["n2 (1) exit 4", "n3 (1) exit 1", "n[0-1] (2)"], out
+        assert err == ["brasil run: n3 (1): exited with exit code 1",
+                       "brasil run: n2 (1): exited with exit code 4"]
+
+
 async def test_a_node_set_naming_missing_nodes_is_refused_naming_them(tmp_path):
     async with tree_13(str(tmp_path)) as (nodes, c):
         with pytest.raises(RunError, match=r"no such nodes in the tree: n\[7-9\]"):

@@ -139,6 +139,8 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
             f"({fold(sorted({result.nodes.get(r, '?') for r in ranks}))}) failed")
     if result.cut:
         err(f"brasil run: {_cut_text(result)}")
+    for line in _failures(result, group):
+        err(f"brasil run: {line}")
     codes = [s for s in result.statuses.values() if s is not None]
     result.status = max(codes + ([1] if result.lost else []), default=1)
     return result
@@ -227,17 +229,37 @@ def _by_reason(lost: dict[int, str]) -> dict[str, list[int]]:
     return out
 
 
-def _print_groups(result: Result, out: Callable[[str], None]) -> None:
-    """Identical outputs together, under their folded node set (clush -b, dshbak -c)."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for rank in sorted(set(result.nodes) | set(result.output)):
-        groups.setdefault(tuple(result.output.get(rank, [])), []).append(rank)
+def _who(result: Result, ranks: list[int]) -> str:
+    """``n[1-3] (3)``, or with the ranks where a node ran several: ``n0 (2 ranks: 0-1)``."""
     shared = len(set(result.nodes.values())) < len(result.nodes)  # a node runs several ranks
-    for lines, ranks in sorted(groups.items(), key=lambda kv: kv[1][0]):
-        nodes = [result.nodes.get(r, "?") for r in ranks]
-        head = fold(sorted(set(nodes)))
-        head += f" ({len(ranks)} rank{'s' if len(ranks) > 1 else ''}: {ranges(ranks)})" \
-            if shared else f" ({len(ranks)})"
+    head = fold(sorted({result.nodes.get(r, "?") for r in ranks}))
+    return head + (f" ({len(ranks)} rank{'s' if len(ranks) > 1 else ''}: {ranges(ranks)})"
+                   if shared else f" ({len(ranks)})")
+
+
+def _failures(result: Result, group: bool) -> list[str]:
+    """Which ranks exited non-zero, with which code, as clush says it: one line per rank, or
+    (with -b) one per code, under the node set."""
+    by_code: dict[int, list[int]] = {}
+    for rank, code in sorted(result.statuses.items()):
+        if code:
+            by_code.setdefault(code, []).append(rank)
+    if group:
+        return [f"{_who(result, ranks)}: exited with exit code {code}"
+                for code, ranks in sorted(by_code.items())]
+    return [f"{result.nodes.get(rank, '?')}/{rank}: exited with exit code {code}"
+            for code, ranks in sorted(by_code.items()) for rank in ranks]
+
+
+def _print_groups(result: Result, out: Callable[[str], None]) -> None:
+    """Identical outputs together, under their folded node set (clush -b, dshbak -c); ranks
+    that ended differently are never in one group, and a group's non-zero code is shown."""
+    groups: dict[tuple[tuple[str, ...], int | None], list[int]] = {}
+    for rank in sorted(set(result.nodes) | set(result.output)):
+        key = (tuple(result.output.get(rank, [])), result.statuses.get(rank))
+        groups.setdefault(key, []).append(rank)
+    for (lines, code), ranks in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        head = _who(result, ranks) + (f" exit {code}" if code else "")
         out("-" * 15)
         out(head)
         out("-" * 15)
