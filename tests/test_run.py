@@ -68,6 +68,31 @@ async def test_failed_ranks_are_named_with_their_code_and_never_grouped_with_oth
                        "brasil run: n2 (1): exited with exit code 4"]
 
 
+async def test_x_excludes_N_drops_the_prefix_and_b_sorts_by_node(tmp_path):
+    """Issue 16 §7: what clush users reach for."""
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        result, out, err = await collect(c, "echo $BRASIL_NODE", exclude="n[1,3]")
+        assert sorted(line.split(": ")[1] for line in out) == ["n0", "n2"]
+        result, out, err = await collect(c, "echo $BRASIL_NODE", nodeset="n[1-3]", exclude="n2",
+                                         label=False)
+        assert sorted(out) == ["n1", "n3"]
+        result, out, err = await collect(c, "echo $BRASIL_NODE", group=True)
+        assert [out[i] for i in range(1, len(out), 4)] == ["n0 (1)", "n1 (1)", "n2 (1)", "n3 (1)"]
+        with pytest.raises(RunError, match="no node left"):
+            await run(c, "true", exclude="n[0-3]")
+        with pytest.raises(RunError, match="with -n N the tree chooses"):
+            await run(c, "true", n=2, exclude="n1")
+
+
+async def test_every_bad_node_set_is_a_usage_error(tmp_path):
+    """A malformed set exited 1 and an unknown node 2: both are the command line's fault."""
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        with pytest.raises(RunError, match=r"bad node set 'n\[0-'"):
+            await run(c, "true", nodeset="n[0-")
+        with pytest.raises(RunError, match=r"bad node set"):
+            await run(c, "true", exclude="n[0-")
+
+
 async def test_a_node_set_naming_missing_nodes_is_refused_naming_them(tmp_path):
     async with tree_13(str(tmp_path)) as (nodes, c):
         with pytest.raises(RunError, match=r"no such nodes in the tree: n\[7-9\]"):

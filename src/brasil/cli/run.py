@@ -35,7 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     where.add_argument("-n", type=int, metavar="N", help="N slots anywhere in the tree")
     where.add_argument("-w", metavar="NODESET", help="one slot on each of these nodes "
                        "(ClusterShell syntax: n[1-3,7],m1)")
-    p.add_argument("-b", action="store_true", help="group identical outputs by node set")
+    p.add_argument("-x", metavar="NODESET", help="leave these nodes out (of -w, or of every "
+                   "node)")
+    p.add_argument("-b", action="store_true", help="group identical outputs by node set, "
+                   "sorted by node")
+    p.add_argument("-N", dest="no_prefix", action="store_true",
+                   help="print lines without their NODE/RANK: prefix (as clush -N)")
     p.add_argument("-D", "--dir", metavar="DIR", help="where the ranks run, on every node "
                    "(default: this shell's current directory, as srun does; a node without it "
                    "fails, naming itself and the directory)")
@@ -76,6 +81,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = await run(c, command, n=args.n, nodeset=args.w, group=args.b,
                            timeout=args.timeout, mux=mux, stdin=sys.stdin.buffer, workdir=workdir,
+                           exclude=args.x, label=not args.no_prefix,
                            out=lambda line: print(line, flush=True))
     except RunError as e:
         raise UsageError(str(e)) from None

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 from ..exec.command import one_line
 from ..ninep.client import Client
@@ -38,6 +39,15 @@ def fold(names: list[str]) -> str:
         return str(NodeSet.fromlist(names))
     except Exception:  # noqa: BLE001 - names NodeSet cannot parse: list them as they are
         return ",".join(names)
+
+
+def _node_set(text: str) -> frozenset[str]:
+    """A node set the user typed, expanded here, in the client (it names real nodes)."""
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+    try:
+        return frozenset(NodeSet(text))
+    except NodeSetParseError as e:
+        raise RunError(f"bad node set {text!r}: {e}; write it as n[1-3,7],m1") from None
 
 
 def ranges(numbers: list[int]) -> str:
@@ -71,31 +81,38 @@ async def tree_nodes(c: Client) -> list[str]:
 async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | None = None,
               group: bool = False, timeout: float | None = None, mux: str | None = None,
               stdin: IO[bytes] | None = None, out: Callable[[str], None] = print,
-              err: Callable[[str], None] | None = None, workdir: str | None = None) -> Result:
-    """``workdir``: where the ranks run on every node (`dir`), as srun runs in its caller's."""
+              err: Callable[[str], None] | None = None, workdir: str | None = None,
+              exclude: str | None = None, label: bool = True) -> Result:
+    """``workdir``: where the ranks run on every node (`dir`), as srun runs in its caller's;
+    ``exclude``: nodes left out (clush -x); ``label``: lines carry ``NODE/RANK: ``."""
     err = err or (lambda line: print(line, file=sys.stderr))
     if "\0" in command:
         raise RunError("the command holds a NUL byte, which no command line can carry")
     command = one_line(command)
     if n is None:
         names = await tree_nodes(c)
-        if nodeset:
-            from ..node.attrs import node_set
-            wanted = node_set(nodeset)
+        if nodeset or exclude:
+            wanted = _node_set(nodeset) if nodeset else frozenset(names)
             missing = sorted(wanted - set(names))
             if missing:
                 raise RunError(f"no such node{'s' if len(missing) > 1 else ''} in the tree: "
                                f"{fold(missing)}")
-            count = len(wanted)
-            reserve = f"res {count} where {shlex.quote('name=' + nodeset)} pernode 1"
+            wanted -= _node_set(exclude) if exclude else frozenset()
+            if not wanted:
+                raise RunError(f"no node left once {exclude} is excluded")
+            where = "name=" + ",".join(sorted(wanted))  # never folded: see fold()
+            reserve = f"res {len(wanted)} where {shlex.quote(where)} pernode 1"
         else:  # one on every node: no need to name them all
             reserve = f"res {len(names)} pernode 1"
+    elif exclude:
+        raise RunError("-x leaves nodes out of -w NODESET or of every node; with -n N the tree "
+                       "chooses where: use -w or drop -x")
     else:
         reserve = f"res {n}"
     sid = (await c.read(f"{L}/clone")).decode().strip()
     result = Result()
     try:
-        setup = ["label on"] + ([f"mux {mux}"] if mux else []) + \
+        setup = [f"label {'on' if label or group else 'off'}"] + ([f"mux {mux}"] if mux else []) + \
             ([f"dir {workdir}"] if workdir else [])
         try:
             await c.write(f"{L}/{sid}/ctl", "".join(ln + "\n" for ln in setup + [reserve]))
@@ -251,6 +268,11 @@ def _failures(result: Result, group: bool) -> list[str]:
             for code, ranks in sorted(by_code.items()) for rank in ranks]
 
 
+def _natural(name: str) -> list[Any]:
+    """n2 before n10, as node sets count."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
 def _print_groups(result: Result, out: Callable[[str], None]) -> None:
     """Identical outputs together, under their folded node set (clush -b, dshbak -c); ranks
     that ended differently are never in one group, and a group's non-zero code is shown."""
@@ -258,7 +280,9 @@ def _print_groups(result: Result, out: Callable[[str], None]) -> None:
     for rank in sorted(set(result.nodes) | set(result.output)):
         key = (tuple(result.output.get(rank, [])), result.statuses.get(rank))
         groups.setdefault(key, []).append(rank)
-    for (lines, code), ranks in sorted(groups.items(), key=lambda kv: kv[1][0]):
+    def by_node(kv: Any) -> Any:
+        return min(_natural(result.nodes.get(r, "?")) for r in kv[1])
+    for (lines, code), ranks in sorted(groups.items(), key=by_node):
         head = _who(result, ranks) + (f" exit {code}" if code else "")
         out("-" * 15)
         out(head)
