@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import signal
+import sys
 import textwrap
 
 import pytest
@@ -286,6 +287,23 @@ async def test_the_command_line(tree):
     assert rc == 1 and "n1 (1)" in out and "n2: motd: No such file" in err  # n2 has none
     rc, out, err = await run_cli("ptop", "--once", "--where", "name=n3*", env=env)
     assert rc == 0 and "n3.2" in out
+    # issue 16 §8: pgrep is grep: 1 when nothing matched anywhere, and no empty groups
+    put(tree, "n2", "motd", "nothing here\n")
+    rc, out, err = await run_cli("pgrep", "--where", "name=n[1-2]", "ell", "fs/motd", env=env)
+    assert rc == 0 and "n1 (1)" in out and "n2" not in out, (out, err)
+    rc, out, err = await run_cli("pgrep", "--where", "name=n[1-2]", "zzz", "fs/motd", env=env)
+    assert rc == 1 and out == "", out
+    # ptop off a terminal prints at once, one table per interval, as top -b
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "brasil.cli.main", "ptop", "--interval", "0.2", "--where",
+        "name=n1", stdout=asyncio.subprocess.PIPE, env={**os.environ, **env})
+    try:
+        assert p.stdout is not None
+        first = await asyncio.wait_for(p.stdout.readuntil(b"n1 "), 20)
+        assert b"brasil ptop" in first
+    finally:
+        p.kill()
+        await p.wait()
 
 
 async def test_concat_keeps_binaries_exact_and_refuses_a_file_over_the_limit(tree):

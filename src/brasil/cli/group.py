@@ -44,8 +44,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    'list of {"nodes": […], "count": n, "content": "…"})')
     _common(g)
     pg = sub.add_parser("pgrep", help="grep a file on many nodes, identical answers grouped",
-                        description="grep PATTERN in PATH on every selected node; identical "
-                        "matches are grouped under their node set.")
+                        description="grep PATTERN (RE2 syntax) in PATH on every selected node; "
+                        "identical matches are grouped under their node set, and nodes where "
+                        "nothing matched are left out. Exit status: 0 if a line matched "
+                        "somewhere, 1 if none did, as grep.")
     pg.add_argument("pattern", metavar="PATTERN")
     pg.add_argument("path", metavar="PATH")
     _common(pg)
@@ -75,11 +77,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                          description="Refreshing table of the selected nodes: load, free and "
                          "total slots, sessions, free memory. Ctrl-C ends it.")
     pt2.add_argument("--once", action="store_true", help="print the table once and exit")
-    pt2.add_argument("--interval", type=float, default=1.0, metavar="S")
+    pt2.add_argument("--interval", type=float, default=1.0, metavar="S",
+                     help="seconds between refreshes (default 1); off a terminal, a new table "
+                     "is printed each time, as top -b does")
     _common(pt2)
 
 
 NUMERIC = ("sum", "min", "max", "mean")
+STATUS_HEADER = "NAME SLOTS FREE LOAD MEMFREE_MB"  # a status line's numeric columns
 COMMANDS = ("gread", "pgrep", "ptail", "pcp", "psync", "ptop")
 
 
@@ -126,8 +131,14 @@ async def cmd(args: argparse.Namespace) -> int:
                 result = await api.gread(c, args.path, args.where, agg, grep)
             except ValueError as e:
                 raise UsageError(str(e)) from None
+            if args.command == "pgrep":  # a node where nothing matched is no group of lines
+                result["groups"] = [g for g in result.get("groups", []) if g.get("content")]
+            elif agg in NUMERIC and args.path == "status" and sys.stdout.isatty():
+                print(STATUS_HEADER)
             show(result, getattr(args, "json", False))
             rc = print_errors(result)
+            if args.command == "pgrep" and not rc and not result["groups"]:
+                return 1  # as grep: nothing matched anywhere
             if not result.get("nodes") and not result.get("errors"):
                 print(f"brasil {args.command}: no node matches "
                       f"{args.where or '(every node: none answered)'}", file=sys.stderr)
@@ -149,9 +160,10 @@ async def cmd(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 0
         if args.command == "psync":
+            from ..group.run import fold
             done = await api.psync(c, args.source, args.dest, args.where)
             for path, sent in done:
-                print(f"{path}: {'sent to ' + ','.join(sent) if sent else 'up to date'}")
+                print(f"{path}: {'sent to ' + fold(sorted(sent)) if sent else 'up to date'}")
             if not done:
                 print(f"brasil psync: {args.source} holds no files: nothing to send",
                       file=sys.stderr)
@@ -215,9 +227,15 @@ async def ptop(c: Any, args: argparse.Namespace) -> int:
             t.add_row(a["name"], a.get("load", "?"), f"{a.get('free', '?')}/{a.get('slots', '?')}",
                       a.get("sessions", "?"), f"{mem} MB", a.get("arch", "?"))
         return t
-    if args.once:
-        Console().print(table(await api.status(c, args.where)))
-        return 0
+    if args.interval <= 0:
+        raise UsageError(f"--interval {args.interval:g}: give a number of seconds above 0")
+    if args.once or not sys.stdout.isatty():  # off a terminal: one table per interval (top -b)
+        while True:
+            Console().print(table(await api.status(c, args.where)))
+            sys.stdout.flush()
+            if args.once:
+                return 0
+            await asyncio.sleep(args.interval)
     with Live(table(await api.status(c, args.where)), refresh_per_second=4) as live:
         while True:
             await asyncio.sleep(args.interval)
