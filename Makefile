@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PEERS := .peers
 
-.PHONY: test demo bench bench-deps fuzz setup system peers test-deps lint clean
+.PHONY: test demo bench bench-compare bench-deps fuzz setup system peers test-deps lint clean
 
 setup: system $(VENV)/.installed
 
@@ -54,9 +54,13 @@ bench: setup peers bench-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/group.py
 
+# The working tree against REV, alternating in one run (bench/compare.py): the ratio to quote.
+bench-compare: setup
+	$(BIN)/python bench/compare.py $(REV) --pairs $${PAIRS:-3} $(if $(FIGURES),--figures $(FIGURES)) $(ARGS)
+
 fuzz: setup
 	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0
 	$(BIN)/python tests/fuzz/fuzz_decode.py -max_total_time=$${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf $(VENV) $(PEERS) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEERS) .bench-compare build src/*.egg-info .pytest_cache .hypothesis
