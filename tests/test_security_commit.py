@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from brasil.batch import commit
 from brasil.ninep import beneath
+from brasil.ninep.client import Client
+from brasil.ninep.constants import DMDIR, OREAD, OTRUNC, OWRITE
+from fixtures import wait_for
 from test_batch_fixtures import scheduler, tree, workers
 
 NOBODY = 65534
@@ -228,3 +232,78 @@ async def test_an_isolated_job_in_a_home_others_can_write_fails_with_the_reason(
         assert "writable by others" in job.reason and f"chmod go-w {home}" in job.reason, job
         assert job.id == r.first
     assert os.listdir(home) == []
+
+
+# ---- §3: a remote worker's journal, applied by the scheduler ----
+
+async def remote_commit(tmp_path: Path,
+                        journal: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+    """Play a remote worker holding the secret: take an isolated job, report it done, upload a
+    staging directory through fs/ with ``journal``, report it journaled. Returns the job as the
+    scheduler then reports it, and its events."""
+    export = tmp_path / "export"
+    home = export / "home"
+    home.mkdir(parents=True)
+    (home / "in.txt").write_text("in\n")
+    async with scheduler(str(tmp_path), export=str(export)) as (d, s, b):
+        c = await Client.connect(d.unix)
+        try:
+            await c.write("csrv/local/batch/ctl", "worker evil 1 remote host=x pid=1\n")
+            nxt = await c.open("csrv/local/batch/workers/evil/next", OREAD)
+            ctl = await c.open("csrv/local/batch/workers/evil/ctl", OWRITE)
+
+            async def line(verb: str) -> str:
+                while True:
+                    for ln in (await nxt.read(1 << 20, 0)).decode().splitlines():
+                        if ln.startswith(verb + " "):
+                            return ln.partition(" ")[2]
+
+            await b.submit(["true"], tag="r", home=str(home), isolate=True, retries=0)
+            token = json.loads(await line("run"))["t"]
+            now = time.time()
+            await ctl.write(f"start {token} 0 {now}\ndone {token} 0 {now} {now}\n".encode(), 0)
+            assert int(await line("commit")) == token
+            staging = f"csrv/local/fs/home/.brasil-commit-{token}"
+            for p in (staging, f"{staging}/files", f"{staging}/trash"):
+                await (await c.create(p, DMDIR | 0o700, 0)).close()
+            f = await c.create(f"{staging}/files/0", 0o644, OWRITE | OTRUNC)
+            async with f:
+                await f.write(b"uploaded\n")
+            f = await c.create(f"{staging}/journal", 0o600, OWRITE | OTRUNC)
+            async with f:
+                await f.write(json.dumps(journal).encode())
+            await ctl.write(f"journaled {token} {time.time()}\n".encode(), 0)
+            await asyncio.wait_for(b.wait(tag="r"), WAIT)
+            await wait_for(lambda: not [p for p in os.listdir(home) if p.startswith(".brasil")],
+                           timeout=10)
+            return (await b.jobs("r"))[0], await b.events("r")
+        finally:
+            await c.close()
+
+
+async def test_a_remote_workers_honest_journal_is_applied_by_the_scheduler(tmp_path):
+    job, _ = await remote_commit(tmp_path, [{"kind": "put", "path": "out/up.txt", "staged": "0"},
+                                            {"kind": "delete", "path": "in.txt"}])
+    assert job.state == "done", job
+    assert tree(str(tmp_path / "export" / "home")) == {"out/up.txt": "uploaded\n"}
+
+
+async def test_a_remote_workers_journal_that_leaves_the_export_is_refused(tmp_path):
+    rootonly = tmp_path / "rootonly3"
+    rootonly.mkdir(mode=0o700)
+    (rootonly / "secret").write_text("root's\n")
+    (tmp_path / "victim.txt").write_text("keep me\n")
+    before = outside(tmp_path)
+    job, events = await remote_commit(tmp_path, [
+        {"kind": "put", "path": "../../rootonly3/planted", "staged": "0"},
+        {"kind": "delete", "path": "../../victim.txt"},
+        {"kind": "chmod", "path": "../../rootonly3", "mode": 0o777}])
+    # (the scheduler's own files, its database and socket, appear beside them meanwhile)
+    attacked = ("rootonly3", "victim")
+    after = {k: v for k, v in outside(tmp_path).items() if k.startswith(attacked)}
+    assert after == {k: v for k, v in before.items() if k.startswith(attacked)}
+    assert sorted(os.listdir(rootonly)) == ["secret"] and (rootonly.stat().st_mode & 0o777) == 0o700
+    assert (tmp_path / "victim.txt").read_text() == "keep me\n"
+    assert job.state == "failed", job  # not done with its outputs lost
+    assert "journal" in job.reason and ".." in job.reason, job
+    assert tree(str(tmp_path / "export" / "home")) == {"in.txt": "in\n"}
