@@ -328,6 +328,21 @@ def commit_undone(tx: Tx, token: int, why: str, now: float, failed: bool = False
     event(tx, [(now, "rollback" if not failed else "fail", job, token, row[6], why)])
 
 
+def commit_refused(tx: Tx, token: int, why: str, now: float) -> None:
+    """The execution's commit was refused before anything of it was applied (a journal naming
+    paths outside its home, a home others could write): running the job again would meet the
+    same refusal, so the job fails with the reason, and what waits for it is cancelled."""
+    row = _execution(tx, token)
+    if row is None or row[0] not in ("committing", "applying"):
+        return
+    job = row[1]
+    tx.execute("UPDATE executions SET state = 'failed', ended = ? WHERE id = ?", (now, token))
+    tx.execute("UPDATE jobs SET state = 'failed', active = 0, finished = ?, reason = ? "
+               "WHERE id = ? AND state = 'exiting'", (now, why, job))
+    event(tx, [(now, "fail", job, token, row[6], why)])
+    cancel_dependents(tx, [job], now)
+
+
 def gone(tx: Tx, worker: str, tokens: list[int], now: float) -> None:
     """The worker has rolled back (killed, discarded) these executions."""
     rows = tx.in_chunks("SELECT id, job FROM executions WHERE id IN ({ids})", tokens)

@@ -14,15 +14,14 @@ says ``journaled``; the scheduler — on whose disk the home is — applies the 
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-from dataclasses import asdict
 
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, OTRUNC, OWRITE
 from ..ninep.errors import NinepError
-from .commit import Op, clean_tree
+from .commit import clean_tree
+from .journal import COMMIT, Op, encode
 
 FS = "csrv/local/fs"
 
@@ -80,7 +79,7 @@ async def _put_tree(c: Client, local: str, path: str) -> None:
 
 async def upload(c: Client, upper: str, remote_home: str, token: int, ops: list[Op]) -> None:
     """Stage ``ops`` into the remote home's ``.brasil-commit-TOKEN`` and write the journal last."""
-    staging = f"{remote_home}/.brasil-commit-{token}"
+    staging = f"{remote_home}/{COMMIT}{token}"
     for d in (staging, f"{staging}/files", f"{staging}/trash"):
         f = await c.create(d, DMDIR | 0o700, 0)
         await f.close()
@@ -93,4 +92,4 @@ async def upload(c: Client, upper: str, remote_home: str, token: int, ops: list[
             await _put_tree(c, local, f"{staging}/files/{op.staged}")
     f = await c.create(f"{staging}/journal", 0o600, OWRITE | OTRUNC)
     async with f:
-        await f.write(json.dumps([asdict(o) for o in ops]).encode())
+        await f.write(encode(ops))

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..ninep.errors import NinepError
+from ..ninep.private import UnsafePathError
 from . import commit, isolate, ops
 from .jobfile import JobFileError, JobSpec, Parser
 from .policy import Policy, TrellisPolicy
@@ -416,7 +417,11 @@ class Scheduler:
             ops.resolve_done(tx, done)
         push += ops.claim(tx, w.name, w.capacity(), self._prefix(w), now, self.policy)
         for home, token in undo:
-            commit.recover_token(home, token, False)  # a rename and a removal: cheap enough here
+            try:  # a rename and a removal: cheap enough here
+                commit.recover_token(home, token, False)
+            except OSError as e:  # a home refused (or gone) is left alone, and said so
+                log.warning("batch: removing execution %d's staging in %s failed: %s", token,
+                            home, e)
         return push, remote
 
     def _prefix(self, w: Worker) -> str | None:
@@ -521,12 +526,22 @@ class Scheduler:
         home = self.homes.get(token)
         worker = self.owner.get(token, "?")
         journaled = token in self.applying
+        w = self.workers.get(worker)
+        # A remote worker's journal came over the network: its home must be in the export too.
+        within = self.export_root if w is not None and w.remote else None
         try:
             if home is None:
                 return
             loop = asyncio.get_running_loop()
             try:
-                done = await loop.run_in_executor(None, commit.recover_token, home, token, journaled)
+                done = await loop.run_in_executor(None, commit.recover_token, home, token,
+                                                  journaled, within)
+            except UnsafePathError as e:  # refused whole: nothing of it was applied
+                log.warning("batch: execution %d's commit in %s refused: %s", token, home, e)
+                now, why = time.time(), f"commit refused: {e}"
+                await self.write(lambda tx: ops.commit_refused(tx, token, why, now))
+                self.deliver([(worker, f"discard {token}")])
+                return
             except OSError as e:
                 log.warning("batch: completing execution %d's commit in %s failed: %s", token,
                             home, e)

@@ -296,6 +296,8 @@ class Worker:
             preexec = None
             cwd: str | None = e.home
             if e.isolate or self.remote_homes:
+                if not self.remote_homes:  # its commit would be refused: say so now, not after
+                    commit.check_home(e.home)
                 e.scratch = os.path.join(self.workdir, "scratch", str(e.token))
                 os.makedirs(os.path.join(e.scratch, "upper"))
                 os.makedirs(os.path.join(e.scratch, "work"))

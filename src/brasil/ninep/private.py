@@ -83,6 +83,12 @@ def private_dir(path: str, what: str = "directory") -> str:
 
 def check_private_dir(path: str, what: str = "directory") -> None:
     info = os.lstat(path)
+    check_private_stat(info, path, what)
+
+
+def check_private_stat(info: os.stat_result, path: str, what: str = "directory") -> None:
+    """:func:`check_private_dir` on what ``lstat`` (or ``fstat`` of a descriptor opened without
+    following links) said ``path`` is."""
     fix = f"remove it (rm -r {path}) or choose another"
     if stat.S_ISLNK(info.st_mode):
         raise UnsafePathError(f"{what} {path} is a symbolic link; {fix}")
@@ -94,6 +100,25 @@ def check_private_dir(path: str, what: str = "directory") -> None:
     if info.st_mode & 0o077:
         raise UnsafePathError(f"{what} {path} is open to others (mode "
                               f"{stat.S_IMODE(info.st_mode):o}); chmod 700 {path}, or {fix}")
+
+
+def check_owned_dir(info: os.stat_result, path: str, what: str = "directory") -> None:
+    """Refuse a directory we are to write into on someone's behalf (a job's home) unless it is a
+    real directory of ours that nobody else can write: whoever can write it could swap what is
+    in it for links to our files while we write there, and make us write through them."""
+    risk = "could swap what is in it for links to your files while brasil writes there"
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafePathError(f"{what} {path} is a symbolic link; give the directory itself")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafePathError(f"{what} {path} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise UnsafePathError(f"{what} {path} belongs to {_who(info.st_uid)}, not to you: its "
+                              f"owner {risk}; use a directory of your own (or chown "
+                              f"{os.geteuid()} {path})")
+    if info.st_mode & 0o022:
+        raise UnsafePathError(f"{what} {path} is writable by others (mode "
+                              f"{stat.S_IMODE(info.st_mode):o}): they {risk}; chmod go-w {path}, "
+                              "or use a directory of your own")
 
 
 def write_private(path: str, data: bytes | str, mode: int = 0o600) -> None:

@@ -18,6 +18,7 @@ import pwd
 import stat as st
 from functools import lru_cache
 
+from ..ninep.beneath import DIR_FLAGS, O_PATH, open_dir_beneath
 from ..ninep.constants import (DMAPPEND, DMAUTH, DMDEVICE, DMDIR, DMEXCL, DMMOUNT,
                                DMNAMEDPIPE, DMSETGID, DMSETUID, DMSOCKET, DMSYMLINK, OTRUNC)
 from ..ninep.errors import Eexist, NinepError
@@ -25,7 +26,6 @@ from ..ninep.synthetic import Dir, Handle, Node
 from ..ninep.wire import Qid, Stat
 
 MAX_LINKS = 40
-O_PATH = getattr(os, "O_PATH", 0)
 
 
 def _oserror(e: OSError, what: str) -> NinepError:
@@ -57,20 +57,14 @@ class Export:
             raise NotADirectoryError(f"--export {root}: not a directory")
 
     def open_dir(self, rel: tuple[str, ...], listable: bool = False) -> int:
-        """A descriptor of directory ``rel``, opened one name at a time without following links;
-        ``listable`` opens the last one for reading its entries (O_PATH descriptors cannot)."""
-        flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.root, (os.O_RDONLY if listable and not rel else O_PATH) | flags)
+        """A descriptor of directory ``rel``, opened beneath the root without following links
+        (``ninep/beneath.py``); ``listable`` opens it for reading its entries (O_PATH
+        descriptors cannot)."""
+        root = os.open(self.root, O_PATH | DIR_FLAGS)
         try:
-            for i, name in enumerate(rel):
-                last = i == len(rel) - 1
-                nxt = os.open(name, (os.O_RDONLY if listable and last else O_PATH) | flags, dir_fd=fd)
-                os.close(fd)
-                fd = nxt
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
+            return open_dir_beneath(root, rel, listable)
+        finally:
+            os.close(root)
 
     def lstat(self, rel: tuple[str, ...]) -> os.stat_result:
         if not rel:
