@@ -9,7 +9,8 @@ nothing else; an unexpected exception in a handler is logged and answered as an 
 
 Authentication is a hook: an :class:`Authenticator` makes the node an afid points at, and says
 whether a finished afid lets ``uname`` attach. Without one, Tauth is refused and any attach is
-accepted — the transport's reach (a 0600 Unix socket, loopback) is the guard.
+accepted — the transport's reach is the guard: a Unix socket serves only peers of the daemon's own
+uid (SO_PEERCRED), and `brasil serve` never opens a TCP listener without a secret.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextvars
 import errno as _errno
 import itertools
 import logging
+import os
 from typing import Any, Awaitable, Callable, Protocol
 
 from . import text
@@ -95,7 +97,7 @@ from .messages import (
     encode,
 )
 from .synthetic import Dir, Handle, Node
-from .transport import Address, listen, set_nodelay
+from .transport import Address, listen, peer_uid, set_nodelay
 from .wire import write_stat
 
 log = logging.getLogger("brasil.ninep")
@@ -291,6 +293,8 @@ class Connection(asyncio.Protocol):
         set_nodelay(transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        if self.kind == "unix" and not self._owner_is_peer(transport):
+            return
         if not self.server.room_for(self.kind):
             limited.warning(f"full {self.kind}", "conn %d (%s): refused: %d connections already "
                             "open (the limit; raise it with serve --max-connections)", self.ident,
@@ -302,6 +306,21 @@ class Connection(asyncio.Protocol):
         self.server.counts[self.kind] += 1
         self.opened = asyncio.get_running_loop().time()
         log.debug("conn %d: open from %s", self.ident, self.peer)
+
+    def _owner_is_peer(self, transport: asyncio.Transport) -> bool:
+        """A Unix socket serves the daemon's own uid only, whatever its mode or directory lets
+        through: whoever attaches here runs commands as the owner, without a secret."""
+        uid = peer_uid(transport)
+        me = os.geteuid()
+        self.peer = f"unix uid {uid}"
+        if uid == me:
+            return True
+        limited.warning("foreign uid", "conn %d (%s): refused: only the daemon's owner (uid %d) "
+                        "may use its Unix socket; others connect over TCP with the cluster secret",
+                        self.ident, self.peer, me)
+        self.closed = True
+        transport.abort()
+        return False
 
     def overdue(self, now: float) -> str:
         """Why this connection has waited too long, or "" if it has not."""
