@@ -170,6 +170,7 @@ async def dial(at: str | None = None, secret_file: str | None = None, **kw: Any)
     from .client import Client
     from .transport import default_address, parse_address
     addr = parse_address(at) if at else default_address()
+    given = secret_file or os.environ.get("BRASIL_SECRET_FILE")
     secret_file = secret_file_for(addr, secret_file)
     auth = client_auth(load_secret(secret_file)) if secret_file else None
     try:
@@ -177,7 +178,10 @@ async def dial(at: str | None = None, secret_file: str | None = None, **kw: Any)
     except NinepError as e:
         if e.message != Eauth[0]:
             raise
-        if secret_file:
+        if secret_file == default_secret_path() and secret_file != given:
+            hint = (f"the daemon at {addr} requires its cluster secret, and your default one "
+                    f"({secret_file}) is not it: pass --secret-file FILE or set BRASIL_SECRET_FILE")
+        elif secret_file:
             hint = f"the secret in {secret_file} is not the one the daemon at {addr} was given"
         else:
             hint = (f"the daemon at {addr} requires the cluster secret: pass --secret-file FILE "
