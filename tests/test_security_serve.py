@@ -136,3 +136,78 @@ async def test_the_unix_socket_refuses_another_uid_even_when_its_mode_lets_them_
     finally:
         await stop(proc)
         shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- §17: caps with shares; a command that fails halfway releases what it took ----
+
+async def from_source(addr, source: str) -> Client:  # type: ignore[no-untyped-def]
+    """A client whose connection comes from ``source`` (another loopback address: another peer)."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(asyncio.Protocol, addr.host, addr.port,
+                                                local_addr=(source, 0))
+    return await Client.adopt(transport, b"", f"from {source}")  # type: ignore[arg-type]
+
+
+async def unattached_flood(addr, n: int) -> list[asyncio.StreamWriter]:  # type: ignore[no-untyped-def]
+    """``n`` connections from 127.0.0.1 that say nothing (the server closes some at once)."""
+    out = []
+    for _ in range(n):
+        _, w = await asyncio.open_connection(addr.host, addr.port)
+        out.append(w)
+    return out
+
+
+async def test_one_peer_opening_many_connections_does_not_keep_another_peer_out(tmp_path):
+    from fixtures import daemon
+    async with daemon(str(tmp_path), max_connections=32, handshake_timeout=60) as d:
+        flood = await unattached_flood(d.tcp, 64)
+        try:
+            c = await asyncio.wait_for(from_source(d.tcp, "127.0.0.2"), 5)
+            assert (await c.read("csrv/local/arch")).startswith(b"linux")
+            await c.close()
+            assert d.server.counts["net"] < 32  # the flood got its share, not the whole cap
+        finally:
+            for w in flood:
+                w.close()
+
+
+async def test_one_peer_grabbing_fids_does_not_make_another_peers_or_the_owners_run_fail(tmp_path):
+    from brasil.group.run import run
+    from fixtures import daemon
+    async with daemon(str(tmp_path), max_total_fids=200) as d:
+        grabbers = [await Client.connect(d.tcp) for _ in range(3)]  # one peer, 3 connections
+        held = 0
+        for g in grabbers:
+            while True:
+                try:
+                    await g.walk("csrv/local/arch")
+                except Exception:  # noqa: BLE001 - its limit, whichever it is
+                    break
+                held += 1
+        assert held < 200
+        out: list[str] = []
+        owner = await Client.connect(d.unix)
+        other = await from_source(d.tcp, "127.0.0.2")
+        try:
+            for c in (owner, other):
+                r = await run(c, "echo hello", n=1, out=out.append, err=out.append)
+                assert r.status == 0, out
+            assert out == ["n0/0: hello", "n0/0: hello"]
+        finally:
+            for c in grabbers + [owner, other]:
+                await c.close()
+
+
+async def test_a_run_that_fails_after_reserving_leaves_no_session_behind(tmp_path):
+    from brasil.group.run import run
+    from brasil.ninep.errors import NinepError
+    from fixtures import daemon
+    async with daemon(str(tmp_path), slots=2, max_fids=4) as d:  # room for res, not for the rest
+        c = await Client.connect(d.unix)
+        try:
+            with pytest.raises(NinepError, match="too many fids"):
+                await run(c, "sleep 30", n=2, out=lambda line: None, err=lambda line: None)
+            await wait_for(lambda: not d.node.sessions, timeout=5)
+            assert len(d.node.free) == 2
+        finally:
+            await c.close()

@@ -82,9 +82,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                      help="sessions at once (default: %(default)s)")
     lim.add_argument("--max-connections", type=int, default=None, metavar="N",
                      help="network connections at once (default: 1024, less if the open-file "
-                     f"limit is low); the Unix socket has {UNIX_CONNECTIONS} more of its own")
+                     f"limit is low); the Unix socket has {UNIX_CONNECTIONS} more of its own. "
+                     "Those not yet attached are at most half, and 1/16 from one address")
     lim.add_argument("--max-fids", type=int, default=DEFAULT_MAX_TOTAL_FIDS, metavar="N",
-                     help="open files (fids) over all connections (default: %(default)s)")
+                     help="open files (fids) over all connections (default: %(default)s); "
+                     "network connections hold at most 7/8 of them (the rest is the Unix "
+                     "socket's), one address at most half of that")
     lim.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT,
                      metavar="SECONDS", help="close a connection not attached this long after "
                      "connecting (default: %(default)g)")
