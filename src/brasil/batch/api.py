@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterable
 
-from ..ninep.auth import client_auth, load_secret
+from ..ninep.auth import client_auth, load_secret, secret_file_for
 from ..ninep.client import Client
 from ..ninep.constants import ORDWR
 from ..ninep.transport import default_address, parse_address
@@ -102,7 +102,7 @@ class Batch:
     @classmethod
     async def connect(cls, address: str | None = None, secret_file: str | None = None) -> Batch:
         addr = parse_address(address) if address else default_address()
-        secret_file = secret_file or os.environ.get("BRASIL_SECRET_FILE")
+        secret_file = secret_file_for(addr, secret_file)
         auth = client_auth(load_secret(secret_file)) if secret_file else None
         return cls(await Client.connect(addr, auth=auth))
 

@@ -79,9 +79,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
     except AddressError as e:
         return _fail(prog, e, 2)
     auth = None
-    secret_file = args.secret_file or os.environ.get("BRASIL_SECRET_FILE")
+    from ..ninep.auth import SecretError, client_auth, load_secret, secret_file_for
+    try:
+        secret_file = secret_file_for(addr, args.secret_file)
+    except SecretError as e:
+        return _fail(prog, e)
     if secret_file:
-        from ..ninep.auth import SecretError, client_auth, load_secret
         try:
             auth = client_auth(load_secret(secret_file))
         except SecretError as e:

@@ -12,6 +12,7 @@ def add_client_options(p: argparse.ArgumentParser, at_help: str = AT_HELP,
     """``--at`` and ``--secret-file`` (and ``--trace``, where the command logs 9P messages)."""
     p.add_argument("--at", metavar="ADDR", help=at_help)
     p.add_argument("--secret-file", metavar="FILE", help="cluster secret for daemons that "
-                   "require authentication (default: $BRASIL_SECRET_FILE)")
+                   "require authentication (default: $BRASIL_SECRET_FILE, then for a TCP address the "
+                   "runtime directory's secret that `brasil serve` made, if any)")
     if trace:
         p.add_argument("--trace", action="store_true", help="log every 9P message to stderr")

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 
-from ..ninep.auth import load_secret
+from ..ninep.auth import load_secret, own_secret
 from ..ninep.private import private_dir, write_private
 from ..tree.daemon import Daemon
 from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socket_path, \
@@ -28,9 +28,12 @@ log = logging.getLogger("brasil.serve")
 DESCRIPTION = """Run the node daemon: serve this machine's namespace (/csrv/local: arch, status, env,
 ns, clone, fs, net and sessions) over 9P.
 
-With no options it listens on a Unix socket in your runtime directory (mode 0600: only you can
-reach it) and on 127.0.0.1:5670, with one slot per CPU core. A TCP listener on anything but
-loopback is refused unless --secret-file is given."""
+With no options it listens on a Unix socket in your runtime directory (mode 0600, and only
+connections from your own uid are served) and on 127.0.0.1:5670, with one slot per CPU core.
+A TCP listener always requires the cluster secret: without --secret-file, the daemon uses (and
+makes, the first time) RUNTIME_DIR/secret, mode 0600, which your own commands on this machine
+find by themselves. A TCP listener on anything but loopback is refused unless --secret-file is
+given."""
 
 EPILOG = """examples:
   brasil serve                                  defaults: Unix socket + 127.0.0.1:5670
@@ -62,7 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="with --slurm: the first "
                    "task's port on each node (the next tasks there take the following ones)")
     p.add_argument("--secret-file", metavar="FILE",
-                   help="cluster secret; required to listen beyond loopback")
+                   help="cluster secret; required to listen beyond loopback (default for TCP on "
+                   "loopback or joining a parent: the runtime directory's secret, made if "
+                   "missing)")
     p.add_argument("--state-dir", metavar="DIR", help="where state is kept "
                    "(default: $XDG_STATE_HOME/brasil or ~/.local/state/brasil)")
     p.add_argument("--db", metavar="URL", help="the batch scheduler's database: sqlite:///PATH "
@@ -77,9 +82,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                      help="sessions at once (default: %(default)s)")
     lim.add_argument("--max-connections", type=int, default=None, metavar="N",
                      help="network connections at once (default: 1024, less if the open-file "
-                     f"limit is low); the Unix socket has {UNIX_CONNECTIONS} more of its own")
+                     f"limit is low); the Unix socket has {UNIX_CONNECTIONS} more of its own. "
+                     "Those not yet attached are at most half, and 1/16 from one address")
     lim.add_argument("--max-fids", type=int, default=DEFAULT_MAX_TOTAL_FIDS, metavar="N",
-                     help="open files (fids) over all connections (default: %(default)s)")
+                     help="open files (fids) over all connections (default: %(default)s); "
+                     "network connections hold at most 7/8 of them (the rest is the Unix "
+                     "socket's), one address at most half of that")
     lim.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT,
                      metavar="SECONDS", help="close a connection not attached this long after "
                      "connecting (default: %(default)g)")
@@ -111,6 +119,21 @@ def listen_addresses(args: argparse.Namespace) -> list[Address]:
                          "--secret-file: anyone who can reach it could run commands as you. "
                          "Give --secret-file FILE, or listen on 127.0.0.1 or a unix: socket")
     return addrs
+
+
+def secret_file_for_serving(args: argparse.Namespace, addrs: list[Address]) -> str | None:
+    """--secret-file, else, if we listen on TCP or join a parent, our own default secret (made
+    if there is none): a TCP listener, even on loopback, is open to every local user, so it
+    never goes without one. The log says where it is, for the clients that need it."""
+    if args.secret_file:
+        return str(args.secret_file)
+    if not args.parent and not any(a.kind == "tcp" for a in addrs):
+        return None
+    path, made = own_secret()
+    log.warning("no --secret-file: TCP clients must know the secret %s %s (your commands on "
+                "this machine find it there; elsewhere give --secret-file or set "
+                "BRASIL_SECRET_FILE)", "made in" if made else "kept in", path)
+    return path
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -145,7 +168,8 @@ async def serve(args: argparse.Namespace) -> int:
         except NinepError as e:
             raise UsageError(str(e)) from None
         node.labels[k] = v
-    secret = load_secret(args.secret_file) if args.secret_file else None  # errors: cli/errors.py
+    secret_file = secret_file_for_serving(args, addrs)
+    secret = load_secret(secret_file) if secret_file else None  # errors: cli/errors.py
     parent = None
     if args.parent:
         try:

@@ -4,7 +4,9 @@ It makes a session, reserves (``-n N`` slots anywhere, ``-w NODESET`` one slot o
 node, default one on every node of the tree), turns on ``label`` so that every line of the
 merged output arrives as ``NODE/RANK: line`` (the daemons add the prefix where each line is
 produced, so the root reads one merged stream whatever the count), execs, prints, and closes.
-``-b`` groups identical outputs under their folded node set, as ``clush -b`` and ``dshbak -c``
+The session's ctl is held open from start to end, so
+closing it never needs a new fid: a run that fails halfway (a daemon out of fids, a lost node)
+still releases every slot it reserved. ``-b`` groups identical outputs under their folded node set, as ``clush -b`` and ``dshbak -c``
 show them. The exit status is the largest of the ranks' (``pdsh -S``); ranks cut short by
 ``--timeout`` or Ctrl-C are killed everywhere and named; a lost node is named and the rest of the
 output is still printed.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
 from ..exec.command import one_line
-from ..ninep.client import Client
+from ..ninep.client import Client, File
 from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
 
@@ -110,16 +112,21 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
     else:
         reserve = f"res {n}"
     sid = (await c.read(f"{L}/clone")).decode().strip()
+    try:
+        ctl = await c.open(f"{L}/{sid}/ctl", OWRITE)
+    except BaseException:  # the session holds nothing yet; the idle reaper ends it if this fails
+        await _close(c, sid)
+        raise
     result = Result()
     try:
         setup = [f"label {'on' if label or group else 'off'}"] + ([f"mux {mux}"] if mux else []) + \
             ([f"dir {workdir}"] if workdir else [])
         try:
-            await c.write(f"{L}/{sid}/ctl", "".join(ln + "\n" for ln in setup + [reserve]))
+            await ctl.write("".join(ln + "\n" for ln in setup + [reserve]))
         except NinepError as e:
             raise RunError(e.message) from None
         try:
-            await c.write(f"{L}/{sid}/ctl", f"exec {command}\n")
+            await ctl.write(f"exec {command}\n")
         except NinepError as e:  # as a shell says it: 127 not found, 126 cannot run
             err(f"brasil run: {e.message}")
             result.status = 127 if "not found" in e.message or "no such" in e.message else 126
@@ -132,11 +139,11 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
         try:
             done, _ = await asyncio.wait([waiter], timeout=timeout)
             if not done:
-                await _cut_short(c, sid, result)
+                await _cut_short(c, ctl, sid, result)
             text = (await waiter).decode()
             await asyncio.wait_for(asyncio.gather(*work[1:], return_exceptions=True), 10)
         except asyncio.CancelledError:
-            await _cut_short(c, sid, result)
+            await _cut_short(c, ctl, sid, result)
             if result.cut:
                 err(f"brasil run: interrupted; {_cut_text(result)}")
             raise
@@ -144,11 +151,12 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
             for t in work + [waiter]:
                 t.cancel()
         _statuses(text, result)
-    finally:
+    finally:  # through the ctl held from the start: closing needs no new fid, whatever ran out
         try:
-            await c.write(f"{L}/{sid}/ctl", "close\n")
+            await ctl.write("close\n")
         except (NinepError, ConnectionError):
             pass
+        ctl.forget()
     if group:
         _print_groups(result, out)
     for why, ranks in _by_reason(result.lost).items():
@@ -161,6 +169,13 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
     codes = [s for s in result.statuses.values() if s is not None]
     result.status = max(codes + ([1] if result.lost else []), default=1)
     return result
+
+
+async def _close(c: Client, sid: str) -> None:
+    try:
+        await c.write(f"{L}/{sid}/ctl", "close\n")
+    except (NinepError, ConnectionError):
+        pass
 
 
 async def _where(c: Client, sid: str, result: Result) -> None:
@@ -223,13 +238,13 @@ def _statuses(text: str, result: Result) -> None:
             result.statuses[rank] = None
 
 
-async def _cut_short(c: Client, sid: str, result: Result) -> None:
+async def _cut_short(c: Client, ctl: File, sid: str, result: Result) -> None:
     """Kill every rank still running, everywhere, and remember which they were."""
     try:
         status = (await c.read(f"{L}/{sid}/status")).decode()
         result.cut = [int(w[0]) for w in (ln.split() for ln in status.splitlines())
                       if len(w) > 3 and w[0].isdigit() and w[3] in ("running", "waiting")]
-        await c.write(f"{L}/{sid}/ctl", "kill KILL\n")
+        await ctl.write("kill KILL\n")
     except (NinepError, ConnectionError):
         pass
 

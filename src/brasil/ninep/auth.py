@@ -21,7 +21,7 @@ from typing import Any
 
 from .constants import QTAUTH
 from .errors import Eauth, NinepError
-from .private import UnsafePathError, read_private
+from .private import UnsafePathError, check_private_dir, private_dir, read_private, write_private
 from .ratelimit import RateLimited
 from .synthetic import Handle, Node
 from .wire import Qid
@@ -48,6 +48,48 @@ def load_secret(path: str) -> bytes:
         raise SecretError(f"secret file {path}: at least 16 bytes are needed "
                           "(make one with: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE)")
     return secret
+
+
+def make_secret() -> str:
+    """A fresh cluster secret, as the text a secret file holds."""
+    return secrets.token_urlsafe(32) + "\n"
+
+
+def default_secret_path() -> str:
+    """Where `brasil serve` keeps the secret it made for itself (no --secret-file given), and
+    where clients of this user look for it: next to the default socket, in the private runtime
+    directory."""
+    from .transport import runtime_dir
+    return os.path.join(runtime_dir(), "secret")
+
+
+def own_secret() -> tuple[str, bool]:
+    """The default secret file, made (0600, in the private runtime directory) if there is none
+    yet; returns its path and whether it was made now. Daemons of one user on one machine share
+    it, so a child started the same way joins its parent without being told the secret."""
+    from .transport import runtime_dir
+    private_dir(runtime_dir(), "runtime directory")
+    path = default_secret_path()
+    made = write_private(path, make_secret(), replace=False)
+    load_secret(path)  # ours, private, long enough: else refused with the reason
+    return path, made
+
+
+def secret_file_for(address: Any, given: str | None) -> str | None:
+    """The secret file a client uses for ``address``: the one given, else
+    ``$BRASIL_SECRET_FILE``, else, for a TCP address, the default secret of ours if there is one
+    (a Unix socket needs no secret: it is the owner's alone)."""
+    chosen = given or os.environ.get("BRASIL_SECRET_FILE") or None
+    if chosen or getattr(address, "kind", "tcp") != "tcp":
+        return chosen
+    path = default_secret_path()
+    if not os.path.lexists(path):
+        return None
+    try:
+        check_private_dir(os.path.dirname(path), "runtime directory")
+    except UnsafePathError as e:
+        raise SecretError(str(e)) from None
+    return path
 
 
 def _mac(secret: bytes, *parts: str) -> str:
@@ -123,18 +165,23 @@ def client_auth(secret: bytes):  # type: ignore[no-untyped-def]
 async def dial(at: str | None = None, secret_file: str | None = None, **kw: Any) -> Any:
     """The client every command and tool uses: ``at`` (else ``$BRASIL``, else the local
     daemon's socket), with the cluster secret from ``secret_file`` (else
-    ``$BRASIL_SECRET_FILE``) when there is one; a refused attach says what to do about it."""
+    ``$BRASIL_SECRET_FILE``, else our default one for TCP: :func:`secret_file_for`) when there
+    is one; a refused attach says what to do about it."""
     from .client import Client
     from .transport import default_address, parse_address
     addr = parse_address(at) if at else default_address()
-    secret_file = secret_file or os.environ.get("BRASIL_SECRET_FILE") or None
+    given = secret_file or os.environ.get("BRASIL_SECRET_FILE")
+    secret_file = secret_file_for(addr, secret_file)
     auth = client_auth(load_secret(secret_file)) if secret_file else None
     try:
         return await Client.connect(addr, auth=auth, **kw)
     except NinepError as e:
         if e.message != Eauth[0]:
             raise
-        if secret_file:
+        if secret_file == default_secret_path() and secret_file != given:
+            hint = (f"the daemon at {addr} requires its cluster secret, and your default one "
+                    f"({secret_file}) is not it: pass --secret-file FILE or set BRASIL_SECRET_FILE")
+        elif secret_file:
             hint = f"the secret in {secret_file} is not the one the daemon at {addr} was given"
         else:
             hint = (f"the daemon at {addr} requires the cluster secret: pass --secret-file FILE "

@@ -46,6 +46,11 @@ Efidinuse = _e("fid already in use", _errno.EBADF)
 Etoomanyfids = _e("too many fids open on this connection; clunk some", _errno.EMFILE)
 Etoomanyfidsall = _e("too many fids open on this server; clunk some, or ask its owner to raise "
                      "serve --max-fids", _errno.EMFILE)
+Etoomanyfidsnet = _e("too many fids open on this server over the network (the rest is kept for its "
+                     "owner's socket); clunk some, or ask its owner to raise serve --max-fids",
+                     _errno.EMFILE)
+Etoomanyfidspeer = _e("too many fids open from your address (its share of this server's); clunk "
+                      "some, or close other connections", _errno.EMFILE)
 Etoomanyreqs = _e("too many requests in flight on this connection; wait for replies", _errno.EAGAIN)
 Enotfound = _e("file does not exist", _errno.ENOENT)
 Eexist = _e("file already exists", _errno.EEXIST)

@@ -121,8 +121,11 @@ def check_owned_dir(info: os.stat_result, path: str, what: str = "directory") ->
                               "or use a directory of your own")
 
 
-def write_private(path: str, data: bytes | str, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` atomically, never through a link someone planted."""
+def write_private(path: str, data: bytes | str, mode: int = 0o600, replace: bool = True) -> bool:
+    """Replace ``path`` with ``data`` atomically, never through a link someone planted. With
+    ``replace`` False an existing ``path`` is kept (False is returned): the file is published
+    with a hard link, which fails if the name is taken, so two writers racing to make the same
+    file never see a half-written one and only one of them wins."""
     if isinstance(data, str):
         data = data.encode()
     d = os.path.dirname(os.path.abspath(path))
@@ -131,7 +134,16 @@ def write_private(path: str, data: bytes | str, mode: int = 0o600) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
     except BaseException:
         try:
             os.unlink(tmp)

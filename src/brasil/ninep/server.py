@@ -9,7 +9,8 @@ nothing else; an unexpected exception in a handler is logged and answered as an 
 
 Authentication is a hook: an :class:`Authenticator` makes the node an afid points at, and says
 whether a finished afid lets ``uname`` attach. Without one, Tauth is refused and any attach is
-accepted — the transport's reach (a 0600 Unix socket, loopback) is the guard.
+accepted — the transport's reach is the guard: a Unix socket serves only peers of the daemon's own
+uid (SO_PEERCRED), and `brasil serve` never opens a TCP listener without a secret.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextvars
 import errno as _errno
 import itertools
 import logging
+import os
 from typing import Any, Awaitable, Callable, Protocol
 
 from . import text
@@ -51,8 +53,6 @@ from .errors import (
     Enotopen,
     Eopen,
     Eperm,
-    Etoomanyfids,
-    Etoomanyfidsall,
     Etoomanyreqs,
     Ewalknodir,
     Ewalkopen,
@@ -62,6 +62,7 @@ from .errors import (
 )
 from .framing import FrameReader
 from .ratelimit import RateLimited
+from .shares import OWNER, Shares
 from .maybe import is_awaitable
 from .messages import (
     Message,
@@ -95,7 +96,7 @@ from .messages import (
     encode,
 )
 from .synthetic import Dir, Handle, Node
-from .transport import Address, listen, set_nodelay
+from .transport import Address, listen, peer_uid, set_nodelay
 from .wire import write_stat
 
 log = logging.getLogger("brasil.ninep")
@@ -201,7 +202,7 @@ class Server:
         self.authenticator = authenticator
         self.connections: set[Connection] = set()
         self.counts = {"net": 0, "unix": 0}  # open connections by kind, for the caps
-        self.nfids = 0  # fids held over every connection
+        self.shares = Shares(max_connections, max_total_fids, max_fids)  # what one peer may take
         self.listeners: list[asyncio.AbstractServer] = []
         self._ids = itertools.count(1)
         self._sweeper: asyncio.Task[None] | None = None
@@ -220,9 +221,18 @@ class Server:
             self._sweeper = asyncio.ensure_future(self._sweep())
         return listener
 
-    def room_for(self, kind: str) -> bool:
+    @property
+    def nfids(self) -> int:
+        """Fids held over every connection."""
+        return self.shares.nfids
+
+    def refuse_connection(self, kind: str, peer: str) -> str:
+        """Why a new connection of ``kind`` from ``peer`` is refused ("" if it is not)."""
         cap = UNIX_CONNECTIONS if kind == "unix" else self.max_connections
-        return self.counts[kind] < cap
+        if self.counts[kind] >= cap:
+            return (f"{self.counts[kind]} connections already open (the limit; raise it with "
+                    "serve --max-connections)")
+        return self.shares.refuse_unattached(peer) if kind == "net" else ""
 
     async def _sweep(self) -> None:
         """Once a second: drop connections that never finished their handshake, or stalled in
@@ -272,6 +282,8 @@ class Connection(asyncio.Protocol):
         self.fids: dict[int, Fid] = {}
         self.pending: dict[int, asyncio.Task[Any]] = {}
         self.peer = "?"
+        self.peer_key = OWNER if kind == "unix" else "?"  # whose share this connection takes
+        self.unsettled = False  # counted as a network connection not yet attached
         self.closed = False
         self.on_lost: list[Callable[[], None]] = []
         self._handover: Callable[[asyncio.Transport, bytes], None] | None = None
@@ -291,17 +303,38 @@ class Connection(asyncio.Protocol):
         set_nodelay(transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
-        if not self.server.room_for(self.kind):
-            limited.warning(f"full {self.kind}", "conn %d (%s): refused: %d connections already "
-                            "open (the limit; raise it with serve --max-connections)", self.ident,
-                            self.peer, self.server.counts[self.kind])
+        self.peer_key = str(peer[0]) if isinstance(peer, tuple) else OWNER
+        if self.kind == "unix" and not self._owner_is_peer(transport):
+            return
+        why = self.server.refuse_connection(self.kind, self.peer_key)
+        if why:
+            limited.warning(f"full {self.kind}", "conn %d (%s): refused: %s", self.ident,
+                            self.peer, why)
             self.closed = True
             transport.abort()
             return
         self.server.connections.add(self)
         self.server.counts[self.kind] += 1
+        if self.kind == "net":
+            self.server.shares.opened(self.peer_key)
+            self.unsettled = True
         self.opened = asyncio.get_running_loop().time()
         log.debug("conn %d: open from %s", self.ident, self.peer)
+
+    def _owner_is_peer(self, transport: asyncio.Transport) -> bool:
+        """A Unix socket serves the daemon's own uid only, whatever its mode or directory lets
+        through: whoever attaches here runs commands as the owner, without a secret."""
+        uid = peer_uid(transport)
+        me = os.geteuid()
+        self.peer = f"unix uid {uid}"
+        if uid == me:
+            return True
+        limited.warning("foreign uid", "conn %d (%s): refused: only the daemon's owner (uid %d) "
+                        "may use its Unix socket; others connect over TCP with the cluster secret",
+                        self.ident, self.peer, me)
+        self.closed = True
+        transport.abort()
+        return False
 
     def overdue(self, now: float) -> str:
         """Why this connection has waited too long, or "" if it has not."""
@@ -315,6 +348,13 @@ class Connection(asyncio.Protocol):
         if self in self.server.connections:
             self.server.connections.discard(self)
             self.server.counts[self.kind] -= 1
+            self._settle()
+
+    def _settle(self) -> None:
+        """No longer a connection waiting to attach, for the shares (attached, or gone)."""
+        if self.unsettled:
+            self.unsettled = False
+            self.server.shares.settled(self.peer_key)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -475,18 +515,17 @@ class Connection(asyncio.Protocol):
             raise NinepError(*Ebadfid)
         if fid in self.fids:
             raise NinepError(*Efidinuse)
-        if len(self.fids) >= self.server.max_fids:
-            raise NinepError(*Etoomanyfids)
-        if self.server.nfids >= self.server.max_total_fids:
-            raise NinepError(*Etoomanyfidsall)
-        self.server.nfids += 1
+        refused = self.server.shares.refuse_fid(self.peer_key, len(self.fids))
+        if refused is not None:
+            raise NinepError(*refused)
+        self.server.shares.took_fids(self.peer_key, 1)
         f = self.fids[fid] = Fid(node, uname, is_auth)
         return f
 
     def _drop_fid(self, fid: int) -> Fid | None:
         f = self.fids.pop(fid, None)
         if f is not None:
-            self.server.nfids -= 1
+            self.server.shares.took_fids(self.peer_key, -1)
         return f
 
     def _reset(self) -> None:
@@ -495,7 +534,8 @@ class Connection(asyncio.Protocol):
             task.cancel()
         self.pending.clear()
         fids, self.fids = self.fids, {}
-        self.server.nfids -= len(fids)
+        if fids:
+            self.server.shares.took_fids(self.peer_key, -len(fids))
         for f in fids.values():
             self._release(f)
 
@@ -553,6 +593,7 @@ class Connection(asyncio.Protocol):
         root = self.server.root
         self._new_fid(m.fid, root, m.uname)
         self.attached = True
+        self._settle()
         return Rattach(m.tag, root.qid)
 
     def t_flush(self, m: Tflush) -> Rflush:

@@ -2,7 +2,9 @@
 
 Addresses are ``HOST:PORT``, ``unix:PATH``, or Plan 9 dial strings ``tcp!HOST!PORT`` and
 ``unix!PATH`` (SPEC.md §9). Unix sockets are made mode 0600 in a directory only their owner can
-enter, so the default local daemon is reachable by its user alone.
+enter, so the default local daemon is reachable by its user alone; and the server asks the kernel
+who connected (:func:`peer_uid`), so a socket whose mode or directory was opened up still serves
+its owner only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import ipaddress
 import os
 import socket
 import stat
+import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -202,6 +205,20 @@ async def dial(address: Address, factory: ProtocolFactory, timeout: float = 10.0
     except socket.gaierror as e:
         raise ConnectionError(f"{address}: cannot resolve host {address.host!r} ({e.strerror}); "
                               "check the name, or give an IP address") from None
+
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_uid(transport: asyncio.BaseTransport) -> int | None:
+    """The uid of the process at the other end of a Unix socket, as the kernel saw it connect
+    (SO_PEERCRED: not something the peer can claim); None for any other kind of socket."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    _pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    _UCRED.size))
+    return int(uid)
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
-from ..ninep.auth import client_auth, load_secret
+from ..ninep.auth import client_auth, load_secret, make_secret
 from ..ninep.client import Client
 from ..ninep.private import open_private, private_dir, write_private
 
@@ -71,7 +70,7 @@ async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str
         if f.endswith(".pid"):
             os.unlink(os.path.join(dirpath, f))
     secret_path = os.path.join(dirpath, "secret")
-    write_private(secret_path, secrets.token_urlsafe(32) + "\n")
+    write_private(secret_path, make_secret())
     members = layout(depth, fanout)
     addresses: dict[str, list[str]] = {}
     try:
