@@ -16,7 +16,7 @@ from brasil.exec import cgroups
 from brasil.ninep.client import Client
 from fixtures import L, ctl, new_session, wait_for
 
-pytestmark = pytest.mark.skipif(
+needs_cgroups = pytest.mark.skipif(
     not cgroups.CommandCgroups.here(),
     reason="no writable cgroup v2 here: without one only process groups are tracked, and a "
            "setsid'd descendant escapes (documented in docs/reference.md)")
@@ -50,6 +50,7 @@ def kill_if_alive(pid: int | None) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+@needs_cgroups
 async def test_a_setsid_grandchild_dies_with_a_daemon_killed_with_9(tmp_path):
     sock, pidfile = tmp_path / "d.sock", tmp_path / "grandchild.pid"
     proc = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
@@ -72,6 +73,7 @@ async def test_a_setsid_grandchild_dies_with_a_daemon_killed_with_9(tmp_path):
         kill_if_alive(pid)
 
 
+@needs_cgroups
 async def test_a_session_kill_reaches_a_setsid_grandchild(node, tmp_path):
     _, c = node
     pidfile = tmp_path / "grandchild.pid"
@@ -87,6 +89,7 @@ async def test_a_session_kill_reaches_a_setsid_grandchild(node, tmp_path):
         kill_if_alive(pid)
 
 
+@needs_cgroups
 async def test_closing_a_session_reaches_a_setsid_grandchild_whose_parent_has_ended(node, tmp_path):
     _, c = node
     pidfile = tmp_path / "grandchild.pid"
@@ -102,3 +105,27 @@ async def test_closing_a_session_reaches_a_setsid_grandchild_whose_parent_has_en
         await wait_for(lambda: not alive(pid), timeout=10)
     finally:
         kill_if_alive(pid)
+
+
+async def test_without_cgroups_the_watchdog_still_kills_the_process_groups(tmp_path, monkeypatch):
+    """The fallback where no cgroup v2 may be made: groups listed with the watchdog, killed when
+    its pipe ends (as when the daemon dies)."""
+    from brasil.exec.cgroups import CommandCgroups
+    from fixtures import node_daemon
+    monkeypatch.setattr(CommandCgroups, "create", classmethod(lambda cls: None))
+    pidfile = tmp_path / "child.pid"
+    pid = None
+    async with node_daemon(str(tmp_path)) as (n, addr):
+        async with await Client.connect(addr) as c:
+            sid = await new_session(c)
+            await ctl(c, sid, "res 1")
+            await ctl(c, sid, f"exec sh -c 'echo $$ > {pidfile}; exec sleep 1000'")
+            await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10)
+            pid = int(pidfile.read_text())
+            try:
+                watchdog = n.get_watchdog()
+                assert watchdog.cgroups is None
+                watchdog.close()  # end of file on its pipe: what the daemon's death looks like
+                await wait_for(lambda: not alive(pid), timeout=10)
+            finally:
+                kill_if_alive(pid)
