@@ -90,6 +90,29 @@ async def test_a_session_kill_reaches_a_setsid_grandchild(node, tmp_path):
 
 
 @needs_cgroups
+async def test_a_session_kill_reaches_a_setsid_grandchild_in_a_private_namespace(node, tmp_path):
+    """With ``bind`` lines the command runs through brasil.exec.nsexec: the same holds."""
+    from brasil.exec import nsexec
+    if nsexec.probe():
+        pytest.skip("private mount namespaces are not allowed here")
+    _, c = node
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pidfile = tmp_path / "grandchild.pid"
+    pid = None
+    try:
+        sid = await new_session(c)
+        await c.write(f"{L}/{sid}/ns", f"bind {tmp_path}/a {tmp_path}/b\n")
+        await ctl(c, sid, "res 1")
+        await ctl(c, sid, f"exec {escaper(pidfile)} exec sleep 1000")
+        pid = await grandchild(pidfile)
+        await ctl(c, sid, "kill")
+        await wait_for(lambda: not alive(pid), timeout=10)
+    finally:
+        kill_if_alive(pid)
+
+
+@needs_cgroups
 async def test_closing_a_session_reaches_a_setsid_grandchild_whose_parent_has_ended(node, tmp_path):
     _, c = node
     pidfile = tmp_path / "grandchild.pid"

@@ -171,9 +171,16 @@ class CommandCgroups:
 
 
 def enter_first(argv: list[str], cg: Cgroup) -> list[str]:
-    """A ``/bin/sh -c CMD`` argv that first moves the shell into ``cg``, before it runs a word of
-    CMD (so nothing it starts can be forked outside); any other argv unchanged (the very
-    object, so the caller knows to move that child itself)."""
-    if len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
-        return ["/bin/sh", "-c", f"echo 0 2>/dev/null >{shlex.quote(cg.procs)}; {argv[2]}"]
+    """``argv`` with its ``/bin/sh -c CMD`` (the whole of it, or what ``brasil.exec.nsexec``
+    runs after its binds) first moving the shell into ``cg``, before it runs a word of CMD, so
+    nothing it starts can be forked outside; any other argv unchanged (the very object)."""
+    shell = ["/bin/sh", "-c"]
+    if len(argv) == 3 and argv[:2] == shell:
+        return [*shell, _entering(argv[2], cg)]
+    if argv[1:3] == ["-m", "brasil.exec.nsexec"] and argv[-4:-1] == ["--", *shell]:
+        return [*argv[:-1], _entering(argv[-1], cg)]
     return argv
+
+
+def _entering(cmd: str, cg: Cgroup) -> str:
+    return f"echo 0 2>/dev/null >{shlex.quote(cg.procs)}; {cmd}"

@@ -214,7 +214,8 @@ def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None, int | Non
             if cgroups is not None and slot is not None:
                 cg = cgroups.slot(slot)
                 shell_argv = enter_first(argv, cg)
-                entered, argv = shell_argv is not argv, shell_argv
+                entered = shell_argv is not argv and not setup_check  # nsexec: moved here too
+                argv = shell_argv
             if setup_check:
                 p = _spawn_checked(argv, env, cwd)
             else:
@@ -227,7 +228,7 @@ def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None, int | Non
                                   e.errno))
             continue
         if cg is not None:
-            if not entered:  # a shell moves itself; a move costs the kernel a global lock
+            if not entered:  # a shell moved itself (a move takes a global lock in the kernel)
                 cg.add(p.pid)
             p.cgroup = cg  # type: ignore[attr-defined]
         elif watchdog is not None:

@@ -78,6 +78,12 @@ if len(sys.argv) > 1:
 class Watchdog:
     def __init__(self) -> None:
         self.cgroups = CommandCgroups.create()  # None: process groups only
+        if self.cgroups is not None:
+            log.info("commands run in cgroups under %s: kill reaches setsid'd descendants",
+                     self.cgroups.path)
+        else:
+            log.info("no cgroup v2 to make here: commands are tracked by process group, and a "
+                     "setsid'd descendant can escape kill, close and the watchdog")
         where = [self.cgroups.path] if self.cgroups else []
         r, self._w = os.pipe()  # both close-on-exec: commands never hold the write end
         try:  # started before the daemon may move into the directory: it is never killed there
