@@ -311,3 +311,49 @@ def test_the_status_line_shows_copies_records_and_bytes_per_stage():
     assert "cat f" in lines[0] and "0/1 running" in lines[0] and "out 125.0k rec, 2.5MB" in lines[0]
     assert "3/4 running" in lines[1] and "in 125.0k rec, 2.5MB" in lines[1]
     assert lines[-1] == "2.5s"
+
+
+# ---- caps: copies multiply through nested fan-outs; refused before anything is built ----
+
+NESTED_200 = "cat" + " |< cat" * 200 + " >| cat" * 200
+
+
+def push_in_little_memory(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """push with its address space capped at 1 GiB: a plan that materialised 2^200 copies
+    would die of MemoryError long before the cap on copies matters."""
+    import resource
+    limit = 1 << 30
+    e = {k: v for k, v in os.environ.items() if k != "BRASIL"}
+    return subprocess.run([sys.executable, "-m", "brasil.cli.push", *args], capture_output=True,
+                          timeout=60, env=e, input=b"",
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["run", "explain"])
+def test_200_nested_fan_outs_are_refused_at_once_with_a_sentence(explain):
+    out = push_in_little_memory(*(["--explain"] if explain else []), "-c", NESTED_200)
+    err = out.stderr.decode()
+    assert out.returncode == 2 and "Traceback" not in err and out.stdout == b"", err
+    assert "fan-outs nested 200 deep" in err and "at most 32" in err, err
+
+
+def test_too_many_copies_in_all_are_refused_with_how_to_give_fewer():
+    out = push_in_little_memory("--explain", "-c", "cat" + " |<[16] cat" * 5 + " >| cat" * 5)
+    err = out.stderr.decode()
+    assert out.returncode == 2 and "Traceback" not in err, err
+    assert "would run more than 65536 copies" in err and "|<[n]" in err, err
+    with pytest.raises(PlanError, match="more than 65536 copies"):
+        make_plan(parse("a |<[65536] b")[0].pipelines[0], {})
+    with pytest.raises(PlanError, match="more than 65536 copies"):  # the defaults multiply too
+        make_plan(parse("a" + " |< b" * 17)[0].pipelines[0], {}, default_copies=2)
+    with pytest.raises(PushSyntaxError, match="at most 65536 copies"):
+        parse("a |<[99999999999999999999999999] b")
+
+
+def test_a_legal_nested_pipeline_under_the_caps_still_runs_and_explains():
+    assert make_plan(parse("a |<[65535] b")[0].pipelines[0], {}).last.copies == 65535
+    deep = "seq 1 100" + " |<[1] cat" * 32 + " >| cat" * 32
+    out = push("-c", deep + " | wc -l")
+    assert (out.returncode, out.stdout) == (0, b"100\n"), out.stderr
+    out = push("--explain", "-c", "seq 6 |<[2] cat |<[3] cat >| cat >| sort -n")
+    assert out.returncode == 0 and "6 copies (2 instances of 3)" in out.stdout.decode(), out.stderr

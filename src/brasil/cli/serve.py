@@ -159,6 +159,7 @@ async def serve(args: argparse.Namespace) -> int:
                     max_sessions=args.max_sessions)
     except (NotADirectoryError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
+    node.contain_process()  # all it starts dies with it, setsid'd or not (exec/cgroups.py)
     for label in args.label:
         k, eq, v = label.partition("=")
         try:

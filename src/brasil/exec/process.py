@@ -3,7 +3,9 @@
 The child's stdout and stderr feed :class:`Stream` objects; when one is full the pipe is paused, so
 the child blocks in write(2) instead of the daemon buffering without bound. Its stdin drains a
 Stream: end of file there closes the child's stdin. Exit is noticed through a pidfd, so no thread
-or SIGCHLD handler is needed per child. ``kill`` signals the whole process group, children included.
+or SIGCHLD handler is needed per child. ``kill`` signals the whole process group, children included,
+and, where commands run in cgroups (exec/cgroups.py), every process in the command's cgroup too:
+those that left the group with setsid, even after the command itself ended.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Callable
 
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
+from .cgroups import Cgroup, enter_first
 from .reaper import Watchdog
 
 SETUP_FD = "BRASIL_SETUP_FD"  # where a setup helper (nsexec) reports a failure before exec
@@ -84,6 +87,7 @@ class Process:
         self.watchdog = watchdog
         self.pid = 0
         self.popen: subprocess.Popen[bytes] | None = None
+        self.cgroup: Cgroup | None = None  # its slot's: it and every descendant
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.signalled: int | None = None
         self._feeder: asyncio.Task[None] | None = None
@@ -111,6 +115,7 @@ class Process:
         loop = asyncio.get_running_loop()
         self.popen = p = popen
         self.pid = p.pid
+        self.cgroup = getattr(p, "cgroup", None)
         assert p.stdin and p.stdout and p.stderr
         pidfd = os.pidfd_open(p.pid)
         loop.add_reader(pidfd, self._reap, pidfd)
@@ -150,7 +155,7 @@ class Process:
         assert self.popen is not None
         rc = self.popen.wait()
         self.input_left = self._feeder is not None and not self._feeder.done()
-        if self.watchdog is not None:
+        if self.watchdog is not None and self.cgroup is None:
             self.watchdog.forget(self.pid)
         self.stdin.break_()  # nobody reads our input any more: writers fail, the feeder ends
         if rc < 0:
@@ -172,18 +177,22 @@ class Process:
         return self.pid != 0 and not self.exited.done()
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
-        """Signal the process group: the command and everything it started."""
+        """Signal the process group and the cgroup: the command and everything it started.
+        Once the command has ended, only the cgroup (its process group id may be reused)."""
         if not self.pid:
             return
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError as e:
-            log.warning("kill %d: %s", self.pid, e)
+        if self.running:
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError as e:
+                log.warning("kill %d: %s", self.pid, e)
+        if self.cgroup is not None:
+            self.cgroup.signal(sig)
 
 
-def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None]],
+def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None, int | None]],
                watchdog: Watchdog | None = None, setup_check: bool = False) -> list[Any]:
     """Spawn each job; a Popen, or the NinepError that job raised (run on a spawn thread, one
     call for many children: fewer hand-offs between threads than one call each). Each group is
@@ -191,19 +200,40 @@ def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None]],
 
     With ``setup_check`` the command is a helper (``brasil.exec.nsexec``) that reports on a pipe
     whether its setup worked before it runs the real command: a failure fails the spawn, with
-    the helper's reason, instead of showing up later as an exit status."""
+    the helper's reason, instead of showing up later as an exit status.
+
+    A job's last item is its slot: where the watchdog has cgroups, the child runs in that slot's
+    (``popen.cgroup``), a shell entering it itself before it runs the command, anything else
+    moved in here at once; its group is then not listed with the watchdog, which kills the
+    cgroups whole."""
     out: list[Any] = []
-    for argv, env, cwd in jobs:
+    cgroups = watchdog.cgroups if watchdog is not None else None
+    for argv, env, cwd, slot in jobs:
+        cg, entered = None, False
         try:
+            if cgroups is not None and slot is not None:
+                cg = cgroups.slot(slot)
+                shell_argv = enter_first(argv, cg)
+                entered = shell_argv is not argv and not setup_check  # nsexec: moved here too
+                argv = shell_argv
             if setup_check:
-                out.append(_spawn_checked(argv, env, cwd))
+                p = _spawn_checked(argv, env, cwd)
             else:
-                out.append(Process.spawn(argv, env, cwd))
+                p = Process.spawn(argv, env, cwd)
         except NinepError as e:
             out.append(e)
             continue
-        if watchdog is not None:
-            watchdog.watch(out[-1].pid)
+        except OSError as e:  # the slot's cgroup could not be made
+            out.append(NinepError(f"exec: cannot make a cgroup for slot {slot}: {e.strerror}",
+                                  e.errno))
+            continue
+        if cg is not None:
+            if not entered:  # a shell moved itself (a move takes a global lock in the kernel)
+                cg.add(p.pid)
+            p.cgroup = cg  # type: ignore[attr-defined]
+        elif watchdog is not None:
+            watchdog.watch(p.pid)
+        out.append(p)
     return out
 
 

@@ -8,6 +8,11 @@ beside the daemon with the read end of a pipe: the daemon writes ``+PGID`` when 
 and ``-PGID`` when it ends. When the daemon dies the pipe reaches end of file, and the watchdog
 kills every group still listed, then exits. It ignores the signals a terminal sends, so Ctrl-C
 on ``brasil serve`` still lets the daemon end its commands itself first.
+
+A process group is left by ``setsid``, so where a cgroup v2 can be made (exec/cgroups.py) each
+command runs in its slot's cgroup under the daemon's directory, and the watchdog kills that
+whole subtree (``cgroup.kill``: every descendant, however it detached) and removes it; the
+``+PGID`` lines are then not needed and not sent.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import subprocess
 import sys
 import threading
 
+from .cgroups import CommandCgroups
+
 log = logging.getLogger("brasil.exec")
 
-# Run with `python -I -S -c`: no site, no imports of ours; reads "+N"/"-N" lines from stdin.
+# Run with `python -I -S -c`: no site, no imports of ours; reads "+N"/"-N" lines from stdin;
+# argv[1], if given, is the daemon's cgroup directory, killed whole and removed at the end.
 WATCHDOG = r"""
-import os, signal, sys
+import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
     signal.signal(s, signal.SIG_IGN)
 groups = set()
@@ -43,15 +51,44 @@ for g in groups:
         os.killpg(g, signal.SIGKILL)
     except OSError:
         pass
+if len(sys.argv) > 1:
+    top = sys.argv[1]
+    try:
+        with open(top + "/cgroup.kill", "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(top + "/cgroup.events") as f:
+                if "populated 0" in f.read():
+                    break
+        except OSError:
+            break
+        time.sleep(0.01)
+    for d, _, _ in os.walk(top, topdown=False):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 """
 
 
 class Watchdog:
     def __init__(self) -> None:
+        self.cgroups = CommandCgroups.create()  # None: process groups only
+        if self.cgroups is not None:
+            log.info("commands run in cgroups under %s: kill reaches setsid'd descendants",
+                     self.cgroups.path)
+        else:
+            log.info("no cgroup v2 to make here: commands are tracked by process group, and a "
+                     "setsid'd descendant can escape kill, close and the watchdog")
+        where = [self.cgroups.path] if self.cgroups else []
         r, self._w = os.pipe()  # both close-on-exec: commands never hold the write end
-        try:
-            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG], stdin=r,
-                                         stdout=subprocess.DEVNULL, close_fds=True)
+        try:  # started before the daemon may move into the directory: it is never killed there
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG, *where],
+                                         stdin=r, stdout=subprocess.DEVNULL, close_fds=True)
         finally:
             os.close(r)
         self._lock = threading.Lock()  # spawn threads and the loop both write
@@ -72,7 +109,9 @@ class Watchdog:
         self._say(f"-{pgid}\n")
 
     def close(self) -> None:
-        """We are ending cleanly: whatever is still listed is killed now."""
+        """We are ending cleanly: whatever is still listed (or in our cgroups) is killed now."""
+        if self.cgroups is not None:
+            self.cgroups.release_self()
         with self._lock:
             if self._w >= 0:
                 os.close(self._w)

@@ -284,6 +284,18 @@ class Node:
             self._watchdog = Watchdog()
         return self._watchdog
 
+    def contain_process(self) -> None:
+        """This process is this daemon alone (``brasil serve``): it moves into its commands'
+        cgroup directory, where there is one, so all it ever starts dies with it
+        (exec/cgroups.py). Not for a process hosting several nodes."""
+        cgroups = self.get_watchdog().cgroups
+        if cgroups is not None:
+            try:
+                cgroups.contain_self()
+            except OSError as e:
+                log.warning("node %s: cannot move into cgroup %s: %s; its commands are still "
+                            "tracked one by one", self.name, cgroups.path, e.strerror)
+
     def start(self) -> None:
         if self._reaper is None:
             self._reaper = asyncio.ensure_future(self._reap_idle())

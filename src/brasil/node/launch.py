@@ -40,7 +40,7 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
         if leaf.process is not None and not leaf.starting:  # a second exec: fresh pipes
             leaf._new_streams()
         env = {**base_env, **leaf.env, **leaf.rank_env()}
-        jobs.append((argv, env, leaf.effective_dir() or node.workdir))
+        jobs.append((argv, env, leaf.effective_dir() or node.workdir, leaf.slot))
     loop = asyncio.get_running_loop()
     half = (len(jobs) + 1) // 2
     batches = [b for b in (jobs[:half], jobs[half:]) if b]

@@ -404,9 +404,9 @@ class Session:
                 leaf.stdin.break_()
                 leaf._uncount_running()
                 leaf._notify_done()
-            elif leaf.process is not None and leaf.process.running:
-                leaf.process.kill(sig)
-                n += 1
+            elif leaf.process is not None:
+                n += leaf.process.running
+                leaf.process.kill(sig)  # ended: what it left in its cgroup (setsid'd)
         log.info("session %s: signal %d to %d process group(s) here, %d group(s) elsewhere",
                  self.path, sig, n, len(self.delegations))
         if self.delegations:
@@ -669,7 +669,7 @@ class Session:
         if self.state == "closed":
             return
         for leaf in self.leaves():
-            if leaf.process is not None and leaf.process.running:
+            if leaf.process is not None:  # ended too: nothing it left may hold on to the slot
                 leaf.process.kill(signal.SIGKILL)
             leaf.stdin.close()
             for o in (leaf.stdout, leaf.stderr):

@@ -14,6 +14,8 @@ destination copies, and a way to deal records between them:
 
 Fan-outs nest like parentheses: the region between ``|<`` and its ``>|`` is instantiated once
 per upstream copy, so copies multiply. A region left open at the end merges into push's output.
+Because they multiply, the copies in all are counted stage by stage, and refused past
+``MAX_COPIES``, before any edge's routes (as many as the copies) are made.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..exec.records import NEWLINE, Key, Splitter, parse_rs
-from .syntax import Link, Pipeline
+from .syntax import MAX_COPIES, Link, Pipeline
 
 
 class PlanError(Exception):
@@ -123,6 +125,7 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
     segments = [Segment(0, [p.stages[0].text], 1, 1)]
     edges: list[Edge] = []
     stack: list[tuple[int, int, Link]] = []
+    total = 1  # copies in all so far: checked before each edge's routes are made
     for first, (link, stage) in enumerate(zip(p.links, p.stages[1:]), 1):
         up = segments[-1]
         if link.kind == "pipe":
@@ -132,16 +135,12 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
                            f"records for {link.symbol}")
         key = None
         if link.kind == "fanout":
-            n = link.copies or n_default
             stack.append((up.instances, up.per, link))
-            down = Segment(len(segments), [stage.text], up.copies, n, first)
-            routes = [Route([c], list(range(c * n, (c + 1) * n))) for c in range(up.copies)]
+            down = Segment(len(segments), [stage.text], up.copies, link.copies or n_default, first)
             mode = "balance"
         elif link.kind == "fanin":
             instances, per, opened = stack.pop()
             down = Segment(len(segments), [stage.text], instances, per, first)
-            routes = [Route(list(range(k * up.per, (k + 1) * up.per)), [k])
-                      for k in range(down.copies)]
             mode = "merge"
             if link.keep or opened.keep:
                 _check_keep(edges, segments, opened)
@@ -153,10 +152,15 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
             except ValueError as e:
                 raise PlanError(f"key for |#|: {e}") from None
             down = Segment(len(segments), [stage.text], up.instances, m, first)
-            routes = [Route(list(range(k * up.per, (k + 1) * up.per)),
-                            list(range(k * m, (k + 1) * m))) for k in range(up.instances)]
             mode = "hash"
-        edges.append(Edge(mode, up.index, down.index, rs, key, routes, symbol=link.symbol))
+        total += down.copies
+        if total > MAX_COPIES:
+            raise PlanError(f"this pipeline would run more than {MAX_COPIES} copies in all "
+                            f"(stage {first + 1}, {stage.text}, alone has {down.copies}): each "
+                            f"|< multiplies the copies of what it encloses (default: {n_default} "
+                            f"each); give fewer with |<[n] and |#[n]|, or nest fewer fan-outs")
+        edges.append(Edge(mode, up.index, down.index, rs, key, _routes(mode, up, down),
+                          symbol=link.symbol))
         segments.append(down)
         if link.kind == "fanin" and link.keep:
             edges[-1].keep = True
@@ -166,6 +170,20 @@ def make_plan(p: Pipeline, variables: dict[str, str], default_copies: int | None
     out_rs = record_module(ors, "records for the output")
     env = {k: v for k, v in var.items()}
     return Plan(segments, edges, out_rs, env)
+
+
+def _routes(mode: str, up: Segment, down: Segment) -> list[Route]:
+    """Which copies feed which across one edge; as many routes and indexes as there are copies
+    on its two sides, so make_plan checks the copies in all before it calls this."""
+    if mode == "balance":  # each upstream copy to its own group of down.per
+        n = down.per
+        return [Route([c], list(range(c * n, (c + 1) * n))) for c in range(up.copies)]
+    if mode == "merge":  # each group of up.per back into the one copy it came from
+        return [Route(list(range(k * up.per, (k + 1) * up.per)), [k])
+                for k in range(down.copies)]
+    m = down.per  # hash: each instance's copies, all to all
+    return [Route(list(range(k * up.per, (k + 1) * up.per)), list(range(k * m, (k + 1) * m)))
+            for k in range(up.instances)]
 
 
 def _check_keep(edges: list[Edge], segments: list[Segment], opened: Link) -> None:

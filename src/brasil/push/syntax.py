@@ -16,6 +16,11 @@ import shlex
 from dataclasses import dataclass, field
 
 PUSH_VARIABLES = ("IRS", "ORS", "KEY")
+# Copies multiply through nested fan-outs (200 nested default fan-outs are 2^200 copies), so the
+# language has caps, checked before a plan is built: copies in all (plan.py adds them up, stage
+# by stage, before making any) and fan-outs open at once. Both are far beyond real pipelines.
+MAX_COPIES = 65536
+MAX_NESTING = 32
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
@@ -134,9 +139,12 @@ def _options(src: str, start: int, end: int, link: Link) -> None:
         raise PushSyntaxError(src, start, f"bad options [{body}]: {e}") from None
     while words:
         w = words.pop(0)
-        if w.isdigit() and link.kind in ("fanout", "hash"):
+        if w.isascii() and w.isdigit() and link.kind in ("fanout", "hash"):
             if int(w) < 1:
                 raise PushSyntaxError(src, start, f"{link.symbol} needs 1 copy or more, not {w}")
+            if len(w) > len(str(MAX_COPIES)) or int(w) > MAX_COPIES:
+                raise PushSyntaxError(src, start, f"{link.symbol} may have at most {MAX_COPIES} "
+                                      f"copies, not {w}")
             link.copies = int(w)
         elif w.startswith("rs="):
             link.rs = w[3:]
@@ -346,12 +354,20 @@ def parse(source: str) -> list[Statement]:
 
 def check_nesting(source: str, p: Pipeline) -> None:
     """Every >| closes a |< before it (fan-out and fan-in nest like parentheses); a |< left
-    open is legal: its copies' output goes to push's output."""
-    depth = 0
+    open is legal: its copies' output goes to push's output. At most MAX_NESTING are open at
+    once: the error says how deep the pipeline goes, at the first |< past the cap."""
+    depth = deepest = 0
+    too_deep: Link | None = None
     for link in p.links:
         if link.kind == "fanout":
             depth += 1
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING and too_deep is None:
+                too_deep = link
         elif link.kind == "fanin":
             if depth == 0:
                 raise PushSyntaxError(source, link.offset, "'>|' has no '|<' before it to close")
             depth -= 1
+    if too_deep is not None:
+        raise PushSyntaxError(source, too_deep.offset, f"fan-outs nested {deepest} deep; at most "
+                              f"{MAX_NESTING} may be open at once (close a |< with >| sooner)")
