@@ -127,6 +127,9 @@ async def cmd(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise UsageError(str(e)) from None
             show(result, getattr(args, "json", False))
+            if result.get("long_lines"):
+                print(f"brasil {args.command}: {result['long_lines']} line(s) over 1 MiB skipped "
+                      "(not numbers)", file=sys.stderr)
             rc = print_errors(result)
             if not result.get("nodes") and not result.get("errors"):
                 print(f"brasil {args.command}: no node matches "

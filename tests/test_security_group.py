@@ -1,0 +1,140 @@
+"""Issue 15 §8–§11: one group-read or query request may not freeze or bloat a daemon, and
+``ptail -f`` may not read through a link that ``fs/`` refuses.
+
+Each test runs a real daemon (``brasil cluster up --depth 0``, a process of its own), attacks
+it with one request, and meanwhile checks that another client is answered within a generous
+deadline and that the daemon's RSS does not jump.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from brasil.group import api
+from brasil.ninep.auth import client_auth, load_secret
+from brasil.ninep.client import Client
+from brasil.ninep.constants import ORDWR
+from brasil.ninep.errors import NinepError
+from test_cluster import cli
+
+ANSWERED_WITHIN = 5.0  # seconds: another client's request, while an attack runs
+MiB = 1 << 20
+
+
+class Daemon:
+    def __init__(self, d: Path, pid: int) -> None:
+        self.d, self.pid = d, pid
+        self.export = d / "x" / "n0"
+
+    async def connect(self) -> Client:
+        return await Client.connect(f"unix:{self.d}/c/n0.sock",
+                                    auth=client_auth(load_secret(f"{self.d}/c/secret")))
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    async def answers(self) -> bool:
+        """Whether a new client gets the node's status within ANSWERED_WITHIN seconds."""
+        async def ask() -> bytes:
+            c = await self.connect()
+            try:
+                return await c.read("csrv/local/status")
+            finally:
+                await c.close()
+        try:
+            return bool(await asyncio.wait_for(ask(), ANSWERED_WITHIN))
+        except asyncio.TimeoutError:
+            return False
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Any:
+    r = cli("cluster", "up", "--depth", "0", "--slots", "1", "--dir", str(tmp_path / "c"),
+            "--export-root", str(tmp_path / "x"))
+    assert r.returncode == 0, r.stderr
+    pid = int((tmp_path / "c" / "n0.pid").read_text())
+    try:
+        yield Daemon(tmp_path, pid)
+    finally:
+        try:  # a daemon an attack froze cannot hear SIGTERM: no grace for it
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        cli("cluster", "down", "--dir", str(tmp_path / "c"))
+
+
+async def while_running(work: asyncio.Future[Any], node: Daemon) -> None:
+    """Another client is answered while ``work`` (the attack) runs."""
+    assert not work.done() or work.exception() is None
+    assert await node.answers(), "the daemon did not answer another client while the attack ran"
+
+
+# ---- §8: user patterns are RE2 ----
+
+async def test_a_catastrophic_grep_on_status_does_not_freeze_the_daemon(node: Daemon) -> None:
+    c = await node.connect()
+    try:
+        work = asyncio.ensure_future(api.gread(c, "status", agg="count", grep="(.*?,?)*X"))
+        await while_running(work, node)
+        r = await asyncio.wait_for(work, 30)
+        assert r["value"] == {"nodes": 1, "lines": 0} and not r["errors"]
+    finally:
+        await c.close()
+
+
+async def test_a_catastrophic_grep_on_an_exported_file_does_not_stall_the_loop(
+        node: Daemon) -> None:
+    (node.export / "as").write_text("a" * 27 + "!\n" + "a" * 3 + "\n")
+    c = await node.connect()
+    try:
+        for agg in ("count", "equiv"):  # parsed on a thread, matched where the content is
+            work = asyncio.ensure_future(api.gread(c, "fs/as", agg=agg, grep="^(a+)+$"))
+            await while_running(work, node)
+            r = await asyncio.wait_for(work, 30)
+            assert not r["errors"], r
+            if agg == "count":
+                assert r["value"] == {"nodes": 1, "lines": 1}
+            else:
+                assert r["groups"][0]["content"] == "aaa\n"
+    finally:
+        await c.close()
+
+
+async def test_a_pattern_re2_refuses_is_a_clear_error(node: Daemon) -> None:
+    c = await node.connect()
+    try:
+        with pytest.raises(NinepError, match=r"bad --grep pattern.*\(a\)\\1.*RE2"):
+            await api.gread(c, "status", agg="count", grep=r"(a)\1")
+        assert await node.answers()
+    finally:
+        await c.close()
+
+
+# ---- §11: numeric reads stay linear ----
+
+async def test_a_sum_over_a_file_with_no_newline_is_linear_and_bounded(node: Daemon) -> None:
+    with open(node.export / "flat", "wb") as flat:  # 256 MiB and not one newline (sparse)
+        flat.truncate(256 * MiB)
+    (node.export / "nums").write_text("1 2\n" + "7" * (2 * MiB) + "\n3 4")  # one long line
+    c = await node.connect()
+    before = node.rss()
+    try:
+        work = asyncio.ensure_future(api.gread(c, "fs/flat", agg="sum"))
+        await while_running(work, node)
+        r = await asyncio.wait_for(work, 30)
+        assert not r["errors"] and r["value"] == [] and r["long_lines"] == 1, r
+        assert node.rss() < before + 128 * MiB, (before, node.rss())
+        r = await api.gread(c, "fs/nums", agg="sum")
+        assert r["value"] == [4, 6] and r["lines"] == 2 and r["long_lines"] == 1, r
+    finally:
+        await c.close()
