@@ -120,6 +120,52 @@ async def test_a_pattern_re2_refuses_is_a_clear_error(node: Daemon) -> None:
         await c.close()
 
 
+# ---- §9: node sets are matched, never expanded ----
+
+async def test_a_huge_node_set_in_a_query_path_is_matched_without_expanding_it(
+        node: Daemon) -> None:
+    c = await node.connect()
+    before = node.rss()
+    try:
+        work = asyncio.ensure_future(c.ls("csrv/query/name=x[1-2000000]"))
+        await while_running(work, node)
+        names = [st.name for st in await asyncio.wait_for(work, 30)]
+        assert "n0" not in names and "status" in names
+        assert await api.nodes(c, "name=n[0-2000000]") == ["n0"]
+        assert await api.nodes(c, "name=m[0-5],n[00-10]") == []  # n00 is not n0
+        assert node.rss() < before + 64 * MiB, (before, node.rss())
+    finally:
+        await c.close()
+
+
+async def test_a_huge_node_set_in_res_where_is_matched_without_expanding_it(
+        node: Daemon) -> None:
+    c = await node.connect()
+    before = node.rss()
+    try:
+        sid = (await c.read("csrv/local/clone")).decode().strip()
+        work = asyncio.ensure_future(
+            c.write(f"csrv/local/{sid}/ctl", "res 1 where name=n[0-3000000] pernode 1\n"))
+        await while_running(work, node)
+        await asyncio.wait_for(work, 30)
+        assert node.rss() < before + 64 * MiB, (before, node.rss())
+        await c.write(f"csrv/local/{sid}/ctl", "close\n")
+    finally:
+        await c.close()
+
+
+async def test_a_node_set_expression_too_long_is_refused_saying_so(node: Daemon) -> None:
+    c = await node.connect()
+    try:
+        big = ",".join(f"n{i}" for i in range(20000))  # over 64 KiB of text
+        sid = (await c.read("csrv/local/clone")).decode().strip()
+        with pytest.raises(NinepError, match=r"node set .* is \d+ characters long, over"):
+            await c.write(f"csrv/local/{sid}/ctl", f"res 1 where name={big}\n")
+        assert await node.answers()
+    finally:
+        await c.close()
+
+
 # ---- §11: numeric reads stay linear ----
 
 async def test_a_sum_over_a_file_with_no_newline_is_linear_and_bounded(node: Daemon) -> None:

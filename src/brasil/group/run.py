@@ -62,6 +62,16 @@ class Result:
     output: dict[int, list[str]] = field(default_factory=dict)  # rank -> lines (for -b)
 
 
+def expand(nodeset: str) -> set[str]:
+    """Every name of ``-w``'s node set, by ClusterShell: here, in the user's own client, to
+    name those not in the tree. (A daemon never expands one: ``node/nodeset.py``.)"""
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+    try:
+        return set(NodeSet(nodeset))
+    except NodeSetParseError as e:
+        raise RunError(f"bad node set {nodeset!r}: {e}") from None
+
+
 async def tree_nodes(c: Client) -> list[str]:
     """Every node of the tree, from the root's status."""
     text = (await c.read(f"{L}/status")).decode()
@@ -79,8 +89,7 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
     if n is None:
         names = await tree_nodes(c)
         if nodeset:
-            from ..node.attrs import node_set
-            wanted = node_set(nodeset)
+            wanted = expand(nodeset)
             missing = sorted(wanted - set(names))
             if missing:
                 raise RunError(f"no such node{'s' if len(missing) > 1 else ''} in the tree: "
