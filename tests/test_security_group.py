@@ -166,6 +166,86 @@ async def test_a_node_set_expression_too_long_is_refused_saying_so(node: Daemon)
         await c.close()
 
 
+# ---- §10: ptail -f ----
+
+async def lines_of(c: Client, path: str) -> AsyncIterator[str]:
+    async for line in api.follow(c, path):
+        yield line
+
+
+async def test_ptail_does_not_follow_a_swapped_in_link_out_of_the_export(
+        node: Daemon, tmp_path: Path) -> None:
+    secret = tmp_path / "rootonly"
+    secret.write_text("SECRET line\n")
+    secret.chmod(0o600)
+    log = node.export / "log"
+    log.write_text("one\n")
+    c = await node.connect()
+    seen: list[str] = []
+    try:
+        reader = asyncio.ensure_future(collect(lines_of(c, "fs/log"), seen))
+        await appended_until_seen(log, seen)
+        link = node.export / ".swap"
+        link.symlink_to(secret)
+        os.replace(link, log)  # the followed file is now a link to a file outside the export
+        with pytest.raises(TimeoutError):  # the unsafe follower printed it within one poll
+            await until(lambda: any("SECRET" in ln for ln in seen), "a leak", timeout=3)
+        fresh = node.export / ".fresh"
+        fresh.write_text("three\n")
+        os.replace(fresh, log)  # a regular file again: followed from its start
+        await until(lambda: "n0: three" in seen, "the line of the new file")
+        assert not any("SECRET" in ln for ln in seen), seen
+        reader.cancel()
+    finally:
+        await c.close()
+
+
+async def appended_until_seen(path: Path, seen: list[str]) -> None:
+    """Lines appended to ``path`` until the follower shows one (it starts at the file's end,
+    at a moment we do not know): then it is surely following."""
+    for i in range(100):
+        with path.open("a") as f:
+            f.write(f"tick {i}\n")
+        try:
+            await until(lambda: any(ln.startswith("n0: tick") for ln in seen), "a tick", 0.5)
+            return
+        except TimeoutError:
+            continue
+    raise TimeoutError("the follower never showed an appended line")
+
+
+async def collect(lines: AsyncIterator[str], into: list[str]) -> None:
+    async for line in lines:
+        into.append(line)
+
+
+async def until(cond: Any, what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g}s")
+        await asyncio.sleep(0.02)
+
+
+async def test_ptail_reads_a_huge_file_in_bounded_pieces_as_the_reader_takes_them(
+        node: Daemon) -> None:
+    c = await node.connect()
+    try:
+        f = await c.open("csrv/query/follow", ORDWR)
+        await f.write(json.dumps({"path": "fs/big"}))  # missing now: read from its start
+        before = node.rss()
+        with open(node.export / "big", "wb") as big:  # 512 MiB appear at once (sparse)
+            big.truncate(512 * MiB)
+        first = await asyncio.wait_for(f.read(65536, 0), 30)  # the follower is reading it
+        assert first.startswith(b"n0: \0")
+        assert await node.answers()
+        assert node.rss() < before + 128 * MiB, (before, node.rss())
+        await f.close()
+    finally:
+        await c.close()
+
+
 # ---- §11: numeric reads stay linear ----
 
 async def test_a_sum_over_a_file_with_no_newline_is_linear_and_bounded(node: Daemon) -> None:

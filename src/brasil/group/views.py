@@ -30,6 +30,7 @@ from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.stream import Stream
 from ..ninep.synthetic import Dir, Handle, Node
+from ..node.exportfs import Export
 from ..node.io import Aggregator, Output
 from ..exec.records import NEWLINE
 from ..tree.delegation import RemoteReader
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .query import Query, QueryService
 
 POLL = 0.2  # how often a followed file is looked at
+PIECE = 256 << 10  # a followed file is read this much at a time, as the reader takes it
 
 
 def make_view(name: str, s: QueryService, q: Query) -> Node:
@@ -91,14 +93,21 @@ class RequestHandle(Handle):
         return self.target.close() if self.target is not None else None
 
 
-def export_path(s: QueryService, path: str, make_dirs: bool = False) -> str:
-    """The real file behind ``fs/…`` on this node (resolved inside the export, never out);
-    with ``make_dirs``, the directories missing on the way are made (as ``pcp`` needs)."""
+def export_rel(s: QueryService, path: str) -> tuple[Export, tuple[str, ...]]:
+    """This node's export and ``fs/…``'s path inside it (refused if not under fs/)."""
     parts = check_path(path)
     export = s.node.export
     if parts[0] != "fs" or export is None or len(parts) < 2:
         raise NinepError(f"{path}: only files under fs/ (a node's --export) can be followed or "
                          "copied to", errno.EINVAL)
+    return export, tuple(parts[1:])
+
+
+def export_path(s: QueryService, path: str, make_dirs: bool = False) -> str:
+    """The real file behind ``fs/…`` on this node (resolved inside the export, never out);
+    with ``make_dirs``, the directories missing on the way are made (as ``pcp`` needs)."""
+    export, rel = export_rel(s, path)
+    parts = ["fs", *rel]
     dirs = parts[1:-1]
     have = len(dirs)
     while have and make_dirs:
@@ -128,12 +137,16 @@ class FollowStream:
         sources, prefixes = [], []
         self.tasks: list[asyncio.Task[None]] = []
         if s.matches_here(q):
-            real = export_path(s, path)
-            if os.path.isdir(real):
+            export, rel = export_rel(s, path)
+            try:
+                is_dir = stat.S_ISDIR(export.lstat(export.resolve(rel)).st_mode)
+            except (NinepError, OSError):  # missing (followed once it appears), or unreadable
+                is_dir = False
+            if is_dir:
                 raise NinepError(f"{path} is a directory on {s.node.name}; ptail follows a file",
                                  errno.EISDIR)
             stream = Stream(s.node.output_limit)
-            self.tasks.append(asyncio.ensure_future(tail(real, stream)))
+            self.tasks.append(asyncio.ensure_future(tail(export, rel, stream)))
             sources.append(Output(stream, f"follow {path}"))
             prefixes.append(f"{s.node.name}: ".encode())
         self.children = []
@@ -178,39 +191,52 @@ class ChildFollow(RemoteReader):
         return await super()._read(count)
 
 
-async def tail(path: str, out: Stream) -> None:
-    """New bytes of ``path`` as they are appended (from its end when we start), as ``tail -F``:
+async def tail(export: Export, rel: tuple[str, ...], out: Stream) -> None:
+    """New bytes of ``fs/REL`` as they are appended (from its end when we start), as ``tail -F``:
     a file replaced or truncated is followed from its start, and so is one missing when we
-    start, once it appears. A directory there gives nothing (the client says so)."""
-    pos = None
+    start, once it appears. A directory there gives nothing (the client says so).
+
+    The file is opened as ``fs/`` opens it (:meth:`Export.open_file`: resolved inside the
+    export, no link followed, a regular file only), so a link swapped in for it, to a file
+    outside, is never read. It is read :data:`PIECE` bytes at a time, each written to ``out``
+    before the next is read: ``out`` is bounded, so a reader that does not read pauses us, and
+    a big file appearing costs one piece of memory, not its size."""
+    pos: int | None = None
     ino = None
-    if not os.path.lexists(path):
-        pos = 0
+    try:
+        export.resolve(rel)
+    except NinepError as e:
+        if e.errno == errno.ENOENT:
+            pos = 0  # missing now: read from its start once it appears
     while True:
         try:
-            st = os.stat(path)
-            if stat.S_ISDIR(st.st_mode):
-                raise FileNotFoundError(path)
-            if ino is not None and (st.st_ino != ino or st.st_size < (pos or 0)):
+            fd = export.open_file(export.resolve(rel))
+        except (NinepError, OSError) as e:
+            if getattr(e, "errno", None) == errno.ENOENT and ino is not None:
+                ino, pos = None, 0  # gone: a new one is followed from its start
+            await asyncio.sleep(POLL)  # missing, a link out, not a file, unreadable: for now
+            continue
+        try:
+            info = os.fstat(fd)
+            if ino is not None and (info.st_ino != ino or info.st_size < (pos or 0)):
                 pos = 0
-            ino = st.st_ino
+            ino = info.st_ino
             if pos is None:
-                pos = st.st_size
-            if st.st_size > pos:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    data = f.read(st.st_size - pos)
+                pos = info.st_size
+            while True:
+                data = os.pread(fd, PIECE, pos)
+                if not data:
+                    break
                 pos += len(data)
                 r = out.write(data)
                 if is_awaitable(r):
-                    await r
-        except FileNotFoundError:
-            if ino is not None:  # gone: a new one is followed from its start
-                ino, pos = None, 0
-        except OSError:  # unreadable for now: tried again
-            pass
+                    await r  # the reader's pace
         except NinepError:  # the reader is gone
             return
+        except OSError:  # unreadable for now: tried again
+            pass
+        finally:
+            os.close(fd)
         await asyncio.sleep(POLL)
 
 
