@@ -264,3 +264,25 @@ async def test_a_sum_over_a_file_with_no_newline_is_linear_and_bounded(node: Dae
         assert r["value"] == [4, 6] and r["lines"] == 2 and r["long_lines"] == 1, r
     finally:
         await c.close()
+
+
+# ---- §10's sibling: pcp writes inside the export only ----
+
+@pytest.mark.parametrize("dest", ["fs/out/planted", "fs/out/sub/planted"])
+async def test_pcp_does_not_write_through_a_planted_link_out_of_the_export(
+        node: Daemon, tmp_path: Path, dest: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (node.export / "out").symlink_to(outside)  # planted by someone who may write the export
+    src = tmp_path / "src"
+    src.write_text("payload\n")
+    c = await node.connect()
+    try:
+        with pytest.raises(NinepError, match="points outside the exported tree"):
+            await api.pcp(c, str(src), dest)
+        assert list(outside.iterdir()) == []
+        await api.pcp(c, str(src), "fs/in/sub/copied")  # directories inside are still made
+        assert (node.export / "in" / "sub" / "copied").read_text() == "payload\n"
+        assert [p.name for p in (node.export / "in" / "sub").iterdir()] == ["copied"]
+    finally:
+        await c.close()

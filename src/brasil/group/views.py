@@ -2,11 +2,14 @@
 
 - ``follow``: write ``{"path": "fs/…"}``, then reading streams every matching node's file as it
   grows, each line prefixed ``NODE: ``; each node merges its own with its children's streams on
-  line boundaries (``node.io.Aggregator``), so one stream comes up the tree (``ptail -f``).
+  line boundaries (``node.io.Aggregator``), so one stream comes up the tree (``ptail -f``). The
+  file is opened as ``fs/`` opens it and read as the reader takes it (see :func:`tail`).
 - ``pcp``: write ``{"path": "fs/…"}`` (one write), then the file's bytes: they are copied into
   that path on every matching node. Each node writes its own copy (to a temporary name, renamed
   into place when the writer closes) and passes every chunk on to its children as it arrives, so
   the bytes flow down the tree in a pipeline and the root sends each once per child (``pcp``).
+  The copy is made in a directory held by a descriptor, reached without following a link
+  (``Export.make_dirs``): the export may be writable by others, the daemon is often root.
 - ``merge/``: TBON-FS's merge of the matching nodes' ``local/``: each name any of them has, as a
   directory of the nodes that have it, whose entries are those nodes' own files or directories.
   ``deepmerge/``: the same all the way down: a name that is a directory on some node is a merged
@@ -101,30 +104,6 @@ def export_rel(s: QueryService, path: str) -> tuple[Export, tuple[str, ...]]:
         raise NinepError(f"{path}: only files under fs/ (a node's --export) can be followed or "
                          "copied to", errno.EINVAL)
     return export, tuple(parts[1:])
-
-
-def export_path(s: QueryService, path: str, make_dirs: bool = False) -> str:
-    """The real file behind ``fs/…`` on this node (resolved inside the export, never out);
-    with ``make_dirs``, the directories missing on the way are made (as ``pcp`` needs)."""
-    export, rel = export_rel(s, path)
-    parts = ["fs", *rel]
-    dirs = parts[1:-1]
-    have = len(dirs)
-    while have and make_dirs:
-        try:
-            export.resolve(tuple(dirs[:have]))
-            break
-        except NinepError:
-            have -= 1
-    rel = export.resolve(tuple(dirs[:have]))
-    if have < len(dirs):  # plain names (no '..', no links yet): made inside the export
-        try:
-            os.makedirs(os.path.join(export.root, *rel, *dirs[have:]), 0o755, exist_ok=True)
-        except OSError as e:  # said with the path in fs/, never the export's real path
-            raise NinepError(f"{path}: cannot make its directory: {e.strerror}",
-                             e.errno or errno.EIO) from None
-        rel = rel + tuple(dirs[have:])
-    return os.path.join(export.root, *rel, parts[-1])
 
 
 # ---- follow ----
@@ -257,7 +236,8 @@ class PcpWriter:
     def __init__(self, s: QueryService, q: Query, req: dict[str, Any]) -> None:
         self.s, self.q, self.path, self.req = s, q, req["path"], req
         self.fd = -1
-        self.final = self.tmp = ""
+        self.dfd = -1  # the destination's directory, held from the first write to the rename
+        self.final = self.tmp = ""  # names in it
         self.dirs: list[str] = []  # nodes (ours and below) where the destination is a directory
         self.errors: list[str] = []
         self.children = [c for c in s.children() if s.may_match(c, q)]
@@ -266,19 +246,25 @@ class PcpWriter:
             self._open()
 
     def _open(self) -> None:
+        """Our copy's temporary file, made in the destination's directory, which is held by a
+        descriptor (Export.make_dirs: never reached through a link) until the copy is renamed
+        into place: a link swapped in on the way meanwhile changes nothing."""
         name = self.s.node.name
         try:
-            self.final = export_path(self.s, self.path, make_dirs=True)
+            export, rel = export_rel(self.s, self.path)
+            self.dfd = export.make_dirs(rel[:-1])
+            self.final = rel[-1]
             try:
-                is_dir = stat.S_ISDIR(os.lstat(self.final).st_mode)
+                is_dir = stat.S_ISDIR(os.stat(self.final, dir_fd=self.dfd,
+                                              follow_symlinks=False).st_mode)
             except FileNotFoundError:
                 is_dir = False
             if is_dir:
                 self.dirs.append(name)
                 return
-            tmp = os.path.join(os.path.dirname(self.final),
-                               f".pcp-{secrets.token_hex(4)}-{os.path.basename(self.final)}")
-            self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            tmp = f".pcp-{secrets.token_hex(4)}-{self.final}"
+            self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, 0o644, dir_fd=self.dfd)
             self.tmp = tmp
         except NinepError as e:
             self.errors.append(f"{name}: {e.message}")
@@ -296,10 +282,13 @@ class PcpWriter:
             self.fd = -1
         if self.tmp:
             try:
-                os.unlink(self.tmp)
+                os.unlink(self.tmp, dir_fd=self.dfd)
             except OSError:
                 pass
             self.tmp = ""
+        if self.dfd >= 0:
+            os.close(self.dfd)
+            self.dfd = -1
 
     def message(self) -> str:
         parts = []
@@ -377,7 +366,7 @@ class PcpWriter:
                     os.fsync(self.fd)
                     os.close(self.fd)
                     self.fd = -1
-                    os.replace(self.tmp, self.final)
+                    os.replace(self.tmp, self.final, src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
                     self.tmp = ""
                 except OSError as e:
                     self._fail_own(e)

@@ -72,6 +72,36 @@ class Export:
             raise
         return fd
 
+    def make_dirs(self, dirs: tuple[str, ...]) -> int:
+        """A descriptor of directory ``dirs`` (its links read as :meth:`resolve` reads them,
+        never out of the root), the directories missing at its end made (0755) one at a time,
+        each from its parent's descriptor and opened with ``O_NOFOLLOW``: a link planted on the
+        way is refused, never followed. What a copy into ``fs/`` writes in (``pcp``)."""
+        have = len(dirs)
+        while have:
+            try:
+                self.resolve(dirs[:have])
+                break
+            except NinepError as e:
+                if e.errno != _errno.ENOENT:  # a link out, a file on the way: said as it is
+                    raise
+                have -= 1
+        fd = self.open_dir(self.resolve(dirs[:have]))
+        try:
+            for name in dirs[have:]:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nxt = os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        except OSError as e:
+            os.close(fd)
+            raise _oserror(e, "fs/" + "/".join(dirs)) from None
+        return fd
+
     def open_file(self, rel: tuple[str, ...], flags: int = os.O_RDONLY) -> int:
         """A descriptor of the regular file ``rel`` (a path :meth:`resolve` gave: no links left
         in it): opened from its directory's descriptor with ``O_NOFOLLOW`` on every name, so a
