@@ -136,6 +136,9 @@ async def cmd(args: argparse.Namespace) -> int:
             elif agg in NUMERIC and args.path == "status" and sys.stdout.isatty():
                 print(STATUS_HEADER)
             show(result, getattr(args, "json", False))
+            if result.get("long_lines"):
+                print(f"brasil {args.command}: {result['long_lines']} line(s) over 1 MiB skipped "
+                      "(not numbers)", file=sys.stderr)
             rc = print_errors(result)
             if args.command == "pgrep" and not rc and not result["groups"]:
                 return 1  # as grep: nothing matched anywhere

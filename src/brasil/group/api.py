@@ -109,13 +109,16 @@ async def follow(c: Client, path: str, where: str = "",
     f = await c.open(qpath(where, "follow"), ORDWR)
     try:
         await f.write(json.dumps({"path": path}))
-        rest = b""
+        pending: list[bytes] = []  # a line's start: joined once its end comes (linear time)
         while True:
             chunk = await f.read(None, 0)
             if not chunk:
                 break
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
+            if b"\n" not in chunk:
+                pending.append(chunk)
+                continue
+            lines = b"".join([*pending, chunk]).split(b"\n")
+            pending = [lines.pop()]
             for line in lines:
                 yield line.decode(errors="replace")
     finally:

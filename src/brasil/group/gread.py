@@ -6,16 +6,20 @@ with each child's partial for the same request — asked in parallel — by the 
 each level sends condensed data up, and the root receives one result per child, not one copy per
 leaf: an ``equiv`` of a file identical on 64 leaves reaches the root once per child.
 
-Requests: ``{"path": "fs/etc/hosts", "agg": KIND, "grep": RE?}``, ``path`` relative to each
-node's ``local/`` (never climbing out of it), and one of a whitelist of files that do nothing but
-give their bytes when read: ``fs/…`` (the export: regular files only), ``status`` and ``attrs``.
-Others, such as ``clone`` (which makes a session when opened) or ``ctl``, are refused. Kinds:
+Requests: ``{"path": "fs/etc/hosts", "agg": KIND, "grep": RE?}``. ``grep`` is RE2 syntax, matched
+in linear time against each line without its newline (a pattern RE2 refuses is the request's
+error). ``path`` is relative to each node's ``local/`` (never climbing out of it), and one of a
+whitelist of files that do nothing but give their bytes when read: ``fs/…`` (the export: regular
+files only), ``status`` and ``attrs``. Others, such as ``clone`` (which makes a session when
+opened) or ``ctl``, are refused. Kinds:
 
 - ``concat``: every node's content, by node;
 - ``equiv``: identical contents together, each with its node list (as ``dshbak -c``);
 - ``sha256``: ``equiv`` of the contents' SHA-256 (what ``psync`` compares);
 - ``sum``, ``min``, ``max``, ``mean``, ``count``: over the numeric fields, column by column
   (column j is the j-th whitespace-separated field of each line), and the count of nodes and lines;
+  a line longer than ``MAX_LINE`` (1 MiB) is not numbers: it is skipped as it streams by and
+  counted in ``long_lines``, so a file without newlines costs linear time and bounded memory;
 - ``py:MODULE:FUNC``: a user's associative reducer, ``FUNC(a, b)``, over the nodes' contents
   (str); it runs in a child process of each daemon (``python -m brasil.group.reduce``), so a
   reducer that raises or hangs harms nothing: the error names the node where it happened;
@@ -51,6 +55,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ..exec.records import compile_regex
 from ..ninep.constants import OREAD
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
@@ -64,6 +69,8 @@ MAX_CONTENT = 8 << 20  # a node's file, for the kinds that carry content (concat
 CONTENT_KINDS = ("concat", "equiv")
 NUMERIC_KINDS = ("sum", "min", "max", "mean", "count")
 CHUNK = 1 << 20
+MAX_LINE = 1 << 20  # the numeric kinds: a longer line is not numbers (skipped, counted)
+BIG_GREP = 64 << 10  # content bigger than this is grepped on a thread
 MAX_RESULT = 64 << 20  # the content of one partial (what a node holds, and sends up)
 BIG_JSON = 256 << 10  # JSON bigger than this is made and parsed on a thread, a string at a time
 REDUCER_TIMEOUT = 30.0
@@ -83,11 +90,32 @@ def check_request(req: Any) -> dict[str, Any]:
                          "nodes' exported files), status or attrs; not files that act when "
                          "opened, such as clone (a new session) or ctl", errno.EINVAL)
     if req.get("grep") is not None:
-        try:
-            re.compile(req["grep"])
-        except re.error as e:
-            raise NinepError(f"gread: bad --grep pattern: {e}") from None
+        grep_regex(req["grep"])  # refused now, saying why, rather than on every node
     return {"path": "/".join(parts), "agg": agg, "grep": req.get("grep")}
+
+
+def grep_regex(grep: Any) -> Any:
+    """A ``--grep`` pattern compiled with RE2 (linear time: no pattern can stall a daemon);
+    a pattern RE2 refuses is the request's error, naming it and why."""
+    if not isinstance(grep, str):
+        raise NinepError(f"gread: --grep is a regular expression (a string), not {grep!r}",
+                         errno.EINVAL)
+    try:
+        return compile_regex(grep, "--grep pattern")
+    except ValueError as e:
+        raise NinepError(f"gread: {e}", errno.EINVAL) from None
+
+
+def grep_lines(content: bytes, rx: Any) -> bytes:
+    """The lines of ``content`` that ``rx`` finds a match in, each with its newline (a last
+    line without one is kept as it is): bytes in, bytes out, so nothing is lost or re-coded.
+    A line is matched without its newline, so ``$`` ends it as grep's does."""
+    lines = content.split(b"\n")
+    last = lines.pop()
+    out = [ln + b"\n" for ln in lines if rx.search(ln)]
+    if last and rx.search(last):
+        out.append(last)
+    return b"".join(out)
 
 
 def check_path(path: str, empty: bool = False) -> list[str]:
@@ -162,43 +190,77 @@ async def read_local(node: Any, path: str, agg: str = "concat", grep: str | None
     if sha is not None:
         return sha.hexdigest().encode(), at
     if cols is not None:
-        cols.feed(b"", final=True)
+        await asyncio.to_thread(cols.feed, b"", True)
         return cols, at
     return b"".join(chunks), at
 
 
 class Columns:
     """The numeric kinds' partial of one file: per column ``[count, sum, min, max]`` of the
-    numbers in it, and its line count; fed in chunks (lines may straddle them)."""
+    numbers in it, and its line count; fed in chunks (lines may straddle them).
+
+    Linear and bounded whatever the file: only a line's start is held across chunks (in a
+    bytearray, appended to, never re-joined), and a line longer than :data:`MAX_LINE` is not
+    numbers: its bytes are dropped as they come and it is counted in ``long_lines``, not
+    parsed, grepped or counted in ``lines``."""
 
     def __init__(self, grep: str | None) -> None:
-        self.rx = re.compile(grep) if grep is not None else None
+        self.rx = grep_regex(grep) if grep is not None else None
         self.cols: list[list[float]] = []
         self.lines = 0
-        self.rest = b""
+        self.long_lines = 0
+        self.held = bytearray()  # the start of a line no newline has ended yet
+        self.skipping = False  # inside a line over MAX_LINE: dropped until its newline
 
     def feed(self, chunk: bytes, final: bool = False) -> None:
-        lines = (self.rest + chunk).split(b"\n")
-        self.rest = b"" if final else lines.pop()
-        if final and lines and not lines[-1]:
-            lines.pop()  # the file's last newline ends a line, it does not start one
-        for raw in lines:
-            line = raw.decode("utf-8", "replace")
-            if self.rx is not None and not self.rx.search(line):
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._hold(chunk)
+        else:
+            self._hold(chunk[:first])
+            self._end_held()  # a newline ends it, even if empty
+            last = chunk.rfind(b"\n")
+            if last > first:
+                for line in chunk[first + 1:last].split(b"\n"):
+                    self._line(line)
+            self._hold(chunk[last + 1:])
+        if final and (self.held or self.skipping):
+            self._end_held()  # the last line, without a newline
+
+    def _hold(self, data: bytes) -> None:
+        if self.skipping or not data:
+            return
+        self.held += data
+        if len(self.held) > MAX_LINE:
+            self.skipping, self.held = True, bytearray()
+
+    def _end_held(self) -> None:
+        if self.skipping:
+            self.long_lines += 1
+            self.skipping = False
+        else:
+            self._line(bytes(self.held))
+        self.held = bytearray()
+
+    def _line(self, raw: bytes) -> None:
+        if len(raw) > MAX_LINE:
+            self.long_lines += 1
+            return
+        if self.rx is not None and not self.rx.search(raw):
+            return
+        self.lines += 1
+        for j, word in enumerate(raw.split()):
+            try:
+                v = float(word)
+            except ValueError:
                 continue
-            self.lines += 1
-            for j, word in enumerate(line.split()):
-                try:
-                    v = float(word)
-                except ValueError:
-                    continue
-                while len(self.cols) <= j:
-                    self.cols.append([0, 0.0, float("inf"), float("-inf")])
-                c = self.cols[j]
-                c[0] += 1
-                c[1] += v
-                c[2] = min(c[2], v)
-                c[3] = max(c[3], v)
+            while len(self.cols) <= j:
+                self.cols.append([0, 0.0, float("inf"), float("-inf")])
+            c = self.cols[j]
+            c[0] += 1
+            c[1] += v
+            c[2] = min(c[2], v)
+            c[3] = max(c[3], v)
 
 
 async def list_local(node: Any, path: str) -> dict[str, bool]:
@@ -231,6 +293,7 @@ def leaf(agg: str, node: str, content: bytes | Columns, grep: str | None,
     if isinstance(content, Columns):  # the numeric kinds: parsed as it was read
         p["held"] = size or 0
         p["lines"] = content.lines
+        p["long_lines"] = content.long_lines
         p["columns"] = content.cols
         return p
     p["held"] = len(content) if size is None else size
@@ -238,11 +301,7 @@ def leaf(agg: str, node: str, content: bytes | Columns, grep: str | None,
         p["groups"] = [{"nodes": [node], "content": content.decode()}]
         return p
     if grep is not None and agg in CONTENT_KINDS:
-        # Lines chosen without losing a byte: undecodable bytes pass through as surrogates.
-        rx = re.compile(grep)
-        text = content.decode("utf-8", "surrogateescape")
-        content = "".join(ln for ln in text.splitlines(keepends=True) if rx.search(ln)).encode(
-            "utf-8", "surrogateescape")
+        content = grep_lines(content, grep_regex(grep))  # bytes: not one is lost
     if agg in CONTENT_KINDS:
         # Grouping compares bytes, and a part is the file as it is: no lossy decode.
         c = text_or_base64(content)
@@ -252,11 +311,9 @@ def leaf(agg: str, node: str, content: bytes | Columns, grep: str | None,
             p["groups"] = [{"nodes": [node], **c}]
         return p
     if agg.startswith("py:"):
-        text = content.decode("utf-8", "replace")
         if grep is not None:
-            rx = re.compile(grep)
-            text = "".join(ln for ln in text.splitlines(keepends=True) if rx.search(ln))
-        p["values"] = [text]
+            content = grep_lines(content, grep_regex(grep))
+        p["values"] = [content.decode("utf-8", "replace")]
         return p
     cols = Columns(grep)  # a numeric kind given bytes (status): parsed here
     cols.feed(content, final=True)
@@ -291,6 +348,7 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             have[1] = have[1] or is_dir
     else:
         a["lines"] = a.get("lines", 0) + b.get("lines", 0)
+        a["long_lines"] = a.get("long_lines", 0) + b.get("long_lines", 0)
         ca, cb = a.setdefault("columns", []), b.get("columns", [])
         for j, c in enumerate(cb):
             if j >= len(ca):
@@ -339,7 +397,12 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
                                    if agg == "sha256" else data, req.get("grep"), len(data)))
             else:
                 data, size = await read_local(s.node, path, agg, req.get("grep"))
-                merge(result, leaf(agg, name, data, req.get("grep"), size))
+                if req.get("grep") is not None and isinstance(data, bytes) and \
+                        len(data) > BIG_GREP:  # up to MAX_CONTENT of lines: not on the loop
+                    merge(result, await asyncio.to_thread(leaf, agg, name, data,
+                                                          req.get("grep"), size))
+                else:
+                    merge(result, leaf(agg, name, data, req.get("grep"), size))
         except NinepError as e:
             result["errors"][name] = e.message
 

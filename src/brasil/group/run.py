@@ -43,15 +43,6 @@ def fold(names: list[str]) -> str:
         return ",".join(names)
 
 
-def _node_set(text: str) -> frozenset[str]:
-    """A node set the user typed, expanded here, in the client (it names real nodes)."""
-    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
-    try:
-        return frozenset(NodeSet(text))
-    except NodeSetParseError as e:
-        raise RunError(f"bad node set {text!r}: {e}; write it as n[1-3,7],m1") from None
-
-
 def ranges(numbers: list[int]) -> str:
     out, nums = [], sorted(numbers)
     i = 0
@@ -74,6 +65,16 @@ class Result:
     output: dict[int, list[str]] = field(default_factory=dict)  # rank -> lines (for -b)
 
 
+def expand(nodeset: str) -> frozenset[str]:
+    """Every name of ``-w``'s node set, by ClusterShell: here, in the user's own client, to
+    name those not in the tree. (A daemon never expands one: ``node/nodeset.py``.)"""
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+    try:
+        return frozenset(NodeSet(nodeset))
+    except NodeSetParseError as e:
+        raise RunError(f"bad node set {nodeset!r}: {e}; write it as n[1-3,7],m1") from None
+
+
 async def tree_nodes(c: Client) -> list[str]:
     """Every node of the tree, from the root's status."""
     text = (await c.read(f"{L}/status")).decode()
@@ -94,12 +95,12 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
     if n is None:
         names = await tree_nodes(c)
         if nodeset or exclude:
-            wanted = _node_set(nodeset) if nodeset else frozenset(names)
+            wanted = expand(nodeset) if nodeset else frozenset(names)
             missing = sorted(wanted - set(names))
             if missing:
                 raise RunError(f"no such node{'s' if len(missing) > 1 else ''} in the tree: "
                                f"{fold(missing)}")
-            wanted -= _node_set(exclude) if exclude else frozenset()
+            wanted -= expand(exclude) if exclude else frozenset()
             if not wanted:
                 raise RunError(f"no node left once {exclude} is excluded")
             where = "name=" + ",".join(sorted(wanted))  # never folded: see fold()

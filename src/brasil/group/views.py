@@ -2,11 +2,14 @@
 
 - ``follow``: write ``{"path": "fs/…"}``, then reading streams every matching node's file as it
   grows, each line prefixed ``NODE: ``; each node merges its own with its children's streams on
-  line boundaries (``node.io.Aggregator``), so one stream comes up the tree (``ptail -f``).
+  line boundaries (``node.io.Aggregator``), so one stream comes up the tree (``ptail -f``). The
+  file is opened as ``fs/`` opens it and read as the reader takes it (see :func:`tail`).
 - ``pcp``: write ``{"path": "fs/…"}`` (one write), then the file's bytes: they are copied into
   that path on every matching node. Each node writes its own copy (to a temporary name, renamed
   into place when the writer closes) and passes every chunk on to its children as it arrives, so
   the bytes flow down the tree in a pipeline and the root sends each once per child (``pcp``).
+  The copy is made in a directory held by a descriptor, reached without following a link
+  (``Export.make_dirs``): the export may be writable by others, the daemon is often root.
 - ``merge/``: TBON-FS's merge of the matching nodes' ``local/``: each name any of them has, as a
   directory of the nodes that have it, whose entries are those nodes' own files or directories.
   ``deepmerge/``: the same all the way down: a name that is a directory on some node is a merged
@@ -30,6 +33,7 @@ from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.stream import Stream
 from ..ninep.synthetic import Dir, Handle, Node
+from ..node.exportfs import Export
 from ..node.io import Aggregator, Output
 from ..exec.records import NEWLINE
 from ..tree.delegation import RemoteReader
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
     from .query import Query, QueryService
 
 POLL = 0.2  # how often a followed file is looked at
+PIECE = 256 << 10  # a followed file is read this much at a time, as the reader takes it
 
 
 def make_view(name: str, s: QueryService, q: Query) -> Node:
@@ -91,31 +96,14 @@ class RequestHandle(Handle):
         return self.target.close() if self.target is not None else None
 
 
-def export_path(s: QueryService, path: str, make_dirs: bool = False) -> str:
-    """The real file behind ``fs/…`` on this node (resolved inside the export, never out);
-    with ``make_dirs``, the directories missing on the way are made (as ``pcp`` needs)."""
+def export_rel(s: QueryService, path: str) -> tuple[Export, tuple[str, ...]]:
+    """This node's export and ``fs/…``'s path inside it (refused if not under fs/)."""
     parts = check_path(path)
     export = s.node.export
     if parts[0] != "fs" or export is None or len(parts) < 2:
         raise NinepError(f"{path}: only files under fs/ (a node's --export) can be followed or "
                          "copied to", errno.EINVAL)
-    dirs = parts[1:-1]
-    have = len(dirs)
-    while have and make_dirs:
-        try:
-            export.resolve(tuple(dirs[:have]))
-            break
-        except NinepError:
-            have -= 1
-    rel = export.resolve(tuple(dirs[:have]))
-    if have < len(dirs):  # plain names (no '..', no links yet): made inside the export
-        try:
-            os.makedirs(os.path.join(export.root, *rel, *dirs[have:]), 0o755, exist_ok=True)
-        except OSError as e:  # said with the path in fs/, never the export's real path
-            raise NinepError(f"{path}: cannot make its directory: {e.strerror}",
-                             e.errno or errno.EIO) from None
-        rel = rel + tuple(dirs[have:])
-    return os.path.join(export.root, *rel, parts[-1])
+    return export, tuple(parts[1:])
 
 
 # ---- follow ----
@@ -128,12 +116,16 @@ class FollowStream:
         sources, prefixes = [], []
         self.tasks: list[asyncio.Task[None]] = []
         if s.matches_here(q):
-            real = export_path(s, path)
-            if os.path.isdir(real):
+            export, rel = export_rel(s, path)
+            try:
+                is_dir = stat.S_ISDIR(export.lstat(export.resolve(rel)).st_mode)
+            except (NinepError, OSError):  # missing (followed once it appears), or unreadable
+                is_dir = False
+            if is_dir:
                 raise NinepError(f"{path} is a directory on {s.node.name}; ptail follows a file",
                                  errno.EISDIR)
             stream = Stream(s.node.output_limit)
-            self.tasks.append(asyncio.ensure_future(tail(real, stream)))
+            self.tasks.append(asyncio.ensure_future(tail(export, rel, stream)))
             sources.append(Output(stream, f"follow {path}"))
             prefixes.append(f"{s.node.name}: ".encode())
         self.children = []
@@ -178,39 +170,52 @@ class ChildFollow(RemoteReader):
         return await super()._read(count)
 
 
-async def tail(path: str, out: Stream) -> None:
-    """New bytes of ``path`` as they are appended (from its end when we start), as ``tail -F``:
+async def tail(export: Export, rel: tuple[str, ...], out: Stream) -> None:
+    """New bytes of ``fs/REL`` as they are appended (from its end when we start), as ``tail -F``:
     a file replaced or truncated is followed from its start, and so is one missing when we
-    start, once it appears. A directory there gives nothing (the client says so)."""
-    pos = None
+    start, once it appears. A directory there gives nothing (the client says so).
+
+    The file is opened as ``fs/`` opens it (:meth:`Export.open_file`: resolved inside the
+    export, no link followed, a regular file only), so a link swapped in for it, to a file
+    outside, is never read. It is read :data:`PIECE` bytes at a time, each written to ``out``
+    before the next is read: ``out`` is bounded, so a reader that does not read pauses us, and
+    a big file appearing costs one piece of memory, not its size."""
+    pos: int | None = None
     ino = None
-    if not os.path.lexists(path):
-        pos = 0
+    try:
+        export.resolve(rel)
+    except NinepError as e:
+        if e.errno == errno.ENOENT:
+            pos = 0  # missing now: read from its start once it appears
     while True:
         try:
-            st = os.stat(path)
-            if stat.S_ISDIR(st.st_mode):
-                raise FileNotFoundError(path)
-            if ino is not None and (st.st_ino != ino or st.st_size < (pos or 0)):
+            fd = export.open_file(export.resolve(rel))
+        except (NinepError, OSError) as e:
+            if getattr(e, "errno", None) == errno.ENOENT and ino is not None:
+                ino, pos = None, 0  # gone: a new one is followed from its start
+            await asyncio.sleep(POLL)  # missing, a link out, not a file, unreadable: for now
+            continue
+        try:
+            info = os.fstat(fd)
+            if ino is not None and (info.st_ino != ino or info.st_size < (pos or 0)):
                 pos = 0
-            ino = st.st_ino
+            ino = info.st_ino
             if pos is None:
-                pos = st.st_size
-            if st.st_size > pos:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    data = f.read(st.st_size - pos)
+                pos = info.st_size
+            while True:
+                data = os.pread(fd, PIECE, pos)
+                if not data:
+                    break
                 pos += len(data)
                 r = out.write(data)
                 if is_awaitable(r):
-                    await r
-        except FileNotFoundError:
-            if ino is not None:  # gone: a new one is followed from its start
-                ino, pos = None, 0
-        except OSError:  # unreadable for now: tried again
-            pass
+                    await r  # the reader's pace
         except NinepError:  # the reader is gone
             return
+        except OSError:  # unreadable for now: tried again
+            pass
+        finally:
+            os.close(fd)
         await asyncio.sleep(POLL)
 
 
@@ -231,7 +236,8 @@ class PcpWriter:
     def __init__(self, s: QueryService, q: Query, req: dict[str, Any]) -> None:
         self.s, self.q, self.path, self.req = s, q, req["path"], req
         self.fd = -1
-        self.final = self.tmp = ""
+        self.dfd = -1  # the destination's directory, held from the first write to the rename
+        self.final = self.tmp = ""  # names in it
         self.dirs: list[str] = []  # nodes (ours and below) where the destination is a directory
         self.errors: list[str] = []
         self.children = [c for c in s.children() if s.may_match(c, q)]
@@ -240,19 +246,25 @@ class PcpWriter:
             self._open()
 
     def _open(self) -> None:
+        """Our copy's temporary file, made in the destination's directory, which is held by a
+        descriptor (Export.make_dirs: never reached through a link) until the copy is renamed
+        into place: a link swapped in on the way meanwhile changes nothing."""
         name = self.s.node.name
         try:
-            self.final = export_path(self.s, self.path, make_dirs=True)
+            export, rel = export_rel(self.s, self.path)
+            self.dfd = export.make_dirs(rel[:-1])
+            self.final = rel[-1]
             try:
-                is_dir = stat.S_ISDIR(os.lstat(self.final).st_mode)
+                is_dir = stat.S_ISDIR(os.stat(self.final, dir_fd=self.dfd,
+                                              follow_symlinks=False).st_mode)
             except FileNotFoundError:
                 is_dir = False
             if is_dir:
                 self.dirs.append(name)
                 return
-            tmp = os.path.join(os.path.dirname(self.final),
-                               f".pcp-{secrets.token_hex(4)}-{os.path.basename(self.final)}")
-            self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            tmp = f".pcp-{secrets.token_hex(4)}-{self.final}"
+            self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, 0o644, dir_fd=self.dfd)
             self.tmp = tmp
         except NinepError as e:
             self.errors.append(f"{name}: {e.message}")
@@ -270,10 +282,13 @@ class PcpWriter:
             self.fd = -1
         if self.tmp:
             try:
-                os.unlink(self.tmp)
+                os.unlink(self.tmp, dir_fd=self.dfd)
             except OSError:
                 pass
             self.tmp = ""
+        if self.dfd >= 0:
+            os.close(self.dfd)
+            self.dfd = -1
 
     def message(self) -> str:
         parts = []
@@ -351,7 +366,7 @@ class PcpWriter:
                     os.fsync(self.fd)
                     os.close(self.fd)
                     self.fd = -1
-                    os.replace(self.tmp, self.final)
+                    os.replace(self.tmp, self.final, src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
                     self.tmp = ""
                 except OSError as e:
                     self._fail_own(e)

@@ -7,34 +7,43 @@ of its ``status`` line as ``k=v`` words. One predicate language serves everythin
 nodes: ``res N where …`` (and so ``brasil run -w``), query paths (``/csrv/query/arch=x86_64/``),
 group reads. A filter is predicates joined by ``/``:
 
-- ``k=v`` and ``k!=v``: equality, with shell globs (``os=lin*``); for ``name``, ``v`` may be a
-  node set (``name=n[1-3,7]``, ClusterShell syntax), tested by membership, never folded;
+- ``k=v`` and ``k!=v``: equality, with shell globs (``os=lin*``, matched by RE2 in linear
+  time); for ``name``, ``v`` may be a node set (``name=n[1-3,7]``, ClusterShell syntax), tested
+  by membership, never expanded (``node/nodeset.py``);
 - ``k>=v``, ``k<=v``, ``k>v``, ``k<v``: numbers, with sizes (``mem>=4G``: K, M, G, T, powers of
   1024).
 
-A predicate naming an attribute no node has, or malformed, is an error that says which.
+A predicate naming an attribute no node has, or malformed, is an error that says which; so is a
+value over :data:`MAX_VALUE` characters.
 """
 
 from __future__ import annotations
 
 import errno
-import fnmatch
 import functools
 import os
 import platform
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
+import re2
+
+from ..exec.records import compile_regex
 from ..ninep.errors import NinepError
+from .nodeset import NodeSet, NodeSetError, shown
 
 BUILTIN = ("name", "arch", "os", "cores", "slots", "free", "mem", "memfree", "load", "sessions")
 LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 PRED = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)(!=|>=|<=|=|>|<)(.*)$")
 SIZES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+MAX_VALUE = 64 << 10  # characters of a predicate's value (a 9P name holds no more)
+MAX_SIZE_TEXT = 64  # a number or size is short; a longer text is not one
 
 
 def parse_size(text: str) -> float | None:
+    if len(text) > MAX_SIZE_TEXT:  # and the pattern below never sees a long run of blanks
+        return None
     m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*", text, re.I)
     if not m:
         return None
@@ -110,10 +119,10 @@ class Pred:
         if have is None:
             return False
         if self.op in ("=", "!="):
-            if self.key == "name" and any(c in self.value for c in "[,"):
+            if is_node_set(self.key, self.value):
                 hit = have in node_set(self.value)
             else:
-                hit = fnmatch.fnmatchcase(have, self.value)
+                hit = glob(self.value).fullmatch(have.encode()) is not None
             return hit if self.op == "=" else not hit
         a, b = parse_size(have), parse_size(self.value)
         if a is None or b is None:
@@ -121,13 +130,75 @@ class Pred:
         return {">=": a >= b, "<=": a <= b, ">": a > b, "<": a < b}[self.op]
 
 
+def is_node_set(key: str, value: str) -> bool:
+    """Whether a value is read as a node set (``name=n[1-3]``, ``name=a,b``) rather than a glob."""
+    return key == "name" and any(c in value for c in "[,")
+
+
 @functools.lru_cache(maxsize=64)
-def node_set(text: str) -> "frozenset[str]":
-    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+def node_set(text: str) -> NodeSet:
+    """A node set, parsed once (not expanded: ``name in node_set(…)`` tests membership)."""
     try:
-        return frozenset(NodeSet(text))
-    except NodeSetParseError as e:
-        raise NinepError(f"bad node set {text!r}: {e}", errno.EINVAL) from None
+        return NodeSet(text)
+    except NodeSetError as e:
+        raise NinepError(f"bad node set {shown(text)}: {e}", errno.EINVAL) from None
+
+
+@functools.lru_cache(maxsize=64)
+def glob(pattern: str) -> Any:
+    """A shell glob (``*``, ``?``, ``[…]``, ``[!…]``, as fnmatchcase) compiled with RE2."""
+    try:
+        return compile_regex(glob_regex(pattern), "glob")
+    except ValueError:
+        raise NinepError(f"bad glob {shown(pattern)}: not a shell pattern (*, ?, [abc], [!abc], "
+                         "[a-z])", errno.EINVAL) from None
+
+
+def glob_regex(pattern: str) -> str:
+    """The RE2 regular expression of a shell glob (fnmatch's translation, for RE2)."""
+    out, i, n = ["(?s)"], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if out[-1] != ".*":
+                out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i + (i < n and pattern[i] == "!")
+            j += j < n and pattern[j] == "]"
+            close = pattern.find("]", j)
+            if close < 0:
+                out.append(r"\[")
+                continue
+            out.append(_char_class(pattern[i:close]))
+            i = close + 1
+        else:
+            out.append(_escape(c))
+    return "".join(out)
+
+
+def _char_class(inside: str) -> str:
+    """``[…]`` of a glob (``!`` negates; ``a-z`` ranges; a reversed range matches nothing)."""
+    negate = inside.startswith("!")
+    chars = inside[1:] if negate else inside
+    items, k = [], 0
+    while k < len(chars):
+        if k + 2 < len(chars) and chars[k + 1] == "-":
+            if chars[k] <= chars[k + 2]:
+                items.append(f"{_escape(chars[k])}-{_escape(chars[k + 2])}")
+            k += 3
+        else:
+            items.append(_escape(chars[k]))
+            k += 1
+    if not items:
+        return "." if negate else r"[^\x00-\x{10FFFF}]"
+    return f"[{'^' if negate else ''}{''.join(items)}]"
+
+
+def _escape(c: str) -> str:
+    return re2.escape(c)  # type: ignore[no-any-return]
 
 
 class Filter:
@@ -144,18 +215,24 @@ class Filter:
         for part in (p for p in text.split("/") if p):
             m = PRED.match(part)
             if not m:
-                raise NinepError(f"bad predicate {part!r}: expected KEY=VALUE, KEY!=VALUE, "
+                raise NinepError(f"bad predicate {shown(part)}: expected KEY=VALUE, KEY!=VALUE, "
                                  "KEY>=N, KEY<=N, KEY>N or KEY<N (sizes like 4G)", errno.EINVAL)
             key, op, value = m.groups()
             if not value:
-                raise NinepError(f"bad predicate {part!r}: no value after {op!r}", errno.EINVAL)
+                raise NinepError(f"bad predicate {shown(part)}: no value after {op!r}",
+                                 errno.EINVAL)
+            if len(value) > MAX_VALUE and not is_node_set(key, value):
+                raise NinepError(f"bad predicate {shown(part)}: its value is {len(value)} "
+                                 f"characters long, over the limit of {MAX_VALUE}", errno.EINVAL)
             if op not in ("=", "!=") and parse_size(value) is None:
-                raise NinepError(f"bad predicate {part!r}: {value!r} is not a number or size "
-                                 "(e.g. 4, 2.5, 512M, 4G)", errno.EINVAL)
-            if key == "name" and op in ("=", "!=") and any(c in value for c in "[,"):
-                node_set(value)  # refused now if malformed
+                raise NinepError(f"bad predicate {shown(part)}: {shown(value)} is not a number or "
+                                 "size (e.g. 4, 2.5, 512M, 4G)", errno.EINVAL)
+            if op in ("=", "!=") and is_node_set(key, value):
+                node_set(value)  # refused now if malformed (or too long)
+            elif op in ("=", "!="):
+                glob(value)
             if known is not None and key not in known:
-                raise NinepError(f"unknown attribute {key!r} in {part!r}; nodes have: "
+                raise NinepError(f"unknown attribute {shown(key)} in {shown(part)}; nodes have: "
                                  f"{', '.join(sorted(known))}", errno.EINVAL)
             preds.append(Pred(key, op, value))
         return cls(preds)

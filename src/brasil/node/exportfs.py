@@ -66,6 +66,58 @@ class Export:
         finally:
             os.close(root)
 
+    def make_dirs(self, dirs: tuple[str, ...]) -> int:
+        """A descriptor of directory ``dirs`` (its links read as :meth:`resolve` reads them,
+        never out of the root), the directories missing at its end made (0755) one at a time,
+        each from its parent's descriptor and opened with ``O_NOFOLLOW``: a link planted on the
+        way is refused, never followed. What a copy into ``fs/`` writes in (``pcp``)."""
+        have = len(dirs)
+        while have:
+            try:
+                self.resolve(dirs[:have])
+                break
+            except NinepError as e:
+                if e.errno != _errno.ENOENT:  # a link out, a file on the way: said as it is
+                    raise
+                have -= 1
+        fd = self.open_dir(self.resolve(dirs[:have]))
+        try:
+            for name in dirs[have:]:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nxt = os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        except OSError as e:
+            os.close(fd)
+            raise _oserror(e, "fs/" + "/".join(dirs)) from None
+        return fd
+
+    def open_file(self, rel: tuple[str, ...], flags: int = os.O_RDONLY) -> int:
+        """A descriptor of the regular file ``rel`` (a path :meth:`resolve` gave: no links left
+        in it): opened from its directory's descriptor with ``O_NOFOLLOW`` on every name, so a
+        link swapped in meanwhile is refused, not followed; without waiting (a named pipe would
+        block the daemon for its other end); and refused unless it is a regular file. The one
+        way ``fs/`` opens a file, and ``ptail -f`` follows one. OSError as the kernel says it."""
+        parent = self.open_dir(rel[:-1])
+        try:
+            fd = os.open(rel[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         dir_fd=parent)
+        finally:
+            os.close(parent)
+        try:
+            if not st.S_ISREG(os.fstat(fd).st_mode):
+                raise NinepError(f"fs/{'/'.join(rel)}: not a regular file (fs/ serves regular "
+                                 "files and directories only)", _errno.EOPNOTSUPP)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def lstat(self, rel: tuple[str, ...]) -> os.stat_result:
         if not rel:
             return os.stat(self.root)
@@ -239,15 +291,7 @@ class ExportFile(_ExportNode):
         if mode & OTRUNC:
             flags |= os.O_TRUNC
         try:
-            # Never block the daemon: a named pipe would wait here for its other end, and a
-            # device is not ours to serve. Open without waiting, then insist on a regular file.
-            fd = self._fd(flags | os.O_NONBLOCK)
-            if not st.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise NinepError(f"{self._where()}: not a regular file (fs/ serves regular files "
-                                 "and directories only)", _errno.EOPNOTSUPP)
-            os.set_blocking(fd, True)
-            return FdHandle(self, fd)
+            return FdHandle(self, self.export.open_file(self.rel, flags))
         except OSError as e:
             raise _oserror(e, self._where()) from None
 
