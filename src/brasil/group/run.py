@@ -103,7 +103,9 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
             wanted -= expand(exclude) if exclude else frozenset()
             if not wanted:
                 raise RunError(f"no node left once {exclude} is excluded")
-            where = "name=" + ",".join(sorted(wanted))  # never folded: see fold()
+            # the sets as typed (the daemons test membership without expanding them)
+            where = "/".join(([f"name={nodeset}"] if nodeset else []) +
+                             ([f"name!={exclude}"] if exclude else []))
             reserve = f"res {len(wanted)} where {shlex.quote(where)} pernode 1"
         else:  # one on every node: no need to name them all
             reserve = f"res {len(names)} pernode 1"
