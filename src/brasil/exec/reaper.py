@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 
+from .pychild import ISOLATED, SAFE_CWD
+
 log = logging.getLogger("brasil.exec")
 
 # Run with `python -I -S -c`: no site, no imports of ours; reads "+N"/"-N" lines from stdin.
@@ -50,8 +52,9 @@ class Watchdog:
     def __init__(self) -> None:
         r, self._w = os.pipe()  # both close-on-exec: commands never hold the write end
         try:
-            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG], stdin=r,
-                                         stdout=subprocess.DEVNULL, close_fds=True)
+            self.proc = subprocess.Popen([sys.executable, ISOLATED, "-S", "-c", WATCHDOG],
+                                         stdin=r, stdout=subprocess.DEVNULL, close_fds=True,
+                                         cwd=SAFE_CWD)
         finally:
             os.close(r)
         self._lock = threading.Lock()  # spawn threads and the loop both write
