@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     hu.add_argument("id")
     hu.add_argument("serve_args", nargs=argparse.REMAINDER, metavar="-- ARGS…")
     hd = csub.add_parser("host-down", description="Stop the daemon `host-up` started in DIR "
-                         "(only if PID is still it) and remove DIR.")
+                         "(PID, and the pid DIR records, each only while it is still that "
+                         "daemon) and remove DIR; prints {\"stopped\", \"left\"} as JSON.")
     hd.add_argument("host_dir", metavar="DIR")
     hd.add_argument("pid", type=int)
 
@@ -131,9 +132,7 @@ def host_main(args: argparse.Namespace) -> int:
             started = deploy.host_up(args.id, serve, sys.stdin.buffer.read(deploy.MAX_SECRET + 1))
             print(json.dumps(started))
         else:
-            why = deploy.host_down(args.host_dir, args.pid)
-            if why:
-                print(why)
+            print(json.dumps(deploy.host_down(args.host_dir, args.pid)))
     except deploy.DeployError as e:
         print(f"brasil cluster {args.cluster_command}: {e}", file=sys.stderr)
         return 1

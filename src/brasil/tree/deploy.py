@@ -34,7 +34,6 @@ import secrets
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -202,23 +201,29 @@ def host_up(cluster_id: str, serve_args: list[str], secret: bytes) -> dict[str, 
     return {"pid": proc.pid, "dir": d}
 
 
-def host_down(d: str, pid: int) -> str:
-    """Stop the daemon :func:`host_up` started in ``d`` (only if ``pid`` is still it), and remove
-    ``d``; "" or why the pid was left alone."""
+def host_down(d: str, pid: int) -> dict[str, object]:
+    """Stop the daemon :func:`host_up` started in ``d`` and remove ``d``. The pid recorded by
+    ``cluster up`` and the one in ``d/serve.pid`` are each signalled only while they are still
+    that daemon; returns how many were stopped and why the others were left alone."""
     if os.path.dirname(os.path.abspath(d)) != os.path.join(runtime_dir(), "hosts"):
         raise DeployError(f"{d} is not a cluster host directory of this user's")
     try:
         check_private_dir(d, "cluster host directory")
+        pids = {pid, int(read_private(os.path.join(d, "serve.pid"), "pid file").strip() or 0)}
     except FileNotFoundError:
-        return ""
-    except UnsafePathError as e:
+        return {"stopped": 0, "left": []}
+    except (UnsafePathError, ValueError) as e:
         raise DeployError(str(e)) from None
-    fd, why = pidcheck.claim(pid, _serve_identity(d))
-    if fd is not None:
-        pidcheck.stop([fd])
+    claimed, left = [], []
+    for p in sorted(pids):
+        fd, why = pidcheck.claim(p, _serve_identity(d))
+        if fd is not None:
+            claimed.append(fd)
+        elif why != "no such process":
+            left.append(f"pid {p} is not its daemon any more ({why}); left alone")
+    pidcheck.stop(claimed)
     shutil.rmtree(d, ignore_errors=True)
-    return "" if fd is not None or why == "no such process" else \
-        f"pid {pid} is not its daemon any more ({why}); left alone"
+    return {"stopped": len(claimed), "left": left}
 
 
 async def wait_joined(root: str, secret_file: str, n: int, progress, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -258,9 +263,15 @@ async def ssh_down(dirpath: str, progress=print) -> int:  # type: ignore[no-unty
         command = shlex.join(python_argv("brasil.cli.main", "cluster", "host-down", m["dir"],
                                          str(m["pid"]), python=state.get("python")))
         rc, out, err = await _ssh(m["host"], command, ssh)
-        if rc or out.strip():
-            progress(f"{m['host']}: {out.strip() or _reason(err)}")
-        return rc == 0 and not out.strip()
+        try:
+            got = json.loads(out) if rc == 0 else None
+            stopped, left = int(got["stopped"]), [str(w) for w in got["left"]]
+        except (ValueError, TypeError, KeyError):
+            progress(f"{m['host']}: could not stop the daemon: {_reason(err or out)}")
+            return False
+        for why in left:
+            progress(f"{m['host']}: {why}")
+        return stopped > 0
     stopped = await asyncio.gather(*(stop(m) for m in state["hosts"]))
     os.unlink(os.path.join(dirpath, "hosts.json"))
     return sum(stopped)
