@@ -12,8 +12,8 @@ its directory there.
 
 On each host, brasil itself does the host's part (:func:`host_up`, :func:`host_down`, run over
 ssh as ``python -I -m brasil.cli.main cluster host-up|host-down``), never shell text: the secret
-arrives on stdin and is written into a private directory of the *remote* user's (their runtime
-directory, ``hosts/ID``: made 0700 in one ``mkdir``, refused when someone else made it or can
+arrives on stdin and is written into a private directory of the *remote* user's
+(``/tmp/brasil-UID/hosts/ID`` with the remote UID: made 0700 in one ``mkdir``, refused when someone else made it or can
 enter it, the file written ``O_EXCL | O_NOFOLLOW`` and renamed into place), read back through
 the same checks (ours, 0600, not a link) before the daemon starts; ``host-down`` signals a
 recorded pid only while it is still that daemon.
@@ -43,7 +43,7 @@ from ..ninep.auth import client_auth, load_secret
 from ..ninep.client import Client
 from ..ninep.private import (UnsafePathError, check_private_dir, open_private, private_dir,
                              read_private, write_private)
-from ..ninep.transport import runtime_dir
+from ..ninep.transport import tmp_dir
 
 DEFAULT_FANOUT = 32
 DEFAULT_PORT = 5670
@@ -161,10 +161,11 @@ MAX_SECRET = 4096
 
 
 def host_dir(cluster_id: str) -> str:
-    """This user's private directory for the daemon ``cluster_id``: ``RUNTIME/hosts/ID``."""
+    """This user's private directory for the daemon ``cluster_id``: ``/tmp/brasil-UID/hosts/ID``
+    (not under ``$XDG_RUNTIME_DIR``: the daemon outlives the ssh session that starts it)."""
     if not HOST_ID.fullmatch(cluster_id) or cluster_id in (".", ".."):
         raise DeployError(f"bad cluster id {cluster_id!r}: letters, digits, '_', '.', '-'")
-    return os.path.join(runtime_dir(), "hosts", cluster_id)
+    return os.path.join(tmp_dir(), "hosts", cluster_id)
 
 
 def _serve_identity(d: str) -> list[str]:
@@ -205,7 +206,7 @@ def host_down(d: str, pid: int) -> dict[str, object]:
     """Stop the daemon :func:`host_up` started in ``d`` and remove ``d``. The pid recorded by
     ``cluster up`` and the one in ``d/serve.pid`` are each signalled only while they are still
     that daemon; returns how many were stopped and why the others were left alone."""
-    if os.path.dirname(os.path.abspath(d)) != os.path.join(runtime_dir(), "hosts"):
+    if os.path.dirname(os.path.abspath(d)) != os.path.join(tmp_dir(), "hosts"):
         raise DeployError(f"{d} is not a cluster host directory of this user's")
     try:
         check_private_dir(d, "cluster host directory")
