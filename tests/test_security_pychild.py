@@ -36,14 +36,17 @@ def planted(tmp_path):  # type: ignore[no-untyped-def]
     for name in PLANTED:
         path = shared / name
         path.parent.mkdir(exist_ok=True)
-        path.write_text(f"import os, sys\nwith open({str(marks / name.split('/')[0])!r}, 'a') as f:\n"
+        mark = str(marks / name.split("/")[0])
+        path.write_text(f"import os, sys\nwith open({mark!r}, 'a') as f:\n"
                         f"    f.write(f'{{os.getpid()}} {{os.getuid()}} {{sys.argv}}\\n')\n")
         os.chown(path, NOBODY, NOBODY)
-        os.chown(path.parent, NOBODY, NOBODY) if path.parent != shared else None
+        if path.parent != shared:
+            os.chown(path.parent, NOBODY, NOBODY)
     return shared, marks
 
 
-def brasil(cwd, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def brasil(cwd, *args: str,  # type: ignore[no-untyped-def]
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BRASIL, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 

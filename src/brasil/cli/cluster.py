@@ -62,8 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     d.add_argument("--dir", default=default_dir, help=f"the cluster's directory (default {default_dir})")
     # A host's part of `up --hosts` and `down`, run there over ssh (not listed: no help=).
     hu = csub.add_parser("host-up", description="Read the cluster secret on stdin, install it "
-                         "in a private directory of yours (/tmp/brasil-UID/hosts/ID) and start `brasil "
-                         "serve ARGS…` with it; prints {\"pid\", \"dir\"} as JSON.")
+                         "in a private directory of yours (/tmp/brasil-UID/hosts/ID) and start "
+                         "`brasil serve ARGS…` with it; prints {\"pid\", \"dir\"} as JSON.")
     hu.add_argument("id")
     hu.add_argument("serve_args", nargs=argparse.REMAINDER, metavar="-- ARGS…")
     hd = csub.add_parser("host-down", description="Stop the daemon `host-up` started in DIR "

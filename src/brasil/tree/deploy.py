@@ -10,13 +10,13 @@ cannot be reached is reported, by host, with ssh's reason, and the tree is shape
 The local cluster directory keeps what ``cluster down`` needs: each host, its daemon's pid and
 its directory there.
 
-On each host, brasil itself does the host's part (:func:`host_up`, :func:`host_down`, run over
-ssh as ``python -I -m brasil.cli.main cluster host-up|host-down``), never shell text: the secret
-arrives on stdin and is written into a private directory of the *remote* user's
-(``/tmp/brasil-UID/hosts/ID`` with the remote UID: made 0700 in one ``mkdir``, refused when someone else made it or can
-enter it, the file written ``O_EXCL | O_NOFOLLOW`` and renamed into place), read back through
-the same checks (ours, 0600, not a link) before the daemon starts; ``host-down`` signals a
-recorded pid only while it is still that daemon.
+On each host, brasil itself does the host's part (:func:`host_up`, :func:`host_down`, run over ssh
+as ``python -I -m brasil.cli.main cluster host-up|host-down``), never shell text: the secret arrives
+on stdin and is written into a private directory of the *remote* user's
+(``/tmp/brasil-UID/hosts/ID`` with the remote UID: made 0700 in one ``mkdir``, refused when someone
+else made it or can enter it, the file written ``O_EXCL | O_NOFOLLOW`` and renamed into place), read
+back through the same checks (ours, 0600, not a link) before the daemon starts; ``host-down``
+signals a recorded pid only while it is still that daemon.
 
 Under Slurm, each task of ``srun brasil serve --slurm`` works out its place from the environment
 (``SLURM_PROCID``, ``SLURM_STEP_NODELIST``, ``SLURM_STEP_TASKS_PER_NODE``, ``SLURM_LOCALID``):
