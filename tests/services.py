@@ -508,6 +508,10 @@ class SshHosts:
     processes are the machine's own. Processes started over ssh live in the host's namespace and
     reach the other hosts (and the root namespace, at `gateway`) by IP over the bridge.
 
+    With `private_tmp`, each sshd (and so everything started over ssh) sees its own /tmp, a fresh
+    1777 directory bound over /tmp in a mount namespace of its own: what another user plants
+    in one host's /tmp stays on that host, and the machine's /tmp is left alone.
+
     Making a host unreachable: `down=[i]` at start (or stop_sshd(i)): connection refused at once;
     disconnect(i): its link goes down, connections time out (ConnectTimeout); `unreachable_ip`:
     an address on the subnet where no host answers (times out)."""
@@ -526,6 +530,7 @@ class SshHosts:
     _made_ns: list[str] = dataclasses.field(default_factory=list, repr=False)
     _made_bridge: bool = dataclasses.field(default=False, repr=False)
     _stopped: bool = dataclasses.field(default=False, repr=False)
+    private_tmp: bool = False  # each sshd sees its own /tmp
 
     @property
     def unreachable_ip(self) -> str:
@@ -561,10 +566,16 @@ class SshHosts:
         if i in self._sshd and self._sshd[i].poll() is None:
             return
         log = os.path.join(self.dir, f"sshd{i}.log")
+        sshd = ["/usr/sbin/sshd", "-D", "-e", "-f", os.path.join(self.dir, f"sshd_config{i}")]
+        if self.private_tmp:
+            tmp = os.path.join(self.dir, f"tmp{i}")
+            os.makedirs(tmp, exist_ok=True)
+            os.chmod(tmp, 0o1777)
+            sshd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$0" /tmp && exec "$@"', tmp, *sshd]
         with open(log, "ab") as out:
             p = subprocess.Popen(
-                self._in_ns(i, ["/usr/sbin/sshd", "-D", "-e", "-f",
-                                os.path.join(self.dir, f"sshd_config{i}")]),
+                self._in_ns(i, sshd),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         self._sshd[i] = p
         _wait(lambda: _ssh_banner(self.ips[i]), timeout, f"sshd on {self.ips[i]}",
@@ -628,10 +639,11 @@ def _pick_subnet() -> str:
 
 
 @contextlib.contextmanager
-def start_ssh_hosts(n: int = 4, down: Iterable[int] = (),
-                    timeout: float = 30) -> Iterator[SshHosts]:
+def start_ssh_hosts(n: int = 4, down: Iterable[int] = (), timeout: float = 30,
+                    private_tmp: bool = False) -> Iterator[SshHosts]:
     """n network namespaces brasil-ssh-<pid>-<k>-<i> on a bridge in the root namespace, each with
-    its own sshd (except the indices in `down`: namespace and address, nothing listening)."""
+    its own sshd (except the indices in `down`: namespace and address, nothing listening), and
+    with `private_tmp` its own /tmp."""
     _require_root("network namespaces")
     for name, pkg in [("ip", "iproute2"), ("sshd", "openssh-server"), ("ssh", "openssh-client"),
                       ("ssh-keygen", "openssh-client"), ("unshare", "util-linux")]:
@@ -641,11 +653,13 @@ def start_ssh_hosts(n: int = 4, down: Iterable[int] = (),
     down = set(down)
     k = next(_SSH_SERIAL) % 100
     tag = f"{os.getpid():x}-{k}"  # interface names: 15 characters at most
-    d = tempfile.mkdtemp(prefix="brasil-ssh-")
+    # with private_tmp, sshd's own files must not be where each host's /tmp hides them
+    d = tempfile.mkdtemp(prefix="brasil-ssh-", dir="/var/tmp" if private_tmp else None)
     hosts = SshHosts(dir=d, subnet="", bridge=f"bsb{tag}", gateway="",
                      namespaces=[f"brasil-ssh-{os.getpid()}-{k}-{i}" for i in range(n)],
                      ips=[], hostnames=[f"h{i}" for i in range(n)],
-                     config=os.path.join(d, "ssh_config"), key=os.path.join(d, "id_ed25519"))
+                     config=os.path.join(d, "ssh_config"), key=os.path.join(d, "id_ed25519"),
+                     private_tmp=private_tmp)
     atexit.register(hosts.stop)
     try:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir

@@ -112,3 +112,28 @@ async def test_kill_9_of_a_leaf_fails_its_part_and_the_rest_finish(tmp_path):
         await c.close()
     finally:
         cli("cluster", "down", "--dir", str(d))
+
+
+def test_down_leaves_alone_a_process_that_took_a_recorded_pid(tmp_path):
+    """Issue 15 §4: the daemon died, its pid went to another process (here a `sleep` whose pid
+    is written into n0.pid): `down` does not kill it, and says so."""
+    d = tmp_path / "c"
+    r = cli("cluster", "up", "--depth", "0", "--dir", str(d))
+    assert r.returncode == 0, r.stderr
+    daemon = int((d / "n0.pid").read_text())
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        (d / "n0.pid").write_text(f"{bystander.pid}\n")
+        down = cli("cluster", "down", "--dir", str(d))
+        assert bystander.poll() is None, "cluster down killed a process it had not started"
+        assert "stopped 0 daemon(s)" in down.stderr, down.stderr
+        assert f"n0: pid {bystander.pid} is not its daemon any more" in down.stderr
+        (d / "n0.pid").write_text(f"{daemon}\n")  # the daemon's own pid is still stopped
+        assert "stopped 1 daemon(s)" in cli("cluster", "down", "--dir", str(d)).stderr
+    finally:
+        bystander.kill()
+        bystander.wait()
+        try:
+            os.kill(daemon, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

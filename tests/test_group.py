@@ -24,7 +24,7 @@ NAMES = ["n0"] + [f"n{i}" for i in (1, 2, 3)] + [f"n{i}.{j}" for i in (1, 2, 3) 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):  # type: ignore[no-untyped-def]
-    """1+3+9 daemons, each exporting DIR/NAME, with a reducer module on their Python path."""
+    """1+3+9 daemons, each exporting DIR/NAME, with a reducer module in BRASIL_REDUCER_PATH."""
     d = tmp_path_factory.mktemp("groups")
     mods = d / "mods"
     mods.mkdir()
@@ -37,13 +37,12 @@ def tree(tmp_path_factory):  # type: ignore[no-untyped-def]
                 raise ValueError("cannot reduce boom")
             return a + b
     """))
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(mods) + (os.pathsep + old if old else "")
+    os.environ["BRASIL_REDUCER_PATH"] = str(mods)  # the daemons' children run isolated (-I)
     try:
         r = cli("cluster", "up", "--depth", "2", "--fanout", "3", "--slots", "1", "--dir",
                 str(d / "c"), "--export-root", str(d / "x"))
     finally:
-        os.environ.pop("PYTHONPATH") if old is None else os.environ.update(PYTHONPATH=old)
+        del os.environ["BRASIL_REDUCER_PATH"]
     assert r.returncode == 0, r.stderr
     try:
         yield d

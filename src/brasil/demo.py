@@ -11,10 +11,13 @@ is torn down at the end, whatever happens.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
+
+from .exec.pychild import python_argv
 
 STEPS = [
     ("The paper's first example: a session, 4 slots, `date` on each, the aggregated output", [
@@ -75,7 +78,7 @@ def group_step(env: dict[str, str], tmp: str) -> int:
     for name in ("n0", "n1", "n2", "n3"):
         with open(os.path.join(exports, name, "motd"), "w") as f:
             f.write("welcome to the cluster\n" if name != "n2" else "n2 is being serviced\n")
-    env = {**env, "B": f"{sys.executable} -m brasil.cli.main"}
+    env = {**env, "B": shlex.join(python_argv("brasil.cli.main"))}
     print("\n== Queries and group reads: the tree filtered by path, read condensed")
     failed = sh("ls \"$M/../query/name=n[1-3]/mem>=64M/\"", env,
                 "ls 'mnt/csrv/query/name=n[1-3]/mem>=64M/'    # a query path, through the mount")
@@ -103,7 +106,7 @@ def push_step(env: dict[str, str], tmp: str) -> int:
     pipeline = ("cat $CORPUS |<[3] tr -cs A-Za-z '\\n' |#[3]| sort | uniq -c >| sort -rn | "
                 "head -5")
     print("\n== PUSH: the paper's word histogram, fanned out and hashed across the tree")
-    env["PUSH"] = f"{sys.executable} -m brasil.cli.push"
+    env["PUSH"] = shlex.join(python_argv("brasil.cli.push"))
     failed = sh(f'$PUSH --explain -c "{pipeline}"', env, f'push --explain -c "{pipeline}"')
     failed |= sh(f'$PUSH -c "{pipeline}"', env, f'push -c "{pipeline}"')
     failed |= sh(f'$PUSH --local -c "{pipeline}"', env,
@@ -128,7 +131,7 @@ def batch_step(root: str, env: dict[str, str], tmp: str) -> int:
 
 
 def brasil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], env=env,
+    return subprocess.run(python_argv("brasil.cli.main", *args), env=env,
                           capture_output=True, text=True, timeout=120)
 
 

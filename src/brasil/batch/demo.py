@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Callable
 
+from ..exec.pychild import SAFE_CWD, python_argv
 from .api import Batch
 from . import report
 
@@ -48,8 +49,8 @@ async def run_batch_demo(root_address: str, secret_file: str | None, workdir: st
     png = os.path.join(workdir, "batch-report.png")
     print("A batch workload: prep → 24 isolated analyses → 4 merges → summary (30 jobs), on 4 "
           "workers, one of them 10× slower")
-    base = [sys.executable, "-m", "brasil.cli.main", "worker", "--at", root_address, "--slots",
-            "1", "-q"] + (["--secret-file", secret_file] if secret_file else [])
+    base = python_argv("brasil.cli.main", "worker", "--at", root_address, "--slots", "1", "-q") \
+        + (["--secret-file", secret_file] if secret_file else [])
     procs = []
     try:
         for i in range(4):
@@ -57,7 +58,7 @@ async def run_batch_demo(root_address: str, secret_file: str | None, workdir: st
             procs.append(subprocess.Popen(
                 base + ["--name", f"demo{i}{'-slow' if i == 0 else ''}",
                         "--workdir", os.path.join(workdir, f"worker{i}")],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=SAFE_CWD,
                 start_new_session=True))
         b = await Batch.connect(root_address, secret_file)
         try:
@@ -97,9 +98,10 @@ def main() -> int:
     import tempfile
     with tempfile.TemporaryDirectory(prefix="brasil-batch-demo-") as d:
         sock = os.path.join(d, "s.sock")
-        serve = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
-                                  f"unix:{sock}", "--slots", "0", "--state-dir",
-                                  os.path.join(d, "state"), "-q"], start_new_session=True)
+        serve = subprocess.Popen(python_argv("brasil.cli.main", "serve", "--listen",
+                                             f"unix:{sock}", "--slots", "0", "--state-dir",
+                                             os.path.join(d, "state"), "-q"), cwd=d,
+                                 start_new_session=True)
         try:
             async def go() -> str:
                 for _ in range(400):

@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import Any
 
+from ..exec.pychild import python_argv
 from ..ninep.errors import NinepError
 from .errors import UsageError
 from .options import add_client_options
@@ -303,8 +304,8 @@ async def cmd_workers(args: argparse.Namespace) -> int:
         secret = args.secret_file or os.environ.get("BRASIL_SECRET_FILE")
         if secret:
             await c.write(ctl, f"env BRASIL_SECRET_FILE={os.path.abspath(secret)}\n")
-        cmd = shlex.join([sys.executable, "-m", "brasil.cli.main", "worker", "--at", target,
-                          "--slots", "1", "-q"])
+        cmd = shlex.join(python_argv("brasil.cli.main", "worker", "--at", target, "--slots",
+                                     "1", "-q"))
         await c.write(ctl, f"exec {cmd}\n")
     finally:
         await c.close()

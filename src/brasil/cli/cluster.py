@@ -60,6 +60,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     d = csub.add_parser("down", help="stop every daemon `up` started",
                         description="Stop every daemon started by `brasil cluster up` in DIR.")
     d.add_argument("--dir", default=default_dir, help=f"the cluster's directory (default {default_dir})")
+    # A host's part of `up --hosts` and `down`, run there over ssh (not listed: no help=).
+    hu = csub.add_parser("host-up", description="Read the cluster secret on stdin, install it "
+                         "in a private directory of yours (/tmp/brasil-UID/hosts/ID) and start "
+                         "`brasil serve ARGS…` with it; prints {\"pid\", \"dir\"} as JSON.")
+    hu.add_argument("id")
+    hu.add_argument("serve_args", nargs=argparse.REMAINDER, metavar="-- ARGS…")
+    hd = csub.add_parser("host-down", description="Stop the daemon `host-up` started in DIR "
+                         "(PID, and the pid DIR records, each only while it is still that "
+                         "daemon) and remove DIR; prints {\"stopped\", \"left\"} as JSON.")
+    hd.add_argument("host_dir", metavar="DIR")
+    hd.add_argument("pid", type=int)
 
 
 async def cmd_up(args: argparse.Namespace) -> int:
@@ -110,19 +121,40 @@ async def cmd_up_remote(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.cluster_command == "up":
-        return run("brasil cluster", lambda: cmd_up(args))
-    import asyncio
+def host_main(args: argparse.Namespace) -> int:
+    """`cluster host-up|host-down`: what `up --hosts` and `down` run on each host."""
+    import json
 
     from ..tree import deploy
     try:
-        if os.path.exists(os.path.join(args.dir, "hosts.json")):
-            n = asyncio.run(deploy.ssh_down(args.dir))
-        elif os.path.exists(os.path.join(args.dir, "srun.pid")):
-            n = deploy.slurm_down(args.dir)
+        if args.cluster_command == "host-up":
+            serve = args.serve_args[1:] if args.serve_args[:1] == ["--"] else args.serve_args
+            started = deploy.host_up(args.id, serve, sys.stdin.buffer.read(deploy.MAX_SECRET + 1))
+            print(json.dumps(started))
         else:
-            n = cluster.down(args.dir)
+            print(json.dumps(deploy.host_down(args.host_dir, args.pid)))
+    except deploy.DeployError as e:
+        print(f"brasil cluster {args.cluster_command}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.cluster_command == "up":
+        return run("brasil cluster", lambda: cmd_up(args))
+    if args.cluster_command in ("host-up", "host-down"):
+        return host_main(args)
+    import asyncio
+
+    from ..tree import deploy
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    try:
+        if os.path.exists(os.path.join(args.dir, "hosts.json")):
+            n = asyncio.run(deploy.ssh_down(args.dir, say))
+        elif os.path.exists(os.path.join(args.dir, "srun.pid")):
+            n = deploy.slurm_down(args.dir, say)
+        else:
+            n = cluster.down(args.dir, progress=say)
     except cluster.ClusterError as e:
         print(f"brasil cluster: {e}", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ import sys
 import threading
 
 from .cgroups import CommandCgroups
+from .pychild import ISOLATED, SAFE_CWD
 
 log = logging.getLogger("brasil.exec")
 
@@ -87,8 +88,9 @@ class Watchdog:
         where = [self.cgroups.path] if self.cgroups else []
         r, self._w = os.pipe()  # both close-on-exec: commands never hold the write end
         try:  # started before the daemon may move into the directory: it is never killed there
-            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG, *where],
-                                         stdin=r, stdout=subprocess.DEVNULL, close_fds=True)
+            self.proc = subprocess.Popen([sys.executable, ISOLATED, "-S", "-c", WATCHDOG, *where],
+                                         stdin=r, stdout=subprocess.DEVNULL, close_fds=True,
+                                         cwd=SAFE_CWD)
         finally:
             os.close(r)
         self._lock = threading.Lock()  # spawn threads and the loop both write

@@ -52,10 +52,10 @@ import hashlib
 import json
 import json.scanner
 import re
-import sys
 from typing import TYPE_CHECKING, Any
 
 from ..exec.records import compile_regex
+from ..exec.pychild import SAFE_CWD, python_argv
 from ..ninep.constants import OREAD
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
@@ -362,8 +362,8 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 async def reduce_values(func: str, values: list[Any]) -> Any:
     """A user's reducer over values, in a child process: its failure is a message, not ours."""
     p = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "brasil.group.reduce", func, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *python_argv("brasil.group.reduce", func), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=SAFE_CWD)
     try:
         out, err = await asyncio.wait_for(p.communicate(json.dumps(values).encode()),
                                           REDUCER_TIMEOUT)

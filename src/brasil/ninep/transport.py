@@ -104,6 +104,12 @@ def runtime_dir() -> str:
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base) and os.access(base, os.W_OK):
         return os.path.join(base, "brasil")
+    return tmp_dir()
+
+
+def tmp_dir() -> str:
+    """``/tmp/brasil-UID``: for what must outlive the login session (logind removes
+    ``$XDG_RUNTIME_DIR`` when the user's last session ends), made and checked the same way."""
     return os.path.join("/tmp", f"brasil-{os.getuid()}")
 
 

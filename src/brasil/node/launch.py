@@ -12,6 +12,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..exec.process import Process, spawn_many
+from ..exec.pychild import runs_module
 from ..ninep.errors import NinepError
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     half = (len(jobs) + 1) // 2
     batches = [b for b in (jobs[:half], jobs[half:]) if b]
     watchdog = node.get_watchdog()
-    checked = argv[2:3] == ["brasil.exec.nsexec"]  # it reports whether the binds worked
+    checked = runs_module(argv, "brasil.exec.nsexec")  # it reports whether the binds worked
     spawned = [p for batch in await asyncio.gather(
         *(loop.run_in_executor(node.spawner, spawn_many, b, watchdog, checked)
           for b in batches)) for p in batch]

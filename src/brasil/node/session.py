@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..exec.process import Process
+from ..exec.pychild import python_argv
 from ..exec.records import NEWLINE, Key, Splitter, quote
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
@@ -239,7 +240,7 @@ class Session:
         env = {**os.environ, **self.effective_env()}
         binds = self.node.ns_binds(self.effective_ns())
         if binds:  # programs are looked up inside the namespace: leave it to the shell there
-            argv = [sys.executable, "-m", "brasil.exec.nsexec", *binds, "--", "/bin/sh", "-c", cmd]
+            argv = python_argv("brasil.exec.nsexec", *binds, "--", "/bin/sh", "-c", cmd)
         else:
             argv = command_argv(cmd, env.get("PATH", os.defpath))
         if not self.is_leaf and self.state == "new":

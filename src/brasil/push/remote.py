@@ -28,6 +28,7 @@ from typing import Any
 
 from ..exec.chain import MARK, describe_status, fault
 from ..exec.command import one_line
+from ..exec.pychild import python_argv
 from ..ninep.auth import dial
 from ..ninep.client import Client
 from ..ninep.constants import OWRITE
@@ -64,9 +65,9 @@ def chain_command(seg: Segment) -> str:
     """What a copy runs: the command, or a chain that names which of its commands failed."""
     if len(seg.stages) == 1:
         return seg.stages[0]
-    source = "--source " if seg.index == 0 else ""
-    return f'"$BRASIL_PYTHON" -I -m brasil.exec.chain {source}' + \
-        " ".join(shlex.quote(t) for t in seg.stages)
+    source = ["--source"] if seg.index == 0 else []
+    return '"$BRASIL_PYTHON" ' + shlex.join(python_argv("brasil.exec.chain", *source,
+                                                        *seg.stages)[1:])
 
 
 class RemoteRun:

@@ -2,20 +2,23 @@
 
 Names follow the tree: the root is ``n0``, its children ``n1``…``nF``, theirs ``n1.1``…, and so
 on. Every daemon gets a Unix socket and an ephemeral loopback port in DIR, joins its parent over
-TCP with the cluster secret (made in DIR, mode 0600), and logs to DIR/NAME.log. DIR/NAME.pid
-lets `down` stop exactly what `up` started.
+TCP with the cluster secret (made in DIR, mode 0600), and logs to DIR/NAME.log. Each runs
+isolated (``python -I``) in its state directory DIR/NAME, whatever directory `up` was called
+from (exec/pychild.py). DIR/NAME.pid lets `down` stop exactly what `up` started: a pid is
+signalled only while it is still that daemon (exec/pidcheck.py), never a process that took the
+pid after the daemon died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
+from ..exec import pidcheck
+from ..exec.pychild import python_argv
 from ..ninep.auth import client_auth, load_secret, make_secret
 from ..ninep.client import Client
 from ..ninep.private import open_private, private_dir, write_private
@@ -63,7 +66,7 @@ async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str
     """Start the tree; on failure stop what this call started (and only that: a cluster that
     was already running in DIR is refused before anything starts, and left alone)."""
     dirpath = private_dir(dirpath, "cluster directory")
-    if any(_alive(_pid(dirpath, f[:-4])) for f in os.listdir(dirpath) if f.endswith(".pid")):
+    if any(_ours(dirpath, f[:-4]) for f in os.listdir(dirpath) if f.endswith(".pid")):
         raise ClusterRunning(f"{dirpath} already has a running cluster; use it, or stop it "
                              f"first with `brasil cluster down --dir {dirpath}`")
     for f in os.listdir(dirpath):  # what a cluster that died left behind
@@ -84,7 +87,7 @@ async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str
                 while (got := read_addresses(state)) is None:
                     if time.monotonic() > deadline:
                         raise ClusterError(f"{m.name} did not start; see {dirpath}/{m.name}.log")
-                    if not _alive(_pid(dirpath, m.name)):
+                    if not _ours(dirpath, m.name):
                         raise ClusterError(f"{m.name} exited at start; see {dirpath}/{m.name}.log")
                     await asyncio.sleep(0.05)
                 addresses[m.name] = got
@@ -99,9 +102,10 @@ async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str
 def _start(dirpath: str, m: Member, slots: int, addresses: dict[str, list[str]],
            secret_path: str, export_root: str | None) -> None:
     state = private_dir(os.path.join(dirpath, m.name), "state directory")
-    argv = [sys.executable, "-m", "brasil.cli.main", "serve", "--name", m.name,
-            "--listen", f"unix:{dirpath}/{m.name}.sock", "--listen", "127.0.0.1:0",
-            "--slots", str(slots), "--state-dir", state, "--secret-file", secret_path]
+    argv = python_argv("brasil.cli.main", "serve", "--name", m.name,
+                       "--listen", f"unix:{dirpath}/{m.name}.sock", "--listen", "127.0.0.1:0",
+                       "--slots", str(slots), *_identity(dirpath, m.name),
+                       "--secret-file", secret_path)
     if m.parent is not None:
         tcp = next(a for a in addresses[m.parent] if not a.startswith("unix:"))
         argv += ["--parent", tcp]
@@ -112,7 +116,7 @@ def _start(dirpath: str, m: Member, slots: int, addresses: dict[str, list[str]],
     log = open_private(os.path.join(dirpath, f"{m.name}.log"))
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+                                cwd=state, start_new_session=True)
     finally:
         os.close(log)
     write_private(os.path.join(dirpath, f"{m.name}.pid"), f"{proc.pid}\n")
@@ -145,38 +149,35 @@ def _pid(dirpath: str, name: str) -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def _identity(dirpath: str, name: str) -> list[str]:
+    """The words of a daemon's command line that only that daemon has: its state directory."""
+    return ["--state-dir", os.path.join(dirpath, name)]
 
 
-def down(dirpath: str, grace: float = 10.0) -> int:
-    """Stop every daemon `up` started in DIR; returns how many were running."""
+def _ours(dirpath: str, name: str) -> bool:
+    """Whether NAME.pid names a live daemon `up` started in DIR (not a reused pid)."""
+    return not pidcheck.why_not_ours(_pid(dirpath, name), _identity(dirpath, name))
+
+
+def down(dirpath: str, grace: float = 10.0, progress=None) -> int:  # type: ignore[no-untyped-def]
+    """Stop every daemon `up` started in DIR; returns how many were running. A pid that is no
+    longer our daemon is left alone (and said, through ``progress``)."""
     dirpath = os.path.abspath(dirpath)
     if not os.path.isdir(dirpath):
         raise ClusterError(f"{dirpath}: no such cluster directory")
     names = sorted(f[:-4] for f in os.listdir(dirpath) if f.endswith(".pid"))
-    pids = {n: _pid(dirpath, n) for n in names}
-    running = {n: p for n, p in pids.items() if _alive(p)}
-    for p in running.values():
-        try:
-            os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while any(_alive(p) for p in running.values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for p in running.values():
-        if _alive(p):
-            os.kill(p, signal.SIGKILL)
+    claimed = []
+    for n in names:
+        pid = _pid(dirpath, n)
+        fd, why = pidcheck.claim(pid, _identity(dirpath, n))
+        if fd is not None:
+            claimed.append(fd)
+        elif progress and why != "no such process":
+            progress(f"{n}: pid {pid} is not its daemon any more ({why}); left alone")
+    pidcheck.stop(claimed, grace)
     for n in names:
         try:
             os.unlink(os.path.join(dirpath, f"{n}.pid"))
         except OSError:
             pass
-    return len(running)
+    return len(claimed)

@@ -10,6 +10,14 @@ cannot be reached is reported, by host, with ssh's reason, and the tree is shape
 The local cluster directory keeps what ``cluster down`` needs: each host, its daemon's pid and
 its directory there.
 
+On each host, brasil itself does the host's part (:func:`host_up`, :func:`host_down`, run over ssh
+as ``python -I -m brasil.cli.main cluster host-up|host-down``), never shell text: the secret arrives
+on stdin and is written into a private directory of the *remote* user's
+(``/tmp/brasil-UID/hosts/ID`` with the remote UID: made 0700 in one ``mkdir``, refused when someone
+else made it or can enter it, the file written ``O_EXCL | O_NOFOLLOW`` and renamed into place), read
+back through the same checks (ours, 0600, not a link) before the daemon starts; ``host-down``
+signals a recorded pid only while it is still that daemon.
+
 Under Slurm, each task of ``srun brasil serve --slurm`` works out its place from the environment
 (``SLURM_PROCID``, ``SLURM_STEP_NODELIST``, ``SLURM_STEP_TASKS_PER_NODE``, ``SLURM_LOCALID``):
 its node, its name (the node's name, with ``-LOCALID`` when a node runs several tasks), its
@@ -24,13 +32,18 @@ import os
 import re
 import secrets
 import shlex
-import sys
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 
+from ..exec import pidcheck
+from ..exec.pychild import python_argv
 from ..ninep.auth import client_auth, load_secret
 from ..ninep.client import Client
-from ..ninep.private import private_dir, write_private
+from ..ninep.private import (UnsafePathError, check_private_dir, open_private, private_dir,
+                             read_private, write_private)
+from ..ninep.transport import tmp_dir
 
 DEFAULT_FANOUT = 32
 DEFAULT_PORT = 5670
@@ -92,7 +105,6 @@ async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT
                  ssh: list[str] | None = None, progress=print) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
     """Start the tree; returns the root's address and the hosts that could not be reached."""
     ssh = ["ssh", *SSH_OPTIONS, *(ssh or [])]
-    python = python or sys.executable
     dirpath = private_dir(dirpath, "cluster directory")
     if os.path.exists(os.path.join(dirpath, "hosts.json")):
         raise DeployError(f"{dirpath} already has a cluster; `brasil cluster down --dir "
@@ -108,35 +120,111 @@ async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT
     secret = secrets.token_urlsafe(32) + "\n"
     write_private(os.path.join(dirpath, "secret"), secret)
     cluster_id = os.path.basename(dirpath.rstrip("/")) + "-" + secrets.token_hex(3)
-    members = [SshHost(h, dir=f"/tmp/brasil-{os.getuid()}/{cluster_id}-{i}",
-                       parent=None if parent_index(i, fanout) is None
+    members = [SshHost(h, parent=None if parent_index(i, fanout) is None
                        else address(live[parent_index(i, fanout)], port))  # type: ignore[index]
                for i, h in enumerate(live)]
 
-    async def start(m: SshHost) -> str:
-        q = shlex.quote
-        serve = [python, "-m", "brasil.cli.main", "serve", "--name", m.host, "--listen",
-                 address(m.host, port), "--secret-file", f"{m.dir}/secret", "--state-dir",
-                 f"{m.dir}/state", "-q"] + (["--slots", str(slots)] if slots is not None else []) \
+    async def start(i: int, m: SshHost) -> str:
+        serve = ["--name", m.host, "--listen", address(m.host, port)] \
+            + (["--slots", str(slots)] if slots is not None else []) \
             + (["--parent", m.parent] if m.parent else [])
-        script = (f"umask 077; mkdir -p {q(m.dir)} && cat > {q(m.dir)}/secret || exit 1; "
-                  f"cd /; nohup {' '.join(q(w) for w in serve)} > {q(m.dir)}/serve.log 2>&1 "
-                  f"< /dev/null & echo $!")  # (only the daemon in the background)
-        rc, out, err = await _ssh(m.host, script, ssh, stdin=secret.encode())
-        if rc or not out.strip().isdigit():
+        command = shlex.join(python_argv("brasil.cli.main", "cluster", "host-up",
+                                         f"{cluster_id}-{i}", "--", *serve, python=python))
+        rc, out, err = await _ssh(m.host, command, ssh, stdin=secret.encode())
+        try:
+            got = json.loads(out) if rc == 0 else None
+            m.pid, m.dir = int(got["pid"]), str(got["dir"])
+        except (ValueError, TypeError, KeyError):
             return f"{m.host}: could not start the daemon: {_reason(err or out)}"
-        m.pid = int(out.strip())
         return ""
-    failed = [f for f in await asyncio.gather(*(start(m) for m in members)) if f]
-    state = {"hosts": [m.__dict__ for m in members], "ssh": ssh, "port": port}
+    failed = [f for f in await asyncio.gather(*(start(i, m) for i, m in enumerate(members)))
+              if f]
+    state = {"hosts": [m.__dict__ for m in members], "ssh": ssh, "port": port,
+             "python": python}
     write_private(os.path.join(dirpath, "hosts.json"), json.dumps(state, indent=1))
     for f in failed:
         progress(f)
+    if not members[0].pid:
+        await ssh_down(dirpath, progress)
+        raise DeployError(f"the root, {members[0].host}, did not start; nothing is left running")
     root = address(live[0], port)
     await wait_joined(root, os.path.join(dirpath, "secret"), len(members) - len(failed), progress)
     progress(f"tree of {len(members) - len(failed)} daemon(s) up in {time.monotonic() - t0:.1f}s "
              f"(fanout {fanout})")
     return root, unreachable + failed
+
+
+# ---- a host's part, run there by brasil itself ----
+
+HOST_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+MAX_SECRET = 4096
+
+
+def host_dir(cluster_id: str) -> str:
+    """This user's private directory for the daemon ``cluster_id``: ``/tmp/brasil-UID/hosts/ID``
+    (not under ``$XDG_RUNTIME_DIR``: the daemon outlives the ssh session that starts it)."""
+    if not HOST_ID.fullmatch(cluster_id) or cluster_id in (".", ".."):
+        raise DeployError(f"bad cluster id {cluster_id!r}: letters, digits, '_', '.', '-'")
+    return os.path.join(tmp_dir(), "hosts", cluster_id)
+
+
+def _serve_identity(d: str) -> list[str]:
+    """The words only this host's daemon has on its command line: its state directory."""
+    return ["--state-dir", os.path.join(d, "state")]
+
+
+def host_up(cluster_id: str, serve_args: list[str], secret: bytes) -> dict[str, object]:
+    """Install ``secret`` privately and start ``brasil serve`` with it, in the background;
+    returns its pid and directory. Refuses a directory someone else made or can enter."""
+    if not 16 <= len(secret.strip()) <= MAX_SECRET:
+        raise DeployError("the secret on stdin must hold 16 to 4096 bytes")
+    try:
+        d = private_dir(host_dir(cluster_id), "cluster host directory")
+        pid_file = os.path.join(d, "serve.pid")
+        if os.path.exists(pid_file):
+            raise DeployError(f"{d} already has a daemon; stop it first")
+        secret_file = os.path.join(d, "secret")
+        write_private(secret_file, secret)
+        if read_private(secret_file, "secret file") != secret:  # ours, 0600, not a link
+            raise DeployError(f"{secret_file} changed as it was written; not starting")
+        state = private_dir(os.path.join(d, "state"), "state directory")
+        log = open_private(os.path.join(d, "serve.log"))
+    except UnsafePathError as e:
+        raise DeployError(str(e)) from None
+    try:
+        argv = python_argv("brasil.cli.main", "serve", *serve_args, "--secret-file",
+                           secret_file, *_serve_identity(d), "-q")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                cwd=state, start_new_session=True)
+    finally:
+        os.close(log)
+    write_private(pid_file, f"{proc.pid}\n")
+    return {"pid": proc.pid, "dir": d}
+
+
+def host_down(d: str, pid: int) -> dict[str, object]:
+    """Stop the daemon :func:`host_up` started in ``d`` and remove ``d``. The pid recorded by
+    ``cluster up`` and the one in ``d/serve.pid`` are each signalled only while they are still
+    that daemon; returns how many were stopped and why the others were left alone."""
+    if os.path.dirname(os.path.abspath(d)) != os.path.join(tmp_dir(), "hosts"):
+        raise DeployError(f"{d} is not a cluster host directory of this user's")
+    try:
+        check_private_dir(d, "cluster host directory")
+        pids = {pid, int(read_private(os.path.join(d, "serve.pid"), "pid file").strip() or 0)}
+    except FileNotFoundError:
+        return {"stopped": 0, "left": []}
+    except (UnsafePathError, ValueError) as e:
+        raise DeployError(str(e)) from None
+    claimed, left = [], []
+    for p in sorted(pids):
+        fd, why = pidcheck.claim(p, _serve_identity(d))
+        if fd is not None:
+            claimed.append(fd)
+        elif why != "no such process":
+            left.append(f"pid {p} is not its daemon any more ({why}); left alone")
+    pidcheck.stop(claimed)
+    shutil.rmtree(d, ignore_errors=True)
+    return {"stopped": len(claimed), "left": left}
 
 
 async def wait_joined(root: str, secret_file: str, n: int, progress, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -163,7 +251,9 @@ async def wait_joined(root: str, secret_file: str, n: int, progress, timeout: fl
         await asyncio.sleep(0.2)
 
 
-async def ssh_down(dirpath: str) -> int:
+async def ssh_down(dirpath: str, progress=print) -> int:  # type: ignore[no-untyped-def]
+    """Stop the daemons of hosts.json through each host's ``cluster host-down``; how many
+    were stopped."""
     with open(os.path.join(dirpath, "hosts.json")) as f:
         state = json.load(f)
     ssh = state["ssh"]
@@ -171,12 +261,18 @@ async def ssh_down(dirpath: str) -> int:
     async def stop(m: dict) -> bool:  # type: ignore[type-arg]
         if not m.get("pid"):
             return False
-        q = shlex.quote
-        script = (f"kill {m['pid']} 2>/dev/null && for i in $(seq 50); do "
-                  f"kill -0 {m['pid']} 2>/dev/null || break; sleep 0.1; done; "
-                  f"kill -9 {m['pid']} 2>/dev/null; rm -rf {q(m['dir'])}; true")
-        rc, _, _ = await _ssh(m["host"], script, ssh)
-        return rc == 0
+        command = shlex.join(python_argv("brasil.cli.main", "cluster", "host-down", m["dir"],
+                                         str(m["pid"]), python=state.get("python")))
+        rc, out, err = await _ssh(m["host"], command, ssh)
+        try:
+            got = json.loads(out) if rc == 0 else None
+            stopped, left = int(got["stopped"]), [str(w) for w in got["left"]]
+        except (ValueError, TypeError, KeyError):
+            progress(f"{m['host']}: could not stop the daemon: {_reason(err or out)}")
+            return False
+        for why in left:
+            progress(f"{m['host']}: {why}")
+        return stopped > 0
     stopped = await asyncio.gather(*(stop(m) for m in state["hosts"]))
     os.unlink(os.path.join(dirpath, "hosts.json"))
     return sum(stopped)
@@ -235,21 +331,20 @@ async def slurm_up(dirpath: str, *, fanout: int = DEFAULT_FANOUT, slots: int | N
                    port: int = DEFAULT_PORT, progress=print) -> str:  # type: ignore[no-untyped-def]
     """Inside an allocation: ``srun`` one daemon per task, in the background; the root's
     address once every task has joined. The directory must be one every node can read (the
-    secret is there): the default is under the home directory."""
-    import subprocess
+    secret is there, and the tasks run from it): the default is under the home directory."""
     if "SLURM_JOB_ID" not in os.environ:
         raise DeployError("--slurm: not inside a Slurm allocation (SLURM_JOB_ID is not set); "
                           "run it under salloc or sbatch")
     dirpath = private_dir(dirpath, "cluster directory")
     secret = os.path.join(dirpath, "secret")
     write_private(secret, secrets.token_urlsafe(32) + "\n")
-    argv = ["srun", "--kill-on-bad-exit=0", sys.executable, "-m", "brasil.cli.main", "serve",
-            "--slurm", "--fanout", str(fanout), "--port", str(port), "--secret-file", secret,
-            "-q"] + (["--slots", str(slots)] if slots is not None else [])
+    argv = ["srun", "--kill-on-bad-exit=0", "--chdir", dirpath, *python_argv(
+        "brasil.cli.main", "serve", "--slurm", "--fanout", str(fanout), "--port", str(port),
+        *_srun_identity(dirpath), "-q")] + (["--slots", str(slots)] if slots is not None else [])
     log = os.path.join(dirpath, "srun.log")
     with open(log, "ab") as out:
         p = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
+                             cwd=dirpath, start_new_session=True)
     write_private(os.path.join(dirpath, "srun.pid"), f"{p.pid}\n")
     deadline = time.monotonic() + 60
     root = None
@@ -268,13 +363,21 @@ async def slurm_up(dirpath: str, *, fanout: int = DEFAULT_FANOUT, slots: int | N
     return root
 
 
-def slurm_down(dirpath: str) -> int:
-    import signal
+def _srun_identity(dirpath: str) -> list[str]:
+    """The words only this cluster's srun has on its command line: its secret file."""
+    return ["--secret-file", os.path.join(dirpath, "secret")]
+
+
+def slurm_down(dirpath: str, progress=print) -> int:  # type: ignore[no-untyped-def]
+    """SIGTERM the srun `slurm_up` started (it passes it on to every task), if it still is it."""
+    dirpath = os.path.abspath(dirpath)
     with open(os.path.join(dirpath, "srun.pid")) as f:
         pid = int(f.read().strip())
-    try:
-        os.killpg(pid, signal.SIGTERM)  # srun passes it on to every task
-    except ProcessLookupError:
-        pid = 0
+    fd, why = pidcheck.claim(pid, ["srun"], _srun_identity(dirpath))
+    if fd is not None:
+        pidcheck.stop([fd], grace=30)
+    elif why != "no such process":
+        progress(f"srun: pid {pid} is not the srun that started the tree any more ({why}); "
+                 "left alone")
     os.unlink(os.path.join(dirpath, "srun.pid"))
-    return 1 if pid else 0
+    return 1 if fd is not None else 0
