@@ -56,7 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="passed to ssh (repeatable), e.g. --ssh-option=-F --ssh-option=cfg")
     u.add_argument("--dir", default=default_dir, help=f"where sockets, logs and pids go "
                    f"(default {default_dir})")
-    u.add_argument("--export-root", metavar="DIR", help="export DIR/NAME as each node's fs/")
+    exp = u.add_mutually_exclusive_group()
+    exp.add_argument("--export", default="/", metavar="DIR", help="each node's fs/ is its DIR "
+                     "(default /, so `gread fs/etc/hosts` works: whoever holds the secret can "
+                     "run commands as you anyway); --export '' exports nothing")
+    exp.add_argument("--export-root", metavar="DIR", help="export DIR/NAME as each node's fs/ "
+                     "(a directory of its own per node, here)")
     d = csub.add_parser("down", help="stop every daemon `up` started",
                         description="Stop every daemon started by `brasil cluster up` in DIR.")
     d.add_argument("--dir", default=default_dir, help=f"the cluster's directory (default {default_dir})")
@@ -86,7 +91,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
                          "lower --depth or --fanout")
     try:
         addrs = await cluster.up(args.dir, args.depth, args.fanout, args.slots, args.export_root,
-                                 progress=lambda m: print(m, file=sys.stderr))
+                                 progress=lambda m: print(m, file=sys.stderr),
+                                 export=args.export or None)
     except cluster.ClusterError as e:  # `up` has stopped what it started, and only that
         raise UsageError(str(e)) from None
     d = os.path.abspath(args.dir)
@@ -107,12 +113,13 @@ async def cmd_up_remote(args: argparse.Namespace) -> int:
     try:
         if args.slurm:
             root = await deploy.slurm_up(d, fanout=fanout, slots=args.slots, port=args.port,
-                                         progress=say)
+                                         export=args.export or None, progress=say)
         else:
             root, missing = await deploy.ssh_up(d, deploy.expand(args.hosts), fanout=fanout,
                                                 slots=args.slots, port=args.port,
                                                 python=args.remote_python,
-                                                ssh=args.ssh_option, progress=say)
+                                                ssh=args.ssh_option, export=args.export or None,
+                                                progress=say)
     except deploy.DeployError as e:
         raise UsageError(str(e)) from None
     print(root)

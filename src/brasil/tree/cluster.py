@@ -62,7 +62,7 @@ def read_addresses(state: str) -> list[str] | None:
 
 
 async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str | None = None,
-             progress=print) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+             progress=print, export: str | None = None) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
     """Start the tree; on failure stop what this call started (and only that: a cluster that
     was already running in DIR is refused before anything starts, and left alone)."""
     dirpath = private_dir(dirpath, "cluster directory")
@@ -80,7 +80,7 @@ async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str
         for d in range(depth + 1):
             level = [m for m in members if m.depth == d]
             for m in level:
-                _start(dirpath, m, slots, addresses, secret_path, export_root)
+                _start(dirpath, m, slots, addresses, secret_path, export_root, export)
             deadline = time.monotonic() + 30 + len(level)
             for m in level:
                 state = os.path.join(dirpath, m.name)
@@ -100,7 +100,7 @@ async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str
 
 
 def _start(dirpath: str, m: Member, slots: int, addresses: dict[str, list[str]],
-           secret_path: str, export_root: str | None) -> None:
+           secret_path: str, export_root: str | None, export: str | None = None) -> None:
     state = private_dir(os.path.join(dirpath, m.name), "state directory")
     argv = python_argv("brasil.cli.main", "serve", "--name", m.name,
                        "--listen", f"unix:{dirpath}/{m.name}.sock", "--listen", "127.0.0.1:0",
@@ -113,6 +113,8 @@ def _start(dirpath: str, m: Member, slots: int, addresses: dict[str, list[str]],
         exp = os.path.join(export_root, m.name)
         os.makedirs(exp, exist_ok=True)
         argv += ["--export", exp]
+    elif export:
+        argv += ["--export", export]
     log = open_private(os.path.join(dirpath, f"{m.name}.log"))
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from ..exec import pidcheck
 from ..exec.pychild import python_argv
-from ..ninep.auth import client_auth, load_secret
+from ..ninep.auth import client_auth, load_secret, make_secret
 from ..ninep.client import Client
 from ..ninep.private import (UnsafePathError, check_private_dir, open_private, private_dir,
                              read_private, write_private)
@@ -102,7 +102,8 @@ def _reason(err: str) -> str:
 
 async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT,
                  slots: int | None = None, port: int = DEFAULT_PORT, python: str | None = None,
-                 ssh: list[str] | None = None, progress=print) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+                 ssh: list[str] | None = None, export: str | None = None,
+                 progress=print) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
     """Start the tree; returns the root's address and the hosts that could not be reached."""
     ssh = ["ssh", *SSH_OPTIONS, *(ssh or [])]
     dirpath = private_dir(dirpath, "cluster directory")
@@ -117,7 +118,7 @@ async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT
         progress(f"unreachable: {line}")
     if not live:
         raise DeployError("no host could be reached; nothing was started")
-    secret = secrets.token_urlsafe(32) + "\n"
+    secret = make_secret()
     write_private(os.path.join(dirpath, "secret"), secret)
     cluster_id = os.path.basename(dirpath.rstrip("/")) + "-" + secrets.token_hex(3)
     members = [SshHost(h, parent=None if parent_index(i, fanout) is None
@@ -127,7 +128,8 @@ async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT
     async def start(i: int, m: SshHost) -> str:
         serve = ["--name", m.host, "--listen", address(m.host, port)] \
             + (["--slots", str(slots)] if slots is not None else []) \
-            + (["--parent", m.parent] if m.parent else [])
+            + (["--parent", m.parent] if m.parent else []) \
+            + (["--export", export] if export else [])
         command = shlex.join(python_argv("brasil.cli.main", "cluster", "host-up",
                                          f"{cluster_id}-{i}", "--", *serve, python=python))
         rc, out, err = await _ssh(m.host, command, ssh, stdin=secret.encode())
@@ -328,7 +330,8 @@ def slurm_place(env: dict[str, str], fanout: int = DEFAULT_FANOUT,
 
 
 async def slurm_up(dirpath: str, *, fanout: int = DEFAULT_FANOUT, slots: int | None = None,
-                   port: int = DEFAULT_PORT, progress=print) -> str:  # type: ignore[no-untyped-def]
+                   port: int = DEFAULT_PORT, export: str | None = None,
+                   progress=print) -> str:  # type: ignore[no-untyped-def]
     """Inside an allocation: ``srun`` one daemon per task, in the background; the root's
     address once every task has joined. The directory must be one every node can read (the
     secret is there, and the tasks run from it): the default is under the home directory."""
@@ -337,10 +340,11 @@ async def slurm_up(dirpath: str, *, fanout: int = DEFAULT_FANOUT, slots: int | N
                           "run it under salloc or sbatch")
     dirpath = private_dir(dirpath, "cluster directory")
     secret = os.path.join(dirpath, "secret")
-    write_private(secret, secrets.token_urlsafe(32) + "\n")
+    write_private(secret, make_secret())
     argv = ["srun", "--kill-on-bad-exit=0", "--chdir", dirpath, *python_argv(
         "brasil.cli.main", "serve", "--slurm", "--fanout", str(fanout), "--port", str(port),
-        *_srun_identity(dirpath), "-q")] + (["--slots", str(slots)] if slots is not None else [])
+        *_srun_identity(dirpath), "-q")] + (["--slots", str(slots)] if slots is not None else []) \
+        + (["--export", export] if export else [])
     log = os.path.join(dirpath, "srun.log")
     with open(log, "ab") as out:
         p = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
