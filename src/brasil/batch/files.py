@@ -34,7 +34,7 @@ from ..ninep.errors import NinepError, Enotfound
 from ..ninep.synthetic import (BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node,
                                TableDir)
 from . import queries
-from .jobfile import TAG_RE, JobFileError, Parser
+from .jobfile import MAX_ID, TAG_RE, JobFileError, Parser, job_id
 from .scheduler import Scheduler
 
 
@@ -62,7 +62,11 @@ class BatchCtl(CtlFile):
             raise NinepError(f"worker: SLOTS must be a number ≥ 0, not {args[1]!r}",
                              errno.EINVAL) from None
         opts = dict(a.split("=", 1) for a in args[2:] if "=" in a)
-        self.sched.register(name, slots, opts.get("host", "?"), int(opts.get("pid", 0) or 0),
+        pid = opts.get("pid", "0") or "0"
+        if not pid.isdigit() or len(pid) > 10 or slots > 1 << 20:
+            raise NinepError(f"worker: SLOTS up to {1 << 20} and pid=P a process id, not "
+                             f"{' '.join(args[1:])[:60]!r}", errno.EINVAL)
+        self.sched.register(name, slots, opts.get("host", "?")[:256], int(pid),
                             "remote" in args[2:])
         workers = self.parent.walk("workers")  # type: ignore[union-attr]
         if name not in workers._children:  # type: ignore[attr-defined]
@@ -74,12 +78,12 @@ class BatchCtl(CtlFile):
             if len(args) != 2:
                 raise NinepError('cancel tag T: give exactly one tag', errno.EINVAL)
             return self.sched.cancel(None, args[1])
-        try:
-            ids = [int(a) for a in args]
-        except ValueError:
-            raise NinepError(f"cancel: job ids are numbers, not {' '.join(args)[:60]!r}; usage: "
-                             "cancel ID… or cancel tag T", errno.EINVAL) from None
-        return self.sched.cancel(ids, None)
+        ids = [job_id(a) for a in args]
+        if None in ids:
+            raise NinepError(f"cancel: job ids are numbers from 1 to {MAX_ID}, not "
+                             f"{' '.join(args)[:60]!r}; usage: cancel ID… or cancel tag T",
+                             errno.EINVAL)
+        return self.sched.cancel(ids, None)  # type: ignore[arg-type]
 
     @commands.command("lease SECONDS")
     def _lease(self, args: list[str]) -> None:

@@ -8,7 +8,8 @@ parsed as they arrive. Three kinds of line (blank lines and ``#`` comments are s
     %set KEY VALUE                             defaults for the jobs below (the CLI's options)
 
 ``after:`` names jobs of the same submission (before or after the line) or, as numbers, jobs
-already submitted. Options: ``tag:T``, ``priority:P``, ``retries:N``, ``redundancy:N``,
+already submitted. Options: ``tag:T``, ``priority:P`` (-2147483648 to 2147483647, higher runs
+first), ``retries:N`` (0 to 1000), ``redundancy:N`` (1 to 100),
 ``isolate`` / ``shared``, ``home:DIR``, ``env:K=V`` (repeatable). ``%set`` keys are the same
 (``%set isolate on``, ``%set env K=V``, ``%set after 12,13``); ``%file NAME`` names the file in
 error messages and restarts line numbers, so an error points at the user's line, not ours.
@@ -19,6 +20,7 @@ line (the job's command, home and environment, JSON-encoded), so a job must fit:
 most ``MAX_CMD`` bytes (256 KiB), an environment of at most ``MAX_ENV`` bytes (256 KiB, its
 ``K=V`` pairs counted), and the whole encoded record at most ``MAX_RECORD`` bytes (768 KiB).
 Anything larger is refused at submission, naming the line: put a long command in a script.
+A NUL byte is refused on any line: no command, path or environment can carry one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 MAX_CMD = 256 << 10     # bytes of a job's command (UTF-8)
 MAX_ENV = 256 << 10     # bytes of a job's environment: the sum of len(K=V) over its pairs
 MAX_RECORD = 768 << 10  # bytes of the whole assignment a worker reads (JSON), under its 1 MiB read
+MAX_ID = (1 << 63) - 1  # the largest job or execution id (a BIGINT)
+RANGES = {"priority": (-(1 << 31), (1 << 31) - 1), "retries": (0, 1000), "redundancy": (1, 100)}
 KEYS = ("tag", "priority", "retries", "redundancy", "isolate", "home", "env", "after")
 
 
@@ -105,25 +109,45 @@ def check_size(spec: "JobSpec", where: str) -> None:
                            f"({MAX_RECORD} bytes){hint}")
 
 
-def _int(value: str, key: str, low: int, where: str) -> int:
+def _shown(value: str) -> str:
+    """A user's value in a message, cut short: a 10,000-digit number is not worth repeating."""
+    return value if len(value) <= 32 else value[:29] + "..."
+
+
+def _int(value: str, key: str, where: str) -> int:
+    """``value`` as a whole number in ``RANGES[key]`` (the database keeps it in 32 bits)."""
+    low, high = RANGES[key]
     try:
-        n = int(value)
+        n = int(value) if len(value) <= 32 else low - 1 if value.startswith("-") else high + 1
     except ValueError:
-        raise JobFileError(f"{where}: {key} must be a whole number, not {value!r}") from None
-    if n < low:
-        if key == "redundancy":
-            raise JobFileError(f"{where}: redundancy must be 1 or more (1 turns redundancy off), "
-                               f"not {n}")
-        raise JobFileError(f"{where}: {key} must be {low} or more, not {n}")
+        raise JobFileError(f"{where}: {key} must be a whole number, not {_shown(value)!r}") \
+            from None
+    if n < low and key == "redundancy":
+        raise JobFileError(f"{where}: redundancy must be 1 or more (1 turns redundancy off), "
+                           f"not {n}")
+    if n < low and low == 0:
+        raise JobFileError(f"{where}: {key} must be 0 or more, not {n}")
+    if not low <= n <= high:
+        raise JobFileError(f"{where}: {key} must be between {low} and {high}, not "
+                           f"{_shown(value)}")
     return n
+
+
+def job_id(part: str) -> int | None:
+    """``part`` as a job id (1 to MAX_ID), or None if it is not one."""
+    if not part.isdigit() or len(part) > 19 or not 0 < int(part) <= MAX_ID:
+        return None
+    return int(part)
 
 
 def _ids(value: str, where: str) -> tuple[int, ...]:
     out = []
     for part in filter(None, value.split(",")):
-        if not part.isdigit():
-            raise JobFileError(f"{where}: after {value!r}: give job ids (numbers), e.g. 12,13")
-        out.append(int(part))
+        n = job_id(part)
+        if n is None:
+            raise JobFileError(f"{where}: after {_shown(value)!r}: give job ids (numbers from 1 "
+                               f"to {MAX_ID}), e.g. 12,13")
+        out.append(n)
     return tuple(out)
 
 
@@ -133,12 +157,12 @@ def apply_option(target: Options, key: str, value: str, where: str) -> None:
         if not TAG_RE.fullmatch(value):
             raise JobFileError(f"{where}: tag {value!r}: use letters, digits, '.', '_' or '-'")
         target.tag = value
-    elif key in ("priority",):
-        target.priority = _int(value, key, -(1 << 31), where)
+    elif key == "priority":
+        target.priority = _int(value, key, where)
     elif key == "retries":
-        target.retries = _int(value, key, 0, where)
+        target.retries = _int(value, key, where)
     elif key == "redundancy":
-        target.redundancy = _int(value, key, 1, where)
+        target.redundancy = _int(value, key, where)
     elif key == "isolate":
         if value not in ("on", "off", "1", "0", "yes", "no"):
             raise JobFileError(f"{where}: isolate {value!r}: say on or off")
@@ -188,6 +212,9 @@ class Parser:
 
     def line(self, raw: str) -> None:
         self.lineno += 1
+        if "\0" in raw:
+            raise JobFileError(f"{self.where()}: the line holds a NUL byte (\\0); a command, "
+                               "path or environment value cannot carry one: remove it")
         line = raw.strip()
         if not line or line.startswith("#"):
             return
@@ -240,8 +267,10 @@ class Parser:
                 raise JobFileError(f"{where}: option {w!r}: expected KEY:VALUE, isolate or shared")
             if key == "after":
                 for dep in filter(None, value.split(",")):
-                    (spec.after_ids if dep.isdigit() else spec.after_names).append(
-                        int(dep) if dep.isdigit() else dep)  # type: ignore[arg-type]
+                    if dep[:1].isdigit():
+                        spec.after_ids += _ids(dep, where)
+                    else:
+                        spec.after_names.append(dep)
             else:
                 apply_option(spec, key, value, where)
         check_size(spec, where)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from typing import Any, Callable
 
 from ..ninep.errors import NinepError
 from . import commit, isolate, ops
-from .jobfile import JobFileError, JobSpec, Parser
+from .jobfile import MAX_ID, JobFileError, JobSpec, Parser
 from .policy import Policy, TrellisPolicy
 from .store import Refused, Store, Tx
 
@@ -43,7 +44,8 @@ log = logging.getLogger("brasil.batch")
 
 DEFAULT_LEASE = 10.0
 SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slot queued
-REPORTS = {"done": 5, "clean": 4, "journaled": 3, "committed": 3, "commitfail": 2}  # min. words
+# the numbers each report begins with: t a token, s an exit status, f a time (seconds)
+REPORTS = {"done": "tsff", "clean": "tff", "journaled": "tf", "committed": "tf", "commitfail": "t"}
 USAGE = ("start T SLOT TIME, done T STATUS T0 T1 [WHY], clean T T0 T1, journaled T C0, "
          "committed T C1, commitfail T WHY, gone T…, renew T…")
 
@@ -80,6 +82,24 @@ class Worker:
             if not f.done():
                 f.set_result(None)
         self.waiters.clear()
+
+
+def _number(word: str, kind: str) -> Any:
+    """A number of a worker's report (``kind`` as in REPORTS), in the range the database keeps:
+    anything else is a ValueError, so a bad report is refused with a sentence, not an overflow
+    deep in a transaction."""
+    if kind == "f":
+        x = float(word)
+        if not math.isfinite(x):
+            raise ValueError(word)
+        return x
+    if len(word) > 20:
+        raise ValueError(word)
+    n = int(word)
+    low, high = (0, MAX_ID) if kind == "t" else (-(1 << 31), (1 << 31) - 1)
+    if not low <= n <= high:
+        raise ValueError(word)
+    return n
 
 
 class Scheduler:
@@ -336,20 +356,23 @@ class Scheduler:
                 continue
             try:
                 if verb == "renew":
-                    for t in map(int, line.split()[1:]):
+                    for t in (_number(x, "t") for x in line.split()[1:]):
                         if t in self.leases and self.owner.get(t) == name:
                             if t not in self.replaying:
                                 self.leases[t] = now_m + self.lease
                         else:
                             push.append((name, f"kill {t}"))
                 elif verb == "start":
-                    starts.append((int(words[1]), int(words[2]), float(words[3])))
+                    starts.append((_number(words[1], "t"), _number(words[2], "s"),
+                                   _number(words[3], "f")))
                 elif verb == "gone":
-                    rest += [["gone", t] for t in line.split()[1:] if int(t) >= 0]
+                    rest += [["gone", t] for t in line.split()[1:]
+                             if not t.startswith("-") and _number(t, "t") >= 0]
                 elif verb in REPORTS:
-                    int(words[1])
-                    if len(words) < REPORTS[verb]:
+                    if len(words) <= len(REPORTS[verb]):
                         raise IndexError(verb)
+                    for word, kind in zip(words[1:], REPORTS[verb]):
+                        _number(word, kind)
                     rest.append(words)
                 else:
                     raise ValueError(verb)

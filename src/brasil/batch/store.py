@@ -25,8 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from ..ninep.private import check_ancestors
+from ..ninep.ratelimit import RateLimited
 
 log = logging.getLogger("brasil.batch.store")
+limited = RateLimited(log)  # a client that found a failing operation cannot flood the log
 T = TypeVar("T")
 
 SCHEMA = [
@@ -254,7 +256,8 @@ class Store:
                 except BaseException as e:  # noqa: BLE001
                     self._rollback(tx)
                     if not isinstance(e, Refused):
-                        log.exception("batch database operation failed")
+                        limited.error(f"op {type(e).__name__}", "batch database operation "
+                                      "failed", exc_info=(type(e), e, e.__traceback__))
                     self._resolve(fut, loop, None, e)
                 return
             for item in batch:
