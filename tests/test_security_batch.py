@@ -25,6 +25,7 @@ import pytest
 
 from brasil.batch import ops
 from brasil.batch.jobfile import Defaults
+from brasil.batch.store import Store, StoreError
 from brasil.ninep.errors import NinepError
 from fixtures import wait_for
 from test_batch_fixtures import (connect_batch, scheduler, spawn_serve, spawn_worker, stop,
@@ -118,3 +119,72 @@ async def test_many_bad_numbers_cost_the_log_a_few_lines(tmp_path):
         await b.close()
     finally:
         stop(serve)
+
+
+# ---- §6: a planted SQLite database ---------------------------------------------------------------
+
+def as_nobody(path) -> None:  # type: ignore[no-untyped-def]
+    os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+
+
+def plant(path, mode: int = 0o666) -> None:  # type: ignore[no-untyped-def]
+    """What `nobody` did: an empty database file of theirs, open to all, where ours would go."""
+    path.write_bytes(b"")
+    path.chmod(mode)
+    as_nobody(path)
+
+
+def test_serve_refuses_a_database_planted_in_a_shared_directory(tmp_path):
+    needs_root()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: anyone may create files in it
+    plant(shared / "batch.db")
+    r = brasil("serve", "--listen", f"unix:{tmp_path}/s.sock", "--state-dir",
+               str(tmp_path / "st"), "--db", f"sqlite:///{shared}/batch.db")
+    assert r.returncode != 0
+    assert "brasil serve: --db:" in r.stderr and "writable by others" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert (shared / "batch.db").stat().st_size == 0  # nothing of ours went into it
+    assert not (shared / "batch.db-wal").exists()
+
+
+@pytest.mark.parametrize("planted,sentence", [
+    ("batch.db", "database .*batch.db belongs to nobody"),
+    ("batch.db-wal", "batch.db-wal belongs to nobody"),
+    ("batch.db-shm", "batch.db-shm belongs to nobody"),
+])
+def test_a_database_file_of_someone_else_is_refused(tmp_path, planted, sentence):
+    needs_root()
+    d = tmp_path / "db"
+    d.mkdir(mode=0o700)
+    plant(d / planted, 0o600)
+    with pytest.raises(StoreError, match=sentence):
+        Store(f"sqlite://{d}/batch.db").open()
+
+
+def test_a_database_of_ours_open_to_others_or_a_link_is_refused(tmp_path):
+    d = tmp_path / "db"
+    d.mkdir(mode=0o700)
+    (d / "batch.db").write_bytes(b"")
+    (d / "batch.db").chmod(0o644)  # the jobs' environments would be readable by all
+    with pytest.raises(StoreError, match="open to others .*chmod 600"):
+        Store(f"sqlite://{d}/batch.db").open()
+    (d / "batch.db").unlink()
+    (d / "elsewhere").write_bytes(b"")
+    (d / "batch.db").symlink_to(d / "elsewhere")
+    with pytest.raises(StoreError, match="symbolic link"):
+        Store(f"sqlite://{d}/batch.db").open()
+    d.chmod(0o770)
+    with pytest.raises(StoreError, match="writable by others"):
+        Store(f"sqlite://{d}/other.db").open()
+
+
+async def test_a_fresh_database_and_its_side_files_are_ours_and_closed(tmp_path):
+    d = tmp_path / "db"
+    d.mkdir(mode=0o755)
+    async with scheduler(str(tmp_path), f"sqlite://{d}/batch.db") as (_, _, b):
+        await b.submit(["true"], home=str(tmp_path))
+        for name in ("batch.db", "batch.db-wal", "batch.db-shm"):
+            info = (d / name).stat()
+            assert info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o600, name

@@ -24,7 +24,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from ..ninep.private import check_ancestors
+from ..ninep.private import UnsafePathError, check_ancestors, check_closed_dir, open_checked
 from ..ninep.ratelimit import RateLimited
 
 log = logging.getLogger("brasil.batch.store")
@@ -132,6 +132,25 @@ class Tx:
         return out
 
 
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def check_sqlite_files(path: str) -> None:
+    """Refuse a SQLite database someone else could read or write: the jobs' environments are in
+    it, and a job inserted into it runs as us. Its directory, and the directories above, must be
+    closed to others (or they could plant the database, or its -wal and -shm, which SQLite opens
+    by name); the file is created here, 0600, if it is missing; it and any side file that exists
+    must be regular files of ours, closed to others — checked on what was opened."""
+    check_ancestors(path)
+    check_closed_dir(os.path.dirname(path), "the database's directory")
+    os.close(open_checked(path, "database", os.O_RDWR, create=0o600))
+    for suffix in SQLITE_SIDE_FILES:
+        try:
+            os.close(open_checked(path + suffix, "database file"))
+        except FileNotFoundError:
+            pass
+
+
 class Store:
     """The database at ``url``: ``sqlite:///PATH`` (or a plain path) or ``postgresql://…``."""
 
@@ -160,9 +179,10 @@ class Store:
     def connect(self) -> Any:
         if self.dialect == "sqlite":
             assert self.path is not None
-            check_ancestors(self.path)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            os.close(fd)
+            try:
+                check_sqlite_files(self.path)
+            except UnsafePathError as e:
+                raise StoreError(str(e)) from None
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
