@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+import services
 from brasil.batch import ops
 from brasil.batch.jobfile import Defaults
 from brasil.batch.store import Store, StoreError
@@ -31,6 +32,7 @@ from fixtures import wait_for
 from test_batch_fixtures import (connect_batch, scheduler, spawn_serve, spawn_worker, stop,
                                  workers)
 
+postgres_server = services.postgres_server
 NOBODY = 65534
 WAIT = 30
 
@@ -188,3 +190,53 @@ async def test_a_fresh_database_and_its_side_files_are_ours_and_closed(tmp_path)
         for name in ("batch.db", "batch.db-wal", "batch.db-shm"):
             info = (d / name).stat()
             assert info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o600, name
+
+
+# ---- §7: the PostgreSQL password ---------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["postgresql://brasil:hunter2@127.0.0.1/batch",
+                                 "postgresql:///batch?host=/tmp&password=hunter2"])
+def test_serve_refuses_a_postgres_password_on_the_command_line(tmp_path, url):
+    r = brasil("serve", "--listen", f"unix:{tmp_path}/s.sock", "--state-dir",
+               str(tmp_path / "st"), "--db", url)
+    assert r.returncode == 2, r.stderr
+    assert "brasil serve: --db: the URL holds a password" in r.stderr, r.stderr
+    for alternative in ("--db-password-file", "PGPASSWORD", "~/.pgpass"):
+        assert alternative in r.stderr
+    assert "hunter2" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_postgres_password_file_open_to_others_is_refused(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("hunter2\n")
+    pw.chmod(0o644)
+    r = brasil("serve", "--listen", f"unix:{tmp_path}/s.sock", "--state-dir",
+               str(tmp_path / "st"), "--db", "postgresql:///batch?host=/nowhere",
+               "--db-password-file", str(pw))
+    assert r.returncode == 2 and "--db-password-file" in r.stderr and "chmod 600" in r.stderr, \
+        r.stderr
+
+
+def test_serve_connects_to_postgres_with_a_password_file(postgres_server, tmp_path):
+    name = f"sec_pw_{os.getpid()}"
+    url = postgres_server.create_database(name)
+    pw = tmp_path / "pw"
+    pw.write_text("not-needed-under-trust\n")
+    pw.chmod(0o600)
+    serve, addr = spawn_serve(str(tmp_path), "sched", "--db", url, "--db-password-file", str(pw))
+    try:
+        b = await_batch(addr)
+        assert f"db postgresql:{name} " in b
+    finally:
+        stop(serve)
+
+
+def await_batch(addr: str) -> str:
+    """The scheduler's state line, once it answers."""
+    async def state() -> str:
+        b = await connect_batch(addr)
+        try:
+            return await b.state()
+        finally:
+            await b.close()
+    return asyncio.run(state())

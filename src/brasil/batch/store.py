@@ -132,6 +132,16 @@ class Tx:
         return out
 
 
+def url_password(url: str) -> str | None:
+    """The password a ``postgresql://`` URL carries (after the user, or as ``?password=``)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        return parts.password
+    return urllib.parse.parse_qs(parts.query).get("password", [None])[0]
+
+
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
@@ -154,8 +164,11 @@ def check_sqlite_files(path: str) -> None:
 class Store:
     """The database at ``url``: ``sqlite:///PATH`` (or a plain path) or ``postgresql://…``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
+        """``password``: PostgreSQL's, if not in the URL (and not left to libpq, which reads
+        PGPASSWORD, ~/.pgpass or PGPASSFILE itself)."""
         self.url = url
+        self.password = password
         if url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
             self.path = None
@@ -195,7 +208,8 @@ class Store:
             raise StoreError("--db postgresql://…: psycopg is not installed (pip install "
                              "'psycopg[binary]')") from None
         try:
-            return psycopg.connect(self.url, autocommit=True)
+            extra = {"password": self.password} if self.password is not None else {}
+            return psycopg.connect(self.url, autocommit=True, **extra)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to {self.describe()}: {e}") from None
 

@@ -12,7 +12,7 @@ import socket
 import sys
 
 from ..ninep.auth import load_secret
-from ..ninep.private import private_dir, write_private
+from ..ninep.private import private_dir, read_private, write_private
 from ..tree.daemon import Daemon
 from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socket_path, \
     parse_address
@@ -66,7 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--state-dir", metavar="DIR", help="where state is kept "
                    "(default: $XDG_STATE_HOME/brasil or ~/.local/state/brasil)")
     p.add_argument("--db", metavar="URL", help="the batch scheduler's database: sqlite:///PATH "
-                   "or postgresql://… (default: batch.db in the state directory)")
+                   "or postgresql://… without a password (default: batch.db in the state "
+                   "directory)")
+    p.add_argument("--db-password-file", metavar="FILE", help="the PostgreSQL password, in a "
+                   "file of yours (mode 600); or set PGPASSWORD, or use ~/.pgpass (never in "
+                   "--db: the command line is public)")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close a session idle this long: no open files, processes or unread "
                    f"output (default: {DEFAULT_IDLE_TIMEOUT:g})")
@@ -128,6 +132,7 @@ async def serve(args: argparse.Namespace) -> int:
         if args.state_dir is None:
             args.state_dir = os.path.join(state_dir(None), f"slurm-{place.name}")
     addrs = listen_addresses(args)
+    password = db_password(args)  # before anything starts: a refusal leaves nothing behind
     if args.slots < 0:
         raise UsageError("--slots must be 0 or more")
     private_dir(state_dir(args.state_dir), "state directory")
@@ -171,7 +176,8 @@ async def serve(args: argparse.Namespace) -> int:
     serve_queries(daemon)
     from ..batch import StoreError, serve_scheduler
     try:
-        scheduler = await serve_scheduler(node, args.db, state_dir(args.state_dir))
+        scheduler = await serve_scheduler(node, args.db, state_dir(args.state_dir),
+                                          password=password)
     except StoreError as e:
         await daemon.stop()
         raise UsageError(f"--db: {e}") from None
@@ -186,6 +192,26 @@ async def serve(args: argparse.Namespace) -> int:
     await daemon.stop()
     write_addresses(args, None)
     return 0
+
+
+def db_password(args: argparse.Namespace) -> str | None:
+    """The PostgreSQL password from --db-password-file, if given. One in --db is refused: the
+    command line is readable by every user (`ps`) for the daemon's whole life."""
+    from ..batch import url_password
+    if args.db and url_password(args.db) is not None:
+        raise UsageError("--db: the URL holds a password, which every user of this machine can "
+                         "read (ps) for as long as the daemon runs; remove it from the URL and "
+                         "give it with --db-password-file FILE (mode 600), the PGPASSWORD "
+                         "environment variable, or ~/.pgpass (or the file PGPASSFILE names)")
+    if not args.db_password_file:
+        return None
+    if not (args.db or "").startswith(("postgresql://", "postgres://")):
+        raise UsageError("--db-password-file: only for --db postgresql://…")
+    try:
+        text = read_private(args.db_password_file, "--db-password-file").decode()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--db-password-file: {e}") from None
+    return text.rstrip("\r\n")
 
 
 FD_RESERVE = 512  # descriptors kept for forking commands (4 each) and the owner's socket
