@@ -240,3 +240,44 @@ def await_batch(addr: str) -> str:
         finally:
             await b.close()
     return asyncio.run(state())
+
+
+# ---- §15: a scheduler stopped longer than the lease ------------------------------------------------
+
+async def events_until(b, predicate, timeout: float = WAIT):  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        events = await b.events("t")
+        if predicate(events):
+            return events
+        assert loop.time() < deadline, "\n".join(map(str, events[-20:]))
+        await asyncio.sleep(0.05)
+
+
+async def test_a_scheduler_stopped_longer_than_the_lease_does_not_blame_its_worker(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    worker = None
+    try:
+        b = await connect_batch(addr)
+        await b.client.write("csrv/local/batch/ctl", "lease 1\n")  # before the worker reads it
+        worker = spawn_worker(addr, str(tmp_path), "w", 1)
+        await b.submit(["sleep 4; echo ok > out"], tag="t", home=str(home), retries=0)
+        await events_until(b, lambda ev: any(e.kind == "start" for e in ev))
+        os.kill(serve.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(2.5)  # the attack itself: stopped for 2.5 leases
+        finally:
+            os.kill(serve.pid, signal.SIGCONT)
+        assert (await asyncio.wait_for(b.wait(tag="t"), WAIT))["done"] == 1
+        events = await b.events("t")
+        assert not [e for e in events if e.kind in ("lease_lost", "retry")], events
+        assert len([e for e in events if e.kind == "assign"]) == 1, events
+        assert (home / "out").read_text() == "ok\n"
+        await b.close()
+    finally:
+        for p in (worker, serve):
+            if p is not None:
+                stop(p)

@@ -35,12 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..ninep.errors import NinepError
+from ..ninep.ratelimit import RateLimited
 from . import commit, isolate, ops
 from .jobfile import MAX_ID, JobFileError, JobSpec, Parser
 from .policy import Policy, TrellisPolicy
 from .store import Refused, Store, Tx
 
 log = logging.getLogger("brasil.batch")
+limited = RateLimited(log)
 
 DEFAULT_LEASE = 10.0
 SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slot queued
@@ -488,12 +490,33 @@ class Scheduler:
 
     async def _lease_keeper(self) -> None:
         while True:
-            await asyncio.sleep(max(0.05, self.lease / 8))
+            period = max(0.05, self.lease / 8)
+            before = time.monotonic()
+            await asyncio.sleep(period)
             try:
+                self._pardon(time.monotonic() - before - period)
                 await self._expire()
                 self._forget_gone()
             except Exception:  # noqa: BLE001
                 log.exception("batch: lease check failed")
+
+    def _pardon(self, late: float) -> None:
+        """Leases are judged by the time we could have heard from the workers, not by the wall
+        clock alone: if this check came ``late`` seconds after it was due — we were stopped
+        (SIGSTOP), starved, or the loop was blocked — the renewals sent meanwhile are still
+        queued in our sockets, unread. Every lease then gets a full one from now (and keeps what
+        it had left), so a healthy worker is never blamed for our silence."""
+        if late <= max(0.5, self.lease / 4):
+            return
+        now_m = time.monotonic()
+        limited.warning("stopped", "batch: the scheduler was stopped or starved for %.1fs (more than a lease "
+                    "check's %.2fs); %d lease(s) extended by a lease from now", late,
+                    max(0.05, self.lease / 8), len(self.leases))
+        for token, until in self.leases.items():
+            self.leases[token] = max(until + late, now_m + self.lease)
+        for w in self.workers.values():
+            if w.gone_since is None:
+                w.last_seen = max(w.last_seen + late, now_m - self.lease / 4)
 
     async def _expire(self) -> None:
         now_m = time.monotonic()
