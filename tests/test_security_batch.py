@@ -281,3 +281,62 @@ async def test_a_scheduler_stopped_longer_than_the_lease_does_not_blame_its_work
         for p in (worker, serve):
             if p is not None:
                 stop(p)
+
+
+# ---- §12: large submissions --------------------------------------------------------------------
+
+async def test_submissions_above_the_caps_are_refused_with_a_sentence(tmp_path):
+    serve, addr = spawn_serve(str(tmp_path), "sched", "--max-jobs-per-submission", "1000",
+                              "--max-jobs-per-workload", "1500")
+    try:
+        b = await connect_batch(addr)
+        with pytest.raises(NinepError, match="more than 1000 jobs in one submission, the limit "
+                           r"\(brasil serve --max-jobs-per-submission\)"):
+            await b.submit(["true"] * 1001, tag="a", home=str(tmp_path))
+        await b.submit(["true"] * 1000, tag="a", home=str(tmp_path))
+        with pytest.raises(NinepError, match="tag a: 1000 job.* not ended yet and 1000 more would "
+                           "pass the limit of 1500 per workload"):
+            await b.submit(["true"] * 1000, tag="a", home=str(tmp_path))
+        await b.submit(["true"] * 1000, tag="b", home=str(tmp_path))  # another workload
+        assert (await b.summary())["total"] == 2000
+        await b.close()
+    finally:
+        stop(serve)
+
+
+async def test_a_large_submission_does_not_stall_the_daemons_other_clients(tmp_path):
+    serve, addr = spawn_serve(str(tmp_path))
+    try:
+        b = await connect_batch(addr)
+        other = await connect_batch(addr)
+        worst = 0.0
+        done = asyncio.Event()
+
+        async def poll() -> None:  # another client, asking all along
+            nonlocal worst
+            while not done.is_set():
+                t = time.monotonic()
+                await asyncio.wait_for(other.state(), 60)
+                worst = max(worst, time.monotonic() - t)
+                await asyncio.sleep(0.02)
+        poller = asyncio.ensure_future(poll())
+        try:
+            chain = "job j0 -- true\n" + "".join(f"job j{i} after:j{i - 1} -- true\n"
+                                                 for i in range(1, 100_000))
+            r = await b.submit_stream([chain.encode()], tag="chain", home=str(tmp_path))
+            assert len(r.ids) == 100_000
+            big_env = "".join(f"%set env K{i:x}=1\n" for i in range(25_000))
+            r = await b.submit_stream([(big_env + "true\n" * 100).encode()], tag="env",
+                                      home=str(tmp_path))
+            assert len(r.ids) == 100
+            assert worst < 5, f"another client waited {worst:.1f}s for an answer"
+            with pytest.raises(NinepError, match="more than 100000 jobs in one submission"):
+                await b.submit(["true"] * 100_001, home=str(tmp_path))
+        finally:
+            done.set()
+            await poller
+        assert worst < 5, f"another client waited {worst:.1f}s for an answer"
+        await b.close()
+        await other.close()
+    finally:
+        stop(serve)

@@ -107,30 +107,50 @@ class SubmitFile(Node):
 
 
 class SubmitHandle(Handle):
-    """Writes are job lines, parsed as they arrive; the first read submits them all at once."""
+    """Writes are job lines, parsed as they arrive; the first read submits them all at once.
+
+    The parse, the checks and the insert run off the event loop (a thread, then the database's
+    thread), one write after another (``lock``): a submission of 100,000 jobs takes seconds of
+    work, during which the daemon's other clients are served as usual. Its size is capped
+    (``Scheduler.max_submit`` jobs; see ``Parser``)."""
 
     def __init__(self, node: Node, sched: Scheduler) -> None:
         super().__init__(node)
         self.sched = sched
-        self.parser = Parser()
+        self.parser: Parser | None = sched.parser()
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.answer: bytes | None = None
         self.error: NinepError | None = None
+        self.lock = asyncio.Lock()
 
-    def write(self, offset: int, data: bytes) -> int:
+    def write(self, offset: int, data: bytes) -> Any:
         if self.error is not None:
             raise self.error
         if self.answer is not None:
             raise NinepError("submit: these jobs are submitted already; open submit again for more")
-        try:
-            self.parser.feed(self.decoder.decode(data))
-        except UnicodeDecodeError:
-            self.error = NinepError("submit: job files must be UTF-8 text", errno.EINVAL)
-            raise self.error from None
-        except JobFileError as e:
-            self.error = NinepError(f"submit: {e}", errno.EINVAL)
-            raise self.error from None
+        return self._write(data)
+
+    async def _write(self, data: bytes) -> int:
+        async with self.lock:
+            if self.error is not None:
+                raise self.error
+            try:
+                await asyncio.to_thread(self._feed, data)
+            except UnicodeDecodeError:
+                self._fail(NinepError("submit: job files must be UTF-8 text", errno.EINVAL))
+            except JobFileError as e:
+                self._fail(NinepError(f"submit: {e}", errno.EINVAL))
         return len(data)
+
+    def _feed(self, data: bytes) -> None:
+        if self.parser is None:
+            raise NinepError("submit: these jobs are submitted already; open submit again for more")
+        self.parser.feed(self.decoder.decode(data))
+
+    def _fail(self, error: NinepError) -> None:
+        """Keep ``error`` for every later write and read, and drop what was parsed."""
+        self.error, self.parser = error, None
+        raise error
 
     def read(self, offset: int, count: int) -> Any:
         if self.error is not None:
@@ -140,19 +160,28 @@ class SubmitHandle(Handle):
         return self._submit(offset, count)
 
     async def _submit(self, offset: int, count: int) -> bytes:
-        try:
-            specs = self.parser.finish()
-            first, n = await self.sched.submit(specs)
-        except JobFileError as e:
-            self.error = NinepError(f"submit: {e}", errno.EINVAL)
-            raise self.error from None
-        except NinepError as e:
-            self.error = NinepError(f"submit: {e.message}", errno.EINVAL)
-            raise self.error from None
-        lines = [f"{first} {first + n - 1}"]
-        lines += [f"{s.name} {first + i}" for i, s in enumerate(specs) if s.name]
-        self.answer = ("\n".join(lines) + "\n").encode()
+        async with self.lock:
+            if self.error is not None:
+                raise self.error
+            if self.answer is None:
+                try:
+                    assert self.parser is not None
+                    specs = await asyncio.to_thread(self.parser.finish)
+                    first, n = await self.sched.submit(specs)
+                except JobFileError as e:
+                    self._fail(NinepError(f"submit: {e}", errno.EINVAL))
+                except NinepError as e:
+                    self._fail(NinepError(f"submit: {e.message}", errno.EINVAL))
+                self.parser = None  # the jobs are in the database: free them now
+                self.answer = await asyncio.to_thread(_answer, specs, first, n)
         return self.answer[offset:offset + count]
+
+
+def _answer(specs: list[Any], first: int, n: int) -> bytes:
+    """What a submission's read returns: "FIRST LAST", then "NAME ID" for each named job."""
+    lines = [f"{first} {first + n - 1}"]
+    lines += [f"{s.name} {first + i}" for i, s in enumerate(specs) if s.name]
+    return ("\n".join(lines) + "\n").encode()
 
 
 class WaitFile(Node):

@@ -20,7 +20,9 @@ line (the job's command, home and environment, JSON-encoded), so a job must fit:
 most ``MAX_CMD`` bytes (256 KiB), an environment of at most ``MAX_ENV`` bytes (256 KiB, its
 ``K=V`` pairs counted), and the whole encoded record at most ``MAX_RECORD`` bytes (768 KiB).
 Anything larger is refused at submission, naming the line: put a long command in a script.
-A NUL byte is refused on any line: no command, path or environment can carry one.
+A NUL byte is refused on any line: no command, path or environment can carry one. A submission
+is bounded too (see :class:`Parser`): so many jobs (the scheduler's ``max_submit``) and
+``MAX_SUBMIT_BYTES`` of assignments.
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ class JobFileError(ValueError):
 
 @dataclasses.dataclass(kw_only=True)
 class Options:
-    """What ``%set`` changes for the lines below it, and a job line's KEY:VALUE for itself."""
+    """What ``%set`` changes for the lines below it, and a job line's KEY:VALUE for itself.
+
+    ``env`` is shared, not copied, between the defaults and every job made while it was in force
+    (100,000 jobs, one environment); ``env_shared`` says it must be copied before it is changed.
+    Copying on every change instead made each ``%set env`` line cost the size of the whole
+    environment: 25,000 of them took seconds."""
     tag: str = "default"
     priority: int = 0
     retries: int = 2
@@ -55,6 +62,7 @@ class Options:
     isolate: bool = False
     home: str | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    env_shared: bool = dataclasses.field(default=True, repr=False, compare=False)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -64,7 +72,7 @@ class Defaults(Options):
     def spec(self, cmd: str, line: int, name: str | None = None,
              file: str = "<submit>") -> "JobSpec":
         opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(Options)}
-        opts["env"] = dict(self.env)
+        opts["env_shared"] = self.env_shared = True  # the job holds it now: copy before changing
         return JobSpec(cmd=cmd, line=line, name=name, file=file, after_ids=list(self.after),
                        **opts)
 
@@ -89,24 +97,40 @@ def _kib(n: int) -> str:
     return f"{n >> 10} KiB"
 
 
-def check_size(spec: "JobSpec", where: str) -> None:
-    """Refuse a job too large for a worker's read of its assignment (see the module's Sizes)."""
+def env_bytes(env: dict[str, str]) -> int:
+    """The size of an environment as the limit counts it: the bytes of its K=V pairs."""
+    return sum(len(k.encode()) + 1 + len(v.encode()) for k, v in env.items())
+
+
+EMPTY_RECORD = len(json.dumps({"t": 1 << 63, "job": 1 << 63, "cmd": "", "home": "", "env": {},
+                               "isolate": False})) + len("run \n")
+
+
+def env_sizes(env: dict[str, str]) -> tuple[int, int]:
+    """(the K=V bytes the limit counts, the bytes of its JSON in an assignment)."""
+    return env_bytes(env), len(json.dumps(env)) - 2  # ASCII: characters are bytes
+
+
+def check_size(spec: "JobSpec", where: str, env: tuple[int, int] | None = None) -> int:
+    """Refuse a job too large for a worker's read of its assignment (see the module's Sizes);
+    returns the size of that assignment. ``env``: ``env_sizes(spec.env)``, if known."""
     hint = "; put a long command in a script and run that"
     n = len(spec.cmd.encode())
     if n > MAX_CMD:
         raise JobFileError(f"{where}: the command is {n} bytes; the limit is {_kib(MAX_CMD)} "
                            f"({MAX_CMD} bytes){hint}")
-    n = sum(len(k.encode()) + 1 + len(v.encode()) for k, v in spec.env.items())
+    n, env_json = env or env_sizes(spec.env)
     if n > MAX_ENV:
         raise JobFileError(f"{where}: the environment (env:K=V, %set env) is {n} bytes; the "
                            f"limit is {_kib(MAX_ENV)} ({MAX_ENV} bytes)")
     # what the scheduler sends (ops.claim), with the largest ids it could carry
-    n = len(json.dumps({"t": 1 << 63, "job": 1 << 63, "cmd": spec.cmd, "home": spec.home or "",
-                        "env": spec.env, "isolate": False}).encode()) + len("run \n")
+    n = EMPTY_RECORD + len(json.dumps(spec.cmd)) - 2 + len(json.dumps(spec.home or "")) - 2 \
+        + env_json
     if n > MAX_RECORD:
         raise JobFileError(f"{where}: the job (command, home and environment, encoded for the "
                            f"worker) is {n} bytes; the limit is {_kib(MAX_RECORD)} "
                            f"({MAX_RECORD} bytes){hint}")
+    return n
 
 
 def _shown(value: str) -> str:
@@ -174,8 +198,10 @@ def apply_option(target: Options, key: str, value: str, where: str) -> None:
     elif key == "env":
         k, eq, v = value.partition("=")
         if not eq or not k or "\0" in value:
-            raise JobFileError(f"{where}: env {value!r}: expected KEY=VALUE")
-        target.env = {**target.env, k: v}
+            raise JobFileError(f"{where}: env {_shown(value)!r}: expected KEY=VALUE")
+        if target.env_shared:
+            target.env, target.env_shared = dict(target.env), False
+        target.env[k] = v
     elif key == "after" and isinstance(target, Defaults):
         target.after = _ids(value, where)
     else:
@@ -183,17 +209,50 @@ def apply_option(target: Options, key: str, value: str, where: str) -> None:
                            + ", ".join(KEYS))
 
 
+MAX_SUBMIT_BYTES = 256 << 20  # the jobs of one submission, as workers would get them
+
+
 class Parser:
     """Feed text as it arrives (lines may be split across writes); :meth:`finish` resolves names
-    and refuses cycles. Errors are raised at the line that caused them."""
+    and refuses cycles. Errors are raised at the line that caused them.
 
-    def __init__(self, defaults: Defaults | None = None, filename: str = "<submit>") -> None:
+    A submission is bounded: at most ``max_jobs`` jobs (None: no limit) and ``max_bytes`` of
+    assignments (each job's command, home and environment, as its worker would get them: one
+    environment set once and shared by 100,000 jobs is 100,000 copies in the database)."""
+
+    def __init__(self, defaults: Defaults | None = None, filename: str = "<submit>", *,
+                 max_jobs: int | None = None, max_bytes: int = MAX_SUBMIT_BYTES) -> None:
         self.defaults = defaults or Defaults()
         self.filename = filename
         self.lineno = 0
         self.jobs: list[JobSpec] = []
         self.names: dict[str, int] = {}
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        self.size = 0  # bytes of the assignments so far
+        self.env_size = env_bytes(self.defaults.env)  # of the defaults' environment, kept up
+        # id → (environment, its sizes): jobs share their environment (see Options)
+        self._env_sizes: dict[int, tuple[dict[str, str], tuple[int, int]]] = {}
         self._partial = ""
+
+    def _add(self, spec: JobSpec, where: str) -> None:
+        """Count ``spec`` against the submission's limits, then keep it."""
+        if self.max_jobs is not None and len(self.jobs) >= self.max_jobs:
+            raise JobFileError(f"{where}: more than {self.max_jobs} jobs in one submission, the "
+                               "limit (brasil serve --max-jobs-per-submission); split the jobs "
+                               "and submit the parts one after another")
+        cached = self._env_sizes.get(id(spec.env))
+        if cached is None or cached[0] is not spec.env:  # a shared one is measured once
+            cached = self._env_sizes[id(spec.env)] = (spec.env, env_sizes(spec.env))
+        self.size += check_size(spec, where, cached[1])
+        if self.size > self.max_bytes:
+            raise JobFileError(f"{where}: the jobs so far come to {self.size} bytes (commands, "
+                               f"homes and environments, as workers get them); the limit is "
+                               f"{self.max_bytes >> 20} MiB per submission: submit fewer at "
+                               "once, or put a large environment in a script")
+        if spec.name is not None:
+            self.names[spec.name] = len(self.jobs)
+        self.jobs.append(spec)
 
     def where(self) -> str:
         return f"{self.filename}:{self.lineno}"
@@ -222,9 +281,7 @@ class Parser:
             return self._directive(line)
         if line.startswith("job ") or line == "job":
             return self._job_line(line)
-        spec = self.defaults.spec(line, self.lineno, file=self.filename)
-        check_size(spec, self.where())
-        self.jobs.append(spec)
+        self._add(self.defaults.spec(line, self.lineno, file=self.filename), self.where())
 
     def _directive(self, line: str) -> None:
         word, _, rest = line[1:].partition(" ")
@@ -236,7 +293,16 @@ class Parser:
             raise JobFileError(f"{self.where()}: unknown directive %{word}; expected %set KEY "
                                "VALUE or %file NAME")
         key, _, value = rest.partition(" ")
-        apply_option(self.defaults, key, value.strip(), self.where())
+        value = value.strip()
+        if key != "env":
+            return apply_option(self.defaults, key, value, self.where())
+        k = value.partition("=")[0]
+        before = env_bytes({k: self.defaults.env[k]}) if k in self.defaults.env else 0
+        apply_option(self.defaults, key, value, self.where())
+        self.env_size += env_bytes({k: self.defaults.env[k]}) - before
+        if self.env_size > MAX_ENV:  # say so now, not at each job below
+            raise JobFileError(f"{self.where()}: the environment set so far (%set env) is more "
+                               f"than {_kib(MAX_ENV)} ({MAX_ENV} bytes), the limit for a job's")
 
     def _job_line(self, line: str) -> None:
         where = self.where()
@@ -273,9 +339,7 @@ class Parser:
                         spec.after_names.append(dep)
             else:
                 apply_option(spec, key, value, where)
-        check_size(spec, where)
-        self.names[name] = len(self.jobs)
-        self.jobs.append(spec)
+        self._add(spec, where)
 
     def finish(self) -> list[JobSpec]:
         if self._partial.strip():

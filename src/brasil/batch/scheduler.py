@@ -45,6 +45,8 @@ log = logging.getLogger("brasil.batch")
 limited = RateLimited(log)
 
 DEFAULT_LEASE = 10.0
+DEFAULT_MAX_SUBMIT = 100_000      # jobs in one submission (brasil serve --max-jobs-per-submission)
+DEFAULT_MAX_WORKLOAD = 1_000_000  # jobs of one tag not ended yet (--max-jobs-per-workload)
 SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slot queued
 # the numbers each report begins with: t a token, s an exit status, f a time (seconds)
 REPORTS = {"done": "tsff", "clean": "tff", "journaled": "tf", "committed": "tf", "commitfail": "t"}
@@ -106,8 +108,12 @@ def _number(word: str, kind: str) -> Any:
 
 class Scheduler:
     def __init__(self, store: Store, *, export_root: str | None = None,
-                 lease: float = DEFAULT_LEASE, policy: Policy | None = None) -> None:
+                 lease: float = DEFAULT_LEASE, policy: Policy | None = None,
+                 max_submit: int = DEFAULT_MAX_SUBMIT,
+                 max_workload: int = DEFAULT_MAX_WORKLOAD) -> None:
         self.store = store
+        self.max_submit = max_submit
+        self.max_workload = max_workload
         self.export_root = export_root.rstrip("/") + "/" if export_root else None
         self.lease = lease
         self.policy = policy or TrellisPolicy()
@@ -236,11 +242,26 @@ class Scheduler:
     # ---- submission ----
 
     def parser(self, defaults: Any = None) -> Parser:
-        return Parser(defaults)
+        """A parser for one submission, with our limit on its jobs."""
+        return Parser(defaults, max_jobs=self.max_submit)
 
     async def submit(self, specs: list[JobSpec]) -> tuple[int, int]:
+        """Check and insert ``specs``; the checks, like the parse and the insert, run off the
+        event loop (100,000 jobs take a while, and other clients are waiting)."""
         if not specs:
             raise NinepError("no jobs (every line was blank or a comment)")
+        if len(specs) > self.max_submit:  # the parser says so first; an API caller may not
+            raise NinepError(f"{len(specs)} jobs in one submission; the limit is "
+                             f"{self.max_submit} (brasil serve --max-jobs-per-submission): "
+                             "split the jobs and submit the parts one after another")
+        await asyncio.to_thread(self._check_homes, specs)
+        now = time.time()
+        first, n = await self.write(lambda tx: ops.submit(tx, specs, now, self.max_workload))
+        log.info("batch: jobs %d-%d submitted", first, first + n - 1)
+        self.kick()
+        return first, n
+
+    def _check_homes(self, specs: list[JobSpec]) -> None:
         homes: dict[str, str] = {}
         for s in specs:
             if s.home is None:
@@ -254,11 +275,6 @@ class Scheduler:
             if not os.path.isdir(home):
                 raise NinepError(f"{where}: home {home} does not exist on the scheduler's "
                                  "node (or is not a directory); create it, or give --home DIR")
-        now = time.time()
-        first, n = await self.write(lambda tx: ops.submit(tx, specs, now))
-        log.info("batch: jobs %d-%d submitted", first, first + n - 1)
-        self.kick()
-        return first, n
 
     async def cancel(self, ids: list[int] | None, tag: str | None) -> int:
         now = time.time()

@@ -90,6 +90,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     lim.add_argument("--frame-timeout", type=float, default=DEFAULT_FRAME_TIMEOUT,
                      metavar="SECONDS", help="close a connection whose message began to arrive "
                      "this long ago and is still incomplete (default: %(default)g)")
+    # (defaults: batch/scheduler.py's DEFAULT_MAX_SUBMIT and _WORKLOAD, not imported here: the
+    # batch package costs every command a sixth of a second to load)
+    lim.add_argument("--max-jobs-per-submission", type=int, metavar="N",
+                     help="batch jobs in one submission (default: 100000)")
+    lim.add_argument("--max-jobs-per-workload", type=int, metavar="N",
+                     help="batch jobs of one tag waiting, ready or running at once "
+                     "(default: 1000000)")
     p.add_argument("--debug", action="store_true", help="log every 9P message")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
 
@@ -135,6 +142,7 @@ async def serve(args: argparse.Namespace) -> int:
     password = db_password(args)  # before anything starts: a refusal leaves nothing behind
     if args.slots < 0:
         raise UsageError("--slots must be 0 or more")
+    batch_limits(args)
     private_dir(state_dir(args.state_dir), "state directory")
     try:
         node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout,
@@ -177,7 +185,7 @@ async def serve(args: argparse.Namespace) -> int:
     from ..batch import StoreError, serve_scheduler
     try:
         scheduler = await serve_scheduler(node, args.db, state_dir(args.state_dir),
-                                          password=password)
+                                          password=password, **batch_limits(args))
     except StoreError as e:
         await daemon.stop()
         raise UsageError(f"--db: {e}") from None
@@ -192,6 +200,15 @@ async def serve(args: argparse.Namespace) -> int:
     await daemon.stop()
     write_addresses(args, None)
     return 0
+
+
+def batch_limits(args: argparse.Namespace) -> dict[str, int]:
+    """The scheduler's caps that were given (the others keep the scheduler's defaults)."""
+    limits = {"max_submit": args.max_jobs_per_submission,
+              "max_workload": args.max_jobs_per_workload}
+    if any(n is not None and n < 1 for n in limits.values()):
+        raise UsageError("--max-jobs-per-submission and --max-jobs-per-workload must be 1 or more")
+    return {k: n for k, n in limits.items() if n is not None}
 
 
 def db_password(args: argparse.Namespace) -> str | None:
