@@ -28,7 +28,6 @@ from brasil.batch import ops
 from brasil.batch.jobfile import Defaults
 from brasil.batch.store import Store, StoreError
 from brasil.ninep.errors import NinepError
-from fixtures import wait_for
 from test_batch_fixtures import (connect_batch, scheduler, spawn_serve, spawn_worker, stop,
                                  workers)
 
@@ -47,7 +46,7 @@ def brasil(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
                           text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
-# ---- §13: NUL -------------------------------------------------------------------------------------
+# ---- §13: NUL ------------------------------------------------------------------------------------
 
 async def test_a_nul_in_a_command_is_refused_at_submission(tmp_path):
     async with scheduler(str(tmp_path)) as (_, _, b):
@@ -75,7 +74,7 @@ async def test_a_job_that_cannot_start_fails_with_the_reason_and_frees_its_slot(
             assert (await asyncio.wait_for(b.wait(ids=ok.ids), WAIT))["done"] == 1
 
 
-# ---- §14: numbers out of range, and the log ---------------------------------------------------------
+# ---- §14: numbers out of range, and the log ------------------------------------------------------
 
 BAD_NUMBERS = [
     ("job a priority:99999999999999999999999 -- true\n", "priority must be between"),
@@ -242,7 +241,7 @@ def await_batch(addr: str) -> str:
     return asyncio.run(state())
 
 
-# ---- §15: a scheduler stopped longer than the lease ------------------------------------------------
+# ---- §15: a scheduler stopped longer than the lease ----------------------------------------------
 
 async def events_until(b, predicate, timeout: float = WAIT):  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()

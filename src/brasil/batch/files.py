@@ -27,7 +27,7 @@ import asyncio
 import codecs
 import errno
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from ..ninep.ctl import CommandTable, CtlFile
 from ..ninep.errors import NinepError, Enotfound
@@ -147,7 +147,7 @@ class SubmitHandle(Handle):
             raise NinepError("submit: these jobs are submitted already; open submit again for more")
         self.parser.feed(self.decoder.decode(data))
 
-    def _fail(self, error: NinepError) -> None:
+    def _fail(self, error: NinepError) -> NoReturn:
         """Keep ``error`` for every later write and read, and drop what was parsed."""
         self.error, self.parser = error, None
         raise error

@@ -525,9 +525,9 @@ class Scheduler:
         if late <= max(0.5, self.lease / 4):
             return
         now_m = time.monotonic()
-        limited.warning("stopped", "batch: the scheduler was stopped or starved for %.1fs (more than a lease "
-                    "check's %.2fs); %d lease(s) extended by a lease from now", late,
-                    max(0.05, self.lease / 8), len(self.leases))
+        limited.warning("stopped", "batch: the scheduler was stopped or starved for %.1fs "
+                        "(its lease check came that late); %d lease(s) extended, to a lease "
+                        "from now at least", late, len(self.leases))
         for token, until in self.leases.items():
             self.leases[token] = max(until + late, now_m + self.lease)
         for w in self.workers.values():

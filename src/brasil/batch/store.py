@@ -196,6 +196,8 @@ class Store:
                 check_sqlite_files(self.path)
             except UnsafePathError as e:
                 raise StoreError(str(e)) from None
+            except OSError as e:
+                raise StoreError(f"cannot open {self.path}: {e.strerror or e}") from None
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
