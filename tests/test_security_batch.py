@@ -114,6 +114,8 @@ async def test_many_bad_numbers_cost_the_log_a_few_lines(tmp_path):
             with pytest.raises(NinepError, match="bad report"):
                 await b.client.write("csrv/local/batch/workers/w/ctl",
                                      f"start {10 ** 25} 0 0\n")
+            with pytest.raises(NinepError, match="does not exist"):
+                await b.client.read(f"csrv/local/batch/job/{10 ** 25}/status")
         grew = log_lines(log) - before
         assert grew <= 10, open(log).read()[-3000:]
         assert (await b.summary())["total"] == 0  # and the daemon is fine

@@ -255,9 +255,9 @@ class JobsByIdDir(Dir):
         self.sched = sched
 
     def walk(self, name: str) -> Node:
-        if not name.isdigit():
+        job = job_id(name)
+        if job is None:  # not a number, or past any id (it would overflow the database's)
             raise NinepError(*Enotfound)
-        job = int(name)
         d = TableDir([
             Entry("status", 0o444, lambda _: _generated(
                 self.sched, lambda tx: queries.job_lines(tx, None, job, summary=False))),
