@@ -42,7 +42,7 @@ from .policy import Policy, TrellisPolicy
 from .store import Refused, Store, Tx
 
 log = logging.getLogger("brasil.batch")
-limited = RateLimited(log)
+limited = RateLimited(log)  # lines a client can cause: a few of a kind a minute (events has all)
 
 DEFAULT_LEASE = 10.0
 DEFAULT_MAX_SUBMIT = 100_000      # jobs in one submission (brasil serve --max-jobs-per-submission)
@@ -257,7 +257,8 @@ class Scheduler:
         await asyncio.to_thread(self._check_homes, specs)
         now = time.time()
         first, n = await self.write(lambda tx: ops.submit(tx, specs, now, self.max_workload))
-        log.info("batch: jobs %d-%d submitted", first, first + n - 1)
+        limited.emit(logging.INFO, "submitted", "batch: jobs %d-%d submitted", first,
+                     first + n - 1)  # a client may submit a thousand times a second
         self.kick()
         return first, n
 
@@ -315,8 +316,8 @@ class Scheduler:
 
     async def _worker_gone(self, name: str) -> None:
         held = [t for t, o in self.owner.items() if o == name and t not in self.replaying]
-        log.info("batch: worker %s disconnected%s", name,
-                 f"; its execution(s) {' '.join(map(str, held))} are lost" if held else "")
+        limited.emit(logging.INFO, "disconnected", "batch: worker %s disconnected%s", name,
+                     f"; its execution(s) {' '.join(map(str, held))} are lost" if held else "")
         try:
             await self._lost(held, "worker disconnected")
         except Exception:  # noqa: BLE001
