@@ -22,21 +22,25 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .scheduler import DEFAULT_LEASE, Scheduler
-from .store import Store, StoreError
+from .scheduler import DEFAULT_LEASE, DEFAULT_MAX_SUBMIT, DEFAULT_MAX_WORKLOAD, Scheduler
+from .store import Store, StoreError, url_password
 
 
 async def serve_scheduler(node: Any, db: str | None, state_dir: str,
-                          lease: float = DEFAULT_LEASE) -> Scheduler:
-    """Start a scheduler on ``db`` (default: ``batch.db`` in ``state_dir``) and serve it as
-    ``/csrv/local/batch`` on ``node``. Stop it with ``await scheduler.stop()``."""
+                          lease: float = DEFAULT_LEASE, password: str | None = None,
+                          **limits: int) -> Scheduler:
+    """Start a scheduler on ``db`` (default: ``batch.db`` in ``state_dir``; ``password``: the
+    PostgreSQL password, if given apart) and serve it as ``/csrv/local/batch`` on ``node``.
+    ``limits``: ``max_submit`` and ``max_workload`` (Scheduler's). Stop it with
+    ``await scheduler.stop()``."""
     from .files import batch_dir
     url = db or os.path.join(state_dir, "batch.db")
     export = node.export.root if getattr(node, "export", None) is not None else None
-    sched = Scheduler(Store(url), export_root=export, lease=lease)
+    sched = Scheduler(Store(url, password), export_root=export, lease=lease, **limits)
     await sched.start()
     node.local.add("batch", batch_dir(sched))
     return sched
 
 
-__all__ = ["Scheduler", "Store", "StoreError", "serve_scheduler", "DEFAULT_LEASE"]
+__all__ = ["Scheduler", "Store", "StoreError", "serve_scheduler", "url_password", "DEFAULT_LEASE",
+           "DEFAULT_MAX_SUBMIT", "DEFAULT_MAX_WORKLOAD"]

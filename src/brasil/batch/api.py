@@ -151,6 +151,8 @@ class Batch:
         for c in commands:
             if "\n" in c:
                 raise ValueError(f"a job's command is one line: {c[:60]!r}")
+            if "\0" in c:
+                raise ValueError(f"a job's command cannot hold a NUL byte (\\0): {c[:60]!r}")
             lines.append((c + "\n").encode())
         return await self.submit_stream(lines, **options)
 

@@ -27,14 +27,14 @@ import asyncio
 import codecs
 import errno
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from ..ninep.ctl import CommandTable, CtlFile
 from ..ninep.errors import NinepError, Enotfound
 from ..ninep.synthetic import (BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node,
                                TableDir)
 from . import queries
-from .jobfile import TAG_RE, JobFileError, Parser
+from .jobfile import MAX_ID, TAG_RE, JobFileError, Parser, job_id
 from .scheduler import Scheduler
 
 
@@ -62,7 +62,11 @@ class BatchCtl(CtlFile):
             raise NinepError(f"worker: SLOTS must be a number ≥ 0, not {args[1]!r}",
                              errno.EINVAL) from None
         opts = dict(a.split("=", 1) for a in args[2:] if "=" in a)
-        self.sched.register(name, slots, opts.get("host", "?"), int(opts.get("pid", 0) or 0),
+        pid = opts.get("pid", "0") or "0"
+        if not pid.isdigit() or len(pid) > 10 or slots > 1 << 20:
+            raise NinepError(f"worker: SLOTS up to {1 << 20} and pid=P a process id, not "
+                             f"{' '.join(args[1:])[:60]!r}", errno.EINVAL)
+        self.sched.register(name, slots, opts.get("host", "?")[:256], int(pid),
                             "remote" in args[2:])
         workers = self.parent.walk("workers")  # type: ignore[union-attr]
         if name not in workers._children:  # type: ignore[attr-defined]
@@ -74,12 +78,12 @@ class BatchCtl(CtlFile):
             if len(args) != 2:
                 raise NinepError('cancel tag T: give exactly one tag', errno.EINVAL)
             return self.sched.cancel(None, args[1])
-        try:
-            ids = [int(a) for a in args]
-        except ValueError:
-            raise NinepError(f"cancel: job ids are numbers, not {' '.join(args)[:60]!r}; usage: "
-                             "cancel ID… or cancel tag T", errno.EINVAL) from None
-        return self.sched.cancel(ids, None)
+        ids = [job_id(a) for a in args]
+        if None in ids:
+            raise NinepError(f"cancel: job ids are numbers from 1 to {MAX_ID}, not "
+                             f"{' '.join(args)[:60]!r}; usage: cancel ID… or cancel tag T",
+                             errno.EINVAL)
+        return self.sched.cancel(ids, None)  # type: ignore[arg-type]
 
     @commands.command("lease SECONDS")
     def _lease(self, args: list[str]) -> None:
@@ -103,30 +107,50 @@ class SubmitFile(Node):
 
 
 class SubmitHandle(Handle):
-    """Writes are job lines, parsed as they arrive; the first read submits them all at once."""
+    """Writes are job lines, parsed as they arrive; the first read submits them all at once.
+
+    The parse, the checks and the insert run off the event loop (a thread, then the database's
+    thread), one write after another (``lock``): a submission of 100,000 jobs takes seconds of
+    work, during which the daemon's other clients are served as usual. Its size is capped
+    (``Scheduler.max_submit`` jobs; see ``Parser``)."""
 
     def __init__(self, node: Node, sched: Scheduler) -> None:
         super().__init__(node)
         self.sched = sched
-        self.parser = Parser()
+        self.parser: Parser | None = sched.parser()
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.answer: bytes | None = None
         self.error: NinepError | None = None
+        self.lock = asyncio.Lock()
 
-    def write(self, offset: int, data: bytes) -> int:
+    def write(self, offset: int, data: bytes) -> Any:
         if self.error is not None:
             raise self.error
         if self.answer is not None:
             raise NinepError("submit: these jobs are submitted already; open submit again for more")
-        try:
-            self.parser.feed(self.decoder.decode(data))
-        except UnicodeDecodeError:
-            self.error = NinepError("submit: job files must be UTF-8 text", errno.EINVAL)
-            raise self.error from None
-        except JobFileError as e:
-            self.error = NinepError(f"submit: {e}", errno.EINVAL)
-            raise self.error from None
+        return self._write(data)
+
+    async def _write(self, data: bytes) -> int:
+        async with self.lock:
+            if self.error is not None:
+                raise self.error
+            try:
+                await asyncio.to_thread(self._feed, data)
+            except UnicodeDecodeError:
+                self._fail(NinepError("submit: job files must be UTF-8 text", errno.EINVAL))
+            except JobFileError as e:
+                self._fail(NinepError(f"submit: {e}", errno.EINVAL))
         return len(data)
+
+    def _feed(self, data: bytes) -> None:
+        if self.parser is None:
+            raise NinepError("submit: these jobs are submitted already; open submit again for more")
+        self.parser.feed(self.decoder.decode(data))
+
+    def _fail(self, error: NinepError) -> NoReturn:
+        """Keep ``error`` for every later write and read, and drop what was parsed."""
+        self.error, self.parser = error, None
+        raise error
 
     def read(self, offset: int, count: int) -> Any:
         if self.error is not None:
@@ -136,19 +160,28 @@ class SubmitHandle(Handle):
         return self._submit(offset, count)
 
     async def _submit(self, offset: int, count: int) -> bytes:
-        try:
-            specs = self.parser.finish()
-            first, n = await self.sched.submit(specs)
-        except JobFileError as e:
-            self.error = NinepError(f"submit: {e}", errno.EINVAL)
-            raise self.error from None
-        except NinepError as e:
-            self.error = NinepError(f"submit: {e.message}", errno.EINVAL)
-            raise self.error from None
-        lines = [f"{first} {first + n - 1}"]
-        lines += [f"{s.name} {first + i}" for i, s in enumerate(specs) if s.name]
-        self.answer = ("\n".join(lines) + "\n").encode()
+        async with self.lock:
+            if self.error is not None:
+                raise self.error
+            if self.answer is None:
+                try:
+                    assert self.parser is not None
+                    specs = await asyncio.to_thread(self.parser.finish)
+                    first, n = await self.sched.submit(specs)
+                except JobFileError as e:
+                    self._fail(NinepError(f"submit: {e}", errno.EINVAL))
+                except NinepError as e:
+                    self._fail(NinepError(f"submit: {e.message}", errno.EINVAL))
+                self.parser = None  # the jobs are in the database: free them now
+                self.answer = await asyncio.to_thread(_answer, specs, first, n)
         return self.answer[offset:offset + count]
+
+
+def _answer(specs: list[Any], first: int, n: int) -> bytes:
+    """What a submission's read returns: "FIRST LAST", then "NAME ID" for each named job."""
+    lines = [f"{first} {first + n - 1}"]
+    lines += [f"{s.name} {first + i}" for i, s in enumerate(specs) if s.name]
+    return ("\n".join(lines) + "\n").encode()
 
 
 class WaitFile(Node):
@@ -222,9 +255,9 @@ class JobsByIdDir(Dir):
         self.sched = sched
 
     def walk(self, name: str) -> Node:
-        if not name.isdigit():
+        job = job_id(name)
+        if job is None:  # not a number, or past any id (it would overflow the database's)
             raise NinepError(*Enotfound)
-        job = int(name)
         d = TableDir([
             Entry("status", 0o444, lambda _: _generated(
                 self.sched, lambda tx: queries.job_lines(tx, None, job, summary=False))),

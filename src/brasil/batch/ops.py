@@ -30,9 +30,17 @@ def event(tx: Tx, rows: list[tuple[float, str, Any, Any, Any, Any]]) -> None:
 
 # ---- submission ----------------------------------------------------------------------------------
 
-def submit(tx: Tx, specs: list[JobSpec], now: float) -> tuple[int, int]:
+NOT_ENDED_SQL = "('waiting', 'ready', 'running', 'exiting')"
+INSERT_BATCH = 10_000  # rows built and inserted at a time: memory stays bounded
+
+
+def submit(tx: Tx, specs: list[JobSpec], now: float,
+           max_workload: int | None = None) -> tuple[int, int]:
     """Insert ``specs`` (already checked for syntax and cycles) as one block of ids; returns
-    (first id, count). Jobs after a failed or cancelled job are cancelled at once, with the reason."""
+    (first id, count). Jobs after a failed or cancelled job are cancelled at once, with the reason.
+    ``max_workload``: how many jobs of one tag may be waiting, ready or running at once."""
+    if max_workload is not None:
+        check_workloads(tx, specs, max_workload)
     existing = sorted({d for s in specs for d in s.after_ids})
     known = dict(tx.in_chunks("SELECT id, state FROM jobs WHERE id IN ({ids})", existing)) \
         if existing else {}
@@ -58,19 +66,44 @@ def submit(tx: Tx, specs: list[JobSpec], now: float) -> tuple[int, int]:
                 reason[i] = reason[i] or f"dependency {first + d} cancelled"
             left[i] += 1
         state[i] = "cancelled" if reason[i] else ("waiting" if left[i] else "ready")
-    jobs = [(first + i, s.name, s.tag, s.cmd, s.home, json.dumps(s.env) if s.env else "{}",
-             int(s.isolate), s.priority, s.retries, s.redundancy, state[i], left[i], 0, now,
-             now if reason[i] else None, reason[i]) for i, s in enumerate(specs)]
-    tx.insert("jobs", ("id", "name", "tag", "cmd", "home", "env", "isolate", "priority", "retries",
-                       "redundancy", "state", "deps_left", "active", "submitted", "finished",
-                       "reason"), jobs)
-    tx.insert("deps", ("job", "dep"),
-              [(first + i, d) for i, s in enumerate(specs) for d in s.after_ids]
-              + [(first + i, first + d) for i, s in enumerate(specs) for d in s.deps])
-    event(tx, [(now, "submit", first + i, None, None, None) for i in range(len(specs))]
-          + [(now, "cancel", first + i, None, None, reason[i]) for i in range(len(specs))
-             if reason[i]])
+    envs: dict[int, tuple[dict[str, str], str]] = {}  # jobs share environments: encode once
+
+    def env(s: JobSpec) -> str:
+        got = envs.get(id(s.env))
+        if got is None or got[0] is not s.env:
+            got = envs[id(s.env)] = (s.env, json.dumps(s.env) if s.env else "{}")
+        return got[1]
+    for lo in range(0, len(specs), INSERT_BATCH):
+        part = range(lo, min(lo + INSERT_BATCH, len(specs)))
+        tx.insert("jobs", ("id", "name", "tag", "cmd", "home", "env", "isolate", "priority",
+                           "retries", "redundancy", "state", "deps_left", "active", "submitted",
+                           "finished", "reason"),
+                  [(first + i, s.name, s.tag, s.cmd, s.home, env(s), int(s.isolate), s.priority,
+                    s.retries, s.redundancy, state[i], left[i], 0, now,
+                    now if reason[i] else None, reason[i]) for i in part for s in (specs[i],)])
+        tx.insert("deps", ("job", "dep"),
+                  [(first + i, d) for i in part for d in specs[i].after_ids]
+                  + [(first + i, first + d) for i in part for d in specs[i].deps])
+        event(tx, [(now, "submit", first + i, None, None, None) for i in part]
+              + [(now, "cancel", first + i, None, None, reason[i]) for i in part if reason[i]])
     return first, len(specs)
+
+
+def check_workloads(tx: Tx, specs: list[JobSpec], limit: int) -> None:
+    """Refuse a submission that would leave more than ``limit`` jobs of one tag (one workload)
+    waiting, ready or running: the database, the scheduler's queries and every listing grow
+    with them."""
+    adding: dict[str, int] = {}
+    for s in specs:
+        adding[s.tag] = adding.get(s.tag, 0) + 1
+    have = dict(tx.in_chunks(f"SELECT tag, count(*) FROM jobs WHERE state IN {NOT_ENDED_SQL} "
+                             "AND tag IN ({ids}) GROUP BY tag", sorted(adding)))
+    for tag, n in sorted(adding.items()):
+        if int(have.get(tag, 0)) + n > limit:
+            raise Refused(f"tag {tag}: {have.get(tag, 0)} job(s) not ended yet and {n} more "
+                          f"would pass the limit of {limit} per workload (brasil serve "
+                          "--max-jobs-per-workload); wait for some to end (brasil wait), or "
+                          "submit them under another tag")
 
 
 def topological(specs: Sequence[JobSpec]) -> list[int]:

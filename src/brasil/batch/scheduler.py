@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,16 +36,21 @@ from typing import Any, Callable
 
 from ..ninep.errors import NinepError
 from ..ninep.private import UnsafePathError
+from ..ninep.ratelimit import RateLimited
 from . import commit, isolate, ops
-from .jobfile import JobFileError, JobSpec, Parser
+from .jobfile import MAX_ID, JobFileError, JobSpec, Parser
 from .policy import Policy, TrellisPolicy
 from .store import Refused, Store, Tx
 
 log = logging.getLogger("brasil.batch")
+limited = RateLimited(log)  # lines a client can cause: a few of a kind a minute (events has all)
 
 DEFAULT_LEASE = 10.0
+DEFAULT_MAX_SUBMIT = 100_000      # jobs in one submission (brasil serve --max-jobs-per-submission)
+DEFAULT_MAX_WORKLOAD = 1_000_000  # jobs of one tag not ended yet (--max-jobs-per-workload)
 SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slot queued
-REPORTS = {"done": 5, "clean": 4, "journaled": 3, "committed": 3, "commitfail": 2}  # min. words
+# the numbers each report begins with: t a token, s an exit status, f a time (seconds)
+REPORTS = {"done": "tsff", "clean": "tff", "journaled": "tf", "committed": "tf", "commitfail": "t"}
 USAGE = ("start T SLOT TIME, done T STATUS T0 T1 [WHY], clean T T0 T1, journaled T C0, "
          "committed T C1, commitfail T WHY, gone T…, renew T…")
 
@@ -83,10 +89,32 @@ class Worker:
         self.waiters.clear()
 
 
+def _number(word: str, kind: str) -> Any:
+    """A number of a worker's report (``kind`` as in REPORTS), in the range the database keeps:
+    anything else is a ValueError, so a bad report is refused with a sentence, not an overflow
+    deep in a transaction."""
+    if kind == "f":
+        x = float(word)
+        if not math.isfinite(x):
+            raise ValueError(word)
+        return x
+    if len(word) > 20:
+        raise ValueError(word)
+    n = int(word)
+    low, high = (0, MAX_ID) if kind == "t" else (-(1 << 31), (1 << 31) - 1)
+    if not low <= n <= high:
+        raise ValueError(word)
+    return n
+
+
 class Scheduler:
     def __init__(self, store: Store, *, export_root: str | None = None,
-                 lease: float = DEFAULT_LEASE, policy: Policy | None = None) -> None:
+                 lease: float = DEFAULT_LEASE, policy: Policy | None = None,
+                 max_submit: int = DEFAULT_MAX_SUBMIT,
+                 max_workload: int = DEFAULT_MAX_WORKLOAD) -> None:
         self.store = store
+        self.max_submit = max_submit
+        self.max_workload = max_workload
         self.export_root = export_root.rstrip("/") + "/" if export_root else None
         self.lease = lease
         self.policy = policy or TrellisPolicy()
@@ -215,11 +243,27 @@ class Scheduler:
     # ---- submission ----
 
     def parser(self, defaults: Any = None) -> Parser:
-        return Parser(defaults)
+        """A parser for one submission, with our limit on its jobs."""
+        return Parser(defaults, max_jobs=self.max_submit)
 
     async def submit(self, specs: list[JobSpec]) -> tuple[int, int]:
+        """Check and insert ``specs``; the checks, like the parse and the insert, run off the
+        event loop (100,000 jobs take a while, and other clients are waiting)."""
         if not specs:
             raise NinepError("no jobs (every line was blank or a comment)")
+        if len(specs) > self.max_submit:  # the parser says so first; an API caller may not
+            raise NinepError(f"{len(specs)} jobs in one submission; the limit is "
+                             f"{self.max_submit} (brasil serve --max-jobs-per-submission): "
+                             "split the jobs and submit the parts one after another")
+        await asyncio.to_thread(self._check_homes, specs)
+        now = time.time()
+        first, n = await self.write(lambda tx: ops.submit(tx, specs, now, self.max_workload))
+        limited.emit(logging.INFO, "submitted", "batch: jobs %d-%d submitted", first,
+                     first + n - 1)  # a client may submit a thousand times a second
+        self.kick()
+        return first, n
+
+    def _check_homes(self, specs: list[JobSpec]) -> None:
         homes: dict[str, str] = {}
         for s in specs:
             if s.home is None:
@@ -233,11 +277,6 @@ class Scheduler:
             if not os.path.isdir(home):
                 raise NinepError(f"{where}: home {home} does not exist on the scheduler's "
                                  "node (or is not a directory); create it, or give --home DIR")
-        now = time.time()
-        first, n = await self.write(lambda tx: ops.submit(tx, specs, now))
-        log.info("batch: jobs %d-%d submitted", first, first + n - 1)
-        self.kick()
-        return first, n
 
     async def cancel(self, ids: list[int] | None, tag: str | None) -> int:
         now = time.time()
@@ -278,8 +317,8 @@ class Scheduler:
 
     async def _worker_gone(self, name: str) -> None:
         held = [t for t, o in self.owner.items() if o == name and t not in self.replaying]
-        log.info("batch: worker %s disconnected%s", name,
-                 f"; its execution(s) {' '.join(map(str, held))} are lost" if held else "")
+        limited.emit(logging.INFO, "disconnected", "batch: worker %s disconnected%s", name,
+                     f"; its execution(s) {' '.join(map(str, held))} are lost" if held else "")
         try:
             await self._lost(held, "worker disconnected")
         except Exception:  # noqa: BLE001
@@ -337,20 +376,23 @@ class Scheduler:
                 continue
             try:
                 if verb == "renew":
-                    for t in map(int, line.split()[1:]):
+                    for t in (_number(x, "t") for x in line.split()[1:]):
                         if t in self.leases and self.owner.get(t) == name:
                             if t not in self.replaying:
                                 self.leases[t] = now_m + self.lease
                         else:
                             push.append((name, f"kill {t}"))
                 elif verb == "start":
-                    starts.append((int(words[1]), int(words[2]), float(words[3])))
+                    starts.append((_number(words[1], "t"), _number(words[2], "s"),
+                                   _number(words[3], "f")))
                 elif verb == "gone":
-                    rest += [["gone", t] for t in line.split()[1:] if int(t) >= 0]
+                    rest += [["gone", t] for t in line.split()[1:]
+                             if not t.startswith("-") and _number(t, "t") >= 0]
                 elif verb in REPORTS:
-                    int(words[1])
-                    if len(words) < REPORTS[verb]:
+                    if len(words) <= len(REPORTS[verb]):
                         raise IndexError(verb)
+                    for word, kind in zip(words[1:], REPORTS[verb]):
+                        _number(word, kind)
                     rest.append(words)
                 else:
                     raise ValueError(verb)
@@ -470,12 +512,33 @@ class Scheduler:
 
     async def _lease_keeper(self) -> None:
         while True:
-            await asyncio.sleep(max(0.05, self.lease / 8))
+            period = max(0.05, self.lease / 8)
+            before = time.monotonic()
+            await asyncio.sleep(period)
             try:
+                self._pardon(time.monotonic() - before - period)
                 await self._expire()
                 self._forget_gone()
             except Exception:  # noqa: BLE001
                 log.exception("batch: lease check failed")
+
+    def _pardon(self, late: float) -> None:
+        """Leases are judged by the time we could have heard from the workers, not by the wall
+        clock alone: if this check came ``late`` seconds after it was due — we were stopped
+        (SIGSTOP), starved, or the loop was blocked — the renewals sent meanwhile are still
+        queued in our sockets, unread. Every lease then gets a full one from now (and keeps what
+        it had left), so a healthy worker is never blamed for our silence."""
+        if late <= max(0.5, self.lease / 4):
+            return
+        now_m = time.monotonic()
+        limited.warning("stopped", "batch: the scheduler was stopped or starved for %.1fs "
+                        "(its lease check came that late); %d lease(s) extended, to a lease "
+                        "from now at least", late, len(self.leases))
+        for token, until in self.leases.items():
+            self.leases[token] = max(until + late, now_m + self.lease)
+        for w in self.workers.values():
+            if w.gone_since is None:
+                w.last_seen = max(w.last_seen + late, now_m - self.lease / 4)
 
     async def _expire(self) -> None:
         now_m = time.monotonic()

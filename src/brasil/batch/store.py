@@ -24,9 +24,11 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from ..ninep.private import check_ancestors
+from ..ninep.private import UnsafePathError, check_ancestors, check_closed_dir, open_checked
+from ..ninep.ratelimit import RateLimited
 
 log = logging.getLogger("brasil.batch.store")
+limited = RateLimited(log)  # a client that found a failing operation cannot flood the log
 T = TypeVar("T")
 
 SCHEMA = [
@@ -130,11 +132,43 @@ class Tx:
         return out
 
 
+def url_password(url: str) -> str | None:
+    """The password a ``postgresql://`` URL carries (after the user, or as ``?password=``)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        return parts.password
+    return urllib.parse.parse_qs(parts.query).get("password", [None])[0]
+
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def check_sqlite_files(path: str) -> None:
+    """Refuse a SQLite database someone else could read or write: the jobs' environments are in
+    it, and a job inserted into it runs as us. Its directory, and the directories above, must be
+    closed to others (or they could plant the database, or its -wal and -shm, which SQLite opens
+    by name); the file is created here, 0600, if it is missing; it and any side file that exists
+    must be regular files of ours, closed to others — checked on what was opened."""
+    check_ancestors(path)
+    check_closed_dir(os.path.dirname(path), "the database's directory")
+    os.close(open_checked(path, "database", os.O_RDWR, create=0o600))
+    for suffix in SQLITE_SIDE_FILES:
+        try:
+            os.close(open_checked(path + suffix, "database file"))
+        except FileNotFoundError:
+            pass
+
+
 class Store:
     """The database at ``url``: ``sqlite:///PATH`` (or a plain path) or ``postgresql://…``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
+        """``password``: PostgreSQL's, if not in the URL (and not left to libpq, which reads
+        PGPASSWORD, ~/.pgpass or PGPASSFILE itself)."""
         self.url = url
+        self.password = password
         if url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
             self.path = None
@@ -158,9 +192,12 @@ class Store:
     def connect(self) -> Any:
         if self.dialect == "sqlite":
             assert self.path is not None
-            check_ancestors(self.path)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            os.close(fd)
+            try:
+                check_sqlite_files(self.path)
+            except UnsafePathError as e:
+                raise StoreError(str(e)) from None
+            except OSError as e:
+                raise StoreError(f"cannot open {self.path}: {e.strerror or e}") from None
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -173,7 +210,8 @@ class Store:
             raise StoreError("--db postgresql://…: psycopg is not installed (pip install "
                              "'psycopg[binary]')") from None
         try:
-            return psycopg.connect(self.url, autocommit=True)
+            extra = {"password": self.password} if self.password is not None else {}
+            return psycopg.connect(self.url, autocommit=True, **extra)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to {self.describe()}: {e}") from None
 
@@ -254,7 +292,8 @@ class Store:
                 except BaseException as e:  # noqa: BLE001
                     self._rollback(tx)
                     if not isinstance(e, Refused):
-                        log.exception("batch database operation failed")
+                        limited.error(f"op {type(e).__name__}", "batch database operation "
+                                      "failed", exc_info=(type(e), e, e.__traceback__))
                     self._resolve(fut, loop, None, e)
                 return
             for item in batch:

@@ -26,6 +26,7 @@ jobs would run on as orphans while the scheduler, once their lease expired, ran 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -324,20 +325,35 @@ class Worker:
                     e.popen, pid = p, p.pid
             finally:
                 os.close(out)
-        except (NinepError, OSError, subprocess.SubprocessError) as err:
-            why = getattr(err, "message", None) or str(err)
+        except Exception as err:  # noqa: BLE001 - whatever it is, the job failed, not the slot
+            # (a NUL in its command, say: ValueError). Left to escape, the slot stayed taken
+            # and the job "running" for ever, its lease renewed by us.
+            why = getattr(err, "message", None) or str(err) or type(err).__name__
             e.t1 = time.time()
             e.state = "exited"
-            self._finish(e, 127, why)
+            self._finish(e, 127, f"cannot start: {' '.join(why.split())[:200]}")
             return
         e.pid = pid
         e.state = "running"
-        self.watchdog().watch(pid)  # its group dies with us, even if we are killed with -9
-        if e.killed:  # killed while starting
-            os.killpg(pid, signal.SIGKILL)
-        loop = asyncio.get_running_loop()
-        fd = os.pidfd_open(pid)
-        loop.add_reader(fd, self._exited, e, fd)
+        try:
+            self.watchdog().watch(pid)  # its group dies with us, even if we are killed with -9
+            if e.killed:  # killed while starting
+                os.killpg(pid, signal.SIGKILL)
+            fd = os.pidfd_open(pid)
+        except OSError as err:  # cannot watch it: it must not run unwatched
+            log.warning("worker %s: job %d: cannot watch its process: %s; killed", self.name,
+                        e.job, err)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            with contextlib.suppress(ChildProcessError):
+                e.popen.wait() if e.popen is not None else os.waitpid(pid, 0)
+            e.t1 = time.time()
+            e.state = "exited"
+            self._finish(e, 127, f"cannot watch its process: {err}")
+            return
+        asyncio.get_running_loop().add_reader(fd, self._exited, e, fd)
 
     def watchdog(self) -> Watchdog:
         """The watchdog that kills our jobs' process groups when this process ends (started

@@ -12,7 +12,7 @@ import socket
 import sys
 
 from ..ninep.auth import load_secret, own_secret
-from ..ninep.private import private_dir, write_private
+from ..ninep.private import private_dir, read_private, write_private
 from ..tree.daemon import Daemon
 from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socket_path, \
     parse_address
@@ -71,7 +71,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--state-dir", metavar="DIR", help="where state is kept "
                    "(default: $XDG_STATE_HOME/brasil or ~/.local/state/brasil)")
     p.add_argument("--db", metavar="URL", help="the batch scheduler's database: sqlite:///PATH "
-                   "or postgresql://… (default: batch.db in the state directory)")
+                   "or postgresql://… without a password (default: batch.db in the state "
+                   "directory)")
+    p.add_argument("--db-password-file", metavar="FILE", help="the PostgreSQL password, in a "
+                   "file of yours (mode 600); or set PGPASSWORD, or use ~/.pgpass (never in "
+                   "--db: the command line is public)")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close a session idle this long: no open files, processes or unread "
                    f"output (default: {DEFAULT_IDLE_TIMEOUT:g})")
@@ -94,6 +98,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     lim.add_argument("--frame-timeout", type=float, default=DEFAULT_FRAME_TIMEOUT,
                      metavar="SECONDS", help="close a connection whose message began to arrive "
                      "this long ago and is still incomplete (default: %(default)g)")
+    # (defaults: batch/scheduler.py's DEFAULT_MAX_SUBMIT and _WORKLOAD, not imported here: the
+    # batch package costs every command a sixth of a second to load)
+    lim.add_argument("--max-jobs-per-submission", type=int, metavar="N",
+                     help="batch jobs in one submission (default: 100000)")
+    lim.add_argument("--max-jobs-per-workload", type=int, metavar="N",
+                     help="batch jobs of one tag waiting, ready or running at once "
+                     "(default: 1000000)")
     p.add_argument("--debug", action="store_true", help="log every 9P message")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
 
@@ -151,8 +162,10 @@ async def serve(args: argparse.Namespace) -> int:
         if args.state_dir is None:
             args.state_dir = os.path.join(state_dir(None), f"slurm-{place.name}")
     addrs = listen_addresses(args)
+    password = db_password(args)  # before anything starts: a refusal leaves nothing behind
     if args.slots < 0:
         raise UsageError("--slots must be 0 or more")
+    batch_limits(args)
     private_dir(state_dir(args.state_dir), "state directory")
     try:
         node = Node(args.name, args.slots, export=args.export, idle_timeout=args.idle_timeout,
@@ -196,7 +209,8 @@ async def serve(args: argparse.Namespace) -> int:
     serve_queries(daemon)
     from ..batch import StoreError, serve_scheduler
     try:
-        scheduler = await serve_scheduler(node, args.db, state_dir(args.state_dir))
+        scheduler = await serve_scheduler(node, args.db, state_dir(args.state_dir),
+                                          password=password, **batch_limits(args))
     except StoreError as e:
         await daemon.stop()
         raise UsageError(f"--db: {e}") from None
@@ -211,6 +225,35 @@ async def serve(args: argparse.Namespace) -> int:
     await daemon.stop()
     write_addresses(args, None)
     return 0
+
+
+def batch_limits(args: argparse.Namespace) -> dict[str, int]:
+    """The scheduler's caps that were given (the others keep the scheduler's defaults)."""
+    limits = {"max_submit": args.max_jobs_per_submission,
+              "max_workload": args.max_jobs_per_workload}
+    if any(n is not None and n < 1 for n in limits.values()):
+        raise UsageError("--max-jobs-per-submission and --max-jobs-per-workload must be 1 or more")
+    return {k: n for k, n in limits.items() if n is not None}
+
+
+def db_password(args: argparse.Namespace) -> str | None:
+    """The PostgreSQL password from --db-password-file, if given. One in --db is refused: the
+    command line is readable by every user (`ps`) for the daemon's whole life."""
+    from ..batch import url_password
+    if args.db and url_password(args.db) is not None:
+        raise UsageError("--db: the URL holds a password, which every user of this machine can "
+                         "read (ps) for as long as the daemon runs; remove it from the URL and "
+                         "give it with --db-password-file FILE (mode 600), the PGPASSWORD "
+                         "environment variable, or ~/.pgpass (or the file PGPASSFILE names)")
+    if not args.db_password_file:
+        return None
+    if not (args.db or "").startswith(("postgresql://", "postgres://")):
+        raise UsageError("--db-password-file: only for --db postgresql://…")
+    try:
+        text = read_private(args.db_password_file, "--db-password-file").decode()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--db-password-file: {e}") from None
+    return text.rstrip("\r\n")
 
 
 FD_RESERVE = 512  # descriptors kept for forking commands (4 each) and the owner's socket

@@ -166,22 +166,67 @@ def open_private(path: str, flags: int = os.O_WRONLY | os.O_APPEND, mode: int = 
     return fd
 
 
+def check_private_fd(fd: int, path: str, what: str = "file") -> None:
+    """Refuse the file open at ``fd`` (as ``path``) unless it is a regular file of ours that
+    nobody else can read or write. Checked on the descriptor: what was opened, not what the
+    name points to now."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafePathError(f"{what} {path} is not a regular file")
+    if info.st_uid != os.geteuid():
+        raise UnsafePathError(f"{what} {path} belongs to {_who(info.st_uid)}, not to you: "
+                              f"someone else may have made it first; remove it")
+    if info.st_mode & 0o077:
+        raise UnsafePathError(f"{what} {path} is open to others (mode "
+                              f"{stat.S_IMODE(info.st_mode):o}); chmod 600 {path}")
+
+
+def open_checked(path: str, what: str = "file", flags: int = os.O_RDONLY,
+                 create: int | None = None) -> int:
+    """A descriptor of ``path``, a regular file of ours closed to others (see
+    :func:`check_private_fd`), never through a link. ``create``: the mode to make it with,
+    ``O_EXCL``, if it does not exist."""
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a planted FIFO must not block us
+    try:
+        if create is not None:
+            try:
+                return os.open(path, flags | os.O_CREAT | os.O_EXCL, create)
+            except FileExistsError:
+                pass
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePathError(f"{what} {path} is a symbolic link; give the file itself") \
+                from None
+        raise
+    try:
+        check_private_fd(fd, path, what)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_closed_dir(path: str, what: str = "directory") -> None:
+    """Refuse the directory ``path`` unless it is a real directory of ours (or root's) that
+    nobody else can write — not even a sticky one like /tmp: a file we create there must not get
+    neighbours someone else chose (SQLite's -wal and -shm, say)."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafePathError(f"{what} {path} is not a directory (a symbolic link?); give a "
+                              f"directory of your own")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise UnsafePathError(f"{what} {path} belongs to {_who(info.st_uid)}, not to you; use a "
+                              f"directory of your own")
+    if info.st_mode & 0o022:
+        raise UnsafePathError(f"{what} {path} is writable by others (mode "
+                              f"{stat.S_IMODE(info.st_mode):o}); use a directory of your own "
+                              f"(mode 700 or 755)")
+
+
 def read_private(path: str, what: str = "file") -> bytes:
     """The contents of ``path``, which must be a regular file of ours that nobody else can read
     or write (a secret someone else could read, or replace, is no secret)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise UnsafePathError(f"{what} {path} is a symbolic link; give the file itself") from None
-        raise
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafePathError(f"{what} {path} is not a regular file")
-        if info.st_uid != os.geteuid():
-            raise UnsafePathError(f"{what} {path} belongs to {_who(info.st_uid)}, not to you")
-        if info.st_mode & 0o077:
-            raise UnsafePathError(f"{what} {path} is open to others (mode "
-                                  f"{stat.S_IMODE(info.st_mode):o}); chmod 600 {path}")
+    with os.fdopen(open_checked(path, what), "rb") as f:
+        os.set_blocking(f.fileno(), True)
         return f.read()
