@@ -331,7 +331,7 @@ class Worker:
             why = getattr(err, "message", None) or str(err) or type(err).__name__
             e.t1 = time.time()
             e.state = "exited"
-            self._finish(e, 127, f"cannot start: {' '.join(why.split())[:200]}")
+            self._finish(e, 127, f"cannot start: {' '.join(why.split())[:1000]}")
             return
         e.pid = pid
         e.state = "running"

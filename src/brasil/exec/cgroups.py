@@ -37,6 +37,8 @@ import signal
 import threading
 from functools import cache
 
+from .pychild import runs_module
+
 log = logging.getLogger("brasil.exec")
 
 _daemons = itertools.count()
@@ -177,7 +179,7 @@ def enter_first(argv: list[str], cg: Cgroup) -> list[str]:
     shell = ["/bin/sh", "-c"]
     if len(argv) == 3 and argv[:2] == shell:
         return [*shell, _entering(argv[2], cg)]
-    if argv[1:3] == ["-m", "brasil.exec.nsexec"] and argv[-4:-1] == ["--", *shell]:
+    if runs_module(argv, "brasil.exec.nsexec") and argv[-4:-1] == ["--", *shell]:
         return [*argv[:-1], _entering(argv[-1], cg)]
     return argv
 
