@@ -37,7 +37,7 @@ def test_submit_jobs_wait_cancel_report(tmp_path):
                         "job c after:b -- exit 4\njob d after:c -- true\n")
         r = brasil(addr, "submit", "--tag", "dag", "--retries", "0", "--file", str(jobs),
                    cwd=str(home))
-        assert r.stdout.strip() == "2-5", r.stderr
+        assert r.stdout.splitlines() == ["2-5", "2 a", "3 b", "4 c", "5 d"], r.stderr
         r = brasil(addr, "submit", "--tag", "piped", "--file", "-", cwd=str(home),
                    stdin="true\ntrue\n")
         assert r.stdout.strip() == "6-7", r.stderr
@@ -97,6 +97,47 @@ def test_submit_jobs_wait_cancel_report(tmp_path):
         assert r.returncode == 1 and "there is no job 4242" in r.stderr
         r = brasil(addr, "report", "--tag", "nothing")
         assert r.returncode == 2 and "no jobs tagged 'nothing'" in r.stderr
+    finally:
+        stop(w)
+        stop(serve)
+
+
+def test_retry_runs_failed_jobs_again_and_their_cancelled_dependants_wait_again(tmp_path):
+    """Issue 16 §6: after a workload with failures there was no way to resubmit the failed jobs,
+    and `brasil wait --tag T` stayed failed forever."""
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    try:
+        deadline = time.monotonic() + 20
+        while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        jobs = tmp_path / "flaky.jobs"
+        jobs.write_text("job a -- test -e ready\njob b after:a -- echo b > b.out\n"
+                        "job c after:b -- echo c > c.out\njob other -- exit 3\n")
+        r = brasil(addr, "submit", "--tag", "t", "--retries", "0", "--file", str(jobs),
+                   cwd=str(home))
+        assert r.returncode == 0, r.stderr
+        r = brasil(addr, "wait", "--tag", "t")
+        assert r.returncode == 1 and "failed 2" in r.stdout and "cancelled 2" in r.stdout
+        (home / "ready").touch()
+        r = brasil(addr, "retry", "1")  # job a only: b and c come back, `other` stays failed
+        assert r.returncode == 0 and "retrying 1 failed job(s)" in r.stderr, r.stderr
+        r = brasil(addr, "wait", "1", "2", "3")
+        assert r.returncode == 0, r.stdout
+        assert (home / "c.out").read_text() == "c\n"
+        r = brasil(addr, "retry", "2")
+        assert r.returncode == 1 and "job 2 is done, not failed" in r.stderr
+        r = brasil(addr, "retry", "--tag", "t", "--retries", "1")
+        assert r.returncode == 0 and "retrying 1 failed job(s)" in r.stderr
+        r = brasil(addr, "wait", "--tag", "t")
+        assert r.returncode == 1 and "failed 1" in r.stdout  # `other` failed twice more
+        events = brasil(addr, "cat", "/csrv/local/batch/events").stdout
+        assert events.count(" retry_request 4 ") == 1 and events.count(" restore ") == 2
+        r = brasil(addr, "retry")
+        assert r.returncode == 2 and "--tag T, --failed or job ids" in r.stderr
     finally:
         stop(w)
         stop(serve)

@@ -203,6 +203,12 @@ class Batch:
         cmd = f"cancel tag {tag}" if tag else "cancel " + " ".join(map(str, ids))
         await self.client.write(f"{B}/ctl", cmd + "\n")
 
+    async def retry(self, ids: Iterable[int] = (), tag: str | None = None, *,
+                    every_failed: bool = False, retries: int = 0) -> None:
+        """Failed jobs run again; the jobs cancelled because of them wait again."""
+        what = "failed" if every_failed else f"tag {tag}" if tag else " ".join(map(str, ids))
+        await self.client.write(f"{B}/ctl", f"retry retries={retries} {what}\n")
+
     async def state(self) -> str:
         return (await self.client.read(f"{B}/ctl")).decode().strip()
 

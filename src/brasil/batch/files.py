@@ -4,6 +4,7 @@
 
     batch/
       ctl            w  worker NAME SLOTS [remote] [host=H] [pid=P] · cancel ID… · cancel tag T ·
+                        retry [retries=N] ID…|tag T|failed ·
                         lease SECONDS;   r: one line of state
       submit         rw write job lines (jobfile.py), in as many writes as needed; then read: the
                         ids ("FIRST LAST", then "NAME ID" for named jobs), or the error
@@ -84,6 +85,30 @@ class BatchCtl(CtlFile):
                              f"{' '.join(args)[:60]!r}; usage: cancel ID… or cancel tag T",
                              errno.EINVAL)
         return self.sched.cancel(ids, None)  # type: ignore[arg-type]
+
+    @commands.command("retry [retries=N] ID…|tag T|failed", args=(1, None))
+    def _retry(self, args: list[str]) -> Any:
+        """Failed jobs run again (with N more failures allowed, default 0), and the jobs
+        cancelled because of them wait again."""
+        usage = "usage: retry [retries=N] ID… | retry [retries=N] tag T | retry failed"
+        retries = 0
+        if args[0].startswith("retries="):
+            value = args.pop(0).partition("=")[2]
+            if not value.isdigit() or int(value) > 1000:
+                raise NinepError(f"retry: retries=N with N from 0 to 1000, not {value[:20]!r}",
+                                 errno.EINVAL)
+            retries = int(value)
+        if args == ["failed"]:
+            return self.sched.retry(None, None, retries)
+        if args[:1] == ["tag"]:
+            if len(args) != 2:
+                raise NinepError(f"retry tag T: give exactly one tag; {usage}", errno.EINVAL)
+            return self.sched.retry(None, args[1], retries)
+        ids = [job_id(a) for a in args]
+        if not ids or None in ids:
+            raise NinepError(f"retry: job ids are numbers from 1 to {MAX_ID}, not "
+                             f"{' '.join(args)[:60]!r}; {usage}", errno.EINVAL)
+        return self.sched.retry(ids, None, retries)  # type: ignore[arg-type]
 
     @commands.command("lease SECONDS")
     def _lease(self, args: list[str]) -> None:

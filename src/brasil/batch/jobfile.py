@@ -332,6 +332,9 @@ class Parser:
             if not colon:
                 raise JobFileError(f"{where}: option {w!r}: expected KEY:VALUE, isolate or shared")
             if key == "after":
+                if not value.strip(","):
+                    raise JobFileError(f"{where}: after: names no job; write after:A,B (names in "
+                                       "this file, or job ids), or leave the option out")
                 for dep in filter(None, value.split(",")):
                     if dep[:1].isdigit():
                         spec.after_ids += _ids(dep, where)

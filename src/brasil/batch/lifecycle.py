@@ -26,6 +26,8 @@ JOB = {
     ("running", "cancel"): "cancelled",
     ("exiting", "committed"): "done",
     ("exiting", "commit_lost"): "ready",      # the committer died before its journal was whole
+    ("failed", "retry_request"): "ready",     # `brasil retry`: run it again, retries renewed
+    ("cancelled", "restore"): "waiting",      # cancelled for a dependency now retried
 }
 
 # One execution of a job on one worker slot; its id is the fencing token.

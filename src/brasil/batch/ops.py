@@ -463,6 +463,50 @@ def cancel(tx: Tx, ids: list[int] | None, tag: str | None, now: float) -> tuple[
     return n, push
 
 
+def retry(tx: Tx, ids: list[int] | None, tag: str | None, retries: int, now: float) -> int:
+    """`brasil retry`: failed jobs (by id, each must have failed, or every failed job of a tag,
+    or every failed job) are ready again with ``retries`` more failures allowed, and the jobs
+    cancelled because of them (transitively) wait again, as HyperQueue's resubmit and
+    Makeflow's rerun do. A dependant that still has another failed or cancelled dependency
+    stays cancelled. Returns how many jobs came back."""
+    if ids is not None:
+        found = dict(tx.in_chunks("SELECT id, state FROM jobs WHERE id IN ({ids})", ids))
+        for i in ids:
+            if i not in found:
+                raise Refused(f"retry: there is no job {i} (brasil jobs lists them)")
+            if found[i] != "failed":
+                raise Refused(f"retry: job {i} is {found[i]}, not failed: only failed jobs are "
+                              "retried (their cancelled dependants come back with them)")
+        targets = ids
+    elif tag is not None:
+        targets = [r[0] for r in tx.all("SELECT id FROM jobs WHERE tag = ? AND state = 'failed'",
+                                        (tag,))]
+    else:
+        targets = [r[0] for r in tx.all("SELECT id FROM jobs WHERE state = 'failed'")]
+    if not targets:
+        return 0
+    tx.in_chunks("UPDATE jobs SET state = 'ready', retries = ?, active = 0, finished = NULL, "
+                 "exit_status = NULL, winner = NULL, reason = NULL WHERE id IN ({ids}) "
+                 "AND state = 'failed'", targets, extra=(retries,))
+    event(tx, [(now, "retry_request", j, None, None, f"retries {retries}") for j in targets])
+    count, frontier = len(targets), list(targets)
+    while frontier:
+        rows = tx.in_chunks(
+            "SELECT DISTINCT d.job FROM deps d JOIN jobs j ON j.id = d.job WHERE d.dep IN ({ids}) "
+            "AND j.state = 'cancelled' AND j.reason LIKE 'dependency %' AND NOT EXISTS "
+            "(SELECT 1 FROM deps d2 JOIN jobs p ON p.id = d2.dep WHERE d2.job = d.job "
+            "AND p.state IN ('failed', 'cancelled'))", frontier)
+        back = [r[0] for r in rows]
+        if not back:
+            break
+        tx.in_chunks("UPDATE jobs SET state = 'waiting', finished = NULL, reason = NULL "
+                     "WHERE id IN ({ids}) AND state = 'cancelled'", back)
+        event(tx, [(now, "restore", j, None, None, None) for j in back])
+        count += len(back)
+        frontier = back
+    return count
+
+
 # ---- restart -------------------------------------------------------------------------------------
 
 def active_executions(tx: Tx) -> list[tuple[Any, ...]]:

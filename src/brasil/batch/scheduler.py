@@ -285,6 +285,12 @@ class Scheduler:
         self.kick()
         return n
 
+    async def retry(self, ids: list[int] | None, tag: str | None, retries: int) -> int:
+        now = time.time()
+        n = await self.write(lambda tx: ops.retry(tx, ids, tag, retries, now))
+        self.kick()
+        return n
+
     # ---- workers ----
 
     def register(self, name: str, slots: int, host: str, pid: int, remote: bool) -> Worker:

@@ -61,7 +61,8 @@ def add_parsers(sub: Any) -> None:
                        "connection to the scheduler at ADDR, SLOTS jobs at a time, until stopped. "
                        "It rides out a scheduler restart.")
     _at(w)
-    w.add_argument("--slots", type=_positive("slots"), default=os.cpu_count() or 1)
+    w.add_argument("--slots", type=_positive("slots"), default=os.cpu_count() or 1,
+                   help="jobs this worker runs at once (default: one per core)")
     w.add_argument("--workdir", metavar="DIR", help="scratch and job output (default: a "
                    "directory of this worker under the state directory)")
     w.add_argument("--name", help="this worker's name (default: HOST-PID-RANDOM)")
@@ -88,7 +89,8 @@ def add_parsers(sub: Any) -> None:
                        "arguments.",
                        epilog=SUBMIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _at(s)
-    s.add_argument("--tag", help="the workload's tag (default: default)")
+    s.add_argument("--tag", help="the workload's tag, which wait, jobs, cancel and report "
+                   "select by (default: default)")
     s.add_argument("--after", type=_ids, default=[], metavar="ID[,ID…]",
                    help="run after these jobs")
     s.add_argument("--isolate", action="store_true", help="run in a private copy-on-write view "
@@ -108,14 +110,14 @@ def add_parsers(sub: Any) -> None:
                        description="One line per job (id, state, tag, name, exit status, "
                        "command, reason), then a summary line.")
     _at(j)
-    j.add_argument("--tag")
+    j.add_argument("--tag", help="only the jobs of this workload")
 
     wt = sub.add_parser("wait", help="wait for jobs to end (progress bar on a terminal)",
                         description="Wait until every job of --tag (or the given ids, or every "
                         "job) has ended. Exit status 0 if all are done, 1 if any failed or was "
                         "cancelled.")
     _at(wt)
-    wt.add_argument("--tag")
+    wt.add_argument("--tag", help="wait for this workload's jobs only (default: every job)")
     wt.add_argument("ids", nargs="*", type=int, metavar="ID")
 
     c = sub.add_parser("cancel", help="cancel jobs (their executions are killed)",
@@ -124,15 +126,28 @@ def add_parsers(sub: Any) -> None:
                        "and every job that waits for them is cancelled too, naming the "
                        "dependency. A job committing its output (exiting) cannot be cancelled.")
     _at(c)
-    c.add_argument("--tag")
+    c.add_argument("--tag", help="cancel every job of this workload")
     c.add_argument("ids", nargs="*", type=int, metavar="ID")
+
+    rt = sub.add_parser("retry", help="run failed jobs again; their cancelled dependants wait "
+                        "again", description="Failed jobs (the given ids, every failed job of "
+                        "--tag, or every failed job with --failed) become ready again, and the "
+                        "jobs that were cancelled because of them wait again (as HyperQueue's "
+                        "resubmit and Makeflow's rerun), so `brasil wait` can succeed. A "
+                        "dependant that has another failed dependency stays cancelled.")
+    _at(rt)
+    rt.add_argument("--tag", help="every failed job of this workload")
+    rt.add_argument("--failed", action="store_true", help="every failed job")
+    rt.add_argument("--retries", type=int, default=0, metavar="N", help="how many more "
+                    "failures each may have before it fails again (default 0)")
+    rt.add_argument("ids", nargs="*", type=int, metavar="ID")
 
     r = sub.add_parser("report", help="makespan, overhead breakdown and a Gantt chart",
                        description="The workload's makespan and the Trellis thesis's overhead "
                        "breakdown (tables 5.1-5.3), and with --out a Gantt chart (.png or .html): "
                        "one row per worker slot, redundant and killed executions marked.")
     _at(r)
-    r.add_argument("--tag", required=True)
+    r.add_argument("--tag", required=True, help="the workload to report on")
     r.add_argument("--out", metavar="FILE.png|FILE.html")
 
 
@@ -171,6 +186,8 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     finally:
         await b.close()
     print(r.first if r.first == r.last else f"{r.first}-{r.last}")
+    for name, job in sorted(r.names.items(), key=lambda kv: kv[1]):  # which id each name got
+        print(f"{job} {name}")
     return 0
 
 
@@ -266,6 +283,22 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_retry(args: argparse.Namespace) -> int:
+    if sum((bool(args.tag), bool(args.ids), args.failed)) != 1:
+        raise UsageError("give --tag T, --failed or job ids (one of them)")
+    b = await _batch(args)
+    try:
+        if args.tag:
+            await _tag_exists(b, args.tag)
+        n = len(args.ids) if args.ids else (await b.summary(args.tag)).get("failed", 0)
+        await b.retry(args.ids, args.tag, every_failed=args.failed, retries=args.retries)
+    finally:
+        await b.close()
+    print(f"retrying {n} failed job(s); the jobs cancelled because of them wait again"
+          if n else "no failed job to retry", file=sys.stderr)
+    return 0
+
+
 async def cmd_report(args: argparse.Namespace) -> int:
     from ..batch import report
     if args.out and not args.out.endswith((".png", ".html")):
@@ -334,7 +367,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"worker": cmd_worker, "workers": cmd_workers, "submit": cmd_submit, "jobs": cmd_jobs,
-            "wait": cmd_wait, "cancel": cmd_cancel, "report": cmd_report}
+            "wait": cmd_wait, "cancel": cmd_cancel, "retry": cmd_retry, "report": cmd_report}
 
 
 def main(args: argparse.Namespace) -> int:

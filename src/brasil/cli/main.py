@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from . import serve
         return serve.main(args)
-    if args.command in ("worker", "workers", "submit", "jobs", "wait", "cancel", "report"):
+    if args.command in ("worker", "workers", "submit", "jobs", "wait", "cancel", "retry",
+                        "report"):
         from . import batch
         return batch.main(args)
     if args.command == "cluster":
