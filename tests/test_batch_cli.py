@@ -138,6 +138,20 @@ def test_retry_runs_failed_jobs_again_and_their_cancelled_dependants_wait_again(
         assert events.count(" retry_request 4 ") == 1 and events.count(" restore ") == 2
         r = brasil(addr, "retry")
         assert r.returncode == 2 and "--tag T, --failed or job ids" in r.stderr
+        r = brasil(addr, "jobs", "--tag", "t", "--state", "failed")
+        assert [ln.split()[0] for ln in r.stdout.splitlines()[:-1]] == ["4"], r.stdout
+        r = brasil(addr, "jobs", "--state", "broken")
+        assert r.returncode == 2 and "a job is one of waiting" in r.stderr
+        stop(w)  # no worker: wait says so instead of blocking in silence
+        r = brasil(addr, "submit", "--tag", "idle", "--", "true", cwd=str(home))
+        p = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "wait", "--tag", "idle"],
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "BRASIL": addr})
+        try:
+            assert p.stderr is not None
+            assert "no worker is connected" in p.stderr.readline()
+        finally:
+            p.kill()
+            p.wait()
     finally:
         stop(w)
         stop(serve)

@@ -111,6 +111,8 @@ def add_parsers(sub: Any) -> None:
                        "command, reason), then a summary line.")
     _at(j)
     j.add_argument("--tag", help="only the jobs of this workload")
+    j.add_argument("--state", action="append", metavar="STATE", help="only the jobs in this "
+                   "state (repeatable): waiting, ready, running, exiting, done, failed, cancelled")
 
     wt = sub.add_parser("wait", help="wait for jobs to end (progress bar on a terminal)",
                         description="Wait until every job of --tag (or the given ids, or every "
@@ -216,6 +218,12 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
         summary = await b.summary(args.tag)
     finally:
         await b.close()
+    if args.state:
+        from ..batch.lifecycle import JOB_STATES
+        unknown = [st for st in args.state if st not in JOB_STATES]
+        if unknown:
+            raise UsageError(f"--state {unknown[0]}: a job is one of {', '.join(JOB_STATES)}")
+        jobs = [j for j in jobs if j.state in args.state]
     for j in jobs:
         extra = f"  ({j.reason})" if j.reason else ""
         print(f"{j.id:>7} {j.state:<9} {j.tag:<12} {j.name or '-':<12} "
@@ -233,15 +241,29 @@ async def cmd_wait(args: argparse.Namespace) -> int:
             await _tag_exists(b, args.tag)
         for i in args.ids:
             await b.job(i)  # a clear error for an id that does not exist
-        if sys.stderr.isatty() and not args.ids:
-            summary = await _progress(b, args.tag)
-        else:
-            summary = await b.wait(args.tag, args.ids)
+        watch = asyncio.ensure_future(_no_worker_note(b))
+        try:
+            if sys.stderr.isatty() and not args.ids:
+                summary = await _progress(b, args.tag)
+            else:
+                summary = await b.wait(args.tag, args.ids)
+        finally:
+            watch.cancel()
     finally:
         await b.close()
     bad = summary.get("failed", 0) + summary.get("cancelled", 0)
     print(" ".join(f"{k} {v}" for k, v in summary.items() if v or k == "total"))
     return 1 if bad else 0
+
+
+async def _no_worker_note(b: Any, grace: float = 2.0) -> None:
+    """wait blocks while no worker is connected: say so once, rather than wait in silence."""
+    await asyncio.sleep(grace)
+    words = (await b.state()).split()
+    if "workers" in words and words[words.index("workers") + 1:][:1] == ["0"]:
+        print("brasil wait: no worker is connected to the scheduler, so nothing runs: start "
+              "some with `brasil worker` or `brasil workers N` (still waiting)", file=sys.stderr,
+              flush=True)
 
 
 async def _progress(b: Any, tag: str | None) -> dict[str, int]:
