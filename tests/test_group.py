@@ -17,6 +17,7 @@ from brasil.group import api
 from brasil.ninep.auth import client_auth, dial, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
+from fixtures import wait_for
 from test_cluster import cli
 
 NAMES = ["n0"] + [f"n{i}" for i in (1, 2, 3)] + [f"n{i}.{j}" for i in (1, 2, 3) for j in (1, 2, 3)]
@@ -230,6 +231,46 @@ async def test_ptail_follows_a_line_appended_on_a_leaf(tree):
     finally:
         task.cancel()
         await c.close()
+
+
+async def test_ptail_starts_with_each_nodes_last_lines_as_tail_does(tree):
+    """Issue 16 §8: `ptail -f` showed nothing until a line was appended; tail -f shows the
+    last 10 first."""
+    for n in NAMES:
+        put(tree, n, "tail.log", "".join(f"{n} line {i}\n" for i in range(1, 21)))
+    c = await connect(tree)
+    lines: list[str] = []
+
+    async def follow() -> None:
+        async for line in api.follow(c, "fs/tail.log", "name=n2.1", lines=3):
+            lines.append(line)
+    task = asyncio.ensure_future(follow())
+    try:
+        await wait_for(lambda: len(lines) >= 3, timeout=20)
+        assert lines == [f"n2.1: n2.1 line {i}" for i in (18, 19, 20)], lines
+    finally:
+        task.cancel()
+        await c.close()
+
+
+def test_the_last_lines_are_found_without_reading_the_whole_file(tmp_path):
+    from brasil.group.views import last_lines_start
+    f = tmp_path / "f"
+    for text, n, want in [(b"a\nb\nc\n", 2, b"b\nc\n"), (b"a\nb\nc", 2, b"b\nc"),
+                          (b"a\nb\n", 5, b"a\nb\n"), (b"", 3, b""), (b"x\n" * 100000, 1, b"x\n"),
+                          (b"a\nb\n", 0, b"")]:
+        f.write_bytes(text)
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            assert text[last_lines_start(fd, len(text), n):] == want, (text[:20], n)
+        finally:
+            os.close(fd)
+    f.write_bytes(b"y" * (3 << 20))  # one line longer than the window: its last MiB
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        assert last_lines_start(fd, 3 << 20, 10) == 2 << 20
+    finally:
+        os.close(fd)
 
 
 async def test_kill_written_to_a_user_query_ends_exactly_that_users_sessions(tree):

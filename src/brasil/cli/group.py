@@ -57,6 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "-F: the nodes that lack the file are named on stderr, and a file that "
                         "appears later is shown from its start. A directory is refused.")
     pt.add_argument("-f", action="store_true", help="follow (the only mode; as tail -f)")
+    pt.add_argument("-n", type=int, default=10, metavar="N", help="start with the last N lines "
+                    "of each node's file, as tail does (default 10; 0: only new lines)")
     pt.add_argument("path", metavar="PATH")
     _common(pt)
     pc = sub.add_parser("pcp", help="copy a file to many nodes, down the tree",
@@ -153,8 +155,10 @@ async def cmd(args: argparse.Namespace) -> int:
                 return 1
             return rc
         if args.command == "ptail":
+            if not 0 <= args.n <= 100_000:
+                raise UsageError(f"-n {args.n}: give 0 to 100000 lines")
             async for line in api.follow(c, args.path, args.where,
-                                         lambda p: print_notes(args.path, p)):
+                                         lambda p: print_notes(args.path, p), lines=args.n):
                 print(line, flush=True)
             return 0
         if args.command == "pcp":

@@ -99,8 +99,10 @@ async def followable(c: Client, path: str, where: str = "") -> dict[str, str]:
 
 
 async def follow(c: Client, path: str, where: str = "",
-                 notes: Callable[[dict[str, str]], None] | None = None) -> AsyncIterator[str]:
-    """The lines appended to ``path`` on every selected node, as ``NODE: line`` (``tail -F``:
+                 notes: Callable[[dict[str, str]], None] | None = None,
+                 lines: int = 0) -> AsyncIterator[str]:
+    """The lines appended to ``path`` on every selected node (after its last ``lines`` lines),
+    as ``NODE: line`` (``tail -F``:
     a node that lacks the file now shows it from its start once it appears). Raises if the
     path is a directory anywhere; ``notes`` gets the nodes that cannot read it now, with why."""
     problems = await followable(c, path, where)
@@ -108,7 +110,7 @@ async def follow(c: Client, path: str, where: str = "",
         notes(problems)
     f = await c.open(qpath(where, "follow"), ORDWR)
     try:
-        await f.write(json.dumps({"path": path}))
+        await f.write(json.dumps({"path": path, "lines": lines}))
         pending: list[bytes] = []  # a line's start: joined once its end comes (linear time)
         while True:
             chunk = await f.read(None, 0)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 POLL = 0.2  # how often a followed file is looked at
 PIECE = 256 << 10  # a followed file is read this much at a time, as the reader takes it
+MAX_LAST_LINES = 100_000  # ptail -n N: at most this many lines from before the start
+LAST_LINES_WINDOW = 1 << 20  # … found in at most the file's last MiB
 
 
 def make_view(name: str, s: QueryService, q: Query) -> Node:
@@ -124,8 +126,12 @@ class FollowStream:
             if is_dir:
                 raise NinepError(f"{path} is a directory on {s.node.name}; ptail follows a file",
                                  errno.EISDIR)
+            lines = req.get("lines", 0)
+            if not isinstance(lines, int) or not 0 <= lines <= MAX_LAST_LINES:
+                raise NinepError(f"follow: lines must be a number from 0 to {MAX_LAST_LINES}",
+                                 errno.EINVAL)
             stream = Stream(s.node.output_limit)
-            self.tasks.append(asyncio.ensure_future(tail(export, rel, stream)))
+            self.tasks.append(asyncio.ensure_future(tail(export, rel, stream, lines)))
             sources.append(Output(stream, f"follow {path}"))
             prefixes.append(f"{s.node.name}: ".encode())
         self.children = []
@@ -170,8 +176,28 @@ class ChildFollow(RemoteReader):
         return await super()._read(count)
 
 
-async def tail(export: Export, rel: tuple[str, ...], out: Stream) -> None:
-    """New bytes of ``fs/REL`` as they are appended (from its end when we start), as ``tail -F``:
+def last_lines_start(fd: int, size: int, n: int, window: int = LAST_LINES_WINDOW) -> int:
+    """Where the last ``n`` lines of a file of ``size`` bytes start (``tail -n``), looking back
+    at most ``window`` bytes (a file of very long lines starts its lines there)."""
+    if n <= 0 or size == 0:
+        return size
+    end = size - 1  # a final newline ends the last line; it does not start one
+    pos, seen = size, 0
+    while pos > 0 and size - pos < window:
+        start = max(0, pos - 65536, size - window)
+        chunk = os.pread(fd, pos - start, start)
+        i = min(len(chunk), end - start)
+        while (i := chunk.rfind(b"\n", 0, i)) >= 0:
+            seen += 1
+            if seen == n:
+                return start + i + 1
+        pos = start
+    return pos
+
+
+async def tail(export: Export, rel: tuple[str, ...], out: Stream, lines: int = 0) -> None:
+    """New bytes of ``fs/REL`` as they are appended (from its end, or its last ``lines`` lines,
+    when we start), as ``tail -F``:
     a file replaced or truncated is followed from its start, and so is one missing when we
     start, once it appears. A directory there gives nothing (the client says so).
 
@@ -201,7 +227,7 @@ async def tail(export: Export, rel: tuple[str, ...], out: Stream) -> None:
                 pos = 0
             ino = info.st_ino
             if pos is None:
-                pos = info.st_size
+                pos = last_lines_start(fd, info.st_size, lines)
             while True:
                 data = os.pread(fd, PIECE, pos)
                 if not data:
