@@ -3,9 +3,12 @@ makes it. Each test reads the final screen (tests/terminal.py)."""
 
 from __future__ import annotations
 
+import os
+
+import pexpect
 import pytest
 
-from terminal import ReadmeTree, at_terminal
+from terminal import BIN, ReadmeTree, at_terminal
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +64,26 @@ def test_brasil_run_at_a_terminal_prints_every_node(tree):
     s = at_terminal(["brasil", "run", "-b", "--", "echo", "hi"], env=tree.env)
     assert s.status == 0, s.text
     assert "hi" in s.text and "Traceback" not in s.text
+
+
+def test_pcp_at_a_terminal_shows_progress_then_only_its_result(tree, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * (8 << 20))
+    s = at_terminal(["brasil", "pcp", "--where", "name=n1", str(src), f"fs{tmp_path}/copy.bin"],
+                    env=tree.env)
+    assert s.status == 0, s.text
+    assert s.lines == ["copied 8388608 bytes to 1 node(s)"], s.text
+    assert (tmp_path / "copy.bin").stat().st_size == 8 << 20
+
+
+def test_ptop_at_a_terminal_draws_the_table_and_ctrl_c_ends_it(tree):
+    child = pexpect.spawn(os.path.join(BIN, "brasil"), ["ptop", "--interval", "0.2"],
+                          env={**os.environ, **tree.env}, dimensions=(40, 120), timeout=30)
+    try:
+        child.expect("brasil ptop")
+        child.expect("n2")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert b"Traceback" not in (child.before or b"")

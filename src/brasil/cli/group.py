@@ -162,7 +162,7 @@ async def cmd(args: argparse.Namespace) -> int:
                 print(line, flush=True)
             return 0
         if args.command == "pcp":
-            n = await api.pcp(c, args.source, args.dest, args.where)
+            n = await pcp_with_progress(c, args)
             print(f"copied {n} bytes to {len(await api.nodes(c, args.where))} node(s)",
                   file=sys.stderr)
             return 0
@@ -178,6 +178,26 @@ async def cmd(args: argparse.Namespace) -> int:
         return await ptop(c, args)
     finally:
         await c.close()
+
+
+async def pcp_with_progress(c: Any, args: argparse.Namespace) -> int:
+    """pcp with a bar on a terminal (stderr), as scp shows one; quiet otherwise."""
+    import os
+
+    from ..group import api
+    if not sys.stderr.isatty():
+        return await api.pcp(c, args.source, args.dest, args.where)
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                               TransferSpeedColumn)
+    try:
+        size = os.path.getsize(args.source)
+    except OSError:
+        size = None
+    with Progress("[bold]pcp", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(args.source, total=size)
+        return await api.pcp(c, args.source, args.dest, args.where,
+                             progress=lambda sent: bar.update(task, completed=sent))
 
 
 def show(result: dict[str, Any], as_json: bool) -> None:

@@ -127,9 +127,11 @@ async def follow(c: Client, path: str, where: str = "",
         await f.close()
 
 
-async def pcp(c: Client, source: str, dest: str, where: str = "", chunk: int = 1 << 20) -> int:
+async def pcp(c: Client, source: str, dest: str, where: str = "", chunk: int = 1 << 20,
+              progress: Callable[[int], None] | None = None) -> int:
     """Copy the local file ``source`` to ``dest`` (``fs/…``) on every selected node, through
-    the tree: each node keeps a copy and passes the bytes on. Returns the bytes sent."""
+    the tree: each node keeps a copy and passes the bytes on. Returns the bytes sent;
+    ``progress`` is told the bytes sent so far after each chunk."""
     f = await c.open(qpath(where, "pcp"), OWRITE)
     sent = 0
     try:
@@ -141,6 +143,8 @@ async def pcp(c: Client, source: str, dest: str, where: str = "", chunk: int = 1
                     break
                 await f.write(data)
                 sent += len(data)
+                if progress is not None:
+                    progress(sent)
     finally:
         await f.close()  # each node renames its copy into place: errors come back here
     return sent
