@@ -10,6 +10,7 @@ what every version since the foundation has: ``brasil cluster up/down``, ``brasi
 Figures:
   deploy      clone, ``res N``, ``exec date``, read ``stdio`` to EOF, close, on a tree made by
               ``cluster up`` (Figure 4 of the paper); also reports ``res N`` alone
+  fuse        the same deployment through `brasil mount`, with open/write/read on the mount
   roundtrips  1-byte reads of a static file, 16 in flight on one connection to ``brasil serve``
               on a Unix socket, for 3 s: round trips per second
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Awaitable, Callable, Iterator
 
 L = "csrv/local"
 
@@ -36,8 +39,9 @@ def brasil(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=600)
 
 
-async def deploy(args: argparse.Namespace) -> dict[str, float]:
-    from brasil.ninep.client import Client
+@contextlib.contextmanager
+def tree_up(args: argparse.Namespace) -> Iterator[str]:
+    """A tree made by ``cluster up`` in a fresh directory, torn down whatever happens."""
     depth, fanout, slots = (int(x) for x in args.tree.split(","))
     d = tempfile.mkdtemp(prefix="brasil-fig-")
     try:
@@ -45,44 +49,79 @@ async def deploy(args: argparse.Namespace) -> dict[str, float]:
                    str(slots), "--dir", d)
         if r.returncode != 0:
             raise SystemExit(f"cluster up failed: {r.stderr}")
-        c = await Client.connect(f"unix:{d}/n0.sock")
-        try:
-            total, res = [], []
-            for i in range(args.repeats + 1):  # the first is a warm-up
-                t0 = time.perf_counter()
-                sid = (await c.read(f"{L}/clone")).decode().strip()
-                await c.write(f"{L}/{sid}/ctl", f"res {args.n}\n")
-                t1 = time.perf_counter()
-                await c.write(f"{L}/{sid}/ctl", "exec date\n")
-                out = await c.read(f"{L}/{sid}/stdio")
-                await c.write(f"{L}/{sid}/ctl", "close\n")
-                t2 = time.perf_counter()
-                lines = out.count(b"\n")
-                if lines != args.n:
-                    raise SystemExit(f"{lines} lines of date, not {args.n}")
-                if i:
-                    total.append(t2 - t0)
-                    res.append(t1 - t0)
-                await settle(c, args.n)
-        finally:
-            await c.close()
-        return {f"deploy {args.n} s": statistics.median(total),
-                f"res {args.n} s": statistics.median(res)}
+        yield d
     finally:
         brasil("cluster", "down", "--dir", d)
         shutil.rmtree(d, ignore_errors=True)
 
 
-async def settle(c: object, n: int, timeout: float = 30) -> None:
-    """Wait until the tree has every slot free again (the release below the root is
+Read = Callable[[str], Awaitable[bytes]]
+Write = Callable[[str, str], Awaitable[object]]
+
+
+async def deployments(args: argparse.Namespace, read: Read, write: Write,
+                      label: str) -> dict[str, float]:
+    """clone, res N, exec date, read stdio, close; medians of ``--repeats`` after a warm-up.
+    Between two, the tree settles (every slot free again: the release below the root is
     asynchronous), so one measurement does not pay for the last one's cleanup."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = (await c.read(f"{L}/status")).decode()  # type: ignore[attr-defined]
-        total = [ln.split() for ln in text.splitlines() if ln.startswith("total ")]
-        if total and total[0][1] == total[0][2]:
-            return
-        await asyncio.sleep(0.05)
+    total, res = [], []
+    for i in range(args.repeats + 1):
+        t0 = time.perf_counter()
+        sid = (await read(f"{L}/clone")).decode().strip()
+        await write(f"{L}/{sid}/ctl", f"res {args.n}\n")
+        t1 = time.perf_counter()
+        await write(f"{L}/{sid}/ctl", "exec date\n")
+        out = await read(f"{L}/{sid}/stdio")
+        await write(f"{L}/{sid}/ctl", "close\n")
+        t2 = time.perf_counter()
+        lines = out.count(b"\n")
+        if lines != args.n:
+            raise SystemExit(f"{lines} lines of date, not {args.n}")
+        if i:
+            total.append(t2 - t0)
+            res.append(t1 - t0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = (await read(f"{L}/status")).decode().splitlines()
+            total_row = [ln.split() for ln in rows if ln.startswith("total ")]
+            if total_row and total_row[0][1] == total_row[0][2]:
+                break
+            await asyncio.sleep(0.05)
+    return {f"{label}deploy {args.n} s": statistics.median(total),
+            f"{label}res {args.n} s": statistics.median(res)}
+
+
+async def deploy(args: argparse.Namespace) -> dict[str, float]:
+    from brasil.ninep.client import Client
+    with tree_up(args) as d:
+        c = await Client.connect(f"unix:{d}/n0.sock")
+        try:
+            return await deployments(args, c.read, c.write, "")
+        finally:
+            await c.close()
+
+
+async def fuse(args: argparse.Namespace) -> dict[str, float]:
+    """The deployment as the issue measured it: through `brasil mount`, with plain file I/O on
+    the mount (what a shell's echo and cat do)."""
+    with tree_up(args) as d:
+        mnt = os.path.join(d, "mnt")
+        os.mkdir(mnt)
+        r = brasil("mount", mnt, "--at", f"unix:{d}/n0.sock")
+        if r.returncode != 0:
+            raise SystemExit(f"mount failed: {r.stderr}")
+
+        async def read(path: str) -> bytes:
+            with open(os.path.join(mnt, path), "rb") as f:
+                return f.read()
+
+        async def write(path: str, text: str) -> None:
+            with open(os.path.join(mnt, path), "w") as f:
+                f.write(text)
+        try:
+            return await deployments(args, read, write, "fuse ")
+        finally:
+            brasil("umount", mnt)
 
 
 async def roundtrips(args: argparse.Namespace) -> dict[str, float]:
@@ -124,7 +163,7 @@ async def roundtrips(args: argparse.Namespace) -> dict[str, float]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-FIGURES = {"deploy": deploy, "roundtrips": roundtrips}
+FIGURES = {"deploy": deploy, "fuse": fuse, "roundtrips": roundtrips}
 
 
 def main() -> int:
