@@ -51,11 +51,16 @@ async def test_readme_examples_work_on_a_two_slot_node(tmp_path):
     lines = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.strip()]
     async with daemon(str(tmp_path), slots=2) as d:
         at = ("--at", f"unix:{d.unix.path}")
-        for line in lines:  # `echo "X" > ~/mnt/P` and `cat ~/mnt/P`, through brasil write/cat
+        s = ""
+        for line in lines:  # `echo "X" > ~/mnt/P`, `cat ~/mnt/P`, `s=$(cat ~/mnt/P)`
+            line = line.replace("$s", s)
             m = re.fullmatch(r'echo "(.*)" > ~/mnt(/\S+)', line)
             if m:
                 rc, out, err = await run_cli("write", *at, m.group(2), *m.group(1).split())
             else:
-                path = re.fullmatch(r"cat ~/mnt(/\S+)", line).group(1)  # type: ignore[union-attr]
-                rc, out, err = await run_cli("cat", *at, path)
+                m = re.fullmatch(r"(s=\$\()?cat ~/mnt(/\S+?)\)?", line)
+                assert m, line
+                rc, out, err = await run_cli("cat", *at, m.group(2))
+                if m.group(1):
+                    s = out.strip()
             assert rc == 0, (line, err)

@@ -73,6 +73,24 @@ async def test_cancelled_read_is_flushed_and_loses_no_data():
         await c.close()
 
 
+async def test_a_walk_cancelled_in_flight_never_reuses_a_fid_the_server_still_holds():
+    """A cancelled forwarding walk (a client killed mid-pipeline) made a daemon's connection to
+    its child answer every later reservation 'fid already in use': the fid was freed here while
+    the server had made it."""
+    tree = FixtureTree()
+    async with serving(tree.root) as (_, addr):
+        c = await Client.connect(addr)
+        for _ in range(5):
+            walk = asyncio.ensure_future(c.walk("hello"))
+            await asyncio.sleep(0)  # the Twalk is on the wire; the server answers it
+            walk.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await walk
+            fid, _ = await c.walk("hello")  # was: "hello: fid already in use", every time
+            await c.clunk(fid)
+        await c.close()
+
+
 async def test_fids_per_connection_are_bounded():
     tree = FixtureTree()
     async with serving(tree.root, max_fids=3) as (_, addr):

@@ -91,3 +91,43 @@ async def test_a_child_keeps_serving_when_its_parent_goes_and_rejoins_when_it_re
             await wait_for(lambda: "n1" in root2.children.by_name, timeout=15)
             assert (await c.read("csrv/parent/local/arch")).startswith(b"linux")
         await c.close()
+
+
+async def test_a_splice_stopped_by_its_session_ends_quietly_without_a_logged_traceback():
+    """Closing a session cancels its direct splices' tasks; on Python 3.11 a cancelled stream
+    handler was logged as 'Exception in callback … CancelledError' with a traceback."""
+    import asyncio
+
+    from brasil.tree.data import DataEndpoint, frame
+
+    loop = asyncio.get_running_loop()
+    logged: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: logged.append(context))
+
+    class Sink:
+        closed = False
+
+        def write(self, data: bytes) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+    ep = DataEndpoint()
+    addr = await ep.start()
+    try:
+        sink = Sink()
+        [t] = ep.expect("tok", [sink], "0")
+        _, writer = await asyncio.open_connection(addr.host, addr.port)
+        writer.write(frame(b"tok"))
+        await wait_for(lambda: t.state == "running" and t.task is not None)
+        assert t.task is not None
+        t.task.cancel()  # what a session's close does
+        await wait_for(lambda: sink.closed and ep.open == 0)
+        for _ in range(3):  # the stream's done-callback runs after the task has ended
+            await asyncio.sleep(0)
+        assert logged == []
+        writer.close()
+    finally:
+        ep.close()
+        loop.set_exception_handler(None)

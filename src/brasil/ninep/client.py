@@ -316,8 +316,12 @@ class Client:
                 held = True
                 done += len(chunk)
             return newfid, qid
-        except BaseException:
-            if held:  # the server has it: clunk it, which frees it here too, once answered
+        except BaseException as e:
+            # The server has newfid, or may have: a walk cancelled in flight may have been
+            # answered already (its Tflush went out first, so the Tclunk finds its fate
+            # settled). Clunk it, which frees it here too once answered; freeing it at once
+            # would hand out a fid the server still holds ("fid already in use" for good).
+            if held or isinstance(e, asyncio.CancelledError):
                 self.clunk_later(newfid)
             else:
                 self.free_fid(newfid)

@@ -116,6 +116,10 @@ class DataEndpoint:
         self.open += 1
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # Its session closed and stopped the splice: the end of this connection, not an
+            # error. (Python 3.11's streams log a cancelled handler task with a traceback.)
+            pass
         finally:
             self.open -= 1
 
