@@ -67,6 +67,8 @@ NOT_RUN: dict[str, str] = {
     "make demo": "sets up the machine (apt, pip) and starts its own tree: the suite's own job",
     "make test": "runs this whole suite",
     "make bench": "installs peers and runs the benchmarks for minutes",
+    "make bench-compare REV=3cecb6d": "installs REV in a virtualenv and benchmarks it against "
+        "this tree for minutes",
     "make fuzz": "fuzzes the decoder for FUZZ_SECONDS",
     "brasil cluster up --hosts 'node[01-64]' --fanout 8":
         "needs 64 ssh hosts: tests/test_deploy.py forms a tree over ssh",
@@ -76,18 +78,7 @@ NOT_RUN: dict[str, str] = {
 }
 BY_FIXTURE = "run by the tree fixture, with /tmp/c a temporary directory"
 
-PENDING_EXPORT = ("`brasil cluster up` exports nothing, so a tree made as the README makes it "
-                  "has no fs/ (pending `cluster up --export DIR`, issue 16 §9; once it exists, "
-                  "the fixture exports EXPORT_FILES and these say they now run: remove them)")
-KNOWN_FAILURES: dict[str, str] = {
-    "brasil gread --agg equiv fs/etc/hosts": PENDING_EXPORT,
-    "brasil pcp big.tar fs/tmp/big.tar": PENDING_EXPORT,
-    "brasil ptail -f --where 'name=n1*' fs/var/log/app.log": PENDING_EXPORT + "; and then "
-        "`ptail -f` shows only lines appended later, not the last lines first as `tail -f` does "
-        "(issue 16 §8)",
-    "brasil pgrep ERROR fs/var/log/app.log": PENDING_EXPORT,
-    "brasil psync ./conf fs/etc/app": PENDING_EXPORT,
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 # Commands that follow forever: run this many seconds, then SIGINT (as Ctrl-C would).
 FOREVER: dict[str, float] = {
@@ -108,7 +99,7 @@ WORK_FILES: dict[str, str] = {
     "big": "3\n1\n2\n",
     "conf/app.conf": "level=info\n",
 }
-# The files the fs/ examples name, under the exported directory (once there is one).
+# The files the fs/ examples name, under the directory the tree exports (its fs/).
 EXPORT_FILES: dict[str, str] = {
     "etc/hosts": "127.0.0.1 localhost\n",
     "var/log/app.log": "started\nERROR disk full\nstopped\n",
@@ -285,8 +276,7 @@ def tree() -> Iterator[Env]:
     export = next(c.text for c in cmds if c.text.startswith("export BRASIL="))
     down = next(c.text for c in cmds if c.text.startswith("brasil cluster down"))
     tree_dir = tmp / "c"
-    if _cluster_up_exports(env):  # the fs/ examples' files, not the machine's /etc
-        up += f" --export {tmp / 'export'}"
+    up += f" --export {tmp / 'export'}"  # the fs/ examples' files, not the machine's /etc
     r = subprocess.run(["bash", "-c", _here(up, tree_dir)], env=env, cwd=work,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
@@ -299,15 +289,6 @@ def tree() -> Iterator[Env]:
                            capture_output=True, text=True, timeout=180)
         shutil.rmtree(tmp, ignore_errors=True)
     assert r.returncode == 0 and "stopped 13" in r.stdout + r.stderr, r.stdout + r.stderr
-
-
-def _cluster_up_exports(env: dict[str, str]) -> bool:
-    """Whether `cluster up` has `--export DIR` yet (PENDING_EXPORT). Once it has, the tree is
-    given the temporary EXPORT_FILES as every node's fs/, so that `psync … fs/etc/app` does not
-    write into this machine's /etc, and the PENDING_EXPORT entries report that they now run."""
-    r = subprocess.run(["brasil", "cluster", "up", "--help"], env=env, capture_output=True,
-                       text=True, timeout=60)
-    return re.search(r"--export\b(?!-)", r.stdout) is not None
 
 
 def _fixture_commands() -> set[str]:
