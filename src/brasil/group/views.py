@@ -119,10 +119,11 @@ class FollowStream:
         self.tasks: list[asyncio.Task[None]] = []
         if s.matches_here(q):
             export, rel = export_rel(s, path)
+            missing = False
             try:
                 is_dir = stat.S_ISDIR(export.lstat(export.resolve(rel)).st_mode)
-            except (NinepError, OSError):  # missing (followed once it appears), or unreadable
-                is_dir = False
+            except (NinepError, OSError) as e:  # missing (followed once it appears), unreadable
+                is_dir, missing = False, getattr(e, "errno", None) == errno.ENOENT
             if is_dir:
                 raise NinepError(f"{path} is a directory on {s.node.name}; ptail follows a file",
                                  errno.EISDIR)
@@ -131,7 +132,7 @@ class FollowStream:
                 raise NinepError(f"follow: lines must be a number from 0 to {MAX_LAST_LINES}",
                                  errno.EINVAL)
             stream = Stream(s.node.output_limit)
-            self.tasks.append(asyncio.ensure_future(tail(export, rel, stream, lines)))
+            self.tasks.append(asyncio.ensure_future(tail(export, rel, stream, lines, missing)))
             sources.append(Output(stream, f"follow {path}"))
             prefixes.append(f"{s.node.name}: ".encode())
         self.children = []
@@ -195,24 +196,21 @@ def last_lines_start(fd: int, size: int, n: int, window: int = LAST_LINES_WINDOW
     return pos
 
 
-async def tail(export: Export, rel: tuple[str, ...], out: Stream, lines: int = 0) -> None:
+async def tail(export: Export, rel: tuple[str, ...], out: Stream, lines: int = 0,
+               missing: bool = False) -> None:
     """New bytes of ``fs/REL`` as they are appended (from its end, or its last ``lines`` lines,
     when we start), as ``tail -F``:
-    a file replaced or truncated is followed from its start, and so is one missing when we
-    start, once it appears. A directory there gives nothing (the client says so).
+    a file replaced or truncated is followed from its start, and so is one ``missing`` when the
+    request came (judged then, not when this task first runs: a file made right after the
+    request is read from its start), once it appears. A directory there gives nothing (the client says so).
 
     The file is opened as ``fs/`` opens it (:meth:`Export.open_file`: resolved inside the
     export, no link followed, a regular file only), so a link swapped in for it, to a file
     outside, is never read. It is read :data:`PIECE` bytes at a time, each written to ``out``
     before the next is read: ``out`` is bounded, so a reader that does not read pauses us, and
     a big file appearing costs one piece of memory, not its size."""
-    pos: int | None = None
+    pos: int | None = 0 if missing else None  # missing when asked: from its start
     ino = None
-    try:
-        export.resolve(rel)
-    except NinepError as e:
-        if e.errno == errno.ENOENT:
-            pos = 0  # missing now: read from its start once it appears
     while True:
         try:
             fd = export.open_file(export.resolve(rel))
