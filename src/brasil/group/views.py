@@ -199,10 +199,10 @@ def last_lines_start(fd: int, size: int, n: int, window: int = LAST_LINES_WINDOW
 async def tail(export: Export, rel: tuple[str, ...], out: Stream, lines: int = 0,
                missing: bool = False) -> None:
     """New bytes of ``fs/REL`` as they are appended (from its end, or its last ``lines`` lines,
-    when we start), as ``tail -F``:
-    a file replaced or truncated is followed from its start, and so is one ``missing`` when the
-    request came (judged then, not when this task first runs: a file made right after the
-    request is read from its start), once it appears. A directory there gives nothing (the client says so).
+    when we start), as ``tail -F``: a file replaced or truncated is followed from its start, and
+    so is one ``missing`` when the request came (judged then, not when this task first runs: a
+    file made right after the request is read from its start), once it appears. A directory
+    there gives nothing (the client says so).
 
     The file is opened as ``fs/`` opens it (:meth:`Export.open_file`: resolved inside the
     export, no link followed, a regular file only), so a link swapped in for it, to a file
