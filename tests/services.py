@@ -39,6 +39,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -55,6 +56,14 @@ class ServiceUnavailable(Exception):
 
 
 # -- small helpers -------------------------------------------------------------------------------
+
+
+def _project_dirs() -> list[str]:
+    """This checkout and the virtualenv whose python runs the tests: what a host must see."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    venv = os.path.realpath(os.path.dirname(os.path.dirname(sys.executable)))
+    dirs = sorted({root, venv})
+    return [d for d in dirs if not any(d.startswith(o + "/") for o in dirs)]
 
 
 def _require_root(what: str) -> None:
@@ -571,8 +580,13 @@ class SshHosts:
             tmp = os.path.join(self.dir, f"tmp{i}")
             os.makedirs(tmp, exist_ok=True)
             os.chmod(tmp, 0o1777)
+            # brasil itself (this checkout and its virtualenv) stays visible where it is, even
+            # when it lies under /tmp (a CI clone): bound into the private /tmp first
+            keep = [p for p in _project_dirs() if p.startswith("/tmp/")]
+            binds = "".join(f'mkdir -p "$0{p[4:]}" && mount --bind "{p}" "$0{p[4:]}" && '
+                            for p in keep)
             sshd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    'mount --bind "$0" /tmp && exec "$@"', tmp, *sshd]
+                    binds + 'mount --rbind "$0" /tmp && exec "$@"', tmp, *sshd]
         with open(log, "ab") as out:
             p = subprocess.Popen(
                 self._in_ns(i, sshd),

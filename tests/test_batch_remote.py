@@ -50,14 +50,19 @@ async def test_a_worker_on_another_host_reads_and_commits_the_home_over_9p(hosts
         stdout=wlog, stderr=wlog)
     try:
         await wait_for(lambda: (tmp_path / "s.sock").exists(), timeout=20)
-        b = Batch(await Client.connect(f"unix:{tmp_path}/s.sock",
-                                       auth=client_auth(load_secret(str(secret)))))
-        for _ in range(200):
+        b = None
+        for _ in range(400):  # the socket is bound before it listens: refused until then
             try:
+                b = Batch(await Client.connect(f"unix:{tmp_path}/s.sock",
+                                               auth=client_auth(load_secret(str(secret)))))
                 await b.state()
                 break
             except Exception:  # noqa: BLE001 - not served yet
+                if b is not None:
+                    await b.close()
+                    b = None
                 await asyncio.sleep(0.05)
+        assert b is not None, open(tmp_path / "serve.log").read()
         # in/a.txt exists on the worker's host only as the copy fetched through fs/
         text = (b"job up isolate -- tr a-z A-Z < in/a.txt > up.txt; rm drop.txt\n"
                 b"job plain after:up -- cat up.txt up.txt > twice.txt\n")
