@@ -13,7 +13,7 @@ from fixtures import wait_for
 from test_batch_fixtures import (commits_per_job, db_url, postgres_server, scheduler,  # noqa: F401
                                  tree, workers)
 
-WAIT = 60
+WAIT = 120  # generous: CI and users' machines are busy; no test here times anything
 
 
 def order_ok(events, deps: dict[int, list[int]]) -> list[str]:  # type: ignore[no-untyped-def]
@@ -246,19 +246,20 @@ async def test_a_worker_whose_connection_closes_is_gone_at_once_and_dropped_late
     async with scheduler(str(tmp_path), lease=30.0) as (d, s, b):
         async with workers(d.unix, str(tmp_path), n=1, slots=1) as [idle]:
             pass  # a worker that goes while idle: no job may be given to it
-        await wait_for(lambda: s.workers[idle.name].gone_since is not None, timeout=5)
+        await wait_for(lambda: s.workers[idle.name].gone_since is not None, timeout=20)
         async with workers(d.unix, str(tmp_path), n=1, slots=1) as [busy]:
             r = await b.submit(["[ -e ran ] || { touch ran; sleep 60; }"], tag="g", home=str(home))
             await wait_for(lambda: any(e.state == "running" for e in busy.execs.values()), 10)
         # busy is stopped (its connection closed): its execution is lost now, the job ready again
-        await wait_for(lambda: s.workers[busy.name].gone_since is not None, timeout=5)
-        await wait_for(lambda: busy.name not in s.owner.values(), timeout=5)
+        await wait_for(lambda: s.workers[busy.name].gone_since is not None, timeout=20)
+        await wait_for(lambda: busy.name not in s.owner.values(), timeout=20)
         assert (await b.jobs("g"))[0].state == "ready"
         lines = (await b.client.read("csrv/local/batch/workerlist")).decode().splitlines()
         assert [ln.split()[0] for ln in lines if " gone " in ln] == sorted([idle.name, busy.name])
         r2 = await b.submit(["true"], tag="g", home=str(home))
         async with workers(d.unix, str(tmp_path), n=1, slots=1) as [other]:
-            assert (await asyncio.wait_for(b.wait(tag="g"), 10))["done"] == 2
+            # well within the 30 s lease: the closed connection, not the lease, freed the job
+            assert (await asyncio.wait_for(b.wait(tag="g"), 25))["done"] == 2
         events = await b.events("g")
         lost = [e for e in events if e.kind == "lease_lost"]
         assert [(e.worker, e.detail) for e in lost] == [(busy.name, "worker disconnected")]
