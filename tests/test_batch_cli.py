@@ -157,6 +157,74 @@ def test_retry_runs_failed_jobs_again_and_their_cancelled_dependants_wait_again(
         stop(serve)
 
 
+def _ready(addr: str) -> None:
+    deadline = time.monotonic() + 20
+    while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_output_prints_a_jobs_output_from_the_scheduler_even_after_its_worker_is_gone(tmp_path):
+    """Issue 16 §6: a job's output lived only in its worker's out/ directory, found through
+    events; `brasil output ID` (as `hq job cat`) prints it, wherever the worker ran."""
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    try:
+        _ready(addr)
+        r = brasil(addr, "submit", "--tag", "o", "--retries", "0", "--", "echo hello; echo oops >&2",
+                   cwd=str(home))
+        ok = r.stdout.strip()
+        big = brasil(addr, "submit", "--tag", "o", "--retries", "1", "--",
+                     "seq 1 5000; exit 3", cwd=str(home)).stdout.strip()
+        running = brasil(addr, "submit", "--tag", "slow", "--", "sleep 60",
+                         cwd=str(home)).stdout.strip()
+        assert brasil(addr, "wait", "--tag", "o").returncode == 1
+        stop(w)  # the scheduler keeps the output's end: the worker need not be there
+        r = brasil(addr, "output", ok)
+        assert r.returncode == 0 and r.stdout == "hello\noops\n", r.stderr
+        assert "all 11 bytes of its winning execution" in r.stderr and "on worker w" in r.stderr
+        r = brasil(addr, "output", big)
+        assert r.returncode == 0 and r.stdout.endswith("4999\n5000\n"), r.stderr
+        assert len(r.stdout.encode()) == 4096 and "of its last execution" in r.stderr
+        place = r.stderr.rpartition("the whole file: ")[2].strip()
+        assert place.partition(":")[2].startswith(str(tmp_path / "w" / "out"))
+        assert open(place.partition(":")[2]).read().startswith("1\n2\n3\n")
+        r = brasil(addr, "output", running)
+        assert r.returncode == 1 and "no execution of it has ended yet" in r.stderr
+        r = brasil(addr, "output", "999")
+        assert r.returncode != 0 and "there is no job 999" in r.stderr
+    finally:
+        stop(w)
+        stop(serve)
+
+
+def test_worker_keeps_only_the_last_outputs(tmp_path):
+    """Issue 16 §6: a worker's out/ directory grew for ever; --keep-outputs N bounds it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    old = tmp_path / "w" / "out"
+    old.parent.mkdir(mode=0o700)
+    old.mkdir(mode=0o700)
+    (old / "7.7").write_text("from an earlier run\n")
+    (old / "notes").write_text("not an output: left alone\n")
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", 1, "--keep-outputs", "3")
+    try:
+        _ready(addr)
+        jobs = "".join(f"echo {i}\n" for i in range(6))
+        r = brasil(addr, "submit", "--tag", "k", "--file", "-", cwd=str(home), stdin=jobs)
+        assert r.returncode == 0, r.stderr
+        assert brasil(addr, "wait", "--tag", "k").returncode == 0
+        kept = sorted(os.listdir(old))
+        assert len(kept) == 4 and "notes" in kept and "7.7" not in kept, kept
+        assert brasil(addr, "output", "1").stdout == "0\n"  # the scheduler still has it
+    finally:
+        stop(w)
+        stop(serve)
+
+
 def test_brasil_workers_starts_workers_anywhere_in_the_tree(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

@@ -51,6 +51,30 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Output:
+    """The end of a job's output, as the scheduler keeps it (``job/ID/output``). ``execution``
+    is None while none has ended; ``place`` is ``HOST:PATH`` of the whole file on its worker."""
+    job: int
+    state: str
+    execution: int | None
+    worker: str = ""
+    status: int | None = None
+    size: int = 0
+    tail: bytes = b""
+    place: str = ""
+
+
+def parse_output(data: bytes) -> Output:
+    head, _, tail = data.partition(b"\n")
+    w = head.decode().split(" ")
+    if w[4] == "-":
+        return Output(int(w[1]), w[2], None)
+    f = dict(zip(w[3:13:2], w[4:14:2]))
+    return Output(int(w[1]), w[2], int(f["execution"]), f["worker"], int(f["status"]),
+                  int(f["size"]), tail, head.decode().partition(" place ")[2])
+
+
+@dataclass(frozen=True)
 class Submitted:
     first: int
     last: int
@@ -178,6 +202,10 @@ class Batch:
             raise NinepError(f"there is no job {job_id} (brasil jobs lists them)")
         return parse_job(text.splitlines()[0])
 
+    async def output(self, job_id: int) -> Output:
+        """The end of the job's output: the winning execution's, or the last that ended."""
+        return parse_output(await self.client.read(f"{B}/job/{job_id}/output"))
+
     async def summary(self, tag: str | None = None) -> dict[str, int]:
         return parse_summary((await self.client.read(self._scope(tag, "summary"))).decode())
 
@@ -217,4 +245,4 @@ class Batch:
         return f"{B}/tags/{tag}/{name}" if tag else f"{B}/{name}"
 
 
-__all__ = ["Batch", "Job", "Event", "Submitted", "header", "all_ended"]
+__all__ = ["Batch", "Job", "Event", "Output", "Submitted", "header", "all_ended"]

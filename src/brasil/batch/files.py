@@ -15,7 +15,8 @@
       events         r  every event: "TIME KIND JOB EXECUTION WORKER DETAIL"
       wait           r  blocks until every job has ended; then the summary
       tags/T/        jobs, summary, events, wait: the same, for the jobs tagged T
-      job/ID/        status (its jobs line), wait (blocks until it has ended)
+      job/ID/        status (its jobs line), wait (blocks until it has ended), output (a header
+                        line, then the end of its output: see queries.output)
       workers/NAME/  ctl (w: the worker's reports), next (r: blocks until there is work or news)
 
 A worker's ``next`` read returns every line queued for it at once; its ``ctl`` write may carry
@@ -287,8 +288,15 @@ class JobsByIdDir(Dir):
             Entry("status", 0o444, lambda _: _generated(
                 self.sched, lambda tx: queries.job_lines(tx, None, job, summary=False))),
             Entry("wait", 0o444, lambda _: WaitFile(self.sched, None, job)),
+            Entry("output", 0o444, lambda _: GeneratedFile(lambda: self._output(job))),
         ], name=name)
         return self.adopt(d)
+
+    async def _output(self, job: int) -> bytes:
+        text = await self.sched.store.read(lambda tx: queries.output(tx, job))
+        if text is None:
+            raise NinepError(f"there is no job {job} (brasil jobs lists them)", errno.ENOENT)
+        return text
 
 
 class WorkerCtl(Node):

@@ -296,6 +296,18 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
     return push, done
 
 
+def record_output(tx: Tx, worker: str, token: int, size: int, tail: str, place: str) -> None:
+    """The end of an execution's output (``tail``, base64), its size and where the whole file
+    is (``HOST:PATH`` on the worker). Kept once per execution (a report sent again after a
+    reconnection replaces it); a token that is not this worker's is ignored."""
+    row = tx.one("SELECT job FROM executions WHERE id = ? AND worker = ?", (token, worker))
+    if row is None:
+        return
+    tx.execute("DELETE FROM outputs WHERE execution = ?", (token,))
+    tx.execute("INSERT INTO outputs (execution, job, size, tail, place) VALUES (?, ?, ?, ?, ?)",
+               (token, row[0], size, tail, place))
+
+
 def repeat(tx: Tx, worker: str, token: int, row: tuple[Any, ...] | None, now: float,
            what: str) -> Push:
     """A report about an execution that has moved on. If it moved on because of that same

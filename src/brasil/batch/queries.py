@@ -6,6 +6,8 @@ They run on the store's reading connection (WAL: readers never wait for the writ
 
 from __future__ import annotations
 
+import base64
+
 from .lifecycle import JOB_STATES, TERMINAL
 from .store import Tx
 
@@ -69,3 +71,23 @@ def events(tx: Tx, tag: str | None) -> str:
     return "".join(f"{r[0]:.6f} {r[1]} {'-' if r[2] is None else r[2]} "
                    f"{'-' if r[3] is None else r[3]} {r[4] or '-'} {_clean(r[5])}".rstrip() + "\n"
                    for r in rows)
+
+
+def output(tx: Tx, job: int) -> bytes | None:
+    """The text of ``job/ID/output``: a header line, ``job ID STATE execution T worker W status
+    S size N kept K place HOST:PATH`` (``execution -`` when none has ended yet), then the last
+    K bytes of that execution's output. The execution is the winner's of a job that succeeded,
+    else the last that ended with a status. None: there is no such job."""
+    row = tx.one("SELECT state, winner FROM jobs WHERE id = ?", (job,))
+    if row is None:
+        return None
+    state, winner = row
+    which, args = (" AND e.id = ?", (job, winner)) if winner is not None else ("", (job,))
+    ex = tx.one("SELECT e.id, e.worker, e.status, o.size, o.tail, o.place FROM executions e "
+                "LEFT JOIN outputs o ON o.execution = e.id WHERE e.job = ? AND e.status IS NOT "
+                "NULL" + which + " ORDER BY e.id DESC LIMIT 1", args)
+    if ex is None:
+        return f"job {job} {state} execution -\n".encode()
+    tail = base64.b64decode(ex[4]) if ex[4] else b""
+    return (f"job {job} {state} execution {ex[0]} worker {ex[1]} status {ex[2]} size "
+            f"{ex[3] or 0} kept {len(tail)} place {_clean(ex[5]) or '-'}\n").encode() + tail

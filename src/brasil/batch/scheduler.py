@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import base64
 import logging
 import math
 import os
@@ -52,7 +53,8 @@ SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slo
 # the numbers each report begins with: t a token, s an exit status, f a time (seconds)
 REPORTS = {"done": "tsff", "clean": "tff", "journaled": "tf", "committed": "tf", "commitfail": "t"}
 USAGE = ("start T SLOT TIME, done T STATUS T0 T1 [WHY], clean T T0 T1, journaled T C0, "
-         "committed T C1, commitfail T WHY, gone T…, renew T…")
+         "committed T C1, commitfail T WHY, gone T…, renew T…, output T SIZE BASE64 WHERE")
+MAX_OUTPUT_TAIL = 64 * 1024  # bytes of an output's end a worker may send (it sends 4 KiB)
 
 
 @dataclass
@@ -391,6 +393,13 @@ class Scheduler:
                 elif verb == "start":
                     starts.append((_number(words[1], "t"), _number(words[2], "s"),
                                    _number(words[3], "f")))
+                elif verb == "output":
+                    words = line.split(" ", 4)
+                    tail = base64.b64decode(words[3], validate=True)
+                    if len(words) < 5 or len(tail) > MAX_OUTPUT_TAIL or not words[4]:
+                        raise ValueError(verb)
+                    rest.append(["output", str(_number(words[1], "t")),
+                                 str(_number(words[2], "t")), words[3], words[4][:4096]])
                 elif verb == "gone":
                     rest += [["gone", t] for t in line.split()[1:]
                              if not t.startswith("-") and _number(t, "t") >= 0]
@@ -454,6 +463,9 @@ class Scheduler:
                 p, d = [(w.name, f"discard {token}")], []
                 if token in self.homes:  # what it staged in the home goes too
                     undo.append((self.homes[token], token))
+            elif verb == "output":
+                ops.record_output(tx, w.name, token, int(words[2]), words[3], words[4])
+                continue
             else:  # gone
                 gone.append(token)
                 continue

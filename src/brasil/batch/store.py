@@ -55,6 +55,10 @@ SCHEMA = [
         t DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, job BIGINT, execution BIGINT,
         worker TEXT, detail TEXT)""",
     "CREATE INDEX IF NOT EXISTS events_job ON events (job)",
+    # the end of each execution's output (base64), as its worker reported it: `brasil output`
+    """CREATE TABLE IF NOT EXISTS outputs (
+        execution BIGINT PRIMARY KEY, job BIGINT NOT NULL, size BIGINT NOT NULL,
+        tail TEXT NOT NULL, place TEXT NOT NULL)""",
 ]
 
 

@@ -68,6 +68,9 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--name", help="this worker's name (default: HOST-PID-RANDOM)")
     w.add_argument("--remote-homes", action="store_true", help="read homes and commit changes "
                    "through the scheduler node's exported fs/ (a worker on another host)")
+    w.add_argument("--keep-outputs", type=_positive("--keep-outputs"), default=1000,
+                   metavar="N", help="output files kept in the workdir's out/ (the oldest are "
+                   "removed first; default 1000); the scheduler keeps the last 4 KiB of each")
     w.add_argument("-q", "--quiet", action="store_true")
 
     ws = sub.add_parser("workers", help="start N workers anywhere in the tree, through a session",
@@ -143,6 +146,17 @@ def add_parsers(sub: Any) -> None:
     rt.add_argument("--retries", type=int, default=0, metavar="N", help="how many more "
                     "failures each may have before it fails again (default 0)")
     rt.add_argument("ids", nargs="*", type=int, metavar="ID")
+
+    o = sub.add_parser("output", help="print the end of a job's output",
+                       description="Print the end (the last 4 KiB) of a job's output (stdout and "
+                       "stderr, as one stream): the winning execution's, or for a failed job the "
+                       "last execution's. The scheduler keeps it, so it works wherever the worker "
+                       "ran, even after the worker is gone; stderr says which execution, its "
+                       "worker, and where the whole file is (on the worker's host, while its "
+                       "--keep-outputs retention keeps it). Exit status 1 if no execution of the "
+                       "job has ended yet.")
+    _at(o)
+    o.add_argument("id", type=int, metavar="ID")
 
     r = sub.add_parser("report", help="makespan, overhead breakdown and a Gantt chart",
                        description="The workload's makespan and the Trellis thesis's overhead "
@@ -321,6 +335,27 @@ async def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_output(args: argparse.Namespace) -> int:
+    b = await _batch(args)
+    try:
+        out = await b.output(args.id)
+    finally:
+        await b.close()
+    if out.execution is None:
+        print(f"brasil output: job {args.id} is {out.state}: no execution of it has ended yet, "
+              "so it has no output (brasil wait waits for it)", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(out.tail)
+    sys.stdout.flush()
+    whose = "winning" if out.state in ("done", "exiting") else "last"
+    kept = ("no output" if not out.size else f"all {out.size} bytes" if len(out.tail) == out.size
+            else f"the last {len(out.tail)} of {out.size} bytes")
+    print(f"brasil output: job {args.id} ({out.state}): {kept} of its {whose} execution, "
+          f"{out.execution} (exit status {out.status}), on worker {out.worker}"
+          + (f"; the whole file: {out.place}" if out.size else ""), file=sys.stderr)
+    return 0
+
+
 async def cmd_report(args: argparse.Namespace) -> int:
     from ..batch import report
     if args.out and not args.out.endswith((".png", ".html")):
@@ -378,7 +413,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     workdir = args.workdir or os.path.join(state_dir(None), "workers", name)
     private_dir(workdir, "worker directory")
     worker = Worker(lambda: connect(args), args.slots, workdir, name=name,
-                    remote_homes=args.remote_homes or None)
+                    remote_homes=args.remote_homes or None, keep_outputs=args.keep_outputs)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -389,7 +424,8 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"worker": cmd_worker, "workers": cmd_workers, "submit": cmd_submit, "jobs": cmd_jobs,
-            "wait": cmd_wait, "cancel": cmd_cancel, "retry": cmd_retry, "report": cmd_report}
+            "wait": cmd_wait, "cancel": cmd_cancel, "retry": cmd_retry, "report": cmd_report,
+            "output": cmd_output}
 
 
 def main(args: argparse.Namespace) -> int:
