@@ -225,6 +225,49 @@ def test_worker_keeps_only_the_last_outputs(tmp_path):
         stop(serve)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_timeout_kills_a_job_running_too_long_with_its_children_and_fails_it(tmp_path):
+    """Issue 16 §6: a job had no time limit; `--timeout S` (and `timeout:S` in job files)
+    kills an execution running longer — its whole process group — as a failure that says so."""
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    try:
+        _ready(addr)
+        r = brasil(addr, "submit", "--tag", "t", "--timeout", "1", "--retries", "0", "--",
+                   "sleep 300 & echo $! > child.pid; wait", cwd=str(home))
+        assert r.returncode == 0, r.stderr
+        jobs = tmp_path / "t.jobs"
+        jobs.write_text("job quick timeout:30 -- true\njob slow timeout:1 retries:1 -- sleep 300\n")
+        assert brasil(addr, "submit", "--tag", "t", "--file", str(jobs),
+                      cwd=str(home)).returncode == 0
+        r = brasil(addr, "wait", "--tag", "t", timeout=60)
+        assert r.returncode == 1 and "done 1" in r.stdout and "failed 2" in r.stdout, r.stdout
+        listing = brasil(addr, "jobs", "--tag", "t").stdout
+        assert listing.count("exit status 124: timed out after 1 s (retries spent)") == 2, listing
+        deadline = time.monotonic() + 10  # the child in its group was killed with it
+        child = int((home / "child.pid").read_text())
+        while _alive(child):
+            assert time.monotonic() < deadline, f"the job's child {child} outlived its timeout"
+            time.sleep(0.05)
+        r = brasil(addr, "submit", "--timeout", "-1", "--", "true", cwd=str(home))
+        assert r.returncode != 0 and "timeout must be 0 or more, not -1" in r.stderr
+        jobs.write_text("job x timeout:forever -- true\n")
+        r = brasil(addr, "submit", "--file", str(jobs), cwd=str(home))
+        assert r.returncode != 0 and "t.jobs:1: timeout must be a whole number" in r.stderr
+    finally:
+        stop(w)
+        stop(serve)
+
+
 def test_brasil_workers_starts_workers_anywhere_in_the_tree(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

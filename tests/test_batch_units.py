@@ -194,3 +194,32 @@ async def test_a_worker_that_never_connected_says_so_once_not_at_every_attempt(t
     assert len(said) == 1, said
     assert "cannot reach the scheduler (never connected yet)" in said[0]
     assert "connection to the scheduler lost" not in said[0]
+
+
+def test_a_database_made_before_the_time_limit_column_still_opens_and_gets_it(tmp_path):
+    """Issue 16 §6: the time limit is a new column of jobs; an existing database lacks it and
+    must still open (the column is added), keeping its jobs."""
+    import sqlite3
+    from brasil.batch import store
+    tmp_path.chmod(0o700)
+    path = tmp_path / "batch.db"
+    old = sqlite3.connect(path)
+    for stmt in store.SCHEMA:
+        old.execute(stmt)
+    old.execute("INSERT INTO jobs (id, tag, cmd, home, env, isolate, priority, retries, "
+                "redundancy, state, deps_left, active, submitted) VALUES (1, 't', 'true', '/', "
+                "'{}', 0, 0, 0, 1, 'done', 0, 0, 0)")
+    old.commit()
+    old.close()
+    path.chmod(0o600)
+    s = store.Store(str(path))
+    s.open()
+    try:
+        conn = s.connect()
+        assert conn.execute("SELECT id, time_limit FROM jobs").fetchall() == [(1, 0)]
+        conn.close()
+    finally:
+        s.close()
+    s = store.Store(str(path))  # and again: the column is not added twice
+    s.open()
+    s.close()

@@ -100,12 +100,12 @@ def parse_event(line: str) -> Event:
 
 def header(*, tag: str | None = None, home: str | None = None, isolate: bool | None = None,
            redundancy: int | None = None, retries: int | None = None,
-           priority: int | None = None, after: Iterable[int] = (),
+           priority: int | None = None, timeout: int | None = None, after: Iterable[int] = (),
            env: dict[str, str] | None = None, filename: str | None = None) -> str:
     """The ``%set`` lines that carry submission-wide options ahead of the jobs."""
     lines = []
     for key, value in (("tag", tag), ("home", home), ("redundancy", redundancy),
-                       ("retries", retries), ("priority", priority)):
+                       ("retries", retries), ("priority", priority), ("timeout", timeout)):
         if value is not None:
             lines.append(f"%set {key} {value}")
     if isolate is not None:

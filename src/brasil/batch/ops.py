@@ -77,10 +77,11 @@ def submit(tx: Tx, specs: list[JobSpec], now: float,
         part = range(lo, min(lo + INSERT_BATCH, len(specs)))
         tx.insert("jobs", ("id", "name", "tag", "cmd", "home", "env", "isolate", "priority",
                            "retries", "redundancy", "state", "deps_left", "active", "submitted",
-                           "finished", "reason"),
+                           "finished", "reason", "time_limit"),
                   [(first + i, s.name, s.tag, s.cmd, s.home, env(s), int(s.isolate), s.priority,
                     s.retries, s.redundancy, state[i], left[i], 0, now,
-                    now if reason[i] else None, reason[i]) for i in part for s in (specs[i],)])
+                    now if reason[i] else None, reason[i], s.timeout)
+                   for i in part for s in (specs[i],)])
         tx.insert("deps", ("job", "dep"),
                   [(first + i, d) for i in part for d in specs[i].after_ids]
                   + [(first + i, first + d) for i in part for d in specs[i].deps])
@@ -156,8 +157,11 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
 
 def _record(token: int, r: Sequence[Any]) -> str:
     """The ``run`` line that gives a worker the job of row ``r`` as execution ``token``."""
-    return "run " + json.dumps({"t": token, "job": r[0], "cmd": r[1], "home": r[2],
-                                "env": json.loads(r[3]), "isolate": bool(r[4])})
+    record = {"t": token, "job": r[0], "cmd": r[1], "home": r[2], "env": json.loads(r[3]),
+              "isolate": bool(r[4])}
+    if len(r) > 5 and r[5]:  # a time limit (a policy's rows may not carry one)
+        record["timeout"] = int(r[5])
+    return "run " + json.dumps(record)
 
 
 def _too_big(r: Sequence[Any]) -> int:

@@ -42,12 +42,13 @@ class TrellisPolicy(Policy):
         if prefix is not None:
             where = " AND substr(home, 1, ?) = ?"
             args = [len(prefix), prefix]
-        ready = tx.all("SELECT id, cmd, home, env, isolate FROM jobs WHERE state = 'ready'" + where
+        ready = tx.all("SELECT id, cmd, home, env, isolate, time_limit FROM jobs WHERE state = 'ready'" + where
                        + " ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked(), (*args, n))
         if len(ready) == n:
             return ready, []
         again = tx.all(
-            "SELECT id, cmd, home, env, isolate FROM jobs j WHERE state = 'running' AND isolate = 1"
+            "SELECT id, cmd, home, env, isolate, time_limit FROM jobs j WHERE state = 'running' "
+            "AND isolate = 1"
             " AND active < redundancy AND retries >= 0 AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.id"
             " AND e.worker = ? AND e.state IN ('assigned', 'running', 'committing'))" + where
             + " ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked(),

@@ -61,6 +61,24 @@ SCHEMA = [
         tail TEXT NOT NULL, place TEXT NOT NULL)""",
 ]
 
+# Columns added after a database could already exist: (table, column, type). A database made
+# before them gets them when it is opened (ALTER TABLE … ADD COLUMN), so it still opens.
+ADDED_COLUMNS = [
+    ("jobs", "time_limit", "INTEGER NOT NULL DEFAULT 0"),  # seconds an execution may run
+]
+
+
+def add_missing_columns(tx: "Tx") -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        if tx.pg:
+            have = tx.one("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                          "current_schema() AND table_name = ? AND column_name = ?",
+                          (table, column)) is not None
+        else:
+            have = any(r[1] == column for r in tx.all(f"PRAGMA table_info({table})"))
+        if not have:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
 
 class StoreError(Exception):
     """The database cannot be used; the message says which and why."""
@@ -227,6 +245,7 @@ class Store:
         try:
             for stmt in SCHEMA:
                 tx.execute(stmt)
+            add_missing_columns(tx)
             for k in ("job", "execution"):
                 if tx.one("SELECT v FROM counters WHERE k = ?", (k,)) is None:
                     tx.execute("INSERT INTO counters (k, v) VALUES (?, 0)", (k,))

@@ -52,6 +52,7 @@ log = logging.getLogger("brasil.batch.worker")
 B = "csrv/local/batch"
 OUTPUT_TAIL = 4096  # bytes of an execution's output sent to the scheduler (brasil output)
 DEFAULT_KEEP_OUTPUTS = 1000  # output files kept in out/ (brasil worker --keep-outputs)
+TIMED_OUT = 124  # the exit status of an execution killed at its time limit (as timeout(1))
 REPORT_WRITE = 256 * 1024  # bytes of reports per write: never more than a 9P message holds
 
 
@@ -80,6 +81,9 @@ class Execution:
     status: int = 0
     pending: str | None = None  # the last report that awaits an answer
     ops: list[Any] = field(default_factory=list)
+    timeout: int = 0  # seconds it may run (0: no limit)
+    timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
 
 
 class Worker:
@@ -256,7 +260,8 @@ class Worker:
         verb, _, rest = line.partition(" ")
         if verb == "run":
             r = json.loads(rest)
-            e = Execution(r["t"], r["job"], r["cmd"], r["home"], r["env"], r["isolate"])
+            e = Execution(r["t"], r["job"], r["cmd"], r["home"], r["env"], r["isolate"],
+                          timeout=int(r.get("timeout", 0)))
             if e.token in self.execs:
                 return
             self.execs[e.token] = e
@@ -364,7 +369,22 @@ class Worker:
             e.state = "exited"
             self._finish(e, 127, f"cannot watch its process: {err}")
             return
-        asyncio.get_running_loop().add_reader(fd, self._exited, e, fd)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, self._exited, e, fd)
+        if e.timeout > 0:
+            e.timer = loop.call_later(e.timeout, self._time_out, e)
+
+    def _time_out(self, e: Execution) -> None:
+        """The execution ran past its time limit: its whole process group is killed, and its
+        end reported as a failure (exit status 124, as timeout(1)), saying why."""
+        e.timer = None
+        if e.state != "running" or not e.pid:
+            return
+        e.timed_out = True
+        log.info("worker %s: job %d execution %d: timed out after %d s; killed", self.name,
+                 e.job, e.token, e.timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(e.pid, signal.SIGKILL)
 
     def watchdog(self) -> Watchdog:
         """The watchdog that kills our jobs' process groups when this process ends (started
@@ -405,9 +425,15 @@ class Worker:
             pass
         if self._watchdog is not None:
             self._watchdog.forget(e.pid)
+        if e.timer is not None:
+            e.timer.cancel()
+            e.timer = None
         e.t1 = time.time()
         e.state = "exited"
-        self._finish(e, 128 - rc if rc < 0 else rc, "")
+        if e.timed_out:
+            self._finish(e, TIMED_OUT, f"timed out after {e.timeout} s")
+        else:
+            self._finish(e, 128 - rc if rc < 0 else rc, "")
 
     def _finish(self, e: Execution, status: int, why: str) -> None:
         e.status = status

@@ -103,6 +103,9 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--retries", type=int, help="failed executions allowed before the job fails "
                    "(default 2)")
     s.add_argument("--priority", type=int, help="higher first (default 0)")
+    s.add_argument("--timeout", type=int, metavar="S", help="seconds an execution may run; "
+                   "one running longer is killed (its whole process group) and counts as a "
+                   "failure, 'timed out after S s' (1 to 31536000; default 0: no limit)")
     s.add_argument("--home", metavar="DIR", help="working directory, on the scheduler's node "
                    "(default: this directory)")
     s.add_argument("--env", action="append", default=[], metavar="K=V", help="(repeatable)")
@@ -193,7 +196,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     home = os.path.abspath(args.home) if args.home else os.getcwd()
     options = dict(tag=args.tag, home=home, isolate=args.isolate or None,
                    redundancy=args.redundancy, retries=args.retries, priority=args.priority,
-                   after=args.after, env=env)
+                   timeout=args.timeout, after=args.after, env=env)
     b = await _batch(args)
     try:
         r = await _submit(b, args, cmd, options)
