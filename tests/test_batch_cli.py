@@ -225,6 +225,40 @@ def test_worker_keeps_only_the_last_outputs(tmp_path):
         stop(serve)
 
 
+def test_jobs_shows_the_worker_each_job_ran_on_and_when(tmp_path):
+    """Issue 16 §6: `brasil jobs` did not say where or when a job ran."""
+    import re
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "wk7", 1)
+    try:
+        _ready(addr)
+        assert brasil(addr, "submit", "--tag", "j", "--", "sleep 0.3", cwd=str(home)).returncode == 0
+        assert brasil(addr, "wait", "--tag", "j").returncode == 0
+        running = brasil(addr, "submit", "--tag", "q", "--", "sleep 60",
+                         cwd=str(home)).stdout.strip()
+        brasil(addr, "submit", "--tag", "q", "--after", running, "--", "true", cwd=str(home))
+        deadline = time.monotonic() + 20
+        while True:
+            lines = brasil(addr, "jobs").stdout.splitlines()
+            if lines[1].split()[6] != "-":  # its start comes with the worker's next write
+                break
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        ran = lines[0].split()
+        assert ran[:6] == ["1", "done", "j", "-", "0", "wk7"], lines[0]
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", ran[6]) and re.fullmatch(r"0\.\ds", ran[7]), ran
+        assert float(ran[7][:-1]) >= 0.3
+        assert lines[1].split()[1] == "running" and lines[1].split()[5] == "wk7", lines[1]
+        assert lines[1].split()[7].endswith("…"), lines[1]  # still running: so far
+        assert lines[2].split()[:8] == ["3", "waiting", "q", "-", "-", "-", "-", "-"], lines[2]
+        assert brasil(addr, "cancel", "--tag", "q").returncode == 0
+    finally:
+        stop(w)
+        stop(serve)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -38,6 +38,9 @@ class Job:
     exit_status: int | None
     cmd: str
     reason: str
+    worker: str | None = None     # of its winning execution, or else its latest
+    started: float | None = None  # that execution's start and end (seconds since the epoch)
+    ended: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,11 @@ class Submitted:
 
 def parse_job(line: str) -> Job:
     f = line.split("\t")
+    opt = (lambda i: None if len(f) <= i or f[i] == "-" else f[i])  # noqa: E731
+    when = (lambda i: None if opt(i) is None else float(f[i]))  # noqa: E731
     return Job(int(f[0]), f[1], f[2], None if f[3] == "-" else f[3],
-               None if f[4] == "-" else int(f[4]), f[5], f[6] if len(f) > 6 else "")
+               None if f[4] == "-" else int(f[4]), f[5], f[6] if len(f) > 6 else "",
+               opt(7), when(8), when(9))
 
 
 def parse_event(line: str) -> Event:

@@ -8,8 +8,8 @@
                         lease SECONDS;   r: one line of state
       submit         rw write job lines (jobfile.py), in as many writes as needed; then read: the
                         ids ("FIRST LAST", then "NAME ID" for named jobs), or the error
-      jobs           r  one line per job (tab-separated: ID STATE TAG NAME EXIT CMD REASON), then a
-                        summary line
+      jobs           r  one line per job (tab-separated: ID STATE TAG NAME EXIT CMD REASON WORKER
+                        STARTED ENDED), then a summary line
       summary        r  "summary total N waiting N ready N running N exiting N done N failed N
                         cancelled N"
       events         r  every event: "TIME KIND JOB EXECUTION WORKER DETAIL"

@@ -17,19 +17,28 @@ def _clean(text: str | None) -> str:
 
 
 def job_lines(tx: Tx, tag: str | None, job: int | None = None, summary: bool = True) -> str:
-    """``ID STATE TAG NAME EXIT CMD REASON``, tab-separated, one line per job; then the summary."""
+    """``ID STATE TAG NAME EXIT CMD REASON WORKER STARTED ENDED``, tab-separated, one line per
+    job; then the summary. WORKER, STARTED and ENDED (seconds since the epoch, ``-`` if not yet)
+    are those of its winning execution, or else of its latest."""
     where, args = "", []
     if tag is not None:
-        where, args = " WHERE tag = ?", [tag]
+        where, args = " WHERE j.tag = ?", [tag]
     elif job is not None:
-        where, args = " WHERE id = ?", [job]
-    rows = tx.all("SELECT id, state, tag, name, exit_status, cmd, reason FROM jobs" + where
-                  + " ORDER BY id", args)
+        where, args = " WHERE j.id = ?", [job]
+    rows = tx.all("SELECT j.id, j.state, j.tag, j.name, j.exit_status, j.cmd, j.reason, e.worker, "
+                  "e.started, e.ended FROM jobs j LEFT JOIN executions e ON e.id = COALESCE("
+                  "j.winner, (SELECT max(x.id) FROM executions x WHERE x.job = j.id))" + where
+                  + " ORDER BY j.id", args)
     out = [f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3] or '-'}\t{'-' if r[4] is None else r[4]}\t"
-           f"{_clean(r[5])}\t{_clean(r[6])}\n" for r in rows]
+           f"{_clean(r[5])}\t{_clean(r[6])}\t{r[7] or '-'}\t{_time(r[8])}\t{_time(r[9])}\n"
+           for r in rows]
     if summary:
         out.append(_summary_line({s: sum(1 for r in rows if r[1] == s) for s in JOB_STATES}))
     return "".join(out)
+
+
+def _time(t: float | None) -> str:
+    return "-" if t is None else f"{t:.3f}"
 
 
 def _summary_line(counts: dict[str, int]) -> str:

@@ -113,8 +113,10 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD…")
 
     j = sub.add_parser("jobs", help="list jobs and their states",
-                       description="One line per job (id, state, tag, name, exit status, "
-                       "command, reason), then a summary line.")
+                       description="One line per job (id, state, tag, name, exit status, the "
+                       "worker it ran on, when it started, how long it ran, command, reason), "
+                       "then a summary line. Worker and times are those of its winning "
+                       "execution, or else of its latest.")
     _at(j)
     j.add_argument("--tag", help="only the jobs of this workload")
     j.add_argument("--state", action="append", metavar="STATE", help="only the jobs in this "
@@ -244,9 +246,26 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     for j in jobs:
         extra = f"  ({j.reason})" if j.reason else ""
         print(f"{j.id:>7} {j.state:<9} {j.tag:<12} {j.name or '-':<12} "
-              f"{'-' if j.exit_status is None else j.exit_status:>4}  {j.cmd}{extra}")
+              f"{'-' if j.exit_status is None else j.exit_status:>4} {j.worker or '-':<14} "
+              f"{_clock(j.started):>8} {_took(j):>8}  {j.cmd}{extra}")
     print(" ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
+
+
+def _clock(t: float | None) -> str:
+    """A start time as the local HH:MM:SS ('-': not started)."""
+    import time
+    return "-" if t is None else time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def _took(j: Any) -> str:
+    """How long the job's execution ran (or has run so far, '…' after it); '-': not started."""
+    import time
+    if j.started is None:
+        return "-"
+    d = (j.ended if j.ended is not None else time.time()) - j.started
+    text = f"{d:.1f}s" if d < 60 else f"{d / 60:.1f}m" if d < 3600 else f"{d / 3600:.1f}h"
+    return text if j.ended is not None else text + "…"
 
 
 async def cmd_wait(args: argparse.Namespace) -> int:
