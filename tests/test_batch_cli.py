@@ -259,6 +259,40 @@ def test_jobs_shows_the_worker_each_job_ran_on_and_when(tmp_path):
         stop(serve)
 
 
+def test_a_failed_job_waits_before_its_retry_and_goes_to_another_worker(tmp_path):
+    """Issue 16 §6: a failed job was ready again at once, and the worker it failed on (whose
+    report freed its slot) took it straight back; now the retry waits 1 s × 2^k and another
+    worker with a free slot gets it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    a = spawn_worker(addr, str(tmp_path), "a", 1)
+    b = spawn_worker(addr, str(tmp_path), "b", 1)
+    try:
+        _ready(addr)
+        deadline = time.monotonic() + 20
+        while brasil(addr, "cat", "/csrv/local/batch/workerlist").stdout.count("\n") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = brasil(addr, "submit", "--tag", "f", "--retries", "3", "--",
+                   "echo $BRASIL_WORKER >> workers; [ $(wc -l < workers) -ge 3 ]", cwd=str(home))
+        assert r.returncode == 0, r.stderr
+        assert brasil(addr, "wait", "--tag", "f").returncode == 0
+        ran = (home / "workers").read_text().split()
+        assert len(ran) == 3 and ran[0] != ran[1] and ran[1] != ran[2], ran
+        events = [ln.split(" ", 5) for ln in
+                  brasil(addr, "cat", "/csrv/local/batch/events").stdout.splitlines()]
+        retries = [e for e in events if e[1] == "retry"]
+        assigns = [float(e[0]) for e in events if e[1] == "assign"]
+        assert [e[5].split(";")[1].strip() for e in retries] == [
+            "again in 1 s, preferably elsewhere", "again in 2 s, preferably elsewhere"]
+        assert assigns[1] >= float(retries[0][0]) + 1 and assigns[2] >= float(retries[1][0]) + 2
+    finally:
+        stop(a)
+        stop(b)
+        stop(serve)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -65,6 +65,9 @@ SCHEMA = [
 # before them gets them when it is opened (ALTER TABLE … ADD COLUMN), so it still opens.
 ADDED_COLUMNS = [
     ("jobs", "time_limit", "INTEGER NOT NULL DEFAULT 0"),  # seconds an execution may run
+    ("jobs", "failures", "INTEGER NOT NULL DEFAULT 0"),  # failed executions so far (backoff)
+    ("jobs", "not_before", "DOUBLE PRECISION"),  # a retry waits until then (None: ready now)
+    ("jobs", "failed_on", "TEXT"),  # the worker of its last failed execution (avoided next)
 ]
 
 
