@@ -173,7 +173,8 @@ def test_output_prints_a_jobs_output_from_the_scheduler_even_after_its_worker_is
     w = spawn_worker(addr, str(tmp_path), "w", 2)
     try:
         _ready(addr)
-        r = brasil(addr, "submit", "--tag", "o", "--retries", "0", "--", "echo hello; echo oops >&2",
+        r = brasil(addr, "submit", "--tag", "o", "--retries", "0", "--",
+                   "echo hello; echo oops >&2",
                    cwd=str(home))
         ok = r.stdout.strip()
         big = brasil(addr, "submit", "--tag", "o", "--retries", "1", "--",
@@ -234,7 +235,8 @@ def test_jobs_shows_the_worker_each_job_ran_on_and_when(tmp_path):
     w = spawn_worker(addr, str(tmp_path), "wk7", 1)
     try:
         _ready(addr)
-        assert brasil(addr, "submit", "--tag", "j", "--", "sleep 0.3", cwd=str(home)).returncode == 0
+        r = brasil(addr, "submit", "--tag", "j", "--", "sleep 0.3", cwd=str(home))
+        assert r.returncode == 0, r.stderr
         assert brasil(addr, "wait", "--tag", "j").returncode == 0
         running = brasil(addr, "submit", "--tag", "q", "--", "sleep 60",
                          cwd=str(home)).stdout.strip()

@@ -184,7 +184,8 @@ def test_the_gantt_chart_names_the_jobs_on_bars_wide_enough_for_the_name():
           Event(0.1, "assign", 3, 3, "u", ""), Event(0.1, "start", 3, 3, "u", "0"),
           Event(5.0, "finish", 3, 3, "u", "0 notify=0.1")]
     jobs = [Job(1, "done", "t", "align", 0, "x", ""),
-            Job(2, "done", "t", "a-rather-long-name", 0, "y", ""), Job(3, "done", "t", None, 0, "z", "")]
+            Job(2, "done", "t", "a-rather-long-name", 0, "y", ""),
+            Job(3, "done", "t", None, 0, "z", "")]
     fig = gantt_figure(build("t", jobs, sorted(ev, key=lambda e: e.t)))
     try:
         assert sorted(t.get_text() for t in fig.axes[0].texts) == ["3", "align"]

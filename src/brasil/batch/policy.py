@@ -2,8 +2,8 @@
 
 The scheduler calls :meth:`Policy.select` inside the claim transaction, so whatever it returns is
 claimed atomically (no other worker can be given the same ready job). A policy returns two lists
-of job rows ``(id, cmd, home, env, isolate, time_limit)``: ready jobs to start, and running jobs to execute
-once more, redundantly. The scheduler checks nothing further about the second list except that
+of job rows ``(id, cmd, home, env, isolate, time_limit)``: ready jobs to start, and running jobs
+to execute once more, redundantly. The scheduler checks nothing further about the second list except that
 the jobs are isolated (only isolated executions can run side by side) — bounding redundancy is
 the policy's business, as is never putting two executions of a job on one worker.
 

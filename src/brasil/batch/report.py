@@ -267,8 +267,9 @@ def _label_bars(fig: Any, ax: Any, rep: Report, bars: list[tuple[Run, int]], t0:
     renderer = fig.canvas.get_renderer()
     for r, y in bars:
         end = r.ended or r.stopped or r.started
-        (x0, _), (x1, _) = ax.transData.transform([(r.started - t0, y), (end - t0, y)])  # type: ignore[operator]
-        label = ax.text(r.started - t0 + (end - r.started) / 2, y,  # type: ignore[operator]
+        start = r.started - t0  # type: ignore[operator]
+        (x0, _), (x1, _) = ax.transData.transform([(start, y), (end - t0, y)])
+        label = ax.text((start + end - t0) / 2, y,
                         names.get(r.job, str(r.job)), ha="center", va="center", fontsize=7,
                         color="white", clip_on=True)
         if label.get_window_extent(renderer).width > (x1 - x0) - 4:
