@@ -157,6 +157,187 @@ def test_retry_runs_failed_jobs_again_and_their_cancelled_dependants_wait_again(
         stop(serve)
 
 
+def _ready(addr: str) -> None:
+    deadline = time.monotonic() + 20
+    while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_output_prints_a_jobs_output_from_the_scheduler_even_after_its_worker_is_gone(tmp_path):
+    """Issue 16 §6: a job's output lived only in its worker's out/ directory, found through
+    events; `brasil output ID` (as `hq job cat`) prints it, wherever the worker ran."""
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    try:
+        _ready(addr)
+        r = brasil(addr, "submit", "--tag", "o", "--retries", "0", "--",
+                   "echo hello; echo oops >&2",
+                   cwd=str(home))
+        ok = r.stdout.strip()
+        big = brasil(addr, "submit", "--tag", "o", "--retries", "1", "--",
+                     "seq 1 5000; exit 3", cwd=str(home)).stdout.strip()
+        running = brasil(addr, "submit", "--tag", "slow", "--", "sleep 60",
+                         cwd=str(home)).stdout.strip()
+        assert brasil(addr, "wait", "--tag", "o").returncode == 1
+        stop(w)  # the scheduler keeps the output's end: the worker need not be there
+        r = brasil(addr, "output", ok)
+        assert r.returncode == 0 and r.stdout == "hello\noops\n", r.stderr
+        assert "all 11 bytes of its winning execution" in r.stderr and "on worker w" in r.stderr
+        r = brasil(addr, "output", big)
+        assert r.returncode == 0 and r.stdout.endswith("4999\n5000\n"), r.stderr
+        assert len(r.stdout.encode()) == 4096 and "of its last execution" in r.stderr
+        place = r.stderr.rpartition("the whole file: ")[2].strip()
+        assert place.partition(":")[2].startswith(str(tmp_path / "w" / "out"))
+        assert open(place.partition(":")[2]).read().startswith("1\n2\n3\n")
+        r = brasil(addr, "output", running)
+        assert r.returncode == 1 and "no execution of it has ended yet" in r.stderr
+        r = brasil(addr, "output", "999")
+        assert r.returncode != 0 and "there is no job 999" in r.stderr
+    finally:
+        stop(w)
+        stop(serve)
+
+
+def test_worker_keeps_only_the_last_outputs(tmp_path):
+    """Issue 16 §6: a worker's out/ directory grew for ever; --keep-outputs N bounds it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    old = tmp_path / "w" / "out"
+    old.parent.mkdir(mode=0o700)
+    old.mkdir(mode=0o700)
+    (old / "7.7").write_text("from an earlier run\n")
+    (old / "notes").write_text("not an output: left alone\n")
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", 1, "--keep-outputs", "3")
+    try:
+        _ready(addr)
+        jobs = "".join(f"echo {i}\n" for i in range(6))
+        r = brasil(addr, "submit", "--tag", "k", "--file", "-", cwd=str(home), stdin=jobs)
+        assert r.returncode == 0, r.stderr
+        assert brasil(addr, "wait", "--tag", "k").returncode == 0
+        kept = sorted(os.listdir(old))
+        assert len(kept) == 4 and "notes" in kept and "7.7" not in kept, kept
+        assert brasil(addr, "output", "1").stdout == "0\n"  # the scheduler still has it
+    finally:
+        stop(w)
+        stop(serve)
+
+
+def test_jobs_shows_the_worker_each_job_ran_on_and_when(tmp_path):
+    """Issue 16 §6: `brasil jobs` did not say where or when a job ran."""
+    import re
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "wk7", 1)
+    try:
+        _ready(addr)
+        r = brasil(addr, "submit", "--tag", "j", "--", "sleep 0.3", cwd=str(home))
+        assert r.returncode == 0, r.stderr
+        assert brasil(addr, "wait", "--tag", "j").returncode == 0
+        running = brasil(addr, "submit", "--tag", "q", "--", "sleep 60",
+                         cwd=str(home)).stdout.strip()
+        brasil(addr, "submit", "--tag", "q", "--after", running, "--", "true", cwd=str(home))
+        deadline = time.monotonic() + 20
+        while True:
+            lines = brasil(addr, "jobs").stdout.splitlines()
+            if lines[1].split()[6] != "-":  # its start comes with the worker's next write
+                break
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        ran = lines[0].split()
+        assert ran[:6] == ["1", "done", "j", "-", "0", "wk7"], lines[0]
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", ran[6]) and re.fullmatch(r"0\.\ds", ran[7]), ran
+        assert float(ran[7][:-1]) >= 0.3
+        assert lines[1].split()[1] == "running" and lines[1].split()[5] == "wk7", lines[1]
+        assert lines[1].split()[7].endswith("…"), lines[1]  # still running: so far
+        assert lines[2].split()[:8] == ["3", "waiting", "q", "-", "-", "-", "-", "-"], lines[2]
+        assert brasil(addr, "cancel", "--tag", "q").returncode == 0
+    finally:
+        stop(w)
+        stop(serve)
+
+
+def test_a_failed_job_waits_before_its_retry_and_goes_to_another_worker(tmp_path):
+    """Issue 16 §6: a failed job was ready again at once, and the worker it failed on (whose
+    report freed its slot) took it straight back; now the retry waits 1 s × 2^k and another
+    worker with a free slot gets it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    a = spawn_worker(addr, str(tmp_path), "a", 1)
+    b = spawn_worker(addr, str(tmp_path), "b", 1)
+    try:
+        _ready(addr)
+        deadline = time.monotonic() + 20
+        while brasil(addr, "cat", "/csrv/local/batch/workerlist").stdout.count("\n") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = brasil(addr, "submit", "--tag", "f", "--retries", "3", "--",
+                   "echo $BRASIL_WORKER >> workers; [ $(wc -l < workers) -ge 3 ]", cwd=str(home))
+        assert r.returncode == 0, r.stderr
+        assert brasil(addr, "wait", "--tag", "f").returncode == 0
+        ran = (home / "workers").read_text().split()
+        assert len(ran) == 3 and ran[0] != ran[1] and ran[1] != ran[2], ran
+        events = [ln.split(" ", 5) for ln in
+                  brasil(addr, "cat", "/csrv/local/batch/events").stdout.splitlines()]
+        retries = [e for e in events if e[1] == "retry"]
+        assigns = [float(e[0]) for e in events if e[1] == "assign"]
+        assert [e[5].split(";")[1].strip() for e in retries] == [
+            "again in 1 s, preferably elsewhere", "again in 2 s, preferably elsewhere"]
+        assert assigns[1] >= float(retries[0][0]) + 1 and assigns[2] >= float(retries[1][0]) + 2
+    finally:
+        stop(a)
+        stop(b)
+        stop(serve)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_timeout_kills_a_job_running_too_long_with_its_children_and_fails_it(tmp_path):
+    """Issue 16 §6: a job had no time limit; `--timeout S` (and `timeout:S` in job files)
+    kills an execution running longer — its whole process group — as a failure that says so."""
+    home = tmp_path / "home"
+    home.mkdir()
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    try:
+        _ready(addr)
+        r = brasil(addr, "submit", "--tag", "t", "--timeout", "1", "--retries", "0", "--",
+                   "sleep 300 & echo $! > child.pid; wait", cwd=str(home))
+        assert r.returncode == 0, r.stderr
+        jobs = tmp_path / "t.jobs"
+        jobs.write_text("job quick timeout:30 -- true\njob slow timeout:1 retries:1 -- sleep 300\n")
+        assert brasil(addr, "submit", "--tag", "t", "--file", str(jobs),
+                      cwd=str(home)).returncode == 0
+        r = brasil(addr, "wait", "--tag", "t", timeout=60)
+        assert r.returncode == 1 and "done 1" in r.stdout and "failed 2" in r.stdout, r.stdout
+        listing = brasil(addr, "jobs", "--tag", "t").stdout
+        assert listing.count("exit status 124: timed out after 1 s (retries spent)") == 2, listing
+        deadline = time.monotonic() + 10  # the child in its group was killed with it
+        child = int((home / "child.pid").read_text())
+        while _alive(child):
+            assert time.monotonic() < deadline, f"the job's child {child} outlived its timeout"
+            time.sleep(0.05)
+        r = brasil(addr, "submit", "--timeout", "-1", "--", "true", cwd=str(home))
+        assert r.returncode != 0 and "timeout must be 0 or more, not -1" in r.stderr
+        jobs.write_text("job x timeout:forever -- true\n")
+        r = brasil(addr, "submit", "--file", str(jobs), cwd=str(home))
+        assert r.returncode != 0 and "t.jobs:1: timeout must be a whole number" in r.stderr
+    finally:
+        stop(w)
+        stop(serve)
+
+
 def test_brasil_workers_starts_workers_anywhere_in_the_tree(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

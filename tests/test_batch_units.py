@@ -171,6 +171,28 @@ def test_the_gantt_charts_legend_does_not_overlap_the_x_axis_label(rows):
         plt.close(fig)
 
 
+def test_the_gantt_chart_names_the_jobs_on_bars_wide_enough_for_the_name():
+    """Issue 16 §6: the chart's bars carried no job names; now each bar wide enough says its
+    job's name (its id if unnamed), and a narrow bar stays unlabelled."""
+    import matplotlib.pyplot as plt
+    from brasil.batch.report import gantt_figure
+    ev = [Event(0.0, "submit", 1, None, None, ""), Event(0.0, "submit", 2, None, None, ""),
+          Event(0.1, "assign", 1, 1, "w", ""), Event(0.1, "start", 1, 1, "w", "0"),
+          Event(9.0, "finish", 1, 1, "w", "0 notify=0.1"),
+          Event(0.1, "assign", 2, 2, "v", ""), Event(0.1, "start", 2, 2, "v", "0"),
+          Event(0.15, "finish", 2, 2, "v", "0 notify=0.1"),
+          Event(0.1, "assign", 3, 3, "u", ""), Event(0.1, "start", 3, 3, "u", "0"),
+          Event(5.0, "finish", 3, 3, "u", "0 notify=0.1")]
+    jobs = [Job(1, "done", "t", "align", 0, "x", ""),
+            Job(2, "done", "t", "a-rather-long-name", 0, "y", ""),
+            Job(3, "done", "t", None, 0, "z", "")]
+    fig = gantt_figure(build("t", jobs, sorted(ev, key=lambda e: e.t)))
+    try:
+        assert sorted(t.get_text() for t in fig.axes[0].texts) == ["3", "align"]
+    finally:
+        plt.close(fig)
+
+
 async def test_a_worker_that_never_connected_says_so_once_not_at_every_attempt(tmp_path, caplog):
     import asyncio
     import logging
@@ -194,3 +216,32 @@ async def test_a_worker_that_never_connected_says_so_once_not_at_every_attempt(t
     assert len(said) == 1, said
     assert "cannot reach the scheduler (never connected yet)" in said[0]
     assert "connection to the scheduler lost" not in said[0]
+
+
+def test_a_database_made_before_the_time_limit_column_still_opens_and_gets_it(tmp_path):
+    """Issue 16 §6: the time limit is a new column of jobs; an existing database lacks it and
+    must still open (the column is added), keeping its jobs."""
+    import sqlite3
+    from brasil.batch import store
+    tmp_path.chmod(0o700)
+    path = tmp_path / "batch.db"
+    old = sqlite3.connect(path)
+    for stmt in store.SCHEMA:
+        old.execute(stmt)
+    old.execute("INSERT INTO jobs (id, tag, cmd, home, env, isolate, priority, retries, "
+                "redundancy, state, deps_left, active, submitted) VALUES (1, 't', 'true', '/', "
+                "'{}', 0, 0, 0, 1, 'done', 0, 0, 0)")
+    old.commit()
+    old.close()
+    path.chmod(0o600)
+    s = store.Store(str(path))
+    s.open()
+    try:
+        conn = s.connect()
+        assert conn.execute("SELECT id, time_limit FROM jobs").fetchall() == [(1, 0)]
+        conn.close()
+    finally:
+        s.close()
+    s = store.Store(str(path))  # and again: the column is not added twice
+    s.open()
+    s.close()

@@ -38,6 +38,9 @@ class Job:
     exit_status: int | None
     cmd: str
     reason: str
+    worker: str | None = None     # of its winning execution, or else its latest
+    started: float | None = None  # that execution's start and end (seconds since the epoch)
+    ended: float | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,30 @@ class Event:
     execution: int | None
     worker: str | None
     detail: str
+
+
+@dataclass(frozen=True)
+class Output:
+    """The end of a job's output, as the scheduler keeps it (``job/ID/output``). ``execution``
+    is None while none has ended; ``place`` is ``HOST:PATH`` of the whole file on its worker."""
+    job: int
+    state: str
+    execution: int | None
+    worker: str = ""
+    status: int | None = None
+    size: int = 0
+    tail: bytes = b""
+    place: str = ""
+
+
+def parse_output(data: bytes) -> Output:
+    head, _, tail = data.partition(b"\n")
+    w = head.decode().split(" ")
+    if w[4] == "-":
+        return Output(int(w[1]), w[2], None)
+    f = dict(zip(w[3:13:2], w[4:14:2]))
+    return Output(int(w[1]), w[2], int(f["execution"]), f["worker"], int(f["status"]),
+                  int(f["size"]), tail, head.decode().partition(" place ")[2])
 
 
 @dataclass(frozen=True)
@@ -63,8 +90,11 @@ class Submitted:
 
 def parse_job(line: str) -> Job:
     f = line.split("\t")
+    opt = (lambda i: None if len(f) <= i or f[i] == "-" else f[i])  # noqa: E731
+    when = (lambda i: None if opt(i) is None else float(f[i]))  # noqa: E731
     return Job(int(f[0]), f[1], f[2], None if f[3] == "-" else f[3],
-               None if f[4] == "-" else int(f[4]), f[5], f[6] if len(f) > 6 else "")
+               None if f[4] == "-" else int(f[4]), f[5], f[6] if len(f) > 6 else "",
+               opt(7), when(8), when(9))
 
 
 def parse_event(line: str) -> Event:
@@ -76,12 +106,12 @@ def parse_event(line: str) -> Event:
 
 def header(*, tag: str | None = None, home: str | None = None, isolate: bool | None = None,
            redundancy: int | None = None, retries: int | None = None,
-           priority: int | None = None, after: Iterable[int] = (),
+           priority: int | None = None, timeout: int | None = None, after: Iterable[int] = (),
            env: dict[str, str] | None = None, filename: str | None = None) -> str:
     """The ``%set`` lines that carry submission-wide options ahead of the jobs."""
     lines = []
     for key, value in (("tag", tag), ("home", home), ("redundancy", redundancy),
-                       ("retries", retries), ("priority", priority)):
+                       ("retries", retries), ("priority", priority), ("timeout", timeout)):
         if value is not None:
             lines.append(f"%set {key} {value}")
     if isolate is not None:
@@ -178,6 +208,10 @@ class Batch:
             raise NinepError(f"there is no job {job_id} (brasil jobs lists them)")
         return parse_job(text.splitlines()[0])
 
+    async def output(self, job_id: int) -> Output:
+        """The end of the job's output: the winning execution's, or the last that ended."""
+        return parse_output(await self.client.read(f"{B}/job/{job_id}/output"))
+
     async def summary(self, tag: str | None = None) -> dict[str, int]:
         return parse_summary((await self.client.read(self._scope(tag, "summary"))).decode())
 
@@ -217,4 +251,4 @@ class Batch:
         return f"{B}/tags/{tag}/{name}" if tag else f"{B}/{name}"
 
 
-__all__ = ["Batch", "Job", "Event", "Submitted", "header", "all_ended"]
+__all__ = ["Batch", "Job", "Event", "Output", "Submitted", "header", "all_ended"]

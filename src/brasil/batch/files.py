@@ -8,14 +8,15 @@
                         lease SECONDS;   r: one line of state
       submit         rw write job lines (jobfile.py), in as many writes as needed; then read: the
                         ids ("FIRST LAST", then "NAME ID" for named jobs), or the error
-      jobs           r  one line per job (tab-separated: ID STATE TAG NAME EXIT CMD REASON), then a
-                        summary line
+      jobs           r  one line per job (tab-separated: ID STATE TAG NAME EXIT CMD REASON WORKER
+                        STARTED ENDED), then a summary line
       summary        r  "summary total N waiting N ready N running N exiting N done N failed N
                         cancelled N"
       events         r  every event: "TIME KIND JOB EXECUTION WORKER DETAIL"
       wait           r  blocks until every job has ended; then the summary
       tags/T/        jobs, summary, events, wait: the same, for the jobs tagged T
-      job/ID/        status (its jobs line), wait (blocks until it has ended)
+      job/ID/        status (its jobs line), wait (blocks until it has ended), output (a header
+                        line, then the end of its output: see queries.output)
       workers/NAME/  ctl (w: the worker's reports), next (r: blocks until there is work or news)
 
 A worker's ``next`` read returns every line queued for it at once; its ``ctl`` write may carry
@@ -287,8 +288,15 @@ class JobsByIdDir(Dir):
             Entry("status", 0o444, lambda _: _generated(
                 self.sched, lambda tx: queries.job_lines(tx, None, job, summary=False))),
             Entry("wait", 0o444, lambda _: WaitFile(self.sched, None, job)),
+            Entry("output", 0o444, lambda _: GeneratedFile(lambda: self._output(job))),
         ], name=name)
         return self.adopt(d)
+
+    async def _output(self, job: int) -> bytes:
+        text = await self.sched.store.read(lambda tx: queries.output(tx, job))
+        if text is None:
+            raise NinepError(f"there is no job {job} (brasil jobs lists them)", errno.ENOENT)
+        return text
 
 
 class WorkerCtl(Node):

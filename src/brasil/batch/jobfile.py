@@ -9,7 +9,8 @@ parsed as they arrive. Three kinds of line (blank lines and ``#`` comments are s
 
 ``after:`` names jobs of the same submission (before or after the line) or, as numbers, jobs
 already submitted. Options: ``tag:T``, ``priority:P`` (-2147483648 to 2147483647, higher runs
-first), ``retries:N`` (0 to 1000), ``redundancy:N`` (1 to 100),
+first), ``retries:N`` (0 to 1000), ``redundancy:N`` (1 to 100), ``timeout:S`` (seconds an
+execution may run before it is killed and counts as failed; 1 to 31536000, 0: no limit),
 ``isolate`` / ``shared``, ``home:DIR``, ``env:K=V`` (repeatable). ``%set`` keys are the same
 (``%set isolate on``, ``%set env K=V``, ``%set after 12,13``); ``%file NAME`` names the file in
 error messages and restarts line numbers, so an error points at the user's line, not ours.
@@ -39,8 +40,10 @@ MAX_CMD = 256 << 10     # bytes of a job's command (UTF-8)
 MAX_ENV = 256 << 10     # bytes of a job's environment: the sum of len(K=V) over its pairs
 MAX_RECORD = 768 << 10  # bytes of the whole assignment a worker reads (JSON), under its 1 MiB read
 MAX_ID = (1 << 63) - 1  # the largest job or execution id (a BIGINT)
-RANGES = {"priority": (-(1 << 31), (1 << 31) - 1), "retries": (0, 1000), "redundancy": (1, 100)}
-KEYS = ("tag", "priority", "retries", "redundancy", "isolate", "home", "env", "after")
+MAX_TIMEOUT = 365 * 86400  # seconds: a year
+RANGES = {"priority": (-(1 << 31), (1 << 31) - 1), "retries": (0, 1000), "redundancy": (1, 100),
+          "timeout": (0, MAX_TIMEOUT)}
+KEYS = ("tag", "priority", "retries", "redundancy", "timeout", "isolate", "home", "env", "after")
 
 
 class JobFileError(ValueError):
@@ -59,6 +62,7 @@ class Options:
     priority: int = 0
     retries: int = 2
     redundancy: int = 2
+    timeout: int = 0  # seconds an execution may run (0: no limit)
     isolate: bool = False
     home: str | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -103,7 +107,7 @@ def env_bytes(env: dict[str, str]) -> int:
 
 
 EMPTY_RECORD = len(json.dumps({"t": 1 << 63, "job": 1 << 63, "cmd": "", "home": "", "env": {},
-                               "isolate": False})) + len("run \n")
+                               "isolate": False, "timeout": MAX_TIMEOUT})) + len("run \n")
 
 
 def env_sizes(env: dict[str, str]) -> tuple[int, int]:
@@ -187,6 +191,8 @@ def apply_option(target: Options, key: str, value: str, where: str) -> None:
         target.retries = _int(value, key, where)
     elif key == "redundancy":
         target.redundancy = _int(value, key, where)
+    elif key == "timeout":
+        target.timeout = _int(value, key, where)
     elif key == "isolate":
         if value not in ("on", "off", "1", "0", "yes", "no"):
             raise JobFileError(f"{where}: isolate {value!r}: say on or off")

@@ -77,10 +77,11 @@ def submit(tx: Tx, specs: list[JobSpec], now: float,
         part = range(lo, min(lo + INSERT_BATCH, len(specs)))
         tx.insert("jobs", ("id", "name", "tag", "cmd", "home", "env", "isolate", "priority",
                            "retries", "redundancy", "state", "deps_left", "active", "submitted",
-                           "finished", "reason"),
+                           "finished", "reason", "time_limit"),
                   [(first + i, s.name, s.tag, s.cmd, s.home, env(s), int(s.isolate), s.priority,
                     s.retries, s.redundancy, state[i], left[i], 0, now,
-                    now if reason[i] else None, reason[i]) for i in part for s in (specs[i],)])
+                    now if reason[i] else None, reason[i], s.timeout)
+                   for i in part for s in (specs[i],)])
         tx.insert("deps", ("job", "dep"),
                   [(first + i, d) for i in part for d in specs[i].after_ids]
                   + [(first + i, first + d) for i in part for d in specs[i].deps])
@@ -125,16 +126,17 @@ def topological(specs: Sequence[JobSpec]) -> list[int]:
 # ---- claims --------------------------------------------------------------------------------------
 
 def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
-          policy: Policy) -> Push:
+          policy: Policy, fallback: bool = True) -> Push:
     """Fill ``worker``'s free slots (``slots`` less its active executions, counted here, in the
     transaction, so that two claims in one batch never over-fill it) with what ``policy``
-    selects; the jobs move to running and each execution gets its token."""
+    selects; the jobs move to running and each execution gets its token. ``fallback``: also
+    jobs whose last execution failed on this worker (otherwise left for another)."""
     busy = tx.one(f"SELECT count(*) FROM executions WHERE worker = ? AND state IN {ACTIVE_SQL}",
                   (worker,))
     n = slots - int(busy[0] if busy else 0)
     if n <= 0:
         return []
-    picked, redundant = policy.select(tx, worker, n, prefix)
+    picked, redundant = policy.select(tx, worker, n, prefix, now=now, fallback=fallback)
     picked, redundant = _fitting(tx, picked, now), [r for r in redundant if not _too_big(r)]
     redundant = [r for r in redundant if r[4]][:max(n - len(picked), 0)]
     rows = picked + redundant
@@ -156,8 +158,11 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
 
 def _record(token: int, r: Sequence[Any]) -> str:
     """The ``run`` line that gives a worker the job of row ``r`` as execution ``token``."""
-    return "run " + json.dumps({"t": token, "job": r[0], "cmd": r[1], "home": r[2],
-                                "env": json.loads(r[3]), "isolate": bool(r[4])})
+    record = {"t": token, "job": r[0], "cmd": r[1], "home": r[2], "env": json.loads(r[3]),
+              "isolate": bool(r[4])}
+    if len(r) > 5 and r[5]:  # a time limit (a policy's rows may not carry one)
+        record["timeout"] = int(r[5])
+    return "run " + json.dumps(record)
 
 
 def _too_big(r: Sequence[Any]) -> int:
@@ -219,11 +224,26 @@ def _execution(tx: Tx, token: int) -> tuple[Any, ...] | None:
                   "e.started FROM executions e JOIN jobs j ON j.id = e.job WHERE e.id = ?", (token,))
 
 
+RETRY_DELAY = 1.0  # seconds a job waits before its first retry; doubled at each failure
+RETRY_DELAY_CAP = 60.0  # ... up to this
+
+
+def retry_delay(tx: Tx, job: int) -> float:
+    """How long a job that just failed waits before it is ready again: 1 s × 2^k after its
+    k-th earlier failure, at most a minute — a job failing for a passing reason (a full disk, a
+    service restarting) is not run again at once, over and over."""
+    row = tx.one("SELECT failures FROM jobs WHERE id = ?", (job,))
+    k = min(int(row[0]) if row else 0, 16)
+    return min(RETRY_DELAY * (1 << k), RETRY_DELAY_CAP)
+
+
 def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float, now: float,
-             why: str, clean: bool = False, remote: bool = False) -> tuple[Push, list[int]]:
+             why: str, clean: bool = False, remote: bool = False,
+             backoffs: list[float] | None = None) -> tuple[Push, list[int]]:
     """An execution ended with ``status`` (``clean``: isolated, and it changed nothing). Returns
     what to tell workers and the jobs now done. ``remote``: the worker ran on a staged copy of
-    the home, so even a non-isolated job's changes come back through a commit."""
+    the home, so even a non-isolated job's changes come back through a commit. ``backoffs``:
+    gets the delay of a job made ready again after a wait (the scheduler wakes up for it)."""
     row = _execution(tx, token)
     if row is None or row[0] not in ("assigned", "running"):
         if row is not None and row[7] is None:  # its start came with this end: keep it
@@ -276,12 +296,17 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
             retries = retries - 1 if retries > 0 else -1
             if retries >= 0 or active > 0:
                 if active == 0:
-                    tx.execute("UPDATE jobs SET state = 'ready', active = 0, retries = ? "
-                               "WHERE id = ?", (retries, job))
-                    rows.append((now, "retry", job, token, worker, f"exit {status}"))
+                    wait = retry_delay(tx, job)
+                    tx.execute("UPDATE jobs SET state = 'ready', active = 0, retries = ?, "
+                               "failures = failures + 1, not_before = ?, failed_on = ? "
+                               "WHERE id = ?", (retries, now + wait, worker, job))
+                    rows.append((now, "retry", job, token, worker,
+                                 f"exit {status}; again in {wait:g} s, preferably elsewhere"))
+                    if backoffs is not None:
+                        backoffs.append(wait)
                 else:
-                    tx.execute("UPDATE jobs SET active = ?, retries = ? WHERE id = ?",
-                               (active, retries, job))
+                    tx.execute("UPDATE jobs SET active = ?, retries = ?, failures = failures + 1,"
+                               " failed_on = ? WHERE id = ?", (active, retries, worker, job))
             else:
                 reason = f"exit status {status}{': ' + why if why else ''} (retries spent)"
                 tx.execute("UPDATE jobs SET state = 'failed', active = 0, finished = ?, "
@@ -294,6 +319,18 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
             tx.execute("UPDATE jobs SET active = active - 1 WHERE id = ?", (job,))
     event(tx, rows)
     return push, done
+
+
+def record_output(tx: Tx, worker: str, token: int, size: int, tail: str, place: str) -> None:
+    """The end of an execution's output (``tail``, base64), its size and where the whole file
+    is (``HOST:PATH`` on the worker). Kept once per execution (a report sent again after a
+    reconnection replaces it); a token that is not this worker's is ignored."""
+    row = tx.one("SELECT job FROM executions WHERE id = ? AND worker = ?", (token, worker))
+    if row is None:
+        return
+    tx.execute("DELETE FROM outputs WHERE execution = ?", (token,))
+    tx.execute("INSERT INTO outputs (execution, job, size, tail, place) VALUES (?, ?, ?, ?, ?)",
+               (token, row[0], size, tail, place))
 
 
 def repeat(tx: Tx, worker: str, token: int, row: tuple[Any, ...] | None, now: float,
@@ -486,7 +523,8 @@ def retry(tx: Tx, ids: list[int] | None, tag: str | None, retries: int, now: flo
     if not targets:
         return 0
     tx.in_chunks("UPDATE jobs SET state = 'ready', retries = ?, active = 0, finished = NULL, "
-                 "exit_status = NULL, winner = NULL, reason = NULL WHERE id IN ({ids}) "
+                 "exit_status = NULL, winner = NULL, reason = NULL, not_before = NULL "
+                 "WHERE id IN ({ids}) "
                  "AND state = 'failed'", targets, extra=(retries,))
     event(tx, [(now, "retry_request", j, None, None, f"retries {retries}") for j in targets])
     count, frontier = len(targets), list(targets)

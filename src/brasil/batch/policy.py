@@ -2,15 +2,16 @@
 
 The scheduler calls :meth:`Policy.select` inside the claim transaction, so whatever it returns is
 claimed atomically (no other worker can be given the same ready job). A policy returns two lists
-of job rows ``(id, cmd, home, env, isolate)``: ready jobs to start, and running jobs to execute
-once more, redundantly. The scheduler checks nothing further about the second list except that
+of job rows ``(id, cmd, home, env, isolate, time_limit)``: ready jobs to start, and running jobs
+to execute once more, redundantly. The scheduler checks nothing further about the second list except that
 the jobs are isolated (only isolated executions can run side by side) — bounding redundancy is
 the policy's business, as is never putting two executions of a job on one worker.
 
 :class:`TrellisPolicy` is the thesis's (§3.3.1), with its first proposed bound: ready jobs first
 (higher priority, then earlier submission); when none is left, running isolated jobs in the same
 order, each while it has fewer executions than its ``redundancy`` (default 2; 1 turns it off)
-and retries left.
+and retries left. A job that failed waits out its retry delay (``not_before``), and goes to
+another worker than the one it last failed on when one has a free slot (``failed_on``).
 Write another by subclassing and passing it to :class:`~brasil.batch.scheduler.Scheduler`.
 """
 
@@ -30,24 +31,35 @@ class Policy:
 
     name = "policy"
 
-    def select(self, tx: Tx, worker: str, n: int, prefix: str | None) -> tuple[list[Row], list[Row]]:
+    def select(self, tx: Tx, worker: str, n: int, prefix: str | None, *, now: float,
+               fallback: bool = True) -> tuple[list[Row], list[Row]]:
+        """``now``: a ready job waiting out a retry delay (``not_before``) is not chosen before
+        then. ``fallback``: a job whose last execution failed on this worker is chosen only
+        after every other ready job (False: not at all — another worker should have it)."""
         raise NotImplementedError
 
 
 class TrellisPolicy(Policy):
     name = "trellis"
 
-    def select(self, tx: Tx, worker: str, n: int, prefix: str | None) -> tuple[list[Row], list[Row]]:
+    def select(self, tx: Tx, worker: str, n: int, prefix: str | None, *, now: float,
+               fallback: bool = True) -> tuple[list[Row], list[Row]]:
         where, args = "", []
         if prefix is not None:
             where = " AND substr(home, 1, ?) = ?"
             args = [len(prefix), prefix]
-        ready = tx.all("SELECT id, cmd, home, env, isolate FROM jobs WHERE state = 'ready'" + where
-                       + " ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked(), (*args, n))
+        ready_sql = ("SELECT id, cmd, home, env, isolate, time_limit FROM jobs WHERE state = "
+                     "'ready' AND (not_before IS NULL OR not_before <= ?)" + where)
+        ready = tx.all(ready_sql + " AND (failed_on IS NULL OR failed_on <> ?) ORDER BY priority "
+                       "DESC, id LIMIT ?" + tx.skip_locked(), (now, *args, worker, n))
+        if len(ready) < n and fallback:  # what failed here last, when there is nothing else
+            ready += tx.all(ready_sql + " AND failed_on = ? ORDER BY priority DESC, id LIMIT ?"
+                            + tx.skip_locked(), (now, *args, worker, n - len(ready)))
         if len(ready) == n:
             return ready, []
         again = tx.all(
-            "SELECT id, cmd, home, env, isolate FROM jobs j WHERE state = 'running' AND isolate = 1"
+            "SELECT id, cmd, home, env, isolate, time_limit FROM jobs j WHERE state = 'running' "
+            "AND isolate = 1"
             " AND active < redundancy AND retries >= 0 AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.id"
             " AND e.worker = ? AND e.state IN ('assigned', 'running', 'committing'))" + where
             + " ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked(),
@@ -60,8 +72,9 @@ class NoRedundancyPolicy(TrellisPolicy):
 
     name = "plain"
 
-    def select(self, tx: Tx, worker: str, n: int, prefix: str | None) -> tuple[list[Row], list[Row]]:
-        return super().select(tx, worker, n, prefix)[0], []
+    def select(self, tx: Tx, worker: str, n: int, prefix: str | None, *, now: float,
+               fallback: bool = True) -> tuple[list[Row], list[Row]]:
+        return super().select(tx, worker, n, prefix, now=now, fallback=fallback)[0], []
 
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (TrellisPolicy, NoRedundancyPolicy)}

@@ -238,6 +238,7 @@ def gantt_figure(rep: Report) -> Any:
                            (y - 0.38, 0.76), facecolors="#0b3d20", edgecolor="none")
         if r.outcome in ("killed", "lost") and r.stopped:
             ax.plot([r.stopped - t0], [y], marker="x", color="black", markersize=6)
+    labelled = [(r, index[r.row]) for r in runs]
     ax.axvline(rep.makespan, color="black", linestyle="--", linewidth=0.8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.invert_yaxis()
@@ -255,7 +256,24 @@ def gantt_figure(rep: Report) -> Any:
                fontsize=8, frameon=False)
     ax.grid(axis="x", linewidth=0.3)
     fig.tight_layout(rect=(0, strip, 1, 1))
+    _label_bars(fig, ax, rep, labelled, t0)
     return fig
+
+
+def _label_bars(fig: Any, ax: Any, rep: Report, bars: list[tuple[Run, int]], t0: float) -> None:
+    """Each bar's job name (its id if unnamed), inside the bar, where it fits: a label wider
+    than its bar is left out, so short bars stay readable as bars."""
+    names = {j.id: j.name or str(j.id) for j in rep.jobs}
+    renderer = fig.canvas.get_renderer()
+    for r, y in bars:
+        end = r.ended or r.stopped or r.started
+        start = r.started - t0  # type: ignore[operator]
+        (x0, _), (x1, _) = ax.transData.transform([(start, y), (end - t0, y)])
+        label = ax.text((start + end - t0) / 2, y,
+                        names.get(r.job, str(r.job)), ha="center", va="center", fontsize=7,
+                        color="white", clip_on=True)
+        if label.get_window_extent(renderer).width > (x1 - x0) - 4:
+            label.remove()
 
 
 def write(rep: Report, path: str) -> None:

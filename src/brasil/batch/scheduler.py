@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import base64
 import logging
 import math
 import os
@@ -52,7 +53,8 @@ SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slo
 # the numbers each report begins with: t a token, s an exit status, f a time (seconds)
 REPORTS = {"done": "tsff", "clean": "tff", "journaled": "tf", "committed": "tf", "commitfail": "t"}
 USAGE = ("start T SLOT TIME, done T STATUS T0 T1 [WHY], clean T T0 T1, journaled T C0, "
-         "committed T C1, commitfail T WHY, gone T…, renew T…")
+         "committed T C1, commitfail T WHY, gone T…, renew T…, output T SIZE BASE64 WHERE")
+MAX_OUTPUT_TAIL = 64 * 1024  # bytes of an output's end a worker may send (it sends 4 KiB)
 
 
 @dataclass
@@ -134,6 +136,7 @@ class Scheduler:
         self.started = time.time()
         self.forget_after = max(60.0, 6 * lease)  # seconds a gone worker stays in the list
         self.on_forget: list[Callable[[str], None]] = []  # called with a dropped worker's name
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifetime ----
 
@@ -161,6 +164,8 @@ class Scheduler:
         self._tasks = [asyncio.ensure_future(self._dispatcher()),
                        asyncio.ensure_future(self._lease_keeper())]
         self._kick.set()
+        self._loop = loop
+        self.wake_after([ops.RETRY_DELAY_CAP])  # retries left waiting by our last run
 
     async def stop(self) -> None:
         self._stopping = True
@@ -391,6 +396,13 @@ class Scheduler:
                 elif verb == "start":
                     starts.append((_number(words[1], "t"), _number(words[2], "s"),
                                    _number(words[3], "f")))
+                elif verb == "output":
+                    words = line.split(" ", 4)
+                    tail = base64.b64decode(words[3], validate=True)
+                    if len(words) < 5 or len(tail) > MAX_OUTPUT_TAIL or not words[4]:
+                        raise ValueError(verb)
+                    rest.append(["output", str(_number(words[1], "t")),
+                                 str(_number(words[2], "t")), words[3], words[4][:4096]])
                 elif verb == "gone":
                     rest += [["gone", t] for t in line.split()[1:]
                              if not t.startswith("-") and _number(t, "t") >= 0]
@@ -424,6 +436,7 @@ class Scheduler:
         gone: list[int] = []
         remote: list[int] = []
         undo: list[tuple[str, int]] = []
+        backoffs: list[float] = []
         for words in rest:
             verb, token = words[0], int(words[1])
             if verb in ("done", "clean"):
@@ -433,7 +446,7 @@ class Scheduler:
             if verb == "done":
                 p, d = ops.finished(tx, w.name, token, int(words[2]), float(words[3]),
                                     float(words[4]), now, words[5] if len(words) > 5 else "",
-                                    remote=w.remote)
+                                    remote=w.remote, backoffs=backoffs)
             elif verb == "clean":
                 p, d = ops.finished(tx, w.name, token, 0, float(words[2]), float(words[3]), now,
                                     "", clean=True, remote=w.remote)
@@ -454,6 +467,9 @@ class Scheduler:
                 p, d = [(w.name, f"discard {token}")], []
                 if token in self.homes:  # what it staged in the home goes too
                     undo.append((self.homes[token], token))
+            elif verb == "output":
+                ops.record_output(tx, w.name, token, int(words[2]), words[3], words[4])
+                continue
             else:  # gone
                 gone.append(token)
                 continue
@@ -464,6 +480,8 @@ class Scheduler:
         if done:
             ops.resolve_done(tx, done)
         push += ops.claim(tx, w.name, w.capacity(), self._prefix(w), now, self.policy)
+        if backoffs and self._loop is not None:  # we are on the database's thread
+            self._loop.call_soon_threadsafe(self.wake_after, backoffs)
         for home, token in undo:
             try:  # a rename and a removal: cheap enough here
                 commit.recover_token(home, token, False)
@@ -510,11 +528,25 @@ class Scheduler:
                 self._maybe_work = True  # there may be more for the next free slot
 
     def _claim_all(self, tx: Tx, live: list[Worker]) -> ops.Push:
+        """Every live worker's free slots filled: first without the jobs that last failed on
+        that worker (so another worker with a free slot takes them), then with them."""
         now = time.time()
         push: ops.Push = []
-        for w in live:
-            push += ops.claim(tx, w.name, w.capacity(), self._prefix(w), now, self.policy)
+        for fallback in (False, True):
+            for w in live:
+                push += ops.claim(tx, w.name, w.capacity(), self._prefix(w), now, self.policy,
+                                  fallback)
         return push
+
+    def wake_after(self, delays: list[float]) -> None:
+        """Look for work again when a retry's delay has passed (nothing else may happen then)."""
+        loop = asyncio.get_running_loop()
+        for d in sorted(set(delays)):
+            loop.call_later(d + 0.01, self._wake)
+
+    def _wake(self) -> None:
+        self._maybe_work = True
+        self.kick()
 
     async def _lease_keeper(self) -> None:
         while True:

@@ -55,7 +55,32 @@ SCHEMA = [
         t DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, job BIGINT, execution BIGINT,
         worker TEXT, detail TEXT)""",
     "CREATE INDEX IF NOT EXISTS events_job ON events (job)",
+    # the end of each execution's output (base64), as its worker reported it: `brasil output`
+    """CREATE TABLE IF NOT EXISTS outputs (
+        execution BIGINT PRIMARY KEY, job BIGINT NOT NULL, size BIGINT NOT NULL,
+        tail TEXT NOT NULL, place TEXT NOT NULL)""",
 ]
+
+# Columns added after a database could already exist: (table, column, type). A database made
+# before them gets them when it is opened (ALTER TABLE … ADD COLUMN), so it still opens.
+ADDED_COLUMNS = [
+    ("jobs", "time_limit", "INTEGER NOT NULL DEFAULT 0"),  # seconds an execution may run
+    ("jobs", "failures", "INTEGER NOT NULL DEFAULT 0"),  # failed executions so far (backoff)
+    ("jobs", "not_before", "DOUBLE PRECISION"),  # a retry waits until then (None: ready now)
+    ("jobs", "failed_on", "TEXT"),  # the worker of its last failed execution (avoided next)
+]
+
+
+def add_missing_columns(tx: "Tx") -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        if tx.pg:
+            have = tx.one("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                          "current_schema() AND table_name = ? AND column_name = ?",
+                          (table, column)) is not None
+        else:
+            have = any(r[1] == column for r in tx.all(f"PRAGMA table_info({table})"))
+        if not have:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class StoreError(Exception):
@@ -223,6 +248,7 @@ class Store:
         try:
             for stmt in SCHEMA:
                 tx.execute(stmt)
+            add_missing_columns(tx)
             for k in ("job", "execution"):
                 if tx.one("SELECT v FROM counters WHERE k = ?", (k,)) is None:
                     tx.execute("INSERT INTO counters (k, v) VALUES (?, 0)", (k,))

@@ -26,6 +26,8 @@ jobs would run on as orphans while the scheduler, once their lease expired, ran 
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import contextlib
 import json
 import logging
@@ -48,6 +50,10 @@ from . import commit, isolate, remote
 
 log = logging.getLogger("brasil.batch.worker")
 B = "csrv/local/batch"
+OUTPUT_TAIL = 4096  # bytes of an execution's output sent to the scheduler (brasil output)
+DEFAULT_KEEP_OUTPUTS = 1000  # output files kept in out/ (brasil worker --keep-outputs)
+TIMED_OUT = 124  # the exit status of an execution killed at its time limit (as timeout(1))
+REPORT_WRITE = 256 * 1024  # bytes of reports per write: never more than a 9P message holds
 
 
 def default_name() -> str:
@@ -75,15 +81,20 @@ class Execution:
     status: int = 0
     pending: str | None = None  # the last report that awaits an answer
     ops: list[Any] = field(default_factory=list)
+    timeout: int = 0  # seconds it may run (0: no limit)
+    timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
 
 
 class Worker:
     def __init__(self, connect: Any, slots: int, workdir: str, *, name: str | None = None,
-                 remote_homes: bool | None = None, env: dict[str, str] | None = None) -> None:
+                 remote_homes: bool | None = None, env: dict[str, str] | None = None,
+                 keep_outputs: int = DEFAULT_KEEP_OUTPUTS) -> None:
         """``connect``: an async function returning a fresh Client to the scheduler's node.
         ``remote_homes``: read homes through the scheduler's fs/ (None: only when the scheduler
         runs on another machine). ``env``: laid over this process's environment for every job
-        (jobs see the worker's environment, then their own)."""
+        (jobs see the worker's environment, then their own). ``keep_outputs``: how many output
+        files ``out/`` keeps (the oldest go first), so it never grows without bound."""
         self.connect = connect
         self.slots = slots
         self.workdir = workdir
@@ -107,6 +118,8 @@ class Worker:
         self._watchdog: Watchdog | None = None
         os.makedirs(os.path.join(workdir, "out"), exist_ok=True)
         os.makedirs(os.path.join(workdir, "scratch"), exist_ok=True)
+        self.keep_outputs = keep_outputs
+        self.outputs = self._existing_outputs()
 
     # ---- the connection ----
 
@@ -224,7 +237,8 @@ class Worker:
                 lines[:0] = [ln for t, ln in self.starts.items() if t not in ended]
                 self.starts.clear()
             try:
-                await self._ctl.write(("\n".join(lines) + "\n").encode(), 0)
+                for chunk in _chunks(lines, REPORT_WRITE):  # whole lines in each write
+                    await self._ctl.write(chunk, 0)
             except NinepError as e:
                 if "not registered" in e.message:
                     self.outq[:0] = lines
@@ -246,7 +260,8 @@ class Worker:
         verb, _, rest = line.partition(" ")
         if verb == "run":
             r = json.loads(rest)
-            e = Execution(r["t"], r["job"], r["cmd"], r["home"], r["env"], r["isolate"])
+            e = Execution(r["t"], r["job"], r["cmd"], r["home"], r["env"], r["isolate"],
+                          timeout=int(r.get("timeout", 0)))
             if e.token in self.execs:
                 return
             self.execs[e.token] = e
@@ -313,8 +328,9 @@ class Worker:
                 cwd = None
             elif not os.path.isdir(e.home):
                 raise NinepError(f"home {e.home} does not exist on {self.host}")
-            out = os.open(os.path.join(self.workdir, "out", f"{e.job}.{e.token}"),
+            out = os.open(self._out_path(e),
                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            self._kept(self._out_path(e))
             try:
                 if preexec is None:
                     pid = self._spawn_plain(argv, env, cwd, out)
@@ -353,7 +369,22 @@ class Worker:
             e.state = "exited"
             self._finish(e, 127, f"cannot watch its process: {err}")
             return
-        asyncio.get_running_loop().add_reader(fd, self._exited, e, fd)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, self._exited, e, fd)
+        if e.timeout > 0:
+            e.timer = loop.call_later(e.timeout, self._time_out, e)
+
+    def _time_out(self, e: Execution) -> None:
+        """The execution ran past its time limit: its whole process group is killed, and its
+        end reported as a failure (exit status 124, as timeout(1)), saying why."""
+        e.timer = None
+        if e.state != "running" or not e.pid:
+            return
+        e.timed_out = True
+        log.info("worker %s: job %d execution %d: timed out after %d s; killed", self.name,
+                 e.job, e.token, e.timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(e.pid, signal.SIGKILL)
 
     def watchdog(self) -> Watchdog:
         """The watchdog that kills our jobs' process groups when this process ends (started
@@ -394,18 +425,25 @@ class Worker:
             pass
         if self._watchdog is not None:
             self._watchdog.forget(e.pid)
+        if e.timer is not None:
+            e.timer.cancel()
+            e.timer = None
         e.t1 = time.time()
         e.state = "exited"
-        self._finish(e, 128 - rc if rc < 0 else rc, "")
+        if e.timed_out:
+            self._finish(e, TIMED_OUT, f"timed out after {e.timeout} s")
+        else:
+            self._finish(e, 128 - rc if rc < 0 else rc, "")
 
     def _finish(self, e: Execution, status: int, why: str) -> None:
         e.status = status
         if e.killed:
             self._rollback(e)
             return
+        tail = self._report_output(e)
         if status != 0 or not (e.isolate or self.remote_homes):
             if status != 0 and not why:
-                why = self._tail(e)
+                why = " ".join(tail[-200:].decode(errors="replace").split())[-160:]
             self.report(f"done {e.token} {status} {e.t0:.6f} {e.t1:.6f}"
                         + (f" {why}" if why else ""), e)
             self._end(e, keep=True)
@@ -417,15 +455,48 @@ class Worker:
             return
         self.report(f"done {e.token} 0 {e.t0:.6f} {e.t1:.6f}", e)
 
-    def _tail(self, e: Execution) -> str:
+    def _out_path(self, e: Execution) -> str:
+        return os.path.join(self.workdir, "out", f"{e.job}.{e.token}")
+
+    def _report_output(self, e: Execution) -> bytes:
+        """Send the scheduler the end of the execution's output (``output T SIZE TAIL PATH``,
+        the tail in base64), before its end is reported: `brasil output` reads it from the
+        scheduler's database, wherever this worker runs and even after it is gone. The whole
+        file stays here, in out/, until retention removes it. Returns the tail."""
+        path = self._out_path(e)
         try:
-            with open(os.path.join(self.workdir, "out", f"{e.job}.{e.token}"), "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - 200))
-                text = f.read().decode(errors="replace")
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - OUTPUT_TAIL))
+                tail = f.read(OUTPUT_TAIL)
         except OSError:
-            return ""
-        return " ".join(text.split())[-160:]
+            return b""
+        if size:
+            self.report(f"output {e.token} {size} {base64.b64encode(tail).decode()} "
+                        f"{self.host}:{path}")
+        return tail
+
+    def _existing_outputs(self) -> collections.deque[str]:
+        """The output files already in out/ (from an earlier run), oldest first."""
+        out = os.path.join(self.workdir, "out")
+        found = []
+        with os.scandir(out) as it:
+            for d in it:
+                if d.is_file(follow_symlinks=False) and _is_output_name(d.name):
+                    found.append((d.stat(follow_symlinks=False).st_mtime, d.path))
+        q = collections.deque(p for _, p in sorted(found))
+        self._trim(q)
+        return q
+
+    def _kept(self, path: str) -> None:
+        """A new output file: the oldest go beyond ``keep_outputs`` (retention)."""
+        self.outputs.append(path)
+        self._trim(self.outputs)
+
+    def _trim(self, q: collections.deque[str]) -> None:
+        while len(q) > self.keep_outputs:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(q.popleft())
 
     async def _commit(self, e: Execution) -> None:
         e.state = "committing"
@@ -501,3 +572,25 @@ class Worker:
         if self._watchdog is not None:  # whatever is still listed is killed now
             dog, self._watchdog = self._watchdog, None
             await asyncio.get_running_loop().run_in_executor(None, dog.close)
+
+
+def _is_output_name(name: str) -> bool:
+    job, dot, token = name.partition(".")
+    return bool(dot) and job.isdigit() and token.isdigit()
+
+
+def _chunks(lines: list[str], limit: int) -> list[bytes]:
+    """``lines`` as writes of whole lines, each at most ``limit`` bytes (unless one line is)."""
+    out: list[bytes] = []
+    buf: list[bytes] = []
+    size = 0
+    for ln in lines:
+        b = (ln + "\n").encode()
+        if buf and size + len(b) > limit:
+            out.append(b"".join(buf))
+            buf, size = [], 0
+        buf.append(b)
+        size += len(b)
+    if buf:
+        out.append(b"".join(buf))
+    return out

@@ -68,6 +68,9 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--name", help="this worker's name (default: HOST-PID-RANDOM)")
     w.add_argument("--remote-homes", action="store_true", help="read homes and commit changes "
                    "through the scheduler node's exported fs/ (a worker on another host)")
+    w.add_argument("--keep-outputs", type=_positive("--keep-outputs"), default=1000,
+                   metavar="N", help="output files kept in the workdir's out/ (the oldest are "
+                   "removed first; default 1000); the scheduler keeps the last 4 KiB of each")
     w.add_argument("-q", "--quiet", action="store_true")
 
     ws = sub.add_parser("workers", help="start N workers anywhere in the tree, through a session",
@@ -100,6 +103,9 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--retries", type=int, help="failed executions allowed before the job fails "
                    "(default 2)")
     s.add_argument("--priority", type=int, help="higher first (default 0)")
+    s.add_argument("--timeout", type=int, metavar="S", help="seconds an execution may run; "
+                   "one running longer is killed (its whole process group) and counts as a "
+                   "failure, 'timed out after S s' (1 to 31536000; default 0: no limit)")
     s.add_argument("--home", metavar="DIR", help="working directory, on the scheduler's node "
                    "(default: this directory)")
     s.add_argument("--env", action="append", default=[], metavar="K=V", help="(repeatable)")
@@ -107,8 +113,10 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD…")
 
     j = sub.add_parser("jobs", help="list jobs and their states",
-                       description="One line per job (id, state, tag, name, exit status, "
-                       "command, reason), then a summary line.")
+                       description="One line per job (id, state, tag, name, exit status, the "
+                       "worker it ran on, when it started, how long it ran, command, reason), "
+                       "then a summary line. Worker and times are those of its winning "
+                       "execution, or else of its latest.")
     _at(j)
     j.add_argument("--tag", help="only the jobs of this workload")
     j.add_argument("--state", action="append", metavar="STATE", help="only the jobs in this "
@@ -143,6 +151,17 @@ def add_parsers(sub: Any) -> None:
     rt.add_argument("--retries", type=int, default=0, metavar="N", help="how many more "
                     "failures each may have before it fails again (default 0)")
     rt.add_argument("ids", nargs="*", type=int, metavar="ID")
+
+    o = sub.add_parser("output", help="print the end of a job's output",
+                       description="Print the end (the last 4 KiB) of a job's output (stdout and "
+                       "stderr, as one stream): the winning execution's, or for a failed job the "
+                       "last execution's. The scheduler keeps it, so it works wherever the worker "
+                       "ran, even after the worker is gone; stderr says which execution, its "
+                       "worker, and where the whole file is (on the worker's host, while its "
+                       "--keep-outputs retention keeps it). Exit status 1 if no execution of the "
+                       "job has ended yet.")
+    _at(o)
+    o.add_argument("id", type=int, metavar="ID")
 
     r = sub.add_parser("report", help="makespan, overhead breakdown and a Gantt chart",
                        description="The workload's makespan and the Trellis thesis's overhead "
@@ -179,7 +198,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     home = os.path.abspath(args.home) if args.home else os.getcwd()
     options = dict(tag=args.tag, home=home, isolate=args.isolate or None,
                    redundancy=args.redundancy, retries=args.retries, priority=args.priority,
-                   after=args.after, env=env)
+                   timeout=args.timeout, after=args.after, env=env)
     b = await _batch(args)
     try:
         r = await _submit(b, args, cmd, options)
@@ -227,9 +246,26 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     for j in jobs:
         extra = f"  ({j.reason})" if j.reason else ""
         print(f"{j.id:>7} {j.state:<9} {j.tag:<12} {j.name or '-':<12} "
-              f"{'-' if j.exit_status is None else j.exit_status:>4}  {j.cmd}{extra}")
+              f"{'-' if j.exit_status is None else j.exit_status:>4} {j.worker or '-':<14} "
+              f"{_clock(j.started):>8} {_took(j):>8}  {j.cmd}{extra}")
     print(" ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
+
+
+def _clock(t: float | None) -> str:
+    """A start time as the local HH:MM:SS ('-': not started)."""
+    import time
+    return "-" if t is None else time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def _took(j: Any) -> str:
+    """How long the job's execution ran (or has run so far, '…' after it); '-': not started."""
+    import time
+    if j.started is None:
+        return "-"
+    d = (j.ended if j.ended is not None else time.time()) - j.started
+    text = f"{d:.1f}s" if d < 60 else f"{d / 60:.1f}m" if d < 3600 else f"{d / 3600:.1f}h"
+    return text if j.ended is not None else text + "…"
 
 
 async def cmd_wait(args: argparse.Namespace) -> int:
@@ -321,6 +357,27 @@ async def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_output(args: argparse.Namespace) -> int:
+    b = await _batch(args)
+    try:
+        out = await b.output(args.id)
+    finally:
+        await b.close()
+    if out.execution is None:
+        print(f"brasil output: job {args.id} is {out.state}: no execution of it has ended yet, "
+              "so it has no output (brasil wait waits for it)", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(out.tail)
+    sys.stdout.flush()
+    whose = "winning" if out.state in ("done", "exiting") else "last"
+    kept = ("no output" if not out.size else f"all {out.size} bytes" if len(out.tail) == out.size
+            else f"the last {len(out.tail)} of {out.size} bytes")
+    print(f"brasil output: job {args.id} ({out.state}): {kept} of its {whose} execution, "
+          f"{out.execution} (exit status {out.status}), on worker {out.worker}"
+          + (f"; the whole file: {out.place}" if out.size else ""), file=sys.stderr)
+    return 0
+
+
 async def cmd_report(args: argparse.Namespace) -> int:
     from ..batch import report
     if args.out and not args.out.endswith((".png", ".html")):
@@ -378,7 +435,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     workdir = args.workdir or os.path.join(state_dir(None), "workers", name)
     private_dir(workdir, "worker directory")
     worker = Worker(lambda: connect(args), args.slots, workdir, name=name,
-                    remote_homes=args.remote_homes or None)
+                    remote_homes=args.remote_homes or None, keep_outputs=args.keep_outputs)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -389,7 +446,8 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"worker": cmd_worker, "workers": cmd_workers, "submit": cmd_submit, "jobs": cmd_jobs,
-            "wait": cmd_wait, "cancel": cmd_cancel, "retry": cmd_retry, "report": cmd_report}
+            "wait": cmd_wait, "cancel": cmd_cancel, "retry": cmd_retry, "report": cmd_report,
+            "output": cmd_output}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import serve
         return serve.main(args)
     if args.command in ("worker", "workers", "submit", "jobs", "wait", "cancel", "retry",
-                        "report"):
+                        "report", "output"):
         from . import batch
         return batch.main(args)
     if args.command == "cluster":
