@@ -356,9 +356,10 @@ class Client:
                 f.exception()
             self.free_fid(fid)
         try:
-            asyncio.ensure_future(self.rpc(Tclunk, fid)).add_done_callback(done)
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no running loop: the process is ending
-            pass
+            return
+        loop.create_task(self.rpc(Tclunk, fid)).add_done_callback(done)
 
     async def clunk(self, fid: int) -> None:
         try:
