@@ -365,6 +365,9 @@ def test_brasil_workers_starts_workers_anywhere_in_the_tree(tmp_path):
         assert brasil(addr, "wait", "--tag", "t", timeout=90).returncode == 0
         nodes = {(home / f"node.{i}").read_text().strip() for i in range(1, 7)}
         assert nodes <= {"k1", "k2"} and nodes
+        # issue 16 §6: each keeps its directory beside its daemon's state, not in ~/.local
+        kept = [p for n in nodes for p in (tmp_path / f"{n}-state" / "workers").iterdir()]
+        assert kept and all((p / "out").is_dir() for p in kept), kept
         assert brasil(addr, "write", f"{session}/ctl", "close").returncode == 0
     finally:
         for p in kids + [root]:

@@ -432,7 +432,9 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     from .main import connect
     from .serve import state_dir
     name = args.name or default_name()
-    workdir = args.workdir or os.path.join(state_dir(None), "workers", name)
+    # started through a daemon (brasil workers): beside its state, under the cluster's --dir
+    base = os.environ.get("BRASIL_STATE_DIR") or state_dir(None)
+    workdir = args.workdir or os.path.join(base, "workers", name)
     private_dir(workdir, "worker directory")
     worker = Worker(lambda: connect(args), args.slots, workdir, name=name,
                     remote_homes=args.remote_homes or None, keep_outputs=args.keep_outputs)

@@ -173,6 +173,9 @@ async def serve(args: argparse.Namespace) -> int:
     except (NotADirectoryError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     node.contain_process()  # all it starts dies with it, setsid'd or not (exec/cgroups.py)
+    # where this daemon keeps its state: `brasil worker` started through it (`brasil workers`)
+    # keeps its directory there too, under the cluster's --dir when there is one
+    node.state_dir = state_dir(args.state_dir)
     for label in args.label:
         k, eq, v = label.partition("=")
         try:

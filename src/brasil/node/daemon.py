@@ -74,6 +74,7 @@ class Node:
         self.slots_total = slots
         self.free: list[int] = list(range(slots))
         self.env: dict[str, str] = {}
+        self.state_dir: str | None = None  # given to commands as BRASIL_STATE_DIR (serve sets it)
         self.ns: list[str] = []
         self.sessions: dict[str, Session] = {}
         self._next_id = 0

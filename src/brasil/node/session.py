@@ -227,9 +227,12 @@ class Session:
         top = self.top
         rank = str(top.rank_base + int(self.path.rsplit("/", 1)[-1])) if self.parent else \
             str(top.rank_base)
-        return {"BRASIL_NODE": self.node.name, "BRASIL_RANK": rank,
-                "BRASIL_SIZE": str(top.size or top.nsubs), "BRASIL_SUB": rank,
-                "BRASIL_SESSION": top.origin, "BRASIL_PYTHON": sys.executable}
+        env = {"BRASIL_NODE": self.node.name, "BRASIL_RANK": rank,
+               "BRASIL_SIZE": str(top.size or top.nsubs), "BRASIL_SUB": rank,
+               "BRASIL_SESSION": top.origin, "BRASIL_PYTHON": sys.executable}
+        if self.node.state_dir:  # this node's, never a neighbour's (brasil workers keeps its
+            env["BRASIL_STATE_DIR"] = self.node.state_dir  # worker directories there)
+        return env
 
     async def exec(self, cmd: str) -> None:
         cmd = cmd.strip()
