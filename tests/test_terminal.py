@@ -87,3 +87,22 @@ def test_ptop_at_a_terminal_draws_the_table_and_ctrl_c_ends_it(tree):
     finally:
         child.close()
     assert b"Traceback" not in (child.before or b"")
+
+
+def test_brasil_wait_at_a_terminal_shows_its_bar_then_the_summary(tree, tmp_path):
+    import subprocess
+    worker = subprocess.Popen([os.path.join(BIN, "brasil"), "worker", "--slots", "2", "-q",
+                               "--workdir", str(tmp_path / "w")], env={**os.environ, **tree.env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = subprocess.run([os.path.join(BIN, "brasil"), "submit", "--tag", "term", "--file", "-"],
+                           input="sleep 0.2\n" * 6, text=True, capture_output=True, cwd=tmp_path,
+                           env={**os.environ, **tree.env}, timeout=60)
+        assert r.returncode == 0, r.stderr
+        s = at_terminal(["brasil", "wait", "--tag", "term"], env=tree.env)
+        assert s.status == 0, s.text
+        assert s.lines[-1] == "total 6 done 6", s.text
+        assert "6/6" in s.text and "Traceback" not in s.text  # the bar, at its end
+    finally:
+        worker.terminate()
+        worker.wait(30)
