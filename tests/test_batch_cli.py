@@ -20,16 +20,25 @@ def brasil(addr: str, *args: str, cwd: str | None = None, stdin: str | None = No
                           env={**os.environ, "BRASIL": addr})
 
 
+def scheduler_with_worker(tmp_path, slots: int = 2):  # type: ignore[no-untyped-def]
+    """A real `brasil serve` and one worker "w", once the scheduler answers."""
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), "w", slots)
+    deadline = time.monotonic() + 20
+    while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
+        if time.monotonic() > deadline:
+            stop(w)
+            stop(serve)
+            raise AssertionError("the scheduler did not answer within 20 s")
+        time.sleep(0.05)
+    return serve, addr, w
+
+
 def test_submit_jobs_wait_cancel_report(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    serve, addr = spawn_serve(str(tmp_path))
-    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    serve, addr, w = scheduler_with_worker(tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         r = brasil(addr, "submit", "--tag", "one", "--", "echo hello > greeting", cwd=str(home))
         assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
         jobs = tmp_path / "dag.jobs"
@@ -107,13 +116,8 @@ def test_retry_runs_failed_jobs_again_and_their_cancelled_dependants_wait_again(
     and `brasil wait --tag T` stayed failed forever."""
     home = tmp_path / "home"
     home.mkdir()
-    serve, addr = spawn_serve(str(tmp_path))
-    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    serve, addr, w = scheduler_with_worker(tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         jobs = tmp_path / "flaky.jobs"
         jobs.write_text("job a -- test -e ready\njob b after:a -- echo b > b.out\n"
                         "job c after:b -- echo c > c.out\njob other -- exit 3\n")
