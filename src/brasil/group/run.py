@@ -4,9 +4,9 @@ It makes a session, reserves (``-n N`` slots anywhere, ``-w NODESET`` one slot o
 node, default one on every node of the tree), turns on ``label`` so that every line of the
 merged output arrives as ``NODE/RANK: line`` (the daemons add the prefix where each line is
 produced, so the root reads one merged stream whatever the count), execs, prints, and closes.
-The session's ctl is held open from start to end, so
-closing it never needs a new fid: a run that fails halfway (a daemon out of fids, a lost node)
-still releases every slot it reserved. ``-b`` groups identical outputs under their folded node set, as ``clush -b`` and ``dshbak -c``
+The session's ctl is held open from start to end, so closing it never needs a new fid: a run
+that fails halfway (a daemon out of fids, a lost node) still releases every slot it reserved.
+``-b`` groups identical outputs under their folded node set, as ``clush -b`` and ``dshbak -c``
 show them. The exit status is the largest of the ranks' (``pdsh -S``); ranks cut short by
 ``--timeout`` or Ctrl-C are killed everywhere and named; a lost node is named and the rest of the
 output is still printed.
@@ -20,7 +20,7 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, TypeVar
 
 from ..exec.command import one_line
 from ..ninep.client import Client, File
@@ -28,6 +28,7 @@ from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
 
 L = "csrv/local"
+V = TypeVar("V")
 
 
 class RunError(Exception):
@@ -162,7 +163,7 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
         ctl.forget()
     if group:
         _print_groups(result, out)
-    for why, ranks in _by_reason(result.lost).items():
+    for why, ranks in _ranks_by(result.lost).items():
         err(f"brasil run: {why}: rank{'s' if len(ranks) > 1 else ''} {ranges(ranks)} "
             f"({fold(sorted({result.nodes.get(r, '?') for r in ranks}))}) failed")
     if result.cut:
@@ -257,10 +258,11 @@ def _cut_text(result: Result) -> str:
     return f"cut short: rank{'s' if len(result.cut) > 1 else ''} {ranges(result.cut)} ({nodes})"
 
 
-def _by_reason(lost: dict[int, str]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for rank, why in lost.items():
-        out.setdefault(why, []).append(rank)
+def _ranks_by(values: dict[int, V]) -> dict[V, list[int]]:
+    """The ranks sharing each value (a reason lost, an exit code), in rank order."""
+    out: dict[V, list[int]] = {}
+    for rank, value in sorted(values.items()):
+        out.setdefault(value, []).append(rank)
     return out
 
 
@@ -275,10 +277,7 @@ def _who(result: Result, ranks: list[int]) -> str:
 def _failures(result: Result, group: bool) -> list[str]:
     """Which ranks exited non-zero, with which code, as clush says it: one line per rank, or
     (with -b) one per code, under the node set."""
-    by_code: dict[int, list[int]] = {}
-    for rank, code in sorted(result.statuses.items()):
-        if code:
-            by_code.setdefault(code, []).append(rank)
+    by_code = _ranks_by({rank: code for rank, code in result.statuses.items() if code})
     if group:
         return [f"{_who(result, ranks)}: exited with exit code {code}"
                 for code, ranks in sorted(by_code.items())]

@@ -171,7 +171,7 @@ async def dial(at: str | None = None, secret_file: str | None = None, **kw: Any)
     from .transport import default_address, parse_address
     addr = parse_address(at) if at else default_address()
     given = secret_file or os.environ.get("BRASIL_SECRET_FILE")
-    secret_file = secret_file_for(addr, secret_file)
+    secret_file = secret_file_for(addr, given)
     auth = client_auth(load_secret(secret_file)) if secret_file else None
     try:
         return await Client.connect(addr, auth=auth, **kw)

@@ -18,7 +18,7 @@ import pwd
 import stat as st
 from functools import lru_cache
 
-from ..ninep.beneath import DIR_FLAGS, O_PATH, open_dir_beneath
+from ..ninep.beneath import DIR_FLAGS, O_PATH, makedirs_beneath, open_dir_beneath
 from ..ninep.constants import (DMAPPEND, DMAUTH, DMDEVICE, DMDIR, DMEXCL, DMMOUNT,
                                DMNAMEDPIPE, DMSETGID, DMSETUID, DMSOCKET, DMSYMLINK, OTRUNC)
 from ..ninep.errors import Eexist, NinepError
@@ -80,21 +80,13 @@ class Export:
                 if e.errno != _errno.ENOENT:  # a link out, a file on the way: said as it is
                     raise
                 have -= 1
-        fd = self.open_dir(self.resolve(dirs[:have]))
+        top = self.open_dir(self.resolve(dirs[:have]))
         try:
-            for name in dirs[have:]:
-                try:
-                    os.mkdir(name, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                nxt = os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              dir_fd=fd)
-                os.close(fd)
-                fd = nxt
+            return makedirs_beneath(top, dirs[have:], 0o755)
         except OSError as e:
-            os.close(fd)
             raise _oserror(e, "fs/" + "/".join(dirs)) from None
-        return fd
+        finally:
+            os.close(top)
 
     def open_file(self, rel: tuple[str, ...], flags: int = os.O_RDONLY) -> int:
         """A descriptor of the regular file ``rel`` (a path :meth:`resolve` gave: no links left

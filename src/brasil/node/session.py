@@ -248,7 +248,7 @@ class Session:
             argv = command_argv(cmd, env.get("PATH", os.defpath))
         if not self.is_leaf and self.state == "new":
             await self.reserve(1)
-        if self.is_leaf or self.leaves():
+        if self.is_leaf or self.subs:  # processes start here: they need the directory
             self.check_dir()
         if self.is_leaf:
             errors = await start_leaves(self.node, [self], cmd, argv, env)
@@ -270,8 +270,9 @@ class Session:
         remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}",
                         f"lazy {'on' if self.lazy else 'off'}",
                         f"label {'on' if self.label else 'off'}"]
-        if self.effective_dir() is not None:
-            remote_setup.append(f"dir {self.effective_dir()}")
+        workdir = self.effective_dir()
+        if workdir is not None:
+            remote_setup.append(f"dir {workdir}")
         results = await asyncio.gather(start_leaves(self.node, leaves, cmd, argv, env),
                                        *(g.exec(cmd, self.effective_env(),
                                                 remote_setup + [self.rank_line(g)])
