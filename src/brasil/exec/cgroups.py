@@ -18,8 +18,8 @@ any way dies with it too.
 
 A command is placed in its slot's cgroup race-free when it runs through /bin/sh (the shell moves
 itself there before it runs a word of the command: :func:`enter_first`); a program run directly
-is moved by the spawning thread right after its exec, before any realistic program forks (and
-under ``brasil serve`` whatever it forked first is still in D).
+is moved by the daemon's mover thread (:meth:`CommandCgroups.move`) right after its exec, before
+any realistic program forks (and under ``brasil serve`` whatever it forked first is still in D).
 
 Where there is no cgroup v2 we may write (not root and no delegation, cgroup v1 only, a kernel
 before 5.14 without ``cgroup.kill``), :meth:`CommandCgroups.create` says so with None and process
@@ -35,6 +35,7 @@ import os
 import shlex
 import signal
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 
 from .pychild import runs_module
@@ -75,16 +76,31 @@ def _write(path: str, text: str) -> None:
 
 
 class Cgroup:
-    """One slot's cgroup: the commands run there and all their descendants."""
+    """One slot's cgroup: the commands run there and all their descendants.
+
+    Its ``cgroup.procs`` and ``cgroup.kill`` stay open from their first use to the daemon's end:
+    a move or a kill through an open descriptor is one write, where opening the file each time
+    cost six times that (a path walk in the cgroup file system, 20 µs against 130–180 µs per
+    process here), and 2,048 moves and kills per deployment pay it."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.procs = f"{path}/cgroup.procs"
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()  # spawn threads move, the loop kills, close ends both
+
+    def _write(self, name: str, text: str) -> None:
+        with self._lock:  # never a descriptor close() let go of (its number may be reused)
+            fd = self._fds.get(name)
+            if fd is None:
+                fd = self._fds[name] = os.open(f"{self.path}/{name}",
+                                               os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            os.write(fd, text.encode())
 
     def add(self, pid: int) -> None:
         """Move ``pid`` in (a command just started: it and all it will start)."""
         try:
-            _write(self.procs, str(pid))
+            self._write("cgroup.procs", str(pid))
         except OSError as e:
             if e.errno != errno.ESRCH:  # already gone: nothing to track
                 log.warning("cgroup %s: cannot move pid %d in: %s", self.path, pid, e.strerror)
@@ -100,7 +116,7 @@ class Cgroup:
         """``sig`` to every process in it, setsid'd or not."""
         if sig == signal.SIGKILL:
             try:
-                _write(f"{self.path}/cgroup.kill", "1")
+                self._write("cgroup.kill", "1")
             except OSError as e:
                 log.warning("cgroup %s: cannot kill: %s", self.path, e.strerror)
             return
@@ -109,6 +125,12 @@ class Cgroup:
                 os.kill(pid, sig)
             except OSError:
                 pass
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
 
 
 class CommandCgroups:
@@ -119,6 +141,7 @@ class CommandCgroups:
         self._slots: dict[int, Cgroup] = {}
         self._lock = threading.Lock()  # the spawn threads make them
         self.contained = False
+        self._mover: ThreadPoolExecutor | None = None
 
     @classmethod
     def create(cls) -> CommandCgroups | None:
@@ -158,6 +181,35 @@ class CommandCgroups:
                         pass
                     cg = self._slots[n] = Cgroup(path)
         return cg
+
+    def move(self, cg: Cgroup, pid: int) -> None:
+        """Move ``pid`` into ``cg`` on the mover thread; :meth:`moved` says when it is done.
+
+        A move waits until the process has finished its exec (here about 0.4 ms each): made by
+        the spawning thread, it made starting a slot's worth of short commands 1.5 times as long.
+        Made here, it overlaps the next forks."""
+        with self._lock:
+            if self._mover is None:
+                self._mover = ThreadPoolExecutor(1, thread_name_prefix="cgroup-move")
+            self._mover.submit(cg.add, pid)
+
+    def moved(self) -> Future[None] | None:
+        """Resolves once every move asked for so far is done (the mover works in order): the
+        caller watches its processes' exits only then, so no pid can have been reaped and
+        reused before its move. None: no move was ever asked for."""
+        with self._lock:
+            return None if self._mover is None else self._mover.submit(lambda: None)
+
+    def close(self) -> None:
+        """Let go of every slot's open files (the daemon ends; the watchdog removes the
+        directories)."""
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+            mover, self._mover = self._mover, None
+        if mover is not None:
+            mover.shutdown()
+        for cg in slots:
+            cg.close()
 
     def contain_self(self) -> None:
         """Move this process (the daemon) into the directory: whatever it starts, however, is

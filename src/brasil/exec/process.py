@@ -204,8 +204,8 @@ def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None, int | Non
 
     A job's last item is its slot: where the watchdog has cgroups, the child runs in that slot's
     (``popen.cgroup``), a shell entering it itself before it runs the command, anything else
-    moved in here at once; its group is then not listed with the watchdog, which kills the
-    cgroups whole."""
+    moved by the mover thread (wait for ``cgroups.moved()`` before attaching); its group is then
+    not listed with the watchdog, which kills the cgroups whole."""
     out: list[Any] = []
     cgroups = watchdog.cgroups if watchdog is not None else None
     for argv, env, cwd, slot in jobs:
@@ -229,7 +229,7 @@ def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None, int | Non
             continue
         if cg is not None:
             if not entered:  # a shell moved itself (a move takes a global lock in the kernel)
-                cg.add(p.pid)
+                cgroups.move(cg, p.pid)  # type: ignore[union-attr]
             p.cgroup = cg  # type: ignore[attr-defined]
         elif watchdog is not None:
             watchdog.watch(p.pid)

@@ -50,6 +50,9 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     spawned = [p for batch in await asyncio.gather(
         *(loop.run_in_executor(node.spawner, spawn_many, b, watchdog, checked)
           for b in batches)) for p in batch]
+    moved = watchdog.cgroups.moved() if watchdog.cgroups is not None else None
+    if moved is not None:  # each in its cgroup before its exit is watched (before any reap)
+        await asyncio.wrap_future(moved)
     errors = [p for p in spawned if isinstance(p, BaseException)]
     started = [(leaf, Process(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream, watchdog), popen)
                for leaf, popen in zip(leaves, spawned) if not isinstance(popen, BaseException)]

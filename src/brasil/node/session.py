@@ -192,7 +192,8 @@ class Session:
         self.delegations = delegated
         for g in delegated:
             g.on_done.append(self._notify_done)
-        self.tell_ranks()
+        if self.came_from is None:  # a neighbour's session learns its ranks from that neighbour
+            self.tell_ranks()       # in a moment (set_rank), and only then passes them on
         where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in delegated])
         log.info("session %s: reserved %d slot(s): %s", self.path, self.nsubs, where)
 
@@ -201,10 +202,12 @@ class Session:
         ORIGIN; passed on to the neighbours holding some of ours."""
         if self.parent is not None:
             raise NinepError("rank: set on the session, not on a sub-session")
+        before = (self.rank_base, self.size, self.origin, self.user)
         self.rank_base, self.size, self.origin = base, size, origin
         if user and user != "-":
             self.user = user
-        self.tell_ranks()
+        if (self.rank_base, self.size, self.origin, self.user) != before:  # each exec repeats it
+            self.tell_ranks()
 
     def tell_ranks(self) -> None:
         """Each group learns its ranks before anything can be run there: the write goes out
