@@ -143,3 +143,17 @@ def test_decoded_messages_do_not_alias_the_reader_buffer():
     reader.feed(b"\xff" * 100_000)  # reuses and overwrites the buffer
     assert got == [m.Rread(1, b"before"), m.Twalk(2, 0, 1, ("name",))]
     assert type(got[0].data) is bytes
+
+
+def test_tread_at_recognises_only_whole_treads():
+    """The server's read path answers frames tread_at recognises without decoding them: it must
+    say yes exactly for a well-formed Tread and leave everything else to decode_frame."""
+    from brasil.ninep.messages import Tread, Twalk, decode_frame, encode, tread_at
+    frame = bytearray(b"junk" + encode(Tread(7, 3, 2**40, 99)) + b"more")
+    assert tread_at(frame, 4, 27) == (7, 3, 2**40, 99)
+    assert decode_frame(frame, 4, 27) == Tread(7, 3, 2**40, 99)
+    walk = encode(Twalk(1, 0, 1, ["abc"]))
+    assert tread_at(walk, 0, len(walk)) is None
+    bad = bytearray(encode(Tread(7, 3, 0, 1)))
+    bad[0] = 24  # the size field disagrees with the frame
+    assert tread_at(bad, 0, len(bad)) is None

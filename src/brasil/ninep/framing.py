@@ -31,6 +31,12 @@ class FrameReader:
 
     def next_message(self) -> Message | None:
         """The next complete message, or None until more bytes arrive."""
+        frame = self.next_frame()
+        return None if frame is None else decode_frame(*frame, self.dotu)
+
+    def next_frame(self) -> tuple[bytearray, int, int] | None:
+        """The next complete frame as (buffer, start, end), valid until the next feed; None until
+        more bytes arrive. For a caller that answers some frames without decoding them."""
         buf, pos = self._buf, self._pos
         avail = len(buf) - pos
         if avail < 4:
@@ -43,7 +49,7 @@ class FrameReader:
         if avail < size:
             return None
         self._pos = pos + size
-        return decode_frame(buf, pos, pos + size, self.dotu)
+        return buf, pos, pos + size
 
     @property
     def buffered(self) -> int:

@@ -272,14 +272,27 @@ _RREAD = struct.Struct("<IBHI")
 _TREAD = struct.Struct("<IBHIQI")
 
 
+def encode_rread(tag: int, data: bytes) -> bytes:
+    """An Rread frame, without a message object (the server's read path)."""
+    try:
+        return _RREAD.pack(11 + len(data), 117, tag, len(data)) + data
+    except struct.error as e:
+        raise LocalProtocolError(f"Rread: field out of range: {e}") from None
+
+
+def tread_at(buf: Any, pos: int, end: int) -> tuple[int, int, int, int] | None:
+    """(tag, fid, offset, count) when ``buf[pos:end]`` is one whole Tread frame, else None: the
+    server answers most reads from this, without a message object either way."""
+    if end - pos != 23 or buf[pos + 4] != 116:
+        return None
+    size, _, tag, fid, offset, count = _TREAD.unpack_from(buf, pos)
+    return (tag, fid, offset, count) if size == 23 else None
+
+
 def encode(msg: Message, dotu: bool = False) -> bytes:
     """The whole frame for ``msg``: size[4] type[1] tag[2] body."""
     if type(msg) is Rread and type(msg.data) is bytes:  # the hot path: no generic field loop
-        data = msg.data
-        try:
-            return _RREAD.pack(11 + len(data), 117, msg.tag, len(data)) + data
-        except struct.error as e:
-            raise LocalProtocolError(f"Rread: field out of range: {e}") from None
+        return encode_rread(msg.tag, msg.data)
     try:
         body = _ENCODERS[(type(msg), dotu)](msg)
         size = HEADER_SIZE + sum(len(p) for p in body)

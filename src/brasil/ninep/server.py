@@ -66,6 +66,9 @@ from .shares import OWNER, Shares
 from .maybe import is_awaitable
 from .messages import (
     Message,
+    decode_frame,
+    encode_rread,
+    tread_at,
     Rattach,
     Rauth,
     Rclunk,
@@ -288,6 +291,7 @@ class Connection(asyncio.Protocol):
         self.on_lost: list[Callable[[], None]] = []
         self._handover: Callable[[asyncio.Transport, bytes], None] | None = None
         self._batch: list[bytes] | None = None
+        self._uname = ""  # current_user's value while a chunk is handled
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Tversion: self.t_version, Tauth: self.t_auth, Tattach: self.t_attach,
             Tflush: self.t_flush, Twalk: self.t_walk, Topen: self.t_open, Tcreate: self.t_create,
@@ -388,13 +392,22 @@ class Connection(asyncio.Protocol):
         self.reader.feed(data)
         self._batch = []  # replies made while handling this chunk go out in one write
         got = False
+        # Who is asking, for the handlers (set once per chunk, the user only when it changes:
+        # per request, the two variables cost a tenth of a 1-byte read's whole handling).
+        token, user = current_connection.set(self), current_user.set("")
+        self._uname = ""
+        reader = self.reader
         try:
             while not self.closed:
-                msg = self.reader.next_message()
-                if msg is None:
+                frame = reader.next_frame()
+                if frame is None:
                     break
                 got = True
-                self.dispatch(msg)
+                t = tread_at(*frame)
+                if t is None:
+                    self.dispatch(decode_frame(*frame, reader.dotu))
+                elif not self._read_now(*t):
+                    self.dispatch(Tread(*t))
                 if self._handover is not None:
                     self._flush_batch()
                     self._hand_over()
@@ -405,6 +418,9 @@ class Connection(asyncio.Protocol):
             self.closed = True
             self.abort()
             return
+        finally:
+            current_connection.reset(token)
+            current_user.reset(user)
         if self.reader.buffered:
             if got or self.partial_since is None:
                 self.partial_since = asyncio.get_running_loop().time()
@@ -434,29 +450,55 @@ class Connection(asyncio.Protocol):
         if len(self.pending) >= self.server.max_pending and not isinstance(msg, Tflush):
             self.send(Rerror(tag, *self._err(Etoomanyreqs)))
             return
-        token = current_connection.set(self)
         fid = self.fids.get(getattr(msg, "fid", NOFID))
-        user = current_user.set(fid.uname if fid is not None else "")
+        uname = fid.uname if fid is not None else ""
+        if uname != self._uname:
+            current_user.set(uname)
+            self._uname = uname
         try:
             result = handler(msg)
-        except NinepError as e:
-            self.send(Rerror(tag, e.message, e.errno if self.dotu else 0))
-            return
-        except OSError as e:  # the file system changed under us (a race): an answer, not a bug
-            self.send(self._os_error(tag, e))
-            return
         except Exception as e:  # noqa: BLE001 - a bug in a handler must not take the daemon down
-            self.send(self._internal(tag, msg, e))
+            self._failed(tag, msg, e)
             return
-        finally:
-            current_connection.reset(token)
-            current_user.reset(user)
         if is_awaitable(result):
-            task = asyncio.ensure_future(result)
-            self.pending[tag] = task
-            task.add_done_callback(lambda t, tag=tag, msg=msg: self._finished(tag, msg, t))
+            self._pend(tag, msg, result)
         elif result is not None:
             self.send(result)
+
+    def _failed(self, tag: int, msg: Message, e: Exception) -> None:
+        if isinstance(e, NinepError):
+            self.send(Rerror(tag, e.message, e.errno if self.dotu else 0))
+        elif isinstance(e, OSError):  # the file system changed under us (a race): an answer
+            self.send(self._os_error(tag, e))
+        else:
+            self.send(self._internal(tag, msg, e))
+
+    def _pend(self, tag: int, msg: Message, result: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(result)
+        self.pending[tag] = task
+        task.add_done_callback(lambda t, tag=tag, msg=msg: self._finished(tag, msg, t))
+
+    def _read_now(self, tag: int, fid: int, offset: int, count: int) -> bool:
+        """Answer a Tread of an open file without message objects, as dispatch and t_read would,
+        when nothing unusual applies (the common case: a third of a read's handling saved);
+        False, having done nothing, leaves it to them."""
+        f = self.fids.get(fid)
+        server = self.server
+        if (f is None or f.omode < 0 or (f.omode & 3) == OWRITE or f.node.is_dir
+                or f.uname != self._uname or tag in self.pending or not self.versioned
+                or server.trace or len(self.pending) >= server.max_pending):
+            return False
+        n = min(count, self.msize - IOHDRSZ)
+        try:
+            data = f.handle.read(offset, n)  # type: ignore[union-attr]
+        except Exception as e:  # noqa: BLE001 - as in dispatch
+            self._failed(tag, Tread(tag, fid, offset, count), e)
+            return True
+        if hasattr(type(data), "__await__"):
+            self._pend(tag, Tread(tag, fid, offset, count), self._read_async(tag, n, data))
+        elif not self.closed:
+            self._write_frame(encode_rread(tag, data if len(data) <= n else data[:n]))
+        return True
 
     def _finished(self, tag: int, msg: Message, task: asyncio.Task[Any]) -> None:
         if self.pending.get(tag) is not task:
@@ -499,10 +541,13 @@ class Connection(asyncio.Protocol):
             msg = Rerror(msg.tag, bounded(msg.ename), msg.errno)
         if self.server.trace:
             trace_log.info("conn %d -> %s", self.ident, text.format(msg, 64))
+        self._write_frame(encode(msg, self.dotu))
+
+    def _write_frame(self, frame: bytes) -> None:
         if self._batch is not None:
-            self._batch.append(encode(msg, self.dotu))
-        else:
-            self.transport.write(encode(msg, self.dotu))
+            self._batch.append(frame)
+        elif self.transport is not None:
+            self.transport.write(frame)
 
     def _fid(self, fid: int) -> Fid:
         f = self.fids.get(fid)
