@@ -13,6 +13,10 @@ Figures:
   fuse        the same deployment through `brasil mount`, with open/write/read on the mount
   roundtrips  1-byte reads of a static file, 16 in flight on one connection to ``brasil serve``
               on a Unix socket, for 3 s: round trips per second
+  res-share   ``res 512`` and ``res 2048`` alternately on the tree: the daemons' CPU (schedstat,
+              every thread) from the write until it returns, per node holding slots (the
+              paper's claim: a reservation's cost per node does not grow with N), and the
+              ratio of the two
   server-cpu  the 9P server's own CPU per 1-byte read: a Connection in this process fed chunks
               of 16 Treads through a transport that drops the replies (process time, best of 5:
               the figure a noisy machine disturbs least)
@@ -83,13 +87,7 @@ async def deployments(args: argparse.Namespace, read: Read, write: Write,
         if i:
             total.append(t2 - t0)
             res.append(t1 - t0)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            rows = (await read(f"{L}/status")).decode().splitlines()
-            total_row = [ln.split() for ln in rows if ln.startswith("total ")]
-            if total_row and total_row[0][1] == total_row[0][2]:
-                break
-            await asyncio.sleep(0.05)
+        await settle(read)
     return {f"{label}deploy {args.n} s": statistics.median(total),
             f"{label}res {args.n} s": statistics.median(res)}
 
@@ -166,6 +164,73 @@ async def roundtrips(args: argparse.Namespace) -> dict[str, float]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def daemon_pids(d: str) -> list[int]:
+    """The tree's daemons, from the pid files ``cluster up`` writes in its directory."""
+    pids = []
+    for name in os.listdir(d):
+        if name.endswith(".pid"):
+            with open(os.path.join(d, name)) as f:
+                pids.append(int(f.read().split()[0]))
+    return pids
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """On-CPU nanoseconds of every thread of ``pids`` (/proc/PID/task/*/schedstat)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+async def res_share(args: argparse.Namespace) -> dict[str, float]:
+    from brasil.ninep.client import Client
+    sizes = (512, 2048)
+    with tree_up(args) as d:
+        pids = daemon_pids(d)
+        c = await Client.connect(f"unix:{d}/n0.sock")
+        try:
+            per: dict[int, list[float]] = {n: [] for n in sizes}
+            for i in range(args.repeats + 1):
+                for n in (sizes if i % 2 == 0 else sizes[::-1]):
+                    sid = (await c.read(f"{L}/clone")).decode().strip()
+                    cpu0 = cpu_ns(pids)
+                    await c.write(f"{L}/{sid}/ctl", f"res {n}\n")
+                    cpu = cpu_ns(pids) - cpu0
+                    rows = (await c.read(f"{L}/status")).decode().splitlines()
+                    held = sum(1 for r in (ln.split() for ln in rows)
+                               if len(r) > 2 and r[0] != "total" and r[2].isdigit()
+                               and int(r[2]) < int(r[1]))
+                    await c.write(f"{L}/{sid}/ctl", "close\n")
+                    await settle(c.read)
+                    if i:  # the first round warms up
+                        per[n].append(cpu / 1e6 / max(held, 1))
+        finally:
+            await c.close()
+    a, b = statistics.median(per[512]), statistics.median(per[2048])
+    return {"res 512 CPU ms per holder": a, "res 2048 CPU ms per holder": b,
+            "res 2048/512 per holder": b / a}
+
+
+async def settle(read: Read) -> None:
+    """Until every slot is free again (the release below the root is asynchronous)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = (await read(f"{L}/status")).decode().splitlines()
+        total_row = [ln.split() for ln in rows if ln.startswith("total ")]
+        if total_row and total_row[0][1] == total_row[0][2]:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def server_cpu(args: argparse.Namespace) -> dict[str, float]:
     from brasil.ninep import messages as m
     from brasil.ninep.server import Connection, Server
@@ -200,7 +265,8 @@ async def server_cpu(args: argparse.Namespace) -> dict[str, float]:
     return {"server CPU per read us": best * 1e6}
 
 
-FIGURES = {"deploy": deploy, "fuse": fuse, "roundtrips": roundtrips, "server-cpu": server_cpu}
+FIGURES = {"deploy": deploy, "fuse": fuse, "roundtrips": roundtrips, "res-share": res_share,
+           "server-cpu": server_cpu}
 
 
 def main() -> int:

@@ -155,6 +155,32 @@ class GeneratedFile(Node):
         return BytesHandle(self, _b(await pending))
 
 
+class LiveFile(Node):
+    """Text produced afresh whenever a read starts at offset 0, later offsets reading on in that
+    text: one open file serves a reader that polls it (a heartbeat) with one round trip per
+    poll, instead of a walk, an open, two reads and a clunk. ``generate`` must answer now."""
+
+    def __init__(self, generate: Callable[[], str | bytes], name: str = "",
+                 mode: int = 0o444) -> None:
+        super().__init__(name, mode)
+        self.generate = generate
+
+    def open(self, mode: int) -> Handle:
+        return LiveHandle(self)
+
+
+class LiveHandle(Handle):
+    def __init__(self, node: LiveFile) -> None:
+        super().__init__(node)
+        self.live = node
+        self.data = b""
+
+    def read(self, offset: int, count: int) -> bytes:
+        if offset == 0:
+            self.data = _b(self.live.generate())
+        return self.data[offset:offset + count]
+
+
 class StreamFile(Node):
     """Reads drain ``source``; writes feed ``sink``; offsets are ignored, as for a pipe.
 

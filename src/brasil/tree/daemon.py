@@ -9,7 +9,7 @@ from typing import Any
 
 from ..ninep.auth import SecretAuthenticator
 from ..ninep.server import Server
-from ..ninep.synthetic import GeneratedFile
+from ..ninep.synthetic import GeneratedFile, LiveFile
 from ..ninep.transport import Address, bound_addresses, parse_address
 from ..node.daemon import Node
 from .link import ParentLink
@@ -36,6 +36,7 @@ class Daemon:
         self.children = Children(self)
         node.local.add("join", JoinFile(self.children))
         node.local.add("lineage", GeneratedFile(self.lineage_text))
+        node.local.add("subtree", LiveFile(self.children.subtree_text))
         node.status_sources.append(self.children.fresh_status_lines)
         node.status_keys.append(self.children.attr_keys)
         self.parent = ParentLink(self, parent) if parent else None
