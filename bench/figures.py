@@ -9,14 +9,17 @@ what every version since the foundation has: ``brasil cluster up/down``, ``brasi
 
 Figures:
   deploy      clone, ``res N``, ``exec date``, read ``stdio`` to EOF, close, on a tree made by
-              ``cluster up`` (Figure 4 of the paper); also reports ``res N`` alone
+              ``cluster up`` (Figure 4 of the paper); also reports ``res N`` alone, and the
+              median ratio of each deployment to ``seq N | xargs -P2 -I{} date`` run right
+              after it
   fuse        the same deployment through `brasil mount`, with open/write/read on the mount
   roundtrips  1-byte reads of a static file, 16 in flight on one connection to ``brasil serve``
               on a Unix socket, for 3 s: round trips per second
   res-share   ``res 512`` and ``res 2048`` alternately on the tree: the daemons' CPU (schedstat,
-              every thread) from the write until it returns, per node holding slots (the
-              paper's claim: a reservation's cost per node does not grow with N), and the
-              ratio of the two
+              every thread) from the write until it returns, less the tree's idle pace measured
+              just before (heartbeats), per node holding slots (the paper's claim: a
+              reservation's cost per node does not grow with N), and the ratio of the two;
+              medians of 2 x ``--repeats``
   server-cpu  the 9P server's own CPU per 1-byte read: a Connection in this process fed chunks
               of 16 Treads through a transport that drops the replies (process time, best of 5:
               the figure a noisy machine disturbs least)
@@ -37,6 +40,9 @@ import sys
 import tempfile
 import time
 from typing import Awaitable, Callable, Iterator
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run with -I: no script dir
+from common import xargs  # noqa: E402
 
 L = "csrv/local"
 
@@ -71,7 +77,7 @@ async def deployments(args: argparse.Namespace, read: Read, write: Write,
     """clone, res N, exec date, read stdio, close; medians of ``--repeats`` after a warm-up.
     Between two, the tree settles (every slot free again: the release below the root is
     asynchronous), so one measurement does not pay for the last one's cleanup."""
-    total, res = [], []
+    total, res, ratios = [], [], []
     for i in range(args.repeats + 1):
         t0 = time.perf_counter()
         sid = (await read(f"{L}/clone")).decode().strip()
@@ -88,8 +94,11 @@ async def deployments(args: argparse.Namespace, read: Read, write: Write,
             total.append(t2 - t0)
             res.append(t1 - t0)
         await settle(read)
+        if i:  # what users would otherwise run, right after: the ratio is of one moment
+            ratios.append(total[-1] / xargs(args.n, parallel=2))
     return {f"{label}deploy {args.n} s": statistics.median(total),
-            f"{label}res {args.n} s": statistics.median(res)}
+            f"{label}res {args.n} s": statistics.median(res),
+            f"{label}deploy/xargs -P2": statistics.median(ratios)}
 
 
 async def deploy(args: argparse.Namespace) -> dict[str, float]:
@@ -199,12 +208,15 @@ async def res_share(args: argparse.Namespace) -> dict[str, float]:
         c = await Client.connect(f"unix:{d}/n0.sock")
         try:
             per: dict[int, list[float]] = {n: [] for n in sizes}
-            for i in range(args.repeats + 1):
+            for i in range(2 * args.repeats + 1):
                 for n in (sizes if i % 2 == 0 else sizes[::-1]):
                     sid = (await c.read(f"{L}/clone")).decode().strip()
-                    cpu0 = cpu_ns(pids)
+                    b0, t0 = cpu_ns(pids), time.perf_counter()
+                    await asyncio.sleep(0.3)  # the tree's own pace (heartbeats), to subtract
+                    cpu0, t1 = cpu_ns(pids), time.perf_counter()
                     await c.write(f"{L}/{sid}/ctl", f"res {n}\n")
                     cpu = cpu_ns(pids) - cpu0
+                    cpu -= (cpu0 - b0) / (t1 - t0) * (time.perf_counter() - t1)
                     rows = (await c.read(f"{L}/status")).decode().splitlines()
                     held = sum(1 for r in (ln.split() for ln in rows)
                                if len(r) > 2 and r[0] != "total" and r[2].isdigit()
