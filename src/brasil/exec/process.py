@@ -27,31 +27,47 @@ SETUP_FD = "BRASIL_SETUP_FD"  # where a setup helper (nsexec) reports a failure 
 log = logging.getLogger("brasil.exec")
 
 
-class _PipeReader(asyncio.Protocol):
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.transport: asyncio.ReadTransport | None = None
+class _PipeReader:
+    """A child's stdout or stderr into its Stream, straight from the loop's reader callback.
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    An asyncio pipe transport did this before, with a protocol, a transport and their callbacks
+    per pipe: two pipes per command made that a tenth of a short command's handling. A full
+    stream stops the reading (the child then blocks in write(2)) until it drains; a stream whose
+    reader is gone closes the pipe, so the child gets EPIPE, as in a shell."""
 
-    def data_received(self, data: bytes) -> None:
-        if self.stream.broken:  # nobody reads it any more: the writer gets EPIPE, as in a shell
-            if self.transport is not None:
-                self.transport.close()
+    __slots__ = ("loop", "pipe", "fd", "stream", "reading")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pipe: Any, stream: Stream) -> None:
+        self.loop, self.pipe, self.stream = loop, pipe, stream
+        self.fd = pipe.fileno()
+        os.set_blocking(self.fd, False)
+        self.reading = True
+        loop.add_reader(self.fd, self._ready)
+
+    def _ready(self) -> None:
+        try:
+            data = os.read(self.fd, 262144)
+        except (BlockingIOError, InterruptedError):
             return
-        if not self.stream.feed(data) and self.transport is not None:
-            self.transport.pause_reading()
+        except OSError:
+            data = b""
+        if not data or self.stream.broken:
+            self._end()
+        elif not self.stream.feed(data):
+            self.loop.remove_reader(self.fd)
+            self.reading = False
             self.stream.on_drain(self._resume)
 
     def _resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if not self.reading and not self.pipe.closed:
+            self.reading = True
+            self.loop.add_reader(self.fd, self._ready)
 
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _end(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+            self.reading = False
+        self.pipe.close()
         self.stream.close()
 
 
@@ -96,6 +112,7 @@ class Process:
         # non-zero status then breaks a pipeline; after the end of its input (grep that found
         # nothing) it is the command's answer. What a node can say of exec/chain.py's rule.
         self.input_left = False
+        self._input_done = False  # its input reached its end (or its reader went away)
 
     @staticmethod
     def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
@@ -110,8 +127,10 @@ class Process:
         except ValueError as e:  # an embedded NUL, say: the request's fault, not ours
             raise NinepError(f"exec: cannot start {argv[0][:100]}: {e}") from None
 
-    async def attach(self, popen: subprocess.Popen[bytes]) -> None:
-        """Take over a spawned child: its pipes feed our streams, its exit is watched."""
+    def attach(self, popen: subprocess.Popen[bytes]) -> None:
+        """Take over a spawned child: its pipes feed our streams, its exit is watched. Its input
+        is copied by a task made only once input (or its end) arrives: most commands never get
+        any, and then the pipe is just closed when they end."""
         loop = asyncio.get_running_loop()
         self.popen = p = popen
         self.pid = p.pid
@@ -119,9 +138,19 @@ class Process:
         assert p.stdin and p.stdout and p.stderr
         pidfd = os.pidfd_open(p.pid)
         loop.add_reader(pidfd, self._reap, pidfd)
-        await asyncio.gather(loop.connect_read_pipe(lambda: _PipeReader(self.stdout), p.stdout),
-                             loop.connect_read_pipe(lambda: _PipeReader(self.stderr), p.stderr))
-        self._feeder = asyncio.ensure_future(self._feed(p.stdin))
+        _PipeReader(loop, p.stdout, self.stdout)
+        _PipeReader(loop, p.stderr, self.stderr)
+        self.stdin.when_ready(self._input_ready)
+
+    def _input_ready(self) -> None:
+        assert self.popen is not None and self.popen.stdin is not None
+        if self._feeder is not None:
+            return
+        if self.stdin.broken or (self.stdin.eof and not len(self.stdin)):
+            self.popen.stdin.close()  # nothing will ever come: no task for it
+            self._input_done = True
+            return
+        self._feeder = asyncio.ensure_future(self._feed(self.popen.stdin))
 
     async def _feed(self, pipe: Any) -> None:
         """Copy the stdin stream into the child's stdin until end of file or the child stops
@@ -141,6 +170,7 @@ class Process:
                 transport.write(data)
                 await writer.drain()
         finally:
+            self._input_done = True
             if writer is not None and writer.lost:
                 self.stdin.break_()
             if transport is not None:
@@ -154,7 +184,7 @@ class Process:
         os.close(pidfd)
         assert self.popen is not None
         rc = self.popen.wait()
-        self.input_left = self._feeder is not None and not self._feeder.done()
+        self.input_left = not self._input_done
         if self.watchdog is not None and self.cgroup is None:
             self.watchdog.forget(self.pid)
         self.stdin.break_()  # nobody reads our input any more: writers fail, the feeder ends

@@ -56,7 +56,8 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     errors = [p for p in spawned if isinstance(p, BaseException)]
     started = [(leaf, Process(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream, watchdog), popen)
                for leaf, popen in zip(leaves, spawned) if not isinstance(popen, BaseException)]
-    await asyncio.gather(*(proc.attach(popen) for _, proc, popen in started))
+    for _, proc, popen in started:
+        proc.attach(popen)
     for leaf, proc, _ in started:
         leaf._started(cmd, proc)
     return errors
