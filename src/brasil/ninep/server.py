@@ -21,6 +21,7 @@ import errno as _errno
 import itertools
 import logging
 import os
+import time
 from typing import Any, Awaitable, Callable, Protocol
 
 from . import text
@@ -276,6 +277,7 @@ class Connection(asyncio.Protocol):
         self.authenticator = authenticator
         self.attached = False
         self.opened = 0.0
+        self.last_heard = time.monotonic()  # when bytes last came in (a peer's sign of life)
         self.partial_since: float | None = None  # when a frame began to arrive and is not done
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader(server.max_msize)
@@ -389,6 +391,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.last_heard = time.monotonic()
         self.reader.feed(data)
         self._batch = []  # replies made while handling this chunk go out in one write
         got = False

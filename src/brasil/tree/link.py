@@ -2,8 +2,9 @@
 
 Two connections, both opened by us: on the first we are the parent's client, and its ``/csrv``
 becomes our ``/csrv/parent``; on the second we write ``join NAME`` and, once that is answered,
-serve our own namespace over it to the parent. If either drops (or the parent stops answering
-its heartbeat), ``/csrv/parent`` goes away and we join again, serving locally all along.
+serve our own namespace over it to the parent. If either drops (or the parent stops polling our
+``subtree``, its heartbeat), ``/csrv/parent`` goes away and we join again, serving locally all
+along.
 
 Every node knows the addresses of its ancestors: once joined it reads its parent's
 ``/csrv/local/lineage`` (the parent's address, then the parent's ancestors), which makes our own
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from ..ninep.auth import client_auth
@@ -126,7 +128,7 @@ class ParentLink:
                 candidates = []
                 log.info("joined the tree under %s as %s (ancestors: %s)", self.address, name,
                          ", ".join(map(str, self.ancestors)))
-                beat = asyncio.ensure_future(self._heartbeat(up, mark))
+                beat = asyncio.ensure_future(self._heartbeat(conn_box, mark))
                 try:
                     why = await lost
                 finally:
@@ -171,13 +173,13 @@ class ParentLink:
                     c.abort()
             raise
 
-    async def _heartbeat(self, up: Client, mark) -> None:  # type: ignore[no-untyped-def]
+    async def _heartbeat(self, conn_box: list[Connection], mark) -> None:  # type: ignore[no-untyped-def]
+        """The parent reads our ``subtree`` every second over the connection it took over: its
+        silence is the sign, without a request of ours (a stat a second from every node)."""
         while True:
             await asyncio.sleep(HEARTBEAT)
-            try:
-                await asyncio.wait_for(up.stat("csrv"), HEARTBEAT_TIMEOUT)
-            except (NinepError, ConnectionError, asyncio.TimeoutError):
-                mark("no heartbeat from the parent")
+            if conn_box and time.monotonic() - conn_box[0].last_heard > HEARTBEAT_TIMEOUT:
+                mark(f"no heartbeat from the parent: not polled for {HEARTBEAT_TIMEOUT:g}s")
                 return
 
     async def stop(self) -> None:
