@@ -5,15 +5,16 @@ from pathlib import Path
 import pytest
 
 from brasil.ninep.errors import NinepError
+from brasil.lifecycle import step
 from brasil.node import lifecycle
 
 
 def test_an_illegal_event_names_the_state_and_what_is_possible():
     with pytest.raises(NinepError, match=r"session 3 is closed: cannot exec now"):
-        lifecycle.step(lifecycle.SESSION, "closed", "exec", "session 3")
+        step(lifecycle.SESSION, "closed", "exec", "session 3")
     with pytest.raises(NinepError, match=r"cannot finish now \(possible: close, exec\)"):
-        lifecycle.step(lifecycle.SESSION, "reserved", "finish", "session 3")
-    assert lifecycle.step(lifecycle.SESSION, "done", "exec", "session 3") == "running"
+        step(lifecycle.SESSION, "reserved", "finish", "session 3")
+    assert step(lifecycle.SESSION, "done", "exec", "session 3") == "running"
 
 
 def test_the_lifecycle_document_is_generated_from_the_tables():

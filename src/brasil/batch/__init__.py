@@ -14,7 +14,7 @@ runs isolated jobs redundantly. An isolated execution runs in an overlay of its 
 scheduler survives its own restart: everything it needs is in the database.
 ``scheduler.py`` holds the in-memory part; ``report.py`` the accounting; ``api.py`` the Python API.
 
-Layering: imports ninep, exec and node; node never imports batch.
+Layering: imports ninep, exec and ``brasil.lifecycle``; never node (nor node batch).
 """
 
 from __future__ import annotations

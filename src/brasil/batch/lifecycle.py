@@ -1,6 +1,7 @@
 """The lifecycles of a batch job and of one execution of it, as transition tables.
 
-One module says what may happen in which state (as ``node/lifecycle.py`` does for sessions), so
+One module says what may happen in which state (as ``node/lifecycle.py`` does for sessions;
+``brasil.lifecycle`` holds what moves along any table), so
 the scheduler cannot, say, commit a job twice or revive a cancelled one: an event that is not in
 the table raises, naming the state. The database stores the states these tables produce; the
 scheduler's SQL only ever moves a row along an edge drawn here (the conditional updates in
@@ -10,7 +11,7 @@ docs/batch-lifecycles.md from the tables; a test keeps the two equal.
 
 from __future__ import annotations
 
-from ..node.lifecycle import mermaid, step
+from ..lifecycle import mermaid, step
 
 # A job: waiting → ready → running → exiting → done, plus failed and cancelled (SPEC.md §6).
 JOB = {

@@ -26,6 +26,7 @@ from ..exec.records import NEWLINE, Key, Splitter, quote
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
+from ..lifecycle import step
 from . import lifecycle
 from .attrs import Filter, Selection
 from .io import AGGREGATE, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
@@ -180,7 +181,7 @@ class Session:
     async def reserve(self, n: int, sel: Selection = Selection(), upto: bool = False) -> None:
         if self.is_leaf:
             raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
-        self.state = lifecycle.step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
+        self.state = step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
         if self.default_where is not None:  # made in a query directory: its nodes only
             sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode)
         try:
@@ -258,7 +259,7 @@ class Session:
             if errors:
                 raise errors[0]
             return
-        self.state = lifecycle.step(lifecycle.SESSION, self.state, "exec", f"session {self.path}")
+        self.state = step(lifecycle.SESSION, self.state, "exec", f"session {self.path}")
         self.args = cmd
         busy = [leaf.path for leaf in self.leaves() if leaf.state == "running"]
         busy += [f"{g.first}-{g.first + g.count - 1} on {g.neighbor}" for g in self.delegations
@@ -289,7 +290,7 @@ class Session:
             await asyncio.gather(*(g.kill(signal.SIGKILL) for g in delegated if g.running),
                                  return_exceptions=True)
             if self.state == "running" and self.all_done():  # nothing started: not running
-                self.state = lifecycle.step(lifecycle.SESSION, self.state, "finish",
+                self.state = step(lifecycle.SESSION, self.state, "finish",
                                             f"session {self.path}")
             raise errors[0]
         log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
@@ -303,7 +304,7 @@ class Session:
         while s is not None:  # an exec in one sub-session makes its session run too
             s._running += 1
             if s.state in ("reserved", "done"):
-                s.state = lifecycle.step(lifecycle.SESSION, s.state, "exec", f"session {s.path}")
+                s.state = step(lifecycle.SESSION, s.state, "exec", f"session {s.path}")
             s = s.parent
 
     def _uncount_running(self) -> None:
@@ -317,7 +318,7 @@ class Session:
 
     def _started(self, cmd: str, proc: Process) -> None:
         self.process, self.args, self.exit_status, self.error = proc, cmd, None, ""
-        self.state = lifecycle.step(lifecycle.SLOT, self.state, "start", f"sub-session {self.path}")
+        self.state = step(lifecycle.SLOT, self.state, "start", f"sub-session {self.path}")
         self.starting = False
         self._count_running()
         proc.on_exit(self._exited)
@@ -328,7 +329,7 @@ class Session:
         input ends empty it never runs (status 0, no output), as a copy of a fan-out that was
         dealt no record does not run in PUSH."""
         self.args, self.exit_status, self.error = cmd, None, ""
-        self.state = lifecycle.step(lifecycle.SLOT, self.state, "defer", f"sub-session {self.path}")
+        self.state = step(lifecycle.SLOT, self.state, "defer", f"sub-session {self.path}")
         self._count_running()
         stdin = self.stdin
         self.stdin.when_ready(lambda: self._input_ready(stdin, cmd, argv, env))
@@ -340,7 +341,7 @@ class Session:
             self.starting = True
             asyncio.ensure_future(self._start_deferred(cmd, argv, env))
             return
-        self.state = lifecycle.step(lifecycle.SLOT, self.state, "skip", f"sub-session {self.path}")
+        self.state = step(lifecycle.SLOT, self.state, "skip", f"sub-session {self.path}")
         self.exit_status = 0
         for o in (self.stdout, self.stderr):
             o.stream.close()
@@ -353,7 +354,7 @@ class Session:
         if errors and self.state == "waiting":
             self.starting = False
             self.error = errors[0].message if isinstance(errors[0], NinepError) else str(errors[0])
-            self.state = lifecycle.step(lifecycle.SLOT, self.state, "fail", f"sub-session {self.path}")
+            self.state = step(lifecycle.SLOT, self.state, "fail", f"sub-session {self.path}")
             self.exit_status = 127
             for o in (self.stdout, self.stderr):
                 o.stream.close()
@@ -366,7 +367,7 @@ class Session:
         proc = self.process
         event = "killed" if proc is not None and proc.signalled else "exit"
         if self.state == "running":
-            self.state = lifecycle.step(lifecycle.SLOT, self.state, event, f"sub-session {self.path}")
+            self.state = step(lifecycle.SLOT, self.state, event, f"sub-session {self.path}")
         log.debug("session %s: pid %d %s, status %d", self.path,
                   proc.pid if proc else 0, self.state, status)
         self._uncount_running()
@@ -378,7 +379,7 @@ class Session:
         while s is not None:
             if s.all_done():
                 if s.state == "running" and not s.is_leaf:
-                    s.state = lifecycle.step(lifecycle.SESSION, s.state, "finish", f"session {s.path}")
+                    s.state = step(lifecycle.SESSION, s.state, "finish", f"session {s.path}")
                     codes = [leaf.exit_status for leaf in s.leaves()]
                     log.info("session %s: every process ended: %d here (%d with status 0)%s",
                              s.path, len(codes), codes.count(0),
@@ -404,7 +405,7 @@ class Session:
         n = 0
         for leaf in self.leaves():
             if leaf.state == "waiting" and not leaf.starting:  # never started: it ends now
-                leaf.state = lifecycle.step(lifecycle.SLOT, leaf.state, "killed",
+                leaf.state = step(lifecycle.SLOT, leaf.state, "killed",
                                             f"sub-session {leaf.path}")
                 leaf.exit_status = 128 + sig
                 for o in (leaf.stdout, leaf.stderr):
@@ -684,7 +685,7 @@ class Session:
                 o.stream.break_()
             if leaf.slot is not None:
                 self.node.release_slots([leaf.slot])
-            leaf.state = lifecycle.step(lifecycle.SLOT, leaf.state, "release", f"sub-session {leaf.path}")
+            leaf.state = step(lifecycle.SLOT, leaf.state, "release", f"sub-session {leaf.path}")
         for agg in self._aggregators:
             agg.cancel()
         for sp in self.splices + [t for leaf in self.leaves() for t in leaf.transfers]:
