@@ -21,3 +21,15 @@ def test_the_lifecycle_document_is_generated_from_the_tables():
     doc = Path(__file__).parent.parent / "docs" / "lifecycles.md"
     assert doc.read_text() == lifecycle.document(), \
         "docs/lifecycles.md is stale: python -m brasil.node.lifecycle > docs/lifecycles.md"
+
+
+def test_a_reservation_in_flight_has_a_state_and_ends_in_reserved_or_back_in_new():
+    """``res`` moves new → reserving while it waits for slots, then granted → reserved or
+    refused → new (no state set by hand); exec and a second res are refused meanwhile."""
+    assert step(lifecycle.SESSION, "new", "reserve", "session 3") == "reserving"
+    assert step(lifecycle.SESSION, "reserving", "granted", "session 3") == "reserved"
+    assert step(lifecycle.SESSION, "reserving", "refused", "session 3") == "new"
+    assert step(lifecycle.SESSION, "reserving", "close", "session 3") == "closed"
+    for event in ("exec", "reserve", "finish"):
+        with pytest.raises(NinepError, match=f"session 3 is reserving: cannot {event} now"):
+            step(lifecycle.SESSION, "reserving", event, "session 3")

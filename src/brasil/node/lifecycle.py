@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from ..lifecycle import mermaid
 
-# Session: new → reserved → running ⇄ done; closed from anywhere.
+# Session: new → reserving → reserved → running ⇄ done; closed from anywhere.
 SESSION = {
-    ("new", "reserve"): "reserved",
+    ("new", "reserve"): "reserving",
     ("new", "close"): "closed",
+    ("reserving", "granted"): "reserved",  # every slot asked for, here or through neighbours
+    ("reserving", "refused"): "new",       # not enough slots, or a neighbour failed: ask again
+    ("reserving", "close"): "closed",      # from another handle; the slots granted are released
     ("reserved", "exec"): "running",
     ("reserved", "close"): "closed",
     ("running", "finish"): "done",
