@@ -66,6 +66,8 @@ EXECUTION = {
     ("committing", "fail"): "failed",         # staging failed (disk full, say)
     ("applying", "committed"): "committed",   # by the worker, or replayed by the scheduler
     ("applying", "fail"): "failed",           # applying failed (the job runs again), or refused
+    ("applying", "lose"): "lost",             # rolled back by a scheduler that had not yet
+                                              # seen its journal whole: the job runs again
 }
 
 JOB_STATES = ("waiting", "ready", "running", "exiting", "done", "failed", "cancelled")

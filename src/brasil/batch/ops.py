@@ -17,15 +17,13 @@ after the transaction has committed, never before, so nothing is promised that a
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, Sequence
 
 from .jobfile import MAX_RECORD, JobSpec
-from .lifecycle import ACTIVE_EXECUTION, EXECUTION, EventRow, move, move_each, move_where
+from .lifecycle import ACTIVE_EXECUTION, EventRow, move, move_each, move_where
 from .policy import Policy
 from .store import Refused, Tx
 
-log = logging.getLogger("brasil.batch.ops")
 Push = list[tuple[str, str]]
 ACTIVE_SQL = "('assigned', 'running', 'committing', 'applying')"
 
@@ -389,14 +387,11 @@ def commit_undone(tx: Tx, token: int, why: str, now: float, failed: bool = False
     """The committing execution is gone and its journal was incomplete (rolled back), or its
     commit failed: the job runs again."""
     row = _execution(tx, token)
-    ev = "fail" if failed else "lose"
     if row is None or row[0] not in ("committing", "applying"):
         return
-    if (row[0], ev) not in EXECUTION:  # lost while applying: its journal is whole, replayed
-        log.warning("batch: execution %d is applying its commit: not rolled back (%s)", token, why)
-        return
     job = row[1]
-    move(tx, "executions", token, ev, set="ended = ?", params=(now,), only=(row[0],))
+    move(tx, "executions", token, "fail" if failed else "lose", set="ended = ?", params=(now,),
+         only=(row[0],))
     retries = max(row[4] - 1, 0) if failed else row[4]
     move(tx, "jobs", job, "commit_lost", set="active = 0, winner = NULL, retries = ?",
          params=(retries,), note=(now, "rollback" if not failed else "fail", job, token, row[6],
