@@ -1,6 +1,6 @@
 """SQL statements per job on the scheduler's dispatch path: the figure a noisy machine cannot move.
 
-    .venv/bin/python bench/batch_sql.py [N] [plain|clean|commit|fail …]
+    .venv/bin/python bench/batch_sql.py [N] [plain|clean|commit|fail …] [--repeats K]
     .bench-compare/<commit>/venv/bin/python -I bench/batch_sql.py   (another version's)
 
 Drives ``batch/ops.py`` directly on a real SQLite store, as the scheduler does for one worker of
@@ -9,6 +9,8 @@ started → finished (→ journaled → committed) → resolve_done, one transac
 every job is done. Every statement a :class:`Tx` runs is counted (execute, one, all, and each
 non-empty many or insert). Kinds: ``plain`` (non-isolated, exit 0), ``clean`` (isolated, nothing
 changed), ``commit`` (isolated, committed), ``fail`` (non-isolated, fails once, then succeeds).
+Also the CPU time of those transactions per job (process time, best of ``--repeats``, default
+5): with SQLite in this process, the scheduler's database cost without its 9P and its workers.
 Uses only what ops.py has had since the batch layer's retries (0a76ebc and later).
 """
 
@@ -49,7 +51,8 @@ for _name in ("many", "insert"):
     counted(_name, True)
 
 
-def per_job(kind: str, n: int) -> float:
+def per_job(kind: str, n: int) -> tuple[float, float]:
+    """(statements, CPU seconds) per job."""
     global statements
     with tempfile.TemporaryDirectory(prefix="bench-sql-") as d:
         os.chmod(d, 0o700)
@@ -64,6 +67,7 @@ def per_job(kind: str, n: int) -> float:
             ops.submit(tx, specs, time.time())
             tx.execute("COMMIT")
             statements = 0
+            cpu = time.process_time()
             failed: set[int] = set()
             while True:
                 tx.execute("BEGIN IMMEDIATE")
@@ -90,19 +94,27 @@ def per_job(kind: str, n: int) -> float:
                 if kind == "fail":  # no backoff: the retry is ready at once
                     tx.execute("UPDATE jobs SET not_before = NULL")
                 tx.execute("COMMIT")
-            per = statements / n
+            per, cpu = statements / n, (time.process_time() - cpu) / n
             ended = tx.all("SELECT state, count(*) FROM jobs GROUP BY state")
             if ended != [("done", n)]:
                 raise SystemExit(f"{kind}: not every job is done: {ended}")
-            return per
+            return per, cpu
         finally:
             store.close()
 
 
 def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
-    for kind in sys.argv[2:] or ("plain", "clean", "commit", "fail"):
-        print(f"{kind:7} {per_job(kind, n):.2f} statements per job")
+    args = sys.argv[1:]
+    repeats = 5
+    if "--repeats" in args:
+        i = args.index("--repeats")
+        repeats = int(args[i + 1])
+        del args[i:i + 2]
+    n = int(args[0]) if args else 400
+    for kind in args[1:] or ("plain", "clean", "commit", "fail"):
+        runs = [per_job(kind, n) for _ in range(repeats)]
+        print(f"{kind:7} {runs[0][0]:.2f} statements per job, "
+              f"{min(r[1] for r in runs) * 1e6:.0f} us CPU per job (best of {repeats})")
     return 0
 
 

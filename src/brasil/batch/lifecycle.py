@@ -113,8 +113,9 @@ _statements: dict[tuple[Any, ...], str] = {}
 
 def _sql(rows: str, events: tuple[str, ...], only: Collection[str] | None, set_: str,
          where: str) -> str:
-    """The UPDATE (made once per shape: the scheduler moves rows along the same edges all day)."""
-    key = (rows, events, None if only is None else tuple(sorted(only)), set_, where)
+    """The UPDATE (made once per shape: the scheduler moves rows along the same edges all day,
+    so the common case is one dictionary look-up)."""
+    key = (rows, events, only, set_, where)
     sql = _statements.get(key)
     if sql is None:
         froms, to = _from(rows, events, only)
@@ -124,18 +125,14 @@ def _sql(rows: str, events: tuple[str, ...], only: Collection[str] | None, set_:
     return sql
 
 
-def _check(moved: int, want: int, rows: str, events: tuple[str, ...], required: bool) -> bool:
-    if moved == want:
-        return True
+def _missed(moved: int, want: int, rows: str, events: tuple[str, ...], required: bool) -> bool:
     if required:
         raise Moved(f"{rows}: {' then '.join(events)}: {want - moved} of {want} row(s) were no "
                     "longer where the table allows it")
     return False
 
 
-def _note(tx: Tx, note: EventRow | list[EventRow] | None, log: list[EventRow] | None) -> None:
-    if note is None:
-        return
+def _note(tx: Tx, note: EventRow | list[EventRow], log: list[EventRow] | None) -> None:
     notes = note if isinstance(note, list) else [note]
     if log is not None:
         log.extend(notes)
@@ -144,7 +141,7 @@ def _note(tx: Tx, note: EventRow | list[EventRow] | None, log: list[EventRow] | 
 
 
 def move(tx: Tx, rows: str, ids: int | Sequence[int], *events: str, set: str = "",
-         params: Sequence[Any] = (), only: Collection[str] | None = None, required: bool = True,
+         params: Sequence[Any] = (), only: tuple[str, ...] | None = None, required: bool = True,
          note: EventRow | list[EventRow] | None = None, log: list[EventRow] | None = None) -> bool:
     """Move the rows ``ids`` of ``rows`` ("jobs" or "executions") along ``events`` (one, or
     several in turn: ``"start", "fail"`` for an execution whose start came with its end), setting
@@ -153,30 +150,34 @@ def move(tx: Tx, rows: str, ids: int | Sequence[int], *events: str, set: str = "
     whether every row moved; if not, ``required`` raises :class:`Moved`. ``note``: the event
     row(s) this move writes when it moves: added to ``log`` (the operation writes its rows in
     one insert) or, without it, inserted now."""
-    one = isinstance(ids, int)
-    todo: Sequence[int] = [ids] if isinstance(ids, int) else ids
-    if not todo:
-        return True
-    moved = 0
-    for i in range(0, len(todo), CHUNK):
-        chunk = todo[i:i + CHUNK]
-        where = "id = ?" if one else f"id IN ({', '.join('?' * len(chunk))})"
-        tx.execute(_sql(rows, events, only, set, where), (*params, *chunk))
-        moved += tx.cur.rowcount
-    ok = _check(moved, len(todo) if one else len(frozenset(todo)), rows, events, required)
-    if ok:
+    if isinstance(ids, int):  # the common case, kept short: it runs a few times per job
+        tx.execute(_sql(rows, events, only, set, "id = ?"), (*params, ids))
+        moved, want = tx.cur.rowcount, 1
+    else:
+        if not ids:
+            return True
+        moved, want = 0, len(frozenset(ids))
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            tx.execute(_sql(rows, events, only, set, f"id IN ({', '.join('?' * len(chunk))})"),
+                       (*params, *chunk))
+            moved += tx.cur.rowcount
+    if moved != want:
+        return _missed(moved, want, rows, events, required)
+    if note is not None:
         _note(tx, note, log)
-    return ok
+    return True
 
 
 def move_each(tx: Tx, rows: str, items: Sequence[Sequence[Any]], *events: str, set: str = "",
-              only: Collection[str] | None = None, required: bool = True) -> bool:
+              only: tuple[str, ...] | None = None, required: bool = True) -> bool:
     """:func:`move` of one row per item, each with its own parameters: ``items`` are the
     parameters of ``set`` followed by the row's id (one executemany)."""
     if not items:
         return True
     tx.many(_sql(rows, events, only, set, "id = ?"), items)
-    return _check(tx.cur.rowcount, len(items), rows, events, required)
+    return tx.cur.rowcount == len(items) or _missed(tx.cur.rowcount, len(items), rows, events,
+                                                    required)
 
 
 def move_where(tx: Tx, rows: str, *events: str, where: str,
