@@ -366,3 +366,26 @@ def test_every_state_change_in_the_scheduler_goes_through_the_tables():
     src = Path(ops.__file__).read_text()
     assert not re.findall(r"UPDATE \w+ SET[^\"]*\bstate\s*=", src)
     assert "SET state" not in src
+
+
+async def test_the_scheduler_moves_only_along_the_tables(store):
+    """ops.py through move: a late finish is refused and changes nothing; a commit report for a
+    job that is not exiting (the table draws exiting → done only) is refused whole."""
+    from brasil.batch import ops
+    from brasil.batch.lifecycle import Moved
+    await store.write(lambda tx: (put(tx, "jobs", 1, "running"), put(tx, "executions", 10, "lost")))
+    push, done = await store.write(lambda tx: ops.finished(tx, "w", 10, 0, 1.0, 2.0, 3.0, ""))
+    assert (push, done) == ([("w", "discard 10")], [])
+    assert await store.write(lambda tx: (state(tx, "jobs", 1), state(tx, "executions", 10))) == \
+        ("running", "lost")
+    await store.write(lambda tx: put(tx, "executions", 10, "applying"))
+    with pytest.raises(Moved, match="jobs: committed"):
+        await store.write(lambda tx: ops.committed(tx, "w", 10, 4.0, 5.0))
+    assert await store.write(lambda tx: (state(tx, "jobs", 1), state(tx, "executions", 10))) == \
+        ("running", "applying")  # the execution's move was rolled back with the job's
+    # the same report once the job is exiting: both move, and the job is done
+    await store.write(lambda tx: put(tx, "jobs", 1, "exiting"))
+    push, done = await store.write(lambda tx: ops.committed(tx, "w", 10, 4.0, 5.0))
+    assert (push, done) == ([("w", "ok 10")], [1])
+    assert await store.write(lambda tx: (state(tx, "jobs", 1), state(tx, "executions", 10))) == \
+        ("done", "committed")

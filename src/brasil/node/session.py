@@ -211,7 +211,7 @@ class Session:
             if self.session_state == "reserving":  # (not closed meanwhile)
                 self.session_step("refused")
             raise
-        if self.session_state == "closed":  # closed from another handle while we waited: give them back
+        if self.session_state == "closed":  # closed from another handle meanwhile: give back
             self.node.release_slots(slots)
             for g in delegated:
                 asyncio.ensure_future(g.close())
