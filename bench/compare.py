@@ -74,7 +74,8 @@ def main() -> int:
     ap.add_argument("rev", metavar="REV", help="the version to compare with (a commit, tag, "
                     "branch, HEAD~3…)")
     ap.add_argument("--figures", nargs="+", default=["deploy", "roundtrips"],
-                    choices=["deploy", "fuse", "roundtrips", "res-share", "server-cpu"],
+                    choices=["deploy", "fuse", "roundtrips", "res-share", "server-cpu",
+                             "batch-fine"],
                     help="what to measure (default: deploy and roundtrips)")
     ap.add_argument("--pairs", type=int, default=3, help="A/B pairs per figure (at least 3)")
     args, extra = ap.parse_known_args()

@@ -23,6 +23,8 @@ Figures:
   server-cpu  the 9P server's own CPU per 1-byte read: a Connection in this process fed chunks
               of 16 Treads through a transport that drops the replies (process time, best of 5:
               the figure a noisy machine disturbs least)
+  batch-fine  bench/batch.py's fine grain: ``--n`` `true` jobs (non-isolated) and a quarter as
+              many isolated on `brasil serve` and 2 workers of 2 slots: jobs per second
 """
 
 from __future__ import annotations
@@ -277,8 +279,21 @@ async def server_cpu(args: argparse.Namespace) -> dict[str, float]:
     return {"server CPU per read us": best * 1e6}
 
 
+async def batch_fine(args: argparse.Namespace) -> dict[str, float]:
+    """bench/batch.py's fine grain (c): ``--n`` `true` jobs non-isolated, a quarter as many
+    isolated, on a fresh `brasil serve` and 2 `brasil worker` processes of 2 slots each."""
+    from batch import Rig, brasil_run  # bench/batch.py
+    out = {}
+    for key, n, iso in (("plain", args.n, False), ("isolated", max(args.n // 4, 1), True)):
+        with tempfile.TemporaryDirectory(prefix="bench-batch-") as d, \
+                Rig(d, [{"slots": 2}, {"slots": 2}]) as rig:
+            r = await brasil_run(rig, ["true"] * n, key, isolate=iso)
+            out[f"batch {key} jobs/s"] = n / r["makespan"]
+    return out
+
+
 FIGURES = {"deploy": deploy, "fuse": fuse, "roundtrips": roundtrips, "res-share": res_share,
-           "server-cpu": server_cpu}
+           "server-cpu": server_cpu, "batch-fine": batch_fine}
 
 
 def main() -> int:

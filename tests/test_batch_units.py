@@ -245,3 +245,147 @@ def test_a_database_made_before_the_time_limit_column_still_opens_and_gets_it(tm
     s = store.Store(str(path))  # and again: the column is not added twice
     s.open()
     s.close()
+
+
+# ---- moves along the tables, on both engines ----------------------------------------------
+
+from test_batch_fixtures import db_url, postgres_server  # noqa: E402,F401
+
+
+@pytest.fixture
+async def store(db_url, tmp_path):  # noqa: F811
+    """An open store (SQLite or PostgreSQL) with job 1 and its execution 10, in states the test
+    sets with ``put``."""
+    from brasil.batch.store import Store
+    tmp_path.chmod(0o700)
+    s = Store(db_url)
+    s.open()
+    await s.write(lambda tx: (
+        tx.insert("jobs", ("id", "tag", "cmd", "home", "env", "isolate", "priority", "retries",
+                           "redundancy", "state", "deps_left", "active", "submitted"),
+                  [(1, "t", "true", "/", "{}", 1, 0, 0, 2, "ready", 0, 0, 0.0),
+                   (2, "t", "true", "/", "{}", 1, 0, 0, 2, "waiting", 0, 0, 0.0),
+                   (3, "t", "true", "/", "{}", 1, 0, 0, 2, "cancelled", 0, 0, 0.0)]),
+        tx.insert("executions", ("id", "job", "worker", "state", "assigned"),
+                  [(10, 1, "w", "assigned", 0.0)])))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def put(tx, rows: str, id: int, state: str) -> None:  # type: ignore[no-untyped-def]
+    tx.execute(f"UPDATE {rows} SET state = ? WHERE id = ?", (state, id))
+
+
+def state(tx, rows: str, id: int) -> str:  # type: ignore[no-untyped-def]
+    return tx.one(f"SELECT state FROM {rows} WHERE id = ?", (id,))[0]  # type: ignore[no-any-return]
+
+
+def events(tx) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r[0] for r in tx.all("SELECT kind FROM events ORDER BY t")]
+
+
+async def test_a_move_names_its_from_states_and_refuses_a_row_in_any_other(store):
+    from brasil.batch.lifecycle import Moved, move
+    # ready → running along "assign", with the event row it writes
+    assert await store.write(lambda tx: move(tx, "jobs", 1, "assign", set="active = active + 1",
+                                             note=(1.0, "assign", 1, 10, "w", None)))
+    assert await store.write(lambda tx: (state(tx, "jobs", 1), events(tx))) == \
+        ("running", ["assign"])
+    # a job that is done may not be assigned: the UPDATE matches nothing and, required, raises
+    await store.write(lambda tx: put(tx, "jobs", 1, "done"))
+    with pytest.raises(Moved, match="jobs: assign: 1 of 1"):
+        await store.write(lambda tx: move(tx, "jobs", 1, "assign", note=(2.0, "assign", 1, 10,
+                                                                           "w", None)))
+    assert await store.write(lambda tx: (state(tx, "jobs", 1), events(tx))) == ("done", ["assign"])
+    # a late report (not required) learns False and changes nothing, writing no event
+    await store.write(lambda tx: put(tx, "executions", 10, "lost"))
+    assert not await store.write(lambda tx: move(tx, "executions", 10, "start", required=False,
+                                                 note=(3.0, "start", 1, 10, "w", None)))
+    assert await store.write(lambda tx: (state(tx, "executions", 10), events(tx))) == \
+        ("lost", ["assign"])
+
+
+async def test_a_move_from_a_state_the_caller_read_is_fenced_on_that_state(store):
+    from brasil.batch.lifecycle import Moved, move
+    from brasil.ninep.errors import NinepError
+    # start then fail, from assigned: one UPDATE; the same from running is refused
+    assert await store.write(lambda tx: move(tx, "executions", 10, "start", "fail",
+                                             set="ended = ?", params=(5.0,)))
+    assert await store.write(lambda tx: state(tx, "executions", 10)) == "failed"
+    await store.write(lambda tx: put(tx, "executions", 10, "running"))
+    with pytest.raises(Moved):
+        await store.write(lambda tx: move(tx, "executions", 10, "start", "fail"))
+    # cancel is drawn from waiting, ready and running; a caller that read "ready" moves only that
+    with pytest.raises(Moved):
+        await store.write(lambda tx: move(tx, "jobs", 2, "cancel", only=("ready",)))
+    assert await store.write(lambda tx: state(tx, "jobs", 2)) == "waiting"
+    # an edge that is not drawn is refused before any SQL, naming the state
+    with pytest.raises(NinepError, match="is done: cannot cancel now"):
+        await store.write(lambda tx: move(tx, "jobs", 2, "cancel", only=("done",)))
+
+
+async def test_moves_of_many_rows_count_every_row(store):
+    from brasil.batch.lifecycle import Moved, move, move_each, move_where
+    # one of the two is not waiting or ready: the whole operation is rolled back
+    with pytest.raises(Moved, match="1 of 2"):
+        await store.write(lambda tx: move_each(tx, "jobs", [("why", 1), ("why", 3)], "cancel",
+                                               set="reason = ?"))
+    assert await store.write(lambda tx: [state(tx, "jobs", j) for j in (1, 3)]) == \
+        ["ready", "cancelled"]
+    with pytest.raises(Moved, match="1 of 3"):
+        await store.write(lambda tx: move(tx, "jobs", [1, 2, 3], "cancel"))
+    assert await store.write(lambda tx: move(tx, "jobs", [1, 2, 2], "cancel"))
+    # a set-based move moves only the rows in a state the event may happen in
+    await store.write(lambda tx: put(tx, "jobs", 1, "done"))
+    await store.write(lambda tx: move_where(tx, "jobs", "restore", where="id IN (?, ?)",
+                                            each=[(1, 3)]))
+    assert await store.write(lambda tx: [state(tx, "jobs", j) for j in (1, 2, 3)]) == \
+        ["done", "cancelled", "waiting"]
+
+
+async def test_an_operation_whose_row_another_scheduler_moved_runs_again(store):
+    from brasil.batch.lifecycle import move
+    runs = []
+
+    def op(tx):  # type: ignore[no-untyped-def]
+        runs.append(state(tx, "jobs", 1))
+        if len(runs) == 1:  # as if another scheduler had cancelled it after we read "ready"
+            put(tx, "jobs", 1, "cancelled")
+        return move(tx, "jobs", 1, "assign", only=("ready",))
+    assert await store.write(op)
+    assert runs == ["ready", "ready"]  # the first run was rolled back, cancel and all
+
+
+def test_every_state_change_in_the_scheduler_goes_through_the_tables():
+    """No UPDATE in ops.py sets a state by hand: each goes through lifecycle.move, whose WHERE
+    holds the states the table allows."""
+    import re
+    from brasil.batch import ops
+    src = Path(ops.__file__).read_text()
+    assert not re.findall(r"UPDATE \w+ SET[^\"]*\bstate\s*=", src)
+    assert "SET state" not in src
+
+
+async def test_the_scheduler_moves_only_along_the_tables(store):
+    """ops.py through move: a late finish is refused and changes nothing; a commit report for a
+    job that is not exiting (the table draws exiting → done only) is refused whole."""
+    from brasil.batch import ops
+    from brasil.batch.lifecycle import Moved
+    await store.write(lambda tx: (put(tx, "jobs", 1, "running"), put(tx, "executions", 10, "lost")))
+    push, done = await store.write(lambda tx: ops.finished(tx, "w", 10, 0, 1.0, 2.0, 3.0, ""))
+    assert (push, done) == ([("w", "discard 10")], [])
+    assert await store.write(lambda tx: (state(tx, "jobs", 1), state(tx, "executions", 10))) == \
+        ("running", "lost")
+    await store.write(lambda tx: put(tx, "executions", 10, "applying"))
+    with pytest.raises(Moved, match="jobs: committed"):
+        await store.write(lambda tx: ops.committed(tx, "w", 10, 4.0, 5.0))
+    assert await store.write(lambda tx: (state(tx, "jobs", 1), state(tx, "executions", 10))) == \
+        ("running", "applying")  # the execution's move was rolled back with the job's
+    # the same report once the job is exiting: both move, and the job is done
+    await store.write(lambda tx: put(tx, "jobs", 1, "exiting"))
+    push, done = await store.write(lambda tx: ops.committed(tx, "w", 10, 4.0, 5.0))
+    assert (push, done) == ([("w", "ok 10")], [1])
+    assert await store.write(lambda tx: (state(tx, "jobs", 1), state(tx, "executions", 10))) == \
+        ("done", "committed")

@@ -4,7 +4,7 @@ Theory of operation. A scheduler lives in a node daemon and is served as files u
 ``/csrv/local/batch`` (``files.py``). Jobs — command lines with dependencies, a home directory and
 an isolation flag — are submitted as a job file (``jobfile.py``) and kept, with every execution
 and every event, in a database (``store.py``: SQLite by default, PostgreSQL for a shared one);
-each state change is one conditional update along the transition tables of ``lifecycle.py``
+each state change is one conditional update along the transition tables (``lifecycle.move``)
 (``ops.py``), batched into group commits. Placeholders (``worker.py``) pull work over one
 persistent 9P connection; an execution's id is its fencing token, and leases say which workers
 are alive. The selection policy (``policy.py``) gives ready jobs first and, when none is left,
@@ -14,7 +14,7 @@ runs isolated jobs redundantly. An isolated execution runs in an overlay of its 
 scheduler survives its own restart: everything it needs is in the database.
 ``scheduler.py`` holds the in-memory part; ``report.py`` the accounting; ``api.py`` the Python API.
 
-Layering: imports ninep, exec and node; node never imports batch.
+Layering: imports ninep, exec and ``brasil.lifecycle``; never node (nor node batch).
 """
 
 from __future__ import annotations

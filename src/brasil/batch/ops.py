@@ -1,10 +1,14 @@
 """The scheduler's transactions: each function here runs inside one database transaction.
 
-Every state change is a conditional UPDATE that names the state it moves from (the edges of
-``lifecycle.py``), so a report that arrives late — from a thawed worker, say, after its execution
-was presumed lost — changes nothing: the row is no longer in the state the update expects, and
-the caller is told to discard that execution's work. That check is the fencing token at work:
-the token is the execution's id, current while its row is assigned, running, committing or applying.
+Every state change goes through ``lifecycle.move`` (or ``move_each``, ``move_where``): one
+conditional UPDATE whose WHERE names the states the transition table allows the event in (or the
+one this operation read), whose row count is checked. So a report that arrives late — from a
+thawed worker, say, after its execution was presumed lost — changes nothing: the row is no longer
+in a state the update expects, and the caller is told to discard that execution's work. That check
+is the fencing token at work: the token is the execution's id, current while its row is assigned,
+running, committing or applying. A move this operation decided on a state it read just before
+raises ``lifecycle.Moved`` if another scheduler moved the row meanwhile (PostgreSQL only): the
+operation is run again.
 
 Functions return the lines to push to workers (``(worker, line)``); the scheduler delivers them
 after the transaction has committed, never before, so nothing is promised that a crash could undo.
@@ -16,7 +20,7 @@ import json
 from typing import Any, Sequence
 
 from .jobfile import MAX_RECORD, JobSpec
-from .lifecycle import ACTIVE_EXECUTION
+from .lifecycle import ACTIVE_EXECUTION, EventRow, move, move_each, move_where
 from .policy import Policy
 from .store import Refused, Tx
 
@@ -142,12 +146,8 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
     rows = picked + redundant
     if not rows:
         return []
-    if picked:
-        tx.in_chunks("UPDATE jobs SET state = 'running', active = active + 1 WHERE id IN ({ids})",
-                     [r[0] for r in picked])
-    if redundant:
-        tx.in_chunks("UPDATE jobs SET active = active + 1 WHERE id IN ({ids})",
-                     [r[0] for r in redundant])
+    # ready → running, and running → running for a redundant execution: one UPDATE for both
+    move(tx, "jobs", [r[0] for r in rows], "assign", set="active = active + 1")
     first = tx.next_ids("execution", len(rows))
     tx.insert("executions", ("id", "job", "worker", "state", "assigned"),
               [(first + k, r[0], worker, "assigned", now) for k, r in enumerate(rows)])
@@ -181,8 +181,8 @@ def _fitting(tx: Tx, rows: list[Any], now: float) -> list[Any]:
         return rows
     reasons = {j: f"too large for a worker to read: its assignment is {n} bytes, the limit "
                f"{MAX_RECORD} (put a long command in a script)" for j, n in big}
-    tx.many("UPDATE jobs SET state = 'cancelled', reason = ?, finished = ? WHERE id = ? "
-            "AND state = 'ready'", [(why, now, j) for j, why in reasons.items()])
+    move_each(tx, "jobs", [(why, now, j) for j, why in reasons.items()], "cancel",
+              set="reason = ?, finished = ?", only=("ready",))
     event(tx, [(now, "cancel", j, None, None, why) for j, why in reasons.items()])
     cancel_dependents(tx, list(reasons), now)
     return [r for r in rows if r[0] not in reasons]
@@ -195,9 +195,8 @@ def started(tx: Tx, worker: str, rows: list[tuple[int, int, float]]) -> Push:
     still recorded: see :func:`late_start`)."""
     push: Push = []
     for token, slot, t in rows:
-        tx.execute("UPDATE executions SET state = 'running', started = ?, slot = ? "
-                   "WHERE id = ? AND state = 'assigned'", (t, slot, token))
-        if tx.cur.rowcount == 1:
+        if move(tx, "executions", token, "start", set="started = ?, slot = ?", params=(t, slot),
+                required=False):
             job = tx.one("SELECT job FROM executions WHERE id = ?", (token,))
             event(tx, [(t, "start", job[0] if job else None, token, worker, str(slot))])
         else:
@@ -250,8 +249,9 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
             late_start(tx, worker, token, None, t0)
         return repeat(tx, worker, token, row, now, f"late finish (exit {status})"), []
     estate, job, jstate, isolate, retries, active = row[:6]
-    tx.execute("UPDATE executions SET started = COALESCE(started, ?), ended = ?, status = ? "
-               "WHERE id = ?", (t0, t1, status, token))
+    begun = ("start",) if estate == "assigned" else ()  # its start came with its end
+    ended = "started = COALESCE(started, ?), ended = ?, status = ?"
+    times = (t0, t1, status)
     rows = [(t1, "finish", job, token, worker, f"{status} notify={max(now - t1, 0):.6f}")]
     if estate == "assigned":
         rows.insert(0, (t0, "start", job, token, worker, None))
@@ -259,36 +259,38 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
     done: list[int] = []
     if status == 0 and jstate == "running" and (isolate or remote):
         if clean:  # nothing to commit: done at once
-            tx.execute("UPDATE executions SET state = 'committed' WHERE id = ?", (token,))
-            tx.execute("UPDATE jobs SET state = 'done', finished = ?, exit_status = 0, winner = ? "
-                       "WHERE id = ?", (now, token, job))
+            move(tx, "executions", token, *begun, "win_clean", set=ended, params=times,
+                 only=(estate,))
+            move(tx, "jobs", job, "succeed", set="finished = ?, exit_status = 0, winner = ?, "
+                 "active = 0", params=(now, token), only=(jstate,))
             rows += [(t1, "commit_start", job, token, worker, None),
                      (t1, "commit", job, token, worker, "nothing changed")]
             push.append((worker, f"ok {token}"))
             done.append(job)
         else:
-            tx.execute("UPDATE executions SET state = 'committing' WHERE id = ?", (token,))
-            tx.execute("UPDATE jobs SET state = 'exiting', winner = ? WHERE id = ?", (token, job))
+            move(tx, "executions", token, *begun, "win", set=ended, params=times, only=(estate,))
+            move(tx, "jobs", job, "win", set="winner = ?, active = 1", params=(token,),
+                 only=(jstate,))
             push.append((worker, f"commit {token}"))
-        for other, w in tx.all(f"SELECT id, worker FROM executions WHERE job = ? AND id <> ? "
-                               f"AND state IN {ACTIVE_SQL}", (job, token)):
-            tx.execute("UPDATE executions SET state = 'killed', ended = ? WHERE id = ?", (now, other))
-            rows.append((now, "kill", job, other, w, f"execution {token} won"))
-            push.append((w, f"kill {other}"))
-        tx.execute("UPDATE jobs SET active = ? WHERE id = ?", (0 if clean else 1, job))
+        others = tx.all(f"SELECT id, worker FROM executions WHERE job = ? AND id <> ? "
+                        f"AND state IN {ACTIVE_SQL}", (job, token))
+        move(tx, "executions", [other for other, _ in others], "kill", set="ended = ?",
+             params=(now,), note=[(now, "kill", job, other, w, f"execution {token} won")
+                                  for other, w in others], log=rows)
+        push += [(w, f"kill {other}") for other, w in others]
     elif status == 0 and jstate == "running":
-        tx.execute("UPDATE executions SET state = 'finished' WHERE id = ?", (token,))
-        tx.execute("UPDATE jobs SET state = 'done', active = active - 1, finished = ?, "
-                   "exit_status = 0, winner = ? WHERE id = ?", (now, token, job))
+        move(tx, "executions", token, *begun, "succeed", set=ended, params=times, only=(estate,))
+        move(tx, "jobs", job, "succeed", set="active = active - 1, finished = ?, "
+             "exit_status = 0, winner = ?", params=(now, token), only=(jstate,))
         push.append((worker, f"ok {token}"))
         done.append(job)
     elif status == 0:  # isolated, but another execution already won (or the job was cancelled)
-        tx.execute("UPDATE executions SET state = 'rolledback' WHERE id = ?", (token,))
+        move(tx, "executions", token, *begun, "late", set=ended, params=times, only=(estate,))
         tx.execute("UPDATE jobs SET active = active - 1 WHERE id = ?", (job,))
         rows.append((now, "refused", job, token, worker, f"job is {jstate}"))
         push.append((worker, f"discard {token}"))
     else:
-        tx.execute("UPDATE executions SET state = 'failed' WHERE id = ?", (token,))
+        move(tx, "executions", token, *begun, "fail", set=ended, params=times, only=(estate,))
         push.append((worker, f"discard {token}"))
         active -= 1
         if jstate == "running":
@@ -297,21 +299,22 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
             if retries >= 0 or active > 0:
                 if active == 0:
                     wait = retry_delay(tx, job)
-                    tx.execute("UPDATE jobs SET state = 'ready', active = 0, retries = ?, "
-                               "failures = failures + 1, not_before = ?, failed_on = ? "
-                               "WHERE id = ?", (retries, now + wait, worker, job))
-                    rows.append((now, "retry", job, token, worker,
-                                 f"exit {status}; again in {wait:g} s, preferably elsewhere"))
+                    move(tx, "jobs", job, "retry", set="active = 0, retries = ?, "
+                         "failures = failures + 1, not_before = ?, failed_on = ?",
+                         params=(retries, now + wait, worker), only=(jstate,),
+                         note=(now, "retry", job, token, worker,
+                               f"exit {status}; again in {wait:g} s, preferably elsewhere"),
+                         log=rows)
                     if backoffs is not None:
                         backoffs.append(wait)
-                else:
+                else:  # another execution still runs: the job stays running
                     tx.execute("UPDATE jobs SET active = ?, retries = ?, failures = failures + 1,"
                                " failed_on = ? WHERE id = ?", (active, retries, worker, job))
             else:
                 reason = f"exit status {status}{': ' + why if why else ''} (retries spent)"
-                tx.execute("UPDATE jobs SET state = 'failed', active = 0, finished = ?, "
-                           "exit_status = ?, reason = ? WHERE id = ?", (now, status, reason, job))
-                rows.append((now, "fail", job, token, worker, reason))
+                move(tx, "jobs", job, "fail", set="active = 0, finished = ?, exit_status = ?, "
+                     "reason = ?", params=(now, status, reason), only=(jstate,),
+                     note=(now, "fail", job, token, worker, reason), log=rows)
                 event(tx, rows)
                 cancel_dependents(tx, [job], now)
                 return push, done
@@ -355,16 +358,14 @@ def journaled(tx: Tx, worker: str, token: int, c0: float, now: float) -> bool:
     """The committer staged every change and wrote its journal: from now on the commit will be
     completed, by it or (if it dies) by the scheduler's replay. False: the token is stale, and
     its staging must be thrown away."""
-    tx.execute("UPDATE executions SET state = 'applying' WHERE id = ? AND state = 'committing'",
-               (token,))
-    moved = tx.cur.rowcount == 1
-    job = tx.one("SELECT job FROM executions WHERE id = ?", (token,))
-    if not moved and _execution(tx, token) and _execution(tx, token)[0] == "applying":  # type: ignore[index]
-        return True  # the same report again, after a reconnection
-    if moved:
+    if move(tx, "executions", token, "journaled", required=False):
+        job = tx.one("SELECT job FROM executions WHERE id = ?", (token,))
         event(tx, [(c0, "commit_start", job[0] if job else None, token, worker, None)])
         return True
-    event(tx, [(now, "refused", job[0] if job else None, token, worker, "late journal")])
+    row = _execution(tx, token)
+    if row is not None and row[0] == "applying":
+        return True  # the same report again, after a reconnection
+    event(tx, [(now, "refused", row[1] if row else None, token, worker, "late journal")])
     return False
 
 
@@ -375,11 +376,10 @@ def committed(tx: Tx, worker: str, token: int, c1: float, now: float,
     if row is None or row[0] != "applying":
         return repeat(tx, worker, token, row, now, "late commit report"), []
     job = row[1]
-    tx.execute("UPDATE executions SET state = 'committed' WHERE id = ?", (token,))
-    tx.execute("UPDATE jobs SET state = 'done', active = 0, finished = ?, exit_status = 0 "
-               "WHERE id = ? AND state = 'exiting'", (now, job))
-    event(tx, [(c1, "commit", job, token, worker,
-                f"notify={max(now - c1, 0):.6f}" + (f" {detail}" if detail else ""))])
+    move(tx, "executions", token, "committed", only=(row[0],))
+    move(tx, "jobs", job, "committed", set="active = 0, finished = ?, exit_status = 0",
+         params=(now,), note=(c1, "commit", job, token, worker, f"notify={max(now - c1, 0):.6f}"
+                              + (f" {detail}" if detail else "")))
     return [(worker, f"ok {token}")], [job]
 
 
@@ -390,12 +390,12 @@ def commit_undone(tx: Tx, token: int, why: str, now: float, failed: bool = False
     if row is None or row[0] not in ("committing", "applying"):
         return
     job = row[1]
-    tx.execute(f"UPDATE executions SET state = '{'failed' if failed else 'lost'}', ended = ? "
-               "WHERE id = ?", (now, token))
+    move(tx, "executions", token, "fail" if failed else "lose", set="ended = ?", params=(now,),
+         only=(row[0],))
     retries = max(row[4] - 1, 0) if failed else row[4]
-    tx.execute("UPDATE jobs SET state = 'ready', active = 0, winner = NULL, retries = ? "
-               "WHERE id = ? AND state = 'exiting'", (retries, job))
-    event(tx, [(now, "rollback" if not failed else "fail", job, token, row[6], why)])
+    move(tx, "jobs", job, "commit_lost", set="active = 0, winner = NULL, retries = ?",
+         params=(retries,), note=(now, "rollback" if not failed else "fail", job, token, row[6],
+                                  why))
 
 
 def commit_refused(tx: Tx, token: int, why: str, now: float) -> None:
@@ -406,10 +406,9 @@ def commit_refused(tx: Tx, token: int, why: str, now: float) -> None:
     if row is None or row[0] not in ("committing", "applying"):
         return
     job = row[1]
-    tx.execute("UPDATE executions SET state = 'failed', ended = ? WHERE id = ?", (now, token))
-    tx.execute("UPDATE jobs SET state = 'failed', active = 0, finished = ?, reason = ? "
-               "WHERE id = ? AND state = 'exiting'", (now, why, job))
-    event(tx, [(now, "fail", job, token, row[6], why)])
+    move(tx, "executions", token, "fail", set="ended = ?", params=(now,), only=(row[0],))
+    move(tx, "jobs", job, "fail", set="active = 0, finished = ?, reason = ?", params=(now, why),
+         only=("exiting",), note=(now, "fail", job, token, row[6], why))
     cancel_dependents(tx, [job], now)
 
 
@@ -428,11 +427,12 @@ def lose(tx: Tx, tokens: list[int], now: float, why: str | None = None) -> Push:
         if row is None or row[0] not in ("assigned", "running"):
             continue
         job, jstate, active, worker = row[1], row[2], row[5] - 1, row[6]
-        tx.execute("UPDATE executions SET state = 'lost', ended = ? WHERE id = ?", (now, token))
-        rows = [(now, "lease_lost", job, token, worker, why)]
+        rows: list[EventRow] = []
+        move(tx, "executions", token, "lose", set="ended = ?", params=(now,), only=(row[0],),
+             note=(now, "lease_lost", job, token, worker, why), log=rows)
         if jstate == "running" and active <= 0:
-            tx.execute("UPDATE jobs SET state = 'ready', active = 0 WHERE id = ?", (job,))
-            rows.append((now, "retry", job, token, worker, why or "lease lost"))
+            move(tx, "jobs", job, "retry", set="active = 0", only=(jstate,),
+                 note=(now, "retry", job, token, worker, why or "lease lost"), log=rows)
         else:
             tx.execute("UPDATE jobs SET active = ? WHERE id = ?", (max(active, 0), job))
         event(tx, rows)
@@ -444,8 +444,8 @@ def resolve_done(tx: Tx, jobs: list[int]) -> None:
     """Jobs are done: each dependent has one dependency fewer; those with none left are ready."""
     tx.many("UPDATE jobs SET deps_left = deps_left - 1 WHERE id IN "
             "(SELECT job FROM deps WHERE dep = ?)", [(j,) for j in jobs])
-    tx.many("UPDATE jobs SET state = 'ready' WHERE state = 'waiting' AND deps_left <= 0 AND id IN "
-            "(SELECT job FROM deps WHERE dep = ?)", [(j,) for j in jobs])
+    move_where(tx, "jobs", "deps_done", where="deps_left <= 0 AND id IN "
+               "(SELECT job FROM deps WHERE dep = ?)", each=[(j,) for j in jobs])
 
 
 def cancel_dependents(tx: Tx, jobs: list[int], now: float) -> int:
@@ -459,9 +459,8 @@ def cancel_dependents(tx: Tx, jobs: list[int], now: float) -> int:
         reasons: dict[int, str] = {}
         for job, dep, dstate in rows:
             reasons.setdefault(job, f"dependency {dep} {dstate}")
-        tx.many("UPDATE jobs SET state = 'cancelled', reason = ?, finished = ? WHERE id = ? "
-                "AND state IN ('waiting', 'ready')",
-                [(r, now, j) for j, r in reasons.items()])
+        move_each(tx, "jobs", [(r, now, j) for j, r in reasons.items()], "cancel",
+                  set="reason = ?, finished = ?", only=("waiting", "ready"))
         event(tx, [(now, "cancel", j, None, None, r) for j, r in reasons.items()])
         count += len(reasons)
         frontier = list(reasons)
@@ -488,11 +487,9 @@ def cancel(tx: Tx, ids: list[int] | None, tag: str | None, now: float) -> tuple[
     push: Push = []
     kills = tx.in_chunks(f"SELECT id, job, worker FROM executions WHERE state IN {ACTIVE_SQL} "
                          "AND job IN ({ids})", targets)
-    tx.in_chunks("UPDATE executions SET state = 'killed', ended = ? WHERE job IN ({ids}) "
-                 "AND state IN ('assigned', 'running')", targets, extra=(now,))
-    tx.in_chunks("UPDATE jobs SET state = 'cancelled', reason = 'cancelled by request', "
-                 "finished = ?, active = 0 WHERE id IN ({ids}) AND state IN ('waiting', 'ready', "
-                 "'running')", targets, extra=(now,))
+    move(tx, "executions", [t for t, _, _ in kills], "kill", set="ended = ?", params=(now,))
+    move(tx, "jobs", targets, "cancel", set="reason = 'cancelled by request', finished = ?, "
+         "active = 0", params=(now,))
     event(tx, [(now, "cancel", j, None, None, "cancelled by request") for j in targets]
           + [(now, "kill", job, t, w, "job cancelled") for t, job, w in kills])
     push += [(w, f"kill {t}") for t, _, w in kills]
@@ -522,10 +519,8 @@ def retry(tx: Tx, ids: list[int] | None, tag: str | None, retries: int, now: flo
         targets = [r[0] for r in tx.all("SELECT id FROM jobs WHERE state = 'failed'")]
     if not targets:
         return 0
-    tx.in_chunks("UPDATE jobs SET state = 'ready', retries = ?, active = 0, finished = NULL, "
-                 "exit_status = NULL, winner = NULL, reason = NULL, not_before = NULL "
-                 "WHERE id IN ({ids}) "
-                 "AND state = 'failed'", targets, extra=(retries,))
+    move(tx, "jobs", targets, "retry_request", set="retries = ?, active = 0, finished = NULL, "
+         "exit_status = NULL, winner = NULL, reason = NULL, not_before = NULL", params=(retries,))
     event(tx, [(now, "retry_request", j, None, None, f"retries {retries}") for j in targets])
     count, frontier = len(targets), list(targets)
     while frontier:
@@ -537,8 +532,7 @@ def retry(tx: Tx, ids: list[int] | None, tag: str | None, retries: int, now: flo
         back = [r[0] for r in rows]
         if not back:
             break
-        tx.in_chunks("UPDATE jobs SET state = 'waiting', finished = NULL, reason = NULL "
-                     "WHERE id IN ({ids}) AND state = 'cancelled'", back)
+        move(tx, "jobs", back, "restore", set="finished = NULL, reason = NULL")
         event(tx, [(now, "restore", j, None, None, None) for j in back])
         count += len(back)
         frontier = back

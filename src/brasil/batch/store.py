@@ -7,7 +7,9 @@ functions of a :class:`Tx`), the thread runs all that are queued in ONE transact
 then hands each result back (group commit). So a thousand job reports cost one commit, not a
 thousand, and the loop never waits on the disk. SQLite transactions begin IMMEDIATE, taking the
 write lock up front (no deadlock between two writers upgrading); claims on PostgreSQL select
-``FOR UPDATE SKIP LOCKED``, so two schedulers sharing a database never claim the same job.
+``FOR UPDATE SKIP LOCKED``, so two schedulers sharing a database never claim the same job, and
+an operation that finds a row it read moved by another scheduler meanwhile
+(``lifecycle.Moved``) is run again, alone.
 Reads (listings, events) use a second connection on a second thread: in WAL mode they never wait
 for writers.
 """
@@ -26,10 +28,12 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from ..ninep.private import UnsafePathError, check_ancestors, check_closed_dir, open_checked
 from ..ninep.ratelimit import RateLimited
+from .lifecycle import Moved
 
 log = logging.getLogger("brasil.batch.store")
 limited = RateLimited(log)  # a client that found a failing operation cannot flood the log
 T = TypeVar("T")
+MOVED_ATTEMPTS = 3  # runs of an operation whose rows other schedulers keep moving under it
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS counters (k TEXT PRIMARY KEY, v BIGINT NOT NULL)",
@@ -310,18 +314,21 @@ class Store:
             self._rollback(tx)
             if len(batch) == 1:
                 op, fut, loop = batch[0]
-                try:
-                    self._begin(tx)
-                    r = op(tx)
-                    tx.execute("COMMIT")
-                    self._resolve(fut, loop, r, None)
-                except BaseException as e:  # noqa: BLE001
-                    self._rollback(tx)
-                    if not isinstance(e, Refused):
-                        limited.error(f"op {type(e).__name__}", "batch database operation "
-                                      "failed", exc_info=(type(e), e, e.__traceback__))
-                    self._resolve(fut, loop, None, e)
-                return
+                for attempt in range(MOVED_ATTEMPTS):
+                    try:
+                        self._begin(tx)
+                        r = op(tx)
+                        tx.execute("COMMIT")
+                        self._resolve(fut, loop, r, None)
+                    except BaseException as e:  # noqa: BLE001
+                        self._rollback(tx)
+                        if isinstance(e, Moved) and attempt + 1 < MOVED_ATTEMPTS:
+                            continue  # another scheduler moved a row it read: run it again
+                        if not isinstance(e, Refused):
+                            limited.error(f"op {type(e).__name__}", "batch database operation "
+                                          "failed", exc_info=(type(e), e, e.__traceback__))
+                        self._resolve(fut, loop, None, e)
+                    return
             for item in batch:
                 self._run_batch(tx, [item])
             return

@@ -24,7 +24,7 @@ async def start_leaves(node: Node, leaves: list[Session], cmd: str, argv: list[s
     """One process per leaf: forked in two batches on the node's spawn threads (the forks overlap
     and the loop stays free), then attached here. Returns what failed to start."""
     for leaf in leaves:
-        if leaf.state == "running" or (leaf.state == "waiting" and not leaf.starting):
+        if leaf.slot_state == "running" or (leaf.slot_state == "waiting" and not leaf.starting):
             raise NinepError(f"exec: sub-session {leaf.path} is still running; kill it or wait first",
                              errno.EBUSY)
     lazy = [leaf for leaf in leaves if leaf.top.lazy and not leaf.starting]

@@ -1,4 +1,5 @@
-"""Lifecycles as transition tables: one place that says what may happen in which state.
+"""The lifecycles of a session and of a slot, as transition tables (``brasil.lifecycle`` moves
+along them: :func:`~brasil.lifecycle.step`).
 
 An event not in the table raises :class:`NinepError` naming the state and the allowed events, so
 ``exec`` on a closed session, say, fails the ctl write with a sentence instead of corrupting state.
@@ -7,12 +8,15 @@ An event not in the table raises :class:`NinepError` naming the state and the al
 
 from __future__ import annotations
 
-from ..ninep.errors import NinepError
+from ..lifecycle import mermaid
 
-# Session: new → reserved → running ⇄ done; closed from anywhere.
+# Session: new → reserving → reserved → running ⇄ done; closed from anywhere.
 SESSION = {
-    ("new", "reserve"): "reserved",
+    ("new", "reserve"): "reserving",
     ("new", "close"): "closed",
+    ("reserving", "granted"): "reserved",  # every slot asked for, here or through neighbours
+    ("reserving", "refused"): "new",       # not enough slots, or a neighbour failed: ask again
+    ("reserving", "close"): "closed",      # from another handle; the slots granted are released
     ("reserved", "exec"): "running",
     ("reserved", "close"): "closed",
     ("running", "finish"): "done",
@@ -46,23 +50,6 @@ SLOT = {
     ("failed", "defer"): "waiting",
     ("failed", "release"): "released",
 }
-
-
-def step(table: dict[tuple[str, str], str], state: str, event: str, what: str) -> str:
-    nxt = table.get((state, event))
-    if nxt is None:
-        allowed = sorted(e for (s, e) in table if s == state)
-        raise NinepError(f"{what} is {state}: cannot {event} now"
-                         + (f" (possible: {', '.join(allowed)})" if allowed else ""))
-    return nxt
-
-
-def mermaid(title: str, table: dict[tuple[str, str], str]) -> str:
-    """A state diagram of ``table`` (GitHub renders mermaid), for docs/lifecycles.md."""
-    first = next(iter(table))[0]
-    lines = [f"### {title}", "", "```mermaid", "stateDiagram-v2", f"    [*] --> {first}"]
-    lines += [f"    {s} --> {t}: {e}" for (s, e), t in table.items()]
-    return "\n".join(lines + ["```", ""])
 
 
 def document() -> str:

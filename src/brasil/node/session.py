@@ -26,6 +26,7 @@ from ..exec.records import NEWLINE, Key, Splitter, quote
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
+from ..lifecycle import step
 from . import lifecycle
 from .attrs import Filter, Selection
 from .io import AGGREGATE, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
@@ -81,7 +82,10 @@ class Session:
         self.path = path  # "3" for a session, "3/1" for its sub-session 1
         self.parent = parent
         self.slot = slot
-        self.state = "idle" if slot is not None else "new"
+        # Two lifecycles, one per kind: a session's (lifecycle.SESSION: res, exec, close) and a
+        # leaf sub-session's slot (lifecycle.SLOT: its process); ``state`` shows the one it has.
+        self.session_state: str | None = "new" if slot is None else None
+        self.slot_state: str | None = "idle" if slot is not None else None
         self.subs: list[Session] = []  # the sub-sessions here; those elsewhere are in delegations
         self.delegations: list[Any] = []  # sessions on neighbours holding some of our sub-sessions
         self.came_from: str | None = None  # the neighbour that asked for this session (`from`)
@@ -164,6 +168,24 @@ class Session:
     def touch(self) -> None:
         self.top.last_active = time.monotonic()
 
+    @property
+    def state(self) -> str:
+        """What status lines and queries show: a leaf's slot state, else the session's."""
+        state = self.slot_state if self.is_leaf else self.session_state
+        assert state is not None
+        return state
+
+    def session_step(self, event: str) -> None:
+        """Move this session along lifecycle.SESSION (an event not drawn there raises)."""
+        assert self.session_state is not None, f"{self.path} is a sub-session, not a session"
+        self.session_state = step(lifecycle.SESSION, self.session_state, event,
+                                  f"session {self.path}")
+
+    def slot_step(self, event: str) -> None:
+        """Move this leaf's slot along lifecycle.SLOT (an event not drawn there raises)."""
+        assert self.slot_state is not None, f"{self.path} is a session, not a sub-session"
+        self.slot_state = step(lifecycle.SLOT, self.slot_state, event, f"sub-session {self.path}")
+
     def _new_streams(self) -> None:
         limit = self.node.output_limit
         self.stdin = Stream(limit)
@@ -180,14 +202,21 @@ class Session:
     async def reserve(self, n: int, sel: Selection = Selection(), upto: bool = False) -> None:
         if self.is_leaf:
             raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
-        self.state = lifecycle.step(lifecycle.SESSION, self.state, "reserve", f"session {self.path}")
+        self.session_step("reserve")
         if self.default_where is not None:  # made in a query directory: its nodes only
             sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode)
         try:
             slots, delegated = await self.node.reserve(self, n, sel, upto)
         except BaseException:
-            self.state = "new"
+            if self.session_state == "reserving":  # (not closed meanwhile)
+                self.session_step("refused")
             raise
+        if self.session_state == "closed":  # closed from another handle meanwhile: give back
+            self.node.release_slots(slots)
+            for g in delegated:
+                asyncio.ensure_future(g.close())
+            raise NinepError(f"res: session {self.path} was closed meanwhile", errno.EBADF)
+        self.session_step("granted")
         self.subs = [Session(self.node, f"{self.path}/{i}", self, slot) for i, slot in enumerate(slots)]
         self.delegations = delegated
         for g in delegated:
@@ -249,7 +278,7 @@ class Session:
             argv = python_argv("brasil.exec.nsexec", *binds, "--", "/bin/sh", "-c", cmd)
         else:
             argv = command_argv(cmd, env.get("PATH", os.defpath))
-        if not self.is_leaf and self.state == "new":
+        if not self.is_leaf and self.session_state == "new":
             await self.reserve(1)
         if self.is_leaf or self.subs:  # processes start here: they need the directory
             self.check_dir()
@@ -258,15 +287,15 @@ class Session:
             if errors:
                 raise errors[0]
             return
-        self.state = lifecycle.step(lifecycle.SESSION, self.state, "exec", f"session {self.path}")
-        self.args = cmd
-        busy = [leaf.path for leaf in self.leaves() if leaf.state == "running"]
+        assert self.session_state is not None
+        running = step(lifecycle.SESSION, self.session_state, "exec", f"session {self.path}")
+        busy = [leaf.path for leaf in self.leaves() if leaf.slot_state == "running"]
         busy += [f"{g.first}-{g.first + g.count - 1} on {g.neighbor}" for g in self.delegations
                  if g.running]
-        if busy:
-            self.state = "done" if self.all_done() else "running"
+        if busy:  # refused before the state moves: nothing to roll back
             raise NinepError(f"exec: sub-session(s) {', '.join(busy)} still running; "
                              "kill them or wait first", errno.EBUSY)
+        self.session_state, self.args = running, cmd
         self._reset_io()
         leaves = self.leaves()
         delegated = [g for g in self.delegations if not g.lost]
@@ -288,9 +317,8 @@ class Session:
                     leaf.process.kill(signal.SIGKILL)
             await asyncio.gather(*(g.kill(signal.SIGKILL) for g in delegated if g.running),
                                  return_exceptions=True)
-            if self.state == "running" and self.all_done():  # nothing started: not running
-                self.state = lifecycle.step(lifecycle.SESSION, self.state, "finish",
-                                            f"session {self.path}")
+            if self.session_state == "running" and self.all_done():  # nothing started
+                self.session_step("finish")
             raise errors[0]
         log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
                  len(leaves), sum(g.count for g in delegated))
@@ -302,8 +330,8 @@ class Session:
         s = self.parent
         while s is not None:  # an exec in one sub-session makes its session run too
             s._running += 1
-            if s.state in ("reserved", "done"):
-                s.state = lifecycle.step(lifecycle.SESSION, s.state, "exec", f"session {s.path}")
+            if s.session_state in ("reserved", "done"):
+                s.session_step("exec")
             s = s.parent
 
     def _uncount_running(self) -> None:
@@ -317,7 +345,7 @@ class Session:
 
     def _started(self, cmd: str, proc: Process) -> None:
         self.process, self.args, self.exit_status, self.error = proc, cmd, None, ""
-        self.state = lifecycle.step(lifecycle.SLOT, self.state, "start", f"sub-session {self.path}")
+        self.slot_step("start")
         self.starting = False
         self._count_running()
         proc.on_exit(self._exited)
@@ -328,19 +356,19 @@ class Session:
         input ends empty it never runs (status 0, no output), as a copy of a fan-out that was
         dealt no record does not run in PUSH."""
         self.args, self.exit_status, self.error = cmd, None, ""
-        self.state = lifecycle.step(lifecycle.SLOT, self.state, "defer", f"sub-session {self.path}")
+        self.slot_step("defer")
         self._count_running()
         stdin = self.stdin
         self.stdin.when_ready(lambda: self._input_ready(stdin, cmd, argv, env))
 
     def _input_ready(self, stdin: Stream, cmd: str, argv: list[str], env: dict[str, str]) -> None:
-        if self.state != "waiting" or stdin is not self.stdin:
+        if self.slot_state != "waiting" or stdin is not self.stdin:
             return  # killed or closed meanwhile
         if len(stdin):
             self.starting = True
             asyncio.ensure_future(self._start_deferred(cmd, argv, env))
             return
-        self.state = lifecycle.step(lifecycle.SLOT, self.state, "skip", f"sub-session {self.path}")
+        self.slot_step("skip")
         self.exit_status = 0
         for o in (self.stdout, self.stderr):
             o.stream.close()
@@ -350,10 +378,10 @@ class Session:
 
     async def _start_deferred(self, cmd: str, argv: list[str], env: dict[str, str]) -> None:
         errors = await start_leaves(self.node, [self], cmd, argv, env)
-        if errors and self.state == "waiting":
+        if errors and self.slot_state == "waiting":
             self.starting = False
             self.error = errors[0].message if isinstance(errors[0], NinepError) else str(errors[0])
-            self.state = lifecycle.step(lifecycle.SLOT, self.state, "fail", f"sub-session {self.path}")
+            self.slot_step("fail")
             self.exit_status = 127
             for o in (self.stdout, self.stderr):
                 o.stream.close()
@@ -365,10 +393,10 @@ class Session:
         self.exit_status = status
         proc = self.process
         event = "killed" if proc is not None and proc.signalled else "exit"
-        if self.state == "running":
-            self.state = lifecycle.step(lifecycle.SLOT, self.state, event, f"sub-session {self.path}")
+        if self.slot_state == "running":
+            self.slot_step(event)
         log.debug("session %s: pid %d %s, status %d", self.path,
-                  proc.pid if proc else 0, self.state, status)
+                  proc.pid if proc else 0, self.slot_state, status)
         self._uncount_running()
         self.touch()
         self._notify_done()
@@ -377,8 +405,8 @@ class Session:
         s: Session | None = self
         while s is not None:
             if s.all_done():
-                if s.state == "running" and not s.is_leaf:
-                    s.state = lifecycle.step(lifecycle.SESSION, s.state, "finish", f"session {s.path}")
+                if s.session_state == "running":
+                    s.session_step("finish")
                     codes = [leaf.exit_status for leaf in s.leaves()]
                     log.info("session %s: every process ended: %d here (%d with status 0)%s",
                              s.path, len(codes), codes.count(0),
@@ -391,7 +419,7 @@ class Session:
 
     def all_done(self) -> bool:
         if self.is_leaf:
-            return self.state not in ("running", "waiting")
+            return self.slot_state not in ("running", "waiting")
         return self._running == 0 and not any(g.running for g in self.delegations)
 
     async def wait(self) -> None:
@@ -403,9 +431,8 @@ class Session:
     def kill(self, sig: int = signal.SIGTERM) -> Any:
         n = 0
         for leaf in self.leaves():
-            if leaf.state == "waiting" and not leaf.starting:  # never started: it ends now
-                leaf.state = lifecycle.step(lifecycle.SLOT, leaf.state, "killed",
-                                            f"sub-session {leaf.path}")
+            if leaf.slot_state == "waiting" and not leaf.starting:  # never started: ends now
+                leaf.slot_step("killed")
                 leaf.exit_status = 128 + sig
                 for o in (leaf.stdout, leaf.stderr):
                     o.stream.close()
@@ -674,7 +701,7 @@ class Session:
                 and all(sp.state != "running" for sp in self.splices))
 
     def close(self) -> None:
-        if self.state == "closed":
+        if self.session_state == "closed":
             return
         for leaf in self.leaves():
             if leaf.process is not None:  # ended too: nothing it left may hold on to the slot
@@ -684,7 +711,7 @@ class Session:
                 o.stream.break_()
             if leaf.slot is not None:
                 self.node.release_slots([leaf.slot])
-            leaf.state = lifecycle.step(lifecycle.SLOT, leaf.state, "release", f"sub-session {leaf.path}")
+            leaf.slot_step("release")
         for agg in self._aggregators:
             agg.cancel()
         for sp in self.splices + [t for leaf in self.leaves() for t in leaf.transfers]:
@@ -693,5 +720,5 @@ class Session:
         for g in self.delegations:
             asyncio.ensure_future(g.close())
         if not self.is_leaf:
-            self.state = "closed"
+            self.session_step("close")
         log.info("session %s: closed", self.path)

@@ -31,7 +31,7 @@ def _count_close(session: Session) -> None:
     top = session.top
     top.open_handles -= 1
     session.touch()
-    if top.came_from is not None and top.open_handles == 0 and top.state != "closed":
+    if top.came_from is not None and top.open_handles == 0 and top.session_state != "closed":
         # A neighbour's session lives while the neighbour holds it open; let go (or dead), it
         # ends, and what it ran for the neighbour with it.
         top.node.close_session(top)
