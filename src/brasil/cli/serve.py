@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import resource
@@ -222,12 +223,24 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"brasil: root at {args.listen[0]}", flush=True)  # for whoever ran srun
     log.warning("node %s: %d slot(s), serving 9P on %s", node.name, node.slots_total,
                 ", ".join(node.addresses))
+    settle_collector()
     await stop.wait()
     log.warning("node %s: shutting down", node.name)
     await scheduler.stop()
     await daemon.stop()
     write_addresses(args, None)
     return 0
+
+
+def settle_collector() -> None:
+    """What the daemon made to start (modules, tables, the scheduler) is kept out of the cyclic
+    collector's scans (``gc.freeze``), and the youngest generation is collected every 10,000
+    allocations instead of 700: a reservation allocates a few objects per slot, and with the
+    default a res 32 spent a fifth of its CPU in collections that found nothing to free (this
+    daemon's structures are freed by reference counts; cycles are rare)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 50)
 
 
 def batch_limits(args: argparse.Namespace) -> dict[str, int]:

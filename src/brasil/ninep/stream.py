@@ -23,6 +23,9 @@ class Stream:
     limit, so the buffer holds at most ``limit`` plus one write.
     """
 
+    __slots__ = ("limit", "_chunks", "_size", "eof", "broken", "_readers", "_writers",
+                 "_drained", "_ready")
+
     def __init__(self, limit: int = 256 * 1024) -> None:
         self.limit = limit
         self._chunks: deque[bytes] = deque()
