@@ -49,6 +49,9 @@ from ..exec.reaper import Watchdog
 from . import commit, isolate, remote
 
 log = logging.getLogger("brasil.batch.worker")
+# One line per execution with the moments it passed (brasil worker --trace-jobs; bench/batch.py
+# reads them for its per-job breakdown). Off, it costs a dictionary store per moment.
+trace = logging.getLogger("brasil.batch.worker.trace")
 B = "csrv/local/batch"
 OUTPUT_TAIL = 4096  # bytes of an execution's output sent to the scheduler (brasil output)
 DEFAULT_KEEP_OUTPUTS = 1000  # output files kept in out/ (brasil worker --keep-outputs)
@@ -84,6 +87,10 @@ class Execution:
     timeout: int = 0  # seconds it may run (0: no limit)
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    marks: dict[str, float] = field(default_factory=dict)  # moment → time.time() (the trace)
+
+    def mark(self, moment: str) -> None:
+        self.marks[moment] = time.time()
 
 
 class Worker:
@@ -264,6 +271,7 @@ class Worker:
                           timeout=int(r.get("timeout", 0)))
             if e.token in self.execs:
                 return
+            e.mark("received")
             self.execs[e.token] = e
             asyncio.ensure_future(self._start(e))
             return
@@ -272,9 +280,11 @@ class Worker:
         if e is None:
             return
         if verb == "commit" and e.state == "exited":
+            e.mark("commit")
             e.pending = None
             asyncio.ensure_future(self._commit(e))
         elif verb == "go" and e.state == "journaled":
+            e.mark("go")
             e.pending = None
             asyncio.ensure_future(self._apply(e))
         elif verb in ("kill", "discard"):
@@ -331,6 +341,7 @@ class Worker:
             out = os.open(self._out_path(e),
                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             self._kept(self._out_path(e))
+            e.mark("prepared")
             try:
                 if preexec is None:
                     pid = self._spawn_plain(argv, env, cwd, out)
@@ -341,6 +352,7 @@ class Worker:
                     e.popen, pid = p, p.pid
             finally:
                 os.close(out)
+            e.mark("spawned")
         except Exception as err:  # noqa: BLE001 - whatever it is, the job failed, not the slot
             # (a NUL in its command, say: ValueError). Left to escape, the slot stayed taken
             # and the job "running" for ever, its lease renewed by us.
@@ -430,6 +442,7 @@ class Worker:
             e.timer = None
         e.t1 = time.time()
         e.state = "exited"
+        e.mark("exited")
         if e.timed_out:
             self._finish(e, TIMED_OUT, f"timed out after {e.timeout} s")
         else:
@@ -449,6 +462,7 @@ class Worker:
             self._end(e, keep=True)
             return
         e.ops = commit.plan(os.path.join(e.scratch, "upper"), e.lower or e.home)
+        e.mark("planned")
         if not e.ops:
             self.report(f"clean {e.token} {e.t0:.6f} {e.t1:.6f}", e)
             self._end(e, keep=True)
@@ -519,6 +533,7 @@ class Worker:
             self._rollback(e)
             return
         e.state = "journaled"
+        e.mark("journaled")
         self.report(f"journaled {e.token} {c0:.6f}", e)
         if self.remote_homes:
             self._end(e, keep=True)  # the scheduler applies; its "ok" ends it here
@@ -533,6 +548,7 @@ class Worker:
                 self.report(f"commitfail {e.token} apply: {err}", e)
             self._rollback(e)
             return
+        e.mark("applied")
         self.report(f"committed {e.token} {time.time():.6f}", e)
         self._end(e, keep=True)
 
@@ -551,14 +567,26 @@ class Worker:
         self.completed += 1
         if e.scratch:
             shutil.rmtree(e.scratch, ignore_errors=True)
+        if trace.isEnabledFor(logging.DEBUG):
+            e.mark("ended")
+            slot = int(e.marks.pop("slot", e.slot))
+            trace.debug("trace %d %d %d %d %s", e.token, e.job, int(e.isolate), slot, " ".join(
+                f"{k}={v:.6f}" for k, v in e.marks.items()))
+        self._release(e)
+        if not keep:
+            self.execs.pop(e.token, None)
+
+    def _release(self, e: Execution) -> None:
+        """The execution's slot is free for the next job."""
         if e.slot >= 0:
+            if trace.isEnabledFor(logging.DEBUG):
+                e.marks["slot"] = e.slot
+                e.mark("released")
             self.free.append(e.slot)
             self.free.sort()
             e.slot = -1
             if self.waiting:
                 asyncio.ensure_future(self._start(self.waiting.pop(0)))
-        if not keep:
-            self.execs.pop(e.token, None)
 
     async def _shutdown(self) -> None:
         for e in list(self.execs.values()):
