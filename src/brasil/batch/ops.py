@@ -547,6 +547,15 @@ def retry(tx: Tx, ids: list[int] | None, tag: str | None, retries: int, now: flo
 
 # ---- restart -------------------------------------------------------------------------------------
 
+def whose(tx: Tx, token: int) -> tuple[str, str, str] | None:
+    """(worker, home, state) of an execution, from the database: for a commit to recover whose
+    token the scheduler's memory has forgotten (told to kill it, then to commit it, in one
+    exchange)."""
+    row = tx.one("SELECT e.worker, j.home, e.state FROM executions e JOIN jobs j "
+                 "ON j.id = e.job WHERE e.id = ?", (token,))
+    return (str(row[0]), str(row[1]), str(row[2])) if row else None
+
+
 def active_executions(tx: Tx) -> list[tuple[Any, ...]]:
     """(token, worker, state, job, home) of every execution a restarted scheduler must lease."""
     return tx.all("SELECT e.id, e.worker, e.state, e.job, j.home FROM executions e JOIN jobs j "
