@@ -131,9 +131,7 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
     transaction, so that two claims in one batch never over-fill it) with what ``policy``
     selects; the jobs move to running and each execution gets its token. ``fallback``: also
     jobs whose last execution failed on this worker (otherwise left for another)."""
-    busy = tx.one(f"SELECT count(*) FROM executions WHERE worker = ? AND state IN {ACTIVE_SQL}",
-                  (worker,))
-    n = slots - int(busy[0] if busy else 0)
+    n = slots - busy_slots(tx, worker, slots)
     if n <= 0:
         return []
     picked, redundant = policy.select(tx, worker, n, prefix, now=now, fallback=fallback)
@@ -154,6 +152,22 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
     event(tx, [(now, "assign", r[0], first + k, worker, "redundant" if k >= len(picked) else None)
                for k, r in enumerate(rows)])
     return [(worker, _record(first + k, r)) for k, r in enumerate(rows)]
+
+
+def busy_slots(tx: Tx, worker: str, slots: int) -> int:
+    """The slots of ``worker`` taken: its executions assigned or running, and its commits beyond
+    one per slot. A commit runs no command (it moves files the command left), so a worker
+    commits in the background while the slot runs the next job: the next assignment goes with
+    the answer to ``done`` instead of three round trips later. One commit per slot at most is
+    free: a worker whose commits lag (large outputs, a slow disk) holds its slots again."""
+    running = committing = 0
+    for state, n in tx.all(f"SELECT state, count(*) FROM executions WHERE worker = ? AND state "
+                           f"IN {ACTIVE_SQL} GROUP BY state", (worker,)):
+        if state in ("assigned", "running"):
+            running += int(n)
+        else:
+            committing += int(n)
+    return running + max(0, committing - slots)
 
 
 def _record(token: int, r: Sequence[Any]) -> str:

@@ -468,6 +468,7 @@ class Worker:
             self._end(e, keep=True)
             return
         self.report(f"done {e.token} 0 {e.t0:.6f} {e.t1:.6f}", e)
+        self._release(e)  # the commit runs no command: the slot takes the next job meanwhile
 
     def _out_path(self, e: Execution) -> str:
         return os.path.join(self.workdir, "out", f"{e.job}.{e.token}")
