@@ -341,25 +341,37 @@ def spawn_costs(home: str, rounds: int = 40) -> dict[str, float]:
     true = shutil.which("true") or "/bin/true"
     scratch = tempfile.mkdtemp(prefix="bench-spawn-")
 
-    def overlay(i: int) -> Any:
+    def overlay(i: Any) -> Any:
         up, wk = os.path.join(scratch, f"u{i}"), os.path.join(scratch, f"w{i}")
         os.mkdir(up)
         os.mkdir(wk)
         return isolate.preexec(home, up, wk)
 
+    from brasil.exec.forkserver import ForkServer
+    server = ForkServer.start()
     variants = {
         "posix_spawn": None,
         "fork + exec (subprocess, preexec)": lambda i: (lambda: None),
         "+ user+mount namespace": lambda i: nsexec.enter_private_namespace,
         "+ overlay mount": overlay,
     }
+    if server is not None:
+        variants["fork server: namespace, overlay, exec"] = lambda i: ("server", overlay(f"s{i}"))
     times: dict[str, list[float]] = {k: [] for k in variants}
     try:
         for i in range(rounds):
             for name, make in variants.items():
                 pre = make(i) if make else None
                 t0 = time.perf_counter()
-                if pre is None:
+                if isinstance(pre, tuple):  # the fork server, with the overlay's directories
+                    d_up, d_wk = os.path.join(scratch, f"us{i}"), os.path.join(scratch, f"ws{i}")
+                    assert server is not None
+                    with open(os.devnull, "wb") as null:
+                        pid = server.spawn([true], dict(os.environ), null.fileno(), home, d_up,
+                                           d_wk)
+                    t1 = time.perf_counter()
+                    os.waitpid(pid, 0)
+                elif pre is None:
                     pid = os.posix_spawn(true, [true], os.environ)
                     t1 = time.perf_counter()
                     os.waitpid(pid, 0)
@@ -370,6 +382,8 @@ def spawn_costs(home: str, rounds: int = 40) -> dict[str, float]:
                     p.wait()
                 times[name].append(t1 - t0)
     finally:
+        if server is not None:
+            server.close()
         shutil.rmtree(scratch, ignore_errors=True)
     return {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
 

@@ -45,6 +45,7 @@ from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
 from ..ninep.errors import NinepError
 from ..exec.command import command_argv
+from ..exec.forkserver import ForkServer
 from ..exec.reaper import Watchdog
 from . import commit, isolate, remote
 
@@ -123,6 +124,8 @@ class Worker:
         self.connected = asyncio.Event()
         self.completed = 0
         self._watchdog: Watchdog | None = None
+        self._forkserver: ForkServer | None = None
+        self._no_forkserver = False  # it could not start: fork as subprocess does
         os.makedirs(os.path.join(workdir, "out"), exist_ok=True)
         os.makedirs(os.path.join(workdir, "scratch"), exist_ok=True)
         self.keep_outputs = keep_outputs
@@ -321,6 +324,7 @@ class Worker:
             argv = command_argv(e.cmd, env.get("PATH", os.defpath))
             preexec = None
             cwd: str | None = e.home
+            overlay: tuple[str, str, str, str | None] | None = None  # home, upper, work, lower
             if e.isolate or self.remote_homes:
                 if not self.remote_homes:  # its commit would be refused: say so now, not after
                     commit.check_home(e.home)
@@ -333,8 +337,9 @@ class Worker:
                     await remote.fetch_tree(self.client, remote.relative(e.home, self.export_root),
                                             e.lower)
                     os.makedirs(e.home, exist_ok=True)
-                preexec = isolate.preexec(e.home, os.path.join(e.scratch, "upper"),
-                                          os.path.join(e.scratch, "work"), e.lower)
+                overlay = (e.home, os.path.join(e.scratch, "upper"),
+                           os.path.join(e.scratch, "work"), e.lower)
+                preexec = isolate.preexec(*overlay)
                 cwd = None
             elif not os.path.isdir(e.home):
                 raise NinepError(f"home {e.home} does not exist on {self.host}")
@@ -343,8 +348,11 @@ class Worker:
             self._kept(self._out_path(e))
             e.mark("prepared")
             try:
+                server = self.forkserver() if overlay is not None else None
                 if preexec is None:
                     pid = self._spawn_plain(argv, env, cwd, out)
+                elif server is not None:  # no fork of this process (forkserver.py)
+                    pid = server.spawn(argv, env, out, *overlay)
                 else:
                     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          cwd=cwd, env=env, start_new_session=True,
@@ -404,6 +412,20 @@ class Worker:
         if self._watchdog is None:
             self._watchdog = Watchdog()
         return self._watchdog
+
+    def forkserver(self) -> ForkServer | None:
+        """The process that starts isolated jobs as our children (started at the first, and
+        again if it died); None where there can be none: then we fork, as subprocess does."""
+        if self._forkserver is not None and not self._forkserver.alive():
+            self._forkserver.close()
+            self._forkserver = None
+        if self._forkserver is None and not self._no_forkserver:
+            self._forkserver = ForkServer.start()
+            self._no_forkserver = self._forkserver is None
+            if self._no_forkserver:
+                log.info("worker %s: no fork server here; isolated jobs are forked from the "
+                         "worker (slower to start)", self.name)
+        return self._forkserver
 
     def _spawn_plain(self, argv: list[str], env: dict[str, str], cwd: str | None,
                      out: int) -> int:
@@ -598,6 +620,9 @@ class Worker:
                     pass
             if e.scratch:
                 shutil.rmtree(e.scratch, ignore_errors=True)
+        if self._forkserver is not None:
+            server, self._forkserver = self._forkserver, None
+            await asyncio.get_running_loop().run_in_executor(None, server.close)
         if self._watchdog is not None:  # whatever is still listed is killed now
             dog, self._watchdog = self._watchdog, None
             await asyncio.get_running_loop().run_in_executor(None, dog.close)
