@@ -148,3 +148,21 @@ async def test_a_worker_killed_with_9_takes_its_isolated_jobs_and_its_fork_serve
                 os.kill(p, signal.SIGKILL)
         for proc in (victim, serve):
             stop(proc)
+
+
+async def test_a_fork_server_that_dies_costs_no_job(tmp_path):
+    from test_batch_fixtures import scheduler, workers
+    home = tmp_path / "home"
+    home.mkdir()
+    async with scheduler(str(tmp_path)) as (d, s, b), \
+            workers(d.unix, str(tmp_path), n=1, slots=1) as [w]:
+        await b.submit(["echo one > one"], tag="a", home=str(home), isolate=True)
+        assert (await b.wait(tag="a"))["done"] == 1
+        server = w._forkserver
+        assert server is not None
+        server.proc.kill()  # between two jobs: the next one must not fail for it
+        server.proc.wait()
+        await b.submit(["echo two > two"], tag="b", home=str(home), isolate=True)
+        assert (await b.wait(tag="b"))["done"] == 1
+        assert (home / "two").read_text() == "two\n"
+        assert w._forkserver is not None and w._forkserver.alive()  # started again

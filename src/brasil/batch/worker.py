@@ -349,11 +349,17 @@ class Worker:
             e.mark("prepared")
             try:
                 server = self.forkserver() if overlay is not None else None
+                pid = 0
+                if server is not None:  # no fork of this process (forkserver.py)
+                    try:
+                        pid = server.spawn(argv, env, out, *overlay)
+                    except OSError:
+                        if server.alive():
+                            raise  # the job's own setup failed: its reason is the job's
+                        pid = 0  # the server died under us: not the job's fault; fork instead
                 if preexec is None:
                     pid = self._spawn_plain(argv, env, cwd, out)
-                elif server is not None:  # no fork of this process (forkserver.py)
-                    pid = server.spawn(argv, env, out, *overlay)
-                else:
+                elif not pid:
                     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          cwd=cwd, env=env, start_new_session=True,
                                          close_fds=True, preexec_fn=preexec)
