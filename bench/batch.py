@@ -418,7 +418,12 @@ async def bench_medium(n: int, pairs: int, against: str | None = None) -> dict[s
             rigs["@" + str(against)] = stack.enter_context(
                 Rig(os.path.join(d, "old"), [{"slots": 2}], python=old_python))
         for r in range(pairs):
-            for kind in kinds:
+            order = list(kinds)
+            if r % 2:  # A B, then B A: a drift of the machine's load does not favour one side
+                for i in range(len(order) - 1):
+                    if order[i + 1] == order[i] + "@" + str(against):
+                        order[i], order[i + 1] = order[i + 1], order[i]
+            for kind in order:
                 home = os.path.join(d, f"home-{kind}-{r}")
                 os.mkdir(home)
                 base, _, rev = kind.partition("@")

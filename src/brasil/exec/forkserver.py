@@ -45,6 +45,7 @@ CLONE_PARENT = 0x00008000
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 MAX_REQUEST = 1 << 21  # bytes: a job's assignment is at most 768 KiB of JSON, escaped once more
 MAX_FDS = 2  # descriptors a request carries: the output
+START_TIMEOUT = 30.0  # seconds for a new server to answer (a Python start on a very busy host)
 
 
 class ForkServer:
@@ -73,10 +74,12 @@ class ForkServer:
             theirs.close()
         server = cls(proc, ours)
         try:  # it answers a ping once it has imported what it needs
+            ours.settimeout(START_TIMEOUT)
             ours.sendmsg([b"{}"])
             if json.loads(ours.recv(4096) or b"null") != {"ready": True}:
                 raise OSError("no answer")
-        except (OSError, ValueError):
+            ours.settimeout(None)
+        except (OSError, ValueError):  # socket.timeout is an OSError
             server.close()
             return None
         return server
@@ -115,7 +118,7 @@ class ForkServer:
         import subprocess
         self.sock.close()
         try:
-            self.proc.wait(5)
+            self.proc.wait(5)  # it ends at once with its socket (even while starting: -9 then)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
