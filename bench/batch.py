@@ -1,6 +1,7 @@
 """Batch workloads, Brasil beside Work Queue, Dask distributed and HyperQueue, in one run.
 
-    .venv/bin/python bench/batch.py [--quick] [--no-peers] [--no-json]
+    .venv/bin/python bench/batch.py [--quick] [--no-peers] [--no-json] [--only medium]
+                                    [--pairs N] [--medium-jobs N]
 
 Every Brasil run is a fresh `brasil serve` (its scheduler on SQLite in a temporary state
 directory) and `brasil worker` processes, each under `unshare --uts` with a host name of its own;
@@ -17,6 +18,16 @@ b. Frozen worker: the same with no slow worker, one worker SIGSTOPped 1 s in (le
 c. Fine grain: 5,000 `true` jobs on 2 workers (2 slots each), non-isolated and isolated, in jobs
    per second from the first submission to the last job's end. Targets ≥ 1,000/s and ≥ 150/s.
 d. Submission: 100,000 jobs from a file with `brasil submit --file`: seconds, database size.
+e. Medium grain (--only medium for this one alone): 200 jobs of `sleep 0.2` on one worker with 2
+   slots, non-isolated and isolated, and 200 isolated jobs that each write a file (`sleep 0.2 &&
+   echo N > out.N`: every one goes through a commit), against GNU parallel -j2 on the same
+   command lines, alternating in one run (--pairs rounds). Ratios brasil/parallel of the wall
+   time (submission to the end of `wait`; parallel's start to its exit), with the per-round
+   spread; and where Brasil's time goes per job, from the scheduler's events and the worker's
+   trace (`brasil worker --trace-jobs`), plus what a spawn costs in a user+mount namespace with
+   an overlay, measured apart. Targets: isolated ≤ 1.05, non-isolated ≤ 1.02. Sleep rather than
+   a busy loop: it measures the latency we add without fighting the other users of the machine
+   for the cores (a busy loop on 2 cores would measure them).
 
 Peers, each in its own environment, installed by this script when missing (Debian packages
 `coop-computing-tools` and `openmpi-bin` for Work Queue; virtualenvs under .peers/ for Dask
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -53,8 +65,12 @@ SLEEP = "sleep $(awk \"BEGIN {print 1 * ${SLOW:-1}}\")"
 class Rig:
     """A scheduler daemon and workers, all real processes, in a temporary directory."""
 
-    def __init__(self, tmp: str, workers: list[dict[str, Any]]) -> None:
+    def __init__(self, tmp: str, workers: list[dict[str, Any]], trace: bool = False,
+                 python: str | None = None) -> None:
         self.tmp = tmp
+        # another version's interpreter (bench/compare.py installs it); -I: its brasil, not ours
+        self.python = [python, "-I"] if python else [sys.executable]
+        self.trace = trace  # workers log each execution's moments to w<i>.log
         self.sock = os.path.join(tmp, "s.sock")
         self.addr = f"unix:{self.sock}"
         self.spec = workers
@@ -62,9 +78,10 @@ class Rig:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Rig:
+        os.makedirs(self.tmp, exist_ok=True)
         log = open(os.path.join(self.tmp, "serve.log"), "wb")
         self.serve = subprocess.Popen(
-            [sys.executable, "-m", "brasil.cli.main", "serve", "--listen", self.addr, "--slots",
+            [*self.python, "-m", "brasil.cli.main", "serve", "--listen", self.addr, "--slots",
              "0", "--state-dir", os.path.join(self.tmp, "state"), "-q"],
             stdout=log, stderr=log, start_new_session=True)
         self.procs.append(self.serve)
@@ -75,14 +92,16 @@ class Rig:
             time.sleep(0.02)
         uts = shutil.which("unshare") is not None and os.geteuid() == 0
         for i, w in enumerate(self.spec):
-            argv = [sys.executable, "-m", "brasil.cli.main", "worker", "--at", self.addr,
+            argv = [*self.python, "-m", "brasil.cli.main", "worker", "--at", self.addr,
                     "--slots", str(w.get("slots", 2)), "--name", f"w{i}", "-q",
-                    "--workdir", os.path.join(self.tmp, f"w{i}")]
+                    "--workdir", os.path.join(self.tmp, f"w{i}")] + (
+                        ["--trace-jobs"] if self.trace else [])
             if uts:  # a host name of its own
                 argv = ["unshare", "--uts", "sh", "-c", f'hostname w{i} && exec "$@"', "sh", *argv]
+            err = open(os.path.join(self.tmp, f"w{i}.log"), "wb") if self.trace \
+                else subprocess.DEVNULL
             p = subprocess.Popen(argv, env={**os.environ, **w.get("env", {})},
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
+                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
             self.procs.append(p)
             self.workers.append(p)
         return self
@@ -200,6 +219,271 @@ async def bench_brasil(quick: bool) -> dict[str, Any]:
         print(f"  brasil d_submit: {n} jobs in {took:.2f} s, database {size / 1e6:.1f} MB",
               flush=True)
     return res
+
+
+# ---- e. medium grain ---------------------------------------------------------------------------
+
+MEDIUM_SECONDS = 0.2
+MEDIUM_KINDS = ("parallel", "plain", "isolated", "parallel_write", "isolated_write")
+# The moments a worker traces (brasil worker --trace-jobs), in order, and the name of each step
+# from the previous moment; "dispatch" runs from the previous execution on the slot ending.
+STEPS = (("received", "dispatch: slot free → run line read"), ("prepared", "prepare: scratch, "
+         "output file"), ("spawned", "spawn (namespace, overlay, exec)"), ("exited", "run − 0.2 s: "
+         "exec to exit seen"), ("planned", "plan: walk the upper dir"), ("released", "slot freed; "
+         "what follows runs beside the next job"), ("commit", "done → commit line"), ("journaled", "stage: copy, fsync, journal"), ("go", "journaled → go line"),
+         ("applied", "apply"), ("ended", "report, scratch removed, slot free"))
+
+
+def medium_cmds(n: int, write: bool) -> list[str]:
+    if write:
+        return [f"sleep {MEDIUM_SECONDS} && echo {i} > out.{i}" for i in range(n)]
+    return [f"sleep {MEDIUM_SECONDS}"] * n
+
+
+def parallel_run(home: str, cmds: list[str]) -> tuple[float, float]:
+    """GNU parallel -j2 on ``cmds`` in ``home``: seconds from its start to its exit, and the CPU
+    seconds it and its jobs used."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(["parallel", "-j2"], stdin=subprocess.PIPE, cwd=home,
+                         stdout=subprocess.DEVNULL)
+    assert p.stdin is not None
+    p.stdin.write("".join(c + "\n" for c in cmds).encode())
+    p.stdin.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"parallel failed: exit {p.returncode}")
+    return wall, ru.ru_utime + ru.ru_stime
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(its own CPU, its waited-for children's) in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / tick
+    children = (int(fields[13]) + int(fields[14])) / tick
+    return own, children
+
+
+async def medium_brasil(rig: Rig, home: str, cmds: list[str], tag: str, isolate: bool
+                        ) -> dict[str, Any]:
+    b = await rig.batch()
+    pids = [rig.serve.pid] + [w.pid for w in rig.workers]
+    try:
+        before = [cpu_seconds(p) for p in pids]
+        t0 = time.monotonic()
+        await b.submit(cmds, tag=tag, home=home, isolate=isolate)
+        summary = await asyncio.wait_for(b.wait(tag=tag), 600)
+        wall = time.monotonic() - t0
+        after = [cpu_seconds(p) for p in pids]
+        if summary.get("done", 0) != len(cmds):
+            raise RuntimeError(f"medium {tag}: {summary}")
+        own = sum(a[0] - b0[0] for a, b0 in zip(after, before))
+        jobs = sum(a[1] - b0[1] for a, b0 in zip(after, before))
+        return {"wall": wall, "cpu_own": own, "cpu": own + jobs, "events": await b.events(tag)}
+    finally:
+        await b.close()
+
+
+def read_trace(path: str) -> dict[int, dict[str, Any]]:
+    """token → {"slot": …, moment: time} from a worker's --trace-jobs lines."""
+    out: dict[int, dict[str, Any]] = {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            words = line.split()
+            if "trace" not in words:
+                continue
+            i = words.index("trace")
+            token, slot = int(words[i + 1]), int(words[i + 4])
+            marks: dict[str, Any] = {"slot": slot}
+            for w in words[i + 5:]:
+                k, _, v = w.partition("=")
+                marks[k] = float(v)
+            out[token] = marks
+    return out
+
+
+def breakdown(events: list[Any], traces: dict[int, dict[str, Any]]) -> dict[str, float]:
+    """Mean milliseconds per job in each step (STEPS), from the worker's trace, the dispatch step
+    split at the scheduler's assignment (its events)."""
+    assign = {e.execution: e.t for e in events if e.kind == "assign"}
+    mine = [(m["received"], t) for t, m in traces.items() if t in assign and "prepared" in m]
+    sums: dict[str, list[float]] = {}
+    last_end: dict[int, tuple[int, float]] = {}  # slot → (token, ended) of the last execution
+    for _, t in sorted((traces[t]["prepared"], t) for _, t in mine):
+        m = traces[t]
+        prev = last_end.get(m["slot"])
+        if prev is not None:
+            pt, pend = prev
+            sums.setdefault("dispatch: slot free → assigned (scheduler)", []).append(
+                assign[t] - pend)
+            sums.setdefault("dispatch: assigned → run line read", []).append(
+                m["received"] - assign[t])
+            sums.setdefault(STEPS[0][1], []).append(m["received"] - pend)
+        before = m["received"]
+        for moment, name in STEPS[1:]:
+            if moment in m:
+                d = m[moment] - before
+                sums.setdefault(name, []).append(d - (MEDIUM_SECONDS if moment == "exited" else 0))
+                before = m[moment]
+        last_end[m["slot"]] = (t, m.get("released", m["ended"]))
+    return {k: 1000 * sum(v) / len(v) for k, v in sums.items()}
+
+
+def spawn_costs(home: str, rounds: int = 40) -> dict[str, float]:
+    """Median milliseconds to start `true` (fork/posix_spawn to exec) as the worker does: plain
+    (posix_spawn), through subprocess with a preexec function that does nothing, that enters a
+    user+mount namespace, and that also mounts the overlay; alternating, measured here."""
+    from brasil.batch import isolate
+    from brasil.exec import nsexec
+    true = shutil.which("true") or "/bin/true"
+    scratch = tempfile.mkdtemp(prefix="bench-spawn-")
+
+    def overlay(i: Any) -> Any:
+        up, wk = os.path.join(scratch, f"u{i}"), os.path.join(scratch, f"w{i}")
+        os.mkdir(up)
+        os.mkdir(wk)
+        return isolate.preexec(home, up, wk)
+
+    from brasil.exec.forkserver import ForkServer
+    server = ForkServer.start()
+    variants = {
+        "posix_spawn": None,
+        "fork + exec (subprocess, preexec)": lambda i: (lambda: None),
+        "+ user+mount namespace": lambda i: nsexec.enter_private_namespace,
+        "+ overlay mount": overlay,
+    }
+    if server is not None:
+        variants["fork server: namespace, overlay, exec"] = lambda i: ("server", overlay(f"s{i}"))
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    try:
+        for i in range(rounds):
+            for name, make in variants.items():
+                pre = make(i) if make else None
+                t0 = time.perf_counter()
+                if isinstance(pre, tuple):  # the fork server, with the overlay's directories
+                    d_up, d_wk = os.path.join(scratch, f"us{i}"), os.path.join(scratch, f"ws{i}")
+                    assert server is not None
+                    with open(os.devnull, "wb") as null:
+                        pid = server.spawn([true], dict(os.environ), null.fileno(), home, d_up,
+                                           d_wk)
+                    t1 = time.perf_counter()
+                    os.waitpid(pid, 0)
+                elif pre is None:
+                    pid = os.posix_spawn(true, [true], os.environ)
+                    t1 = time.perf_counter()
+                    os.waitpid(pid, 0)
+                else:
+                    p = subprocess.Popen([true], preexec_fn=pre, close_fds=True,
+                                         start_new_session=True)
+                    t1 = time.perf_counter()
+                    p.wait()
+                times[name].append(t1 - t0)
+    finally:
+        if server is not None:
+            server.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def spread(xs: list[float]) -> str:
+    s = sorted(xs)
+    return f"{s[len(s) // 2]:.3f} ({s[0]:.3f}–{s[-1]:.3f})"
+
+
+async def bench_medium(n: int, pairs: int, against: str | None = None) -> dict[str, Any]:
+    """e: brasil (plain, isolated, isolated and writing) against parallel -j2, alternating;
+    with ``against`` (a git revision), that version of brasil too, in the same rounds."""
+    if shutil.which("parallel") is None:
+        raise RuntimeError("GNU parallel is missing (make bench-deps)")
+    kinds = list(MEDIUM_KINDS)
+    old_python = None
+    if against:
+        sys.path.insert(0, str(BENCH))
+        from compare import install  # bench/compare.py: REV in a virtualenv of its own
+        old_python = str(install(against))
+        kinds = [k2 for k in MEDIUM_KINDS for k2 in ([k] if k.startswith("parallel")
+                                                      else [k, k + "@" + against])]
+    walls: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}  # CPU seconds, jobs included
+    cpu_own: dict[str, list[float]] = {k: [] for k in kinds}  # brasil's daemons alone
+    parts: dict[str, list[dict[str, float]]] = {}
+    with contextlib.ExitStack() as stack:
+        d = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-medium-"))
+        rigs = {"": stack.enter_context(Rig(os.path.join(d, "new"), [{"slots": 2}],
+                                            trace=True))}
+        if old_python:
+            rigs["@" + str(against)] = stack.enter_context(
+                Rig(os.path.join(d, "old"), [{"slots": 2}], python=old_python))
+        for r in range(pairs):
+            order = list(kinds)
+            if r % 2:  # A B, then B A: a drift of the machine's load does not favour one side
+                for i in range(len(order) - 1):
+                    if order[i + 1] == order[i] + "@" + str(against):
+                        order[i], order[i + 1] = order[i + 1], order[i]
+            for kind in order:
+                home = os.path.join(d, f"home-{kind}-{r}")
+                os.mkdir(home)
+                base, _, rev = kind.partition("@")
+                write = base.endswith("_write")
+                cmds = medium_cmds(n, write)
+                if base.startswith("parallel"):
+                    wall, used = parallel_run(home, cmds)
+                    walls[kind].append(wall)
+                    cpu[kind].append(used)
+                    continue
+                rig = rigs["@" + rev if rev else ""]
+                res = await medium_brasil(rig, home, cmds, f"m{r}{base}", base != "plain")
+                walls[kind].append(res["wall"])
+                cpu[kind].append(res["cpu"])
+                cpu_own[kind].append(res["cpu_own"])
+                if rig.trace:
+                    traces = read_trace(os.path.join(rig.tmp, "w0.log"))
+                    parts.setdefault(kind, []).append(breakdown(res["events"], traces))
+                if write and sorted(os.listdir(home)) != sorted(f"out.{i}" for i in range(n)):
+                    raise RuntimeError(f"medium {kind}: the jobs' files were not all committed")
+            print(f"  round {r + 1}: " + ", ".join(f"{k} {walls[k][-1]:.2f} s" for k in kinds),
+                  flush=True)
+        spawn = spawn_costs(d)
+    ratios = {k: [b / p for b, p in zip(walls[k], walls["parallel_write" if "_write" in k
+                                                       else "parallel"])]
+              for k in kinds if not k.startswith("parallel")}
+    mean_parts = {kind: {k: sum(p[k] for p in ps if k in p) / len(ps) for k in ps[0]}
+                  for kind, ps in parts.items()}
+    return {"jobs": n, "walls": walls, "ratios": ratios, "breakdown": mean_parts,
+            "spawn_ms": spawn, "cpu": cpu, "cpu_own": cpu_own}
+
+
+def medium_table(m: dict[str, Any]) -> str:
+    n = m["jobs"]
+    lines = [f"(e) medium grain: {n} jobs of {MEDIUM_SECONDS} s on 2 slots, brasil / GNU parallel "
+             f"-j2, median (min–max) of {len(m['ratios']['plain'])} rounds:"]
+    targets = {"plain": 1.02, "isolated": 1.05, "isolated_write": 1.05}
+    for kind, rs in m["ratios"].items():
+        med = sorted(rs)[len(rs) // 2]
+        target = targets[kind.partition("@")[0]]
+        per_job = [(m["walls"][kind][i] - m["walls"]["parallel_write" if "write" in kind
+                                                       else "parallel"][i]) * 2 / n * 1000
+                   for i in range(len(rs))]
+        lines.append(f"  {kind:22} {spread(rs)}  ({sorted(per_job)[len(per_job) // 2]:+.1f} ms "
+                     f"per job per slot) target ≤ {target:.2f} "
+                     f"{'PASS' if med <= target else 'MISS'}")
+    lines.append("  CPU per job, ms (median of rounds; everything / brasil's daemons alone): " +
+                 ", ".join(f"{k} {sorted(v)[len(v) // 2] / n * 1000:.1f}" + (
+                     f" / {sorted(m['cpu_own'][k])[len(v) // 2] / n * 1000:.1f}"
+                     if m["cpu_own"][k] else "") for k, v in m["cpu"].items()))
+    kinds = list(m["breakdown"])
+    names = list(dict.fromkeys(k for b in m["breakdown"].values() for k in b))
+    lines.append("  where brasil's time goes, mean ms per job: " + " / ".join(kinds))
+    for name in names:
+        lines.append(f"    {name:42} " + "  ".join(
+            f"{m['breakdown'][k][name]:7.2f}" if name in m["breakdown"][k] else "      —"
+            for k in kinds))
+    lines.append("  a spawn, median ms (measured apart): " + ", ".join(
+        f"{k} {v:.2f}" for k, v in m["spawn_ms"].items()))
+    return "\n".join(lines)
 
 
 # ---- peers -------------------------------------------------------------------------------------
@@ -505,8 +789,18 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller workloads")
     ap.add_argument("--no-peers", action="store_true", help="Brasil only")
     ap.add_argument("--no-json", action="store_true")
+    ap.add_argument("--only", choices=["medium"], help="run only this scenario (e)")
+    ap.add_argument("--pairs", type=int, default=3, help="rounds of (e), alternating (default 3)")
+    ap.add_argument("--medium-jobs", type=int, default=200, help="jobs per run of (e)")
+    ap.add_argument("--against", metavar="REV", help="(e) also with brasil at git revision REV, "
+                    "in the same rounds (installed as bench/compare.py does)")
     args = ap.parse_args()
     print(f"batch benchmark on {os.cpu_count()} cores", flush=True)
+    medium = asyncio.run(bench_medium(args.medium_jobs, args.pairs, args.against))
+    if args.only == "medium":
+        print()
+        print(medium_table(medium))
+        return 0
     b = asyncio.run(bench_brasil(args.quick))
     peers: dict[str, Any] = {}
     if not args.no_peers:
@@ -518,9 +812,11 @@ def main() -> int:
                 print(f"  {name}: skipped: {peers[name]}", flush=True)
     print()
     print(table(b, peers))
+    print(medium_table(medium))
     if not args.no_json:
         RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps({"brasil": b, "peers": peers}, indent=1, default=str))
+        RESULTS.write_text(json.dumps({"brasil": b, "medium": medium, "peers": peers}, indent=1,
+                                      default=str))
     return 0
 
 

@@ -1,12 +1,13 @@
 """A private copy-on-write view of a home directory: overlayfs in a private mount namespace.
 
-The execution's process, between fork and exec (``preexec_fn``, so no helper program is started
-per job), leaves the host's mount namespace — as root a plain ``unshare(CLONE_NEWNS)``, otherwise
-an unprivileged user namespace too, as ``exec/nsexec.py`` does — makes every mount private, and
-mounts an overlay AT THE HOME'S OWN PATH: the home is the lower layer, the upper and work
-directories are the worker's scratch for that execution. Absolute paths into the home work;
-creations, changes and deletions land in the upper directory only and vanish with it unless
-committed (``commit.py``). The mount dies with the namespace's last process.
+The execution's process, between fork and exec (cloned by the worker's fork server,
+``exec/forkserver.py``; where there is none, :func:`preexec` in a fork of the worker: either way no
+helper program is started per job), leaves the host's mount namespace — as root a plain
+``unshare(CLONE_NEWNS)``, otherwise an unprivileged user namespace too, as ``exec/nsexec.py`` does
+— makes every mount private, and mounts an overlay AT THE HOME'S OWN PATH: the home is the lower
+layer, the upper and work directories are the worker's scratch for that execution. Absolute paths
+into the home work; creations, changes and deletions land in the upper directory only and vanish
+with it unless committed (``commit.py``). The mount dies with the namespace's last process.
 
 :func:`probe` tries all of it once in a child process, so a platform that cannot isolate is told
 at submission, with the reason, rather than at run time.
@@ -14,34 +15,12 @@ at submission, with the reason, rather than at run time.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import tempfile
 from typing import Callable
 
 from ..exec import nsexec
-
-_libc = nsexec._libc
-
-
-def _escape(path: str) -> str:
-    """overlayfs option syntax: backslash-escape the separators (',' between options, ':' between
-    lower layers)."""
-    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
-
-
-def overlay_options(lower: str, upper: str, work: str) -> str:
-    opts = f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
-    if os.getuid() != 0:
-        opts += ",userxattr"  # in a user namespace trusted.* is out of reach
-    return opts
-
-
-def mount_overlay(lower: str, upper: str, work: str, at: str) -> None:
-    opts = overlay_options(lower, upper, work).encode()
-    if _libc.mount(b"overlay", at.encode(), b"overlay", 0, opts) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mount overlay on {at}: {os.strerror(e)}")
+from ..exec.nsexec import mount_overlay, overlay_options  # noqa: F401 - this module's words too
 
 
 def preexec(home: str, upper: str, work: str, lower: str | None = None) -> Callable[[], None]:

@@ -135,9 +135,7 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
     transaction, so that two claims in one batch never over-fill it) with what ``policy``
     selects; the jobs move to running and each execution gets its token. ``fallback``: also
     jobs whose last execution failed on this worker (otherwise left for another)."""
-    busy = tx.one(f"SELECT count(*) FROM executions WHERE worker = ? AND state IN {ACTIVE_SQL}",
-                  (worker,))
-    n = slots - int(busy[0] if busy else 0)
+    n = slots - busy_slots(tx, worker, slots)
     if n <= 0:
         return []
     picked, redundant = policy.select(tx, worker, n, prefix, now=now, fallback=fallback)
@@ -154,6 +152,22 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
     event(tx, [(now, "assign", r[0], first + k, worker, "redundant" if k >= len(picked) else None)
                for k, r in enumerate(rows)])
     return [(worker, _record(first + k, r)) for k, r in enumerate(rows)]
+
+
+def busy_slots(tx: Tx, worker: str, slots: int) -> int:
+    """The slots of ``worker`` taken: its executions assigned or running, and its commits beyond
+    one per slot. A commit runs no command (it moves files the command left), so a worker
+    commits in the background while the slot runs the next job: the next assignment goes with
+    the answer to ``done`` instead of three round trips later. One commit per slot at most is
+    free: a worker whose commits lag (large outputs, a slow disk) holds its slots again."""
+    running = committing = 0
+    for state, n in tx.all(f"SELECT state, count(*) FROM executions WHERE worker = ? AND state "
+                           f"IN {ACTIVE_SQL} GROUP BY state", (worker,)):
+        if state in ("assigned", "running"):
+            running += int(n)
+        else:
+            committing += int(n)
+    return running + max(0, committing - slots)
 
 
 def _record(token: int, r: Sequence[Any]) -> str:
@@ -540,6 +554,15 @@ def retry(tx: Tx, ids: list[int] | None, tag: str | None, retries: int, now: flo
 
 
 # ---- restart -------------------------------------------------------------------------------------
+
+def whose(tx: Tx, token: int) -> tuple[str, str, str] | None:
+    """(worker, home, state) of an execution, from the database: for a commit to recover whose
+    token the scheduler's memory has forgotten (told to kill it, then to commit it, in one
+    exchange)."""
+    row = tx.one("SELECT e.worker, j.home, e.state FROM executions e JOIN jobs j "
+                 "ON j.id = e.job WHERE e.id = ?", (token,))
+    return (str(row[0]), str(row[1]), str(row[2])) if row else None
+
 
 def active_executions(tx: Tx) -> list[tuple[Any, ...]]:
     """(token, worker, state, job, home) of every execution a restarted scheduler must lease."""

@@ -627,12 +627,18 @@ class Scheduler:
         home = self.homes.get(token)
         worker = self.owner.get(token, "?")
         journaled = token in self.applying
-        w = self.workers.get(worker)
-        # A remote worker's journal came over the network: its home must be in the export too.
-        within = self.export_root if w is not None and w.remote else None
         try:
-            if home is None:
-                return
+            if home is None:  # forgotten meanwhile (a renewal answered "kill" in the exchange
+                # whose "done" was answered "commit"): the database knows; the job must not
+                # wait for ever
+                row = await self.store.read(lambda tx: ops.whose(tx, token))
+                if row is None or row[2] not in ("committing", "applying"):
+                    return
+                worker, home = row[0], row[1]
+                journaled = journaled or row[2] == "applying"  # past the commit point: replay
+            w = self.workers.get(worker)
+            # A remote worker's journal came over the network: its home must be in the export too.
+            within = self.export_root if w is not None and w.remote else None
             loop = asyncio.get_running_loop()
             try:
                 done = await loop.run_in_executor(None, commit.recover_token, home, token,

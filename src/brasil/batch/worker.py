@@ -45,10 +45,14 @@ from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
 from ..ninep.errors import NinepError
 from ..exec.command import command_argv
+from ..exec.forkserver import ForkServer
 from ..exec.reaper import Watchdog
 from . import commit, isolate, remote
 
 log = logging.getLogger("brasil.batch.worker")
+# One line per execution with the moments it passed (brasil worker --trace-jobs; bench/batch.py
+# reads them for its per-job breakdown). Off, it costs a dictionary store per moment.
+trace = logging.getLogger("brasil.batch.worker.trace")
 B = "csrv/local/batch"
 OUTPUT_TAIL = 4096  # bytes of an execution's output sent to the scheduler (brasil output)
 DEFAULT_KEEP_OUTPUTS = 1000  # output files kept in out/ (brasil worker --keep-outputs)
@@ -84,6 +88,10 @@ class Execution:
     timeout: int = 0  # seconds it may run (0: no limit)
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    marks: dict[str, float] = field(default_factory=dict)  # moment → time.time() (the trace)
+
+    def mark(self, moment: str) -> None:
+        self.marks[moment] = time.time()
 
 
 class Worker:
@@ -116,6 +124,8 @@ class Worker:
         self.connected = asyncio.Event()
         self.completed = 0
         self._watchdog: Watchdog | None = None
+        self._forkserver: ForkServer | None = None
+        self._no_forkserver = False  # it could not start: fork as subprocess does
         os.makedirs(os.path.join(workdir, "out"), exist_ok=True)
         os.makedirs(os.path.join(workdir, "scratch"), exist_ok=True)
         self.keep_outputs = keep_outputs
@@ -264,6 +274,7 @@ class Worker:
                           timeout=int(r.get("timeout", 0)))
             if e.token in self.execs:
                 return
+            e.mark("received")
             self.execs[e.token] = e
             asyncio.ensure_future(self._start(e))
             return
@@ -272,9 +283,11 @@ class Worker:
         if e is None:
             return
         if verb == "commit" and e.state == "exited":
+            e.mark("commit")
             e.pending = None
             asyncio.ensure_future(self._commit(e))
         elif verb == "go" and e.state == "journaled":
+            e.mark("go")
             e.pending = None
             asyncio.ensure_future(self._apply(e))
         elif verb in ("kill", "discard"):
@@ -311,6 +324,7 @@ class Worker:
             argv = command_argv(e.cmd, env.get("PATH", os.defpath))
             preexec = None
             cwd: str | None = e.home
+            overlay: tuple[str, str, str, str | None] | None = None  # home, upper, work, lower
             if e.isolate or self.remote_homes:
                 if not self.remote_homes:  # its commit would be refused: say so now, not after
                     commit.check_home(e.home)
@@ -323,24 +337,36 @@ class Worker:
                     await remote.fetch_tree(self.client, remote.relative(e.home, self.export_root),
                                             e.lower)
                     os.makedirs(e.home, exist_ok=True)
-                preexec = isolate.preexec(e.home, os.path.join(e.scratch, "upper"),
-                                          os.path.join(e.scratch, "work"), e.lower)
+                overlay = (e.home, os.path.join(e.scratch, "upper"),
+                           os.path.join(e.scratch, "work"), e.lower)
+                preexec = isolate.preexec(*overlay)
                 cwd = None
             elif not os.path.isdir(e.home):
                 raise NinepError(f"home {e.home} does not exist on {self.host}")
             out = os.open(self._out_path(e),
                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             self._kept(self._out_path(e))
+            e.mark("prepared")
             try:
+                server = self.forkserver() if overlay is not None else None
+                pid = 0
+                if server is not None:  # no fork of this process (forkserver.py)
+                    try:
+                        pid = server.spawn(argv, env, out, *overlay)
+                    except OSError:
+                        if server.alive():
+                            raise  # the job's own setup failed: its reason is the job's
+                        pid = 0  # the server died under us: not the job's fault; fork instead
                 if preexec is None:
                     pid = self._spawn_plain(argv, env, cwd, out)
-                else:
+                elif not pid:
                     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          cwd=cwd, env=env, start_new_session=True,
                                          close_fds=True, preexec_fn=preexec)
                     e.popen, pid = p, p.pid
             finally:
                 os.close(out)
+            e.mark("spawned")
         except Exception as err:  # noqa: BLE001 - whatever it is, the job failed, not the slot
             # (a NUL in its command, say: ValueError). Left to escape, the slot stayed taken
             # and the job "running" for ever, its lease renewed by us.
@@ -393,6 +419,20 @@ class Worker:
             self._watchdog = Watchdog()
         return self._watchdog
 
+    def forkserver(self) -> ForkServer | None:
+        """The process that starts isolated jobs as our children (started at the first, and
+        again if it died); None where there can be none: then we fork, as subprocess does."""
+        if self._forkserver is not None and not self._forkserver.alive():
+            self._forkserver.close()
+            self._forkserver = None
+        if self._forkserver is None and not self._no_forkserver:
+            self._forkserver = ForkServer.start()
+            self._no_forkserver = self._forkserver is None
+            if self._no_forkserver:
+                log.info("worker %s: no fork server here; isolated jobs are forked from the "
+                         "worker (slower to start)", self.name)
+        return self._forkserver
+
     def _spawn_plain(self, argv: list[str], env: dict[str, str], cwd: str | None,
                      out: int) -> int:
         """posix_spawn (vfork and exec: a fraction of subprocess's cost, which is what a
@@ -430,6 +470,7 @@ class Worker:
             e.timer = None
         e.t1 = time.time()
         e.state = "exited"
+        e.mark("exited")
         if e.timed_out:
             self._finish(e, TIMED_OUT, f"timed out after {e.timeout} s")
         else:
@@ -449,11 +490,13 @@ class Worker:
             self._end(e, keep=True)
             return
         e.ops = commit.plan(os.path.join(e.scratch, "upper"), e.lower or e.home)
+        e.mark("planned")
         if not e.ops:
             self.report(f"clean {e.token} {e.t0:.6f} {e.t1:.6f}", e)
             self._end(e, keep=True)
             return
         self.report(f"done {e.token} 0 {e.t0:.6f} {e.t1:.6f}", e)
+        self._release(e)  # the commit runs no command: the slot takes the next job meanwhile
 
     def _out_path(self, e: Execution) -> str:
         return os.path.join(self.workdir, "out", f"{e.job}.{e.token}")
@@ -519,6 +562,7 @@ class Worker:
             self._rollback(e)
             return
         e.state = "journaled"
+        e.mark("journaled")
         self.report(f"journaled {e.token} {c0:.6f}", e)
         if self.remote_homes:
             self._end(e, keep=True)  # the scheduler applies; its "ok" ends it here
@@ -533,6 +577,7 @@ class Worker:
                 self.report(f"commitfail {e.token} apply: {err}", e)
             self._rollback(e)
             return
+        e.mark("applied")
         self.report(f"committed {e.token} {time.time():.6f}", e)
         self._end(e, keep=True)
 
@@ -551,14 +596,26 @@ class Worker:
         self.completed += 1
         if e.scratch:
             shutil.rmtree(e.scratch, ignore_errors=True)
+        if trace.isEnabledFor(logging.DEBUG):
+            e.mark("ended")
+            slot = int(e.marks.pop("slot", e.slot))
+            trace.debug("trace %d %d %d %d %s", e.token, e.job, int(e.isolate), slot, " ".join(
+                f"{k}={v:.6f}" for k, v in e.marks.items()))
+        self._release(e)
+        if not keep:
+            self.execs.pop(e.token, None)
+
+    def _release(self, e: Execution) -> None:
+        """The execution's slot is free for the next job."""
         if e.slot >= 0:
+            if trace.isEnabledFor(logging.DEBUG):
+                e.marks["slot"] = e.slot
+                e.mark("released")
             self.free.append(e.slot)
             self.free.sort()
             e.slot = -1
             if self.waiting:
                 asyncio.ensure_future(self._start(self.waiting.pop(0)))
-        if not keep:
-            self.execs.pop(e.token, None)
 
     async def _shutdown(self) -> None:
         for e in list(self.execs.values()):
@@ -569,6 +626,9 @@ class Worker:
                     pass
             if e.scratch:
                 shutil.rmtree(e.scratch, ignore_errors=True)
+        if self._forkserver is not None:
+            server, self._forkserver = self._forkserver, None
+            await asyncio.get_running_loop().run_in_executor(None, server.close)
         if self._watchdog is not None:  # whatever is still listed is killed now
             dog, self._watchdog = self._watchdog, None
             await asyncio.get_running_loop().run_in_executor(None, dog.close)

@@ -72,6 +72,8 @@ def add_parsers(sub: Any) -> None:
                    metavar="N", help="output files kept in the workdir's out/ (the oldest are "
                    "removed first; default 1000); the scheduler keeps the last 4 KiB of each")
     w.add_argument("-q", "--quiet", action="store_true")
+    w.add_argument("--trace-jobs", action="store_true", help="log one line per execution with "
+                   "the moments it passed (received, spawned, exited, committed…) to stderr")
 
     ws = sub.add_parser("workers", help="start N workers anywhere in the tree, through a session",
                         description="Reserve N slots anywhere in the tree (res N on a new "
@@ -457,6 +459,8 @@ def main(args: argparse.Namespace) -> int:
     if args.command == "worker":
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        if args.trace_jobs:
+            logging.getLogger("brasil.batch.worker.trace").setLevel(logging.DEBUG)
     elif getattr(args, "trace", False):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     return run(f"brasil {args.command}", lambda: COMMANDS[args.command](args))

@@ -10,7 +10,6 @@ namespace.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -22,7 +21,20 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_BIND = 4096
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _load_libc() -> ctypes.CDLL:
+    """The C library, by its usual name first: ``ctypes.util.find_library`` runs ldconfig (a
+    process, and ``subprocess`` and ``re`` imported), which a small process (the fork server)
+    would pay for in size on every fork."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes import util
+        return ctypes.CDLL(util.find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
 
 
 def _check(rc: int, what: str) -> None:
@@ -44,6 +56,26 @@ def enter_private_namespace() -> None:
         with open("/proc/self/gid_map", "w") as f:
             f.write(f"{gid} {gid} 1")
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+
+
+def _escape(path: str) -> str:
+    """overlayfs option syntax: backslash-escape the separators (',' between options, ':' between
+    lower layers)."""
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def overlay_options(lower: str, upper: str, work: str) -> str:
+    opts = f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
+    if os.getuid() != 0:
+        opts += ",userxattr"  # in a user namespace trusted.* is out of reach
+    return opts
+
+
+def mount_overlay(lower: str, upper: str, work: str, at: str) -> None:
+    """An overlay of ``lower`` (read-only) and ``upper`` (where changes land) mounted at ``at``,
+    in the current mount namespace (a private one: :func:`enter_private_namespace`)."""
+    _check(_libc.mount(b"overlay", at.encode(), b"overlay", 0,
+                       overlay_options(lower, upper, work).encode()), f"mount overlay on {at}")
 
 
 def bind(src: str, dst: str) -> None:

@@ -11,6 +11,7 @@ own site-packages), and, where its working directory does not matter to what it 
 
 from __future__ import annotations
 
+import os
 import sys
 
 SAFE_CWD = "/"  # where a child runs when nothing asks for another directory
@@ -26,3 +27,18 @@ def python_argv(module: str, *args: str, python: str | None = None) -> list[str]
 def runs_module(argv: list[str], module: str) -> bool:
     """Whether ``argv`` was made by :func:`python_argv` for ``module``."""
     return argv[1:4] == [ISOLATED, "-m", module]
+
+
+# A lean child: no site (-S), so nothing but the standard library and brasil's own modules, found
+# where this brasil is installed, after the standard library (as site would put it: nothing there
+# shadows the standard library). sys.argv[1] is that directory; the module's main gets the rest.
+_LEAN = ("import sys; sys.path.append(sys.argv.pop(1)); import importlib; "
+         "sys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))")
+
+
+def lean_python_argv(module: str, *args: str) -> list[str]:
+    """``python -I -S`` running ``module.main(args)``: a process a few MB smaller than one with
+    site's imports, for a child whose size matters (the fork server: every fork copies it).
+    ``module`` must import only the standard library and brasil's stdlib-only modules."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return [sys.executable, ISOLATED, "-S", "-c", _LEAN, root, module, *args]
