@@ -138,6 +138,15 @@ async def serving(root: TableDir, address: Address | None = None, **kw: object
         await server.close()
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, waiting for an init that may not reap it, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
     """Poll ``predicate`` until true or raise TimeoutError: for conditions, never fixed sleeps."""
     loop = asyncio.get_running_loop()

@@ -20,17 +20,25 @@ def brasil(addr: str, *args: str, cwd: str | None = None, stdin: str | None = No
                           env={**os.environ, "BRASIL": addr})
 
 
-def scheduler_with_worker(tmp_path, slots: int = 2):  # type: ignore[no-untyped-def]
-    """A real `brasil serve` and one worker "w", once the scheduler answers."""
-    serve, addr = spawn_serve(str(tmp_path))
-    w = spawn_worker(addr, str(tmp_path), "w", slots)
+def _ready(addr: str) -> None:
     deadline = time.monotonic() + 20
     while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
-        if time.monotonic() > deadline:
-            stop(w)
-            stop(serve)
-            raise AssertionError("the scheduler did not answer within 20 s")
+        assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def scheduler_with_worker(tmp_path, slots: int = 2, name: str = "w",
+                          *worker_args: str):  # type: ignore[no-untyped-def]
+    """A real `brasil serve` and one worker ``name``, once the scheduler answers (both stopped
+    if it never does)."""
+    serve, addr = spawn_serve(str(tmp_path))
+    w = spawn_worker(addr, str(tmp_path), name, slots, *worker_args)
+    try:
+        _ready(addr)
+    except BaseException:
+        stop(w)
+        stop(serve)
+        raise
     return serve, addr, w
 
 
@@ -161,22 +169,13 @@ def test_retry_runs_failed_jobs_again_and_their_cancelled_dependants_wait_again(
         stop(serve)
 
 
-def _ready(addr: str) -> None:
-    deadline = time.monotonic() + 20
-    while brasil(addr, "cat", "/csrv/local/batch/ctl").returncode != 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 def test_output_prints_a_jobs_output_from_the_scheduler_even_after_its_worker_is_gone(tmp_path):
     """Issue 16 §6: a job's output lived only in its worker's out/ directory, found through
     events; `brasil output ID` (as `hq job cat`) prints it, wherever the worker ran."""
     home = tmp_path / "home"
     home.mkdir()
-    serve, addr = spawn_serve(str(tmp_path))
-    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    serve, addr, w = scheduler_with_worker(tmp_path)
     try:
-        _ready(addr)
         r = brasil(addr, "submit", "--tag", "o", "--retries", "0", "--",
                    "echo hello; echo oops >&2",
                    cwd=str(home))
@@ -214,10 +213,8 @@ def test_worker_keeps_only_the_last_outputs(tmp_path):
     old.mkdir(mode=0o700)
     (old / "7.7").write_text("from an earlier run\n")
     (old / "notes").write_text("not an output: left alone\n")
-    serve, addr = spawn_serve(str(tmp_path))
-    w = spawn_worker(addr, str(tmp_path), "w", 1, "--keep-outputs", "3")
+    serve, addr, w = scheduler_with_worker(tmp_path, 1, "w", "--keep-outputs", "3")
     try:
-        _ready(addr)
         jobs = "".join(f"echo {i}\n" for i in range(6))
         r = brasil(addr, "submit", "--tag", "k", "--file", "-", cwd=str(home), stdin=jobs)
         assert r.returncode == 0, r.stderr
@@ -235,10 +232,8 @@ def test_jobs_shows_the_worker_each_job_ran_on_and_when(tmp_path):
     import re
     home = tmp_path / "home"
     home.mkdir()
-    serve, addr = spawn_serve(str(tmp_path))
-    w = spawn_worker(addr, str(tmp_path), "wk7", 1)
+    serve, addr, w = scheduler_with_worker(tmp_path, 1, "wk7")
     try:
-        _ready(addr)
         r = brasil(addr, "submit", "--tag", "j", "--", "sleep 0.3", cwd=str(home))
         assert r.returncode == 0, r.stderr
         assert brasil(addr, "wait", "--tag", "j").returncode == 0
@@ -312,10 +307,8 @@ def test_timeout_kills_a_job_running_too_long_with_its_children_and_fails_it(tmp
     kills an execution running longer — its whole process group — as a failure that says so."""
     home = tmp_path / "home"
     home.mkdir()
-    serve, addr = spawn_serve(str(tmp_path))
-    w = spawn_worker(addr, str(tmp_path), "w", 2)
+    serve, addr, w = scheduler_with_worker(tmp_path)
     try:
-        _ready(addr)
         r = brasil(addr, "submit", "--tag", "t", "--timeout", "1", "--retries", "0", "--",
                    "sleep 300 & echo $! > child.pid; wait", cwd=str(home))
         assert r.returncode == 0, r.stderr

@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 
-from fixtures import wait_for
+from fixtures import alive, wait_for
 from test_batch_fixtures import (commits_per_job, connect_batch, spawn_serve, spawn_worker, stop,
                                  tree)
 
@@ -215,15 +215,6 @@ async def test_the_scheduler_killed_mid_commit_leaves_the_home_all_old_or_all_ne
     finally:
         for p in (w, serve):
             stop(p)
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, waiting for an init that may not reap, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_a_worker_killed_with_9_takes_its_jobs_processes_with_it(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from brasil.batch import isolate
 from brasil.exec.forkserver import ForkServer
-from fixtures import wait_for
+from fixtures import alive, wait_for
 from test_batch_fixtures import connect_batch, spawn_serve, spawn_worker, stop
 
 pytestmark = pytest.mark.skipif(isolate.probe() is not None, reason="no overlay in a namespace")
@@ -103,14 +103,6 @@ def test_the_server_ends_with_its_callers_socket(server):
     while server.proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.proc.returncode == 0
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_a_worker_killed_with_9_takes_its_isolated_jobs_and_its_fork_server(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from brasil.exec import cgroups
 from brasil.ninep.client import Client
-from fixtures import L, ctl, new_session, wait_for
+from fixtures import L, alive, ctl, new_session, wait_for
 
 needs_cgroups = pytest.mark.skipif(
     not cgroups.CommandCgroups.here(),
@@ -34,15 +34,6 @@ async def grandchild(pidfile: Path) -> int:
     assert alive(pid)
     assert os.getsid(pid) == pid  # really out of the command's session and process group
     return pid
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it is dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def kill_if_alive(pid: int | None) -> None:

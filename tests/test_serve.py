@@ -10,21 +10,13 @@ import sys
 import pytest
 
 from brasil.ninep.client import Client
-from fixtures import wait_for
+from fixtures import alive, wait_for
 
 
 async def start_daemon(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "brasil.cli.main", "serve", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def test_sigterm_ends_every_session_process_and_removes_the_socket(tmp_path):
