@@ -14,7 +14,7 @@ system:
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,lint]'
 	touch $@
 
 # 9P implementations nobody here wrote, each in its own virtualenv: both ship a package `py9p`.
@@ -57,6 +57,11 @@ bench: setup peers bench-deps
 # The working tree against REV, alternating in one run (bench/compare.py): the ratio to quote.
 bench-compare: setup
 	$(BIN)/python bench/compare.py $(REV) --pairs $${PAIRS:-3} $(if $(FIGURES),--figures $(FIGURES)) $(ARGS)
+
+# ruff over everything, mypy over src/ (settings in pyproject.toml); .ci/run runs it first.
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 fuzz: setup
 	$(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0

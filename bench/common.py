@@ -16,8 +16,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 CORES = os.cpu_count() or 1
 TICK = os.sysconf("SC_CLK_TCK")
@@ -161,7 +162,7 @@ class Sampled:
         self.spy, self.pids, self.outs = spy, pids, outs
         self.cpu: dict[str, float] = {}
 
-    def __enter__(self) -> "Sampled":
+    def __enter__(self) -> Sampled:
         self.procs = {name: subprocess.Popen(self.spy + ["--pid", str(pid), "--output",
                                                          self.outs[name]],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

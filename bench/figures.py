@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run with -I: no script dir
 from common import xargs  # noqa: E402

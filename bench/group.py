@@ -73,16 +73,17 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from ClusterShell.NodeSet import NodeSet
 
 from brasil.group import api, gread
 from brasil.group.run import fold
 from brasil.ninep.auth import dial
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
-from ClusterShell.NodeSet import NodeSet
-
 from common import CORES, TICK, BenchError, Sampled, add_profile_args, print_py_spy, proc_cpu
 from tree import BRASIL, CpuWatch, Tree, node_depth
 

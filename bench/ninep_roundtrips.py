@@ -57,11 +57,28 @@ from typing import Any
 
 from brasil.ninep.constants import NOFID, NOTAG, OREAD
 from brasil.ninep.framing import FrameReader
-from brasil.ninep.messages import (Message, Rattach, Ropen, Rversion, Rwalk, Tattach, Topen, Tread,
-                                   Tversion, Twalk, encode)
-
-from common import (READY_TIMEOUT, BenchError, busy_cpu, print_profile, proc_cpu, stop_process,
-                    wait_listening)
+from brasil.ninep.messages import (
+    Message,
+    Rattach,
+    Ropen,
+    Rversion,
+    Rwalk,
+    Tattach,
+    Topen,
+    Tread,
+    Tversion,
+    Twalk,
+    encode,
+)
+from common import (
+    READY_TIMEOUT,
+    BenchError,
+    busy_cpu,
+    print_profile,
+    proc_cpu,
+    stop_process,
+    wait_listening,
+)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

@@ -52,12 +52,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from brasil.ninep.errors import NinepError
 from ClusterShell.NodeSet import NodeSet
 
+from brasil.ninep.errors import NinepError
 from common import CORES, BenchError, Sampled, add_profile_args, print_py_spy, proc_cpu, xargs
 from tree import BRASIL, NOISY, CpuWatch, Tree, node_depth, wait_free
 

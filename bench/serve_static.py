@@ -16,7 +16,6 @@ import os
 from brasil.ninep.server import Server
 from brasil.ninep.synthetic import Entry, StaticFile, TableDir
 from brasil.ninep.transport import Address, parse_address
-
 from common import until_signalled
 
 

@@ -51,9 +51,19 @@ from typing import Any
 from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
-
-from common import (CORES, READY_TIMEOUT, BenchError, busy_cpu, check_stdio, print_profile,
-                    proc_cpu, stop_process, vm_rss, wait_listening, xargs)
+from common import (
+    CORES,
+    READY_TIMEOUT,
+    BenchError,
+    busy_cpu,
+    check_stdio,
+    print_profile,
+    proc_cpu,
+    stop_process,
+    vm_rss,
+    wait_listening,
+    xargs,
+)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

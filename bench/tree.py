@@ -55,9 +55,18 @@ from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
-
-from common import (CORES, TICK, BenchError, Sampled, add_profile_args, busy_cpu, check_stdio,
-                    print_py_spy, vm_rss, xargs)
+from common import (
+    CORES,
+    TICK,
+    BenchError,
+    Sampled,
+    add_profile_args,
+    busy_cpu,
+    check_stdio,
+    print_py_spy,
+    vm_rss,
+    xargs,
+)
 from common import proc_cpu as _proc_cpu
 
 BENCH = Path(__file__).resolve().parent

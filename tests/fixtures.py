@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import pathlib
 import random
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from brasil.ninep.ctl import CommandTable, CtlFile
 from brasil.ninep.errors import Eexist, NinepError

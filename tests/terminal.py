@@ -66,7 +66,7 @@ class ReadmeTree:
         self.dir = tempfile.mkdtemp(prefix="brasil-readme-")
         self.args = ["--depth", str(depth), "--fanout", str(fanout), "--slots", str(slots), *extra]
 
-    def __enter__(self) -> "ReadmeTree":
+    def __enter__(self) -> ReadmeTree:
         r = subprocess.run([os.path.join(BIN, "brasil"), "cluster", "up", *self.args,
                             "--dir", self.dir], capture_output=True, text=True, timeout=120)
         if r.returncode != 0:

@@ -6,8 +6,14 @@ import logging
 
 import pytest
 
-from brasil.ninep.auth import (AuthFile, AuthHandle, SecretAuthenticator, SecretError, client_auth,
-                               load_secret)
+from brasil.ninep.auth import (
+    AuthFile,
+    AuthHandle,
+    SecretAuthenticator,
+    SecretError,
+    client_auth,
+    load_secret,
+)
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
 from fixtures import FixtureTree, serving

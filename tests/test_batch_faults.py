@@ -10,8 +10,14 @@ import os
 import signal
 
 from fixtures import alive, wait_for
-from test_batch_fixtures import (commits_per_job, connect_batch, spawn_serve, spawn_worker, stop,
-                                 tree)
+from test_batch_fixtures import (
+    commits_per_job,
+    connect_batch,
+    spawn_serve,
+    spawn_worker,
+    stop,
+    tree,
+)
 
 LEASE = "1"
 SLOW = "BRASIL_BATCH_FAULT_SLOW_COMMIT"

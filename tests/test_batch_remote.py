@@ -10,9 +10,9 @@ import sys
 import time
 
 import services
+from brasil.batch.api import Batch
 from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
-from brasil.batch.api import Batch
 from fixtures import wait_for
 from test_batch_fixtures import commits_per_job, connect_batch, spawn_serve, stop, tree
 from test_netns import hosts  # noqa: F401 - the fixture

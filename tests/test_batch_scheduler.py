@@ -10,8 +10,7 @@ import pytest
 
 from brasil.ninep.errors import NinepError
 from fixtures import wait_for
-from test_batch_fixtures import (commits_per_job, db_url, postgres_server, scheduler,  # noqa: F401
-                                 tree, workers)
+from test_batch_fixtures import commits_per_job, db_url, postgres_server, scheduler, tree, workers  # noqa: F401
 
 WAIT = 120  # generous: CI and users' machines are busy; no test here times anything
 
@@ -32,10 +31,10 @@ def order_ok(events, deps: dict[int, list[int]]) -> list[str]:  # type: ignore[n
 async def test_a_diamond_runs_in_dependency_order(db_url, tmp_path):  # noqa: F811
     home = tmp_path / "home"
     home.mkdir()
-    text = ("job a -- echo a > a\n"
-            "job b after:a -- cat a > b; echo b >> b\n"
-            "job c after:a isolate -- cat a > c; echo c >> c\n"
-            "job d after:b,c -- cat b c > d\n").encode()
+    text = (b"job a -- echo a > a\n"
+            b"job b after:a -- cat a > b; echo b >> b\n"
+            b"job c after:a isolate -- cat a > c; echo c >> c\n"
+            b"job d after:b,c -- cat b c > d\n")
     async with scheduler(str(tmp_path), db_url) as (d, s, b), workers(d.unix, str(tmp_path)):
         r = await b.submit_stream([text], tag="diamond", home=str(home))
         assert await asyncio.wait_for(b.wait(tag="diamond"), WAIT) == {
@@ -72,10 +71,10 @@ async def test_a_chain_of_fan_outs_of_100_jobs_runs_in_order(db_url, tmp_path): 
 async def test_a_failed_dependency_cancels_what_follows_with_the_reason(db_url, tmp_path):  # noqa: F811
     home = tmp_path / "home"
     home.mkdir()
-    text = ("job bad retries:1 -- exit 3\n"
-            "job next after:bad -- true\n"
-            "job last after:next -- true\n"
-            "job fine -- true\n").encode()
+    text = (b"job bad retries:1 -- exit 3\n"
+            b"job next after:bad -- true\n"
+            b"job last after:next -- true\n"
+            b"job fine -- true\n")
     async with scheduler(str(tmp_path), db_url) as (d, s, b), workers(d.unix, str(tmp_path)):
         r = await b.submit_stream([text], tag="f", home=str(home))
         summary = await asyncio.wait_for(b.wait(tag="f"), WAIT)

@@ -153,6 +153,7 @@ def test_a_job_too_large_for_a_workers_read_is_refused_naming_the_line_and_the_l
 @pytest.mark.parametrize("rows", [1, 3, 12])
 def test_the_gantt_charts_legend_does_not_overlap_the_x_axis_label(rows):
     import matplotlib.pyplot as plt
+
     from brasil.batch.report import gantt_figure
     ev = [Event(0.0, "submit", 1, None, None, "")]
     for i in range(rows):
@@ -175,6 +176,7 @@ def test_the_gantt_chart_names_the_jobs_on_bars_wide_enough_for_the_name():
     """Issue 16 §6: the chart's bars carried no job names; now each bar wide enough says its
     job's name (its id if unnamed), and a narrow bar stays unlabelled."""
     import matplotlib.pyplot as plt
+
     from brasil.batch.report import gantt_figure
     ev = [Event(0.0, "submit", 1, None, None, ""), Event(0.0, "submit", 2, None, None, ""),
           Event(0.1, "assign", 1, 1, "w", ""), Event(0.1, "start", 1, 1, "w", "0"),
@@ -196,6 +198,7 @@ def test_the_gantt_chart_names_the_jobs_on_bars_wide_enough_for_the_name():
 async def test_a_worker_that_never_connected_says_so_once_not_at_every_attempt(tmp_path, caplog):
     import asyncio
     import logging
+
     from brasil.batch.worker import Worker
     from fixtures import wait_for
     attempts = 0
@@ -222,6 +225,7 @@ def test_a_database_made_before_the_time_limit_column_still_opens_and_gets_it(tm
     """Issue 16 §6: the time limit is a new column of jobs; an existing database lacks it and
     must still open (the column is added), keeping its jobs."""
     import sqlite3
+
     from brasil.batch import store
     tmp_path.chmod(0o700)
     path = tmp_path / "batch.db"
@@ -362,6 +366,7 @@ def test_every_state_change_in_the_scheduler_goes_through_the_tables():
     """No UPDATE in ops.py sets a state by hand: each goes through lifecycle.move, whose WHERE
     holds the states the table allows."""
     import re
+
     from brasil.batch import ops
     src = Path(ops.__file__).read_text()
     assert not re.findall(r"UPDATE \w+ SET[^\"]*\bstate\s*=", src)

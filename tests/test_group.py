@@ -487,8 +487,9 @@ async def test_ptail_names_nodes_lacking_the_file_follows_it_once_it_appears_ref
 
 
 async def test_failures_say_so_and_exit_non_zero(tree, tmp_path):
-    from test_serve import run_cli
     import json
+
+    from test_serve import run_cli
     env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
     rc, out, err = await run_cli("psync", str(tmp_path / "nonexist"), "fs/x", env=env)
     assert rc == 1 and "nonexist: no such file or directory" in err, (rc, err)

@@ -9,11 +9,17 @@ import os
 import pytest
 
 from brasil.ninep.client import Client, dont_touch
-from brasil.ninep.constants import (DMDEVICE, DMNAMEDPIPE, DMSETUID, DMSOCKET, DMSYMLINK, ORDWR,
-                                    OWRITE)
+from brasil.ninep.constants import (
+    DMDEVICE,
+    DMNAMEDPIPE,
+    DMSETUID,
+    DMSOCKET,
+    DMSYMLINK,
+    ORDWR,
+    OWRITE,
+)
 from brasil.ninep.errors import NinepError
 from fixtures import L, ctl, daemon, new_session, session, small_tree, status_rows, wait_for
-
 
 # ---- §2: special files through 9P2000.u ----
 

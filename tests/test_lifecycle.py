@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from brasil.ninep.errors import NinepError
 from brasil.lifecycle import step
+from brasil.ninep.errors import NinepError
 from brasil.node import lifecycle
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import re
 import os
+import re
 import shutil
 import signal
 import socket
 import sys
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 

@@ -120,5 +120,5 @@ async def test_a_tree_across_three_hosts_with_a_direct_splice(hosts, tmp_path):
         for p in procs:
             try:
                 await asyncio.wait_for(p.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 p.kill()

@@ -15,7 +15,6 @@ from brasil.ninep.errors import NinepError
 from fixtures import L, ctl, date_wc, new_session, node_daemon, status_rows, wait_for
 
 
-
 async def test_paper_example_1_res_exec_date_gives_four_lines(node):
     n, c = node
     assert await new_session(c) == "0"

@@ -13,8 +13,13 @@ import sys
 
 import pytest
 
-from brasil.ninep.private import (UnsafePathError, open_private, private_dir, read_private,
-                                  write_private)
+from brasil.ninep.private import (
+    UnsafePathError,
+    open_private,
+    private_dir,
+    read_private,
+    write_private,
+)
 from brasil.ninep.transport import Address, check_socket, runtime_dir
 
 NOBODY = 65534

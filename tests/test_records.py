@@ -8,8 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brasil.exec.records import (NEWLINE, NUL, WINDOW, Blank, Delimited, Fixed, Key, Reassembler,
-                                 Regex, Splitter, parse_rs)
+from brasil.exec.records import (
+    NEWLINE,
+    NUL,
+    WINDOW,
+    Blank,
+    Delimited,
+    Fixed,
+    Key,
+    Reassembler,
+    Regex,
+    Splitter,
+    parse_rs,
+)
 
 
 def run(splitter: Splitter, chunks: list[bytes], window: int = WINDOW) -> tuple[list[bytes], bytes]:

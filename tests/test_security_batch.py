@@ -28,8 +28,7 @@ from brasil.batch import ops
 from brasil.batch.jobfile import Defaults
 from brasil.batch.store import Store, StoreError
 from brasil.ninep.errors import NinepError
-from test_batch_fixtures import (connect_batch, scheduler, spawn_serve, spawn_worker, stop,
-                                 workers)
+from test_batch_fixtures import connect_batch, scheduler, spawn_serve, spawn_worker, stop, workers
 
 postgres_server = services.postgres_server
 NOBODY = 65534

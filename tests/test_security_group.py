@@ -12,8 +12,9 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ class Daemon:
                 await c.close()
         try:
             return bool(await asyncio.wait_for(ask(), ANSWERED_WITHIN))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
 

@@ -11,7 +11,7 @@ raises: a ctl write fails with its sentence).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .ninep.errors import NinepError
 

@@ -17,8 +17,8 @@ allows (1 MiB), then reads the ids once: 100,000 jobs are a few dozen round trip
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterable
 
 from ..ninep.auth import client_auth, load_secret, secret_file_for
 from ..ninep.client import Client

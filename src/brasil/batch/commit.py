@@ -36,11 +36,18 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
-from ..ninep.beneath import (DIR_FLAGS, fd_path, lstat_beneath, makedirs_beneath,
-                             open_beneath, open_dir_beneath, open_owned_dir)
+from ..ninep.beneath import (
+    DIR_FLAGS,
+    fd_path,
+    lstat_beneath,
+    makedirs_beneath,
+    open_beneath,
+    open_dir_beneath,
+    open_owned_dir,
+)
 from ..ninep.private import UnsafePathError, check_private_stat
 from .journal import COMMIT, RECOVER, JournalRefused, Op, check_op, read_journal, write_journal
 

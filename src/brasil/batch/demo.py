@@ -16,11 +16,11 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..exec.pychild import SAFE_CWD, python_argv
-from .api import Batch
 from . import report
+from .api import Batch
 
 UNIT = 0.4  # seconds of work per job on a healthy worker
 

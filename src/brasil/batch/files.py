@@ -32,9 +32,17 @@ import time
 from typing import Any, NoReturn
 
 from ..ninep.ctl import CommandTable, CtlFile
-from ..ninep.errors import NinepError, Enotfound
-from ..ninep.synthetic import (BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node,
-                               TableDir)
+from ..ninep.errors import Enotfound, NinepError
+from ..ninep.synthetic import (
+    BytesHandle,
+    Dir,
+    DynamicDir,
+    Entry,
+    GeneratedFile,
+    Handle,
+    Node,
+    TableDir,
+)
 from . import queries
 from .jobfile import MAX_ID, TAG_RE, JobFileError, Parser, job_id
 from .scheduler import Scheduler
@@ -231,7 +239,7 @@ class WaitFile(Node):
                 return BytesHandle(self, text.encode())
             try:
                 await asyncio.wait_for(changed.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             await asyncio.sleep(0.05)  # many changes, one look
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 from ..exec import nsexec
 from ..exec.nsexec import mount_overlay, overlay_options  # noqa: F401 - this module's words too

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import re
 import shlex
-from typing import Iterable
+from collections.abc import Iterable
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
 TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -74,7 +74,7 @@ class Defaults(Options):
     after: tuple[int, ...] = ()
 
     def spec(self, cmd: str, line: int, name: str | None = None,
-             file: str = "<submit>") -> "JobSpec":
+             file: str = "<submit>") -> JobSpec:
         opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(Options)}
         opts["env_shared"] = self.env_shared = True  # the job holds it now: copy before changing
         return JobSpec(cmd=cmd, line=line, name=name, file=file, after_ids=list(self.after),
@@ -115,7 +115,7 @@ def env_sizes(env: dict[str, str]) -> tuple[int, int]:
     return env_bytes(env), len(json.dumps(env)) - 2  # ASCII: characters are bytes
 
 
-def check_size(spec: "JobSpec", where: str, env: tuple[int, int] | None = None) -> int:
+def check_size(spec: JobSpec, where: str, env: tuple[int, int] | None = None) -> int:
     """Refuse a job too large for a worker's read of its assignment (see the module's Sizes);
     returns the size of that assignment. ``env``: ``env_sizes(spec.env)``, if known."""
     hint = "; put a long command in a script and run that"

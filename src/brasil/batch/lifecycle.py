@@ -22,7 +22,8 @@ operation again, alone, on what is there now.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Collection, Sequence
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import Table, mermaid, sources, step, target
 

@@ -17,7 +17,8 @@ after the transaction has committed, never before, so nothing is promised that a
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .jobfile import MAX_RECORD, JobSpec
 from .lifecycle import ACTIVE_EXECUTION, EventRow, move, move_each, move_where

@@ -22,8 +22,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from .api import Event, Job
 

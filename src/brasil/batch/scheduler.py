@@ -26,14 +26,15 @@ a crash without harm:
 from __future__ import annotations
 
 import asyncio
-import json
 import base64
+import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..ninep.errors import NinepError
 from ..ninep.private import UnsafePathError
@@ -362,7 +363,7 @@ class Scheduler:
             w.waiters.append(f)
             try:
                 await asyncio.wait_for(f, self.lease / 3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if f in w.waiters:
                     w.waiters.remove(f)
             w.last_seen = time.monotonic()

@@ -23,8 +23,9 @@ import queue
 import sqlite3
 import threading
 import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from ..ninep.private import UnsafePathError, check_ancestors, check_closed_dir, open_checked
 from ..ninep.ratelimit import RateLimited
@@ -75,7 +76,7 @@ ADDED_COLUMNS = [
 ]
 
 
-def add_missing_columns(tx: "Tx") -> None:
+def add_missing_columns(tx: Tx) -> None:
     for table, column, kind in ADDED_COLUMNS:
         if tx.pg:
             have = tx.one("SELECT 1 FROM information_schema.columns WHERE table_schema = "

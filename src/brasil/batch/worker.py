@@ -41,12 +41,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ninep.client import Client
-from ..ninep.constants import OREAD, OWRITE
-from ..ninep.errors import NinepError
 from ..exec.command import command_argv
 from ..exec.forkserver import ForkServer
 from ..exec.reaper import Watchdog
+from ..ninep.client import Client
+from ..ninep.constants import OREAD, OWRITE
+from ..ninep.errors import NinepError
 from . import commit, isolate, remote
 
 log = logging.getLogger("brasil.batch.worker")
@@ -145,7 +145,7 @@ class Worker:
             try:
                 await self._session()
                 delay = 0.05
-            except (ConnectionError, OSError, NinepError, asyncio.TimeoutError) as e:
+            except (TimeoutError, ConnectionError, OSError, NinepError) as e:
                 was_connected = self.connected.is_set()
                 ever = ever or was_connected
                 self.connected.clear()
@@ -168,7 +168,7 @@ class Worker:
                     said = (now, why)
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 delay = min(delay * 2, 2.0)
         await self._shutdown()

@@ -306,8 +306,15 @@ async def _no_worker_note(b: Any, grace: float = 2.0) -> None:
 
 async def _progress(b: Any, tag: str | None) -> dict[str, int]:
     """A rich progress bar: done, running, failed, and the ETA, until every job has ended."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from ..batch.queries import TERMINAL
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("running {task.fields[running]} failed {task.fields[failed]}"),

@@ -10,7 +10,6 @@ from ..ninep.transport import runtime_dir
 from ..tree import cluster
 from .errors import UsageError, run
 
-
 UP_DESCRIPTION = """Start a tree of daemons in the background and print the root's address.
 
 here (default):  1 + F + F² + … daemons (depth D, fanout F); n0 is the root, n1…nF its

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from ..ninep.auth import SecretError
 from ..ninep.errors import NinepError, ProtocolError

@@ -187,8 +187,13 @@ async def pcp_with_progress(c: Any, args: argparse.Namespace) -> int:
     from ..group import api
     if not sys.stderr.isatty():
         return await api.pcp(c, args.source, args.dest, args.where)
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
     try:
         size = os.path.getsize(args.source)
     except OSError:

@@ -17,7 +17,6 @@ import sys
 
 from .options import add_client_options
 
-
 DESCRIPTION = """PUSH: a shell for pipelines of ordinary programs, whose pipes fan out, fan in and
 hash across copies, on this machine or across a Brasil cluster.
 

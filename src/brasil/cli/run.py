@@ -7,7 +7,8 @@ import os
 import shlex
 import sys
 
-from .errors import UsageError, run as run_async
+from .errors import UsageError
+from .errors import run as run_async
 from .options import add_client_options
 
 DESCRIPTION = """Run a command on many slots of the tree and print what they say: reserve, exec,

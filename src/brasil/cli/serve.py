@@ -13,15 +13,25 @@ import socket
 import sys
 
 from ..ninep.auth import load_secret, own_secret
-from ..ninep.private import private_dir, read_private, write_private
-from ..tree.daemon import Daemon
-from ..ninep.transport import Address, AddressError, DEFAULT_PORT, default_socket_path, \
-    parse_address
-from ..ninep.server import (DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
-                            DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOTAL_FIDS, UNIX_CONNECTIONS)
 from ..ninep.errors import NinepError
+from ..ninep.private import private_dir, read_private, write_private
+from ..ninep.server import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_TOTAL_FIDS,
+    UNIX_CONNECTIONS,
+)
+from ..ninep.transport import (
+    DEFAULT_PORT,
+    Address,
+    AddressError,
+    default_socket_path,
+    parse_address,
+)
 from ..node.attrs import check_label
 from ..node.daemon import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, Node
+from ..tree.daemon import Daemon
 from .errors import UsageError, run
 
 log = logging.getLogger("brasil.serve")

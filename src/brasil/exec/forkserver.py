@@ -59,6 +59,7 @@ class ForkServer:
     def start(cls) -> ForkServer | None:
         """A running server, or None where there can be none (the caller forks instead)."""
         import subprocess
+
         from .pychild import SAFE_CWD, lean_python_argv
         if SYS_CLONE is None:
             return None

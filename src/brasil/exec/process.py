@@ -15,7 +15,8 @@ import logging
 import os
 import signal
 import subprocess
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream

@@ -27,7 +27,8 @@ from __future__ import annotations
 import importlib
 import shlex
 import zlib
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import re2
 

@@ -17,7 +17,8 @@ import errno
 import hashlib
 import json
 import os
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, ORDWR, OWRITE

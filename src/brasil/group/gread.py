@@ -54,8 +54,8 @@ import json.scanner
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..exec.records import compile_regex
 from ..exec.pychild import SAFE_CWD, python_argv
+from ..exec.records import compile_regex
 from ..ninep.constants import OREAD
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
@@ -367,7 +367,7 @@ async def reduce_values(func: str, values: list[Any]) -> Any:
     try:
         out, err = await asyncio.wait_for(p.communicate(json.dumps(values).encode()),
                                           REDUCER_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         p.kill()
         await p.wait()
         raise NinepError(f"reducer {func} took over {REDUCER_TIMEOUT:g}s") from None
@@ -411,7 +411,7 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
             from .query import exchange
             data = await exchange(await s.ask(c, q, "gread"), json.dumps(req).encode())
             return len(data), await loads(data)
-        except (NinepError, ConnectionError, asyncio.TimeoutError, ValueError) as e:
+        except (TimeoutError, NinepError, ConnectionError, ValueError) as e:
             lost = empty(agg)
             below = [ln.split()[0] for ln in c.status if ln.split()] or [c.name]
             for n in below:

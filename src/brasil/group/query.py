@@ -28,7 +28,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..ninep.client import File
-from ..ninep.constants import OREAD, ORDWR
+from ..ninep.constants import ORDWR, OREAD
 from ..ninep.ctl import excerpt
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import is_awaitable
@@ -170,7 +170,7 @@ class QueryDir(Dir):
                 kids = d.children()
                 kids = await kids if is_awaitable(kids) else kids
                 return [k for k in kids if k.name not in FILES]
-            except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
+            except (TimeoutError, NinepError, ConnectionError) as e:
                 log.info("query %s: child %s: %s", self.q, c.name, e)
                 return []
         for kids in await asyncio.gather(*(listing(c) for c in s.children()
@@ -210,7 +210,7 @@ async def status_text(s: QueryService, q: Query) -> str:
     async def child_lines(c: Child) -> list[str]:
         try:
             return (await exchange(await s.ask(c, q, "status"))).decode().splitlines()
-        except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
+        except (TimeoutError, NinepError, ConnectionError) as e:
             return [f"{c.name} lost: {e}"]
     for more in await asyncio.gather(*(child_lines(c) for c in s.children()
                                        if s.may_match(c, q))):
@@ -310,7 +310,7 @@ async def control(s: QueryService, q: Query, line: str) -> tuple[int, list[str]]
         try:
             text = await exchange(await s.ask(c, q, "ctl"), (line + "\n").encode(),
                                   read_anyway=True)
-        except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
+        except (TimeoutError, NinepError, ConnectionError) as e:
             return 0, [f"{c.name}: lost ({e})"]
         k, more = 0, []
         for ln in text.decode().splitlines():

@@ -19,8 +19,9 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, TypeVar
+from typing import IO, Any, TypeVar
 
 from ..exec.command import one_line
 from ..ninep.client import Client, File

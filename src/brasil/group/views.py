@@ -28,6 +28,7 @@ import secrets
 import stat
 from typing import TYPE_CHECKING, Any
 
+from ..exec.records import NEWLINE
 from ..ninep.constants import OWRITE
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import is_awaitable
@@ -35,7 +36,6 @@ from ..ninep.stream import Stream
 from ..ninep.synthetic import Dir, Handle, Node
 from ..node.exportfs import Export
 from ..node.io import Aggregator, Output
-from ..exec.records import NEWLINE
 from ..tree.delegation import RemoteReader
 from ..tree.remote import Listed, Remote
 from .gread import check_path, partial

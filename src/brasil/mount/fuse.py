@@ -30,16 +30,17 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Coroutine, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import mfusepy
 from mfusepy import FuseOSError
 
 from ..ninep import errors as nerrors
 from ..ninep.client import AuthFn, Client, File
-from ..ninep.constants import DMDIR, NONUNAME, OREAD, ORDWR, OTRUNC, OWRITE
-from ..ninep.private import open_private
+from ..ninep.constants import DMDIR, NONUNAME, ORDWR, OREAD, OTRUNC, OWRITE
 from ..ninep.errors import NinepError, ProtocolError
+from ..ninep.private import open_private
 from ..ninep.transport import Address
 from ..ninep.wire import Qid, Stat
 
@@ -215,7 +216,7 @@ class NinepFS(mfusepy.Operations):
             return self.bridge.call(coro)
         except FuseOSError:
             raise
-        except (NinepError, ConnectionError, ProtocolError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, NinepError, ConnectionError, ProtocolError, OSError) as e:
             num = errno_of(e)
             if what is not None:
                 log.warning("%s: %s", what, e)

@@ -15,7 +15,7 @@ import ctypes
 import errno
 import os
 import stat
-from typing import Sequence
+from collections.abc import Sequence
 
 from .private import UnsafePathError, check_ancestors, check_owned_dir
 

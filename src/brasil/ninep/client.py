@@ -13,14 +13,33 @@ import dataclasses
 import errno as _errno
 import getpass
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from . import text
 from .constants import IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, OWRITE, VERSION, VERSION_U
 from .errors import Enoauth, Enotfound, NinepError, ProtocolError
 from .framing import FrameReader
-from .messages import (Message, Rerror, Rflush, Rread, Rversion, Tattach, Tclunk, Tcreate,
-                       Tflush, Topen, Tread, Tremove, Tstat, Tversion, Twalk, Twrite, Twstat, encode)
+from .messages import (
+    Message,
+    Rerror,
+    Rflush,
+    Rread,
+    Rversion,
+    Tattach,
+    Tclunk,
+    Tcreate,
+    Tflush,
+    Topen,
+    Tread,
+    Tremove,
+    Tstat,
+    Tversion,
+    Twalk,
+    Twrite,
+    Twstat,
+    encode,
+)
 from .transport import Address, dial, parse_address
 from .wire import Qid, Stat, read_stat
 

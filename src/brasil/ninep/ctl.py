@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import errno
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from .errors import NinepError
 from .maybe import Maybe, is_awaitable

@@ -7,7 +7,8 @@ awaited. :func:`is_awaitable` is the cheap test the server and the streams use t
 
 from __future__ import annotations
 
-from typing import Awaitable, TypeVar, Union
+from collections.abc import Awaitable
+from typing import TypeVar, Union
 
 T = TypeVar("T")
 Maybe = Union[T, Awaitable[T]]  # a value now, or an awaitable when the answer has to wait

@@ -14,7 +14,22 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 from .constants import HEADER_SIZE, NOFID, NONUNAME
 from .errors import LocalProtocolError, RemoteProtocolError
-from .wire import DATA, MODE, QID, QIDS, STAT, STR, STRS, U8, U16, U32, U64, Qid, Stat, compile_layout
+from .wire import (
+    DATA,
+    MODE,
+    QID,
+    QIDS,
+    STAT,
+    STR,
+    STRS,
+    U8,
+    U16,
+    U32,
+    U64,
+    Qid,
+    Stat,
+    compile_layout,
+)
 
 __all__ = [
     "Message", "MESSAGES", "BY_NAME", "encode", "decode_frame",

@@ -22,7 +22,8 @@ import itertools
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from . import text
 from .constants import (
@@ -62,14 +63,9 @@ from .errors import (
     RemoteProtocolError,
 )
 from .framing import FrameReader
-from .ratelimit import RateLimited
-from .shares import OWNER, Shares
 from .maybe import is_awaitable
 from .messages import (
     Message,
-    decode_frame,
-    encode_rread,
-    tread_at,
     Rattach,
     Rauth,
     Rclunk,
@@ -97,8 +93,13 @@ from .messages import (
     Twalk,
     Twrite,
     Twstat,
+    decode_frame,
     encode,
+    encode_rread,
+    tread_at,
 )
+from .ratelimit import RateLimited
+from .shares import OWNER, Shares
 from .synthetic import Dir, Handle, Node
 from .transport import Address, listen, peer_uid, set_nodelay
 from .wire import write_stat
@@ -263,7 +264,7 @@ class Server:
         for lst in self.listeners:
             try:
                 await asyncio.wait_for(lst.wait_closed(), 2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         self.listeners.clear()
 

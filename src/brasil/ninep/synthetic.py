@@ -19,7 +19,8 @@ from __future__ import annotations
 import getpass
 import itertools
 import time
-from typing import Any, Callable, ClassVar, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, NamedTuple
 
 from .constants import DMDIR, QTDIR
 from .errors import Eexist, Enocreate, Enoremove, Enotfound, Enowstat, Eperm, NinepError

@@ -15,8 +15,9 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .private import UnsafePathError, check_ancestors, check_private_dir, private_dir
 
@@ -206,7 +207,7 @@ async def dial(address: Address, factory: ProtocolFactory, timeout: float = 10.0
     except ConnectionRefusedError:
         raise ConnectionError(f"{address}: connection refused; is `brasil serve` running there?"
                               ) from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ConnectionError(f"{address}: no answer within {timeout:g}s") from None
     except socket.gaierror as e:
         raise ConnectionError(f"{address}: cannot resolve host {address.host!r} ({e.strerror}); "
@@ -247,5 +248,5 @@ async def open_stream(address: Address, timeout: float = 10.0
     try:
         return await asyncio.wait_for(asyncio.open_connection(address.host, address.port,
                                                               limit=STREAM_LIMIT), timeout)
-    except (OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError) as e:
         raise ConnectionError(f"{address}: cannot connect: {e or 'timed out'}") from None

@@ -11,8 +11,9 @@ sides: decoding raises :class:`RemoteProtocolError`, encoding :class:`LocalProto
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable, NamedTuple, get_type_hints
+from typing import Any, NamedTuple, get_type_hints
 
 from .constants import MAXWELEM, NONUNAME
 from .errors import LocalProtocolError, RemoteProtocolError

@@ -24,8 +24,9 @@ import functools
 import os
 import platform
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import re2
 

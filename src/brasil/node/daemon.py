@@ -15,8 +15,9 @@ import platform
 import shlex
 import signal
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..exec import nsexec
 from ..exec.reaper import Watchdog
@@ -24,8 +25,8 @@ from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.server import current_user
-from ..ninep.synthetic import OWNER
 from ..ninep.synthetic import (
+    OWNER,
     BytesHandle,
     DynamicDir,
     Entry,
@@ -92,7 +93,7 @@ class Node:
         self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
         self.find_remote: Callable[[str], Any] | None = None  # a session elsewhere, by path
         self.started = time.time()
-        self._ns_problem: str | None | bool = False  # False: not probed yet
+        self._ns_problem: str | bool | None = False  # False: not probed yet
         self._reaper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
         self.local = self._build_local()

@@ -19,8 +19,20 @@ import stat as st
 from functools import lru_cache
 
 from ..ninep.beneath import DIR_FLAGS, O_PATH, makedirs_beneath, open_dir_beneath
-from ..ninep.constants import (DMAPPEND, DMAUTH, DMDEVICE, DMDIR, DMEXCL, DMMOUNT,
-                               DMNAMEDPIPE, DMSETGID, DMSETUID, DMSOCKET, DMSYMLINK, OTRUNC)
+from ..ninep.constants import (
+    DMAPPEND,
+    DMAUTH,
+    DMDEVICE,
+    DMDIR,
+    DMEXCL,
+    DMMOUNT,
+    DMNAMEDPIPE,
+    DMSETGID,
+    DMSETUID,
+    DMSOCKET,
+    DMSYMLINK,
+    OTRUNC,
+)
 from ..ninep.errors import Eexist, NinepError
 from ..ninep.synthetic import Dir, Handle, Node
 from ..ninep.wire import Qid, Stat

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Protocol, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from ..exec.records import Fed, Key, Reassembler, Splitter
 from ..ninep.errors import NinepError
@@ -264,7 +265,7 @@ class Splice:
     """Copies one output into one sink until end of file; both ends see how it ended."""
 
     def __init__(self, src: Output, dst: Sink, label: str,
-                 on_end: Callable[["Splice"], None] | None = None) -> None:
+                 on_end: Callable[[Splice], None] | None = None) -> None:
         self.src, self.dst, self.label = src, dst, label
         self.state = "running"
         self.error = ""

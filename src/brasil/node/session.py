@@ -20,17 +20,17 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..exec.command import command_argv
 from ..exec.process import Process
 from ..exec.pychild import python_argv
 from ..exec.records import NEWLINE, Key, Splitter, quote
+from ..lifecycle import step
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
-from ..lifecycle import step
 from . import lifecycle
 from .attrs import Filter, Selection
 from .io import AGGREGATE, SPLICE, Aggregator, Distributor, Output, Sink, Splice, StreamSink
-from ..exec.command import command_argv
 from .launch import start_leaves
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ the things that keep it from being reaped as idle.
 from __future__ import annotations
 
 import errno
-
 import signal
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..exec.records import NEWLINE, Key, parse_rs, quote
 from ..ninep.constants import OTRUNC
@@ -17,8 +17,8 @@ from ..ninep.ctl import CommandTable, CtlFile, CtlHandle, excerpt
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node
-from .io import READ, Output
 from .attrs import check_label, parse_selection
+from .io import READ, Output
 from .session import Session, parse_env
 
 

@@ -28,8 +28,9 @@ import signal
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..exec.chain import fault, unread
 from ..exec.command import command_argv
@@ -323,7 +324,7 @@ class RouteIO:
         if not live:
             return False
         if src.long is not None:
-            return not src.long.full or src.long.owner is src and src.long.queued < HIGH
+            return not src.long.full or (src.long.owner is src and src.long.queued < HIGH)
         if self.mode == "balance":
             return any(not d.full for d in live)
         return all(not d.full for d in live)

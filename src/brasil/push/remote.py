@@ -243,7 +243,7 @@ class RemoteRun:
         if c.status:  # its stderr ends with it: wait for the last bytes (and the verdict)
             try:
                 await asyncio.wait_for(c.stderr_done.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self.failure is None:
             why = self._fault(c)

@@ -14,7 +14,8 @@ import os
 import re
 import shlex
 import sys
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from .plan import Plan, PlanError, make_plan
 from .syntax import ASSIGNMENT, Pipeline, PushSyntaxError, Stage, parse

@@ -16,7 +16,8 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .plan import Plan
 

@@ -90,7 +90,7 @@ def _skip_quoted(src: str, i: int) -> int:
                 continue
             if src[j] == c:
                 return j + 1
-            if c == '"' and src.startswith("$(", j) or c == '"' and src.startswith("${", j):
+            if (c == '"' and src.startswith("$(", j)) or (c == '"' and src.startswith("${", j)):
                 j = _skip_quoted(src, j + 1)
                 continue
             j += 1
@@ -238,7 +238,7 @@ def tokens(src: str) -> list[Token]:
         elif src.startswith("&&", i):
             tok, j = Token("and", i), i + 2
         elif c == "&":
-            if i > 0 and src[i - 1] in "<>" or src.startswith("&>", i):
+            if (i > 0 and src[i - 1] in "<>") or src.startswith("&>", i):
                 i += 1  # a redirection: 2>&1, &>file
                 continue
             raise PushSyntaxError(src, i, "background jobs (&) are not supported; "

@@ -8,17 +8,17 @@ import socket
 from typing import Any
 
 from ..ninep.auth import SecretAuthenticator
+from ..ninep.errors import NinepError
 from ..ninep.server import Server
 from ..ninep.synthetic import GeneratedFile, LiveFile
 from ..ninep.transport import Address, bound_addresses, parse_address
 from ..node.daemon import Node
-from .link import ParentLink
-from .registry import Children, JoinFile
-from .reserve import Reserver
 from .data import CutThrough, DataEndpoint
 from .delegation import RemoteEnd
+from .link import ParentLink
+from .registry import Children, JoinFile
 from .remote import Remote
-from ..ninep.errors import NinepError
+from .reserve import Reserver
 
 log = logging.getLogger("brasil.tree")
 

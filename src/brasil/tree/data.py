@@ -18,13 +18,14 @@ import secrets
 import socket
 import struct
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from ..exec.records import Key, Reassembler, Splitter
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.ratelimit import RateLimited
 from ..ninep.transport import Address, open_stream, parse_address, serve_streams
-from ..exec.records import Key, Reassembler, Splitter
 from ..node.io import Output, Sink
 
 log = logging.getLogger("brasil.data")
@@ -126,7 +127,7 @@ class DataEndpoint:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             token = await asyncio.wait_for(read_frame(reader), 10)
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             writer.close()
             return
         key = (token or b"").decode("ascii", "replace")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..ninep.client import File
-from ..ninep.constants import OREAD, ORDWR, OWRITE
+from ..ninep.constants import ORDWR, OREAD, OWRITE
 from ..ninep.errors import NinepError
 from ..ninep.messages import Tclunk, Topen, Tread, Twrite
 from ..node.io import Output

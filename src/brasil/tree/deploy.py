@@ -41,8 +41,14 @@ from ..exec import pidcheck
 from ..exec.pychild import python_argv
 from ..ninep.auth import client_auth, load_secret, make_secret
 from ..ninep.client import Client
-from ..ninep.private import (UnsafePathError, check_private_dir, open_private, private_dir,
-                             read_private, write_private)
+from ..ninep.private import (
+    UnsafePathError,
+    check_private_dir,
+    open_private,
+    private_dir,
+    read_private,
+    write_private,
+)
 from ..ninep.transport import tmp_dir
 
 DEFAULT_FANOUT = 32
@@ -88,7 +94,7 @@ async def _ssh(host: str, command: str, ssh: list[str], stdin: bytes | None = No
         stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(p.communicate(stdin), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         p.kill()
         await p.wait()
         return 255, "", f"no answer within {timeout:g}s"

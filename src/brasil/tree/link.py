@@ -73,7 +73,7 @@ class ParentLink:
     async def _read_lineage(self, up: Client) -> None:
         try:
             text = (await asyncio.wait_for(up.read("csrv/local/lineage"), JOIN_TIMEOUT)).decode()
-        except (NinepError, ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, NinepError, ConnectionError):
             return  # an older daemon: we know our parent at least
         found = []
         for line in text.split():
@@ -137,7 +137,7 @@ class ParentLink:
                             self.address, why)
                 lost_parent = self.address
                 candidates = self._candidates(lost_parent)
-            except (NinepError, ConnectionError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, NinepError, ConnectionError, OSError) as e:
                 log.warning("cannot join %s: %s%s", self.address, e or "timed out",
                             "" if candidates else f" (trying again in {backoff:.1f}s)")
             except asyncio.CancelledError:

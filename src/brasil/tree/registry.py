@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..ninep.auth import client_auth
 from ..ninep.client import Client, File
@@ -96,7 +97,7 @@ class Children:
             client = await asyncio.wait_for(Client.adopt(
                 transport, rest, f"child {name}", auth=client_auth(secret) if secret else None), 10)
             mount_point = await mount(client, "csrv", name, f"node {name}", ("down", name))
-        except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
+        except (TimeoutError, NinepError, ConnectionError) as e:
             log.warning("child %s (%s): could not reach back: %s", name, peer, e)
             transport.abort()
             return
@@ -121,7 +122,7 @@ class Children:
                     beat = await asyncio.wait_for(child.client.open("csrv/local/subtree"),
                                                   POLL_TIMEOUT)
                 text = await asyncio.wait_for(_read_from_start(beat), POLL_TIMEOUT)
-            except (NinepError, ConnectionError, asyncio.TimeoutError) as e:
+            except (TimeoutError, NinepError, ConnectionError) as e:
                 self._drop(child, f"no heartbeat: {e or 'timed out'}")
                 return
             child.status = [ln for ln in text.decode().splitlines() if ln]
@@ -167,7 +168,7 @@ class Children:
         async def ask(c: Child) -> list[str]:
             try:
                 text = await asyncio.wait_for(c.client.read("csrv/local/status"), FRESH_TIMEOUT)
-            except (NinepError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, NinepError, ConnectionError):
                 return c.status
             c.status = [ln for ln in text.decode().splitlines() if ln and not ln.startswith("total ")]
             return c.status
