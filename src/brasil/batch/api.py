@@ -160,11 +160,11 @@ class Batch:
                     n = await f.write(bytes(buf[:limit]))
                     del buf[:n]
             if hasattr(chunks, "__aiter__"):
-                async for c in chunks:  # type: ignore[union-attr]
+                async for c in chunks:
                     buf += c
                     await flush()
             else:
-                for c in chunks:  # type: ignore[union-attr]
+                for c in chunks:
                     buf += c
                     await flush()
             await flush(final=True)

@@ -26,7 +26,7 @@ UP_EXAMPLES = """examples:
   salloc -N 16 brasil cluster up --slurm                 in Slurm"""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="start or stop a tree of daemons (here, over ssh, Slurm)",
                        description="Start a tree of node daemons in the background — on this "
                        "machine (loopback and Unix sockets only), on hosts over ssh (--hosts), "

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def connect(args: argparse.Namespace) -> Client:
     """The client every command uses: --at or $BRASIL, and the secret if one is configured."""
-    return await dial(args.at, getattr(args, "secret_file", None),  # type: ignore[no-any-return]
+    return await dial(args.at, getattr(args, "secret_file", None),
                       trace=getattr(args, "trace", False))
 
 

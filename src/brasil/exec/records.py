@@ -243,7 +243,7 @@ class Fed(NamedTuple):
 
     end: bytes
     head: bytes
-    whole: bytes
+    whole: bytes | memoryview
     more: bytes
 
     @property

@@ -303,7 +303,7 @@ class RemoteHandle(Handle):
         return self._read(offset, count)
 
     async def _read(self, offset: int, count: int) -> bytes:
-        return (await self.remote.call(Tread, self.fid, offset, count)).data  # type: ignore[no-any-return]
+        return (await self.remote.call(Tread, self.fid, offset, count)).data
 
     def write(self, offset: int, data: bytes) -> Any:
         return self._write(offset, data)
@@ -315,7 +315,7 @@ class RemoteHandle(Handle):
             if sent is not data:
                 await self.remote.call(Twrite, self.fid, offset, sent)
                 return len(data)
-        return (await self.remote.call(Twrite, self.fid, offset, data)).count  # type: ignore[no-any-return]
+        return (await self.remote.call(Twrite, self.fid, offset, data)).count
 
     def clunk(self) -> Any:
         return self._clunk()
