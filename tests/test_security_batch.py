@@ -105,7 +105,7 @@ async def test_many_bad_numbers_cost_the_log_a_few_lines(tmp_path):
         b = await connect_batch(addr)
         await b.client.write("csrv/local/batch/ctl", "worker w 1\n")
         before = log_lines(log)
-        for i in range(60):
+        for _ in range(60):
             with pytest.raises(NinepError, match="priority must be between"):
                 await b.submit_stream([BAD_NUMBERS[0][0].encode()], home=str(tmp_path))
             with pytest.raises(NinepError, match="job ids"):

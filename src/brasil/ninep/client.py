@@ -14,7 +14,7 @@ import errno as _errno
 import getpass
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import text
 from .constants import IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, OWRITE, VERSION, VERSION_U
@@ -69,7 +69,7 @@ class _Conn(asyncio.Protocol):
         self.client = client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.client._transport = transport  # type: ignore[assignment]
+        self.client._transport = cast(asyncio.Transport, transport)  # a stream's, not datagrams
 
     def data_received(self, data: bytes) -> None:
         self.client._received(data)

@@ -632,7 +632,7 @@ class Connection(asyncio.Protocol):
             raise NinepError(*Enoauth)
         node = auth.auth_node(m.uname, m.aname, self.peer)
         f = self._new_fid(m.afid, node, m.uname, is_auth=True)
-        f.handle = node.open(ORDWR)  # type: ignore[assignment]
+        f.handle = cast(Handle, node.open(ORDWR))  # an auth file opens at once
         f.omode = ORDWR
         return Rauth(m.tag, node.qid)
 
@@ -693,7 +693,7 @@ class Connection(asyncio.Protocol):
                                 break
                             run.append(n)
                         return self._walk_batch(m, f, i, qids, batch(run), len(run))
-                    nxt = node.walk(name)  # type: ignore[attr-defined]
+                    nxt = cast(Dir, node).walk(name)  # is_dir: a Dir
                     if is_awaitable(nxt):
                         return self._walk_async(m, f, node, i, qids, nxt)
             except NinepError:
@@ -827,7 +827,7 @@ class Connection(asyncio.Protocol):
 
     def _read_dir(self, m: Tread, f: Fid, count: int) -> Any:
         if m.offset == 0:
-            kids = f.node.children()  # type: ignore[attr-defined]
+            kids = cast(Dir, f.node).children()  # is_dir: a Dir
             stats = None if is_awaitable(kids) else [k.stat() for k in kids]
             if stats is None or any(is_awaitable(st) for st in stats):
                 return self._read_dir_async(m, f, count, kids, stats)
