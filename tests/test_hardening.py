@@ -186,7 +186,7 @@ async def test_sessions_are_capped_and_existing_work_goes_on(tmp_path):
             await new_session(c)  # room again
 
 
-async def raw(addr) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # type: ignore[no-untyped-def]
+async def raw(addr) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(addr.host, addr.port)
 
 
@@ -291,7 +291,7 @@ async def test_a_file_system_race_is_an_answer_not_an_internal_error(node, caplo
     n, c = node
     from brasil.node.exportfs import ExportDir
 
-    def racy(self, name):  # type: ignore[no-untyped-def]
+    def racy(self, name):
         raise OSError(errno.EINVAL, "Invalid argument", "fs/link")
     orig = ExportDir.walk
     ExportDir.walk = racy  # type: ignore[assignment]

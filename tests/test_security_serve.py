@@ -62,14 +62,14 @@ def as_nobody(at: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                                                          "HOME": "/nonexistent"})
 
 
-def runtime_env(tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def runtime_env(tmp_path) -> dict[str, str]:
     """A runtime directory of the test's own, so the daemon's default secret lands there."""
     run = tmp_path / "run"
     run.mkdir(mode=0o700, exist_ok=True)
     return {**os.environ, "XDG_RUNTIME_DIR": str(run)}
 
 
-async def start_serve(tmp_path, *args: str) -> tuple[asyncio.subprocess.Process, list[str]]:  # type: ignore[no-untyped-def]
+async def start_serve(tmp_path, *args: str) -> tuple[asyncio.subprocess.Process, list[str]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "brasil.cli.main", "serve", "--state-dir", str(tmp_path / "state"),
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -90,7 +90,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(proc.wait(), 20)
 
 
-async def cli(tmp_path, *argv: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+async def cli(tmp_path, *argv: str) -> tuple[int, str, str]:
     p = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "brasil.cli.main", *argv, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=runtime_env(tmp_path))
@@ -140,7 +140,7 @@ async def test_the_unix_socket_refuses_another_uid_even_when_its_mode_lets_them_
 
 # ---- §17: caps with shares; a command that fails halfway releases what it took ----
 
-async def from_source(addr, source: str) -> Client:  # type: ignore[no-untyped-def]
+async def from_source(addr, source: str) -> Client:
     """A client whose connection comes from ``source`` (another loopback address: another peer)."""
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_connection(asyncio.Protocol, addr.host, addr.port,
@@ -148,7 +148,7 @@ async def from_source(addr, source: str) -> Client:  # type: ignore[no-untyped-d
     return await Client.adopt(transport, b"", f"from {source}")  # type: ignore[arg-type]
 
 
-async def unattached_flood(addr, n: int) -> list[asyncio.StreamWriter]:  # type: ignore[no-untyped-def]
+async def unattached_flood(addr, n: int) -> list[asyncio.StreamWriter]:
     """``n`` connections from 127.0.0.1 that say nothing (the server closes some at once)."""
     out = []
     for _ in range(n):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 
 from brasil.ninep.client import Client
 from fixtures import alive, wait_for
+from helpers import run_cli
 
 
 async def start_daemon(*args: str) -> asyncio.subprocess.Process:
@@ -79,14 +79,6 @@ async def serving_addresses(proc: asyncio.subprocess.Process) -> list[str]:
             raise AssertionError("daemon exited before serving")
         if "serving 9P on " in line:
             return line.split("serving 9P on ", 1)[1].strip().split(", ")
-
-
-async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    p = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "brasil.cli.main", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
-    out, err = await asyncio.wait_for(p.communicate(), 30)
-    return p.returncode or 0, out.decode(), err.decode()
 
 
 async def test_with_a_secret_tcp_needs_it_and_the_unix_socket_stays_the_owners(tmp_path):
