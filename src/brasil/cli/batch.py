@@ -19,7 +19,7 @@ from typing import Any
 from ..exec.pychild import python_argv
 from ..ninep.errors import NinepError
 from .errors import UsageError
-from .options import add_client_options
+from .options import add_client_options, connect
 
 
 def _at(p: argparse.ArgumentParser) -> None:
@@ -176,7 +176,6 @@ def add_parsers(sub: Any) -> None:
 
 async def _batch(args: argparse.Namespace) -> Any:
     from ..batch.api import Batch
-    from .main import connect
     return Batch(await connect(args))
 
 
@@ -408,7 +407,6 @@ async def cmd_report(args: argparse.Namespace) -> int:
 
 
 async def cmd_workers(args: argparse.Namespace) -> int:
-    from .main import connect
     c = await connect(args)
     try:
         target = args.scheduler
@@ -439,7 +437,6 @@ async def cmd_workers(args: argparse.Namespace) -> int:
 async def cmd_worker(args: argparse.Namespace) -> int:
     from ..batch.worker import Worker, default_name
     from ..ninep.private import private_dir
-    from .main import connect
     from .serve import state_dir
     name = args.name or default_name()
     # started through a daemon (brasil workers): beside its state, under the cluster's --dir
