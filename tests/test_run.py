@@ -100,11 +100,11 @@ async def test_a_node_set_naming_missing_nodes_is_refused_naming_them(tmp_path):
         assert not nodes["n0"].node.sessions  # nothing was made
 
 
-async def test_stdin_is_broadcast_or_spread(tmp_path):
+async def test_stdin_is_broadcast_or_spread(tmp_path, monkeypatch):
     async with tree_13(str(tmp_path)) as (nodes, c):
         data = io.BytesIO(b"".join(b"%d\n" % i for i in range(100)))
-        data.isatty = lambda: False  # type: ignore[method-assign]
-        data.fileno = _pipe_of(data.getvalue())  # type: ignore[method-assign]
+        monkeypatch.setattr(data, "isatty", lambda: False)  # a pipe, as stdin would be
+        monkeypatch.setattr(data, "fileno", _pipe_of(data.getvalue()))
         result, out, _ = await collect(c, "wc -l", n=4, mux="rr", stdin=data)
         assert sorted(int(line.split(": ")[1]) for line in out) == [25, 25, 25, 25]
 

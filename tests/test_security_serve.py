@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import cast
 
 import pytest
 
@@ -75,8 +76,9 @@ async def start_serve(tmp_path, *args: str) -> tuple[asyncio.subprocess.Process,
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=runtime_env(tmp_path))
     log = []
+    assert proc.stderr is not None
     while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()  # type: ignore[union-attr]
+        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
         log.append(line)
         if not line:
             raise AssertionError("daemon exited before serving:\n" + "".join(log))
@@ -131,7 +133,8 @@ async def test_the_unix_socket_refuses_another_uid_even_when_its_mode_lets_them_
         assert (await c.read("csrv/local/arch")).startswith(b"linux")
         await c.close()
         await stop(proc)
-        err = (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+        assert proc.stderr is not None
+        err = (await proc.stderr.read()).decode()
         assert "refused: only the daemon's owner" in err and "uid 65534" in err, err
     finally:
         await stop(proc)
@@ -145,7 +148,7 @@ async def from_source(addr, source: str) -> Client:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_connection(asyncio.Protocol, addr.host, addr.port,
                                                 local_addr=(source, 0))
-    return await Client.adopt(transport, b"", f"from {source}")  # type: ignore[arg-type]
+    return await Client.adopt(cast(asyncio.Transport, transport), b"", f"from {source}")
 
 
 async def unattached_flood(addr, n: int) -> list[asyncio.StreamWriter]:

@@ -37,7 +37,8 @@ async def test_sigterm_ends_every_session_process_and_removes_the_socket(tmp_pat
         assert await asyncio.wait_for(proc.wait(), 20) == 0
         assert not any(alive(p) for p in pids)  # KILLed after the grace period
         assert not sock.exists()
-        log = (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+        assert proc.stderr is not None
+        log = (await proc.stderr.read()).decode()
         assert "node solo: 2 slot(s), serving 9P on unix:" in log
         assert f"session {sid}: reserved 2 slot(s)" in log and "shutting down" in log
     finally:
@@ -73,8 +74,9 @@ async def test_a_second_daemon_on_the_same_socket_is_refused(tmp_path):
 
 async def serving_addresses(proc: asyncio.subprocess.Process) -> list[str]:
     """Read the daemon's log until it says where it serves."""
+    assert proc.stderr is not None
     while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()  # type: ignore[union-attr]
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
         if not line:
             raise AssertionError("daemon exited before serving")
         if "serving 9P on " in line:
