@@ -28,7 +28,7 @@ MSIZE = 65535  # what aio9p's example_server offers
 class OneFile(Simple9P2000):
     content = b"x"
 
-    async def attach(self, fid, afid, uname, aname):  # type: ignore[no-untyped-def]
+    async def attach(self, fid, afid, uname, aname):
         qid = await super().attach(fid, afid, uname, aname)
         fqid = mkqid(0, 1)  # a plain file, qid.path 1 (the root is path 0)
         self._direntry[BASEQID][b"file"] = fqid

@@ -578,8 +578,8 @@ def bench_dask(quick: bool) -> dict[str, Any]:
             print(f"  dask {key}: {r['seconds']:.2f} s", flush=True)
         r = dask_run(py, d, straggler_workers(False), n, SLEEP, freeze=True, cap=60.0)
         res["b_frozen"] = r["seconds"] if r["done"] else None
-        print(f"  dask b_frozen: {'%.1f s' % r['seconds'] if r['done'] else '> 60 s (capped)'}",
-              flush=True)
+        frozen = f"{r['seconds']:.1f} s" if r["done"] else "> 60 s (capped)"
+        print(f"  dask b_frozen: {frozen}", flush=True)
         m = 1000 if quick else 5000
         r = dask_run(py, d, [{"slots": 2}, {"slots": 2}], m, "true")
         res["c_plain"] = m / r["seconds"]

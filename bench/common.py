@@ -120,8 +120,7 @@ def xargs(n: int, cmd: tuple[str, ...] = ("date",), parallel: int = CORES) -> fl
     """``seq N | xargs -P<parallel> -I{} CMD``: seconds, output checked (one line per command)."""
     seq = "".join(f"{i}\n" for i in range(1, n + 1)).encode()
     t0 = time.perf_counter()
-    r = subprocess.run(["xargs", f"-P{parallel}", "-I{}", *cmd], input=seq,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    r = subprocess.run(["xargs", f"-P{parallel}", "-I{}", *cmd], input=seq, capture_output=True)
     t = time.perf_counter() - t0
     lines = r.stdout.count(b"\n")
     if r.returncode != 0 or lines != n:

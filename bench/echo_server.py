@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import socket
 import struct
+from typing import cast
 
 from common import serve_until_signalled
 
@@ -24,13 +25,14 @@ _TAIL = struct.pack("<I", 1) + b"x"
 
 
 class Echo(asyncio.Protocol):
+    transport: asyncio.Transport  # from connection_made on, before any data
+
     def __init__(self, batch: bool) -> None:
         self.batch = batch
         self.buf = b""
-        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream's
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -38,12 +40,12 @@ class Echo(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         n, pos = len(buf), 0
-        write = self.transport.write  # type: ignore[union-attr]
+        write = self.transport.write
         out = [] if self.batch else None
         while n - pos >= 7:
             size = int.from_bytes(buf[pos:pos + 4], "little")
             if size < 7:
-                self.transport.abort()  # type: ignore[union-attr]
+                self.transport.abort()
                 return
             if n - pos < size:
                 break

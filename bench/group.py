@@ -521,7 +521,7 @@ def condense_naming(kind: str, tools: dict[str, str | None]) -> dict[str, Any]:
     for tool, argv, lead in (("dshbak", [tools["dshbak"], "-c"], ""),
                              ("clubak", [tools["clubak"], "-b"], " ")):
         if argv[0]:
-            def go(argv: list[str] = argv, lead: str = lead  # type: ignore[misc]
+            def go(argv: list[str] = argv, lead: str = lead
                    ) -> tuple[float, float, dict[str, set[str]]]:
                 t, cpu, out = run_tool(argv, flat)
                 return t, cpu, parse_banner(out, lead)
@@ -529,7 +529,7 @@ def condense_naming(kind: str, tools: dict[str, str | None]) -> dict[str, Any]:
         else:
             rows[tool] = {"missing": "not installed"}
     for name, fn in (("brasil", brasil_flat), ("brasil_tree", brasil_shaped)):
-        def go(fn: Callable[[dict[str, str]], dict[str, Any]] = fn  # type: ignore[misc]
+        def go(fn: Callable[[dict[str, str]], dict[str, Any]] = fn
                ) -> tuple[float, float, dict[str, set[str]]]:
             r = fn(outs)
             return r["seconds"], r["seconds"], result_groups(r["result"])

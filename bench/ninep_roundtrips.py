@@ -53,7 +53,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from brasil.ninep.constants import NOFID, NOTAG, OREAD
 from brasil.ninep.framing import FrameReader
@@ -158,10 +158,11 @@ class Running:
 # ---- the load generator -------------------------------------------------------------------------
 
 class Driver(asyncio.Protocol):
+    transport: asyncio.Transport  # from connection_made on, before any request
+
     """Keeps ``inflight`` Tread frames outstanding; counts the Rread replies."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.count = 0
         self.running = False
@@ -175,7 +176,7 @@ class Driver(asyncio.Protocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream's
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -197,7 +198,6 @@ class Driver(asyncio.Protocol):
             self.drained.set_exception(BenchError(why))
 
     async def rpc(self, msg: Message, want: type) -> Any:
-        assert self.transport is not None
         self.reply = asyncio.get_running_loop().create_future()
         self.transport.write(encode(msg))
         reply = await asyncio.wait_for(self.reply, 5)
@@ -215,7 +215,6 @@ class Driver(asyncio.Protocol):
         await self.rpc(Topen(0, 1, OREAD), Ropen)
 
     def start(self, inflight: int) -> None:
-        assert self.transport is not None
         self.reader = None
         self.frames = {tag: encode(Tread(tag, 1, 0, 1)) for tag in range(inflight)}
         self.running = True
@@ -244,7 +243,7 @@ class Driver(asyncio.Protocol):
                 break
             if size != RREAD_SIZE or buf[pos + 4] != RREAD or buf[pos + 7] != 1:
                 self.fail(f"reply is not a 1-byte Rread: {bytes(buf[pos:pos + min(size, 64)])!r}")
-                self.transport.abort()  # type: ignore[union-attr]
+                self.transport.abort()
                 return
             self.count += 1
             if self.running:
@@ -254,7 +253,7 @@ class Driver(asyncio.Protocol):
             pos += size
         self.buf = buf[pos:] if pos < n else b""
         if out:
-            self.transport.write(b"".join(out))  # type: ignore[union-attr]
+            self.transport.write(b"".join(out))
         elif not self.outstanding and self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 

@@ -225,7 +225,7 @@ def run(v: Variant) -> dict[str, Any]:
             procs.append(p)
     finally:
         if v.stdin:
-            stdin.close()  # type: ignore[union-attr]
+            stdin.close()
     sampler = Sampler(procs[v.tool].pid, TIME.exists()) if v.tool is not None else None
     if sampler:
         sampler.start()
@@ -561,7 +561,7 @@ def report(sections: list[tuple[str, list[Variant]]], path: Path, size: int, lin
             ((f"tree |<[{TREE_COPIES}] / local |<[{COPIES}]", tree_v, pushf),
              (f"tree |<[{TREE_COPIES}] / cat f | wc -l", tree_v, limit)) if tree_v else ()):
         r = ratio(a, b)
-        rb = best_mbps(a) / best_mbps(b) if r is not None else None  # type: ignore[union-attr]
+        rb = best_mbps(a) / best_mbps(b) if r is not None else None
         print(f"   {name:<48} {'—' if r is None else f'{r:.2f}':>7} "
               f"{'—' if rb is None else f'{rb:.2f}':>7}")
     verdicts = [

@@ -60,7 +60,7 @@ async def test_a_server_without_the_secret_is_detected_by_the_client():
             return Forger(self)
 
     class Fake(SecretAuthenticator):
-        def auth_node(self, uname, aname, peer="?"):  # type: ignore[no-untyped-def]
+        def auth_node(self, uname, aname, peer="?"):
             return FakeFile(b"", uname, aname, peer)
 
     tree = FixtureTree()

@@ -10,7 +10,7 @@ import sys
 import time
 
 import services
-from test_batch_fixtures import spawn_serve, spawn_worker, stop
+from batch_fixtures import spawn_serve, spawn_worker, stop
 
 
 def brasil(addr: str, *args: str, cwd: str | None = None, stdin: str | None = None,
@@ -28,7 +28,7 @@ def _ready(addr: str) -> None:
 
 
 def scheduler_with_worker(tmp_path, slots: int = 2, name: str = "w",
-                          *worker_args: str):  # type: ignore[no-untyped-def]
+                          *worker_args: str):
     """A real `brasil serve` and one worker ``name``, once the scheduler answers (both stopped
     if it never does)."""
     serve, addr = spawn_serve(str(tmp_path))

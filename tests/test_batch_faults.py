@@ -9,8 +9,7 @@ import asyncio
 import os
 import signal
 
-from fixtures import alive, wait_for
-from test_batch_fixtures import (
+from batch_fixtures import (
     commits_per_job,
     connect_batch,
     spawn_serve,
@@ -18,12 +17,13 @@ from test_batch_fixtures import (
     stop,
     tree,
 )
+from fixtures import alive, wait_for
 
 LEASE = "1"
 SLOW = "BRASIL_BATCH_FAULT_SLOW_COMMIT"
 
 
-async def until(b, predicate, timeout: float = 30.0, tag: str = "t"):  # type: ignore[no-untyped-def]
+async def until(b, predicate, timeout: float = 30.0, tag: str = "t"):
     """Poll the events of ``tag`` until ``predicate(events)`` holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -36,7 +36,7 @@ async def until(b, predicate, timeout: float = 30.0, tag: str = "t"):  # type: i
         await asyncio.sleep(0.05)
 
 
-def check_exactly_once(events, home, jobs: range) -> None:  # type: ignore[no-untyped-def]
+def check_exactly_once(events, home, jobs: range) -> None:
     commits = commits_per_job(events)
     assert sorted(commits) == list(jobs), commits
     assert all(len(t) == 1 for t in commits.values()), commits
@@ -126,7 +126,7 @@ async def test_the_scheduler_killed_and_restarted_mid_run_loses_nothing(tmp_path
             stop(p)
 
 
-def old_or_new(home, old: dict[str, str], new: dict[str, str]) -> str:  # type: ignore[no-untyped-def]
+def old_or_new(home, old: dict[str, str], new: dict[str, str]) -> str:
     now = tree(str(home))
     assert now in (old, new), f"a partial commit is visible: {now}"
     return "old" if now == old else "new"
@@ -135,7 +135,7 @@ def old_or_new(home, old: dict[str, str], new: dict[str, str]) -> str:  # type: 
 COMMIT_JOB = "for f in a b c d; do echo new > $f; done; rm gone; echo $BRASIL_EXECUTION > out.$BRASIL_JOB"
 
 
-def commit_home(home) -> tuple[dict[str, str], dict[str, str]]:  # type: ignore[no-untyped-def]
+def commit_home(home) -> tuple[dict[str, str], dict[str, str]]:
     home.mkdir()
     for f in "abcd":
         (home / f).write_text("old\n")

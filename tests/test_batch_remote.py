@@ -10,13 +10,12 @@ import sys
 import time
 
 import services
+from batch_fixtures import commits_per_job, connect_batch, spawn_serve, stop, tree
 from brasil.batch.api import Batch
 from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from fixtures import wait_for
-from test_batch_fixtures import commits_per_job, connect_batch, spawn_serve, stop, tree
-from test_netns import hosts  # noqa: F401 - the fixture
-from test_netns import pytestmark as needs_netns
+from netns_hosts import hosts, needs_netns  # noqa: F401 - hosts: the fixture
 
 slurm_cluster = services.slurm_cluster
 BRASIL = [sys.executable, "-m", "brasil.cli.main"]

@@ -8,14 +8,14 @@ import os
 
 import pytest
 
+from batch_fixtures import commits_per_job, db_url, postgres_server, scheduler, tree, workers  # noqa: F401
 from brasil.ninep.errors import NinepError
 from fixtures import wait_for
-from test_batch_fixtures import commits_per_job, db_url, postgres_server, scheduler, tree, workers  # noqa: F401
 
 WAIT = 120  # generous: CI and users' machines are busy; no test here times anything
 
 
-def order_ok(events, deps: dict[int, list[int]]) -> list[str]:  # type: ignore[no-untyped-def]
+def order_ok(events, deps: dict[int, list[int]]) -> list[str]:
     """Violations: a job assigned before one of its dependencies had ended."""
     ended: dict[int, float] = {}
     assigned: dict[int, float] = {}

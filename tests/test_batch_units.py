@@ -203,7 +203,7 @@ async def test_a_worker_that_never_connected_says_so_once_not_at_every_attempt(t
     from fixtures import wait_for
     attempts = 0
 
-    async def connect():  # type: ignore[no-untyped-def]
+    async def connect():
         nonlocal attempts
         attempts += 1
         raise ConnectionRefusedError(111, "Connection refused")
@@ -253,7 +253,7 @@ def test_a_database_made_before_the_time_limit_column_still_opens_and_gets_it(tm
 
 # ---- moves along the tables, on both engines ----------------------------------------------
 
-from test_batch_fixtures import db_url, postgres_server  # noqa: E402,F401
+from batch_fixtures import db_url, postgres_server  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -278,15 +278,15 @@ async def store(db_url, tmp_path):  # noqa: F811
         s.close()
 
 
-def put(tx, rows: str, id: int, state: str) -> None:  # type: ignore[no-untyped-def]
+def put(tx, rows: str, id: int, state: str) -> None:
     tx.execute(f"UPDATE {rows} SET state = ? WHERE id = ?", (state, id))
 
 
-def state(tx, rows: str, id: int) -> str:  # type: ignore[no-untyped-def]
-    return tx.one(f"SELECT state FROM {rows} WHERE id = ?", (id,))[0]  # type: ignore[no-any-return]
+def state(tx, rows: str, id: int) -> str:
+    return tx.one(f"SELECT state FROM {rows} WHERE id = ?", (id,))[0]
 
 
-def events(tx) -> list[str]:  # type: ignore[no-untyped-def]
+def events(tx) -> list[str]:
     return [r[0] for r in tx.all("SELECT kind FROM events ORDER BY t")]
 
 
@@ -353,7 +353,7 @@ async def test_an_operation_whose_row_another_scheduler_moved_runs_again(store):
     from brasil.batch.lifecycle import move
     runs = []
 
-    def op(tx):  # type: ignore[no-untyped-def]
+    def op(tx):
         runs.append(state(tx, "jobs", 1))
         if len(runs) == 1:  # as if another scheduler had cancelled it after we read "ready"
             put(tx, "jobs", 1, "cancelled")

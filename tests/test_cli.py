@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fixtures import daemon
-from test_serve import run_cli
+from helpers import run_cli
 
 
 async def test_write_takes_everything_after_the_path_as_text_dashes_included(tmp_path):

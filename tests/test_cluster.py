@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -14,13 +13,9 @@ from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
 from fixtures import date_wc, status_rows
+from helpers import cli
 
 L = "csrv/local"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +31,7 @@ def tree13(tmp_path_factory):
         assert "stopped 13 daemon(s)" in r.stderr
 
 
-async def connect(d) -> Client:  # type: ignore[no-untyped-def]
+async def connect(d) -> Client:
     return await Client.connect(f"unix:{d}/n0.sock",
                                 auth=client_auth(load_secret(f"{d}/secret")))
 

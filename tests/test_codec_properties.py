@@ -4,6 +4,7 @@ anything but RemoteProtocolError."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -142,7 +143,7 @@ def test_frame_reader_returns_the_same_messages_however_the_stream_is_split(case
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     reader = FrameReader(msize=1 << 20, dotu=dotu)
     out = []
-    for a, b in zip(points, points[1:]):
+    for a, b in itertools.pairwise(points):
         reader.feed(stream[a:b])
         while (got := reader.next_message()) is not None:
             out.append(got)

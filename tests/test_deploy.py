@@ -14,7 +14,7 @@ import pytest
 import services
 from brasil.group.run import run
 from brasil.ninep.auth import dial
-from test_cluster import cli
+from helpers import cli
 
 slurm_cluster = services.slurm_cluster
 ssh_hosts = services.ssh_hosts
@@ -25,7 +25,7 @@ def serving(pattern: str) -> list[str]:
     return [ln for ln in r.stdout.splitlines() if "pgrep" not in ln]
 
 
-async def run_everywhere(root: str, secret: str, **kw) -> dict[int, str]:  # type: ignore[no-untyped-def]
+async def run_everywhere(root: str, secret: str, **kw) -> dict[int, str]:
     c = await dial(root, secret)
     try:
         out: list[str] = []
@@ -134,7 +134,7 @@ STEAL = ("cat /tmp/trap/secret /tmp/brasil-0/*/secret /tmp/brasil-0/*/*/secret "
          "/tmp/brasil-0/*/*/*/secret 2>/dev/null; true")
 
 
-def hosts_state(d: str) -> list[dict]:  # type: ignore[type-arg]
+def hosts_state(d: str) -> list[dict]:
     import json
     with open(f"{d}/hosts.json") as f:
         return json.load(f)["hosts"]

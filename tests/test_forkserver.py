@@ -15,16 +15,16 @@ import time
 
 import pytest
 
+from batch_fixtures import connect_batch, spawn_serve, spawn_worker, stop
 from brasil.batch import isolate
 from brasil.exec.forkserver import ForkServer
 from fixtures import alive, wait_for
-from test_batch_fixtures import connect_batch, spawn_serve, spawn_worker, stop
 
 pytestmark = pytest.mark.skipif(isolate.probe() is not None, reason="no overlay in a namespace")
 
 
 @pytest.fixture
-def server():  # type: ignore[no-untyped-def]
+def server():
     s = ForkServer.start()
     if s is None:
         pytest.skip("no fork server on this architecture")
@@ -32,14 +32,14 @@ def server():  # type: ignore[no-untyped-def]
     s.close()
 
 
-def overlay(tmp_path, name: str = "x"):  # type: ignore[no-untyped-def]
+def overlay(tmp_path, name: str = "x"):
     home, upper, work = tmp_path / "home", tmp_path / f"upper-{name}", tmp_path / f"work-{name}"
     for d in (home, upper, work):
         d.mkdir(exist_ok=True)
     return str(home), str(upper), str(work)
 
 
-def run(server: ForkServer, tmp_path, script: str):  # type: ignore[no-untyped-def]
+def run(server: ForkServer, tmp_path, script: str):
     home, upper, work = overlay(tmp_path)
     out_path = tmp_path / "out"
     out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -143,7 +143,7 @@ async def test_a_worker_killed_with_9_takes_its_isolated_jobs_and_its_fork_serve
 
 
 async def test_a_fork_server_that_dies_costs_no_job(tmp_path):
-    from test_batch_fixtures import scheduler, workers
+    from batch_fixtures import scheduler, workers
     home = tmp_path / "home"
     home.mkdir()
     async with scheduler(str(tmp_path)) as (d, s, b), \

@@ -18,13 +18,13 @@ from brasil.ninep.auth import client_auth, dial, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
 from fixtures import wait_for
-from test_cluster import cli
+from helpers import cli
 
 NAMES = ["n0"] + [f"n{i}" for i in (1, 2, 3)] + [f"n{i}.{j}" for i in (1, 2, 3) for j in (1, 2, 3)]
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):  # type: ignore[no-untyped-def]
+def tree(tmp_path_factory):
     """1+3+9 daemons, each exporting DIR/NAME, with a reducer module in BRASIL_REDUCER_PATH."""
     d = tmp_path_factory.mktemp("groups")
     mods = d / "mods"
@@ -58,12 +58,12 @@ def tree(tmp_path_factory):  # type: ignore[no-untyped-def]
         cli("cluster", "down", "--dir", str(d / "c"))
 
 
-async def connect(tree, uname: str | None = None) -> Client:  # type: ignore[no-untyped-def]
+async def connect(tree, uname: str | None = None) -> Client:
     return await Client.connect(f"unix:{tree}/c/n0.sock", uname=uname,
                                 auth=client_auth(load_secret(f"{tree}/c/secret")))
 
 
-def put(tree, node: str, name: str, data: bytes | str) -> None:  # type: ignore[no-untyped-def]
+def put(tree, node: str, name: str, data: bytes | str) -> None:
     p = tree / "x" / node / name
     p.write_bytes(data if isinstance(data, bytes) else data.encode())
 
@@ -316,7 +316,7 @@ async def test_merge_views_group_same_named_files_by_node(tree):
 
 
 async def test_the_command_line(tree):
-    from test_serve import run_cli
+    from helpers import run_cli
     put(tree, "n1", "motd", "hello\n")
     env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
     rc, out, err = await run_cli("gread", "--where", "name=n1", "--agg", "equiv", "--json",
@@ -350,7 +350,7 @@ async def test_concat_keeps_binaries_exact_and_refuses_a_file_over_the_limit(tre
     """concat carries non-UTF-8 content base64-encoded; a file over the per-node limit is that
     node's error (size, limit, what to do instead) while the rest is returned; sha256 streams."""
     from brasil.group.gread import MAX_CONTENT
-    from test_serve import run_cli
+    from helpers import run_cli
     binary = b"\xff\xfe\x00 bin\n"
     put(tree, "n1", "blob", binary)
     put(tree, "n2", "blob", "text\n")
@@ -385,7 +385,7 @@ async def test_concat_keeps_binaries_exact_and_refuses_a_file_over_the_limit(tre
 async def test_the_readme_sum_of_status_counts_each_node_once(tree):
     """README: `brasil gread --where 'rack=r7' --agg sum status`: slots and free slots summed
     over the matching nodes, each once (a node's status file lists its subtree too)."""
-    from test_serve import run_cli
+    from helpers import run_cli
     c = await connect(tree)
     try:
         for where in ("n3", "n3/n3.1", "n3/n3.2"):
@@ -442,7 +442,7 @@ async def test_pcp_onto_a_directory_names_the_nodes_and_leaves_no_temporary_file
         assert not left, left
     finally:
         await c.close()
-    from test_serve import run_cli
+    from helpers import run_cli
     env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
     rc, out, err = await run_cli("pcp", str(src), "fs/etcd", env=env)
     assert rc == 1 and "is a directory on n0,n1,n1.2,n3.3; give a file path" in err, err
@@ -450,7 +450,7 @@ async def test_pcp_onto_a_directory_names_the_nodes_and_leaves_no_temporary_file
 
 
 async def test_ptail_names_nodes_lacking_the_file_follows_it_once_it_appears_refuses_a_dir(tree):
-    from test_serve import run_cli
+    from helpers import run_cli
     put(tree, "n2.1", "later.log", "here already\n")
     for n in ("n2", "n2.2", "n2.3"):
         (tree / "x" / n / "later.log").unlink(missing_ok=True)
@@ -489,7 +489,7 @@ async def test_ptail_names_nodes_lacking_the_file_follows_it_once_it_appears_ref
 async def test_failures_say_so_and_exit_non_zero(tree, tmp_path):
     import json
 
-    from test_serve import run_cli
+    from helpers import run_cli
     env = {"BRASIL": f"unix:{tree}/c/n0.sock", "BRASIL_SECRET_FILE": f"{tree}/c/secret"}
     rc, out, err = await run_cli("psync", str(tmp_path / "nonexist"), "fs/x", env=env)
     assert rc == 1 and "nonexist: no such file or directory" in err, (rc, err)

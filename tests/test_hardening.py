@@ -186,7 +186,7 @@ async def test_sessions_are_capped_and_existing_work_goes_on(tmp_path):
             await new_session(c)  # room again
 
 
-async def raw(addr) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # type: ignore[no-untyped-def]
+async def raw(addr) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(addr.host, addr.port)
 
 
@@ -285,21 +285,17 @@ async def test_a_huge_bad_ctl_command_gets_a_short_error_and_the_connection_live
     assert (await c.read(f"{L}/arch")).startswith(b"linux")  # same connection, still fine
 
 
-async def test_a_file_system_race_is_an_answer_not_an_internal_error(node, caplog):
+async def test_a_file_system_race_is_an_answer_not_an_internal_error(node, caplog, monkeypatch):
     """An OSError from the file system (a file that changed while we looked) is the answer to
     that request; it was logged with a traceback as an internal error."""
     n, c = node
     from brasil.node.exportfs import ExportDir
 
-    def racy(self, name):  # type: ignore[no-untyped-def]
+    def racy(self, name):
         raise OSError(errno.EINVAL, "Invalid argument", "fs/link")
-    orig = ExportDir.walk
-    ExportDir.walk = racy  # type: ignore[assignment]
-    try:
-        with pytest.raises(NinepError, match="fs/link: Invalid argument"):
-            await c.stat(f"{L}/fs/x")
-    finally:
-        ExportDir.walk = orig  # type: ignore[assignment]
+    monkeypatch.setattr(ExportDir, "walk", racy)
+    with pytest.raises(NinepError, match="fs/link: Invalid argument"):
+        await c.stat(f"{L}/fs/x")
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 

@@ -14,13 +14,13 @@ import pytest
 from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from fixtures import status_rows
-from test_cluster import cli
+from helpers import cli
 
 L = "csrv/local"
 
 
 @pytest.fixture
-def tree(tmp_path):  # type: ignore[no-untyped-def]
+def tree(tmp_path):
     d = tmp_path / "c"
     r = cli("cluster", "up", "--depth", "2", "--fanout", "3", "--slots", "1", "--dir", str(d))
     assert r.returncode == 0, r.stderr
@@ -68,7 +68,7 @@ async def test_an_interior_nodes_children_reattach_to_the_root(tree, how):
         await c.close()
 
 
-async def wait_for_async(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+async def wait_for_async(predicate, timeout: float) -> None:
     """Poll an async condition until true, or fail after ``timeout`` seconds."""
     import asyncio
     deadline = asyncio.get_running_loop().time() + timeout

@@ -10,56 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import sys
-
-import pytest
 
 from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from fixtures import date_wc, status_rows, wait_for
+from netns_hosts import hosts, needs_netns  # noqa: F401 - hosts: the fixture
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
-                                reason="needs root and iproute2 to make network namespaces")
+pytestmark = needs_netns
 
 L = "csrv/local"
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def hosts(tmp_path):  # type: ignore[no-untyped-def]
-    """Three namespaces h0 h1 h2 at 10.77.<n>.1-3/24 on a bridge in a fourth; yields (names, ips)."""
-    tag = f"b{os.getpid() % 10000}"
-    sw = f"{tag}sw"
-    names = [f"{tag}h{i}" for i in range(3)]
-    net = f"10.77.{os.getpid() % 200}"
-    addrs = [f"{net}.{i + 1}" for i in range(3)]
-    made: list[str] = []
-    try:
-        for ns in [sw] + names:
-            ip("netns", "add", ns)
-            made.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", sw, "link", "add", "br0", "type", "bridge")
-        ip("-n", sw, "link", "set", "br0", "up")
-        for i, (ns, addr) in enumerate(zip(names, addrs)):
-            ip("link", "add", f"{tag}v{i}", "netns", ns, "type", "veth", "peer", "name",
-               f"{tag}p{i}", "netns", sw)
-            ip("-n", ns, "addr", "add", f"{addr}/24", "dev", f"{tag}v{i}")
-            ip("-n", ns, "link", "set", f"{tag}v{i}", "up")
-            ip("-n", sw, "link", "set", f"{tag}p{i}", "master", "br0")
-            ip("-n", sw, "link", "set", f"{tag}p{i}", "up")
-        yield names, addrs
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-
-
-async def test_a_tree_across_three_hosts_with_a_direct_splice(hosts, tmp_path):
+async def test_a_tree_across_three_hosts_with_a_direct_splice(hosts, tmp_path):  # noqa: F811
     names, addrs = hosts
     secret = tmp_path / "secret"
     secret.write_text("a secret shared by three hosts only\n")

@@ -11,13 +11,13 @@ import os
 import pytest
 
 from fixtures import daemon, date_wc
-from test_mount import CLI, mounted, run, sh, unmount
+from mount_helpers import CLI, mounted, run, sh, unmount
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="FUSE is not available")
 
 
 @pytest.fixture
-async def local(tmp_path):  # type: ignore[no-untyped-def]
+async def local(tmp_path):
     """A node daemon (4 slots, fs/ exported) mounted on tmp/mnt; yields /mnt/csrv/local."""
     (tmp_path / "export").mkdir()
     async with daemon(str(tmp_path), "n0", slots=4, export=str(tmp_path / "export")) as d:

@@ -25,7 +25,7 @@ from brasil.ninep.transport import Address, check_socket, runtime_dir
 NOBODY = 65534
 
 
-def as_nobody(path) -> None:  # type: ignore[no-untyped-def]
+def as_nobody(path) -> None:
     os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
 
 

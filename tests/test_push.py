@@ -33,7 +33,7 @@ def sh(cmd: str, cwd: str | None = None, stdin: bytes = b"") -> bytes:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):  # type: ignore[no-untyped-def]
+def files(tmp_path_factory):
     """A tree of files of various lengths, and a corpus of words."""
     return push_inputs(tmp_path_factory.mktemp("tree"), 8, 6, 40, 300, 400)
 

@@ -20,11 +20,11 @@ from fixtures import push_inputs, tree_124, wait_for
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):  # type: ignore[no-untyped-def]
+def data(tmp_path_factory):
     return push_inputs(tmp_path_factory.mktemp("pushdata"), 3, 4, 30, 200, 300)
 
 
-async def run(c, text: str, tmp: str, copies: int = 3) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+async def run(c, text: str, tmp: str, copies: int = 3) -> tuple[int, bytes]:
     plan = make_plan(parse(text)[0].pipelines[0], {}, copies)
     out = os.path.join(tmp, "out")
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -115,7 +115,7 @@ async def test_failures_name_stage_copy_node_and_stderr_and_leave_nothing(tmp_pa
 
 # ---- a real tree of processes: kill -9 of a node mid-pipeline ----
 
-def brasil(*args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def brasil(*args: str, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], capture_output=True,
                           text=True, timeout=120, **kw)
 

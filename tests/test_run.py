@@ -11,7 +11,7 @@ from brasil.group.run import RunError, run
 from fixtures import tree_13, wait_for
 
 
-async def collect(c, command: str, **kw):  # type: ignore[no-untyped-def]
+async def collect(c, command: str, **kw):
     out: list[str] = []
     err: list[str] = []
     result = await asyncio.wait_for(run(c, command, out=out.append, err=err.append, **kw), 60)
@@ -100,16 +100,16 @@ async def test_a_node_set_naming_missing_nodes_is_refused_naming_them(tmp_path):
         assert not nodes["n0"].node.sessions  # nothing was made
 
 
-async def test_stdin_is_broadcast_or_spread(tmp_path):
+async def test_stdin_is_broadcast_or_spread(tmp_path, monkeypatch):
     async with tree_13(str(tmp_path)) as (nodes, c):
         data = io.BytesIO(b"".join(b"%d\n" % i for i in range(100)))
-        data.isatty = lambda: False  # type: ignore[method-assign]
-        data.fileno = _pipe_of(data.getvalue())  # type: ignore[method-assign]
+        monkeypatch.setattr(data, "isatty", lambda: False)  # a pipe, as stdin would be
+        monkeypatch.setattr(data, "fileno", _pipe_of(data.getvalue()))
         result, out, _ = await collect(c, "wc -l", n=4, mux="rr", stdin=data)
         assert sorted(int(line.split(": ")[1]) for line in out) == [25, 25, 25, 25]
 
 
-def _pipe_of(payload: bytes):  # type: ignore[no-untyped-def]
+def _pipe_of(payload: bytes):
     import os
     import threading
     r, w = os.pipe()
@@ -131,7 +131,7 @@ async def test_timeout_kills_every_rank_and_names_them(tmp_path):
 
 
 async def test_the_command_line(tmp_path):
-    from test_serve import run_cli
+    from helpers import run_cli
     async with tree_13(str(tmp_path)) as (nodes, c):
         at = ("--at", f"unix:{nodes['n0'].unix.path}")
         rc, out, err = await run_cli("run", *at, "-n", "4", "--", "echo", "hi there")

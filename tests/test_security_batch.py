@@ -24,11 +24,11 @@ import time
 import pytest
 
 import services
+from batch_fixtures import connect_batch, scheduler, spawn_serve, spawn_worker, stop, workers
 from brasil.batch import ops
 from brasil.batch.jobfile import Defaults
 from brasil.batch.store import Store, StoreError
 from brasil.ninep.errors import NinepError
-from test_batch_fixtures import connect_batch, scheduler, spawn_serve, spawn_worker, stop, workers
 
 postgres_server = services.postgres_server
 NOBODY = 65534
@@ -105,7 +105,7 @@ async def test_many_bad_numbers_cost_the_log_a_few_lines(tmp_path):
         b = await connect_batch(addr)
         await b.client.write("csrv/local/batch/ctl", "worker w 1\n")
         before = log_lines(log)
-        for i in range(60):
+        for _ in range(60):
             with pytest.raises(NinepError, match="priority must be between"):
                 await b.submit_stream([BAD_NUMBERS[0][0].encode()], home=str(tmp_path))
             with pytest.raises(NinepError, match="job ids"):
@@ -125,11 +125,11 @@ async def test_many_bad_numbers_cost_the_log_a_few_lines(tmp_path):
 
 # ---- §6: a planted SQLite database ---------------------------------------------------------------
 
-def as_nobody(path) -> None:  # type: ignore[no-untyped-def]
+def as_nobody(path) -> None:
     os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
 
 
-def plant(path, mode: int = 0o666) -> None:  # type: ignore[no-untyped-def]
+def plant(path, mode: int = 0o666) -> None:
     """What `nobody` did: an empty database file of theirs, open to all, where ours would go."""
     path.write_bytes(b"")
     path.chmod(mode)
@@ -244,7 +244,7 @@ def await_batch(addr: str) -> str:
 
 # ---- §15: a scheduler stopped longer than the lease ----------------------------------------------
 
-async def events_until(b, predicate, timeout: float = WAIT):  # type: ignore[no-untyped-def]
+async def events_until(b, predicate, timeout: float = WAIT):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

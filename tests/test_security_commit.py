@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from batch_fixtures import scheduler, tree, workers
 from brasil.batch import commit
 from brasil.ninep import beneath
 from brasil.ninep.client import Client
 from brasil.ninep.constants import DMDIR, OREAD, OTRUNC, OWRITE
 from fixtures import wait_for
-from test_batch_fixtures import scheduler, tree, workers
 
 NOBODY = 65534
 WAIT = 60
@@ -47,7 +47,7 @@ def outside(tmp_path: Path) -> dict[str, object]:
 
 
 @pytest.fixture
-def staged(tmp_path):  # type: ignore[no-untyped-def]
+def staged(tmp_path):
     """A home with ``sub/``, a root-only directory and a victim file beside it, and an execution's
     changes (``sub/out.txt``, ``new.txt``, ``evil.txt``) staged and journaled as token 7."""
     home, upper = tmp_path / "home", tmp_path / "upper"
@@ -69,7 +69,7 @@ def staged(tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(params=["openat2", "O_NOFOLLOW walk"])
-def resolver(request, monkeypatch):  # type: ignore[no-untyped-def]
+def resolver(request, monkeypatch):
     """Both ways of opening beneath a directory: the kernel's openat2, and the walk used where
     the kernel has none."""
     if request.param == "openat2" and not beneath._have_openat2:
@@ -98,7 +98,7 @@ def test_a_symlink_swapped_in_during_the_commit_is_refused_at_that_step(
     home, rootonly = staged
     real = beneath.makedirs_beneath
 
-    def swap_then_walk(dirfd, names, mode=0o777):  # type: ignore[no-untyped-def]
+    def swap_then_walk(dirfd, names, mode=0o777):
         if names == ("sub",) and not (home / "sub").is_symlink():
             os.rename(home / "sub", tmp_path / "sub.moved")
             (home / "sub").symlink_to(rootonly)
@@ -237,7 +237,7 @@ async def test_an_isolated_job_in_a_home_others_can_write_fails_with_the_reason(
 # ---- §3: a remote worker's journal, applied by the scheduler ----
 
 async def remote_commit(tmp_path: Path,
-                        journal: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+                        journal: list[dict[str, object]]):
     """Play a remote worker holding the secret: take an isolated job, report it done, upload a
     staging directory through fs/ with ``journal``, report it journaled. Returns the job as the
     scheduler then reports it, and its events."""

@@ -23,7 +23,7 @@ from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.constants import ORDWR
 from brasil.ninep.errors import NinepError
-from test_cluster import cli
+from helpers import cli
 
 ANSWERED_WITHIN = 5.0  # seconds: another client's request, while an attack runs
 MiB = 1 << 20

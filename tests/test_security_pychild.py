@@ -25,7 +25,7 @@ PLANTED = ["json.py", "ClusterShell/__init__.py", "ctypes/__init__.py", "operato
 
 
 @pytest.fixture
-def planted(tmp_path):  # type: ignore[no-untyped-def]
+def planted(tmp_path):
     """(the 1777 directory with nobody's modules, the directory their markers go to)."""
     if os.geteuid() != 0:
         pytest.skip("needs root to play the other user")
@@ -45,13 +45,13 @@ def planted(tmp_path):  # type: ignore[no-untyped-def]
     return shared, marks
 
 
-def brasil(cwd, *args: str,  # type: ignore[no-untyped-def]
+def brasil(cwd, *args: str,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BRASIL, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
 
-def imported(marks) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def imported(marks) -> dict[str, str]:
     return {p.name: p.read_text() for p in marks.iterdir()}
 
 

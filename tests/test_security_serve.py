@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import cast
 
 import pytest
 
@@ -62,21 +63,22 @@ def as_nobody(at: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                                                          "HOME": "/nonexistent"})
 
 
-def runtime_env(tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def runtime_env(tmp_path) -> dict[str, str]:
     """A runtime directory of the test's own, so the daemon's default secret lands there."""
     run = tmp_path / "run"
     run.mkdir(mode=0o700, exist_ok=True)
     return {**os.environ, "XDG_RUNTIME_DIR": str(run)}
 
 
-async def start_serve(tmp_path, *args: str) -> tuple[asyncio.subprocess.Process, list[str]]:  # type: ignore[no-untyped-def]
+async def start_serve(tmp_path, *args: str) -> tuple[asyncio.subprocess.Process, list[str]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "brasil.cli.main", "serve", "--state-dir", str(tmp_path / "state"),
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=runtime_env(tmp_path))
     log = []
+    assert proc.stderr is not None
     while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()  # type: ignore[union-attr]
+        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
         log.append(line)
         if not line:
             raise AssertionError("daemon exited before serving:\n" + "".join(log))
@@ -90,7 +92,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(proc.wait(), 20)
 
 
-async def cli(tmp_path, *argv: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+async def cli(tmp_path, *argv: str) -> tuple[int, str, str]:
     p = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "brasil.cli.main", *argv, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=runtime_env(tmp_path))
@@ -131,7 +133,8 @@ async def test_the_unix_socket_refuses_another_uid_even_when_its_mode_lets_them_
         assert (await c.read("csrv/local/arch")).startswith(b"linux")
         await c.close()
         await stop(proc)
-        err = (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+        assert proc.stderr is not None
+        err = (await proc.stderr.read()).decode()
         assert "refused: only the daemon's owner" in err and "uid 65534" in err, err
     finally:
         await stop(proc)
@@ -140,15 +143,15 @@ async def test_the_unix_socket_refuses_another_uid_even_when_its_mode_lets_them_
 
 # ---- §17: caps with shares; a command that fails halfway releases what it took ----
 
-async def from_source(addr, source: str) -> Client:  # type: ignore[no-untyped-def]
+async def from_source(addr, source: str) -> Client:
     """A client whose connection comes from ``source`` (another loopback address: another peer)."""
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_connection(asyncio.Protocol, addr.host, addr.port,
                                                 local_addr=(source, 0))
-    return await Client.adopt(transport, b"", f"from {source}")  # type: ignore[arg-type]
+    return await Client.adopt(cast(asyncio.Transport, transport), b"", f"from {source}")
 
 
-async def unattached_flood(addr, n: int) -> list[asyncio.StreamWriter]:  # type: ignore[no-untyped-def]
+async def unattached_flood(addr, n: int) -> list[asyncio.StreamWriter]:
     """``n`` connections from 127.0.0.1 that say nothing (the server closes some at once)."""
     out = []
     for _ in range(n):

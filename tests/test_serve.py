@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 
 from brasil.ninep.client import Client
 from fixtures import alive, wait_for
+from helpers import run_cli
 
 
 async def start_daemon(*args: str) -> asyncio.subprocess.Process:
@@ -37,7 +37,8 @@ async def test_sigterm_ends_every_session_process_and_removes_the_socket(tmp_pat
         assert await asyncio.wait_for(proc.wait(), 20) == 0
         assert not any(alive(p) for p in pids)  # KILLed after the grace period
         assert not sock.exists()
-        log = (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+        assert proc.stderr is not None
+        log = (await proc.stderr.read()).decode()
         assert "node solo: 2 slot(s), serving 9P on unix:" in log
         assert f"session {sid}: reserved 2 slot(s)" in log and "shutting down" in log
     finally:
@@ -73,20 +74,13 @@ async def test_a_second_daemon_on_the_same_socket_is_refused(tmp_path):
 
 async def serving_addresses(proc: asyncio.subprocess.Process) -> list[str]:
     """Read the daemon's log until it says where it serves."""
+    assert proc.stderr is not None
     while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()  # type: ignore[union-attr]
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
         if not line:
             raise AssertionError("daemon exited before serving")
         if "serving 9P on " in line:
             return line.split("serving 9P on ", 1)[1].strip().split(", ")
-
-
-async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    p = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "brasil.cli.main", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
-    out, err = await asyncio.wait_for(p.communicate(), 30)
-    return p.returncode or 0, out.decode(), err.decode()
 
 
 async def test_with_a_secret_tcp_needs_it_and_the_unix_socket_stays_the_owners(tmp_path):

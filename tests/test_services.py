@@ -39,7 +39,7 @@ def live_with_env(entry: str) -> list[int]:
     return found
 
 
-def started(cm):  # type: ignore[no-untyped-def]
+def started(cm):
     """Enter a start_* context manager, skipping where the service cannot exist."""
     try:
         return cm.__enter__()
@@ -180,7 +180,7 @@ def test_ssh_hosts_reach_each_other(ssh_hosts: SshHosts) -> None:
 def test_ssh_unreachable_hosts_fail_fast(ssh_hosts: SshHosts) -> None:
     fast = ["-o", "ConnectTimeout=2"]
 
-    def attempt(host):  # type: ignore[no-untyped-def]
+    def attempt(host):
         t = time.monotonic()
         r = ssh_hosts.ssh(host, "true", options=fast)
         return r.returncode, time.monotonic() - t

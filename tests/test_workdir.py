@@ -15,7 +15,7 @@ from terminal import BIN, ReadmeTree
 
 
 @pytest.fixture(scope="module")
-def tree():  # type: ignore[no-untyped-def]
+def tree():
     with ReadmeTree(depth=1, fanout=2, slots=2) as t:
         yield t
 

@@ -37,7 +37,7 @@ from aio9p.protocol import Py9PException, Py9PServer
 class Simple9P2000Fixed(Simple9P2000):
     """Simple9P2000 whose Rerror has the 9P2000 shape: ename only (see the module docstring)."""
 
-    def errhandler(self, exception):  # type: ignore[no-untyped-def]
+    def errhandler(self, exception):
         msg = exception.args[0] if isinstance(exception, Py9PException) and exception.args else None
         if isinstance(msg, int):
             text = os.strerror(msg)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from ..ninep.auth import client_auth, load_secret, secret_file_for
 from ..ninep.client import Client
@@ -104,6 +105,21 @@ def parse_event(line: str) -> Event:
                  None if f[3] == "-" else int(f[3]), opt(f[4]), f[5] if len(f) > 5 else "")
 
 
+class Options(TypedDict, total=False):
+    """The submission-wide options, as :func:`header` takes them."""
+
+    tag: str | None
+    home: str | None
+    isolate: bool | None
+    redundancy: int | None
+    retries: int | None
+    priority: int | None
+    timeout: int | None
+    after: Iterable[int]
+    env: dict[str, str] | None
+    filename: str | None
+
+
 def header(*, tag: str | None = None, home: str | None = None, isolate: bool | None = None,
            redundancy: int | None = None, retries: int | None = None,
            priority: int | None = None, timeout: int | None = None, after: Iterable[int] = (),
@@ -147,12 +163,12 @@ class Batch:
 
     # ---- submitting ----
 
-    async def submit_stream(self, chunks: AsyncIterator[bytes] | Iterable[bytes], **options: object
+    async def submit_stream(self, chunks: AsyncIterator[bytes] | Iterable[bytes], **options: Unpack[Options]
                             ) -> Submitted:
         """Jobs in the job-file format (jobfile.py), as chunks of bytes; options as header()."""
         f = await self.client.open(f"{B}/submit", ORDWR)
         async with f:
-            buf = bytearray(header(**options).encode())  # type: ignore[arg-type]
+            buf = bytearray(header(**options).encode())
             limit = f.iounit
 
             async def flush(final: bool = False) -> None:
@@ -160,11 +176,11 @@ class Batch:
                     n = await f.write(bytes(buf[:limit]))
                     del buf[:n]
             if hasattr(chunks, "__aiter__"):
-                async for c in chunks:  # type: ignore[union-attr]
+                async for c in chunks:
                     buf += c
                     await flush()
             else:
-                for c in chunks:  # type: ignore[union-attr]
+                for c in chunks:
                     buf += c
                     await flush()
             await flush(final=True)
@@ -173,7 +189,7 @@ class Batch:
         names = {n: int(i) for n, i in (ln.split() for ln in answer[1:])}
         return Submitted(first, last, names)
 
-    async def submit(self, commands: Iterable[str] | str, **options: object) -> Submitted:
+    async def submit(self, commands: Iterable[str] | str, **options: Unpack[Options]) -> Submitted:
         """One job per command (each a line for /bin/sh); ``options`` as :func:`header`."""
         if isinstance(commands, str):
             commands = [commands]
@@ -186,7 +202,7 @@ class Batch:
             lines.append((c + "\n").encode())
         return await self.submit_stream(lines, **options)
 
-    async def submit_file(self, path: str, **options: object) -> Submitted:
+    async def submit_file(self, path: str, **options: Unpack[Options]) -> Submitted:
         options.setdefault("filename", os.path.basename(path))
 
         def chunks() -> Iterable[bytes]:

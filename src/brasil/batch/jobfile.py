@@ -32,7 +32,7 @@ import dataclasses
 import json
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterator
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
 TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -377,12 +377,12 @@ def find_cycle(jobs: list[JobSpec]) -> list[int]:
         if state[root]:
             continue
         path: list[int] = []
-        stack: list[tuple[int, Iterable[int]]] = [(root, iter(jobs[root].deps))]
+        stack: list[tuple[int, Iterator[int]]] = [(root, iter(jobs[root].deps))]
         state[root] = 1
         path.append(root)
         while stack:
             node, it = stack[-1]
-            nxt = next(it, None)  # type: ignore[call-overload]
+            nxt = next(it, None)
             if nxt is None:
                 state[node] = 2
                 stack.pop()

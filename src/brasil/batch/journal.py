@@ -48,7 +48,7 @@ def check_op(entry: Any) -> tuple[Op, tuple[str, ...]]:
     kind, staged, mode = entry.get("kind"), entry.get("staged", ""), entry.get("mode", 0)
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    names = relative_names(entry.get("path"), "path")  # type: ignore[arg-type]
+    names = relative_names(entry.get("path"), "path")
     if names[0].startswith((COMMIT, RECOVER)):
         raise ValueError(f"path {entry['path']!r} is a commit's staging directory")
     if kind in ("put", "replace") and len(relative_names(staged, "staged name")) != 1:

@@ -27,9 +27,10 @@ from .store import Refused, Tx
 
 Push = list[tuple[str, str]]
 ACTIVE_SQL = "('assigned', 'running', 'committing', 'applying')"
+Event = tuple[float, str, Any, Any, Any, Any]  # t, kind, job, execution, worker, detail
 
 
-def event(tx: Tx, rows: list[tuple[float, str, Any, Any, Any, Any]]) -> None:
+def event(tx: Tx, rows: list[Event]) -> None:
     tx.insert("events", ("t", "kind", "job", "execution", "worker", "detail"), rows)
 
 
@@ -267,7 +268,8 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
     begun = ("start",) if estate == "assigned" else ()  # its start came with its end
     ended = "started = COALESCE(started, ?), ended = ?, status = ?"
     times = (t0, t1, status)
-    rows = [(t1, "finish", job, token, worker, f"{status} notify={max(now - t1, 0):.6f}")]
+    rows: list[Event] = [(t1, "finish", job, token, worker,
+                          f"{status} notify={max(now - t1, 0):.6f}")]
     if estate == "assigned":
         rows.insert(0, (t0, "start", job, token, worker, None))
     push: Push = []

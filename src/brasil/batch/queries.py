@@ -20,7 +20,7 @@ def job_lines(tx: Tx, tag: str | None, job: int | None = None, summary: bool = T
     """``ID STATE TAG NAME EXIT CMD REASON WORKER STARTED ENDED``, tab-separated, one line per
     job; then the summary. WORKER, STARTED and ENDED (seconds since the epoch, ``-`` if not yet)
     are those of its winning execution, or else of its latest."""
-    where, args = "", []
+    where, args = "", list[object]()
     if tag is not None:
         where, args = " WHERE j.tag = ?", [tag]
     elif job is not None:
@@ -43,12 +43,12 @@ def _time(t: float | None) -> str:
 
 def _summary_line(counts: dict[str, int]) -> str:
     total = sum(counts.values())
-    return "summary total %d %s\n" % (total, " ".join(f"{s} {counts.get(s, 0)}"
-                                                      for s in JOB_STATES))
+    states = " ".join(f"{s} {counts.get(s, 0)}" for s in JOB_STATES)
+    return f"summary total {total} {states}\n"
 
 
 def summary(tx: Tx, tag: str | None, job: int | None = None) -> str:
-    where, args = "", []
+    where, args = "", list[object]()
     if tag is not None:
         where, args = " WHERE tag = ?", [tag]
     elif job is not None:

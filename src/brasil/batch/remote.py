@@ -14,6 +14,7 @@ says ``journaled``; the scheduler — on whose disk the home is — applies the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 
@@ -59,9 +60,9 @@ async def _put_file(c: Client, local: str, path: str) -> None:
     if stat.S_ISLNK(info.st_mode):
         raise NinepError(f"{local}: a symbolic link cannot be committed to a remote home")
     f = await c.create(path, info.st_mode & 0o777, OWRITE | OTRUNC)
-    async with f:
-        with open(local, "rb") as src:
-            while chunk := src.read(1 << 20):
+    async with f:  # the disk reads in a thread: a large file must not stall the worker's loop
+        with await asyncio.to_thread(open, local, "rb") as src:
+            while chunk := await asyncio.to_thread(src.read, 1 << 20):
                 await f.write(chunk)
 
 
@@ -71,7 +72,7 @@ async def _put_tree(c: Client, local: str, path: str) -> None:
     await f.close()
     for name in sorted(os.listdir(local)):
         full = os.path.join(local, name)
-        if os.path.isdir(full) and not os.path.islink(full):
+        if stat.S_ISDIR(os.lstat(full).st_mode):  # a directory, not a link to one
             await _put_tree(c, full, f"{path}/{name}")
         else:
             await _put_file(c, full, f"{path}/{name}")

@@ -136,6 +136,7 @@ def build(tag: str, jobs: list[Job], events: Iterable[Event]) -> Report:
 
 def breakdown(rep: Report) -> dict[str, float]:
     runs = [r for r in rep.runs if r.started is not None]
+    started = [(r, r.started) for r in rep.runs if r.started is not None]
     rows = sorted({r.row for r in runs})
     n = max(len(rows), 1)
     f: dict[str, float] = {}
@@ -147,16 +148,16 @@ def breakdown(rep: Report) -> dict[str, float]:
     wasted = sum(r.run_time() for r in runs if r.outcome != "won")
     f["job time"] = useful / n
     f["redundant work wasted"] = wasted / n
-    f["get job"] = sum(max(r.started - r.assigned, 0) for r in runs) / n  # type: ignore[operator]
+    f["get job"] = sum(max(s - r.assigned, 0) for r, s in started) / n
     f["notify job complete"] = sum(r.notify for r in runs) / n
     f["commit changes"] = sum(max(r.commit_end - r.commit_start, 0) for r in runs
                               if r.commit_start and r.commit_end) / n
     f["notify commit complete"] = sum(r.commit_notify for r in runs) / n
     f["rollback"] = sum(max(r.rolled_back - (r.stopped or r.ended or r.rolled_back), 0)
                         for r in runs if r.rolled_back) / n
-    starts = {row: min(r.started for r in runs if r.row == row) for row in rows}  # type: ignore[type-var]
-    stops = {row: max((r.commit_end or r.ended or r.stopped or r.started) for r in runs
-                      if r.row == row) for row in rows}  # type: ignore[type-var]
+    starts = {row: min(s for r, s in started if r.row == row) for row in rows}
+    stops = {row: max((r.commit_end or r.ended or r.stopped or s) for r, s in started
+                      if r.row == row) for row in rows}
     if rows:
         f["staggered start"] = sum(s - min(starts.values()) for s in starts.values()) / n
         f["staggered end"] = sum(max(stops.values()) - s for s in stops.values()) / n
@@ -222,16 +223,16 @@ def gantt_figure(rep: Report) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    runs = [r for r in rep.runs if r.started is not None]
-    rows = sorted({r.row for r in runs})
+    started = [(r, r.started) for r in rep.runs if r.started is not None]
+    rows = sorted({r.row for r, _ in started})
     index = {row: i for i, row in enumerate(rows)}
     t0 = rep.first_submit
     height = 1.6 + 0.42 * max(len(rows), 1)  # inches
     fig, ax = plt.subplots(figsize=(11, height), dpi=110)
-    for r in runs:
+    for r, start in started:
         y = index[r.row]
-        end = r.ended or r.stopped or r.started
-        ax.broken_barh([(r.started - t0, max(end - r.started, 0.002))], (y - 0.38, 0.76),  # type: ignore[operator]
+        end = r.ended or r.stopped or start
+        ax.broken_barh([(start - t0, max(end - start, 0.002))], (y - 0.38, 0.76),
                        facecolors=COLORS[r.outcome], edgecolor="black", linewidth=0.3,
                        hatch="//" if r.redundant else None)
         if r.commit_start and r.commit_end:
@@ -239,7 +240,7 @@ def gantt_figure(rep: Report) -> Any:
                            (y - 0.38, 0.76), facecolors="#0b3d20", edgecolor="none")
         if r.outcome in ("killed", "lost") and r.stopped:
             ax.plot([r.stopped - t0], [y], marker="x", color="black", markersize=6)
-    labelled = [(r, index[r.row]) for r in runs]
+    labelled = [(r, start, index[r.row]) for r, start in started]
     ax.axvline(rep.makespan, color="black", linestyle="--", linewidth=0.8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.invert_yaxis()
@@ -261,14 +262,15 @@ def gantt_figure(rep: Report) -> Any:
     return fig
 
 
-def _label_bars(fig: Any, ax: Any, rep: Report, bars: list[tuple[Run, int]], t0: float) -> None:
+def _label_bars(fig: Any, ax: Any, rep: Report, bars: list[tuple[Run, float, int]],
+                t0: float) -> None:
     """Each bar's job name (its id if unnamed), inside the bar, where it fits: a label wider
     than its bar is left out, so short bars stay readable as bars."""
     names = {j.id: j.name or str(j.id) for j in rep.jobs}
     renderer = fig.canvas.get_renderer()
-    for r, y in bars:
-        end = r.ended or r.stopped or r.started
-        start = r.started - t0  # type: ignore[operator]
+    for r, began, y in bars:
+        end = r.ended or r.stopped or began
+        start = began - t0
         (x0, _), (x1, _) = ax.transData.transform([(start, y), (end - t0, y)])
         label = ax.text((start + end - t0) / 2, y,
                         names.get(r.job, str(r.job)), ha="center", va="center", fontsize=7,

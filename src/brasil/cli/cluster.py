@@ -26,7 +26,7 @@ UP_EXAMPLES = """examples:
   salloc -N 16 brasil cluster up --slurm                 in Slurm"""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="start or stop a tree of daemons (here, over ssh, Slurm)",
                        description="Start a tree of node daemons in the background — on this "
                        "machine (loopback and Unix sockets only), on hosts over ssh (--hosts), "
@@ -94,7 +94,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
                                  export=args.export or None)
     except cluster.ClusterError as e:  # `up` has stopped what it started, and only that
         raise UsageError(str(e)) from None
-    d = os.path.abspath(args.dir)
+    d = os.path.abspath(args.dir)  # noqa: ASYNC240 - a name, no disk
     root = next(a for a in addrs["n0"] if a.startswith("unix:"))
     print(root)
     print(f"# use it:  export BRASIL={root} BRASIL_SECRET_FILE={d}/secret", file=sys.stderr)
@@ -107,7 +107,7 @@ async def cmd_up_remote(args: argparse.Namespace) -> int:
     fanout = deploy.DEFAULT_FANOUT if args.fanout is None else args.fanout
     if fanout < 1:
         raise UsageError("--fanout must be ≥ 1")
-    d = os.path.abspath(args.dir)
+    d = os.path.abspath(args.dir)  # noqa: ASYNC240 - a name, no disk
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
         if args.slurm:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..ninep.auth import SecretError
 from ..ninep.errors import NinepError, ProtocolError
@@ -16,7 +17,7 @@ class UsageError(Exception):
     """The command line itself is wrong; the message says how to write it."""
 
 
-def run(prog: str, main: Callable[[], Awaitable[int | None]]) -> int:
+def run(prog: str, main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
     """Run an async command, mapping known failures to ``prog: message`` and exit status 1."""
     try:
         return asyncio.run(main()) or 0

@@ -13,12 +13,10 @@ import time
 from typing import Any
 
 from .. import __version__
-from ..ninep.auth import dial
-from ..ninep.client import Client
 from ..ninep.constants import DMDIR, OWRITE
 from ..ninep.wire import Stat
 from .errors import run
-from .options import add_client_options
+from .options import add_client_options, connect
 
 EPILOG = """addresses: HOST:PORT, unix:PATH or tcp!HOST!PORT; --at defaults to $BRASIL, then to
 the local daemon's Unix socket. Paths are inside the daemon's namespace, e.g. /csrv/local/status."""
@@ -66,12 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_parser(sub)
     mount.add_parsers(sub)
     return p
-
-
-async def connect(args: argparse.Namespace) -> Client:
-    """The client every command uses: --at or $BRASIL, and the secret if one is configured."""
-    return await dial(args.at, getattr(args, "secret_file", None),  # type: ignore[no-any-return]
-                      trace=getattr(args, "trace", False))
 
 
 def mode_string(mode: int) -> str:

@@ -1,8 +1,12 @@
-"""Options every client command shares, so that they read and behave the same everywhere."""
+"""Options every client command shares, so that they read and behave the same everywhere, and
+the connection they ask for."""
 
 from __future__ import annotations
 
 import argparse
+
+from ..ninep.auth import dial
+from ..ninep.client import Client
 
 AT_HELP = "daemon address (default: $BRASIL, then the local daemon's Unix socket)"
 
@@ -16,3 +20,9 @@ def add_client_options(p: argparse.ArgumentParser, at_help: str = AT_HELP,
                    "runtime directory's secret that `brasil serve` made, if any)")
     if trace:
         p.add_argument("--trace", action="store_true", help="log every 9P message to stderr")
+
+
+async def connect(args: argparse.Namespace) -> Client:
+    """The client every command uses: --at or $BRASIL, and the secret if one is configured."""
+    return await dial(args.at, getattr(args, "secret_file", None),
+                      trace=getattr(args, "trace", False))

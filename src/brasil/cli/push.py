@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def make_engine(args: argparse.Namespace):
     status = {"auto": None, "on": True, "off": False}[args.status]
     at = args.at or (None if args.local else os.environ.get("BRASIL"))
     if at:
@@ -64,7 +64,7 @@ def make_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return LocalEngine(status)
 
 
-def interactive(shell) -> int:  # type: ignore[no-untyped-def]
+def interactive(shell) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import PathCompleter, WordCompleter, merge_completers
     from prompt_toolkit.history import FileHistory

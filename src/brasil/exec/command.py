@@ -42,12 +42,13 @@ def command_argv(cmd: str, path: str, direct: bool = True) -> list[str]:
     if "/" in prog:
         if not os.access(prog, os.X_OK):
             raise NinepError(f"exec: {prog}: no such executable file", errno.ENOENT)
-        found: str | None = prog
+        found = prog
     else:
-        found = shutil.which(prog, path=path)
-        if found is None:
+        which = shutil.which(prog, path=path)
+        if which is None:
             shown = path if len(path) <= 120 else path[:117] + "…"
             raise NinepError(f"exec: {prog}: command not found (PATH={shown})", errno.ENOENT)
+        found = which
     if not direct or any(c in SHELL_SYNTAX for c in cmd):
         return shell
     return [found, *words[1:]]

@@ -11,6 +11,7 @@ those that left the group with setsid, even after the command itself ended.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -124,7 +125,8 @@ class Process:
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=env, cwd=cwd, start_new_session=True, close_fds=True, pass_fds=pass_fds)
         except OSError as e:
-            raise NinepError(f"exec: cannot start {argv[0]}: {e.strerror}", e.errno) from None
+            raise NinepError(f"exec: cannot start {argv[0]}: {e.strerror}",
+                             e.errno or errno.EIO) from None
         except ValueError as e:  # an embedded NUL, say: the request's fault, not ours
             raise NinepError(f"exec: cannot start {argv[0][:100]}: {e}") from None
 
@@ -165,7 +167,7 @@ class Process:
                     data = await data
                 if not data:
                     break
-                if transport is None:
+                if transport is None or writer is None:  # (both or neither)
                     transport, writer = await asyncio.get_running_loop().connect_write_pipe(
                         _PipeWriter, pipe)
                 transport.write(data)
@@ -256,12 +258,12 @@ def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None, int | Non
             continue
         except OSError as e:  # the slot's cgroup could not be made
             out.append(NinepError(f"exec: cannot make a cgroup for slot {slot}: {e.strerror}",
-                                  e.errno))
+                                  e.errno or errno.EIO))
             continue
-        if cg is not None:
+        if cg is not None and cgroups is not None:  # (cg is only made from cgroups)
             if not entered:  # a shell moved itself (a move takes a global lock in the kernel)
-                cgroups.move(cg, p.pid)  # type: ignore[union-attr]
-            p.cgroup = cg  # type: ignore[attr-defined]
+                cgroups.move(cg, p.pid)
+            p.cgroup = cg
         elif watchdog is not None:
             watchdog.watch(p.pid)
         out.append(p)

@@ -79,8 +79,8 @@ class Splitter:
 
     def last_end(self, buf: bytes, start: int, held: int) -> int:
         last = -1
-        for last in self.ends(buf, start, held):
-            pass
+        for e in self.ends(buf, start, held):
+            last = e
         return last
 
     def first_end(self, buf: bytes, start: int, held: int) -> int:
@@ -243,7 +243,7 @@ class Fed(NamedTuple):
 
     end: bytes
     head: bytes
-    whole: bytes
+    whole: bytes | memoryview
     more: bytes
 
     @property

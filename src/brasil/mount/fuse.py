@@ -104,7 +104,7 @@ def _libfuse_interrupted() -> Callable[[], int]:
         return lambda: 0
     fn.restype = ctypes.c_int
     fn.argtypes = []
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 fuse_interrupted = _libfuse_interrupted()

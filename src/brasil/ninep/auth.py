@@ -17,7 +17,7 @@ import hmac
 import logging
 import os
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .constants import QTAUTH
 from .errors import Eauth, NinepError
@@ -25,6 +25,9 @@ from .private import UnsafePathError, check_private_dir, private_dir, read_priva
 from .ratelimit import RateLimited
 from .synthetic import Handle, Node
 from .wire import Qid
+
+if TYPE_CHECKING:
+    from .client import AuthFn, Client
 
 log = logging.getLogger("brasil.auth")
 limited = RateLimited(log)
@@ -144,11 +147,11 @@ class SecretAuthenticator:
                 and auth.aname == aname)
 
 
-def client_auth(secret: bytes):  # type: ignore[no-untyped-def]
+def client_auth(secret: bytes) -> AuthFn:
     """The client side, for ``Client.connect(auth=client_auth(secret))``."""
     from .messages import Tread, Twrite
 
-    async def authenticate(client, afid: int) -> None:  # type: ignore[no-untyped-def]
+    async def authenticate(client: Client, afid: int) -> None:
         challenge = (await client.rpc(Tread, afid, 0, 256)).data.decode().split()
         if len(challenge) != 2 or challenge[0] != SCHEME:
             raise NinepError(f"server offers authentication {' '.join(challenge)[:40]!r}, "
@@ -162,7 +165,7 @@ def client_auth(secret: bytes):  # type: ignore[no-untyped-def]
     return authenticate
 
 
-async def dial(at: str | None = None, secret_file: str | None = None, **kw: Any) -> Any:
+async def dial(at: str | None = None, secret_file: str | None = None, **kw: Any) -> Client:
     """The client every command and tool uses: ``at`` (else ``$BRASIL``, else the local
     daemon's socket), with the cluster secret from ``secret_file`` (else
     ``$BRASIL_SECRET_FILE``, else our default one for TCP: :func:`secret_file_for`) when there

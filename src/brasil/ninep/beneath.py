@@ -37,7 +37,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _have_openat2 = hasattr(_libc, "syscall") and os.uname().sysname == "Linux"
 
 
-def relative_names(path: str, what: str = "path") -> tuple[str, ...]:
+def relative_names(path: object, what: str = "path") -> tuple[str, ...]:
     """``path`` as a tuple of plain names; refuses an absolute path, ``..``, ``.``, an empty name
     (``a//b``, a trailing ``/``) and NUL, which could lead out of (or be read differently in) the
     directory it is meant for."""

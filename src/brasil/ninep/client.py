@@ -14,7 +14,7 @@ import errno as _errno
 import getpass
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import text
 from .constants import IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, OWRITE, VERSION, VERSION_U
@@ -69,7 +69,7 @@ class _Conn(asyncio.Protocol):
         self.client = client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.client._transport = transport  # type: ignore[assignment]
+        self.client._transport = cast(asyncio.Transport, transport)  # a stream's, not datagrams
 
     def data_received(self, data: bytes) -> None:
         self.client._received(data)
@@ -143,7 +143,7 @@ class Client:
         self.bytes_sent += len(frame)
         self._transport.write(frame)
 
-    async def rpc(self, cls: type[Message], *args: Any) -> Any:
+    async def rpc(self, cls: Callable[..., Message], *args: Any) -> Any:
         """Send ``cls(tag, *args)``; return the reply, raising NinepError for Rerror."""
         tag = NOTAG if cls is Tversion else self._alloc_tag()
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
@@ -198,7 +198,7 @@ class Client:
             self.abort()
 
     async def rpc_then_hand_over(self, take: Callable[[asyncio.Transport, bytes], None],
-                                 cls: type[Message], *args: Any) -> Any:
+                                 cls: Callable[..., Message], *args: Any) -> Any:
         """Send one last request; the moment its reply arrives, stop being a client and give the
         transport, with any bytes read past the reply, to ``take`` (a joining child uses this to
         turn its own connection into one its parent serves requests over)."""
@@ -306,7 +306,7 @@ class Client:
             if afid != NOFID:
                 await self.clunk(afid)
         self.root = fid
-        return r.qid  # type: ignore[no-any-return]
+        return r.qid
 
     async def walk(self, path: str | list[str], start: int | None = None) -> tuple[int, Qid | None]:
         """A new fid for ``path`` (relative to the attach root) and its qid."""
@@ -418,7 +418,7 @@ class Client:
     async def stat(self, path: str) -> Stat:
         fid, _ = await self.walk(path)
         try:
-            return (await self.rpc(Tstat, fid)).stat  # type: ignore[no-any-return]
+            return (await self.rpc(Tstat, fid)).stat
         finally:
             await self._quiet_clunk(fid)
 
@@ -507,7 +507,7 @@ class File:
         return done
 
     async def stat(self) -> Stat:
-        return (await self.client.rpc(Tstat, self.fid)).stat  # type: ignore[no-any-return]
+        return (await self.client.rpc(Tstat, self.fid)).stat
 
     async def close(self) -> None:
         if not self.closed:

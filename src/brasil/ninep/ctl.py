@@ -95,7 +95,7 @@ class CtlFile(Node):
 
     def execute(self, line: str) -> Maybe[None]:
         cmd, args = self.commands.parse(line)
-        return cmd.run(self, args)  # type: ignore[no-any-return]
+        return cmd.run(self, args)
 
 
 class CtlHandle(Handle):
@@ -132,4 +132,4 @@ class CtlHandle(Handle):
     async def _finish(self, pending: Any, lines: list[str], i: int, n: int) -> int:
         await pending
         r = self._run(lines, i, n)
-        return await r if is_awaitable(r) else r  # type: ignore[misc]
+        return await r if is_awaitable(r) else r

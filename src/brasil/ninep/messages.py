@@ -9,6 +9,7 @@ with their own type numbers, when a dialect needs them.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -52,12 +53,12 @@ BY_NAME: dict[str, type[Message]] = {}
 _ENCODERS: dict[tuple[type, bool], Any] = {}
 _DECODERS: dict[tuple[int, bool], Any] = {}
 
-M = TypeVar("M", bound=type)
+M = TypeVar("M", bound=type[Message])
 
 
-def message(type_: int):  # type: ignore[no-untyped-def]
+def message(type_: int) -> Callable[[M], M]:
     def register(cls: M) -> M:
-        cls.TYPE = type_  # type: ignore[attr-defined]
+        cls.TYPE = type_
         MESSAGES[type_] = cls
         BY_NAME[cls.__name__] = cls
         for dotu in (False, True):
@@ -334,6 +335,6 @@ def decode_frame(buf: Any, pos: int = 0, end: int | None = None, dotu: bool = Fa
     if dec is None:
         raise RemoteProtocolError(f"unknown message type {typ}")
     try:
-        return dec(buf, pos + HEADER_SIZE, end, tag)  # type: ignore[no-any-return]
+        return dec(buf, pos + HEADER_SIZE, end, tag)
     except struct.error as e:  # belt and braces: every read is bounds-checked before unpacking
         raise RemoteProtocolError(f"malformed {MESSAGES[typ].__name__}: {e}") from None

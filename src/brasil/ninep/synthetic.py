@@ -19,7 +19,7 @@ from __future__ import annotations
 import getpass
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ClassVar, NamedTuple
 
 from .constants import DMDIR, QTDIR
@@ -133,16 +133,17 @@ class GeneratedFile(Node):
     def __init__(self, generate: Callable[[], Any] | None = None, name: str = "",
                  mode: int = 0o444) -> None:
         super().__init__(name, mode)
-        if generate is not None:
-            self.generate = generate  # type: ignore[method-assign]
+        self._generate = generate
 
     def generate(self) -> Any:
-        return b""
+        """The text (str or bytes), or an awaitable of it; subclasses override this."""
+        return b"" if self._generate is None else self._generate()
 
     def length(self) -> int:
         text = self.generate()
         if is_awaitable(text):
-            text.close()  # gathered text: not worth the wait just for a size
+            if isinstance(text, Coroutine):
+                text.close()  # gathered text: not worth the wait just for a size
             return 0
         return len(_b(text))
 
@@ -241,10 +242,13 @@ class Dir(Node):
         return ()
 
     def walk(self, name: str) -> Maybe[Node]:
-        for c in self.children():  # type: ignore[union-attr]
-            if c.name == name:
-                return c
-        raise NinepError(*Enotfound)
+        kids = self.children()
+        if is_awaitable(kids):
+            return self._walk_later(kids, name)
+        return _named(kids, name)
+
+    async def _walk_later(self, kids: Awaitable[Iterable[Node]], name: str) -> Node:
+        return _named(await kids, name)
 
     def create(self, name: str, perm: int, mode: int) -> Maybe[Node]:
         raise NinepError(*Enocreate)
@@ -258,6 +262,13 @@ class Dir(Node):
     def adopt(self, child: Node) -> Node:
         child.parent = self
         return child
+
+
+def _named(kids: Iterable[Node], name: str) -> Node:
+    for c in kids:
+        if c.name == name:
+            return c
+    raise NinepError(*Enotfound)
 
 
 class Entry(NamedTuple):

@@ -158,7 +158,8 @@ def tokenize(line: str) -> list[Any]:
 
 
 def _unquote(line: str, i: int) -> tuple[str, int]:
-    out, i = [], i + 1
+    out: list[str] = []
+    i += 1
     simple = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'"}
     while i < len(line):
         c = line[i]

@@ -33,7 +33,7 @@ class Stat:
 
     type: int = 0
     dev: int = 0
-    qid: Qid = Qid(0, 0, 0)
+    qid: Qid = Qid(0, 0, 0)  # noqa: RUF009 - a NamedTuple: immutable, safe to share
     mode: int = 0
     atime: int = 0
     mtime: int = 0

@@ -199,7 +199,7 @@ def _char_class(inside: str) -> str:
 
 
 def _escape(c: str) -> str:
-    return re2.escape(c)  # type: ignore[no-any-return]
+    return re2.escape(c)
 
 
 class Filter:

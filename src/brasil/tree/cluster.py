@@ -15,6 +15,7 @@ import asyncio
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..exec import pidcheck
@@ -22,6 +23,8 @@ from ..exec.pychild import python_argv
 from ..ninep.auth import client_auth, load_secret, make_secret
 from ..ninep.client import Client
 from ..ninep.private import open_private, private_dir, write_private
+
+Progress = Callable[[str], None]  # where a deploy says what it is doing (print, by default)
 
 
 class ClusterError(Exception):
@@ -62,7 +65,7 @@ def read_addresses(state: str) -> list[str] | None:
 
 
 async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str | None = None,
-             progress=print, export: str | None = None) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+             progress: Progress = print, export: str | None = None) -> dict[str, list[str]]:
     """Start the tree; on failure stop what this call started (and only that: a cluster that
     was already running in DIR is refused before anything starts, and left alone)."""
     dirpath = private_dir(dirpath, "cluster directory")
@@ -124,7 +127,7 @@ def _start(dirpath: str, m: Member, slots: int, addresses: dict[str, list[str]],
     write_private(os.path.join(dirpath, f"{m.name}.pid"), f"{proc.pid}\n")
 
 
-async def _wait_joined(dirpath: str, n: int, progress) -> None:  # type: ignore[no-untyped-def]
+async def _wait_joined(dirpath: str, n: int, progress: Progress) -> None:
     """Until the root's status lists every node of the tree."""
     secret = load_secret(os.path.join(dirpath, "secret"))
     c = await Client.connect(f"unix:{dirpath}/n0.sock", auth=client_auth(secret))
@@ -161,7 +164,7 @@ def _ours(dirpath: str, name: str) -> bool:
     return not pidcheck.why_not_ours(_pid(dirpath, name), _identity(dirpath, name))
 
 
-def down(dirpath: str, grace: float = 10.0, progress=None) -> int:  # type: ignore[no-untyped-def]
+def down(dirpath: str, grace: float = 10.0, progress: Progress | None = None) -> int:
     """Stop every daemon `up` started in DIR; returns how many were running. A pid that is no
     longer our daemon is left alone (and said, through ``progress``)."""
     dirpath = os.path.abspath(dirpath)

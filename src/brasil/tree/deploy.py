@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from ..exec import pidcheck
 from ..exec.pychild import python_argv
@@ -50,6 +51,7 @@ from ..ninep.private import (
     write_private,
 )
 from ..ninep.transport import tmp_dir
+from .cluster import Progress
 
 DEFAULT_FANOUT = 32
 DEFAULT_PORT = 5670
@@ -109,11 +111,11 @@ def _reason(err: str) -> str:
 async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT,
                  slots: int | None = None, port: int = DEFAULT_PORT, python: str | None = None,
                  ssh: list[str] | None = None, export: str | None = None,
-                 progress=print) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+                 progress: Progress = print) -> tuple[str, list[str]]:
     """Start the tree; returns the root's address and the hosts that could not be reached."""
     ssh = ["ssh", *SSH_OPTIONS, *(ssh or [])]
     dirpath = private_dir(dirpath, "cluster directory")
-    if os.path.exists(os.path.join(dirpath, "hosts.json")):
+    if os.path.exists(os.path.join(dirpath, "hosts.json")):  # noqa: ASYNC240 - local, nothing runs yet
         raise DeployError(f"{dirpath} already has a cluster; `brasil cluster down --dir "
                           f"{dirpath}` first")
     t0 = time.monotonic()
@@ -127,9 +129,9 @@ async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT
     secret = make_secret()
     write_private(os.path.join(dirpath, "secret"), secret)
     cluster_id = os.path.basename(dirpath.rstrip("/")) + "-" + secrets.token_hex(3)
-    members = [SshHost(h, parent=None if parent_index(i, fanout) is None
-                       else address(live[parent_index(i, fanout)], port))  # type: ignore[index]
-               for i, h in enumerate(live)]
+    parents = [parent_index(i, fanout) for i in range(len(live))]
+    members = [SshHost(h, parent=None if p is None else address(live[p], port))
+               for h, p in zip(live, parents)]
 
     async def start(i: int, m: SshHost) -> str:
         serve = ["--name", m.host, "--listen", address(m.host, port)] \
@@ -140,7 +142,7 @@ async def ssh_up(dirpath: str, hosts: list[str], *, fanout: int = DEFAULT_FANOUT
                                          f"{cluster_id}-{i}", "--", *serve, python=python))
         rc, out, err = await _ssh(m.host, command, ssh, stdin=secret.encode())
         try:
-            got = json.loads(out) if rc == 0 else None
+            got = json.loads(out) if rc == 0 else {}  # no answer: a KeyError, as a bad one
             m.pid, m.dir = int(got["pid"]), str(got["dir"])
         except (ValueError, TypeError, KeyError):
             return f"{m.host}: could not start the daemon: {_reason(err or out)}"
@@ -235,7 +237,8 @@ def host_down(d: str, pid: int) -> dict[str, object]:
     return {"stopped": len(claimed), "left": left}
 
 
-async def wait_joined(root: str, secret_file: str, n: int, progress, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+async def wait_joined(root: str, secret_file: str, n: int, progress: Progress,
+                      timeout: float = 60) -> None:
     """Until the root's status lists ``n`` nodes."""
     deadline = time.monotonic() + timeout
     auth = client_auth(load_secret(secret_file))
@@ -259,21 +262,21 @@ async def wait_joined(root: str, secret_file: str, n: int, progress, timeout: fl
         await asyncio.sleep(0.2)
 
 
-async def ssh_down(dirpath: str, progress=print) -> int:  # type: ignore[no-untyped-def]
+async def ssh_down(dirpath: str, progress: Progress = print) -> int:
     """Stop the daemons of hosts.json through each host's ``cluster host-down``; how many
     were stopped."""
-    with open(os.path.join(dirpath, "hosts.json")) as f:
+    with open(os.path.join(dirpath, "hosts.json")) as f:  # noqa: ASYNC230 - small, local
         state = json.load(f)
     ssh = state["ssh"]
 
-    async def stop(m: dict) -> bool:  # type: ignore[type-arg]
+    async def stop(m: dict[str, Any]) -> bool:
         if not m.get("pid"):
             return False
         command = shlex.join(python_argv("brasil.cli.main", "cluster", "host-down", m["dir"],
                                          str(m["pid"]), python=state.get("python")))
         rc, out, err = await _ssh(m["host"], command, ssh)
         try:
-            got = json.loads(out) if rc == 0 else None
+            got = json.loads(out) if rc == 0 else {}  # no answer: a KeyError, as a bad one
             stopped, left = int(got["stopped"]), [str(w) for w in got["left"]]
         except (ValueError, TypeError, KeyError):
             progress(f"{m['host']}: could not stop the daemon: {_reason(err or out)}")
@@ -337,7 +340,7 @@ def slurm_place(env: dict[str, str], fanout: int = DEFAULT_FANOUT,
 
 async def slurm_up(dirpath: str, *, fanout: int = DEFAULT_FANOUT, slots: int | None = None,
                    port: int = DEFAULT_PORT, export: str | None = None,
-                   progress=print) -> str:  # type: ignore[no-untyped-def]
+                   progress: Progress = print) -> str:
     """Inside an allocation: ``srun`` one daemon per task, in the background; the root's
     address once every task has joined. The directory must be one every node can read (the
     secret is there, and the tasks run from it): the default is under the home directory."""
@@ -352,14 +355,15 @@ async def slurm_up(dirpath: str, *, fanout: int = DEFAULT_FANOUT, slots: int | N
         *_srun_identity(dirpath), "-q")] + (["--slots", str(slots)] if slots is not None else []) \
         + (["--export", export] if export else [])
     log = os.path.join(dirpath, "srun.log")
-    with open(log, "ab") as out:
-        p = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+    # Blocking, but nothing else runs on this command's loop yet: one local open, one fork.
+    with open(log, "ab") as out:  # noqa: ASYNC230
+        p = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,  # noqa: ASYNC220
                              cwd=dirpath, start_new_session=True)
     write_private(os.path.join(dirpath, "srun.pid"), f"{p.pid}\n")
     deadline = time.monotonic() + 60
     root = None
     while root is None:
-        with open(log) as f:
+        with open(log) as f:  # noqa: ASYNC230 - a small local log
             m = re.search(r"brasil: root at (\S+)", f.read())
         if m:
             root = m.group(1)
@@ -378,7 +382,7 @@ def _srun_identity(dirpath: str) -> list[str]:
     return ["--secret-file", os.path.join(dirpath, "secret")]
 
 
-def slurm_down(dirpath: str, progress=print) -> int:  # type: ignore[no-untyped-def]
+def slurm_down(dirpath: str, progress: Progress = print) -> int:
     """SIGTERM the srun `slurm_up` started (it passes it on to every task), if it still is it."""
     dirpath = os.path.abspath(dirpath)
     with open(os.path.join(dirpath, "srun.pid")) as f:

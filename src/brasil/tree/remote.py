@@ -96,7 +96,7 @@ class Remote:
         return newfid
 
 
-def make_node(remote: Remote, fid: int, qid: Qid, name: str) -> Node:
+def make_node(remote: Remote, fid: int, qid: Qid, name: str) -> _RemoteNode:
     cls = RemoteDir if qid.type & QTDIR else RemoteFile
     return cls(remote, fid, qid, name)
 
@@ -166,7 +166,7 @@ class RemoteDir(_RemoteNode, Dir):
         assert node is not None
         return node
 
-    async def walk_path(self, names: list[str]) -> tuple[list[Qid], Node | None]:
+    async def walk_path(self, names: list[str]) -> tuple[list[Qid], _RemoteNode | None]:
         """Walk up to 16 names in one round trip: the qids that worked, and the node at the end
         if all did. A failure on the first name raises its error."""
         names = names[:MAXWELEM]
@@ -226,7 +226,7 @@ class RemoteDir(_RemoteNode, Dir):
             raise NinepError(f"{name}: vanished right after its creation")
         node.parent = self
         if not perm & DMDIR:
-            node._stashed = RemoteHandle(node, fid, r.iounit)  # type: ignore[attr-defined]
+            node._stashed = RemoteHandle(node, fid, r.iounit)
         else:
             self.remote.release(fid)
         return node
@@ -241,7 +241,7 @@ class _Waypoint(Dir):
         self.base, self.names = base, names
         self.qid = qid
         self.parent = parent
-        self._real: Node | None = None
+        self._real: RemoteDir | None = None
 
     async def resolve(self) -> RemoteDir:
         if self._real is None:
@@ -250,9 +250,9 @@ class _Waypoint(Dir):
                 raise NinepError(f"{'/'.join(self.names)}: {Enotfound[0]}", Enotfound[1])
             node.parent = self.parent
             self._real = node
-        return self._real  # type: ignore[return-value]
+        return self._real
 
-    async def walk_path(self, names: list[str]) -> tuple[list[Qid], Node | None]:
+    async def walk_path(self, names: list[str]) -> tuple[list[Qid], _RemoteNode | None]:
         qids, node = await (await self.resolve()).walk_path(names)
         if node is not None and node.parent is self._real:
             node.parent = self
@@ -293,9 +293,9 @@ class Listed(Node):
 
 
 class RemoteHandle(Handle):
-    def __init__(self, node: Node, fid: int, iounit: int) -> None:
+    def __init__(self, node: _RemoteNode, fid: int, iounit: int) -> None:
         super().__init__(node)
-        self.remote: Remote = node.remote  # type: ignore[attr-defined]
+        self.remote: Remote = node.remote
         self.fid = fid
         self.iounit = iounit
 
@@ -303,7 +303,7 @@ class RemoteHandle(Handle):
         return self._read(offset, count)
 
     async def _read(self, offset: int, count: int) -> bytes:
-        return (await self.remote.call(Tread, self.fid, offset, count)).data  # type: ignore[no-any-return]
+        return (await self.remote.call(Tread, self.fid, offset, count)).data
 
     def write(self, offset: int, data: bytes) -> Any:
         return self._write(offset, data)
@@ -315,7 +315,7 @@ class RemoteHandle(Handle):
             if sent is not data:
                 await self.remote.call(Twrite, self.fid, offset, sent)
                 return len(data)
-        return (await self.remote.call(Twrite, self.fid, offset, data)).count  # type: ignore[no-any-return]
+        return (await self.remote.call(Twrite, self.fid, offset, data)).count
 
     def clunk(self) -> Any:
         return self._clunk()
