@@ -706,7 +706,7 @@ def report(tree: ExportTree, tools: dict[str, str | None], r: dict[str, Any],
               f"condensed; median of {TOOL_REPEATS} (after a warm-up round), interleaved")
         print("    dshbak/clubak: a process each, on the flat 'HOST: line' text (interpreter "
               "start included; their folding inside);")
-        print("    brasil: in-process, no tree and no 9P (gread.leaf + gread.merge + gread.final); "
+        print("    brasil: in-process, no tree and no 9P (gread.leaf + gread.merge + final); "
               "its display folding (run.fold) apart")
         print("    (CPU s = the process's user+system, counted in 10 ms ticks; in-process rows: "
               "wall time)")
