@@ -23,6 +23,11 @@ Figures:
   server-cpu  the 9P server's own CPU per 1-byte read: a Connection in this process fed chunks
               of 16 Treads through a transport that drops the replies (process time, best of 5:
               the figure a noisy machine disturbs least)
+  group       on the same tree: group reads at the root (``csrv/query/gread``: ``sum`` and
+              ``count`` of every node's ``status``, reduced at each level: bench/group.py's
+              path without the files), and ``brasil run`` of ``true`` once on every node
+              (the client library in this process: reserve, exec, output, wait, close);
+              medians of ``--repeats`` after a warm-up
   batch-fine  bench/batch.py's fine grain: ``--n`` `true` jobs (non-isolated) and a quarter as
               many isolated on `brasil serve` and 2 workers of 2 slots: jobs per second
 """
@@ -42,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run with -I: no script dir
 from common import xargs  # noqa: E402
@@ -279,6 +285,55 @@ async def server_cpu(args: argparse.Namespace) -> dict[str, float]:
     return {"server CPU per read us": best * 1e6}
 
 
+async def group(args: argparse.Namespace) -> dict[str, float]:
+    import importlib
+
+    from brasil.ninep.client import Client
+    from brasil.ninep.constants import ORDWR
+    try:
+        run = importlib.import_module("brasil.client.run").run  # since the redesign (issue 18)
+    except ImportError:
+        run = importlib.import_module("brasil.group.run").run  # before it
+    depth, fanout, _ = (int(x) for x in args.tree.split(","))
+    nodes = sum(fanout ** k for k in range(depth + 1))
+
+    async def gread(c: Client, agg: str) -> dict[str, Any]:
+        f = await c.open("csrv/query/gread", ORDWR)
+        try:
+            await f.write(json.dumps({"path": "status", "agg": agg}))
+            chunks: list[bytes] = []
+            while chunk := await f.read(None, sum(map(len, chunks))):  # the answer from 0
+                chunks.append(chunk)
+            answer = b"".join(chunks)
+        finally:
+            await f.close()
+        result: dict[str, Any] = json.loads(answer)
+        if result.get("errors") or len(result["nodes"]) != nodes:
+            raise SystemExit(f"gread {agg}: {result.get('errors')}, {result.get('nodes')}")
+        return result
+
+    times: dict[str, list[float]] = {"gread sum": [], "gread count": [], "run": []}
+    with tree_up(args) as d:
+        c = await Client.connect(f"unix:{d}/n0.sock")
+        try:
+            for i in range(args.repeats + 1):
+                for agg in ("sum", "count"):
+                    t0 = time.perf_counter()
+                    await gread(c, agg)
+                    if i:
+                        times[f"gread {agg}"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                r = await run(c, "true", out=lambda line: None, err=lambda line: None)
+                if i:
+                    times["run"].append(time.perf_counter() - t0)
+                if r.status != 0 or len(r.statuses) != nodes:
+                    raise SystemExit(f"run: status {r.status}, {len(r.statuses)} ranks")
+                await settle(c.read)
+        finally:
+            await c.close()
+    return {f"{k} {nodes} nodes s": statistics.median(v) for k, v in times.items()}
+
+
 async def batch_fine(args: argparse.Namespace) -> dict[str, float]:
     """bench/batch.py's fine grain (c): ``--n`` `true` jobs non-isolated, a quarter as many
     isolated, on a fresh `brasil serve` and 2 `brasil worker` processes of 2 slots each."""
@@ -293,7 +348,7 @@ async def batch_fine(args: argparse.Namespace) -> dict[str, float]:
 
 
 FIGURES = {"deploy": deploy, "fuse": fuse, "roundtrips": roundtrips, "res-share": res_share,
-           "server-cpu": server_cpu, "batch-fine": batch_fine}
+           "server-cpu": server_cpu, "batch-fine": batch_fine, "group": group}
 
 
 def main() -> int:

@@ -37,9 +37,9 @@ c. 2,048 hosts' outputs (4 lines each, one of 5 variants, weighted 60/20/10/7/3 
    lines) through ``dshbak -c`` (pdsh) and Debian's ``clubak -b`` (ClusterShell), each a
    process timed end to end (interpreter start included), median of 5. Brasil, in-process (no
    tree: 2,048 leaves do not map 1:1 onto 64): ``gread.leaf`` for each host and ``gread.merge``
-   into one, then ``gread.final``, median of 5; the same in the tree's shape (64 groups of 32
+   into one, then ``api.final`` (brasil.client.group), median of 5; the same in the tree's shape (64 groups of 32
    merged, then 8 of 8, then the root; JSON encoded and decoded between levels); and the time
-   ``brasil.group.run.fold`` (ClusterShell's ``NodeSet.fromlist``, for display) takes to fold
+   ``brasil.client.run.fold`` (ClusterShell's ``NodeSet.fromlist``, for display) takes to fold
    the groups' node lists, reported apart. Every tool's groups are checked: 5 groups, each with
    the right lines and hosts. Then the real thing in the tree, over its 64 leaves: each leaf's
    DIR/x/<leaf>/out holds one host's output (the same 5 variants), ``equiv`` read at the root
@@ -79,8 +79,9 @@ from typing import Any
 
 from ClusterShell.NodeSet import NodeSet
 
-from brasil.group import api, gread
-from brasil.group.run import fold
+from brasil.client import group as api
+from brasil.client.run import fold
+from brasil.group import gread
 from brasil.ninep.auth import dial
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
@@ -471,7 +472,7 @@ def brasil_flat(outs: dict[str, str]) -> dict[str, Any]:
     acc = gread.empty("equiv")
     for host, text in outs.items():
         gread.merge(acc, gread.leaf("equiv", host, text.encode(), None))
-    r = gread.final(acc)
+    r = api.final(acc)
     return {"seconds": time.perf_counter() - t0, "result": r}
 
 
@@ -497,7 +498,7 @@ def brasil_shaped(outs: dict[str, str]) -> dict[str, Any]:
     for data in mid_json:
         root["received"] += len(data)
         gread.merge(root, json.loads(data))
-    r = gread.final(root)
+    r = api.final(root)
     return {"seconds": time.perf_counter() - t0, "result": r}
 
 
@@ -705,7 +706,7 @@ def report(tree: ExportTree, tools: dict[str, str | None], r: dict[str, Any],
               f"condensed; median of {TOOL_REPEATS} (after a warm-up round), interleaved")
         print("    dshbak/clubak: a process each, on the flat 'HOST: line' text (interpreter "
               "start included; their folding inside);")
-        print("    brasil: in-process, no tree and no 9P (gread.leaf + gread.merge + gread.final); "
+        print("    brasil: in-process, no tree and no 9P (gread.leaf + gread.merge + final); "
               "its display folding (run.fold) apart")
         print("    (CPU s = the process's user+system, counted in 10 ms ticks; in-process rows: "
               "wall time)")

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import services
-from brasil.group.run import run
+from brasil.client.run import run
 from brasil.ninep.auth import dial
 from helpers import cli
 

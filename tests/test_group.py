@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from brasil.group import api
+from brasil.client import group as api
 from brasil.ninep.auth import client_auth, dial, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError

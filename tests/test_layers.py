@@ -22,7 +22,7 @@ ROOT = pathlib.Path(brasil.__file__).parent
 LAYERS = {
     "ninep": 0,
     "lifecycle": 1,
-    "client": 2,  # the client-side session handle; the lead places it for good when it lands
+    "client": 2,  # the client side of sessions and group reads: below what delegates sessions
     "exec": 3,
     "node": 4,
     "tree": 5, "batch": 5, "push": 5, "mount": 5,
@@ -37,7 +37,6 @@ KNOWN_CIRCLES: list[frozenset[str]] = [
     frozenset({"batch", "batch.files", "batch.scheduler"}),
     frozenset({"node.daemon", "node.launch", "node.session", "node.session_files"}),
     frozenset({"tree.daemon", "tree.link", "tree.registry", "tree.reserve"}),
-    frozenset({"group.gread", "group.query", "group.views"}),
 ]
 
 

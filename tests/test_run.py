@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from brasil.group.run import RunError, run
+from brasil.client.run import RunError, run
 from fixtures import tree_13, wait_for
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from brasil.group import api
+from brasil.client import group as api
 from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
 from brasil.ninep.constants import ORDWR

@@ -175,7 +175,7 @@ async def test_one_peer_opening_many_connections_does_not_keep_another_peer_out(
 
 
 async def test_one_peer_grabbing_fids_does_not_make_another_peers_or_the_owners_run_fail(tmp_path):
-    from brasil.group.run import run
+    from brasil.client.run import run
     from fixtures import daemon
     async with daemon(str(tmp_path), max_total_fids=200) as d:
         grabbers = [await Client.connect(d.tcp) for _ in range(3)]  # one peer, 3 connections
@@ -202,7 +202,7 @@ async def test_one_peer_grabbing_fids_does_not_make_another_peers_or_the_owners_
 
 
 async def test_a_run_that_fails_after_reserving_leaves_no_session_behind(tmp_path):
-    from brasil.group.run import run
+    from brasil.client.run import run
     from brasil.ninep.errors import NinepError
     from fixtures import daemon
     async with daemon(str(tmp_path), slots=2, max_fids=4) as d:  # room for res, not for the rest

@@ -407,6 +407,7 @@ async def cmd_report(args: argparse.Namespace) -> int:
 
 
 async def cmd_workers(args: argparse.Namespace) -> int:
+    from ..client.session import SessionClient
     c = await connect(args)
     try:
         target = args.scheduler
@@ -417,20 +418,19 @@ async def cmd_workers(args: argparse.Namespace) -> int:
             target = tcp[0] if tcp else (args.at or os.environ.get("BRASIL"))
         if not target:
             raise UsageError("cannot tell where the workers should dial: give --scheduler ADDR")
-        sid = (await c.read("csrv/local/clone")).decode().strip()
-        ctl = f"csrv/local/{sid}/ctl"
-        await c.write(ctl, f"res {args.n}\n")
+        session = await SessionClient.clone(c)
+        await session.ctl(f"res {args.n}")
         secret = args.secret_file or os.environ.get("BRASIL_SECRET_FILE")
         if secret:
             path = os.path.abspath(secret)  # noqa: ASYNC240 - a name, no disk
-            await c.write(ctl, f"env BRASIL_SECRET_FILE={path}\n")
+            await session.ctl(f"env BRASIL_SECRET_FILE={path}")
         cmd = shlex.join(python_argv("brasil.cli.main", "worker", "--at", target, "--slots",
                                      "1", "-q"))
-        await c.write(ctl, f"exec {cmd}\n")
+        await session.exec(cmd)
     finally:
         await c.close()
-    print(f"/csrv/local/{sid}: {args.n} workers for the scheduler at {target}; stop them with: "
-          f"brasil write /csrv/local/{sid}/ctl close")
+    print(f"/{session.path}: {args.n} workers for the scheduler at {target}; stop them with: "
+          f"brasil write /{session.file('ctl')} close")
     return 0
 
 

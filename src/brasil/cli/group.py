@@ -3,12 +3,13 @@
 The parallel tools are subcommands of `brasil` (not standalone names, which would shadow
 procps's `pgrep`): `brasil pgrep`, `brasil ptail -f`, and so on. Each takes `--where QUERY`
 (predicates joined by '/', as in query paths: `arch=x86_64/mem>=4G`, `name=n[1-3]`; default:
-every node) and does its work in the daemons, reduced in the tree (group/api.py).
+every node) and does its work in the daemons, reduced in the tree (client/group.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import sys
@@ -24,7 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_client_options(p)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("gread", help="read one file on many nodes, condensed in the tree",
                        description="Read PATH (relative to each node's local/: fs/etc/hosts, "
                        "status) on every node the query selects, reduced at every level of the "
@@ -91,7 +92,7 @@ COMMANDS = ("gread", "pgrep", "ptail", "pcp", "psync", "ptop")
 
 
 def print_groups(groups: list[dict[str, Any]]) -> None:
-    from ..group.run import fold
+    from ..client.run import fold
     for g in groups:
         print("-" * 15)
         print(f"{fold(g['nodes'])} ({g['count']})")
@@ -111,7 +112,7 @@ def print_errors(result: dict[str, Any]) -> int:
 
 def print_notes(path: str, problems: dict[str, str]) -> None:
     """ptail: the nodes lacking the file (followed once it appears) and other troubles."""
-    from ..group.run import fold
+    from ..client.run import fold
     missing = sorted(n for n, why in problems.items() if "No such file" in why)
     if missing:
         print(f"brasil ptail: {path}: no such file on {fold(missing)} (yet): following it "
@@ -122,7 +123,7 @@ def print_notes(path: str, problems: dict[str, str]) -> None:
 
 
 async def cmd(args: argparse.Namespace) -> int:
-    from ..group import api
+    from ..client import group as api
     from ..ninep.auth import dial
     c = await dial(args.at, args.secret_file)
     try:
@@ -167,7 +168,7 @@ async def cmd(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 0
         if args.command == "psync":
-            from ..group.run import fold
+            from ..client.run import fold
             done = await api.psync(c, args.source, args.dest, args.where)
             for path, sent in done:
                 print(f"{path}: {'sent to ' + fold(sorted(sent)) if sent else 'up to date'}")
@@ -184,7 +185,7 @@ async def pcp_with_progress(c: Any, args: argparse.Namespace) -> int:
     """pcp with a bar on a terminal (stderr), as scp shows one; quiet otherwise."""
     import os
 
-    from ..group import api
+    from ..client import group as api
     if not sys.stderr.isatty():
         return await api.pcp(c, args.source, args.dest, args.where)
     from rich.progress import (
@@ -195,7 +196,7 @@ async def pcp_with_progress(c: Any, args: argparse.Namespace) -> int:
         TransferSpeedColumn,
     )
     try:
-        size = os.path.getsize(args.source)
+        size = await asyncio.to_thread(os.path.getsize, args.source)
     except OSError:
         size = None
     with Progress("[bold]pcp", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -226,7 +227,7 @@ def show(result: dict[str, Any], as_json: bool) -> None:
     elif agg.startswith("py:"):
         print(json.dumps(result.get("value")))
     elif agg == "ls":
-        from ..group.run import fold
+        from ..client.run import fold
         everyone = set(result.get("nodes", []))
         for name, (nodes, is_dir) in sorted(result.get("names", {}).items()):
             where = "" if set(nodes) == everyone else f"  [{fold(sorted(nodes))}]"
@@ -244,7 +245,7 @@ async def ptop(c: Any, args: argparse.Namespace) -> int:
     from rich.live import Live
     from rich.table import Table
 
-    from ..group import api
+    from ..client import group as api
     from ..node.attrs import parse_status_line
 
     def table(lines: list[str]) -> Table:

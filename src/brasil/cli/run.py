@@ -1,4 +1,4 @@
-"""`brasil run`: a command on many nodes, as pdsh and clush run it (group/run.py)."""
+"""`brasil run`: a command on many nodes, as pdsh and clush run it (client/run.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ EPILOG = """examples:
   seq 100 | brasil run -n 4 --mux rr -- wc -l   lines dealt round-robin to 4 ranks"""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a command on many nodes (like pdsh/clush)",
                        description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,8 +60,13 @@ def command_text(words: list[str]) -> str:
     return words[0] if len(words) == 1 else shlex.join(words)
 
 
+def where_to_run(path: str | None) -> str:
+    """``-D DIR`` made absolute, or this shell's directory (as srun runs in its caller's)."""
+    return os.path.abspath(path) if path else os.getcwd()
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
-    from ..group.run import RunError, run
+    from ..client.run import RunError, run
     from ..ninep.auth import dial
     words = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not words:
@@ -77,7 +82,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--mux {' '.join(m)}: use rr, or hash F with F a field number")
         mux = " ".join(m)
     command = command_text(words)
-    workdir = os.path.abspath(args.dir) if args.dir else os.getcwd()
+    workdir = where_to_run(args.dir)
     c = await dial(args.at, args.secret_file)
     try:
         result = await run(c, command, n=args.n, nodeset=args.w, group=args.b,

@@ -52,13 +52,3 @@ def command_argv(cmd: str, path: str, direct: bool = True) -> list[str]:
     if not direct or any(c in SHELL_SYNTAX for c in cmd):
         return shell
     return [found, *words[1:]]
-
-
-def one_line(cmd: str) -> str:
-    """``cmd`` as one ``exec`` line of a ctl file (a newline there would end the command and
-    start another): a multi-line script becomes ``eval`` of its text, the newlines written as
-    ``printf %b`` escapes, so /bin/sh runs exactly what was written."""
-    if "\n" not in cmd:
-        return cmd
-    text = cmd.replace("\\", "\\\\").replace("\n", "\\n")
-    return f"eval \"$(printf '%b' {shlex.quote(text)})\""

@@ -54,17 +54,18 @@ import json.scanner
 import re
 from typing import TYPE_CHECKING, Any
 
+from ..client.group import KINDS
 from ..exec.pychild import SAFE_CWD, python_argv
 from ..exec.records import compile_regex
 from ..ninep.constants import OREAD
 from ..ninep.errors import NinepError
-from ..ninep.maybe import is_awaitable
-from ..ninep.synthetic import Handle, Node
+from ..ninep.synthetic import Dir, Handle, Node
+from .fanout import LOST, Query, QueryService, exchange, settled
 
 if TYPE_CHECKING:
-    from .query import Query, QueryService
+    from ..node.daemon import Node as Machine
+    from ..tree.registry import Child
 
-KINDS = ("concat", "equiv", "sha256", "sum", "min", "max", "mean", "count", "ls")
 MAX_CONTENT = 8 << 20  # a node's file, for the kinds that carry content (concat, equiv, py:)
 CONTENT_KINDS = ("concat", "equiv")
 NUMERIC_KINDS = ("sum", "min", "max", "mean", "count")
@@ -126,14 +127,13 @@ def check_path(path: str, empty: bool = False) -> list[str]:
     return parts
 
 
-async def walk_local(node: Any, path: str) -> Node:
-    d = node.local
+async def walk_local(node: Machine, path: str) -> Node:
+    d: Node = node.local
     for name in check_path(path, empty=True):
-        if not d.is_dir:
+        if not isinstance(d, Dir):
             raise NinepError(f"{path}: not a directory on the way")
-        nxt = d.walk(name)
-        d = await nxt if is_awaitable(nxt) else nxt
-    return d  # type: ignore[no-any-return]
+        d = await settled(d.walk(name))
+    return d
 
 
 def mib(n: int) -> str:
@@ -147,7 +147,7 @@ def too_big(path: str, agg: str, size: int, node: str) -> NinepError:
         f"on the node itself (/csrv/query/name={node}/{node}/local/{path})")
 
 
-async def read_local(node: Any, path: str, agg: str = "concat", grep: str | None = None
+async def read_local(node: Machine, path: str, agg: str = "concat", grep: str | None = None
                      ) -> tuple[bytes | Columns, int]:
     """The file's content, read in chunks: for ``sha256`` its digest in hex, computed as it is
     read (any size); for the numeric kinds its columns, parsed as it is read (any size); else
@@ -158,20 +158,17 @@ async def read_local(node: Any, path: str, agg: str = "concat", grep: str | None
         raise NinepError(f"{path}: is a directory")
     limit = MAX_CONTENT if agg not in NUMERIC_KINDS and agg != "sha256" else None
     if limit is not None:
-        st = f.stat()
-        st = await st if is_awaitable(st) else st
+        st = await settled(f.stat())
         if st.length > limit:
             raise too_big(path, agg, st.length, node.name)
-    h = f.open(OREAD)
-    h = await h if is_awaitable(h) else h
+    h = await settled(f.open(OREAD))
     chunks: list[bytes] = []
     sha = hashlib.sha256() if agg == "sha256" else None
     cols = Columns(grep) if agg in NUMERIC_KINDS else None
     at = 0
     try:
         while True:
-            chunk = h.read(at, CHUNK)
-            chunk = await chunk if is_awaitable(chunk) else chunk
+            chunk = await settled(h.read(at, CHUNK))
             if not chunk:
                 break
             at += len(chunk)
@@ -184,9 +181,7 @@ async def read_local(node: Any, path: str, agg: str = "concat", grep: str | None
                 if limit is not None and at > limit:  # it grew since its stat
                     raise too_big(path, agg, at, node.name)
     finally:
-        r = h.clunk()
-        if is_awaitable(r):
-            await r
+        await settled(h.clunk())
     if sha is not None:
         return sha.hexdigest().encode(), at
     if cols is not None:
@@ -263,13 +258,13 @@ class Columns:
             c[3] = max(c[3], v)
 
 
-async def list_local(node: Any, path: str) -> dict[str, bool]:
+async def list_local(node: Machine, path: str) -> dict[str, bool]:
     d = await walk_local(node, path)
-    if not d.is_dir:
+    if not isinstance(d, Dir):
         raise NinepError(f"{path}: not a directory")
-    kids = d.children()
-    kids = await kids if is_awaitable(kids) else kids
-    return {k.name: bool(k.is_dir or (k.stat().mode & 0x80000000)) for k in kids}
+    kids = await settled(d.children())
+    return {k.name: bool(k.is_dir or ((await settled(k.stat())).mode & 0x80000000))
+            for k in kids}
 
 
 # ---- reductions: a leaf's partial, and merging two ----
@@ -396,30 +391,28 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
                 merge(result, leaf(agg, name, hashlib.sha256(data).hexdigest().encode()
                                    if agg == "sha256" else data, req.get("grep"), len(data)))
             else:
-                data, size = await read_local(s.node, path, agg, req.get("grep"))
-                if req.get("grep") is not None and isinstance(data, bytes) and \
-                        len(data) > BIG_GREP:  # up to MAX_CONTENT of lines: not on the loop
-                    merge(result, await asyncio.to_thread(leaf, agg, name, data,
+                read, size = await read_local(s.node, path, agg, req.get("grep"))
+                if req.get("grep") is not None and isinstance(read, bytes) and \
+                        len(read) > BIG_GREP:  # up to MAX_CONTENT of lines: not on the loop
+                    merge(result, await asyncio.to_thread(leaf, agg, name, read,
                                                           req.get("grep"), size))
                 else:
-                    merge(result, leaf(agg, name, data, req.get("grep"), size))
+                    merge(result, leaf(agg, name, read, req.get("grep"), size))
         except NinepError as e:
             result["errors"][name] = e.message
 
-    async def child(c: Any) -> tuple[int, dict[str, Any]]:
-        try:
-            from .query import exchange
-            data = await exchange(await s.ask(c, q, "gread"), json.dumps(req).encode())
-            return len(data), await loads(data)
-        except (TimeoutError, NinepError, ConnectionError, ValueError) as e:
-            lost = empty(agg)
-            below = [ln.split()[0] for ln in c.status if ln.split()] or [c.name]
-            for n in below:
-                lost["errors"][n] = f"lost while reading: node {c.name} ({e})" if n == c.name \
-                    else f"lost while reading: through node {c.name}"
-            return 0, lost
-    for size, part in await asyncio.gather(*(child(c) for c in s.children()
-                                             if s.may_match(c, q))):
+    async def child(c: Child) -> tuple[int, dict[str, Any]]:
+        data = await exchange(await s.ask(c, q, "gread"), json.dumps(req).encode())
+        return len(data), await loads(data)
+
+    def lost(c: Child, e: Exception) -> tuple[int, dict[str, Any]]:
+        part = empty(agg)
+        below = [ln.split()[0] for ln in c.status if ln.split()] or [c.name]
+        for n in below:
+            part["errors"][n] = f"lost while reading: node {c.name} ({e})" if n == c.name \
+                else f"lost while reading: through node {c.name}"
+        return 0, part
+    for size, part in await s.gather(q, child, lost, (*LOST, ValueError)):
         result["received"] += size
         result["received_total"] += size
         merge(result, bounded(result, part, name))
@@ -467,28 +460,6 @@ def bounded(result: dict[str, Any], part: dict[str, Any], here: str) -> dict[str
     return part
 
 
-def final(result: dict[str, Any]) -> dict[str, Any]:
-    """What the root's partial means, for people: means, sorted groups."""
-    agg = result["agg"]
-    if agg in ("sum", "min", "max", "mean", "count"):
-        cols = result.get("columns", [])
-        key = {"sum": 1, "min": 2, "max": 3}.get(agg)
-        if agg == "count":
-            result["value"] = {"nodes": len(result["nodes"]), "lines": result.get("lines", 0)}
-        elif agg == "mean":
-            result["value"] = [c[1] / c[0] if c[0] else None for c in cols]
-        else:
-            result["value"] = [c[key] if c[0] else None for c in cols]
-    elif agg in ("equiv", "sha256"):
-        for g in result.get("groups", []):
-            g["nodes"] = sorted(g["nodes"])
-            g["count"] = len(g["nodes"])
-        result.get("groups", []).sort(key=lambda g: (-g["count"], g["nodes"][:1]))
-    elif agg.startswith("py:"):
-        result["value"] = result.get("values", [None])[0] if result.get("values") else None
-    return result
-
-
 async def dumps(obj: Any) -> bytes:
     """JSON of a partial. A big one is made on a thread by the pure-Python encoder, which hands
     the GIL back between strings (the C encoder would hold it for the whole document), so the
@@ -510,6 +481,7 @@ async def loads(data: bytes) -> Any:
 
     def parse() -> Any:
         dec = json.JSONDecoder()
+        # JSONDecoder sets scan_once in __init__; typeshed's stub does not declare it
         dec.scan_once = json.scanner.py_make_scanner(dec)  # type: ignore[attr-defined]
         return dec.decode(data.decode())
     return await asyncio.to_thread(parse)

@@ -17,25 +17,28 @@ parallel, and merges; so the answer costs one round trip per level. In a query d
 - ``gread``: a group read, reduced at every level (``group/gread.py``);
 - ``follow/PATH``, ``pcp/PATH``, ``merge/PATH``, ``deepmerge/PATH``: the parallel tools' views
   (``group/views.py``).
+
+This module is the directory on top; the fan-out it and the files share (which children to ask,
+asking them) is ``group/fanout.py``, below it. :func:`serve_queries` is its one mount point.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import errno
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from ..ninep.client import File
-from ..ninep.constants import ORDWR, OREAD
+from ..client.group import FILES, control_result
 from ..ninep.ctl import excerpt
-from ..ninep.errors import Enotfound, NinepError
-from ..ninep.maybe import is_awaitable
+from ..ninep.errors import NinepError
 from ..ninep.synthetic import BytesHandle, Dir, GeneratedFile, Handle, Node
-from ..node.attrs import PRED, Filter, format_attrs, parse_status_line
+from ..node.attrs import PRED, Filter, format_attrs
 from ..node.session_files import SessionCtl
 from ..tree.remote import Listed
+from . import gread, views
+from .fanout import Query, QueryService, exchange, settled
 
 if TYPE_CHECKING:
     from ..tree.daemon import Daemon
@@ -43,80 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("brasil.query")
 
-SESSION_KEYS = {"user", "state", "command", "session"}
-FILES = ("status", "ctl", "clone", "gread", "follow", "pcp", "merge", "deepmerge")
-CHILD_TIMEOUT = 30.0
 FORMS = ("predicates are KEY=VALUE, KEY!=VALUE, KEY>=N, KEY<=N, KEY>N or KEY<N, joined by '/' "
          "(name=n[1-3], arch=x86_64/mem>=4G)")
-
-
-class Query:
-    """A parsed query path: its node predicates and its session predicates."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        f = Filter.parse(text)
-        self.nodes = Filter(p for p in f.preds if p.key not in SESSION_KEYS)
-        self.sessions = Filter(p for p in f.preds if p.key in SESSION_KEYS)
-
-    @property
-    def parts(self) -> list[str]:
-        return [p for p in self.text.split("/") if p]
-
-    def __str__(self) -> str:
-        return self.text
-
-
-class QueryService:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.node = daemon.node
-        self.last: dict[str, str] = {}  # the last aggregated ctl result, by query
-        self.node.csrv.add("query", QueryDir(self, Query("")))
-
-    # ---- here ----
-
-    def sessions(self, q: Query) -> list[Any]:
-        """This node's sessions a query selects (those made for a neighbour are its origin's)."""
-        if not q.sessions or not q.nodes.matches(self.node.attrs()):
-            return []
-        return [s for s in list(self.node.sessions.values())
-                if s.came_from is None and q.sessions.matches(s.attrs())]
-
-    def matches_here(self, q: Query) -> bool:
-        if not q.nodes.matches(self.node.attrs()):
-            return False
-        return not q.sessions or bool(self.sessions(q))
-
-    def known(self) -> set[str]:
-        return self.node.known_attrs() | SESSION_KEYS
-
-    # ---- the children ----
-
-    def children(self) -> list[Child]:
-        return [c for c in self.daemon.children.by_name.values() if not c.gone]
-
-    def may_match(self, child: Child, q: Query) -> bool:
-        """Whether the child's subtree could hold a match (from its last status report: a
-        subtree whose report says no node matches is not asked at all)."""
-        if not child.status:
-            return True
-        return any(q.nodes.matches(parse_status_line(ln)) for ln in child.status)
-
-    def child_holding(self, name: str) -> Child | None:
-        for c in self.children():
-            if any(ln.split()[:1] == [name] for ln in c.status):
-                return c
-        return None
-
-    async def ask(self, child: Child, q: Query, *names: str) -> Any:
-        """The child's node at ``query/<q>/<names…>``, through its mount."""
-        qids, node = await asyncio.wait_for(
-            child.mount.walk_path(["query", *q.parts, *names]), CHILD_TIMEOUT)
-        if node is None:
-            raise NinepError(f"{child.name}: {'/'.join(['query', *q.parts, *names])}: "
-                             "file does not exist", errno.ENOENT)
-        return node
 
 
 class QueryDir(Dir):
@@ -138,22 +69,17 @@ class QueryDir(Dir):
             return self.adopt(QueryDir(s, q))
         if name in FILES:
             return self.adopt(make_file(name, s, self.q))
-        if name == s.node.name:
-            if not s.matches_here(self.q):
-                raise NinepError(*Enotfound)
-            return s.node.csrv
-        child = s.child_holding(name)
-        if child is None and (name in s.known() or any(ch in name for ch in "=<>!")):
+        if name != s.node.name and s.child_holding(name) is None and (
+                name in s.known() or any(ch in name for ch in "=<>!")):
             raise NinepError(f"{name!r} is not a predicate (nor a file here, nor a node); "
                              f"{FORMS}", errno.EINVAL)
-        if child is None or not s.may_match(child, self.q):
-            raise NinepError(*Enotfound)
-        return self._through(child, name)
+        node = s.node_csrv(self.q, name)
+        return node if isinstance(node, Node) else self._adopted(node)
 
-    async def _through(self, child: Child, name: str) -> Node:
-        node = await self.service.ask(child, self.q, name)
-        node.parent = self
-        return node  # type: ignore[no-any-return]
+    async def _adopted(self, node: Awaitable[Node]) -> Node:
+        got = await node  # a descendant's /csrv, through the child holding it
+        got.parent = self
+        return got
 
     def children(self) -> Any:
         return self._children()
@@ -162,25 +88,23 @@ class QueryDir(Dir):
         s = self.service
         out: list[Node] = [self.adopt(make_file(n, s, self.q)) for n in FILES]
         if s.matches_here(self.q):  # this node: an entry named after it, leading to its /csrv
-            out.append(Listed(dataclasses.replace(s.node.csrv.stat(), name=s.node.name)))
+            out.append(Listed(dataclasses.replace(await settled(s.node.csrv.stat()),
+                                                  name=s.node.name)))
 
         async def listing(c: Child) -> list[Node]:
-            try:
-                d = await s.ask(c, self.q)
-                kids = d.children()
-                kids = await kids if is_awaitable(kids) else kids
-                return [k for k in kids if k.name not in FILES]
-            except (TimeoutError, NinepError, ConnectionError) as e:
-                log.info("query %s: child %s: %s", self.q, c.name, e)
-                return []
-        for kids in await asyncio.gather(*(listing(c) for c in s.children()
-                                           if s.may_match(c, self.q))):
+            d = await s.ask(c, self.q)
+            kids = list(await settled(d.children())) if isinstance(d, Dir) else []
+            return [k for k in kids if k.name not in FILES]
+
+        def lost(c: Child, e: Exception) -> list[Node]:
+            log.info("query %s: child %s: %s", self.q, c.name, e)
+            return []
+        for kids in await s.gather(self.q, listing, lost):
             out += kids
         return out
 
 
 def make_file(name: str, s: QueryService, q: Query) -> Node:
-    from . import gread, views
     if name == "status":
         node: Node = GeneratedFile(lambda: status_text(s, q))
     elif name == "ctl":
@@ -208,44 +132,13 @@ async def status_text(s: QueryService, q: Query) -> str:
         lines.append(s.node.status_line())
 
     async def child_lines(c: Child) -> list[str]:
-        try:
-            return (await exchange(await s.ask(c, q, "status"))).decode().splitlines()
-        except (TimeoutError, NinepError, ConnectionError) as e:
-            return [f"{c.name} lost: {e}"]
-    for more in await asyncio.gather(*(child_lines(c) for c in s.children()
-                                       if s.may_match(c, q))):
+        return (await exchange(await s.ask(c, q, "status"))).decode().splitlines()
+
+    def lost(c: Child, e: Exception) -> list[str]:
+        return [f"{c.name} lost: {e}"]
+    for more in await s.gather(q, child_lines, lost):
         lines += more
     return "".join(ln + "\n" for ln in lines)
-
-
-async def exchange(node: Node, request: bytes | None = None, read_anyway: bool = False) -> bytes:
-    """Open ``node`` (here, or a child's through its mount), write ``request`` if any, read all
-    of the answer, close: how a node asks its children for their part. With ``read_anyway``,
-    a write that fails is answered by reading all the same (a ctl's result says what failed)."""
-    h = node.open(OREAD if request is None else ORDWR)
-    h = await h if is_awaitable(h) else h
-    chunks, at = [], 0
-    try:
-        if request is not None:
-            try:
-                w = h.write(0, request)
-                if is_awaitable(w):
-                    await w
-            except NinepError:
-                if not read_anyway:
-                    raise
-        while True:
-            chunk = h.read(at, 1 << 20)
-            chunk = await chunk if is_awaitable(chunk) else chunk
-            if not chunk:
-                break
-            chunks.append(chunk)
-            at += len(chunk)
-    finally:
-        r = h.clunk()
-        if is_awaitable(r):
-            asyncio.ensure_future(r)
-    return b"".join(chunks)
 
 
 # ---- aggregated control ----
@@ -279,7 +172,7 @@ class QueryCtlHandle(Handle):
             lines = [ln.strip() for ln in data.decode().splitlines() if ln.strip()]
         except UnicodeDecodeError:
             raise NinepError("ctl commands must be UTF-8 text", errno.EINVAL) from None
-        ok, failed = 0, []
+        ok, failed = 0, list[str]()
         for line in lines:
             k, f = await control(self.node.s, self.node.q, line)
             ok, failed = ok + k, failed + f
@@ -299,28 +192,18 @@ async def control(s: QueryService, q: Query, line: str) -> tuple[int, list[str]]
                                                    if x.came_from is None and
                                                    q.nodes.matches(s.node.attrs())]:
         try:
-            r = SessionCtl(sess).execute(line)
-            if is_awaitable(r):
-                await r
+            await settled(SessionCtl(sess).execute(line))
             ok += 1
         except NinepError as e:
             failed.append(f"{s.node.name}/{sess.path}: {excerpt(e.message, 200)}")
 
     async def child(c: Child) -> tuple[int, list[str]]:
-        try:
-            text = await exchange(await s.ask(c, q, "ctl"), (line + "\n").encode(),
-                                  read_anyway=True)
-        except (TimeoutError, NinepError, ConnectionError) as e:
-            return 0, [f"{c.name}: lost ({e})"]
-        k, more = 0, []
-        for ln in text.decode().splitlines():
-            if ln.startswith("ok "):
-                k = int(ln.split()[1])
-            elif ln.startswith("failed "):
-                more.append(ln[7:])
-        return k, more
-    for k, more in await asyncio.gather(*(child(c) for c in s.children()
-                                          if s.may_match(c, q))):
+        text = await exchange(await s.ask(c, q, "ctl"), (line + "\n").encode(), read_anyway=True)
+        return control_result(text.decode())
+
+    def lost(c: Child, e: Exception) -> tuple[int, list[str]]:
+        return 0, [f"{c.name}: lost ({e})"]
+    for k, more in await s.gather(q, child, lost):
         ok += k
         failed += more
     return ok, failed
@@ -346,7 +229,9 @@ class QueryClone(Node):
 
 def serve_queries(daemon: Daemon) -> QueryService:
     """Plug ``/csrv/query`` into a daemon's namespace (what ``brasil serve`` composes)."""
-    return QueryService(daemon)
+    service = QueryService(daemon)
+    daemon.node.csrv.add("query", QueryDir(service, Query("")))
+    return service
 
 
-__all__ = ["Query", "QueryService", "serve_queries", "File"]
+__all__ = ["Query", "QueryService", "serve_queries"]

@@ -31,17 +31,17 @@ from typing import TYPE_CHECKING, Any
 from ..exec.records import NEWLINE
 from ..ninep.constants import OWRITE
 from ..ninep.errors import Enotfound, NinepError
-from ..ninep.maybe import is_awaitable
 from ..ninep.stream import Stream
 from ..ninep.synthetic import Dir, Handle, Node
 from ..node.exportfs import Export
 from ..node.io import Aggregator, Output
 from ..tree.delegation import RemoteReader
 from ..tree.remote import Listed, Remote
+from .fanout import settled
 from .gread import check_path, partial
 
 if TYPE_CHECKING:
-    from .query import Query, QueryService
+    from .fanout import Query, QueryService
 
 POLL = 0.2  # how often a followed file is looked at
 PIECE = 256 << 10  # a followed file is read this much at a time, as the reader takes it
@@ -136,12 +136,12 @@ class FollowStream:
             sources.append(Output(stream, f"follow {path}"))
             prefixes.append(f"{s.node.name}: ".encode())
         self.children = []
-        for c in s.children():
-            if s.may_match(c, q):
-                reader = ChildFollow(c, q, req)
-                self.children.append(reader)
-                sources.append(Output(reader, f"follow via {c.name}"))  # type: ignore[arg-type]
-                prefixes.append(b"")
+        for c in s.matching(q):
+            reader = ChildFollow(c, q, req)
+            self.children.append(reader)
+            # Output is typed for a Stream; a remote reader is read the same way (node/io.py)
+            sources.append(Output(reader, f"follow via {c.name}"))  # type: ignore[arg-type]
+            prefixes.append(b"")
         self.agg = Aggregator(sources, NEWLINE, s.node.output_limit, prefixes=prefixes)
 
     def write(self, data: bytes) -> Any:
@@ -231,9 +231,7 @@ async def tail(export: Export, rel: tuple[str, ...], out: Stream, lines: int = 0
                 if not data:
                     break
                 pos += len(data)
-                r = out.write(data)
-                if is_awaitable(r):
-                    await r  # the reader's pace
+                await settled(out.write(data))  # the reader's pace
         except NinepError:  # the reader is gone
             return
         except OSError:  # unreadable for now: tried again
@@ -264,7 +262,7 @@ class PcpWriter:
         self.final = self.tmp = ""  # names in it
         self.dirs: list[str] = []  # nodes (ours and below) where the destination is a directory
         self.errors: list[str] = []
-        self.children = [c for c in s.children() if s.may_match(c, q)]
+        self.children = s.matching(q)
         self.files: list[Any] = [None] * len(self.children)
         if s.matches_here(q):
             self._open()
@@ -462,11 +460,9 @@ class PerNode(Dir):
         return self._children()
 
     async def _children(self) -> list[Node]:
-        out = []
+        out: list[Node] = []
         for n in self.nodes:
-            d = await self._resolve(n)
-            st = d.stat()
-            st = await st if is_awaitable(st) else st
+            st = await settled((await self._resolve(n)).stat())
             out.append(Listed(dataclasses.replace(st, name=n)))
         return out
 
@@ -476,17 +472,15 @@ class PerNode(Dir):
         return self._resolve(name)
 
     async def _resolve(self, name: str) -> Node:
-        from .query import QueryDir
-        d: Any = QueryDir(self.s, self.q).walk(name)  # that node's /csrv, through the tree
-        d = await d if is_awaitable(d) else d
+        d: Node | None = await settled(self.s.node_csrv(self.q, name))  # through the tree
         names = ["local", *self.path.split("/")]
-        if hasattr(d, "walk_path"):
-            _, d = await d.walk_path(names)
-            if d is None:
-                raise NinepError(*Enotfound)
+        walk_path = getattr(d, "walk_path", None)  # a remote directory: one walk for them all
+        if walk_path is not None:
+            _, d = await walk_path(names)
         else:
             for part in names:
-                d = d.walk(part)
-                d = await d if is_awaitable(d) else d
+                d = await settled(d.walk(part)) if isinstance(d, Dir) else None
+        if d is None:
+            raise NinepError(*Enotfound)
         d.parent = self
-        return d  # type: ignore[no-any-return]
+        return d

@@ -26,8 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..client.session import LOCAL, SessionClient
 from ..exec.chain import MARK, describe_status, fault
-from ..exec.command import one_line
 from ..exec.pychild import python_argv
 from ..ninep.auth import dial
 from ..ninep.client import Client
@@ -37,7 +37,6 @@ from .local import PipelineFailed, Stats
 from .plan import Plan, PlanError, Segment
 
 TAIL_LINES = 5
-L = "csrv/local"
 
 
 @dataclass
@@ -78,8 +77,8 @@ class RemoteRun:
         self.screen = screen  # a status line, taken off the terminal around every write
         self.plan = plan
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
-        self.sids: list[str] = []  # by segment
-        self.made: list[str] = []  # every session we made
+        self.sessions: list[SessionClient] = []  # by segment
+        self.made: list[SessionClient] = []  # every session we made
         self.copies = [[RemoteCopy(s, i) for i in range(s.copies)] for s in plan.segments]
         self.stats = [Stats(copies=s.copies, running=s.copies) for s in plan.segments]
         self.failure: PipelineFailed | None = None
@@ -89,14 +88,15 @@ class RemoteRun:
                 raise PlanError("keep (input order) runs on this machine only for now: run "
                                 "with --local, or drop keep")
 
-    async def ctl(self, path: str, *lines: str) -> None:
-        await self.c.write(f"{L}/{path}/ctl", "".join(ln + "\n" for ln in lines))
+    def copy(self, seg: int, copy: int) -> SessionClient:
+        """A copy of a segment: its session's sub-session."""
+        return self.sessions[seg].sub(copy)
 
     # ---- setting up ----
 
-    async def _session(self, seg: Segment) -> str:
-        sid = (await self.c.read(f"{L}/clone")).decode().strip()
-        self.made.append(sid)  # closed at the end whatever happens
+    async def _session(self, seg: Segment) -> SessionClient:
+        session = await SessionClient.clone(self.c)
+        self.made.append(session)  # closed at the end whatever happens
         fed_by_fanout = seg.index > 0 and self.plan.edges[seg.index - 1].mode == "balance"
         lines = [f"env {k}={v}" for k, v in self.plan.env.items() if "\n" not in v]
         lines.append(f"dir {os.getcwd()}")  # as srun: where the shell is (`cd` moves it)
@@ -105,26 +105,24 @@ class RemoteRun:
         if fed_by_fanout:
             lines.append("lazy on")
         try:
-            await self.ctl(sid, *lines, f"res {seg.copies}")
+            await session.ctl(*lines, f"res {seg.copies}")
         except NinepError as e:
             raise PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}`: cannot reserve "
                                  f"{seg.copies} slot(s): {e.message}", 1) from None
-        return sid
+        return session
 
     async def reserve(self) -> None:
-        self.sids = []
-        sids = await asyncio.gather(*(self._session(s) for s in self.plan.segments),
+        self.sessions = []
+        made = await asyncio.gather(*(self._session(s) for s in self.plan.segments),
                                     return_exceptions=True)
-        errors = [r for r in sids if isinstance(r, BaseException)]
-        self.sids = [r for r in sids if isinstance(r, str)]
+        errors = [r for r in made if isinstance(r, BaseException)]
+        self.sessions = [r for r in made if isinstance(r, SessionClient)]
         if errors:
             raise errors[0]
-        for seg, sid in zip(self.plan.segments, self.sids):
-            text = (await self.c.read(f"{L}/{sid}/status")).decode()
-            for line in text.splitlines():
-                w = line.split()
-                if w and w[0].isdigit() and int(w[0]) < seg.copies:
-                    self.copies[seg.index][int(w[0])].node = w[1]
+        for seg, session in zip(self.plan.segments, self.sessions):
+            for rank, node in (await session.nodes()).items():
+                if rank < seg.copies:
+                    self.copies[seg.index][rank].node = node
 
     def where(self) -> dict[int, list[str]]:
         out = {}
@@ -136,17 +134,15 @@ class RemoteRun:
         return out
 
     async def _data_address(self, seg: int, copy: int) -> str:
-        line = (await self.c.read(f"{L}/{self.sids[seg]}/{copy}/ctl")).decode()
-        for part in line.split(";"):
-            w = part.split()
-            if len(w) == 2 and w[0] == "data":
-                return w[1]
+        addr = await self.copy(seg, copy).data_address()
+        if addr is not None:
+            return addr
         raise PipelineFailed(f"push: {self.copies[seg][copy].label()}: its node has no data "
                              "endpoint", 1)
 
     async def wire(self) -> None:
         """Every edge's routes: gathers on the destinations first, then the scatters."""
-        scatters: list[tuple[str, str]] = []
+        scatters: list[tuple[SessionClient, str]] = []
         for e in self.plan.edges:
             rs = shlex.quote(str(e.rs))
             for r in e.routes:
@@ -154,21 +150,20 @@ class RemoteRun:
                 for d in r.dests:
                     token = os.urandom(16).hex()
                     addr = await self._data_address(e.downstream, d)
-                    await self.ctl(f"{self.sids[e.downstream]}/{d}",
-                                   f"gather {len(r.sources)} {token} {rs}")
+                    await self.copy(e.downstream, d).ctl(f"gather {len(r.sources)} {token} {rs}")
                     dests.append(f"{token}@{addr}")
                 mode = {"balance": "balance", "merge": "one",
                         "hash": f"hash {shlex.quote(str(e.key))}"}[e.mode]
                 for s in r.sources:
-                    scatters.append((f"{self.sids[e.upstream]}/{s}",
+                    scatters.append((self.copy(e.upstream, s),
                                      f"scatter {mode} {rs} {' '.join(dests)}"))
-        await asyncio.gather(*(self.ctl(path, line) for path, line in scatters))
+        await asyncio.gather(*(copy.ctl(line) for copy, line in scatters))
 
     # ---- running ----
 
     async def _stdin(self) -> None:
         loop = asyncio.get_running_loop()
-        async with await self.c.open(f"{L}/{self.sids[0]}/stdio", OWRITE) as f:
+        async with await self.sessions[0].open("stdio", OWRITE) as f:
             if os.isatty(self.stdin):
                 return  # a terminal is not a pipeline's input: end of file at once
             while True:
@@ -180,7 +175,7 @@ class RemoteRun:
 
     async def _stdout(self) -> None:
         loop = asyncio.get_running_loop()
-        async with await self.c.open(f"{L}/{self.sids[-1]}/stdio") as f:
+        async with await self.sessions[-1].open("stdio") as f:
             while True:
                 data = await f.read()
                 if not data:
@@ -194,7 +189,7 @@ class RemoteRun:
     async def _stderr(self, c: RemoteCopy) -> None:
         rest = b""
         try:
-            async with await self.c.open(f"{L}/{self.sids[c.seg.index]}/{c.index}/stderr") as f:
+            async with await self.copy(c.seg.index, c.index).open("stderr") as f:
                 while True:
                     data = await f.read()
                     if not data:
@@ -230,7 +225,7 @@ class RemoteRun:
 
     async def _wait(self, c: RemoteCopy) -> None:
         try:
-            text = (await self.c.read(f"{L}/{self.sids[c.seg.index]}/{c.index}/wait")).decode()
+            text = await self.copy(c.seg.index, c.index).wait()
             words = text.split()
             if len(words) >= 2 and words[1].lstrip("-").isdigit():
                 c.status = int(words[1])
@@ -275,11 +270,11 @@ class RemoteRun:
             await asyncio.sleep(0.5)
 
     async def kill(self) -> None:
-        await asyncio.gather(*(self._quiet(self.ctl(sid, "kill KILL")) for sid in self.made))
+        await asyncio.gather(*(self._quiet(s.kill("KILL")) for s in self.made))
 
     async def close(self) -> None:
         made, self.made = self.made, []
-        await asyncio.gather(*(self._quiet(self.ctl(sid, "close")) for sid in made))
+        await asyncio.gather(*(s.close() for s in made))
 
     @staticmethod
     async def _quiet(coro: Any) -> None:
@@ -298,9 +293,9 @@ class RemoteRun:
                 lost = "lost" in str(e) or "closed" in str(e)
                 raise PipelineFailed(f"push: the pipeline could not be set up: {e}" + (
                     " (a node was lost meanwhile)" if lost else ""), 1) from None
-            for seg, sid in zip(self.plan.segments, self.sids):
+            for seg, session in zip(self.plan.segments, self.sessions):
                 try:
-                    await self.ctl(sid, f"exec {one_line(chain_command(seg))}")
+                    await session.exec(chain_command(seg))
                 except NinepError as e:
                     status = 127 if "not found" in e.message or "no such" in e.message else 126
                     raise PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}` cannot "
@@ -316,7 +311,8 @@ class RemoteRun:
                                         return_exceptions=True)
             failed = asyncio.ensure_future(self.done.wait())
             tasks += [failed, everything]  # for Ctrl-C's cleanup below
-            await asyncio.wait([everything, failed], return_when=asyncio.FIRST_COMPLETED)
+            either: list[asyncio.Future[Any]] = [everything, failed]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if self.failure is not None:
                 await self.kill()
             for t in tasks:
@@ -358,7 +354,7 @@ class RemoteEngine:
 
     def default_copies(self) -> int:
         """A share of the free slots: the stages of a pipeline run at once."""
-        text = self.loop.run_until_complete(self._client().read(f"{L}/status")).decode()
+        text = self.loop.run_until_complete(self._client().read(f"{LOCAL}/status")).decode()
         total = text.splitlines()[-1].split()
         free = int(total[2]) if len(total) > 2 and total[2].isdigit() else 1
         return max(1, (free - 2) // 3)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..client.session import LOCAL, SessionClient, exec_line
 from ..ninep.client import File
 from ..ninep.constants import ORDWR, OREAD, OWRITE
 from ..ninep.errors import NinepError
@@ -80,6 +81,7 @@ class RemoteSink:
         self.fid: int | None = None
         self.opening: asyncio.Future[int] | None = None
         self.closed = False
+        self.closing: asyncio.Future[None] | None = None
         self.inflight = 0  # bytes written and not yet acknowledged (how busy it is)
 
     def write(self, data: bytes) -> Any:
@@ -112,7 +114,7 @@ class RemoteSink:
         if self.closed:
             return
         self.closed = True
-        asyncio.ensure_future(self._close())
+        self.closing = asyncio.ensure_future(self._close())  # held: the clunk must be sent
 
     async def _close(self) -> None:
         try:
@@ -132,25 +134,25 @@ class Delegation:
 
     def __init__(self, neighbor: str, remote: Remote, sid: str, count: int, first: int,
                  path: str, ctl: File | None = None) -> None:
-        self.ctl_file = ctl
+        self.session = SessionClient(remote.client, f"{LOCAL}/{sid}", ctl)
         self.neighbor = neighbor  # a child's name, or "parent"
         self.remote = remote
         self.sid = sid
         self.count = count
         self.first = first
         self.path = path  # our session's path, for messages
-        self.base = f"csrv/local/{sid}"
+        self.base = self.session.path
         self.running = False
         self.lost = ""
         self.wait_result: list[str] | None = None
         self.waiter: asyncio.Task[None] | None = None
         self.on_done: list[Any] = []
 
-    async def ctl(self, text: str) -> None:
-        if self.ctl_file is None:
-            self.ctl_file = await self.remote.client.open(f"{self.base}/ctl", ORDWR)
+    async def ctl(self, *lines: str) -> None:
+        """ctl lines, in one write, through the ctl held open for the session's whole life."""
+        await self.session.hold(ORDWR)
         try:
-            await self.ctl_file.write(text.encode(), 0)
+            await self.session.ctl(*lines)
         except ConnectionError:
             self.remote.lost = True
             raise NinepError(f"{self.remote.label}: connection lost") from None
@@ -158,21 +160,21 @@ class Delegation:
     async def tell(self, text: str) -> None:
         """A ctl line whose answer nobody waits for (a lost neighbour is noticed elsewhere)."""
         try:
-            await self.ctl(text + "\n")
+            await self.ctl(text)
         except (NinepError, ConnectionError):
             pass
 
     async def exec(self, cmd: str, env: dict[str, str], setup: list[str]) -> None:
         """One ctl write: our session's env, mux and rs there, then the command."""
         lines = [f"env {k}={v}" for k, v in env.items() if "\n" not in k + v]
-        await self.ctl("".join(ln + "\n" for ln in lines + setup + [f"exec {cmd}"]))
+        await self.ctl(*lines, *setup, exec_line(cmd))
         self.running = True
         self.wait_result = None
         self.waiter = asyncio.ensure_future(self._wait())
 
     async def _wait(self) -> None:
         try:
-            text = (await self.remote.client.read(f"{self.base}/wait")).decode()
+            text = await self.session.wait()
             self.wait_result = [self._renumber(ln) for ln in text.splitlines() if ln]
         except (NinepError, ConnectionError) as e:
             self.mark_lost(str(e))
@@ -208,7 +210,7 @@ class Delegation:
         if self.lost:
             return self.lost_lines("status")
         try:
-            text = (await self.remote.client.read(f"{self.base}/status")).decode()
+            text = await self.session.read("status")
         except (NinepError, ConnectionError) as e:
             self.mark_lost(str(e))
             return self.lost_lines("status")
@@ -223,6 +225,7 @@ class Delegation:
 
     def output(self, fd: int, label: str) -> Output:
         name = "stdio" if fd == 1 else "stderr"
+        # Output is typed for a Stream; RemoteReader is read the same way (node/io.py's to widen)
         return Output(RemoteReader(self.remote, f"{self.base}/{name}", self.mark_lost), label)  # type: ignore[arg-type]
 
     def input(self) -> RemoteSink:
@@ -237,17 +240,15 @@ class Delegation:
 
     async def kill(self, sig: int) -> None:
         if not self.lost:
-            await self.ctl(f"kill {sig}\n")
+            await self.ctl(f"kill {sig}")
 
     async def close(self) -> None:
         if not self.lost:
             try:
-                await self.ctl("close\n")
+                await self.ctl("close")
             except (NinepError, ConnectionError):
                 pass
-        if self.ctl_file is not None:
-            self.ctl_file.forget()
-            self.ctl_file = None
+        self.session.forget()
 
 
 class RemoteEnd:
@@ -258,15 +259,18 @@ class RemoteEnd:
     def __init__(self, remote: Remote, base: str, path: str,
                  on_lost: Callable[[str], None] | None = None) -> None:
         self.remote, self.base, self.path, self.on_lost = remote, base, path, on_lost
+        self.session = SessionClient(remote.client, base)
 
     async def ctl(self, text: str) -> None:
-        await self.remote.client.write(f"{self.base}/ctl", text)
+        """One ctl line (its newline optional)."""
+        await self.session.ctl(text.removesuffix("\n"))
 
     async def ctl_state(self) -> str:
-        return (await self.remote.client.read(f"{self.base}/ctl")).decode()
+        return await self.session.state()
 
     def output(self, fd: int, who: str) -> Output:
         name = "stdout" if fd == 1 else "stderr"
+        # as in Delegation.output: Output is typed for a Stream, RemoteReader is read as one
         return Output(RemoteReader(self.remote, f"{self.base}/{name}", self.on_lost),  # type: ignore[arg-type]
                       f"{self.path} {name}")
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ..client.session import SessionClient
 from ..ninep.client import Client
 from ..ninep.constants import ORDWR
 from ..ninep.errors import NinepError
@@ -122,26 +123,20 @@ class Reserver:
     async def _ask(self, name: str, client: Client, k: int, sel: Selection,
                    session: Session) -> Delegation:
         """A session on ``name`` with up to ``k`` slots: seven round trips, whatever ``k``."""
-        clone = await client.open("csrv/local/clone")
-        sid = (await clone.read()).decode().strip()
-        clone.forget()
+        there = await SessionClient.clone(client)
         me = "parent" if name != "parent" else self.daemon.node.name
-        filt = sel.words()
-        ctl = await client.open(f"csrv/local/{sid}/ctl", ORDWR)
+        ctl = await there.hold(ORDWR)
         try:
-            await ctl.write(f"from {me}\nresupto {k}{filt}\n")
-            state = (await ctl.read(4096, 0)).decode().split()
+            await there.ctl(f"from {me}", f"resupto {k}{sel.words()}")
+            state = (await there.state()).split()
             got = int(state[state.index("subs") + 1])  # "session ID reserved subs M …"
         except BaseException:
-            try:
-                await ctl.write("close\n")
-            except (NinepError, ConnectionError):
-                pass
-            ctl.forget()
+            await there.close()
+            there.forget()
             raise
         hop = ("up", self.daemon.node.name) if name == "parent" else ("down", name)
-        return Delegation(name, Remote(client, f"node {name}", hop), sid, got, 0, session.path,
-                           ctl)
+        return Delegation(name, Remote(client, f"node {name}", hop), there.sid, got, 0,
+                          session.path, ctl)
 
 
 async def release(groups: list[Delegation]) -> None:

@@ -23,12 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
-from ..exec.command import one_line
-from ..ninep.client import Client, File
+from ..ninep.client import Client
 from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
+from .session import LOCAL, SessionClient, rank_rows
 
-L = "csrv/local"
 V = TypeVar("V")
 
 
@@ -79,12 +78,13 @@ def expand(nodeset: str) -> frozenset[str]:
 
 async def tree_nodes(c: Client) -> list[str]:
     """Every node of the tree, from the root's status."""
-    text = (await c.read(f"{L}/status")).decode()
+    text = (await c.read(f"{LOCAL}/status")).decode()
     return [ln.split()[0] for ln in text.splitlines() if ln and not ln.startswith("total ")]
 
 
 async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | None = None,
-              group: bool = False, timeout: float | None = None, mux: str | None = None,
+              group: bool = False, mux: str | None = None,
+              timeout: float | None = None,  # noqa: ASYNC109 - the ranks' deadline (killed, named)
               stdin: IO[bytes] | None = None, out: Callable[[str], None] = print,
               err: Callable[[str], None] | None = None, workdir: str | None = None,
               exclude: str | None = None, label: bool = True) -> Result:
@@ -93,7 +93,6 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
     err = err or (lambda line: print(line, file=sys.stderr))
     if "\0" in command:
         raise RunError("the command holds a NUL byte, which no command line can carry")
-    command = one_line(command)
     if n is None:
         names = await tree_nodes(c)
         if nodeset or exclude:
@@ -116,39 +115,39 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
                        "chooses where: use -w or drop -x")
     else:
         reserve = f"res {n}"
-    sid = (await c.read(f"{L}/clone")).decode().strip()
+    session = await SessionClient.clone(c)
     try:
-        ctl = await c.open(f"{L}/{sid}/ctl", OWRITE)
+        await session.hold()
     except BaseException:  # the session holds nothing yet; the idle reaper ends it if this fails
-        await _close(c, sid)
+        await session.close()
         raise
     result = Result()
     try:
         setup = [f"label {'on' if label or group else 'off'}"] + ([f"mux {mux}"] if mux else []) + \
             ([f"dir {workdir}"] if workdir else [])
         try:
-            await ctl.write("".join(ln + "\n" for ln in setup + [reserve]))
+            await session.ctl(*setup, reserve)
         except NinepError as e:
             raise RunError(e.message) from None
         try:
-            await ctl.write(f"exec {command}\n")
+            await session.exec(command)
         except NinepError as e:  # as a shell says it: 127 not found, 126 cannot run
             err(f"brasil run: {e.message}")
             result.status = 127 if "not found" in e.message or "no such" in e.message else 126
             return result
-        await _where(c, sid, result)
-        work = [asyncio.ensure_future(_stdin(c, sid, stdin)),
-                asyncio.ensure_future(_lines(c, f"{L}/{sid}/stdio", result, out, group)),
-                asyncio.ensure_future(_lines(c, f"{L}/{sid}/stderr", result, err, False))]
-        waiter = asyncio.ensure_future(c.read(f"{L}/{sid}/wait"))
+        result.nodes.update(await session.nodes())
+        work = [asyncio.ensure_future(_stdin(session, stdin)),
+                asyncio.ensure_future(_lines(session, "stdio", result, out, group)),
+                asyncio.ensure_future(_lines(session, "stderr", result, err, False))]
+        waiter = asyncio.ensure_future(session.wait())
         try:
             done, _ = await asyncio.wait([waiter], timeout=timeout)
             if not done:
-                await _cut_short(c, ctl, sid, result)
-            text = (await waiter).decode()
+                await _cut_short(session, result)
+            text = await waiter
             await asyncio.wait_for(asyncio.gather(*work[1:], return_exceptions=True), 10)
         except asyncio.CancelledError:
-            await _cut_short(c, ctl, sid, result)
+            await _cut_short(session, result)
             if result.cut:
                 err(f"brasil run: interrupted; {_cut_text(result)}")
             raise
@@ -157,11 +156,8 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
                 t.cancel()
         _statuses(text, result)
     finally:  # through the ctl held from the start: closing needs no new fid, whatever ran out
-        try:
-            await ctl.write("close\n")
-        except (NinepError, ConnectionError):
-            pass
-        ctl.forget()
+        await session.close()
+        session.forget()
     if group:
         _print_groups(result, out)
     for why, ranks in _ranks_by(result.lost).items():
@@ -176,24 +172,10 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
     return result
 
 
-async def _close(c: Client, sid: str) -> None:
-    try:
-        await c.write(f"{L}/{sid}/ctl", "close\n")
-    except (NinepError, ConnectionError):
-        pass
-
-
-async def _where(c: Client, sid: str, result: Result) -> None:
-    for line in (await c.read(f"{L}/{sid}/status")).decode().splitlines():
-        w = line.split()
-        if len(w) >= 2 and w[0].isdigit():
-            result.nodes[int(w[0])] = w[1]
-
-
-async def _stdin(c: Client, sid: str, stdin: IO[bytes] | None) -> None:
+async def _stdin(session: SessionClient, stdin: IO[bytes] | None) -> None:
     """Broadcast (or spread, by --mux) our stdin; a terminal is not input: end of file."""
     loop = asyncio.get_running_loop()
-    async with await c.open(f"{L}/{sid}/stdio", OWRITE) as f:
+    async with await session.open("stdio", OWRITE) as f:
         if stdin is None or stdin.isatty():
             return
         fd = stdin.fileno()
@@ -204,10 +186,10 @@ async def _stdin(c: Client, sid: str, stdin: IO[bytes] | None) -> None:
             await f.write(data)
 
 
-async def _lines(c: Client, path: str, result: Result, emit: Callable[[str], None],
+async def _lines(session: SessionClient, name: str, result: Result, emit: Callable[[str], None],
                  group: bool) -> None:
     rest = b""
-    async with await c.open(path) as f:
+    async with await session.open(name) as f:
         while True:
             data = await f.read()
             if not data:
@@ -231,25 +213,21 @@ def _line(line: str, result: Result, emit: Callable[[str], None], group: bool) -
 
 
 def _statuses(text: str, result: Result) -> None:
-    for line in text.splitlines():
-        w = line.split()
-        if not w or not w[0].isdigit():
-            continue
+    for w in rank_rows(text):
         rank = int(w[0])
         if len(w) >= 2 and w[1].lstrip("-").isdigit():
             result.statuses[rank] = int(w[1])
-        elif "lost" in line:
+        elif "lost" in " ".join(w):
             result.lost[rank] = " ".join(w[2:]) or "lost"
             result.statuses[rank] = None
 
 
-async def _cut_short(c: Client, ctl: File, sid: str, result: Result) -> None:
+async def _cut_short(session: SessionClient, result: Result) -> None:
     """Kill every rank still running, everywhere, and remember which they were."""
     try:
-        status = (await c.read(f"{L}/{sid}/status")).decode()
-        result.cut = [int(w[0]) for w in (ln.split() for ln in status.splitlines())
-                      if len(w) > 3 and w[0].isdigit() and w[3] in ("running", "waiting")]
-        await ctl.write("kill KILL\n")
+        result.cut = [int(w[0]) for w in await session.rows()
+                      if len(w) > 3 and w[3] in ("running", "waiting")]
+        await session.kill("KILL")
     except (NinepError, ConnectionError):
         pass
 

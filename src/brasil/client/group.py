@@ -1,5 +1,9 @@
 """The Python API for the cluster as one namespace: queries, group reads, the parallel tools.
 
+A client of the daemons' query directories (``/csrv/query/<pred>/…``, served by ``group/``):
+it knows their file names and the kinds of group reads, which both ends share from here, and
+what the root's partial result means for people (:func:`final`).
+
 Each function takes a connected :class:`~brasil.ninep.client.Client` (``brasil.ninep.auth.dial``)
 and a query (``"arch=x86_64/mem>=4G"``, ``""`` for every node). The work happens in the daemons:
 these functions write one request and read one answer, however many nodes there are.
@@ -13,6 +17,7 @@ these functions write one request and read one answer, however many nodes there 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import json
@@ -23,8 +28,10 @@ from typing import Any
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, ORDWR, OWRITE
 from ..ninep.errors import NinepError
-from .gread import KINDS, final
-from .query import FILES
+
+# A query directory's files (anything else in it is a node); the kinds of group reads.
+FILES = ("status", "ctl", "clone", "gread", "follow", "pcp", "merge", "deepmerge")
+KINDS = ("concat", "equiv", "sha256", "sum", "min", "max", "mean", "count", "ls")
 
 
 def qpath(where: str, *rest: str) -> str:
@@ -42,6 +49,18 @@ async def status(c: Client, where: str = "") -> list[str]:
     return (await c.read(qpath(where, "status"))).decode().splitlines()
 
 
+def control_result(text: str) -> tuple[int, list[str]]:
+    """A query ctl's aggregated result, ``ok N`` then ``failed NODE/ID: why`` lines: (N, whys).
+    Each level of the tree reads its children's this way, and so does the client at the top."""
+    ok, failed = 0, []
+    for line in text.splitlines():
+        if line.startswith("ok "):
+            ok = int(line.split()[1])
+        elif line.startswith("failed "):
+            failed.append(line[7:])
+    return ok, failed
+
+
 async def control(c: Client, where: str, command: str) -> tuple[int, list[str]]:
     """``command`` to every session the query selects, everywhere: (successes, failures as
     ``NODE/ID: why``)."""
@@ -55,12 +74,7 @@ async def control(c: Client, where: str, command: str) -> tuple[int, list[str]]:
         text = (await f.read(1 << 20, 0)).decode()
     finally:
         await f.close()
-    ok, failed = 0, []
-    for line in text.splitlines():
-        if line.startswith("ok "):
-            ok = int(line.split()[1])
-        elif line.startswith("failed "):
-            failed.append(line[7:])
+    ok, failed = control_result(text)
     if refused is not None and not failed:  # refused before reaching any session
         raise refused
     return ok, failed
@@ -86,6 +100,28 @@ async def gread(c: Client, path: str, where: str = "", agg: str = "concat",
     finally:
         await f.close()
     return final(json.loads(b"".join(chunks)))
+
+
+def final(result: dict[str, Any]) -> dict[str, Any]:
+    """What the root's partial means, for people: means, sorted groups."""
+    agg = result["agg"]
+    if agg in ("sum", "min", "max", "mean", "count"):
+        cols = result.get("columns", [])
+        key = {"sum": 1, "min": 2, "max": 3}.get(agg)
+        if agg == "count":
+            result["value"] = {"nodes": len(result["nodes"]), "lines": result.get("lines", 0)}
+        elif agg == "mean":
+            result["value"] = [c[1] / c[0] if c[0] else None for c in cols]
+        else:
+            result["value"] = [c[key] if c[0] else None for c in cols]
+    elif agg in ("equiv", "sha256"):
+        for g in result.get("groups", []):
+            g["nodes"] = sorted(g["nodes"])
+            g["count"] = len(g["nodes"])
+        result.get("groups", []).sort(key=lambda g: (-g["count"], g["nodes"][:1]))
+    elif agg.startswith("py:"):
+        result["value"] = result.get("values", [None])[0] if result.get("values") else None
+    return result
 
 
 async def followable(c: Client, path: str, where: str = "") -> dict[str, str]:
@@ -120,9 +156,9 @@ async def follow(c: Client, path: str, where: str = "",
             if b"\n" not in chunk:
                 pending.append(chunk)
                 continue
-            lines = b"".join([*pending, chunk]).split(b"\n")
-            pending = [lines.pop()]
-            for line in lines:
+            whole = b"".join([*pending, chunk]).split(b"\n")
+            pending = [whole.pop()]
+            for line in whole:
                 yield line.decode(errors="replace")
     finally:
         await f.close()
@@ -137,9 +173,10 @@ async def pcp(c: Client, source: str, dest: str, where: str = "", chunk: int = 1
     sent = 0
     try:
         await f.write(json.dumps({"path": dest}))
-        with open(source, "rb") as src:
+        src = await asyncio.to_thread(open, source, "rb")  # the loop never waits on a disk
+        with src:
             while True:
-                data = src.read(chunk)
+                data = await asyncio.to_thread(src.read, chunk)
                 if not data:
                     break
                 await f.write(data)
@@ -159,21 +196,26 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
+def local_files(source: str, dest: str) -> list[tuple[str, str]]:
+    """``source`` (a file, or a directory's files) paired with where each goes under ``dest``."""
+    if not os.path.exists(source):
+        raise NinepError(f"{source}: no such file or directory (here, where psync reads it)",
+                         errno.ENOENT)
+    return [(source, dest)] if os.path.isfile(source) else [
+        (os.path.join(root, name), "/".join([dest.rstrip("/"), os.path.relpath(
+            os.path.join(root, name), source)]))
+        for root, _, names in os.walk(source) for name in sorted(names)]
+
+
 async def psync(c: Client, source: str, dest: str, where: str = "") -> list[tuple[str, list[str]]]:
     """Make ``dest`` (``fs/…``) on every selected node hold what ``source`` holds (a file, or a
     directory's files), sending each file only to the nodes whose copy differs or is missing.
     Returns, per file, the nodes it was sent to."""
-    if not os.path.exists(source):
-        raise NinepError(f"{source}: no such file or directory (here, where psync reads it)",
-                         errno.ENOENT)
-    files = [(source, dest)] if os.path.isfile(source) else [
-        (os.path.join(root, name), "/".join([dest.rstrip("/"), os.path.relpath(
-            os.path.join(root, name), source)]))
-        for root, _, names in os.walk(source) for name in sorted(names)]
+    files = await asyncio.to_thread(local_files, source, dest)
     everyone = await nodes(c, where)
     out = []
     for local, remote in files:
-        digest = sha256_of(local)
+        digest = await asyncio.to_thread(sha256_of, local)
         result = await gread(c, remote, where, agg="sha256")
         same = set()
         for g in result.get("groups", []):
