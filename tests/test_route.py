@@ -97,10 +97,11 @@ def busy_random(seed: int) -> object:
 
 @N
 @given(workload(), st.sampled_from([ONE, RR, BALANCE, HASH]), st.integers(1, 4),
-       st.integers(0, 1000))
-def test_each_destination_gets_whole_records_in_order_and_all_arrive(w, mode, n, seed):
+       st.integers(0, 1000), st.booleans())
+def test_each_destination_gets_whole_records_in_order_and_all_arrive(w, mode, n, seed, views):
     recs, chunks = w
-    router = Router(mode, n, NEWLINE, Key("1"), busy=busy_random(seed), window=WINDOW)
+    router = Router(mode, n, NEWLINE, Key("1"), busy=busy_random(seed), window=WINDOW,
+                    views=views)
     got, _ = run(router, chunks)
     assert not router.cut
     everything = []
@@ -255,10 +256,10 @@ def sources(draw: st.DrawFn) -> list[list[bytes]]:
 
 
 @N
-@given(sources(), st.randoms(use_true_random=False), st.booleans())
-def test_merge_never_interleaves_inside_a_record(srcs, rnd, wait_when_parked):
+@given(sources(), st.randoms(use_true_random=False), st.booleans(), st.booleans())
+def test_merge_never_interleaves_inside_a_record(srcs, rnd, wait_when_parked, views):
     merger = Merger(b"\n")
-    routers = [Router(ONE, 1, NEWLINE, window=WINDOW) for _ in srcs]
+    routers = [Router(ONE, 1, NEWLINE, window=WINDOW, views=views) for _ in srcs]
     todo = [list(chunks) + [None] for chunks in srcs]  # None: end of input
     out: list[bytes] = []
     while any(todo):

@@ -69,6 +69,7 @@ class Router:
         self.weight = list(weights or [1] * n)
         self.owner = [i for i, w in enumerate(self.weight) for _ in range(w)]  # slot → dest
         self.rs = Reassembler(splitter, window, views)
+        self.views = views
         self.next = 0  # rr: the next slot
         self.long: int | None = None  # the destination a streamed record goes to
         self.dead: set[int] = set()
@@ -174,9 +175,11 @@ class Router:
             i = self._pick(whole)
             if i is None:
                 return False
-            if head:  # the two halves of one block, back to back: nothing comes between
-                out.append((i, head, WHOLE))
-            out.append((i, whole, kind))
+            if head and self.views:  # two halves of one block, back to back: no copy made
+                out.append((i, head, MORE))
+                out.append((i, whole, END if kind == WHOLE else kind))
+            else:
+                out.append((i, head + whole if head else whole, kind))
         return True
 
 
