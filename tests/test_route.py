@@ -338,3 +338,28 @@ def test_a_merger_holds_others_back_while_a_long_record_streams():
     assert m.put("a", b"end\n", END) == [b"end\n", b"other\n"]
     assert m.put("b", b"last", TAIL) == [b"last"]
     assert m.put("a", b"next\n") == [b"\n", b"next\n"]
+
+
+def test_the_transfer_lifecycle_page_is_generated_from_the_tables():
+    from pathlib import Path
+
+    from brasil.push import lifecycle as copy_lifecycle
+    from brasil.tree import transfer_lifecycle
+
+    page = Path(__file__).parent.parent / "docs" / "transfer-lifecycles.md"
+    assert page.read_text() == transfer_lifecycle.document() + copy_lifecycle.document(), \
+        "docs/transfer-lifecycles.md is stale: see the command at its top"
+
+
+def test_a_transfer_refuses_an_event_its_state_does_not_allow():
+    import pytest
+
+    from brasil.ninep.errors import NinepError
+    from brasil.tree.data import Transfer
+
+    t = Transfer("scatter hash to 2")
+    t.move("connect")
+    t.move("end")
+    assert t.state == "done"
+    with pytest.raises(NinepError, match="transfer scatter hash to 2 is done: cannot fail"):
+        t.move("fail", "consumer lost")

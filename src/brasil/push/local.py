@@ -36,7 +36,9 @@ from ..exec.chain import fault, unread
 from ..exec.command import command_argv
 from ..exec.records import Delimited, Key, Splitter
 from ..exec.route import END, ONE, WHOLE, KeepOrder, Merger, Router
+from ..lifecycle import step
 from ..ninep.errors import NinepError
+from .lifecycle import COPY
 from .plan import Edge, Plan, Route, Segment
 
 CHUNK = 1 << 20
@@ -115,8 +117,7 @@ class Copy:
     seg: Segment
     index: int
     procs: list[Proc] = field(default_factory=list)
-    lazy: bool = False  # started when its first block is dealt to it
-    started: bool = False
+    state: str = "new"  # push/lifecycle.py's COPY
     input_done: bool = True  # no input from us, or all of it delivered
     output_dead: bool = False  # whoever read its output is gone: SIGPIPE is expected
     on_exit: Callable[[], None] | None = None  # a keep job's: its output may be complete
@@ -124,6 +125,14 @@ class Copy:
     @property
     def status(self) -> int | None:
         return self.procs[-1].status if self.procs else 0
+
+    @property
+    def started(self) -> bool:
+        """Started, or never to be (its input ended empty)."""
+        return self.state not in ("new", "waiting")
+
+    def move(self, event: str) -> None:
+        self.state = step(COPY, self.state, event, f"copy {self.index + 1} of {self.seg.copies}")
 
 
 class Writer:
@@ -485,8 +494,9 @@ class LocalRun:
                     stdout_r, stdout_w = os.pipe()
                 self._make_procs(c, argvs[seg.index], stdin_r if has_input else self.stdin,
                                  stdout_w if has_output else self.stdout)
-                c.lazy = seg.index in lazy
-                if not c.lazy:
+                if seg.index in lazy:
+                    c.move("defer")
+                else:
                     self.launch(c)
                 if has_input:
                     _nonblocking(stdin_w)
@@ -535,7 +545,7 @@ class LocalRun:
     def launch(self, c: Copy) -> None:
         """Start a copy's processes: at once, or — fed by a fan-out — when its first block is
         dealt to it, so a small input starts only the copies it needs, as GNU parallel does."""
-        c.started = True
+        c.move("start")
         env = {**self.env, "BRASIL_NODE": "local", "BRASIL_RANK": str(c.index),
                "BRASIL_SIZE": str(c.seg.copies)}
         for p in c.procs:
@@ -570,7 +580,7 @@ class LocalRun:
         """A lazy copy whose input ended before any block was dealt to it: it never runs, and
         whoever reads its output sees end of file."""
         if not c.started:
-            c.started = True
+            c.move("skip")
             for p in c.procs:
                 self._release_child_fds(p)
                 p.status = 0
@@ -657,6 +667,8 @@ class LocalRun:
         assert p.proc is not None
         rc = p.proc.wait()
         p.status = 128 - rc if rc < 0 else rc
+        if all(q.status is not None for q in p.copy.procs):
+            p.copy.move("exit")
         if p.stdin_peek >= 0:
             p.unread = unread(p.stdin_peek) > 0
             os.close(p.stdin_peek)  # now writes to it fail at once, as for a dead reader
