@@ -17,7 +17,7 @@ from typing import Protocol, cast
 
 from ..exec.records import Key, Splitter
 from ..exec.route import END, MORE, ONE, TAIL, WHOLE, Merger, Router, Write
-from ..ninep.errors import NinepError
+from ..ninep.errors import Ehungup, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.stream import Stream
 
@@ -81,16 +81,18 @@ class Aggregator:
     async def _emit(self, parts: list[bytes]) -> None:
         if not parts:
             return
-        async with self.lock:
-            for part in parts:
-                r = self.out.write(part)
-                if is_awaitable(r):
-                    await cast(Awaitable[int], r)
-        if self.released:  # each checks whether its own bytes went
-            waiting, self.released = self.released, []
-            for f in waiting:
-                if not f.done():
-                    f.set_result(None)
+        try:
+            async with self.lock:
+                for part in parts:
+                    r = self.out.write(part)
+                    if is_awaitable(r):
+                        await cast(Awaitable[int], r)
+        finally:
+            if self.released:  # each checks whether its own bytes went (or the output broke)
+                waiting, self.released = self.released, []
+                for f in waiting:
+                    if not f.done():
+                        f.set_result(None)
 
     def _label(self, prefix: bytes, block: bytes) -> bytes:
         return b"".join(prefix + r for r in self.splitter.split(block))
@@ -100,6 +102,8 @@ class Aggregator:
         """Hand one source's writes to the merger and write what it answers; wait while some
         of ours are parked behind another source's long record. Whether a long record of ours
         is still streaming."""
+        if self.out.broken:
+            raise NinepError(*Ehungup)
         parts: list[bytes] = []
         for _, data, kind in writes:
             if prefix and data:  # each whole record, and the start of a streamed one, labelled
@@ -113,7 +117,7 @@ class Aggregator:
                 streaming = False
             parts += self.merger.put(src, data, kind)
         await self._emit(parts)
-        while self.merger.parks(src):
+        while self.merger.parks(src) and not self.out.broken:
             f = asyncio.get_running_loop().create_future()
             self.released.append(f)
             await f
@@ -140,7 +144,7 @@ class Aggregator:
             self.active -= 1
             if parts:
                 self.flushing = asyncio.ensure_future(self._emit_quietly(parts))
-            elif self.active == 0:
+            elif self.active == 0 and (self.flushing is None or self.flushing.done()):
                 self.out.close()
 
     async def _emit_quietly(self, parts: list[bytes]) -> None:
