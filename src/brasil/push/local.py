@@ -6,9 +6,9 @@ enlarged to 1 MiB: it reads up to 1 MiB at a time, cuts at the last record end
 (``exec.records.Reassembler``), and writes whole blocks — two copies per byte, read and write,
 where the paper counted six. A balance edge gives each block to the destination with the least
 queued; a hash edge cuts blocks by key; a merge edge interleaves sources only on record
-boundaries. Queues are bounded: a source is read only while its destinations have room. A record
-too long for the reassembly window streams through, its destination reserved for it until it
-ends, so nothing is ever cut.
+boundaries (the rules: ``exec.route``; this module only moves the bytes). Queues are bounded: a
+source is read only while its destinations have room. A record too long for the reassembly
+window streams through, its destination reserved for it until it ends, so nothing is ever cut.
 
 Failures are located (SPEC.md §5, issue 8): a copy that cannot start (status 126/127), is killed
 by a signal, or exits non-zero before the end of its input ends the pipeline with a message
