@@ -354,7 +354,7 @@ def main() -> int:
                     "1+8+64 daemons)")
     ap.add_argument("--n", type=int, default=2048, help="commands per deployment (2048)")
     ap.add_argument("--repeats", type=int, default=3, help="deployments per run, median (3)")
-    ap.add_argument("--mb", type=int, default=16, help="push: MiB of input (16)")
+    ap.add_argument("--mb", type=int, default=64, help="push: MiB of input (64)")
     ap.add_argument("--seconds", type=float, default=3.0, help="roundtrips: duration (3)")
     args = ap.parse_args()
     result = asyncio.run(FIGURES[args.figure](args))
