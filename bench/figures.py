@@ -25,6 +25,12 @@ Figures:
               the figure a noisy machine disturbs least)
   batch-fine  bench/batch.py's fine grain: ``--n`` `true` jobs (non-isolated) and a quarter as
               many isolated on `brasil serve` and 2 workers of 2 slots: jobs per second
+  push        the record routers (exec/route.py and its shells): PUSH on this machine over
+              ``--mb`` (64) MiB of 20-byte keyed lines, ``cat f |#[2]| cat`` (hash, then the
+              copies merged into push's output) and ``cat f |<[2] cat >| wc -l`` (balance, then
+              a merge); and ``cat f |#[2]| cat`` on a tree of 1+2 daemons made by ``cluster up``
+              (scatter and gather between daemons, then the aggregated output): MB/s, medians
+              of ``--repeats`` after a warm-up; every answer's size checked
 """
 
 from __future__ import annotations
