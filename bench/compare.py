@@ -74,7 +74,7 @@ def main() -> int:
                     "branch, HEAD~3…)")
     ap.add_argument("--figures", nargs="+", default=["deploy", "roundtrips"],
                     choices=["deploy", "fuse", "roundtrips", "res-share", "server-cpu",
-                             "batch-fine", "group"],
+                             "batch-fine", "group", "push"],
                     help="what to measure (default: deploy and roundtrips)")
     ap.add_argument("--pairs", type=int, default=3, help="A/B pairs per figure (at least 3)")
     args, extra = ap.parse_known_args()

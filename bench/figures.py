@@ -30,6 +30,12 @@ Figures:
               medians of ``--repeats`` after a warm-up
   batch-fine  bench/batch.py's fine grain: ``--n`` `true` jobs (non-isolated) and a quarter as
               many isolated on `brasil serve` and 2 workers of 2 slots: jobs per second
+  push        the record routers (exec/route.py and its shells): PUSH on this machine over
+              ``--mb`` (64) MiB of 20-byte keyed lines, ``cat f |#[2]| cat`` (hash, then the
+              copies merged into push's output) and ``cat f |<[2] cat >| wc -l`` (balance, then
+              a merge); and ``cat f |#[2]| cat`` on a tree of 1+2 daemons made by ``cluster up``
+              (scatter and gather between daemons, then the aggregated output): MB/s, medians
+              of ``--repeats`` after a warm-up; every answer's size checked
 """
 
 from __future__ import annotations
@@ -347,8 +353,59 @@ async def batch_fine(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
+def _push_input(mb: int, d: str) -> tuple[str, int]:
+    """``mb`` MiB of lines ``"%05x %013d\\n"`` (keys repeat, as in bench/push.py)."""
+    import random
+    rnd = random.Random(7)
+    path = os.path.join(d, "input")
+    lines = (mb << 20) // 20
+    with open(path, "wb") as f:
+        for _ in range(0, lines, 4096):
+            f.write(b"".join(b"%05x %013d\n" % (k, k * 7919) for k in
+                             (rnd.randrange(4096) for _ in range(4096))))
+    return path, os.path.getsize(path)
+
+
+def _push_rate(cmd: str, size: int, env: dict[str, str], lines: bool) -> float:
+    """MB/s of one ``push -c CMD`` whose output is checked: the input's size, or line count."""
+    push = os.path.join(os.path.dirname(sys.executable), "push")
+    t0 = time.perf_counter()
+    r = subprocess.run([push, "-c", cmd], capture_output=True, env=env, timeout=600)
+    dt = time.perf_counter() - t0
+    got = int(r.stdout.split()[0]) if lines and r.stdout.strip() else len(r.stdout)
+    want = size // 20 if lines else size
+    if r.returncode != 0 or got != want:
+        raise SystemExit(f"push -c {cmd!r}: status {r.returncode}, {got} instead of {want}: "
+                         f"{r.stderr.decode(errors='replace')[-500:]}")
+    return size / dt / 1e6
+
+
+async def push(args: argparse.Namespace) -> dict[str, float]:
+    local = {k: v for k, v in os.environ.items() if k not in ("BRASIL", "BRASIL_SECRET_FILE")}
+    with tempfile.TemporaryDirectory(prefix="brasil-fig-push-") as tmp:
+        path, size = _push_input(args.mb, tmp)
+        cases = {"push hash local MB/s": (f"cat {path} |#[2]| cat", local, False),
+                 "push balance+merge local MB/s": (f"cat {path} |<[2] cat >| wc -l", local, True)}
+        rates: dict[str, list[float]] = {k: [] for k in cases}
+        for i in range(args.repeats + 1):
+            for name, (cmd, env, lines) in cases.items():
+                rate = _push_rate(cmd, size, env, lines)
+                if i:  # the first round warms the page cache
+                    rates[name].append(rate)
+        tree = argparse.Namespace(tree="1,2,2")
+        with tree_up(tree) as d:
+            env = {**local, "BRASIL": f"unix:{d}/n0.sock", "BRASIL_SECRET_FILE": f"{d}/secret"}
+            key = "push hash tree MB/s"
+            rates[key] = []
+            for i in range(args.repeats + 1):
+                rate = _push_rate(f"cat {path} |#[2]| cat", size, env, False)
+                if i:
+                    rates[key].append(rate)
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
 FIGURES = {"deploy": deploy, "fuse": fuse, "roundtrips": roundtrips, "res-share": res_share,
-           "server-cpu": server_cpu, "batch-fine": batch_fine, "group": group}
+           "server-cpu": server_cpu, "batch-fine": batch_fine, "group": group, "push": push}
 
 
 def main() -> int:
@@ -358,6 +415,7 @@ def main() -> int:
                     "1+8+64 daemons)")
     ap.add_argument("--n", type=int, default=2048, help="commands per deployment (2048)")
     ap.add_argument("--repeats", type=int, default=3, help="deployments per run, median (3)")
+    ap.add_argument("--mb", type=int, default=64, help="push: MiB of input (64)")
     ap.add_argument("--seconds", type=float, default=3.0, help="roundtrips: duration (3)")
     args = ap.parse_args()
     result = asyncio.run(FIGURES[args.figure](args))

@@ -5,7 +5,7 @@ first: readers of ``stdio``/``stdout`` (who may share), an aggregating parent, o
 exclusive). An :class:`Aggregator` pumps several outputs into one stream, cutting each at record
 boundaries so lines from different processes never interleave mid-record. A
 :class:`Distributor` is the inverse for input: broadcast, round-robin by record, or by hash of a
-record's field (SPEC.md §3.1 ``mux``).
+record's field (SPEC.md §3.1 ``mux``). Both are I/O around ``exec.route``, where the rules are.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
-from ..exec.records import Fed, Key, Reassembler, Splitter
-from ..ninep.errors import NinepError
+from ..exec.records import Key, Splitter
+from ..exec.route import END, MORE, ONE, TAIL, WHOLE, Merger, Router, Write
+from ..ninep.errors import Ehungup, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.stream import Stream
 
@@ -48,16 +49,16 @@ class Sink(Protocol):
 
 
 async def _await(x: Maybe[int]) -> int:
-    return await x if is_awaitable(x) else x  # type: ignore[misc, return-value]
+    return await cast(Awaitable[int], x) if is_awaitable(x) else cast(int, x)
 
 
 class Aggregator:
     """Copies record-aligned output of many sources into one stream; EOF after the last source.
 
-    Each source's chunks are reassembled into blocks of whole records, and a block goes out in
-    one write, so records never interleave. A record longer than the reassembly window streams
-    through as it arrives while its source holds the output (the others wait, paused, never
-    dropped): memory stays at one window per source, and no record is ever cut.
+    Each source's chunks are cut into blocks of whole records (``exec.route``), and a block goes
+    out in one write, so records never interleave. A record longer than the reassembly window
+    streams through as it arrives while its source holds the output (the others wait, paused,
+    never dropped): memory stays at one window per source, and no record is ever cut.
     """
 
     def __init__(self, sources: Sequence[Output], splitter: Splitter, limit: int,
@@ -67,69 +68,93 @@ class Aggregator:
         self.out = out if out is not None else Stream(limit)
         self.splitter = splitter
         self.prefixes = list(prefixes) if prefixes else [b""] * len(sources)
-        self.lock = asyncio.Lock()  # FIFO: writers take turns; a streamed record keeps it
-        self.pending = b""  # the terminator owed to an unterminated last record, if more follows
+        self.merger = Merger(splitter.terminator)
+        self.lock = asyncio.Lock()  # FIFO: the merger's writes leave in the order it gave them
+        self.released: list[asyncio.Future[None]] = []  # sources waiting for their parked bytes
+        self.flushing: asyncio.Future[None] | None = None
         self.tasks = [asyncio.ensure_future(self._pump(s, p)) for s, p in zip(sources,
                                                                                 self.prefixes)]
         self.active = len(self.tasks)
         if not self.tasks:
             self.out.close()
 
-    async def _put(self, data: bytes) -> None:
-        if self.pending and data:  # a record follows another source's unterminated last one
-            pending, self.pending = self.pending, b""
-            await self._put(pending)
-        r = self.out.write(data)
-        if is_awaitable(r):
-            await r  # type: ignore[misc]
+    async def _emit(self, parts: list[bytes]) -> None:
+        if not parts:
+            return
+        try:
+            async with self.lock:
+                for part in parts:
+                    r = self.out.write(part)
+                    if is_awaitable(r):
+                        await cast(Awaitable[int], r)
+        finally:
+            if self.released:  # each checks whether its own bytes went (or the output broke)
+                waiting, self.released = self.released, []
+                for f in waiting:
+                    if not f.done():
+                        f.set_result(None)
 
     def _label(self, prefix: bytes, block: bytes) -> bytes:
         return b"".join(prefix + r for r in self.splitter.split(block))
 
+    async def _put(self, src: Output, writes: list[Write], prefix: bytes, streaming: bool
+                   ) -> bool:
+        """Hand one source's writes to the merger and write what it answers; wait while some
+        of ours are parked behind another source's long record. Whether a long record of ours
+        is still streaming."""
+        if self.out.broken:
+            raise NinepError(*Ehungup)
+        parts: list[bytes] = []
+        for _, data, kind in writes:
+            if prefix and data:  # each whole record, and the start of a streamed one, labelled
+                if kind == WHOLE:
+                    data = self._label(prefix, data)
+                elif kind == TAIL or (kind == MORE and not streaming):
+                    data = prefix + data
+            if kind == MORE:
+                streaming = True
+            elif kind == END:
+                streaming = False
+            parts += self.merger.put(src, data, kind)
+        await self._emit(parts)
+        while self.merger.parks(src) and not self.out.broken:
+            f = asyncio.get_running_loop().create_future()
+            self.released.append(f)
+            await f
+        return streaming
+
     async def _pump(self, src: Output, prefix: bytes = b"") -> None:
-        rs = Reassembler(self.splitter)
-        holding = False
+        router = Router(ONE, 1, self.splitter)
+        streaming = False
         try:
             while True:
                 data = src.stream.read(65536)
                 if is_awaitable(data):
-                    data = await data  # type: ignore[misc]
+                    data = await cast(Awaitable[bytes], data)
                 if not data:
                     break
-                streamed = rs.streaming
-                fed = rs.feed(data)  # type: ignore[arg-type]
-                if not (fed.end or fed.whole or fed.head or fed.more):
-                    continue
-                if not holding:
-                    await self.lock.acquire()
-                    holding = True
-                if prefix:  # each whole record, and the start of a streamed one, is labelled
-                    starts = fed.more and not (streamed and not fed.end)
-                    parts = [fed.end, self._label(prefix, fed.block) if fed.head or fed.whole
-                             else b"", prefix + fed.more if starts else fed.more]
-                else:
-                    parts = list(fed)
-                for part in parts:
-                    if part:
-                        await self._put(part)
-                if not fed.more:  # every record we wrote is complete: let the others in
-                    self.lock.release()
-                    holding = False
-            tail = rs.finish()
-            if tail:
-                if not holding:
-                    await self.lock.acquire()
-                    holding = True
-                await self._put(prefix + tail)
-                self.pending = self.splitter.terminator or b""
+                writes = router.feed(cast(bytes, data))
+                if writes:
+                    streaming = await self._put(src, writes, prefix, streaming)
+            await self._put(src, router.finish(), prefix, streaming)
         except NinepError:  # our reader went away: the aggregate is broken
             src.stream.break_()
         finally:
-            if holding:
-                self.lock.release()
+            parts = self.merger.release(src)
             self.active -= 1
-            if self.active == 0:
+            if parts:
+                self.flushing = asyncio.ensure_future(self._emit_quietly(parts))
+            elif self.active == 0 and (self.flushing is None or self.flushing.done()):
                 self.out.close()
+
+    async def _emit_quietly(self, parts: list[bytes]) -> None:
+        """What another source parked behind ours, when ours ended abruptly."""
+        try:
+            await self._emit(parts)
+        except NinepError:
+            pass
+        if self.active == 0:
+            self.out.close()
 
     def cancel(self) -> None:
         for t in self.tasks:
@@ -143,7 +168,7 @@ class Distributor:
     ``broadcast`` copies every write to every sink; ``rr`` deals records in turn; ``balance``
     gives each block of whole records to the sink with the least waiting (per sub-session it
     stands for); ``hash`` sends each record to the sink chosen by its key. A record too long for
-    the reassembly window goes, as it streams, to the sink it was dealt to.
+    the reassembly window goes, as it streams, to the sink it was dealt to (``exec.route``).
     """
 
     def __init__(self, sinks: Sequence[Sink], mode: str, key: Key, splitter: Splitter,
@@ -151,66 +176,28 @@ class Distributor:
         """``weights``: how many sub-sessions each sink stands for (a group on another node
         stands for several), so that rr and hash spread records evenly over sub-sessions."""
         self.sinks = list(sinks)
-        self.weight = list(weights or [1] * len(self.sinks))
-        self.owner = [i for i, w in enumerate(self.weight) for _ in range(w)]
         self.mode = mode
-        self.key = key
-        self.splitter = splitter
-        self.rs = Reassembler(splitter)
-        self.next = 0
-        self.long: int | None = None  # the sink a streamed record goes to
+        self.router = Router(mode, len(self.sinks), splitter, key,
+                             busy=lambda i: self.sinks[i].load(), weights=weights)
         self.closed = False
+        self.closing: asyncio.Future[None] | None = None
 
     def write(self, data: bytes) -> Maybe[int]:
         if self.closed:
             raise NinepError("input already closed (end of file was sent)")
-        if self.mode == "broadcast":
-            return self._all([(s, data) for s in self.sinks], len(data))
-        return self._all(self._route(self.rs.feed(data)), len(data))
+        return self._all(self.router.feed(data), len(data))
 
-    def _least_busy(self) -> int:
-        return min(range(len(self.sinks)), key=lambda i: self.sinks[i].load() / self.weight[i])
-
-    def _pick(self, record: bytes) -> int:
-        if self.mode == "balance":
-            return self._least_busy()
-        if self.mode == "rr":
-            slot = self.next
-            self.next = (self.next + 1) % len(self.owner)
-        else:
-            slot = self.key.index(record, len(self.owner))
-        return self.owner[slot]
-
-    def _route(self, fed: Fed) -> list[tuple[Sink, bytes]]:
+    def _all(self, writes: list[Write], n: int) -> Maybe[int]:
         """One write per sink, its parts in input order."""
         per: dict[int, list[bytes]] = {}
-        end, more = fed.end, fed.more
-        if end and self.long is not None:
-            per.setdefault(self.long, []).append(end)
-            self.long = None
-        if fed.whole or fed.head:
-            if self.mode == "balance":
-                per.setdefault(self._least_busy(), []).append(fed.block)
-            elif self.mode == "hash":
-                n = len(self.owner)
-                for slot, part in enumerate(self.key.partition(fed.block, n, self.splitter)):
-                    if part:
-                        per.setdefault(self.owner[slot], []).append(part)
-            else:
-                for r in self.splitter.split(fed.block):
-                    per.setdefault(self._pick(r), []).append(r)
-        if more:
-            if self.long is None:
-                self.long = self._pick(more)
-            per.setdefault(self.long, []).append(more)
-        return [(self.sinks[i], b"".join(parts)) for i, parts in per.items()]
-
-    def _all(self, writes: list[tuple[Sink, bytes]], n: int) -> Maybe[int]:
-        waiting = []
-        for sink, data in writes:
-            r = sink.write(data)
+        for i, data, _ in writes:
+            if data:
+                per.setdefault(i, []).append(data)
+        waiting: list[Awaitable[int]] = []
+        for i, parts in per.items():
+            r = self.sinks[i].write(parts[0] if len(parts) == 1 else b"".join(parts))
             if is_awaitable(r):
-                waiting.append(r)
+                waiting.append(cast(Awaitable[int], r))
         if waiting:
             return self._gather(waiting, n)
         return n
@@ -225,11 +212,9 @@ class Distributor:
         if self.closed:
             return
         self.closed = True
-        tail = self.rs.finish() if self.mode != "broadcast" else b""
-        writes = self._route(Fed(b"", b"", tail, b"")) if tail else []
-        pending = self._all(writes, 0)
+        pending = self._all(self.router.finish(), 0)
         if is_awaitable(pending):
-            asyncio.ensure_future(self._close_after(pending))
+            self.closing = asyncio.ensure_future(self._close_after(cast(Awaitable[int], pending)))
         else:
             self._close_sinks()
 
@@ -276,13 +261,12 @@ class Splice:
     async def _run(self) -> None:
         try:
             while True:
-                data = self.src.stream.read(65536)
-                if is_awaitable(data):
-                    data = await data  # type: ignore[misc]
+                got = self.src.stream.read(65536)
+                data = await cast(Awaitable[bytes], got) if is_awaitable(got) else cast(bytes, got)
                 if not data:
                     break
-                await _await(self.dst.write(data))  # type: ignore[arg-type]
-                self.bytes += len(data)  # type: ignore[arg-type]
+                await _await(self.dst.write(data))
+                self.bytes += len(data)
             self.dst.close()
             self.state = "done"
         except NinepError as e:

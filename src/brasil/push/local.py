@@ -6,9 +6,9 @@ enlarged to 1 MiB: it reads up to 1 MiB at a time, cuts at the last record end
 (``exec.records.Reassembler``), and writes whole blocks — two copies per byte, read and write,
 where the paper counted six. A balance edge gives each block to the destination with the least
 queued; a hash edge cuts blocks by key; a merge edge interleaves sources only on record
-boundaries. Queues are bounded: a source is read only while its destinations have room. A record
-too long for the reassembly window streams through, its destination reserved for it until it
-ends, so nothing is ever cut.
+boundaries (the rules: ``exec.route``; this module only moves the bytes). Queues are bounded: a
+source is read only while its destinations have room. A record too long for the reassembly
+window streams through, its destination reserved for it until it ends, so nothing is ever cut.
 
 Failures are located (SPEC.md §5, issue 8): a copy that cannot start (status 126/127), is killed
 by a signal, or exits non-zero before the end of its input ends the pipeline with a message
@@ -34,8 +34,11 @@ from typing import Any
 
 from ..exec.chain import fault, unread
 from ..exec.command import command_argv
-from ..exec.records import Delimited, Fed, Reassembler, Splitter
+from ..exec.records import Delimited, Key, Splitter
+from ..exec.route import END, ONE, WHOLE, KeepOrder, Merger, Router
+from ..lifecycle import step
 from ..ninep.errors import NinepError
+from .lifecycle import COPY
 from .plan import Edge, Plan, Route, Segment
 
 CHUNK = 1 << 20
@@ -114,18 +117,27 @@ class Copy:
     seg: Segment
     index: int
     procs: list[Proc] = field(default_factory=list)
-    lazy: bool = False  # started when its first block is dealt to it
-    started: bool = False
+    state: str = "new"  # push/lifecycle.py's COPY
     input_done: bool = True  # no input from us, or all of it delivered
     output_dead: bool = False  # whoever read its output is gone: SIGPIPE is expected
+    on_exit: Callable[[], None] | None = None  # a keep job's: its output may be complete
 
     @property
     def status(self) -> int | None:
         return self.procs[-1].status if self.procs else 0
 
+    @property
+    def started(self) -> bool:
+        """Started, or never to be (its input ended empty)."""
+        return self.state not in ("new", "waiting")
+
+    def move(self, event: str) -> None:
+        self.state = step(COPY, self.state, event, f"copy {self.index + 1} of {self.seg.copies}")
+
 
 class Writer:
-    """A destination: our end of a copy's stdin (or our stdout), and what waits to go there."""
+    """A destination: our end of a copy's stdin (or our stdout), and what waits to go there.
+    Its :class:`~brasil.exec.route.Merger` says what may go now when several sources feed it."""
 
     def __init__(self, loop: LocalRun, fd: int, copy: Copy | None, stats: Stats | None,
                  splitter: Splitter, owned: bool = True) -> None:
@@ -135,44 +147,25 @@ class Writer:
         self.queued = 0
         self.dead = False
         self.closing = False  # close once the queue is empty
-        self.owner: object | None = None  # a source streaming a long record here
-        self.parked: list[tuple[object, bytes, bool]] = []  # others' blocks while one streams
-        self.pending = b""  # the terminator owed to an unterminated last record, if more follows
+        self.merge = Merger(splitter.terminator)
         self.registered = False
         self.screen: Any = None  # the status line to take off the terminal before writing
 
     @property
     def full(self) -> bool:
-        return self.queued >= HIGH or bool(self.parked)
+        return self.queued >= HIGH or bool(self.merge.parked)
 
-    def put(self, data: bytes, source: object, long: bool = False, ends_long: bool = False,
-            tail: bool = False) -> None:
-        """``tail``: ``data`` is a source's last record, without its separator."""
+    def put(self, data: bytes, source: object, kind: int = WHOLE) -> None:
+        """``kind``: what ``data`` is (``exec.route``: whole records, part of a long one, a
+        source's last record without its separator)."""
         if self.dead:
             return
-        if self.owner is not None and self.owner is not source:
-            if data:
-                self.parked.append((source, data, tail))
-            return
-        if long:
-            self.owner = source
-        if data:
-            if self.pending:  # a record follows another source's unterminated last one
-                pending, self.pending = self.pending, b""
-                self._enqueue(pending)
-            self._enqueue(data)
-            if tail:
-                self.pending = self.splitter.terminator or b""
-        if ends_long:
-            self.release(source)
-
-    def release(self, source: object) -> None:
-        """``source``'s long record has ended (or its source has): the others' blocks go on."""
-        if self.owner is source:
-            self.owner = None
-            parked, self.parked = self.parked, []
-            for src, d, tail in parked:
-                self.put(d, src, tail=tail)
+        c = self.copy
+        if data and c is not None and not c.started:  # a lazy copy: its first block is here
+            self.loop.launch(c)
+        for d in self.merge.put(source, data, kind):
+            self._enqueue(d)
+        if kind == END:
             self.loop.dirty = True
 
     def _enqueue(self, data: bytes) -> None:
@@ -247,20 +240,19 @@ class Writer:
         self.dead = True
         self.queue.clear()
         self.queued = 0
-        self.parked.clear()
+        self.merge.clear()
         self._release()
         self.loop.dirty = True
 
 
 class Source:
-    """A source: our end of a copy's stdout, cut into blocks of whole records."""
+    """A source: our end of a copy's stdout, cut into records by its router."""
 
     def __init__(self, loop: LocalRun, fd: int, copy: Copy, route: RouteIO) -> None:
         self.loop, self.fd, self.copy, self.route = loop, fd, copy, route
-        self.rs = Reassembler(route.splitter, views=True)
+        self.router = route.router()
         self.eof = False
         self.registered = False
-        self.long: Writer | None = None  # where our streamed record goes
 
     def on_readable(self, mask: int) -> None:
         try:
@@ -272,19 +264,14 @@ class Source:
         stats = self.loop.stats[self.copy.seg.index]
         if not data:
             self.close()
-            tail = self.rs.finish()
-            if tail:
-                self.route.deliver(self, Fed(b"", b"", tail, b""), tail=True)
-            if self.long is not None:
-                self.long.release(self)
-                self.long = None
+            self.route.deliver(self, None)
             self.route.source_done(self)
             return
         stats.bytes_out += len(data)
         if stats.records_out is not None and self.loop.counting:
             n = count_records(self.route.splitter, data)
             stats.records_out = None if n is None else stats.records_out + n
-        self.route.deliver(self, self.rs.feed(data))
+        self.route.deliver(self, data)
 
     def close(self) -> None:
         if self.registered:
@@ -303,14 +290,19 @@ class Source:
 
 
 class RouteIO:
-    """One instance of an edge at run time (or the final merge into our output)."""
+    """One instance of an edge at run time (or the final merge into our output): the I/O
+    around each source's :class:`~brasil.exec.route.Router` (``merge`` is its ``one``)."""
 
-    def __init__(self, loop: LocalRun, mode: str, splitter: Splitter, key: object,
+    def __init__(self, loop: LocalRun, mode: str, splitter: Splitter, key: Key | None,
                  dests: list[Writer]) -> None:
         self.loop, self.mode, self.splitter, self.key = loop, mode, splitter, key
         self.dests = dests
         self.sources: list[Source] = []
         self.live_sources = 0
+
+    def router(self) -> Router:
+        return Router(ONE if self.mode == "merge" else self.mode, len(self.dests), self.splitter,
+                      self.key, busy=self.rank, views=True)
 
     def add_source(self, fd: int, copy: Copy) -> None:
         self.sources.append(Source(self.loop, fd, copy, self))
@@ -323,60 +315,37 @@ class RouteIO:
         live = self.live()
         if not live:
             return False
-        if src.long is not None:
-            return not src.long.full or (src.long.owner is src and src.long.queued < HIGH)
+        if src.router.long is not None:
+            d = self.dests[src.router.long]
+            return not d.full or (d.merge.owner is src and d.queued < HIGH)
         if self.mode == "balance":
             return any(not d.full for d in live)
         return all(not d.full for d in live)
 
-    def deliver(self, src: Source, fed: Fed, tail: bool = False) -> None:
-        live = self.live()
-        if not live:
+    def deliver(self, src: Source, data: bytes | None) -> None:
+        """A chunk of ``src``'s output, or (None) its end."""
+        router = src.router
+        for i, d in enumerate(self.dests):
+            if d.dead and i not in router.dead:
+                router.died(i)
+        if data is not None and len(router.dead) == len(self.dests):
             src.stop()
             return
-        end, head, whole, more = fed
-        if end and src.long is not None:
-            src.long.put(end, src, ends_long=True)
-            src.long = None
-        if head or whole:
-            if self.mode == "hash":
-                parts = self.key.partition(fed.block, len(self.dests), self.splitter)  # type: ignore[attr-defined]
-                if any(part and d.dead for d, part in zip(self.dests, parts)):
-                    src.stop()  # a record for a copy that quit: as a shell write to a closed
-                    return      # pipe, the producer gets SIGPIPE (the route then ends)
-                for d, part in zip(self.dests, parts):
-                    d.put(part, src, tail=tail)
-            else:
-                d = live[0] if self.mode == "merge" else self._pick(live)
-                if head:  # the two halves of one block, back to back: nothing comes between
-                    d.put(head, src)
-                d.put(whole, src, tail=tail)
-        if more:
-            if src.long is None:
-                if self.mode == "hash":
-                    src.long = self.dests[self.key.index(more, len(self.dests))]  # type: ignore[attr-defined]
-                    if src.long.dead:
-                        src.long = None
-                        src.stop()
-                        return
-                else:
-                    src.long = self._pick(live)
-            src.long.put(more, src, long=True)
+        writes = router.feed(data) if data is not None else router.finish()
+        if router.cut:
+            src.stop()  # a record for a copy that quit: as a shell write to a closed pipe,
+            return      # the producer gets SIGPIPE (the route then ends)
+        dests = self.dests
+        for i, part, kind in writes:
+            dests[i].put(part, src, kind)
 
-    def _pick(self, live: list[Writer]) -> Writer:
-        """Balance: a running copy whose pipe took everything so far; else start a copy not yet
-        running; else the one with the least queued."""
-        waiting = None
-        for d in live:
-            c = d.copy
-            if c is not None and not c.started:
-                waiting = waiting or d
-            elif d.queued == 0:
-                return d
-        if waiting is not None:
-            self.loop.launch(waiting.copy)  # type: ignore[arg-type]
-            return waiting
-        return min(live, key=lambda d: d.queued)
+    def rank(self, i: int) -> int:
+        """Balance: a running copy whose pipe took everything so far; else a copy not yet
+        running (started by the block); else the one with the least queued."""
+        d = self.dests[i]
+        if d.copy is not None and not d.copy.started:
+            return 1
+        return 0 if d.queued == 0 else 2 + d.queued
 
     def source_done(self, src: Source) -> None:
         self.live_sources -= 1
@@ -396,44 +365,36 @@ class RouteIO:
 class KeepRoute(RouteIO):
     """A fan-out region that keeps input order (``|<[keep]`` … ``>|``), as GNU parallel's
     ``--pipe -k`` does: the source is cut into blocks of whole records, the region's command
-    runs once per block (at most ``n`` at once), and the blocks' outputs go on in input order."""
+    runs once per block (at most ``n`` at once), and the blocks' outputs go on in input order
+    (``exec.route.KeepOrder``)."""
 
     BLOCK = 1 << 20
 
-    def __init__(self, loop: LocalRun, seg: Segment, group: int, argv: list[str], n: int,
+    def __init__(self, loop: LocalRun, seg: Segment, group: int, argv: list[list[str]], n: int,
                  splitter: Splitter, dest: Writer) -> None:
-        super().__init__(loop, "keep", splitter, None, [dest])
+        super().__init__(loop, "merge", splitter, None, [dest])
         self.seg, self.group, self.argv, self.n = seg, group, argv, n
-        self.building: list[bytes] = []
-        self.size = 0
+        self.order = KeepOrder(self.BLOCK, dest.splitter.terminator)
         self.blocks: deque[tuple[int, bytes]] = deque()  # cut, not started
-        self.results: dict[int, list[bytes]] = {}  # finished, waiting for their turn
-        self.next_seq = 0
-        self.next_out = 0
         self.jobs = 0
         self.src_eof = False
 
     def wants_input(self, src: Source) -> bool:
         return not self.dests[0].dead and len(self.blocks) < self.n and not self.dests[0].full
 
-    def deliver(self, src: Source, fed: Fed, tail: bool = False) -> None:
-        for part in fed:
-            if part:
-                self.building.append(bytes(part))
-                self.size += len(part)
-        if self.size >= self.BLOCK and not src.long:
-            self._cut()
-
-    def _cut(self) -> None:
-        if self.building:
-            self.blocks.append((self.next_seq, b"".join(self.building)))
-            self.next_seq += 1
-            self.building, self.size = [], 0
-        self._start_jobs()
+    def deliver(self, src: Source, data: bytes | None) -> None:
+        writes = src.router.feed(data) if data is not None else src.router.finish()
+        block = self.order.add(writes)
+        if block is not None:
+            self.blocks.append(block)
+            self._start_jobs()
 
     def source_done(self, src: Source) -> None:
         self.src_eof = True
-        self._cut()
+        block = self.order.cut()
+        if block is not None:
+            self.blocks.append(block)
+        self._start_jobs()
         self._maybe_finish()
 
     def _start_jobs(self) -> None:
@@ -447,20 +408,14 @@ class KeepRoute(RouteIO):
 
     def job_done(self, seq: int, out: list[bytes]) -> None:
         self.jobs -= 1
-        self.results[seq] = out
-        term = self.dests[0].splitter.terminator
-        while self.next_out in self.results:
-            pieces = [p for p in self.results.pop(self.next_out) if p]
-            for i, piece in enumerate(pieces):  # a block's output may end mid-record (printf x)
-                last = i == len(pieces) - 1 and term is not None and not piece.endswith(term)
-                self.dests[0].put(piece, self, tail=last)
-            self.next_out += 1
+        for piece, kind in self.order.done(seq, out):  # an output may end mid-record (printf x)
+            self.dests[0].put(piece, self, kind)
         self._start_jobs()
         self._maybe_finish()
         self.loop.dirty = True
 
     def _maybe_finish(self) -> None:
-        if self.src_eof and not self.blocks and not self.jobs and not self.results:
+        if self.src_eof and not self.blocks and not self.jobs and not self.order.waiting:
             self.dests[0].finish()
 
 
@@ -539,8 +494,9 @@ class LocalRun:
                     stdout_r, stdout_w = os.pipe()
                 self._make_procs(c, argvs[seg.index], stdin_r if has_input else self.stdin,
                                  stdout_w if has_output else self.stdout)
-                c.lazy = seg.index in lazy
-                if not c.lazy:
+                if seg.index in lazy:
+                    c.move("defer")
+                else:
                     self.launch(c)
                 if has_input:
                     _nonblocking(stdin_w)
@@ -551,6 +507,17 @@ class LocalRun:
                 if has_output:
                     _nonblocking(stdout_r)
                     readers[seg.index][c.index] = stdout_r
+
+        def writer(seg: int, copy: int) -> Writer:
+            w = writers[seg][copy]
+            assert w is not None, "a segment after an edge has an input"
+            return w
+
+        def reader(seg: int, copy: int) -> tuple[int, Copy]:
+            fd = readers[seg][copy]
+            assert fd is not None, "a segment before an edge has an output"
+            return fd, self.copies[seg][copy]
+
         for e in plan.edges:
             if e.upstream in keep:
                 continue  # the keep route before it delivers to this edge's destination
@@ -560,12 +527,12 @@ class LocalRun:
                     seg = plan.segments[e.downstream]
                     for src in r.sources:
                         k = KeepRoute(self, seg, src, argvs[seg.index], seg.per, e.rs,
-                                      writers[after.downstream][src])  # type: ignore[arg-type]
-                        k.add_source(readers[e.upstream][src], self.copies[e.upstream][src])  # type: ignore[arg-type]
+                                      writer(after.downstream, src))
+                        k.add_source(*reader(e.upstream, src))
                         self.routes.append(k)
                     continue
-                self._route(e.mode, e.rs, e.key, [writers[e.downstream][d] for d in r.dests],  # type: ignore[misc]
-                            [(readers[e.upstream][s], self.copies[e.upstream][s]) for s in r.sources])  # type: ignore[misc]
+                self._route(e.mode, e.rs, e.key, [writer(e.downstream, d) for d in r.dests],
+                            [reader(e.upstream, s) for s in r.sources])
         last = plan.last
         if last.copies > 1 or self.screen is not None:
             self._stdout_blocking = os.get_blocking(self.stdout)
@@ -573,13 +540,12 @@ class LocalRun:
             out = Writer(self, self.stdout, None, None, plan.out_rs, owned=False)
             out.screen = self.screen
             self._route("merge", plan.out_rs, None, [out],
-                        [(readers[last.index][c], self.copies[last.index][c])  # type: ignore[misc]
-                         for c in range(last.copies)])
+                        [reader(last.index, c) for c in range(last.copies)])
 
     def launch(self, c: Copy) -> None:
         """Start a copy's processes: at once, or — fed by a fan-out — when its first block is
         dealt to it, so a small input starts only the copies it needs, as GNU parallel does."""
-        c.started = True
+        c.move("start")
         env = {**self.env, "BRASIL_NODE": "local", "BRASIL_RANK": str(c.index),
                "BRASIL_SIZE": str(c.seg.copies)}
         for p in c.procs:
@@ -614,14 +580,14 @@ class LocalRun:
         """A lazy copy whose input ended before any block was dealt to it: it never runs, and
         whoever reads its output sees end of file."""
         if not c.started:
-            c.started = True
+            c.move("skip")
             for p in c.procs:
                 self._release_child_fds(p)
                 p.status = 0
             c.input_done = True
             self.dirty = True
 
-    def _route(self, mode: str, rs: Splitter, key: object, dests: list[Writer],
+    def _route(self, mode: str, rs: Splitter, key: Key | None, dests: list[Writer],
                sources: list[tuple[int, Copy]]) -> None:
         r = RouteIO(self, mode, rs, key, dests)
         for fd, copy in sources:
@@ -659,7 +625,7 @@ class LocalRun:
             self.pending_io -= 1
             state["eof"] = True
             complete()
-        c.on_exit = complete  # type: ignore[attr-defined]
+        c.on_exit = complete
         os.set_blocking(stdout_r, False)
         self.sel.register(stdout_r, selectors.EVENT_READ, read_out)
         self.pending_io += 1
@@ -701,6 +667,8 @@ class LocalRun:
         assert p.proc is not None
         rc = p.proc.wait()
         p.status = 128 - rc if rc < 0 else rc
+        if all(q.status is not None for q in p.copy.procs):
+            p.copy.move("exit")
         if p.stdin_peek >= 0:
             p.unread = unread(p.stdin_peek) > 0
             os.close(p.stdin_peek)  # now writes to it fail at once, as for a dead reader
@@ -712,9 +680,8 @@ class LocalRun:
             why = self._fault(p)
             if why:
                 self._fail(p, why)
-        on_exit = getattr(p.copy, "on_exit", None)
-        if on_exit is not None:
-            on_exit()
+        if p.copy.on_exit is not None:
+            p.copy.on_exit()
 
     def _fault(self, p: Proc) -> str:
         """Why this process's end breaks the pipeline ("" if it does not): the rule of

@@ -18,15 +18,18 @@ import secrets
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, cast
 
-from ..exec.records import Key, Reassembler, Splitter
+from ..exec.records import Key, Splitter
+from ..exec.route import HASH, Router
+from ..lifecycle import step
 from ..ninep.errors import NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.ratelimit import RateLimited
 from ..ninep.transport import Address, open_stream, parse_address, serve_streams
 from ..node.io import Output, Sink
+from .transfer_lifecycle import TRANSFER
 
 log = logging.getLogger("brasil.data")
 limited = RateLimited(log)
@@ -68,7 +71,12 @@ class Transfer:
         self.state = "waiting"
         self.error = ""
         self.bytes = 0
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Future[None] | None = None
+
+    def move(self, event: str, error: str = "") -> None:
+        self.state = step(TRANSFER, self.state, event, f"transfer {self.label}")
+        if error:
+            self.error = error
 
     def describe(self) -> str:
         return f"splice {self.label} {self.state} {self.bytes} bytes" + (
@@ -105,7 +113,7 @@ class DataEndpoint:
     def _expire(self, token: str) -> None:
         for sink, t in self.expected.pop(token, []):
             # the arranging node went through the tree instead, or a sender never came
-            t.state = "unused"
+            t.move("expire")
             sink.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -140,25 +148,25 @@ class DataEndpoint:
         sink, t = waiting.pop(0)
         if not waiting:
             del self.expected[key]
-        t.state = "running"
-        t.task = asyncio.current_task()  # type: ignore[assignment]
+        t.move("connect")
+        t.task = asyncio.current_task()
         try:
             while True:
                 data = await read_frame(reader)
                 if data is None:
-                    t.state, t.error = "failed", "producer lost"
+                    t.move("fail", "producer lost")
                     break
                 if not data:
-                    t.state = "done"
+                    t.move("end")
                     break
                 r = sink.write(data)
                 if is_awaitable(r):
-                    await r
+                    await cast(Awaitable[int], r)
                 t.bytes += len(data)
         except NinepError as e:  # our consumer is gone
-            t.state, t.error = "failed", f"consumer gone: {e}"
+            t.move("fail", f"consumer gone: {e}")
         except ConnectionError as e:
-            t.state, t.error = "failed", str(e)
+            t.move("fail", str(e))
         finally:
             sink.close()
             writer.close()
@@ -201,22 +209,20 @@ async def send(address: str, token: str, claim: Callable[[], Output], label: str
         raise
     writer.write(frame(token.encode()))
     t = Transfer(label)
-    t.state = "running"
+    t.move("connect")
 
     async def pump() -> None:
         try:
             while True:
-                data = src.stream.read(CHUNK)
-                if is_awaitable(data):
-                    data = await data
+                data = await _read(src, CHUNK)
                 writer.write(frame(data))  # an empty read is end of file: the end frame
                 await writer.drain()
                 if not data:
-                    t.state = "done"
+                    t.move("end")
                     break
                 t.bytes += len(data)
         except (ConnectionError, OSError, NinepError) as e:
-            t.state, t.error = "failed", f"consumer lost: {e}"
+            t.move("fail", f"consumer lost: {e}")
             src.stream.break_()  # the producer now gets EPIPE, as with a Unix pipe
         finally:
             writer.close()
@@ -238,7 +244,7 @@ class LocalConn:
         self.ended = False
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
-        self.t.state = "running"
+        self.t.move("connect")
 
     @property
     def transport(self) -> LocalConn:
@@ -265,15 +271,15 @@ class LocalConn:
                 data = self.queue[0]
                 r = self.sink.write(data)
                 if is_awaitable(r):
-                    await r
+                    await cast(Awaitable[int], r)
                 self.queue.popleft()
                 self.queued -= len(data)
                 self.t.bytes += len(data)
-            if self.ended:
-                self.t.state = "done"
+            if self.ended and self.t.state == "running":
+                self.t.move("end")
         except NinepError as e:  # the consumer is gone
             self.error = e
-            self.t.state, self.t.error = "failed", f"consumer gone: {e}"
+            self.t.move("fail", f"consumer gone: {e}")
 
     async def drain(self) -> None:
         if self.task is not None:
@@ -288,26 +294,46 @@ class LocalConn:
             self.sink.close()
 
 
+class _Buffer(Protocol):
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+
+
+class _Conn(Protocol):
+    """A consumer's connection: an asyncio StreamWriter, or a :class:`LocalConn`."""
+
+    @property
+    def transport(self) -> _Buffer: ...
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def close(self) -> None: ...
+
+
+async def _read(src: Output, n: int) -> bytes:
+    got = src.stream.read(n)
+    return await cast(Awaitable[bytes], got) if is_awaitable(got) else cast(bytes, got)
+
+
 async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mode: str,
                   key: Key | None, rs: Splitter, label: str,
                   local: DataEndpoint | None = None) -> Transfer:
     """One output to several consumers' endpoints (``(token, address)`` pairs), cut into whole
     records: ``one`` sends all to the only one, ``balance`` each block to the consumer whose
-    connection has the least waiting, ``hash`` each record to the one its key picks. This is the
-    many-to-many part of PUSH's ``|<`` and ``|#|``: each producer's node sends straight to each
-    consumer's node, never through the tree."""
-    conns: list[Any] = []
+    connection has the least waiting, ``hash`` each record to the one its key picks (the rules:
+    ``exec.route``). This is the many-to-many part of PUSH's ``|<`` and ``|#|``: each
+    producer's node sends straight to each consumer's node, never through the tree."""
+    conns: list[_Conn] = []
     here = str(local.address) if local is not None and local.address is not None else None
     try:
         for token, address in dests:
             waiting = local.expected.get(token) if local is not None and address == here else None
-            if waiting:  # a copy on this node: no socket to ourselves
+            if local is not None and waiting:  # a copy on this node: no socket to ourselves
                 sink, t0 = waiting.pop(0)
                 if not waiting:
-                    del local.expected[token]  # type: ignore[union-attr]
+                    del local.expected[token]
                 conns.append(LocalConn(sink, t0))
                 continue
-            reader, writer = await open_stream(parse_address(address))
+            _, writer = await open_stream(parse_address(address))
             writer.write(frame(token.encode()))
             conns.append(writer)
         src = claim()
@@ -316,122 +342,101 @@ async def scatter(dests: list[tuple[str, str]], claim: Callable[[], Output], mod
             w.close()
         raise
     t = Transfer(label)
-    t.state = "running"
-    n = len(conns)
-    dead: set[int] = set()  # consumers that went away (quit early, as head does)
+    t.move("connect")
+    t.task = asyncio.ensure_future(Scatter(conns, src, mode, key, rs, t).pump())
+    return t
 
-    def gone(w: Any) -> bool:
-        return bool(w.transport.is_closing())
 
-    def busy(i: int) -> int:
-        return conns[i].transport.get_write_buffer_size()
+class Scatter:
+    """The I/O around one :class:`~brasil.exec.route.Router`: frames out, flow control, and
+    consumers that went away (quit early, as head does)."""
 
-    def send_to(i: int, data: bytes) -> None:
-        w = conns[i]
-        if i in dead:
-            return  # its records are dropped: it stopped reading, as a pipe's reader may
-        if gone(w):
-            dead.add(i)
+    def __init__(self, conns: list[_Conn], src: Output, mode: str, key: Key | None,
+                 rs: Splitter, t: Transfer) -> None:
+        self.conns, self.src, self.t = conns, src, t
+        self.router = Router(mode, len(conns), rs, key, busy=self.busy)
+
+    def busy(self, i: int) -> int:
+        return self.conns[i].transport.get_write_buffer_size()
+
+    def live(self) -> list[int]:
+        """Tell the router which consumers went away; the ones still there."""
+        for i in self.router.live():
+            if self.conns[i].transport.is_closing():
+                self.router.died(i)
+        return self.router.live()
+
+    def send(self, i: int, data: bytes) -> None:
+        w = self.conns[i]
+        if not data or i in self.router.dead:
             return
+        if w.transport.is_closing():
+            self.router.died(i)  # its records are dropped: it stopped reading, as a pipe's
+            return               # reader may
         if isinstance(w, LocalConn):
             w.write(data)
             return
         for at in range(0, len(data), CHUNK):
             w.write(frame(data[at:at + CHUNK]))
 
-    def live() -> list[int]:
-        for i in range(n):
-            if i not in dead and gone(conns[i]):
-                dead.add(i)
-        return [i for i in range(n) if i not in dead]
-
-    def pick() -> int:
-        alive = live()
-        if not alive:
-            raise ConnectionResetError("every consumer has gone")
-        return alive[0] if mode == "one" else min(alive, key=busy)
-
-    async def drain(i: int) -> None:
+    async def drain(self, i: int) -> None:
         try:
-            await conns[i].drain()
+            await self.conns[i].drain()
         except (ConnectionError, OSError):
-            dead.add(i)
+            self.router.died(i)
 
-    async def room(targets: list[int], any_one: bool) -> None:
+    async def room(self, targets: list[int], any_one: bool) -> None:
         """Until one of ``targets`` (balance) or each of them (hash, one) is below the mark."""
-        targets = [i for i in targets if i not in dead]
-        full = [i for i in targets if busy(i) >= HIGH]
+        targets = [i for i in targets if i not in self.router.dead]
+        full = [i for i in targets if self.busy(i) >= HIGH]
         if not full or (any_one and len(full) < len(targets)):
             return
         if not any_one:
-            await asyncio.gather(*(drain(i) for i in full))
+            await asyncio.gather(*(self.drain(i) for i in full))
             return
-        waits = [asyncio.ensure_future(drain(i)) for i in full]
+        waits = [asyncio.ensure_future(self.drain(i)) for i in full]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for f in waits:
             f.cancel()
 
-    async def pump() -> None:
-        rs_state = Reassembler(rs)
-        long: int | None = None
+    async def pump(self) -> None:
+        router, t = self.router, self.t
         cut = False
         try:
             while True:
-                if not live():
+                if not self.live():
                     raise ConnectionResetError("every consumer has gone")
-                data = src.stream.read(CHUNK)
-                if is_awaitable(data):
-                    data = await data
+                if router.mode != HASH and router.long is None:
+                    await self.room(self.live(), any_one=True)
+                data = await _read(self.src, CHUNK)
+                self.live()
                 if not data:
-                    tail = rs_state.finish()
-                    if tail:
-                        send_to(long if long is not None else
-                                key.index(tail, n) if mode == "hash" and key else pick(), tail)
+                    for i, part, _ in router.finish():
+                        self.send(i, part)
                     break
                 t.bytes += len(data)
-                end, head, whole, more = rs_state.feed(data)
-                if end and long is not None:
-                    send_to(long, end)
-                    long = None
-                written: list[int] = [] if long is None else [long]
-                if head or whole:
-                    block = head + whole if head else whole
-                    if mode == "hash" and key is not None:
-                        parts = key.partition(block, n, rs)
-                        alive = set(live())
-                        if any(part and i not in alive for i, part in enumerate(parts)):
-                            cut = True  # a record for a consumer that quit: as a shell write
-                            break       # to a closed pipe, the producer gets SIGPIPE
-                        for i, part in enumerate(parts):
-                            if part:
-                                send_to(i, part)
-                                written.append(i)
-                    else:
-                        await room(list(range(n)), any_one=True)
-                        i = pick()
-                        send_to(i, block)
-                        written.append(i)
-                if more:
-                    if long is None:
-                        long = key.index(more, n) if mode == "hash" and key else pick()
-                        if long not in live():
-                            cut = True
-                            break
-                    send_to(long, more)
-                    written.append(long)
-                await room(sorted(set(written)), any_one=False)
-            for i, w in enumerate(conns):
-                if i not in dead and not gone(w):
+                writes = router.feed(data)
+                if router.cut:
+                    if not router.live():
+                        raise ConnectionResetError("every consumer has gone")
+                    cut = True  # a record for a consumer that quit: as a shell write to a
+                    break       # closed pipe, the producer gets SIGPIPE
+                for i, part, _ in writes:
+                    self.send(i, part)
+                written = {i for i, _, _ in writes}
+                if router.long is not None:
+                    written.add(router.long)
+                await self.room(sorted(written), any_one=False)
+            for i, w in enumerate(self.conns):
+                if i not in router.dead and not w.transport.is_closing():
                     w.write(b"" if isinstance(w, LocalConn) else frame(b""))  # a clean end
-            await asyncio.gather(*(drain(i) for i in range(n)))
-            t.state = "done"
+            await asyncio.gather(*(self.drain(i) for i in range(len(self.conns))))
+            t.move("end")
             if cut:  # the others have had a clean end; the producer gets EPIPE
-                src.stream.break_()
+                self.src.stream.break_()
         except (ConnectionError, OSError, NinepError) as e:
-            t.state, t.error = "failed", f"consumer lost: {e}"
-            src.stream.break_()  # the producer now gets EPIPE, as with a Unix pipe
+            t.move("fail", f"consumer lost: {e}")
+            self.src.stream.break_()  # the producer now gets EPIPE, as with a Unix pipe
         finally:
-            for w in conns:
+            for w in self.conns:
                 w.close()
-    t.task = asyncio.ensure_future(pump())
-    return t

@@ -1,0 +1,29 @@
+"""The lifecycle of one copy of a PUSH segment on this machine (``push/local.py``), as a
+transition table that :func:`~brasil.lifecycle.step` moves a ``Copy`` along.
+
+A copy fed by a fan-out (``|<``) waits for its first block before it starts, so that a small
+input starts only the copies it needs, as GNU parallel does; if its input ends before any block
+came, it never runs. Every other copy starts with the pipeline. A copy has exited once its last
+process has. ``python -m brasil.push.lifecycle`` prints its part of docs/transfer-lifecycles.md
+(after ``python -m brasil.tree.transfer_lifecycle``'s).
+"""
+
+from __future__ import annotations
+
+from ..lifecycle import mermaid
+
+COPY = {
+    ("new", "start"): "running",      # its processes were started
+    ("new", "defer"): "waiting",      # fed by a fan-out: started by the first block dealt to it
+    ("waiting", "start"): "running",
+    ("waiting", "skip"): "skipped",   # its input ended before any block came: never runs
+    ("running", "exit"): "exited",    # its last process has ended
+}
+
+
+def document() -> str:
+    return "\n" + mermaid("A copy of a PUSH segment on this machine", COPY)
+
+
+if __name__ == "__main__":
+    print(document(), end="")
