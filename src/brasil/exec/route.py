@@ -115,10 +115,9 @@ class Router:
         out: list[Write] = []
         tail = self.rs.finish()
         if self.long is not None:
-            # A streamed record cut short by the end had no separator either, but owes none:
-            # docs/reference.md §Records says it should (the two stay two), and
-            # tests/test_hardening.py pins that it does not. Emitting an empty TAIL before
-            # this END is the whole change, if the spec is to win.
+            # A streamed record cut short by the end had no separator either: it owes one to
+            # whatever is merged after it (docs/reference.md §Records: the two stay two).
+            self._add(out, self.long, b"", TAIL)
             self._add(out, self.long, b"", END)
             self.long = None
         if tail and not self._block(out, b"", tail, TAIL):
