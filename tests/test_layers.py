@@ -35,7 +35,6 @@ LAYERS = {
 KNOWN_CIRCLES: list[frozenset[str]] = [
     frozenset({"batch.lifecycle", "batch.store"}),
     frozenset({"batch", "batch.files", "batch.scheduler"}),
-    frozenset({"node.daemon", "node.launch", "node.session", "node.session_files"}),
     frozenset({"tree.daemon", "tree.link", "tree.registry", "tree.reserve"}),
 ]
 

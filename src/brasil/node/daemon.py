@@ -38,6 +38,8 @@ from ..ninep.synthetic import (
 from ..ninep.synthetic import Node as File
 from .attrs import Selection, format_attrs, system_attrs
 from .exportfs import Export, ExportDir
+from .host import FarEnd, Owner
+from .scope import Scope
 from .session import Session
 from .session_files import SessionDir, attrs_file, env_file, ns_file
 
@@ -106,8 +108,8 @@ class Node:
         table = [
             Entry("arch", 0o444, lambda _: StaticFile(arch_line() + "\n")),
             Entry("status", 0o444, lambda _: GeneratedFile(self.status_text)),
-            Entry("env", 0o644, lambda _: env_file(None, self.env)),
-            Entry("ns", 0o644, lambda _: ns_file(None, self.ns, self.check_ns_line)),
+            Entry("env", 0o644, lambda _: env_file(self.env)),
+            Entry("ns", 0o644, lambda _: ns_file(self.ns, self.check_ns_line)),
             Entry("clone", 0o444, lambda _: CloneFile(self)),
             Entry("net", 0o444, lambda _: GeneratedFile(self.net_text)),
             Entry("attrs", 0o644, lambda _: attrs_file(self)),
@@ -179,7 +181,7 @@ class Node:
                 if g.neighbor == name:
                     g.mark_lost(f"{name} is gone")
 
-    def close_session(self, session: Session) -> None:
+    def close_session(self, session: Owner) -> None:
         session.close()
         self.sessions.pop(session.path, None)
         self.local.discard(session.path)
@@ -194,7 +196,7 @@ class Node:
             return self.find_remote(path)
         return self.find_session(path)
 
-    def find_session(self, path: str) -> Session:
+    def find_session(self, path: str) -> Scope | FarEnd:
         """A session or sub-session by ``/csrv/local/3/1``-style or ``3/1``-style path."""
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["csrv", "local"]:
@@ -204,8 +206,10 @@ class Node:
         if not parts or parts[0] not in self.sessions:
             raise NinepError(f"splice: no session at {path!r} on node {self.name} "
                              "(paths look like /csrv/local/ID[/SUB])")
-        s = self.sessions[parts[0]]
+        s: Scope | FarEnd = self.sessions[parts[0]]
         for p in parts[1:]:
+            if not isinstance(s, Scope):  # a neighbour's sub-session: it has none of its own
+                raise NinepError(f"splice: no session at {path!r} on node {self.name}")
             s = s.sub(p)
         return s
 
@@ -224,7 +228,7 @@ class Node:
             keys |= source()
         return keys
 
-    async def reserve(self, session: Session, n: int, sel: Selection = Selection(),
+    async def reserve(self, session: Owner, n: int, sel: Selection = Selection(),
                       upto: bool = False) -> tuple[list[int], list[Any]]:
         """``n`` slots: this node's free ones first, then (through ``reserver``, set by the tree)
         its neighbours'; all or nothing — or, with ``upto``, as many as there are (at least one),

@@ -25,7 +25,7 @@ SESSION = {
     ("done", "close"): "closed",
 }
 
-# One slot of a session (a leaf sub-session).
+# One slot of a session (a leaf sub-session, leaf.py).
 SLOT = {
     ("idle", "start"): "running",
     ("idle", "defer"): "waiting",  # lazy: started by the first bytes of its input
@@ -50,6 +50,10 @@ SLOT = {
     ("failed", "defer"): "waiting",
     ("failed", "release"): "released",
 }
+
+# Where each starts: the first row's state, as the diagrams draw it.
+SESSION_START = next(iter(SESSION))[0]
+SLOT_START = next(iter(SLOT))[0]
 
 
 def document() -> str:

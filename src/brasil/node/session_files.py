@@ -19,15 +19,15 @@ from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node
 from .attrs import check_label, parse_selection
 from .io import READ, Output
-from .session import Session, parse_env
+from .scope import Scope, parse_env
 
 
-def _count_open(session: Session) -> None:
+def _count_open(session: Scope) -> None:
     session.top.open_handles += 1
     session.touch()
 
 
-def _count_close(session: Session) -> None:
+def _count_close(session: Scope) -> None:
     top = session.top
     top.open_handles -= 1
     session.touch()
@@ -40,7 +40,7 @@ def _count_close(session: Session) -> None:
 class SessionHandle(Handle):
     """Counts itself among the session's open files while it lives."""
 
-    def __init__(self, node: Node, session: Session) -> None:
+    def __init__(self, node: Node, session: Scope) -> None:
         super().__init__(node)
         self.session = session
         _count_open(session)
@@ -54,7 +54,7 @@ class SessionHandle(Handle):
 
 
 class SessionFile(Node):
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Scope) -> None:
         super().__init__()
         self.session = session
 
@@ -96,7 +96,7 @@ def _int(text: str, what: str, usage: str) -> int:
 class SessionCtl(CtlFile):
     commands = CommandTable()
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Scope) -> None:
         super().__init__()
         self.session = session
 
@@ -246,7 +246,7 @@ class SessionCtl(CtlFile):
         if s.parent is not None:
             raise NinepError(f"close: {s.path} is a sub-session; close the session itself "
                              f"(/csrv/local/{s.top.path}/ctl)")
-        s.node.close_session(s)
+        s.node.close_session(s.top)
 
 
 class SessionCtlHandle(CtlHandle):
@@ -268,7 +268,7 @@ class SessionCtlHandle(CtlHandle):
 class DataFile(SessionFile):
     """stdio/stdin/stdout/stderr: which output it reads (fd) and whether it writes the input."""
 
-    def __init__(self, session: Session, fd: int | None, writes: bool) -> None:
+    def __init__(self, session: Scope, fd: int | None, writes: bool) -> None:
         super().__init__(session)
         self.fd = fd
         self.writes = writes
@@ -280,7 +280,7 @@ class DataFile(SessionFile):
 class DataHandle(SessionHandle):
     node: DataFile
 
-    def __init__(self, node: DataFile, session: Session, writing: bool) -> None:
+    def __init__(self, node: DataFile, session: Scope, writing: bool) -> None:
         super().__init__(node, session)
         self.out: Output | None = None
         self.writing = writing and node.writes
@@ -314,14 +314,13 @@ class DataHandle(SessionHandle):
 
 # ---- env and ns ----
 
-class LinesFile(SessionFile):
+class LinesFile(Node):
     """A file of lines edited by writes: O_TRUNC clears, each write's lines are applied."""
 
-    def __init__(self, session: Session | None, render: Callable[[], str],
-                 apply: Callable[[str], None], clear: Callable[[], None],
-                 check: Callable[[str], Any] = lambda line: None) -> None:
-        Node.__init__(self)
-        self.session = session  # type: ignore[assignment]
+    def __init__(self, render: Callable[[], str], apply: Callable[[str], None],
+                 clear: Callable[[], None], check: Callable[[str], Any] = lambda line: None
+                 ) -> None:
+        super().__init__()
         self.render, self.apply, self.clear, self.check = render, apply, clear, check
 
     def length(self) -> int:
@@ -364,42 +363,46 @@ def set_env_line(env: dict[str, str], line: str) -> None:
     env[key] = value
 
 
-def env_file(session: Session | None, env: dict[str, str],
+def env_file(env: dict[str, str],
              render: Callable[[], dict[str, str]] | None = None) -> LinesFile:
-    return LinesFile(session, lambda: env_lines(render() if render else env),
+    return LinesFile(lambda: env_lines(render() if render else env),
                      lambda line: set_env_line(env, line), env.clear, parse_env)
 
 
-def ns_file(session: Session | None, lines: list[str], check: Callable[[str], None],
+def ns_file(lines: list[str], check: Callable[[str], None],
             render: Callable[[], list[str]] | None = None) -> LinesFile:
-    return LinesFile(session, lambda: "".join(ln + "\n" for ln in (render() if render else lines)),
+    return LinesFile(lambda: "".join(ln + "\n" for ln in (render() if render else lines)),
                      lines.append, lines.clear, check)
 
 
 # ---- wait ----
 
-class WaitFile(SessionFile):
+class SessionWaitFile(SessionFile):
+    """``wait``: blocks until every process of the session (or sub-session) has ended, then
+    reads one line per sub-session (batch/files.py's WaitFile waits for a batch job)."""
+
     def open(self, mode: int) -> Handle:
-        return WaitHandle(self, self.session)
+        return SessionWaitHandle(self, self.session)
 
 
-class WaitHandle(SessionHandle):
-    def __init__(self, node: Node, session: Session) -> None:
+class SessionWaitHandle(SessionHandle):
+    def __init__(self, node: Node, session: Scope) -> None:
         super().__init__(node, session)
         self.data: bytes | None = None
 
     def read(self, offset: int, count: int) -> Maybe[bytes]:
-        if self.data is not None:
-            return self.data[offset:offset + count]
-        if self.session.all_done():
+        if self.data is None and not self.session.all_done():
+            return self._wait(offset, count)
+        return self._answer(offset, count)
+
+    def _answer(self, offset: int, count: int) -> bytes:
+        if self.data is None:  # the lines as they were when everything had ended: rereads agree
             self.data = "".join(ln + "\n" for ln in self.session.wait_lines()).encode()
-            return self.data[offset:offset + count]
-        return self._wait(offset, count)
+        return self.data[offset:offset + count]
 
     async def _wait(self, offset: int, count: int) -> bytes:
         await self.session.wait()
-        r = self.read(offset, count)
-        return await r if is_awaitable(r) else r  # type: ignore[misc, return-value]
+        return self._answer(offset, count)
 
 
 SESSION_TABLE = (
@@ -408,10 +411,10 @@ SESSION_TABLE = (
     Entry("stdin", 0o200, lambda s: DataFile(s, None, True)),
     Entry("stdout", 0o400, lambda s: DataFile(s, 1, False)),
     Entry("stderr", 0o400, lambda s: DataFile(s, 2, False)),
-    Entry("env", 0o600, lambda s: env_file(s, s.env, s.effective_env)),
-    Entry("ns", 0o600, lambda s: ns_file(s, s.ns, s.node.check_ns_line)),
+    Entry("env", 0o600, lambda s: env_file(s.env, s.effective_env)),
+    Entry("ns", 0o600, lambda s: ns_file(s.ns, s.node.check_ns_line)),
     Entry("args", 0o444, lambda s: GeneratedFile(lambda: s.args + "\n" if s.args else "")),
-    Entry("wait", 0o444, WaitFile),
+    Entry("wait", 0o444, SessionWaitFile),
     Entry("status", 0o444, lambda s: GeneratedFile(s.status_text)),
 )
 
@@ -421,7 +424,7 @@ class SessionDir(DynamicDir):
     sub-session's ten files here, or a proxy of one on another node), so ``res 2048`` costs
     nothing per slot here; a listing shows them all."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Scope) -> None:
         super().__init__(SESSION_TABLE, session, mode=0o555)
         self.session = session
         self._subdirs: dict[str, Node] = {}
@@ -447,7 +450,7 @@ class SessionDir(DynamicDir):
             sub = self.session.sub(name)
         except NinepError:
             raise NinepError(*Enotfound) from None
-        if isinstance(sub, Session):
+        if isinstance(sub, Scope):
             return self._install(name, SessionDir(sub))
         return self._settle(name, sub.mount())
 
@@ -474,5 +477,5 @@ def attrs_file(node: Any) -> LinesFile:
         if not eq:
             raise NinepError(f'attrs: bad line "{excerpt(line)}"; each is KEY=VALUE', errno.EINVAL)
         check_label(k.strip(), v.strip())
-    return LinesFile(None, lambda: "".join(f"{k}={v}\n" for k, v in node.attrs().items()),
+    return LinesFile(lambda: "".join(f"{k}={v}\n" for k, v in node.attrs().items()),
                      apply, node.labels.clear, check)
