@@ -1,0 +1,172 @@
+"""Stacks of real processes from the real unwinders, and STAT's merged prefix tree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brasil.exec.stacks import ProcessGone, StackError, capture, is_cpython
+from brasil.exec.stacktree import TraceTree, progress
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+needs_eu_stack = pytest.mark.skipif(shutil.which("eu-stack") is None or shutil.which("gcc") is None,
+                                    reason="needs elfutils and gcc (make test-deps installs them)")
+
+
+@pytest.fixture(scope="module")
+def hang_c(tmp_path_factory) -> str:
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc (make test-deps installs it)")
+    out = tmp_path_factory.mktemp("programs") / "hang"
+    subprocess.run(["gcc", "-g", "-O0", "-o", str(out), str(PROGRAMS / "hang.c")], check=True)
+    return str(out)
+
+
+def _start(argv: list[str], rank: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env={**os.environ, "BRASIL_RANK": str(rank)})
+
+
+async def _settled(pid: int, innermost: str, python: bool | None = None) -> list:
+    """The stacks once the process has reached the function it blocks in (a deadline, no
+    sleep: the unwinder itself is the probe)."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        threads = await capture(pid, python)
+        if any(innermost in [f.function for f in t.frames] for t in threads):
+            return threads
+        assert loop.time() < deadline, [f.function for f in threads[0].frames]
+        await asyncio.sleep(0.05)
+
+
+@needs_eu_stack
+async def test_a_native_process_shows_its_functions_with_file_and_line(hang_c):
+    waiting, spinning = _start([hang_c], 1), _start([hang_c], 3)
+    try:
+        assert not is_cpython(waiting.pid)
+        [t] = await _settled(waiting.pid, "wait_here")
+        names = [f.function for f in t.frames]
+        assert names.index("main") < names.index("middle") < names.index("wait_here")
+        here = t.frames[names.index("wait_here")]
+        assert here.file.endswith("hang.c") and here.line == 9, here
+        assert t.tid == waiting.pid
+        [t] = await _settled(spinning.pid, "spin_here")
+        assert [f.function for f in t.frames][-2:] == ["middle", "spin_here"]
+    finally:
+        for p in (waiting, spinning):
+            p.kill()
+            p.wait()
+
+
+async def test_a_python_process_shows_its_python_frames():
+    p = _start([sys.executable, "-I", str(PROGRAMS / "hang.py")], 2)
+    try:
+        assert is_cpython(p.pid)
+        [t] = await _settled(p.pid, "wait_here")
+        names = [f.function for f in t.frames]
+        assert names == ["<module>", "middle", "wait_here"], names
+        assert t.frames[-1].label(lines=True) == "wait_here (hang.py:8)"
+        assert t.tid == p.pid
+    finally:
+        p.kill()
+        p.wait()
+
+
+@needs_eu_stack
+async def test_a_stopped_process_is_unwound_and_stays_stopped(hang_c):
+    p = _start([hang_c], 1)
+    try:
+        await _settled(p.pid, "wait_here")
+        os.kill(p.pid, signal.SIGSTOP)
+        [t] = await capture(p.pid)
+        assert "wait_here" in [f.function for f in t.frames]
+        with open(f"/proc/{p.pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    finally:
+        p.kill()
+        p.wait()
+
+
+async def test_a_process_that_is_gone_is_named_gone_not_an_error():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    with pytest.raises(ProcessGone, match=f"process {p.pid} is gone"):
+        await capture(p.pid)
+    assert issubclass(ProcessGone, StackError)
+
+
+# The merged tree ---------------------------------------------------------------------------
+
+def _hung_job(ranks: range, odd: int) -> TraceTree:
+    t = TraceTree()
+    for r in ranks:
+        leaf = ["spin_here"] if r == odd else ["wait_here", "pause"]
+        t.add(r, f"n{r // 8 + 1}.{r % 8 + 1}", ["_start", "main", "middle", *leaf])
+    return t
+
+
+def test_the_odd_rank_is_a_class_of_its_own_with_its_node():
+    [(common, many, _), (odd, one, where)] = _hung_job(range(64), odd=13).classes()
+    assert common[-1] == "pause" and str(many) == "0-12,14-63"
+    assert odd[-1] == "spin_here" and str(one) == "13" and str(where) == "n2.6"
+    lines = list(_hung_job(range(64), odd=13).lines())
+    assert lines[0] == "_start  [ranks 0-63 (64) on n[1-8].[1-8]]"
+    assert any(ln.endswith("spin_here  [rank 13 (1) on n2.6]") for ln in lines)
+
+
+def test_the_wire_form_grows_with_paths_not_ranks():
+    small, big = _hung_job(range(64), 13), _hung_job(range(4096), 13)
+    assert len(big.dumps()) < 2 * len(small.dumps())
+    assert TraceTree.loads(big.dumps()).to_json() == big.to_json()
+
+
+def test_a_bad_tree_from_a_child_is_a_sentence():
+    for bad in (b'{"f": 1}', b'{"f": "x", "r": "a-b"}', b"[]"):
+        with pytest.raises(ValueError, match="trace tree"):
+            TraceTree.loads(bad)
+
+
+stacks = st.lists(st.tuples(st.integers(0, 200), st.sampled_from(["n1", "n2", "n3"]),
+                            st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=5)),
+                  max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stacks, stacks, stacks)
+def test_merging_is_associative_and_commutative(x, y, z):
+    def tree(rows):
+        t = TraceTree()
+        for r, n, frames in rows:
+            t.add(r, n, frames)
+        return t
+
+    def canon(t):
+        return sorted(((p, str(r)) for p, r, _ in t.classes()))
+    left = tree(x).merge(tree(y)).merge(tree(z))
+    right = tree(x).merge(tree(y).merge(tree(z)))
+    swapped = tree(z).merge(tree(y)).merge(tree(x))
+    flat = tree(x + y + z)
+    assert canon(left) == canon(right) == canon(swapped) == canon(flat)
+    assert TraceTree.loads(left.dumps()).dumps() == left.dumps()
+
+
+def test_samples_over_time_tell_stuck_ranks_from_moving_ones():
+    samples = []
+    for k in range(5):
+        t = TraceTree()
+        for r in range(64):
+            phase = "spin_here" if r == 7 else ["compute", "exchange", "io"][(r + k) % 3]
+            t.add(r, "n1", ["main", phase])
+        samples.append(t)
+    stuck, moving = progress(samples)
+    assert str(stuck) == "7" and len(moving) == 63
