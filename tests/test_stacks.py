@@ -58,7 +58,7 @@ async def test_a_native_process_shows_its_functions_with_file_and_line(hang_c):
         names = [f.function for f in t.frames]
         assert names.index("main") < names.index("middle") < names.index("wait_here")
         here = t.frames[names.index("wait_here")]
-        assert here.file.endswith("hang.c") and here.line == 9, here
+        assert here.file.endswith("hang.c") and here.line == 10, here
         assert t.tid == waiting.pid
         [t] = await _settled(spinning.pid, "spin_here")
         assert [f.function for f in t.frames][-2:] == ["middle", "spin_here"]
@@ -170,3 +170,60 @@ def test_samples_over_time_tell_stuck_ranks_from_moving_ones():
         samples.append(t)
     stuck, moving = progress(samples)
     assert str(stuck) == "7" and len(moving) == 63
+
+
+# gdb held on a process ---------------------------------------------------------------------
+
+needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None or shutil.which("gcc") is None,
+                               reason="needs gdb and gcc (make test-deps installs them)")
+
+
+@needs_gdb
+async def test_a_breakpoint_is_hit_and_a_variable_read_then_the_process_goes_on(hang_c):
+    from brasil.exec.debugger import Debugger, DebuggerError
+    p = _start([hang_c], 5)
+    d = Debugger(p.pid)
+    try:
+        await _settled(p.pid, "wait_here")
+        await d.attach()
+        assert d.stopped
+        assert await d.break_at("wait_here")
+        await d.cont()
+        assert await d.wait_stopped(20)
+        assert (d.reason, d.stopped_at) == ("breakpoint-hit", "wait_here")
+        assert await d.evaluate("value") == "7"
+        [t] = await d.threads()
+        assert [f.function for f in t.frames][-2:] == ["middle", "wait_here"] and t.tid == p.pid
+        with pytest.raises(DebuggerError, match="No symbol"):
+            await d.evaluate("no_such_variable")
+        with pytest.raises(DebuggerError, match="not a function"):
+            await d.break_at("-x; shell")
+    finally:
+        await d.close()
+    # Detached and running again: not stopped, not traced.
+    with open(f"/proc/{p.pid}/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    assert status["TracerPid"].strip() == "0" and status["State"].split()[0] in ("S", "R")
+    p.kill()
+    p.wait()
+
+
+@needs_gdb
+async def test_gdb_runs_no_script_a_user_put_beside_or_inside_the_program(hang_c, tmp_path,
+                                                                           monkeypatch):
+    # A .gdbinit in the daemon's home or directory, and auto-load paths, are all ignored.
+    from brasil.exec.debugger import Debugger
+    marker = tmp_path / "ran"
+    (tmp_path / ".gdbinit").write_text(f"shell touch {marker}\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    p = _start([hang_c], 1)
+    d = Debugger(p.pid)
+    try:
+        await d.attach()
+        assert await d.evaluate("value") == "42"
+    finally:
+        await d.close()
+        p.kill()
+        p.wait()
+    assert not marker.exists()

@@ -1,14 +1,15 @@
 /* A rank that blocks in a function chosen by BRASIL_RANK: the test subject of pstack.
- * Rank 3 spins in spin_here; every other rank waits in wait_here; `value` differs on rank 5. */
+ * Rank 3 spins in spin_here; every other rank waits in wait_here, entered again every 10 ms
+ * (so a breakpoint there is hit soon); `value` is 42, except 7 on rank 5. */
 #include <stdlib.h>
 #include <unistd.h>
 
 volatile int value = 42;
 volatile long spins = 0;
 
-void wait_here(void) { for (;;) pause(); }
+void wait_here(void) { usleep(10000); }
 void spin_here(void) { for (;;) spins++; }
-void middle(int rank) { if (rank == 3) spin_here(); else wait_here(); }
+void middle(int rank) { if (rank == 3) spin_here(); for (;;) wait_here(); }
 
 int main(void) {
     const char *r = getenv("BRASIL_RANK");
