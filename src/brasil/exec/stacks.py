@@ -140,7 +140,10 @@ def _check_alive(pid: int) -> None:
         raise ProcessGone(f"process {pid} is gone")
 
 
-async def _run(argv: list[str], pid: int) -> str:
+async def _run(argv: list[str], pid: int, partial_ok: bool = False) -> str:
+    """The unwinder's output. ``partial_ok``: eu-stack fails a thread it could not unwind to
+    its end (a process still in the dynamic loader, a frame without unwind tables) after
+    printing the frames it found; those are still where the process is."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd="/", limit=MAX_OUTPUT)
@@ -152,7 +155,7 @@ async def _run(argv: list[str], pid: int) -> str:
         raise StackError(f"{os.path.basename(argv[0])} took over {UNWIND_TIMEOUT:g}s on process "
                          f"{pid}") from None
     _check_alive(pid)
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not (partial_ok and b"\n#0 " in out):
         msg = err.decode(errors="replace").strip().splitlines()
         why = msg[-1] if msg else f"exit status {proc.returncode}"
         if "ptrace" in why.lower() or "permission" in why.lower() or "not permitted" in why:
@@ -175,4 +178,4 @@ async def capture(pid: int, python: bool | None = None) -> list[ThreadStack]:
     tool = _tool("eu-stack")
     if tool is None:
         raise StackError("eu-stack is not installed: apt install elfutils")
-    return parse_eu_stack(await _run([tool, "-s", "-m", "-p", str(pid)], pid))
+    return parse_eu_stack(await _run([tool, "-s", "-m", "-p", str(pid)], pid, partial_ok=True))
