@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from brasil.exec import procinfo
 from brasil.exec.stacks import ProcessGone, StackError, capture, is_cpython
 from brasil.exec.stacktree import TraceTree, progress
-
 from fixtures import wait_for
 
 PROGRAMS = Path(__file__).parent / "programs"
