@@ -267,3 +267,51 @@ async def test_status_memory_and_maps_of_a_process_and_writes_only_while_stopped
         p.wait()
     with pytest.raises(ProcessGone):
         procinfo.status_line(p.pid)
+
+
+# A group of ranks --------------------------------------------------------------------------
+
+@needs_gdb
+async def test_a_group_merges_stacks_names_the_odd_rank_and_reads_a_variable_everywhere(hang_c):
+    from brasil.exec.procgroup import Debuggers, Rank, Report, stacks
+    procs = [_start([hang_c], r) for r in range(8)]
+    ranks = [Rank(r, p.pid, f"n{r // 4}") for r, p in enumerate(procs)]
+    dbg = Debuggers()
+    try:
+        for p in procs:
+            await _settled(p.pid, "spin_here" if p is procs[3] else "wait_here")
+        report = await stacks(ranks)
+        classes = report.tree.classes()
+        assert [(c[0][-1], str(c[1])) for c in classes][-1] == ("spin_here", "3")
+        assert str(classes[-1][2]) == "n0"
+        # Gone while looked at: that rank is gone, the others still answer.
+        procs[7].kill()
+        procs[7].wait()
+        report = Report.loads((await stacks(ranks)).dumps())
+        assert str(report.gone) == "7" and len(report.tree.ranks) == 7
+        # The distributed debugger's example: break, continue, wait all, read a variable.
+        waiting = [r for r in ranks if r.rank not in (3, 7)]
+        assert not (await dbg.break_at(waiting, "wait_here")).errors
+        assert not (await dbg.cont(waiting)).errors
+        stopped = await dbg.wait_stopped(waiting, 20)
+        assert not stopped.errors and list(stopped.values) == ["wait_here"]
+        values = await dbg.evaluate(waiting, "value")
+        assert values.value_lines("value") == ["value = 42  [ranks 0-2,4,6 (5) on n[0-1]]",
+                                               "value = 7  [rank 5 (1) on n1]"]
+        # While held, stacks come through the debugger.
+        held = await stacks(waiting, dbg)
+        assert not held.errors and len(held.tree.ranks) == 6
+        merged = Report().merge(held).merge(values)
+        assert len(merged.tree.ranks) == 6 and len(merged.values) == 2
+    finally:
+        await dbg.detach()
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_signal_names_and_numbers():
+    from brasil.exec.procgroup import parse_signal
+    assert parse_signal("term") == signal.SIGTERM == parse_signal("SIGTERM") == parse_signal("15")
+    with pytest.raises(ValueError, match="is not a signal"):
+        parse_signal("BOGUS")
