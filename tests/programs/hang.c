@@ -1,6 +1,6 @@
 /* A rank that blocks in a function chosen by BRASIL_RANK: the test subject of pstack.
- * Rank 3 spins in spin_here; every other rank waits in wait_here, entered again every 10 ms
- * (so a breakpoint there is hit soon); `value` is 42, except 7 on rank 5. */
+ * Rank 3 (or SPIN_RANK) spins in spin_here; every other rank waits in wait_here, entered again
+ * every 10 ms (so a breakpoint there is hit soon); `value` is 42, except 7 on rank 5. */
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -9,7 +9,8 @@ volatile long spins = 0;
 
 void wait_here(void) { usleep(10000); }
 void spin_here(void) { for (;;) spins++; }
-void middle(int rank) { if (rank == 3) spin_here(); for (;;) wait_here(); }
+int spin_rank(void) { const char *s = getenv("SPIN_RANK"); return s ? atoi(s) : 3; }
+void middle(int rank) { if (rank == spin_rank()) spin_here(); for (;;) wait_here(); }
 
 int main(void) {
     const char *r = getenv("BRASIL_RANK");

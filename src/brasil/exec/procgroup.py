@@ -29,7 +29,7 @@ from .stacks import ProcessGone, StackError, capture
 from .stacktree import MAX_WIRE, TraceTree, ranks_text
 
 UNWINDERS = max(2, os.cpu_count() or 2)
-MAX_ERRORS = 64  # error lines a report carries; the rest are counted
+MAX_ERRORS = 64  # reasons a report tells apart; the rest are one class, "other errors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +42,21 @@ class Rank:
 @dataclass(slots=True)
 class Report:
     """What a group operation found: the merged stacks or values, the ranks gone, the ranks
-    that failed (with why), all mergeable."""
+    that failed (one class per reason, as values are), all mergeable."""
 
     tree: TraceTree = field(default_factory=TraceTree)
     values: dict[str, tuple[RangeSet, NodeSet]] = field(default_factory=dict)
     gone: RangeSet = field(default_factory=RangeSet)
-    errors: dict[str, str] = field(default_factory=dict)  # rank (or node, when lost) → why
-    more_errors: int = 0
+    errors: dict[str, tuple[RangeSet, NodeSet]] = field(default_factory=dict)  # why → who
 
-    def error(self, who: str, why: str) -> None:
-        if len(self.errors) < MAX_ERRORS:
-            self.errors[who] = why
-        else:
-            self.more_errors += 1
+    def error(self, why: str, rank: int | None, node: str) -> None:
+        """``rank`` None: a node's failure (lost), not one rank's."""
+        if why not in self.errors and len(self.errors) >= MAX_ERRORS:
+            why = "other errors"
+        ranks, nodes = self.errors.setdefault(why, (RangeSet(), NodeSet()))
+        if rank is not None:
+            ranks.add(rank)
+        nodes.update(node)
 
     def value(self, text: str, rank: int, node: str) -> None:
         ranks, nodes = self.values.setdefault(text, (RangeSet(), NodeSet()))
@@ -63,21 +65,18 @@ class Report:
 
     def merge(self, other: Report) -> Report:
         self.tree.merge(other.tree)
-        for text, (ranks, nodes) in other.values.items():
-            mine = self.values.setdefault(text, (RangeSet(), NodeSet()))
-            mine[0].update(ranks)
-            mine[1].update(nodes)
+        for mine, theirs in ((self.values, other.values), (self.errors, other.errors)):
+            for text, (ranks, nodes) in theirs.items():
+                got = mine.setdefault(text, (RangeSet(), NodeSet()))
+                got[0].update(ranks)
+                got[1].update(nodes)
         self.gone.update(other.gone)
-        for who, why in other.errors.items():
-            self.error(who, why)
-        self.more_errors += other.more_errors
         return self
 
     def dumps(self) -> bytes:
         return json.dumps({
-            "tree": self.tree.to_json(),
-            "values": {t: [str(r), str(n)] for t, (r, n) in self.values.items()},
-            "gone": str(self.gone), "errors": self.errors, "more_errors": self.more_errors,
+            "tree": self.tree.to_json(), "values": _classes_out(self.values),
+            "gone": str(self.gone), "errors": _classes_out(self.errors),
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -89,36 +88,47 @@ class Report:
             raise ValueError("a process group report must be a JSON object")
         try:
             return cls(TraceTree.from_json(d.get("tree", {"f": "", "r": ""})),
-                       {str(t): (RangeSet(v[0]) if v[0] else RangeSet(), NodeSet(v[1]))
-                        for t, v in (d.get("values") or {}).items()},
-                       RangeSet(d["gone"]) if d.get("gone") else RangeSet(),
-                       {str(k): str(v) for k, v in (d.get("errors") or {}).items()},
-                       int(d.get("more_errors") or 0))
+                       _classes_in(d.get("values")), _ranks(d.get("gone") or ""),
+                       _classes_in(d.get("errors")))
         except (TypeError, IndexError, AttributeError) as e:
             raise ValueError(f"a malformed process group report: {e}") from None
+        except ValueError:
+            raise
         except Exception as e:  # ClusterShell's parse errors share no base with ValueError
-            if isinstance(e, ValueError):
-                raise
             raise ValueError(f"bad rank or node set in a report: {e}") from None
 
-    def value_lines(self, name: str) -> list[str]:
-        """``x = 42 on ranks 0-62 (63); x = 7 on rank 63 (1) (n5.3)``: the classes of values,
-        largest first, the nodes named for the small ones."""
+    @staticmethod
+    def _class_lines(classes: dict[str, tuple[RangeSet, NodeSet]],
+                     show: Callable[[str, str], str]) -> list[str]:
         out = []
-        for text, (ranks, nodes) in sorted(self.values.items(), key=lambda v: -len(v[1][0])):
+        for text, (ranks, nodes) in sorted(classes.items(), key=lambda v: (-len(v[1][0]), v[0])):
+            who = ranks_text(ranks) if len(ranks) else "node"
             where = f" on {nodes}" if len(nodes) else ""
-            out.append(f"{name} = {text}  [{ranks_text(ranks)}{where}]")
+            out.append(show(text, f"{who}{where}"))
         return out
 
+    def value_lines(self, name: str) -> list[str]:
+        """``x = 42  [ranks 0-62 (63) on n[1-8]]``: the classes of values, largest first."""
+        return self._class_lines(self.values, lambda text, who: f"{name} = {text}  [{who}]")
+
     def trailer(self) -> list[str]:
-        """The lines that say what is missing from the picture, and why."""
+        """The lines that say what is missing from the picture, and why: one per reason."""
         out = []
         if len(self.gone):
             out.append(f"gone: {ranks_text(self.gone)} exited while being looked at")
-        out += [f"error: {who}: {why}" for who, why in sorted(self.errors.items())]
-        if self.more_errors:
-            out.append(f"error: {self.more_errors} more")
-        return out
+        return out + self._class_lines(self.errors, lambda text, who: f"error: {who}: {text}")
+
+
+def _classes_out(classes: dict[str, tuple[RangeSet, NodeSet]]) -> dict[str, list[str]]:
+    return {t: [str(r), str(n)] for t, (r, n) in classes.items()}
+
+
+def _classes_in(d: Any) -> dict[str, tuple[RangeSet, NodeSet]]:
+    return {str(t): (_ranks(v[0]), NodeSet(v[1])) for t, v in (d or {}).items()}
+
+
+def _ranks(text: str) -> RangeSet:
+    return RangeSet(text) if text else RangeSet()
 
 
 async def _each(ranks: Iterable[Rank], act: Callable[[Rank], Awaitable[None]],
@@ -132,8 +142,8 @@ async def _each(ranks: Iterable[Rank], act: Callable[[Rank], Awaitable[None]],
                 await act(r)
             except ProcessGone:
                 report.gone.add(r.rank)
-            except StackError as e:
-                report.error(f"rank {r.rank} ({r.node})", str(e))
+            except StackError as e:  # one class per reason: the pid is each rank's own
+                report.error(str(e).replace(f"process {r.pid}", "its process"), r.rank, r.node)
     await asyncio.gather(*(one(r) for r in ranks))
 
 
@@ -145,7 +155,16 @@ async def stacks(ranks: Iterable[Rank], debuggers: Debuggers | None = None,
 
     async def one(r: Rank) -> None:
         held = debuggers.get(r.rank) if debuggers else None
-        threads = await (held.threads() if held is not None else capture(r.pid))
+        if held is None:
+            threads = await capture(r.pid, lines=lines)
+        elif held.stopped:
+            threads = await held.threads()
+        else:  # held and running: no second tracer may attach; a moment's stop instead
+            await held.stop()
+            try:
+                threads = await held.threads()
+            finally:
+                await held.cont()
         for t in threads:
             report.tree.add(r.rank, r.node, [f.label(lines) for f in t.frames])
     await _each(ranks, one, report, UNWINDERS)
@@ -250,9 +269,3 @@ class Debuggers:
     def stopped_ranks(self) -> RangeSet:
         return RangeSet.fromlist([str(r) for r, d in self.held.items() if d.stopped]) \
             if self.held else RangeSet()
-
-
-def describe(report: Report) -> dict[str, Any]:
-    """For a status line: how many ranks the report covers, gone and failed."""
-    return {"ranks": len(report.tree.ranks), "gone": len(report.gone),
-            "errors": len(report.errors) + report.more_errors}

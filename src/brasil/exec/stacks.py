@@ -110,7 +110,7 @@ def parse_eu_stack(text: str) -> list[ThreadStack]:
         elif raw.startswith("#"):
             m = _EU_FRAME.match(raw)
             if m:
-                fn = (m.group("fn") or "").split("@@", 1)[0]
+                fn = (m.group("fn") or "").split("@", 1)[0]  # clock_nanosleep@GLIBC_2.2.5
                 if not fn:  # no symbol: which binary it is in says something still
                     fn = f"?? in {os.path.basename(m.group('mod') or '') or 'unknown'}"
                 frames.append(Frame(fn))
@@ -165,8 +165,11 @@ async def _run(argv: list[str], pid: int, partial_ok: bool = False) -> str:
     return out[:MAX_OUTPUT].decode(errors="replace")
 
 
-async def capture(pid: int, python: bool | None = None) -> list[ThreadStack]:
-    """Every thread's stack of ``pid``. ``python`` None: Python frames when it is CPython."""
+async def capture(pid: int, python: bool | None = None, lines: bool = True
+                  ) -> list[ThreadStack]:
+    """Every thread's stack of ``pid``. ``python`` None: Python frames when it is CPython.
+    ``lines``: native frames' file:line too (eu-stack then reads the DWARF: 55 ms against 7 ms
+    a process here; a merged tree keyed by function does without)."""
     _check_alive(pid)
     if python is None:
         python = is_cpython(pid)
@@ -178,4 +181,5 @@ async def capture(pid: int, python: bool | None = None) -> list[ThreadStack]:
     tool = _tool("eu-stack")
     if tool is None:
         raise StackError("eu-stack is not installed: apt install elfutils")
-    return parse_eu_stack(await _run([tool, "-s", "-m", "-p", str(pid)], pid, partial_ok=True))
+    argv = [tool, *(["-s"] if lines else []), "-m", "-p", str(pid)]
+    return parse_eu_stack(await _run(argv, pid, partial_ok=True))

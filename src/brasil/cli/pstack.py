@@ -1,0 +1,108 @@
+"""``brasil pstack``, ``pstop``, ``pcont``, ``psignal``: a session's processes as one group."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from .errors import UsageError, run
+from .options import add_client_options
+
+SESSION_HELP = "the session: its number at the daemon (--at), as `brasil run` and clone give it"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pstack", help="where every rank of a session is: stacks merged into classes",
+        description="Print the merged call tree of every rank's stacks (STAT's prefix tree): "
+        "one frame a line with the ranks that passed through it and their nodes, folded, so "
+        "a hung job of thousands of ranks reads as a few classes and the odd rank stands out. "
+        "The tree is merged at every level of the daemons' tree. Native frames come from "
+        "eu-stack, Python frames (CPython) from py-spy.",
+        epilog="Ranks whose process has exited are listed as gone; a node lost during the "
+        "read is named; the others are still shown. Exit status 0, or 1 when no rank could "
+        "be read.")
+    p.add_argument("session", metavar="SESSION", nargs="?", help=SESSION_HELP + " (default: "
+                   "the one session running there)")
+    p.add_argument("--lines", action="store_true", help="frames with file:line (ranks on "
+                   "different lines of one function are then different classes)")
+    p.add_argument("--dot", action="store_true", help="print the tree as Graphviz dot")
+    p.add_argument("--svg", metavar="FILE", help="draw the tree into FILE (needs graphviz)")
+    p.add_argument("--samples", type=int, default=1, metavar="N", help="merge N snapshots "
+                   "(STAT's 3D mode) and say which ranks moved between them and which are stuck")
+    p.add_argument("--interval", type=float, default=0.5, metavar="S",
+                   help="seconds between samples (default 0.5)")
+    add_client_options(p)
+    for name, what in (("pstop", "stop every rank of a session (held by the debugger)"),
+                       ("pcont", "continue every rank of a session"),
+                       ("pdetach", "let the debugger go of every rank of a session")):
+        q = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        q.add_argument("session", metavar="SESSION", nargs="?", help=SESSION_HELP)
+        add_client_options(q)
+    s = sub.add_parser("psignal", help="send a signal to every rank of a session",
+                       description="Send SIGNAL (TERM, KILL, STOP, CONT, USR1… or a number) to "
+                       "the process of every rank of a session.")
+    s.add_argument("signal", metavar="SIGNAL")
+    s.add_argument("session", metavar="SESSION", nargs="?", help=SESSION_HELP)
+    add_client_options(s)
+
+
+COMMANDS = ("pstack", "pstop", "pcont", "pdetach", "psignal")
+
+
+async def cmd(args: argparse.Namespace) -> int:
+    from ..exec.stacktree import progress, ranks_text
+    from ..group import procs
+    from ..ninep.auth import dial
+    c = await dial(args.at, args.secret_file)
+    try:
+        if args.session is None:
+            try:
+                args.session = await procs.the_running_session(c)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        if args.command != "pstack":
+            verb = {"pstop": "stop", "pcont": "cont", "pdetach": "detach",
+                    "psignal": "signal"}[args.command]
+            try:
+                report = await procs.op(c, args.session, verb, getattr(args, "signal", ""))
+            except ValueError as e:
+                print(f"brasil {args.command}: cannot read the daemon's answer: {e}",
+                      file=sys.stderr)
+                return 1
+            for line in report.trailer():
+                print(f"brasil {args.command}: {line}", file=sys.stderr)
+            return 1 if report.errors else 0
+        if args.samples < 1:
+            raise UsageError("--samples: give 1 or more")
+        try:
+            report, tree, trees = await procs.samples(c, args.session, args.samples,
+                                                      args.interval, args.lines)
+        except ValueError as e:  # a daemon of another version, say
+            print(f"brasil pstack: cannot read the daemon's answer: {e}", file=sys.stderr)
+            return 1
+        if args.svg:
+            dot = await asyncio.create_subprocess_exec("dot", "-Tsvg", "-o", args.svg,
+                                                       stdin=asyncio.subprocess.PIPE)
+            await dot.communicate(tree.dot().encode())
+            if dot.returncode:
+                raise UsageError(f"--svg: graphviz's dot failed (exit {dot.returncode})")
+        elif args.dot:
+            sys.stdout.write(tree.dot())
+        else:
+            for line in tree.lines():
+                print(line)
+        if args.samples > 1:
+            stuck, moving = progress(trees)
+            print(f"moving: {ranks_text(moving)}" if len(moving) else "moving: none")
+            print(f"stuck:  {ranks_text(stuck)}" if len(stuck) else "stuck: none")
+        for line in report.trailer():
+            print(f"brasil pstack: {line}", file=sys.stderr)
+        return 0 if len(tree.ranks) else 1
+    finally:
+        await c.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(f"brasil {args.command}", lambda: cmd(args))

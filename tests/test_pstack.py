@@ -1,0 +1,183 @@
+"""Process groups under control and inspection on a real 1+3+9 tree of daemons (issue 19):
+proc/RANK files, the merged stacks reduced in the tree, signals, the debugger's example."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fixtures import L, ctl, daemon, session, wait_for
+
+pytestmark = pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("gcc", "eu-stack", "gdb")),
+    reason="needs gcc, elfutils and gdb (make test-deps installs them)")
+
+PROGRAMS = Path(__file__).parent / "programs"
+SIZE = 26  # 1+3+9 nodes of 2 slots
+
+
+@pytest.fixture(scope="module")
+def hang_c(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("programs") / "hang"
+    subprocess.run(["gcc", "-g", "-O0", "-o", str(out), str(PROGRAMS / "hang.c")], check=True)
+    return str(out)
+
+
+@contextlib.asynccontextmanager
+async def tree_1_3_9(tmp: str):  # type: ignore[no-untyped-def]
+    from brasil.ninep.client import Client
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=2))}
+        for i in (1, 2, 3):
+            nodes[f"n{i}"] = await stack.enter_async_context(
+                daemon(tmp, f"n{i}", slots=2, parent=nodes["n0"].unix))
+            for j in (1, 2, 3):
+                nodes[f"n{i}.{j}"] = await stack.enter_async_context(
+                    daemon(tmp, f"n{i}.{j}", slots=2, parent=nodes[f"n{i}"].unix))
+        await wait_for(lambda: len(nodes["n0"].children.status_lines()) == 12, timeout=30)
+        c = await Client.connect(nodes["n0"].unix)
+        try:
+            yield nodes, c
+        finally:
+            await c.close()
+
+
+async def _running(c, sid: str) -> None:  # type: ignore[no-untyped-def]
+    """Until every rank's process has reached its loop (its stack shows middle)."""
+    async def ready() -> bool:
+        text = (await c.read(f"{L}/{sid}/stacks")).decode()
+        line = next((ln for ln in text.splitlines() if ln.strip("│├└─ ").startswith("middle")),
+                    "")
+        return f"({SIZE})" in line
+    deadline = 30
+    import asyncio
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not await ready():
+        assert loop.time() < end, (await c.read(f"{L}/{sid}/stacks")).decode()
+        await asyncio.sleep(0.1)
+
+
+def _line(text: str, frame: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.strip("│├└─ ").startswith(frame + "  ["))
+
+
+async def test_the_merged_stacks_name_the_odd_rank_and_its_node(tmp_path, hang_c):
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, [f"res {SIZE}", f"exec {hang_c}"])
+        await _running(c, sid)
+        text = (await c.read(f"{L}/{sid}/stacks")).decode()
+        spin = _line(text, "spin_here")
+        assert "[rank 3 (1) on " in spin, text
+        wait = _line(text, "wait_here")
+        assert f"ranks 0-2,4-{SIZE - 1} ({SIZE - 1})" in wait, text
+        # The node named for rank 3 is where rank 3 runs.
+        where = spin.rsplit(" on ", 1)[1].rstrip("]")
+        env = (await c.read(f"{L}/{sid}/proc/3/environ")).decode()
+        assert "BRASIL_RANK=3\n" in env and f"BRASIL_NODE={where}\n" in env
+        # Per-rank files, here and through the tree.
+        for r in (0, SIZE - 1):
+            status = (await c.read(f"{L}/{sid}/proc/{r}/status")).decode()
+            assert status.startswith("pid ") and " state " in status
+            stack = (await c.read(f"{L}/{sid}/proc/{r}/stack")).decode()
+            assert "wait_here" in stack
+        assert sorted(int(s.name) for s in await c.ls(f"{L}/{sid}/proc")) == list(range(SIZE))
+        with pytest.raises(Exception, match="not exist|not found"):
+            await c.read(f"{L}/{sid}/proc/{SIZE}/status")
+        await ctl(c, sid, "kill")
+
+
+async def test_signals_stop_and_continue_every_rank_and_status_shows_it(tmp_path, hang_c):
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, [f"res {SIZE}", f"exec {hang_c}"])
+        await _running(c, sid)
+
+        async def states() -> set[str]:
+            return {(await c.read(f"{L}/{sid}/proc/{r}/status")).decode().split()[3]
+                    for r in range(SIZE)}
+        await c.write(f"{L}/{sid}/signal", "STOP")
+        await wait_for_async(lambda: states(), {"T"})
+        await c.write(f"{L}/{sid}/signal", "CONT")
+        await wait_for_async(lambda: states(), {"S", "R"}, subset=True)
+        with pytest.raises(Exception, match="is not a signal"):
+            await c.write(f"{L}/{sid}/signal", "BOGUS")
+        await ctl(c, sid, "kill")
+
+
+async def wait_for_async(get, want: set[str], subset: bool = False) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20
+    while True:
+        got = await get()
+        if (got <= want) if subset else (got == want):
+            return
+        assert loop.time() < end, got
+        await asyncio.sleep(0.05)
+
+
+async def test_a_group_breakpoint_then_a_variable_read_across_every_rank(tmp_path, hang_c):
+    # The TBON-FS slides' distributed debugger: stop all, break at a function, continue, wait
+    # until all hit it, read a variable: its classes of values, the odd one named with its node.
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, [f"res {SIZE}", "env SPIN_RANK=-1", f"exec {hang_c}"])
+        await _running(c, sid)
+        await ctl(c, sid, "break wait_here")
+        await ctl(c, sid, "cont")
+        stopped = (await c.read(f"{L}/{sid}/stopped")).decode()
+        assert stopped.startswith(f"stopped at = wait_here  [ranks 0-{SIZE - 1} ({SIZE}) on "), \
+            stopped
+        f = await c.open(f"{L}/{sid}/eval", 2)
+        await f.write(b"value", 0)
+        values = (await f.read_all()).decode().splitlines()
+        await f.close()
+        assert values[0].startswith(f"value = 42  [ranks 0-4,6-{SIZE - 1} ({SIZE - 1}) on ")
+        assert values[1].startswith("value = 7  [rank 5 (1) on n")
+        # Held: the stacks come from the debugger, every rank at the breakpoint.
+        text = (await c.read(f"{L}/{sid}/stacks")).decode()
+        assert f"({SIZE})" in _line(text, "wait_here"), text
+        await ctl(c, sid, "detach")
+        pid = int((await c.read(f"{L}/{sid}/proc/0/status")).decode().split()[1])
+        with open(f"/proc/{pid}/status") as st:
+            assert "TracerPid:\t0\n" in st.read()
+        await ctl(c, sid, "kill")
+
+
+async def test_gone_ranks_and_a_lost_node_are_named_and_the_rest_answers(tmp_path, hang_c):
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, [f"res {SIZE}", f"exec {hang_c}"])
+        await _running(c, sid)
+        pid = int((await c.read(f"{L}/{sid}/proc/0/status")).decode().split()[1])
+        os.kill(pid, 9)
+        await wait_for_async(
+            lambda: _gone(c, sid), {"gone: rank 0 (1) exited while being looked at"})
+        # A leaf daemon dies: its ranks are named as lost, the others still merged.
+        await nodes["n3.3"].stop()
+        text = (await c.read(f"{L}/{sid}/stacks")).decode()
+        assert "n3.3" in text and "lost" in text, text
+        assert "spin_here  [rank 3 (1)" in text
+        await ctl(c, sid, "kill")
+
+
+async def _gone(c, sid: str) -> set[str]:  # type: ignore[no-untyped-def]
+    text = (await c.read(f"{L}/{sid}/stacks")).decode()
+    return {ln for ln in text.splitlines() if ln.startswith("gone:")}
+
+
+async def test_no_pid_outside_the_session_is_reachable(tmp_path, hang_c):
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        a = await session(c, ["res 2", f"exec {hang_c}"])
+        b = await session(c, ["res 1"])
+        # b runs nothing: its rank has no process, and a's ranks are not b's.
+        with pytest.raises(Exception, match="runs nothing"):
+            await c.read(f"{L}/{b}/proc/0/status")
+        with pytest.raises(Exception, match="not exist|not found"):
+            await c.read(f"{L}/{b}/proc/1/status")
+        with pytest.raises(Exception, match="not exist|not found"):
+            await c.read(f"{L}/{b}/proc/{os.getpid()}/status")
+        await ctl(c, a, "kill")
