@@ -315,3 +315,23 @@ def test_signal_names_and_numbers():
     assert parse_signal("term") == signal.SIGTERM == parse_signal("SIGTERM") == parse_signal("15")
     with pytest.raises(ValueError, match="is not a signal"):
         parse_signal("BOGUS")
+
+
+@needs_gdb
+async def test_a_held_process_is_stopped_again_after_it_was_continued(hang_c):
+    # gdb without mi-async ignores commands while its inferior runs: stop after cont hung.
+    from brasil.exec.debugger import Debugger
+    p = _start([hang_c], 1)
+    d = Debugger(p.pid)
+    try:
+        await d.attach()
+        await d.cont()
+        await d.stop()
+        assert d.stopped
+        [t] = await d.threads()
+        assert "middle" in [f.function for f in t.frames]
+        await d.cont()
+    finally:
+        await d.close()
+        p.kill()
+        p.wait()

@@ -54,7 +54,7 @@ class Debugger:
         self.proc = await asyncio.create_subprocess_exec(
             gdb, "--interpreter=mi3", "-nx", "-nh", "-q",
             "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
-            "-iex", "set confirm off", "-iex", "set pagination off",
+            "-iex", "set confirm off", "-iex", "set pagination off", "-iex", "set mi-async on",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, cwd="/", limit=MAX_LINE)
         self._reader = asyncio.create_task(self._read())
@@ -134,14 +134,14 @@ class Debugger:
 
     async def stop(self) -> None:
         if not self.stopped:
-            await self.command("-exec-interrupt --all")
+            await self.command("-exec-interrupt")
             if not await self.wait_stopped(COMMAND_TIMEOUT):
                 raise DebuggerError(f"process {self.pid} did not stop")
 
     async def cont(self) -> None:
         if self.stopped:
             self.stopped, self.stopped_at = False, ""
-            await self.command("-exec-continue --all")
+            await self.command("-exec-continue")
 
     async def break_at(self, where: str) -> str:
         """A breakpoint at a function (or FILE:LINE); its number."""
