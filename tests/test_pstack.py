@@ -181,3 +181,61 @@ async def test_no_pid_outside_the_session_is_reachable(tmp_path, hang_c):
         with pytest.raises(Exception, match="not exist|not found"):
             await c.read(f"{L}/{b}/proc/{os.getpid()}/status")
         await ctl(c, a, "kill")
+
+
+async def test_samples_over_time_tell_the_spinning_rank_from_ranks_making_progress(tmp_path,
+                                                                                  hang_c):
+    # STAT's 3D mode: ranks moving through phases are seen in different places; the spinning
+    # rank is in the same place in every sample.
+    from brasil.exec.stacktree import progress
+    from brasil.group import procs
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, [f"res {SIZE}", "env PROGRESS=1", f"exec {hang_c}"])
+        await _running(c, sid)
+        report, tree, trees = await procs.samples(c, sid, 5, 0.2)
+        stuck, moving = progress(trees)
+        assert str(stuck) == "3" and len(moving) == SIZE - 1, (str(stuck), str(moving))
+        assert {"phase_a", "phase_b", "phase_c", "spin_here"} <= {
+            ln.strip("│├└─ ").split("  [")[0] for ln in tree.lines()}
+        await ctl(c, sid, "kill")
+
+
+async def test_a_held_rank_killed_never_freezes_the_daemon(tmp_path, hang_c):
+    # A rank held by gdb and killed: the kernel gives its exit to gdb first. The daemon once
+    # waited for it with a blocking waitpid on its loop, and froze. A daemon of its own (a
+    # frozen loop in this process would freeze the test instead of failing it).
+    import asyncio
+    import sys
+
+    from brasil.ninep.auth import client_auth, load_secret
+    from brasil.ninep.client import Client
+    d = tmp_path / "c"
+    up = subprocess.run([sys.executable, "-m", "brasil.cli.main", "cluster", "up", "--depth",
+                         "0", "--slots", "2", "--dir", str(d)], capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    try:
+        c = await Client.connect(f"unix:{d}/n0.sock",
+                                 auth=client_auth(load_secret(f"{d}/secret")))
+        sid = await session(c, ["res 2", f"exec {hang_c}"])
+        await _running_n(c, sid, 2)
+        await ctl(c, sid, "stop")
+        await ctl(c, sid, "kill 9")
+        for _ in range(3):  # still answering, and the session's end is seen
+            status = await asyncio.wait_for(c.read(f"{L}/status"), 10)
+            assert status
+        waited = await asyncio.wait_for(c.read(f"{L}/{sid}/wait"), 20)
+        assert waited.count(b"\n") == 2
+        await c.close()
+    finally:
+        subprocess.run([sys.executable, "-m", "brasil.cli.main", "cluster", "down", "--dir",
+                        str(d)], capture_output=True)
+
+
+async def _running_n(c, sid: str, n: int) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30
+    while f"({n})" not in next((ln for ln in (await c.read(f"{L}/{sid}/stacks")).decode()
+                                .splitlines() if "middle" in ln), ""):
+        assert loop.time() < end
+        await asyncio.sleep(0.1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 import sys
 
 from .errors import UsageError, run
@@ -33,6 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "(STAT's 3D mode) and say which ranks moved between them and which are stuck")
     p.add_argument("--interval", type=float, default=0.5, metavar="S",
                    help="seconds between samples (default 0.5)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds "
+                   "for a session to be running with every rank's process started (a job "
+                   "just launched)")
     add_client_options(p)
     for name, what in (("pstop", "stop every rank of a session (held by the debugger)"),
                        ("pcont", "continue every rank of a session"),
@@ -57,11 +61,16 @@ async def cmd(args: argparse.Namespace) -> int:
     from ..ninep.auth import dial
     c = await dial(args.at, args.secret_file)
     try:
+        deadline = time.monotonic() + getattr(args, "wait", 0.0)
         if args.session is None:
-            try:
-                args.session = await procs.the_running_session(c)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
+            while True:
+                try:
+                    args.session = await procs.the_running_session(c)
+                    break
+                except ValueError as e:
+                    if time.monotonic() > deadline:
+                        raise UsageError(str(e)) from None
+                    await asyncio.sleep(0.2)
         if args.command != "pstack":
             verb = {"pstop": "stop", "pcont": "cont", "pdetach": "detach",
                     "psignal": "signal"}[args.command]
@@ -76,6 +85,9 @@ async def cmd(args: argparse.Namespace) -> int:
             return 1 if report.errors else 0
         if args.samples < 1:
             raise UsageError("--samples: give 1 or more")
+        while args.wait and time.monotonic() < deadline and not await procs.started(
+                c, args.session):
+            await asyncio.sleep(0.2)
         try:
             report, tree, trees = await procs.samples(c, args.session, args.samples,
                                                       args.interval, args.lines)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import shutil
 from typing import Any
@@ -46,6 +47,8 @@ class Debugger:
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._pidfd = -1
+        self._closing: asyncio.Future[None] | None = None
 
     async def attach(self) -> None:
         gdb = shutil.which("gdb", path="/usr/bin:/bin:/usr/local/bin")
@@ -64,6 +67,31 @@ class Debugger:
             await self.close()
             raise
         self.stopped, self.reason = True, "attached"
+        self._watch()
+
+    def _watch(self) -> None:
+        """When the process dies (killed while held, say), let it go at once: while gdb
+        traces it, the kernel keeps its exit status for gdb, and its parent (the daemon) would
+        never see it end."""
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            self._pidfd = -1
+        loop = asyncio.get_running_loop()
+        if self._pidfd >= 0:
+            loop.add_reader(self._pidfd, self._target_gone)
+        else:
+            self._target_gone()
+
+    def _target_gone(self) -> None:
+        self._unwatch()
+        self._closing = asyncio.ensure_future(self.close())
+
+    def _unwatch(self) -> None:
+        if self._pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -173,6 +201,7 @@ class Debugger:
 
     async def close(self) -> None:
         """Detach (the process goes on as it was: running if it ran) and end gdb."""
+        self._unwatch()
         proc, self.proc = self.proc, None
         if proc is None:
             return

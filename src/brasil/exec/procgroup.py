@@ -200,10 +200,14 @@ class Debuggers:
         self.held: dict[int, Debugger] = {}
 
     def get(self, rank: int) -> Debugger | None:
-        return self.held.get(rank)
+        d = self.held.get(rank)
+        if d is not None and d.proc is None:  # let go when its process died
+            del self.held[rank]
+            return None
+        return d
 
     async def _attach(self, r: Rank) -> Debugger:
-        d = self.held.get(r.rank)
+        d = self.get(r.rank)
         if d is None:
             d = Debugger(r.pid)
             await d.attach()

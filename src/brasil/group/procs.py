@@ -46,6 +46,14 @@ async def the_running_session(c: Any) -> str:
     raise ValueError(f"{len(running)} sessions are running: {', '.join(running[:10])}; name one")
 
 
+async def started(c: Any, session: str) -> bool:
+    """Every rank's process started (the ctl state line counts no idle or waiting rank)."""
+    words = (await c.read(f"{session_path(session)}/ctl")).decode().split(";")[0].split()
+    # session ID STATE subs N [STATE COUNT]… mux MODE rs SEPARATOR
+    states = words[5:words.index("mux")][::2] if "mux" in words else []
+    return "running" in states and not ({"idle", "waiting"} & set(states))
+
+
 async def op(c: Any, session: str, what: str, arg: str = "") -> Report:
     """One group operation on every rank of ``session``; the merged report (errors and gone
     ranks in it, never raised for one rank)."""
