@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 import sys
+import time
 
 from .errors import UsageError, run
 from .options import add_client_options
@@ -85,8 +85,9 @@ async def cmd(args: argparse.Namespace) -> int:
             return 1 if report.errors else 0
         if args.samples < 1:
             raise UsageError("--samples: give 1 or more")
-        while args.wait and time.monotonic() < deadline and not await procs.started(
-                c, args.session):
+        while args.wait and time.monotonic() < deadline:  # polling another machine's state
+            if await procs.started(c, args.session):
+                break
             await asyncio.sleep(0.2)
         try:
             report, tree, trees = await procs.samples(c, args.session, args.samples,
