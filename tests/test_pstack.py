@@ -239,3 +239,35 @@ async def _running_n(c, sid: str, n: int) -> None:  # type: ignore[no-untyped-de
                                 .splitlines() if "middle" in ln), ""):
         assert loop.time() < end
         await asyncio.sleep(0.1)
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    import asyncio
+    import sys
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "brasil.cli.main", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(p.communicate(), 120)
+    return p.returncode or 0, out.decode(), err.decode()
+
+
+async def test_the_commands_print_the_tree_act_on_the_group_and_say_what_is_wrong(tmp_path,
+                                                                               hang_c):
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        at = ["--at", f"unix:{tmp_path}/n0.sock"]
+        rc, out, err = await _cli("pstack", *at)
+        assert rc == 2 and "no session is running here" in err
+        sid = await session(c, [f"res {SIZE}", f"exec {hang_c}"])
+        await _running(c, sid)
+        rc, out, err = await _cli("pstack", *at)
+        assert rc == 0 and "spin_here  [rank 3 (1) on n" in out, (out, err)
+        rc, out, err = await _cli("pstack", "--where", "command=*hang*", *at)
+        assert rc == 0 and out.startswith(f"== n0/{sid} ") and "spin_here" in out, (out, err)
+        rc, out, err = await _cli("pstack", "--dot", sid, *at)
+        assert out.startswith("digraph stacks {") and "color=red" in out
+        rc, out, err = await _cli("psignal", "BOGUS", *at)
+        assert rc != 0 and "'BOGUS' is not a signal" in err
+        rc, out, err = await _cli("psignal", "KILL", sid, *at)
+        assert rc == 0, err
+        await wait_for_async(lambda: _gone(c, sid),
+                             {f"gone: ranks 0-{SIZE - 1} ({SIZE}) exited while being looked at"})

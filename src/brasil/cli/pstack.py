@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
+from typing import Any
 
 from .errors import UsageError, run
 from .options import add_client_options
@@ -26,6 +27,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "be read.")
     p.add_argument("session", metavar="SESSION", nargs="?", help=SESSION_HELP + " (default: "
                    "the one session running there)")
+    p.add_argument("--where", metavar="QUERY", help="every session a query selects, anywhere "
+                   "in the tree (user=alice, command=*solver*, state=running; predicates joined "
+                   "by '/'), one tree each")
     p.add_argument("--lines", action="store_true", help="frames with file:line (ranks on "
                    "different lines of one function are then different classes)")
     p.add_argument("--dot", action="store_true", help="print the tree as Graphviz dot")
@@ -56,65 +60,94 @@ COMMANDS = ("pstack", "pstop", "pcont", "pdetach", "psignal")
 
 
 async def cmd(args: argparse.Namespace) -> int:
-    from ..exec.stacktree import progress, ranks_text
     from ..group import procs
     from ..ninep.auth import dial
     c = await dial(args.at, args.secret_file)
     try:
+        if args.command == "pstack" and args.where:
+            if args.session:
+                raise UsageError("give a SESSION or --where, not both")
+            found = await procs.sessions_of(c, args.where)
+            if not found:
+                print(f"brasil pstack: no session matches {args.where}", file=sys.stderr)
+                return 1
+            rc = 0
+            for title, path in found:
+                print(f"== {title}", flush=True)
+                args.session = path
+                rc = max(rc, await _picture(c, args))
+            return rc
         deadline = time.monotonic() + getattr(args, "wait", 0.0)
         if args.session is None:
-            while True:
-                try:
-                    args.session = await procs.the_running_session(c)
-                    break
-                except ValueError as e:
-                    if time.monotonic() > deadline:
-                        raise UsageError(str(e)) from None
-                    await asyncio.sleep(0.2)
+            args.session = await _running_session(c, deadline)
         if args.command != "pstack":
-            verb = {"pstop": "stop", "pcont": "cont", "pdetach": "detach",
-                    "psignal": "signal"}[args.command]
-            try:
-                report = await procs.op(c, args.session, verb, getattr(args, "signal", ""))
-            except ValueError as e:
-                print(f"brasil {args.command}: cannot read the daemon's answer: {e}",
-                      file=sys.stderr)
-                return 1
-            for line in report.trailer():
-                print(f"brasil {args.command}: {line}", file=sys.stderr)
-            return 1 if report.errors else 0
-        if args.samples < 1:
-            raise UsageError("--samples: give 1 or more")
+            return await _act(c, args)
         while args.wait and time.monotonic() < deadline:  # polling another machine's state
             if await procs.started(c, args.session):
                 break
             await asyncio.sleep(0.2)
-        try:
-            report, tree, trees = await procs.samples(c, args.session, args.samples,
-                                                      args.interval, args.lines)
-        except ValueError as e:  # a daemon of another version, say
-            print(f"brasil pstack: cannot read the daemon's answer: {e}", file=sys.stderr)
-            return 1
-        if args.svg:
-            dot = await asyncio.create_subprocess_exec("dot", "-Tsvg", "-o", args.svg,
-                                                       stdin=asyncio.subprocess.PIPE)
-            await dot.communicate(tree.dot().encode())
-            if dot.returncode:
-                raise UsageError(f"--svg: graphviz's dot failed (exit {dot.returncode})")
-        elif args.dot:
-            sys.stdout.write(tree.dot())
-        else:
-            for line in tree.lines():
-                print(line)
-        if args.samples > 1:
-            stuck, moving = progress(trees)
-            print(f"moving: {ranks_text(moving)}" if len(moving) else "moving: none")
-            print(f"stuck:  {ranks_text(stuck)}" if len(stuck) else "stuck: none")
-        for line in report.trailer():
-            print(f"brasil pstack: {line}", file=sys.stderr)
-        return 0 if len(tree.ranks) else 1
+        return await _picture(c, args)
     finally:
         await c.close()
+
+
+async def _running_session(c: Any, deadline: float) -> str:
+    from ..group import procs
+    while True:
+        try:
+            return await procs.the_running_session(c)
+        except ValueError as e:
+            if time.monotonic() > deadline:
+                raise UsageError(str(e)) from None
+            await asyncio.sleep(0.2)
+
+
+async def _act(c: Any, args: argparse.Namespace) -> int:
+    """pstop, pcont, pdetach, psignal: one group operation; its failures named on stderr."""
+    from ..group import procs
+    verb = {"pstop": "stop", "pcont": "cont", "pdetach": "detach",
+            "psignal": "signal"}[args.command]
+    try:
+        report = await procs.op(c, args.session, verb, getattr(args, "signal", ""))
+    except ValueError as e:
+        print(f"brasil {args.command}: cannot read the daemon's answer: {e}", file=sys.stderr)
+        return 1
+    for line in report.trailer():
+        print(f"brasil {args.command}: {line}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+async def _picture(c: Any, args: argparse.Namespace) -> int:
+    """The merged tree of one session: as lines, dot or an SVG; with samples, who moved."""
+    from ..exec.stacktree import progress, ranks_text
+    from ..group import procs
+    if args.samples < 1:
+        raise UsageError("--samples: give 1 or more")
+    try:
+        report, tree, trees = await procs.samples(c, args.session, args.samples, args.interval,
+                                                  args.lines)
+    except ValueError as e:  # a daemon of another version, say
+        print(f"brasil pstack: cannot read the daemon's answer: {e}", file=sys.stderr)
+        return 1
+    if args.svg:
+        dot = await asyncio.create_subprocess_exec("dot", "-Tsvg", "-o", args.svg,
+                                                   stdin=asyncio.subprocess.PIPE)
+        await dot.communicate(tree.dot().encode())
+        if dot.returncode:
+            raise UsageError(f"--svg: graphviz's dot failed (exit {dot.returncode})")
+    elif args.dot:
+        sys.stdout.write(tree.dot())
+    else:
+        for line in tree.lines():
+            print(line)
+    if args.samples > 1:
+        stuck, moving = progress(trees)
+        print(f"moving: {ranks_text(moving)}" if len(moving) else "moving: none")
+        print(f"stuck:  {ranks_text(stuck)}" if len(stuck) else "stuck: none")
+    sys.stdout.flush()
+    for line in report.trailer():
+        print(f"brasil pstack: {line}", file=sys.stderr)
+    return 0 if len(tree.ranks) else 1
 
 
 def main(args: argparse.Namespace) -> int:

@@ -46,6 +46,20 @@ async def the_running_session(c: Any) -> str:
     raise ValueError(f"{len(running)} sessions are running: {', '.join(running[:10])}; name one")
 
 
+async def sessions_of(c: Any, where: str) -> list[tuple[str, str]]:
+    """The sessions a query selects, everywhere: (``NODE/ID command``, the session's path
+    through the query directory), for ``pstack --where``."""
+    from .api import qpath, status
+    out = []
+    for line in await status(c, where):
+        words = line.split()
+        if len(words) >= 3 and words[1].isdigit():
+            command = line.split("command=", 1)[1] if "command=" in line else ""
+            out.append((f"{words[0]}/{words[1]} {command}".rstrip(),
+                        f"{qpath(where, words[0])}/local/{words[1]}"))
+    return out
+
+
 async def started(c: Any, session: str) -> bool:
     """Every rank's process started (the ctl state line counts no idle or waiting rank)."""
     words = (await c.read(f"{session_path(session)}/ctl")).decode().split(";")[0].split()
