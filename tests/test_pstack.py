@@ -271,3 +271,53 @@ async def test_the_commands_print_the_tree_act_on_the_group_and_say_what_is_wron
         assert rc == 0, err
         await wait_for_async(lambda: _gone(c, sid),
                              {f"gone: ranks 0-{SIZE - 1} ({SIZE}) exited while being looked at"})
+
+
+async def test_memory_is_read_at_an_address_and_written_only_while_stopped(tmp_path, hang_c):
+    # TBON-FS's example: lseek to an address, read or write there.
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, ["res 1", "env SPIN_RANK=-1", f"exec {hang_c}"])
+        await _running_n(c, sid, 1)
+
+        async def ask(name: str, text: str) -> str:
+            f = await c.open(f"{L}/{sid}/proc/0/{name}", 2)
+            try:
+                await f.write(text.encode(), 0)
+                return (await f.read_all()).decode().strip()
+            finally:
+                await f.close()
+        await ctl(c, sid, "stop")
+        addr = int(await ask("eval", "(long)&value"))
+        await ctl(c, sid, "cont")
+        mem = await c.open(f"{L}/{sid}/proc/0/mem", 2)
+        assert await mem.read(4, addr) == (42).to_bytes(4, "little")
+        with pytest.raises(Exception, match="is running: stop it"):
+            await mem.write((9).to_bytes(4, "little"), addr)
+        await ctl(c, sid, "stop")
+        assert await mem.write((9).to_bytes(4, "little"), addr) == 4
+        assert await ask("eval", "value") == "9"
+        with pytest.raises(Exception, match="no memory at 0x10 "):
+            await mem.read(4, 0x10)
+        await mem.close()
+        await ctl(c, sid, "detach")
+        await ctl(c, sid, "kill")
+
+
+async def test_python_ranks_show_their_python_frames_merged(tmp_path):
+    import sys
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        prog = PROGRAMS / "hang.py"
+        sid = await session(c, [f"res {SIZE}", f"exec {sys.executable} -I {prog}"])
+        import asyncio
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 60
+        while True:
+            text = (await c.read(f"{L}/{sid}/stacks")).decode()
+            if "wait_here (hang.py)" in text and f"({SIZE - 1})" in _line(text,
+                                                                           "wait_here (hang.py)"):
+                break
+            assert loop.time() < end, text
+            await asyncio.sleep(0.2)
+        assert "[rank 3 (1) on n" in _line(text, "spin_here (hang.py)")
+        assert _line(text, "middle (hang.py)").split("  [")[1].startswith(f"ranks 0-{SIZE - 1}")
+        await ctl(c, sid, "kill")

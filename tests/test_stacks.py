@@ -337,3 +337,23 @@ async def test_a_held_process_is_stopped_again_after_it_was_continued(hang_c):
         await d.close()
         p.kill()
         p.wait()
+
+
+@needs_gdb
+async def test_debuggers_held_on_a_node_are_bounded(hang_c, monkeypatch):
+    from brasil.exec import debugger
+    monkeypatch.setattr(debugger, "MAX_HELD", debugger.Debugger.held + 1)
+    procs = [_start([hang_c], r) for r in (1, 2)]
+    first, second = debugger.Debugger(procs[0].pid), debugger.Debugger(procs[1].pid)
+    try:
+        await first.attach()
+        with pytest.raises(debugger.DebuggerError, match="holds .* under the debugger already"):
+            await second.attach()
+        await first.close()
+        await second.attach()  # room again
+    finally:
+        await first.close()
+        await second.close()
+        for p in procs:
+            p.kill()
+            p.wait()

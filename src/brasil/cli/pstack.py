@@ -117,6 +117,17 @@ async def _act(c: Any, args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def _colour(tree: Any) -> Any:
+    """On a terminal, the frames fewer than half the ranks pass through in red: where the odd
+    ranks went."""
+    total = len(tree.ranks)
+
+    def paint(line: str) -> str:
+        count = line.rsplit(" (", 1)[-1].split(")", 1)[0]
+        return f"\x1b[31m{line}\x1b[0m" if count.isdigit() and int(count) * 2 < total else line
+    return paint
+
+
 async def _picture(c: Any, args: argparse.Namespace) -> int:
     """The merged tree of one session: as lines, dot or an SVG; with samples, who moved."""
     from ..exec.stacktree import progress, ranks_text
@@ -138,8 +149,9 @@ async def _picture(c: Any, args: argparse.Namespace) -> int:
     elif args.dot:
         sys.stdout.write(tree.dot())
     else:
+        odd = _colour(tree) if sys.stdout.isatty() else None
         for line in tree.lines():
-            print(line)
+            print(odd(line) if odd else line)
     if args.samples > 1:
         stuck, moving = progress(trees)
         print(f"moving: {ranks_text(moving)}" if len(moving) else "moving: none")

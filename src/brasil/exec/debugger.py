@@ -33,8 +33,13 @@ class DebuggerError(StackError):
     """gdb refused or failed: the sentence is gdb's own, with what we asked."""
 
 
+MAX_HELD = 128  # gdbs on one node at once (about 20 MB each): a bound no request can pass
+
+
 class Debugger:
     """gdb attached to one process. States: running or stopped (``stopped_at`` says where)."""
+
+    held = 0  # gdbs alive on this node
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -54,12 +59,20 @@ class Debugger:
         gdb = shutil.which("gdb", path="/usr/bin:/bin:/usr/local/bin")
         if gdb is None:
             raise DebuggerError("gdb is not installed: apt install gdb")
-        self.proc = await asyncio.create_subprocess_exec(
-            gdb, "--interpreter=mi3", "-nx", "-nh", "-q",
-            "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
-            "-iex", "set confirm off", "-iex", "set pagination off", "-iex", "set mi-async on",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, cwd="/", limit=MAX_LINE)
+        if Debugger.held >= MAX_HELD:
+            raise DebuggerError(f"this node holds {MAX_HELD} processes under the debugger "
+                                "already (the limit): detach some first")
+        Debugger.held += 1
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                gdb, "--interpreter=mi3", "-nx", "-nh", "-q",
+                "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
+                "-iex", "set confirm off", "-iex", "set pagination off", "-iex", "set mi-async on",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, cwd="/", limit=MAX_LINE)
+        except OSError:
+            Debugger.held -= 1
+            raise DebuggerError("cannot start gdb") from None
         self._reader = asyncio.create_task(self._read())
         try:
             await self.command(f"-target-attach {self.pid}")
@@ -205,6 +218,7 @@ class Debugger:
         proc, self.proc = self.proc, None
         if proc is None:
             return
+        Debugger.held -= 1
         if proc.returncode is None and proc.stdin is not None:
             with contextlib.suppress(Exception):
                 proc.stdin.write(b"-target-detach\n-gdb-exit\n")
