@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the Debian packages the real-service test fixtures (tests/services.py) need, only when
-# something is missing: Slurm (+ munge), PostgreSQL, an ssh server and client, iproute2.
+# something is missing: Slurm (+ munge), PostgreSQL, an ssh server and client, iproute2, and for
+# process inspection gcc (test programs are built at test time), elfutils, gdb and graphviz.
 # Fast and silent when everything is present (no apt-get update then). Never fails the build: when
 # apt is unavailable or the install fails, it prints what is missing and exits 0, and the fixtures
 # skip with a clear message. While installing, services are kept from starting (policy-rc.d), so
@@ -16,4 +17,8 @@ have ssh && have ssh-keygen || need="$need openssh-client"
 have ip || need="$need iproute2"
 have runuser || need="$need util-linux"
 have pgrep || need="$need procps"
+have gcc || need="$need gcc libc6-dev"
+have eu-stack || need="$need elfutils"
+have gdb || need="$need gdb"
+have dot || need="$need graphviz"
 exec sh "$(dirname "$0")/install-missing.sh" "the test services" $need

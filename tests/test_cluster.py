@@ -132,3 +132,19 @@ def test_down_leaves_alone_a_process_that_took_a_recorded_pid(tmp_path):
             os.kill(daemon, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_up_again_after_a_root_killed_at_down_never_joins_its_old_address(tmp_path):
+    # A daemon killed with KILL at `down` (one whose commands ignored TERM) leaves its state
+    # directory's addresses behind; the next `up` in the same directory must not hand them to
+    # the children, which would then dial a port nobody listens on.
+    d = tmp_path / "c"
+    r = cli("cluster", "up", "--depth", "1", "--fanout", "1", "--dir", str(d))
+    assert r.returncode == 0, r.stderr
+    cli("cluster", "down", "--dir", str(d))
+    (d / "n0" / "addresses").write_text("unix:/nonexistent.sock\n127.0.0.1:9\n")
+    r = cli("cluster", "up", "--depth", "1", "--fanout", "1", "--dir", str(d))
+    try:
+        assert r.returncode == 0, r.stderr
+    finally:
+        cli("cluster", "down", "--dir", str(d))

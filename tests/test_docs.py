@@ -54,6 +54,8 @@ NOT_COMMANDS: dict[tuple[str, str], str] = {
      "/csrv/query/<pred>/<pred>/…/     the nodes of this node's subtree matching every predicate"):
         "a listing of the query files",
     ("docs/reference.md", "<id>/"): "a listing of a session's files",
+    ("docs/reference.md", "<id>/proc/RANK/    one per rank of the session, wherever it runs "
+     "(through the tree)"): "a listing of a session's process files",
     ("docs/reference.md",
      "session ID STATE subs N [STATE COUNT]… mux MODE rs SEPARATOR[; splice …][; data ADDR]"):
         "the format of the ctl state line",

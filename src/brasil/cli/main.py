@@ -56,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("text", nargs=argparse.REMAINDER, metavar="TEXT",
                     help="words joined by spaces; a newline is added")
 
-    from . import batch, cluster, group, mount, run, serve
+    from . import batch, cluster, group, mount, pstack, run, serve
     serve.add_parser(sub)
     run.add_parser(sub)
     group.add_parsers(sub)
+    pstack.add_parsers(sub)
     batch.add_parsers(sub)
     cluster.add_parser(sub)
     mount.add_parsers(sub)
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("gread", "pgrep", "ptail", "pcp", "psync", "ptop"):
         from . import group
         return group.main(args)
+    if args.command in ("pstack", "pstop", "pcont", "pdetach", "psignal"):
+        from . import pstack
+        return pstack.main(args)
     if args.command in ("mount", "umount"):
         from . import mount
         return mount.COMMANDS[args.command](args)

@@ -185,8 +185,18 @@ class Process:
         loop = asyncio.get_running_loop()
         loop.remove_reader(pidfd)
         os.close(pidfd)
+        self._collect(0.01)
+
+    def _collect(self, retry: float) -> None:
+        """The exit status, without ever blocking the loop: the pidfd says the process ended,
+        but while a debugger traces it (proc/RANK/ctl, exec/debugger.py) the kernel gives its
+        status to the tracer first, and a blocking wait here would freeze the daemon until
+        the tracer looks. So poll, and look again a little later."""
         assert self.popen is not None
-        rc = self.popen.wait()
+        rc = self.popen.poll()
+        if rc is None:
+            asyncio.get_running_loop().call_later(retry, self._collect, min(retry * 2, 1.0))
+            return
         self.input_left = not self._input_done
         if self.watchdog is not None and self.cgroup is None:
             self.watchdog.forget(self.pid)

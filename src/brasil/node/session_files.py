@@ -19,6 +19,7 @@ from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node
 from .attrs import check_label, parse_selection
 from .io import READ, Output
+from .proc_files import GROUP_FILES, group_ctl
 from .scope import Scope, parse_env
 
 
@@ -145,6 +146,22 @@ class SessionCtl(CtlFile):
     @commands.command("kill [SIG]")
     def kill(self, args: list[str]) -> Any:
         return self.session.kill(parse_signal(args[0]) if args else signal.SIGTERM)
+
+    @commands.command("stop", args=(0, 0))
+    def stop(self, args: list[str]) -> Any:
+        return group_ctl(self.session, "stop", "")
+
+    @commands.command("cont", args=(0, 0))
+    def cont(self, args: list[str]) -> Any:
+        return group_ctl(self.session, "cont", "")
+
+    @commands.command("detach", args=(0, 0))
+    def detach(self, args: list[str]) -> Any:
+        return group_ctl(self.session, "detach", "")
+
+    @commands.command("break FUNCTION|FILE:LINE", args=(1, 1))
+    def break_(self, args: list[str]) -> Any:
+        return group_ctl(self.session, "break", args[0])
 
     @commands.command("xsplice A B")
     def xsplice(self, args: list[str]) -> Any:
@@ -416,6 +433,7 @@ SESSION_TABLE = (
     Entry("args", 0o444, lambda s: GeneratedFile(lambda: s.args + "\n" if s.args else "")),
     Entry("wait", 0o444, SessionWaitFile),
     Entry("status", 0o444, lambda s: GeneratedFile(s.status_text)),
+    *GROUP_FILES,
 )
 
 

@@ -75,9 +75,14 @@ async def up(dirpath: str, depth: int, fanout: int, slots: int, export_root: str
     for f in os.listdir(dirpath):  # what a cluster that died left behind
         if f.endswith(".pid"):
             os.unlink(os.path.join(dirpath, f))
+    members = layout(depth, fanout)
+    for m in members:  # a daemon killed at `down` keeps its addresses: never join those
+        try:
+            os.unlink(os.path.join(dirpath, m.name, "addresses"))
+        except FileNotFoundError:
+            pass
     secret_path = os.path.join(dirpath, "secret")
     write_private(secret_path, make_secret())
-    members = layout(depth, fanout)
     addresses: dict[str, list[str]] = {}
     try:
         for d in range(depth + 1):

@@ -157,6 +157,19 @@ class Delegation:
             self.remote.lost = True
             raise NinepError(f"{self.remote.label}: connection lost") from None
 
+    async def exchange(self, name: str, request: bytes) -> bytes:
+        """Write a request to one of the session's files there and read its answer on the same
+        open (a process group operation's part: node/proc_files.py)."""
+        f = await self.remote.client.open(f"{self.base}/{name}", ORDWR)
+        try:
+            await f.write(request, 0)
+            return await f.read_all()
+        except ConnectionError:
+            self.remote.lost = True
+            raise NinepError(f"{self.remote.label}: connection lost") from None
+        finally:
+            f.forget()
+
     async def tell(self, text: str) -> None:
         """A ctl line whose answer nobody waits for (a lost neighbour is noticed elsewhere)."""
         try:
