@@ -1,0 +1,88 @@
+"""Metrics' pieces: the sampler on this machine, summaries, the history store, Prometheus text."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brasil.metrics.history import MAX_POINTS, History, HistoryError, observations
+from brasil.metrics.prom import exposition
+from brasil.metrics.sample import METRICS, Sampler
+from brasil.metrics.summary import Summary
+
+
+def test_a_sample_has_every_machine_metric_and_the_daemons_own():
+    s = Sampler(lambda: {"slots": 4, "free_slots": 3, "sessions": 1, "bogus": 9})
+    first, second = s.sample(), s.sample()
+    assert second["mem_total_bytes"] > second["mem_used_bytes"] > 0
+    assert second["cores"] >= 1 and second["processes"] > 1
+    assert second["slots"] == 4 and "bogus" not in second
+    assert set(first) == set(second) and set(second) <= set(METRICS)
+    assert all(math.isfinite(v) and v >= 0 for v in second.values())
+
+
+samples = st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                          st.floats(-1e6, 1e6, allow_nan=False), max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(samples, max_size=12), st.integers(1, 5))
+def test_a_summary_merged_in_any_tree_shape_is_the_flat_one(rows, cut):
+    parts = [Summary.of(f"n{i}", row) for i, row in enumerate(rows)]
+    flat = Summary.of_all(Summary.of(f"n{i}", row) for i, row in enumerate(rows))
+    groups = [Summary.of_all(parts[i:i + cut]) for i in range(0, len(parts), cut)]
+    shaped = Summary.loads(Summary.of_all(Summary.loads(g.dumps()) for g in groups).dumps())
+    assert shaped.nodes == flat.nodes == len(rows)
+    for k, s in flat.stats.items():
+        got = shaped.stats[k]
+        assert (got.count, got.min, got.max) == (s.count, s.min, s.max)
+        assert got.sum == pytest.approx(s.sum)
+
+
+def test_a_malformed_summary_is_a_sentence():
+    for bad in (b'{"nodes": "x"}', b'{"nodes": 1, "stats": {"a": [1]}}', b"[]"):
+        with pytest.raises(ValueError, match="malformed metrics summary"):
+            Summary.loads(bad)
+
+
+def test_history_keeps_resolutions_and_answers_a_range(tmp_path):
+    h = History(str(tmp_path / "m.sqlite"), resolutions=((5, 60), (60, 3600)))
+    t0 = 60 * 16_666_667  # a multiple of 60
+    for i in range(120):  # 10 minutes every 5 s
+        h.record(t0 + 5 * i, "self", observations({"load1": float(i)}, "n1"))
+    fine = h.query("self", "load1", t0 + 540, t0 + 600, 5, now=t0 + 600)
+    assert [p.mean for p in fine] == [float(i) for i in range(108, 120)]
+    coarse = h.query("self", "load1", t0, t0 + 600, 60, now=t0 + 600)
+    assert len(coarse) == 10 and coarse[0].mean == pytest.approx(5.5)
+    assert (coarse[0].min, coarse[0].max) == (0.0, 11.0)
+    # The 5 s buckets are kept a minute: older ones were deleted as time went on.
+    assert h.rows() < 120 + 10 + 30
+    h.close()
+    again = History(str(tmp_path / "m.sqlite"), resolutions=((5, 60), (60, 3600)))
+    assert len(again.query("self", "load1", t0, t0 + 600, 60, now=t0 + 600)) == 10
+    again.close()
+
+
+def test_an_absurd_query_is_refused_with_what_to_ask():
+    h = History()
+    with pytest.raises(HistoryError, match="ask for a step of at least"):
+        h.plan(1000, 1000 + 10 * MAX_POINTS * 5, 5, now=1000)  # a range years long, at 5 s
+    with pytest.raises(HistoryError, match="start < end"):
+        h.plan(10, 5, 1)
+    with pytest.raises(HistoryError, match="series"):
+        h.record(0, "bogus", {})
+
+
+def test_prometheus_text_names_every_node_and_the_subtree():
+    nodes = {"n0": {"load1": 1.0, "slots": 2.0}, "n1": {"load1": 3.0, "slots": 2.0}}
+    summary = Summary.of_all(Summary.of(n, s) for n, s in nodes.items())
+    text = exposition("n0", nodes, summary).decode()
+    assert 'brasil_load1{node="n1"} 3.0' in text
+    assert 'brasil_subtree_slots{agg="sum",root="n0"} 4.0' in text
+    assert 'brasil_subtree_nodes{root="n0"} 2.0' in text
+    from prometheus_client.parser import text_string_to_metric_families
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert "brasil_load1" in names
