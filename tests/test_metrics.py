@@ -86,3 +86,44 @@ def test_prometheus_text_names_every_node_and_the_subtree():
     from prometheus_client.parser import text_string_to_metric_families
     names = {f.name for f in text_string_to_metric_families(text)}
     assert "brasil_load1" in names
+
+
+# In the tree ------------------------------------------------------------------------------
+
+async def test_the_root_holds_its_subtree_summary_and_reads_every_node_on_demand(tmp_path):
+    import json
+
+    from brasil.group.metrics import serve_metrics
+    from fixtures import tree_13, wait_for
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        services = {name: serve_metrics(d, interval=0.2) for name, d in nodes.items()}
+        try:
+            root = services["n0"]
+            await wait_for(lambda: root.summary.nodes == 4, timeout=20)
+            st = root.summary.stats["slots"]
+            assert (st.count, st.sum) == (4, 8.0)  # 4 nodes of 2 slots
+            text = (await c.read("csrv/local/metrics/subtree")).decode()
+            assert any(ln.startswith("slots 4 8 2 ") for ln in text.splitlines()), text
+            now = (await c.read("csrv/local/metrics/now")).decode()
+            assert "load1 " in now and "free_slots 2\n" in now
+            every = json.loads(await c.read("csrv/local/metrics/nodes"))
+            assert sorted(every) == ["n0", "n1", "n2", "n3"]
+            prom = (await c.read("csrv/local/metrics/prometheus")).decode()
+            assert 'brasil_slots{node="n3"} 2.0' in prom
+            f = await c.open("csrv/local/metrics/history", 2)
+            await f.write(b"slots subtree -60", 0)
+            points = (await f.read_all()).decode().splitlines()
+            await f.close()
+            assert points and points[-1].split()[4] in ("8", "6", "4", "2")
+            f = await c.open("csrv/local/metrics/history", 2)
+            await f.write(b"bogus", 0)
+            with pytest.raises(Exception, match="unknown metric 'bogus'"):
+                await f.read_all()
+            await f.close()
+            # A child gone: the summary covers the others within a few beats.
+            await services["n3"].stop()
+            await nodes["n3"].stop()
+            await wait_for(lambda: root.summary.nodes == 3, timeout=20)
+        finally:
+            for s in services.values():
+                await s.stop()

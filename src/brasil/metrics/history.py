@@ -117,7 +117,7 @@ class History:
         with self._lock:
             rows = self._db.execute(
                 "SELECT (t / ?) * ?, sum(k), sum(total), sum(cnt), min(mn), max(mx) FROM points "
-                "WHERE series = ? AND metric = ? AND res = ? AND t >= ? AND t < ? "
+                "WHERE series = ? AND metric = ? AND res = ? AND t >= ? AND t <= ? "
                 "GROUP BY t / ? ORDER BY 1",
                 (step_i, step_i, series, metric, res, int(start) - int(start) % res, int(end),
                  step_i)).fetchall()
