@@ -16,4 +16,5 @@ have ssh && have ssh-keygen || need="$need openssh-client"
 have ip || need="$need iproute2"
 have runuser || need="$need util-linux"
 have pgrep || need="$need procps"
+have prometheus || need="$need prometheus"
 exec sh "$(dirname "$0")/install-missing.sh" "the test services" $need

@@ -127,3 +127,63 @@ async def test_the_root_holds_its_subtree_summary_and_reads_every_node_on_demand
         finally:
             for s in services.values():
                 await s.stop()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_real_prometheus_scraping_only_the_root_sees_all_13_nodes(tmp_path):
+    import asyncio
+    import json
+    import shutil
+    import subprocess
+    import urllib.parse
+    import urllib.request
+
+    from brasil.group.metrics import serve_metrics, serve_prometheus
+    from trees import tree_1_3_9
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("needs Debian's prometheus (make test-deps installs it)")
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        services = [serve_metrics(d, interval=0.5) for d in nodes.values()]
+        server, port = serve_prometheus(services[0], "127.0.0.1", 0)
+        web = _free_port()
+        (tmp_path / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: brasil\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+        prom = subprocess.Popen(
+            [prometheus, f"--config.file={tmp_path}/prometheus.yml",
+             f"--storage.tsdb.path={tmp_path}/data", f"--web.listen-address=127.0.0.1:{web}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def ask(q: str) -> list:
+            url = f"http://127.0.0.1:{web}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)["data"]["result"]
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 90
+            while True:
+                try:
+                    got = await asyncio.to_thread(ask, "count(brasil_slots)")
+                    if got and got[0]["value"][1] == "13":
+                        break
+                except OSError:
+                    pass  # not listening yet
+                assert loop.time() < end, "Prometheus never saw 13 nodes"
+                await asyncio.sleep(0.5)
+            total = await asyncio.to_thread(ask, "sum(brasil_slots)")
+            assert total[0]["value"][1] == "26"
+            agg = await asyncio.to_thread(ask, 'brasil_subtree_slots{agg="count"}')
+            assert agg[0]["value"][1] == "13"
+        finally:
+            prom.terminate()
+            prom.wait(timeout=30)
+            server.shutdown()
+            for s in services:
+                await s.stop()

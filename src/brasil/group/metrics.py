@@ -28,12 +28,15 @@ import errno
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from ..metrics.history import History, HistoryError, observations
-from ..metrics.prom import exposition
+from ..metrics.prom import SubtreeCollector, exposition
 from ..metrics.sample import METRICS, Sampler
 from ..metrics.summary import Summary
 from ..ninep.errors import NinepError
@@ -240,6 +243,41 @@ def metrics_dir(service: MetricsService) -> DynamicDir:
         node.mode = 0o644 if name == "history" else 0o444
         d.add(name, node)
     return d
+
+
+class _LoopCollector:
+    """prometheus_client's HTTP server calls ``collect`` on a thread of its own: the subtree is
+    fetched on the daemon's loop (a second's cache shared by every scraper), at most
+    ``SCRAPERS`` at once; a scrape beyond that waits, then fails, never piling up."""
+
+    SCRAPERS = 4
+
+    def __init__(self, service: MetricsService, loop: asyncio.AbstractEventLoop) -> None:
+        self.service, self.loop = service, loop
+        self.gate = threading.BoundedSemaphore(self.SCRAPERS)
+
+    def collect(self) -> Any:
+        if not self.gate.acquire(timeout=CHILD_TIMEOUT):
+            raise RuntimeError("too many scrapes at once")
+        try:
+            nodes = asyncio.run_coroutine_threadsafe(self._nodes(), self.loop).result(
+                CHILD_TIMEOUT * 2)
+        finally:
+            self.gate.release()
+        return SubtreeCollector(self.service.node.name, nodes, self.service.summary).collect()
+
+    async def _nodes(self) -> dict[str, dict[str, float]]:
+        return await self.service.nodes()
+
+
+def serve_prometheus(service: MetricsService, host: str, port: int) -> tuple[Any, int]:
+    """``brasil serve --metrics-listen HOST:PORT``: the subtree over HTTP in the Prometheus
+    text format, by prometheus_client's own server (on threads: the loop only gathers). Returns
+    the server (``.shutdown()`` stops it) and the port it bound."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_LoopCollector(service, asyncio.get_running_loop()))
+    server, _ = start_http_server(port, host, registry)
+    return server, int(server.server_address[1])
 
 
 def serve_metrics(daemon: Any, interval: float = INTERVAL) -> MetricsService:
