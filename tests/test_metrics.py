@@ -120,6 +120,14 @@ async def test_the_root_holds_its_subtree_summary_and_reads_every_node_on_demand
             with pytest.raises(Exception, match="unknown metric 'bogus'"):
                 await f.read_all()
             await f.close()
+            # The group reads reduce the rows over the nodes a query selects.
+            from brasil.group import api
+            from brasil.metrics.sample import METRICS
+            got = await api.gread(c, "metrics/row", "name=n[1-3]", "sum")
+            assert got["nodes"] == ["n1", "n2", "n3"]
+            assert got["value"][list(METRICS).index("slots")] == 6.0
+            columns = (await c.read("csrv/local/metrics/columns")).decode().split()
+            assert columns == list(METRICS)
             # A child gone: the summary covers the others within a few beats.
             await services["n3"].stop()
             await nodes["n3"].stop()

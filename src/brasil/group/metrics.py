@@ -10,7 +10,9 @@ node's series and its subtree's are kept in a bounded SQLite history (metrics/hi
 the node's state directory, so they survive a restart.
 
 Files:
-- ``now``: this node's latest sample, ``METRIC VALUE`` lines;
+- ``now``: this node's latest sample, ``METRIC VALUE`` lines; ``row``: the values alone, one line
+  in the order ``columns`` gives (so ``brasil gread --agg sum metrics/row --where PRED`` sums
+  each metric over the nodes a query selects, reduced in the tree by the group reads);
 - ``subtree``: the subtree's summary, ``METRIC COUNT SUM MEAN MIN MIN_NODE MAX MAX_NODE``;
   ``subtree.json``: the same for machines (what a parent reads);
 - ``nodes``: every node's latest sample in the subtree, JSON ``{NODE: {METRIC: VALUE}}``;
@@ -232,8 +234,13 @@ def metrics_dir(service: MetricsService) -> DynamicDir:
     async def nodes() -> bytes:
         return json.dumps(await service.nodes(), separators=(",", ":")).encode()
 
+    def row() -> str:
+        return " ".join(f"{service.latest.get(k, 0.0):.6g}" for k in METRICS) + "\n"
+
     for name, node in (
         ("now", LiveFile(now)),
+        ("row", LiveFile(row)),
+        ("columns", LiveFile(lambda: " ".join(METRICS) + "\n")),
         ("subtree", LiveFile(lambda: "".join(ln + "\n" for ln in service.summary.lines()))),
         ("subtree.json", LiveFile(service.summary_json)),
         ("nodes", GeneratedFile(nodes)),
