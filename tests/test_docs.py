@@ -54,6 +54,7 @@ NOT_COMMANDS: dict[tuple[str, str], str] = {
      "/csrv/query/<pred>/<pred>/…/     the nodes of this node's subtree matching every predicate"):
         "a listing of the query files",
     ("docs/reference.md", "<id>/"): "a listing of a session's files",
+    ("docs/reference.md", "metrics/"): "a listing of a node's metrics files",
     ("docs/reference.md",
      "session ID STATE subs N [STATE COUNT]… mux MODE rs SEPARATOR[; splice …][; data ADDR]"):
         "the format of the ctl state line",
