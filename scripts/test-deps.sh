@@ -21,4 +21,5 @@ have gcc || need="$need gcc libc6-dev"
 have eu-stack || need="$need elfutils"
 have gdb || need="$need gdb"
 have dot || need="$need graphviz"
+have prometheus || need="$need prometheus"
 exec sh "$(dirname "$0")/install-missing.sh" "the test services" $need

@@ -56,6 +56,7 @@ NOT_COMMANDS: dict[tuple[str, str], str] = {
     ("docs/reference.md", "<id>/"): "a listing of a session's files",
     ("docs/reference.md", "<id>/proc/RANK/    one per rank of the session, wherever it runs "
      "(through the tree)"): "a listing of a session's process files",
+    ("docs/reference.md", "metrics/"): "a listing of a node's metrics files",
     ("docs/reference.md",
      "session ID STATE subs N [STATE COUNT]… mux MODE rs SEPARATOR[; splice …][; data ADDR]"):
         "the format of the ctl state line",

@@ -23,7 +23,7 @@ LAYERS = {
     "ninep": 0,
     "lifecycle": 1,
     "client": 2,  # the client side of sessions and group reads: below what delegates sessions
-    "exec": 3,
+    "exec": 3, "metrics": 3,
     "node": 4,
     "tree": 5, "batch": 5, "push": 5, "mount": 5,
     "group": 6,

@@ -10,7 +10,8 @@ Requests: ``{"path": "fs/etc/hosts", "agg": KIND, "grep": RE?}``. ``grep`` is RE
 in linear time against each line without its newline (a pattern RE2 refuses is the request's
 error). ``path`` is relative to each node's ``local/`` (never climbing out of it), and one of a
 whitelist of files that do nothing but give their bytes when read: ``fs/…`` (the export: regular
-files only), ``status`` and ``attrs``. Others, such as ``clone`` (which makes a session when
+files only), ``status``, ``attrs`` and a node's latest metrics (``metrics/now``, and
+``metrics/row``: the values alone, one line in a fixed order, for the numeric kinds). Others, such as ``clone`` (which makes a session when
 opened) or ``ctl``, are refused. Kinds:
 
 - ``concat``: every node's content, by node;
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from ..node.daemon import Node as Machine
     from ..tree.registry import Child
 
+READABLE = (["status"], ["attrs"], ["metrics", "now"], ["metrics", "row"])
 MAX_CONTENT = 8 << 20  # a node's file, for the kinds that carry content (concat, equiv, py:)
 CONTENT_KINDS = ("concat", "equiv")
 NUMERIC_KINDS = ("sum", "min", "max", "mean", "count")
@@ -86,10 +88,11 @@ def check_request(req: Any) -> dict[str, Any]:
         raise NinepError(f"gread: unknown aggregation {agg!r}; one of {', '.join(KINDS)}, or "
                          "py:MODULE:FUNCTION")
     parts = check_path(req["path"], empty=agg == "ls")
-    if agg != "ls" and parts[:1] != ["fs"] and parts not in (["status"], ["attrs"]):
+    if agg != "ls" and parts[:1] != ["fs"] and parts not in READABLE:
         raise NinepError(f"gread: {req['path']}: a group read reads only plain files: fs/… (the "
-                         "nodes' exported files), status or attrs; not files that act when "
-                         "opened, such as clone (a new session) or ctl", errno.EINVAL)
+                         "nodes' exported files), status, attrs, metrics/now or metrics/row; "
+                         "not files that act when opened, such as clone (a new session) or ctl",
+                         errno.EINVAL)
     if req.get("grep") is not None:
         grep_regex(req["grep"])  # refused now, saying why, rather than on every node
     return {"path": "/".join(parts), "agg": agg, "grep": req.get("grep")}

@@ -1,0 +1,197 @@
+"""Metrics' pieces: the sampler on this machine, summaries, the history store, Prometheus text."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brasil.metrics.history import MAX_POINTS, History, HistoryError, observations
+from brasil.metrics.prom import exposition
+from brasil.metrics.sample import METRICS, Sampler
+from brasil.metrics.summary import Summary
+
+
+def test_a_sample_has_every_machine_metric_and_the_daemons_own():
+    s = Sampler(lambda: {"slots": 4, "free_slots": 3, "sessions": 1, "bogus": 9})
+    first, second = s.sample(), s.sample()
+    assert second["mem_total_bytes"] > second["mem_used_bytes"] > 0
+    assert second["cores"] >= 1 and second["processes"] > 1
+    assert second["slots"] == 4 and "bogus" not in second
+    assert set(first) == set(second) and set(second) <= set(METRICS)
+    assert all(math.isfinite(v) and v >= 0 for v in second.values())
+
+
+samples = st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                          st.floats(-1e6, 1e6, allow_nan=False), max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(samples, max_size=12), st.integers(1, 5))
+def test_a_summary_merged_in_any_tree_shape_is_the_flat_one(rows, cut):
+    parts = [Summary.of(f"n{i}", row) for i, row in enumerate(rows)]
+    flat = Summary.of_all(Summary.of(f"n{i}", row) for i, row in enumerate(rows))
+    groups = [Summary.of_all(parts[i:i + cut]) for i in range(0, len(parts), cut)]
+    shaped = Summary.loads(Summary.of_all(Summary.loads(g.dumps()) for g in groups).dumps())
+    assert shaped.nodes == flat.nodes == len(rows)
+    for k, s in flat.stats.items():
+        got = shaped.stats[k]
+        assert (got.count, got.min, got.max) == (s.count, s.min, s.max)
+        assert got.sum == pytest.approx(s.sum)
+
+
+def test_a_malformed_summary_is_a_sentence():
+    for bad in (b'{"nodes": "x"}', b'{"nodes": 1, "stats": {"a": [1]}}', b"[]"):
+        with pytest.raises(ValueError, match="malformed metrics summary"):
+            Summary.loads(bad)
+
+
+def test_history_keeps_resolutions_and_answers_a_range(tmp_path):
+    h = History(str(tmp_path / "m.sqlite"), resolutions=((5, 60), (60, 3600)))
+    t0 = 60 * 16_666_667  # a multiple of 60
+    for i in range(120):  # 10 minutes every 5 s
+        h.record(t0 + 5 * i, "self", observations({"load1": float(i)}, "n1"))
+    fine = h.query("self", "load1", t0 + 540, t0 + 600, 5, now=t0 + 600)
+    assert [p.mean for p in fine] == [float(i) for i in range(108, 120)]
+    coarse = h.query("self", "load1", t0, t0 + 600, 60, now=t0 + 600)
+    assert len(coarse) == 10 and coarse[0].mean == pytest.approx(5.5)
+    assert (coarse[0].min, coarse[0].max) == (0.0, 11.0)
+    # The 5 s buckets are kept a minute: older ones were deleted as time went on.
+    assert h.rows() < 120 + 10 + 30
+    h.close()
+    again = History(str(tmp_path / "m.sqlite"), resolutions=((5, 60), (60, 3600)))
+    assert len(again.query("self", "load1", t0, t0 + 600, 60, now=t0 + 600)) == 10
+    again.close()
+
+
+def test_an_absurd_query_is_refused_with_what_to_ask():
+    h = History()
+    with pytest.raises(HistoryError, match="ask for a step of at least"):
+        h.plan(1000, 1000 + 10 * MAX_POINTS * 5, 5, now=1000)  # a range years long, at 5 s
+    with pytest.raises(HistoryError, match="start < end"):
+        h.plan(10, 5, 1)
+    with pytest.raises(HistoryError, match="series"):
+        h.record(0, "bogus", {})
+
+
+def test_prometheus_text_names_every_node_and_the_subtree():
+    nodes = {"n0": {"load1": 1.0, "slots": 2.0}, "n1": {"load1": 3.0, "slots": 2.0}}
+    summary = Summary.of_all(Summary.of(n, s) for n, s in nodes.items())
+    text = exposition("n0", nodes, summary).decode()
+    assert 'brasil_load1{node="n1"} 3.0' in text
+    assert 'brasil_subtree_slots{agg="sum",root="n0"} 4.0' in text
+    assert 'brasil_subtree_nodes{root="n0"} 2.0' in text
+    from prometheus_client.parser import text_string_to_metric_families
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert "brasil_load1" in names
+
+
+# In the tree ------------------------------------------------------------------------------
+
+async def test_the_root_holds_its_subtree_summary_and_reads_every_node_on_demand(tmp_path):
+    import json
+
+    from brasil.group.metrics import serve_metrics
+    from fixtures import tree_13, wait_for
+    async with tree_13(str(tmp_path)) as (nodes, c):
+        services = {name: serve_metrics(d, interval=0.2) for name, d in nodes.items()}
+        try:
+            root = services["n0"]
+            await wait_for(lambda: root.summary.nodes == 4, timeout=20)
+            st = root.summary.stats["slots"]
+            assert (st.count, st.sum) == (4, 8.0)  # 4 nodes of 2 slots
+            text = (await c.read("csrv/local/metrics/subtree")).decode()
+            assert any(ln.startswith("slots 4 8 2 ") for ln in text.splitlines()), text
+            now = (await c.read("csrv/local/metrics/now")).decode()
+            assert "load1 " in now and "free_slots 2\n" in now
+            every = json.loads(await c.read("csrv/local/metrics/nodes"))
+            assert sorted(every) == ["n0", "n1", "n2", "n3"]
+            prom = (await c.read("csrv/local/metrics/prometheus")).decode()
+            assert 'brasil_slots{node="n3"} 2.0' in prom
+            f = await c.open("csrv/local/metrics/history", 2)
+            await f.write(b"slots subtree -60", 0)
+            points = (await f.read_all()).decode().splitlines()
+            await f.close()
+            assert points and points[-1].split()[4] in ("8", "6", "4", "2")
+            f = await c.open("csrv/local/metrics/history", 2)
+            await f.write(b"bogus", 0)
+            with pytest.raises(Exception, match="unknown metric 'bogus'"):
+                await f.read_all()
+            await f.close()
+            # The group reads reduce the rows over the nodes a query selects.
+            from brasil.client import group as api
+            from brasil.metrics.sample import METRICS
+            got = await api.gread(c, "metrics/row", "name=n[1-3]", "sum")
+            assert got["nodes"] == ["n1", "n2", "n3"]
+            assert got["value"][list(METRICS).index("slots")] == 6.0
+            columns = (await c.read("csrv/local/metrics/columns")).decode().split()
+            assert columns == list(METRICS)
+            # A child gone: the summary covers the others within a few beats.
+            await services["n3"].stop()
+            await nodes["n3"].stop()
+            await wait_for(lambda: root.summary.nodes == 3, timeout=20)
+        finally:
+            for s in services.values():
+                await s.stop()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_real_prometheus_scraping_only_the_root_sees_all_13_nodes(tmp_path):
+    import asyncio
+    import json
+    import shutil
+    import subprocess
+    import urllib.parse
+    import urllib.request
+
+    from brasil.group.metrics import serve_metrics, serve_prometheus
+    from trees import tree_1_3_9
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("needs Debian's prometheus (make test-deps installs it)")
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        services = [serve_metrics(d, interval=0.5) for d in nodes.values()]
+        server, port = serve_prometheus(services[0], "127.0.0.1", 0)
+        web = _free_port()
+        (tmp_path / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: brasil\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+        prom = subprocess.Popen(
+            [prometheus, f"--config.file={tmp_path}/prometheus.yml",
+             f"--storage.tsdb.path={tmp_path}/data", f"--web.listen-address=127.0.0.1:{web}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def ask(q: str) -> list:
+            url = f"http://127.0.0.1:{web}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)["data"]["result"]
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 90
+            while True:
+                try:
+                    got = await asyncio.to_thread(ask, "count(brasil_slots)")
+                    if got and got[0]["value"][1] == "13":
+                        break
+                except OSError:
+                    pass  # not listening yet
+                assert loop.time() < end, "Prometheus never saw 13 nodes"
+                await asyncio.sleep(0.5)
+            total = await asyncio.to_thread(ask, "sum(brasil_slots)")
+            assert total[0]["value"][1] == "26"
+            agg = await asyncio.to_thread(ask, 'brasil_subtree_slots{agg="count"}')
+            assert agg[0]["value"][1] == "13"
+        finally:
+            prom.terminate()
+            prom.wait(timeout=30)
+            server.shutdown()
+            for s in services:
+                await s.stop()
