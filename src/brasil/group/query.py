@@ -72,7 +72,6 @@ class QueryService:
         self.daemon = daemon
         self.node = daemon.node
         self.last: dict[str, str] = {}  # the last aggregated ctl result, by query
-        self.node.csrv.add("query", QueryDir(self, Query("")))
 
     # ---- here ----
 
@@ -344,9 +343,9 @@ class QueryClone(Node):
         return BytesHandle(self, f"{session.path}\n".encode())
 
 
-def serve_queries(daemon: Daemon) -> QueryService:
-    """Plug ``/csrv/query`` into a daemon's namespace (what ``brasil serve`` composes)."""
-    return QueryService(daemon)
+def serve_queries(daemon: Daemon) -> Node:
+    """A daemon's ``/csrv/query``, for the composition (``cli/compose.py``) to mount."""
+    return QueryDir(QueryService(daemon), Query(""))
 
 
 __all__ = ["Query", "QueryService", "serve_queries", "File"]
