@@ -22,6 +22,7 @@ from typing import Any
 
 from .jobfile import MAX_RECORD, JobSpec
 from .lifecycle import ACTIVE_EXECUTION, EventRow, move, move_each, move_where
+from .messages import Run, encode_run
 from .policy import Policy
 from .store import Refused, Tx
 
@@ -173,11 +174,8 @@ def busy_slots(tx: Tx, worker: str, slots: int) -> int:
 
 def _record(token: int, r: Sequence[Any]) -> str:
     """The ``run`` line that gives a worker the job of row ``r`` as execution ``token``."""
-    record = {"t": token, "job": r[0], "cmd": r[1], "home": r[2], "env": json.loads(r[3]),
-              "isolate": bool(r[4])}
-    if len(r) > 5 and r[5]:  # a time limit (a policy's rows may not carry one)
-        record["timeout"] = int(r[5])
-    return "run " + json.dumps(record)
+    timeout = int(r[5]) if len(r) > 5 and r[5] else 0  # (a policy's rows may not carry one)
+    return encode_run(Run(token, r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), timeout))
 
 
 def _too_big(r: Sequence[Any]) -> int:
