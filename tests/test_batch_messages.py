@@ -67,6 +67,8 @@ def test_the_text_is_the_previous_versions(t, status, t0, t1):
     assert m.encode_report(m.Renew([t, 1])) == f"renew {t} 1"
     assert m.encode_report(m.Renew([])) == "renew"
     assert m.decode_order(f"ok {t}") == m.Order("ok", t)
+    for verb in m.ORDERS:
+        assert m.order(verb, t) == f"{verb} {t}"
 
 
 def test_an_old_schedulers_run_line_decodes():

@@ -235,6 +235,11 @@ def encode_order(o: Run | Order) -> str:
     return encode_run(o) if isinstance(o, Run) else f"{o.verb} {o.token}"
 
 
+def order(verb: str, token: int) -> str:
+    """The line of ``Order(verb, token)`` (what the scheduler pushes to a worker)."""
+    return encode_order(Order(verb, token))
+
+
 def decode_order(line: str) -> Run | Order:
     """ValueError (or KeyError, for a ``run`` missing a field) if ``line`` is not an order."""
     verb, _, rest = line.partition(" ")

@@ -54,6 +54,7 @@ from .messages import (
     Start,
     decode_order,
     decode_report,
+    order,
 )
 from .policy import Policy, TrellisPolicy
 from .store import Refused, Store, Tx
@@ -383,7 +384,7 @@ class Scheduler:
                         if t not in self.replaying:
                             self.leases[t] = now_m + self.lease
                     else:
-                        push.append((name, f"kill {t}"))
+                        push.append((name, order("kill", t)))
             elif isinstance(m, Start):
                 starts.append((m.token, m.slot, m.t0))
             elif m is not None:
@@ -427,14 +428,14 @@ class Scheduler:
                     if w.remote:  # its changes were uploaded: the scheduler applies them
                         remote.append(m.token)
                     else:
-                        p = [(w.name, f"go {m.token}")]
+                        p = [(w.name, order("go", m.token))]
                 else:
-                    p = [(w.name, f"discard {m.token}")]
+                    p = [(w.name, order("discard", m.token))]
             elif isinstance(m, Committed):
                 p, d = ops.committed(tx, w.name, m.token, m.c1, now)
             elif isinstance(m, CommitFail):
                 ops.commit_undone(tx, m.token, m.why or "commit failed", now, True)
-                p, d = [(w.name, f"discard {m.token}")], []
+                p, d = [(w.name, order("discard", m.token))], []
                 if m.token in self.homes:  # what it staged in the home goes too
                     undo.append((self.homes[m.token], m.token))
             elif isinstance(m, Output):
@@ -619,26 +620,26 @@ class Scheduler:
                 log.warning("batch: execution %d's commit in %s refused: %s", token, home, e)
                 now, why = time.time(), f"commit refused: {e}"
                 await self.write(lambda tx: ops.commit_refused(tx, token, why, now))
-                self.deliver([(worker, f"discard {token}")])
+                self.deliver([(worker, order("discard", token))])
                 return
             except OSError as e:
                 log.warning("batch: completing execution %d's commit in %s failed: %s", token,
                             home, e)
                 now, why = time.time(), f"commit could not be completed: {e}"
                 await self.write(lambda tx: ops.commit_undone(tx, token, why, now, True))
-                self.deliver([(worker, f"discard {token}")])
+                self.deliver([(worker, order("discard", token))])
                 return
             now = time.time()
             if done:
                 push, _ = await self.write(
                     lambda tx: self._committed(tx, worker, token, now, "completed by scheduler"))
-                push = [p for p in push if p[1] != f"ok {token}"] + [(worker, f"ok {token}")]
+                push = [p for p in push if p[1] != order("ok", token)] + [(worker, order("ok", token))]
             else:
                 log.warning("batch: execution %d went silent before its journal was whole: "
                             "rolled back", token)
                 await self.write(lambda tx: ops.commit_undone(
                     tx, token, "committer lost before its journal was whole: rolled back", now))
-                push = [(worker, f"kill {token}")]
+                push = [(worker, order("kill", token))]
         finally:
             self.replaying.discard(token)
         self.deliver(push)
