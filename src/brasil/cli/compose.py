@@ -46,15 +46,14 @@ class ListenError(Exception):
 
 @dataclass
 class Composed:
-    """A running daemon and its services; :meth:`stop` ends them in order."""
+    """A running daemon and its services; :meth:`stop` (or the daemon's own ``stop``, which
+    stops the services composed onto it first) ends them in order."""
 
     daemon: Daemon
     listening: list[list[Address]]  # per address asked for, the bound ones (port 0 resolved)
     scheduler: Scheduler | None = None
 
     async def stop(self) -> None:
-        if self.scheduler is not None:
-            await self.scheduler.stop()
         await self.daemon.stop()
 
 
@@ -81,6 +80,7 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
         await daemon.start(data_host)
         if batch is not None:
             done.scheduler = await start_scheduler(node, batch)
+            daemon.services.append(done.scheduler)
     except BaseException:
         await done.stop()
         raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
+from typing import Any, Protocol
 
 from ..ninep.auth import SecretAuthenticator
 from ..ninep.errors import NinepError
@@ -28,6 +28,12 @@ from .remote import Remote
 from .reserve import Reserver
 
 log = logging.getLogger("brasil.tree")
+
+
+class Service(Protocol):
+    """Something composed onto the daemon (the batch scheduler): stopped before it."""
+
+    async def stop(self) -> None: ...
 
 
 class Daemon:
@@ -47,6 +53,7 @@ class Daemon:
         node.reserver = Reserver(node.name, self.children, self.parent)
         self.children.on_lost.append(node.neighbor_lost)
         self.unix_paths: list[str] = []
+        self.services: list[Service] = []  # stopped first, last added first
         self.data = DataEndpoint()
         node.find_remote = self.find_remote
 
@@ -107,6 +114,10 @@ class Daemon:
             self.parent.start()
 
     async def stop(self) -> None:
+        """Everything: its services, its links, its server and the node's sessions (a second
+        call finds nothing left to do)."""
+        while self.services:
+            await self.services.pop().stop()
         if self.parent is not None:
             await self.parent.stop()
         self.children.close()
