@@ -22,9 +22,7 @@ import pytest
 
 import services
 from brasil.batch.api import Batch
-from brasil.batch.files import batch_dir
 from brasil.batch.scheduler import Scheduler
-from brasil.batch.store import Store
 from brasil.batch.worker import Worker
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
@@ -46,16 +44,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 async def scheduler(tmp: str, db: str | None = None, *, lease: float = 2.0,
                     export: str | None = None) -> AsyncIterator[tuple[Any, Scheduler, Batch]]:
     """A daemon (no slots of its own) serving a scheduler; yields (daemon, scheduler, api)."""
-    async with daemon(tmp, "sched", slots=0, export=export) as d:
-        s = Scheduler(Store(db or f"{tmp}/batch.db"), export_root=export, lease=lease)
-        await s.start()
-        d.node.local.add("batch", batch_dir(s))
+    async with daemon(tmp, "sched", slots=0, export=export, db=db or f"{tmp}/batch.db",
+                      lease=lease) as d:
         b = Batch(await Client.connect(d.unix))
         try:
-            yield d, s, b
+            yield d, d.scheduler, b
         finally:
             await b.close()
-            await s.stop()
 
 
 @contextlib.asynccontextmanager

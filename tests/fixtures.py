@@ -156,7 +156,7 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):  # 
         if v:
             return v
         if loop.time() > deadline:
-            raise TimeoutError("condition not met within %.1fs" % timeout)
+            raise TimeoutError(f"condition not met within {timeout:.1f}s")
         await asyncio.sleep(interval)
 
 
@@ -164,23 +164,29 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):  # 
 async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | None = None,
                  idle_timeout: float = 300.0, parent: Address | None = None,
                  secret: bytes | None = None, node_options: dict | None = None,
+                 db: str | None = None, lease: float | None = None,
                  **limits):  # type: ignore[no-untyped-def]
-    """A whole daemon in this process, on a Unix socket under ``tmp`` and an ephemeral loopback
-    port; ``.unix`` and ``.tcp`` are its addresses. Stopped (sessions killed) when the block ends.
-    ``node_options`` go to the Node, ``limits`` to the 9P server."""
+    """A whole daemon in this process, composed as `brasil serve` composes it (cli/compose.py:
+    tree, queries and a batch scheduler, its database ``db`` or ``tmp/NAME-batch.db``), on a
+    Unix socket under ``tmp`` and an ephemeral loopback port; ``.unix`` and ``.tcp`` are its
+    addresses, ``.scheduler`` its scheduler. Stopped (sessions killed) when the block ends.
+    ``node_options`` go to the Node, ``lease`` to the scheduler, ``limits`` to the 9P server."""
+    from brasil.cli.compose import BatchOptions, compose
     from brasil.node.daemon import Node
-    from brasil.tree.daemon import Daemon
-    d = Daemon(Node(name, slots, export=export, idle_timeout=idle_timeout, **(node_options or {})),
-               secret=secret, parent=parent, **limits)
-    from brasil.group.query import serve_queries
-    serve_queries(d)  # as `brasil serve` composes it
-    d.unix = (await d.listen(Address("unix", path=f"{tmp}/{name}.sock")))[0]  # type: ignore[attr-defined]
-    d.tcp = (await d.listen(Address("tcp", "127.0.0.1", 0)))[0]  # type: ignore[attr-defined]
-    await d.start()
+    node = Node(name, slots, export=export, idle_timeout=idle_timeout, **(node_options or {}))
+    batch = BatchOptions(tmp, db or f"{tmp}/{name}-batch.db")
+    if lease is not None:
+        batch.lease = lease
+    composed = await compose(node, [Address("unix", path=f"{tmp}/{name}.sock"),
+                                    Address("tcp", "127.0.0.1", 0)],
+                             secret=secret, parent=parent, batch=batch, **limits)
+    d = composed.daemon
+    d.unix, d.tcp = composed.listening[0][0], composed.listening[1][0]
+    d.scheduler = composed.scheduler
     try:
         yield d
     finally:
-        await d.stop()
+        await composed.stop()
 
 
 @contextlib.asynccontextmanager

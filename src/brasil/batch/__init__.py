@@ -14,33 +14,10 @@ runs isolated jobs redundantly. An isolated execution runs in an overlay of its 
 scheduler survives its own restart: everything it needs is in the database.
 ``scheduler.py`` holds the in-memory part; ``report.py`` the accounting; ``api.py`` the Python API.
 
-Layering: imports ninep, exec and ``brasil.lifecycle``; never node (nor node batch).
+Layering: imports ninep, exec and ``brasil.lifecycle``; never node (nor node batch). This
+package file imports none of its modules: each is imported by name (``batch.store``,
+``batch.files``…), so none of them imports the package back, and a command that needs one piece
+(``brasil serve``'s password check) does not load the scheduler. The composition
+(``cli/compose.py``) starts the scheduler and mounts ``files.batch_dir``.
 """
 
-from __future__ import annotations
-
-import os
-from typing import Any
-
-from .scheduler import DEFAULT_LEASE, DEFAULT_MAX_SUBMIT, DEFAULT_MAX_WORKLOAD, Scheduler
-from .store import Store, StoreError, url_password
-
-
-async def serve_scheduler(node: Any, db: str | None, state_dir: str,
-                          lease: float = DEFAULT_LEASE, password: str | None = None,
-                          **limits: int) -> Scheduler:
-    """Start a scheduler on ``db`` (default: ``batch.db`` in ``state_dir``; ``password``: the
-    PostgreSQL password, if given apart) and serve it as ``/csrv/local/batch`` on ``node``.
-    ``limits``: ``max_submit`` and ``max_workload`` (Scheduler's). Stop it with
-    ``await scheduler.stop()``."""
-    from .files import batch_dir
-    url = db or os.path.join(state_dir, "batch.db")
-    export = node.export.root if getattr(node, "export", None) is not None else None
-    sched = Scheduler(Store(url, password), export_root=export, lease=lease, **limits)
-    await sched.start()
-    node.local.add("batch", batch_dir(sched))
-    return sched
-
-
-__all__ = ["Scheduler", "Store", "StoreError", "serve_scheduler", "url_password", "DEFAULT_LEASE",
-           "DEFAULT_MAX_SUBMIT", "DEFAULT_MAX_WORKLOAD"]

@@ -51,9 +51,10 @@ from .scheduler import Scheduler
 class BatchCtl(CtlFile):
     commands = CommandTable()
 
-    def __init__(self, sched: Scheduler) -> None:
+    def __init__(self, sched: Scheduler, workers: DynamicDir) -> None:
         super().__init__()
         self.sched = sched
+        self.workers = workers  # batch/workers/, where a worker that registers gets its files
 
     def state(self) -> str:
         return self.sched.state_line()
@@ -78,9 +79,10 @@ class BatchCtl(CtlFile):
                              f"{' '.join(args[1:])[:60]!r}", errno.EINVAL)
         self.sched.register(name, slots, opts.get("host", "?")[:256], int(pid),
                             "remote" in args[2:])
-        workers = self.parent.walk("workers")  # type: ignore[union-attr]
-        if name not in workers._children:  # type: ignore[attr-defined]
-            workers.add(name, WorkerDir(self.sched, name))  # type: ignore[attr-defined]
+        try:
+            self.workers.walk(name)  # registered before: its files are there
+        except NinepError:
+            self.workers.add(name, WorkerDir(self.sched, name))
 
     @commands.command("cancel ID…|tag T", args=(1, None))
     def _cancel(self, args: list[str]) -> Any:
@@ -88,12 +90,12 @@ class BatchCtl(CtlFile):
             if len(args) != 2:
                 raise NinepError('cancel tag T: give exactly one tag', errno.EINVAL)
             return self.sched.cancel(None, args[1])
-        ids = [job_id(a) for a in args]
-        if None in ids:
+        ids = [i for i in map(job_id, args) if i is not None]
+        if len(ids) < len(args):
             raise NinepError(f"cancel: job ids are numbers from 1 to {MAX_ID}, not "
                              f"{' '.join(args)[:60]!r}; usage: cancel ID… or cancel tag T",
                              errno.EINVAL)
-        return self.sched.cancel(ids, None)  # type: ignore[arg-type]
+        return self.sched.cancel(ids, None)
 
     @commands.command("retry [retries=N] ID…|tag T|failed", args=(1, None))
     def _retry(self, args: list[str]) -> Any:
@@ -113,11 +115,11 @@ class BatchCtl(CtlFile):
             if len(args) != 2:
                 raise NinepError(f"retry tag T: give exactly one tag; {usage}", errno.EINVAL)
             return self.sched.retry(None, args[1], retries)
-        ids = [job_id(a) for a in args]
-        if not ids or None in ids:
+        ids = [i for i in map(job_id, args) if i is not None]
+        if not ids or len(ids) < len(args):
             raise NinepError(f"retry: job ids are numbers from 1 to {MAX_ID}, not "
                              f"{' '.join(args)[:60]!r}; {usage}", errno.EINVAL)
-        return self.sched.retry(ids, None, retries)  # type: ignore[arg-type]
+        return self.sched.retry(ids, None, retries)
 
     @commands.command("lease SECONDS")
     def _lease(self, args: list[str]) -> None:
@@ -218,7 +220,7 @@ def _answer(specs: list[Any], first: int, n: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-class WaitFile(Node):
+class BatchWaitFile(Node):
     """Reading blocks until every job in scope has ended; then gives the summary."""
 
     def __init__(self, sched: Scheduler, tag: str | None = None, job: int | None = None) -> None:
@@ -246,7 +248,7 @@ class WaitFile(Node):
 
 def _generated(sched: Scheduler, query: Any) -> GeneratedFile:
     async def gen() -> str:
-        return await sched.store.read(query)  # type: ignore[no-any-return]
+        return await sched.store.read(query)
     return GeneratedFile(gen)
 
 
@@ -255,7 +257,7 @@ def scope(sched: Scheduler, tag: str | None) -> list[Entry]:
         Entry("jobs", 0o444, lambda _: _generated(sched, lambda tx: queries.job_lines(tx, tag))),
         Entry("summary", 0o444, lambda _: _generated(sched, lambda tx: queries.summary(tx, tag))),
         Entry("events", 0o444, lambda _: _generated(sched, lambda tx: queries.events(tx, tag))),
-        Entry("wait", 0o444, lambda _: WaitFile(sched, tag)),
+        Entry("wait", 0o444, lambda _: BatchWaitFile(sched, tag)),
     ]
 
 
@@ -295,7 +297,7 @@ class JobsByIdDir(Dir):
         d = TableDir([
             Entry("status", 0o444, lambda _: _generated(
                 self.sched, lambda tx: queries.job_lines(tx, None, job, summary=False))),
-            Entry("wait", 0o444, lambda _: WaitFile(self.sched, None, job)),
+            Entry("wait", 0o444, lambda _: BatchWaitFile(self.sched, None, job)),
             Entry("output", 0o444, lambda _: GeneratedFile(lambda: self._output(job))),
         ], name=name)
         return self.adopt(d)
@@ -386,7 +388,7 @@ def batch_dir(sched: Scheduler) -> DynamicDir:
     workers = DynamicDir()
     sched.on_forget.append(workers.discard)  # a dropped worker's directory goes with it
     return DynamicDir([
-        Entry("ctl", 0o600, lambda _: BatchCtl(sched)),
+        Entry("ctl", 0o600, lambda _: BatchCtl(sched, workers)),
         Entry("submit", 0o600, lambda _: SubmitFile(sched)),
         *scope(sched, None),
         Entry("tags", 0o555, lambda _: TagsDir(sched)),

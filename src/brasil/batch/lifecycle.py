@@ -22,13 +22,10 @@ operation again, alone, on what is there now.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, Protocol
 
 from ..lifecycle import Table, mermaid, sources, step, target
-
-if TYPE_CHECKING:
-    from .store import Tx
 
 # A job: waiting → ready → running → exiting → done, plus failed and cancelled (SPEC.md §6).
 JOB = {
@@ -71,6 +68,21 @@ EXECUTION = {
                                               # seen its journal whole: the job runs again
 }
 
+# One execution as its worker runs it (batch/worker.py; the scheduler's view is EXECUTION). It
+# ends here when its slot and scratch are free; its token stays until the scheduler answers
+# its last report (``ok``, or ``discard``/``kill``, which roll it back).
+_WORK = {
+    ("received", "slot"): "starting",      # a slot is free: overlay, home fetched, spawn
+    ("starting", "spawned"): "running",
+    ("starting", "fail"): "exited",        # could not start: reported with status 127
+    ("running", "exit"): "exited",         # ended, killed, timed out, or could not be watched
+    ("exited", "commit"): "committing",    # isolated, exit 0, told to commit: staging
+    ("committing", "journaled"): "journaled",  # staged, journal whole: reported, awaiting go
+    ("journaled", "go"): "applying",
+}
+WORK = {**_WORK, **{(s, "end"): "ended"
+                    for s in dict.fromkeys([s for s, _ in _WORK] + list(_WORK.values()))}}
+
 JOB_STATES = ("waiting", "ready", "running", "exiting", "done", "failed", "cancelled")
 TERMINAL = frozenset({"done", "failed", "cancelled"})
 ACTIVE_EXECUTION = frozenset({"assigned", "running", "committing", "applying"})
@@ -89,6 +101,23 @@ def execution_step(state: str, event: str, token: int | str) -> str:
 TABLES: dict[str, Table] = {"jobs": JOB, "executions": EXECUTION}  # SQL table → its lifecycle
 EventRow = tuple[float, str, Any, Any, Any, Any]  # (t, kind, job, execution, worker, detail)
 CHUNK = 500  # ids per statement
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+
+class Tx(Protocol):
+    """What moving rows needs of a transaction (``store.Tx``; the store imports this module
+    for :class:`Moved`, so the tables do not import the store back)."""
+
+    cur: Cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def insert(self, table: str, cols: Sequence[str], rows: Iterable[Sequence[Any]]) -> None: ...
 
 
 class Moved(Exception):
@@ -202,6 +231,11 @@ def document() -> str:
         "",
         mermaid("A job", JOB),
         mermaid("An execution (one run of a job on one worker slot)", EXECUTION),
+        "The same execution as its worker runs it (`batch/worker.py`): `end` frees its slot",
+        "and scratch from any state (it was reported, rolled back, or answered `ok`); its token",
+        "stays until the scheduler answers its last report.",
+        "",
+        mermaid("An execution on its worker", WORK),
     ])
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from .jobfile import MAX_RECORD, JobSpec
 from .lifecycle import ACTIVE_EXECUTION, EventRow, move, move_each, move_where
+from .messages import Run, encode_run, order
 from .policy import Policy
 from .store import Refused, Tx
 
@@ -174,11 +175,8 @@ def busy_slots(tx: Tx, worker: str, slots: int) -> int:
 
 def _record(token: int, r: Sequence[Any]) -> str:
     """The ``run`` line that gives a worker the job of row ``r`` as execution ``token``."""
-    record = {"t": token, "job": r[0], "cmd": r[1], "home": r[2], "env": json.loads(r[3]),
-              "isolate": bool(r[4])}
-    if len(r) > 5 and r[5]:  # a time limit (a policy's rows may not carry one)
-        record["timeout"] = int(r[5])
-    return "run " + json.dumps(record)
+    timeout = int(r[5]) if len(r) > 5 and r[5] else 0  # (a policy's rows may not carry one)
+    return encode_run(Run(token, r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), timeout))
 
 
 def _too_big(r: Sequence[Any]) -> int:
@@ -217,7 +215,7 @@ def started(tx: Tx, worker: str, rows: list[tuple[int, int, float]]) -> Push:
             event(tx, [(t, "start", job[0] if job else None, token, worker, str(slot))])
         else:
             late_start(tx, worker, token, slot, t)
-            push.append((worker, f"kill {token}"))
+            push.append((worker, order("kill", token)))
     return push
 
 
@@ -282,33 +280,33 @@ def finished(tx: Tx, worker: str, token: int, status: int, t0: float, t1: float,
                  "active = 0", params=(now, token), only=(jstate,))
             rows += [(t1, "commit_start", job, token, worker, None),
                      (t1, "commit", job, token, worker, "nothing changed")]
-            push.append((worker, f"ok {token}"))
+            push.append((worker, order("ok", token)))
             done.append(job)
         else:
             move(tx, "executions", token, *begun, "win", set=ended, params=times, only=(estate,))
             move(tx, "jobs", job, "win", set="winner = ?, active = 1", params=(token,),
                  only=(jstate,))
-            push.append((worker, f"commit {token}"))
+            push.append((worker, order("commit", token)))
         others = tx.all(f"SELECT id, worker FROM executions WHERE job = ? AND id <> ? "
                         f"AND state IN {ACTIVE_SQL}", (job, token))
         move(tx, "executions", [other for other, _ in others], "kill", set="ended = ?",
              params=(now,), note=[(now, "kill", job, other, w, f"execution {token} won")
                                   for other, w in others], log=rows)
-        push += [(w, f"kill {other}") for other, w in others]
+        push += [(w, order("kill", other)) for other, w in others]
     elif status == 0 and jstate == "running":
         move(tx, "executions", token, *begun, "succeed", set=ended, params=times, only=(estate,))
         move(tx, "jobs", job, "succeed", set="active = active - 1, finished = ?, "
              "exit_status = 0, winner = ?", params=(now, token), only=(jstate,))
-        push.append((worker, f"ok {token}"))
+        push.append((worker, order("ok", token)))
         done.append(job)
     elif status == 0:  # isolated, but another execution already won (or the job was cancelled)
         move(tx, "executions", token, *begun, "late", set=ended, params=times, only=(estate,))
         tx.execute("UPDATE jobs SET active = active - 1 WHERE id = ?", (job,))
         rows.append((now, "refused", job, token, worker, f"job is {jstate}"))
-        push.append((worker, f"discard {token}"))
+        push.append((worker, order("discard", token)))
     else:
         move(tx, "executions", token, *begun, "fail", set=ended, params=times, only=(estate,))
-        push.append((worker, f"discard {token}"))
+        push.append((worker, order("discard", token)))
         active -= 1
         if jstate == "running":
             # retries: how many more failures the job may have; -1: spent, no new executions
@@ -360,15 +358,15 @@ def repeat(tx: Tx, worker: str, token: int, row: tuple[Any, ...] | None, now: fl
     late — its execution was presumed lost, killed or beaten — and is refused: discard."""
     state = row[0] if row else None
     if state == "committing":
-        return [(worker, f"commit {token}")]
+        return [(worker, order("commit", token))]
     if state == "applying":
-        return [(worker, f"go {token}")]
+        return [(worker, order("go", token))]
     if state in ("finished", "committed"):
-        return [(worker, f"ok {token}")]
+        return [(worker, order("ok", token))]
     if state != "failed":
         event(tx, [(now, "refused", row[1] if row else None, token, worker,
                     f"{what}: execution is {state or 'unknown'}")])
-    return [(worker, f"discard {token}")]
+    return [(worker, order("discard", token))]
 
 
 def journaled(tx: Tx, worker: str, token: int, c0: float, now: float) -> bool:
@@ -397,7 +395,7 @@ def committed(tx: Tx, worker: str, token: int, c1: float, now: float,
     move(tx, "jobs", job, "committed", set="active = 0, finished = ?, exit_status = 0",
          params=(now,), note=(c1, "commit", job, token, worker, f"notify={max(now - c1, 0):.6f}"
                               + (f" {detail}" if detail else "")))
-    return [(worker, f"ok {token}")], [job]
+    return [(worker, order("ok", token))], [job]
 
 
 def commit_undone(tx: Tx, token: int, why: str, now: float, failed: bool = False) -> None:
@@ -453,7 +451,7 @@ def lose(tx: Tx, tokens: list[int], now: float, why: str | None = None) -> Push:
         else:
             tx.execute("UPDATE jobs SET active = ? WHERE id = ?", (max(active, 0), job))
         event(tx, rows)
-        push.append((worker, f"kill {token}"))
+        push.append((worker, order("kill", token)))
     return push
 
 
@@ -509,7 +507,7 @@ def cancel(tx: Tx, ids: list[int] | None, tag: str | None, now: float) -> tuple[
          "active = 0", params=(now,))
     event(tx, [(now, "cancel", j, None, None, "cancelled by request") for j in targets]
           + [(now, "kill", job, t, w, "job cancelled") for t, job, w in kills])
-    push += [(w, f"kill {t}") for t, _, w in kills]
+    push += [(w, order("kill", t)) for t, _, w in kills]
     n = len(targets) + cancel_dependents(tx, list(targets), now)
     return n, push
 

@@ -26,10 +26,8 @@ a crash without harm:
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
+import functools
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -40,7 +38,24 @@ from ..ninep.errors import NinepError
 from ..ninep.private import UnsafePathError
 from ..ninep.ratelimit import RateLimited
 from . import commit, isolate, ops
-from .jobfile import MAX_ID, JobFileError, JobSpec, Parser
+from .jobfile import JobFileError, JobSpec, Parser
+from .messages import (
+    USAGE,
+    Clean,
+    CommitFail,
+    Committed,
+    Done,
+    Gone,
+    Journaled,
+    Output,
+    Renew,
+    Report,
+    Run,
+    Start,
+    decode_order,
+    decode_report,
+    order,
+)
 from .policy import Policy, TrellisPolicy
 from .store import Refused, Store, Tx
 
@@ -51,15 +66,12 @@ DEFAULT_LEASE = 10.0
 DEFAULT_MAX_SUBMIT = 100_000      # jobs in one submission (brasil serve --max-jobs-per-submission)
 DEFAULT_MAX_WORKLOAD = 1_000_000  # jobs of one tag not ended yet (--max-jobs-per-workload)
 SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slot queued
-# the numbers each report begins with: t a token, s an exit status, f a time (seconds)
-REPORTS = {"done": "tsff", "clean": "tff", "journaled": "tf", "committed": "tf", "commitfail": "t"}
-USAGE = ("start T SLOT TIME, done T STATUS T0 T1 [WHY], clean T T0 T1, journaled T C0, "
-         "committed T C1, commitfail T WHY, gone T…, renew T…, output T SIZE BASE64 WHERE")
-MAX_OUTPUT_TAIL = 64 * 1024  # bytes of an output's end a worker may send (it sends 4 KiB)
 
 
 @dataclass
-class Worker:
+class ConnectedWorker:
+    """The scheduler's record of a worker that registered (the worker process itself is
+    ``worker.Worker``)."""
     name: str
     slots: int
     host: str = "?"
@@ -92,24 +104,6 @@ class Worker:
         self.waiters.clear()
 
 
-def _number(word: str, kind: str) -> Any:
-    """A number of a worker's report (``kind`` as in REPORTS), in the range the database keeps:
-    anything else is a ValueError, so a bad report is refused with a sentence, not an overflow
-    deep in a transaction."""
-    if kind == "f":
-        x = float(word)
-        if not math.isfinite(x):
-            raise ValueError(word)
-        return x
-    if len(word) > 20:
-        raise ValueError(word)
-    n = int(word)
-    low, high = (0, MAX_ID) if kind == "t" else (-(1 << 31), (1 << 31) - 1)
-    if not low <= n <= high:
-        raise ValueError(word)
-    return n
-
-
 class Scheduler:
     def __init__(self, store: Store, *, export_root: str | None = None,
                  lease: float = DEFAULT_LEASE, policy: Policy | None = None,
@@ -121,7 +115,7 @@ class Scheduler:
         self.export_root = export_root.rstrip("/") + "/" if export_root else None
         self.lease = lease
         self.policy = policy or TrellisPolicy()
-        self.workers: dict[str, Worker] = {}
+        self.workers: dict[str, ConnectedWorker] = {}
         self.leases: dict[int, float] = {}       # token → expiry (monotonic)
         self.owner: dict[int, str] = {}          # token → worker
         self.homes: dict[int, str] = {}          # token → its job's home
@@ -133,10 +127,11 @@ class Scheduler:
         self._kick = asyncio.Event()
         self._maybe_work = True
         self._tasks: list[asyncio.Task[None]] = []
+        self._recovering: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.started = time.time()
         self.forget_after = max(60.0, 6 * lease)  # seconds a gone worker stays in the list
-        self.on_forget: list[Callable[[str], None]] = []  # called with a dropped worker's name
+        self.on_forget: list[Callable[[str], object]] = []  # called with a dropped worker's name
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifetime ----
@@ -147,7 +142,7 @@ class Scheduler:
         self.isolation_problem = await loop.run_in_executor(None, isolate.probe)
         now = time.monotonic()
         replay = []
-        for token, worker, state, job, home in await self.store.read(ops.active_executions):
+        for token, worker, state, _job, home in await self.store.read(ops.active_executions):
             self.leases[token] = now + self.lease
             self.owner[token] = worker
             self.homes[token] = home
@@ -157,7 +152,7 @@ class Scheduler:
                 self.applying.add(token)
                 replay.append(token)
             if worker not in self.workers:
-                self.workers[worker] = Worker(worker, 0, last_seen=0.0)
+                self.workers[worker] = ConnectedWorker(worker, 0, last_seen=0.0)
         if self.leases:
             log.info("batch: resuming with %d execution(s) in flight", len(self.leases))
         for token in replay:
@@ -194,28 +189,25 @@ class Scheduler:
         now = time.monotonic()
         orphans: list[int] = []
         for worker, line in push:
-            verb, _, rest = line.partition(" ")
-            if verb == "run":
-                run = json.loads(rest)
-                token = run["t"]
+            order = decode_order(line)
+            token = order.token
+            if isinstance(order, Run):
                 self.leases[token] = now + self.lease
                 self.owner[token] = worker
-                self.homes[token] = run["home"]
+                self.homes[token] = order.home
                 g = self.workers.get(worker)
                 if g is not None and g.gone_since is not None:  # it went while we decided
                     orphans.append(token)
-            else:
-                token = int(rest)
-                if verb == "commit":
-                    self.leases[token] = now + self.lease
-                    self.committing.add(token)
-                elif verb == "go":
-                    self.leases[token] = now + self.lease
-                elif token not in self.replaying:  # ok, discard, kill: no longer ours to watch
-                    self.forget(token)
+            elif order.verb == "commit":
+                self.leases[token] = now + self.lease
+                self.committing.add(token)
+            elif order.verb == "go":
+                self.leases[token] = now + self.lease
+            elif token not in self.replaying:  # ok, discard, kill: no longer ours to watch
+                self.forget(token)
             w = self.workers.get(worker)
             if w is None:
-                w = self.workers[worker] = Worker(worker, 0, last_seen=0.0)
+                w = self.workers[worker] = ConnectedWorker(worker, 0, last_seen=0.0)
             w.push(line)
         if orphans and not self._stopping:
             self._spawn(self._lost(orphans, "worker disconnected"))
@@ -233,7 +225,7 @@ class Scheduler:
         self.committing.discard(token)
         self.applying.discard(token)
 
-    def _others_idle(self, me: Worker) -> bool:
+    def _others_idle(self, me: ConnectedWorker) -> bool:
         """Whether a live worker other than ``me`` has a free slot (by our count of its tokens)."""
         held: dict[str, int] = {}
         for owner in self.owner.values():
@@ -299,10 +291,10 @@ class Scheduler:
 
     # ---- workers ----
 
-    def register(self, name: str, slots: int, host: str, pid: int, remote: bool) -> Worker:
+    def register(self, name: str, slots: int, host: str, pid: int, remote: bool) -> ConnectedWorker:
         w = self.workers.get(name)
         if w is None:
-            w = self.workers[name] = Worker(name, slots, host, pid, remote)
+            w = self.workers[name] = ConnectedWorker(name, slots, host, pid, remote)
         w.slots, w.host, w.pid, w.remote = slots, host, pid, remote
         w.last_seen = time.monotonic()
         w.gone_since = None
@@ -346,7 +338,7 @@ class Scheduler:
             return self._take(w, count)
         return self._take_later(w, count)
 
-    def _take(self, w: Worker, count: int) -> bytes:
+    def _take(self, w: ConnectedWorker, count: int) -> bytes:
         out, size = [], 0
         while w.outbox and size + len(w.outbox[0]) + 1 <= count:
             line = w.outbox.pop(0)
@@ -357,7 +349,7 @@ class Scheduler:
                              f"{count}; read with a larger count")
         return ("\n".join(out) + "\n").encode()
 
-    async def _take_later(self, w: Worker, count: int) -> bytes:
+    async def _take_later(self, w: ConnectedWorker, count: int) -> bytes:
         while not w.outbox:
             f = asyncio.get_running_loop().create_future()
             w.waiters.append(f)
@@ -379,58 +371,40 @@ class Scheduler:
         now_m = time.monotonic()
         w.last_seen = now_m
         starts: list[tuple[int, int, float]] = []
-        rest: list[list[str]] = []
+        rest: list[Report] = []
         push: ops.Push = []
         for line in text.splitlines():
-            words = line.split(" ", 5)
-            verb = words[0]
-            if not verb:
-                continue
             try:
-                if verb == "renew":
-                    for t in (_number(x, "t") for x in line.split()[1:]):
-                        if t in self.leases and self.owner.get(t) == name:
-                            if t not in self.replaying:
-                                self.leases[t] = now_m + self.lease
-                        else:
-                            push.append((name, f"kill {t}"))
-                elif verb == "start":
-                    starts.append((_number(words[1], "t"), _number(words[2], "s"),
-                                   _number(words[3], "f")))
-                elif verb == "output":
-                    words = line.split(" ", 4)
-                    tail = base64.b64decode(words[3], validate=True)
-                    if len(words) < 5 or len(tail) > MAX_OUTPUT_TAIL or not words[4]:
-                        raise ValueError(verb)
-                    rest.append(["output", str(_number(words[1], "t")),
-                                 str(_number(words[2], "t")), words[3], words[4][:4096]])
-                elif verb == "gone":
-                    rest += [["gone", t] for t in line.split()[1:]
-                             if not t.startswith("-") and _number(t, "t") >= 0]
-                elif verb in REPORTS:
-                    if len(words) <= len(REPORTS[verb]):
-                        raise IndexError(verb)
-                    for word, kind in zip(words[1:], REPORTS[verb]):
-                        _number(word, kind)
-                    rest.append(words)
-                else:
-                    raise ValueError(verb)
+                m = decode_report(line)
             except (ValueError, IndexError):
                 raise NinepError(f'bad report "{line[:100]}"; expected one of: {USAGE}') from None
+            if isinstance(m, Renew):
+                for t in m.tokens:
+                    if t in self.leases and self.owner.get(t) == name:
+                        if t not in self.replaying:
+                            self.leases[t] = now_m + self.lease
+                    else:
+                        push.append((name, order("kill", t)))
+            elif isinstance(m, Start):
+                starts.append((m.token, m.slot, m.t0))
+            elif m is not None:
+                rest.append(m)
         if push:
             self.deliver(push)
         if not starts and not rest:
             return
         out, remote_commits = await self.write(lambda tx: self._reports(tx, w, starts, rest))
         self.deliver(out)
-        for token in remote_commits:
-            asyncio.ensure_future(self._recover(token))
+        for token in remote_commits:  # (not cancelled by stop: a commit runs to its end)
+            task = asyncio.ensure_future(self._recover(token))
+            self._recovering.add(task)
+            task.add_done_callback(self._recovering.discard)
         self._maybe_work = True
         if self._others_idle(w):  # this worker was served in the same transaction
             self._kick.set()
 
-    def _reports(self, tx: Tx, w: Worker, starts: list[tuple[int, int, float]],
-                 rest: list[list[str]]) -> tuple[ops.Push, list[int]]:
+    def _reports(self, tx: Tx, w: ConnectedWorker, starts: list[tuple[int, int, float]],
+                 rest: list[Report]) -> tuple[ops.Push, list[int]]:
         now = time.time()
         push = ops.started(tx, w.name, starts) if starts else []
         done: list[int] = []
@@ -438,41 +412,39 @@ class Scheduler:
         remote: list[int] = []
         undo: list[tuple[str, int]] = []
         backoffs: list[float] = []
-        for words in rest:
-            verb, token = words[0], int(words[1])
-            if verb in ("done", "clean"):
-                t0, t1 = float(words[2 if verb == "clean" else 3]), float(
-                    words[3 if verb == "clean" else 4])
-                w.run_time = 0.8 * w.run_time + 0.2 * max(t1 - t0, 0.0)
-            if verb == "done":
-                p, d = ops.finished(tx, w.name, token, int(words[2]), float(words[3]),
-                                    float(words[4]), now, words[5] if len(words) > 5 else "",
+        for m in rest:
+            if isinstance(m, Done):
+                w.run_time = 0.8 * w.run_time + 0.2 * max(m.t1 - m.t0, 0.0)
+                p, d = ops.finished(tx, w.name, m.token, m.status, m.t0, m.t1, now, m.why,
                                     remote=w.remote, backoffs=backoffs)
-            elif verb == "clean":
-                p, d = ops.finished(tx, w.name, token, 0, float(words[2]), float(words[3]), now,
-                                    "", clean=True, remote=w.remote)
-            elif verb == "journaled":
+            elif isinstance(m, Clean):
+                w.run_time = 0.8 * w.run_time + 0.2 * max(m.t1 - m.t0, 0.0)
+                p, d = ops.finished(tx, w.name, m.token, 0, m.t0, m.t1, now, "", clean=True,
+                                    remote=w.remote)
+            elif isinstance(m, Journaled):
                 p, d = [], []
-                if ops.journaled(tx, w.name, token, float(words[2]), now):
-                    self.applying.add(token)
+                if ops.journaled(tx, w.name, m.token, m.c0, now):
+                    self.applying.add(m.token)
                     if w.remote:  # its changes were uploaded: the scheduler applies them
-                        remote.append(token)
+                        remote.append(m.token)
                     else:
-                        p = [(w.name, f"go {token}")]
+                        p = [(w.name, order("go", m.token))]
                 else:
-                    p = [(w.name, f"discard {token}")]
-            elif verb == "committed":
-                p, d = ops.committed(tx, w.name, token, float(words[2]), now)
-            elif verb == "commitfail":
-                ops.commit_undone(tx, token, " ".join(words[2:]) or "commit failed", now, True)
-                p, d = [(w.name, f"discard {token}")], []
-                if token in self.homes:  # what it staged in the home goes too
-                    undo.append((self.homes[token], token))
-            elif verb == "output":
-                ops.record_output(tx, w.name, token, int(words[2]), words[3], words[4])
+                    p = [(w.name, order("discard", m.token))]
+            elif isinstance(m, Committed):
+                p, d = ops.committed(tx, w.name, m.token, m.c1, now)
+            elif isinstance(m, CommitFail):
+                ops.commit_undone(tx, m.token, m.why or "commit failed", now, True)
+                p, d = [(w.name, order("discard", m.token))], []
+                if m.token in self.homes:  # what it staged in the home goes too
+                    undo.append((self.homes[m.token], m.token))
+            elif isinstance(m, Output):
+                ops.record_output(tx, w.name, m.token, m.size, m.tail, m.where)
                 continue
-            else:  # gone
-                gone.append(token)
+            elif isinstance(m, Gone):
+                gone += m.tokens
+                continue
+            else:  # (start and renew are taken before the transaction)
                 continue
             push += p
             done += d
@@ -491,7 +463,7 @@ class Scheduler:
                             home, e)
         return push, remote
 
-    def _prefix(self, w: Worker) -> str | None:
+    def _prefix(self, w: ConnectedWorker) -> str | None:
         if not w.remote:
             return None
         return self.export_root or "\0no export\0"
@@ -517,7 +489,7 @@ class Scheduler:
                 continue
             self._maybe_work = False
             try:
-                push = await self.write(lambda tx: self._claim_all(tx, live))
+                push = await self.write(functools.partial(self._claim_all, live=live))
             except Exception:  # noqa: BLE001
                 log.exception("batch: dispatch failed")
                 await asyncio.sleep(0.5)
@@ -528,7 +500,7 @@ class Scheduler:
             if push:
                 self._maybe_work = True  # there may be more for the next free slot
 
-    def _claim_all(self, tx: Tx, live: list[Worker]) -> ops.Push:
+    def _claim_all(self, tx: Tx, *, live: list[ConnectedWorker]) -> ops.Push:
         """Every live worker's free slots filled: first without the jobs that last failed on
         that worker (so another worker with a free slot takes them), then with them."""
         now = time.time()
@@ -648,26 +620,26 @@ class Scheduler:
                 log.warning("batch: execution %d's commit in %s refused: %s", token, home, e)
                 now, why = time.time(), f"commit refused: {e}"
                 await self.write(lambda tx: ops.commit_refused(tx, token, why, now))
-                self.deliver([(worker, f"discard {token}")])
+                self.deliver([(worker, order("discard", token))])
                 return
             except OSError as e:
                 log.warning("batch: completing execution %d's commit in %s failed: %s", token,
                             home, e)
                 now, why = time.time(), f"commit could not be completed: {e}"
                 await self.write(lambda tx: ops.commit_undone(tx, token, why, now, True))
-                self.deliver([(worker, f"discard {token}")])
+                self.deliver([(worker, order("discard", token))])
                 return
             now = time.time()
             if done:
                 push, _ = await self.write(
                     lambda tx: self._committed(tx, worker, token, now, "completed by scheduler"))
-                push = [p for p in push if p[1] != f"ok {token}"] + [(worker, f"ok {token}")]
+                push = [p for p in push if p[1] != order("ok", token)] + [(worker, order("ok", token))]
             else:
                 log.warning("batch: execution %d went silent before its journal was whole: "
                             "rolled back", token)
                 await self.write(lambda tx: ops.commit_undone(
                     tx, token, "committer lost before its journal was whole: rolled back", now))
-                push = [(worker, f"kill {token}")]
+                push = [(worker, order("kill", token))]
         finally:
             self.replaying.discard(token)
         self.deliver(push)
@@ -684,4 +656,4 @@ class Scheduler:
                 + (f" export {self.export_root}" if self.export_root else ""))
 
 
-__all__ = ["Scheduler", "Worker", "DEFAULT_LEASE", "JobFileError"]
+__all__ = ["Scheduler", "ConnectedWorker", "DEFAULT_LEASE", "JobFileError"]

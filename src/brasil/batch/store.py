@@ -118,7 +118,7 @@ class Tx:
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         self.cur.execute(self._sql(sql), params)
-        return self.cur.fetchone()  # type: ignore[no-any-return]
+        return self.cur.fetchone()
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
@@ -240,8 +240,9 @@ class Store:
             raise StoreError("--db postgresql://…: psycopg is not installed (pip install "
                              "'psycopg[binary]')") from None
         try:
-            extra = {"password": self.password} if self.password is not None else {}
-            return psycopg.connect(self.url, autocommit=True, **extra)
+            if self.password is None:
+                return psycopg.connect(self.url, autocommit=True)
+            return psycopg.connect(self.url, autocommit=True, password=self.password)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to {self.describe()}: {e}") from None
 

@@ -29,7 +29,6 @@ import asyncio
 import base64
 import collections
 import contextlib
-import json
 import logging
 import os
 import random
@@ -44,10 +43,27 @@ from typing import Any
 from ..exec.command import command_argv
 from ..exec.forkserver import ForkServer
 from ..exec.reaper import Watchdog
+from ..lifecycle import step
 from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
 from ..ninep.errors import NinepError
 from . import commit, isolate, remote
+from .lifecycle import WORK
+from .messages import (
+    Clean,
+    CommitFail,
+    Committed,
+    Done,
+    Gone,
+    Journaled,
+    Output,
+    Renew,
+    Report,
+    Run,
+    Start,
+    decode_order,
+    encode_report,
+)
 
 log = logging.getLogger("brasil.batch.worker")
 # One line per execution with the moments it passed (brasil worker --trace-jobs; bench/batch.py
@@ -78,12 +94,12 @@ class Execution:
     popen: subprocess.Popen[bytes] | None = None
     scratch: str = ""
     lower: str | None = None
-    state: str = "starting"  # starting running exited committing journaled applying ended
+    state: str = "received"  # along lifecycle.WORK: every change is a step (see move)
     killed: bool = False
     t0: float = 0.0
     t1: float = 0.0
     status: int = 0
-    pending: str | None = None  # the last report that awaits an answer
+    pending: Report | None = None  # the last report that awaits an answer
     ops: list[Any] = field(default_factory=list)
     timeout: int = 0  # seconds it may run (0: no limit)
     timer: asyncio.TimerHandle | None = None
@@ -92,6 +108,10 @@ class Execution:
 
     def mark(self, moment: str) -> None:
         self.marks[moment] = time.time()
+
+    def move(self, event: str) -> None:
+        """One step along :data:`lifecycle.WORK` (an event it does not allow here raises)."""
+        self.state = step(WORK, self.state, event, f"execution {self.token} here")
 
 
 class Worker:
@@ -113,13 +133,14 @@ class Worker:
         self.execs: dict[int, Execution] = {}
         self.free = list(range(slots))
         self.waiting: list[Execution] = []
-        self.outq: list[str] = []
-        self.starts: dict[int, str] = {}  # start reports not sent yet
+        self.outq: list[Report] = []
+        self.starts: dict[int, Start] = {}  # start reports not sent yet
         self.lease = 10.0
         self.export_root: str | None = None
         self.client: Client | None = None
         self._ctl: Any = None
         self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self.connected = asyncio.Event()
         self.completed = 0
@@ -193,8 +214,8 @@ class Worker:
             nxt = await c.open(f"{B}/workers/{self.name}/next", OREAD)
             self._ctl = await c.open(f"{B}/workers/{self.name}/ctl", OWRITE)
             resend = [e.pending for e in self.execs.values() if e.pending]
-            held = [str(t) for t in self.execs]
-            self.outq[:0] = resend + ([f"renew {' '.join(held)}"] if held else [])
+            held = list(self.execs)
+            self.outq[:0] = resend + ([Renew(held)] if held else [])
             self.connected.set()
             tasks = [asyncio.ensure_future(self._reader(nxt)), asyncio.ensure_future(self._flusher()),
                      asyncio.ensure_future(self._renewer())]
@@ -203,8 +224,9 @@ class Worker:
                 done, _ = await asyncio.wait(tasks + [asyncio.ensure_future(self._stop.wait())],
                                              return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
-                    if not t.cancelled() and t.exception() is not None:
-                        raise t.exception()  # type: ignore[misc]
+                    err = None if t.cancelled() else t.exception()
+                    if err is not None:
+                        raise err
             finally:
                 for t in tasks:
                     t.cancel()
@@ -223,16 +245,16 @@ class Worker:
                 if line:
                     self._handle(line)
 
-    def report(self, line: str, pending: Execution | None = None) -> None:
+    def report(self, m: Report, pending: Execution | None = None) -> None:
         if pending is not None:
-            pending.pending = line
-        self.outq.append(line)
+            pending.pending = m
+        self.outq.append(m)
         self._wake.set()
 
     def report_start(self, e: Execution) -> None:
         """A start needs no answer: it waits for the next write (a short job's start then goes
         with its end, and costs the scheduler nothing more), or a quarter lease at most."""
-        self.starts[e.token] = f"start {e.token} {e.slot} {e.t0:.6f}"
+        self.starts[e.token] = Start(e.token, e.slot, e.t0)
 
     async def _flusher(self) -> None:
         while True:
@@ -242,12 +264,11 @@ class Worker:
                 continue
             lines, self.outq = self.outq, []
             if self.starts:  # those still running; a finished one's end carries its start
-                ended = {int(ln.split(" ", 2)[1]) for ln in lines
-                         if ln.startswith(("done ", "clean "))}
-                lines[:0] = [ln for t, ln in self.starts.items() if t not in ended]
+                ended = {m.token for m in lines if isinstance(m, (Done, Clean))}
+                lines[:0] = [m for t, m in self.starts.items() if t not in ended]
                 self.starts.clear()
-            try:
-                for chunk in _chunks(lines, REPORT_WRITE):  # whole lines in each write
+            try:  # whole lines in each write
+                for chunk in _chunks([encode_report(m) for m in lines], REPORT_WRITE):
                     await self._ctl.write(chunk, 0)
             except NinepError as e:
                 if "not registered" in e.message:
@@ -261,35 +282,33 @@ class Worker:
     async def _renewer(self) -> None:
         while True:
             await asyncio.sleep(max(0.05, self.lease / 4))
-            held = [str(t) for t, e in self.execs.items() if e.state != "ended"]
-            self.report("renew " + " ".join(held))
+            self.report(Renew([t for t, e in self.execs.items() if e.state != "ended"]))
 
     # ---- what the scheduler says ----
 
     def _handle(self, line: str) -> None:
-        verb, _, rest = line.partition(" ")
-        if verb == "run":
-            r = json.loads(rest)
-            e = Execution(r["t"], r["job"], r["cmd"], r["home"], r["env"], r["isolate"],
-                          timeout=int(r.get("timeout", 0)))
-            if e.token in self.execs:
+        order = decode_order(line)
+        if isinstance(order, Run):
+            if order.token in self.execs:
                 return
-            e.mark("received")
-            self.execs[e.token] = e
-            asyncio.ensure_future(self._start(e))
+            new = Execution(order.token, order.job, order.cmd, order.home, order.env,
+                            order.isolate, timeout=order.timeout)
+            new.mark("received")
+            self.execs[new.token] = new
+            self._background(self._start(new))
             return
-        token = int(rest)
+        verb, token = order.verb, order.token
         e = self.execs.get(token)
         if e is None:
             return
         if verb == "commit" and e.state == "exited":
             e.mark("commit")
             e.pending = None
-            asyncio.ensure_future(self._commit(e))
+            self._background(self._commit(e))
         elif verb == "go" and e.state == "journaled":
             e.mark("go")
             e.pending = None
-            asyncio.ensure_future(self._apply(e))
+            self._background(self._apply(e))
         elif verb in ("kill", "discard"):
             e.pending = None
             e.killed = True
@@ -298,14 +317,21 @@ class Worker:
                     os.killpg(e.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            elif e.state in ("exited", "journaled", "starting"):
+            elif e.state in ("exited", "journaled", "received"):
                 self._rollback(e)
+            # starting: killed as soon as it is spawned, its end then rolls it back;
             # committing/applying: the commit step notices (its staging is gone) and ends it
         elif verb == "ok":
             e.pending = None
             if e.state != "ended":
                 self._end(e)
             self.execs.pop(token, None)
+
+    def _background(self, coro: Any) -> None:
+        """Run ``coro`` as a task held until it ends (the loop holds tasks only weakly)."""
+        task = asyncio.ensure_future(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     # ---- running a job ----
 
@@ -316,73 +342,94 @@ class Worker:
             self.waiting.append(e)
             return
         e.slot = self.free.pop(0)
+        e.move("slot")
         e.t0 = time.time()
         self.report_start(e)
         env = {**os.environ, **self.env, **e.env, "BRASIL_JOB": str(e.job), "BRASIL_EXECUTION": str(e.token),
                "BRASIL_WORKER": self.name, "BRASIL_SLOT": str(e.slot)}
         try:
-            argv = command_argv(e.cmd, env.get("PATH", os.defpath))
-            preexec = None
-            cwd: str | None = e.home
-            overlay: tuple[str, str, str, str | None] | None = None  # home, upper, work, lower
-            if e.isolate or self.remote_homes:
-                if not self.remote_homes:  # its commit would be refused: say so now, not after
-                    commit.check_home(e.home)
-                e.scratch = os.path.join(self.workdir, "scratch", str(e.token))
-                os.makedirs(os.path.join(e.scratch, "upper"))
-                os.makedirs(os.path.join(e.scratch, "work"))
-                if self.remote_homes:
-                    assert self.client is not None and self.export_root
-                    e.lower = os.path.join(e.scratch, "lower")
-                    await remote.fetch_tree(self.client, remote.relative(e.home, self.export_root),
-                                            e.lower)
-                    os.makedirs(e.home, exist_ok=True)
-                overlay = (e.home, os.path.join(e.scratch, "upper"),
-                           os.path.join(e.scratch, "work"), e.lower)
-                preexec = isolate.preexec(*overlay)
-                cwd = None
-            elif not os.path.isdir(e.home):
-                raise NinepError(f"home {e.home} does not exist on {self.host}")
-            out = os.open(self._out_path(e),
-                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            self._kept(self._out_path(e))
-            e.mark("prepared")
-            try:
-                server = self.forkserver() if overlay is not None else None
-                pid = 0
-                if server is not None:  # no fork of this process (forkserver.py)
-                    try:
-                        pid = server.spawn(argv, env, out, *overlay)
-                    except OSError:
-                        if server.alive():
-                            raise  # the job's own setup failed: its reason is the job's
-                        pid = 0  # the server died under us: not the job's fault; fork instead
-                if preexec is None:
-                    pid = self._spawn_plain(argv, env, cwd, out)
-                elif not pid:
-                    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                         cwd=cwd, env=env, start_new_session=True,
-                                         close_fds=True, preexec_fn=preexec)
-                    e.popen, pid = p, p.pid
-            finally:
-                os.close(out)
-            e.mark("spawned")
+            if self.remote_homes:
+                await self._fetch_home(e)
+            pid = self._spawn(e, env)
         except Exception as err:  # noqa: BLE001 - whatever it is, the job failed, not the slot
             # (a NUL in its command, say: ValueError). Left to escape, the slot stayed taken
             # and the job "running" for ever, its lease renewed by us.
             why = getattr(err, "message", None) or str(err) or type(err).__name__
             e.t1 = time.time()
-            e.state = "exited"
+            e.move("fail")
             self._finish(e, 127, f"cannot start: {' '.join(why.split())[:1000]}")
             return
         e.pid = pid
-        e.state = "running"
+        e.move("spawned")
+        self._watch(e)
+
+    async def _fetch_home(self, e: Execution) -> None:
+        """A home read through the scheduler's fs/: copied into the scratch, the overlay's lower
+        layer (the home itself is an empty mount point here)."""
+        assert self.client is not None and self.export_root
+        self._scratch(e)
+        e.lower = os.path.join(e.scratch, "lower")
+        await remote.fetch_tree(self.client, remote.relative(e.home, self.export_root), e.lower)
+        os.makedirs(e.home, exist_ok=True)
+
+    def _scratch(self, e: Execution) -> None:
+        e.scratch = os.path.join(self.workdir, "scratch", str(e.token))
+        os.makedirs(os.path.join(e.scratch, "upper"))
+        os.makedirs(os.path.join(e.scratch, "work"))
+
+    def _spawn(self, e: Execution, env: dict[str, str]) -> int:
+        """Start the execution's process, in an overlay of its home if it is isolated (or its
+        home remote); its pid."""
+        argv = command_argv(e.cmd, env.get("PATH", os.defpath))
+        preexec = None
+        cwd: str | None = e.home
+        overlay: tuple[str, str, str, str | None] | None = None  # home, upper, work, lower
+        if e.isolate or self.remote_homes:
+            if not self.remote_homes:  # its commit would be refused: say so now, not after
+                commit.check_home(e.home)
+                self._scratch(e)
+            overlay = (e.home, os.path.join(e.scratch, "upper"),
+                       os.path.join(e.scratch, "work"), e.lower)
+            preexec = isolate.preexec(*overlay)
+            cwd = None
+        elif not os.path.isdir(e.home):
+            raise NinepError(f"home {e.home} does not exist on {self.host}")
+        out = os.open(self._out_path(e),
+                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self._kept(self._out_path(e))
+        e.mark("prepared")
         try:
-            self.watchdog().watch(pid)  # its group dies with us, even if we are killed with -9
+            pid = 0
+            server = self.forkserver() if overlay is not None else None
+            if server is not None and overlay is not None:  # no fork of us (forkserver.py)
+                try:
+                    pid = server.spawn(argv, env, out, *overlay)
+                except OSError:
+                    if server.alive():
+                        raise  # the job's own setup failed: its reason is the job's
+                    pid = 0  # the server died under us: not the job's fault; fork instead
+            if preexec is None:
+                pid = self._spawn_plain(argv, env, cwd, out)
+            elif not pid:
+                p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                     cwd=cwd, env=env, start_new_session=True,
+                                     close_fds=True, preexec_fn=preexec)
+                e.popen, pid = p, p.pid
+        finally:
+            os.close(out)
+        e.mark("spawned")
+        return pid
+
+    def _watch(self, e: Execution) -> None:
+        """Its group listed with the watchdog (it dies with us, even if we are killed with -9),
+        and its end awaited; one that cannot be watched must not run unwatched."""
+        pid = e.pid
+        try:
+            self.watchdog().watch(pid)
             if e.killed:  # killed while starting
                 os.killpg(pid, signal.SIGKILL)
             fd = os.pidfd_open(pid)
-        except OSError as err:  # cannot watch it: it must not run unwatched
+        except OSError as err:
             log.warning("worker %s: job %d: cannot watch its process: %s; killed", self.name,
                         e.job, err)
             try:
@@ -392,7 +439,7 @@ class Worker:
             with contextlib.suppress(ChildProcessError):
                 e.popen.wait() if e.popen is not None else os.waitpid(pid, 0)
             e.t1 = time.time()
-            e.state = "exited"
+            e.move("exit")
             self._finish(e, 127, f"cannot watch its process: {err}")
             return
         loop = asyncio.get_running_loop()
@@ -469,7 +516,7 @@ class Worker:
             e.timer.cancel()
             e.timer = None
         e.t1 = time.time()
-        e.state = "exited"
+        e.move("exit")
         e.mark("exited")
         if e.timed_out:
             self._finish(e, TIMED_OUT, f"timed out after {e.timeout} s")
@@ -485,17 +532,16 @@ class Worker:
         if status != 0 or not (e.isolate or self.remote_homes):
             if status != 0 and not why:
                 why = " ".join(tail[-200:].decode(errors="replace").split())[-160:]
-            self.report(f"done {e.token} {status} {e.t0:.6f} {e.t1:.6f}"
-                        + (f" {why}" if why else ""), e)
+            self.report(Done(e.token, status, e.t0, e.t1, why), e)
             self._end(e, keep=True)
             return
         e.ops = commit.plan(os.path.join(e.scratch, "upper"), e.lower or e.home)
         e.mark("planned")
         if not e.ops:
-            self.report(f"clean {e.token} {e.t0:.6f} {e.t1:.6f}", e)
+            self.report(Clean(e.token, e.t0, e.t1), e)
             self._end(e, keep=True)
             return
-        self.report(f"done {e.token} 0 {e.t0:.6f} {e.t1:.6f}", e)
+        self.report(Done(e.token, 0, e.t0, e.t1), e)
         self._release(e)  # the commit runs no command: the slot takes the next job meanwhile
 
     def _out_path(self, e: Execution) -> str:
@@ -515,8 +561,8 @@ class Worker:
         except OSError:
             return b""
         if size:
-            self.report(f"output {e.token} {size} {base64.b64encode(tail).decode()} "
-                        f"{self.host}:{path}")
+            self.report(Output(e.token, size, base64.b64encode(tail).decode(),
+                               f"{self.host}:{path}"))
         return tail
 
     def _existing_outputs(self) -> collections.deque[str]:
@@ -542,7 +588,7 @@ class Worker:
                 os.unlink(q.popleft())
 
     async def _commit(self, e: Execution) -> None:
-        e.state = "committing"
+        e.move("commit")
         c0 = time.time()
         loop = asyncio.get_running_loop()
         try:
@@ -555,30 +601,30 @@ class Worker:
                     e.scratch, "upper"), e.home, e.token, e.ops)
         except (OSError, NinepError) as err:
             if not e.killed:
-                self.report(f"commitfail {e.token} staging: {err}", e)
+                self.report(CommitFail(e.token, f"staging: {err}"), e)
             self._rollback(e)
             return
         if e.killed:
             self._rollback(e)
             return
-        e.state = "journaled"
+        e.move("journaled")
         e.mark("journaled")
-        self.report(f"journaled {e.token} {c0:.6f}", e)
+        self.report(Journaled(e.token, c0), e)
         if self.remote_homes:
             self._end(e, keep=True)  # the scheduler applies; its "ok" ends it here
 
     async def _apply(self, e: Execution) -> None:
-        e.state = "applying"
+        e.move("go")
         try:
             await asyncio.get_running_loop().run_in_executor(
                 None, commit.apply, commit.staging_path(e.home, e.token), e.home)
         except OSError as err:
             if not e.killed:
-                self.report(f"commitfail {e.token} apply: {err}", e)
+                self.report(CommitFail(e.token, f"apply: {err}"), e)
             self._rollback(e)
             return
         e.mark("applied")
-        self.report(f"committed {e.token} {time.time():.6f}", e)
+        self.report(Committed(e.token, time.time()), e)
         self._end(e, keep=True)
 
     # ---- slots and scratch ----
@@ -586,13 +632,13 @@ class Worker:
     def _rollback(self, e: Execution) -> None:
         self._end(e)
         self.execs.pop(e.token, None)
-        self.report(f"gone {e.token}")
+        self.report(Gone([e.token]))
 
     def _end(self, e: Execution, keep: bool = False) -> None:
         """The execution no longer needs its slot (``keep``: its token stays, awaiting an answer)."""
         if e.state == "ended":
             return
-        e.state = "ended"
+        e.move("end")
         self.completed += 1
         if e.scratch:
             shutil.rmtree(e.scratch, ignore_errors=True)
@@ -615,7 +661,7 @@ class Worker:
             self.free.sort()
             e.slot = -1
             if self.waiting:
-                asyncio.ensure_future(self._start(self.waiting.pop(0)))
+                self._background(self._start(self.waiting.pop(0)))
 
     async def _shutdown(self) -> None:
         for e in list(self.execs.values()):

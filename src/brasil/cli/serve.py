@@ -31,7 +31,6 @@ from ..ninep.transport import (
 )
 from ..node.attrs import check_label
 from ..node.daemon import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, Node
-from ..tree.daemon import Daemon
 from .errors import UsageError, run
 
 log = logging.getLogger("brasil.serve")
@@ -52,7 +51,7 @@ EPILOG = """examples:
   brasil serve --export ~/data                  also serve ~/data as /csrv/local/fs"""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the node daemon", description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--listen", action="append", metavar="ADDR", default=[],
@@ -110,7 +109,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                      metavar="SECONDS", help="close a connection whose message began to arrive "
                      "this long ago and is still incomplete (default: %(default)g)")
     # (defaults: batch/scheduler.py's DEFAULT_MAX_SUBMIT and _WORKLOAD, not imported here: the
-    # batch package costs every command a sixth of a second to load)
+    # scheduler costs every command a sixth of a second to load; so does compose, imported when
+    # serve runs)
     lim.add_argument("--max-jobs-per-submission", type=int, metavar="N",
                      help="batch jobs in one submission (default: 100000)")
     lim.add_argument("--max-jobs-per-workload", type=int, metavar="N",
@@ -204,29 +204,25 @@ async def serve(args: argparse.Namespace) -> int:
             parent = parse_address(args.parent)
         except AddressError as e:
             raise UsageError(f"--parent: {e}") from None
-    daemon = Daemon(node, secret=secret, parent=parent, trace=args.debug,
-                    max_connections=connection_budget(args.max_connections),
-                    max_total_fids=args.max_fids, handshake_timeout=args.handshake_timeout,
-                    frame_timeout=args.frame_timeout)
-    for a in addrs:
-        try:
-            await daemon.listen(a)
-        except OSError as e:
-            await daemon.stop()
-            hint = " (another daemon there? pick another with --listen)" \
-                if e.errno in (98, None) else ""
-            print(f"brasil serve: cannot listen on {a}: {e.strerror or e}{hint}", file=sys.stderr)
-            return 1
+    from ..batch.store import StoreError
+    from .compose import BatchOptions, ListenError, compose
     tcp = [a for a in addrs if a.kind == "tcp"]
-    await daemon.start(tcp[0].host if tcp else "127.0.0.1")  # direct splices listen there too
-    from ..group.query import serve_queries
-    serve_queries(daemon)
-    from ..batch import StoreError, serve_scheduler
     try:
-        scheduler = await serve_scheduler(node, args.db, state_dir(args.state_dir),
-                                          password=password, **batch_limits(args))
+        composed = await compose(
+            node, addrs, secret=secret, parent=parent, trace=args.debug,
+            data_host=tcp[0].host if tcp else "127.0.0.1",  # direct splices listen there too
+            batch=BatchOptions(state_dir(args.state_dir), args.db, password,
+                               max_submit=args.max_jobs_per_submission,
+                               max_workload=args.max_jobs_per_workload),
+            max_connections=connection_budget(args.max_connections),
+            max_total_fids=args.max_fids, handshake_timeout=args.handshake_timeout,
+            frame_timeout=args.frame_timeout)
+    except ListenError as e:
+        hint = " (another daemon there? pick another with --listen)" \
+            if e.error.errno in (98, None) else ""
+        print(f"brasil serve: {e}{hint}", file=sys.stderr)
+        return 1
     except StoreError as e:
-        await daemon.stop()
         raise UsageError(f"--db: {e}") from None
     write_addresses(args, [a for a in node.addresses if not a.startswith("data ")])
     if args.slurm and args.parent is None:
@@ -236,8 +232,7 @@ async def serve(args: argparse.Namespace) -> int:
     settle_collector()
     await stop.wait()
     log.warning("node %s: shutting down", node.name)
-    await scheduler.stop()
-    await daemon.stop()
+    await composed.stop()
     write_addresses(args, None)
     return 0
 
@@ -265,7 +260,7 @@ def batch_limits(args: argparse.Namespace) -> dict[str, int]:
 def db_password(args: argparse.Namespace) -> str | None:
     """The PostgreSQL password from --db-password-file, if given. One in --db is refused: the
     command line is readable by every user (`ps`) for the daemon's whole life."""
-    from ..batch import url_password
+    from ..batch.store import url_password
     if args.db and url_password(args.db) is not None:
         raise UsageError("--db: the URL holds a password, which every user of this machine can "
                          "read (ps) for as long as the daemon runs; remove it from the URL and "

@@ -227,11 +227,9 @@ class QueryClone(Node):
         return BytesHandle(self, f"{session.path}\n".encode())
 
 
-def serve_queries(daemon: Daemon) -> QueryService:
-    """Plug ``/csrv/query`` into a daemon's namespace (what ``brasil serve`` composes)."""
-    service = QueryService(daemon)
-    daemon.node.csrv.add("query", QueryDir(service, Query("")))
-    return service
+def serve_queries(daemon: Daemon) -> Node:
+    """A daemon's ``/csrv/query``, for the composition (``cli/compose.py``) to mount."""
+    return QueryDir(QueryService(daemon), Query(""))
 
 
 __all__ = ["Query", "QueryService", "serve_queries"]

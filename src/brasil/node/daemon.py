@@ -38,6 +38,7 @@ from ..ninep.synthetic import (
 from ..ninep.synthetic import Node as File
 from .attrs import Selection, format_attrs, system_attrs
 from .exportfs import Export, ExportDir
+from .hooks import CutThrough, Delegated, FindRemote, RemoteEnd, Reserver
 from .host import FarEnd, Owner
 from .scope import Scope
 from .session import Session
@@ -90,10 +91,11 @@ class Node:
         self.status_sources: list[Callable[[], Any]] = []  # the subtree's lines, maybe awaited
         self.status_keys: list[Callable[[], set[str]]] = []  # attribute names seen below
         self.labels: dict[str, str] = {}
-        self.reserver: Any = None  # reserves on neighbours (tree/reserve.py), when in a tree
-        self.cut_through: Any = None  # the data endpoint for direct splices (tree/data.py)
+        # the hooks the tree sets (node/hooks.py), when this node is in one
+        self.reserver: Reserver | None = None  # reserves on neighbours (tree/reserve.py)
+        self.cut_through: CutThrough | None = None  # direct splices' endpoint (tree/data.py)
         self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
-        self.find_remote: Callable[[str], Any] | None = None  # a session elsewhere, by path
+        self.find_remote: FindRemote | None = None  # a session elsewhere, by path
         self.started = time.time()
         self._ns_problem: str | bool | None = False  # False: not probed yet
         self._reaper: asyncio.Task[None] | None = None
@@ -186,7 +188,7 @@ class Node:
         self.sessions.pop(session.path, None)
         self.local.discard(session.path)
 
-    def find_end(self, path: str) -> Any:
+    def find_end(self, path: str) -> Session | RemoteEnd:
         """The session at ``path``: here (``/csrv/local/3/1`` or ``3/1``), or on another node
         (``/csrv/n1/local/3/1``, ``/csrv/parent/…``) when this node is in a tree."""
         parts = [p for p in path.split("/") if p]
@@ -229,16 +231,17 @@ class Node:
         return keys
 
     async def reserve(self, session: Owner, n: int, sel: Selection = Selection(),
-                      upto: bool = False) -> tuple[list[int], list[Any]]:
+                      upto: bool = False) -> tuple[list[int], list[Delegated]]:
         """``n`` slots: this node's free ones first, then (through ``reserver``, set by the tree)
         its neighbours'; all or nothing — or, with ``upto``, as many as there are (at least one),
         which is how a neighbour is asked, so a stale idea of its free slots costs nothing."""
         k = min(n, sel.take(self.attrs(), len(self.free)))
         taken, self.free = self.free[:k], self.free[k:]
-        groups: list[Any] = []
+        groups: list[Delegated] = []
         try:
             if k < n and self.reserver is not None:
-                groups = await self.reserver.reserve(session, n - k, sel, session.came_from, k)
+                groups = list(await self.reserver.reserve(session, n - k, sel, session.came_from,
+                                                          k))
         except BaseException:
             self.release_slots(taken)
             raise

@@ -1,16 +1,23 @@
-"""A whole daemon: the node, the 9P server in front of it, and its links up and down the tree."""
+"""A node in the tree: the 9P server in front of it, and its links up and down the tree.
+
+What it serves (``join``, ``lineage``, ``subtree``) it returns (:meth:`Daemon.files`) rather than
+adding it to the node's namespace itself: the composition (``cli/compose.py``) mounts it with the
+other services'. The hooks it sets on :class:`Node` (``reserver``, ``cut_through``,
+``find_remote``) are typed by the node's protocols (``node/hooks.py``).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
-from typing import Any
+from typing import Any, Protocol
 
 from ..ninep.auth import SecretAuthenticator
 from ..ninep.errors import NinepError
 from ..ninep.server import Server
 from ..ninep.synthetic import GeneratedFile, LiveFile
+from ..ninep.synthetic import Node as File
 from ..ninep.transport import Address, bound_addresses, parse_address
 from ..node.daemon import Node
 from .data import CutThrough, DataEndpoint
@@ -23,6 +30,12 @@ from .reserve import Reserver
 log = logging.getLogger("brasil.tree")
 
 
+class Service(Protocol):
+    """Something composed onto the daemon (the batch scheduler): stopped before it."""
+
+    async def stop(self) -> None: ...
+
+
 class Daemon:
     def __init__(self, node: Node, *, secret: bytes | None = None, parent: Address | None = None,
                  trace: bool = False, **limits: Any) -> None:
@@ -33,18 +46,22 @@ class Daemon:
         self.server = Server(node.root, trace=trace,
                              authenticator=SecretAuthenticator(secret) if secret else None,
                              **limits)
-        self.children = Children(self)
-        node.local.add("join", JoinFile(self.children))
-        node.local.add("lineage", GeneratedFile(self.lineage_text))
-        node.local.add("subtree", LiveFile(self.children.subtree_text))
+        self.children = Children(node, secret)
         node.status_sources.append(self.children.fresh_status_lines)
         node.status_keys.append(self.children.attr_keys)
-        self.parent = ParentLink(self, parent) if parent else None
-        node.reserver = Reserver(self)
+        self.parent = ParentLink(node, self.server, secret, parent) if parent else None
+        node.reserver = Reserver(node.name, self.children, self.parent)
         self.children.on_lost.append(node.neighbor_lost)
         self.unix_paths: list[str] = []
+        self.services: list[Service] = []  # stopped first, last added first
         self.data = DataEndpoint()
         node.find_remote = self.find_remote
+
+    def files(self) -> dict[str, File]:
+        """What the tree adds to ``/csrv/local``: where children join, and what they read."""
+        return {"join": JoinFile(self.children),
+                "lineage": GeneratedFile(self.lineage_text),
+                "subtree": LiveFile(self.children.subtree_text)}
 
     def advertised(self) -> str | None:
         """The address children reach us at: our first TCP listener (a wildcard one under the
@@ -97,6 +114,10 @@ class Daemon:
             self.parent.start()
 
     async def stop(self) -> None:
+        """Everything: its services, its links, its server and the node's sessions (a second
+        call finds nothing left to do)."""
+        while self.services:
+            await self.services.pop().stop()
         if self.parent is not None:
             await self.parent.stop()
         self.children.close()

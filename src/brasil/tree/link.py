@@ -17,22 +17,21 @@ moved (it will not bounce back and forth), and the returned node rejoins as a le
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from typing import TYPE_CHECKING
 
+from ..lifecycle import step
 from ..ninep.auth import client_auth
 from ..ninep.client import Client
 from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
 from ..ninep.messages import Topen, Twrite
-from ..ninep.server import Connection
+from ..ninep.server import Connection, Server
+from ..ninep.synthetic import Node as File
 from ..ninep.transport import Address, parse_address
+from ..node.daemon import Node
+from .link_lifecycle import LINK
 from .remote import mount
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 log = logging.getLogger("brasil.tree")
 
@@ -41,14 +40,65 @@ HEARTBEAT_TIMEOUT = 2.5
 JOIN_TIMEOUT = 2.0  # for one attempt to join one ancestor (a frozen one must not hold us up)
 
 
+class Attempt:
+    """One attempt at joining one ancestor: the two connections, the one the parent took over,
+    and the first sign of its loss (whichever comes first ends the attempt)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.up: Client | None = None       # we are the parent's client on it
+        self.reverse: Client | None = None  # we wrote join on it; then the parent's
+        self.served: Connection | None = None  # the reverse one, once we serve the parent on it
+        self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def mark(self, why: str) -> None:
+        if not self.lost.done():
+            self.lost.set_result(why)
+
+    def take(self, transport: asyncio.Transport, rest: bytes) -> None:
+        """The reverse connection, our join answered: from now on we serve the parent on it."""
+        conn = self.server.protocol(self.server.authenticator)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        conn.on_lost.append(lambda: self.mark("parent's connection to us lost"))
+        if rest:
+            conn.data_received(rest)
+        self.served = conn
+
+    def silent_for(self) -> float:
+        """Seconds since the parent last polled us (0 before it took our connection over)."""
+        return 0.0 if self.served is None else time.monotonic() - self.served.last_heard
+
+    def abort(self) -> None:
+        for c in (self.up, self.reverse):
+            if c is not None:
+                c.abort()
+        if self.served is not None:
+            self.served.abort()
+
+
 class ParentLink:
-    def __init__(self, daemon: Daemon, address: Address) -> None:
-        self.daemon = daemon
+    """The child's side of one link: its state is :data:`link_lifecycle.LINK`'s, and every
+    change of it is a step along that table."""
+
+    def __init__(self, node: Node, server: Server, secret: bytes | None,
+                 address: Address) -> None:
+        self.node = node
+        self.server = server  # what serves our namespace, to the parent too
+        self.secret = secret
         self.address = address  # the parent we are joined to, or trying
         self.ancestors: list[Address] = [address]  # nearest first: parent, grandparent, …
         self.client: Client | None = None
         self.task: asyncio.Task[None] | None = None
-        self.joined = asyncio.Event()
+        self.state = "idle"
+        self.joined = asyncio.Event()  # set while the state is joined (for whoever waits)
+
+    def _step(self, event: str) -> None:
+        self.state = step(LINK, self.state, event, f"the link to {self.address}")
+        if self.state == "joined":
+            self.joined.set()
+        else:
+            self.joined.clear()
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
@@ -58,8 +108,8 @@ class ParentLink:
         return [str(a) for a in self.ancestors] if self.joined.is_set() else []
 
     async def _connect(self) -> Client:
-        secret = self.daemon.secret
-        return await Client.connect(self.address, auth=client_auth(secret) if secret else None,
+        return await Client.connect(self.address,
+                                    auth=client_auth(self.secret) if self.secret else None,
                                     timeout=JOIN_TIMEOUT)
 
     def _candidates(self, lost: Address | None) -> list[Address]:
@@ -86,101 +136,102 @@ class ParentLink:
 
     async def _run(self) -> None:
         backoff = 0.2
-        name = self.daemon.node.name
         lost_parent: Address | None = None
         candidates = self._candidates(None)
+        self._step("start")
         while True:
-            if not candidates:
-                await asyncio.sleep(backoff)
+            self.address = candidates.pop(0)
+            attempt = Attempt(self.server)
+            try:
+                try:
+                    await self._join(attempt)
+                except (TimeoutError, NinepError, ConnectionError, OSError) as e:
+                    log.warning("cannot join %s: %s%s", self.address, e or "timed out",
+                                "" if candidates else f" (trying again in {backoff:.1f}s)")
+                    self._step("fail")
+                else:
+                    backoff, lost_parent = 0.2, None
+                    why = await self._stay(attempt)
+                    log.warning("parent %s: %s; serving locally, joining the nearest live "
+                                "ancestor", self.address, why)
+                    lost_parent = self.address
+                    candidates = self._candidates(lost_parent)
+                    self._step("lost")
+            except asyncio.CancelledError:
+                attempt.abort()
+                self._step("stop")
+                raise
+            self._leave(attempt)
+            if self.state == "lost":
+                self._step("rehome")
+            elif candidates:
+                self._step("next")
+            else:
+                self._step("back_off")
+                try:
+                    await asyncio.sleep(backoff)
+                except asyncio.CancelledError:
+                    self._step("stop")
+                    raise
                 backoff = min(backoff * 2, 5.0)
                 candidates = self._candidates(lost_parent)
-            self.address = candidates.pop(0)
-            lost = asyncio.get_running_loop().create_future()
+                self._step("retry")
 
-            def mark(why: str, lost: asyncio.Future[str] = lost) -> None:  # this round's
-                if not lost.done():
-                    lost.set_result(why)
-            up = reverse = None
-            conn_box: list[Connection] = []
-            try:
-                up, parent, reverse, fid = await asyncio.wait_for(self._dial(name, mark),
-                                                                  JOIN_TIMEOUT * 2)
+    async def _join(self, attempt: Attempt) -> None:
+        """Dial, register, and mount ``/csrv/parent``: the steps dialed and joined."""
+        name = self.node.name
+        parent, fid = await asyncio.wait_for(self._dial(attempt, name), JOIN_TIMEOUT * 2)
+        self._step("dialed")
+        assert attempt.reverse is not None and attempt.up is not None
+        await asyncio.wait_for(attempt.reverse.rpc_then_hand_over(
+            attempt.take, Twrite, fid, 0, f"join {name}\n".encode()), JOIN_TIMEOUT)
+        csrv = self.node.csrv
+        csrv.discard("parent")
+        csrv.add("parent", parent)
+        self.client = attempt.up
+        self._step("joined")
+        await self._read_lineage(attempt.up)
+        log.info("joined the tree under %s as %s (ancestors: %s)", self.address, name,
+                 ", ".join(map(str, self.ancestors)))
 
-                def take(transport: asyncio.Transport, rest: bytes,
-                         conn_box: list[Connection] = conn_box) -> None:
-                    conn = self.daemon.server.protocol(self.daemon.server.authenticator)
-                    transport.set_protocol(conn)
-                    conn.connection_made(transport)
-                    conn.on_lost.append(functools.partial(mark, "parent's connection to us lost"))
-                    if rest:
-                        conn.data_received(rest)
-                    conn_box.append(conn)
-                await asyncio.wait_for(reverse.rpc_then_hand_over(
-                    take, Twrite, fid, 0, f"join {name}\n".encode()), JOIN_TIMEOUT)
-                csrv = self.daemon.node.csrv
-                csrv.discard("parent")
-                csrv.add("parent", parent)
-                self.client = up
-                self.joined.set()
-                await self._read_lineage(up)
-                backoff = 0.2
-                lost_parent = None
-                candidates = []
-                log.info("joined the tree under %s as %s (ancestors: %s)", self.address, name,
-                         ", ".join(map(str, self.ancestors)))
-                beat = asyncio.ensure_future(self._heartbeat(conn_box, mark))
-                try:
-                    why = await lost
-                finally:
-                    beat.cancel()
-                log.warning("parent %s: %s; serving locally, joining the nearest live ancestor",
-                            self.address, why)
-                lost_parent = self.address
-                candidates = self._candidates(lost_parent)
-            except (TimeoutError, NinepError, ConnectionError, OSError) as e:
-                log.warning("cannot join %s: %s%s", self.address, e or "timed out",
-                            "" if candidates else f" (trying again in {backoff:.1f}s)")
-            except asyncio.CancelledError:
-                for c in (up, reverse):
-                    if c is not None:
-                        c.abort()
-                raise
-            if self.joined.is_set():
-                self.daemon.node.neighbor_lost("parent")
-            self.joined.clear()
-            self.client = None
-            self.daemon.node.csrv.discard("parent")
-            for c in (up, reverse):
-                if c is not None:
-                    c.abort()
-            for conn in conn_box:
-                conn.abort()
+    async def _dial(self, attempt: Attempt, name: str) -> tuple[File, int]:
+        """Both connections to the parent at ``self.address`` (kept in ``attempt``), our
+        ``/csrv/parent``, and the fid of the parent's join file, open for writing."""
+        attempt.up = await self._connect()
+        attempt.up.on_lost.append(lambda: attempt.mark("connection to the parent lost"))
+        parent = await mount(attempt.up, "csrv", "parent", "parent", ("up", name))
+        attempt.reverse = await self._connect()
+        fid, _ = await attempt.reverse.walk("csrv/local/join")
+        await attempt.reverse.rpc(Topen, fid, OWRITE)
+        return parent, fid
 
-    async def _dial(self, name: str, mark):  # type: ignore[no-untyped-def]
-        """Both connections to the parent at ``self.address``, and our ``/csrv/parent``."""
-        up = reverse = None
+    async def _stay(self, attempt: Attempt) -> str:
+        """Joined until the attempt is lost; returns why. The parent reads our ``subtree``
+        every second over the connection it took over: its silence is the sign, without a
+        request of ours (a stat a second from every node)."""
+        beat = asyncio.ensure_future(self._heartbeat(attempt))
         try:
-            up = await self._connect()
-            up.on_lost.append(functools.partial(mark, "connection to the parent lost"))
-            parent = await mount(up, "csrv", "parent", "parent", ("up", name))
-            reverse = await self._connect()
-            fid, _ = await reverse.walk("csrv/local/join")
-            await reverse.rpc(Topen, fid, OWRITE)
-            return up, parent, reverse, fid
-        except BaseException:
-            for c in (up, reverse):
-                if c is not None:
-                    c.abort()
-            raise
+            return await attempt.lost
+        finally:
+            beat.cancel()
 
-    async def _heartbeat(self, conn_box: list[Connection], mark) -> None:  # type: ignore[no-untyped-def]
-        """The parent reads our ``subtree`` every second over the connection it took over: its
-        silence is the sign, without a request of ours (a stat a second from every node)."""
+    @staticmethod
+    async def _heartbeat(attempt: Attempt) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT)
-            if conn_box and time.monotonic() - conn_box[0].last_heard > HEARTBEAT_TIMEOUT:
-                mark(f"no heartbeat from the parent: not polled for {HEARTBEAT_TIMEOUT:g}s")
+            if attempt.silent_for() > HEARTBEAT_TIMEOUT:
+                attempt.mark(f"no heartbeat from the parent: not polled for "
+                             f"{HEARTBEAT_TIMEOUT:g}s")
                 return
+
+    def _leave(self, attempt: Attempt) -> None:
+        """After an attempt, joined or not: ``/csrv/parent`` goes, and sub-sessions held there
+        fail, naming it."""
+        if self.state == "lost":
+            self.node.neighbor_lost("parent")
+        self.client = None
+        self.node.csrv.discard("parent")
+        attempt.abort()
 
     async def stop(self) -> None:
         if self.task is not None:

@@ -18,18 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
 from ..ninep.auth import client_auth
 from ..ninep.client import Client, File
 from ..ninep.ctl import CommandTable, CtlFile
 from ..ninep.errors import NinepError
 from ..ninep.server import current_connection
+from ..node.daemon import Node
 from .remote import RemoteDir, mount
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 log = logging.getLogger("brasil.tree")
 
@@ -76,23 +73,27 @@ class JoinFile(CtlFile):
 
 
 class Children:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, node: Node, secret: bytes | None) -> None:
+        self.node = node
+        self.secret = secret
         self.by_name: dict[str, Child] = {}
         self.on_lost: list[Callable[[str], None]] = []
+        self._adopting: set[asyncio.Task[None]] = set()
 
     def check_name(self, name: str) -> None:
         if not NAME.fullmatch(name) or name in RESERVED:
             raise NinepError(f'join: bad node name "{name}"; use letters, digits, ".", "_" or '
                              f"\"-\", not {', '.join(sorted(RESERVED))}")
-        if name == self.daemon.node.name:
+        if name == self.node.name:
             raise NinepError(f'join: "{name}" is this node\'s own name')
 
     def adopt(self, name: str, transport: asyncio.Transport, rest: bytes, peer: str) -> None:
-        asyncio.ensure_future(self._adopt(name, transport, rest, peer))
+        task = asyncio.ensure_future(self._adopt(name, transport, rest, peer))
+        self._adopting.add(task)  # (a task nobody holds may be collected before it ends)
+        task.add_done_callback(self._adopting.discard)
 
     async def _adopt(self, name: str, transport: asyncio.Transport, rest: bytes, peer: str) -> None:
-        secret = self.daemon.secret
+        secret = self.secret
         try:
             client = await asyncio.wait_for(Client.adopt(
                 transport, rest, f"child {name}", auth=client_auth(secret) if secret else None), 10)
@@ -107,7 +108,7 @@ class Children:
             self._drop(old)
         child = Child(name, client, mount_point)
         self.by_name[name] = child
-        csrv = self.daemon.node.csrv
+        csrv = self.node.csrv
         csrv.discard(name)
         csrv.add(name, mount_point)
         client.on_lost.append(lambda: self._drop(child, "connection lost"))
@@ -130,7 +131,7 @@ class Children:
 
     def subtree_text(self) -> str:
         """This node's line and its subtree's as last heard (``subtree``, read by our parent)."""
-        return "".join(ln + "\n" for ln in [self.daemon.node.status_line(), *self.status_lines()])
+        return "".join(ln + "\n" for ln in [self.node.status_line(), *self.status_lines()])
 
     def _drop(self, child: Child, why: str = "replaced") -> None:
         if child.gone:
@@ -138,7 +139,7 @@ class Children:
         child.gone = True
         if self.by_name.get(child.name) is child:
             del self.by_name[child.name]
-            self.daemon.node.csrv.discard(child.name)
+            self.node.csrv.discard(child.name)
             log.warning("child %s lost: %s", child.name, why)
             for cb in self.on_lost:
                 cb(child.name)
@@ -156,7 +157,7 @@ class Children:
         """The subtree as last polled (what reservations plan with)."""
         return [ln for c in self.by_name.values() for ln in c.status]
 
-    def fresh_status_lines(self) -> Any:
+    def fresh_status_lines(self) -> list[str] | Awaitable[list[str]]:
         """The subtree now: every child asked in parallel; one that is slow to answer is shown
         as last polled rather than holding up the whole read. No children: nothing to wait for."""
         if not self.by_name:

@@ -12,28 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from ..client.session import SessionClient
 from ..ninep.client import Client
 from ..ninep.constants import ORDWR
 from ..ninep.errors import NinepError
 from ..node.attrs import Selection
+from ..node.hooks import Reserving
 from .delegation import Delegation
+from .link import ParentLink
+from .registry import Children
 from .remote import Remote
-
-if TYPE_CHECKING:
-    from ..node.session import Session
-    from .daemon import Daemon
 
 log = logging.getLogger("brasil.tree")
 
 
 class Reserver:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, name: str, children: Children, parent: ParentLink | None) -> None:
+        self.name = name  # this node's
+        self.children = children
+        self.parent = parent
 
-    async def reserve(self, session: Session, n: int, sel: Selection, came_from: str | None,
+    async def reserve(self, session: Reserving, n: int, sel: Selection, came_from: str | None,
                       first: int) -> list[Delegation]:
         """Groups holding up to ``n`` slots on neighbours; fewer if the tree has fewer.
 
@@ -64,9 +64,9 @@ class Reserver:
             results = await asyncio.gather(
                 *(self._ask(name, client, k, sel, session) for name, client, k in plan),
                 return_exceptions=True)
-            for (name, _, k), r in zip(plan, results):
-                took(name, r, k)
-            for c in list(self.daemon.children.by_name.values()):
+            for (name, _, k), res in zip(plan, results):
+                took(name, res, k)
+            for c in list(self.children.by_name.values()):
                 if need <= 0:
                     break
                 if c.name in tried or c.name == came_from or c.gone:
@@ -77,7 +77,7 @@ class Reserver:
                     r = e
                 took(c.name, r, need)
             for name in list(full):
-                c2 = self.daemon.children.by_name.get(name)
+                c2 = self.children.by_name.get(name)
                 if need <= 0 or c2 is None or c2.gone:
                     continue
                 try:
@@ -85,7 +85,7 @@ class Reserver:
                 except (NinepError, ConnectionError) as e:
                     r = e
                 took(name, r, need)
-            link = self.daemon.parent
+            link = self.parent
             if need > 0 and came_from != "parent" and link is not None and link.client is not None:
                 try:
                     r = await self._ask("parent", link.client, need, sel, session)
@@ -103,8 +103,8 @@ class Reserver:
 
     def _plan(self, need: int, came_from: str | None, tried: set[str], sel: Selection
               ) -> list[tuple[str, Client, int]]:
-        free = {c.name: sel.free_in(c.status) for c in self.daemon.children.by_name.values()}
-        kids = [c for c in self.daemon.children.by_name.values()
+        free = {c.name: sel.free_in(c.status) for c in self.children.by_name.values()}
+        kids = [c for c in self.children.by_name.values()
                 if c.name != came_from and c.name not in tried and not c.gone and free[c.name] > 0]
         kids.sort(key=lambda c: -free[c.name])
         plan = []
@@ -117,14 +117,14 @@ class Reserver:
         return plan
 
     def free_in_reach(self, came_from: str | None) -> int:
-        return sum(c.free_slots() for c in self.daemon.children.by_name.values()
+        return sum(c.free_slots() for c in self.children.by_name.values()
                    if c.name != came_from and not c.gone)
 
     async def _ask(self, name: str, client: Client, k: int, sel: Selection,
-                   session: Session) -> Delegation:
+                   session: Reserving) -> Delegation:
         """A session on ``name`` with up to ``k`` slots: seven round trips, whatever ``k``."""
         there = await SessionClient.clone(client)
-        me = "parent" if name != "parent" else self.daemon.node.name
+        me = "parent" if name != "parent" else self.name
         ctl = await there.hold(ORDWR)
         try:
             await there.ctl(f"from {me}", f"resupto {k}{sel.words()}")
@@ -134,7 +134,7 @@ class Reserver:
             await there.close()
             there.forget()
             raise
-        hop = ("up", self.daemon.node.name) if name == "parent" else ("down", name)
+        hop = ("up", self.name) if name == "parent" else ("down", name)
         return Delegation(name, Remote(client, f"node {name}", hop), there.sid, got, 0,
                           session.path, ctl)
 
