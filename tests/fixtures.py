@@ -169,7 +169,7 @@ async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | No
     """A whole daemon in this process, composed as `brasil serve` composes it (cli/compose.py:
     tree, queries and a batch scheduler, its database ``db`` or ``tmp/NAME-batch.db``), on a
     Unix socket under ``tmp`` and an ephemeral loopback port; ``.unix`` and ``.tcp`` are its
-    addresses, ``.scheduler`` its scheduler. Stopped (sessions killed) when the block ends.
+    addresses, ``.scheduler`` its scheduler, ``.metrics`` its metrics service. Stopped (sessions killed) when the block ends.
     ``node_options`` go to the Node, ``lease`` to the scheduler, ``limits`` to the 9P server."""
     from brasil.cli.compose import BatchOptions, compose
     from brasil.node.daemon import Node
@@ -183,6 +183,7 @@ async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | No
     d = composed.daemon
     d.unix, d.tcp = composed.listening[0][0], composed.listening[1][0]
     d.scheduler = composed.scheduler
+    d.metrics = composed.metrics
     try:
         yield d
     finally:

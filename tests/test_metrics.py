@@ -93,48 +93,57 @@ def test_prometheus_text_names_every_node_and_the_subtree():
 async def test_the_root_holds_its_subtree_summary_and_reads_every_node_on_demand(tmp_path):
     import json
 
-    from brasil.group.metrics import serve_metrics
     from fixtures import tree_13, wait_for
     async with tree_13(str(tmp_path)) as (nodes, c):
-        services = {name: serve_metrics(d, interval=0.2) for name, d in nodes.items()}
-        try:
-            root = services["n0"]
-            await wait_for(lambda: root.summary.nodes == 4, timeout=20)
-            st = root.summary.stats["slots"]
-            assert (st.count, st.sum) == (4, 8.0)  # 4 nodes of 2 slots
-            text = (await c.read("csrv/local/metrics/subtree")).decode()
-            assert any(ln.startswith("slots 4 8 2 ") for ln in text.splitlines()), text
-            now = (await c.read("csrv/local/metrics/now")).decode()
-            assert "load1 " in now and "free_slots 2\n" in now
-            every = json.loads(await c.read("csrv/local/metrics/nodes"))
-            assert sorted(every) == ["n0", "n1", "n2", "n3"]
-            prom = (await c.read("csrv/local/metrics/prometheus")).decode()
-            assert 'brasil_slots{node="n3"} 2.0' in prom
-            f = await c.open("csrv/local/metrics/history", 2)
-            await f.write(b"slots subtree -60", 0)
-            points = (await f.read_all()).decode().splitlines()
-            await f.close()
-            assert points and points[-1].split()[4] in ("8", "6", "4", "2")
-            f = await c.open("csrv/local/metrics/history", 2)
-            await f.write(b"bogus", 0)
-            with pytest.raises(Exception, match="unknown metric 'bogus'"):
-                await f.read_all()
-            await f.close()
-            # The group reads reduce the rows over the nodes a query selects.
-            from brasil.client import group as api
-            from brasil.metrics.sample import METRICS
-            got = await api.gread(c, "metrics/row", "name=n[1-3]", "sum")
-            assert got["nodes"] == ["n1", "n2", "n3"]
-            assert got["value"][list(METRICS).index("slots")] == 6.0
-            columns = (await c.read("csrv/local/metrics/columns")).decode().split()
-            assert columns == list(METRICS)
-            # A child gone: the summary covers the others within a few beats.
-            await services["n3"].stop()
-            await nodes["n3"].stop()
-            await wait_for(lambda: root.summary.nodes == 3, timeout=20)
-        finally:
-            for s in services.values():
-                await s.stop()
+        services = {name: d.metrics for name, d in nodes.items()}
+        root = services["n0"]
+        await beat_up(services)
+        assert root.summary.nodes == 4
+        st = root.summary.stats["slots"]
+        assert (st.count, st.sum) == (4, 8.0)  # 4 nodes of 2 slots
+        text = (await c.read("csrv/local/metrics/subtree")).decode()
+        assert any(ln.startswith("slots 4 8 2 ") for ln in text.splitlines()), text
+        now = (await c.read("csrv/local/metrics/now")).decode()
+        assert "load1 " in now and "free_slots 2\n" in now
+        every = json.loads(await c.read("csrv/local/metrics/nodes"))
+        assert sorted(every) == ["n0", "n1", "n2", "n3"]
+        prom = (await c.read("csrv/local/metrics/prometheus")).decode()
+        assert 'brasil_slots{node="n3"} 2.0' in prom
+        f = await c.open("csrv/local/metrics/history", 2)
+        await f.write(b"slots subtree -60", 0)
+        points = (await f.read_all()).decode().splitlines()
+        await f.close()
+        # TIME MEAN MIN MAX TOTAL: every node has 2 slots (the subtree's total depends on
+        # how many beats, with how many children known, fell in the bucket)
+        assert points and points[-1].split()[1:4] == ["2", "2", "2"]
+        f = await c.open("csrv/local/metrics/history", 2)
+        await f.write(b"bogus", 0)
+        with pytest.raises(Exception, match="unknown metric 'bogus'"):
+            await f.read_all()
+        await f.close()
+        # The group reads reduce the rows over the nodes a query selects.
+        from brasil.client import group as api
+        from brasil.metrics.sample import METRICS
+        got = await api.gread(c, "metrics/row", "name=n[1-3]", "sum")
+        assert got["nodes"] == ["n1", "n2", "n3"]
+        assert got["value"][list(METRICS).index("slots")] == 6.0
+        columns = (await c.read("csrv/local/metrics/columns")).decode().split()
+        assert columns == list(METRICS)
+        # A child gone: the next beat's summary covers the others.
+        await nodes["n3"].stop()
+        await wait_for(lambda: "n3" not in nodes["n0"].children.by_name
+                       or nodes["n0"].children.by_name["n3"].gone, 20)
+        await root.beat()
+        assert root.summary.nodes == 3
+
+
+async def beat_up(services: dict) -> None:  # type: ignore[type-arg]
+    """One beat on every node, leaves first, so the root's summary covers the tree (rather
+    than waiting for the daemons' own beats, seconds apart)."""
+    for depth in sorted({n.count(".") + (n != "n0") for n in services}, reverse=True):
+        for name, s in services.items():
+            if name.count(".") + (name != "n0") == depth:
+                await s.beat()
 
 
 def _free_port() -> int:
@@ -152,14 +161,15 @@ async def test_a_real_prometheus_scraping_only_the_root_sees_all_13_nodes(tmp_pa
     import urllib.parse
     import urllib.request
 
-    from brasil.group.metrics import serve_metrics, serve_prometheus
+    from brasil.group.metrics import serve_prometheus
     from trees import tree_1_3_9
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         pytest.skip("needs Debian's prometheus (make test-deps installs it)")
     async with tree_1_3_9(str(tmp_path)) as (nodes, c):
-        services = [serve_metrics(d, interval=0.5) for d in nodes.values()]
-        server, port = serve_prometheus(services[0], "127.0.0.1", 0)
+        services = {name: d.metrics for name, d in nodes.items()}
+        await beat_up(services)
+        server, port = serve_prometheus(services["n0"], "127.0.0.1", 0)
         web = _free_port()
         (tmp_path / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: brasil\n"
@@ -193,5 +203,4 @@ async def test_a_real_prometheus_scraping_only_the_root_sees_all_13_nodes(tmp_pa
             prom.terminate()
             prom.wait(timeout=30)
             server.shutdown()
-            for s in services:
-                await s.stop()
+            server.server_close()

@@ -3,20 +3,24 @@
 
 The services return what they serve and this module mounts it: the tree's ``join``, ``lineage``
 and ``subtree`` (``tree/daemon.py``) in ``/csrv/local``, the query directory (``group/query.py``)
-as ``/csrv/query``, and the batch scheduler's files (``batch/files.py``) as
-``/csrv/local/batch``. It is the top of the layers (it imports tree, group and batch), which is
+as ``/csrv/query``, the batch scheduler's files (``batch/files.py``) as
+``/csrv/local/batch``, and the node's metrics (``group/metrics.py``) as ``/csrv/local/metrics``,
+sampled every ``metrics_interval`` seconds and, with ``metrics_http``, served to Prometheus. It is the top of the layers (it imports tree, group and batch), which is
 why it lives with the commands.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..batch.files import batch_dir
 from ..batch.scheduler import DEFAULT_LEASE, DEFAULT_MAX_SUBMIT, DEFAULT_MAX_WORKLOAD, Scheduler
 from ..batch.store import Store
+from ..group.metrics import INTERVAL, MetricsService, metrics_dir, serve_prometheus
 from ..group.query import serve_queries
 from ..ninep.transport import Address
 from ..node.daemon import Node
@@ -52,6 +56,8 @@ class Composed:
     daemon: Daemon
     listening: list[list[Address]]  # per address asked for, the bound ones (port 0 resolved)
     scheduler: Scheduler | None = None
+    metrics: MetricsService | None = None
+    metrics_port: int | None = None  # the Prometheus endpoint's, when there is one
 
     async def stop(self) -> None:
         await self.daemon.stop()
@@ -60,7 +66,8 @@ class Composed:
 async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None = None,
                   parent: Address | None = None, data_host: str = "127.0.0.1",
                   batch: BatchOptions | None = None, trace: bool = False,
-                  **limits: float) -> Composed:
+                  metrics_interval: float = INTERVAL,
+                  metrics_http: tuple[str, int] | None = None, **limits: float) -> Composed:
     """Serve ``node`` on ``listen``: the tree (joined under ``parent``, if given), the data
     endpoint for direct splices (on ``data_host``), queries, and with ``batch`` a scheduler.
     ``limits``: the 9P server's caps and deadlines (ninep.server.Server). Raises
@@ -70,7 +77,9 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
     for name, f in daemon.files().items():
         node.local.add(name, f)
     node.csrv.add("query", serve_queries(daemon))
-    done = Composed(daemon, [])
+    metrics = MetricsService(daemon, metrics_interval)
+    node.local.add("metrics", metrics_dir(metrics))
+    done = Composed(daemon, [], metrics=metrics)
     try:
         for a in listen:
             try:
@@ -78,6 +87,11 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
             except OSError as e:
                 raise ListenError(a, e) from e
         await daemon.start(data_host)
+        metrics.start()
+        daemon.services.append(metrics)
+        if metrics_http is not None:
+            server, done.metrics_port = serve_prometheus(metrics, *metrics_http)
+            daemon.services.append(_Shutdown(server))
         if batch is not None:
             done.scheduler = await start_scheduler(node, batch)
             daemon.services.append(done.scheduler)
@@ -85,6 +99,17 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
         await done.stop()
         raise
     return done
+
+
+class _Shutdown:
+    """A threaded HTTP server as a service the daemon stops."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.server.shutdown)
+        self.server.server_close()
 
 
 async def start_scheduler(node: Node, o: BatchOptions) -> Scheduler:

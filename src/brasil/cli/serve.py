@@ -116,6 +116,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--max-jobs-per-workload", type=int, metavar="N",
                      help="batch jobs of one tag waiting, ready or running at once "
                      "(default: 1000000)")
+    p.add_argument("--metrics-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="how often the node samples itself and merges its children's metrics "
+                   "(default 5)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve the subtree's metrics "
+                   "over HTTP in the Prometheus text format (read-only; beyond loopback, anyone "
+                   "who reaches it reads them)")
     p.add_argument("--debug", action="store_true", help="log every 9P message")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
 
@@ -216,7 +222,8 @@ async def serve(args: argparse.Namespace) -> int:
                                max_workload=args.max_jobs_per_workload),
             max_connections=connection_budget(args.max_connections),
             max_total_fids=args.max_fids, handshake_timeout=args.handshake_timeout,
-            frame_timeout=args.frame_timeout)
+            frame_timeout=args.frame_timeout, metrics_interval=args.metrics_interval,
+            metrics_http=metrics_http(args))
     except ListenError as e:
         hint = " (another daemon there? pick another with --listen)" \
             if e.error.errno in (98, None) else ""
@@ -235,6 +242,21 @@ async def serve(args: argparse.Namespace) -> int:
     await composed.stop()
     write_addresses(args, None)
     return 0
+
+
+def metrics_http(args: argparse.Namespace) -> tuple[str, int] | None:
+    """--metrics-listen HOST:PORT, checked."""
+    if not args.metrics_listen:
+        return None
+    try:
+        a = parse_address(args.metrics_listen)
+    except AddressError as e:
+        raise UsageError(f"--metrics-listen: {e}") from None
+    if a.kind != "tcp":
+        raise UsageError(f"--metrics-listen: {args.metrics_listen} is not HOST:PORT")
+    if args.metrics_interval <= 0:
+        raise UsageError("--metrics-interval: give a number of seconds above 0")
+    return a.host, a.port
 
 
 def settle_collector() -> None:
