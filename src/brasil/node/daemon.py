@@ -38,8 +38,8 @@ from ..ninep.synthetic import (
 from ..ninep.synthetic import Node as File
 from .attrs import Selection, format_attrs, system_attrs
 from .exportfs import Export, ExportDir
-from .hooks import CutThrough, Delegated, FindRemote, RemoteEnd, Reserver
-from .host import FarEnd, Owner
+from .hooks import Delegated, Reserver
+from .host import DataPath, FarEnd, Owner
 from .scope import Scope
 from .session import Session
 from .session_files import SessionDir, attrs_file, env_file, ns_file
@@ -93,9 +93,9 @@ class Node:
         self.labels: dict[str, str] = {}
         # the hooks the tree sets (node/hooks.py), when this node is in one
         self.reserver: Reserver | None = None  # reserves on neighbours (tree/reserve.py)
-        self.cut_through: CutThrough | None = None  # direct splices' endpoint (tree/data.py)
+        self.cut_through: DataPath | None = None  # direct splices' endpoint (tree/data.py)
         self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
-        self.find_remote: FindRemote | None = None  # a session elsewhere, by path
+        self.find_remote: Callable[[str], FarEnd] | None = None  # a session elsewhere, by path
         self.started = time.time()
         self._ns_problem: str | bool | None = False  # False: not probed yet
         self._reaper: asyncio.Task[None] | None = None
@@ -188,7 +188,7 @@ class Node:
         self.sessions.pop(session.path, None)
         self.local.discard(session.path)
 
-    def find_end(self, path: str) -> Session | RemoteEnd:
+    def find_end(self, path: str) -> Scope | FarEnd:
         """The session at ``path``: here (``/csrv/local/3/1`` or ``3/1``), or on another node
         (``/csrv/n1/local/3/1``, ``/csrv/parent/…``) when this node is in a tree."""
         parts = [p for p in path.split("/") if p]
