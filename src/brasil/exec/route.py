@@ -24,7 +24,7 @@ put back in input order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from .records import WINDOW, Reassembler, Splitter
 
@@ -96,7 +96,10 @@ class Router:
             self._add(out, self.long, end, END)
             self.long = None
         if head or whole:
-            if not self._block(out, head, whole, WHOLE):
+            # With ``views`` the whole records are a memoryview of the chunk fed, and go on as
+            # it to sinks typed for bytes: every one of them takes any buffer (os.write,
+            # transport.write, bytearray +=); typing views through every sink is not worth it.
+            if not self._block(out, head, cast(bytes, whole), WHOLE):
                 return self._cut()
         if more:
             if self.long is None:

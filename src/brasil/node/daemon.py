@@ -23,7 +23,7 @@ from ..exec import nsexec
 from ..exec.reaper import Watchdog
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
-from ..ninep.maybe import is_awaitable
+from ..ninep.maybe import detach, is_awaitable
 from ..ninep.server import current_user
 from ..ninep.synthetic import (
     OWNER,
@@ -38,8 +38,8 @@ from ..ninep.synthetic import (
 from ..ninep.synthetic import Node as File
 from .attrs import Selection, format_attrs, system_attrs
 from .exportfs import Export, ExportDir
-from .hooks import Delegated, Reserver
-from .host import DataPath, FarEnd, Owner
+from .hooks import Reserver
+from .host import DataPath, Delegate, FarEnd, Owner
 from .scope import Scope
 from .session import Session
 from .session_files import SessionDir, attrs_file, env_file, ns_file
@@ -188,7 +188,7 @@ class Node:
         self.sessions.pop(session.path, None)
         self.local.discard(session.path)
 
-    def find_end(self, path: str) -> Scope | FarEnd:
+    def find_end(self, path: str) -> Any:  # Scope | FarEnd (host.Host: the caller checks)
         """The session at ``path``: here (``/csrv/local/3/1`` or ``3/1``), or on another node
         (``/csrv/n1/local/3/1``, ``/csrv/parent/…``) when this node is in a tree."""
         parts = [p for p in path.split("/") if p]
@@ -231,13 +231,13 @@ class Node:
         return keys
 
     async def reserve(self, session: Owner, n: int, sel: Selection = Selection(),
-                      upto: bool = False) -> tuple[list[int], list[Delegated]]:
+                      upto: bool = False) -> tuple[list[int], list[Delegate]]:
         """``n`` slots: this node's free ones first, then (through ``reserver``, set by the tree)
         its neighbours'; all or nothing — or, with ``upto``, as many as there are (at least one),
         which is how a neighbour is asked, so a stale idea of its free slots costs nothing."""
         k = min(n, sel.take(self.attrs(), len(self.free)))
         taken, self.free = self.free[:k], self.free[k:]
-        groups: list[Delegated] = []
+        groups: list[Delegate] = []
         try:
             if k < n and self.reserver is not None:
                 groups = list(await self.reserver.reserve(session, n - k, sel, session.came_from,
@@ -249,7 +249,7 @@ class Node:
         if got < n and not (upto and got > 0):
             self.release_slots(taken)
             for g in groups:
-                asyncio.ensure_future(g.close())
+                detach(g.close())
             where = f" ({sel})" if sel else ""
             raise NinepError(f"res: not enough slots: asked {n}, {got} free in reach{where}",
                              errno.EBUSY)

@@ -7,23 +7,11 @@ are here; the data endpoint and a session elsewhere are node/host.py's (``DataPa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from .attrs import Selection
-
-
-class Delegated(Protocol):
-    """Slots a neighbour holds for one of our sessions (``tree/delegation.py``'s Delegation)."""
-
-    neighbor: str
-    count: int
-    first: int
-    on_done: list[Callable[[], object]]  # called when its processes have all ended
-
-    def mark_lost(self, why: str) -> None: ...
-
-    async def close(self) -> None: ...
+from .host import Delegate
 
 
 class Reserving(Protocol):
@@ -36,4 +24,4 @@ class Reserver(Protocol):
     """Reserves on neighbours what this node lacks (``tree/reserve.py``)."""
 
     async def reserve(self, session: Reserving, n: int, sel: Selection, came_from: str | None,
-                      first: int) -> Sequence[Delegated]: ...
+                      first: int) -> Sequence[Delegate]: ...
