@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import signal
 import sys
 from collections import deque
 from dataclasses import dataclass, field
@@ -391,18 +392,34 @@ class RemoteEngine:
             print(f"push: {e}", file=sys.stderr)
             return 2
         task = self.loop.create_task(run.run())
+        interrupted = False
+
+        def interrupt() -> None:
+            # Ctrl-C (or TERM) cancels the run on the loop, between callbacks. Python's default
+            # handler raises KeyboardInterrupt wherever the loop is, mid-callback too, which can
+            # leave a future unresolved that the cleanup then waits for forever.
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, interrupt)
         try:
             try:
                 return self.loop.run_until_complete(task)
             finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self.loop.remove_signal_handler(sig)
                 if line is not None:
                     line.close()  # before any message: the last screen holds no status
-        except KeyboardInterrupt:
-            task.cancel()
-            try:
-                self.loop.run_until_complete(task)
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            if not task.done():
+                task.cancel()
+                try:
+                    self.loop.run_until_complete(task)
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+            if not interrupted and not task.cancelled():
+                raise
             print("push: interrupted; every stage was stopped", file=sys.stderr)
             return 130
         except PipelineFailed as e:
