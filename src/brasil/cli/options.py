@@ -4,9 +4,10 @@ the connection they ask for."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ..ninep.auth import dial
-from ..ninep.client import Client
+if TYPE_CHECKING:
+    from ..ninep.client import Client
 
 AT_HELP = "daemon address (default: $BRASIL, then the local daemon's Unix socket)"
 
@@ -23,6 +24,9 @@ def add_client_options(p: argparse.ArgumentParser, at_help: str = AT_HELP,
 
 
 async def connect(args: argparse.Namespace) -> Client:
-    """The client every command uses: --at or $BRASIL, and the secret if one is configured."""
+    """The client every command uses: --at or $BRASIL, and the secret if one is configured.
+    (The 9P client is imported here, not above: `push` reads these options and, on one
+    machine, never dials; importing asyncio and the codec cost it 70 ms at every start.)"""
+    from ..ninep.auth import dial
     return await dial(args.at, getattr(args, "secret_file", None),
                       trace=getattr(args, "trace", False))
