@@ -42,8 +42,7 @@ from ..metrics.prom import SubtreeCollector, exposition
 from ..metrics.sample import METRICS, Sampler
 from ..metrics.summary import Summary
 from ..ninep.errors import NinepError
-from ..ninep.maybe import Maybe
-from ..ninep.synthetic import DynamicDir, GeneratedFile, Handle, LiveFile, Node
+from ..ninep.synthetic import DynamicDir, GeneratedFile, LiveFile, RequestFile
 from .fanout import exchange
 
 log = logging.getLogger("brasil.metrics")
@@ -161,8 +160,8 @@ class MetricsService:
 
     # History ------------------------------------------------------------------------------
 
-    async def history_text(self, request: str) -> bytes:
-        words = request.split()
+    async def history_text(self, raw: bytes) -> bytes:
+        words = raw.decode(errors="replace").split()
         usage = "write METRIC [self|subtree] [START [END [STEP]]]"
         if not words:
             raise NinepError(f"history: {usage}", errno.EINVAL)
@@ -188,42 +187,6 @@ class MetricsService:
                        for p in points).encode()
 
 
-class _Request(Node):
-    """Write a request, read its answer on the same open (gread's shape)."""
-
-    def __init__(self, answer: Callable[[str], Awaitable[bytes]]) -> None:
-        super().__init__()
-        self.answer = answer
-
-    def open(self, mode: int) -> Handle:
-        return _RequestHandle(self)
-
-
-class _RequestHandle(Handle):
-    def __init__(self, node: _Request) -> None:
-        super().__init__(node)
-        self.request = b""
-        self.result: bytes | None = None
-
-    def write(self, offset: int, data: bytes) -> int:
-        if self.result is not None:
-            self.result, self.request = None, b""
-        if len(self.request) + len(data) > MAX_REQUEST:
-            raise NinepError(f"a request over {MAX_REQUEST} bytes", errno.EFBIG)
-        self.request += data
-        return len(data)
-
-    def read(self, offset: int, count: int) -> Maybe[bytes]:
-        if self.result is not None:
-            return self.result[offset:offset + count]
-        return self._answer(offset, count)
-
-    async def _answer(self, offset: int, count: int) -> bytes:
-        assert isinstance(self.node, _Request)
-        self.result = await self.node.answer(self.request.decode(errors="replace"))
-        return self.result[offset:offset + count]
-
-
 def metrics_dir(service: MetricsService) -> DynamicDir:
     """The directory a node serves as ``/csrv/local/metrics``."""
     d = DynamicDir(name="metrics")
@@ -244,7 +207,7 @@ def metrics_dir(service: MetricsService) -> DynamicDir:
         ("subtree", LiveFile(lambda: "".join(ln + "\n" for ln in service.summary.lines()))),
         ("subtree.json", LiveFile(service.summary_json)),
         ("nodes", GeneratedFile(nodes)),
-        ("history", _Request(service.history_text)),
+        ("history", RequestFile(service.history_text, limit=MAX_REQUEST)),
         ("prometheus", GeneratedFile(service.prometheus)),
     ):
         node.mode = 0o644 if name == "history" else 0o444

@@ -16,6 +16,7 @@ the server's life, stable for each object.
 
 from __future__ import annotations
 
+import errno
 import getpass
 import itertools
 import time
@@ -325,3 +326,49 @@ class DynamicDir(TableDir):
             node.parent = None
             self.mtime = int(time.time())
         return node
+
+
+class RequestHandle(Handle):
+    """Write a request, read its answer on the same open (gread's shape); reading first asks
+    ``default`` (stacks with no request, say)."""
+
+    def __init__(self, node: Node, answer: Callable[[bytes], Awaitable[bytes]],
+                 default: bytes | None, limit: int) -> None:
+        super().__init__(node)
+        self.answer, self.default, self.limit = answer, default, limit
+        self.request = b""
+        self.result: bytes | None = None
+
+    def write(self, offset: int, data: bytes) -> Maybe[int]:
+        if self.result is not None:
+            self.result, self.request = None, b""  # a new request on the same open
+        if len(self.request) + len(data) > self.limit:
+            raise NinepError(f"a request over {self.limit} bytes", errno.EFBIG)
+        self.request += data
+        return len(data)
+
+    def read(self, offset: int, count: int) -> Maybe[bytes]:
+        if self.result is not None:
+            return self.result[offset:offset + count]
+        req = self.request or self.default
+        if req is None:
+            raise NinepError("write a request first, then read its answer", errno.EINVAL)
+        return self._read(req, offset, count)
+
+    async def _read(self, req: bytes, offset: int, count: int) -> bytes:
+        self.result = await self.answer(req)
+        return self.result[offset:offset + count]
+
+
+class RequestFile(Node):
+    """A file asked a question: a write is the request (at most ``limit`` bytes), a read the
+    answer ``answer`` gives it, on the same open (group reads' shape; a session's pgroup, a
+    node's metrics history)."""
+
+    def __init__(self, answer: Callable[[bytes], Awaitable[bytes]],
+                 default: bytes | None = None, limit: int = 64 << 10) -> None:
+        super().__init__()
+        self.answer, self.default, self.limit = answer, default, limit
+
+    def open(self, mode: int) -> Handle:
+        return RequestHandle(self, self.answer, self.default, self.limit)

@@ -34,9 +34,8 @@ from ..exec.procgroup import Debuggers, Rank, Report, parse_signal, send_signal,
 from ..exec.stacks import ProcessGone, StackError
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
-from ..ninep.synthetic import Dir, Entry, GeneratedFile, Handle, Node, TableDir
+from ..ninep.synthetic import Dir, Entry, GeneratedFile, Handle, Node, RequestFile, TableDir
 
-MAX_REQUEST = 64 << 10
 WAIT_STOPPED = 60.0
 OPS = ("stacks", "signal", "stop", "cont", "detach", "break", "wait", "eval")
 
@@ -161,48 +160,6 @@ async def group_op(session: Any, op: str, arg: str) -> Report:
 
 
 # Files ------------------------------------------------------------------------------------
-
-class RequestHandle(Handle):
-    """Write a request, read its answer on the same open (gread's shape); reading first asks
-    ``default`` (stacks with no request, say)."""
-
-    def __init__(self, node: Node, answer: Callable[[bytes], Awaitable[bytes]],
-                 default: bytes | None) -> None:
-        super().__init__(node)
-        self.answer, self.default = answer, default
-        self.request = b""
-        self.result: bytes | None = None
-
-    def write(self, offset: int, data: bytes) -> Maybe[int]:
-        if self.result is not None:
-            self.result, self.request = None, b""  # a new request on the same open
-        if len(self.request) + len(data) > MAX_REQUEST:
-            raise NinepError(f"a request over {MAX_REQUEST} bytes", errno.EFBIG)
-        self.request += data
-        return len(data)
-
-    def read(self, offset: int, count: int) -> Maybe[bytes]:
-        if self.result is not None:
-            return self.result[offset:offset + count]
-        req = self.request or self.default
-        if req is None:
-            raise NinepError("write a request first, then read its answer", errno.EINVAL)
-        return self._read(req, offset, count)
-
-    async def _read(self, req: bytes, offset: int, count: int) -> bytes:
-        self.result = await self.answer(req)
-        return self.result[offset:offset + count]
-
-
-class RequestFile(Node):
-    def __init__(self, answer: Callable[[bytes], Awaitable[bytes]],
-                 default: bytes | None = None) -> None:
-        super().__init__()
-        self.answer, self.default = answer, default
-
-    def open(self, mode: int) -> Handle:
-        return RequestHandle(self, self.answer, self.default)
-
 
 class WriteFile(Node):
     """Each write is one command, acted on before the write returns."""
