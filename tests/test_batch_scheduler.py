@@ -248,7 +248,9 @@ async def test_a_worker_whose_connection_closes_is_gone_at_once_and_dropped_late
         await wait_for(lambda: s.workers[idle.name].gone_since is not None, timeout=20)
         async with workers(d.unix, str(tmp_path), n=1, slots=1) as [busy]:
             r = await b.submit(["[ -e ran ] || { touch ran; sleep 60; }"], tag="g", home=str(home))
-            await wait_for(lambda: any(e.state == "running" for e in busy.execs.values()), 10)
+            # "running" is not enough: stopped before its shell has touched `ran`, the job would
+            # sleep 60 s on its next worker too
+            await wait_for(lambda: (home / "ran").exists(), 10)
         # busy is stopped (its connection closed): its execution is lost now, the job ready again
         await wait_for(lambda: s.workers[busy.name].gone_since is not None, timeout=20)
         await wait_for(lambda: busy.name not in s.owner.values(), timeout=20)
