@@ -143,3 +143,47 @@ async def test_without_cgroups_the_watchdog_still_kills_the_process_groups(tmp_p
                 await wait_for(lambda: not alive(pid), timeout=10)
             finally:
                 kill_if_alive(pid)
+
+
+async def test_a_command_started_but_not_yet_listed_dies_with_a_daemon_killed_with_9(tmp_path):
+    """The window between a spawn's return and the watchdog hearing of the group: a daemon
+    killed there (a loaded machine holds its thread that long) left the command running. A
+    process that makes a watchdog, starts a command in a session of its own with the
+    watchdog's environment, never lists it, and kills itself with -9."""
+    script = (
+        "import os, signal, sys\n"
+        "from brasil.exec.reaper import Watchdog\n"
+        "from brasil.exec.cgroups import CommandCgroups\n"
+        "CommandCgroups.create = classmethod(lambda cls: None)\n"
+        "w = Watchdog()\n"
+        "pid = os.posix_spawn('/bin/sleep', ['sleep', '1000'], {**os.environ, **w.env},"
+        " setsid=True)\n"
+        "print(pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    p = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, timeout=60,
+                       cwd=tmp_path)
+    assert p.returncode == -signal.SIGKILL
+    pid = int(p.stdout)
+    try:
+        await wait_for(lambda: not alive(pid), timeout=10)
+    finally:
+        kill_if_alive(pid)
+
+
+async def test_a_process_carrying_another_secret_is_spared(tmp_path):
+    """The secret decides, not a name: a process with another watchdog's secret (a guess)
+    lives on when this watchdog ends."""
+    from brasil.exec.reaper import Watchdog
+    w = Watchdog()
+    other = subprocess.Popen(["sleep", "1000"], env={"BRASIL_WATCHDOG": "0" * 32},
+                             start_new_session=True)
+    mine = subprocess.Popen(["sleep", "1000"], env=w.env, start_new_session=True)
+    try:
+        w.close()
+        await wait_for(lambda: mine.poll() is not None, timeout=10)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+        mine.kill()
+        mine.wait()

@@ -346,7 +346,7 @@ class Worker:
         e.t0 = time.time()
         self.report_start(e)
         env = {**os.environ, **self.env, **e.env, "BRASIL_JOB": str(e.job), "BRASIL_EXECUTION": str(e.token),
-               "BRASIL_WORKER": self.name, "BRASIL_SLOT": str(e.slot)}
+               "BRASIL_WORKER": self.name, "BRASIL_SLOT": str(e.slot), **self.watchdog().env}
         try:
             if self.remote_homes:
                 await self._fetch_home(e)

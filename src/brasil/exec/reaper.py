@@ -9,6 +9,13 @@ and ``-PGID`` when it ends. When the daemon dies the pipe reaches end of file, a
 kills every group still listed, then exits. It ignores the signals a terminal sends, so Ctrl-C
 on ``brasil serve`` still lets the daemon end its commands itself first.
 
+The daemon is told of a group only after the spawn returns, and a daemon killed in between (a
+loaded machine can hold its thread there for tens of milliseconds while the command already runs)
+would leave it unlisted. So every command also carries a secret in its environment
+(``BRASIL_WATCHDOG``, told to the watchdog as the pipe's first line, never on a command line others
+can read), and at end of file the watchdog also kills the group of every process of its user whose
+initial environment holds it.
+
 A process group is left by ``setsid``, so where a cgroup v2 can be made (exec/cgroups.py) each
 command runs in its slot's cgroup under the daemon's directory, and the watchdog kills that
 whole subtree (``cgroup.kill``: every descendant, however it detached) and removes it; the
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -35,6 +43,7 @@ import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
     signal.signal(s, signal.SIG_IGN)
 groups = set()
+mark = None
 buf = b""
 while True:
     data = os.read(0, 65536)
@@ -47,11 +56,34 @@ while True:
             groups.add(int(line[1:]))
         elif line[:1] == b"-":
             groups.discard(int(line[1:]))
+        elif line[:1] == b"=":
+            mark = b"BRASIL_WATCHDOG=" + line[1:]
 for g in groups:
     try:
         os.killpg(g, signal.SIGKILL)
     except OSError:
         pass
+if mark is not None:
+    me, uid = os.getpid(), os.getuid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if os.stat("/proc/" + name).st_uid != uid:
+                continue
+            with open("/proc/" + name + "/environ", "rb") as f:
+                env = f.read(1 << 20)
+        except OSError:
+            continue
+        if mark in env.split(b"\0"):
+            try:
+                os.killpg(os.getpgid(int(name)), signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
 if len(sys.argv) > 1:
     top = sys.argv[1]
     try:
@@ -94,6 +126,9 @@ class Watchdog:
         finally:
             os.close(r)
         self._lock = threading.Lock()  # spawn threads and the loop both write
+        secret = secrets.token_hex(16)
+        self.env = {"BRASIL_WATCHDOG": secret}  # for every command (the module's docstring)
+        self._say(f"={secret}\n")
 
     def _say(self, line: str) -> None:
         with self._lock:

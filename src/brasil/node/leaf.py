@@ -327,15 +327,15 @@ async def start(node: Host, leaves: list[Leaf], cmd: str, argv: list[str],
         if not leaves:
             return []
     jobs: list[tuple[list[str], dict[str, str], str | None, int | None]] = []
+    watchdog = node.get_watchdog()
     for leaf in leaves:
         if leaf.process is not None and not leaf.starting:  # a second exec: fresh pipes
             leaf._new_streams()
-        env = {**base_env, **leaf.env, **leaf.rank_env()}
+        env = {**base_env, **leaf.env, **leaf.rank_env(), **watchdog.env}
         jobs.append((argv, env, leaf.effective_dir() or node.workdir, leaf.slot))
     loop = asyncio.get_running_loop()
     half = (len(jobs) + 1) // 2
     batches = [b for b in (jobs[:half], jobs[half:]) if b]
-    watchdog = node.get_watchdog()
     checked = runs_module(argv, "brasil.exec.nsexec")  # it reports whether the binds worked
     spawned = [p for batch in await asyncio.gather(
         *(loop.run_in_executor(node.spawner, spawn_many, b, watchdog, checked)
