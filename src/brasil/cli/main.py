@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("text", nargs=argparse.REMAINDER, metavar="TEXT",
                     help="words joined by spaces; a newline is added")
 
-    from . import batch, cluster, group, mount, pstack, run, serve
+    from . import batch, cluster, group, mount, pstack, run, serve, web
     serve.add_parser(sub)
     run.add_parser(sub)
     group.add_parsers(sub)
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_parsers(sub)
     cluster.add_parser(sub)
     mount.add_parsers(sub)
+    web.add_parser(sub)
     return p
 
 
@@ -162,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("pstack", "pstop", "pcont", "pdetach", "psignal"):
         from . import pstack
         return pstack.main(args)
+    if args.command == "web":
+        from . import web
+        return web.main(args)
     if args.command in ("mount", "umount"):
         from . import mount
         return mount.COMMANDS[args.command](args)
