@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages the real-service test fixtures (tests/services.py) need, only when
 # something is missing: Slurm (+ munge), PostgreSQL, an ssh server and client, iproute2, and for
-# process inspection gcc (test programs are built at test time), elfutils, gdb and graphviz.
+# process inspection gcc (test programs are built at test time), elfutils, gdb and graphviz;
+# Prometheus, and headless Chromium with its driver for the dashboard's browser tests.
 # Fast and silent when everything is present (no apt-get update then). Never fails the build: when
 # apt is unavailable or the install fails, it prints what is missing and exits 0, and the fixtures
 # skip with a clear message. While installing, services are kept from starting (policy-rc.d), so
@@ -22,4 +23,5 @@ have eu-stack || need="$need elfutils"
 have gdb || need="$need gdb"
 have dot || need="$need graphviz"
 have prometheus || need="$need prometheus"
+have chromium && [ -x /usr/bin/chromedriver ] || need="$need chromium chromium-driver"
 exec sh "$(dirname "$0")/install-missing.sh" "the test services" $need

@@ -8,17 +8,19 @@ from fixtures import daemon, wait_for
 
 
 @contextlib.asynccontextmanager
-async def tree_1_3_9(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
-    """n0; n1…n3 under it; n1.1…n3.3 below them: 13 daemons, ``slots`` each."""
+async def tree_1_3_9(tmp: str, slots: int = 2, **options):  # type: ignore[no-untyped-def]
+    """n0; n1…n3 under it; n1.1…n3.3 below them: 13 daemons, ``slots`` each; ``options`` go to
+    every daemon (fixtures.daemon: ``metrics_interval=1.0``…)."""
     from brasil.ninep.client import Client
     async with contextlib.AsyncExitStack() as stack:
-        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots))}
+        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots, **options))}
         for i in (1, 2, 3):
             nodes[f"n{i}"] = await stack.enter_async_context(
-                daemon(tmp, f"n{i}", slots=slots, parent=nodes["n0"].unix))
+                daemon(tmp, f"n{i}", slots=slots, parent=nodes["n0"].unix, **options))
             for j in (1, 2, 3):
                 nodes[f"n{i}.{j}"] = await stack.enter_async_context(
-                    daemon(tmp, f"n{i}.{j}", slots=slots, parent=nodes[f"n{i}"].unix))
+                    daemon(tmp, f"n{i}.{j}", slots=slots, parent=nodes[f"n{i}"].unix,
+                           **options))
         await wait_for(lambda: len(nodes["n0"].children.status_lines()) == 12, timeout=30)
         c = await Client.connect(nodes["n0"].unix)
         try:

@@ -65,7 +65,7 @@ async def serve(args: argparse.Namespace) -> int:
         # are known once the port is.
         hosts: list[str] = []
         app = make_app(cluster, token, actions=args.actions, hosts=hosts, at=args.at or "")
-        runner = aioweb.AppRunner(app, access_log=None)
+        runner = aioweb.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = aioweb.TCPSite(runner, host, port, backlog=64)
         await site.start()
@@ -73,6 +73,8 @@ async def serve(args: argparse.Namespace) -> int:
         shown = f"[{host}]" if ":" in host else host
         hosts += [f"{shown}:{bound}"] + ([f"localhost:{bound}", f"127.0.0.1:{bound}"]
                                          if is_loopback(host) else [])
+        if host in ("0.0.0.0", "::"):  # any of the machine's names and addresses
+            hosts.append(f"*:{bound}")
         if not is_loopback(host):
             print(f"brasil web: listening on {host}, beyond loopback: whoever reaches it still "
                   "needs the token, but HTTP is not encrypted (prefer ssh -L to a loopback "

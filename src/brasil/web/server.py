@@ -76,11 +76,15 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def _same_origin(request: web.Request) -> bool:
+    """The Host is one this server answers to ("*:PORT": any name, for a wildcard address),
+    and the Origin, when the browser sends one, is that Host's."""
     host = request.headers.get("Host", "")
-    if host not in request.app[CONFIG]["hosts"]:
+    hosts = request.app[CONFIG]["hosts"]
+    port = host.rpartition(":")[2]
+    if host not in hosts and f"*:{port}" not in hosts:
         return False
     origin = request.headers.get("Origin")
-    return origin is None or origin in (f"http://{h}" for h in request.app[CONFIG]["hosts"])
+    return origin is None or origin == f"http://{host}"
 
 
 def _headers(resp: web.StreamResponse) -> None:
@@ -162,20 +166,21 @@ async def events(request: web.Request) -> web.StreamResponse:
         seen = -1
         while True:
             def newer(v: int = seen) -> bool:
-                return cluster.version != v
+                return cluster.version != v or cfg["closing"]
             async with cluster.changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cluster.changed.wait_for(newer), 15)
+            if cfg["closing"]:
+                break
             if cluster.version == seen:
                 await resp.write(b": still here\n\n")  # keeps proxies and the browser awake
                 continue
             seen = cluster.version
             await resp.write(b"event: snapshot\ndata: " + _dumps(cluster.snapshot).encode()
                              + b"\n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
     finally:
         cfg["sse"] -= 1
+    return resp
 
 
 async def action(request: web.Request) -> web.Response:
@@ -206,7 +211,13 @@ def make_app(cluster: Cluster, token: str, *, actions: bool = False, hosts: list
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[CLUSTER] = cluster
     app[CONFIG] = {"token": token, "csrf": secrets.token_urlsafe(32), "actions": actions,
-                   "hosts": hosts, "sse": 0, "at": at}
+                   "hosts": hosts, "sse": 0, "at": at, "closing": False}
+
+    async def closing(app: web.Application) -> None:  # the live pages end with the server
+        app[CONFIG]["closing"] = True
+        async with cluster.changed:
+            cluster.changed.notify_all()
+    app.on_shutdown.append(closing)
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", page)
     app.router.add_get("/api/session", session_info)
