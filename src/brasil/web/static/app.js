@@ -127,7 +127,7 @@ function renderScope() {
     crumbs.append(el("a", { on: { click: () => select(c) } }, c === snap.root ? `${c} (whole tree)` : c));
   });
   const title = document.getElementById("scope-title");
-  title.textContent = name === snap.root ? `Whole tree below ${name}` : `${name}: its node${n.set ? " and subtree" : ""}`;
+  title.textContent = name === snap.root ? `Whole tree below ${name}` : n.set ? `Subtree below ${name}` : `Node ${name}`;
   document.getElementById("scope-set").textContent = n.set ? `subtree: ${n.set}` : "";
   const t = clear(document.getElementById("latest"));
   const m = n.metrics || {};
@@ -288,9 +288,9 @@ async function gantt() {
   clear(box);
   box.append(el("h3", {}, `Gantt of ${w.tag}: makespan ${w.makespan.toFixed(2)} s`, el("a", { class: "src" }, w.path)));
   const rows = [...new Set(w.runs.map((r) => r.row))].sort();
-  const W = 900, L = 150, RH = 16, H = rows.length * RH + 24;
+  const W = Math.max(400, box.clientWidth || 900), L = 150, RH = 16, H = rows.length * RH + 24;
   const t0 = w.first, t1 = Math.max(t0 + 0.001, ...w.runs.map((r) => r.end));
-  const s = svg("svg", { class: "gantt", viewBox: `0 0 ${W} ${H}`, height: H });
+  const s = svg("svg", { class: "gantt", viewBox: `0 0 ${W} ${H}`, width: W, height: H });
   s.append(svg("title", {}, w.path));
   rows.forEach((r, i) => s.append(svg("text", { x: 4, y: i * RH + 12 }, r)));
   for (const r of w.runs) {
