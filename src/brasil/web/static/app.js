@@ -324,6 +324,7 @@ function apply(snap) {
   src("tree-src", snap.sources.nodes);
   if (state.selected && !snap.nodes.some((n) => n.name === state.selected)) state.selected = null;
   renderTree(); renderScope(); renderSessions(); renderBatch();
+  if (first && window.performance && performance.mark) performance.mark("brasil-first-tree");
   if (first) {
     const sel = document.getElementById("metric");
     for (const m of snap.metrics) sel.append(el("option", { value: m, selected: m === state.metric }, m));
