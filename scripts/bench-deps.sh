@@ -10,6 +10,7 @@ parallel --version 2>/dev/null | grep -q 'GNU parallel' || need="$need parallel"
 [ -x /usr/bin/time ] || need="$need time"
 [ -x /usr/bin/clush ] && [ -x /usr/bin/clubak ] || need="$need clustershell"
 [ -x /usr/bin/pdsh ] && [ -x /usr/bin/dshbak ] || need="$need pdsh"
+[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || need="$need chromium chromium-driver"  # bench/web.py
 sh "$(dirname "$0")/install-missing.sh" "the benchmarks" $need
 mkdir -p "$HOME/.parallel" 2>/dev/null && touch "$HOME/.parallel/will-cite" 2>/dev/null
 exit 0
