@@ -63,6 +63,8 @@ NOT_COMMANDS: dict[tuple[str, str], str] = {
     ("docs/reference.md", "SUB NODE SLOT STATE PID EXIT_STATUS [ERROR…]"):
         "the format of a session's status lines",
     ("docs/reference.md", "batch/"): "a listing of the scheduler's files",
+    ("docs/reference.md", "/csrv/local/subtree             the nodes, their load and slots (a "
+     "node gone from it: lost)"): "a listing of the files the dashboard reads",
 }
 
 # Commands not run: command → why. (The README's tree lines are run by the `tree` fixture.)
@@ -87,6 +89,7 @@ KNOWN_FAILURES: dict[str, str] = {}
 FOREVER: dict[str, float] = {
     "brasil ptail -f --where 'name=n1*' fs/var/log/app.log": 8,
     "brasil ptop": 8,
+    "brasil web": 8,
 }
 
 # The files the examples name, in the work directory (mode 0755 when the name says it runs).
@@ -172,6 +175,7 @@ EXPECT: dict[str, Callable[[Ran], str | None]] = {
     "brasil ptail -f --where 'name=n1*' fs/var/log/app.log": _contains("n1: ERROR disk full"),
     "brasil pgrep ERROR fs/var/log/app.log": _contains("ERROR disk full"),
     "brasil ptop": _contains("n3.3"),
+    "brasil web": _contains("http://127.0.0.1:", "/?token="),
     "brasil serve": _contains("serving 9P on unix:", "127.0.0.1:5670"),
     "brasil serve --listen 127.0.0.1:0 --slots 4 --export ~/data": _contains("fs/"),
     "brasil serve --label rack=r7": _contains("rack=r7"),

@@ -55,7 +55,7 @@ async def serve(args: argparse.Namespace) -> int:
     from ..web.source import Cluster
     host, port = parse_listen(args.listen)
     c = await connect(args)
-    cluster = Cluster(c)
+    cluster = Cluster(c, redial=lambda: connect(args))
     runner = None
     try:
         await cluster.refresh()  # the first snapshot before the URL: the first paint is quick
@@ -92,7 +92,7 @@ async def serve(args: argparse.Namespace) -> int:
         if runner is not None:
             await runner.cleanup()
         await cluster.stop()
-        await c.close()
+        await cluster.c.close()
     return 0
 
 

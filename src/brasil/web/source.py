@@ -89,8 +89,10 @@ async def read_bounded(c: Client, path: str, limit: int = MAX_READ) -> tuple[byt
 class Cluster:
     """The dashboard's view of the tree below the daemon ``c`` is connected to."""
 
-    def __init__(self, c: Client, poll: float = POLL) -> None:
+    def __init__(self, c: Client, poll: float = POLL,
+                 redial: Callable[[], Awaitable[Client]] | None = None) -> None:
         self.c = c
+        self.redial = redial  # a new connection when the daemon's is lost (it restarted)
         self.poll = poll
         self.root = ""
         self.paths: dict[str, str] = {}     # node → its /csrv path ("csrv/n1/n1.2")
@@ -121,9 +123,15 @@ class Cluster:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - shown on the page; the next poll tries again
+                if not self.c.closed and isinstance(e, ConnectionError):
+                    self.c.abort()
                 log.warning("web: a poll failed: %s", e)
                 self.snapshot = {**self.snapshot, "error": clip(str(e)), "t": time.time()}
                 await self._publish()
+                if self.c.closed and self.redial is not None:
+                    with contextlib.suppress(Exception):
+                        self.c = await asyncio.wait_for(self.redial(), 10)
+                        self.paths = {}  # where each node is: asked again
             await asyncio.sleep(self.poll)
 
     async def _publish(self) -> None:
@@ -140,7 +148,8 @@ class Cluster:
                 live[a["name"]] = a
         if live and not self.root:
             self.root = next(iter(live))
-        if set(live) - set(self.paths) or any(n not in live for n in self.paths):
+        if not self.paths or set(live) - set(self.paths) or any(
+                n not in live for n in self.paths):
             await self._walk(set(live))
         metrics, summary, sessions, batch = await asyncio.gather(
             self._metrics(), self._summary(), self._sessions(), self._batch())
