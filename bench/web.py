@@ -111,7 +111,8 @@ def main() -> int:
         if not url.startswith("http://"):
             raise BenchError(f"brasil web did not start: {web.stderr.read() if web.stderr else ''}")
         base = url.split("?")[0].rstrip("/")
-        cookie = "brasil_web=" + urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+        u = urllib.parse.urlsplit(url)
+        cookie = f"brasil_web_{u.port}=" + urllib.parse.parse_qs(u.query)["token"][0]
         o = webdriver.ChromeOptions()
         for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                   "--window-size=1400,1000"):

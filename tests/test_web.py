@@ -70,13 +70,16 @@ async def test_the_token_is_always_required_and_actions_only_with_csrf(tmp_path)
             for path in ("/", "/api/snapshot", "/static/app.js", "/api/events"):
                 assert (await ask(base + path))[0] == 403
             assert (await ask(base + "/?token=" + token[:-1] + "x"))[0] == 403
-            assert (await ask(base + "/", headers={"Cookie": "brasil_web=nope"}))[0] == 403
+            assert (await ask(base + "/", headers={
+                "Cookie": f"brasil_web_{urllib.parse.urlsplit(url).port}=nope"}))[0] == 403
             # The token URL sets a strict cookie and drops the token from the address.
             status, headers, _ = await ask(url)
             assert status == 302 and headers["Location"] == "/"
             cookie = headers["Set-Cookie"]
             assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-            jar = {"Cookie": f"brasil_web={token}"}
+            port = urllib.parse.urlsplit(url).port
+            assert cookie.startswith(f"brasil_web_{port}={token};")
+            jar = {"Cookie": f"brasil_web_{port}={token}"}
             status, headers, body = await ask(base + "/", headers=jar)
             assert status == 200 and b"app.js" in body
             assert "default-src 'self'" in headers["Content-Security-Policy"]
@@ -87,6 +90,12 @@ async def test_the_token_is_always_required_and_actions_only_with_csrf(tmp_path)
             assert status == 400 and b"unknown metric" in body
             status, _, body = await ask(base + "/api/history?range=1e12", headers=jar)
             assert status == 400
+            # Beyond loopback: allowed, said so, and the token still required.
+            async with brasil_web(at, "--listen", "0.0.0.0:0") as (wide, p):
+                wport = urllib.parse.urlsplit(wide).port
+                assert (await ask(f"http://127.0.0.1:{wport}/"))[0] == 403
+                assert (await ask(f"http://127.0.0.1:{wport}/api/snapshot"))[0] == 403
+            assert b"beyond loopback" in await p.stderr.read()
             # Without --actions, every POST is refused, CSRF token or not.
             for path in ("/api/kill", "/api/cancel"):
                 status, _, _ = await ask(base + path, method="POST", headers=jar, body=b"{}")
@@ -98,7 +107,8 @@ async def test_the_token_is_always_required_and_actions_only_with_csrf(tmp_path)
             await c.write(f"csrv/local/{sid}/ctl", "exec sleep 300\n")
             abase = act_url.split("?")[0].rstrip("/")
             atoken = urllib.parse.parse_qs(urllib.parse.urlsplit(act_url).query)["token"][0]
-            ajar = {"Cookie": f"brasil_web={atoken}"}
+            aport = urllib.parse.urlsplit(act_url).port
+            ajar = {"Cookie": f"brasil_web_{aport}={atoken}"}
             info = json.loads((await ask(abase + "/api/session", headers=ajar))[2])
             assert info["actions"] and info["csrf"]
             # With --actions: no CSRF token, a wrong one, or another origin: 403; the token of
@@ -108,7 +118,8 @@ async def test_the_token_is_always_required_and_actions_only_with_csrf(tmp_path)
             post = {**ajar, "Content-Type": "application/json"}
             for headers in (post, {**post, "X-CSRF-Token": "x"},
                             {**post, "X-CSRF-Token": info["csrf"], "Origin": "http://evil.test"},
-                            {"Cookie": f"brasil_web={token}", "X-CSRF-Token": info["csrf"]}):
+                            {"Cookie": f"brasil_web_{aport}={token}",
+                             "X-CSRF-Token": info["csrf"]}):
                 assert (await ask(abase + "/api/kill", method="POST", headers=headers,
                                   body=kill))[0] == 403
             assert "running" in (await c.read(f"csrv/local/{sid}/ctl")).decode()
@@ -200,11 +211,15 @@ async def test_the_page_shows_the_tree_live_charts_lost_nodes_and_cluster_text_a
                 await asyncio.to_thread(until, driver, lost)
                 assert "lost (1): n3.3" in await asyncio.to_thread(
                     lambda: driver.find_element(By.ID, "sets").text)
-                # Drill down: a subtree's charts and its folded node set.
-                await asyncio.to_thread(lambda: driver.find_element(
-                    By.CSS_SELECTOR, '#tree .node[data-node="n2"]').click())
-                await asyncio.to_thread(until, driver, lambda d: "n2,n2.[1-3]" in d.find_element(
-                    By.ID, "scope-set").text)
+                # Drill down: a subtree's charts and its folded node set. (The tree is drawn
+                # again at every snapshot: a click that met a tile being replaced is made again.)
+                def drilled(d: Any) -> bool:
+                    if "n2,n2.[1-3]" in d.find_element(By.ID, "scope-set").text:
+                        return True
+                    with contextlib.suppress(Exception):
+                        d.find_element(By.CSS_SELECTOR, '#tree .node[data-node="n2"]').click()
+                    return False
+                await asyncio.to_thread(until, driver, drilled)
                 await asyncio.to_thread(until, driver, lambda d: "/csrv/n2/local/metrics/history"
                                         in d.find_element(By.ID, "charts").text)
     finally:

@@ -31,7 +31,7 @@ from .source import Cluster, SourceError
 
 MAX_BODY = 4096
 MAX_SSE = 32
-COOKIE = "brasil_web"
+COOKIE = "brasil_web_"  # and the port: browsers share cookies between a host's ports
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
@@ -56,10 +56,10 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         # Trade the token in the URL for a cookie, and leave the URL (history, Referer) clean.
         query = {k: v for k, v in request.query.items() if k != "token"}
         resp = web.HTTPFound(request.rel_url.with_query(query).path_qs)
-        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+        resp.set_cookie(cookie_name(request), token, httponly=True, samesite="Strict", path="/")
         _headers(resp)
         raise resp
-    cookie = request.cookies.get(COOKIE, "")
+    cookie = request.cookies.get(cookie_name(request), "")
     if not hmac.compare_digest(cookie.encode(), token.encode()):
         return _refuse("no token: open the URL `brasil web` printed (with ?token=…)")
     if request.method not in ("GET", "HEAD"):
@@ -73,6 +73,12 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     resp = await handler(request)
     _headers(resp)
     return resp
+
+
+def cookie_name(request: web.Request) -> str:
+    """``brasil_web_PORT``: two dashboards on one machine keep a cookie each."""
+    port = request.host.rpartition(":")[2]
+    return COOKIE + (port if port.isdigit() else "80")
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -70,11 +70,32 @@ function colourOf(n) {
   return `hsl(${Math.round(120 * (1 - x))}, 55%, 38%)`;
 }
 function nodeLabel(n) {
+  if (n.state !== "up") return n.state;
   return state.colour === "free" ? `${n.free ?? "?"}/${n.slots ?? "?"}` : fmt(n.load);
 }
 
+function paintTile(tile, n) {  // what changes from one snapshot to the next, in place
+  tile.style.background = colourOf(n);
+  tile.title = `${n.name} (${n.state}): load ${fmt(n.load)}, free ${n.free}/${n.slots} slots — ${n.path}/local/status`;
+  tile.lastChild.textContent = nodeLabel(n);
+}
+
 function renderTree() {
-  const snap = state.snap, box = clear(document.getElementById("tree"));
+  const snap = state.snap;
+  // The same nodes in the same places: the tiles are repainted, not replaced, so that a click
+  // in progress is not lost to a snapshot.
+  const shape = JSON.stringify([state.selected, snap.nodes.map((n) => [n.name, n.parent, n.state, n.set])]);
+  if (shape === state.treeShape) {
+    for (const n of snap.nodes) {
+      const tile = state.tiles[n.name];
+      if (tile) paintTile(tile, n);
+    }
+    renderSets();
+    return;
+  }
+  state.treeShape = shape;
+  state.tiles = {};
+  const box = clear(document.getElementById("tree"));
   const kids = {};
   const byName = {};
   for (const n of snap.nodes) { byName[n.name] = n; }
@@ -86,21 +107,28 @@ function renderTree() {
     const tile = el("span", {
       class: "node " + n.state + (state.selected === n.name ? " selected" : ""),
       "data-node": n.name, "data-state": n.state,
-      title: `${n.name} (${n.state}): load ${fmt(n.load)}, free ${n.free}/${n.slots} slots — ${n.path}/local/status`,
       on: { click: (ev) => { ev.stopPropagation(); select(n.name); } },
-    }, n.name, el("span", { class: "fig" }, nodeLabel(n)));
-    tile.style.background = colourOf(n);
+    }, n.name, el("span", { class: "fig" }));
+    paintTile(tile, n);
+    state.tiles[n.name] = tile;
     const li = el("li", {}, tile);
     const ch = (kids[n.name] || []).sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
     if (ch.length) {
       if (n.set) li.append(el("span", { class: "folded", title: "the subtree as a node set" }, n.set));
-      if (depth < 12) li.append(el("ul", {}, ...ch.map((c) => build(c, depth + 1))));
+      const leaves = ch.every((c) => !(kids[c.name] || []).length);
+      if (leaves && ch.length > 3) {  // a row of tiles: 64 leaves stay at a glance
+        li.append(el("div", { class: "leaves" }, ...ch.map((c) => build(c, depth + 1).firstChild)));
+      } else if (depth < 12) li.append(el("ul", {}, ...ch.map((c) => build(c, depth + 1))));
     }
     return li;
   };
   const roots = kids[""] || [];
   box.append(el("ul", {}, ...roots.map((n) => build(n, 0))));
-  const sets = clear(document.getElementById("sets"));
+  renderSets();
+}
+
+function renderSets() {
+  const snap = state.snap, sets = clear(document.getElementById("sets"));
   sets.append(el("div", { title: snap.sources.nodes }, `up (${snap.count.up}): ${snap.up || "–"}`));
   if (snap.count.lost) sets.append(el("div", { class: "state-lost", "data-lost": snap.lost }, `lost (${snap.count.lost}): ${snap.lost}`));
 }
@@ -227,7 +255,15 @@ function tails() {
 
 // ---- sessions and batch ------------------------------------------------------------------
 
+function unchanged(key, value) {  // a part drawn again only when it changed (clicks survive)
+  const text = JSON.stringify(value);
+  if (state.drawn && state.drawn[key] === text) return true;
+  (state.drawn = state.drawn || {})[key] = text;
+  return false;
+}
+
 function renderSessions() {
+  if (unchanged("sessions", [state.snap.sessions, state.actions])) return;
   const snap = state.snap, t = clear(document.getElementById("sessions"));
   src("sessions-src", snap.sources.sessions);
   t.append(el("tr", {}, ...["node", "id", "user", "command", "ranks", "where", "state", ""].map((h) => el("th", {}, h))));
@@ -245,6 +281,7 @@ function renderSessions() {
 }
 
 function renderBatch() {
+  if (unchanged("batch", [state.snap.batch, state.actions])) return;
   const snap = state.snap, b = snap.batch || {};
   src("batch-src", snap.sources.batch);
   const sm = b.summary || {};
@@ -344,7 +381,7 @@ function live() {
 }
 
 async function start() {
-  document.getElementById("colour").addEventListener("change", (e) => { state.colour = e.target.value; renderTree(); });
+  document.getElementById("colour").addEventListener("change", (e) => { state.colour = e.target.value; state.treeShape = null; renderTree(); });
   document.getElementById("metric").addEventListener("change", (e) => { state.metric = e.target.value; makeCharts(); });
   document.getElementById("range").addEventListener("change", (e) => { state.range = +e.target.value; makeCharts(); });
   try {
