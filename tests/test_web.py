@@ -154,8 +154,12 @@ def chrome() -> Any:
 
 
 def until(driver: Any, what: Any, timeout: float = 30) -> Any:
+    """Wait for a condition; an element the page drew again meanwhile (a new snapshot) is
+    looked for again at the next poll."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(what)
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=[StaleElementReferenceException]).until(what)
 
 
 async def test_the_page_shows_the_tree_live_charts_lost_nodes_and_cluster_text_as_text(tmp_path):
@@ -176,8 +180,9 @@ async def test_the_page_shows_the_tree_live_charts_lost_nodes_and_cluster_text_a
                 def tiles(d: Any) -> list[Any]:
                     return d.find_elements(By.CSS_SELECTOR, "#tree .node")
                 await asyncio.to_thread(until, driver, lambda d: len(tiles(d)) == 13)
-                names = await asyncio.to_thread(
-                    lambda: sorted(e.get_attribute("data-node") for e in tiles(driver)))
+                names = sorted(await asyncio.to_thread(driver.execute_script, (
+                    "return [...document.querySelectorAll('#tree .node')]"
+                    ".map(e => e.dataset.node)")))
                 assert names == sorted(nodes)
                 text = await asyncio.to_thread(lambda: driver.find_element(By.ID, "sets").text)
                 assert "n[0-3],n[1-3].[1-3]" in text
