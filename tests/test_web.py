@@ -229,3 +229,16 @@ async def test_the_page_shows_the_tree_live_charts_lost_nodes_and_cluster_text_a
                                         in d.find_element(By.ID, "charts").text)
     finally:
         await asyncio.to_thread(driver.quit)
+
+
+# The pieces ------------------------------------------------------------------------------------
+
+def test_the_text_forms_the_page_is_made_of():
+    from brasil.web.source import fold, session_attrs, status_attrs
+    assert fold(["n0", "n1", "n2", "n3", "n1.1", "n1.2", "n2.1", "n2.2"]) == "n[0-3],n[1-2].[1-2]"
+    assert fold([]) == ""
+    got = session_attrs("user=ann command=sh -c 'echo a b' session=n1/4")
+    assert got == {"user": "ann", "command": "sh -c 'echo a b'", "session": "n1/4"}
+    a = status_attrs("n1 2 1 0.5 900 up name=n1 cores=2 rack=r7")
+    assert (a["name"], a["slots"], a["free"], a["cores"], a["rack"]) == ("n1", "2", "1", "2", "r7")
+    assert status_attrs("short line") == {}

@@ -126,7 +126,7 @@ async def snapshot(request: web.Request) -> web.Response:
     if not cluster.snapshot:
         async with cluster.changed:
             await asyncio.wait_for(cluster.changed.wait_for(lambda: bool(cluster.snapshot)), 30)
-    return web.json_response(cluster.snapshot, dumps=_dumps)
+    return web.Response(body=cluster.encoded, content_type="application/json")
 
 
 def _dumps(v: Any) -> str:
@@ -182,8 +182,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await resp.write(b": still here\n\n")  # keeps proxies and the browser awake
                 continue
             seen = cluster.version
-            await resp.write(b"event: snapshot\ndata: " + _dumps(cluster.snapshot).encode()
-                             + b"\n\n")
+            await resp.write(b"event: snapshot\ndata: " + cluster.encoded + b"\n\n")
     finally:
         cfg["sse"] -= 1
     return resp

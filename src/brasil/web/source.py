@@ -100,6 +100,7 @@ class Cluster:
         self.last_parent: dict[str, str] = {}  # kept for a lost node: where it was
         self.seen: dict[str, dict[str, Any]] = {}  # every node ever seen: its last status
         self.snapshot: dict[str, Any] = {}
+        self.encoded = b"{}"  # the snapshot's JSON, made once for every page
         self.version = 0
         self.changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -135,6 +136,7 @@ class Cluster:
             await asyncio.sleep(self.poll)
 
     async def _publish(self) -> None:
+        self.encoded = json.dumps(self.snapshot, separators=(",", ":")).encode()
         async with self.changed:
             self.version += 1
             self.changed.notify_all()
@@ -156,6 +158,8 @@ class Cluster:
         nodes = []
         for name, a in live.items():
             self.seen[name] = a
+        for name in [n for n in self.seen if n not in live][:max(0, len(self.seen) - MAX_NODES)]:
+            del self.seen[name]  # lost nodes, earliest seen first: the list stays bounded
         for name in live:
             if name in self.parent:
                 self.last_parent[name] = self.parent[name]
