@@ -143,7 +143,7 @@ def web_step(env: dict[str, str]) -> int:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
+        from selenium.webdriver.support.ui import Select, WebDriverWait
     except ImportError:
         print("  skipped: needs selenium (the test extra: make setup)")
         return 0
@@ -172,14 +172,19 @@ def web_step(env: dict[str, str]) -> int:
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sessions tr[data-session]"))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#workloads .workload"))
         d = driver
+        Select(d.find_element(By.ID, "range")).select_by_value("900")  # the demo's minutes
         d.find_element(By.CSS_SELECTOR, "#workloads .workload button").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "svg.gantt rect"))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "svg.chart polyline"))
         shots = []
 
-        def shot(name: str) -> None:
-            h = d.execute_script("return document.documentElement.scrollHeight")
-            d.set_window_size(1400, max(900, int(h) + 40))
+        def shot(name: str) -> None:  # the whole page: the window as tall as what it holds
+            for _ in range(3):
+                h = int(d.execute_script("return document.documentElement.scrollHeight"))
+                inner = int(d.execute_script("return window.innerHeight"))
+                if inner >= h:
+                    break
+                d.set_window_size(1400, d.get_window_size()["height"] + h - inner + 8)
             path = os.path.join(keep, name)
             d.save_screenshot(path)
             shots.append(path)
