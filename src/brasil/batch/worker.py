@@ -47,7 +47,7 @@ from ..lifecycle import step
 from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
 from ..ninep.errors import NinepError
-from . import commit, isolate, remote
+from . import commit, isolate
 from .lifecycle import WORK
 from .messages import (
     Clean,
@@ -64,6 +64,7 @@ from .messages import (
     decode_order,
     encode_report,
 )
+from .remote_homes import fetch_tree, relative, upload
 
 log = logging.getLogger("brasil.batch.worker")
 # One line per execution with the moments it passed (brasil worker --trace-jobs; bench/batch.py
@@ -369,7 +370,7 @@ class Worker:
         assert self.client is not None and self.export_root
         self._scratch(e)
         e.lower = os.path.join(e.scratch, "lower")
-        await remote.fetch_tree(self.client, remote.relative(e.home, self.export_root), e.lower)
+        await fetch_tree(self.client, relative(e.home, self.export_root), e.lower)
         os.makedirs(e.home, exist_ok=True)
 
     def _scratch(self, e: Execution) -> None:
@@ -594,8 +595,8 @@ class Worker:
         try:
             if self.remote_homes:
                 assert self.client is not None and self.export_root
-                await remote.upload(self.client, os.path.join(e.scratch, "upper"),
-                                    remote.relative(e.home, self.export_root), e.token, e.ops)
+                await upload(self.client, os.path.join(e.scratch, "upper"),
+                             relative(e.home, self.export_root), e.token, e.ops)
             else:
                 await loop.run_in_executor(None, commit.stage_local, os.path.join(
                     e.scratch, "upper"), e.home, e.token, e.ops)

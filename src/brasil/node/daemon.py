@@ -32,10 +32,10 @@ from ..ninep.synthetic import (
     Entry,
     GeneratedFile,
     Handle,
+    Inode,
     StaticFile,
     TableDir,
 )
-from ..ninep.synthetic import Node as File
 from .attrs import Selection, format_attrs, system_attrs
 from .exportfs import Export, ExportDir
 from .hooks import Reserver
@@ -55,7 +55,7 @@ def arch_line() -> str:
     return f"{platform.system().lower()} {platform.machine()}"
 
 
-class CloneFile(File):
+class CloneFile(Inode):
     """Opening it makes a session; reading that open gives the session's id."""
 
     def __init__(self, node: Node) -> None:
