@@ -11,6 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..exec.procgroup import parse_signal
 from ..exec.records import NEWLINE, Key, parse_rs, quote
 from ..ninep.constants import OTRUNC
 from ..ninep.ctl import CommandTable, CtlFile, CtlHandle, excerpt
@@ -62,18 +63,11 @@ class SessionFile(Inode):
 
 # ---- ctl ----
 
-SIGNALS = {name[3:]: getattr(signal, name) for name in dir(signal)
-           if name.startswith("SIG") and not name.startswith("SIG_") and name.isupper()}
-
-
-def parse_signal(text: str) -> int:
-    t = text.upper().removeprefix("SIG")
-    if t.isdigit():
-        return int(t)
-    if t in SIGNALS:
-        return int(SIGNALS[t])
-    raise NinepError(f'kill: unknown signal "{excerpt(text)}"; use a name like TERM, KILL, INT '
-                     'or a number', errno.EINVAL)
+def _signal(text: str) -> int:
+    try:
+        return parse_signal(text)
+    except ValueError as e:
+        raise NinepError(f"kill: {e}", errno.EINVAL) from None
 
 
 def _rs(args: list[str], what: str) -> Any:
@@ -145,7 +139,7 @@ class SessionCtl(CtlFile):
 
     @commands.command("kill [SIG]")
     def kill(self, args: list[str]) -> Any:
-        return self.session.kill(parse_signal(args[0]) if args else signal.SIGTERM)
+        return self.session.kill(_signal(args[0]) if args else signal.SIGTERM)
 
     @commands.command("stop", args=(0, 0))
     def stop(self, args: list[str]) -> Any:
