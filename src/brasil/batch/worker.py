@@ -83,13 +83,9 @@ def default_name() -> str:
 
 
 @dataclass
-class Execution:
-    token: int
-    job: int
-    cmd: str
-    home: str
-    env: dict[str, str]
-    isolate: bool
+class Execution(Run):
+    """A ``run`` order (the scheduler's fields, decoded in batch/messages.py) and what this
+    worker knows of it as it goes."""
     slot: int = -1
     pid: int = 0
     popen: subprocess.Popen[bytes] | None = None
@@ -102,7 +98,6 @@ class Execution:
     status: int = 0
     pending: Report | None = None  # the last report that awaits an answer
     ops: list[Any] = field(default_factory=list)
-    timeout: int = 0  # seconds it may run (0: no limit)
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
     marks: dict[str, float] = field(default_factory=dict)  # moment → time.time() (the trace)
@@ -293,7 +288,7 @@ class Worker:
             if order.token in self.execs:
                 return
             new = Execution(order.token, order.job, order.cmd, order.home, order.env,
-                            order.isolate, timeout=order.timeout)
+                            order.isolate, order.timeout)
             new.mark("received")
             self.execs[new.token] = new
             self._background(self._start(new))
