@@ -52,6 +52,13 @@ def debuggers(session: Any) -> Debuggers:
     return d
 
 
+def end_debuggers(session: Any) -> Awaitable[None] | None:
+    """A closing session lets its gdbs go now (each detaches and exits), not when the session
+    is collected; the finalizer below stays for a session dropped without a close."""
+    d = _debuggers.pop(session.top, None)
+    return d.detach() if d is not None and d.held else None
+
+
 def _end(d: Debuggers) -> None:
     for dbg in d.held.values():
         if dbg.proc is not None and dbg.proc.returncode is None:

@@ -29,6 +29,7 @@ from .attrs import Filter, Selection
 from .host import Delegate, FarSub, Host
 from .io import AGGREGATE, Aggregator, Distributor, Output, Sink
 from .leaf import Leaf, start
+from .proc_files import end_debuggers
 from .scope import EVERYWHERE, Scope, background
 
 log = logging.getLogger("brasil.session")
@@ -315,6 +316,9 @@ class Session(Scope):
     def close(self) -> None:
         if self.session_state == "closed":
             return
+        ending = end_debuggers(self) if self.top is self else None
+        if ending is not None:
+            background(ending)
         for leaf in self.subs:
             leaf.release()
         self.node.release_slots([leaf.slot for leaf in self.subs])  # one merge, not one per slot
