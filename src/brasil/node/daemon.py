@@ -40,6 +40,7 @@ from .attrs import Selection, format_attrs, system_attrs
 from .exportfs import Export, ExportDir
 from .hooks import Reserver
 from .host import DataPath, Delegate, FarEnd, Owner
+from .policy import Policy
 from .scope import Scope
 from .session import Session
 from .session_files import SessionDir, attrs_file, env_file, ns_file
@@ -91,6 +92,7 @@ class Node:
         self.status_sources: list[Callable[[], Any]] = []  # the subtree's lines, maybe awaited
         self.status_keys: list[Callable[[], set[str]]] = []  # attribute names seen below
         self.labels: dict[str, str] = {}
+        self.policy: Policy | None = None  # caps per user (node/policy.py; serve --policy)
         # the hooks the tree sets (node/hooks.py), when this node is in one
         self.reserver: Reserver | None = None  # reserves on neighbours (tree/reserve.py)
         self.cut_through: DataPath | None = None  # direct splices' endpoint (tree/data.py)
@@ -175,6 +177,21 @@ class Node:
         self.local.add(sid, SessionDir(session))
         log.info("session %s: created", sid)
         return session
+
+    def check_policy(self, session: Owner, n: int) -> None:
+        """``n`` more slots for ``session``, made here: refused (and logged) past a cap of the
+        policy. Its user's other sessions made here that hold slots count against the caps."""
+        if self.policy is None:
+            return
+        user = session.user
+        mine = [s for s in self.sessions.values()
+                if s is not session and s.user == user and s.came_from is None and s.nsubs
+                and s.session_state != "closed"]
+        try:
+            self.policy.check_res(user, n, len(mine), sum(s.nsubs for s in mine))
+        except NinepError as e:
+            log.warning("session %s: %s", session.path, e)
+            raise
 
     def neighbor_lost(self, name: str) -> None:
         """Sub-sessions held through a lost neighbour fail, naming it; the rest go on."""

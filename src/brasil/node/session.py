@@ -110,6 +110,8 @@ class Session(Scope):
     # ---- res ----
 
     async def reserve(self, n: int, sel: Selection = EVERYWHERE, upto: bool = False) -> None:
+        if self.came_from is None:  # the caps are checked at the origin (node/policy.py)
+            self.node.check_policy(self, n)
         self.session_step("reserve")
         if self.default_where is not None:  # made in a query directory: its nodes only
             sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode)
