@@ -37,6 +37,17 @@ def test_a_wrong_policy_is_a_sentence_that_says_where(data, says):
     assert says in str(e.value)
 
 
+def test_the_reference_example_is_a_valid_policy():
+    import pathlib
+    import re
+    import tomllib
+    text = (pathlib.Path(__file__).parent.parent / "docs/reference.md").read_text()
+    block = re.search(r"```toml\n(\[caps.*?)```", text, re.S)
+    assert block is not None
+    p = policy.parse(tomllib.loads(block.group(1)), "reference.md")
+    assert p.caps("alice") == policy.Caps(sessions=20, slots=16, reservation=128)
+
+
 def test_serve_refuses_to_start_on_a_bad_policy_file(tmp_path):
     (tmp_path / "p.toml").write_text("[caps.bob]\nslots = 'many'\n")
     state = tmp_path / "state"
