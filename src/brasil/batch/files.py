@@ -59,7 +59,7 @@ class BatchCtl(CtlFile):
     def state(self) -> str:
         return self.sched.state_line()
 
-    @commands.command("worker NAME SLOTS [remote] [host=H] [pid=P]", args=(2, 5))
+    @commands.command("worker NAME SLOTS [remote] [host=H] [pid=P] [domain=D]", args=(2, 6))
     def _worker(self, args: list[str]) -> None:
         name = args[0]
         if not TAG_RE.fullmatch(name):
@@ -77,8 +77,12 @@ class BatchCtl(CtlFile):
         if not pid.isdigit() or len(pid) > 10 or slots > 1 << 20:
             raise NinepError(f"worker: SLOTS up to {1 << 20} and pid=P a process id, not "
                              f"{' '.join(args[1:])[:60]!r}", errno.EINVAL)
+        domain = opts.get("domain", "")
+        if domain and not TAG_RE.fullmatch(domain):
+            raise NinepError(f"worker: domain {domain[:60]!r}: use letters, digits, '.', '_' "
+                             "or '-'", errno.EINVAL)
         self.sched.register(name, slots, opts.get("host", "?")[:256], int(pid),
-                            "remote" in args[2:])
+                            "remote" in args[2:], domain)
         try:
             self.workers.walk(name)  # registered before: its files are there
         except NinepError:

@@ -113,18 +113,21 @@ class Execution(Run):
 class Worker:
     def __init__(self, connect: Any, slots: int, workdir: str, *, name: str | None = None,
                  remote_homes: bool | None = None, env: dict[str, str] | None = None,
-                 keep_outputs: int = DEFAULT_KEEP_OUTPUTS) -> None:
+                 keep_outputs: int = DEFAULT_KEEP_OUTPUTS, domain: str = "") -> None:
         """``connect``: an async function returning a fresh Client to the scheduler's node.
         ``remote_homes``: read homes through the scheduler's fs/ (None: only when the scheduler
         runs on another machine). ``env``: laid over this process's environment for every job
         (jobs see the worker's environment, then their own). ``keep_outputs``: how many output
-        files ``out/`` keeps (the oldest go first), so it never grows without bound."""
+        files ``out/`` keeps (the oldest go first), so it never grows without bound.
+        ``domain``: this worker's availability domain (a rack, a power domain): the scheduler
+        never runs two executions of one job in one domain."""
         self.connect = connect
         self.slots = slots
         self.workdir = workdir
         self.host = socket.gethostname().split(".")[0]
         self.name = name or default_name()
         self.remote_homes = remote_homes
+        self.domain = domain
         self.env = env or {}
         self.execs: dict[int, Execution] = {}
         self.free = list(range(slots))
@@ -205,8 +208,10 @@ class Worker:
             if self.remote_homes is None:
                 self.remote_homes = False
             words = [f"worker {self.name} {self.slots}"] + (["remote"] if self.remote_homes else [])
-            await c.write(f"{B}/ctl", " ".join(words + [f"host={self.host}",
-                                                         f"pid={os.getpid()}"]) + "\n")
+            words += [f"host={self.host}", f"pid={os.getpid()}"]
+            if self.domain:
+                words.append(f"domain={self.domain}")
+            await c.write(f"{B}/ctl", " ".join(words) + "\n")
             nxt = await c.open(f"{B}/workers/{self.name}/next", OREAD)
             self._ctl = await c.open(f"{B}/workers/{self.name}/ctl", OWRITE)
             resend = [e.pending for e in self.execs.values() if e.pending]
