@@ -91,3 +91,33 @@ async def test_a_user_over_a_cap_is_refused_while_another_user_reserves(tmp_path
         finally:
             await alice.close()
             await bob.close()
+
+
+async def test_res_spread_deals_ranks_evenly_over_a_label_s_values(tmp_path):
+    # Placement (issue 21 §2): n1, n2, n3 and their children are racks r1, r2, r3 of a 1+3+9.
+    from fixtures import status_rows, wait_for
+    from trees import tree_1_3_9
+    async with tree_1_3_9(str(tmp_path), slots=2) as (nodes, c):
+        rack = {}
+        for name, d in nodes.items():
+            if name != "n0":
+                rack[name] = d.node.labels["rack"] = f"r{name[1]}"
+        root = nodes["n0"]
+        await wait_for(lambda: sum("rack=" in ln for ln in root.children.status_lines()) == 12,
+                       timeout=20)
+        sid = await new_session(c)
+        await ctl(c, sid, "res 6 spread rack")
+        nodes_of = [row[1] for row in await status_rows(c, sid)]
+        assert sorted(rack[n] for n in nodes_of) == ["r1", "r1", "r2", "r2", "r3", "r3"]
+        await ctl(c, sid, "close")
+        # More than the racks hold: refused whole, saying how much each had; nothing kept.
+        def all_free() -> bool:
+            return all(len(d.node.free) == 2 for d in nodes.values())
+        await wait_for(all_free, 10)
+        sid = await new_session(c)
+        with pytest.raises(NinepError, match=r"res: cannot spread 25 slots over rack: "
+                           r"rack=r1 has 8 free, rack=r2 has 8 free, rack=r3 has 8 free"):
+            await ctl(c, sid, "res 25 spread rack")
+        await wait_for(all_free, 10)
+        with pytest.raises(NinepError, match=r"res: spread 'bogus': no node has that label"):
+            await ctl(c, sid, "res 2 spread bogus")

@@ -114,7 +114,8 @@ class Session(Scope):
             self.node.check_policy(self, n)
         self.session_step("reserve")
         if self.default_where is not None:  # made in a query directory: its nodes only
-            sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode)
+            sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode,
+                            sel.spread)
         try:
             slots, delegated = await self.node.reserve(self, n, sel, upto)
         except BaseException:
