@@ -110,6 +110,12 @@ async def test_res_spread_deals_ranks_evenly_over_a_label_s_values(tmp_path):
         nodes_of = [row[1] for row in await status_rows(c, sid)]
         assert sorted(rack[n] for n in nodes_of) == ["r1", "r1", "r2", "r2", "r3", "r3"]
         await ctl(c, sid, "close")
+        # brasil run --spread: the same, from the command line's API
+        from brasil.client.run import run
+        lines: list[str] = []
+        result = await run(c, "echo $BRASIL_NODE", n=3, spread="rack", out=lines.append,
+                           label=False)
+        assert result.status == 0 and sorted(rack[ln] for ln in lines) == ["r1", "r2", "r3"]
         # More than the racks hold: refused whole, saying how much each had; nothing kept.
         def all_free() -> bool:
             return all(len(d.node.free) == 2 for d in nodes.values())
