@@ -17,7 +17,7 @@ from brasil.ninep.synthetic import (
     Entry,
     GeneratedFile,
     Handle,
-    Node,
+    Inode,
     StaticFile,
     StreamFile,
     TableDir,
@@ -28,15 +28,15 @@ from brasil.ninep.transport import Address, bound_addresses
 class Scratch(DynamicDir):
     """A directory that lets clients create and remove plain in-memory files."""
 
-    def create(self, name: str, perm: int, mode: int) -> Node:
+    def create(self, name: str, perm: int, mode: int) -> Inode:
         if perm & 0x80000000:
             return self.add(name, Scratch(mode=perm & 0o777))
         return self.add(name, MemFile(mode=perm & 0o777))
 
-    def unlink(self, child: Node) -> None:
+    def unlink(self, child: Inode) -> None:
         self.discard(child.name)
 
-    def rename(self, child: Node, new_name: str) -> None:
+    def rename(self, child: Inode, new_name: str) -> None:
         if new_name in self._children:
             raise NinepError(*Eexist)
         node = self.discard(child.name)

@@ -320,3 +320,31 @@ async def test_a_job_too_large_for_a_worker_is_cancelled_and_never_wedges_it(tmp
         assert reasons[0].startswith("too large for a worker to read: its assignment is ")
         assert reasons[1] == f"dependency {first} cancelled"
         assert w.connected.is_set()
+
+
+async def test_redundant_copies_of_a_job_run_in_different_domains(tmp_path):
+    # Issue 21 §2: a rack's failure must not take every copy. Rack a's two workers come first:
+    # the job runs on one of them, and the other, idle, must not take its redundant copy;
+    # rack b's worker, when it comes, does.
+    home = tmp_path / "home"
+    home.mkdir()
+    go = tmp_path / "go"
+    async with scheduler(str(tmp_path)) as (d, s, b), \
+            workers(d.unix, str(tmp_path / "a"), n=2, slots=1, domain="a") as rack_a:
+        await b.submit([f"while [ ! -e {go} ]; do sleep 0.05; done"], tag="d", home=str(home),
+                       isolate=True, redundancy=2)
+        await wait_for(lambda: sum(len(w.execs) for w in rack_a) >= 1, timeout=20)
+        async with workers(d.unix, str(tmp_path / "b"), n=1, slots=1, domain="b") as rack_b:
+            await wait_for(lambda: len(rack_b[0].execs) == 1, timeout=20)
+            assert sum(len(w.execs) for w in rack_a) == 1  # never a second copy in rack a
+            go.touch()
+            assert (await asyncio.wait_for(b.wait(tag="d"), WAIT))["done"] == 1
+        domains = {w.name: w.domain for w in [*rack_a, *rack_b]}
+        assigned = [domains[e.worker] for e in await b.events("d") if e.kind == "assign"]
+        assert sorted(assigned) == ["a", "b"]
+
+
+async def test_a_worker_domain_that_is_not_a_word_is_refused(tmp_path):
+    async with scheduler(str(tmp_path)) as (d, s, b):
+        with pytest.raises(NinepError, match=r"worker: domain 'rack 1;x': use letters, digits"):
+            await b.client.write("csrv/local/batch/ctl", "worker w1 1 domain=rack\\ 1;x\n")

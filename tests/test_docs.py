@@ -63,6 +63,8 @@ NOT_COMMANDS: dict[tuple[str, str], str] = {
     ("docs/reference.md", "SUB NODE SLOT STATE PID EXIT_STATUS [ERROR…]"):
         "the format of a session's status lines",
     ("docs/reference.md", "batch/"): "a listing of the scheduler's files",
+    ("docs/reference.md", '[caps."*"]          # everyone not named below'):
+        "a policy file: tests/test_policy.py parses it",
     ("docs/reference.md", "/csrv/local/subtree             the nodes, their load and slots (a "
      "node gone from it: lost)"): "a listing of the files the dashboard reads",
 }

@@ -222,6 +222,10 @@ async def test_errors_are_clear_and_leave_nothing_half_done(node):
         await ctl(c, sid, "launch rockets")
     with pytest.raises(NinepError, match='bad # args to command "xsplice 1"; usage: xsplice A B'):
         await ctl(c, sid, "xsplice 1")
+    with pytest.raises(NinepError, match="kill: 'BOGUS' is not a signal"):
+        await ctl(c, sid, "kill BOGUS")  # the one signal parser (exec/procgroup), as psignal's
+    with pytest.raises(NinepError, match="kill: '99' is not a signal"):
+        await ctl(c, sid, "kill 99")
     with pytest.raises(NinepError, match="permission denied"):
         await c.write(f"{L}/arch", "mips\n")
     with pytest.raises(NinepError, match="does not exist"):

@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
+from brasil.push.cluster import ClusterRun
 from brasil.push.local import PipelineFailed
 from brasil.push.plan import make_plan
-from brasil.push.remote import RemoteRun
 from brasil.push.syntax import parse
 from fixtures import push_inputs, tree_124, wait_for
 
@@ -31,7 +31,7 @@ async def run(c, text: str, tmp: str, copies: int = 3) -> tuple[int, bytes]:
     null = os.open(os.devnull, os.O_RDONLY)
     err = os.open(os.path.join(tmp, "err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        status = await asyncio.wait_for(RemoteRun(c, plan, stdin=null, stdout=fd, stderr=err).run(),
+        status = await asyncio.wait_for(ClusterRun(c, plan, stdin=null, stdout=fd, stderr=err).run(),
                                         120)
     finally:
         for f in (fd, null, err):

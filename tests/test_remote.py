@@ -10,7 +10,7 @@ from brasil.ninep.client import Client
 from brasil.ninep.constants import ORDWR
 from brasil.ninep.errors import NinepError
 from brasil.ninep.synthetic import DynamicDir
-from brasil.tree.remote import mount
+from brasil.tree.proxy import mount
 from fixtures import FixtureTree, serving
 
 

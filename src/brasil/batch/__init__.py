@@ -10,7 +10,7 @@ persistent 9P connection; an execution's id is its fencing token, and leases say
 are alive. The selection policy (``policy.py``) gives ready jobs first and, when none is left,
 runs isolated jobs redundantly. An isolated execution runs in an overlay of its home
 (``isolate.py``); the first to end with 0 commits its changes through a journal of renames
-(``commit.py``; from another host, through 9P: ``remote.py``) and the others are killed. The
+(``commit.py``; from another host, through 9P: ``remote_homes.py``) and the others are killed. The
 scheduler survives its own restart: everything it needs is in the database.
 ``scheduler.py`` holds the in-memory part; ``report.py`` the accounting; ``api.py`` the Python API.
 

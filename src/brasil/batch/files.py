@@ -40,7 +40,7 @@ from ..ninep.synthetic import (
     Entry,
     GeneratedFile,
     Handle,
-    Node,
+    Inode,
     TableDir,
 )
 from . import queries
@@ -59,7 +59,7 @@ class BatchCtl(CtlFile):
     def state(self) -> str:
         return self.sched.state_line()
 
-    @commands.command("worker NAME SLOTS [remote] [host=H] [pid=P]", args=(2, 5))
+    @commands.command("worker NAME SLOTS [remote] [host=H] [pid=P] [domain=D]", args=(2, 6))
     def _worker(self, args: list[str]) -> None:
         name = args[0]
         if not TAG_RE.fullmatch(name):
@@ -77,8 +77,12 @@ class BatchCtl(CtlFile):
         if not pid.isdigit() or len(pid) > 10 or slots > 1 << 20:
             raise NinepError(f"worker: SLOTS up to {1 << 20} and pid=P a process id, not "
                              f"{' '.join(args[1:])[:60]!r}", errno.EINVAL)
+        domain = opts.get("domain", "")
+        if domain and not TAG_RE.fullmatch(domain):
+            raise NinepError(f"worker: domain {domain[:60]!r}: use letters, digits, '.', '_' "
+                             "or '-'", errno.EINVAL)
         self.sched.register(name, slots, opts.get("host", "?")[:256], int(pid),
-                            "remote" in args[2:])
+                            "remote" in args[2:], domain)
         try:
             self.workers.walk(name)  # registered before: its files are there
         except NinepError:
@@ -133,7 +137,7 @@ class BatchCtl(CtlFile):
         self.sched.lease = lease
 
 
-class SubmitFile(Node):
+class SubmitFile(Inode):
     def __init__(self, sched: Scheduler) -> None:
         super().__init__()
         self.sched = sched
@@ -150,7 +154,7 @@ class SubmitHandle(Handle):
     work, during which the daemon's other clients are served as usual. Its size is capped
     (``Scheduler.max_submit`` jobs; see ``Parser``)."""
 
-    def __init__(self, node: Node, sched: Scheduler) -> None:
+    def __init__(self, node: Inode, sched: Scheduler) -> None:
         super().__init__(node)
         self.sched = sched
         self.parser: Parser | None = sched.parser()
@@ -220,7 +224,7 @@ def _answer(specs: list[Any], first: int, n: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-class BatchWaitFile(Node):
+class BatchWaitFile(Inode):
     """Reading blocks until every job in scope has ended; then gives the summary."""
 
     def __init__(self, sched: Scheduler, tag: str | None = None, job: int | None = None) -> None:
@@ -267,12 +271,12 @@ class TagsDir(Dir):
     def __init__(self, sched: Scheduler) -> None:
         super().__init__()
         self.sched = sched
-        self._made: dict[str, Node] = {}
+        self._made: dict[str, Inode] = {}
 
-    def children(self) -> list[Node]:
+    def children(self) -> list[Inode]:
         return list(self._made.values())
 
-    def walk(self, name: str) -> Node:
+    def walk(self, name: str) -> Inode:
         if not TAG_RE.fullmatch(name):
             raise NinepError(*Enotfound)
         if name not in self._made:
@@ -290,7 +294,7 @@ class JobsByIdDir(Dir):
         super().__init__()
         self.sched = sched
 
-    def walk(self, name: str) -> Node:
+    def walk(self, name: str) -> Inode:
         job = job_id(name)
         if job is None:  # not a number, or past any id (it would overflow the database's)
             raise NinepError(*Enotfound)
@@ -309,7 +313,7 @@ class JobsByIdDir(Dir):
         return text
 
 
-class WorkerCtl(Node):
+class WorkerCtl(Inode):
     def __init__(self, sched: Scheduler, name: str) -> None:
         super().__init__()
         self.sched, self.worker = sched, name
@@ -333,7 +337,7 @@ class WorkerCtlHandle(Handle):
         return n
 
 
-class WorkerNext(Node):
+class WorkerNext(Inode):
     def __init__(self, sched: Scheduler, name: str) -> None:
         super().__init__()
         self.sched, self.worker = sched, name
@@ -347,7 +351,7 @@ class WorkerNextHandle(Handle):
     connection closed) the scheduler treats the worker as gone at once."""
     node: WorkerNext
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Inode) -> None:
         super().__init__(node)
         self.node.sched.attach(self.node.worker, self)
 

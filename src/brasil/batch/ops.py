@@ -133,7 +133,7 @@ def topological(specs: Sequence[JobSpec]) -> list[int]:
 # ---- claims --------------------------------------------------------------------------------------
 
 def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
-          policy: Policy, fallback: bool = True) -> Push:
+          policy: Policy, fallback: bool = True, avoid: Sequence[str] = ()) -> Push:
     """Fill ``worker``'s free slots (``slots`` less its active executions, counted here, in the
     transaction, so that two claims in one batch never over-fill it) with what ``policy``
     selects; the jobs move to running and each execution gets its token. ``fallback``: also
@@ -141,7 +141,8 @@ def claim(tx: Tx, worker: str, slots: int, prefix: str | None, now: float,
     n = slots - busy_slots(tx, worker, slots)
     if n <= 0:
         return []
-    picked, redundant = policy.select(tx, worker, n, prefix, now=now, fallback=fallback)
+    picked, redundant = policy.select(tx, worker, n, prefix, now=now, fallback=fallback,
+                                      avoid=avoid)
     picked, redundant = _fitting(tx, picked, now), [r for r in redundant if not _too_big(r)]
     redundant = [r for r in redundant if r[4]][:max(n - len(picked), 0)]
     rows = picked + redundant

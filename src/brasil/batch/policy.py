@@ -5,7 +5,8 @@ claimed atomically (no other worker can be given the same ready job). A policy r
 of job rows ``(id, cmd, home, env, isolate, time_limit)``: ready jobs to start, and running jobs
 to execute once more, redundantly. The scheduler checks nothing further about the second list except that
 the jobs are isolated (only isolated executions can run side by side) — bounding redundancy is
-the policy's business, as is never putting two executions of a job on one worker.
+the policy's business, as is never putting two executions of a job on one worker, nor (given
+``avoid``: the workers of the claiming worker's availability domain, a rack say) in one domain.
 
 :class:`TrellisPolicy` is the thesis's (§3.3.1), with its first proposed bound: ready jobs first
 (higher priority, then earlier submission); when none is left, running isolated jobs in the same
@@ -17,6 +18,7 @@ Write another by subclassing and passing it to :class:`~brasil.batch.scheduler.S
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .store import Tx
@@ -27,12 +29,13 @@ Row = tuple[Any, ...]
 class Policy:
     """The interface. ``worker``: its name; ``n``: its free slots (≥ 1); ``prefix``: when not
     None, only jobs whose home starts with it may be chosen (a remote worker sees only the
-    scheduler's exported tree)."""
+    scheduler's exported tree); ``avoid``: the workers (``worker`` among them) a redundant
+    execution must not share with one already running, those of its domain."""
 
     name = "policy"
 
     def select(self, tx: Tx, worker: str, n: int, prefix: str | None, *, now: float,
-               fallback: bool = True) -> tuple[list[Row], list[Row]]:
+               fallback: bool = True, avoid: Sequence[str] = ()) -> tuple[list[Row], list[Row]]:
         """``now``: a ready job waiting out a retry delay (``not_before``) is not chosen before
         then. ``fallback``: a job whose last execution failed on this worker is chosen only
         after every other ready job (False: not at all — another worker should have it)."""
@@ -43,7 +46,7 @@ class TrellisPolicy(Policy):
     name = "trellis"
 
     def select(self, tx: Tx, worker: str, n: int, prefix: str | None, *, now: float,
-               fallback: bool = True) -> tuple[list[Row], list[Row]]:
+               fallback: bool = True, avoid: Sequence[str] = ()) -> tuple[list[Row], list[Row]]:
         where, args = "", []
         if prefix is not None:
             where = " AND substr(home, 1, ?) = ?"
@@ -57,13 +60,15 @@ class TrellisPolicy(Policy):
                             + tx.skip_locked(), (now, *args, worker, n - len(ready)))
         if len(ready) == n:
             return ready, []
+        others = list(avoid) or [worker]
         again = tx.all(
             "SELECT id, cmd, home, env, isolate, time_limit FROM jobs j WHERE state = 'running' "
             "AND isolate = 1"
             " AND active < redundancy AND retries >= 0 AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job = j.id"
-            " AND e.worker = ? AND e.state IN ('assigned', 'running', 'committing'))" + where
+            f" AND e.worker IN ({', '.join('?' * len(others))})"
+            " AND e.state IN ('assigned', 'running', 'committing'))" + where
             + " ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked(),
-            (worker, *args, n - len(ready)))
+            (*others, *args, n - len(ready)))
         return ready, again
 
 
@@ -73,8 +78,9 @@ class NoRedundancyPolicy(TrellisPolicy):
     name = "plain"
 
     def select(self, tx: Tx, worker: str, n: int, prefix: str | None, *, now: float,
-               fallback: bool = True) -> tuple[list[Row], list[Row]]:
-        return super().select(tx, worker, n, prefix, now=now, fallback=fallback)[0], []
+               fallback: bool = True, avoid: Sequence[str] = ()) -> tuple[list[Row], list[Row]]:
+        return super().select(tx, worker, n, prefix, now=now, fallback=fallback,
+                              avoid=avoid)[0], []
 
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (TrellisPolicy, NoRedundancyPolicy)}

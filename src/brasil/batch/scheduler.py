@@ -77,6 +77,7 @@ class ConnectedWorker:
     host: str = "?"
     pid: int = 0
     remote: bool = False
+    domain: str = ""  # its availability domain (a rack…): redundant copies go to another one
     outbox: list[str] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     last_seen: float = field(default_factory=time.monotonic)
@@ -291,11 +292,12 @@ class Scheduler:
 
     # ---- workers ----
 
-    def register(self, name: str, slots: int, host: str, pid: int, remote: bool) -> ConnectedWorker:
+    def register(self, name: str, slots: int, host: str, pid: int, remote: bool,
+                 domain: str = "") -> ConnectedWorker:
         w = self.workers.get(name)
         if w is None:
             w = self.workers[name] = ConnectedWorker(name, slots, host, pid, remote)
-        w.slots, w.host, w.pid, w.remote = slots, host, pid, remote
+        w.slots, w.host, w.pid, w.remote, w.domain = slots, host, pid, remote, domain
         w.last_seen = time.monotonic()
         w.gone_since = None
         self.kick()
@@ -452,7 +454,8 @@ class Scheduler:
             ops.gone(tx, w.name, gone, now)
         if done:
             ops.resolve_done(tx, done)
-        push += ops.claim(tx, w.name, w.capacity(), self._prefix(w), now, self.policy)
+        push += ops.claim(tx, w.name, w.capacity(), self._prefix(w), now, self.policy,
+                          avoid=self._domain(w))
         if backoffs and self._loop is not None:  # we are on the database's thread
             self._loop.call_soon_threadsafe(self.wake_after, backoffs)
         for home, token in undo:
@@ -508,8 +511,15 @@ class Scheduler:
         for fallback in (False, True):
             for w in live:
                 push += ops.claim(tx, w.name, w.capacity(), self._prefix(w), now, self.policy,
-                                  fallback)
+                                  fallback, self._domain(w))
         return push
+
+    def _domain(self, w: ConnectedWorker) -> list[str]:
+        """The workers that share ``w``'s availability domain (``w`` alone without one): where
+        a redundant copy of a job already running there must not go."""
+        if not w.domain:
+            return [w.name]
+        return [x.name for x in self.workers.values() if x.domain == w.domain]
 
     def wake_after(self, delays: list[float]) -> None:
         """Look for work again when a retry's delay has passed (nothing else may happen then)."""

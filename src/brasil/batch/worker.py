@@ -47,7 +47,7 @@ from ..lifecycle import step
 from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
 from ..ninep.errors import NinepError
-from . import commit, isolate, remote
+from . import commit, isolate
 from .lifecycle import WORK
 from .messages import (
     Clean,
@@ -64,6 +64,7 @@ from .messages import (
     decode_order,
     encode_report,
 )
+from .remote_homes import fetch_tree, relative, upload
 
 log = logging.getLogger("brasil.batch.worker")
 # One line per execution with the moments it passed (brasil worker --trace-jobs; bench/batch.py
@@ -82,13 +83,9 @@ def default_name() -> str:
 
 
 @dataclass
-class Execution:
-    token: int
-    job: int
-    cmd: str
-    home: str
-    env: dict[str, str]
-    isolate: bool
+class Execution(Run):
+    """A ``run`` order (the scheduler's fields, decoded in batch/messages.py) and what this
+    worker knows of it as it goes."""
     slot: int = -1
     pid: int = 0
     popen: subprocess.Popen[bytes] | None = None
@@ -101,7 +98,6 @@ class Execution:
     status: int = 0
     pending: Report | None = None  # the last report that awaits an answer
     ops: list[Any] = field(default_factory=list)
-    timeout: int = 0  # seconds it may run (0: no limit)
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
     marks: dict[str, float] = field(default_factory=dict)  # moment → time.time() (the trace)
@@ -117,18 +113,21 @@ class Execution:
 class Worker:
     def __init__(self, connect: Any, slots: int, workdir: str, *, name: str | None = None,
                  remote_homes: bool | None = None, env: dict[str, str] | None = None,
-                 keep_outputs: int = DEFAULT_KEEP_OUTPUTS) -> None:
+                 keep_outputs: int = DEFAULT_KEEP_OUTPUTS, domain: str = "") -> None:
         """``connect``: an async function returning a fresh Client to the scheduler's node.
         ``remote_homes``: read homes through the scheduler's fs/ (None: only when the scheduler
         runs on another machine). ``env``: laid over this process's environment for every job
         (jobs see the worker's environment, then their own). ``keep_outputs``: how many output
-        files ``out/`` keeps (the oldest go first), so it never grows without bound."""
+        files ``out/`` keeps (the oldest go first), so it never grows without bound.
+        ``domain``: this worker's availability domain (a rack, a power domain): the scheduler
+        never runs two executions of one job in one domain."""
         self.connect = connect
         self.slots = slots
         self.workdir = workdir
         self.host = socket.gethostname().split(".")[0]
         self.name = name or default_name()
         self.remote_homes = remote_homes
+        self.domain = domain
         self.env = env or {}
         self.execs: dict[int, Execution] = {}
         self.free = list(range(slots))
@@ -209,8 +208,10 @@ class Worker:
             if self.remote_homes is None:
                 self.remote_homes = False
             words = [f"worker {self.name} {self.slots}"] + (["remote"] if self.remote_homes else [])
-            await c.write(f"{B}/ctl", " ".join(words + [f"host={self.host}",
-                                                         f"pid={os.getpid()}"]) + "\n")
+            words += [f"host={self.host}", f"pid={os.getpid()}"]
+            if self.domain:
+                words.append(f"domain={self.domain}")
+            await c.write(f"{B}/ctl", " ".join(words) + "\n")
             nxt = await c.open(f"{B}/workers/{self.name}/next", OREAD)
             self._ctl = await c.open(f"{B}/workers/{self.name}/ctl", OWRITE)
             resend = [e.pending for e in self.execs.values() if e.pending]
@@ -292,7 +293,7 @@ class Worker:
             if order.token in self.execs:
                 return
             new = Execution(order.token, order.job, order.cmd, order.home, order.env,
-                            order.isolate, timeout=order.timeout)
+                            order.isolate, order.timeout)
             new.mark("received")
             self.execs[new.token] = new
             self._background(self._start(new))
@@ -369,7 +370,7 @@ class Worker:
         assert self.client is not None and self.export_root
         self._scratch(e)
         e.lower = os.path.join(e.scratch, "lower")
-        await remote.fetch_tree(self.client, remote.relative(e.home, self.export_root), e.lower)
+        await fetch_tree(self.client, relative(e.home, self.export_root), e.lower)
         os.makedirs(e.home, exist_ok=True)
 
     def _scratch(self, e: Execution) -> None:
@@ -594,8 +595,8 @@ class Worker:
         try:
             if self.remote_homes:
                 assert self.client is not None and self.export_root
-                await remote.upload(self.client, os.path.join(e.scratch, "upper"),
-                                    remote.relative(e.home, self.export_root), e.token, e.ops)
+                await upload(self.client, os.path.join(e.scratch, "upper"),
+                             relative(e.home, self.export_root), e.token, e.ops)
             else:
                 await loop.run_in_executor(None, commit.stage_local, os.path.join(
                     e.scratch, "upper"), e.home, e.token, e.ops)

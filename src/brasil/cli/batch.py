@@ -66,6 +66,10 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--workdir", metavar="DIR", help="scratch and job output (default: a "
                    "directory of this worker under the state directory)")
     w.add_argument("--name", help="this worker's name (default: HOST-PID-RANDOM)")
+    w.add_argument("--domain", default="", metavar="NAME", help="this worker's availability "
+                   "domain, e.g. its rack (the node label rack=NAME): the scheduler runs a "
+                   "job's redundant copies in different domains, so that one rack's failure "
+                   "cannot take every copy")
     w.add_argument("--remote-homes", action="store_true", help="read homes and commit changes "
                    "through the scheduler node's exported fs/ (a worker on another host)")
     w.add_argument("--keep-outputs", type=_positive("--keep-outputs"), default=1000,
@@ -444,7 +448,8 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     workdir = args.workdir or os.path.join(base, "workers", name)
     private_dir(workdir, "worker directory")
     worker = Worker(lambda: connect(args), args.slots, workdir, name=name,
-                    remote_homes=args.remote_homes or None, keep_outputs=args.keep_outputs)
+                    remote_homes=args.remote_homes or None, keep_outputs=args.keep_outputs,
+                    domain=args.domain)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

@@ -57,9 +57,9 @@ def make_engine(args: argparse.Namespace):
     status = {"auto": None, "on": True, "off": False}[args.status]
     at = args.at or (None if args.local else os.environ.get("BRASIL"))
     if at:
-        from ..push.remote import RemoteEngine
+        from ..push.cluster import ClusterEngine
         secret = args.secret_file or os.environ.get("BRASIL_SECRET_FILE")
-        return RemoteEngine(at, secret, status=status)
+        return ClusterEngine(at, secret, status=status)
     from ..push.local import LocalEngine
     return LocalEngine(status)
 

@@ -38,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "(ClusterShell syntax: n[1-3,7],m1)")
     p.add_argument("-x", metavar="NODESET", help="leave these nodes out (of -w, or of every "
                    "node)")
+    p.add_argument("--spread", metavar="LABEL", help="with -n N: deal the ranks evenly over "
+                   "the values of this node label (e.g. rack, given by serve --label rack=r1)")
     p.add_argument("-b", action="store_true", help="group identical outputs by node set, "
                    "sorted by node")
     p.add_argument("-N", dest="no_prefix", action="store_true",
@@ -87,7 +89,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = await run(c, command, n=args.n, nodeset=args.w, group=args.b,
                            timeout=args.timeout, mux=mux, stdin=sys.stdin.buffer, workdir=workdir,
-                           exclude=args.x, label=not args.no_prefix,
+                           exclude=args.x, label=not args.no_prefix, spread=args.spread,
                            out=lambda line: print(line, flush=True))
     except RunError as e:
         raise UsageError(str(e)) from None

@@ -29,6 +29,7 @@ from ..ninep.transport import (
     default_socket_path,
     parse_address,
 )
+from ..node import policy
 from ..node.attrs import check_label
 from ..node.daemon import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, Node
 from .errors import UsageError, run
@@ -94,6 +95,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                "work goes on")
     lim.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, metavar="N",
                      help="sessions at once (default: %(default)s)")
+    lim.add_argument("--policy", metavar="FILE",
+                     help="caps per user on sessions, slots and the size of one res (TOML; "
+                     "see docs/reference.md, Policy); a refusal names the file and the cap")
     lim.add_argument("--max-connections", type=int, default=None, metavar="N",
                      help="network connections at once (default: 1024, less if the open-file "
                      f"limit is low); the Unix socket has {UNIX_CONNECTIONS} more of its own. "
@@ -189,6 +193,12 @@ async def serve(args: argparse.Namespace) -> int:
                     max_sessions=args.max_sessions)
     except (NotADirectoryError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
+    if args.policy:
+        try:
+            node.policy = policy.load(args.policy)
+        except policy.PolicyError as e:
+            raise UsageError(str(e)) from None
+        log.info("policy %s: %s", args.policy, node.policy)
     node.contain_process()  # all it starts dies with it, setsid'd or not (exec/cgroups.py)
     # where this daemon keeps its state: `brasil worker` started through it (`brasil workers`)
     # keeps its directory there too, under the cluster's --dir when there is one

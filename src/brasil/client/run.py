@@ -87,12 +87,17 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
               timeout: float | None = None,  # noqa: ASYNC109 - the ranks' deadline (killed, named)
               stdin: IO[bytes] | None = None, out: Callable[[str], None] = print,
               err: Callable[[str], None] | None = None, workdir: str | None = None,
-              exclude: str | None = None, label: bool = True) -> Result:
+              exclude: str | None = None, label: bool = True,
+              spread: str | None = None) -> Result:
     """``workdir``: where the ranks run on every node (`dir`), as srun runs in its caller's;
-    ``exclude``: nodes left out (clush -x); ``label``: lines carry ``NODE/RANK: ``."""
+    ``exclude``: nodes left out (clush -x); ``label``: lines carry ``NODE/RANK: ``;
+    ``spread``: with ``n``, the ranks dealt evenly over this label's values (``res N spread``)."""
     err = err or (lambda line: print(line, file=sys.stderr))
     if "\0" in command:
         raise RunError("the command holds a NUL byte, which no command line can carry")
+    if spread and n is None:
+        raise RunError("--spread deals -n N ranks over a label's values; -w (or none) names "
+                       "the nodes already: give -n N")
     if n is None:
         names = await tree_nodes(c)
         if nodeset or exclude:
@@ -114,7 +119,7 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
         raise RunError("-x leaves nodes out of -w NODESET or of every node; with -n N the tree "
                        "chooses where: use -w or drop -x")
     else:
-        reserve = f"res {n}"
+        reserve = f"res {n}" + (f" spread {shlex.quote(spread)}" if spread else "")
     session = await SessionClient.clone(c)
     try:
         await session.hold()

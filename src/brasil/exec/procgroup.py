@@ -189,7 +189,7 @@ def parse_signal(text: str) -> int:
     try:
         return int(signals.Signals[word if word.startswith("SIG") else "SIG" + word])
     except KeyError:
-        raise ValueError(f"{text.strip()!r} is not a signal (e.g. TERM, KILL, STOP, CONT, USR1 or "
+        raise ValueError(f"{text.strip()[:40]!r} is not a signal (e.g. TERM, KILL, STOP, CONT, USR1 or "
                          "a number)") from None
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from ..ninep.constants import ORDWR, OREAD
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
-from ..ninep.synthetic import Node
+from ..ninep.synthetic import Inode
 from ..node.attrs import Filter, parse_status_line
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class QueryService:
                 return c
         return None
 
-    async def ask(self, child: Child, q: Query, *names: str) -> Node:
+    async def ask(self, child: Child, q: Query, *names: str) -> Inode:
         """The child's node at ``query/<q>/<names…>``, through its mount."""
         qids, node = await asyncio.wait_for(
             child.mount.walk_path(["query", *q.parts, *names]), CHILD_TIMEOUT)
@@ -123,7 +123,7 @@ class QueryService:
                              "file does not exist", errno.ENOENT)
         return node
 
-    def node_csrv(self, q: Query, name: str) -> Maybe[Node]:
+    def node_csrv(self, q: Query, name: str) -> Maybe[Inode]:
         """The ``/csrv`` of the node ``name`` of this subtree if it matches ``q``: ours, or
         (awaitable) a descendant's through the child holding it."""
         if name == self.node.name:
@@ -136,7 +136,7 @@ class QueryService:
         return self.ask(child, q, name)
 
 
-async def exchange(node: Node, request: bytes | None = None, read_anyway: bool = False) -> bytes:
+async def exchange(node: Inode, request: bytes | None = None, read_anyway: bool = False) -> bytes:
     """Open ``node`` (here, or a child's through its mount), write ``request`` if any, read all
     of the answer, close: how a node asks its children for their part. With ``read_anyway``,
     a write that fails is answered by reading all the same (a ctl's result says what failed)."""

@@ -60,7 +60,7 @@ from ..exec.pychild import SAFE_CWD, python_argv
 from ..exec.records import compile_regex
 from ..ninep.constants import OREAD
 from ..ninep.errors import NinepError
-from ..ninep.synthetic import Dir, Handle, Node
+from ..ninep.synthetic import Dir, Handle, Inode
 from .fanout import LOST, Query, QueryService, exchange, settled
 
 if TYPE_CHECKING:
@@ -130,8 +130,8 @@ def check_path(path: str, empty: bool = False) -> list[str]:
     return parts
 
 
-async def walk_local(node: Machine, path: str) -> Node:
-    d: Node = node.local
+async def walk_local(node: Machine, path: str) -> Inode:
+    d: Inode = node.local
     for name in check_path(path, empty=True):
         if not isinstance(d, Dir):
             raise NinepError(f"{path}: not a directory on the way")
@@ -501,7 +501,7 @@ def rough_size(p: Any) -> int:
     return n + 64 * (len(p.get("nodes", [])) + len(p.get("names", {})) + len(p.get("errors", {})))
 
 
-class GreadFile(Node):
+class GreadFile(Inode):
     def __init__(self, s: QueryService, q: Query) -> None:
         super().__init__("gread", 0o600)
         self.s, self.q = s, q

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 from ..client.group import FILES, control_result
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
-from ..ninep.synthetic import BytesHandle, Dir, GeneratedFile, Handle, Node
+from ..ninep.synthetic import BytesHandle, Dir, GeneratedFile, Handle, Inode
 from ..node.attrs import PRED, Filter, format_attrs
 from ..node.session_files import SessionCtl
-from ..tree.remote import Listed
+from ..tree.proxy import Listed
 from . import gread, views
 from .fanout import Query, QueryService, exchange, settled
 
@@ -74,9 +74,9 @@ class QueryDir(Dir):
             raise NinepError(f"{name!r} is not a predicate (nor a file here, nor a node); "
                              f"{FORMS}", errno.EINVAL)
         node = s.node_csrv(self.q, name)
-        return node if isinstance(node, Node) else self._adopted(node)
+        return node if isinstance(node, Inode) else self._adopted(node)
 
-    async def _adopted(self, node: Awaitable[Node]) -> Node:
+    async def _adopted(self, node: Awaitable[Inode]) -> Inode:
         got = await node  # a descendant's /csrv, through the child holding it
         got.parent = self
         return got
@@ -84,19 +84,19 @@ class QueryDir(Dir):
     def children(self) -> Any:
         return self._children()
 
-    async def _children(self) -> list[Node]:
+    async def _children(self) -> list[Inode]:
         s = self.service
-        out: list[Node] = [self.adopt(make_file(n, s, self.q)) for n in FILES]
+        out: list[Inode] = [self.adopt(make_file(n, s, self.q)) for n in FILES]
         if s.matches_here(self.q):  # this node: an entry named after it, leading to its /csrv
             out.append(Listed(dataclasses.replace(await settled(s.node.csrv.stat()),
                                                   name=s.node.name)))
 
-        async def listing(c: Child) -> list[Node]:
+        async def listing(c: Child) -> list[Inode]:
             d = await s.ask(c, self.q)
             kids = list(await settled(d.children())) if isinstance(d, Dir) else []
             return [k for k in kids if k.name not in FILES]
 
-        def lost(c: Child, e: Exception) -> list[Node]:
+        def lost(c: Child, e: Exception) -> list[Inode]:
             log.info("query %s: child %s: %s", self.q, c.name, e)
             return []
         for kids in await s.gather(self.q, listing, lost):
@@ -104,9 +104,9 @@ class QueryDir(Dir):
         return out
 
 
-def make_file(name: str, s: QueryService, q: Query) -> Node:
+def make_file(name: str, s: QueryService, q: Query) -> Inode:
     if name == "status":
-        node: Node = GeneratedFile(lambda: status_text(s, q))
+        node: Inode = GeneratedFile(lambda: status_text(s, q))
     elif name == "ctl":
         node = QueryCtl(s, q)
     elif name == "clone":
@@ -143,7 +143,7 @@ async def status_text(s: QueryService, q: Query) -> str:
 
 # ---- aggregated control ----
 
-class QueryCtl(Node):
+class QueryCtl(Inode):
     def __init__(self, s: QueryService, q: Query) -> None:
         super().__init__("ctl", 0o600)
         self.s, self.q = s, q
@@ -211,7 +211,7 @@ async def control(s: QueryService, q: Query, line: str) -> tuple[int, list[str]]
 
 # ---- clone ----
 
-class QueryClone(Node):
+class QueryClone(Inode):
     """A session whose reservations draw only from the query's nodes."""
 
     def __init__(self, s: QueryService, q: Query) -> None:
@@ -227,7 +227,7 @@ class QueryClone(Node):
         return BytesHandle(self, f"{session.path}\n".encode())
 
 
-def serve_queries(daemon: Daemon) -> Node:
+def serve_queries(daemon: Daemon) -> Inode:
     """A daemon's ``/csrv/query``, for the composition (``cli/compose.py``) to mount."""
     return QueryDir(QueryService(daemon), Query(""))
 

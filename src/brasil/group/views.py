@@ -32,11 +32,11 @@ from ..exec.records import NEWLINE
 from ..ninep.constants import OWRITE
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.stream import Stream
-from ..ninep.synthetic import Dir, Handle, Node
+from ..ninep.synthetic import Dir, Handle, Inode
 from ..node.exportfs import Export
 from ..node.io import Aggregator, Output
 from ..tree.delegation import RemoteReader
-from ..tree.remote import Listed, Remote
+from ..tree.proxy import Listed, Remote
 from .fanout import settled
 from .gread import check_path, partial
 
@@ -49,7 +49,7 @@ MAX_LAST_LINES = 100_000  # ptail -n N: at most this many lines from before the 
 LAST_LINES_WINDOW = 1 << 20  # … found in at most the file's last MiB
 
 
-def make_view(name: str, s: QueryService, q: Query) -> Node:
+def make_view(name: str, s: QueryService, q: Query) -> Inode:
     if name == "follow":
         return RequestFile("follow", lambda req: FollowStream(s, q, req), 0o600)
     if name == "pcp":
@@ -57,7 +57,7 @@ def make_view(name: str, s: QueryService, q: Query) -> Node:
     return MergeDir(s, q, "", deep=name == "deepmerge", name=name)
 
 
-class RequestFile(Node):
+class RequestFile(Inode):
     """A file whose first write is a JSON request (``{"path": …}``) and whose later reads or
     writes go to what the request made."""
 
@@ -429,13 +429,13 @@ class MergeDir(Dir):
     def walk(self, name: str) -> Any:
         return self._walk(name)
 
-    async def _walk(self, name: str) -> Node:
+    async def _walk(self, name: str) -> Inode:
         names = await self.names()
         if name not in names:
             raise NinepError(*Enotfound)
         return self._entry(name, *names[name])
 
-    def _entry(self, name: str, nodes: list[str], is_dir: bool) -> Node:
+    def _entry(self, name: str, nodes: list[str], is_dir: bool) -> Inode:
         path = f"{self.path}/{name}" if self.path else name
         if self.deep and is_dir:
             return self.adopt(MergeDir(self.s, self.q, path, True, name))
@@ -444,7 +444,7 @@ class MergeDir(Dir):
     def children(self) -> Any:
         return self._children()
 
-    async def _children(self) -> list[Node]:
+    async def _children(self) -> list[Inode]:
         return [self._entry(name, nodes, is_dir)
                 for name, (nodes, is_dir) in sorted((await self.names()).items())]
 
@@ -459,8 +459,8 @@ class PerNode(Dir):
     def children(self) -> Any:
         return self._children()
 
-    async def _children(self) -> list[Node]:
-        out: list[Node] = []
+    async def _children(self) -> list[Inode]:
+        out: list[Inode] = []
         for n in self.nodes:
             st = await settled((await self._resolve(n)).stat())
             out.append(Listed(dataclasses.replace(st, name=n)))
@@ -471,8 +471,8 @@ class PerNode(Dir):
             raise NinepError(*Enotfound)
         return self._resolve(name)
 
-    async def _resolve(self, name: str) -> Node:
-        d: Node | None = await settled(self.s.node_csrv(self.q, name))  # through the tree
+    async def _resolve(self, name: str) -> Inode:
+        d: Inode | None = await settled(self.s.node_csrv(self.q, name))  # through the tree
         names = ["local", *self.path.split("/")]
         walk_path = getattr(d, "walk_path", None)  # a remote directory: one walk for them all
         if walk_path is not None:

@@ -23,7 +23,7 @@ from .constants import QTAUTH
 from .errors import Eauth, NinepError
 from .private import UnsafePathError, check_private_dir, private_dir, read_private, write_private
 from .ratelimit import RateLimited
-from .synthetic import Handle, Node
+from .synthetic import Handle, Inode
 from .wire import Qid
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def _mac(secret: bytes, *parts: str) -> str:
     return hmac.new(secret, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
-class AuthFile(Node):
+class AuthFile(Inode):
     def __init__(self, secret: bytes, uname: str, aname: str, peer: str) -> None:
         super().__init__("auth", 0o600)
         self.qid = Qid(QTAUTH, 0, self.qid.path)
@@ -139,10 +139,10 @@ class SecretAuthenticator:
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
 
-    def auth_node(self, uname: str, aname: str, peer: str = "?") -> Node:
+    def auth_node(self, uname: str, aname: str, peer: str = "?") -> Inode:
         return AuthFile(self.secret, uname, aname, peer)
 
-    def may_attach(self, auth: Node, uname: str, aname: str) -> bool:
+    def may_attach(self, auth: Inode, uname: str, aname: str) -> bool:
         return (isinstance(auth, AuthFile) and auth.ok and auth.uname == uname
                 and auth.aname == aname)
 

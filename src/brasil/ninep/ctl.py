@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from .errors import NinepError
 from .maybe import Maybe, is_awaitable
-from .synthetic import Handle, Node, _b
+from .synthetic import Handle, Inode, _b
 
 # ---- ctl files ------------------------------------------------------------------------------------
 
@@ -79,7 +79,7 @@ class CommandTable:
         return cmd, args
 
 
-class CtlFile(Node):
+class CtlFile(Inode):
     """Writes are commands (one per line); reads give one line of state (:meth:`state`)."""
 
     commands: ClassVar[CommandTable] = CommandTable()

@@ -100,7 +100,7 @@ from .messages import (
 )
 from .ratelimit import RateLimited
 from .shares import OWNER, Shares
-from .synthetic import Dir, Handle, Node
+from .synthetic import Dir, Handle, Inode
 from .transport import Address, listen, peer_uid, set_nodelay
 from .wire import write_stat
 
@@ -137,15 +137,15 @@ def bounded(message: str) -> str:
 
 
 class Authenticator(Protocol):
-    def auth_node(self, uname: str, aname: str, peer: str) -> Node: ...
-    def may_attach(self, auth: Node, uname: str, aname: str) -> bool: ...
+    def auth_node(self, uname: str, aname: str, peer: str) -> Inode: ...
+    def may_attach(self, auth: Inode, uname: str, aname: str) -> bool: ...
 
 
 class Fid:
     __slots__ = ("node", "handle", "omode", "uname", "dir_entries", "dir_index", "dir_offset",
                  "is_auth")
 
-    def __init__(self, node: Node, uname: str, is_auth: bool = False) -> None:
+    def __init__(self, node: Inode, uname: str, is_auth: bool = False) -> None:
         self.node = node
         self.handle: Handle | None = None
         self.omode = -1  # not open
@@ -168,7 +168,7 @@ def _writable(omode: int) -> bool:
     return (omode & 3) in (OWRITE, ORDWR)
 
 
-def check_open_mode(node: Node, mode: int) -> None:
+def check_open_mode(node: Inode, mode: int) -> None:
     """Plan 9 semantics over the owner's permission bits (whoever attached acts as the owner)."""
     perm = node.mode >> 6
     rw = mode & 3
@@ -564,7 +564,7 @@ class Connection(asyncio.Protocol):
             raise NinepError(*Ebadfid)
         return f
 
-    def _new_fid(self, fid: int, node: Node, uname: str, is_auth: bool = False) -> Fid:
+    def _new_fid(self, fid: int, node: Inode, uname: str, is_auth: bool = False) -> Fid:
         if fid == NOFID:
             raise NinepError(*Ebadfid)
         if fid in self.fids:
@@ -671,7 +671,7 @@ class Connection(asyncio.Protocol):
             return Rwalk(m.tag, ())
         return self._walk_from(m, f, f.node, 0, [])
 
-    def _walk_from(self, m: Twalk, f: Fid, node: Node, i: int, qids: list[Any]) -> Any:
+    def _walk_from(self, m: Twalk, f: Fid, node: Inode, i: int, qids: list[Any]) -> Any:
         names = m.wname
         while i < len(names):
             name = names[i]
@@ -706,8 +706,8 @@ class Connection(asyncio.Protocol):
         self._bind_walk(m, f, node)
         return Rwalk(m.tag, tuple(qids))
 
-    async def _walk_async(self, m: Twalk, f: Fid, node: Node, i: int, qids: list[Any],
-                          pending: Awaitable[Node]) -> Rwalk:
+    async def _walk_async(self, m: Twalk, f: Fid, node: Inode, i: int, qids: list[Any],
+                          pending: Awaitable[Inode]) -> Rwalk:
         try:
             nxt = await pending
         except NinepError:
@@ -732,7 +732,7 @@ class Connection(asyncio.Protocol):
         r = self._walk_from(m, f, node, i + len(got), qids)
         return await r if is_awaitable(r) else r
 
-    def _bind_walk(self, m: Twalk, f: Fid, node: Node) -> None:
+    def _bind_walk(self, m: Twalk, f: Fid, node: Inode) -> None:
         if m.newfid == m.fid:
             if m.fid not in self.fids:  # clunked while the walk waited
                 raise NinepError(*Ebadfid)
@@ -771,7 +771,7 @@ class Connection(asyncio.Protocol):
         cls = Ropen if isinstance(m, Topen) else Rcreate
         return cls(m.tag, f.node.qid, self.msize - IOHDRSZ)
 
-    def _check_removable(self, node: Node) -> None:
+    def _check_removable(self, node: Inode) -> None:
         parent = node.parent
         if parent is None or not parent.mode & 0o200:
             raise NinepError(*Eperm)
@@ -792,11 +792,11 @@ class Connection(asyncio.Protocol):
             return self._create_async(m, f, r)
         return self._created(m, f, r)
 
-    async def _create_async(self, m: Tcreate, f: Fid, pending: Awaitable[Node]) -> Any:
+    async def _create_async(self, m: Tcreate, f: Fid, pending: Awaitable[Inode]) -> Any:
         r = self._created(m, f, await pending)
         return await r if is_awaitable(r) else r
 
-    def _created(self, m: Tcreate, f: Fid, node: Node) -> Any:
+    def _created(self, m: Tcreate, f: Fid, node: Inode) -> Any:
         f.node = node
         if node.is_dir:
             f.omode = m.mode
@@ -897,7 +897,7 @@ class Connection(asyncio.Protocol):
         waiting = self._release(f)
         return self._remove_node(m.tag, f.node, Rremove, waiting)
 
-    def _remove_node(self, tag: int, node: Node, reply: type, waiting: Any) -> Any:
+    def _remove_node(self, tag: int, node: Inode, reply: type, waiting: Any) -> Any:
         self._check_removable(node)
         r = node.remove()
         if is_awaitable(r) or waiting is not None:

@@ -1,7 +1,7 @@
 """Synthetic file trees: declarative directory tables and the file kinds the namespace is made of.
 
 The server does the protocol bookkeeping (fids, modes, offsets, directory packing) once, so a file
-here is tiny: a :class:`Node` answers stat and open, the :class:`Handle` its open returns answers
+here is tiny: an :class:`Inode` answers stat and open, the :class:`Handle` its open returns answers
 read and write for that one open. Everything refuses by default; a kind overrides one or two
 methods. A method returns its answer directly, or an awaitable when the answer must wait (a stream
 read with no data yet) — the server runs only those as tasks, so the common case stays fast.
@@ -37,8 +37,10 @@ def new_qid_path() -> int:
     return next(_paths)
 
 
-class Node:
-    """A file; refuses everything it does not override. Name and mode are set by its directory."""
+class Inode:
+    """A file or directory served here; refuses everything it does not override. Name and mode
+    are set by its directory. (Named apart from ``node.daemon.Node``, a machine, and from
+    ``ninep.client.File``, an open file on another server.)"""
 
     is_dir: ClassVar[bool] = False
 
@@ -87,7 +89,7 @@ class Node:
 class Handle:
     """One open of a node; per-open state (a snapshot, a position) lives here."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Inode) -> None:
         self.node = node
 
     def read(self, offset: int, count: int) -> Maybe[bytes]:
@@ -103,7 +105,7 @@ class Handle:
 class BytesHandle(Handle):
     """Reads from a fixed byte string at any offset."""
 
-    def __init__(self, node: Node, data: bytes) -> None:
+    def __init__(self, node: Inode, data: bytes) -> None:
         super().__init__(node)
         self.data = data
 
@@ -115,7 +117,7 @@ def _b(x: str | bytes) -> bytes:
     return x.encode() if isinstance(x, str) else x
 
 
-class StaticFile(Node):
+class StaticFile(Inode):
     def __init__(self, content: str | bytes = b"", name: str = "", mode: int = 0o444) -> None:
         super().__init__(name, mode)
         self.content = _b(content)
@@ -127,7 +129,7 @@ class StaticFile(Node):
         return BytesHandle(self, self.content)
 
 
-class GeneratedFile(Node):
+class GeneratedFile(Inode):
     """Text produced when opened; each open sees its own consistent snapshot. ``generate`` may
     return an awaitable when the text must be gathered (from other nodes, say)."""
 
@@ -158,7 +160,7 @@ class GeneratedFile(Node):
         return BytesHandle(self, _b(await pending))
 
 
-class LiveFile(Node):
+class LiveFile(Inode):
     """Text produced afresh whenever a read starts at offset 0, later offsets reading on in that
     text: one open file serves a reader that polls it (a heartbeat) with one round trip per
     poll, instead of a walk, an open, two reads and a clunk. ``generate`` must answer now."""
@@ -184,7 +186,7 @@ class LiveHandle(Handle):
         return self.data[offset:offset + count]
 
 
-class StreamFile(Node):
+class StreamFile(Inode):
     """Reads drain ``source``; writes feed ``sink``; offsets are ignored, as for a pipe.
 
     With ``eof_on_close``, the sink reaches end of file when the last handle opened for writing is
@@ -233,39 +235,39 @@ class StreamHandle(Handle):
 
 # ---- directories ---------------------------------------------------------------------------------
 
-class Dir(Node):
+class Dir(Inode):
     is_dir = True
 
     def __init__(self, name: str = "", mode: int = 0o555) -> None:
         super().__init__(name, mode)
 
-    def children(self) -> Maybe[Iterable[Node]]:
+    def children(self) -> Maybe[Iterable[Inode]]:
         return ()
 
-    def walk(self, name: str) -> Maybe[Node]:
+    def walk(self, name: str) -> Maybe[Inode]:
         kids = self.children()
         if is_awaitable(kids):
             return self._walk_later(kids, name)
         return _named(kids, name)
 
-    async def _walk_later(self, kids: Awaitable[Iterable[Node]], name: str) -> Node:
+    async def _walk_later(self, kids: Awaitable[Iterable[Inode]], name: str) -> Inode:
         return _named(await kids, name)
 
-    def create(self, name: str, perm: int, mode: int) -> Maybe[Node]:
+    def create(self, name: str, perm: int, mode: int) -> Maybe[Inode]:
         raise NinepError(*Enocreate)
 
-    def unlink(self, child: Node) -> Maybe[None]:
+    def unlink(self, child: Inode) -> Maybe[None]:
         raise NinepError(*Enoremove)
 
-    def rename(self, child: Node, new_name: str) -> Maybe[None]:
+    def rename(self, child: Inode, new_name: str) -> Maybe[None]:
         raise NinepError(*Enowstat)
 
-    def adopt(self, child: Node) -> Node:
+    def adopt(self, child: Inode) -> Inode:
         child.parent = self
         return child
 
 
-def _named(kids: Iterable[Node], name: str) -> Node:
+def _named(kids: Iterable[Inode], name: str) -> Inode:
     for c in kids:
         if c.name == name:
             return c
@@ -277,7 +279,7 @@ class Entry(NamedTuple):
 
     name: str
     mode: int
-    make: Callable[[Any], Node]
+    make: Callable[[Any], Inode]
 
 
 class TableDir(Dir):
@@ -286,16 +288,16 @@ class TableDir(Dir):
     def __init__(self, table: Iterable[Entry], owner: Any = None, name: str = "",
                  mode: int = 0o555) -> None:
         super().__init__(name, mode)
-        self._children: dict[str, Node] = {}
+        self._children: dict[str, Inode] = {}
         for e in table:
             node = e.make(owner)
             node.name, node.mode = e.name, e.mode
             self._children[e.name] = self.adopt(node)
 
-    def children(self) -> Iterable[Node]:
+    def children(self) -> Iterable[Inode]:
         return self._children.values()
 
-    def walk(self, name: str) -> Node:
+    def walk(self, name: str) -> Inode:
         try:
             return self._children[name]
         except KeyError:
@@ -310,7 +312,7 @@ class DynamicDir(TableDir):
         super().__init__(table, owner, name, mode)
         self._fixed = set(self._children)
 
-    def add(self, name: str, node: Node) -> Node:
+    def add(self, name: str, node: Inode) -> Inode:
         if name in self._children:
             raise NinepError(*Eexist)
         node.name = name
@@ -318,7 +320,7 @@ class DynamicDir(TableDir):
         self.mtime = int(time.time())
         return node
 
-    def discard(self, name: str) -> Node | None:
+    def discard(self, name: str) -> Inode | None:
         if name in self._fixed:
             return None
         node = self._children.pop(name, None)
@@ -332,7 +334,7 @@ class RequestHandle(Handle):
     """Write a request, read its answer on the same open (gread's shape); reading first asks
     ``default`` (stacks with no request, say)."""
 
-    def __init__(self, node: Node, answer: Callable[[bytes], Awaitable[bytes]],
+    def __init__(self, node: Inode, answer: Callable[[bytes], Awaitable[bytes]],
                  default: bytes | None, limit: int) -> None:
         super().__init__(node)
         self.answer, self.default, self.limit = answer, default, limit
@@ -360,7 +362,7 @@ class RequestHandle(Handle):
         return self.result[offset:offset + count]
 
 
-class RequestFile(Node):
+class RequestFile(Inode):
     """A file asked a question: a write is the request (at most ``limit`` bytes), a read the
     answer ``answer`` gives it, on the same open (group reads' shape; a session's pgroup, a
     node's metrics history)."""

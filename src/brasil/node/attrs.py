@@ -258,9 +258,11 @@ class Selection:
 
     filter: Filter = Filter()
     pernode: int | None = None
+    spread: str | None = None  # a label: ranks dealt evenly over its values (node/daemon.py)
 
     def words(self) -> str:
-        """As passed on to a neighbour (``resupto K`` + this)."""
+        """As passed on to a neighbour (``resupto K`` + this; a spread is resolved at the
+        origin into one filtered reservation per value, so it is never passed on)."""
         out = f" where {self.filter}" if self.filter else ""
         return out + (f" pernode {self.pernode}" if self.pernode else "")
 
@@ -279,24 +281,24 @@ class Selection:
         return total
 
     def __bool__(self) -> bool:
-        return bool(self.filter) or self.pernode is not None
+        return bool(self.filter) or self.pernode is not None or self.spread is not None
 
     def __str__(self) -> str:
-        return self.words().strip()
+        return (self.words() + (f" spread {self.spread}" if self.spread else "")).strip()
 
 
 def parse_selection(args: list[str], known: Iterable[str] | None = None) -> Selection:
     """What follows N in ``res N``: ``where FILTER``, ``pernode P`` (either, both, any order),
     or the original ``os [arch]`` (``*`` for any)."""
-    usage = "res N [where FILTER] [pernode P] | res N [os [arch]]"
+    usage = "res N [where FILTER] [pernode P] [spread LABEL] | res N [os [arch]]"
     if not args:
         return Selection()
-    if args[0] not in ("where", "pernode"):
+    if args[0] not in ("where", "pernode", "spread"):
         if len(args) > 2:
             raise NinepError(f"res: too many words; usage: {usage}", errno.EINVAL)
         preds = [Pred(k, "=", v) for k, v in zip(("os", "arch"), args) if v != "*"]
         return Selection(Filter(preds))
-    filt, pernode = Filter(), None
+    filt, pernode, spread = Filter(), None, None
     i = 0
     while i < len(args):
         word = args[i]
@@ -309,7 +311,16 @@ def parse_selection(args: list[str], known: Iterable[str] | None = None) -> Sele
                 raise NinepError(f"res: pernode needs a number ≥ 1, got {args[i + 1]!r}",
                                  errno.EINVAL)
             pernode = int(args[i + 1])
+        elif word == "spread":
+            key = args[i + 1]
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", key):
+                raise NinepError(f"res: spread needs a label name (e.g. rack), got {shown(key)}",
+                                 errno.EINVAL)
+            if known is not None and key not in known:
+                raise NinepError(f"res: spread {shown(key)}: no node has that label; nodes "
+                                 f"have: {', '.join(sorted(known))}", errno.EINVAL)
+            spread = key
         else:
             raise NinepError(f"res: unknown word {word!r}; usage: {usage}", errno.EINVAL)
         i += 2
-    return Selection(filt, pernode)
+    return Selection(filt, pernode, spread)

@@ -32,14 +32,15 @@ from ..ninep.synthetic import (
     Entry,
     GeneratedFile,
     Handle,
+    Inode,
     StaticFile,
     TableDir,
 )
-from ..ninep.synthetic import Node as File
-from .attrs import Selection, format_attrs, system_attrs
+from .attrs import Filter, Pred, Selection, format_attrs, parse_status_line, system_attrs
 from .exportfs import Export, ExportDir
 from .hooks import Reserver
 from .host import DataPath, Delegate, FarEnd, Owner
+from .policy import Policy
 from .scope import Scope
 from .session import Session
 from .session_files import SessionDir, attrs_file, env_file, ns_file
@@ -55,7 +56,7 @@ def arch_line() -> str:
     return f"{platform.system().lower()} {platform.machine()}"
 
 
-class CloneFile(File):
+class CloneFile(Inode):
     """Opening it makes a session; reading that open gives the session's id."""
 
     def __init__(self, node: Node) -> None:
@@ -91,6 +92,7 @@ class Node:
         self.status_sources: list[Callable[[], Any]] = []  # the subtree's lines, maybe awaited
         self.status_keys: list[Callable[[], set[str]]] = []  # attribute names seen below
         self.labels: dict[str, str] = {}
+        self.policy: Policy | None = None  # caps per user (node/policy.py; serve --policy)
         # the hooks the tree sets (node/hooks.py), when this node is in one
         self.reserver: Reserver | None = None  # reserves on neighbours (tree/reserve.py)
         self.cut_through: DataPath | None = None  # direct splices' endpoint (tree/data.py)
@@ -176,6 +178,21 @@ class Node:
         log.info("session %s: created", sid)
         return session
 
+    def check_policy(self, session: Owner, n: int) -> None:
+        """``n`` more slots for ``session``, made here: refused (and logged) past a cap of the
+        policy. Its user's other sessions made here that hold slots count against the caps."""
+        if self.policy is None:
+            return
+        user = session.user
+        mine = [s for s in self.sessions.values()
+                if s is not session and s.user == user and s.came_from is None and s.nsubs
+                and s.session_state != "closed"]
+        try:
+            self.policy.check_res(user, n, len(mine), sum(s.nsubs for s in mine))
+        except NinepError as e:
+            log.warning("session %s: %s", session.path, e)
+            raise
+
     def neighbor_lost(self, name: str) -> None:
         """Sub-sessions held through a lost neighbour fail, naming it; the rest go on."""
         for s in self.sessions.values():
@@ -235,6 +252,8 @@ class Node:
         """``n`` slots: this node's free ones first, then (through ``reserver``, set by the tree)
         its neighbours'; all or nothing — or, with ``upto``, as many as there are (at least one),
         which is how a neighbour is asked, so a stale idea of its free slots costs nothing."""
+        if sel.spread is not None:
+            return await self._reserve_spread(session, n, sel)
         k = min(n, sel.take(self.attrs(), len(self.free)))
         taken, self.free = self.free[:k], self.free[k:]
         groups: list[Delegate] = []
@@ -253,6 +272,56 @@ class Node:
             where = f" ({sel})" if sel else ""
             raise NinepError(f"res: not enough slots: asked {n}, {got} free in reach{where}",
                              errno.EBUSY)
+        return taken, groups
+
+    async def _reserve_spread(self, session: Owner, n: int,
+                              sel: Selection) -> tuple[list[int], list[Delegate]]:
+        """``res N spread LABEL``: the label's values seen in this node's subtree are the
+        domains (racks, power domains); N is dealt over them one slot at a time, as far as each
+        has free slots (as last heard), and each share reserved with ``where LABEL=VALUE``, all
+        or nothing. A node without the label is in no domain."""
+        label = sel.spread
+        assert label is not None
+        lines = [self.status_line()]
+        for source in self.status_sources:
+            got = source()
+            lines += await got if is_awaitable(got) else got
+        room: dict[str, int] = {}
+        for line in lines:
+            attrs = parse_status_line(line)
+            w = line.split()
+            if label in attrs and len(w) > 2 and w[2].isdigit():
+                room[attrs[label]] = room.get(attrs[label], 0) + sel.take(attrs, int(w[2]))
+        share = dict.fromkeys(sorted(room), 0)
+        left = n
+        while left and any(share[v] < room[v] for v in share):
+            for v in share:
+                if left and share[v] < room[v]:
+                    share[v] += 1
+                    left -= 1
+        if left or not share:
+            where = f" where {sel.filter}" if sel.filter else ""
+            raise NinepError(f"res: cannot spread {n} slots over {label}: "
+                             + (", ".join(f"{label}={v} has {room[v]} free" for v in share)
+                                or f"no node in reach has the label {label}")
+                             + f"{where}", errno.EBUSY)
+        taken: list[int] = []
+        groups: list[Delegate] = []
+        try:
+            for v, k in share.items():
+                if k:
+                    part = Selection(Filter((*sel.filter.preds, Pred(label, "=", v))),
+                                     sel.pernode)
+                    got_slots, got_groups = await self.reserve(session, k, part)
+                    taken += got_slots
+                    groups += got_groups
+        except BaseException:
+            self.release_slots(taken)
+            for g in groups:
+                detach(g.close())
+            raise
+        log.info("res %d spread %s: %s", n, label,
+                 ", ".join(f"{k} on {label}={v}" for v, k in share.items() if k))
         return taken, groups
 
     def release_slots(self, slots: Iterable[int]) -> None:

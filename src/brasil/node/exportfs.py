@@ -34,7 +34,7 @@ from ..ninep.constants import (
     OTRUNC,
 )
 from ..ninep.errors import Eexist, NinepError
-from ..ninep.synthetic import Dir, Handle, Node
+from ..ninep.synthetic import Dir, Handle, Inode
 from ..ninep.wire import Qid, Stat
 
 MAX_LINKS = 40
@@ -176,7 +176,7 @@ class Export:
         return NinepError(f"{'/'.join(path)}: symlink to {target} points outside the exported tree",
                           _errno.EACCES)
 
-    def node(self, rel: tuple[str, ...], name: str) -> Node:
+    def node(self, rel: tuple[str, ...], name: str) -> Inode:
         try:
             info = self.lstat(rel)
         except OSError as e:
@@ -207,7 +207,7 @@ def _qid(info: os.stat_result) -> Qid:
     return Qid(0x80 if is_dir else 0, 0 if is_dir else info.st_mtime_ns & 0xFFFFFFFF, path)
 
 
-class _ExportNode(Node):
+class _ExportNode(Inode):
     def __init__(self, export: Export, rel: tuple[str, ...], name: str, info: os.stat_result) -> None:
         super().__init__(name, st.S_IMODE(info.st_mode))
         self.export, self.rel = export, rel
@@ -301,7 +301,7 @@ class ExportFile(_ExportNode):
 
 
 class FdHandle(Handle):
-    def __init__(self, node: Node, fd: int) -> None:
+    def __init__(self, node: Inode, fd: int) -> None:
         super().__init__(node)
         self.fd = fd
 
@@ -326,11 +326,11 @@ class FdHandle(Handle):
 class ExportDir(_ExportNode, Dir):
     is_dir = True
 
-    def walk(self, name: str) -> Node:
+    def walk(self, name: str) -> Inode:
         rel = self.export.resolve(self.rel + (name,))
         return self.adopt(self.export.node(rel, name))
 
-    def children(self) -> list[Node]:
+    def children(self) -> list[Inode]:
         fd = -1
         try:
             fd = self.export.open_dir(self.rel, listable=True)
@@ -340,7 +340,7 @@ class ExportDir(_ExportNode, Dir):
         finally:
             if fd >= 0:
                 os.close(fd)
-        out: list[Node] = []
+        out: list[Inode] = []
         for name in names:
             try:
                 rel = self.export.resolve(self.rel + (name,))
@@ -353,7 +353,7 @@ class ExportDir(_ExportNode, Dir):
                 out.append(self.adopt(ExportFile(self.export, self.rel + (name,), name, info)))
         return out
 
-    def create(self, name: str, perm: int, mode: int) -> Node:
+    def create(self, name: str, perm: int, mode: int) -> Inode:
         refuse_special(perm, f"{self._where()}/{name}")
         parent = self.export.open_dir(self.rel)
         try:
@@ -370,7 +370,7 @@ class ExportDir(_ExportNode, Dir):
             os.close(parent)
         return self.adopt(self.export.node(self.rel + (name,), name))
 
-    def rename(self, child: Node, new_name: str) -> None:
+    def rename(self, child: Inode, new_name: str) -> None:
         if new_name in (".", "..") or "/" in new_name:
             raise NinepError(f"rename: {new_name!r} is not a file name", _errno.EINVAL)
         parent = self.export.open_dir(self.rel)
@@ -384,5 +384,5 @@ class ExportDir(_ExportNode, Dir):
         if isinstance(child, _ExportNode):
             child.rel = self.rel + (new_name,)
 
-    def unlink(self, child: Node) -> None:
+    def unlink(self, child: Inode) -> None:
         child.remove()

@@ -18,7 +18,7 @@ from typing import Protocol
 from ..exec.reaper import Watchdog
 from ..exec.records import Key, Splitter
 from ..ninep.maybe import Maybe
-from ..ninep.synthetic import Node as File
+from ..ninep.synthetic import Inode
 from .attrs import Selection
 from .io import Output, Sink
 
@@ -65,7 +65,7 @@ class FarEnd(End, Protocol):
 class FarSub(FarEnd, Protocol):
     """One of our sub-sessions held by a neighbour (tree/delegation.py's RemoteSub)."""
 
-    def mount(self) -> Awaitable[File]: ...
+    def mount(self) -> Awaitable[Inode]: ...
 
 
 class Input(Protocol):
@@ -153,5 +153,6 @@ class Host(Protocol):
     def reserve(self, session: Owner, n: int, sel: Selection,
                 upto: bool) -> Awaitable[tuple[list[int], list[Delegate]]]: ...
     def release_slots(self, slots: list[int]) -> None: ...
+    def check_policy(self, session: Owner, n: int) -> None: ...
     def find_end(self, path: str) -> FarEnd: ...
     def close_session(self, session: Owner) -> None: ...

@@ -34,7 +34,7 @@ from ..exec.procgroup import Debuggers, Rank, Report, parse_signal, send_signal,
 from ..exec.stacks import ProcessGone, StackError
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
-from ..ninep.synthetic import Dir, Entry, GeneratedFile, Handle, Node, RequestFile, TableDir
+from ..ninep.synthetic import Dir, Entry, GeneratedFile, Handle, Inode, RequestFile, TableDir
 
 WAIT_STOPPED = 60.0
 OPS = ("stacks", "signal", "stop", "cont", "detach", "break", "wait", "eval")
@@ -50,6 +50,13 @@ def debuggers(session: Any) -> Debuggers:
         d = _debuggers[top] = Debuggers()
         weakref.finalize(top, _end, d)
     return d
+
+
+def end_debuggers(session: Any) -> Awaitable[None] | None:
+    """A closing session lets its gdbs go now (each detaches and exits), not when the session
+    is collected; the finalizer below stays for a session dropped without a close."""
+    d = _debuggers.pop(session.top, None)
+    return d.detach() if d is not None and d.held else None
 
 
 def _end(d: Debuggers) -> None:
@@ -161,7 +168,7 @@ async def group_op(session: Any, op: str, arg: str) -> Report:
 
 # Files ------------------------------------------------------------------------------------
 
-class WriteFile(Node):
+class WriteFile(Inode):
     """Each write is one command, acted on before the write returns."""
 
     def __init__(self, act: Callable[[str], Maybe[None]]) -> None:
@@ -197,7 +204,7 @@ def _text(report: Report, body: list[str]) -> bytes:
     return "".join(ln + "\n" for ln in body + report.trailer()).encode()
 
 
-def _stacks_file(session: Any) -> Node:
+def _stacks_file(session: Any) -> Inode:
     async def answer(req: bytes) -> bytes:
         arg = req.decode(errors="replace").strip()
         if arg not in ("", "lines"):
@@ -207,20 +214,20 @@ def _stacks_file(session: Any) -> Node:
     return RequestFile(answer, b"")
 
 
-def _signal_file(session: Any) -> Node:
+def _signal_file(session: Any) -> Inode:
     async def act(word: str) -> None:
         _failed(await group_op(session, "signal", word), "signal")
     return WriteFile(act)
 
 
-def _stopped_file(session: Any) -> Node:
+def _stopped_file(session: Any) -> Inode:
     async def answer(req: bytes) -> bytes:
         report = await group_op(session, "wait", req.decode(errors="replace").strip())
         return _text(report, report.value_lines("stopped at"))
     return RequestFile(answer, b"")
 
 
-def _eval_file(session: Any) -> Node:
+def _eval_file(session: Any) -> Inode:
     async def answer(req: bytes) -> bytes:
         expr = req.decode(errors="replace").strip()
         report = await group_op(session, "eval", expr)
@@ -228,7 +235,7 @@ def _eval_file(session: Any) -> Node:
     return RequestFile(answer)
 
 
-def _pgroup_file(session: Any) -> Node:
+def _pgroup_file(session: Any) -> Inode:
     async def answer(req: bytes) -> bytes:
         op, arg = parse_request(req)
         return (await group_op(session, op, arg)).dumps()
@@ -252,7 +259,7 @@ GROUP_FILES = (
 
 # proc/RANK --------------------------------------------------------------------------------
 
-def _rank_call(leaf: Any, read: Callable[[int], str]) -> Node:
+def _rank_call(leaf: Any, read: Callable[[int], str]) -> Inode:
     def generate() -> str:
         r = _leaf_rank(leaf)
         try:
@@ -262,7 +269,7 @@ def _rank_call(leaf: Any, read: Callable[[int], str]) -> Node:
     return GeneratedFile(generate)
 
 
-def _rank_stack(leaf: Any) -> Node:
+def _rank_stack(leaf: Any) -> Inode:
     async def generate() -> str:
         r = _leaf_rank(leaf)
         report = await stacks([r], debuggers(leaf), lines=True)
@@ -274,7 +281,7 @@ def _rank_stack(leaf: Any) -> Node:
     return GeneratedFile(generate)
 
 
-def _rank_signal(leaf: Any) -> Node:
+def _rank_signal(leaf: Any) -> Inode:
     def act(word: str) -> None:
         r = _leaf_rank(leaf)
         try:
@@ -286,7 +293,7 @@ def _rank_signal(leaf: Any) -> Node:
     return WriteFile(act)
 
 
-def _rank_ctl(leaf: Any) -> Node:
+def _rank_ctl(leaf: Any) -> Inode:
     async def act(line: str) -> None:
         verb, _, arg = line.partition(" ")
         if verb not in ("stop", "cont", "detach", "break"):
@@ -305,7 +312,7 @@ async def _detached(dbg: Debuggers, r: Rank) -> Report:
     return Report()
 
 
-def _rank_eval(leaf: Any) -> Node:
+def _rank_eval(leaf: Any) -> Inode:
     async def answer(req: bytes) -> bytes:
         r, expr = _leaf_rank(leaf), req.decode(errors="replace").strip()
         report = await debuggers(leaf).evaluate([r], expr)
@@ -314,7 +321,7 @@ def _rank_eval(leaf: Any) -> Node:
     return RequestFile(answer)
 
 
-class MemFile(Node):
+class MemFile(Inode):
     """The rank's memory: the offset is the address (TBON-FS: ``lseek`` then ``read``/``write``)."""
 
     def __init__(self, leaf: Any) -> None:
@@ -366,7 +373,7 @@ class ProcDir(Dir):
     def __init__(self, session: Any) -> None:
         super().__init__("proc", 0o555)
         self.session = session
-        self._made: dict[str, Node] = {}
+        self._made: dict[str, Inode] = {}
 
     def _names(self) -> list[str]:
         s = self.session
@@ -375,7 +382,7 @@ class ProcDir(Dir):
         base = int(s.top.rank_base) if s is s.top else rank_of(s)
         return [str(base + i) for i in range(s.nsubs)]
 
-    def children(self) -> list[Node]:
+    def children(self) -> list[Inode]:
         out = []
         for name in self._names():
             node = self._made.get(name) or Dir(name, 0o555)
@@ -383,7 +390,7 @@ class ProcDir(Dir):
             out.append(node)
         return out
 
-    def walk(self, name: str) -> Maybe[Node]:
+    def walk(self, name: str) -> Maybe[Inode]:
         if name in self._made:
             return self._made[name]
         if name not in self._names():
@@ -397,7 +404,7 @@ class ProcDir(Dir):
             return self._keep(name, TableDir(RANK_TABLE, sub, name, 0o555))
         return self._through(name, sub)
 
-    async def _through(self, name: str, sub: Any) -> Node:
+    async def _through(self, name: str, sub: Any) -> Inode:
         subdir = await sub.mount()
         got = subdir.walk("proc")
         proc = await got if is_awaitable(got) else got
@@ -405,7 +412,7 @@ class ProcDir(Dir):
         node = await got if is_awaitable(got) else got
         return self._keep(name, node)
 
-    def _keep(self, name: str, node: Node) -> Node:
+    def _keep(self, name: str, node: Inode) -> Inode:
         self._made.setdefault(name, node)
         node = self._made[name]
         node.name = name

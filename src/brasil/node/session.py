@@ -29,6 +29,7 @@ from .attrs import Filter, Selection
 from .host import Delegate, FarSub, Host
 from .io import AGGREGATE, Aggregator, Distributor, Output, Sink
 from .leaf import Leaf, start
+from .proc_files import end_debuggers
 from .scope import EVERYWHERE, Scope, background
 
 log = logging.getLogger("brasil.session")
@@ -109,9 +110,12 @@ class Session(Scope):
     # ---- res ----
 
     async def reserve(self, n: int, sel: Selection = EVERYWHERE, upto: bool = False) -> None:
+        if self.came_from is None:  # the caps are checked at the origin (node/policy.py)
+            self.node.check_policy(self, n)
         self.session_step("reserve")
         if self.default_where is not None:  # made in a query directory: its nodes only
-            sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode)
+            sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode,
+                            sel.spread)
         try:
             slots, delegated = await self.node.reserve(self, n, sel, upto)
         except BaseException:
@@ -315,6 +319,9 @@ class Session(Scope):
     def close(self) -> None:
         if self.session_state == "closed":
             return
+        ending = end_debuggers(self) if self.top is self else None
+        if ending is not None:
+            background(ending)
         for leaf in self.subs:
             leaf.release()
         self.node.release_slots([leaf.slot for leaf in self.subs])  # one merge, not one per slot

@@ -11,12 +11,13 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..exec.procgroup import parse_signal
 from ..exec.records import NEWLINE, Key, parse_rs, quote
 from ..ninep.constants import OTRUNC
 from ..ninep.ctl import CommandTable, CtlFile, CtlHandle, excerpt
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
-from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Node
+from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile, Handle, Inode
 from .attrs import check_label, parse_selection
 from .io import READ, Output
 from .proc_files import GROUP_FILES, group_ctl
@@ -41,7 +42,7 @@ def _count_close(session: Scope) -> None:
 class SessionHandle(Handle):
     """Counts itself among the session's open files while it lives."""
 
-    def __init__(self, node: Node, session: Scope) -> None:
+    def __init__(self, node: Inode, session: Scope) -> None:
         super().__init__(node)
         self.session = session
         _count_open(session)
@@ -54,7 +55,7 @@ class SessionHandle(Handle):
         return None
 
 
-class SessionFile(Node):
+class SessionFile(Inode):
     def __init__(self, session: Scope) -> None:
         super().__init__()
         self.session = session
@@ -62,18 +63,11 @@ class SessionFile(Node):
 
 # ---- ctl ----
 
-SIGNALS = {name[3:]: getattr(signal, name) for name in dir(signal)
-           if name.startswith("SIG") and not name.startswith("SIG_") and name.isupper()}
-
-
-def parse_signal(text: str) -> int:
-    t = text.upper().removeprefix("SIG")
-    if t.isdigit():
-        return int(t)
-    if t in SIGNALS:
-        return int(SIGNALS[t])
-    raise NinepError(f'kill: unknown signal "{excerpt(text)}"; use a name like TERM, KILL, INT '
-                     'or a number', errno.EINVAL)
+def _signal(text: str) -> int:
+    try:
+        return parse_signal(text)
+    except ValueError as e:
+        raise NinepError(f"kill: {e}", errno.EINVAL) from None
 
 
 def _rs(args: list[str], what: str) -> Any:
@@ -145,7 +139,7 @@ class SessionCtl(CtlFile):
 
     @commands.command("kill [SIG]")
     def kill(self, args: list[str]) -> Any:
-        return self.session.kill(parse_signal(args[0]) if args else signal.SIGTERM)
+        return self.session.kill(_signal(args[0]) if args else signal.SIGTERM)
 
     @commands.command("stop", args=(0, 0))
     def stop(self, args: list[str]) -> Any:
@@ -331,7 +325,7 @@ class DataHandle(SessionHandle):
 
 # ---- env and ns ----
 
-class LinesFile(Node):
+class LinesFile(Inode):
     """A file of lines edited by writes: O_TRUNC clears, each write's lines are applied."""
 
     def __init__(self, render: Callable[[], str], apply: Callable[[str], None],
@@ -403,7 +397,7 @@ class SessionWaitFile(SessionFile):
 
 
 class SessionWaitHandle(SessionHandle):
-    def __init__(self, node: Node, session: Scope) -> None:
+    def __init__(self, node: Inode, session: Scope) -> None:
         super().__init__(node, session)
         self.data: bytes | None = None
 
@@ -445,9 +439,9 @@ class SessionDir(DynamicDir):
     def __init__(self, session: Scope) -> None:
         super().__init__(SESSION_TABLE, session, mode=0o555)
         self.session = session
-        self._subdirs: dict[str, Node] = {}
+        self._subdirs: dict[str, Inode] = {}
 
-    def children(self) -> list[Node]:
+    def children(self) -> list[Inode]:
         out = list(super().children())
         for i in range(self.session.nsubs):
             name = str(i)
@@ -472,10 +466,10 @@ class SessionDir(DynamicDir):
             return self._install(name, SessionDir(sub))
         return self._settle(name, sub.mount())
 
-    async def _settle(self, name: str, pending: Awaitable[Node]) -> Node:
+    async def _settle(self, name: str, pending: Awaitable[Inode]) -> Inode:
         return self._install(name, await pending)
 
-    def _install(self, name: str, node: Node) -> Node:
+    def _install(self, name: str, node: Inode) -> Inode:
         if name not in self._subdirs:  # else a concurrent walk got there first
             node.name = name
             self._subdirs[name] = self.adopt(node)

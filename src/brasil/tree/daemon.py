@@ -16,15 +16,14 @@ from typing import Any, Protocol
 from ..ninep.auth import SecretAuthenticator
 from ..ninep.errors import NinepError
 from ..ninep.server import Server
-from ..ninep.synthetic import GeneratedFile, LiveFile
-from ..ninep.synthetic import Node as File
+from ..ninep.synthetic import GeneratedFile, Inode, LiveFile
 from ..ninep.transport import Address, bound_addresses, parse_address
 from ..node.daemon import Node
 from .data import CutThrough, DataEndpoint
 from .delegation import RemoteEnd
 from .link import ParentLink
+from .proxy import Remote
 from .registry import Children, JoinFile
-from .remote import Remote
 from .reserve import Reserver
 
 log = logging.getLogger("brasil.tree")
@@ -57,7 +56,7 @@ class Daemon:
         self.data = DataEndpoint()
         node.find_remote = self.find_remote
 
-    def files(self) -> dict[str, File]:
+    def files(self) -> dict[str, Inode]:
         """What the tree adds to ``/csrv/local``: where children join, and what they read."""
         return {"join": JoinFile(self.children),
                 "lineage": GeneratedFile(self.lineage_text),

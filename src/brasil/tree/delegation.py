@@ -21,7 +21,7 @@ from ..ninep.constants import ORDWR, OREAD, OWRITE
 from ..ninep.errors import NinepError
 from ..ninep.messages import Tclunk, Topen, Tread, Twrite
 from ..node.io import Output
-from .remote import Remote, RemoteDir, mount
+from .proxy import Remote, RemoteDir, mount
 
 log = logging.getLogger("brasil.tree")
 

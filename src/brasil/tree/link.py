@@ -27,11 +27,11 @@ from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
 from ..ninep.messages import Topen, Twrite
 from ..ninep.server import Connection, Server
-from ..ninep.synthetic import Node as File
+from ..ninep.synthetic import Inode
 from ..ninep.transport import Address, parse_address
 from ..node.daemon import Node
 from .link_lifecycle import LINK
-from .remote import mount
+from .proxy import mount
 
 log = logging.getLogger("brasil.tree")
 
@@ -194,7 +194,7 @@ class ParentLink:
         log.info("joined the tree under %s as %s (ancestors: %s)", self.address, name,
                  ", ".join(map(str, self.ancestors)))
 
-    async def _dial(self, attempt: Attempt, name: str) -> tuple[File, int]:
+    async def _dial(self, attempt: Attempt, name: str) -> tuple[Inode, int]:
         """Both connections to the parent at ``self.address`` (kept in ``attempt``), our
         ``/csrv/parent``, and the fid of the parent's join file, open for writing."""
         attempt.up = await self._connect()

@@ -26,7 +26,7 @@ from ..ninep.ctl import CommandTable, CtlFile
 from ..ninep.errors import NinepError
 from ..ninep.server import current_connection
 from ..node.daemon import Node
-from .remote import RemoteDir, mount
+from .proxy import RemoteDir, mount
 
 log = logging.getLogger("brasil.tree")
 

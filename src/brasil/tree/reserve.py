@@ -21,8 +21,8 @@ from ..node.attrs import Selection
 from ..node.hooks import Reserving
 from .delegation import Delegation
 from .link import ParentLink
+from .proxy import Remote
 from .registry import Children
-from .remote import Remote
 
 log = logging.getLogger("brasil.tree")
 

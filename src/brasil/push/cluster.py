@@ -70,7 +70,7 @@ def chain_command(seg: Segment) -> str:
                                                         *seg.stages)[1:])
 
 
-class RemoteRun:
+class ClusterRun:
     def __init__(self, client: Client, plan: Plan, stdin: int = 0, stdout: int = 1,
                  stderr: int = 2, on_stats: Any = None, screen: Any = None) -> None:
         self.c = client
@@ -340,7 +340,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-class RemoteEngine:
+class ClusterEngine:
     """The shell's engine for a cluster: one connection, kept for the whole script."""
 
     def __init__(self, at: str, secret_file: str | None = None, status: bool | None = None) -> None:
@@ -361,7 +361,7 @@ class RemoteEngine:
         return max(1, (free - 2) // 3)
 
     def explain(self, plan: Plan) -> str:
-        run = RemoteRun(self._client(), plan)
+        run = ClusterRun(self._client(), plan)
 
         async def go() -> dict[int, list[str]]:
             try:
@@ -386,7 +386,7 @@ class RemoteEngine:
 
     def _run(self, plan: Plan, line: Any) -> int:
         try:
-            run = RemoteRun(self._client(), plan, on_stats=line.update if line else None,
+            run = ClusterRun(self._client(), plan, on_stats=line.update if line else None,
                             screen=line)
         except PlanError as e:
             print(f"push: {e}", file=sys.stderr)
@@ -435,4 +435,4 @@ class RemoteEngine:
         self.loop.close()
 
 
-__all__ = ["RemoteEngine", "RemoteRun", "describe_status"]
+__all__ = ["ClusterEngine", "ClusterRun", "describe_status"]

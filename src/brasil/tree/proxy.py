@@ -17,7 +17,7 @@ from ..ninep.constants import DMDIR, MAXWELEM, QTDIR
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import is_awaitable
 from ..ninep.messages import Tclunk, Tcreate, Topen, Tread, Tremove, Tstat, Twalk, Twrite, Twstat
-from ..ninep.synthetic import Dir, Handle, Node
+from ..ninep.synthetic import Dir, Handle, Inode
 from ..ninep.wire import Qid, Stat, read_stat
 
 log = logging.getLogger("brasil.tree")
@@ -101,7 +101,7 @@ def make_node(remote: Remote, fid: int, qid: Qid, name: str) -> _RemoteNode:
     return cls(remote, fid, qid, name)
 
 
-class _RemoteNode(Node):
+class _RemoteNode(Inode):
     """Mode bits default to everything allowed: the remote server makes the real checks."""
 
     def __init__(self, remote: Remote, fid: int, qid: Qid, name: str, mode: int = 0o777) -> None:
@@ -161,7 +161,7 @@ class RemoteDir(_RemoteNode, Dir):
     def walk(self, name: str) -> Any:
         return self._walk1(name)
 
-    async def _walk1(self, name: str) -> Node:
+    async def _walk1(self, name: str) -> Inode:
         qids, node = await self.walk_path([name])
         assert node is not None
         return node
@@ -190,9 +190,9 @@ class RemoteDir(_RemoteNode, Dir):
     def children(self) -> Any:
         return self._children()
 
-    async def _children(self) -> list[Node]:
+    async def _children(self) -> list[Inode]:
         fid = await self.remote.clone(self.fid)
-        out: list[Node] = []
+        out: list[Inode] = []
         try:
             r = await self.remote.call(Topen, fid, 0)
             count = r.iounit or self.remote.client.msize - 24
@@ -213,7 +213,7 @@ class RemoteDir(_RemoteNode, Dir):
     def create(self, name: str, perm: int, mode: int) -> Any:
         return self._create(name, perm, mode)
 
-    async def _create(self, name: str, perm: int, mode: int) -> Node:
+    async def _create(self, name: str, perm: int, mode: int) -> Inode:
         fid = await self.remote.clone(self.fid)
         try:
             r = await self.remote.call(Tcreate, fid, name, perm, mode)
@@ -261,7 +261,7 @@ class _Waypoint(Dir):
     def walk(self, name: str) -> Any:
         return self._walk1(name)
 
-    async def _walk1(self, name: str) -> Node:
+    async def _walk1(self, name: str) -> Inode:
         _, node = await self.walk_path([name])
         if node is None:
             raise NinepError(*Enotfound)
@@ -281,7 +281,7 @@ class _Waypoint(Dir):
         return await r if is_awaitable(r) else r
 
 
-class Listed(Node):
+class Listed(Inode):
     """A directory entry read from a remote listing: its stat is already known."""
 
     def __init__(self, st: Stat) -> None:

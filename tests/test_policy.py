@@ -1,0 +1,129 @@
+"""Protective policy (issue 21 §2): caps per user on sessions, slots and one reservation's size,
+checked where a session is made, refused with a sentence naming the policy and the cap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from brasil.ninep.client import Client
+from brasil.ninep.errors import NinepError
+from brasil.node import policy
+from fixtures import ctl, new_session, small_tree
+
+POLICY = {"caps": {"*": {"sessions": 2, "reservation": 6},
+                   "alice": {"slots": 5}}}
+
+
+def test_a_user_table_replaces_the_default_key_by_key():
+    p = policy.parse(POLICY, "caps.toml")
+    assert p.caps("alice") == policy.Caps(sessions=2, slots=5, reservation=6)
+    assert p.caps("bob") == policy.Caps(sessions=2, slots=None, reservation=6)
+    assert policy.parse({}, "empty").caps("anyone") == policy.Caps()
+
+
+@pytest.mark.parametrize("data, says", [
+    ({"limits": {}}, "unknown table(s) limits; only [caps.USER]"),
+    ({"caps": {"bob": {"cpus": 3}}}, "caps.bob: unknown key(s) cpus; the keys are sessions"),
+    ({"caps": {"bob": {"slots": -1}}}, "caps.bob.slots = -1: give a whole number ≥ 0"),
+    ({"caps": {"bob": {"slots": "9"}}}, "caps.bob.slots = '9': give a whole number"),
+    ({"caps": {"bob": 3}}, "caps.bob must be a table"),
+])
+def test_a_wrong_policy_is_a_sentence_that_says_where(data, says):
+    with pytest.raises(policy.PolicyError, match="^policy p.toml: ") as e:
+        policy.parse(data, "p.toml")
+    assert says in str(e.value)
+
+
+def test_the_reference_example_is_a_valid_policy():
+    import pathlib
+    import re
+    import tomllib
+    text = (pathlib.Path(__file__).parent.parent / "docs/reference.md").read_text()
+    block = re.search(r"```toml\n(\[caps.*?)```", text, re.S)
+    assert block is not None
+    p = policy.parse(tomllib.loads(block.group(1)), "reference.md")
+    assert p.caps("alice") == policy.Caps(sessions=20, slots=16, reservation=128)
+
+
+def test_serve_refuses_to_start_on_a_bad_policy_file(tmp_path):
+    (tmp_path / "p.toml").write_text("[caps.bob]\nslots = 'many'\n")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    r = subprocess.run([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
+                        f"unix:{tmp_path}/s.sock", "--state-dir", str(state), "--policy",
+                        str(tmp_path / "p.toml")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "caps.bob.slots = 'many': give a whole number ≥ 0" in r.stderr
+
+
+async def test_a_user_over_a_cap_is_refused_while_another_user_reserves(tmp_path):
+    async with small_tree(str(tmp_path), slots=3) as (nodes, _):
+        root = nodes["root"]
+        root.node.policy = policy.parse(POLICY, "caps.toml")
+        alice = await Client.connect(root.unix, uname="alice")
+        bob = await Client.connect(root.unix, uname="bob")
+        try:
+            a1 = await new_session(alice)
+            await ctl(alice, a1, "res 5")  # 3 here and 2 below: counted once, at the origin
+            a2 = await new_session(alice)
+            with pytest.raises(NinepError, match=r'res: refused by policy caps.toml: user alice '
+                               r'may hold at most 5 slots at once \(5 held, 1 asked\); to change '
+                               r'it, the administrator edits caps."alice".slots there'):
+                await ctl(alice, a2, "res 1")
+            assert root.node.sessions[a2].session_state == "new"  # nothing half done
+            # bob is under the default caps: no slot cap, at most 6 in one res, 2 sessions
+            b1 = await new_session(bob)
+            with pytest.raises(NinepError, match=r'user bob \(caps "\*"\) may ask for at most 6 '
+                               r'slots in one res \(asked 7\)'):
+                await ctl(bob, b1, "res 7")
+            await ctl(bob, b1, "res 5")
+            b2 = await new_session(bob)
+            await ctl(bob, b2, "res 1")  # alice's sessions do not count against bob
+            b3 = await new_session(bob)
+            with pytest.raises(NinepError, match=r"at most 2 sessions with slots at once \(2 now\)"):
+                await ctl(bob, b3, "res 1")
+            # a session given back makes room again
+            await ctl(alice, a1, "close")
+            await ctl(alice, a2, "res 1")
+        finally:
+            await alice.close()
+            await bob.close()
+
+
+async def test_res_spread_deals_ranks_evenly_over_a_label_s_values(tmp_path):
+    # Placement (issue 21 §2): n1, n2, n3 and their children are racks r1, r2, r3 of a 1+3+9.
+    from fixtures import status_rows, wait_for
+    from trees import tree_1_3_9
+    async with tree_1_3_9(str(tmp_path), slots=2) as (nodes, c):
+        rack = {}
+        for name, d in nodes.items():
+            if name != "n0":
+                rack[name] = d.node.labels["rack"] = f"r{name[1]}"
+        root = nodes["n0"]
+        await wait_for(lambda: sum("rack=" in ln for ln in root.children.status_lines()) == 12,
+                       timeout=20)
+        sid = await new_session(c)
+        await ctl(c, sid, "res 6 spread rack")
+        nodes_of = [row[1] for row in await status_rows(c, sid)]
+        assert sorted(rack[n] for n in nodes_of) == ["r1", "r1", "r2", "r2", "r3", "r3"]
+        await ctl(c, sid, "close")
+        # brasil run --spread: the same, from the command line's API
+        from brasil.client.run import run
+        lines: list[str] = []
+        result = await run(c, "echo $BRASIL_NODE", n=3, spread="rack", out=lines.append,
+                           label=False)
+        assert result.status == 0 and sorted(rack[ln] for ln in lines) == ["r1", "r2", "r3"]
+        # More than the racks hold: refused whole, saying how much each had; nothing kept.
+        def all_free() -> bool:
+            return all(len(d.node.free) == 2 for d in nodes.values())
+        await wait_for(all_free, 10)
+        sid = await new_session(c)
+        with pytest.raises(NinepError, match=r"res: cannot spread 25 slots over rack: "
+                           r"rack=r1 has 8 free, rack=r2 has 8 free, rack=r3 has 8 free"):
+            await ctl(c, sid, "res 25 spread rack")
+        await wait_for(all_free, 10)
+        with pytest.raises(NinepError, match=r"res: spread 'bogus': no node has that label"):
+            await ctl(c, sid, "res 2 spread bogus")
