@@ -174,6 +174,11 @@ async def test_the_page_shows_the_tree_live_charts_lost_nodes_and_cluster_text_a
             b = Batch(c)
             await b.submit(["<script>alert(1)</script>"], tag="xss", home=str(tmp_path))
             await b.cancel(tag="xss")
+            # A session of 3 ranks whose command line carries markup too.
+            sid = (await c.read("csrv/local/clone")).decode().strip()
+            await c.write(f"csrv/local/{sid}/ctl", "res 3\n")
+            await c.write(f"csrv/local/{sid}/ctl",
+                          "exec sh -c 'sleep 300' '<img src=x onerror=alert(2)>'\n")
             async with brasil_web(str(nodes["n0"].unix)) as (url, _):
                 await asyncio.to_thread(driver.get, url)
 
@@ -201,6 +206,13 @@ async def test_the_page_shows_the_tree_live_charts_lost_nodes_and_cluster_text_a
                 # The markup is on the page as text, and it ran nowhere.
                 await asyncio.to_thread(until, driver, lambda d: "<script>alert(1)</script>"
                                         in d.find_element(By.ID, "workloads").text)
+                await asyncio.to_thread(until, driver, lambda d: "<img src=x onerror=alert(2)>"
+                                        in d.find_element(By.ID, "sessions").text)
+                row = await asyncio.to_thread(lambda: driver.find_element(
+                    By.CSS_SELECTOR, f'#sessions tr[data-session="n0/{sid}"]').text)
+                assert "root" in row and "running" in row and " 3 " in row  # user, state, ranks
+                assert not await asyncio.to_thread(
+                    driver.find_elements, By.CSS_SELECTOR, "#sessions img")
                 with pytest.raises(NoAlertPresentException):
                     await asyncio.to_thread(lambda: driver.switch_to.alert.text)
                 scripts = await asyncio.to_thread(

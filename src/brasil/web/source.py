@@ -170,7 +170,7 @@ class Cluster:
             nodes.append({
                 "name": name, "parent": self.last_parent.get(name, ""),
                 "set": fold([name, *below[name]]) if below.get(name) else "",
-                "path": "/" + self.paths.get(name, f"csrv/query/name={name}/{name}"),
+                "path": "/" + self.csrv(name),
                 "state": "up" if name in live else "lost",
                 "slots": num(a.get("slots")), "free": num(a.get("free")),
                 "load": num(a.get("load")), "cores": num(a.get("cores")),
@@ -224,6 +224,10 @@ class Cluster:
                 p, hops = self.parent.get(p), hops + 1
         return out
 
+    def csrv(self, node: str) -> str:
+        """The node's /csrv: through the tree where known, else through a query."""
+        return self.paths.get(node) or f"csrv/query/name={node}/{node}"
+
     def node_path(self, node: str) -> str:
         if node not in self.paths:
             raise SourceError(f"no node {clip(node, 64)!r} in the tree")
@@ -269,7 +273,7 @@ class Cluster:
             rows.append({"node": w[0], "id": w[1], "state": w[2],
                          "user": clip(attrs.get("user", "")),
                          "command": clip(attrs.get("command", "")),
-                         "path": f"/{self.paths.get(w[0], 'csrv')}/local/{w[1]}"})
+                         "path": f"/{self.csrv(w[0])}/local/{w[1]}"})
         cut = len(rows) > MAX_SESSIONS or more
         rows = rows[:MAX_SESSIONS]
 
