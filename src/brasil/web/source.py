@@ -50,6 +50,7 @@ MAX_WORKLOADS = 50
 MAX_FAILURES = 50          # failed jobs listed per workload
 MAX_RUNS = 2000            # Gantt bars per workload
 MAX_NODES = 4096
+MAX_ASKING = 8             # on-demand reads (history, Gantt) in flight at once
 MAX_TEXT = 512             # characters kept of any text from the cluster (command lines…)
 NOT_CHILDREN = {"local", "query", "parent"}
 TAG = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -105,6 +106,7 @@ class Cluster:
         self.changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._gate = asyncio.Semaphore(MAX_ASKING)
 
     # The poll ----------------------------------------------------------------------------
 
@@ -334,8 +336,9 @@ class Cluster:
             return hit[1]
         if len(self._cache) > 256:
             self._cache = {k: v for k, v in self._cache.items() if now - v[0] < ttl}
-        value = await make()
-        self._cache[key] = (now, value)
+        async with self._gate:  # pages asking many questions at once wait their turn
+            value = await make()
+        self._cache[key] = (time.monotonic(), value)
         return value
 
     async def history(self, node: str, series: str, metric: str, seconds: float,
