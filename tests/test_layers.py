@@ -27,7 +27,7 @@ LAYERS = {
     "node": 4,
     "tree": 5, "batch": 5, "push": 5, "mount": 5,
     "group": 6,
-    "web": 7,  # the dashboard: reads through client/, shows batch's report and metrics' names
+    "web": 7,  # the dashboard: 9P reads of the tree, batch's report, metrics' names; below cli
     "cli": 8, "demo": 8,
 }
 
