@@ -53,6 +53,25 @@ def request(url: str, method: str = "GET", headers: dict[str, str] | None = None
         conn.close()
 
 
+def sse_past_the_cap(base: str, headers: dict[str, str]) -> tuple[int, int]:
+    """Open event streams until one is refused: (how many were answered 200, its status)."""
+    from brasil.web.server import MAX_SSE
+    u = urllib.parse.urlsplit(base)
+    held = []
+    try:
+        for _ in range(MAX_SSE + 1):
+            conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=30)
+            held.append(conn)
+            conn.request("GET", "/api/events", headers=headers)
+            r = conn.getresponse()
+            if r.status != 200:
+                return len(held) - 1, r.status
+        return len(held), 200
+    finally:
+        for conn in held:
+            conn.close()
+
+
 async def ask(url: str, **kw: Any) -> tuple[int, Any, bytes]:
     return await asyncio.to_thread(request, url, **kw)
 
@@ -96,6 +115,9 @@ async def test_the_token_is_always_required_and_actions_only_with_csrf(tmp_path)
                 assert (await ask(f"http://127.0.0.1:{wport}/"))[0] == 403
                 assert (await ask(f"http://127.0.0.1:{wport}/api/snapshot"))[0] == 403
             assert b"beyond loopback" in await p.stderr.read()
+            # Live pages are bounded: the one past MAX_SSE is told so.
+            from brasil.web.server import MAX_SSE
+            assert await asyncio.to_thread(sse_past_the_cap, base, jar) == (MAX_SSE, 503)
             # Without --actions, every POST is refused, CSRF token or not.
             for path in ("/api/kill", "/api/cancel"):
                 status, _, _ = await ask(base + path, method="POST", headers=jar, body=b"{}")
