@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -41,10 +43,15 @@ def props(**kw: str) -> dict[bytes, bytes | None]:
     return {k.encode(): v.encode() for k, v in base.items()}
 
 
+HOSTS = itertools.count(1)
+
+
 def ann(name: str, depth: int | None, children: int = 0, fanout: int = 4,
         host: str = "") -> Announcement:
-    return Announcement(name, Address("tcp", host or f"10.0.0.{len(name)}{ord(name[-1]) % 9}",
-                                      5670), depth, children, fanout)
+    """An announcement at an address of its own (unless ``host`` says)."""
+    n = next(HOSTS)
+    return Announcement(name, Address("tcp", host or f"10.0.{n // 250}.{n % 250 + 1}", 5670),
+                        depth, children, fanout)
 
 
 # The announcement and the rule, as functions
@@ -91,9 +98,29 @@ def test_the_rule_nearest_the_root_then_fewest_children_below_the_fanout():
     roots = [ann("r1", 0), ann("r3", 0), ann("x", 1)]
     assert [a.name for a in rank(roots, "r2", merging=True)] == ["r1"]
     assert rank(roots, "r1", merging=True) == []
-    # bounded
-    many = [ann(f"n{i:03d}", 1, host=f"10.1.{i // 200}.{i % 200 + 1}") for i in range(100)]
+    # bounded, and one address announced under two names is dialled once
+    many = [ann(f"n{i:03d}", 1) for i in range(100)]
     assert len(rank(many, "me")) == 8
+    twice = [ann("p", 1, host="10.9.9.9"), ann("q", 1, host="10.9.9.9")]
+    assert [a.name for a in rank(twice, "me")] == ["p"]
+
+
+def test_discover_refuses_a_listener_nobody_else_can_reach(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("a secret of at least sixteen bytes\n")
+    secret.chmod(0o600)
+    for listen in (["--listen", "127.0.0.1:0"], ["--listen", f"unix:{tmp_path}/s"]):
+        p = subprocess.run([sys.executable, "-m", "brasil.cli.main", "serve", "--discover",
+                            *listen, "--secret-file", str(secret),
+                            "--state-dir", str(tmp_path / "st")],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "--discover announces the first TCP listener" in p.stderr, \
+            p.stderr
+    p = subprocess.run([sys.executable, "-m", "brasil.cli.main", "serve", "--discover",
+                        "--discover-wait", "0", "--listen", "10.9.9.9:0",
+                        "--secret-file", str(secret), "--state-dir", str(tmp_path / "st")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "--discover-wait" in p.stderr, p.stderr
 
 
 # Real daemons on a bridge

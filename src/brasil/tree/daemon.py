@@ -126,11 +126,7 @@ class Daemon:
         self.node.addresses.append(f"data {self.data.address}")
         self.node.start()
         if self.discovery is not None:
-            tcp = [parse_address(a) for a in self.node.addresses
-                   if not a.startswith(("data ", "unix:"))]
-            if not tcp:
-                raise ValueError("discovery: no TCP listener to announce")
-            await self.discovery.start(tcp[0])
+            await self.discovery.start(self.node.addresses)
         if self.parent is not None:
             self.parent.start()
 

@@ -49,7 +49,7 @@ from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from ..ninep.ratelimit import RateLimited
-from ..ninep.transport import Address
+from ..ninep.transport import Address, parse_address
 from .registry import NAME, RESERVED, Children
 
 log = logging.getLogger("brasil.tree.discover")
@@ -97,6 +97,10 @@ class Announcement:
 
 class BadAnnouncement(ValueError):
     pass
+
+
+class DiscoverError(OSError):
+    """Discovery cannot start here (said in one line, as an OSError is)."""
 
 
 def txt(name: str, depth: int | None, children: int, fanout: int, cluster: str) -> dict[str, str]:
@@ -195,6 +199,7 @@ class Discovery:
         self.refused_until: dict[Address, float] = {}
         self.was_root = False
         self._searched = False
+        self._merge_now = False
         self.zc: AsyncZeroconf | None = None
         self.info: AsyncServiceInfo | None = None
         self.browser: AsyncServiceBrowser | None = None
@@ -219,12 +224,18 @@ class Discovery:
                                 port=self._port, properties=props,
                                 server=f"{self.name}-brasil.local.")
 
-    async def start(self, listen: Address) -> None:
-        """Announce ``listen`` (our TCP listener) and start browsing."""
-        self._ips, self._port = announced_ips(listen), listen.port
+    async def start(self, addresses: list[str]) -> None:
+        """Announce our first TCP listener (of the node's ``addresses``) and start browsing."""
+        tcp = [parse_address(a) for a in addresses if not a.startswith(("data ", "unix:"))]
+        if not tcp:
+            raise DiscoverError("--discover: no TCP listener to announce")
+        self._ips, self._port = announced_ips(tcp[0]), tcp[0].port
         if not self._ips:
-            raise ValueError(f"--discover: {listen} has no address other hosts can reach")
-        self.zc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+            raise DiscoverError(f"--discover: {tcp[0]} has no address other hosts can reach")
+        try:
+            self.zc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+        except OSError as e:
+            raise DiscoverError(f"--discover: cannot start mDNS: {e}") from e
         self.started = time.monotonic()
         self.browser = AsyncServiceBrowser(self.zc.zeroconf, SERVICE_TYPE,
                                            handlers=[self._changed])
@@ -329,7 +340,9 @@ class Discovery:
 
     async def find(self) -> list[Address]:
         """Browse for the wait (counted from the start, the first time), then the candidates."""
-        if self._searched:
+        if self._merge_now:  # a root that heard of a root sorting first: known already
+            self._merge_now = False
+        elif self._searched:
             await asyncio.sleep(self.options.wait)
         else:
             await asyncio.sleep(max(self.started + self.options.wait - time.monotonic(), 0))
@@ -357,6 +370,7 @@ class Discovery:
         while True:
             self._merge.clear()
             if self._merge_candidates():
+                self._merge_now = True
                 return
             await self._merge.wait()
 
