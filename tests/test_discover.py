@@ -214,17 +214,19 @@ async def test_daemons_on_a_bridge_form_one_tree_with_no_parent_given(tmp_path):
         await h.serve(1, *disc)
         await h.serve(2, *disc)
         await until(lambda: _eq(children(root), ["h1", "h2"]), 30, "h1 and h2 under h0")
-        # Two more at once: the root has its fan-out; both go under h1 (depth 1, fewest
-        # children, then by name).
+        # Two more at once: the root has its fan-out; both go a level down (under h1, fewest
+        # children then by name; or one under each when the first one's join was announced
+        # before the second chose: a loaded machine starts them a second apart).
         await h.serve(3, *disc)
         await h.serve(4, *disc)
         await until(lambda: _eq(members(root), ["h0", "h1", "h2", "h3", "h4"]), 40,
                     "a tree of 5")
         assert await children(root) == ["h1", "h2"]
-        assert await children(root, "csrv/h1") == ["h3", "h4"]
-        assert await children(root, "csrv/h2") == []
-        assert (await root.read("csrv/h1/h3/local/lineage")).decode().split() == \
-            [f"{h.ips[3]}:5670", f"{h.ips[1]}:5670", f"{h.ips[0]}:5670"]
+        below = {n: await children(root, f"csrv/{n}") for n in ("h1", "h2")}
+        assert sorted(below["h1"] + below["h2"]) == ["h3", "h4"], below
+        assert below["h1"], below  # h1 sorts first: the first one chose it
+        assert (await root.read(f"csrv/h1/{below['h1'][0]}/local/lineage")).decode().split() \
+            == [f"{h.ips[int(below['h1'][0][1])]}:5670", f"{h.ips[1]}:5670", f"{h.ips[0]}:5670"]
         for i in range(1, 5):  # (none was given --parent: see Hosts.serve)
             assert "is a root" not in h.log(i), h.log(i)
         await root.close()
@@ -239,13 +241,22 @@ async def test_two_daemons_started_at_once_elect_one_root(tmp_path):
     async with bridge(2, tmp_path) as h:
         await h.serve(1, "--discover")
         await h.serve(0, "--discover")
-        root = await h.client(0)
-        await until(lambda: _eq(members(root), ["h0", "h1"]), 40, "h1 under h0")
-        assert await children(root) == ["h1"]
-        one = await h.client(1)
-        assert await children(one) == []  # h0 never took h1 as its parent
-        await root.close()
+        one, zero = await h.client(1), await h.client(0)
+
+        async def one_tree() -> Client | None:
+            for c in (zero, one):
+                if await members(c) == ["h0", "h1"]:
+                    return c
+            return None
+        # Both browse while neither has a path to a root: both become roots, and h1, whose
+        # name sorts last, joins h0; or, when one started a second earlier (a loaded machine),
+        # the other finds it a root already. Never each other's parent.
+        top = await until(one_tree, 40, "one tree of h0 and h1")
+        other = one if top is zero else zero
+        assert await children(top) == (["h1"] if top is zero else ["h0"])
+        assert await children(other) == []
         await one.close()
+        await zero.close()
 
 
 FORGE = textwrap.dedent("""
@@ -321,3 +332,37 @@ async def test_a_forged_announcement_is_refused_and_the_node_joins_the_real_tree
                 await forger.wait()
         await rogue.close()
         await root.close()
+
+
+@needs_netns
+async def test_when_the_root_dies_the_others_find_each_other_and_it_returns_as_a_leaf(tmp_path):
+    async with bridge(3, tmp_path) as h:
+        await h.serve(0, "--discover")
+        await until(lambda: "h0 is a root" in h.log(0), 30, "h0 a root")
+        root = await h.client(0)
+        await h.serve(1, "--discover")
+        await h.serve(2, "--discover")
+        await until(lambda: _eq(children(root), ["h1", "h2"]), 30, "h1 and h2 under h0")
+        await root.close()
+        one, two = await h.client(1), await h.client(2)
+        h.procs[0].kill()  # no goodbye: its announcement stays in the others' caches
+        await h.procs[0].wait()
+        # Their lineage is only h0, which is gone: they browse again. They never take each
+        # other (a node without a path to a root takes no children): one becomes a root and the
+        # other joins it, either found as a root or merging into the root that sorts first.
+
+        async def one_tree() -> Client | None:
+            for c in (one, two):
+                if await members(c) == ["h1", "h2"]:
+                    return c
+            return None
+        top = await until(one_tree, 60, "h1 and h2 in one tree")
+        name = "h1" if top is one else "h2"
+        assert f"{name} is a root" in h.log(int(name[1]))
+        assert await children(top) == ["h2" if top is one else "h1"]
+        # h0 comes back: a leaf, under the root there is now (nearest the root).
+        await h.serve(0, "--discover")
+        await until(lambda: _eq(members(top), ["h0", "h1", "h2"]), 40, "h0 back, in the tree")
+        assert "h0" in await children(top)
+        await one.close()
+        await two.close()

@@ -65,6 +65,8 @@ class Daemon:
             self.parent = ParentLink(node, self.server, secret, parent,
                                      finder=self.discovery if parent is None else None)
             self.parent.own_address = self.advertised
+            if self.parent.finder is not None:
+                self.children.refusal = self._no_path
         node.reserver = Reserver(node.name, self.children, self.parent)
         self.children.on_lost.append(node.neighbor_lost)
         self.unix_paths: list[str] = []
@@ -89,6 +91,14 @@ class Daemon:
                 addr = Address("tcp", socket.getfqdn(), addr.port)
             return str(addr)
         return None
+
+    def _no_path(self) -> str | None:
+        """A node that finds its parent by zeroconf takes children only while it has a path to
+        a root (joined, or a root): two nodes that lost their parents at once, each announcing
+        a depth for another second, must not join each other."""
+        if self.parent is None or self.parent.state in ("joined", "root"):
+            return None
+        return "it is looking for a parent itself"
 
     def lineage_text(self) -> str:
         """Our address, then our ancestors', nearest first: what a child falls back on, in

@@ -21,7 +21,10 @@ whose name sorts last joins the other (there is no circle in "sorts before"). Th
 dialled in turn through the parent link (``link.py``), which authenticates both ways with the
 cluster secret as with ``--parent``: an announcement is a hint, never trusted; whoever cannot
 prove the secret is logged with its address and skipped (for :data:`REFUSED_FOR` seconds), and
-the link refuses a parent whose lineage holds our own address (a node of our subtree). Nothing
+the link refuses a parent whose lineage holds our own address (a node of our subtree). A
+discovered node takes children only while it is joined or a root (``join`` is refused, EAGAIN,
+while it looks for a parent itself): two nodes that lost their parents at once must not join
+each other on the strength of a depth announced a second ago. Nothing
 found, or none accepted: the node is a root and says so in one line; it joins a tree later when
 a root sorting before it is announced. Once joined, a lost parent is replaced along the lineage
 as with ``--parent``; the link browses again only when every ancestor has failed.
@@ -70,6 +73,7 @@ MAX_COUNT = 1_000_000  # children, fan-out
 LOOKUP_MS = 1500
 UPDATE_PERIOD = 1.0    # the TXT is re-announced at most this often, when it changed
 REFUSED_FOR = 60.0     # a candidate that failed is skipped this long
+REFUSED_SOON = 3.0     # … or this long, when it had no path to a root yet
 
 
 def cluster_id(secret: bytes) -> str:
@@ -357,12 +361,13 @@ class Discovery:
             log.info("discovery: %d node(s) of this cluster heard, none to join", heard)
         return [a.address for a in found]
 
-    def refused(self, address: Address, why: str) -> None:
+    def refused(self, address: Address, why: str, soon: bool = False) -> None:
         names = sorted({a.name for a in self.known.values() if a.address == address})
+        skip = REFUSED_SOON if soon else REFUSED_FOR
         log.warning("discovery: candidate %s (announced as %s) refused: %s; skipped for %gs",
-                    address, ", ".join(names) or "?", why, REFUSED_FOR)
+                    address, ", ".join(names) or "?", why, skip)
         if len(self.refused_until) < MAX_KNOWN:
-            self.refused_until[address] = time.monotonic() + REFUSED_FOR
+            self.refused_until[address] = time.monotonic() + skip
 
     async def merge_wanted(self) -> None:
         """We are a root: returns once a root whose name sorts before ours is announced."""

@@ -41,12 +41,17 @@ from ..ninep.transport import Address, parse_address
 from ..node.daemon import Node
 from .link_lifecycle import LINK
 from .proxy import mount
+from .registry import NO_PATH
 
 log = logging.getLogger("brasil.tree")
 
 HEARTBEAT = 1.0
 HEARTBEAT_TIMEOUT = 2.5
 JOIN_TIMEOUT = 2.0  # for one attempt to join one ancestor (a frozen one must not hold us up)
+
+
+class NotYet(NinepError):
+    """A parent that proved the secret refused our join for now: it has no path to a root."""
 
 
 class Finder(Protocol):
@@ -56,8 +61,9 @@ class Finder(Protocol):
         """Candidate parents, best first (after browsing for a while); none: be a root."""
         ...
 
-    def refused(self, address: Address, why: str) -> None:
-        """A candidate that could not be joined (wrong secret, unreachable): skip it a while."""
+    def refused(self, address: Address, why: str, soon: bool = False) -> None:
+        """A candidate that could not be joined (wrong secret, unreachable): skip it a while;
+        ``soon``: it said to ask again soon (it has no path to a root yet)."""
         ...
 
     async def merge_wanted(self) -> None:
@@ -214,11 +220,11 @@ class ParentLink:
                     await self._join(attempt)
                 except (TimeoutError, NinepError, ConnectionError, OSError) as e:
                     why = str(e) or "timed out"
-                    if self.finder is not None:
-                        self.finder.refused(self.address, why)
-                    log.warning("cannot join %s: %s%s", self.address, why,
-                                "" if candidates or self.finder is not None
-                                else f" (trying again in {backoff:.1f}s)")
+                    if self.finder is not None:  # (which logs it, with the announced name)
+                        self.finder.refused(self.address, why, soon=isinstance(e, NotYet))
+                    else:
+                        log.warning("cannot join %s: %s%s", self.address, why,
+                                    "" if candidates else f" (trying again in {backoff:.1f}s)")
                     self._step("fail")
                 else:
                     backoff, lost_parent = 0.2, None
@@ -262,8 +268,13 @@ class ParentLink:
         own = self.own_address()
         if own is not None and own in map(str, lineage):
             raise NinepError(f"it is in our own subtree (its lineage holds our {own})")
-        await asyncio.wait_for(attempt.reverse.rpc_then_hand_over(
-            attempt.take, Twrite, fid, 0, f"join {name}\n".encode()), JOIN_TIMEOUT)
+        try:
+            await asyncio.wait_for(attempt.reverse.rpc_then_hand_over(
+                attempt.take, Twrite, fid, 0, f"join {name}\n".encode()), JOIN_TIMEOUT)
+        except NinepError as e:
+            if NO_PATH in e.message:  # (said by a node that proved the secret: not before)
+                raise NotYet(e.message) from None
+            raise
         csrv = self.node.csrv
         csrv.discard("parent")
         csrv.add("parent", parent)
