@@ -4,9 +4,11 @@ addresses (10.77.x.y inside them only) are the test's own, and are removed at it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,14 +20,15 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
-@pytest.fixture
-def hosts(tmp_path):
-    """Three namespaces h0 h1 h2 at 10.77.<n>.1-3/24 on a bridge in a fourth; yields (names, ips)."""
+@contextlib.contextmanager
+def netns_hosts(count: int) -> Iterator[tuple[list[str], list[str]]]:
+    """``count`` namespaces at 10.77.<n>.1… on a bridge in one more; yields (names, ips). The
+    interfaces carry multicast (mDNS, tests/test_discover.py) and each loopback is up."""
     tag = f"b{os.getpid() % 10000}"
     sw = f"{tag}sw"
-    names = [f"{tag}h{i}" for i in range(3)]
+    names = [f"{tag}h{i}" for i in range(count)]
     net = f"10.77.{os.getpid() % 200}"
-    addrs = [f"{net}.{i + 1}" for i in range(3)]
+    addrs = [f"{net}.{i + 1}" for i in range(count)]
     made: list[str] = []
     try:
         for ns in [sw] + names:
@@ -38,10 +41,17 @@ def hosts(tmp_path):
             ip("link", "add", f"{tag}v{i}", "netns", ns, "type", "veth", "peer", "name",
                f"{tag}p{i}", "netns", sw)
             ip("-n", ns, "addr", "add", f"{addr}/24", "dev", f"{tag}v{i}")
-            ip("-n", ns, "link", "set", f"{tag}v{i}", "up")
+            ip("-n", ns, "link", "set", f"{tag}v{i}", "multicast", "on", "up")
             ip("-n", sw, "link", "set", f"{tag}p{i}", "master", "br0")
             ip("-n", sw, "link", "set", f"{tag}p{i}", "up")
         yield names, addrs
     finally:
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    """Three namespaces h0 h1 h2 at 10.77.<n>.1-3/24 on a bridge in a fourth; yields (names, ips)."""
+    with netns_hosts(3) as made:
+        yield made

@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
@@ -127,3 +129,17 @@ async def test_res_spread_deals_ranks_evenly_over_a_label_s_values(tmp_path):
         await wait_for(all_free, 10)
         with pytest.raises(NinepError, match=r"res: spread 'bogus': no node has that label"):
             await ctl(c, sid, "res 2 spread bogus")
+
+
+@given(st.integers(0, 10**12), st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 10**12)))
+def test_dealing_is_one_at_a_time_in_name_order_and_never_loops_per_slot(n, room):
+    from brasil.node.daemon import deal
+    share = deal(n, room)
+    assert sum(share.values()) == min(n, sum(room.values()))
+    assert all(0 <= share[k] <= room[k] for k in room)
+    # as dealt one by one: no key with room left is two behind another, and ties go by name
+    open_ = [k for k in sorted(room) if share[k] < room[k]]
+    if open_:
+        low = min(share[k] for k in open_)
+        assert all(share[k] in (low, low + 1) for k in open_)
+        assert all(share[k] <= low + 1 for k in room)

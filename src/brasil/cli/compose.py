@@ -15,7 +15,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..batch.files import batch_dir
 from ..batch.scheduler import DEFAULT_LEASE, DEFAULT_MAX_SUBMIT, DEFAULT_MAX_WORKLOAD, Scheduler
@@ -25,6 +25,9 @@ from ..group.query import serve_queries
 from ..ninep.transport import Address
 from ..node.daemon import Node
 from ..tree.daemon import Daemon
+
+if TYPE_CHECKING:
+    from ..tree.discover import Options as DiscoverOptions  # (zeroconf: only when asked for)
 
 
 @dataclass
@@ -64,16 +67,19 @@ class Composed:
 
 
 async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None = None,
-                  parent: Address | None = None, data_host: str = "127.0.0.1",
+                  parent: Address | None = None, discover: DiscoverOptions | None = None,
+                  data_host: str = "127.0.0.1",
                   batch: BatchOptions | None = None, trace: bool = False,
                   metrics_interval: float = INTERVAL,
                   metrics_http: tuple[str, int] | None = None, **limits: float) -> Composed:
-    """Serve ``node`` on ``listen``: the tree (joined under ``parent``, if given), the data
+    """Serve ``node`` on ``listen``: the tree (joined under ``parent``, if given, or one found
+    by zeroconf with ``discover``), the data
     endpoint for direct splices (on ``data_host``), queries, and with ``batch`` a scheduler.
     ``limits``: the 9P server's caps and deadlines (ninep.server.Server). Raises
     :class:`ListenError`, or the store's StoreError for a database it cannot open, having
     stopped whatever it started."""
-    daemon = Daemon(node, secret=secret, parent=parent, trace=trace, **limits)
+    daemon = Daemon(node, secret=secret, parent=parent, discover=discover, trace=trace,
+                    **limits)
     for name, f in daemon.files().items():
         node.local.add(name, f)
     node.csrv.add("query", serve_queries(daemon))

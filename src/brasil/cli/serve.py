@@ -11,6 +11,7 @@ import resource
 import signal
 import socket
 import sys
+from typing import Any
 
 from ..ninep.auth import load_secret, own_secret
 from ..ninep.errors import NinepError
@@ -71,7 +72,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slurm", action="store_true", help="run as one task of `srun brasil serve "
                    "--slurm`: name, listen address and parent come from Slurm's environment "
                    "(a k-ary tree over the tasks; task 0, the root, prints its address)")
-    p.add_argument("--fanout", type=int, default=32, help="with --slurm: children per daemon "
+    p.add_argument("--discover", action="store_true", help="announce this daemon by zeroconf "
+                   "(mDNS/DNS-SD, service _brasil._tcp) and, without --parent, join a parent "
+                   "found that way (the cluster secret still authenticates it; nothing found: "
+                   "this node is a root). Needs a --listen address other hosts reach")
+    p.add_argument("--discover-wait", type=float, default=2.0, metavar="SECONDS",
+                   help="with --discover: browse this long before choosing a parent "
+                   "(default 2)")
+    p.add_argument("--fanout", type=int, default=32, help="with --slurm: children per daemon; "
+                   "with --discover: the children this daemon announces it takes at most "
                    "(default 32)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="with --slurm: the first "
                    "task's port on each node (the next tasks there take the following ones)")
@@ -220,12 +229,13 @@ async def serve(args: argparse.Namespace) -> int:
             parent = parse_address(args.parent)
         except AddressError as e:
             raise UsageError(f"--parent: {e}") from None
+    discover = discover_options(args, addrs)
     from ..batch.store import StoreError
     from .compose import BatchOptions, ListenError, compose
     tcp = [a for a in addrs if a.kind == "tcp"]
     try:
         composed = await compose(
-            node, addrs, secret=secret, parent=parent, trace=args.debug,
+            node, addrs, secret=secret, parent=parent, discover=discover, trace=args.debug,
             data_host=tcp[0].host if tcp else "127.0.0.1",  # direct splices listen there too
             batch=BatchOptions(state_dir(args.state_dir), args.db, password,
                                max_submit=args.max_jobs_per_submission,
@@ -252,6 +262,22 @@ async def serve(args: argparse.Namespace) -> int:
     await composed.stop()
     write_addresses(args, None)
     return 0
+
+
+def discover_options(args: argparse.Namespace, addrs: list[Address]) -> Any:
+    """--discover's options (tree/discover.Options), checked; None without --discover."""
+    if not args.discover:
+        return None
+    if not 0 < args.discover_wait <= 60:
+        raise UsageError("--discover-wait: give a number of seconds above 0, at most 60")
+    if args.fanout < 1:
+        raise UsageError("--fanout must be 1 or more")
+    tcp = [a for a in addrs if a.kind == "tcp"]
+    if not tcp or tcp[0].is_loopback:
+        raise UsageError("--discover announces the first TCP listener, which other hosts must "
+                         "reach: give --listen HOST:PORT (not loopback) and --secret-file FILE")
+    from ..tree.discover import Options
+    return Options(wait=args.discover_wait, fanout=args.fanout)
 
 
 def metrics_http(args: argparse.Namespace) -> tuple[str, int] | None:

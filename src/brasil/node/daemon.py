@@ -68,6 +68,27 @@ class CloneFile(Inode):
         return BytesHandle(self, f"{session.path}\n".encode())
 
 
+def deal(n: int, room: dict[str, int]) -> dict[str, int]:
+    """``n`` dealt one at a time over ``room``'s keys in name order, each taking at most its
+    room: every key gets ``level`` (or its room, if less), and the rest one more each in order.
+    Computed, not looped slot by slot: a room is what a neighbour said, and may be absurd."""
+    keys = sorted(room)
+    lo, hi = 0, n  # the largest level whose total fits in n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(min(room[k], mid) for k in keys) <= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    share = {k: min(room[k], lo) for k in keys}
+    left = n - sum(share.values())
+    for k in keys:
+        if left and share[k] < room[k]:
+            share[k] += 1
+            left -= 1
+    return share
+
+
 class Node:
     def __init__(self, name: str, slots: int, *, export: str | None = None,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
@@ -292,13 +313,8 @@ class Node:
             w = line.split()
             if label in attrs and len(w) > 2 and w[2].isdigit():
                 room[attrs[label]] = room.get(attrs[label], 0) + sel.take(attrs, int(w[2]))
-        share = dict.fromkeys(sorted(room), 0)
-        left = n
-        while left and any(share[v] < room[v] for v in share):
-            for v in share:
-                if left and share[v] < room[v]:
-                    share[v] += 1
-                    left -= 1
+        share = deal(n, room)
+        left = n - sum(share.values())
         if left or not share:
             where = f" where {sel.filter}" if sel.filter else ""
             raise NinepError(f"res: cannot spread {n} slots over {label}: "

@@ -30,10 +30,12 @@ from typing import Any
 from ..client.session import LOCAL, SessionClient
 from ..exec.chain import MARK, describe_status, fault
 from ..exec.pychild import python_argv
+from ..lifecycle import step
 from ..ninep.auth import dial
 from ..ninep.client import Client
 from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
+from .lifecycle import REMOTE_COPY
 from .local import PipelineFailed, Stats
 from .plan import Plan, PlanError, Segment
 
@@ -51,6 +53,10 @@ class RemoteCopy:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     verdict: str = ""  # the chain's line naming the command that broke it, if it did
     stderr_done: asyncio.Event = field(default_factory=asyncio.Event)
+    state: str = "new"  # along lifecycle.REMOTE_COPY
+
+    def move(self, event: str) -> None:
+        self.state = step(REMOTE_COPY, self.state, event, f"copy {self.index} of `{self.seg.text}`")
 
     def label(self) -> str:
         n = self.seg.copies
@@ -235,6 +241,7 @@ class ClusterRun:
                 c.lost = " ".join(words[1:]) or "ended without a status"
         except (NinepError, ConnectionError) as e:
             c.lost = f"lost ({e})"
+        c.move("lost" if c.lost else "exit")
         self.stats[c.seg.index].running -= 1
         if c.status:  # its stderr ends with it: wait for the last bytes (and the verdict)
             try:
@@ -297,6 +304,8 @@ class ClusterRun:
             for seg, session in zip(self.plan.segments, self.sessions):
                 try:
                     await session.exec(chain_command(seg))
+                    for c in self.copies[seg.index]:
+                        c.move("exec")
                 except NinepError as e:
                     status = 127 if "not found" in e.message or "no such" in e.message else 126
                     raise PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}` cannot "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..ninep.auth import SecretAuthenticator
 from ..ninep.errors import NinepError
@@ -26,6 +26,9 @@ from .proxy import Remote
 from .registry import Children, JoinFile
 from .reserve import Reserver
 
+if TYPE_CHECKING:
+    from .discover import Discovery, Options
+
 log = logging.getLogger("brasil.tree")
 
 
@@ -37,9 +40,11 @@ class Service(Protocol):
 
 class Daemon:
     def __init__(self, node: Node, *, secret: bytes | None = None, parent: Address | None = None,
-                 trace: bool = False, **limits: Any) -> None:
-        """``limits``: the server's caps and deadlines (``max_connections``, ``max_total_fids``,
-        ``handshake_timeout``, ``frame_timeout``…; see ninep.server.Server)."""
+                 discover: Options | None = None, trace: bool = False, **limits: Any) -> None:
+        """``discover``: announce this daemon by zeroconf and, without ``parent``, find one that
+        way (``discover.py``; needs the secret). ``limits``: the server's caps and deadlines
+        (``max_connections``, ``max_total_fids``, ``handshake_timeout``, ``frame_timeout``…;
+        see ninep.server.Server)."""
         self.node = node
         self.secret = secret
         self.server = Server(node.root, trace=trace,
@@ -48,7 +53,20 @@ class Daemon:
         self.children = Children(node, secret)
         node.status_sources.append(self.children.fresh_status_lines)
         node.status_keys.append(self.children.attr_keys)
-        self.parent = ParentLink(node, self.server, secret, parent) if parent else None
+        self.discovery: Discovery | None = None
+        self.parent: ParentLink | None = None
+        if discover is not None:
+            if not secret:
+                raise ValueError("discovery needs the cluster secret")
+            from .discover import Discovery  # (zeroconf: loaded only by daemons that use it)
+            self.discovery = Discovery(node.name, secret, discover, self.children,
+                                       lambda: self.parent.depth() if self.parent else 0)
+        if parent is not None or self.discovery is not None:
+            self.parent = ParentLink(node, self.server, secret, parent,
+                                     finder=self.discovery if parent is None else None)
+            self.parent.own_address = self.advertised
+            if self.parent.finder is not None:
+                self.children.refusal = self._no_path
         node.reserver = Reserver(node.name, self.children, self.parent)
         self.children.on_lost.append(node.neighbor_lost)
         self.unix_paths: list[str] = []
@@ -73,6 +91,14 @@ class Daemon:
                 addr = Address("tcp", socket.getfqdn(), addr.port)
             return str(addr)
         return None
+
+    def _no_path(self) -> str | None:
+        """A node that finds its parent by zeroconf takes children only while it has a path to
+        a root (joined, or a root): two nodes that lost their parents at once, each announcing
+        a depth for another second, must not join each other."""
+        if self.parent is None or self.parent.state in ("joined", "root"):
+            return None
+        return "it is looking for a parent itself"
 
     def lineage_text(self) -> str:
         """Our address, then our ancestors', nearest first: what a child falls back on, in
@@ -109,6 +135,8 @@ class Daemon:
         self.node.cut_through = CutThrough(self.data)
         self.node.addresses.append(f"data {self.data.address}")
         self.node.start()
+        if self.discovery is not None:
+            await self.discovery.start(self.node.addresses)
         if self.parent is not None:
             self.parent.start()
 
@@ -119,6 +147,8 @@ class Daemon:
             await self.services.pop().stop()
         if self.parent is not None:
             await self.parent.stop()
+        if self.discovery is not None:
+            await self.discovery.stop()
         self.children.close()
         self.data.close()
         await self.server.close()

@@ -12,6 +12,13 @@ lineage. When the parent is lost we join the nearest live ancestor (the grandpar
 up), so the loss of an interior node costs only that node: its subtree reappears under the next
 one up within a few seconds. A lost parent that returns is tried last: the subtree stays where it
 moved (it will not bounce back and forth), and the returned node rejoins as a leaf.
+
+A link given a :class:`Finder` instead of an address (``brasil serve --discover``, ``discover.py``)
+starts by browsing: it dials the candidates the finder ranks, in turn, through the same code;
+when none accepts it the node is a root, until the finder says a root whose name sorts before
+ours is announced. Once joined it re-homes along its lineage as above, and browses again only
+when every ancestor has failed. Whichever way a parent was found, one whose lineage holds our own
+address is in our subtree: joining it would make a circle, and it is skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 from ..lifecycle import step
 from ..ninep.auth import client_auth
@@ -32,12 +41,34 @@ from ..ninep.transport import Address, parse_address
 from ..node.daemon import Node
 from .link_lifecycle import LINK
 from .proxy import mount
+from .registry import NO_PATH
 
 log = logging.getLogger("brasil.tree")
 
 HEARTBEAT = 1.0
 HEARTBEAT_TIMEOUT = 2.5
 JOIN_TIMEOUT = 2.0  # for one attempt to join one ancestor (a frozen one must not hold us up)
+
+
+class NotYet(NinepError):
+    """A parent that proved the secret refused our join for now: it has no path to a root."""
+
+
+class Finder(Protocol):
+    """Where a discovered link finds its candidates (``discover.Discovery``)."""
+
+    async def find(self) -> list[Address]:
+        """Candidate parents, best first (after browsing for a while); none: be a root."""
+        ...
+
+    def refused(self, address: Address, why: str, soon: bool = False) -> None:
+        """A candidate that could not be joined (wrong secret, unreachable): skip it a while;
+        ``soon``: it said to ask again soon (it has no path to a root yet)."""
+        ...
+
+    async def merge_wanted(self) -> None:
+        """Returns when a root should look for a parent again (a root sorting first appeared)."""
+        ...
 
 
 class Attempt:
@@ -82,12 +113,19 @@ class ParentLink:
     change of it is a step along that table."""
 
     def __init__(self, node: Node, server: Server, secret: bytes | None,
-                 address: Address) -> None:
+                 address: Address | None, finder: Finder | None = None) -> None:
+        """``address``: the parent given (``--parent``); or ``finder``, which finds one."""
+        if (address is None) == (finder is None):
+            raise ValueError("a parent link needs an address or a finder, not both")
         self.node = node
         self.server = server  # what serves our namespace, to the parent too
         self.secret = secret
-        self.address = address  # the parent we are joined to, or trying
-        self.ancestors: list[Address] = [address]  # nearest first: parent, grandparent, …
+        self.finder = finder
+        # the parent we are joined to, or trying (a discovered link: none until found)
+        self.address = address if address is not None else Address("tcp", "0.0.0.0", 0)
+        # nearest first: parent, grandparent, …
+        self.ancestors: list[Address] = [address] if address is not None else []
+        self.own_address: Callable[[], str | None] = lambda: None  # (the daemon's, for circles)
         self.client: Client | None = None
         self.task: asyncio.Task[None] | None = None
         self.state = "idle"
@@ -120,25 +158,60 @@ class ParentLink:
         rest = [a for a in self.ancestors if a != lost]
         return rest + [lost]
 
-    async def _read_lineage(self, up: Client) -> None:
+    def depth(self) -> int | None:
+        """How far below a root we are: 0 for a root, the ancestors we know while joined, none
+        while looking (what ``discover`` announces)."""
+        if self.state == "root":
+            return 0
+        return len(self.ancestors) if self.state == "joined" else None
+
+    async def _lineage_of(self, up: Client) -> list[Address]:
+        """The parent's address and its ancestors', nearest first, as it tells them (empty from
+        an older daemon: we know our parent at least)."""
         try:
             text = (await asyncio.wait_for(up.read("csrv/local/lineage"), JOIN_TIMEOUT)).decode()
         except (TimeoutError, NinepError, ConnectionError):
-            return  # an older daemon: we know our parent at least
+            return []
         found = []
-        for line in text.split():
+        for line in text.split()[:256]:
             try:
                 found.append(parse_address(line))
             except ValueError:
                 pass
-        if found:
-            self.ancestors = found
+        return found
+
+    async def _discover(self) -> list[Address]:
+        """A discovered link's candidates, browsing again as a root until there are some: the
+        steps discovering, found, none and root."""
+        assert self.finder is not None
+        while True:
+            found = await self.finder.find()
+            if found:
+                self._step("found")
+                return found
+            self._step("none")
+            log.warning("discovery: no parent found or none accepted us: %s is a root "
+                        "(announced at depth 0)", self.node.name)
+            await self.finder.merge_wanted()
+            self._step("discover")
 
     async def _run(self) -> None:
+        try:
+            await self._run_steps()
+        except asyncio.CancelledError:
+            if self.state != "stopped":
+                self._step("stop")
+            raise
+
+    async def _run_steps(self) -> None:
         backoff = 0.2
         lost_parent: Address | None = None
-        candidates = self._candidates(None)
-        self._step("start")
+        if self.finder is not None:
+            self._step("discover")
+            candidates = await self._discover()
+        else:
+            candidates = self._candidates(None)
+            self._step("start")
         while True:
             self.address = candidates.pop(0)
             attempt = Attempt(self.server)
@@ -146,8 +219,12 @@ class ParentLink:
                 try:
                     await self._join(attempt)
                 except (TimeoutError, NinepError, ConnectionError, OSError) as e:
-                    log.warning("cannot join %s: %s%s", self.address, e or "timed out",
-                                "" if candidates else f" (trying again in {backoff:.1f}s)")
+                    why = str(e) or "timed out"
+                    if self.finder is not None:  # (which logs it, with the announced name)
+                        self.finder.refused(self.address, why, soon=isinstance(e, NotYet))
+                    else:
+                        log.warning("cannot join %s: %s%s", self.address, why,
+                                    "" if candidates else f" (trying again in {backoff:.1f}s)")
                     self._step("fail")
                 else:
                     backoff, lost_parent = 0.2, None
@@ -166,6 +243,10 @@ class ParentLink:
                 self._step("rehome")
             elif candidates:
                 self._step("next")
+            elif self.finder is not None:
+                self._step("rediscover")
+                lost_parent = None
+                candidates = await self._discover()
             else:
                 self._step("back_off")
                 try:
@@ -183,14 +264,26 @@ class ParentLink:
         parent, fid = await asyncio.wait_for(self._dial(attempt, name), JOIN_TIMEOUT * 2)
         self._step("dialed")
         assert attempt.reverse is not None and attempt.up is not None
-        await asyncio.wait_for(attempt.reverse.rpc_then_hand_over(
-            attempt.take, Twrite, fid, 0, f"join {name}\n".encode()), JOIN_TIMEOUT)
+        lineage = await self._lineage_of(attempt.up)
+        own = self.own_address()
+        if own is not None and own in map(str, lineage):
+            raise NinepError(f"it is in our own subtree (its lineage holds our {own})")
+        try:
+            await asyncio.wait_for(attempt.reverse.rpc_then_hand_over(
+                attempt.take, Twrite, fid, 0, f"join {name}\n".encode()), JOIN_TIMEOUT)
+        except NinepError as e:
+            if NO_PATH in e.message:  # (said by a node that proved the secret: not before)
+                raise NotYet(e.message) from None
+            raise
         csrv = self.node.csrv
         csrv.discard("parent")
         csrv.add("parent", parent)
         self.client = attempt.up
+        if lineage:
+            self.ancestors = lineage
+        elif self.address not in self.ancestors:  # an older daemon: we know our parent at least
+            self.ancestors = [self.address]
         self._step("joined")
-        await self._read_lineage(attempt.up)
         log.info("joined the tree under %s as %s (ancestors: %s)", self.address, name,
                  ", ".join(map(str, self.ancestors)))
 

@@ -4,7 +4,11 @@ moves along it: :func:`~brasil.lifecycle.step`).
 The link (``link.py``) dials an ancestor, registers with ``join NAME``, stays joined until a
 connection drops or the parent stops polling it, then re-homes under the nearest live ancestor;
 whichever attempt fails, it tries the next ancestor at once, and when every one has failed it
-waits (doubling up to 5 s) and starts again from the nearest. ``stop`` ends it from any state.
+waits (doubling up to 5 s) and starts again from the nearest. A link found by zeroconf
+(``serve --discover``, ``discover.py``) starts by browsing instead: it dials the ranked candidates
+in turn, becomes a root when none accepts, and browses again (rather than waiting) when every
+candidate or ancestor has failed; a root browses again when a root whose name sorts before its
+own is announced. ``stop`` ends it from any state.
 ``python -m brasil.tree.link_lifecycle`` writes docs/tree-lifecycles.md from the table; a test
 keeps the two equal.
 """
@@ -24,6 +28,11 @@ _LINK = {
     ("failed", "next"): "dialing",       # another ancestor is left to try: at once
     ("failed", "back_off"): "waiting",   # every ancestor failed: wait, then from the nearest
     ("waiting", "retry"): "dialing",
+    ("idle", "discover"): "discovering",     # no --parent: browse (discover.py)
+    ("discovering", "found"): "dialing",     # ranked candidates, dialled in turn
+    ("discovering", "none"): "root",         # nothing found, or none accepted us
+    ("root", "discover"): "discovering",     # a root whose name sorts first was announced
+    ("failed", "rediscover"): "discovering",  # discovered: every candidate or ancestor failed
 }
 LINK = {**_LINK, **{(s, "stop"): "stopped" for s in dict.fromkeys(s for s, _ in _LINK)}}
 

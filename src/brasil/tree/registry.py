@@ -16,6 +16,7 @@ still asks afresh, for people.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ log = logging.getLogger("brasil.tree")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED = {"local", "parent", "query", "status", "ctl", "clone", "gread", "follow", "pcp",
             "merge", "deepmerge"}  # (the last ones name files of query directories)
+NO_PATH = "no path to a root yet"  # a join refused for now (9P2000 carries no errno): ask later
 POLL_PERIOD = 1.0
 POLL_TIMEOUT = 3.0
 FRESH_TIMEOUT = 1.0
@@ -67,6 +69,10 @@ class JoinFile(CtlFile):
         if conn is None:
             raise NinepError("join: must be written over a 9P connection")
         self.children.check_name(args[0])
+        why = self.children.refusal()
+        if why is not None:
+            raise NinepError(f"join: {self.children.node.name} has {NO_PATH}: {why}",
+                             errno.EAGAIN)
         name = args[0]
         conn.hand_over_after_reply(
             lambda transport, rest: self.children.adopt(name, transport, rest, conn.peer))
@@ -78,6 +84,8 @@ class Children:
         self.secret = secret
         self.by_name: dict[str, Child] = {}
         self.on_lost: list[Callable[[str], None]] = []
+        # why joins are refused now, if they are (a discovered node without a path to a root)
+        self.refusal: Callable[[], str | None] = lambda: None
         self._adopting: set[asyncio.Task[None]] = set()
 
     def check_name(self, name: str) -> None:
