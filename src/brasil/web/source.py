@@ -38,8 +38,10 @@ from ..metrics.sample import METRICS
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, ORDWR
 from ..ninep.errors import NinepError
+from ..ninep.ratelimit import RateLimited
 
 log = logging.getLogger("brasil.web")
+limited = RateLimited(log)  # a daemon down for an hour is a few lines a minute, not 3,600
 
 POLL = 1.0                 # seconds between two snapshots
 MAX_READ = 4 << 20         # bytes read of any one file
@@ -128,7 +130,7 @@ class Cluster:
             except Exception as e:  # noqa: BLE001 - shown on the page; the next poll tries again
                 if not self.c.closed and isinstance(e, ConnectionError):
                     self.c.abort()
-                log.warning("web: a poll failed: %s", e)
+                limited.emit(logging.WARNING, "poll", "web: a poll failed: %s", e)
                 self.snapshot = {**self.snapshot, "error": clip(str(e)), "t": time.time()}
                 await self._publish()
                 if self.c.closed and self.redial is not None:
