@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 
 from .errors import UsageError
 from .errors import run as run_async
@@ -40,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "node)")
     p.add_argument("--spread", metavar="LABEL", help="with -n N: deal the ranks evenly over "
                    "the values of this node label (e.g. rack, given by serve --label rack=r1)")
+    p.add_argument("--stage", action="append", default=[], metavar="FILE",
+                   help="give FILE (here, on this machine) to every node that runs a rank, as "
+                   "$BRASIL_STAGE/NAME: sent down the tree once per link and cached by content "
+                   "at every node, so the same file run again sends nothing; a word of CMD "
+                   "equal to FILE is replaced by the staged copy (repeatable)")
     p.add_argument("-b", action="store_true", help="group identical outputs by node set, "
                    "sorted by node")
     p.add_argument("-N", dest="no_prefix", action="store_true",
@@ -55,11 +61,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD…")
 
 
-def command_text(words: list[str]) -> str:
+def command_text(words: list[str], staged: Sequence[str] = ()) -> str:
     """One word is shell text, run as written (``'echo $BRASIL_RANK | wc'``); several are the
     words of one command, each kept whole (``sh -c 'echo a; echo b'``), as a shell here split
-    them. brasil submit makes its commands the same way."""
-    return words[0] if len(words) == 1 else shlex.join(words)
+    them. brasil submit makes its commands the same way. A word equal to a ``staged`` path
+    becomes the staged copy, ``"$BRASIL_STAGE"/NAME`` (as is a lone word naming one)."""
+    from ..client.stage import staged_name
+    if len(words) == 1 and words[0] not in staged:
+        return words[0]
+    return " ".join(f'"$BRASIL_STAGE"/{shlex.quote(staged_name(w))}' if w in staged
+                    else shlex.quote(w) for w in words)
 
 
 def where_to_run(path: str | None) -> str:
@@ -83,13 +94,14 @@ async def cmd_run(args: argparse.Namespace) -> int:
         if m[0] not in ("rr", "hash") or (m[0] == "hash") != (len(m) == 2):
             raise UsageError(f"--mux {' '.join(m)}: use rr, or hash F with F a field number")
         mux = " ".join(m)
-    command = command_text(words)
+    command = command_text(words, args.stage)
     workdir = where_to_run(args.dir)
     c = await dial(args.at, args.secret_file)
     try:
         result = await run(c, command, n=args.n, nodeset=args.w, group=args.b,
                            timeout=args.timeout, mux=mux, stdin=sys.stdin.buffer, workdir=workdir,
                            exclude=args.x, label=not args.no_prefix, spread=args.spread,
+                           stage=args.stage,
                            out=lambda line: print(line, flush=True))
     except RunError as e:
         raise UsageError(str(e)) from None

@@ -19,7 +19,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
@@ -27,6 +27,7 @@ from ..ninep.client import Client
 from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
 from .session import LOCAL, SessionClient, rank_rows
+from .stage import staged_name, upload
 
 V = TypeVar("V")
 
@@ -88,10 +89,12 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
               stdin: IO[bytes] | None = None, out: Callable[[str], None] = print,
               err: Callable[[str], None] | None = None, workdir: str | None = None,
               exclude: str | None = None, label: bool = True,
-              spread: str | None = None) -> Result:
+              spread: str | None = None, stage: Sequence[str] = ()) -> Result:
     """``workdir``: where the ranks run on every node (`dir`), as srun runs in its caller's;
     ``exclude``: nodes left out (clush -x); ``label``: lines carry ``NODE/RANK: ``;
-    ``spread``: with ``n``, the ranks dealt evenly over this label's values (``res N spread``)."""
+    ``spread``: with ``n``, the ranks dealt evenly over this label's values (``res N spread``);
+    ``stage``: local files given to every node that runs a rank, as ``$BRASIL_STAGE/NAME``
+    (sent once per link, cached by content: client/stage.py, node/stage.py)."""
     err = err or (lambda line: print(line, file=sys.stderr))
     if "\0" in command:
         raise RunError("the command holds a NUL byte, which no command line can carry")
@@ -120,6 +123,12 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
                        "chooses where: use -w or drop -x")
     else:
         reserve = f"res {n}" + (f" spread {shlex.quote(spread)}" if spread else "")
+    staged = []
+    for path in stage:
+        try:
+            staged.append(f"stage {await upload(c, path)} {staged_name(path)}")
+        except OSError as e:
+            raise RunError(f"--stage {path}: {e.strerror}") from None
     session = await SessionClient.clone(c)
     try:
         await session.hold()
@@ -132,6 +141,8 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
             ([f"dir {workdir}"] if workdir else [])
         try:
             await session.ctl(*setup, reserve)
+            if staged:
+                await session.ctl(*staged)
         except NinepError as e:
             raise RunError(e.message) from None
         try:

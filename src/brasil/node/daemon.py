@@ -13,7 +13,9 @@ import logging
 import os
 import platform
 import shlex
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +46,7 @@ from .policy import Policy
 from .scope import Scope
 from .session import Session
 from .session_files import SessionDir, attrs_file, env_file, ns_file
+from .stage import StageCache, StageDir
 
 log = logging.getLogger("brasil.node")
 
@@ -123,6 +126,8 @@ class Node:
         self._ns_problem: str | bool | None = False  # False: not probed yet
         self._reaper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
+        self._stage: StageCache | None = None
+        self._stage_tmp: str | None = None  # without a state directory: a private one of ours
         self.local = self._build_local()
         self.csrv = DynamicDir([Entry("local", 0o555, lambda _: self.local)], name="csrv")
         self.root = TableDir([Entry("csrv", 0o555, lambda _: self.csrv)])
@@ -138,6 +143,7 @@ class Node:
             Entry("clone", 0o444, lambda _: CloneFile(self)),
             Entry("net", 0o444, lambda _: GeneratedFile(self.net_text)),
             Entry("attrs", 0o644, lambda _: attrs_file(self)),
+            Entry("stage", 0o755, lambda _: StageDir(self.stage_cache)),
         ]
         if self.export is not None:
             export = self.export
@@ -372,6 +378,16 @@ class Node:
 
     # ---- lifetime ----
 
+    def stage_cache(self) -> StageCache:
+        """Staged files by content (node/stage.py), in our state directory, made when first
+        used."""
+        if self._stage is None:
+            base = self.state_dir
+            if base is None:
+                base = self._stage_tmp = tempfile.mkdtemp(prefix="brasil-stage-")
+            self._stage = StageCache(os.path.join(base, "stage"))
+        return self._stage
+
     def get_watchdog(self) -> Watchdog:
         """The process that kills our commands if we die without doing it (exec/reaper.py)."""
         if self._watchdog is None:
@@ -409,6 +425,8 @@ class Node:
         if self._reaper is not None:
             self._reaper.cancel()
         self.spawner.shutdown(wait=False)
+        if self._stage_tmp is not None:
+            shutil.rmtree(self._stage_tmp, ignore_errors=True)
         running = [leaf for s in self.sessions.values() for leaf in s.leaves()
                    if leaf.process is not None and leaf.process.running]
         for leaf in running:

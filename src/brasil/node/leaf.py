@@ -85,6 +85,8 @@ class Leaf(Scope):
         env = {"BRASIL_NODE": self.node.name, "BRASIL_RANK": rank,
                "BRASIL_SIZE": str(top.size or top.nsubs), "BRASIL_SUB": rank,
                "BRASIL_SESSION": top.origin, "BRASIL_PYTHON": sys.executable}
+        if top.stage_dir:  # files staged for the session (node/stage.py)
+            env["BRASIL_STAGE"] = top.stage_dir
         if self.node.state_dir:  # this node's, never a neighbour's (brasil workers keeps its
             env["BRASIL_STATE_DIR"] = self.node.state_dir  # worker directories there)
         return env

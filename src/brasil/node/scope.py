@@ -160,6 +160,9 @@ class Scope:
     def set_rank(self, base: int, size: int, origin: str, user: str = "") -> None:
         raise NinepError("rank: set on the session, not on a sub-session")
 
+    async def stage(self, h: str, name: str) -> None:
+        raise NinepError("stage: on the session, not on a sub-session", errno.EINVAL)
+
     def gather(self, k: int, token: str, rs: Splitter) -> None:
         raise NinepError(f"gather: {self.path} does not run a process; gather into a "
                          "sub-session", errno.EINVAL)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import shlex
 import signal
 import time
@@ -31,6 +32,7 @@ from .io import AGGREGATE, Aggregator, Distributor, Output, Sink
 from .leaf import Leaf, start
 from .proc_files import end_debuggers
 from .scope import EVERYWHERE, Scope, background
+from .stage import remove_dir
 
 log = logging.getLogger("brasil.session")
 
@@ -53,6 +55,7 @@ class Session(Scope):
         self.session_state = lifecycle.SESSION_START  # then only along it (session_step)
         self.subs: list[Leaf] = []  # the sub-sessions here; those elsewhere are in delegations
         self.delegations: list[Delegate] = []  # neighbours' sessions holding some of our subs
+        self.stage_dir: str | None = None  # $BRASIL_STAGE here: files staged for our ranks
         self.last_active = time.monotonic()
         self._aggregates: dict[int, Output] = {}
         self._aggregators: list[Aggregator] = []
@@ -136,6 +139,15 @@ class Session(Scope):
             self.tell_ranks()       # in a moment (set_rank), and only then passes them on
         where = ", ".join([f"{len(slots)} here"] + [f"{g.count} via {g.neighbor}" for g in delegated])
         log.info("session %s: reserved %d slot(s): %s", self.path, self.nsubs, where)
+
+    async def stage(self, h: str, name: str) -> None:
+        """``stage HASH NAME``: the cached file linked into our ``$BRASIL_STAGE`` here, and
+        passed to each neighbour holding some of our ranks (node/stage.py)."""
+        cache = self.node.stage_cache()
+        where = self.stage_dir or os.path.join(cache.path, "sessions",
+                                               f"{self.path}-{time.time_ns()}")
+        self.stage_dir = cache.place(h, where, name)
+        await asyncio.gather(*(g.stage(h, name, cache) for g in self.delegations if not g.lost))
 
     def set_rank(self, base: int, size: int, origin: str, user: str = "") -> None:
         """``rank BASE SIZE ORIGIN``: our sub-sessions are BASE… of a session of SIZE made at
@@ -332,5 +344,6 @@ class Session(Scope):
                 sp.task.cancel()
         for g in self.delegations:
             background(g.close())
+        remove_dir(self.stage_dir)
         self.session_step("close")
         log.info("session %s: closed", self.path)

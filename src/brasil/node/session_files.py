@@ -22,6 +22,7 @@ from .attrs import check_label, parse_selection
 from .io import READ, Output
 from .proc_files import GROUP_FILES, group_ctl
 from .scope import Scope, parse_env
+from .stage import check_hash, check_name
 
 
 def _count_open(session: Scope) -> None:
@@ -136,6 +137,14 @@ class SessionCtl(CtlFile):
     @commands.command("exec CMD…", raw=True, args=(1, 1))
     def exec(self, args: list[str]) -> Any:
         return self.session.exec(args[0])
+
+    @commands.command("stage HASH NAME", args=(2, 2))
+    def stage(self, args: list[str]) -> Any:
+        """The file /csrv/local/stage/HASH given to every node holding our ranks, as
+        $BRASIL_STAGE/NAME there (node/stage.py)."""
+        check_hash(args[0])
+        check_name(args[1])
+        return self.session.stage(args[0], args[1])
 
     @commands.command("kill [SIG]")
     def kill(self, args: list[str]) -> Any:

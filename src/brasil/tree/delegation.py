@@ -16,11 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..client.session import LOCAL, SessionClient, exec_line
+from ..client.stage import send
 from ..ninep.client import File
 from ..ninep.constants import ORDWR, OREAD, OWRITE
 from ..ninep.errors import NinepError
 from ..ninep.messages import Tclunk, Topen, Tread, Twrite
 from ..node.io import Output
+from ..node.stage import StageCache
 from .proxy import Remote, RemoteDir, mount
 
 log = logging.getLogger("brasil.tree")
@@ -255,6 +257,19 @@ class Delegation:
         if not self.lost:
             await self.ctl(f"kill {sig}")
 
+    async def stage(self, h: str, name: str, cache: StageCache) -> None:
+        """The staged file sent to the neighbour only if it lacks it (then it is cached
+        there too), and our session's part there told to place it."""
+        if self.lost:
+            return
+        client = self.remote.client
+        path = f"{LOCAL}/stage/{h}"
+        try:
+            await client.stat(path)
+        except NinepError:
+            await send(client, path, cache.file(h))
+        await self.ctl(f"stage {h} {name}")
+
     async def close(self) -> None:
         if not self.lost:
             try:
@@ -307,3 +322,4 @@ class RemoteSub(RemoteEnd):
     async def mount(self) -> RemoteDir:
         """Our directory for this sub-session: the one on the neighbour, served through us."""
         return await self.group.sub_dir(self.j, str(self.group.first + self.j))
+
