@@ -55,6 +55,7 @@ bench: setup peers bench-deps
 	$(BIN)/python bench/group.py
 	$(BIN)/python bench/pstack.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/stage.py
 	$(BIN)/python bench/web.py
 
 # The working tree against REV, alternating in one run (bench/compare.py): the ratio to quote.

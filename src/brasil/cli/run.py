@@ -69,8 +69,9 @@ def command_text(words: list[str], staged: Sequence[str] = ()) -> str:
     from ..client.stage import staged_name
     if len(words) == 1 and words[0] not in staged:
         return words[0]
-    return " ".join(f'"$BRASIL_STAGE"/{shlex.quote(staged_name(w))}' if w in staged
-                    else shlex.quote(w) for w in words)
+    # exec: the shell that expands $BRASIL_STAGE becomes the command, rather than forking it
+    return "exec " + " ".join(f'"$BRASIL_STAGE"/{shlex.quote(staged_name(w))}' if w in staged
+                              else shlex.quote(w) for w in words)
 
 
 def where_to_run(path: str | None) -> str:
