@@ -204,3 +204,52 @@ async def test_a_real_prometheus_scraping_only_the_root_sees_all_13_nodes(tmp_pa
             prom.wait(timeout=30)
             server.shutdown()
             server.server_close()
+
+
+async def test_the_prometheus_endpoint_hammered_by_idle_connections_stays_bounded(tmp_path):
+    # Issue 20, bad input: prometheus_client's own server made a thread per connection; 200
+    # idle connections were 200 threads. Beyond the bound a connection is closed at once, and
+    # a scrape still answers.
+    import asyncio
+    import socket
+    import threading
+    import urllib.request
+
+    from brasil.group.metrics import MAX_CONNECTIONS, serve_prometheus
+    from trees import tree_1_3_9
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        server, port = serve_prometheus(nodes["n0"].metrics, "127.0.0.1", 0)
+        idle = []
+        try:
+            before = threading.active_count()
+            for _ in range(200):
+                s = socket.create_connection(("127.0.0.1", port))
+                idle.append(s)
+
+            def grown() -> int:
+                return threading.active_count() - before
+            end = asyncio.get_running_loop().time() + 10
+            while grown() < MAX_CONNECTIONS and asyncio.get_running_loop().time() < end:
+                await asyncio.sleep(0.05)
+            assert grown() <= MAX_CONNECTIONS + 1  # the bound, not 200
+            for s in idle[:MAX_CONNECTIONS]:
+                s.close()
+            del idle[:MAX_CONNECTIONS]
+
+            def scrape() -> bytes:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as r:
+                    return r.read()
+            end = asyncio.get_running_loop().time() + 20
+            while True:
+                try:
+                    body = await asyncio.to_thread(scrape)
+                    break
+                except OSError:
+                    assert asyncio.get_running_loop().time() < end, "no scrape answered"
+                    await asyncio.sleep(0.1)
+            assert b"brasil_slots" in body
+        finally:
+            for s in idle:
+                s.close()
+            server.shutdown()
+            server.server_close()
