@@ -24,7 +24,7 @@ import functools
 import os
 import platform
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,12 +273,23 @@ class Selection:
 
     def free_in(self, status_lines: Iterable[str]) -> int:
         """Slots a subtree could give, from its status lines."""
-        total = 0
+        return sum(k for _, k in self._offers(status_lines))
+
+    def free_by(self, label: str, status_lines: Iterable[str]) -> dict[str, int]:
+        """The same, per value of ``label`` (nodes without it left out): ``spread``'s domains."""
+        room: dict[str, int] = {}
+        for attrs, k in self._offers(status_lines):
+            if label in attrs:
+                room[attrs[label]] = room.get(attrs[label], 0) + k
+        return room
+
+    def _offers(self, status_lines: Iterable[str]) -> Iterator[tuple[dict[str, str], int]]:
+        """Each well-formed line's attributes and the slots it offers under this selection."""
         for line in status_lines:
             w = line.split()
             if len(w) > 2 and w[2].isdigit():
-                total += self.take(parse_status_line(line), int(w[2]))
-        return total
+                attrs = parse_status_line(line)
+                yield attrs, self.take(attrs, int(w[2]))
 
     def __bool__(self) -> bool:
         return bool(self.filter) or self.pernode is not None or self.spread is not None

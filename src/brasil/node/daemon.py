@@ -38,7 +38,7 @@ from ..ninep.synthetic import (
     StaticFile,
     TableDir,
 )
-from .attrs import Filter, Pred, Selection, format_attrs, parse_status_line, system_attrs
+from .attrs import Filter, Pred, Selection, format_attrs, system_attrs
 from .exportfs import Export, ExportDir
 from .hooks import Reserver
 from .host import DataPath, Delegate, FarEnd, Owner
@@ -313,12 +313,7 @@ class Node:
         for source in self.status_sources:
             got = source()
             lines += await got if is_awaitable(got) else got
-        room: dict[str, int] = {}
-        for line in lines:
-            attrs = parse_status_line(line)
-            w = line.split()
-            if label in attrs and len(w) > 2 and w[2].isdigit():
-                room[attrs[label]] = room.get(attrs[label], 0) + sel.take(attrs, int(w[2]))
+        room = sel.free_by(label, lines)
         share = deal(n, room)
         left = n - sum(share.values())
         if left or not share:
