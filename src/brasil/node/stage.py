@@ -70,8 +70,7 @@ class StageCache:
         return sorted(n for n in os.listdir(self.path) if HASH_RE.fullmatch(n))[:MAX_LISTED]
 
     def begin(self, h: str) -> Upload:
-        check_hash(h)
-        if self.has(h):
+        if self.has(h):  # (h was checked where the name arrived: StageDir.create)
             raise NinepError(*Eexist)
         return Upload(self, h)
 
@@ -123,6 +122,11 @@ class Upload:
         self.sha = hashlib.sha256()
         self.size = 0
 
+    def finish(self) -> None:
+        """Closed and stored, or refused (the hash differs) and removed."""
+        os.close(self.fd)
+        self.cache.commit(self)
+
 
 class UploadFile(Inode):
     """``stage/HASH`` being created (open it read-write): written from offset 0 on, in order;
@@ -147,8 +151,7 @@ class UploadHandle(Handle):
     def read(self, offset: int, count: int) -> bytes:
         up, self.up = self.up, None
         if up is not None:
-            os.close(up.fd)
-            up.cache.commit(up)  # raises, saying why, when the bytes are not the name's
+            up.finish()  # raises, saying why, when the bytes are not the name's
             self.answer = f"stored {up.h} {up.size}\n".encode()
         return self.answer[offset:offset + count]
 
@@ -170,9 +173,8 @@ class UploadHandle(Handle):
         up, self.up = self.up, None
         if up is None:
             return
-        os.close(up.fd)
         try:
-            up.cache.commit(up)
+            up.finish()
         except NinepError as e:
             log.info("%s", e.message)
 
