@@ -508,18 +508,28 @@ class Scheduler:
         that worker (so another worker with a free slot takes them), then with them."""
         now = time.time()
         push: ops.Push = []
+        domains = self._domains()
         for fallback in (False, True):
             for w in live:
                 push += ops.claim(tx, w.name, w.capacity(), self._prefix(w), now, self.policy,
-                                  fallback, self._domain(w))
+                                  fallback, self._domain(w, domains))
         return push
 
-    def _domain(self, w: ConnectedWorker) -> list[str]:
+    def _domains(self) -> dict[str, list[str]]:
+        """Each availability domain's workers (made once per round of claims, not per claim)."""
+        out: dict[str, list[str]] = {}
+        for x in self.workers.values():
+            if x.domain:
+                out.setdefault(x.domain, []).append(x.name)
+        return out
+
+    def _domain(self, w: ConnectedWorker, domains: dict[str, list[str]] | None = None
+                ) -> list[str]:
         """The workers that share ``w``'s availability domain (``w`` alone without one): where
         a redundant copy of a job already running there must not go."""
         if not w.domain:
             return [w.name]
-        return [x.name for x in self.workers.values() if x.domain == w.domain]
+        return (domains if domains is not None else self._domains())[w.domain]
 
     def wake_after(self, delays: list[float]) -> None:
         """Look for work again when a retry's delay has passed (nothing else may happen then)."""
