@@ -97,12 +97,14 @@ def tcp_received(pid: int) -> int:
     return total
 
 
+def cat(sock: str, secret: Path, path: str) -> subprocess.CompletedProcess[bytes]:
+    """`brasil cat PATH` at the daemon on ``sock``."""
+    return subprocess.run([PY, "-m", "brasil.cli.main", "cat", "--at", f"unix:{sock}", path],
+                          capture_output=True, env={**os.environ, "BRASIL_SECRET_FILE": str(secret)})
+
+
 def children_of_root(sock: str, secret: Path) -> int:
-    r = subprocess.run([PY, "-m", "brasil.cli.main", "cat", "--at", f"unix:{sock}",
-                        "/csrv/local/metrics/subtree"],
-                       capture_output=True, text=True,
-                       env={**os.environ, "BRASIL_SECRET_FILE": str(secret)})
-    for line in r.stdout.splitlines():
+    for line in cat(sock, secret, "/csrv/local/metrics/subtree").stdout.decode().splitlines():
         if line.startswith("slots "):
             return int(line.split()[1])
     return 0
@@ -135,9 +137,7 @@ def tree(where: Path, secret: Path, fanout: int, depth: int) -> tuple[Daemons, i
 
 def metrics_payload(sock: str, secret: Path) -> int:
     """Bytes of one child's ``subtree.json``: what the metrics add per child per interval."""
-    r = subprocess.run([PY, "-m", "brasil.cli.main", "cat", "--at", f"unix:{sock}",
-                        "/csrv/n1/local/metrics/subtree.json"], capture_output=True,
-                       env={**os.environ, "BRASIL_SECRET_FILE": str(secret)})
+    r = cat(sock, secret, "/csrv/n1/local/metrics/subtree.json")
     if r.returncode != 0 or not r.stdout:
         raise SystemExit(f"bench/metrics.py: cannot read n1's subtree.json: {r.stderr.decode()}")
     return len(r.stdout)
