@@ -30,15 +30,12 @@ import errno
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry, start_http_server
 
 from ..metrics.history import History, HistoryError, observations
 from ..metrics.prom import SubtreeCollector, exposition
@@ -243,55 +240,13 @@ class _LoopCollector:
         return await self.service.nodes()
 
 
-MAX_CONNECTIONS = 32  # HTTP connections served at once; more are closed at once
-IDLE = 10.0           # seconds a connection may take to send its request
-
-
-class _Bounded(ThreadingWSGIServer):
-    """prometheus_client's server starts a thread per connection, without a bound: a thousand
-    idle connections were a thousand threads. Here a connection beyond ``MAX_CONNECTIONS`` is
-    closed at once, and one that sends nothing is dropped after ``IDLE`` seconds."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        request.settimeout(IDLE)
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-
-class _Bounded6(_Bounded):
-    address_family = socket.AF_INET6
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
-        pass
-
-
 def serve_prometheus(service: MetricsService, host: str, port: int) -> tuple[Any, int]:
     """``brasil serve --metrics-listen HOST:PORT``: the subtree over HTTP in the Prometheus
-    text format, by prometheus_client's WSGI app on a bounded threading server (the loop only
-    gathers). Returns the server (``.shutdown()`` stops it) and the port it bound."""
+    text format, by prometheus_client's own server (on threads: the loop only gathers). Returns
+    the server (``.shutdown()`` stops it) and the port it bound."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_LoopCollector(service, asyncio.get_running_loop()))
-    cls = _Bounded6 if ":" in host else _Bounded  # an IPv6 address, or not
-    server = make_server(host, port, make_wsgi_app(registry), cls, handler_class=_Quiet)
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    server, _ = start_http_server(port, host, registry)
     return server, int(server.server_address[1])
 
 
