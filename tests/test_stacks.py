@@ -259,6 +259,9 @@ async def test_status_memory_and_maps_of_a_process_and_writes_only_while_stopped
             procinfo.write_mem(p.pid, addr, (9).to_bytes(4, "little"))
         os.kill(p.pid, signal.SIGSTOP)
         await wait_for(lambda: procinfo.is_stopped(p.pid), 10)
+        # A debugger that has just let it go knows before the kernel's state says so.
+        with pytest.raises(StackError, match="is running: stop it"):
+            procinfo.write_mem(p.pid, addr, (9).to_bytes(4, "little"), running=True)
         assert procinfo.write_mem(p.pid, addr, (9).to_bytes(4, "little")) == 4
         assert procinfo.read_mem(p.pid, addr, 4) == (9).to_bytes(4, "little")
         with pytest.raises(StackError, match="no memory at 0x10 "):

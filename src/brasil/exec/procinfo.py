@@ -79,9 +79,10 @@ def read_mem(pid: int, offset: int, count: int) -> bytes:
     return got
 
 
-def write_mem(pid: int, offset: int, data: bytes) -> int:
-    """Write memory, only while the process is stopped: a running one would race the write."""
-    if not is_stopped(pid):
+def write_mem(pid: int, offset: int, data: bytes, running: bool = False) -> int:
+    """Write memory, only while the process is stopped: a running one would race the write.
+    ``running`` is a debugger's own knowledge that it let the process go."""
+    if running or not is_stopped(pid):
         raise StackError(f"process {pid} is running: stop it before writing its memory")
     if len(data) > MAX_MEM:
         raise StackError(f"a memory write of {len(data)} bytes (the limit is {MAX_MEM})")

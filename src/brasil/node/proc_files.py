@@ -347,8 +347,13 @@ class _MemHandle(Handle):
 
     def write(self, offset: int, data: bytes) -> int:
         r = self._pid()
+        assert isinstance(self.node, MemFile)
+        held = debuggers(self.node.leaf).get(r.rank)
         try:
-            return procinfo.write_mem(r.pid, offset, data)
+            # Our debugger's word rules while it holds the rank: gdb answers a continue
+            # before the kernel's state leaves "t", so /proc alone would still say stopped.
+            return procinfo.write_mem(r.pid, offset, data,
+                                      running=held is not None and not held.stopped)
         except StackError as e:
             raise NinepError(str(e), errno.EPERM if "running" in str(e) else errno.EIO) from None
 
