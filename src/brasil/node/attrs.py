@@ -278,17 +278,20 @@ class Selection:
     def free_by(self, label: str, status_lines: Iterable[str]) -> dict[str, int]:
         """The same, per value of ``label`` (nodes without it left out): ``spread``'s domains."""
         room: dict[str, int] = {}
-        for attrs, k in self._offers(status_lines):
+        for attrs, k in self._offers(status_lines, want_attrs=True):
             if label in attrs:
                 room[attrs[label]] = room.get(attrs[label], 0) + k
         return room
 
-    def _offers(self, status_lines: Iterable[str]) -> Iterator[tuple[dict[str, str], int]]:
+    def _offers(self, status_lines: Iterable[str], want_attrs: bool = False
+                ) -> Iterator[tuple[dict[str, str], int]]:
         """Each well-formed line's attributes and the slots it offers under this selection."""
         for line in status_lines:
-            w = line.split()
+            w = line.split(None, 3)
             if len(w) > 2 and w[2].isdigit():
-                attrs = parse_status_line(line)
+                # Without a filter the attributes are not needed (free_in, the hot path of
+                # every reservation, reads the free column only): parse a line only to match it.
+                attrs = parse_status_line(line) if want_attrs or self.filter else {}
                 yield attrs, self.take(attrs, int(w[2]))
 
     def __bool__(self) -> bool:

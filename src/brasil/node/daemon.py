@@ -281,7 +281,7 @@ class Node:
         which is how a neighbour is asked, so a stale idea of its free slots costs nothing."""
         if sel.spread is not None:
             return await self._reserve_spread(session, n, sel)
-        k = min(n, sel.take(self.attrs(), len(self.free)))
+        k = min(n, sel.take(self.attrs() if sel.filter else {}, len(self.free)))  # meminfo: only if asked
         taken, self.free = self.free[:k], self.free[k:]
         groups: list[Delegate] = []
         try:

@@ -108,7 +108,9 @@ class SessionCtl(CtlFile):
         n = _int(args[0], "res", usage)
         if n <= 0:
             raise NinepError(f'res: asked for {n} slots; usage: {usage} with N ≥ 1', errno.EINVAL)
-        sel = parse_selection(args[1:], self.session.node.known_attrs())
+        # Every attribute of the subtree is gathered only for a selection that may name one:
+        # a plain `res N` is the hot path, and that set is one parse per node of the subtree.
+        sel = parse_selection(args[1:], self.session.node.known_attrs() if args[1:] else None)
         return self.session.reserve(n, sel)
 
     @commands.command("resupto N [where FILTER] [pernode P]", args=(1, 5))
