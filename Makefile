@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PEERS := .peers
 
-.PHONY: test demo bench bench-compare bench-deps fuzz setup system peers test-deps lint clean
+.PHONY: test demo bench bench-compare bench-together bench-deps fuzz setup system peers test-deps lint clean
 
 setup: system $(VENV)/.installed
 
@@ -61,6 +61,10 @@ bench: setup peers bench-deps
 # The working tree against REV, alternating in one run (bench/compare.py): the ratio to quote.
 bench-compare: setup
 	$(BIN)/python bench/compare.py $(REV) --pairs $${PAIRS:-3} $(if $(FIGURES),--figures $(FIGURES)) $(ARGS)
+
+# Both versions' trees up at once, res N (OP=deploy: whole deployments) interleaved between them.
+bench-together: setup
+	$(BIN)/python bench/compare.py $(REV) --together --op $${OP:-res} $(ARGS)
 
 # ruff over everything, mypy over src/ (settings in pyproject.toml); .ci/run runs it first.
 lint: setup

@@ -13,6 +13,13 @@ per-pair ratios: the number to quote in a commit message that touches a hot path
 
 The measuring code is the working tree's bench/figures.py for both sides; it uses only what
 every version since the foundation has.
+
+``--together`` goes further for the tree's own operations: both versions' trees are up at once
+(made by ``cluster up`` with each version's interpreter) and one ``res N`` (``--op res``) or one
+whole deployment (``--op deploy``: res, exec date, read, close) is run on A, then on B, then on
+B, then on A…, ``--repeats`` times each, from this process. Both see the same load at the same
+moment, so the ratio of the medians holds still on a machine that other work shares, where two
+runs minutes apart do not.
 """
 
 from __future__ import annotations
@@ -65,6 +72,66 @@ def measure(python: Path, figure: str, extra: list[str]) -> dict[str, float]:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def together(sides: dict[str, Path], op: str, n: int, repeats: int, tree: str) -> None:
+    import asyncio
+    import tempfile
+
+    from brasil.ninep.client import Client
+    from figures import L, settle
+
+    depth, fanout, slots = tree.split(",")
+    dirs: dict[str, str] = {}
+
+    async def one(c: Client) -> float:
+        sid = (await c.read(f"{L}/clone")).decode().strip()
+        t0 = time.perf_counter()
+        await c.write(f"{L}/{sid}/ctl", f"res {n}\n")
+        if op == "deploy":
+            await c.write(f"{L}/{sid}/ctl", "exec date\n")
+            lines = (await c.read(f"{L}/{sid}/stdio")).count(b"\n")
+            if lines != n:
+                raise SystemExit(f"{lines} lines of date, not {n}")
+        dt = time.perf_counter() - t0
+        await c.write(f"{L}/{sid}/ctl", "close\n")
+        await settle(c.read)
+        return dt
+
+    async def run() -> dict[str, list[float]]:
+        cs = {k: await Client.connect(f"unix:{d}/n0.sock") for k, d in dirs.items()}
+        got: dict[str, list[float]] = {"A": [], "B": []}
+        try:
+            for i in range(repeats + 1):  # the first round warms up
+                for k in (("A", "B") if i % 2 else ("B", "A")):
+                    dt = await one(cs[k])
+                    if i:
+                        got[k].append(dt)
+        finally:
+            for c in cs.values():
+                await c.close()
+        return got
+
+    try:
+        for k, python in sides.items():
+            dirs[k] = tempfile.mkdtemp(prefix=f"brasil-cmp{k}-")
+            r = subprocess.run([str(python), "-I", "-m", "brasil.cli.main", "cluster", "up",
+                                "--depth", depth, "--fanout", fanout, "--slots", slots, "--dir",
+                                dirs[k]], capture_output=True, text=True, cwd="/", timeout=600)
+            if r.returncode != 0:
+                raise SystemExit(f"cluster up under {python} failed:\n{r.stderr[-2000:]}")
+        got = asyncio.run(run())
+    finally:
+        for k, d in dirs.items():
+            subprocess.run([str(sides[k]), "-I", "-m", "brasil.cli.main", "cluster", "down",
+                            "--dir", d], capture_output=True, cwd="/", timeout=300)
+            shutil.rmtree(d, ignore_errors=True)
+    a, b = statistics.median(got["A"]), statistics.median(got["B"])
+    qa, qb = statistics.quantiles(got["A"], n=4), statistics.quantiles(got["B"], n=4)
+    print(f"\n{op} {n}, both trees up at once, {repeats} each, interleaved:")
+    print(f"  A median {a * 1000:.1f} ms (quartiles {qa[0] * 1000:.0f}–{qa[2] * 1000:.0f}), "
+          f"B median {b * 1000:.1f} ms (quartiles {qb[0] * 1000:.0f}–{qb[2] * 1000:.0f}), "
+          f"B/A {b / a:.3f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -77,7 +144,17 @@ def main() -> int:
                              "batch-fine", "group", "push"],
                     help="what to measure (default: deploy and roundtrips)")
     ap.add_argument("--pairs", type=int, default=3, help="A/B pairs per figure (at least 3)")
+    ap.add_argument("--together", action="store_true",
+                    help="both versions' trees up at once, operations interleaved (--op)")
+    ap.add_argument("--op", choices=["res", "deploy"], default="res",
+                    help="with --together: res N alone, or a whole deployment")
+    ap.add_argument("--n", type=int, help="N (2048)")
+    ap.add_argument("--repeats", type=int, help="with --together: per side (30)")
+    ap.add_argument("--tree", help="depth,fanout,slots (2,8,32)")
     args, extra = ap.parse_known_args()
+    for opt in ("n", "repeats", "tree"):  # the figures' own options too, when not --together
+        if getattr(args, opt) is not None and not args.together:
+            extra += [f"--{opt}", str(getattr(args, opt))]
     if args.pairs < 3:
         ap.error("--pairs: at least 3, or the spread means nothing")
     base = install(args.rev)
@@ -85,7 +162,10 @@ def main() -> int:
     sides = {"A": base, "B": here}
     print(f"A = {args.rev} ({git('rev-parse', '--short', args.rev)}), B = working tree "
           f"({git('rev-parse', '--short', 'HEAD')}{'+changes' if git('status', '--porcelain', '--untracked-files=no') else ''}); "
-          f"{args.pairs} pairs, alternating", flush=True)
+          f"{args.pairs} pairs, alternating" if not args.together else "", flush=True)
+    if args.together:
+        together(sides, args.op, args.n or 2048, args.repeats or 30, args.tree or "2,8,32")
+        return 0
     for figure in args.figures:
         runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
         for i in range(args.pairs):
