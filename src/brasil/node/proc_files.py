@@ -385,7 +385,7 @@ class ProcDir(Dir):
         if s.is_leaf:
             return [str(rank_of(s))]
         base = int(s.top.rank_base) if s is s.top else rank_of(s)
-        return [str(base + i) for i in range(s.nsubs)]
+        return [str(base + i) for i in s.indexes()]
 
     def children(self) -> list[Inode]:
         out = []
