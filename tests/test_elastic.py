@@ -10,11 +10,11 @@ import stat
 import sys
 
 import pytest
-from fixtures import L, alive, ctl, session, status_rows, wait_for
-from trees import tree_1_3_9
 
 from brasil.ninep.errors import NinepError
 from brasil.node.policy import parse as parse_policy
+from fixtures import L, alive, ctl, session, status_rows, wait_for
+from trees import tree_1_3_9
 
 pytestmark = pytest.mark.asyncio
 
@@ -191,3 +191,49 @@ async def test_a_rank_on_a_child_grows_its_session_through_the_parent(tmp_path
         await wait_for(lambda: nodes["n0"].node.sessions[sid].nsubs == 4, 10)
         assert "ranks 0-3" in await state_line(c, sid)
         await ctl(c, sid, "close")
+
+
+async def test_growth_keeps_the_first_res_spread_over_racks(tmp_path):  # type: ignore[no-untyped-def]
+    """`res +N` alone is placed as the first res was: spread over the racks again."""
+    async with tree_1_3_9(str(tmp_path), slots=2) as (nodes, c):
+        rack = {}
+        for name, d in nodes.items():
+            if name != "n0":
+                rack[name] = d.node.labels["rack"] = f"r{name[1]}"
+        root = nodes["n0"]
+        await wait_for(lambda: sum("rack=" in ln for ln in root.children.status_lines()) == 12,
+                       timeout=20)
+        sid = await session(c, ["res 3 spread rack", "res +3"])
+        rows = await status_rows(c, sid)
+        assert [r[0] for r in rows] == ["0", "1", "2", "3", "4", "5"], rows
+        assert sorted(rack[r[1]] for r in rows[:3]) == ["r1", "r2", "r3"], rows
+        assert sorted(rack[r[1]] for r in rows[3:]) == ["r1", "r2", "r3"], rows
+        before = await state_line(c, sid)
+        with pytest.raises(NinepError, match=r"cannot spread 30 slots over rack"):
+            await ctl(c, sid, "res +30")
+        assert await state_line(c, sid) == before
+        await ctl(c, sid, "close")
+
+
+async def test_concurrent_growths_and_large_rank_sets_stay_bounded(tmp_path
+                                                                   ):  # type: ignore[no-untyped-def]
+    """Two `res +N` at once: the second is refused while the first is in flight (never queued)
+    or runs after it; either way every slot is accounted for. A rank set of too many parts is
+    refused before anything is built from it."""
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        before = all_free(nodes)
+        sid = await session(c, ["res 2"])
+        got = await asyncio.gather(ctl(c, sid, "res +3"), ctl(c, sid, "res +3"),
+                                   return_exceptions=True)
+        refused = [r for r in got if isinstance(r, BaseException)]
+        assert all("another res +N of session" in str(r) and "is in flight" in str(r)
+                   for r in refused), got
+        grown = 3 * (2 - len(refused))
+        line = await state_line(c, sid)
+        assert f"subs {2 + grown} " in line and f"ranks 0-{1 + grown}" in line, line
+        taken = sum(before.values()) - sum(all_free(nodes).values())
+        assert taken == 2 + grown
+        with pytest.raises(NinepError, match="at most 1024 parts"):
+            await ctl(c, sid, "release " + ",".join(str(i) for i in range(2000)))
+        await ctl(c, sid, "close")
+        await wait_for(lambda: all_free(nodes) == before, 10)

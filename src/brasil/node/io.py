@@ -89,6 +89,7 @@ class Aggregator:
         ``exec @RANKS``): merged as the first ones are. Returns its pump, done when it ends."""
         assert self.live, "a source added to an aggregate that has ended"
         task = asyncio.ensure_future(self._pump(src, prefix))
+        self.tasks = [t for t in self.tasks if not t.done()]  # a long-lived merge: the live ones
         self.tasks.append(task)
         self.active += 1
         return task

@@ -160,6 +160,10 @@ class Session(Scope):
         self.session_step("granted")
         self.subs = [Leaf(self.node, f"{self.path}/{i}", self, slot) for i, slot in enumerate(slots)]
         self._by_index = dict(enumerate(self.subs))
+        at = len(slots)  # numbered here, once: a spread reserves share by share, each from 0
+        for g in delegated:
+            g.first = at
+            at += g.count
         self.delegations = delegated
         self.selection, self.next_index = sel, self.nsubs
         for g in delegated:
@@ -452,7 +456,8 @@ class Session(Scope):
                     aggregator.add(o, leaf.label_prefix() if self.label else b"")
             for g, _ in parts:
                 task = aggregator.add(g.output(fd, f"{self.path} via {g.neighbor}"))
-                self._pumps.setdefault(id(g), []).append(task)
+                pumps = self._pumps.setdefault(id(g), [])
+                pumps[:] = [t for t in pumps if not t.done()] + [task]
         if self._input is not None:  # the input already flows to the others
             for leaf in leaves:
                 leaf.stdin.close()
@@ -543,7 +548,7 @@ class Session(Scope):
         if self._input is None:
             live = [g for g in self.delegations if not g.lost]
             sinks: list[Sink] = [s.input() for s in self.subs] + [g.input() for g in live]
-            weights = [1] * len(self.subs) + [g.count for g in live]
+            weights = [1] * len(self.subs) + [g.held for g in live]
             self._input = Distributor(sinks, self.mux, self.key, self.rs, weights)
         return self._input
 
