@@ -237,3 +237,33 @@ async def test_concurrent_growths_and_large_rank_sets_stay_bounded(tmp_path
             await ctl(c, sid, "release " + ",".join(str(i) for i in range(2000)))
         await ctl(c, sid, "close")
         await wait_for(lambda: all_free(nodes) == before, 10)
+
+
+async def test_input_keeps_flowing_to_the_ranks_left_after_a_release(tmp_path
+                                                                     ):  # type: ignore[no-untyped-def]
+    """Broadcast input goes on to the ranks that are left (one of them on a child); a release
+    while input is dealt round-robin is refused, since records would go to a dead rank."""
+    from brasil.ninep.constants import OWRITE
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, ["res 2", "res +1", "exec cat"])
+        async with await c.open(f"{L}/{sid}/stdio") as out:
+            async with await c.open(f"{L}/{sid}/stdio", OWRITE) as w:
+                await w.write(b"one\n")
+                got = b""
+                while got.count(b"one\n") < 3:
+                    got += await asyncio.wait_for(out.read(), 30)
+                await ctl(c, sid, "release 1")
+                await w.write(b"two\n")
+            rest = b""
+            while chunk := await asyncio.wait_for(out.read(), 30):
+                rest += chunk
+        assert (got + rest).count(b"one\n") == 3 and rest.count(b"two\n") == 2, got + rest
+        sid = await session(c, ["res 2", "mux rr", "exec cat"])
+        async with await c.open(f"{L}/{sid}/stdio", OWRITE) as w:
+            await w.write(b"x\n")
+            with pytest.raises(NinepError, match=r"release 1: the session's input is being dealt "
+                                                 r"\(mux rr\).*end the input first"):
+                await ctl(c, sid, "release 1")
+        await ctl(c, sid, "release 1")  # once the input has ended
+        line = await state_line(c, sid)
+        assert line.split()[-2:] == ["ranks", "0"], line

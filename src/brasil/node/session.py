@@ -76,6 +76,7 @@ class Session(Scope):
         self._agg_of: dict[int, Aggregator] = {}  # fd → the aggregator behind _aggregates[fd]
         self._pumps: dict[int, list[asyncio.Future[None]]] = {}  # id(delegation) → its sources
         self._left: list[tuple[int, Output, bytes]] = []  # released leaves' unread outputs
+        self._sink_of: dict[object, Sink] = {}  # a leaf or delegation → its sink in _input
 
     # ---- shape ----
 
@@ -263,17 +264,20 @@ class Session(Scope):
             self.node.release_slots([leaf.slot for leaf in local])
         for i in chosen:
             self._remote_subs.pop(i, None)
-        if feeding and self._input is not None:  # broadcast: the others go on being fed
-            self._input.drop(lambda sink: getattr(sink, "stream", None) in
-                             {leaf.stdin for leaf in local})
-        asks = []
+        asks: list[asyncio.Future[None]] = []
+        retired = []
         for g in list(self.delegations):
             js = [i - g.first for i in chosen if g.holds(i - g.first)]
             if js:
-                asks.append(g.release(js))
+                ask = asyncio.ensure_future(g.release(js))
+                asks.append(ask)
                 if not g.held:
                     self.delegations.remove(g)
-                    self._retire(g)
+                    self._retire(g, ask)
+                    retired.append(g)
+        if feeding and self._input is not None:  # broadcast: the others go on being fed
+            dropped = {id(self._sink_of.pop(x, None)) for x in [*local, *retired]}
+            self._input.drop(lambda sink: id(sink) in dropped)
         self.added = tuple(i for i in self.added if i not in gone)
         log.info("session %s: released ranks %s (%d here, %d elsewhere); %d left", self.path,
                  fold(i + self.rank_base for i in chosen), len(local), len(chosen) - len(local),
@@ -283,19 +287,17 @@ class Session(Scope):
             return self._asked(asks)
         return None
 
-    async def _asked(self, asks: list[Awaitable[None]]) -> None:
+    async def _asked(self, asks: list[asyncio.Future[None]]) -> None:
         for r in await asyncio.gather(*asks, return_exceptions=True):
             if isinstance(r, BaseException):
                 raise r
 
-    def _retire(self, g: Delegate) -> None:
-        """A delegation all of whose ranks were released: closed once what they wrote has
-        reached our merged output (its source there ends when theirs did)."""
+    def _retire(self, g: Delegate, release: asyncio.Future[None]) -> None:
+        """A delegation all of whose ranks were released: closed once the neighbour has
+        answered the release and what they wrote has reached our merged output (its source
+        there ends when theirs did)."""
         pending = [t for t in self._pumps.pop(id(g), []) if not t.done()]
-        if pending:
-            background(self._close_after(pending, g))
-        else:
-            background(g.close())
+        background(self._close_after([release, *pending], g))
 
     async def _close_after(self, pending: list[asyncio.Future[None]], g: Delegate) -> None:
         await asyncio.wait(pending)
@@ -343,6 +345,9 @@ class Session(Scope):
         if self.subs:  # processes start here: they need the directory
             self.check_dir()
         running = step(lifecycle.SESSION, self.session_state, "exec", f"session {self.path}")
+        if not self.nsubs:
+            raise NinepError(f"exec: session {self.path} holds no ranks (all were released); "
+                             "grow it first: res +N", errno.EINVAL)
         busy = [leaf.path for leaf in self.subs if leaf.slot_state == "running"]
         busy += [f"{g.first}-{g.first + g.count - 1} on {g.neighbor}" for g in self.delegations
                  if g.running]
@@ -355,6 +360,7 @@ class Session(Scope):
         self._pumps.clear()
         self._left.clear()
         self._input = None
+        self._sink_of = {}
         leaves = self.subs
         delegated = [g for g in self.delegations if not g.lost]
         remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}",
@@ -550,6 +556,7 @@ class Session(Scope):
             sinks: list[Sink] = [s.input() for s in self.subs] + [g.input() for g in live]
             weights = [1] * len(self.subs) + [g.held for g in live]
             self._input = Distributor(sinks, self.mux, self.key, self.rs, weights)
+            self._sink_of = dict(zip([*self.subs, *live], sinks))
         return self._input
 
     def unread_output(self) -> bool:

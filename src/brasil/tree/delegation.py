@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..client.session import LOCAL, SessionClient, exec_line
@@ -210,12 +210,16 @@ class Delegation:
             for cb in self.on_done:
                 cb()
 
-    async def release(self, js: list[int]) -> None:
+    def release(self, js: list[int]) -> Awaitable[None]:
         """``release`` there of its sub-sessions ``js`` (our indexes): killed, their slots freed
-        on whatever node holds them below."""
-        self.released.update(js)  # ours no more, whatever the answer: a lost node freed them
+        on whatever node holds them below. Ours no more from now, whatever the answer (a lost
+        node freed them): the caller counts what is left before the neighbour answers."""
+        self.released.update(js)
+        return self._release(fold(js))
+
+    async def _release(self, ranks: str) -> None:
         if not self.lost:
-            await self.ctl(f"release {fold(js)}")
+            await self.ctl(f"release {ranks}")
 
     def mark_lost(self, why: str) -> None:
         if not self.lost:
