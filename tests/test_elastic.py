@@ -131,6 +131,13 @@ async def test_bad_ranks_and_verbs_out_of_place_are_refused_saying_why(tmp_path
         with pytest.raises(NinepError, match="holds no slots yet; reserve with res N first"):
             await ctl(c, sid, "res +2")
         await ctl(c, sid, "res 2")
+        with pytest.raises(NinepError, match=r"res: asked for 0 slots; .* \(or res \+N to grow"):
+            await ctl(c, sid, "res +0")
+        with pytest.raises(NinepError, match=r'res: "x" is not a number'):
+            await ctl(c, sid, "res +x")
+        # the way back to the session a neighbour names stays under /csrv
+        with pytest.raises(NinepError, match="rank: bad route"):
+            await ctl(c, sid, "rank 0 2 n0:/csrv/local/0 - parent/../../etc")
         with pytest.raises(NinepError, match=r"release 9: session \d+ has no rank 9; its ranks "
                                              r"are 0-1"):
             await ctl(c, sid, "release 9")
@@ -267,3 +274,20 @@ async def test_input_keeps_flowing_to_the_ranks_left_after_a_release(tmp_path
         await ctl(c, sid, "release 1")  # once the input has ended
         line = await state_line(c, sid)
         assert line.split()[-2:] == ["ranks", "0"], line
+
+
+async def test_a_reader_opened_before_any_exec_gets_each_rank_once(tmp_path
+                                                                   ):  # type: ignore[no-untyped-def]
+    """stdio opened while the session only holds slots waits for every rank; ranks started
+    one group at a time (here, then on neighbours) each reach it once, and it ends after all."""
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, ["res 2", "res +3"])
+        async with await c.open(f"{L}/{sid}/stdio") as out:
+            await ctl(c, sid, "exec @0-1 echo here $BRASIL_RANK")
+            await ctl(c, sid, "exec + echo grown $BRASIL_RANK")
+            got = b""
+            while chunk := await asyncio.wait_for(out.read(), 30):
+                got += chunk
+        assert sorted(got.decode().splitlines()) == \
+            ["grown 2", "grown 3", "grown 4", "here 0", "here 1"], got
+        await ctl(c, sid, "close")

@@ -423,6 +423,10 @@ class Session(Scope):
             raise NinepError(f"{what}: sub-session(s) {', '.join(busy)} still running; kill "
                              "them or wait first", errno.EBUSY)
         self.session_state, self.args = nxt, cmd
+        # a neighbour's part that never ran is already read whole by a live merge made before
+        # (its merge there took every sub-session, none having run): not read a second time
+        fresh = {id(g) for g, _ in parts if g.wait_result is None and not g.running
+                 and any(not t.done() for t in self._pumps.get(id(g), []))}
         for fd, a in list(self._agg_of.items()):
             if not a.live or self.came_from is not None:  # the next reader starts a new merge
                 del self._agg_of[fd]
@@ -461,6 +465,8 @@ class Session(Scope):
                     o.take(AGGREGATE)
                     aggregator.add(o, leaf.label_prefix() if self.label else b"")
             for g, _ in parts:
+                if id(g) in fresh:
+                    continue
                 task = aggregator.add(g.output(fd, f"{self.path} via {g.neighbor}"))
                 pumps = self._pumps.setdefault(id(g), [])
                 pumps[:] = [t for t in pumps if not t.done()] + [task]
