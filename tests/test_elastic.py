@@ -161,6 +161,17 @@ async def test_bad_ranks_and_verbs_out_of_place_are_refused_saying_why(tmp_path
             await ctl(c, sid, "exec @0-1 true")
         assert [r[3] for r in await status_rows(c, sid)] == ["idle", "running"]
         await ctl(c, sid, "exec @0 true")  # the idle one may run beside it
+        # a released rank's files, held open or walked to again, run nothing more
+        from brasil.ninep.constants import OWRITE
+        assert await c.read(f"{L}/{sid}/proc/1/cmdline")
+        held = await c.open(f"{L}/{sid}/1/ctl", OWRITE)
+        await ctl(c, sid, "release 1")
+        with pytest.raises(NinepError, match="sub-session \\d+/1 was released"):
+            await held.write(b"exec true\n")
+        await held.close()
+        for gone in ("1/status", "proc/1/cmdline"):
+            with pytest.raises(NinepError, match="does not exist"):
+                await c.read(f"{L}/{sid}/{gone}")
         await ctl(c, sid, "close")
         fresh = await session(c, [])
         with pytest.raises(NinepError, match=r"session \d+ is new: cannot release now"):

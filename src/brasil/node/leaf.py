@@ -332,6 +332,9 @@ async def start(node: Host, leaves: list[Leaf], cmd: str, argv: list[str],
     batches on the node's spawn threads (the forks overlap and the loop stays free), then
     attached here. Returns what failed to start."""
     for leaf in leaves:
+        if leaf.slot_state == "released":  # (a file of it still open: `release RANKS` took it)
+            raise NinepError(f"exec: sub-session {leaf.path} was released; its slot is no "
+                             "longer the session's", errno.ENOENT)
         if leaf.slot_state == "running" or (leaf.slot_state == "waiting" and not leaf.starting):
             raise NinepError(f"exec: sub-session {leaf.path} is still running; kill it or wait first",
                              errno.EBUSY)

@@ -486,7 +486,10 @@ class SessionDir(DynamicDir):
             return super().walk(name)
         node = self._subdirs.get(name)
         if node is not None:
-            return node
+            if self.session.has_index(int(name)):
+                return node
+            del self._subdirs[name]  # released (`release RANKS`): gone for good
+            raise NinepError(*Enotfound)
         try:
             sub = self.session.sub(name)
         except NinepError:
