@@ -363,6 +363,15 @@ class Session(Scope):
         self._sink_of = {}
         leaves = self.subs
         delegated = [g for g in self.delegations if not g.lost]
+        await self._launch(cmd, argv, env, leaves, [(g, None) for g in delegated])
+        log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
+                 len(leaves), sum(g.held for g in delegated))
+
+    async def _launch(self, cmd: str, argv: list[str], env: dict[str, str], leaves: list[Leaf],
+                      parts: list[tuple[Delegate, list[int] | None]]) -> None:
+        """``cmd`` started on ``leaves`` here and, in one ctl write each, on the delegations
+        (on ``some`` of theirs, or all): all started, or none left running and the first error
+        raised."""
         remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}",
                         f"lazy {'on' if self.lazy else 'off'}",
                         f"label {'on' if self.label else 'off'}"]
@@ -370,8 +379,8 @@ class Session(Scope):
             remote_setup.append(f"dir {self.dir}")
         here, *there = await asyncio.gather(
             start(self.node, leaves, cmd, argv, env),
-            *(g.exec(cmd, self.effective_env(), remote_setup + [self.rank_line(g)])
-              for g in delegated), return_exceptions=True)
+            *(g.exec(cmd, self.effective_env(), remote_setup + [self.rank_line(g)], some)
+              for g, some in parts), return_exceptions=True)
         errors = [r for r in there if isinstance(r, BaseException)]
         if isinstance(here, BaseException):
             errors.append(here)
@@ -381,13 +390,11 @@ class Session(Scope):
             for leaf in leaves:
                 if leaf.process and leaf.process.running:
                     leaf.process.kill(signal.SIGKILL)
-            await asyncio.gather(*(g.kill(signal.SIGKILL) for g in delegated if g.running),
+            await asyncio.gather(*(g.kill(signal.SIGKILL) for g, _ in parts if g.running),
                                  return_exceptions=True)
             if self.session_state == "running" and self.all_done():  # nothing started
                 self.session_step("finish")
             raise errors[0]
-        log.info("session %s: exec %r on %d slot(s) here and %d elsewhere", self.path, cmd,
-                 len(leaves), sum(g.count for g in delegated))
 
     async def exec_ranks(self, which: str, cmd: str) -> None:
         """``exec @RANKS CMD`` / ``exec + CMD``: CMD on those ranks only (``+``: the ones the
@@ -434,30 +441,8 @@ class Session(Scope):
         extend = dict(self._agg_of)
         if self.came_from is not None:  # a neighbour's part: fresh input, as for exec
             self._input = None
-        remote_setup = [f"mux {self.mux_text()}", f"rs {self.rs}",
-                        f"lazy {'on' if self.lazy else 'off'}",
-                        f"label {'on' if self.label else 'off'}"]
-        if self.dir is not None:
-            remote_setup.append(f"dir {self.dir}")
-        here, *there = await asyncio.gather(
-            start(self.node, leaves, cmd, argv, env),
-            *(g.exec(cmd, self.effective_env(), remote_setup + [self.rank_line(g)],
-                     None if len(js) == g.held else js) for g, js in parts),
-            return_exceptions=True)
-        errors = [r for r in there if isinstance(r, BaseException)]
-        if isinstance(here, BaseException):
-            errors.append(here)
-        elif here:
-            errors += here
-        if errors:
-            for leaf in leaves:
-                if leaf.process and leaf.process.running:
-                    leaf.process.kill(signal.SIGKILL)
-            await asyncio.gather(*(g.kill(signal.SIGKILL) for g, _ in parts if g.running),
-                                 return_exceptions=True)
-            if self.session_state == "running" and self.all_done():  # nothing started
-                self.session_step("finish")
-            raise errors[0]
+        await self._launch(cmd, argv, env, leaves,
+                           [(g, None if len(js) == g.held else js) for g, js in parts])
         for fd, aggregator in extend.items():
             for leaf in leaves:
                 o = leaf.stdout if fd == 1 else leaf.stderr
