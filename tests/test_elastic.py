@@ -302,3 +302,24 @@ async def test_a_reader_opened_before_any_exec_gets_each_rank_once(tmp_path
         assert sorted(got.decode().splitlines()) == \
             ["grown 2", "grown 3", "grown 4", "here 0", "here 1"], got
         await ctl(c, sid, "close")
+
+
+async def test_what_a_released_rank_wrote_is_still_read_and_the_merge_does_not_wait_for_it(
+        tmp_path):  # type: ignore[no-untyped-def]
+    """A rank's output nobody read yet survives its release (the next reader of stdio gets it);
+    a reader's merge ends once the last running rank is released, its sleep notwithstanding."""
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        sid = await session(c, ["res 2", "res +1", "exec echo hi-$BRASIL_RANK; exec sleep 300"])
+        s = nodes["n0"].node.sessions[sid]
+        await wait_for(lambda: len(s._by_index[1].stdout.stream) > 0, 10)  # (unread: peeked)
+        await ctl(c, sid, "release 1")
+        async with await c.open(f"{L}/{sid}/stdio") as out:
+            got = b""
+            while got.count(b"\n") < 3:
+                got += await asyncio.wait_for(out.read(), 30)
+            assert sorted(got.decode().split()) == ["hi-0", "hi-1", "hi-2"], got
+            await ctl(c, sid, "release 0,2")  # the sleeps are killed; the merge ends now
+            assert await asyncio.wait_for(out.read(), 30) == b""
+        line = await state_line(c, sid)
+        assert " subs 0 " in line and line.split()[-2:] == ["ranks", "-"], line
+        await ctl(c, sid, "close")
