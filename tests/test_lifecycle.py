@@ -12,7 +12,7 @@ from brasil.node import lifecycle
 def test_an_illegal_event_names_the_state_and_what_is_possible():
     with pytest.raises(NinepError, match=r"session 3 is closed: cannot exec now"):
         step(lifecycle.SESSION, "closed", "exec", "session 3")
-    with pytest.raises(NinepError, match=r"cannot finish now \(possible: close, exec\)"):
+    with pytest.raises(NinepError, match=r"cannot finish now \(possible: close, exec, exec_ranks, grow, release\)"):
         step(lifecycle.SESSION, "reserved", "finish", "session 3")
     assert step(lifecycle.SESSION, "done", "exec", "session 3") == "running"
 

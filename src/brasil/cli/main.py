@@ -7,6 +7,7 @@ defaulting to ``$BRASIL``, then to the local daemon's Unix socket.
 from __future__ import annotations
 
 import argparse
+import os
 import stat as statmod
 import sys
 import time
@@ -54,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(wr, trace=True)
     wr.add_argument("path", metavar="PATH")
     wr.add_argument("text", nargs=argparse.REMAINDER, metavar="TEXT",
+                    help="words joined by spaces; a newline is added")
+
+    sc = sub.add_parser("ctl", help="from inside a session: write one line to its ctl",
+                        description="Write LINE to the ctl of the session this process runs in "
+                        "($BRASIL_SESSION_DIR, reached through this node's daemon, $BRASIL_AT): "
+                        "how a session's own processes grow and shrink it — brasil ctl res +6; "
+                        "brasil ctl exec + ./worker; brasil ctl release 2-7.")
+    add_client_options(sc, at_help="daemon address (default: $BRASIL_AT, this node's, which "
+                       "the daemon gives its processes)")
+    sc.add_argument("line", nargs=argparse.REMAINDER, metavar="LINE",
                     help="words joined by spaces; a newline is added")
 
     from . import batch, cluster, group, mount, pstack, run, serve, web
@@ -139,7 +150,25 @@ async def cmd_write(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ls": cmd_ls, "stat": cmd_stat, "cat": cmd_cat, "write": cmd_write}
+async def cmd_ctl(args: argparse.Namespace) -> int:
+    where = os.environ.get("BRASIL_SESSION_DIR")
+    if not where:
+        print("brasil ctl: BRASIL_SESSION_DIR is not set: run it from a process of a session "
+              "(or write to a session's ctl with brasil write PATH LINE)", file=sys.stderr)
+        return 2
+    if not args.line:
+        print("brasil ctl: give the LINE to write (e.g. brasil ctl res +2)", file=sys.stderr)
+        return 2
+    args.at = args.at or os.environ.get("BRASIL_AT")
+    c = await connect(args)
+    try:
+        await c.write(f"{where}/ctl", (" ".join(args.line) + "\n").encode(), OWRITE)
+    finally:
+        await c.close()
+    return 0
+
+
+COMMANDS = {"ls": cmd_ls, "stat": cmd_stat, "cat": cmd_cat, "write": cmd_write, "ctl": cmd_ctl}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -207,7 +207,8 @@ class Node:
 
     def check_policy(self, session: Owner, n: int) -> None:
         """``n`` more slots for ``session``, made here: refused (and logged) past a cap of the
-        policy. Its user's other sessions made here that hold slots count against the caps."""
+        policy. Its user's other sessions made here that hold slots count against the caps, and
+        the slots it holds already (``res +N`` grows it: N is one res)."""
         if self.policy is None:
             return
         user = session.user
@@ -215,7 +216,8 @@ class Node:
                 if s is not session and s.user == user and s.came_from is None and s.nsubs
                 and s.session_state != "closed"]
         try:
-            self.policy.check_res(user, n, len(mine), sum(s.nsubs for s in mine))
+            self.policy.check_res(user, n, len(mine),
+                                  sum(s.nsubs for s in mine) + session.nsubs)
         except NinepError as e:
             log.warning("session %s: %s", session.path, e)
             raise

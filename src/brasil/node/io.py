@@ -78,6 +78,22 @@ class Aggregator:
         if not self.tasks:
             self.out.close()
 
+    @property
+    def live(self) -> bool:
+        """Whether a source may still be added: some source has not ended, so the merged
+        output has not reached end of file."""
+        return self.active > 0 and not self.out.eof and not self.out.broken
+
+    def add(self, src: Output, prefix: bytes = b"") -> asyncio.Future[None]:
+        """One more source while the others run (an elastic session's ranks started by
+        ``exec @RANKS``): merged as the first ones are. Returns its pump, done when it ends."""
+        assert self.live, "a source added to an aggregate that has ended"
+        task = asyncio.ensure_future(self._pump(src, prefix))
+        self.tasks = [t for t in self.tasks if not t.done()]  # a long-lived merge: the live ones
+        self.tasks.append(task)
+        self.active += 1
+        return task
+
     async def _emit(self, parts: list[bytes]) -> None:
         if not parts:
             return
@@ -202,6 +218,11 @@ class Distributor:
             return self._gather(waiting, n)
         return n
 
+    def drop(self, gone: Callable[[Sink], bool]) -> None:
+        """Sinks that ``gone`` names (released ranks) take no more input: what would go to
+        them is discarded. Only for ``broadcast``, where the others get every byte anyway."""
+        self.sinks = [Discard() if gone(s) else s for s in self.sinks]
+
     async def _gather(self, waiting: list[Awaitable[int]], n: int) -> int:
         await asyncio.gather(*waiting)
         return n
@@ -228,6 +249,19 @@ class Distributor:
     def _close_sinks(self) -> None:
         for s in self.sinks:
             s.close()
+
+
+class Discard:
+    """A released rank's place in a broadcast: bytes sent there go nowhere."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+    def load(self) -> int:
+        return 0
 
 
 class StreamSink:

@@ -65,6 +65,11 @@ class Leaf(Scope):
         return self.parent
 
     @property
+    def index(self) -> int:
+        """Its index in the session (``3/5`` → 5): its rank there, less the session's base."""
+        return int(self.path.rsplit("/", 1)[-1])
+
+    @property
     def state(self) -> str:
         return self.slot_state
 
@@ -81,10 +86,15 @@ class Leaf(Scope):
         """What a process here learns of its place: its node, its rank in the whole session
         (0…N-1, unique across every node) and N, and the session's name."""
         top = self.parent
-        rank = str(top.rank_base + int(self.path.rsplit("/", 1)[-1]))
+        rank = str(top.rank_base + self.index)
         env = {"BRASIL_NODE": self.node.name, "BRASIL_RANK": rank,
                "BRASIL_SIZE": str(top.size or top.nsubs), "BRASIL_SUB": rank,
-               "BRASIL_SESSION": top.origin, "BRASIL_PYTHON": sys.executable}
+               "BRASIL_SESSION": top.origin, "BRASIL_PYTHON": sys.executable,
+               "BRASIL_SESSION_DIR": f"/csrv/{top.route}"}
+        for a in self.node.addresses:  # where `brasil ctl` finds this node (no secret needed)
+            if a.startswith("unix:"):
+                env["BRASIL_AT"] = a
+                break
         if top.stage_dir:  # files staged for the session (node/stage.py)
             env["BRASIL_STAGE"] = top.stage_dir
         if self.node.state_dir:  # this node's, never a neighbour's (brasil workers keeps its
@@ -207,15 +217,21 @@ class Leaf(Scope):
                  self.path, sig, n, 0)
         return None
 
-    def release(self) -> None:
-        """The session is closed: whatever still runs is killed, its pipes end, the slot is
-        given back (by the session, all at once)."""
+    def release(self, keep_output: bool = False) -> None:
+        """The session is closed, or this rank released (``release RANKS``): whatever still
+        runs is killed, its pipes end, the slot is given back (by the session, all at once).
+        ``keep_output``: what it wrote is still read, then end of file, without waiting for
+        the process's own."""
         if self.process is not None:  # ended too: nothing it left may hold on to the slot
             self.process.kill(signal.SIGKILL)
         self.stdin.close()
         for o in (self.stdout, self.stderr):
-            o.stream.break_()
+            if keep_output:
+                o.stream.close()
+            else:
+                o.stream.break_()
         self.slot_step("release")
+        self._uncount_running()
         for agg in self._aggregators:
             agg.cancel()
         for t in self.transfers:
@@ -316,6 +332,9 @@ async def start(node: Host, leaves: list[Leaf], cmd: str, argv: list[str],
     batches on the node's spawn threads (the forks overlap and the loop stays free), then
     attached here. Returns what failed to start."""
     for leaf in leaves:
+        if leaf.slot_state == "released":  # (a file of it still open: `release RANKS` took it)
+            raise NinepError(f"exec: sub-session {leaf.path} was released; its slot is no "
+                             "longer the session's", errno.ENOENT)
         if leaf.slot_state == "running" or (leaf.slot_state == "waiting" and not leaf.starting):
             raise NinepError(f"exec: sub-session {leaf.path} is still running; kill it or wait first",
                              errno.EBUSY)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from ..lifecycle import mermaid
 
-# Session: new → reserving → reserved → running ⇄ done; closed from anywhere.
+# Session: new → reserving → reserved → running ⇄ done; closed from anywhere. Once it holds
+# slots it may grow (`res +N`), shrink (`release RANKS`) and start some ranks (`exec @RANKS`,
+# `exec +`) without leaving its state, except that starting ranks makes it run.
 SESSION = {
     ("new", "reserve"): "reserving",
     ("new", "close"): "closed",
@@ -23,6 +25,15 @@ SESSION = {
     ("running", "close"): "closed",
     ("done", "exec"): "running",
     ("done", "close"): "closed",
+    ("reserved", "grow"): "reserved",  # all of `res +N` or nothing; nothing starts
+    ("running", "grow"): "running",
+    ("done", "grow"): "done",
+    ("reserved", "release"): "reserved",  # those ranks killed, their slots freed
+    ("running", "release"): "running",
+    ("done", "release"): "done",
+    ("reserved", "exec_ranks"): "running",  # the ranks named; the others go on as they were
+    ("running", "exec_ranks"): "running",
+    ("done", "exec_ranks"): "running",
 }
 
 # One slot of a session (a leaf sub-session, leaf.py).

@@ -385,7 +385,7 @@ class ProcDir(Dir):
         if s.is_leaf:
             return [str(rank_of(s))]
         base = int(s.top.rank_base) if s is s.top else rank_of(s)
-        return [str(base + i) for i in range(s.nsubs)]
+        return [str(base + i) for i in s.indexes()]
 
     def children(self) -> list[Inode]:
         out = []
@@ -397,7 +397,12 @@ class ProcDir(Dir):
 
     def walk(self, name: str) -> Maybe[Inode]:
         if name in self._made:
-            return self._made[name]
+            s = self.session
+            if s.is_leaf or s.has_index(int(name) - (int(s.top.rank_base) if s is s.top
+                                                      else rank_of(s))):
+                return self._made[name]
+            del self._made[name]  # a rank released since (`release RANKS`): gone for good
+            raise NinepError(*Enotfound)
         if name not in self._names():
             raise NinepError(*Enotfound)
         s = self.session

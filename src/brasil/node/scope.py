@@ -28,6 +28,7 @@ from ..ninep.maybe import Maybe
 from .attrs import Selection
 from .host import FarEnd, FarSub, Host, Input, Owner, Transfer
 from .io import SPLICE, Distributor, Output, Splice
+from .ranks import Ranks, fold
 
 log = logging.getLogger("brasil.session")
 
@@ -152,12 +153,31 @@ class Scope:
     def _sub(self, i: int) -> Scope | FarSub:
         raise NotImplementedError
 
+    def indexes(self) -> list[int]:
+        return []
+
+    def has_index(self, i: int) -> bool:
+        return False
+
     # ---- what only the other kind does: refused in its words ----
 
     async def reserve(self, n: int, sel: Selection = EVERYWHERE, upto: bool = False) -> None:
         raise NinepError(f"res: {self.path} is a sub-session and holds exactly one slot")
 
-    def set_rank(self, base: int, size: int, origin: str, user: str = "") -> None:
+    async def grow(self, n: int, sel: Selection | None = None) -> None:
+        raise NinepError(f"res +{n}: {self.path} is a sub-session and holds exactly one slot; "
+                         "grow the session", errno.EINVAL)
+
+    def release_ranks(self, ranks: Ranks) -> Awaitable[None] | None:
+        raise NinepError(f"release: {self.path} is a sub-session; release ranks through the "
+                         "session's ctl", errno.EINVAL)
+
+    async def exec_ranks(self, which: str, cmd: str) -> None:
+        raise NinepError(f"exec {which}: {self.path} is a sub-session, one rank; name ranks "
+                         "through the session's ctl (or exec CMD here)", errno.EINVAL)
+
+    def set_rank(self, base: int, size: int, origin: str, user: str = "",
+                 route: str = "") -> None:
         raise NinepError("rank: set on the session, not on a sub-session")
 
     async def stage(self, h: str, name: str) -> None:
@@ -255,9 +275,9 @@ class Scope:
 
     def sub(self, index: str) -> Scope | FarSub:
         """Sub-session ``index``: a leaf here, or one held by a neighbour."""
-        if not index.isdigit() or int(index) >= self.nsubs:
+        if not index.isdigit() or not self.has_index(int(index)):
             raise NinepError(f"session {self.path} has no sub-session {excerpt(index)!r} "
-                             f"(it has {self.nsubs})")
+                             f"(it has {fold(self.indexes())})")
         return self._sub(int(index))
 
     def xsplice(self, a: str, b: str) -> Splice | Awaitable[None]:
@@ -322,15 +342,16 @@ class Scope:
     # ---- reporting ----
 
     def _state_line(self, counts: dict[str, int], subs: int,
-                    transfers: list[Transfer]) -> str:
+                    transfers: list[Transfer], extra: str = "") -> str:
         """``session ID STATE subs N``, how many sub-sessions are in each state, then settings
-        and splices."""
+        (and ``extra``) and splices."""
         parts = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         line = f"session {self.path} {self.state} subs {subs}"
         line += f" {parts}" if parts else ""
         line += f" mux {self.mux_text()} rs {self.rs}"
         if not self.is_leaf:
             line += f" user {self.top.user or '-'}"
+        line += extra
         for sp in [*self.splices, *transfers]:
             line += f"; {sp.describe()}"
         return line

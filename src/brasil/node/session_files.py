@@ -21,6 +21,7 @@ from ..ninep.synthetic import BytesHandle, Dir, DynamicDir, Entry, GeneratedFile
 from .attrs import check_label, parse_selection
 from .io import READ, Output
 from .proc_files import GROUP_FILES, group_ctl
+from .ranks import parse as parse_ranks
 from .scope import Scope, parse_env
 from .stage import check_hash, check_name
 
@@ -102,16 +103,26 @@ class SessionCtl(CtlFile):
     def open(self, mode: int) -> Handle:
         return SessionCtlHandle(self)
 
-    @commands.command("res N [where FILTER] [pernode P] | res N [os [arch]]", args=(1, 5))
+    @commands.command("res N [where FILTER] [pernode P] | res N [os [arch]] | res +N …",
+                      args=(1, 5))
     def res(self, args: list[str]) -> Any:
         usage = "res N [where FILTER] [pernode P]"
-        n = _int(args[0], "res", usage)
+        grow = args[0].startswith("+")
+        n = _int(args[0][1:] if grow else args[0], "res", usage)
         if n <= 0:
-            raise NinepError(f'res: asked for {n} slots; usage: {usage} with N ≥ 1', errno.EINVAL)
+            raise NinepError(f'res: asked for {n} slots; usage: {usage} with N ≥ 1 (or res +N '
+                             "to grow a session)", errno.EINVAL)
         # Every attribute of the subtree is gathered only for a selection that may name one:
         # a plain `res N` is the hot path, and that set is one parse per node of the subtree.
         sel = parse_selection(args[1:], self.session.node.known_attrs() if args[1:] else None)
+        if grow:  # `res +N` alone repeats the first res's placement
+            return self.session.grow(n, sel if args[1:] else None)
         return self.session.reserve(n, sel)
+
+    @commands.command("release RANKS", args=(1, 1))
+    def release(self, args: list[str]) -> Any:
+        """Elastic sessions: those ranks killed, their slots freed, the rest untouched."""
+        return self.session.release_ranks(parse_ranks(args[0], "release"))
 
     @commands.command("resupto N [where FILTER] [pernode P]", args=(1, 5))
     def resupto(self, args: list[str]) -> Any:
@@ -126,18 +137,27 @@ class SessionCtl(CtlFile):
         """Set by a node that asks a neighbour for slots: never ask that neighbour back."""
         self.session.came_from = args[0]
 
-    @commands.command("rank BASE SIZE ORIGIN [USER]")
+    @commands.command("rank BASE SIZE ORIGIN [USER [ROUTE]]", args=(3, 5))
     def rank(self, args: list[str]) -> None:
         """Used by the node that made this session for some of its sub-sessions: where ours
-        stand in the whole session (BRASIL_RANK, BRASIL_SIZE, BRASIL_SESSION), and whose."""
-        usage = "rank BASE SIZE ORIGIN [USER]"
+        stand in the whole session (BRASIL_RANK, BRASIL_SIZE, BRASIL_SESSION), whose, and the
+        path under that node's /csrv of the session's directory (BRASIL_SESSION_DIR)."""
+        usage = "rank BASE SIZE ORIGIN [USER [ROUTE]]"
         base, size = _int(args[0], "rank", usage), _int(args[1], "rank", usage)
-        if base < 0 or size < 1:
+        if base < 0 or size < 0:  # (0: every rank released, the session grows again later)
             raise NinepError(f"rank: bad numbers in {quote(' '.join(args))}; usage: {usage}")
-        self.session.set_rank(base, size, args[2], args[3] if len(args) > 3 else "")
+        route = args[4] if len(args) > 4 else ""
+        if route and (".." in route.split("/") or len(route) > 4096):
+            raise NinepError(f"rank: bad route {quote(route)}; usage: {usage}", errno.EINVAL)
+        self.session.set_rank(base, size, args[2], args[3] if len(args) > 3 else "", route)
 
-    @commands.command("exec CMD…", raw=True, args=(1, 1))
+    @commands.command("exec [@RANKS | +] CMD…", raw=True, args=(1, 1))
     def exec(self, args: list[str]) -> Any:
+        """``exec CMD`` on every rank; ``exec @4-7 CMD`` on those ranks, ``exec + CMD`` on the
+        ranks the last ``res +N`` added (elastic sessions), the others left as they are."""
+        head, _, rest = args[0].strip().partition(" ")
+        if head == "+" or head.startswith("@"):
+            return self.session.exec_ranks(head, rest)
         return self.session.exec(args[0])
 
     @commands.command("stage HASH NAME", args=(2, 2))
@@ -454,7 +474,7 @@ class SessionDir(DynamicDir):
 
     def children(self) -> list[Inode]:
         out = list(super().children())
-        for i in range(self.session.nsubs):
+        for i in self.session.indexes():
             name = str(i)
             node = self._subdirs.get(name)
             if node is None:
@@ -468,7 +488,10 @@ class SessionDir(DynamicDir):
             return super().walk(name)
         node = self._subdirs.get(name)
         if node is not None:
-            return node
+            if self.session.has_index(int(name)):
+                return node
+            del self._subdirs[name]  # released (`release RANKS`): gone for good
+            raise NinepError(*Enotfound)
         try:
             sub = self.session.sub(name)
         except NinepError:

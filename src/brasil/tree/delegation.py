@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..client.session import LOCAL, SessionClient, exec_line
@@ -22,6 +22,7 @@ from ..ninep.constants import ORDWR, OREAD, OWRITE
 from ..ninep.errors import NinepError
 from ..ninep.messages import Tclunk, Topen, Tread, Twrite
 from ..node.io import Output
+from ..node.ranks import fold
 from ..node.stage import StageCache
 from .proxy import Remote, RemoteDir, mount
 
@@ -149,6 +150,15 @@ class Delegation:
         self.wait_result: list[str] | None = None
         self.waiter: asyncio.Task[None] | None = None
         self.on_done: list[Any] = []
+        self.released: set[int] = set()  # our indexes j released there (`release`): gone for good
+
+    @property
+    def held(self) -> int:
+        """How many of its sub-sessions it still holds."""
+        return self.count - len(self.released)
+
+    def holds(self, j: int) -> bool:
+        return 0 <= j < self.count and j not in self.released
 
     async def ctl(self, *lines: str) -> None:
         """ctl lines, in one write, through the ctl held open for the session's whole life."""
@@ -179,10 +189,12 @@ class Delegation:
         except (NinepError, ConnectionError):
             pass
 
-    async def exec(self, cmd: str, env: dict[str, str], setup: list[str]) -> None:
-        """One ctl write: our session's env, mux and rs there, then the command."""
+    async def exec(self, cmd: str, env: dict[str, str], setup: list[str],
+                   some: list[int] | None = None) -> None:
+        """One ctl write: our session's env, mux and rs there, then the command (on ``some``
+        of its sub-sessions, our indexes j, when given: ``exec @RANKS``)."""
         lines = [f"env {k}={v}" for k, v in env.items() if "\n" not in k + v]
-        await self.ctl(*lines, *setup, exec_line(cmd))
+        await self.ctl(*lines, *setup, exec_line(f"@{fold(some)} {cmd}" if some else cmd))
         self.running = True
         self.wait_result = None
         self.waiter = asyncio.ensure_future(self._wait())
@@ -197,6 +209,17 @@ class Delegation:
             self.running = False
             for cb in self.on_done:
                 cb()
+
+    def release(self, js: list[int]) -> Awaitable[None]:
+        """``release`` there of its sub-sessions ``js`` (our indexes): killed, their slots freed
+        on whatever node holds them below. Ours no more from now, whatever the answer (a lost
+        node freed them): the caller counts what is left before the neighbour answers."""
+        self.released.update(js)
+        return self._release(fold(js))
+
+    async def _release(self, ranks: str) -> None:
+        if not self.lost:
+            await self.ctl(f"release {ranks}")
 
     def mark_lost(self, why: str) -> None:
         if not self.lost:
@@ -216,6 +239,8 @@ class Delegation:
     def lost_lines(self, kind: str) -> list[str]:
         rows = []
         for j in range(self.count):
+            if j in self.released:
+                continue
             i = self.first + j
             rows.append(f"{i} {self.neighbor} - failed - - {self.lost}" if kind == "status"
                         else f"{i} failed {self.lost}")
@@ -236,7 +261,7 @@ class Delegation:
             return self.lost_lines("wait")
         if self.wait_result is not None:
             return self.wait_result
-        return [f"{self.first + j} -" for j in range(self.count)]
+        return [f"{self.first + j} -" for j in range(self.count) if j not in self.released]
 
     def output(self, fd: int, label: str) -> Output:
         name = "stdio" if fd == 1 else "stderr"
