@@ -308,3 +308,91 @@ def test_a_metrics_port_in_use_is_a_clear_error(tmp_path):
     assert r.returncode == 1, r.stderr
     assert f"brasil serve: cannot listen on 127.0.0.1:{port}" in r.stderr
     assert "pick another with --metrics-listen" in r.stderr and "Traceback" not in r.stderr
+
+
+async def test_a_history_range_reduced_over_a_query_path_is_what_the_nodes_series_give(tmp_path):
+    # Issue 20: "the load history of the nodes matching PRED, reduced per step", by the group
+    # reads: each node's series merged step by step in the tree. Five minutes of known samples
+    # are put in every node's history, 20 minutes back (the daemons' own beats record now,
+    # outside the range); name=n1* selects n1 and its three children, across two levels.
+    import time
+
+    from brasil.client import group as api
+    from brasil.metrics.history import observations
+    from brasil.ninep.constants import ORDWR
+    from helpers import run_cli
+    from trees import tree_1_3_9
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        t0 = (int(time.time()) - 1200) // 60 * 60
+        for i, (name, d) in enumerate(sorted(nodes.items())):
+            for k in range(60):  # every 5 s
+                await d.metrics.history.record_async(
+                    t0 + 5 * k, "self", observations({"load1": float(10 * i + k % 7)}, name))
+        chosen = ["n1", "n1.1", "n1.2", "n1.3"]
+        steps: dict[int, list[tuple[float, float, float]]] = {}
+        for name in chosen:  # each node's own series, read from its history file
+            f = await c.open(f"csrv/query/{name}/local/metrics/history", ORDWR)
+            try:
+                await f.write(f"load1 self {t0} {t0 + 299} 60")
+                text = (await f.read(1 << 20, 0)).decode()
+            finally:
+                await f.close()
+            for line in text.splitlines():
+                t, mean, lo, hi, _ = line.split()
+                steps.setdefault(int(t), []).append((float(mean), float(lo), float(hi)))
+        assert sorted(steps) == [t0 + 60 * j for j in range(5)]
+        assert all(len(v) == 4 for v in steps.values())
+        want = {
+            "sum": [[t, sum(m for m, _, _ in v)] for t, v in sorted(steps.items())],
+            "mean": [[t, sum(m for m, _, _ in v) / len(v)] for t, v in sorted(steps.items())],
+            "min": [[t, min(lo for _, lo, _ in v)] for t, v in sorted(steps.items())],
+            "max": [[t, max(hi for _, _, hi in v)] for t, v in sorted(steps.items())],
+            "count": [[t, len(v)] for t, v in sorted(steps.items())],
+        }
+        path = f"metrics/history?load1&start={t0}&end={t0 + 299}&step=60"
+        for agg, series in want.items():
+            r = await api.gread(c, path, "name=n1*", agg)
+            assert sorted(r["nodes"]) == chosen and not r["errors"], r
+            assert [t for t, _ in r["series"]] == [t for t, _ in series]
+            assert [v for _, v in r["series"]] == pytest.approx([v for _, v in series]), agg
+        # The min and max are the samples' (not the nodes' means): n1 (i=1) had 10 + 0…6.
+        assert want["min"][0][1] == 10.0 and want["max"][0][1] > want["mean"][0][1]
+        # Relative times and the default step, from the command line: TIME VALUE lines.
+        env = {"BRASIL": str(nodes["n0"].unix)}
+        rc, out, err = await run_cli("gread", "--where", "name=n1*", "--agg", "count",
+                                     f"metrics/history?load1&start={t0 - int(time.time())}"
+                                     f"&end={t0 + 299 - int(time.time())}&step=60", env=env)
+        assert rc == 0, err
+        lines = [ln.split() for ln in out.splitlines()]
+        assert [int(v) for _, v in lines][1:-1] == [4, 4, 4]  # the ends: now moved meanwhile
+
+
+async def test_a_history_group_read_asked_badly_says_what_to_ask(tmp_path):
+    from brasil.client import group as api
+    from brasil.ninep.client import Client
+    from brasil.ninep.errors import NinepError
+    from fixtures import daemon
+    async with daemon(str(tmp_path), "n0") as d:
+        c = await Client.connect(d.unix)
+        try:
+            for path, agg, why in (
+                ("metrics/history?nonsense", "sum", "unknown metric 'nonsense'; one of load1"),
+                ("metrics/history?start=-60", "sum", "no metric named; one of load1"),
+                ("metrics/history?load1&start=1&step=1", "sum", "ask for a step of at least"),
+                ("metrics/history?load1&start=yesterday", "sum", "start, end and step are"),
+                ("metrics/history?load1&every=5", "sum", "unknown 'every'; the keys are"),
+                ("metrics/history?load1", "concat", "reduced step by step with sum"),
+            ):
+                with pytest.raises(NinepError, match=why):
+                    await api.gread(c, path, "", agg)
+            # A gread file took any number of bytes of request, kept until the read.
+            from brasil.ninep.constants import ORDWR
+            f = await c.open("csrv/query/gread", ORDWR)
+            try:
+                with pytest.raises(NinepError, match="a request is at most 64 KiB"):
+                    for _ in range(100):
+                        await f.write(b" " * 8192)
+            finally:
+                await f.close()
+        finally:
+            await c.close()

@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..metrics.history import History, HistoryError, observations
+from ..metrics.history import History, HistoryError, absolute, observations
 from ..metrics.prom import exposition
 from ..metrics.sample import METRICS, Sampler
 from ..metrics.summary import Summary
@@ -182,10 +182,7 @@ class MetricsService:
             nums = [float(w) for w in rest[:3]]
         except ValueError:
             raise NinepError(f"history: {usage} (times in seconds)", errno.EINVAL) from None
-        now = time.time()
-        start = nums[0] if nums else -3600.0
-        end = nums[1] if len(nums) > 1 else 0.0
-        start, end = (now + start if start <= 0 else start), (now + end if end <= 0 else end)
+        start, end = absolute(nums[0] if nums else -3600.0, nums[1] if len(nums) > 1 else 0.0)
         step = nums[2] if len(nums) > 2 else 1.0
         try:
             points = await self.history.query_async(series, metric, start, end, step)
