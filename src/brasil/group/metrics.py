@@ -232,11 +232,11 @@ class PrometheusEndpoint:
 
     It replaced prometheus_client's server, which ran a thread per connection without a bound
     (200 idle connections, from any local user, were 200 threads). Its bounded successor
-    (343c495, reverted) kept the threads and hung a test: the test's own 200 connects ran on
-    the loop, against the threaded server's backlog of 5 (socketserver's), so each connect
-    waited on SYN retries while the loop stood still, and the 1+3+9 tree's links, starved,
-    were still settling when it was torn down. Here nothing waits on a thread or on the loop:
-    at most ``MAX_CONNECTIONS`` are held; a newcomer beyond that takes the place of the oldest
+    (343c495, reverted) kept the threads and hung its test in 2 of 32 runs (mostly loaded), in the
+    1+3+9 tree's teardown, with the server's threads all gone and the loop idle: the test's
+    200 connects ran on the loop, against socketserver's backlog of 5, so they waited on SYN
+    retries (14 s, up to 1 s each) while the tree's loop stood still. Here nothing waits on a
+    thread, and nothing blocks the loop: at most ``MAX_CONNECTIONS`` are held; a newcomer beyond that takes the place of the oldest
     one that has not sent its request yet (so idle connections cannot keep a scraper out), or,
     when every one is being answered, is told 503 and closed. A request must arrive within
     ``idle`` seconds and ``MAX_HEAD`` bytes, and the answer be taken within ``idle`` seconds;
