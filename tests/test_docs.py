@@ -194,6 +194,10 @@ EXPECT: dict[str, Callable[[Ran], str | None]] = {
     "brasil gread --where 'name=n1*' --agg sum status": lambda r: (
         None if any(ln.split()[:2] == ["-", "8"] for ln in _lines(r))
         else "expected n1's subtree summed: 4 nodes of 2 slots"),
+    "brasil gread --agg mean --where 'name=n1*' 'metrics/history?load1&start=-3600&step=60'":
+        lambda r: None if _lines(r) and all(
+            re.fullmatch(r"\d+ [-+.\de]+", ln) for ln in _lines(r))
+        else "expected TIME VALUE lines, a step a line",
     "cat ~/mnt/csrv/local/$s/stdio": _n_lines(2),
     "cat ~/mnt/csrv/local/$s/1/stdio": lambda r: (
         None if re.fullmatch(r"\s*1\s+\d+\s+\d+\s*", r.out) else "expected `date | wc`"),

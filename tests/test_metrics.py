@@ -169,7 +169,7 @@ async def test_a_real_prometheus_scraping_only_the_root_sees_all_13_nodes(tmp_pa
     async with tree_1_3_9(str(tmp_path)) as (nodes, c):
         services = {name: d.metrics for name, d in nodes.items()}
         await beat_up(services)
-        server, port = serve_prometheus(services["n0"], "127.0.0.1", 0)
+        server, port = await serve_prometheus(services["n0"], "127.0.0.1", 0)
         web = _free_port()
         (tmp_path / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: brasil\n"
@@ -202,5 +202,199 @@ async def test_a_real_prometheus_scraping_only_the_root_sees_all_13_nodes(tmp_pa
         finally:
             prom.terminate()
             prom.wait(timeout=30)
-            server.shutdown()
-            server.server_close()
+            await server.stop()
+
+
+# Another local user's program: holds N connections open to the endpoint, sending nothing,
+# until its stdin closes.
+IDLER = """
+import socket, sys
+n, port = int(sys.argv[1]), int(sys.argv[2])
+held = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(n)]
+print(len(held), flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_the_prometheus_endpoint_hammered_by_idle_connections_stays_bounded(tmp_path):
+    # Issue 20, bad input: prometheus_client's server made a thread per connection, without a
+    # bound; 200 idle connections (anyone's on this machine) were 200 threads. Now they cost no
+    # thread, at most MAX_CONNECTIONS are held, and a real scrape still answers for 13 nodes.
+    import asyncio
+    import os
+    import sys
+    import threading
+    import urllib.request
+
+    from brasil.group.metrics import MAX_CONNECTIONS, serve_prometheus
+    from fixtures import wait_for
+    from trees import tree_1_3_9
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        services = {name: d.metrics for name, d in nodes.items()}
+        await beat_up(services)
+        endpoint, port = await serve_prometheus(services["n0"], "127.0.0.1", 0)
+        threads = threading.active_count()
+        idler = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", IDLER, "200", str(port),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            assert (await asyncio.wait_for(idler.stdout.readline(), 60)).strip() == b"200"
+            await wait_for(lambda: endpoint.evicted >= 200 - MAX_CONNECTIONS, timeout=30)
+            assert endpoint.connections() <= MAX_CONNECTIONS
+            executor = min(32, (os.cpu_count() or 1) + 4)  # the loop's default executor's bound
+            assert threading.active_count() <= threads + executor  # not one per connection
+
+            def scrape() -> bytes:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+                    return r.read()
+            for _ in range(3):  # each scrape takes the place of the oldest idle connection
+                body = await asyncio.to_thread(scrape)
+                assert body.count(b"brasil_slots{node=") == 13, body[:500]
+            assert endpoint.connections() <= MAX_CONNECTIONS
+        finally:
+            idler.stdin.close()
+            await idler.wait()
+        await wait_for(lambda: endpoint.connections() == 0, timeout=30)  # none left behind
+        await endpoint.stop()
+
+
+async def _http(port: int, request: bytes) -> bytes:
+    """What the endpoint answers to ``request`` before it closes the connection."""
+    import asyncio
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+async def test_the_prometheus_endpoint_refuses_what_is_not_a_scrape(tmp_path):
+    # A request that never ends is dropped after the idle time; one whose headers pass the
+    # bound is refused with 431; anything but GET /metrics is refused saying what to ask.
+    from brasil.group.metrics import MAX_HEAD, serve_prometheus
+    from fixtures import daemon
+    async with daemon(str(tmp_path), "n0") as d:
+        await d.metrics.beat()
+        endpoint, port = await serve_prometheus(d.metrics, "127.0.0.1", 0, idle=0.5)
+        try:
+            assert await _http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n") == b""
+            big = await _http(port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * MAX_HEAD)
+            assert big.startswith(b"HTTP/1.1 431 ") and b"8192 bytes" in big
+            post = await _http(port, b"POST /metrics HTTP/1.1\r\n\r\n")
+            assert post.startswith(b"HTTP/1.1 405 ") and b"GET /metrics" in post
+            elsewhere = await _http(port, b"GET /admin HTTP/1.1\r\n\r\n")
+            assert elsewhere.startswith(b"HTTP/1.1 404 ")
+            assert (await _http(port, b"hello\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+            ok = await _http(port, b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert ok.startswith(b"HTTP/1.1 200 ") and b'brasil_slots{node="n0"} 4.0' in ok
+            head = await _http(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ") and b"brasil_slots" not in head
+            assert endpoint.connections() == 0
+        finally:
+            await endpoint.stop()
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
+                            f"unix:{tmp_path}/s.sock", "--state-dir", str(tmp_path / "st"),
+                            "--metrics-listen", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"brasil serve: cannot listen on 127.0.0.1:{port}" in r.stderr
+    assert "pick another with --metrics-listen" in r.stderr and "Traceback" not in r.stderr
+
+
+async def test_a_history_range_reduced_over_a_query_path_is_what_the_nodes_series_give(tmp_path):
+    # Issue 20: "the load history of the nodes matching PRED, reduced per step", by the group
+    # reads: each node's series merged step by step in the tree. Five minutes of known samples
+    # are put in every node's history, 20 minutes back (the daemons' own beats record now,
+    # outside the range); name=n1* selects n1 and its three children, across two levels.
+    import time
+
+    from brasil.client import group as api
+    from brasil.metrics.history import observations
+    from brasil.ninep.constants import ORDWR
+    from helpers import run_cli
+    from trees import tree_1_3_9
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        t0 = (int(time.time()) - 1200) // 60 * 60
+        for i, (name, d) in enumerate(sorted(nodes.items())):
+            for k in range(60):  # every 5 s
+                await d.metrics.history.record_async(
+                    t0 + 5 * k, "self", observations({"load1": float(10 * i + k % 7)}, name))
+        chosen = ["n1", "n1.1", "n1.2", "n1.3"]
+        steps: dict[int, list[tuple[float, float, float]]] = {}
+        for name in chosen:  # each node's own series, read from its history file
+            f = await c.open(f"csrv/query/{name}/local/metrics/history", ORDWR)
+            try:
+                await f.write(f"load1 self {t0} {t0 + 299} 60")
+                text = (await f.read(1 << 20, 0)).decode()
+            finally:
+                await f.close()
+            for line in text.splitlines():
+                t, mean, lo, hi, _ = line.split()
+                steps.setdefault(int(t), []).append((float(mean), float(lo), float(hi)))
+        assert sorted(steps) == [t0 + 60 * j for j in range(5)]
+        assert all(len(v) == 4 for v in steps.values())
+        want = {
+            "sum": [[t, sum(m for m, _, _ in v)] for t, v in sorted(steps.items())],
+            "mean": [[t, sum(m for m, _, _ in v) / len(v)] for t, v in sorted(steps.items())],
+            "min": [[t, min(lo for _, lo, _ in v)] for t, v in sorted(steps.items())],
+            "max": [[t, max(hi for _, _, hi in v)] for t, v in sorted(steps.items())],
+            "count": [[t, len(v)] for t, v in sorted(steps.items())],
+        }
+        path = f"metrics/history?load1&start={t0}&end={t0 + 299}&step=60"
+        for agg, series in want.items():
+            r = await api.gread(c, path, "name=n1*", agg)
+            assert sorted(r["nodes"]) == chosen and not r["errors"], r
+            assert [t for t, _ in r["series"]] == [t for t, _ in series]
+            assert [v for _, v in r["series"]] == pytest.approx([v for _, v in series]), agg
+        # The min and max are the samples' (not the nodes' means): n1 (i=1) had 10 + 0…6.
+        assert want["min"][0][1] == 10.0 and want["max"][0][1] > want["mean"][0][1]
+        # Relative times and the default step, from the command line: TIME VALUE lines.
+        env = {"BRASIL": str(nodes["n0"].unix)}
+        rc, out, err = await run_cli("gread", "--where", "name=n1*", "--agg", "count",
+                                     f"metrics/history?load1&start={t0 - int(time.time())}"
+                                     f"&end={t0 + 299 - int(time.time())}&step=60", env=env)
+        assert rc == 0, err
+        lines = [ln.split() for ln in out.splitlines()]
+        assert [int(v) for _, v in lines][1:-1] == [4, 4, 4]  # the ends: now moved meanwhile
+
+
+async def test_a_history_group_read_asked_badly_says_what_to_ask(tmp_path):
+    from brasil.client import group as api
+    from brasil.ninep.client import Client
+    from brasil.ninep.errors import NinepError
+    from fixtures import daemon
+    async with daemon(str(tmp_path), "n0") as d:
+        c = await Client.connect(d.unix)
+        try:
+            for path, agg, why in (
+                ("metrics/history?nonsense", "sum", "unknown metric 'nonsense'; one of load1"),
+                ("metrics/history?start=-60", "sum", "no metric named; one of load1"),
+                ("metrics/history?load1&start=1&step=1", "sum", "ask for a step of at least"),
+                ("metrics/history?load1&start=yesterday", "sum", "start, end and step are"),
+                ("metrics/history?load1&every=5", "sum", "unknown 'every'; the keys are"),
+                ("metrics/history?load1", "concat", "reduced step by step with sum"),
+            ):
+                with pytest.raises(NinepError, match=why):
+                    await api.gread(c, path, "", agg)
+            # A gread file took any number of bytes of request, kept until the read.
+            from brasil.ninep.constants import ORDWR
+            f = await c.open("csrv/query/gread", ORDWR)
+            try:
+                with pytest.raises(NinepError, match="a request is at most 64 KiB"):
+                    for _ in range(100):
+                        await f.write(b" " * 8192)
+            finally:
+                await f.close()
+        finally:
+            await c.close()

@@ -11,11 +11,10 @@ why it lives with the commands.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..batch.files import batch_dir
 from ..batch.scheduler import DEFAULT_LEASE, DEFAULT_MAX_SUBMIT, DEFAULT_MAX_WORKLOAD, Scheduler
@@ -46,9 +45,9 @@ class BatchOptions:
 class ListenError(Exception):
     """A listener could not be opened (what was started is stopped again)."""
 
-    def __init__(self, address: Address, error: OSError) -> None:
+    def __init__(self, address: Address, error: OSError, option: str = "--listen") -> None:
         super().__init__(f"cannot listen on {address}: {error.strerror or error}")
-        self.address, self.error = address, error
+        self.address, self.error, self.option = address, error, option
 
 
 @dataclass
@@ -96,8 +95,11 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
         metrics.start()
         daemon.services.append(metrics)
         if metrics_http is not None:
-            server, done.metrics_port = serve_prometheus(metrics, *metrics_http)
-            daemon.services.append(_Shutdown(server))
+            try:
+                endpoint, done.metrics_port = await serve_prometheus(metrics, *metrics_http)
+            except OSError as e:
+                raise ListenError(Address("tcp", *metrics_http), e, "--metrics-listen") from e
+            daemon.services.append(endpoint)
         if batch is not None:
             done.scheduler = await start_scheduler(node, batch)
             daemon.services.append(done.scheduler)
@@ -105,17 +107,6 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
         await done.stop()
         raise
     return done
-
-
-class _Shutdown:
-    """A threaded HTTP server as a service the daemon stops."""
-
-    def __init__(self, server: Any) -> None:
-        self.server = server
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self.server.shutdown)
-        self.server.server_close()
 
 
 async def start_scheduler(node: Node, o: BatchOptions) -> Scheduler:

@@ -35,8 +35,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "column of numbers), count, sha256, ls (a directory's entries, with the "
                        "nodes that have each where they differ), py:MODULE:FUNC (your "
                        "associative reducer, run in each daemon's child process). Files: fs/…, "
-                       "status (each node's own line), attrs. concat, equiv and py: take files "
-                       "up to 8 MiB per node; sha256 and the numeric kinds any size.")
+                       "status (each node's own line), attrs, metrics/now, metrics/row; and "
+                       "metrics/history?METRIC[&start=S][&end=E][&step=STEP]: a metric's history "
+                       "reduced per step by sum, mean, min, max or count (TIME VALUE lines). "
+                       "concat, equiv and py: take files up to 8 MiB per node; sha256 and the "
+                       "numeric kinds any size.")
     g.add_argument("path", metavar="PATH")
     g.add_argument("--agg", default="concat", metavar="KIND", help="the reduction (default "
                    "concat)")
@@ -149,6 +152,12 @@ async def cmd(args: argparse.Namespace) -> int:
                 print(f"brasil {args.command}: no node matches "
                       f"{args.where or '(every node: none answered)'}", file=sys.stderr)
                 return 1
+            if "series" in result:
+                if result.get("nodes") and not result["series"]:
+                    print(f"brasil {args.command}: no history in that range on "
+                          f"{len(result['nodes'])} node(s)", file=sys.stderr)
+                    return 1
+                return rc
             if agg in NUMERIC and result.get("nodes") and not any(
                     v is not None for v in result.get("value") or []):
                 print(f"brasil {args.command}: no numbers in {args.path} on "
@@ -222,6 +231,9 @@ def show(result: dict[str, Any], as_json: bool) -> None:
                 print(f"{node}: {line}")
     elif agg in ("equiv", "sha256"):
         print_groups(result.get("groups", []))
+    elif "series" in result:  # a history range: TIME VALUE, a step a line
+        for t, v in result["series"]:
+            print(f"{t} {v:g}")
     elif agg == "count":
         print(f"nodes {result['value']['nodes']} lines {result['value']['lines']}")
     elif agg.startswith("py:"):

@@ -245,7 +245,7 @@ async def serve(args: argparse.Namespace) -> int:
             frame_timeout=args.frame_timeout, metrics_interval=args.metrics_interval,
             metrics_http=metrics_http(args))
     except ListenError as e:
-        hint = " (another daemon there? pick another with --listen)" \
+        hint = f" (another daemon there? pick another with {e.option})" \
             if e.error.errno in (98, None) else ""
         print(f"brasil serve: {e}{hint}", file=sys.stderr)
         return 1

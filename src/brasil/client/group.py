@@ -105,7 +105,14 @@ async def gread(c: Client, path: str, where: str = "", agg: str = "concat",
 def final(result: dict[str, Any]) -> dict[str, Any]:
     """What the root's partial means, for people: means, sorted groups."""
     agg = result["agg"]
-    if agg in ("sum", "min", "max", "mean", "count"):
+    if agg in ("sum", "min", "max", "mean", "count") and "steps" in result:
+        # A history range (metrics/history?…): per step, [TIME, VALUE] in time order; count is
+        # the nodes with a sample in the step.
+        key = {"sum": 1, "min": 2, "max": 3, "count": 0}.get(agg)
+        result["series"] = [
+            [int(t), c[1] / c[0] if key is None else c[key]]
+            for t, c in sorted(result["steps"].items(), key=lambda kv: int(kv[0]))]
+    elif agg in ("sum", "min", "max", "mean", "count"):
         cols = result.get("columns", [])
         key = {"sum": 1, "min": 2, "max": 3}.get(agg)
         if agg == "count":

@@ -12,7 +12,10 @@ error). ``path`` is relative to each node's ``local/`` (never climbing out of it
 whitelist of files that do nothing but give their bytes when read: ``fs/…`` (the export: regular
 files only), ``status``, ``attrs`` and a node's latest metrics (``metrics/now``, and
 ``metrics/row``: the values alone, one line in a fixed order, for the numeric kinds). Others, such as ``clone`` (which makes a session when
-opened) or ``ctl``, are refused. Kinds:
+opened) or ``ctl``, are refused. And ``metrics/history?METRIC&start=S&end=E&step=STEP``: each
+node's history of one metric over a range (:func:`history_range`), read from its ``history``
+file, reduced by the numeric kinds step by step: a step is a cell ``[count, sum, min, max]``
+as a column is, by time instead of by position. Kinds:
 
 - ``concat``: every node's content, by node;
 - ``equiv``: identical contents together, each with its node list (as ``dshbak -c``);
@@ -53,11 +56,14 @@ import hashlib
 import json
 import json.scanner
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..client.group import KINDS
 from ..exec.pychild import SAFE_CWD, python_argv
 from ..exec.records import compile_regex
+from ..metrics.history import RESOLUTIONS, HistoryError, absolute, plan
+from ..metrics.sample import METRICS
 from ..ninep.constants import OREAD
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import Dir, Handle, Inode
@@ -68,6 +74,9 @@ if TYPE_CHECKING:
     from ..tree.registry import Child
 
 READABLE = (["status"], ["attrs"], ["metrics", "now"], ["metrics", "row"])
+HISTORY = ["metrics", "history"]  # with a range: ``metrics/history?METRIC&start=…`` (below)
+HISTORY_KEYS = ("metric", "start", "end", "step")
+HISTORY_FORM = "metrics/history?METRIC[&start=S][&end=E][&step=STEP]"
 MAX_CONTENT = 8 << 20  # a node's file, for the kinds that carry content (concat, equiv, py:)
 CONTENT_KINDS = ("concat", "equiv")
 NUMERIC_KINDS = ("sum", "min", "max", "mean", "count")
@@ -77,6 +86,7 @@ BIG_GREP = 64 << 10  # content bigger than this is grepped on a thread
 MAX_RESULT = 64 << 20  # the content of one partial (what a node holds, and sends up)
 BIG_JSON = 256 << 10  # JSON bigger than this is made and parsed on a thread, a string at a time
 REDUCER_TIMEOUT = 30.0
+MAX_REQUEST = 64 << 10  # the JSON written to a gread file
 
 
 def check_request(req: Any) -> dict[str, Any]:
@@ -87,12 +97,20 @@ def check_request(req: Any) -> dict[str, Any]:
             r"py:[A-Za-z_][\w.]*:[A-Za-z_]\w*", agg)):
         raise NinepError(f"gread: unknown aggregation {agg!r}; one of {', '.join(KINDS)}, or "
                          "py:MODULE:FUNCTION")
+    base, _, query = req["path"].partition("?")
+    if check_path(base, empty=True) == HISTORY:
+        if agg not in NUMERIC_KINDS:
+            raise NinepError(f"gread: {HISTORY_FORM} is reduced step by step with "
+                             f"{', '.join(NUMERIC_KINDS)}; not {agg!r}", errno.EINVAL)
+        if req.get("grep") is not None:
+            raise NinepError(f"gread: {HISTORY_FORM} has no lines to grep", errno.EINVAL)
+        return {"path": history_path(history_range(query)), "agg": agg, "grep": None}
     parts = check_path(req["path"], empty=agg == "ls")
     if agg != "ls" and parts[:1] != ["fs"] and parts not in READABLE:
         raise NinepError(f"gread: {req['path']}: a group read reads only plain files: fs/… (the "
-                         "nodes' exported files), status, attrs, metrics/now or metrics/row; "
-                         "not files that act when opened, such as clone (a new session) or ctl",
-                         errno.EINVAL)
+                         "nodes' exported files), status, attrs, metrics/now, metrics/row or "
+                         f"{HISTORY_FORM}; not files that act when opened, such as clone (a new "
+                         "session) or ctl", errno.EINVAL)
     if req.get("grep") is not None:
         grep_regex(req["grep"])  # refused now, saying why, rather than on every node
     return {"path": "/".join(parts), "agg": agg, "grep": req.get("grep")}
@@ -128,6 +146,60 @@ def check_path(path: str, empty: bool = False) -> list[str]:
         raise NinepError(f"{path!r}: a group path is relative to each node's local/ (fs/…, "
                          "status) and may not climb out of it")
     return parts
+
+
+def history_range(query: str) -> dict[str, Any]:
+    """The range of a group read of ``metrics/history?METRIC&start=S&end=E&step=STEP``,
+    planned here, at the node the read is asked of: relative times made absolute and the step
+    rounded to the history's resolution, so that every node below answers for the same steps
+    (their times are multiples of the step) and merging them is per time. An unknown metric,
+    a bad number or too many points is the request's error, said once, here."""
+    fields: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        key, value = (key, value) if eq else ("metric", key)
+        if key not in HISTORY_KEYS:
+            raise NinepError(f"gread: {HISTORY_FORM}: unknown {key!r}; the keys are "
+                             f"{', '.join(HISTORY_KEYS)}", errno.EINVAL)
+        fields[key] = value
+    metric = fields.get("metric", "")
+    if metric not in METRICS:
+        what = f"unknown metric {metric!r}" if metric else "no metric named"
+        raise NinepError(f"gread: {HISTORY_FORM}: {what}; one of {', '.join(METRICS)}",
+                         errno.EINVAL)
+    try:
+        nums = {k: float(fields[k]) for k in ("start", "end", "step") if k in fields}
+    except ValueError:
+        raise NinepError(f"gread: {HISTORY_FORM}: start, end and step are seconds (start and "
+                         "end since the epoch, or 0 and below: before now)",
+                         errno.EINVAL) from None
+    now = time.time()
+    start, end = absolute(nums.get("start", -3600.0), nums.get("end", 0.0), now)
+    try:
+        _, step = plan(RESOLUTIONS, start, end, nums.get("step", 1.0), now)
+    except HistoryError as e:
+        raise NinepError(f"gread: {HISTORY_FORM}: {e}", errno.EINVAL) from None
+    return {"metric": metric, "start": int(start) - int(start) % step, "end": int(end),
+            "step": step}
+
+
+def history_path(r: dict[str, Any]) -> str:
+    """The canonical form of a planned range (what the children are sent)."""
+    return f"metrics/history?{r['metric']}&start={r['start']}&end={r['end']}&step={r['step']}"
+
+
+async def read_history(node: Machine, path: str) -> tuple[dict[str, list[float]], int]:
+    """A node's own series over a planned range, from its ``metrics/history`` file: per step
+    (its time, as a string: a JSON key), ``[1, mean, min, max]`` of the node's samples in it, a
+    Columns cell of one node, so that steps merge as columns do. And the bytes read."""
+    r = history_range(path.partition("?")[2])
+    ask = f"{r['metric']} self {r['start']} {r['end']} {r['step']}".encode()
+    text = await exchange(await walk_local(node, "metrics/history"), ask)
+    steps: dict[str, list[float]] = {}
+    for line in text.decode().splitlines():
+        t, mean, lo, hi, _ = line.split()
+        steps[t] = [1, float(mean), float(lo), float(hi)]
+    return steps, len(text)
 
 
 async def walk_local(node: Machine, path: str) -> Inode:
@@ -352,9 +424,17 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             if j >= len(ca):
                 ca.append(list(c))
             else:
-                x = ca[j]
-                ca[j] = [x[0] + c[0], x[1] + c[1], min(x[2], c[2]), max(x[3], c[3])]
+                ca[j] = combined(ca[j], c)
+        if "steps" in b:  # a history range: the same cells, by step
+            sa = a.setdefault("steps", {})
+            for t, c in b["steps"].items():
+                sa[t] = combined(sa[t], c) if t in sa else list(c)
     return a
+
+
+def combined(x: list[float], c: list[float]) -> list[float]:
+    """Two ``[count, sum, min, max]`` cells as one (a column's, or a history step's)."""
+    return [x[0] + c[0], x[1] + c[1], min(x[2], c[2]), max(x[3], c[3])]
 
 
 async def reduce_values(func: str, values: list[Any]) -> Any:
@@ -381,12 +461,18 @@ async def partial(s: QueryService, q: Query, req: dict[str, Any]) -> dict[str, A
     agg, path = req["agg"], req["path"]
     name = s.node.name
     result = empty(agg)
+    history = check_path(path.partition("?")[0], empty=True) == HISTORY
+    if history:
+        result["steps"] = {}  # even when nothing is found: the answer is a series
     if s.matches_here(q):
         try:
             if agg == "ls":
                 names = await list_local(s.node, path)
                 result["nodes"] = [name]  # only once listed: a node that failed is in errors
                 result["names"] = {k: [[name], d] for k, d in names.items()}
+            elif history:
+                steps, size = await read_history(s.node, path)
+                merge(result, {"nodes": [name], "held": size, "steps": steps})
             elif check_path(path) == ["status"]:
                 # The node's own line: its status file also lists its subtree and a total, which
                 # a sum over nodes would count again at every level above.
@@ -519,6 +605,10 @@ class GreadHandle(Handle):
         self.answer: bytes | None = None
 
     def write(self, offset: int, data: bytes) -> int:
+        if len(self.request) + len(data) > MAX_REQUEST:  # else any writer could fill our memory
+            self.request = b""
+            raise NinepError(f"gread: a request is at most {MAX_REQUEST >> 10} KiB of JSON "
+                             "(a path, a kind, a pattern)", errno.EFBIG)
         self.request += data
         self.answer = None
         return len(data)

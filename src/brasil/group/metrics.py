@@ -20,7 +20,7 @@ Files:
   or negative: relative to now; default the last hour at the finest step), read ``TIME MEAN MIN
   MAX TOTAL`` lines;
 - ``prometheus``: the subtree in the Prometheus text format (``brasil serve --metrics-listen``
-  serves the same over HTTP).
+  serves the same over HTTP: :class:`PrometheusEndpoint`, on the daemon's loop, bounded).
 """
 
 from __future__ import annotations
@@ -30,15 +30,12 @@ import errno
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-
-from ..metrics.history import History, HistoryError, observations
-from ..metrics.prom import SubtreeCollector, exposition
+from ..metrics.history import History, HistoryError, absolute, observations
+from ..metrics.prom import exposition
 from ..metrics.sample import METRICS, Sampler
 from ..metrics.summary import Summary
 from ..ninep.errors import NinepError
@@ -67,6 +64,7 @@ class MetricsService:
         self.summary = Summary()
         self._task: asyncio.Task[None] | None = None
         self._nodes: tuple[float, asyncio.Future[dict[str, dict[str, float]]]] | None = None
+        self._text: tuple[float, asyncio.Future[bytes]] | None = None
         self.batch_figures: Callable[[], dict[str, float]] | None = None  # a scheduler's node
 
     def _daemon_figures(self) -> dict[str, float]:
@@ -155,8 +153,18 @@ class MetricsService:
     def summary_json(self) -> bytes:
         return self.summary.dumps()
 
-    async def prometheus(self) -> bytes:
-        return exposition(self.node.name, await self.nodes(), self.summary)
+    def prometheus(self) -> Awaitable[bytes]:
+        """The subtree in the Prometheus text format. It is made on a thread (thousands of
+        nodes are thousands of lines), and one making serves every reader of a second: many
+        scrapers cost one gathering and one text."""
+        now = time.monotonic()
+        if self._text is None or now - self._text[0] > NODES_CACHE:
+            self._text = (now, asyncio.ensure_future(self._exposition()))
+        return asyncio.shield(self._text[1])
+
+    async def _exposition(self) -> bytes:
+        nodes, summary = await self.nodes(), self.summary
+        return await asyncio.to_thread(exposition, self.node.name, nodes, summary)
 
     # History ------------------------------------------------------------------------------
 
@@ -174,10 +182,7 @@ class MetricsService:
             nums = [float(w) for w in rest[:3]]
         except ValueError:
             raise NinepError(f"history: {usage} (times in seconds)", errno.EINVAL) from None
-        now = time.time()
-        start = nums[0] if nums else -3600.0
-        end = nums[1] if len(nums) > 1 else 0.0
-        start, end = (now + start if start <= 0 else start), (now + end if end <= 0 else end)
+        start, end = absolute(nums[0] if nums else -3600.0, nums[1] if len(nums) > 1 else 0.0)
         step = nums[2] if len(nums) > 2 else 1.0
         try:
             points = await self.history.query_async(series, metric, start, end, step)
@@ -215,39 +220,128 @@ def metrics_dir(service: MetricsService) -> DynamicDir:
     return d
 
 
-class _LoopCollector:
-    """prometheus_client's HTTP server calls ``collect`` on a thread of its own: the subtree is
-    fetched on the daemon's loop (a second's cache shared by every scraper), at most
-    ``SCRAPERS`` at once; a scrape beyond that waits, then fails, never piling up."""
+MAX_CONNECTIONS = 32  # HTTP connections held at once (see PrometheusEndpoint)
+IDLE = 10.0  # seconds a connection has to send its request, and again to take the answer
+MAX_HEAD = 8192  # bytes of a request's line and headers
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format's
 
-    SCRAPERS = 4
 
-    def __init__(self, service: MetricsService, loop: asyncio.AbstractEventLoop) -> None:
-        self.service, self.loop = service, loop
-        self.gate = threading.BoundedSemaphore(self.SCRAPERS)
+class PrometheusEndpoint:
+    """``brasil serve --metrics-listen HOST:PORT``: the ``prometheus`` text over HTTP, served on
+    the daemon's own loop, one request per connection.
 
-    def collect(self) -> Any:
-        if not self.gate.acquire(timeout=CHILD_TIMEOUT):
-            raise RuntimeError("too many scrapes at once")
+    It replaced prometheus_client's server, which ran a thread per connection without a bound
+    (200 idle connections, from any local user, were 200 threads). Its bounded successor
+    (343c495, reverted) kept the threads and hung its test in 2 of 32 runs (mostly loaded), in the
+    1+3+9 tree's teardown, with the server's threads all gone and the loop idle: the test's
+    200 connects ran on the loop, against socketserver's backlog of 5, so they waited on SYN
+    retries (14 s, up to 1 s each) while the tree's loop stood still. Here nothing waits on a
+    thread, and nothing blocks the loop: at most ``MAX_CONNECTIONS`` are held; a newcomer beyond that takes the place of the oldest
+    one that has not sent its request yet (so idle connections cannot keep a scraper out), or,
+    when every one is being answered, is told 503 and closed. A request must arrive within
+    ``idle`` seconds and ``MAX_HEAD`` bytes, and the answer be taken within ``idle`` seconds;
+    the text is made off the loop and shared by the scrapers of a second
+    (:meth:`MetricsService.prometheus`)."""
+
+    def __init__(self, service: MetricsService, idle: float = IDLE,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        self.service, self.idle, self.cap = service, idle, max_connections
+        self.waiting: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # oldest first
+        self.answering: set[asyncio.Task[None]] = set()
+        self.refused = self.evicted = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; the port bound (``port`` 0 picks one)."""
+        self.server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEAD)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def connections(self) -> int:
+        return len(self.waiting) + len(self.answering)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        tasks = [*self.waiting, *self.answering]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    def _admit(self, me: asyncio.Task[None], writer: asyncio.StreamWriter) -> bool:
+        if self.connections() >= self.cap:
+            if not self.waiting:
+                self.refused += 1
+                return False
+            oldest = next(iter(self.waiting))
+            self.waiting.pop(oldest).transport.abort()  # its reader fails; its task ends
+            self.evicted += 1
+        self.waiting[me] = writer
+        return True
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        if not self._admit(me, writer):
+            writer.write(_http(503, b"too many connections to this metrics endpoint; "
+                               b"try again\n"))
+            writer.close()
+            return
         try:
-            nodes = asyncio.run_coroutine_threadsafe(self._nodes(), self.loop).result(
-                CHILD_TIMEOUT * 2)
+            try:
+                async with asyncio.timeout(self.idle):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.LimitOverrunError:
+                head = None
+            if self.waiting.pop(me, None) is None:
+                return  # evicted meanwhile
+            self.answering.add(me)
+            status, body, head_only = await self._answer(head)
+            writer.write(_http(status, body, head_only))
+            async with asyncio.timeout(self.idle):
+                await writer.drain()
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            pass  # silent, slow or gone: dropped
         finally:
-            self.gate.release()
-        return SubtreeCollector(self.service.node.name, nodes, self.service.summary).collect()
+            self.waiting.pop(me, None)
+            self.answering.discard(me)
+            writer.close()
 
-    async def _nodes(self) -> dict[str, dict[str, float]]:
-        return await self.service.nodes()
+    async def _answer(self, head: bytes | None) -> tuple[int, bytes, bool]:
+        if head is None:
+            return 431, f"the request's line and headers pass {MAX_HEAD} bytes\n".encode(), False
+        words = head.split(b"\r\n", 1)[0].split()
+        if len(words) != 3 or not words[2].startswith(b"HTTP/"):
+            return 400, b"not an HTTP request: GET /metrics HTTP/1.1\n", False
+        method, target = words[0], words[1].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            return 405, b"the metrics are read with GET /metrics\n", False
+        if target not in (b"/metrics", b"/"):
+            return 404, b"the metrics are at /metrics\n", method == b"HEAD"
+        try:
+            return 200, await self.service.prometheus(), method == b"HEAD"
+        except Exception as e:  # noqa: BLE001 - the scraper is told; the daemon goes on
+            log.warning("metrics: a scrape failed: %s", e)
+            return 500, f"metrics: {e}\n".encode(), False
 
 
-def serve_prometheus(service: MetricsService, host: str, port: int) -> tuple[Any, int]:
-    """``brasil serve --metrics-listen HOST:PORT``: the subtree over HTTP in the Prometheus
-    text format, by prometheus_client's own server (on threads: the loop only gathers). Returns
-    the server (``.shutdown()`` stops it) and the port it bound."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_LoopCollector(service, asyncio.get_running_loop()))
-    server, _ = start_http_server(port, host, registry)
-    return server, int(server.server_address[1])
+def _http(status: int, body: bytes, head_only: bool = False) -> bytes:
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+              431: "Request Header Fields Too Large", 500: "Internal Server Error",
+              503: "Service Unavailable"}[status]
+    kind = CONTENT_TYPE if status == 200 else "text/plain; charset=utf-8"
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    return head if head_only else head + body
+
+
+async def serve_prometheus(service: MetricsService, host: str, port: int,
+                           idle: float = IDLE) -> tuple[PrometheusEndpoint, int]:
+    """The endpoint listening on HOST:PORT (``await endpoint.stop()`` ends it), and its port."""
+    endpoint = PrometheusEndpoint(service, idle)
+    return endpoint, await endpoint.start(host, port)
 
 
 def serve_metrics(daemon: Any, interval: float = INTERVAL) -> MetricsService:

@@ -93,23 +93,7 @@ class History:
 
     def plan(self, start: float, end: float, step: float, now: float | None = None
              ) -> tuple[int, int]:
-        """(resolution, step) for a query: the finest resolution whose keep covers ``start``;
-        the step at least that resolution, rounded to a multiple of it."""
-        now = time.time() if now is None else now
-        if not (end > start) or step <= 0:
-            raise HistoryError("a range needs start < end and a step > 0 (seconds)")
-        for res, keep in self.resolutions:
-            if start >= now - keep - res:
-                break
-        else:
-            res = self.resolutions[-1][0]
-        step_i = max(res, int(step) - int(step) % res)
-        points = (end - start) / step_i
-        if points > MAX_POINTS:
-            least = int((end - start) / MAX_POINTS) + 1
-            raise HistoryError(f"{int(points)} points asked (the limit is {MAX_POINTS}): ask for "
-                               f"a step of at least {least - least % res + res} s")
-        return res, step_i
+        return plan(self.resolutions, start, end, step, now)
 
     def query(self, series: str, metric: str, start: float, end: float, step: float,
               now: float | None = None) -> list[Point]:
@@ -136,6 +120,35 @@ class History:
     def rows(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM points").fetchone()[0])
+
+
+def plan(resolutions: tuple[tuple[int, int], ...], start: float, end: float, step: float,
+         now: float | None = None) -> tuple[int, int]:
+    """(resolution, step) for a query: the finest resolution whose keep covers ``start``;
+    the step at least that resolution, rounded to a multiple of it. A module function, so that
+    a group read plans once, at the node asked, the steps every node below answers for."""
+    now = time.time() if now is None else now
+    if not (end > start) or step <= 0:
+        raise HistoryError("a range needs start < end and a step > 0 (seconds)")
+    for res, keep in resolutions:
+        if start >= now - keep - res:
+            break
+    else:
+        res = resolutions[-1][0]
+    step_i = max(res, int(step) - int(step) % res)
+    points = (end - start) / step_i
+    if points > MAX_POINTS:
+        least = int((end - start) / MAX_POINTS) + 1
+        raise HistoryError(f"{int(points)} points asked (the limit is {MAX_POINTS}): ask for "
+                           f"a step of at least {least - least % res + res} s")
+    return res, step_i
+
+
+def absolute(start: float, end: float, now: float | None = None) -> tuple[float, float]:
+    """A range's ends as times: a time at or below 0 counts back from now (-3600, 0: the last
+    hour), a positive one is seconds since the epoch."""
+    now = time.time() if now is None else now
+    return (now + start if start <= 0 else start), (now + end if end <= 0 else end)
 
 
 def observations(sample: Mapping[str, float], node: str) -> dict[str, Stat]:
