@@ -79,6 +79,8 @@ NOT_RUN: dict[str, str] = {
     "make bench": "installs peers and runs the benchmarks for minutes",
     "make bench-compare REV=3cecb6d": "installs REV in a virtualenv and benchmarks it against "
         "this tree for minutes",
+    "make bench-together REV=3cecb6d": "installs REV and brings two trees of 73 daemons up "
+        "for minutes",
     "make fuzz": "fuzzes the decoder for FUZZ_SECONDS",
     "brasil cluster up --hosts 'node[01-64]' --fanout 8":
         "needs 64 ssh hosts: tests/test_deploy.py forms a tree over ssh",
