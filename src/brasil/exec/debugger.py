@@ -19,6 +19,7 @@ import itertools
 import os
 import re
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from pygdbmi.gdbmiparser import parse_response
@@ -47,6 +48,12 @@ class Debugger:
         self.stopped = False
         self.stopped_at = ""  # the function of the last stop ("" when running)
         self.reason = ""  # gdb's reason for the last stop (breakpoint-hit, signal-received…)
+        # The Python agent's marker (exec/pydebug.py): its breakpoint's number, what says where
+        # a stop there is (None: not a place, a request served), and whether we are there.
+        self.marker_bp = ""
+        self.on_marker: Callable[[], str | None] | None = None
+        self.at_marker = False
+        self.served = False
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._changed = asyncio.Event()
@@ -120,13 +127,10 @@ class Debugger:
                     if not fut.done():
                         fut.set_result(rec)
                 elif rec["type"] == "notify" and rec["message"] == "stopped":
-                    frame = (rec["payload"] or {}).get("frame") or {}
-                    self.stopped = True
-                    self.stopped_at = frame.get("func", "")
-                    self.reason = (rec["payload"] or {}).get("reason", "")
-                    self._changed.set()
+                    self._stopped(rec["payload"] or {})
                 elif rec["type"] == "notify" and rec["message"] == "running":
                     self.stopped, self.stopped_at, self.reason = False, "", ""
+                    self.at_marker = self.served = False
                     self._changed.set()
         except (ValueError, asyncio.LimitOverrunError):
             pass
@@ -136,6 +140,21 @@ class Debugger:
                     fut.set_exception(DebuggerError(f"gdb on process {self.pid} exited"))
             self._waiting.clear()
             self._changed.set()
+
+    def _stopped(self, payload: dict[str, Any]) -> None:
+        self.stopped = True
+        self.stopped_at = (payload.get("frame") or {}).get("func", "")
+        self.reason = payload.get("reason", "")
+        self.at_marker = (bool(self.marker_bp) and self.reason == "breakpoint-hit"
+                          and str(payload.get("bkptno", "")) == self.marker_bp)
+        if self.at_marker and self.on_marker is not None:
+            try:  # memory of a stopped process: read at once, no gdb command
+                label = self.on_marker()
+            except StackError:
+                label = None
+            self.served = label is None
+            self.stopped_at = label or self.stopped_at
+        self._changed.set()
 
     async def command(self, mi: str) -> dict[str, Any]:
         """One MI command; its result's payload, or DebuggerError with gdb's message."""
@@ -157,6 +176,11 @@ class Debugger:
             msg = (rec["payload"] or {}).get("msg", "error")
             raise DebuggerError(f"process {self.pid}: {mi.split()[0].lstrip('-')}: {msg}")
         return rec["payload"] or {}
+
+    @property
+    def at_python_break(self) -> bool:
+        """Stopped where a Python breakpoint was hit (the agent's marker, not a request's)."""
+        return self.stopped and self.at_marker and not self.served
 
     async def wait_stopped(self, within: float) -> bool:
         """Until the process is stopped (True) or ``within`` seconds pass (False)."""

@@ -231,7 +231,7 @@ def _eval_file(session: Any) -> Inode:
     async def answer(req: bytes) -> bytes:
         expr = req.decode(errors="replace").strip()
         report = await group_op(session, "eval", expr)
-        return _text(report, report.value_lines(expr))
+        return _text(report, report.value_lines(expr.removeprefix("py:").removeprefix("c:")))
     return RequestFile(answer)
 
 
