@@ -27,6 +27,7 @@ code is not: gdb's command limit then gives up on the rank, said so).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -43,6 +44,7 @@ MAX_REQUEST, MAX_LABEL, MAX_ANSWER = 8192, 1024, 16384
 HIT, SERVED = 1, 2
 MAX_EXPR = 4096
 MAX_WHERE = 512
+MAX_BREAKS = 64  # Python breakpoints in one rank: each is checked at every call there
 EVAL_SECONDS = 10.0
 PENDING_WAIT = 20.0  # for the interpreter to reach a safe point when the main thread is busy
 AGENT = Path(__file__).with_name("pyagent.py")
@@ -123,12 +125,27 @@ class PyDebug:
         req = {"id": next(self._ids), "op": op, **args}
         if not d.at_marker:
             await d.command(f"-thread-select {self._main}")
+            await self._initialized()
             if int(await self._value("(int)PyGILState_Check()")):
                 await self._pending(req)
                 return self._answer()
         self._write(req)
         await self._run()
         return self._answer()
+
+    async def _initialized(self) -> None:
+        """A rank just started may still be setting its interpreter up (no pending calls, no
+        thread state yet): let it run on a little, until it is ready or the time is up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PENDING_WAIT
+        while not int(await self._value("(int)Py_IsInitialized()")):
+            if loop.time() > deadline:
+                raise DebuggerError(f"process {self.d.pid}: its Python did not finish starting "
+                                    f"within {PENDING_WAIT:g}s")
+            await self.d.cont()
+            await asyncio.sleep(0.05)  # the rank's own pace: no event to wait for
+            await self.d.stop()
+            await self.d.command(f"-thread-select {self._main}")
 
     async def _run(self) -> None:
         """The snippet, on the selected thread, at a safe point (see the module's note)."""
@@ -185,6 +202,9 @@ class PyDebug:
 
     async def break_at(self, where: str) -> None:
         check_where(where)
+        if len(self.breaks) >= MAX_BREAKS:
+            raise DebuggerError(f"break: {MAX_BREAKS} Python breakpoints already (the limit): "
+                                "detach to clear them")
         await self.request("break", where=where)
         self.breaks.append(where)
 
