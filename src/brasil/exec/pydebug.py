@@ -83,11 +83,19 @@ class PyDebug:
         """One expression of ours (numbers and CPython's function names only)."""
         return str((await self.d.command(f'-data-evaluate-expression "{expr}"')).get("value", ""))
 
+    async def _int(self, expr: str) -> int:
+        got = await self._value(expr)
+        try:
+            return int(got)
+        except ValueError:
+            raise DebuggerError(f"process {self.d.pid}: {expr.split('(', 2)[1]}: gdb answered "
+                                f"{got[:80]!r}, not a number (is this CPython?)") from None
+
     async def _setup(self) -> None:
         if self.base:
             return
         d = self.d
-        base = int(await self._value(f"(long)mmap(0, {SIZE}, 3, 34, -1, 0)"))  # RW, anon private
+        base = await self._int(f"(long)mmap(0, {SIZE}, 3, 34, -1, 0)")  # RW, anonymous, private
         if base in (-1, 0):
             raise DebuggerError(f"process {d.pid}: no memory could be mapped for the agent")
         source = AGENT.read_bytes()
@@ -126,7 +134,7 @@ class PyDebug:
         if not d.at_marker:
             await d.command(f"-thread-select {self._main}")
             await self._initialized()
-            if int(await self._value("(int)PyGILState_Check()")):
+            if await self._int("(int)PyGILState_Check()"):
                 await self._pending(req)
                 return self._answer()
         self._write(req)
@@ -138,7 +146,7 @@ class PyDebug:
         thread state yet): let it run on a little, until it is ready or the time is up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PENDING_WAIT
-        while not int(await self._value("(int)Py_IsInitialized()")):
+        while not await self._int("(int)Py_IsInitialized()"):
             if loop.time() > deadline:
                 raise DebuggerError(f"process {self.d.pid}: its Python did not finish starting "
                                     f"within {PENDING_WAIT:g}s")
@@ -149,11 +157,11 @@ class PyDebug:
 
     async def _run(self) -> None:
         """The snippet, on the selected thread, at a safe point (see the module's note)."""
-        state = await self._value("(int)PyGILState_Ensure()")
+        state = await self._int("(int)PyGILState_Ensure()")
         try:
             rc = await self._value(f"(int)PyRun_SimpleString((char*){self.base + SNIPPET})")
         finally:
-            await self._value(f"(void)PyGILState_Release({int(state)})")
+            await self._value(f"(void)PyGILState_Release({state})")
         if rc != "0":
             raise DebuggerError(f"process {self.d.pid}: the Python agent failed (its error "
                                 "went to the program's stderr)")
