@@ -174,6 +174,15 @@ async def test_a_python_breakpoint_then_a_python_value_across_every_rank(tmp_pat
             assert "TracerPid:\t0\n" in st.read()
         text = (await c.read(f"{L}/{sid}/stacks")).decode()
         assert "tick (hang.py)" in text and "gone" not in text, text
+        # The commands: a bad breakpoint is refused before any rank is held (nothing
+        # half-done); a value of ranks not held says so.
+        at = ["--at", f"unix:{tmp_path}/n0.sock"]
+        rc, out, err = await _cli("pbreak", "py:no such place", sid, *at)
+        assert rc != 0 and "is neither FILE.py:LINE nor a Python function" in err, err
+        with open(f"/proc/{pid}/status") as st:
+            assert "TracerPid:\t0\n" in st.read()
+        rc, out, err = await _cli("peval", "x", sid, *at)
+        assert rc == 1 and "not under the debugger" in err, err
         await ctl(c, sid, "kill")
 
 

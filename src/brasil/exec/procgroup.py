@@ -26,7 +26,7 @@ from ClusterShell.NodeSet import NodeSet
 from ClusterShell.RangeSet import RangeSet
 
 from .debugger import Debugger
-from .pydebug import PyDebug, python_where
+from .pydebug import MAX_EXPR, PyDebug, check_where, python_where
 from .stacks import ProcessGone, StackError, capture, is_cpython
 from .stacktree import MAX_WIRE, TraceTree, ranks_text
 
@@ -189,6 +189,24 @@ def send_signal(ranks: Iterable[Rank], sig: int) -> Report:
         except ProcessLookupError:
             report.gone.add(r.rank)
     return report
+
+
+def check_request(op: str, arg: str) -> None:
+    """A break or eval that could never work is refused before any rank is attached or
+    stopped (nothing half-done): ValueError with what to write instead."""
+    if op == "break":
+        if arg.startswith("py:"):
+            try:
+                check_where(arg[3:])
+            except StackError as e:
+                raise ValueError(str(e)) from None
+        elif not arg or any(c.isspace() for c in arg) or arg.startswith("-"):
+            raise ValueError(f"break: {arg[:80]!r} is not a function or FILE:LINE (py:WHERE for "
+                             "Python)")
+    elif op == "eval":
+        expr = arg.removeprefix("py:").removeprefix("c:")
+        if not expr.strip() or len(expr.encode()) > MAX_EXPR:
+            raise ValueError(f"eval: give an expression of 1 to {MAX_EXPR} bytes")
 
 
 def parse_signal(text: str) -> int:
