@@ -410,6 +410,12 @@ async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its
         assert list(bad.errors) == ["NameError: name 'y' is not defined"]
         bad = await dbg.break_at(ranks[1:], "py:no such place")
         assert "is neither FILE.py:LINE nor a Python function" in next(iter(bad.errors))
+        # Detached, the breakpoints are gone from the program: held again, nothing traces.
+        await dbg.detach(ranks[1:])
+        await dbg.stop(ranks[1:])
+        left = await dbg.evaluate(ranks[1:], "py:(__import__('threading').gettrace(), "
+                                  "__import__('sys').modules['_brasil_pydebug'].agent.breaks)")
+        assert list(left.values) == ["(None, [])"], left.errors
     finally:
         await dbg.detach()
     for p in procs:  # let go: not traced, tracing hook gone, still running
