@@ -454,6 +454,8 @@ async def test_python_values_are_bounded_and_no_expression_reaches_gdb_or_a_shel
         assert len(await py.evaluate("list(range(10**6))")) < 1000
         with pytest.raises(DebuggerError, match=r"TimeoutError: the expression ran over 1s"):
             await py.evaluate("sum(i for i in range(10**12))")
+        with pytest.raises(DebuggerError, match=r"TimeoutError: the expression ran over 1s"):
+            await py.evaluate("__import__('time').sleep(3600)")  # blocked in C: SIGALRM
         with pytest.raises(DebuggerError, match="SystemExit"):
             await py.evaluate("exit(3)")
         with pytest.raises(DebuggerError, match="a Python expression of 1 to 4096 bytes"):

@@ -17,6 +17,7 @@ import ctypes
 import json
 import os
 import reprlib
+import signal
 import sys
 import threading
 import time
@@ -168,15 +169,20 @@ class Agent:
         raise ValueError(f"unknown request {op!r}")
 
     def _bounded(self, seconds, fn, *args):
-        """``fn(*args)``'s value shown in bounded size, Python code in it cut short after
-        ``seconds`` (a trace function checks the time; sys.call_tracing lets it run at a
-        hit, where the rank is inside a trace function already)."""
+        """``fn(*args)``'s value shown in bounded size, cut short after ``seconds``: Python
+        code by a trace function that checks the time (sys.call_tracing lets it run at a hit,
+        where the rank is inside a trace function already), a blocking call (a sleep, a read)
+        by SIGALRM, whose handler raises in the main thread; the program's own SIGALRM
+        handler and timer are put back as they were, the time spent here deducted."""
         deadline = time.monotonic() + seconds
         out = []
 
+        def expired(*_):
+            raise TimeoutError(f"the expression ran over {seconds:g}s")
+
         def check(frame, event, arg):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the expression ran over {seconds:g}s")
+                expired()
             return check
 
         def run():
@@ -190,7 +196,21 @@ class Agent:
                 out.append(shown.repr(value))
             finally:
                 sys.settrace(before)
-        sys.call_tracing(run, ())
+
+        alarm = threading.current_thread() is threading.main_thread()
+        if alarm:
+            handler = signal.signal(signal.SIGALRM, expired)
+            timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+        started = time.monotonic()
+        try:
+            sys.call_tracing(run, ())
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, handler)
+                if timer[0]:
+                    left = max(timer[0] - (time.monotonic() - started), 0.001)
+                    signal.setitimer(signal.ITIMER_REAL, left, timer[1])
         return out[0]
 
 

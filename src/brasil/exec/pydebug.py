@@ -21,8 +21,8 @@ stop to gdb, so stopped/running stays gdb's exact word. A hit's label (``f (file
 is read from the mailbox as the stop is seen.
 
 Bounds: an expression of at most ``MAX_EXPR`` bytes; its value shown by ``reprlib`` in at most
-16 KiB; Python code in it cut short after ``EVAL_SECONDS`` by a trace function (a loop in C
-code is not: gdb's command limit then gives up on the rank, said so).
+16 KiB; cut short after ``EVAL_SECONDS``, Python code by a trace function and a blocking call
+by SIGALRM (a loop in C code is not: gdb's command limit then gives up on the rank, said so).
 """
 
 from __future__ import annotations
