@@ -460,7 +460,19 @@ async def test_python_values_are_bounded_and_no_expression_reaches_gdb_or_a_shel
             await py.evaluate("exit(3)")
         with pytest.raises(DebuggerError, match="a Python expression of 1 to 4096 bytes"):
             await py.evaluate("1" * 5000)
+        # A loop in C code outruns gdb's limit: said so, no second call meanwhile, and once
+        # it ends the rank answers again (the GIL it took given back).
+        from brasil.exec import debugger
+        monkeypatch.setattr(debugger, "COMMAND_TIMEOUT", 1.0)
+        with pytest.raises(DebuggerError, match="the expression still runs after 1s"):
+            await py.evaluate("sum(range(10**8))")
+        with pytest.raises(DebuggerError, match="still runs an earlier expression"):
+            await py.evaluate("n")
+        await wait_for(lambda: not d.late, 120)
         assert int(await py.evaluate("n")) > 0  # still sane, still answering
+        await d.cont()
+        await d.stop()
+        assert int(await py.evaluate("n")) > 0  # and it ran on
     finally:
         await py.clear()
         await d.close()

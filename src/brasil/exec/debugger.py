@@ -34,6 +34,7 @@ class DebuggerError(StackError):
     """gdb refused or failed: the sentence is gdb's own, with what we asked."""
 
 
+MARKER = "Py_GetCopyright"  # the function the Python agent calls to be stopped (pydebug.py)
 MAX_HELD = 128  # gdbs on one node at once (about 20 MB each): a bound no request can pass
 
 
@@ -56,6 +57,7 @@ class Debugger:
         self.served = False
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.late: set[int] = set()  # commands given up on that gdb still runs
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -126,6 +128,9 @@ class Debugger:
                     fut = self._waiting.pop(rec["token"])
                     if not fut.done():
                         fut.set_result(rec)
+                elif rec["type"] == "result" and rec["token"] in self.late:
+                    self.late.discard(rec["token"])  # gdb is free again
+                    self._changed.set()
                 elif rec["type"] == "notify" and rec["message"] == "stopped":
                     self._stopped(rec["payload"] or {})
                 elif rec["type"] == "notify" and rec["message"] == "running":
@@ -145,13 +150,16 @@ class Debugger:
         self.stopped = True
         self.stopped_at = (payload.get("frame") or {}).get("func", "")
         self.reason = payload.get("reason", "")
-        self.at_marker = (bool(self.marker_bp) and self.reason == "breakpoint-hit"
-                          and str(payload.get("bkptno", "")) == self.marker_bp)
+        # At the marker: its breakpoint, or interrupted inside it (a stop right after a cont)
+        self.at_marker = bool(self.marker_bp) and (
+            (self.reason == "breakpoint-hit" and str(payload.get("bkptno", "")) == self.marker_bp)
+            or self.stopped_at == MARKER)
         if self.at_marker and self.on_marker is not None:
             try:  # memory of a stopped process: read at once, no gdb command
                 label = self.on_marker()
             except StackError:
-                label = None
+                label = ""
+            self.at_marker = label != ""
             self.served = label is None
             self.stopped_at = label or self.stopped_at
         self._changed.set()
@@ -171,6 +179,7 @@ class Debugger:
                 rec = await asyncio.wait_for(fut, COMMAND_TIMEOUT)
             except TimeoutError:
                 self._waiting.pop(token, None)
+                self.late.add(token)
                 raise DebuggerError(f"gdb took over {COMMAND_TIMEOUT:g}s on: {mi}") from None
         if rec["message"] == "error":
             msg = (rec["payload"] or {}).get("msg", "error")

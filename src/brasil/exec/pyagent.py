@@ -23,7 +23,7 @@ import threading
 import time
 
 NAME = "_brasil_pydebug"
-FLAG, REQ_LEN, ANS_LEN, ANS_STATUS, LABEL_LEN = 0, 8, 12, 16, 20  # int32 fields
+FLAG, REQ_LEN, ANS_LEN, ANS_STATUS, LABEL_LEN, SERVING = 0, 8, 12, 16, 20, 24  # int32 fields
 REQUEST, LABEL, ANSWER = 1024, 9216, 10240  # areas
 LIMITS = {"request": 8192, "label": 1024, "answer": 16384}
 HIT, SERVED = 1, 2  # FLAG while the marker is called: a breakpoint's hit, a request served
@@ -131,6 +131,13 @@ class Agent:
         req = json.loads(ctypes.string_at(self.base + REQUEST, n).decode("utf-8", "replace"))
         if req["id"] == self.served or req["op"] == "none":  # a queued call answered already
             return
+        _i32(self.base + SERVING).value = 1  # until the end: no request may start inside
+        try:
+            self._serve(req, caller)
+        finally:
+            _i32(self.base + SERVING).value = 0
+
+    def _serve(self, req, caller):
         self.served = req["id"]
         here = self.frame or caller  # at a stop of ours, the program's frame stopped there
         self.busy = True

@@ -35,8 +35,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from . import procinfo
-from .debugger import Debugger, DebuggerError
+from . import debugger, procinfo
+from .debugger import MARKER, Debugger, DebuggerError
 
 SIZE = 1 << 16  # the mailbox: one anonymous mapping in the rank
 SNIPPET, REQUEST, LABEL, ANSWER, SOURCE = 64, 1024, 9216, 10240, 32768
@@ -78,6 +78,7 @@ class PyDebug:
         self.breaks: list[str] = []
         self._ids = itertools.count(1)
         self._main = ""  # gdb's number for the main thread
+        self._owed: int | None = None  # a GIL state to release once a late expression ends
 
     async def _value(self, expr: str) -> str:
         """One expression of ours (numbers and CPython's function names only)."""
@@ -110,14 +111,17 @@ class PyDebug:
         self._main = next((t["id"] for t in info.get("threads", [])
                            if re.search(rf"\b(LWP|process) {d.pid}\b", t.get("target-id", ""))),
                           "1")
-        got = await d.command(f'-break-insert -c "*(int*){base} != 0" Py_GetCopyright')
+        got = await d.command(f"-break-insert -c \"*(int*){base} != 0\" {MARKER}")
         d.marker_bp = str((got.get("bkpt") or {}).get("number", ""))
         d.on_marker = self._stopped_at
         self.base = base
 
     def _stopped_at(self) -> str | None:
-        """At the marker: a hit's label, or None (a request served: not a place to report)."""
+        """At the marker: a hit's label, None (a request served: not a place to report), or
+        "" (someone else's call of the function: not ours)."""
         flag, = struct.unpack("<i", procinfo.read_mem(self.d.pid, self.base, 4))
+        if flag not in (HIT, SERVED):
+            return ""
         if flag != HIT:
             return None
         n, = struct.unpack("<i", procinfo.read_mem(self.d.pid, self.base + 20, 4))
@@ -127,6 +131,7 @@ class PyDebug:
     async def request(self, op: str, **args: Any) -> str:
         """One request to the agent; its answer, or DebuggerError with the Python error."""
         d = self.d
+        await self._settle()
         if not d.stopped:
             raise DebuggerError(f"process {d.pid} is running: stop it first")
         await self._setup()
@@ -143,10 +148,13 @@ class PyDebug:
 
     async def _initialized(self) -> None:
         """A rank just started may still be setting its interpreter up (no pending calls, no
-        thread state yet): let it run on a little, until it is ready or the time is up."""
+        thread state yet), or a rank stopped just after a request of ours may still be
+        inside it (a queued call within a queued call would never run: CPython runs them
+        one at a time): let it run on a little, until it is ready or the time is up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PENDING_WAIT
-        while not await self._int("(int)Py_IsInitialized()"):
+        while not await self._int("(int)Py_IsInitialized()") or (
+                self.base and procinfo.read_mem(self.d.pid, self.base + 24, 4) != bytes(4)):
             if loop.time() > deadline:
                 raise DebuggerError(f"process {self.d.pid}: its Python did not finish starting "
                                     f"within {PENDING_WAIT:g}s")
@@ -155,13 +163,31 @@ class PyDebug:
             await self.d.stop()
             await self.d.command(f"-thread-select {self._main}")
 
+    async def _settle(self) -> None:
+        """After an expression that outran gdb's command limit: refuse while it still runs
+        (no second call may start), and once it has ended give back the GIL it took."""
+        if self.d.late:
+            raise DebuggerError(f"process {self.d.pid} still runs an earlier expression (over "
+                                f"{debugger.COMMAND_TIMEOUT:g}s: a loop in C code?): ask again later; "
+                                "detaching before it ends would crash it")
+        if self._owed is not None:
+            state, self._owed = self._owed, None
+            await self._value(f"(void)PyGILState_Release({state})")
+
     async def _run(self) -> None:
         """The snippet, on the selected thread, at a safe point (see the module's note)."""
         state = await self._int("(int)PyGILState_Ensure()")
         try:
             rc = await self._value(f"(int)PyRun_SimpleString((char*){self.base + SNIPPET})")
-        finally:
+        except DebuggerError:
+            if self.d.late:  # still running in the rank: the GIL is given back when it ends
+                self._owed = state
+                raise DebuggerError(f"process {self.d.pid}: the expression still runs after "
+                                    f"{debugger.COMMAND_TIMEOUT:g}s (a loop in C code?); the rank stays "
+                                    "held until it ends") from None
             await self._value(f"(void)PyGILState_Release({state})")
+            raise
+        await self._value(f"(void)PyGILState_Release({state})")
         if rc != "0":
             raise DebuggerError(f"process {self.d.pid}: the Python agent failed (its error "
                                 "went to the program's stderr)")
@@ -225,6 +251,7 @@ class PyDebug:
         """Before gdb lets go: no trace function left behind, the mailbox unmapped."""
         if not self.base:
             return
+        await self._settle()
         if self.breaks:
             await self.d.stop()
             await self.request("clear")
