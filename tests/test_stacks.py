@@ -416,14 +416,16 @@ async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its
         left = await dbg.evaluate(ranks[1:], "py:(__import__('threading').gettrace(), "
                                   "__import__('sys').modules['_brasil_pydebug'].agent.breaks)")
         assert list(left.values) == ["(None, [])"], left.errors
+        await dbg.detach()
+        for p in procs:  # let go: not traced, still running
+            with open(f"/proc/{p.pid}/status") as f:
+                assert "TracerPid:\t0\n" in f.read()
+            assert p.poll() is None
     finally:
         await dbg.detach()
-    for p in procs:  # let go: not traced, tracing hook gone, still running
-        with open(f"/proc/{p.pid}/status") as f:
-            assert "TracerPid:\t0\n" in f.read()
-        assert p.poll() is None
-        p.kill()
-        p.wait()
+        for p in procs:
+            p.kill()
+            p.wait()
     assert Debugger.held == 0
 
 
@@ -473,9 +475,10 @@ async def test_python_values_are_bounded_and_no_expression_reaches_gdb_or_a_shel
         await d.cont()
         await d.stop()
         assert int(await py.evaluate("n")) > 0  # and it ran on
-    finally:
         await py.clear()
         await d.close()
-    assert p.poll() is None
-    p.kill()
-    p.wait()
+        assert p.poll() is None
+    finally:
+        await d.close()
+        p.kill()
+        p.wait()
