@@ -111,6 +111,9 @@ WORK_FILES: dict[str, str] = {
     "input.1": "one input\n",
     "big": "3\n1\n2\n",
     "conf/app.conf": "level=info\n",
+    "ticker.py": "import os\nimport time\n\ndef step(queue):\n    time.sleep(0.01)\n\n\n"
+                 "queue = [] if os.environ['BRASIL_RANK'] == '3' else list(range(8))\n"
+                 "while True:\n    step(queue)\n",
 }
 # The files the fs/ examples name, under the directory the tree exports (its fs/).
 EXPORT_FILES: dict[str, str] = {
@@ -176,6 +179,10 @@ def _n_lines(n: int) -> Callable[[Ran], str | None]:
 EXPECT: dict[str, Callable[[Ran], str | None]] = {
     "brasil run -- uname -r": _every_node,
     "brasil run -n 8 -- hostname": _n_lines(8),
+    "brasil pbreak --wait 20 py:ticker.step": _contains(
+        "stopped at = step (ticker.py:4)  [ranks 0-3 (4) on "),
+    "brasil peval 'len(queue)'": _contains("len(queue) = 8  [ranks 0-2 (3) on ",
+                                           "len(queue) = 0  [rank 3 (1) on "),
     "seq 100 | brasil run -n 4 --mux rr -- wc -l": _n_lines(4),
     "brasil cat /csrv/local/status": _status_of_13,
     "brasil gread --agg equiv fs/etc/hosts": _contains("localhost"),

@@ -129,6 +129,63 @@ async def test_a_group_breakpoint_then_a_variable_read_across_every_rank(tmp_pat
         await ctl(c, sid, "kill")
 
 
+async def test_a_python_breakpoint_then_a_python_value_across_every_rank(tmp_path):
+    # The same example for 26 CPython ranks: break at a Python function, continue, wait until
+    # all hit it, read a Python local in the stopped frame: its classes of values.
+    import sys
+    async with tree_1_3_9(str(tmp_path)) as (nodes, c):
+        prog = PROGRAMS / "hang.py"
+        sid = await session(c, [f"res {SIZE}", "env TICK=1", "env SPIN_RANK=-1",
+                                f"exec {sys.executable} -I {prog}"])
+        await _running_n(c, sid, SIZE)
+        await ctl(c, sid, "break py:tick")
+        await ctl(c, sid, "cont")
+        stopped = (await c.read(f"{L}/{sid}/stopped")).decode()
+        assert stopped.startswith(f"stopped at = tick (hang.py:21)  [ranks 0-{SIZE - 1} ({SIZE})"
+                                  " on "), stopped
+
+        async def ask(expr: str) -> list[str]:
+            f = await c.open(f"{L}/{sid}/eval", 2)
+            try:
+                await f.write(expr.encode(), 0)
+                return (await f.read_all()).decode().splitlines()
+            finally:
+                await f.close()
+        values = await ask("x")
+        assert values[0].startswith(f"x = 42  [ranks 0-4,6-{SIZE - 1} ({SIZE - 1}) on "), values
+        assert values[1].startswith("x = 7  [rank 5 (1) on n"), values
+        assert (await ask("py:x // 7"))[1].startswith("x // 7 = 1  [rank 5 (1)")
+        # Held: the stacks are every rank's Python frames, stopped in tick.
+        text = (await c.read(f"{L}/{sid}/stacks")).decode()
+        assert f"({SIZE})" in _line(text, "tick (hang.py)"), text
+        # An expression is Python's to parse, never gdb's nor a shell's.
+        marker = tmp_path / "ran"
+        got = await ask(f'"; shell touch {marker}')
+        assert got[0].startswith(f"error: ranks 0-{SIZE - 1} ({SIZE}) on ") and \
+            "SyntaxError" in got[0], got
+        assert not marker.exists()
+        # Continue: every rank comes back to tick; detach: they go on, untraced.
+        await ctl(c, sid, "cont")
+        stopped = (await c.read(f"{L}/{sid}/stopped")).decode()
+        assert f"({SIZE})" in stopped, stopped
+        await ctl(c, sid, "detach")
+        pid = int((await c.read(f"{L}/{sid}/proc/{SIZE - 1}/status")).decode().split()[1])
+        with open(f"/proc/{pid}/status") as st:
+            assert "TracerPid:\t0\n" in st.read()
+        text = (await c.read(f"{L}/{sid}/stacks")).decode()
+        assert "tick (hang.py)" in text and "gone" not in text, text
+        # The commands: a bad breakpoint is refused before any rank is held (nothing
+        # half-done); a value of ranks not held says so.
+        at = ["--at", f"unix:{tmp_path}/n0.sock"]
+        rc, out, err = await _cli("pbreak", "py:no such place", sid, *at)
+        assert rc != 0 and "is neither FILE.py:LINE nor a Python function" in err, err
+        with open(f"/proc/{pid}/status") as st:
+            assert "TracerPid:\t0\n" in st.read()
+        rc, out, err = await _cli("peval", "x", sid, *at)
+        assert rc == 1 and "not under the debugger" in err, err
+        await ctl(c, sid, "kill")
+
+
 async def test_gone_ranks_and_a_lost_node_are_named_and_the_rest_answers(tmp_path, hang_c):
     async with tree_1_3_9(str(tmp_path)) as (nodes, c):
         sid = await session(c, [f"res {SIZE}", f"exec {hang_c}"])

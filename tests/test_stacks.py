@@ -82,7 +82,9 @@ async def test_a_python_process_shows_its_python_frames():
         [t] = await _settled(p.pid, "wait_here")
         names = [f.function for f in t.frames]
         assert names == ["<module>", "middle", "wait_here"], names
-        assert t.frames[-1].label(lines=True) == "wait_here (hang.py:8)"
+        line = 1 + (PROGRAMS / "hang.py").read_text().splitlines().index(
+            "        time.sleep(3600)")
+        assert t.frames[-1].label(lines=True) == f"wait_here (hang.py:{line})"
         assert t.tid == p.pid
     finally:
         p.kill()
@@ -296,6 +298,10 @@ async def test_a_group_merges_stacks_names_the_odd_rank_and_reads_a_variable_eve
         assert str(report.gone) == "7" and len(report.tree.ranks) == 7
         # The distributed debugger's example: break, continue, wait all, read a variable.
         waiting = [r for r in ranks if r.rank not in (3, 7)]
+        # Not CPython: a Python breakpoint says so.
+        assert list((await dbg.break_at(waiting[:1], "py:main")).errors) == [
+            "its process is not CPython: no Python breakpoint or value there (C ones: drop the "
+            "py: prefix)"]
         assert not (await dbg.break_at(waiting, "wait_here")).errors
         assert not (await dbg.cont(waiting)).errors
         stopped = await dbg.wait_stopped(waiting, 20)
@@ -360,3 +366,119 @@ async def test_debuggers_held_on_a_node_are_bounded(hang_c, monkeypatch):
         for p in procs:
             p.kill()
             p.wait()
+
+
+# Python breakpoints and values (exec/pydebug.py) -------------------------------------------
+
+def _python(rank: int, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-I", str(PROGRAMS / "hang.py")],
+                            env={**os.environ, "BRASIL_RANK": str(rank), **env})
+
+
+@needs_gdb
+async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its_frame():
+    from brasil.exec.debugger import Debugger
+    from brasil.exec.procgroup import Debuggers, Rank, stacks
+    procs = [_python(r, TICK="1", SPIN_RANK="-1") for r in (4, 5)]
+    ranks = [Rank(r, p.pid, "n1") for r, p in zip((4, 5), procs)]
+    dbg = Debuggers()
+    try:
+        for p in procs:
+            await _settled(p.pid, "tick")
+        assert not (await dbg.break_at(ranks, "py:hang.tick")).errors
+        assert not (await dbg.cont(ranks)).errors
+        stopped = await dbg.wait_stopped(ranks, 20)
+        assert list(stopped.values) == ["tick (hang.py:21)"], stopped.values
+        values = await dbg.evaluate(ranks, "x")  # Python: stopped at a Python breakpoint
+        assert values.value_lines("x") == ["x = 42  [rank 4 (1) on n1]",
+                                           "x = 7  [rank 5 (1) on n1]"]
+        assert set((await dbg.evaluate(ranks, "py:[x] * 2")).values) == {"[42, 42]", "[7, 7]"}
+        # C is still there for the asking.
+        assert list((await dbg.evaluate(ranks, "c:sizeof(int)")).values) == ["4"]
+        # Held: the stacks are the Python frames, stopped in tick, none of the agent's.
+        held = await stacks(ranks, dbg)
+        [(path, who, _)] = held.tree.classes()
+        assert list(path) == ["<module> (hang.py)", "middle (hang.py)", "tick (hang.py)"]
+        assert str(who) == "4-5"
+        # A line breakpoint, the Python error of a bad expression as the rank's error.
+        await dbg.detach(ranks)
+        line = 1 + (PROGRAMS / "hang.py").read_text().splitlines().index("    return x")
+        assert not (await dbg.break_at(ranks[1:], f"hang.py:{line}")).errors  # auto: .py:N
+        await dbg.cont(ranks[1:])
+        assert list((await dbg.wait_stopped(ranks[1:], 20)).values) == [f"tick (hang.py:{line})"]
+        bad = await dbg.evaluate(ranks[1:], "y + 1")
+        assert list(bad.errors) == ["NameError: name 'y' is not defined"]
+        bad = await dbg.break_at(ranks[1:], "py:no such place")
+        assert "is neither FILE.py:LINE nor a Python function" in next(iter(bad.errors))
+        # Detached, the breakpoints are gone from the program: held again, nothing traces.
+        await dbg.detach(ranks[1:])
+        await dbg.stop(ranks[1:])
+        left = await dbg.evaluate(ranks[1:], "py:(__import__('threading').gettrace(), "
+                                  "__import__('sys').modules['_brasil_pydebug'].agent.breaks)")
+        assert list(left.values) == ["(None, [])"], left.errors
+        await dbg.detach()
+        for p in procs:  # let go: not traced, still running
+            with open(f"/proc/{p.pid}/status") as f:
+                assert "TracerPid:\t0\n" in f.read()
+            assert p.poll() is None
+    finally:
+        await dbg.detach()
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert Debugger.held == 0
+
+
+@needs_gdb
+async def test_python_values_are_bounded_and_no_expression_reaches_gdb_or_a_shell(tmp_path,
+                                                                                  monkeypatch):
+    from brasil.exec import pydebug
+    from brasil.exec.debugger import Debugger, DebuggerError
+    monkeypatch.setattr(pydebug, "EVAL_SECONDS", 1.0)
+    marker = tmp_path / "ran"
+    p = _python(3)  # rank 3 spins in Python: it holds the GIL wherever it is stopped
+    d = Debugger(p.pid)
+    py = pydebug.PyDebug(d)
+    try:
+        await _settled(p.pid, "spin_here")
+        await d.attach()
+        # Stopped halfway through the interpreter: the value is read at its next safe point.
+        assert int(await py.evaluate("n")) > 0
+        for attack in (f'"; shell touch {marker}', f'x"\n-interpreter-exec console "shell touch '
+                       f'{marker}"', f"\\\"\n!touch {marker}", "1\n-gdb-exit"):
+            with pytest.raises(DebuggerError, match="SyntaxError"):
+                await py.evaluate(attack)
+        with pytest.raises(DebuggerError, match="is neither FILE.py:LINE nor a Python function"):
+            await py.break_at(f'x"; shell touch {marker}')
+        assert not marker.exists()
+        # Size and time: a huge value is shown short, a Python loop is cut short, the
+        # program's exit is not the program's end.
+        assert len(await py.evaluate("list(range(10**6))")) < 1000
+        with pytest.raises(DebuggerError, match=r"TimeoutError: the expression ran over 1s"):
+            await py.evaluate("sum(i for i in range(10**12))")
+        with pytest.raises(DebuggerError, match=r"TimeoutError: the expression ran over 1s"):
+            await py.evaluate("__import__('time').sleep(3600)")  # blocked in C: SIGALRM
+        with pytest.raises(DebuggerError, match="SystemExit"):
+            await py.evaluate("exit(3)")
+        with pytest.raises(DebuggerError, match="a Python expression of 1 to 4096 bytes"):
+            await py.evaluate("1" * 5000)
+        # A loop in C code outruns gdb's limit: said so, no second call meanwhile, and once
+        # it ends the rank answers again (the GIL it took given back).
+        from brasil.exec import debugger
+        monkeypatch.setattr(debugger, "COMMAND_TIMEOUT", 1.0)
+        with pytest.raises(DebuggerError, match="the expression still runs after 1s"):
+            await py.evaluate("sum(range(10**8))")
+        with pytest.raises(DebuggerError, match="still runs an earlier expression"):
+            await py.evaluate("n")
+        await wait_for(lambda: not d.late, 120)
+        assert int(await py.evaluate("n")) > 0  # still sane, still answering
+        await d.cont()
+        await d.stop()
+        assert int(await py.evaluate("n")) > 0  # and it ran on
+        await py.clear()
+        await d.close()
+        assert p.poll() is None
+    finally:
+        await d.close()
+        p.kill()
+        p.wait()

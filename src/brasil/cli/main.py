@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("gread", "pgrep", "ptail", "pcp", "psync", "ptop"):
         from . import group
         return group.main(args)
-    if args.command in ("pstack", "pstop", "pcont", "pdetach", "psignal"):
-        from . import pstack
+    from . import pstack
+    if args.command in pstack.COMMANDS:
         return pstack.main(args)
     if args.command == "web":
         from . import web

@@ -1,4 +1,5 @@
-"""``brasil pstack``, ``pstop``, ``pcont``, ``psignal``: a session's processes as one group."""
+"""``brasil pstack``, ``pstop``, ``pcont``, ``psignal``, ``pbreak``, ``peval``: a session's
+processes as one group."""
 
 from __future__ import annotations
 
@@ -48,6 +49,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         q = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
         q.add_argument("session", metavar="SESSION", nargs="?", help=SESSION_HELP)
         add_client_options(q)
+    b = sub.add_parser("pbreak", help="stop every rank of a session at a breakpoint",
+                       description="Set a breakpoint on every rank, continue them, wait until "
+                       "every rank is stopped, and print where they stopped as classes of "
+                       "ranks. WHERE is a C function or FILE:LINE (gdb), or on CPython ranks "
+                       "py:FILE.py:LINE, py:module.function or FILE.py:LINE (Python).",
+                       epilog="Then `brasil peval EXPR` reads a value on every rank, `brasil "
+                       "pcont` goes on to the next hit, `brasil pdetach` lets them go.")
+    b.add_argument("where", metavar="WHERE")
+    b.add_argument("session", metavar="SESSION", nargs="?", help=SESSION_HELP)
+    b.add_argument("--within", type=float, default=60.0, metavar="S", help="seconds to wait "
+                   "for every rank to stop there (default 60)")
+    b.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds "
+                   "for a session to be running with every rank's process started")
+    add_client_options(b)
+    e = sub.add_parser("peval", help="an expression's value on every stopped rank, as classes",
+                       description="Evaluate EXPR on every rank of a session (held by the "
+                       "debugger and stopped) and print its classes of values: `x = 42  "
+                       "[ranks 0-62 (63) on …]`. Python on a rank stopped at a Python "
+                       "breakpoint, else C; py:EXPR or c:EXPR says which.")
+    e.add_argument("expr", metavar="EXPR")
+    e.add_argument("session", metavar="SESSION", nargs="?", help=SESSION_HELP)
+    add_client_options(e)
     s = sub.add_parser("psignal", help="send a signal to every rank of a session",
                        description="Send SIGNAL (TERM, KILL, STOP, CONT, USR1… or a number) to "
                        "the process of every rank of a session.")
@@ -56,7 +79,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_client_options(s)
 
 
-COMMANDS = ("pstack", "pstop", "pcont", "pdetach", "psignal")
+COMMANDS = ("pstack", "pstop", "pcont", "pdetach", "psignal", "pbreak", "peval")
 
 
 async def cmd(args: argparse.Namespace) -> int:
@@ -80,12 +103,14 @@ async def cmd(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + getattr(args, "wait", 0.0)
         if args.session is None:
             args.session = await _running_session(c, deadline)
-        if args.command != "pstack":
-            return await _act(c, args)
-        while args.wait and time.monotonic() < deadline:  # polling another machine's state
+        while getattr(args, "wait", 0.0) and time.monotonic() < deadline:  # another machine's
             if await procs.started(c, args.session):
                 break
             await asyncio.sleep(0.2)
+        if args.command in ("pbreak", "peval"):
+            return await _debug(c, args)
+        if args.command != "pstack":
+            return await _act(c, args)
         return await _picture(c, args)
     finally:
         await c.close()
@@ -115,6 +140,34 @@ async def _act(c: Any, args: argparse.Namespace) -> int:
     for line in report.trailer():
         print(f"brasil {args.command}: {line}", file=sys.stderr)
     return 1 if report.errors else 0
+
+
+async def _debug(c: Any, args: argparse.Namespace) -> int:
+    """pbreak (break, cont, wait: where every rank stopped) and peval (a value's classes)."""
+    from ..group import procs
+    try:
+        if args.command == "pbreak":
+            for verb, arg in (("break", args.where), ("cont", "")):
+                report = await procs.op(c, args.session, verb, arg)
+                if report.errors:
+                    return _failed(args, report)
+            report = await procs.op(c, args.session, "wait", f"{args.within:g}")
+            lines = report.value_lines("stopped at")
+        else:
+            report = await procs.op(c, args.session, "eval", args.expr)
+            lines = report.value_lines(args.expr.removeprefix("py:").removeprefix("c:"))
+    except ValueError as e:
+        print(f"brasil {args.command}: cannot read the daemon's answer: {e}", file=sys.stderr)
+        return 1
+    if lines:
+        print("\n".join(lines), flush=True)
+    return _failed(args, report)
+
+
+def _failed(args: argparse.Namespace, report: Any) -> int:
+    for line in report.trailer():
+        print(f"brasil {args.command}: {line}", file=sys.stderr)
+    return 1 if report.errors or not report.values else 0
 
 
 def _colour(tree: Any) -> Any:

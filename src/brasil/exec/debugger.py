@@ -19,6 +19,7 @@ import itertools
 import os
 import re
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from pygdbmi.gdbmiparser import parse_response
@@ -33,6 +34,7 @@ class DebuggerError(StackError):
     """gdb refused or failed: the sentence is gdb's own, with what we asked."""
 
 
+MARKER = "Py_GetCopyright"  # the function the Python agent calls to be stopped (pydebug.py)
 MAX_HELD = 128  # gdbs on one node at once (about 20 MB each): a bound no request can pass
 
 
@@ -47,8 +49,15 @@ class Debugger:
         self.stopped = False
         self.stopped_at = ""  # the function of the last stop ("" when running)
         self.reason = ""  # gdb's reason for the last stop (breakpoint-hit, signal-received…)
+        # The Python agent's marker (exec/pydebug.py): its breakpoint's number, what says where
+        # a stop there is (None: not a place, a request served), and whether we are there.
+        self.marker_bp = ""
+        self.on_marker: Callable[[], str | None] | None = None
+        self.at_marker = False
+        self.served = False
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.late: set[int] = set()  # commands given up on that gdb still runs
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -119,14 +128,14 @@ class Debugger:
                     fut = self._waiting.pop(rec["token"])
                     if not fut.done():
                         fut.set_result(rec)
-                elif rec["type"] == "notify" and rec["message"] == "stopped":
-                    frame = (rec["payload"] or {}).get("frame") or {}
-                    self.stopped = True
-                    self.stopped_at = frame.get("func", "")
-                    self.reason = (rec["payload"] or {}).get("reason", "")
+                elif rec["type"] == "result" and rec["token"] in self.late:
+                    self.late.discard(rec["token"])  # gdb is free again
                     self._changed.set()
+                elif rec["type"] == "notify" and rec["message"] == "stopped":
+                    self._stopped(rec["payload"] or {})
                 elif rec["type"] == "notify" and rec["message"] == "running":
                     self.stopped, self.stopped_at, self.reason = False, "", ""
+                    self.at_marker = self.served = False
                     self._changed.set()
         except (ValueError, asyncio.LimitOverrunError):
             pass
@@ -136,6 +145,24 @@ class Debugger:
                     fut.set_exception(DebuggerError(f"gdb on process {self.pid} exited"))
             self._waiting.clear()
             self._changed.set()
+
+    def _stopped(self, payload: dict[str, Any]) -> None:
+        self.stopped = True
+        self.stopped_at = (payload.get("frame") or {}).get("func", "")
+        self.reason = payload.get("reason", "")
+        # At the marker: its breakpoint, or interrupted inside it (a stop right after a cont)
+        self.at_marker = bool(self.marker_bp) and (
+            (self.reason == "breakpoint-hit" and str(payload.get("bkptno", "")) == self.marker_bp)
+            or self.stopped_at == MARKER)
+        if self.at_marker and self.on_marker is not None:
+            try:  # memory of a stopped process: read at once, no gdb command
+                label = self.on_marker()
+            except StackError:
+                label = ""
+            self.at_marker = label != ""
+            self.served = label is None
+            self.stopped_at = label or self.stopped_at
+        self._changed.set()
 
     async def command(self, mi: str) -> dict[str, Any]:
         """One MI command; its result's payload, or DebuggerError with gdb's message."""
@@ -152,11 +179,17 @@ class Debugger:
                 rec = await asyncio.wait_for(fut, COMMAND_TIMEOUT)
             except TimeoutError:
                 self._waiting.pop(token, None)
+                self.late.add(token)
                 raise DebuggerError(f"gdb took over {COMMAND_TIMEOUT:g}s on: {mi}") from None
         if rec["message"] == "error":
             msg = (rec["payload"] or {}).get("msg", "error")
             raise DebuggerError(f"process {self.pid}: {mi.split()[0].lstrip('-')}: {msg}")
         return rec["payload"] or {}
+
+    @property
+    def at_python_break(self) -> bool:
+        """Stopped where a Python breakpoint was hit (the agent's marker, not a request's)."""
+        return self.stopped and self.at_marker and not self.served
 
     async def wait_stopped(self, within: float) -> bool:
         """Until the process is stopped (True) or ``within`` seconds pass (False)."""

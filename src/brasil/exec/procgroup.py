@@ -14,6 +14,7 @@ once on a node; gdb sessions are long-lived and held per rank in :class:`Debugge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal as signals
@@ -25,7 +26,8 @@ from ClusterShell.NodeSet import NodeSet
 from ClusterShell.RangeSet import RangeSet
 
 from .debugger import Debugger
-from .stacks import ProcessGone, StackError, capture
+from .pydebug import MAX_EXPR, PyDebug, check_where, python_where
+from .stacks import ProcessGone, StackError, capture, is_cpython
 from .stacktree import MAX_WIRE, TraceTree, ranks_text
 
 UNWINDERS = max(2, os.cpu_count() or 2)
@@ -158,17 +160,25 @@ async def stacks(ranks: Iterable[Rank], debuggers: Debuggers | None = None,
         if held is None:
             threads = await capture(r.pid, lines=lines)
         elif held.stopped:
-            threads = await held.threads()
+            threads = await _held_threads(r, held)
         else:  # held and running: no second tracer may attach; a moment's stop instead
             await held.stop()
             try:
-                threads = await held.threads()
+                threads = await _held_threads(r, held)
             finally:
                 await held.cont()
         for t in threads:
             report.tree.add(r.rank, r.node, [f.label(lines) for f in t.frames])
     await _each(ranks, one, report, UNWINDERS)
     return report
+
+
+async def _held_threads(r: Rank, held: Debugger) -> list[Any]:
+    """A held rank's stacks: a CPython rank's Python frames (py-spy reads the stopped
+    process's memory), a native one's from its gdb."""
+    if is_cpython(r.pid):
+        return await capture(r.pid, python=True, held=True)
+    return await held.threads()
 
 
 def send_signal(ranks: Iterable[Rank], sig: int) -> Report:
@@ -179,6 +189,24 @@ def send_signal(ranks: Iterable[Rank], sig: int) -> Report:
         except ProcessLookupError:
             report.gone.add(r.rank)
     return report
+
+
+def check_request(op: str, arg: str) -> None:
+    """A break or eval that could never work is refused before any rank is attached or
+    stopped (nothing half-done): ValueError with what to write instead."""
+    if op == "break":
+        if arg.startswith("py:"):
+            try:
+                check_where(arg[3:])
+            except StackError as e:
+                raise ValueError(str(e)) from None
+        elif not arg or any(c.isspace() for c in arg) or arg.startswith("-"):
+            raise ValueError(f"break: {arg[:80]!r} is not a function or FILE:LINE (py:WHERE for "
+                             "Python)")
+    elif op == "eval":
+        expr = arg.removeprefix("py:").removeprefix("c:")
+        if not expr.strip() or len(expr.encode()) > MAX_EXPR:
+            raise ValueError(f"eval: give an expression of 1 to {MAX_EXPR} bytes")
 
 
 def parse_signal(text: str) -> int:
@@ -198,13 +226,24 @@ class Debuggers:
 
     def __init__(self) -> None:
         self.held: dict[int, Debugger] = {}
+        self.python: dict[int, PyDebug] = {}  # the Python agent of a rank, once it has one
 
     def get(self, rank: int) -> Debugger | None:
         d = self.held.get(rank)
         if d is not None and d.proc is None:  # let go when its process died
             del self.held[rank]
+            self.python.pop(rank, None)
             return None
         return d
+
+    def _python(self, r: Rank, d: Debugger) -> PyDebug:
+        py = self.python.get(r.rank)
+        if py is None or py.d is not d:
+            if not is_cpython(r.pid):
+                raise StackError("its process is not CPython: no Python breakpoint or value "
+                                 "there (C ones: drop the py: prefix)")
+            py = self.python[r.rank] = PyDebug(d)
+        return py
 
     async def _attach(self, r: Rank) -> Debugger:
         d = self.get(r.rank)
@@ -236,7 +275,11 @@ class Debuggers:
         async def one(r: Rank) -> None:
             d = await self._attach(r)
             await d.stop()
-            await d.break_at(where)
+            py = python_where(where, r.rank in self.python or is_cpython(r.pid))
+            if py is None:
+                await d.break_at(where)
+            else:
+                await self._python(r, d).break_at(py)
         await _each(ranks, one, report, 64)
         return report
 
@@ -261,14 +304,27 @@ class Debuggers:
             d = self.held.get(r.rank)
             if d is None:
                 raise StackError("not under the debugger (write stop or break first)")
-            report.value(await d.evaluate(expr), r.rank, r.node)
+            if expr.startswith("c:") or not (expr.startswith("py:") or d.at_python_break):
+                report.value(await d.evaluate(expr.removeprefix("c:")), r.rank, r.node)
+            else:
+                report.value(await self._python(r, d).evaluate(expr.removeprefix("py:")),
+                             r.rank, r.node)
         await _each(ranks, one, report, 64)
         return report
 
     async def detach(self, ranks: Iterable[Rank] | None = None) -> None:
+        """Each rank let go, its Python breakpoints cleared first (a trace function left in
+        the program would slow it for nothing)."""
         which = [r.rank for r in ranks] if ranks is not None else list(self.held)
-        await asyncio.gather(*(d.close() for d in
-                               (self.held.pop(r, None) for r in which) if d is not None))
+
+        async def one(rank: int) -> None:
+            d, py = self.held.pop(rank, None), self.python.pop(rank, None)
+            if py is not None and d is not None and d.proc is not None:
+                with contextlib.suppress(StackError):
+                    await py.clear()
+            if d is not None:
+                await d.close()
+        await asyncio.gather(*(one(r) for r in which))
 
     def stopped_ranks(self) -> RangeSet:
         return RangeSet.fromlist([str(r) for r, d in self.held.items() if d.stopped]) \

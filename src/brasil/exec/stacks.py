@@ -122,13 +122,17 @@ def parse_eu_stack(text: str) -> list[ThreadStack]:
     return threads
 
 
+AGENT_FILE = "<brasil agent>"  # the Python debugger's own frames (exec/pyagent.py): not shown
+
+
 def parse_py_spy(text: str) -> list[ThreadStack]:
     """``py-spy dump --json`` output → threads, outermost frame first."""
     threads = []
     for t in json.loads(text):
         frames = tuple(Frame(f.get("name") or "??", f.get("filename") or "",
                              int(f.get("line") or 0), python=True)
-                       for f in reversed(t.get("frames") or []))
+                       for f in reversed(t.get("frames") or [])
+                       if f.get("filename") not in (AGENT_FILE, "<brasil eval>"))
         threads.append(ThreadStack(int(t.get("os_thread_id") or t.get("thread_id") or 0),
                                    t.get("thread_name") or "", frames))
     return threads
@@ -165,11 +169,12 @@ async def _run(argv: list[str], pid: int, partial_ok: bool = False) -> str:
     return out[:MAX_OUTPUT].decode(errors="replace")
 
 
-async def capture(pid: int, python: bool | None = None, lines: bool = True
-                  ) -> list[ThreadStack]:
+async def capture(pid: int, python: bool | None = None, lines: bool = True,
+                  held: bool = False) -> list[ThreadStack]:
     """Every thread's stack of ``pid``. ``python`` None: Python frames when it is CPython.
     ``lines``: native frames' file:line too (eu-stack then reads the DWARF: 55 ms against 7 ms
-    a process here; a merged tree keyed by function does without)."""
+    a process here; a merged tree keyed by function does without). ``held``: our debugger
+    holds it stopped, so py-spy reads its memory without attaching (it could not)."""
     _check_alive(pid)
     if python is None:
         python = is_cpython(pid)
@@ -177,7 +182,8 @@ async def capture(pid: int, python: bool | None = None, lines: bool = True
         tool = _tool("py-spy")
         if tool is None:
             raise StackError("py-spy is not installed: pip install py-spy (a dependency of brasil)")
-        return parse_py_spy(await _run([tool, "dump", "--json", "--pid", str(pid)], pid))
+        argv = [tool, "dump", "--json", *(["--nonblocking"] if held else []), "--pid", str(pid)]
+        return parse_py_spy(await _run(argv, pid))
     tool = _tool("eu-stack")
     if tool is None:
         raise StackError("eu-stack is not installed: apt install elfutils")

@@ -8,6 +8,9 @@ inspected and controlled through its ``pgroup`` file, the answer one merged repo
     await procs.op(client, "3", "cont")
     print((await procs.op(client, "3", "wait")).value_lines("stopped at"))
     print((await procs.op(client, "3", "eval", "x")).value_lines("x"))
+
+A CPython session the same way, in Python: ``op(client, "3", "break", "py:solver.exchange")``,
+then ``"cont"``, ``"wait"`` and ``op(client, "3", "eval", "len(queue)")`` (docs/reference.md).
 """
 
 from __future__ import annotations

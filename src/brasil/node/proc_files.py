@@ -30,7 +30,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..exec import procinfo
-from ..exec.procgroup import Debuggers, Rank, Report, parse_signal, send_signal, stacks
+from ..exec.procgroup import (
+    Debuggers,
+    Rank,
+    Report,
+    check_request,
+    parse_signal,
+    send_signal,
+    stacks,
+)
 from ..exec.stacks import ProcessGone, StackError
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
@@ -140,11 +148,12 @@ async def _act(session: Any, ranks: list[Rank], op: str, arg: str) -> Report:
 async def group_op(session: Any, op: str, arg: str) -> Report:
     """``op`` on every rank of ``session``: ours here, and each delegation's through its own
     ``pgroup``, in parallel; one merged report. A neighbour that fails is named, the rest kept."""
-    if op == "signal":
-        try:
+    try:
+        if op == "signal":
             parse_signal(arg)
-        except ValueError as e:
-            raise NinepError(str(e), errno.EINVAL) from None
+        check_request(op, arg)
+    except ValueError as e:
+        raise NinepError(str(e), errno.EINVAL) from None
     request = json.dumps({"op": op, "arg": arg}).encode()
 
     async def below(d: Any) -> Report:
@@ -231,7 +240,7 @@ def _eval_file(session: Any) -> Inode:
     async def answer(req: bytes) -> bytes:
         expr = req.decode(errors="replace").strip()
         report = await group_op(session, "eval", expr)
-        return _text(report, report.value_lines(expr))
+        return _text(report, report.value_lines(expr.removeprefix("py:").removeprefix("c:")))
     return RequestFile(answer)
 
 
@@ -300,6 +309,10 @@ def _rank_ctl(leaf: Any) -> Inode:
             raise NinepError(f"ctl: unknown {verb!r}; write stop, cont, detach or break WHERE",
                              errno.EINVAL)
         r, dbg = _leaf_rank(leaf), debuggers(leaf)
+        try:
+            check_request(verb, arg.strip())
+        except ValueError as e:
+            raise NinepError(str(e), errno.EINVAL) from None
         report = await (dbg.stop([r]) if verb == "stop" else dbg.cont([r]) if verb == "cont"
                         else dbg.break_at([r], arg.strip()) if verb == "break"
                         else _detached(dbg, r))
@@ -315,6 +328,10 @@ async def _detached(dbg: Debuggers, r: Rank) -> Report:
 def _rank_eval(leaf: Any) -> Inode:
     async def answer(req: bytes) -> bytes:
         r, expr = _leaf_rank(leaf), req.decode(errors="replace").strip()
+        try:
+            check_request("eval", expr)
+        except ValueError as e:
+            raise NinepError(str(e), errno.EINVAL) from None
         report = await debuggers(leaf).evaluate([r], expr)
         _failed(report, "eval")
         return "".join(f"{v}\n" for v in report.values).encode()
