@@ -14,7 +14,7 @@ import pytest
 from brasil.ninep.errors import NinepError
 from brasil.node.policy import parse as parse_policy
 from fixtures import L, alive, ctl, session, status_rows, wait_for
-from trees import tree_1_3_9
+from trees import label_racks, tree_1_3_9
 
 pytestmark = pytest.mark.asyncio
 
@@ -214,13 +214,7 @@ async def test_a_rank_on_a_child_grows_its_session_through_the_parent(tmp_path
 async def test_growth_keeps_the_first_res_spread_over_racks(tmp_path):  # type: ignore[no-untyped-def]
     """`res +N` alone is placed as the first res was: spread over the racks again."""
     async with tree_1_3_9(str(tmp_path), slots=2) as (nodes, c):
-        rack = {}
-        for name, d in nodes.items():
-            if name != "n0":
-                rack[name] = d.node.labels["rack"] = f"r{name[1]}"
-        root = nodes["n0"]
-        await wait_for(lambda: sum("rack=" in ln for ln in root.children.status_lines()) == 12,
-                       timeout=20)
+        rack = await label_racks(nodes)
         sid = await session(c, ["res 3 spread rack", "res +3"])
         rows = await status_rows(c, sid)
         assert [r[0] for r in rows] == ["0", "1", "2", "3", "4", "5"], rows

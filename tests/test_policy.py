@@ -98,15 +98,9 @@ async def test_a_user_over_a_cap_is_refused_while_another_user_reserves(tmp_path
 async def test_res_spread_deals_ranks_evenly_over_a_label_s_values(tmp_path):
     # Placement (issue 21 §2): n1, n2, n3 and their children are racks r1, r2, r3 of a 1+3+9.
     from fixtures import status_rows, wait_for
-    from trees import tree_1_3_9
+    from trees import label_racks, tree_1_3_9
     async with tree_1_3_9(str(tmp_path), slots=2) as (nodes, c):
-        rack = {}
-        for name, d in nodes.items():
-            if name != "n0":
-                rack[name] = d.node.labels["rack"] = f"r{name[1]}"
-        root = nodes["n0"]
-        await wait_for(lambda: sum("rack=" in ln for ln in root.children.status_lines()) == 12,
-                       timeout=20)
+        rack = await label_racks(nodes)
         sid = await new_session(c)
         await ctl(c, sid, "res 6 spread rack")
         nodes_of = [row[1] for row in await status_rows(c, sid)]

@@ -27,3 +27,15 @@ async def tree_1_3_9(tmp: str, slots: int = 2, **options):  # type: ignore[no-un
             yield nodes, c
         finally:
             await c.close()
+
+
+async def label_racks(nodes) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """n1, n2, n3 and their children become racks r1, r2, r3 (label ``rack``), once the root
+    has heard all 12: the tree's placement tests spread over them. Returns node → rack."""
+    rack = {}
+    for name, d in nodes.items():
+        if name != "n0":
+            rack[name] = d.node.labels["rack"] = f"r{name[1]}"
+    await wait_for(lambda: sum("rack=" in ln for ln in nodes["n0"].children.status_lines()) == 12,
+                   timeout=20)
+    return rack

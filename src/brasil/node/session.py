@@ -140,6 +140,15 @@ class Session(Scope):
 
     # ---- res ----
 
+    def _give_back_if_closed(self, what: str, slots: list[int], delegated: list[Delegate]) -> None:
+        """A reservation that returns to a session closed from another handle meanwhile gives
+        back what it got, here and on the neighbours."""
+        if self.session_state == "closed":
+            self.node.release_slots(slots)
+            for g in delegated:
+                background(g.close())
+            raise NinepError(f"{what}: session {self.path} was closed meanwhile", errno.EBADF)
+
     async def reserve(self, n: int, sel: Selection = EVERYWHERE, upto: bool = False) -> None:
         if self.came_from is None:  # the caps are checked at the origin (node/policy.py)
             self.node.check_policy(self, n)
@@ -153,11 +162,7 @@ class Session(Scope):
             if self.session_state == "reserving":  # (not closed meanwhile)
                 self.session_step("refused")
             raise
-        if self.session_state == "closed":  # closed from another handle meanwhile: give back
-            self.node.release_slots(slots)
-            for g in delegated:
-                background(g.close())
-            raise NinepError(f"res: session {self.path} was closed meanwhile", errno.EBADF)
+        self._give_back_if_closed("res", slots, delegated)
         self.session_step("granted")
         self.subs = [Leaf(self.node, f"{self.path}/{i}", self, slot) for i, slot in enumerate(slots)]
         self._by_index = dict(enumerate(self.subs))
@@ -201,11 +206,7 @@ class Session(Scope):
             slots, delegated = await self.node.reserve(self, n, sel, False)
         finally:
             self.growing = False
-        if self.session_state == "closed":  # closed from another handle meanwhile: give back
-            self.node.release_slots(slots)
-            for g in delegated:
-                background(g.close())
-            raise NinepError(f"{what}: session {self.path} was closed meanwhile", errno.EBADF)
+        self._give_back_if_closed(what, slots, delegated)
         self.session_step("grow")
         base = at = self.next_index
         for slot in slots:
