@@ -1,0 +1,117 @@
+"""``>|[keep]`` on a tree (issue 21 §6): blocks dealt to runs on several nodes come back in
+input order, with the bound on memory of one machine (``exec.route.KeepOrder``'s window)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+import pytest
+
+from brasil.push.cluster import ClusterRun
+from brasil.push.local import PipelineFailed, keep_window
+from brasil.push.plan import make_plan
+from brasil.push.syntax import parse
+from fixtures import daemon, wait_for
+
+
+@contextlib.asynccontextmanager
+async def tree_12(tmp: str, slots: int = 3):  # type: ignore[no-untyped-def]
+    """A 1+2 tree in this process: n0 and its children n1, n2."""
+    from brasil.ninep.client import Client
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots))}
+        for name in ("n1", "n2"):
+            nodes[name] = await stack.enter_async_context(
+                daemon(tmp, name, slots=slots, parent=nodes["n0"].unix))
+        await wait_for(lambda: len(nodes["n0"].children.status_lines()) == 2, timeout=20)
+        c = await Client.connect(nodes["n0"].unix)
+        try:
+            yield nodes, c
+        finally:
+            await c.close()
+
+
+class Run:
+    """One pipeline run on the tree, its output and stderr in files of ``tmp``."""
+
+    def __init__(self, c, text: str, tmp: str, block: int = 1 << 14) -> None:  # type: ignore[no-untyped-def]
+        self.out, self.err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        self.fds = [os.open(self.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                    os.open(os.devnull, os.O_RDONLY),
+                    os.open(self.err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)]
+        plan = make_plan(parse(text)[0].pipelines[0], {}, 3)
+        self.run = ClusterRun(c, plan, stdin=self.fds[1], stdout=self.fds[0], stderr=self.fds[2],
+                              keep_block=block)
+
+    async def __call__(self) -> tuple[int, bytes, str]:
+        try:
+            status = await asyncio.wait_for(self.run.run(), 120)
+        finally:
+            for f in self.fds:
+                os.close(f)
+        with open(self.out, "rb") as f, open(self.err) as e:
+            return status, f.read(), e.read()
+
+
+def seq(n: int) -> bytes:
+    return b"".join(b"%d\n" % i for i in range(1, n + 1))
+
+
+async def test_keep_gives_the_input_order_from_runs_on_several_nodes(tmp_path):
+    async with tree_12(str(tmp_path)) as (nodes, c):
+        r = Run(c, "seq 1 200000 |<[4] sh -c 'echo \"$BRASIL_NODE\" >&2; cat' >|[keep] cat",
+                str(tmp_path))
+        status, out, err = await r()
+        assert status == 0 and out == seq(200000)
+        assert len(set(err.split())) >= 2, err  # blocks ran on more than one node
+        order = r.run.orders[0]
+        assert order.next_seq > 20 and order.most <= keep_window(4)
+        await wait_for(lambda: not any(s for n in nodes.values() for s in n.node.sessions.values()),
+                       timeout=10)
+
+
+SLOW_FIRST = ("sh -c 'IFS= read -r first; if [ \"$first\" = 1 ]; then "
+              "while [ ! -e {flag} ]; do sleep 0.05; done; fi; echo \"$first\"; cat'")
+
+
+async def test_a_slow_block_holds_at_most_the_window_and_the_rest_waits(tmp_path):
+    """Block 1 waits for a file: the blocks after it finish and are held, up to the window;
+    then nothing more is read (the upstream is paused by its node), and once block 1 ends
+    everything comes out in order. Unbounded buffering would hold every block but the first."""
+    flag = tmp_path / "go"
+    async with tree_12(str(tmp_path)) as (nodes, c):
+        r = Run(c, f"seq 1 200000 |<[3] {SLOW_FIRST.format(flag=flag)} >|[keep] cat",
+                str(tmp_path))
+        task = asyncio.ensure_future(r())
+        try:
+            window = keep_window(3)
+            await wait_for(lambda: r.run.orders and r.run.orders[0].waiting >= window - 1,
+                           timeout=60)
+            order = r.run.orders[0]
+            # every block after the first in the window ran and is held; none more was cut
+            assert order.outstanding == window and order.next_out == 0
+            assert order.waiting == window - 1 and order.full
+        finally:
+            flag.write_text("")
+        status, out, _ = await task
+        assert status == 0 and out == seq(200000)
+        assert order.most == window and order.next_seq > 3 * window
+
+
+async def test_a_run_that_dies_fails_the_pipeline_naming_it_and_nothing_is_left(tmp_path):
+    dies = ("sh -c 'd=$(cat); echo \"$d\" | grep -qx 50000 && "
+            "{ echo dying on 50000 >&2; kill -9 $$; }; echo \"$d\"'")
+    async with tree_12(str(tmp_path)) as (nodes, c):
+        r = Run(c, f"seq 1 200000 |<[3] {dies} >|[keep] cat", str(tmp_path))
+        with pytest.raises(PipelineFailed) as e:
+            await r()
+        msg = str(e.value)
+        assert e.value.status != 0
+        assert "stage 2" in msg and "its run on block" in msg and "(on node n" in msg, msg
+        assert "dying on 50000" in msg, msg
+        await wait_for(lambda: not any(s for n in nodes.values() for s in n.node.sessions.values()),
+                       timeout=10)
+        for n in nodes.values():
+            assert len(n.node.free) == n.node.slots_total
