@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
 from brasil.push.cluster import ClusterRun
-from brasil.push.local import PipelineFailed, keep_window
+from brasil.push.local import KeepRoute, LocalRun, PipelineFailed, keep_window
 from brasil.push.plan import make_plan
 from brasil.push.syntax import parse
 from fixtures import daemon, wait_for
@@ -115,3 +119,65 @@ async def test_a_run_that_dies_fails_the_pipeline_naming_it_and_nothing_is_left(
                        timeout=10)
         for n in nodes.values():
             assert len(n.node.free) == n.node.slots_total
+
+
+def test_on_one_machine_a_slow_block_holds_at_most_the_window_too(tmp_path, monkeypatch):
+    """The same bound in the local engine, which used to start a run for every block behind a
+    slow one and hold all their outputs."""
+    monkeypatch.setattr(KeepRoute, "BLOCK", 1 << 16)
+    flag, src = tmp_path / "go", tmp_path / "in"
+    src.write_bytes(seq(2_000_000))  # reads of up to 1 MiB: one block each
+    plan = make_plan(parse(f"cat |<[2 keep] {SLOW_FIRST.format(flag=flag)} >| cat")[0]
+                     .pipelines[0], {})
+    window = keep_window(2)
+    with open(src, "rb") as i, open(tmp_path / "out", "wb") as o, \
+            open(tmp_path / "err", "wb") as e:
+        run = LocalRun(plan, stdin=i.fileno(), stdout=o.fileno(), stderr=e.fileno())
+        seen: list[tuple[int, int]] = []
+
+        def probe() -> None:  # the engine runs on this thread's caller; look, then let go
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    keeps = [r for r in run.routes if isinstance(r, KeepRoute)]
+                    if keeps and keeps[0].order.waiting >= window - 1:
+                        seen.append((keeps[0].order.outstanding, keeps[0].order.waiting))
+                        return
+                    time.sleep(0.01)
+            finally:
+                flag.write_text("")
+        t = threading.Thread(target=probe)
+        t.start()
+        try:
+            status = run.run()
+        finally:
+            t.join()
+    assert seen == [(window, window - 1)]
+    assert status == 0 and (tmp_path / "out").read_bytes() == seq(2_000_000)
+    order = next(r for r in run.routes if isinstance(r, KeepRoute)).order
+    assert order.most == window and order.next_seq > window
+
+
+def brasil(*args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], capture_output=True,
+                          text=True, timeout=120, **kw)
+
+
+def test_push_keeps_order_on_a_tree_of_processes_and_a_dying_run_exits_non_zero(tmp_path):
+    d = str(tmp_path / "c")
+    up = brasil("cluster", "up", "--depth", "1", "--fanout", "2", "--slots", "3", "--dir", d)
+    assert up.returncode == 0, up.stderr
+    env = {**os.environ, "BRASIL": f"unix:{d}/n0.sock", "BRASIL_SECRET_FILE": f"{d}/secret"}
+
+    def push(text: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "brasil.cli.push", "-c", text], env=env,
+                              capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    try:
+        ok = push("seq 1 400000 |<[4] cat >|[keep] cat")
+        assert ok.returncode == 0 and ok.stdout == seq(400000), ok.stderr
+        bad = push("seq 1 400000 |<[4 keep] sh -c 'grep -q 350000 && kill -9 $$; cat' >| cat")
+        err = bad.stderr.decode()
+        assert bad.returncode != 0 and "its run on block" in err and "SIGKILL" in err, err
+        assert bad.stdout != seq(400000)
+    finally:
+        brasil("cluster", "down", "--dir", d)

@@ -395,6 +395,7 @@ class KeepRoute(RouteIO):
         if block is not None:
             self.blocks.append(block)
             self._start_jobs()
+            self.loop.dirty = True  # the window may be full now: look before reading again
 
     def source_done(self, src: Source) -> None:
         self.src_eof = True
