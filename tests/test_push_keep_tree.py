@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from brasil.push.cluster import ClusterRun
+from brasil.push.cluster import ClusterRun, KeepOut
 from brasil.push.local import KeepRoute, LocalRun, PipelineFailed, keep_window
 from brasil.push.plan import make_plan
 from brasil.push.syntax import parse
@@ -104,6 +104,31 @@ async def test_a_slow_block_holds_at_most_the_window_and_the_rest_waits(tmp_path
         assert order.most == window and order.next_seq > 3 * window
 
 
+async def test_a_run_out_of_turn_with_a_large_output_stops_reading_it_at_a_bound(tmp_path,
+                                                                                 monkeypatch):
+    """Every run adds 200,000 lines of its own: held out of turn, that is far past
+    KeepOut.HELD, so such a run is not read further until its turn (its node pauses it);
+    then it streams. Holding whole outputs would hold them all."""
+    monkeypatch.setattr(KeepOut, "HELD", 1 << 16)
+    flag = tmp_path / "go"
+    big = SLOW_FIRST.format(flag=flag).replace("; cat'", "; cat; yes \"x$first\" | head -n 200000'")
+    async with tree_12(str(tmp_path)) as (nodes, c):
+        r = Run(c, f"seq 1 200000 |<[3] {big} >|[keep] cat", str(tmp_path), block=1 << 17)
+        task = asyncio.ensure_future(r())
+        try:
+            await wait_for(lambda: r.run.outs and r.run.outs[0].most_held >= 1 << 16, timeout=60)
+        finally:
+            flag.write_text("")
+        status, out, _ = await task
+    assert status == 0
+    lines = out.split(b"\n")[:-1]
+    assert [ln for ln in lines if not ln.startswith(b"x")] == seq(200000).split(b"\n")[:-1]
+    extra = [int(ln[1:]) for ln in lines if ln.startswith(b"x")]
+    assert extra == sorted(extra) and len(extra) == 200000 * r.run.orders[0].next_seq
+    assert r.run.orders[0].next_seq > 4
+    assert r.run.outs[0].most_held < (1 << 16) + (1 << 20)  # the bound and one read
+
+
 async def test_a_run_that_dies_fails_the_pipeline_naming_it_and_nothing_is_left(tmp_path):
     dies = ("sh -c 'd=$(cat); echo \"$d\" | grep -qx 50000 && "
             "{ echo dying on 50000 >&2; kill -9 $$; }; echo \"$d\"'")
@@ -175,6 +200,8 @@ def test_push_keeps_order_on_a_tree_of_processes_and_a_dying_run_exits_non_zero(
     try:
         ok = push("seq 1 400000 |<[4] cat >|[keep] cat")
         assert ok.returncode == 0 and ok.stdout == seq(400000), ok.stderr
+        head = push("seq 1 4000000 |<[4] cat >|[keep] head -3")  # as a shell: SIGPIPE, no error
+        assert (head.returncode, head.stdout, head.stderr) == (0, b"1\n2\n3\n", b"")
         bad = push("seq 1 400000 |<[4 keep] sh -c 'grep -q 350000 && kill -9 $$; cat' >| cat")
         err = bad.stderr.decode()
         assert bad.returncode != 0 and "its run on block" in err and "SIGKILL" in err, err

@@ -30,7 +30,7 @@ from typing import Any
 from ..client.session import LOCAL, SessionClient
 from ..exec.chain import MARK, describe_status, fault
 from ..exec.pychild import python_argv
-from ..exec.route import ONE, KeepOrder, Merger, Router
+from ..exec.route import ONE, WHOLE, KeepOrder, Merger, Router
 from ..lifecycle import step
 from ..ninep.auth import dial
 from ..ninep.client import Client
@@ -102,6 +102,7 @@ class ClusterRun:
         self.keep = {e.downstream: e for e in plan.edges if e.mode == "balance" and e.keep}
         self.keep_block = keep_block
         self.orders: list[KeepOrder] = []  # one per region instance, as it runs: its state
+        self.outs: list[KeepOut] = []  # and where its runs' outputs go
         for r in self.keep:
             self.copies[r] = []  # its runs, one per block, are not kept
             self.stats[r].running = 0
@@ -309,25 +310,16 @@ class ClusterRun:
         order = KeepOrder(self.keep_block, after.rs.terminator, keep_window(seg.per))
         self.orders.append(order)
         router = Router(ONE, 1, e.rs)
-        merge = Merger(after.rs.terminator)
         slots = asyncio.Semaphore(seg.per)
-        turn = asyncio.Lock()  # one block's output written at a time, in the order done() says
-        moved = asyncio.Event()  # a block given back: the window has room again
         stats = self.stats[seg.index]
 
         async with await self.copy(after.downstream, u).open("stdio", OWRITE) as dest:
-            async def given(seq: int, out: list[bytes]) -> None:
-                async with turn:
-                    for piece, kind in order.done(seq, out):
-                        for d in merge.put(self, piece, kind):
-                            await dest.write(d)
-                moved.set()
-
+            out = KeepOut(order, after.rs.terminator, dest)
+            self.outs.append(out)
             async with await self.copy(e.upstream, u).open("stdio") as src:
                 while True:
                     while order.full:
-                        moved.clear()
-                        await moved.wait()
+                        await out.moves()
                     data = await src.read(self.keep_block)  # a block is one read or two
                     block = order.add(router.feed(data) if data else router.finish())
                     if not data and block is None:
@@ -335,19 +327,22 @@ class ClusterRun:
                     if block is not None:
                         await slots.acquire()
                         stats.bytes_in += len(block[1])
-                        run = asyncio.ensure_future(self._run_block(seg, u, block, slots, given))
+                        run = asyncio.ensure_future(self._run_block(seg, u, block, slots, out))
                         self.runs.add(run)
                         run.add_done_callback(self.runs.discard)
                     if not data:
+                        break
+                    if out.gone:  # as in a shell, the region's source ends by SIGPIPE
+                        await self._quiet(self.copy(e.upstream, u).kill("PIPE"))
                         break
                 while self.runs:
                     await asyncio.gather(*self.runs)
 
     async def _run_block(self, seg: Segment, u: int, block: tuple[int, bytes],
-                         slots: asyncio.Semaphore, given: Any) -> None:
+                         slots: asyncio.Semaphore, keep: KeepOut) -> None:
         """One run of a keep region on one block, in a session of one slot: the block as its
-        input, its whole output collected, then handed to ``given`` once its status says it
-        did not break the pipeline."""
+        input, its output handed to ``keep`` (streamed if its turn has come, else held up to
+        a bound), the rest once its status says it did not break the pipeline."""
         seq, data = block
         c = RemoteCopy(seg, u * seg.per + seq % seg.per, block=seq)
         stats = self.stats[seg.index]
@@ -387,13 +382,17 @@ class ClusterRun:
 
             async def collect() -> None:
                 async with await session.open("stdio") as f:
-                    while chunk := await f.read():
+                    while True:
+                        await keep.room(seq, out)
+                        chunk = await f.read()
+                        if not chunk:
+                            return
                         out.append(chunk)
                         stats.bytes_out += len(chunk)
             await asyncio.gather(feed(), collect())
             await self._wait(c)
             if self.failure is None:
-                await given(seq, out)
+                await keep.given(seq, out)
         except PipelineFailed as e:
             if self.failure is None:
                 self.failure = e
@@ -496,6 +495,56 @@ class ClusterRun:
             raise
         finally:
             await self.close()
+
+
+class KeepOut:
+    """Where the runs of one keep region instance hand their outputs: on to the copy after the
+    region, in input order (``exec.route.KeepOrder.done``). The run whose turn it is streams
+    (all but its last piece, which ``done`` needs to tell whether it ends mid-record); a later
+    one holds at most :attr:`HELD` bytes, then stops reading until its turn, and its node
+    pauses it: with the window, memory stays under about window × (block + HELD)."""
+
+    HELD = 8 << 20
+
+    def __init__(self, order: KeepOrder, terminator: bytes | None, dest: Any) -> None:
+        self.order, self.dest = order, dest
+        self.merge = Merger(terminator)
+        self.turn = asyncio.Lock()  # one writer at a time, in the order done() gives
+        self.moved = asyncio.Event()  # the oldest block was given back
+        self.gone = False  # the copy after the region stopped reading (head): output dropped
+        self.most_held = 0  # the most one run held out of turn, for the tests
+
+    async def moves(self) -> None:
+        """Until a block is given back (callers check their condition again)."""
+        self.moved.clear()
+        await self.moved.wait()
+
+    async def _write(self, pieces: list[tuple[bytes, int]]) -> None:
+        try:
+            for piece, kind in pieces:
+                for d in self.merge.put(self, piece, kind):
+                    if not self.gone:
+                        await self.dest.write(d)
+        except (NinepError, ConnectionError):
+            self.gone = True
+
+    async def room(self, seq: int, out: list[bytes]) -> None:
+        """Before a run reads more output: out of turn, wait once it holds HELD; in turn,
+        write what it holds but the last piece."""
+        held = sum(len(p) for p in out)
+        self.most_held = max(self.most_held, held if self.order.next_out != seq else 0)
+        while held >= self.HELD and self.order.next_out != seq:
+            await self.moves()
+        if self.order.next_out == seq and len(out) > 1:
+            async with self.turn:
+                await self._write([(p, WHOLE) for p in out[:-1]])
+            del out[:-1]
+
+    async def given(self, seq: int, out: list[bytes]) -> None:
+        """Run ``seq`` is over: the rest of its output, and whatever it held back."""
+        async with self.turn:
+            await self._write(self.order.done(seq, out))
+        self.moved.set()
 
 
 def _write_all(fd: int, data: bytes) -> None:
