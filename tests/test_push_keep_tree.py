@@ -17,7 +17,7 @@ from brasil.push.cluster import ClusterRun, KeepOut
 from brasil.push.local import KeepRoute, LocalRun, PipelineFailed, keep_window
 from brasil.push.plan import make_plan
 from brasil.push.syntax import parse
-from fixtures import daemon, wait_for
+from fixtures import daemon, session, wait_for
 
 
 @contextlib.asynccontextmanager
@@ -74,6 +74,20 @@ async def test_keep_gives_the_input_order_from_runs_on_several_nodes(tmp_path):
         assert order.next_seq > 20 and order.most <= keep_window(4)
         await wait_for(lambda: not any(s for n in nodes.values() for s in n.node.sessions.values()),
                        timeout=10)
+
+
+
+async def test_nested_keep_regions_keep_each_instance_in_order(tmp_path):
+    """Two copies of B, each with its own keep region of 3 whose order its own copy of D
+    checks: every block of each instance comes back in its order."""
+    src = tmp_path / "in"
+    src.write_bytes(seq(200000))
+    async with tree_12(str(tmp_path)) as (nodes, c):
+        r = Run(c, f"cat {src} |<[2] cat |<[3 keep] awk '{{print $1 * 2}}' >| "
+                "sh -c 'sort -c -n && echo sorted' >| cat", str(tmp_path))
+        status, out, err = await r()
+    assert status == 0 and out == b"sorted\nsorted\n", err
+    assert len(r.run.orders) == 2
 
 
 SLOW_FIRST = ("sh -c 'IFS= read -r first; if [ \"$first\" = 1 ]; then "
@@ -208,3 +222,19 @@ def test_push_keeps_order_on_a_tree_of_processes_and_a_dying_run_exits_non_zero(
         assert bad.stdout != seq(400000)
     finally:
         brasil("cluster", "down", "--dir", d)
+
+
+async def test_no_slot_for_any_run_is_a_clear_error_and_nothing_is_left(tmp_path):
+    """Runs wait for each other's slots (the nested test has fewer slots than copies), but with
+    none of ours running and no slot free, waiting would be for ever: a clear error instead."""
+    async with tree_12(str(tmp_path), slots=1) as (nodes, c):
+        hog = await session(c, ["res 1"])  # the tree's third slot, held by someone else
+        r = Run(c, "seq 1 1000 |<[2 keep] cat >| cat", str(tmp_path))
+        with pytest.raises(PipelineFailed) as e:
+            await r()
+        msg = str(e.value)
+        assert e.value.status == 1 and "its run on block 1" in msg, msg
+        assert "cannot reserve a slot" in msg and "ask for fewer copies" in msg, msg
+        await c.write(f"csrv/local/{hog}/ctl", "close\n")
+        await wait_for(lambda: not any(s for n in nodes.values() for s in n.node.sessions.values()),
+                       timeout=10)

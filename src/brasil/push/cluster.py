@@ -24,6 +24,7 @@ import shlex
 import signal
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,9 @@ class ClusterRun:
         self.copies = [[RemoteCopy(s, i) for i in range(s.copies)] for s in plan.segments]
         self.stats = [Stats(copies=s.copies, running=s.copies) for s in plan.segments]
         self.runs: set[asyncio.Future[None]] = set()  # keep regions' runs, one per block
+        self.keep_holding = 0  # runs holding a slot
+        self.keep_blocked = 0  # of those, the ones waiting for their turn (KeepOut.room)
+        self.keep_freed = asyncio.Event()  # one of those two changed: a slot may come
         self.failure: PipelineFailed | None = None
         self.done = asyncio.Event()
         # keep regions (``|<[keep]`` … ``>|``) run per block, each run a session of its own,
@@ -314,7 +318,7 @@ class ClusterRun:
         stats = self.stats[seg.index]
 
         async with await self.copy(after.downstream, u).open("stdio", OWRITE) as dest:
-            out = KeepOut(order, after.rs.terminator, dest)
+            out = KeepOut(order, after.rs.terminator, dest, self._blocked)
             self.outs.append(out)
             async with await self.copy(e.upstream, u).open("stdio") as src:
                 while True:
@@ -338,6 +342,29 @@ class ClusterRun:
                 while self.runs:
                     await asyncio.gather(*self.runs)
 
+    def _blocked(self, n: int) -> None:
+        self.keep_blocked += n
+        self.keep_freed.set()
+
+    async def _reserve_run(self, c: RemoteCopy, session: SessionClient) -> None:
+        """A slot for one run. Other stages and the tree's other users may hold every slot for a
+        while: a run then waits for one of ours to end and tries again, as long as one of ours
+        is running and can end without it; else it fails, saying so."""
+        while True:
+            try:
+                await session.ctl("res 1")
+                self.keep_holding += 1
+                return
+            except NinepError as e:
+                if "not enough slots" not in e.message or \
+                        self.keep_holding - self.keep_blocked <= 0:
+                    raise PipelineFailed(
+                        f"push: {c.label()}: cannot reserve a slot: {e.message}; a keep region "
+                        f"runs each block in a slot of its own ({c.seg.per} at once here): ask "
+                        "for fewer copies (|<[n keep]) or free slots", 1) from None
+            self.keep_freed.clear()
+            await self.keep_freed.wait()
+
     async def _run_block(self, seg: Segment, u: int, block: tuple[int, bytes],
                          slots: asyncio.Semaphore, keep: KeepOut) -> None:
         """One run of a keep region on one block, in a session of one slot: the block as its
@@ -348,14 +375,13 @@ class ClusterRun:
         stats = self.stats[seg.index]
         err: asyncio.Future[None] | None = None
         session: SessionClient | None = None
+        holding = False
         try:
             session = c.session = await SessionClient.clone(self.c)
             self.made.append(session)
-            try:
-                await session.ctl(*self._setup(), "res 1")
-            except NinepError as e:
-                raise PipelineFailed(f"push: {c.label()}: cannot reserve a slot: {e.message}",
-                                     1) from None
+            await session.ctl(*self._setup())
+            await self._reserve_run(c, session)
+            holding = True
             if self.failure is not None:
                 return  # the pipeline broke meanwhile: run nothing more
             c.node = (await session.nodes()).get(0, "?")
@@ -406,6 +432,9 @@ class ClusterRun:
                 err.cancel()
             if session is not None:
                 await session.close()
+            if holding:
+                self.keep_holding -= 1
+                self.keep_freed.set()
                 if session in self.made:  # only now: cancelled before, run() closes it
                     self.made.remove(session)
 
@@ -506,8 +535,10 @@ class KeepOut:
 
     HELD = 8 << 20
 
-    def __init__(self, order: KeepOrder, terminator: bytes | None, dest: Any) -> None:
+    def __init__(self, order: KeepOrder, terminator: bytes | None, dest: Any,
+                 blocked: Callable[[int], None] = lambda n: None) -> None:
         self.order, self.dest = order, dest
+        self.blocked = blocked  # told when a run starts (+1) and stops (-1) waiting its turn
         self.merge = Merger(terminator)
         self.turn = asyncio.Lock()  # one writer at a time, in the order done() gives
         self.moved = asyncio.Event()  # the oldest block was given back
@@ -533,8 +564,13 @@ class KeepOut:
         write what it holds but the last piece."""
         held = sum(len(p) for p in out)
         self.most_held = max(self.most_held, held if self.order.next_out != seq else 0)
-        while held >= self.HELD and self.order.next_out != seq:
-            await self.moves()
+        if held >= self.HELD and self.order.next_out != seq:
+            self.blocked(1)
+            try:
+                while self.order.next_out != seq:
+                    await self.moves()
+            finally:
+                self.blocked(-1)
         if self.order.next_out == seq and len(out) > 1:
             async with self.turn:
                 await self._write([(p, WHOLE) for p in out[:-1]])
