@@ -303,6 +303,16 @@ class ClusterRun:
     # ---- keep regions ----
 
     async def _keep(self, e: Edge, u: int) -> None:
+        try:
+            await self._keep_region(e, u)
+        except (NinepError, ConnectionError) as x:  # a stream of ours broke: never a success
+            if self.failure is None:
+                seg = self.plan.segments[e.downstream]
+                self.failure = PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}` (input "
+                                              f"order kept): its input or output was lost: {x}", 1)
+                self.done.set()
+
+    async def _keep_region(self, e: Edge, u: int) -> None:
         """One instance of a keep region: upstream copy ``u``'s output cut into blocks, each
         run in a session of its own (at most ``per`` at once, wherever the tree has a slot),
         and their outputs written to downstream copy ``u`` in input order. The order and its
