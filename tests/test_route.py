@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -294,7 +295,7 @@ def test_merge_never_interleaves_inside_a_record(srcs, rnd, wait_when_parked, vi
 @given(st.lists(st.lists(st.binary(max_size=6), max_size=3), max_size=10),
        st.randoms(use_true_random=False))
 def test_keep_order_emits_in_input_order(outputs, rnd):
-    keep = KeepOrder(1 << 20, b"\n")
+    keep = KeepOrder(1 << 20, b"\n", 4)
     order = list(range(len(outputs)))
     rnd.shuffle(order)
     got: list[tuple[bytes, int]] = []
@@ -318,7 +319,7 @@ def test_keep_order_emits_in_input_order(outputs, rnd):
 def test_keep_cuts_blocks_of_whole_records_and_never_inside_a_long_one(w):
     recs, chunks = w
     router = Router(ONE, 1, NEWLINE, window=WINDOW)
-    keep = KeepOrder(100, b"\n")
+    keep = KeepOrder(100, b"\n", 1 << 30)
     blocks = []
     for chunk in chunks:
         b = keep.add(router.feed(chunk))
@@ -378,3 +379,16 @@ def test_a_streamed_last_record_without_a_separator_is_owed_its_terminator():
         for _, data, kind in r.feed(b"0123456789") + r.finish():
             out += m.put(src, data, kind)
     assert b"".join(out) == b"0123456789\n0123456789"
+
+
+def test_keep_order_bounds_the_blocks_outstanding_and_says_when_to_stop_reading():
+    keep = KeepOrder(1, b"\n", 3)
+    router = Router(ONE, 1, NEWLINE)
+    cut = [keep.add(router.feed(b"%d\n" % i)) for i in range(3)]
+    assert [b[0] for b in cut if b] == [0, 1, 2] and keep.full  # a caller stops reading here
+    assert keep.done(2, [b"c\n"]) == [] and keep.done(1, [b"b\n"]) == []
+    assert keep.full and keep.waiting == 2  # finished out of turn: still counted
+    assert keep.done(0, [b"a\n"]) == [(b"a\n", WHOLE), (b"b\n", WHOLE), (b"c\n", WHOLE)]
+    assert not keep.full and keep.outstanding == 0 and keep.most == 3
+    with pytest.raises(ValueError):
+        KeepOrder(1, b"\n", 0)

@@ -247,11 +247,21 @@ class Merger:
 class KeepOrder:
     """``keep``: one source cut into blocks of whole records of about ``size`` bytes, each run on
     its own; :meth:`done` gives the outputs back in input order. A block's output may end
-    mid-record: it is then a :data:`TAIL`, and the next one's first record owes a terminator."""
+    mid-record: it is then a :data:`TAIL`, and the next one's first record owes a terminator.
 
-    def __init__(self, size: int, terminator: bytes | None) -> None:
+    The bound on memory is ``window``: at most that many blocks between being cut and their
+    output given back (waiting to run, running, or finished and held behind an earlier one).
+    While :attr:`full`, the caller stops reading its source, so a slow block costs parallelism,
+    never memory: the producer is paused by its pipe (here) or its node's output bound (a tree),
+    as any reader that stops reading pauses it. :attr:`most` is the high-water mark."""
+
+    def __init__(self, size: int, terminator: bytes | None, window: int) -> None:
+        if window < 1:
+            raise ValueError("keep needs a window of at least one block")
         self.size = size
         self.terminator = terminator
+        self.window = window
+        self.most = 0
         self.building: list[bytes] = []
         self.nbuilt = 0
         self.streaming = False  # a long record is being added: no cut before its end
@@ -277,6 +287,7 @@ class KeepOrder:
             return None
         block = (self.next_seq, b"".join(self.building))
         self.next_seq += 1
+        self.most = max(self.most, self.outstanding)
         self.building, self.nbuilt = [], 0
         return block
 
@@ -297,3 +308,13 @@ class KeepOrder:
     def waiting(self) -> int:
         """Outputs finished out of turn, held until the ones before them are."""
         return len(self.results)
+
+    @property
+    def outstanding(self) -> int:
+        """Blocks cut whose output has not been given back yet: what :attr:`window` bounds."""
+        return self.next_seq - self.next_out
+
+    @property
+    def full(self) -> bool:
+        """Stop reading the source: no block may be cut until an earlier one is given back."""
+        return self.outstanding >= self.window

@@ -24,20 +24,22 @@ import shlex
 import signal
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..client.session import LOCAL, SessionClient
 from ..exec.chain import MARK, describe_status, fault
 from ..exec.pychild import python_argv
+from ..exec.route import ONE, WHOLE, KeepOrder, Merger, Router
 from ..lifecycle import step
 from ..ninep.auth import dial
 from ..ninep.client import Client
 from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
 from .lifecycle import REMOTE_COPY
-from .local import PipelineFailed, Stats
-from .plan import Plan, PlanError, Segment
+from .local import KeepRoute, PipelineFailed, Stats, keep_window
+from .plan import Edge, Plan, PlanError, Segment
 
 TAIL_LINES = 5
 
@@ -52,6 +54,8 @@ class RemoteCopy:
     lost: str = ""
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     verdict: str = ""  # the chain's line naming the command that broke it, if it did
+    block: int | None = None  # a keep region's run on one block (its number, from 0)
+    session: SessionClient | None = None  # that run's own session
     stderr_done: asyncio.Event = field(default_factory=asyncio.Event)
     state: str = "new"  # along lifecycle.REMOTE_COPY
 
@@ -61,6 +65,8 @@ class RemoteCopy:
     def label(self) -> str:
         n = self.seg.copies
         copy = f", copy {self.index + 1} of {n}" if n > 1 else ""
+        if self.block is not None:
+            copy = f", its run on block {self.block + 1}"
         first = self.seg.first + 1
         stages = f"stage {first}" if len(self.seg.stages) == 1 else \
             f"stages {first}-{first + len(self.seg.stages) - 1}"
@@ -78,35 +84,52 @@ def chain_command(seg: Segment) -> str:
 
 class ClusterRun:
     def __init__(self, client: Client, plan: Plan, stdin: int = 0, stdout: int = 1,
-                 stderr: int = 2, on_stats: Any = None, screen: Any = None) -> None:
+                 stderr: int = 2, on_stats: Any = None, screen: Any = None,
+                 keep_block: int = KeepRoute.BLOCK) -> None:
         self.c = client
         self.on_stats = on_stats
         self.screen = screen  # a status line, taken off the terminal around every write
         self.plan = plan
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
-        self.sessions: list[SessionClient] = []  # by segment
+        self.sessions: dict[int, SessionClient] = {}  # by segment (none for a keep region)
         self.made: list[SessionClient] = []  # every session we made
         self.copies = [[RemoteCopy(s, i) for i in range(s.copies)] for s in plan.segments]
         self.stats = [Stats(copies=s.copies, running=s.copies) for s in plan.segments]
+        self.runs: set[asyncio.Future[None]] = set()  # keep regions' runs, one per block
+        self.keep_holding = 0  # runs holding a slot
+        self.keep_blocked = 0  # of those, the ones waiting for their turn (KeepOut.room)
+        self.keep_freed = asyncio.Event()  # one of those two changed: a slot may come
         self.failure: PipelineFailed | None = None
         self.done = asyncio.Event()
-        for e in plan.edges:
-            if e.keep:
-                raise PlanError("keep (input order) runs on this machine only for now: run "
-                                "with --local, or drop keep")
+        # keep regions (``|<[keep]`` … ``>|``) run per block, each run a session of its own,
+        # fed and collected by the shell: the order is restored where every block is seen
+        self.keep = {e.downstream: e for e in plan.edges if e.mode == "balance" and e.keep}
+        self.keep_block = keep_block
+        self.orders: list[KeepOrder] = []  # one per region instance, as it runs: its state
+        self.outs: list[KeepOut] = []  # and where its runs' outputs go
+        for r in self.keep:
+            self.copies[r] = []  # its runs, one per block, are not kept
+            self.stats[r].running = 0
 
     def copy(self, seg: int, copy: int) -> SessionClient:
         """A copy of a segment: its session's sub-session."""
         return self.sessions[seg].sub(copy)
 
+    def _of(self, c: RemoteCopy) -> SessionClient:
+        return c.session if c.session is not None else self.copy(c.seg.index, c.index)
+
     # ---- setting up ----
+
+    def _setup(self) -> list[str]:
+        lines = [f"env {k}={v}" for k, v in self.plan.env.items() if "\n" not in v]
+        lines.append(f"dir {os.getcwd()}")  # as srun: where the shell is (`cd` moves it)
+        return lines
 
     async def _session(self, seg: Segment) -> SessionClient:
         session = await SessionClient.clone(self.c)
         self.made.append(session)  # closed at the end whatever happens
         fed_by_fanout = seg.index > 0 and self.plan.edges[seg.index - 1].mode == "balance"
-        lines = [f"env {k}={v}" for k, v in self.plan.env.items() if "\n" not in v]
-        lines.append(f"dir {os.getcwd()}")  # as srun: where the shell is (`cd` moves it)
+        lines = self._setup()
         if seg is self.plan.last:
             lines.append(f"rs {self.plan.out_rs}")
         if fed_by_fanout:
@@ -119,14 +142,15 @@ class ClusterRun:
         return session
 
     async def reserve(self) -> None:
-        self.sessions = []
-        made = await asyncio.gather(*(self._session(s) for s in self.plan.segments),
-                                    return_exceptions=True)
+        self.sessions = {}
+        segs = [s for s in self.plan.segments if s.index not in self.keep]
+        made = await asyncio.gather(*(self._session(s) for s in segs), return_exceptions=True)
         errors = [r for r in made if isinstance(r, BaseException)]
-        self.sessions = [r for r in made if isinstance(r, SessionClient)]
+        self.sessions = {s.index: r for s, r in zip(segs, made) if isinstance(r, SessionClient)}
         if errors:
             raise errors[0]
-        for seg, session in zip(self.plan.segments, self.sessions):
+        for seg in segs:
+            session = self.sessions[seg.index]
             for rank, node in (await session.nodes()).items():
                 if rank < seg.copies:
                     self.copies[seg.index][rank].node = node
@@ -138,6 +162,9 @@ class ClusterRun:
             for c in self.copies[seg.index]:
                 nodes[c.node] = nodes.get(c.node, 0) + 1
             out[seg.index] = [f"{n}×{k}" if k > 1 else n for n, k in nodes.items()]
+            if seg.index in self.keep:
+                out[seg.index] = ["a slot anywhere in the tree per block, at most "
+                                  f"{seg.per} at once"]
         return out
 
     async def _data_address(self, seg: int, copy: int) -> str:
@@ -151,6 +178,8 @@ class ClusterRun:
         """Every edge's routes: gathers on the destinations first, then the scatters."""
         scatters: list[tuple[SessionClient, str]] = []
         for e in self.plan.edges:
+            if e.keep:
+                continue  # carried by the shell (_keep)
             rs = shlex.quote(str(e.rs))
             for r in e.routes:
                 dests = []
@@ -182,7 +211,7 @@ class ClusterRun:
 
     async def _stdout(self) -> None:
         loop = asyncio.get_running_loop()
-        async with await self.sessions[-1].open("stdio") as f:
+        async with await self.sessions[self.plan.last.index].open("stdio") as f:
             while True:
                 data = await f.read()
                 if not data:
@@ -196,7 +225,7 @@ class ClusterRun:
     async def _stderr(self, c: RemoteCopy) -> None:
         rest = b""
         try:
-            async with await self.copy(c.seg.index, c.index).open("stderr") as f:
+            async with await self._of(c).open("stderr") as f:
                 while True:
                     data = await f.read()
                     if not data:
@@ -232,7 +261,7 @@ class ClusterRun:
 
     async def _wait(self, c: RemoteCopy) -> None:
         try:
-            text = await self.copy(c.seg.index, c.index).wait()
+            text = await self._of(c).wait()
             words = text.split()
             if len(words) >= 2 and words[1].lstrip("-").isdigit():
                 c.status = int(words[1])
@@ -271,6 +300,164 @@ class ClusterRun:
         self.failure = PipelineFailed(msg, c.status or 1)
         self.done.set()
 
+    # ---- keep regions ----
+
+    async def _keep(self, e: Edge, u: int) -> None:
+        try:
+            await self._keep_region(e, u)
+        except (NinepError, ConnectionError) as x:  # a stream of ours broke: never a success
+            if self.failure is None:
+                seg = self.plan.segments[e.downstream]
+                self.failure = PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}` (input "
+                                              f"order kept): its input or output was lost: {x}", 1)
+                self.done.set()
+
+    async def _keep_region(self, e: Edge, u: int) -> None:
+        """One instance of a keep region: upstream copy ``u``'s output cut into blocks, each
+        run in a session of its own (at most ``per`` at once, wherever the tree has a slot),
+        and their outputs written to downstream copy ``u`` in input order. The order and its
+        bound are ``exec.route.KeepOrder``'s, as on one machine (``push.local.KeepRoute``):
+        while its window is full the upstream copy's output is not read, and its node pauses
+        it once its output bound is reached."""
+        seg = self.plan.segments[e.downstream]
+        after = self.plan.edges[seg.index]
+        order = KeepOrder(self.keep_block, after.rs.terminator, keep_window(seg.per))
+        self.orders.append(order)
+        router = Router(ONE, 1, e.rs)
+        slots = asyncio.Semaphore(seg.per)
+        stats = self.stats[seg.index]
+
+        async with await self.copy(after.downstream, u).open("stdio", OWRITE) as dest:
+            out = KeepOut(order, after.rs.terminator, dest, self._blocked)
+            self.outs.append(out)
+            async with await self.copy(e.upstream, u).open("stdio") as src:
+                while True:
+                    while order.full:
+                        await out.moves()
+                    data = await src.read(self.keep_block)  # a block is one read or two
+                    block = order.add(router.feed(data) if data else router.finish())
+                    if not data and block is None:
+                        block = order.cut()
+                    if block is not None:
+                        await slots.acquire()
+                        stats.bytes_in += len(block[1])
+                        run = asyncio.ensure_future(self._run_block(seg, u, block, slots, out))
+                        self.runs.add(run)
+                        run.add_done_callback(self.runs.discard)
+                    if not data:
+                        break
+                    if out.gone:  # as in a shell, the region's source ends by SIGPIPE
+                        await self._quiet(self.copy(e.upstream, u).kill("PIPE"))
+                        break
+                while self.runs:
+                    await asyncio.gather(*self.runs)
+
+    def _blocked(self, n: int) -> None:
+        self.keep_blocked += n
+        self.keep_freed.set()
+
+    async def _reserve_run(self, c: RemoteCopy, session: SessionClient) -> None:
+        """A slot for one run. Other stages and the tree's other users may hold every slot for a
+        while: a run then waits for one of ours to end and tries again, as long as one of ours
+        is running and can end without it; else it fails, saying so."""
+        while True:
+            try:
+                await session.ctl("res 1")
+                self.keep_holding += 1
+                return
+            except NinepError as e:
+                if "not enough slots" not in e.message or \
+                        self.keep_holding - self.keep_blocked <= 0:
+                    raise PipelineFailed(
+                        f"push: {c.label()}: cannot reserve a slot: {e.message}; a keep region "
+                        f"runs each block in a slot of its own ({c.seg.per} at once here): ask "
+                        "for fewer copies (|<[n keep]) or free slots", 1) from None
+            self.keep_freed.clear()
+            await self.keep_freed.wait()
+
+    async def _run_block(self, seg: Segment, u: int, block: tuple[int, bytes],
+                         slots: asyncio.Semaphore, keep: KeepOut) -> None:
+        """One run of a keep region on one block, in a session of one slot: the block as its
+        input, its output handed to ``keep`` (streamed if its turn has come, else held up to
+        a bound), the rest once its status says it did not break the pipeline."""
+        seq, data = block
+        c = RemoteCopy(seg, u * seg.per + seq % seg.per, block=seq)
+        stats = self.stats[seg.index]
+        err: asyncio.Future[None] | None = None
+        session: SessionClient | None = None
+        holding = False
+        try:
+            session = c.session = await SessionClient.clone(self.c)
+            self.made.append(session)
+            await session.ctl(*self._setup())
+            await self._reserve_run(c, session)
+            holding = True
+            if self.failure is not None:
+                return  # the pipeline broke meanwhile: run nothing more
+            c.node = (await session.nodes()).get(0, "?")
+            try:
+                await session.exec(chain_command(seg))
+            except NinepError as e:
+                status = 127 if "not found" in e.message or "no such" in e.message else 126
+                raise PipelineFailed(f"push: stage {seg.first + 1} `{seg.text}` cannot "
+                                     f"start: {e.message.removeprefix('exec: ')}",
+                                     status) from None
+            c.move("exec")
+            stats.running += 1
+            if self.failure is not None:  # it broke while we started it: kill() missed this one
+                await session.kill()
+            err = asyncio.ensure_future(self._stderr(c))
+            out: list[bytes] = []
+
+            async def feed() -> None:
+                try:
+                    async with await session.open("stdio", OWRITE) as f:
+                        await f.write(data)
+                except NinepError:
+                    pass  # it stopped reading: its status (``unread``) says whether that broke it
+
+            async def collect() -> None:
+                async with await session.open("stdio") as f:
+                    while True:
+                        await keep.room(seq, out)
+                        chunk = await f.read()
+                        if not chunk:
+                            return
+                        out.append(chunk)
+                        stats.bytes_out += len(chunk)
+            await asyncio.gather(feed(), collect())
+            await self._wait(c)
+            if self.failure is None:
+                await keep.given(seq, out)
+        except PipelineFailed as e:
+            if self.failure is None:
+                self.failure = e
+                self.done.set()
+        except (NinepError, ConnectionError) as e:
+            if self.failure is None:
+                self._fail(c, f"lost ({e})")
+        finally:
+            slots.release()
+            if err is not None:
+                err.cancel()
+            if session is not None:
+                await session.close()
+            if holding:
+                self.keep_holding -= 1
+                self.keep_freed.set()
+                if session in self.made:  # only now: cancelled before, run() closes it
+                    self.made.remove(session)
+
+    async def _runs_end(self) -> None:
+        """Let the keep regions' runs end by themselves (their sessions were killed, or a
+        failure stops them before they start) rather than cancel them: one cancelled while its
+        node reserves its slot would leave that reservation half made."""
+        if self.runs:
+            _, late = await asyncio.wait(list(self.runs), timeout=10)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
     async def _tick(self) -> None:
         """The status line: copies running per stage, and the bytes the shell sees."""
         while True:
@@ -301,7 +488,10 @@ class ClusterRun:
                 lost = "lost" in str(e) or "closed" in str(e)
                 raise PipelineFailed(f"push: the pipeline could not be set up: {e}" + (
                     " (a node was lost meanwhile)" if lost else ""), 1) from None
-            for seg, session in zip(self.plan.segments, self.sessions):
+            for seg in self.plan.segments:
+                if seg.index in self.keep:
+                    continue
+                session = self.sessions[seg.index]
                 try:
                     await session.exec(chain_command(seg))
                     for c in self.copies[seg.index]:
@@ -315,6 +505,9 @@ class ClusterRun:
             tasks += [asyncio.ensure_future(self._stdin()), asyncio.ensure_future(self._stdout())]
             tasks += [asyncio.ensure_future(self._stderr(c)) for c in copies]
             tasks += [asyncio.ensure_future(self._wait(c)) for c in copies]
+            for region in self.keep.values():
+                tasks += [asyncio.ensure_future(self._keep(region, u)) for u in range(
+                    self.plan.segments[region.upstream].copies)]
             if self.on_stats is not None:
                 tasks.append(asyncio.ensure_future(self._tick()))
             everything = asyncio.gather(*tasks[1:len(tasks) - (self.on_stats is not None)],
@@ -328,18 +521,76 @@ class ClusterRun:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._runs_end()
             if self.failure is not None:
                 raise self.failure
             last = self.copies[-1]
             return max((c.status or 0) for c in last)
         except asyncio.CancelledError:  # Ctrl-C: stop everything, ours and the nodes'
-            for t in tasks:
+            for t in [*tasks, *self.runs]:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self.runs, return_exceptions=True)
             await self.kill()
             raise
         finally:
             await self.close()
+
+
+class KeepOut:
+    """Where the runs of one keep region instance hand their outputs: on to the copy after the
+    region, in input order (``exec.route.KeepOrder.done``). The run whose turn it is streams
+    (all but its last piece, which ``done`` needs to tell whether it ends mid-record); a later
+    one holds at most :attr:`HELD` bytes, then stops reading until its turn, and its node
+    pauses it: with the window, memory stays under about window × (block + HELD)."""
+
+    HELD = 8 << 20
+
+    def __init__(self, order: KeepOrder, terminator: bytes | None, dest: Any,
+                 blocked: Callable[[int], None] = lambda n: None) -> None:
+        self.order, self.dest = order, dest
+        self.blocked = blocked  # told when a run starts (+1) and stops (-1) waiting its turn
+        self.merge = Merger(terminator)
+        self.turn = asyncio.Lock()  # one writer at a time, in the order done() gives
+        self.moved = asyncio.Event()  # the oldest block was given back
+        self.gone = False  # the copy after the region stopped reading (head): output dropped
+        self.most_held = 0  # the most one run held out of turn, for the tests
+
+    async def moves(self) -> None:
+        """Until a block is given back (callers check their condition again)."""
+        self.moved.clear()
+        await self.moved.wait()
+
+    async def _write(self, pieces: list[tuple[bytes, int]]) -> None:
+        try:
+            for piece, kind in pieces:
+                for d in self.merge.put(self, piece, kind):
+                    if not self.gone:
+                        await self.dest.write(d)
+        except (NinepError, ConnectionError):
+            self.gone = True
+
+    async def room(self, seq: int, out: list[bytes]) -> None:
+        """Before a run reads more output: out of turn, wait once it holds HELD; in turn,
+        write what it holds but the last piece."""
+        held = sum(len(p) for p in out)
+        self.most_held = max(self.most_held, held if self.order.next_out != seq else 0)
+        if held >= self.HELD and self.order.next_out != seq:
+            self.blocked(1)
+            try:
+                while self.order.next_out != seq:
+                    await self.moves()
+            finally:
+                self.blocked(-1)
+        if self.order.next_out == seq and len(out) > 1:
+            async with self.turn:
+                await self._write([(p, WHOLE) for p in out[:-1]])
+            del out[:-1]
+
+    async def given(self, seq: int, out: list[bytes]) -> None:
+        """Run ``seq`` is over: the rest of its output, and whatever it held back."""
+        async with self.turn:
+            await self._write(self.order.done(seq, out))
+        self.moved.set()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -362,6 +362,12 @@ class RouteIO:
                 s.stop()
 
 
+def keep_window(n: int) -> int:
+    """Blocks a keep region may have outstanding with ``n`` copies at once: ``n`` running and as
+    many finished early and held, so one slow block does not stall the others at once."""
+    return 2 * n
+
+
 class KeepRoute(RouteIO):
     """A fan-out region that keeps input order (``|<[keep]`` … ``>|``), as GNU parallel's
     ``--pipe -k`` does: the source is cut into blocks of whole records, the region's command
@@ -374,13 +380,14 @@ class KeepRoute(RouteIO):
                  splitter: Splitter, dest: Writer) -> None:
         super().__init__(loop, "merge", splitter, None, [dest])
         self.seg, self.group, self.argv, self.n = seg, group, argv, n
-        self.order = KeepOrder(self.BLOCK, dest.splitter.terminator)
+        self.order = KeepOrder(self.BLOCK, dest.splitter.terminator, keep_window(n))
         self.blocks: deque[tuple[int, bytes]] = deque()  # cut, not started
         self.jobs = 0
         self.src_eof = False
 
     def wants_input(self, src: Source) -> bool:
-        return not self.dests[0].dead and len(self.blocks) < self.n and not self.dests[0].full
+        return not self.dests[0].dead and not self.order.full and len(self.blocks) < self.n \
+            and not self.dests[0].full
 
     def deliver(self, src: Source, data: bytes | None) -> None:
         writes = src.router.feed(data) if data is not None else src.router.finish()
@@ -388,6 +395,7 @@ class KeepRoute(RouteIO):
         if block is not None:
             self.blocks.append(block)
             self._start_jobs()
+            self.loop.dirty = True  # the window may be full now: look before reading again
 
     def source_done(self, src: Source) -> None:
         self.src_eof = True
