@@ -197,6 +197,61 @@ def test_on_one_machine_a_slow_block_holds_at_most_the_window_too(tmp_path, monk
     assert order.most == window and order.next_seq > window
 
 
+def test_on_one_machine_a_run_out_of_turn_stops_being_read_at_the_bound(tmp_path, monkeypatch):
+    """The local engine held a whole output until its turn: a run behind a slow block that
+    writes 200,000 lines more is now read up to KeepRoute.HELD, then waits; in turn it streams."""
+    monkeypatch.setattr(KeepRoute, "BLOCK", 1 << 16)
+    monkeypatch.setattr(KeepRoute, "HELD", 1 << 16)
+    flag, src = tmp_path / "go", tmp_path / "in"
+    src.write_bytes(seq(200000))
+    big = SLOW_FIRST.format(flag=flag).replace("; cat'", "; cat; yes \"x$first\" | head -n 200000'")
+    plan = make_plan(parse(f"cat |<[2 keep] {big} >| cat")[0].pipelines[0], {})
+    with open(src, "rb") as i, open(tmp_path / "out", "wb") as o, \
+            open(tmp_path / "err", "wb") as e:
+        run = LocalRun(plan, stdin=i.fileno(), stdout=o.fileno(), stderr=e.fileno())
+        seen: list[int] = []
+
+        def probe() -> None:  # until a run out of turn has been paused, then let block 1 go
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    keeps = [r for r in run.routes if isinstance(r, KeepRoute)]
+                    if keeps and keeps[0].paused:
+                        seen.append(keeps[0].most_held)
+                        return
+                    time.sleep(0.01)
+            finally:
+                flag.write_text("")
+        t = threading.Thread(target=probe)
+        t.start()
+        try:
+            status = run.run()
+        finally:
+            t.join()
+    assert seen and seen[0] >= 1 << 16
+    keep = next(r for r in run.routes if isinstance(r, KeepRoute))
+    assert keep.most_held < (1 << 16) + (1 << 20)  # the bound and one read (CHUNK)
+    lines = (tmp_path / "out").read_bytes().split(b"\n")[:-1]
+    assert status == 0 and [ln for ln in lines if not ln.startswith(b"x")] == \
+        seq(200000).split(b"\n")[:-1]
+    extra = [int(ln[1:]) for ln in lines if ln.startswith(b"x")]
+    assert extra == sorted(extra) and len(extra) == 200000 * keep.order.next_seq
+
+
+def test_on_one_machine_a_run_that_dies_while_the_window_is_full_ends_the_pipeline(tmp_path):
+    """Block 1's run dies while the blocks after it have filled the window: the source that the
+    full window had stopped reading never reached its end, and push waited for it forever."""
+    src = tmp_path / "in"
+    src.write_bytes(seq(2_000_000))
+    dies = ("sh -c 'IFS= read -r first; if [ \"$first\" = 1 ]; then sleep 1; kill -9 $$; fi; "
+            "cat; yes x | head -n 1000000'")
+    r = subprocess.run([sys.executable, "-m", "brasil.cli.push", "--local", "-c",
+                        f"cat {src} |<[2 keep] {dies} >| wc -l"], capture_output=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    err = r.stderr.decode()
+    assert r.returncode == 137 and "killed by SIGKILL" in err and "copy 1 of 2" in err, err
+
+
 def brasil(*args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], capture_output=True,
                           text=True, timeout=120, **kw)

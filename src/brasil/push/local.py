@@ -375,12 +375,15 @@ class KeepRoute(RouteIO):
     (``exec.route.KeepOrder``)."""
 
     BLOCK = 1 << 20
+    HELD = 8 << 20  # a run out of turn holds this much output, then is not read until its turn
 
     def __init__(self, loop: LocalRun, seg: Segment, group: int, argv: list[list[str]], n: int,
                  splitter: Splitter, dest: Writer) -> None:
         super().__init__(loop, "merge", splitter, None, [dest])
         self.seg, self.group, self.argv, self.n = seg, group, argv, n
         self.order = KeepOrder(self.BLOCK, dest.splitter.terminator, keep_window(n))
+        self.paused: dict[int, Callable[[], None]] = {}  # runs not read until their turn
+        self.most_held = 0  # the most one run held out of turn, for the tests
         self.blocks: deque[tuple[int, bytes]] = deque()  # cut, not started
         self.jobs = 0
         self.src_eof = False
@@ -413,6 +416,31 @@ class KeepRoute(RouteIO):
             out: list[bytes] = []
             loop.spawn_job(self, copy, seq, block, out)
             self.jobs += 1
+
+    def got_output(self, seq: int, out: list[bytes], pause: Callable[[], None],
+                   resume: Callable[[], None]) -> None:
+        """As the tree's KeepOut.room: the run whose turn it is streams (all but its last
+        piece, which ``done`` needs to tell whether it ends mid-record); a later one holding
+        HELD bytes is not read until its turn, so its pipe fills and it waits."""
+        if seq == self.order.next_out:
+            if len(out) > 1:
+                for piece in out[:-1]:
+                    self.dests[0].put(piece, self, WHOLE)
+                del out[:-1]
+            return
+        held = sum(len(p) for p in out)
+        self.most_held = max(self.most_held, held)
+        if held >= self.HELD:
+            pause()
+            self.paused[seq] = resume
+
+    def resume_due(self) -> None:
+        """Read again the paused run whose turn has come, or every one when the pipeline ends
+        (their outputs must reach end of file for the run to finish)."""
+        loop = self.loop
+        for seq in [q for q in self.paused if q == self.order.next_out or loop.failure is not None
+                    or loop.interrupted]:
+            self.paused.pop(seq)()
 
     def job_done(self, seq: int, out: list[bytes]) -> None:
         self.jobs -= 1
@@ -627,12 +655,20 @@ class LocalRun:
             if data:
                 out.append(data)
                 self.stats[route.seg.index].bytes_out += len(data)
+                route.got_output(seq, out, pause, resume)
                 return
             self.sel.unregister(stdout_r)
             os.close(stdout_r)
             self.pending_io -= 1
             state["eof"] = True
             complete()
+        def pause() -> None:
+            self.sel.unregister(stdout_r)
+
+        def resume() -> None:
+            self.sel.register(stdout_r, selectors.EVENT_READ, read_out)
+            route.got_output(seq, out, pause, resume)  # its turn: what it holds goes on
+
         c.on_exit = complete
         os.set_blocking(stdout_r, False)
         self.sel.register(stdout_r, selectors.EVENT_READ, read_out)
@@ -706,6 +742,7 @@ class LocalRun:
         msg = f"push: {p.label}: {why}" + (f"\n  last lines of its stderr:{tail}" if tail else "")
         self.failure = PipelineFailed(msg, p.status or 1)
         self.kill_all()
+        self.dirty = True  # paused keep runs are read to their end (KeepRoute.resume_due)
 
     def procs(self) -> list[Proc]:
         return [p for copies in self.copies for c in copies for p in c.procs]
@@ -722,6 +759,8 @@ class LocalRun:
 
     def _update_interest(self) -> None:
         for r in self.routes:
+            if isinstance(r, KeepRoute):
+                r.resume_due()
             r.check_dead()
             for s in r.sources:
                 want = not s.eof and r.wants_input(s)
@@ -754,9 +793,13 @@ class LocalRun:
                 raise PipelineFailed(f"push: {copies} commands need more open files than push may "
                                      f"have (ulimit -n: {soft}, about 7 per copy); ask for "
                                      "fewer copies (|<[N]) or raise the limit", 1) from None
-            while self.running or self.pending_io or \
-                    any(not s.eof for r in self.routes for s in r.sources) or \
-                    any(d.queue for r in self.routes for d in r.dests if not d.dead):
+            # Once the pipeline has failed (every copy killed) a source left unread, say one a
+            # full keep window stopped reading, would never reach its end: only the copies and
+            # the keep runs' outputs are waited for then.
+            while self.running or self.pending_io or (
+                    self.failure is None and not self.interrupted and (
+                        any(not s.eof for r in self.routes for s in r.sources) or
+                        any(d.queue for r in self.routes for d in r.dests if not d.dead))):
                 if self.dirty:
                     self._update_interest()
                 for key, mask in self.sel.select(1.0 if self.on_stats else None):
@@ -787,6 +830,7 @@ class LocalRun:
             pass
         self.interrupted = True
         self.kill_all()
+        self.dirty = True
 
     def _close_all(self) -> None:
         for r in self.routes:
