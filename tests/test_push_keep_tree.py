@@ -160,27 +160,26 @@ async def test_a_run_that_dies_fails_the_pipeline_naming_it_and_nothing_is_left(
             assert len(n.node.free) == n.node.slots_total
 
 
-def test_on_one_machine_a_slow_block_holds_at_most_the_window_too(tmp_path, monkeypatch):
-    """The same bound in the local engine, which used to start a run for every block behind a
-    slow one and hold all their outputs."""
-    monkeypatch.setattr(KeepRoute, "BLOCK", 1 << 16)
-    flag, src = tmp_path / "go", tmp_path / "in"
-    src.write_bytes(seq(2_000_000))  # reads of up to 1 MiB: one block each
-    plan = make_plan(parse(f"cat |<[2 keep] {SLOW_FIRST.format(flag=flag)} >| cat")[0]
-                     .pipelines[0], {})
-    window = keep_window(2)
+def _run_local_until(tmp_path, text: str, data: bytes, flag, look):  # type: ignore[no-untyped-def]
+    """``text`` run by the local engine on ``data`` while a thread waits (60 s at most) until
+    ``look(keep_route)`` gives something, records it, then creates ``flag`` (which lets the slow
+    first block go). The exit status, the run, and what was seen."""
+    src = tmp_path / "in"
+    src.write_bytes(data)
+    plan = make_plan(parse(text)[0].pipelines[0], {})
+    seen: list[object] = []
     with open(src, "rb") as i, open(tmp_path / "out", "wb") as o, \
             open(tmp_path / "err", "wb") as e:
         run = LocalRun(plan, stdin=i.fileno(), stdout=o.fileno(), stderr=e.fileno())
-        seen: list[tuple[int, int]] = []
 
         def probe() -> None:  # the engine runs on this thread's caller; look, then let go
             try:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
                     keeps = [r for r in run.routes if isinstance(r, KeepRoute)]
-                    if keeps and keeps[0].order.waiting >= window - 1:
-                        seen.append((keeps[0].order.outstanding, keeps[0].order.waiting))
+                    got = look(keeps[0]) if keeps else None
+                    if got is not None:
+                        seen.append(got)
                         return
                     time.sleep(0.01)
             finally:
@@ -191,6 +190,19 @@ def test_on_one_machine_a_slow_block_holds_at_most_the_window_too(tmp_path, monk
             status = run.run()
         finally:
             t.join()
+    return status, run, seen
+
+
+def test_on_one_machine_a_slow_block_holds_at_most_the_window_too(tmp_path, monkeypatch):
+    """The same bound in the local engine, which used to start a run for every block behind a
+    slow one and hold all their outputs."""
+    monkeypatch.setattr(KeepRoute, "BLOCK", 1 << 16)
+    flag = tmp_path / "go"
+    window = keep_window(2)
+    status, run, seen = _run_local_until(  # reads of up to 1 MiB: one block each
+        tmp_path, f"cat |<[2 keep] {SLOW_FIRST.format(flag=flag)} >| cat", seq(2_000_000), flag,
+        lambda k: (k.order.outstanding, k.order.waiting) if k.order.waiting >= window - 1
+        else None)
     assert seen == [(window, window - 1)]
     assert status == 0 and (tmp_path / "out").read_bytes() == seq(2_000_000)
     order = next(r for r in run.routes if isinstance(r, KeepRoute)).order
@@ -202,33 +214,12 @@ def test_on_one_machine_a_run_out_of_turn_stops_being_read_at_the_bound(tmp_path
     writes 200,000 lines more is now read up to KeepRoute.HELD, then waits; in turn it streams."""
     monkeypatch.setattr(KeepRoute, "BLOCK", 1 << 16)
     monkeypatch.setattr(KeepRoute, "HELD", 1 << 16)
-    flag, src = tmp_path / "go", tmp_path / "in"
-    src.write_bytes(seq(200000))
+    flag = tmp_path / "go"
     big = SLOW_FIRST.format(flag=flag).replace("; cat'", "; cat; yes \"x$first\" | head -n 200000'")
-    plan = make_plan(parse(f"cat |<[2 keep] {big} >| cat")[0].pipelines[0], {})
-    with open(src, "rb") as i, open(tmp_path / "out", "wb") as o, \
-            open(tmp_path / "err", "wb") as e:
-        run = LocalRun(plan, stdin=i.fileno(), stdout=o.fileno(), stderr=e.fileno())
-        seen: list[int] = []
-
-        def probe() -> None:  # until a run out of turn has been paused, then let block 1 go
-            try:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    keeps = [r for r in run.routes if isinstance(r, KeepRoute)]
-                    if keeps and keeps[0].paused:
-                        seen.append(keeps[0].most_held)
-                        return
-                    time.sleep(0.01)
-            finally:
-                flag.write_text("")
-        t = threading.Thread(target=probe)
-        t.start()
-        try:
-            status = run.run()
-        finally:
-            t.join()
-    assert seen and seen[0] >= 1 << 16
+    status, run, seen = _run_local_until(  # until a run out of turn has been paused
+        tmp_path, f"cat |<[2 keep] {big} >| cat", seq(200000), flag,
+        lambda k: k.most_held if k.paused else None)
+    assert seen and isinstance(seen[0], int) and seen[0] >= 1 << 16
     keep = next(r for r in run.routes if isinstance(r, KeepRoute))
     assert keep.most_held < (1 << 16) + (1 << 20)  # the bound and one read (CHUNK)
     lines = (tmp_path / "out").read_bytes().split(b"\n")[:-1]

@@ -244,6 +244,9 @@ class Merger:
         self.owner = None
 
 
+KEEP_HELD = 8 << 20  # the output a keep run out of turn may hold before it is not read on
+
+
 class KeepOrder:
     """``keep``: one source cut into blocks of whole records of about ``size`` bytes, each run on
     its own; :meth:`done` gives the outputs back in input order. A block's output may end
@@ -290,6 +293,16 @@ class KeepOrder:
         self.most = max(self.most, self.outstanding)
         self.building, self.nbuilt = [], 0
         return block
+
+    def in_turn(self, seq: int, out: list[bytes]) -> list[bytes]:
+        """A run's output so far, taken out of ``out`` if its turn has come: all but the last
+        piece, which :meth:`done` needs to tell whether the output ends mid-record. Out of turn,
+        nothing: the engine holds it, up to :data:`KEEP_HELD` bytes."""
+        if seq != self.next_out or len(out) < 2:
+            return []
+        pieces = out[:-1]
+        del out[:-1]
+        return pieces
 
     def done(self, seq: int, out: list[bytes]) -> list[tuple[bytes, int]]:
         """Block ``seq``'s output is complete: what may now go on, in input order."""

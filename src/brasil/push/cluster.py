@@ -31,7 +31,7 @@ from typing import Any
 from ..client.session import LOCAL, SessionClient
 from ..exec.chain import MARK, describe_status, fault
 from ..exec.pychild import python_argv
-from ..exec.route import ONE, WHOLE, KeepOrder, Merger, Router
+from ..exec.route import KEEP_HELD, ONE, WHOLE, KeepOrder, Merger, Router
 from ..lifecycle import step
 from ..ninep.auth import dial
 from ..ninep.client import Client
@@ -543,7 +543,7 @@ class KeepOut:
     one holds at most :attr:`HELD` bytes, then stops reading until its turn, and its node
     pauses it: with the window, memory stays under about window × (block + HELD)."""
 
-    HELD = 8 << 20
+    HELD = KEEP_HELD
 
     def __init__(self, order: KeepOrder, terminator: bytes | None, dest: Any,
                  blocked: Callable[[int], None] = lambda n: None) -> None:
@@ -581,10 +581,10 @@ class KeepOut:
                     await self.moves()
             finally:
                 self.blocked(-1)
-        if self.order.next_out == seq and len(out) > 1:
+        pieces = self.order.in_turn(seq, out)
+        if pieces:
             async with self.turn:
-                await self._write([(p, WHOLE) for p in out[:-1]])
-            del out[:-1]
+                await self._write([(p, WHOLE) for p in pieces])
 
     async def given(self, seq: int, out: list[bytes]) -> None:
         """Run ``seq`` is over: the rest of its output, and whatever it held back."""

@@ -35,7 +35,7 @@ from typing import Any
 from ..exec.chain import fault, unread
 from ..exec.command import command_argv
 from ..exec.records import Delimited, Key, Splitter
-from ..exec.route import END, ONE, WHOLE, KeepOrder, Merger, Router
+from ..exec.route import END, KEEP_HELD, ONE, WHOLE, KeepOrder, Merger, Router
 from ..lifecycle import step
 from ..ninep.errors import NinepError
 from .lifecycle import COPY
@@ -375,7 +375,7 @@ class KeepRoute(RouteIO):
     (``exec.route.KeepOrder``)."""
 
     BLOCK = 1 << 20
-    HELD = 8 << 20  # a run out of turn holds this much output, then is not read until its turn
+    HELD = KEEP_HELD  # a run out of turn holds this much output, then is not read until its turn
 
     def __init__(self, loop: LocalRun, seg: Segment, group: int, argv: list[list[str]], n: int,
                  splitter: Splitter, dest: Writer) -> None:
@@ -423,10 +423,8 @@ class KeepRoute(RouteIO):
         piece, which ``done`` needs to tell whether it ends mid-record); a later one holding
         HELD bytes is not read until its turn, so its pipe fills and it waits."""
         if seq == self.order.next_out:
-            if len(out) > 1:
-                for piece in out[:-1]:
-                    self.dests[0].put(piece, self, WHOLE)
-                del out[:-1]
+            for piece in self.order.in_turn(seq, out):
+                self.dests[0].put(piece, self, WHOLE)
             return
         held = sum(len(p) for p in out)
         self.most_held = max(self.most_held, held)
