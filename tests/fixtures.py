@@ -251,40 +251,40 @@ async def session(c, cmds: list[str]) -> str:  # type: ignore[no-untyped-def]
 
 
 @contextlib.asynccontextmanager
-async def tree_124(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
+async def tree_of(tmp: str, *fanouts: int, slots: int = 2, timeout: float = 20,
+                  **options):  # type: ignore[no-untyped-def]
+    """A tree in this process: n0; ``fanouts[0]`` children n1…; under each ``fanouts[1]``
+    children nI.1…; and so on. ``options`` go to every daemon (``daemon``). Yields the daemons
+    by name and a client of the root, once the root has heard of every node."""
+    from brasil.ninep.client import Client
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots,
+                                                              **options))}
+
+        async def under(parent: str, fanouts: tuple[int, ...]) -> None:  # depth first
+            for i in range(1, fanouts[0] + 1 if fanouts else 1):
+                name = f"n{i}" if parent == "n0" else f"{parent}.{i}"
+                nodes[name] = await stack.enter_async_context(
+                    daemon(tmp, name, slots=slots, parent=nodes[parent].unix, **options))
+                await under(name, fanouts[1:])
+        await under("n0", fanouts)
+        await wait_for(lambda: len(nodes["n0"].children.status_lines()) == len(nodes) - 1,
+                       timeout=timeout)
+        c = await Client.connect(nodes["n0"].unix)
+        try:
+            yield nodes, c
+        finally:
+            await c.close()
+
+
+def tree_124(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
     """A 1+2+4 tree in this process: n0; n1, n2 under it; n1.1, n1.2, n2.1, n2.2 below."""
-    from brasil.ninep.client import Client
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots))}
-        for mid in ("n1", "n2"):
-            nodes[mid] = await stack.enter_async_context(
-                daemon(tmp, mid, slots=slots, parent=nodes["n0"].unix))
-            for leaf in (f"{mid}.1", f"{mid}.2"):
-                nodes[leaf] = await stack.enter_async_context(
-                    daemon(tmp, leaf, slots=slots, parent=nodes[mid].unix))
-        await wait_for(lambda: len(nodes["n0"].children.status_lines()) == 6, timeout=20)
-        c = await Client.connect(nodes["n0"].unix)
-        try:
-            yield nodes, c
-        finally:
-            await c.close()
+    return tree_of(tmp, 2, 2, slots=slots)
 
 
-@contextlib.asynccontextmanager
-async def tree_13(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
+def tree_13(tmp: str, slots: int = 2):  # type: ignore[no-untyped-def]
     """A 1+3 tree in this process: n0 and its children n1, n2, n3."""
-    from brasil.ninep.client import Client
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots))}
-        for name in ("n1", "n2", "n3"):
-            nodes[name] = await stack.enter_async_context(
-                daemon(tmp, name, slots=slots, parent=nodes["n0"].unix))
-        await wait_for(lambda: len(nodes["n0"].children.status_lines()) == 3, timeout=20)
-        c = await Client.connect(nodes["n0"].unix)
-        try:
-            yield nodes, c
-        finally:
-            await c.close()
+    return tree_of(tmp, 3, slots=slots)
 
 
 def push_inputs(root: pathlib.Path, seed: int, dirs: int, per_dir: int, most_lines: int,

@@ -4,7 +4,6 @@ input order, with the bound on memory of one machine (``exec.route.KeepOrder``'s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -17,24 +16,12 @@ from brasil.push.cluster import ClusterRun, KeepOut
 from brasil.push.local import KeepRoute, LocalRun, PipelineFailed, keep_window
 from brasil.push.plan import make_plan
 from brasil.push.syntax import parse
-from fixtures import daemon, session, wait_for
+from fixtures import session, tree_of, wait_for
 
 
-@contextlib.asynccontextmanager
-async def tree_12(tmp: str, slots: int = 3):  # type: ignore[no-untyped-def]
+def tree_12(tmp: str, slots: int = 3):  # type: ignore[no-untyped-def]
     """A 1+2 tree in this process: n0 and its children n1, n2."""
-    from brasil.ninep.client import Client
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots))}
-        for name in ("n1", "n2"):
-            nodes[name] = await stack.enter_async_context(
-                daemon(tmp, name, slots=slots, parent=nodes["n0"].unix))
-        await wait_for(lambda: len(nodes["n0"].children.status_lines()) == 2, timeout=20)
-        c = await Client.connect(nodes["n0"].unix)
-        try:
-            yield nodes, c
-        finally:
-            await c.close()
+    return tree_of(tmp, 2, slots=slots)
 
 
 class Run:
