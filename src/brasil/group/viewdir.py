@@ -240,8 +240,7 @@ class Overlay(Dir):
             if got is None and not e.dir.entries:
                 raise NinepError(*Enotfound)
             if got is not None and not isinstance(got, Dir) and e.dir.plain:
-                got.parent = self
-                return got
+                return self.adopt(Renamed(got, name))
         return child
 
     def children(self) -> Any:
@@ -261,10 +260,26 @@ class Overlay(Dir):
                 got = await self.entry(name, e, known)
             except NinepError:
                 continue  # not there (a node lost, a name the nodes lack): not listed
-            if got.name != name or not isinstance(got, Overlay):
-                got = Listed(dataclasses.replace(await settled(got.stat()), name=name))
-            out.append(got)
+            out.append(got if isinstance(got, Overlay) else
+                       Listed(dataclasses.replace(await settled(got.stat()), name=name)))
         return out
+
+
+class Renamed(Inode):
+    """A node's file grafted under another name: itself, but its stat says the view's name."""
+
+    def __init__(self, inner: Inode, name: str) -> None:
+        super().__init__(name, inner.mode)
+        self.inner, self.qid = inner, inner.qid
+
+    def stat(self) -> Any:
+        return self._stat()
+
+    async def _stat(self) -> Any:
+        return dataclasses.replace(await settled(self.inner.stat()), name=self.name)
+
+    def open(self, mode: int) -> Any:
+        return self.inner.open(mode)
 
 
 # ---- group reads of a view's files ----
