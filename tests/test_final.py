@@ -15,17 +15,15 @@ from brasil.group.final import MAX_LINES, MAX_TEXT, MAX_VIEWS, Entry, Parser, Vi
 from brasil.ninep.client import Client
 from brasil.ninep.constants import OWRITE
 from brasil.ninep.errors import NinepError
+from docblocks import blocks
 from fixtures import tree_of
 from helpers import run_cli
 from trees import tree_1_3_9
 
-PROC = """\
-# the slides' global /proc: system files by node, processes merged all the way down
-merge     fs/proc                  # cpuinfo/NODE, loadavg/NODE, 1/NODE…
-remove    [0-9]*                   # … but the processes go under pids/:
-deepmerge fs/proc at pids          # pids/PID/status/NODE
-remove    [!0-9]* in pids
-"""
+# The view docs/reference.md shows ("Views: the FiNAL language"), as written there.
+PROC = "\n".join(t for _, t in next(
+    b for b in blocks(pathlib.Path(__file__).parent.parent / "docs/reference.md", "reference")
+    if b.first.startswith("# the global /proc")).lines) + "\n"
 V = "csrv/query/view"
 
 
@@ -125,6 +123,7 @@ def proc(root: pathlib.Path, name: str) -> None:
     model = "Xeon" if name.startswith("n1") else "EPYC"
     (p / "cpuinfo").write_text(f"model name : {model}\n")
     (p / "loadavg").write_text(f"{len(name)} 1 2\n")
+    (p / "version").write_text(f"Linux version of {name}\n")
     for pid in (1, own_pid(name)):
         (p / str(pid)).mkdir()
         (p / str(pid) / "status").write_text(f"Name: proc{pid} on {name}\n")
@@ -162,7 +161,8 @@ async def test_the_global_proc_on_1_3_9_read_through_and_group_read(tmp_path):
         assert await names(c, "csrv/local/views") == ["proc"]
         assert (await c.read("csrv/local/views/proc")).decode() == PROC
         assert await names(c, V) == ["proc"]
-        assert await names(c, f"{V}/proc") == ["cpuinfo", "loadavg", "pids"]
+        assert await names(c, f"{V}/proc") == ["cpuinfo", "loadavg", "pids", "version"]
+        assert (await c.read(f"{V}/proc/version")).decode() == "Linux version of n1\n"
         assert await names(c, f"{V}/proc/cpuinfo") == sorted(NAMES_13)  # cpuinfo/NODE
         assert (await c.read(f"{V}/proc/cpuinfo/n2.3")).decode() == "model name : EPYC\n"
         pids = await names(c, f"{V}/proc/pids")
