@@ -58,8 +58,8 @@ NOT_COMMANDS: dict[tuple[str, str], str] = {
      "(through the tree)"): "a listing of a session's process files",
     ("docs/reference.md", "metrics/"): "a listing of a node's metrics files",
     ("docs/reference.md",
-     "session ID STATE subs N [STATE COUNT]… mux MODE rs SEPARATOR user U ranks RANKS[; splice "
-     "…][; data ADDR]"): "the format of the ctl state line",
+     "session ID STATE subs N [STATE COUNT]… mux MODE rs SEPARATOR user U ranks RANKS [caps "
+     "K=N…][; splice …][; data ADDR]"): "the format of the ctl state line",
     ("docs/reference.md", "# job.sh: phase 1 on every rank; rank 0 grows the session for phase "
      "2, then shrinks it back"): "a script a session's rank runs (brasil ctl needs a session "
      "around it): tests/test_elastic.py runs the same job on a 1+3+9 tree",
