@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -57,6 +58,27 @@ async def test_a_child_with_the_wrong_secret_cannot_join(tmp_path, caplog):
                                        for r in caplog.records), timeout=10)
             assert "intruder" not in root.children.by_name
             assert not bad.parent.joined.is_set()
+
+
+async def test_a_join_the_parent_drops_at_once_is_retried_with_a_wait_not_in_a_loop(
+        tmp_path, caplog):
+    """A parent without the secret takes our join over its Unix socket, then cannot
+    authenticate back to us and drops us: the child retried at once, forever (half a million
+    joins in 25 minutes, two daemons at 40 % of a core each, 150 MB of log). Now it waits,
+    doubling, and says which secret to give."""
+    async with daemon(str(tmp_path), "root") as root:  # no secret
+        async with daemon(str(tmp_path), "k1", parent=root.unix, secret=SECRET):
+            await wait_for(lambda: any("dropped us right after our join" in r.getMessage()
+                                       for r in caplog.records), timeout=10)
+            loop = asyncio.get_running_loop()
+            start, joins = loop.time(), lambda: sum(
+                "joined the tree" in r.getMessage() for r in caplog.records)
+            before = joins()
+            await asyncio.sleep(3)  # (the rate is what is measured: a window, not a wait)
+            assert joins() - before <= 4, f"{joins() - before} joins in {loop.time() - start:.1f}s"
+            said = next(r.getMessage() for r in caplog.records
+                        if "dropped us right after our join" in r.getMessage())
+            assert "both need the same --secret-file" in said
 
 
 async def test_a_dead_child_disappears_and_a_restarted_one_rejoins(tmp_path):

@@ -48,6 +48,9 @@ log = logging.getLogger("brasil.tree")
 HEARTBEAT = 1.0
 HEARTBEAT_TIMEOUT = 2.5
 JOIN_TIMEOUT = 2.0  # for one attempt to join one ancestor (a frozen one must not hold us up)
+# A join lost sooner than this after it was answered did not hold (a parent that cannot
+# authenticate back to us drops the connection at once): it is waited after, as a failure.
+SETTLED = HEARTBEAT_TIMEOUT
 
 
 class NotYet(NinepError):
@@ -215,6 +218,7 @@ class ParentLink:
         while True:
             self.address = candidates.pop(0)
             attempt = Attempt(self.server)
+            brief = False  # joined, and lost before the join settled
             try:
                 try:
                     await self._join(attempt)
@@ -227,10 +231,20 @@ class ParentLink:
                                     "" if candidates else f" (trying again in {backoff:.1f}s)")
                     self._step("fail")
                 else:
-                    backoff, lost_parent = 0.2, None
+                    lost_parent, joined_at = None, time.monotonic()
                     why = await self._stay(attempt)
-                    log.warning("parent %s: %s; serving locally, joining the nearest live "
-                                "ancestor", self.address, why)
+                    brief = time.monotonic() - joined_at < SETTLED
+                    if brief:  # not a parent lost: a join that did not hold. Retrying at once
+                        # hammered such a parent (half a million joins in 25 minutes, 150 MB
+                        # of log), so it waits as a failure does, doubling.
+                        log.warning("parent %s dropped us right after our join (%s); if it "
+                                    "cannot authenticate back to us, both need the same "
+                                    "--secret-file; trying again in %.1fs", self.address, why,
+                                    backoff)
+                    else:
+                        backoff = 0.2
+                        log.warning("parent %s: %s; serving locally, joining the nearest live "
+                                    "ancestor", self.address, why)
                     lost_parent = self.address
                     candidates = self._candidates(lost_parent)
                     self._step("lost")
@@ -239,15 +253,15 @@ class ParentLink:
                 self._step("stop")
                 raise
             self._leave(attempt)
-            if self.state == "lost":
+            if self.state == "lost" and not brief:
                 self._step("rehome")
-            elif candidates:
+            elif candidates and not brief:
                 self._step("next")
-            elif self.finder is not None:
+            elif self.finder is not None and not brief:
                 self._step("rediscover")
                 lost_parent = None
                 candidates = await self._discover()
-            else:
+            else:  # every ancestor failed, or a join did not hold
                 self._step("back_off")
                 try:
                     await asyncio.sleep(backoff)

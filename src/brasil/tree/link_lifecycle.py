@@ -25,6 +25,7 @@ _LINK = {
     ("joining", "fail"): "failed",
     ("joined", "lost"): "lost",          # a connection dropped, or no heartbeat for 2.5 s
     ("lost", "rehome"): "dialing",       # the nearest ancestor above the lost parent first
+    ("lost", "back_off"): "waiting",     # lost within 2.5 s of the join: it did not hold
     ("failed", "next"): "dialing",       # another ancestor is left to try: at once
     ("failed", "back_off"): "waiting",   # every ancestor failed: wait, then from the nearest
     ("waiting", "retry"): "dialing",
