@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..exec import nsexec
+from ..exec.process import ForkLauncher, Launcher
 from ..exec.reaper import Watchdog
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
@@ -96,7 +97,10 @@ class Node:
     def __init__(self, name: str, slots: int, *, export: str | None = None,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  output_limit: int = DEFAULT_OUTPUT_LIMIT, workdir: str | None = None,
-                 max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+                 max_sessions: int = DEFAULT_MAX_SESSIONS,
+                 launcher: Launcher | None = None) -> None:
+        """``launcher``: how commands start (default: forked here, under the watchdog; the
+        simulator gives its own)."""
         if slots < 0:
             raise ValueError("slots must be ≥ 0")
         self.name = name
@@ -121,6 +125,7 @@ class Node:
         self.reserver: Reserver | None = None  # reserves on neighbours (tree/reserve.py)
         self.cut_through: DataPath | None = None  # direct splices' endpoint (tree/data.py)
         self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
+        self.launcher: Launcher = launcher or ForkLauncher(self.spawner, self.get_watchdog)
         self.find_remote: Callable[[str], FarEnd] | None = None  # a session elsewhere, by path
         self.started = time.time()
         self._ns_problem: str | bool | None = False  # False: not probed yet

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -97,8 +96,11 @@ class Attempt:
         self.served = conn
 
     def silent_for(self) -> float:
-        """Seconds since the parent last polled us (0 before it took our connection over)."""
-        return 0.0 if self.served is None else time.monotonic() - self.served.last_heard
+        """Seconds since the parent last polled us (0 before it took our connection over), on
+        the loop's clock, as ``last_heard`` is."""
+        if self.served is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self.served.last_heard
 
     def abort(self) -> None:
         for c in (self.up, self.reverse):
