@@ -198,9 +198,13 @@ class Process:
         if rc is None:
             asyncio.get_running_loop().call_later(retry, self._collect, min(retry * 2, 1.0))
             return
-        self.input_left = not self._input_done
         if self.watchdog is not None and self.cgroup is None:
             self.watchdog.forget(self.pid)
+        self._ended(rc)
+
+    def _ended(self, rc: int) -> None:
+        """It ended with ``rc`` (a wait status: -N when killed by signal N): say so."""
+        self.input_left = not self._input_done
         self.stdin.break_()  # nobody reads our input any more: writers fail, the feeder ends
         if rc < 0:
             self.signalled = -rc

@@ -1,0 +1,127 @@
+"""The simulator (brasil.sim): the real daemon code on a virtual clock, over an in-memory network.
+
+Plain (not async) tests: the simulator's driver steps its own loops, one per daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from brasil.ninep.constants import OWRITE
+from brasil.ninep.transport import FABRICS, Address, dial
+from brasil.sim.clock import Deadlock, Driver
+from brasil.sim.cluster import SimCluster, tree_names
+from brasil.sim.commands import Behaviour
+from brasil.sim.net import LinkModel, Net
+
+
+def test_tree_names_fill_levels_in_order():
+    names = tree_names(6, 2)
+    assert names == [("n0", None), ("n1", "n0"), ("n2", "n0"), ("n1.1", "n1"),
+                     ("n1.2", "n1"), ("n2.1", "n2")]
+
+
+def test_busy_loop_queues_its_next_work_behind_the_cpu_it_used():
+    """A callback's real CPU is charged to its loop: the next one there starts no earlier
+    than the charge, while another loop's work at the same instant runs on its own core."""
+    d = Driver()
+    a, b = d.loop("a"), d.loop("b")
+    seen: dict[str, float] = {}
+
+    def burn() -> None:
+        t = time.thread_time()
+        while time.thread_time() - t < 0.02:
+            pass
+        a.call_soon(lambda: seen.setdefault("a2", a.time()))
+
+    a.call_soon(burn)
+    b.call_soon(lambda: seen.setdefault("b", b.time()))
+
+    async def main() -> None:
+        while len(seen) < 2:
+            await asyncio.sleep(0.001)
+    d.run(main(), d.loop("main"))
+    assert seen["a2"] >= 0.02 * 0.9  # (thread_time's granularity)
+    assert seen["b"] < 0.01
+    assert a.cpu >= 0.02 * 0.9
+
+
+def test_nothing_to_run_is_a_deadlock_not_a_hang():
+    d = Driver()
+    loop = d.loop("main")
+    with pytest.raises(Deadlock):
+        d.run(loop.create_future(), loop)
+
+
+def test_dial_to_nobody_is_refused_with_the_usual_error():
+    d = Driver()
+    FABRICS["sim"] = Net(LinkModel())
+    try:
+        async def main() -> str:
+            try:
+                await dial(Address("sim", path="nobody"), asyncio.Protocol)
+            except ConnectionError as e:
+                return str(e)
+            return ""
+        assert "connection refused" in d.run(main(), d.loop("client"))
+    finally:
+        del FABRICS["sim"]
+
+
+def test_a_simulated_tree_runs_a_command_on_every_rank():
+    """1+3+9 simulated daemons, 2 slots each: every rank's line reaches the root, labelled by
+    its node and rank; the virtual clock advanced at least by the command's duration, and the
+    root was charged CPU and received bytes."""
+    c = SimCluster(13, 3, slots=2, behaviour=Behaviour(duration=0.25))
+    c.up()
+    try:
+        assert len(c.root.daemon.children.status_lines()) == 12
+
+        async def run(cl) -> dict:  # type: ignore[no-untyped-def]
+            sid = (await cl.read("csrv/local/clone")).decode().strip()
+            ctl = await cl.open(f"csrv/local/{sid}/ctl", OWRITE)
+            await ctl.write("res 26\n")
+            await ctl.write("label on\n")
+            t0 = asyncio.get_running_loop().time()
+            await ctl.write("exec date\n")
+            out = (await cl.read(f"csrv/local/{sid}/stdio")).decode()
+            took = asyncio.get_running_loop().time() - t0
+            await ctl.write("close\n")
+            await ctl.close()
+            return {"out": out, "took": took}
+        f = c.measure("deploy", run)
+        lines = f.extra["out"].splitlines()
+        ranks = sorted(int(ln.split(":")[0].split("/")[1]) for ln in lines)
+        assert ranks == list(range(26))
+        assert {ln.split("/")[0] for ln in lines} == {name for name, _ in tree_names(13, 3)}
+        assert f.extra["took"] >= 0.25
+        assert f.virtual >= 0.25
+        assert f.root_cpu > 0 and f.root_rx > 0
+    finally:
+        c.down()
+
+
+def test_a_killed_leaf_is_noticed_and_a_frozen_one_times_out():
+    """kill: its parent sees the connections end at once; freeze: only the heartbeat's
+    silence tells, within the poll timeout (3 s) of virtual time."""
+    c = SimCluster(7, 2)
+    c.up()
+    try:
+        parent = c.daemons["n1"].daemon.children
+        c.kill("n1.1")
+
+        async def until(cond, limit: float) -> float:  # type: ignore[no-untyped-def]
+            t0 = asyncio.get_running_loop().time()
+            while not cond():
+                assert asyncio.get_running_loop().time() - t0 < limit
+                await asyncio.sleep(0.01)
+            return asyncio.get_running_loop().time() - t0
+        assert c.run(until(lambda: "n1.1" not in parent.by_name, 1.0)) < 1.0
+        c.freeze("n1.2")
+        took = c.run(until(lambda: "n1.2" not in parent.by_name, 10.0))
+        assert 1.0 < took < 5.0
+    finally:
+        c.down()
