@@ -46,6 +46,7 @@ log = logging.getLogger("brasil.tree")
 
 HEARTBEAT = 1.0
 HEARTBEAT_TIMEOUT = 2.5
+LINEAGE_REFRESH = 5.0  # seconds between two reads of a joined parent's lineage
 JOIN_TIMEOUT = 2.0  # for one attempt to join one ancestor (a frozen one must not hold us up)
 
 
@@ -305,10 +306,26 @@ class ParentLink:
         every second over the connection it took over: its silence is the sign, without a
         request of ours (a stat a second from every node)."""
         beat = asyncio.ensure_future(self._heartbeat(attempt))
+        refresh = asyncio.ensure_future(self._refresh_lineage(attempt))
         try:
             return await attempt.lost
         finally:
             beat.cancel()
+            refresh.cancel()
+
+    async def _refresh_lineage(self, attempt: Attempt) -> None:
+        """Read the parent's lineage again now and then: a parent that had not joined its own
+        parent yet when we joined (daemons started at once, by Slurm, ssh or `cluster up`'s
+        levels) told us only its own address, and losing it would then leave us nowhere to
+        go (found by the simulator, brasil.sim). Every LINEAGE_REFRESH seconds: a short read,
+        one per child, never one per node below."""
+        assert attempt.up is not None
+        own = self.own_address()
+        while True:
+            await asyncio.sleep(LINEAGE_REFRESH)
+            lineage = await self._lineage_of(attempt.up)
+            if lineage and (own is None or own not in map(str, lineage)):
+                self.ancestors = lineage
 
     @staticmethod
     async def _heartbeat(attempt: Attempt) -> None:
