@@ -125,3 +125,20 @@ def test_a_killed_leaf_is_noticed_and_a_frozen_one_times_out():
         assert 1.0 < took < 5.0
     finally:
         c.down()
+
+
+def test_a_subtree_started_at_once_rehomes_when_its_parent_dies():
+    """Every daemon starts at once (as under Slurm): n1's children join n1 before n1 has
+    joined n0, so n1 first tells them no grandparent. Once its lineage is read again they
+    know n0, and when n1 is killed its subtree re-homes there (it went nowhere before)."""
+    c = SimCluster(21, 4)
+    c.up()
+    try:
+        from brasil.sim import failures
+        c.run(asyncio.sleep(6))  # (one lineage refresh: tree/link.LINEAGE_REFRESH)
+        got = failures.lose(c, "n1", "kill")
+        assert got["rehome"] < 10
+        assert len(c.root.daemon.children.status_lines()) == 19
+        assert "n1.1" in c.root.daemon.children.by_name
+    finally:
+        c.down()

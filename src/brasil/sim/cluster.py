@@ -78,17 +78,22 @@ class SimCluster:
 
     def __init__(self, nodes: int, fanout: int, *, slots: int = 1,
                  model: LinkModel | None = None, behaviour: Behaviour | None = None,
-                 cpu_scale: float = 1.0, batch_dir: str | None = None) -> None:
+                 cpu_scale: float = 1.0, batch_dir: str | None = None,
+                 export: str | None = None) -> None:
+        """``export``: a directory every node serves as its ``fs/`` (one, shared: what group
+        reads of a file identical everywhere read)."""
         self.layout = tree_names(nodes, fanout)
         self.fanout, self.slots = fanout, slots
         self.driver = Driver(cpu_scale)
         self.net = Net(model or LinkModel())
         self.behaviour = behaviour or Behaviour()
         self.batch_dir = batch_dir  # a scheduler on the root, its database there
+        self.export = export
         self.loops: dict[str, SimLoop] = {}
         self.daemons: dict[str, Composed] = {}
         self.client_loop = self.driver.loop("client")
         self.client: Client | None = None
+        self.lost: set[str] = set()  # killed or frozen
         self.up_virtual = self.up_real = 0.0
         self.rss_per_node = 0.0
 
@@ -136,7 +141,8 @@ class SimCluster:
         # daemons would be charged to whichever daemon it fell in)
 
     async def _start(self, name: str, parent: str | None) -> Composed:
-        node = Node(name, self.slots, launcher=SimLauncher(self.behaviour), idle_timeout=3600)
+        node = Node(name, self.slots, launcher=SimLauncher(self.behaviour), idle_timeout=3600,
+                    export=self.export)
         batch = BatchOptions(self.batch_dir) if self.batch_dir and parent is None else None
         return await compose(node, [Address("sim", path=name)], secret=SECRET,
                              parent=Address("sim", path=parent) if parent else None,
@@ -158,6 +164,14 @@ class SimCluster:
             while not all(p.done() for p in pending):  # (futures of other loops: polled)  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         self.run(stop_all(), limit=120)
+        left = [t for loop in self.loops.values() for t in asyncio.all_tasks(loop)]
+        for t in left:  # (a request to a killed node, never answered)
+            t.cancel()
+
+        async def cancelled() -> None:
+            while not all(t.done() for t in left):  # noqa: ASYNC110 (other loops' tasks)
+                await asyncio.sleep(0.01)
+        self.run(cancelled(), limit=60)
         for loop in self.loops.values():
             loop.close()
         self.client_loop.close()
@@ -169,10 +183,12 @@ class SimCluster:
         loop = self.loops[name]
         self.net.kill(loop)
         self.driver.freeze(loop)
+        self.lost.add(name)
 
     def freeze(self, name: str) -> None:
         """The daemon hangs: connections stay, nothing answers."""
         self.driver.freeze(self.loops[name])
+        self.lost.add(name)
 
     # ---- measuring ----
 
