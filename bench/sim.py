@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -47,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +65,12 @@ QUICK = {"nodes": (64, 512), "fanouts": (8, 32)}
 FULL = {"nodes": (64, 512, 4096, 10000), "fanouts": (8, 32)}
 
 
-def exported_dir() -> str:
+@contextlib.contextmanager
+def exported_dir() -> Iterator[str]:
     """One directory every simulated node exports (fs/): the file an ``equiv`` reads."""
-    d = tempfile.mkdtemp(prefix="brasil-sim-")
-    Path(d, "conf").write_text("the same on every node\n")
-    return d
+    with tempfile.TemporaryDirectory(prefix="brasil-sim-") as d:
+        Path(d, "conf").write_text("the same on every node\n")
+        yield d
 
 
 def one_tree(n: int, fanout: int, slots: int, model: LinkModel, behaviour: Behaviour,
@@ -109,6 +112,18 @@ def one_tree(n: int, fanout: int, slots: int, model: LinkModel, behaviour: Behav
            "up_virtual_s": up_virtual, "memory_per_daemon_kib": rss / 1024,
            "rows": [r.row() for r in rows], "failures": losses}
     return out
+
+
+def in_child(n: int, fanout: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One tree in a process of its own: its memory is the process's growth alone, and no
+    tree inherits another's heap."""
+    cmd = [sys.executable, __file__, "--one", "--nodes", str(n), "--fanout", str(fanout),
+           "--slots", str(args.slots), "--latency", str(args.latency),
+           "--bandwidth", str(args.bandwidth)] + (["--no-failures"] if args.no_failures else [])
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"the simulation of N={n} k={fanout} failed ({r.returncode})")
+    return dict(json.loads(r.stdout.splitlines()[-1]))
 
 
 async def _wait_free(c: SimCluster, total: int) -> None:
@@ -321,8 +336,17 @@ def main() -> int:
                          "`brasil cluster up`)")
     ap.add_argument("--repeats", type=int, default=3, help="for --validate")
     ap.add_argument("--no-json", action="store_true")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # (in_child's)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # (lost children are logged: expected here)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # (teardown of killed links)
+    if args.one:
+        with exported_dir() as export:
+            r = one_tree(int(args.nodes), int(args.fanout), args.slots,
+                         LinkModel(args.latency, args.bandwidth), Behaviour(), export,
+                         not args.no_failures)
+        print(json.dumps(r))
+        return 0
     cfg = FULL if args.full else QUICK
     nodes = tuple(int(x) for x in args.nodes.split(",")) if args.nodes else cfg["nodes"]
     fanouts = tuple(int(x) for x in args.fanout.split(",")) if args.fanout else cfg["fanouts"]
@@ -331,13 +355,10 @@ def main() -> int:
     if args.validate:
         report["validation"] = validate(args.repeats)
     else:
-        model = LinkModel(args.latency, args.bandwidth)
-        export = exported_dir()
         results = []
         for k in fanouts:
             for n in nodes:
-                r = one_tree(n, k, args.slots, model, Behaviour(), export,
-                             not args.no_failures)
+                r = in_child(n, k, args)
                 print_table(r)
                 results.append(r)
         report["trees"] = results
