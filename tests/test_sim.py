@@ -32,9 +32,7 @@ def test_busy_loop_queues_its_next_work_behind_the_cpu_it_used():
     seen: dict[str, float] = {}
 
     def burn() -> None:
-        t = time.thread_time()
-        while time.thread_time() - t < 0.02:
-            pass
+        _burn(0.02)
         a.call_soon(lambda: seen.setdefault("a2", a.time()))
 
     a.call_soon(burn)
@@ -47,6 +45,28 @@ def test_busy_loop_queues_its_next_work_behind_the_cpu_it_used():
     assert seen["a2"] >= 0.02 * 0.9  # (thread_time's granularity)
     assert seen["b"] < 0.01
     assert a.cpu >= 0.02 * 0.9
+
+
+def _burn(seconds: float) -> str:
+    t = time.thread_time()
+    while time.thread_time() - t < seconds:
+        pass
+    return "burnt"
+
+
+def test_work_on_a_thread_takes_its_cpu_in_virtual_time_off_the_loop_core():
+    """asyncio.to_thread's work (the group reads parse there) comes back after its CPU, and
+    the loop is not charged for it: it ran on another core."""
+    d = Driver()
+    loop = d.loop("main")
+
+    async def main() -> tuple[str, float]:
+        t0 = loop.time()
+        got = await asyncio.to_thread(_burn, 0.02)
+        return got, loop.time() - t0
+    got, took = d.run(main(), loop)
+    assert got == "burnt" and took >= 0.02 * 0.9
+    assert loop.cpu < 0.01
 
 
 def test_nothing_to_run_is_a_deadlock_not_a_hang():

@@ -13,9 +13,13 @@ work queues what comes to it, as a real one would. While a callback runs its loo
 with the CPU it has used, so what it sends leaves when it would have.
 
 Each loop is a real :class:`asyncio.BaseEventLoop` (futures, tasks, timers, contextvars,
-``get_running_loop``): only its clock and its stepping are ours. Work handed to a thread
-(``run_in_executor``) is waited for in real time, and comes back at the virtual instant it is
-noticed (not charged: a simulated daemon should not use threads).
+``get_running_loop``): only its clock and its stepping are ours. Work a daemon hands to a thread
+(``run_in_executor``, ``asyncio.to_thread``: the group reads parse there) is run at once, inline,
+and its result delivered ``cpu`` virtual seconds later: it took its CPU on another core, in
+parallel with the loop's, which is not charged for it. (Run in a real thread, the driver would
+go on stepping the other daemons meanwhile and the clock would race ahead of it.) A thread the
+code starts itself (the batch store's writer) still runs in real time; its answers arrive at the
+virtual instant they are noticed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import heapq
 import itertools
 import math
 import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -62,7 +67,7 @@ class SimLoop(asyncio.BaseEventLoop):
     def time(self) -> float:
         d = self.driver
         if d.current is self:
-            return d.now + (time.thread_time() - d.step_cpu0 - d.gc_in_step) * d.cpu_scale
+            return d.now + (time.thread_time() - d.step_cpu0 - d.off_core) * d.cpu_scale
         return d.now
 
     # (the three overrides: typeshed types them with variadic generics; the same calls)
@@ -109,13 +114,28 @@ class SimLoop(asyncio.BaseEventLoop):
         self.driver.external.put(self)
 
     def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:  # type: ignore[override]
-        self.driver.threads += 1
-        fut = super().run_in_executor(executor, func, *args)
-
-        def done(_: object) -> None:
-            self.driver.threads -= 1
-        fut.add_done_callback(done)
+        """Run ``func`` now, here, off this loop's core; its result is due after its CPU."""
+        d = self.driver
+        fut: asyncio.Future[T] = self.create_future()
+        t0 = time.thread_time()
+        try:
+            result, error = func(*args), None
+        except Exception as e:  # (the future carries it, as an executor's would)
+            result, error = None, e
+        spent = time.thread_time() - t0
+        if d.current is self:
+            d.off_core += spent
+        self.call_at(self.time() + spent * d.cpu_scale, _settle, fut, result, error)
         return fut
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
 
 
 def _unscheduled(h: asyncio.TimerHandle) -> None:
@@ -132,14 +152,14 @@ class Driver:
         self.loops: list[SimLoop] = []
         self.current: SimLoop | None = None
         self.step_cpu0 = 0.0
-        self.gc_in_step = 0.0
+        self.off_core = 0.0
         self.gc_total = 0.0
         self._gc_start = 0.0
-        self.threads = 0  # executor calls not yet back
         self.external: queue.SimpleQueue[SimLoop] = queue.SimpleQueue()
         self._heap: list[tuple[float, int, SimLoop]] = []
         self._seq = itertools.count()
         self.steps = 0
+        self.longest: tuple[float, str, str] = (0.0, "", "")  # the longest step: cpu, where, what
 
     def loop(self, name: str) -> SimLoop:
         loop = SimLoop(self, name)
@@ -162,6 +182,10 @@ class Driver:
         if t is not None:
             self.wake(loop, t)
 
+    @staticmethod
+    def threads_alive() -> bool:
+        return threading.active_count() > 1
+
     def _gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_start = time.thread_time()
@@ -169,7 +193,7 @@ class Driver:
             spent = time.thread_time() - self._gc_start
             self.gc_total += spent
             if self.current is not None:
-                self.gc_in_step += spent
+                self.off_core += spent
 
     def step(self) -> bool:
         """Run the earliest piece of work of any loop; False when there is none at all."""
@@ -180,8 +204,11 @@ class Driver:
                 lp = self.external.get()
                 self.wake(lp, self.now)
             if not heap:
-                if self.threads:
-                    lp = self.external.get()  # (blocks: real time, for a thread's work)
+                if self.threads_alive():
+                    try:  # (real time: a thread of the code's own may still answer)
+                        lp = self.external.get(timeout=1.0)
+                    except queue.Empty:
+                        return False
                     self.wake(lp, self.now)
                     continue
                 return False
@@ -203,19 +230,21 @@ class Driver:
         handle = ready.popleft() if ready else None
         if handle is not None and not handle._cancelled:
             self.current = loop
-            self.gc_in_step = 0.0
+            self.off_core = 0.0
             outer = asyncio.events._get_running_loop()
             asyncio.events._set_running_loop(loop)
             self.step_cpu0 = time.thread_time()
             try:
                 handle._run()
             finally:
-                cpu = time.thread_time() - self.step_cpu0 - self.gc_in_step
+                cpu = time.thread_time() - self.step_cpu0 - self.off_core
                 asyncio.events._set_running_loop(outer)
                 self.current = None
             loop.cpu += cpu
             loop.steps += 1
             self.steps += 1
+            if cpu > self.longest[0]:
+                self.longest = (cpu, loop.name, repr(handle)[:160])
             loop.busy_until = self.now + cpu * self.cpu_scale
         t = loop.next_time()
         if t is not None:

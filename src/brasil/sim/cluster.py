@@ -200,7 +200,11 @@ class SimCluster:
         cpu0 = {lp: lp.cpu for lp in self.loops.values()}
         rx0, tx0, v0, r0 = rc.rx, rc.tx, self.driver.now, time.perf_counter()
         assert self.client is not None
+        self.driver.longest = (0.0, "", "")
         extra = self.run(main(self.client), limit=limit) or {}
+        cpu, where, what = self.driver.longest
+        extra = {**extra, "longest_step_s": cpu, "longest_step_at": where,
+                 "longest_step": what}
         return Figures(op, self.driver.now - v0, root.cpu - cpu0[root], rc.rx - rx0, rc.tx - tx0,
                        sum(lp.cpu - c for lp, c in cpu0.items()), time.perf_counter() - r0, extra)
 
