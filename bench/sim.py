@@ -120,6 +120,8 @@ def in_child(n: int, fanout: int, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--one", "--nodes", str(n), "--fanout", str(fanout),
            "--slots", str(args.slots), "--latency", str(args.latency),
            "--bandwidth", str(args.bandwidth)] + (["--no-failures"] if args.no_failures else [])
+    if args.lock:  # a machine shared with others: one tree at a time holds the lock
+        cmd = ["flock", args.lock, *cmd]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if r.returncode != 0:
         raise SystemExit(f"the simulation of N={n} k={fanout} failed ({r.returncode})")
@@ -336,6 +338,7 @@ def main() -> int:
                          "`brasil cluster up`)")
     ap.add_argument("--repeats", type=int, default=3, help="for --validate")
     ap.add_argument("--no-json", action="store_true")
+    ap.add_argument("--lock", help="run each tree under `flock LOCK` (a shared machine)")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # (in_child's)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # (lost children are logged: expected here)
