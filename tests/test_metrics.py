@@ -42,6 +42,14 @@ def test_a_summary_merged_in_any_tree_shape_is_the_flat_one(rows, cut):
         assert got.sum == pytest.approx(s.sum)
 
 
+def test_byte_counters_keep_every_digit_in_the_text_forms():
+    """The text forms are parsed again at each level: six significant digits lost a terabyte
+    counter's last six (1234567890123 was 1.23457e+12)."""
+    s = Summary.of_all([Summary.of("n1", {"net_rx_bytes": 1234567890123.0}),
+                        Summary.of("n2", {"net_rx_bytes": 1.0})])
+    assert s.lines() == ["net_rx_bytes 2 1234567890124 617283945062 1 n2 1234567890123 n1"]
+
+
 def test_a_malformed_summary_is_a_sentence():
     for bad in (b'{"nodes": "x"}', b'{"nodes": 1, "stats": {"a": [1]}}', b"[]"):
         with pytest.raises(ValueError, match="malformed metrics summary"):

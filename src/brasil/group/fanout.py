@@ -18,7 +18,7 @@ from ..ninep.constants import ORDWR, OREAD
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.maybe import Maybe, is_awaitable
 from ..ninep.synthetic import Inode
-from ..node.attrs import Filter, parse_status_line
+from ..node.attrs import DRIFTING, Filter, parse_status_line
 
 if TYPE_CHECKING:
     from ..node.daemon import Node as Machine
@@ -87,10 +87,12 @@ class QueryService:
 
     def may_match(self, child: Child, q: Query) -> bool:
         """Whether the child's subtree could hold a match (from its last status report: a
-        subtree whose report says no node matches is not asked at all)."""
+        subtree whose report says no node matches is not asked at all). Load and free memory
+        are reported only when they move by a step (tree/beat.py): they are judged where they
+        are read, not here."""
         if not child.status:
             return True
-        return any(q.nodes.matches(parse_status_line(ln)) for ln in child.status)
+        return any(q.nodes.could_match(parse_status_line(ln), DRIFTING) for ln in child.status)
 
     def matching(self, q: Query) -> list[Child]:
         """The children worth asking about ``q``."""

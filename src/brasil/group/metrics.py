@@ -37,7 +37,7 @@ from typing import Any
 from ..metrics.history import History, HistoryError, absolute, observations
 from ..metrics.prom import exposition
 from ..metrics.sample import METRICS, Sampler
-from ..metrics.summary import Summary
+from ..metrics.summary import Summary, num
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import DynamicDir, GeneratedFile, LiveFile, RequestFile
 from .fanout import exchange
@@ -188,7 +188,7 @@ class MetricsService:
             points = await self.history.query_async(series, metric, start, end, step)
         except HistoryError as e:
             raise NinepError(f"history: {e}", errno.EINVAL) from None
-        return "".join(f"{p.t} {p.mean:.6g} {p.min:.6g} {p.max:.6g} {p.total:.6g}\n"
+        return "".join(f"{p.t} {num(p.mean)} {num(p.min)} {num(p.max)} {num(p.total)}\n"
                        for p in points).encode()
 
 
@@ -197,13 +197,13 @@ def metrics_dir(service: MetricsService) -> DynamicDir:
     d = DynamicDir(name="metrics")
 
     def now() -> str:
-        return "".join(f"{k} {v:.6g}\n" for k, v in service.latest.items())
+        return "".join(f"{k} {num(v)}\n" for k, v in service.latest.items())
 
     async def nodes() -> bytes:
         return json.dumps(await service.nodes(), separators=(",", ":")).encode()
 
     def row() -> str:
-        return " ".join(f"{service.latest.get(k, 0.0):.6g}" for k in METRICS) + "\n"
+        return " ".join(num(service.latest.get(k, 0.0)) for k in METRICS) + "\n"
 
     for name, node in (
         ("now", LiveFile(now)),

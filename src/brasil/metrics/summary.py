@@ -19,6 +19,15 @@ MAX_WIRE = 1 << 20  # a summary from a child: a few KiB in practice
 MAX_METRICS = 256
 
 
+def num(x: float) -> str:
+    """A value in the metrics' text forms, which the tree parses again at each level: a whole
+    number in all its digits (six significant ones lost a terabyte counter's last six), others
+    to twelve."""
+    if x.is_integer() and abs(x) < 2 ** 53:
+        return str(int(x))
+    return f"{x:.12g}"
+
+
 @dataclass(slots=True)
 class Stat:
     count: int = 0
@@ -107,6 +116,6 @@ class Summary:
         out = []
         for k in sorted(self.stats):
             st = self.stats[k]
-            out.append(f"{k} {st.count} {st.sum:.6g} {st.mean:.6g} {st.min:.6g} {st.min_node} "
-                       f"{st.max:.6g} {st.max_node}")
+            out.append(f"{k} {st.count} {num(st.sum)} {num(st.mean)} {num(st.min)} {st.min_node} "
+                       f"{num(st.max)} {st.max_node}")
         return out

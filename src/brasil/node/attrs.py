@@ -35,6 +35,9 @@ from ..ninep.errors import NinepError
 from .nodeset import NodeSet, NodeSetError, shown
 
 BUILTIN = ("name", "arch", "os", "cores", "slots", "free", "mem", "memfree", "load", "sessions")
+# Values that move every second: the tree passes them up only when they move by a step
+# (tree/beat.py), so above a node they may be a little stale.
+DRIFTING = frozenset({"load", "memfree"})
 LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 PRED = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)(!=|>=|<=|=|>|<)(.*)$")
 SIZES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
@@ -240,6 +243,11 @@ class Filter:
 
     def matches(self, attrs: dict[str, str]) -> bool:
         return all(p.matches(attrs) for p in self.preds)
+
+    def could_match(self, attrs: dict[str, str], unsure: frozenset[str]) -> bool:
+        """Whether a node could match when its values of ``unsure`` may be stale: only the
+        other predicates are judged."""
+        return all(p.matches(attrs) for p in self.preds if p.key not in unsure)
 
     def keys(self) -> set[str]:
         return {p.key for p in self.preds}

@@ -2,15 +2,18 @@
 
 A child registers by writing ``join NAME`` to ``/csrv/local/join`` over a connection it opened;
 once that write is answered the connection changes direction — we become its client — so a child
-behind NAT is reachable without ever being dialed. We read each child's ``subtree`` every second,
-through one file kept open: that is both the heartbeat (a child silent for 3 s, or whose
-connection drops, is gone) and the subtree's resources, which reservations plan with.
+behind NAT is reachable without ever being dialed. We read each child's ``heartbeat`` every
+second, through one file kept open: that is both the heartbeat (a child silent for 3 s, or whose
+connection drops, is gone) and the subtree's resources, which reservations plan with and query
+paths prune with.
 
-``subtree`` is the child's own status line and what it last heard from its children, not asked
-afresh: polling ``status`` (which asks every child below) read each leaf of a 1+8+64 tree twice a
-second and cost the idle tree a third of a core; each level adds at most a second of age, which
-reservations tolerate (they ask for up to a share and ask the others too). ``status`` itself
-still asks afresh, for people.
+``heartbeat`` tells what changed in the child's subtree since our last read (tree/beat.py), from
+what the child last heard from its own children, not asked afresh: polling ``status`` (which asks
+every child below) read each leaf of a 1+8+64 tree twice a second and cost the idle tree a third
+of a core, and reading the whole subtree each second cost the root O(N) bytes a second. Each
+level adds at most a second of age, which reservations tolerate (they ask for up to a share and
+ask the others too). ``status`` itself still asks afresh, for people; ``subtree`` is the whole
+report at once (a parent of an older version reads that).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from collections.abc import Awaitable, Callable
 from ..ninep.auth import client_auth
 from ..ninep.client import Client, File
 from ..ninep.ctl import CommandTable, CtlFile
-from ..ninep.errors import NinepError
+from ..ninep.errors import Enotfound, NinepError
 from ..ninep.server import current_connection
+from ..ninep.synthetic import Handle, Inode
 from ..node.daemon import Node
+from .beat import WHOLE, Ledger, Replica, moved
 from .proxy import RemoteDir, mount
 
 log = logging.getLogger("brasil.tree")
@@ -45,9 +50,13 @@ class Child:
         self.name = name
         self.client = client
         self.mount = mount_point
-        self.status: list[str] = []  # its subtree's status lines, total line excluded
+        self.report = Replica()  # its subtree's status lines, as its heartbeats told them
         self.poller: asyncio.Task[None] | None = None
         self.gone = False
+
+    @property
+    def status(self) -> list[str]:
+        return self.report.lines
 
     def free_slots(self) -> int:
         return sum(int(ln.split()[2]) for ln in self.status if len(ln.split()) > 2)
@@ -87,6 +96,7 @@ class Children:
         # why joins are refused now, if they are (a discovered node without a path to a root)
         self.refusal: Callable[[], str | None] = lambda: None
         self._adopting: set[asyncio.Task[None]] = set()
+        self.ledger = Ledger()  # our subtree's lines, each change numbered (our heartbeat)
 
     def check_name(self, name: str) -> None:
         if not NAME.fullmatch(name) or name in RESERVED:
@@ -124,21 +134,39 @@ class Children:
         log.info("child %s joined from %s", name, peer)
 
     async def _poll(self, child: Child) -> None:
-        beat = None
-        while not child.gone:
-            try:
-                if beat is None:
-                    beat = await asyncio.wait_for(child.client.open("csrv/local/subtree"),
-                                                  POLL_TIMEOUT)
+        try:
+            beat, whole = await asyncio.wait_for(_open_heartbeat(child.client), POLL_TIMEOUT)
+            while not child.gone:
                 text = await asyncio.wait_for(_read_from_start(beat), POLL_TIMEOUT)
-            except (TimeoutError, NinepError, ConnectionError) as e:
-                self._drop(child, f"no heartbeat: {e or 'timed out'}")
-                return
-            child.status = [ln for ln in text.decode().splitlines() if ln]
-            await asyncio.sleep(POLL_PERIOD)
+                self._heard(child, whole + text.decode())
+                await asyncio.sleep(POLL_PERIOD)
+        except (TimeoutError, NinepError, ConnectionError) as e:
+            self._drop(child, f"no heartbeat: {e or 'timed out'}")
+
+    def _heard(self, child: Child, report: str) -> None:
+        """A child's report, into its replica and on into our own ledger."""
+        changed, left = child.report.apply(report)
+        for name in changed:
+            self.ledger.set(name, child.report.by_name[name])
+        self._forget(left, child)
+
+    def _forget(self, names: list[str], child: Child) -> None:
+        """Names gone from ``child``'s subtree leave ours, unless another child holds them (a
+        node re-homing from one child's subtree to another's is heard in either order)."""
+        for name in names:
+            if not any(name in c.report.by_name for c in self.by_name.values() if c is not child):
+                self.ledger.drop(name)
+
+    def heartbeat(self, seen: int) -> tuple[str, int]:
+        """Our heartbeat for a reader that has seen our changes up to ``seen``: our own line
+        counts as changed only when it has moved by a step (tree/beat.py)."""
+        line = self.node.status_line()
+        if moved(self.ledger.get(self.node.name), line):
+            self.ledger.set(self.node.name, line)
+        return self.ledger.report(seen)
 
     def subtree_text(self) -> str:
-        """This node's line and its subtree's as last heard (``subtree``, read by our parent)."""
+        """This node's line and its subtree's as last heard (``subtree``: all of it at once)."""
         return "".join(ln + "\n" for ln in [self.node.status_line(), *self.status_lines()])
 
     def _drop(self, child: Child, why: str = "replaced") -> None:
@@ -149,6 +177,7 @@ class Children:
             del self.by_name[child.name]
             self.node.csrv.discard(child.name)
             log.warning("child %s lost: %s", child.name, why)
+            self._forget(list(child.report.by_name), child)
             for cb in self.on_lost:
                 cb(child.name)
         if child.poller is not None and child.poller is not asyncio.current_task():
@@ -179,7 +208,12 @@ class Children:
                 text = await asyncio.wait_for(c.client.read("csrv/local/status"), FRESH_TIMEOUT)
             except (TimeoutError, NinepError, ConnectionError):
                 return c.status
-            c.status = [ln for ln in text.decode().splitlines() if ln and not ln.startswith("total ")]
+            if c.gone:
+                return []
+            # What was asked afresh is the newest report too (a label just set is seen by the
+            # next query as soon as a status read has shown it).
+            self._heard(c, "\n".join([WHOLE, *(ln for ln in text.decode().splitlines()
+                                                if not ln.startswith("total "))]))
             return c.status
         out: list[str] = []
         for lines in await asyncio.gather(*(ask(c) for c in children)):
@@ -189,6 +223,44 @@ class Children:
     def close(self) -> None:
         for child in list(self.by_name.values()):
             self._drop(child, "shutting down")
+
+
+class HeartbeatFile(Inode):
+    """``heartbeat``: each open is told, at each read from offset 0, what changed in our subtree
+    since its previous one (all of it at the first); later offsets read on in that report."""
+
+    def __init__(self, children: Children) -> None:
+        super().__init__("heartbeat", 0o444)
+        self.children = children
+
+    def open(self, mode: int) -> Handle:
+        return HeartbeatHandle(self)
+
+
+class HeartbeatHandle(Handle):
+    node: HeartbeatFile
+
+    def __init__(self, node: HeartbeatFile) -> None:
+        super().__init__(node)
+        self.seen = -1
+        self.data = b""
+
+    def read(self, offset: int, count: int) -> bytes:
+        if offset == 0:
+            text, self.seen = self.node.children.heartbeat(self.seen)
+            self.data = text.encode()
+        return self.data[offset:offset + count]
+
+
+async def _open_heartbeat(client: Client) -> tuple[File, str]:
+    """The child's ``heartbeat``; from a child of an older version, which has none, its whole
+    ``subtree`` each time (read as a whole report)."""
+    try:
+        return await client.open("csrv/local/heartbeat"), ""
+    except NinepError as e:  # (errno travels only over 9P2000.u: the text says it too)
+        if e.errno != errno.ENOENT and not e.message.endswith(Enotfound[0]):
+            raise
+    return await client.open("csrv/local/subtree"), WHOLE + "\n"
 
 
 async def _read_from_start(f: File) -> bytes:
