@@ -24,7 +24,7 @@ import functools
 import os
 import platform
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,18 +68,29 @@ def meminfo() -> tuple[int, int]:
     return total, avail
 
 
+Machine = Callable[[], tuple[int, int, float]]  # memory total and available (bytes), load
+
+
+def real_machine() -> tuple[int, int, float]:
+    """This machine's memory and one-minute load: what a node reports, unless it is told
+    otherwise (the simulator's nodes each report their own)."""
+    total, avail = meminfo()
+    return total, avail, os.getloadavg()[0]
+
+
 @functools.lru_cache(maxsize=1)
 def _fixed() -> tuple[str, str, str]:
     return platform.machine(), platform.system().lower(), str(os.cpu_count() or 1)
 
 
-def system_attrs(name: str, slots: int, free: int) -> dict[str, str]:
+def system_attrs(name: str, slots: int, free: int,
+                 machine: Machine = real_machine) -> dict[str, str]:
     """Asked every second of every node (its parent polls it): kept cheap."""
-    total, avail = meminfo()
+    total, avail, load = machine()
     arch, os_name, cores = _fixed()
     return {"name": name, "arch": arch, "os": os_name, "cores": cores, "slots": str(slots),
             "free": str(free), "mem": str(total), "memfree": str(avail),
-            "load": f"{os.getloadavg()[0]:.2f}"}
+            "load": f"{load:.2f}"}
 
 
 def check_label(key: str, value: str) -> None:

@@ -4,8 +4,9 @@ Every node is ``cli/compose.py``'s daemon (node, sessions, tree links, queries, 
 on its own :class:`~brasil.sim.clock.SimLoop`, listening on ``sim:NAME`` and joined under its
 parent exactly as a real one joins (two dials, ``join``, the parent's poll of ``subtree`` every
 second); what differs is chosen through compose's and the node's options only: the simulated
-network (``net.py``), simulated commands (``commands.py``), no metrics sampler (it reads the real
-machine and keeps its history on a thread), no batch scheduler unless asked, no zeroconf.
+network (``net.py``), simulated commands (``commands.py``) which also give each node its own
+memory and load (not the real machine's, the same for all), no metrics sampler (it reads the
+real machine and keeps its history on a thread), no batch scheduler unless asked, no zeroconf.
 
 The tree is k-ary and filled level by level (names as ``tests/fixtures.tree_of``'s: n0; n1…nK;
 n1.1…), so any N is a tree of the given fan-out with its last level partly filled.
@@ -141,8 +142,9 @@ class SimCluster:
         # daemons would be charged to whichever daemon it fell in)
 
     async def _start(self, name: str, parent: str | None) -> Composed:
-        node = Node(name, self.slots, launcher=SimLauncher(self.behaviour), idle_timeout=3600,
-                    export=self.export)
+        launcher = SimLauncher(self.behaviour)
+        node = Node(name, self.slots, launcher=launcher, machine=launcher.machine,
+                    idle_timeout=3600, export=self.export)
         batch = BatchOptions(self.batch_dir) if self.batch_dir and parent is None else None
         return await compose(node, [Address("sim", path=name)], secret=SECRET,
                              parent=Address("sim", path=parent) if parent else None,

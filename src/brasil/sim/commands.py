@@ -16,6 +16,7 @@ to no core.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 import shlex
@@ -112,11 +113,22 @@ class SimProcess(Process):
 
 
 class SimLauncher:
-    """A simulated node's Launcher: no fork, no watchdog, no cgroup."""
+    """A simulated node's Launcher: no fork, no watchdog, no cgroup. It is also the node's
+    machine (``Node(machine=…)``): 16 GiB, and a load of the commands it runs now, so each
+    node's load is its own, not the real machine's shared by all."""
+
+    MEMORY = 16 << 30
 
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.launched = 0
+        self.running: set[SimProcess] = set()
+
+    def _ended(self, proc: SimProcess, status: int) -> None:
+        self.running.discard(proc)
+
+    def machine(self) -> tuple[int, int, float]:
+        return self.MEMORY, self.MEMORY // 2, float(len(self.running))
 
     async def launch(self, jobs: list[Job], pipes: list[Pipes],
                      setup_check: bool = False) -> list[Process | BaseException]:
@@ -125,6 +137,8 @@ class SimLauncher:
         for (argv, _env, _cwd, _slot), (stdin, stdout, stderr) in zip(jobs, pipes):
             proc = SimProcess(stdin, stdout, stderr)
             proc.simulate(*self.behaviour.plan(argv))
+            self.running.add(proc)
+            proc.on_exit(functools.partial(self._ended, proc))
             out.append(proc)
         self.launched += len(out)
         return out
