@@ -23,7 +23,7 @@ the real CPU its handlers take, on a core of its own. Per tree, a row per operat
 Columns: virtual seconds the operation took, the root's charged CPU, bytes the root received
 and sent, every daemon's CPU together, and the real seconds the simulation took. Memory per
 simulated daemon: the process's RSS growth over the tree's start, divided by N. Tables on
-stdout; JSON in bench/results/sim.json; plots (PNG) in ``--plots`` (default bench/results/sim/;
+stdout; JSON in bench/results/sim.json (sim-validation.json for ``--validate``); plots (PNG) in ``--plots`` (default bench/results/sim/;
 docs/sim/ holds the published ones).
 
 ``--validate``: the same deployment (``res 2048``, ``exec date``, read, close) and ``res 2048``
@@ -59,6 +59,7 @@ from brasil.sim.net import LinkModel
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "sim.json"
+VALIDATION = BENCH / "results" / "sim-validation.json"
 PLOTS = BENCH / "results" / "sim"
 
 QUICK = {"nodes": (64, 512), "fanouts": (8, 32)}
@@ -290,37 +291,47 @@ def validate(repeats: int) -> dict[str, Any]:
         asyncio.run(drive())
     finally:
         t.down()
-    sim = SimCluster(73, 8, slots=32, model=model, behaviour=behaviour)
+    sims = {"own": simulate_deploy(n, repeats, model, behaviour, None),
+            "shared": simulate_deploy(n, repeats, model, behaviour, os.cpu_count() or 1)}
+    phases = ("res", "exec", "read", "total")
+    out: dict[str, Any] = {"link": {"latency_s": model.latency, "bandwidth_Bps": model.bandwidth},
+                           "date": {"spawn_s": behaviour.spawn, "run_s": behaviour.duration},
+                           "cores": os.cpu_count()}
+    real_of = {"res_alone": statistics.median(real_res),
+               **{p: statistics.median(d[p] for d in real_dep) for p in phases}}
+    print(f"\nvalidation: 1+8+64 daemons, 32 slots, N = {n}; median of {repeats}; real: 73 "
+          f"daemons on this machine's {os.cpu_count()} cores; simulated with a core per daemon "
+          "(own) and with the machine's cores shared (shared)")
+    print(f"  {'phase':<10} {'real ms':>9} {'own ms':>9} {'own/real':>8} {'shared ms':>9} "
+          f"{'shared/real':>11}")
+    for k, r in real_of.items():
+        own, shared = sims["own"][k], sims["shared"][k]
+        out[k] = {"real": r, "sim_own": own, "sim_shared": shared,
+                  "own_ratio": own / r if r else None, "shared_ratio": shared / r if r else None}
+        print(f"  {k:<10} {ms(r)} {ms(own)} {own / r:8.2f} {ms(shared)} {shared / r:11.2f}")
+    return out
+
+
+def simulate_deploy(n: int, repeats: int, model: LinkModel, behaviour: Behaviour,
+                    cores: int | None) -> dict[str, float]:
+    """bench/tree.py's res N and Figure 4 on a simulated 1+8+64 tree of 32 slots: medians."""
+    sim = SimCluster(73, 8, slots=32, model=model, behaviour=behaviour, cores=cores)
     sim.up()
-    sim_res: list[float] = []
-    sim_dep: list[dict[str, Any]] = []
+    res: list[float] = []
+    dep: list[dict[str, Any]] = []
     try:
         sim.measure("warm", lambda cl: ops.deploy(cl, n))
         sim.run(_wait_free(sim, 73 * 32))
         for _ in range(repeats):
-            sim_res.append(sim.measure("res", lambda cl: ops.reserve(cl, n)).virtual)
+            res.append(sim.measure("res", lambda cl: ops.reserve(cl, n)).virtual)
             sim.run(_wait_free(sim, 73 * 32))
             f = sim.measure("deploy", lambda cl: ops.deploy(cl, n))
-            sim_dep.append({**f.extra, "total": f.virtual})
+            dep.append({**f.extra, "total": f.virtual})
             sim.run(_wait_free(sim, 73 * 32))
     finally:
         sim.down()
-    phases = ("res", "exec", "read", "total")
-    out: dict[str, Any] = {"link": {"latency_s": model.latency, "bandwidth_Bps": model.bandwidth},
-                           "date": {"spawn_s": behaviour.spawn, "run_s": behaviour.duration},
-                           "res_alone": {"real": statistics.median(real_res),
-                                         "sim": statistics.median(sim_res)}}
-    for p in phases:
-        out[p] = {"real": statistics.median(d[p] for d in real_dep),
-                  "sim": statistics.median(d[p] for d in sim_dep)}
-    print("\nvalidation: 1+8+64 daemons, 32 slots, N = 2048; median of "
-          f"{repeats}; real on {os.cpu_count()} cores shared by 73 daemons")
-    print(f"  {'phase':<10} {'real ms':>9} {'sim ms':>9} {'sim/real':>8}")
-    for k in ("res_alone", *phases):
-        r, s = out[k]["real"], out[k]["sim"]
-        out[k]["ratio"] = s / r if r else None
-        print(f"  {k:<10} {ms(r)} {ms(s)} {s / r:8.2f}")
-    return out
+    return {"res_alone": statistics.median(res),
+            **{p: statistics.median(d[p] for d in dep) for p in ("res", "exec", "read", "total")}}
 
 
 def main() -> int:
@@ -369,9 +380,10 @@ def main() -> int:
             for p in plot(results, Path(args.plots)):
                 print(f"plot: {p}")
     if not args.no_json:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=1))
-        print(f"results: {RESULTS}")
+        path = VALIDATION if args.validate else RESULTS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+        print(f"results: {path}")
     return 0
 
 

@@ -47,6 +47,22 @@ def test_busy_loop_queues_its_next_work_behind_the_cpu_it_used():
     assert a.cpu >= 0.02 * 0.9
 
 
+def test_on_shared_cores_one_daemon_waits_for_another():
+    """Driver(cores=1): two daemons' work at the same instant runs one after the other, as
+    daemons on one machine do; with a core each (the default) they would overlap."""
+    d = Driver(cores=1)
+    a, b = d.loop("a"), d.loop("b")
+    seen: dict[str, float] = {}
+    a.call_soon(lambda: (_burn(0.02), seen.setdefault("a", a.time())))
+    b.call_soon(lambda: seen.setdefault("b", b.time()))
+
+    async def main() -> None:
+        while len(seen) < 2:
+            await asyncio.sleep(0.001)
+    d.run(main(), d.loop("main"))
+    assert seen["b"] >= 0.02 * 0.9  # (a was first in line: the core was its)
+
+
 def _burn(seconds: float) -> str:
     t = time.thread_time()
     while time.thread_time() - t < seconds:

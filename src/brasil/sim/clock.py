@@ -146,9 +146,12 @@ def _unscheduled(h: asyncio.TimerHandle) -> None:
 class Driver:
     """Steps every loop in virtual-time order; :meth:`run` until a coroutine ends."""
 
-    def __init__(self, cpu_scale: float = 1.0) -> None:
+    def __init__(self, cpu_scale: float = 1.0, cores: int | None = None) -> None:
+        """``cores``: None, a core per daemon; or that many cores that every daemon (and every
+        simulated command) shares, as the daemons of a tree on one machine do."""
         self.now = 0.0
         self.cpu_scale = cpu_scale  # simulated core seconds per real CPU second
+        self.cores: list[float] | None = [0.0] * cores if cores else None  # when each is free
         self.loops: list[SimLoop] = []
         self.current: SimLoop | None = None
         self.step_cpu0 = 0.0
@@ -181,6 +184,16 @@ class Driver:
         t = loop.next_time()
         if t is not None:
             self.wake(loop, t)
+
+    def core_time(self, loop: SimLoop, seconds: float) -> float:
+        """``seconds`` of CPU that is not a loop's (a simulated command, a fork): when it ends,
+        from now on ``loop``'s clock; on a shared core when cores are shared."""
+        start = loop.time()
+        if self.cores is None:
+            return start + seconds
+        start = max(start, self.cores[0])
+        heapq.heapreplace(self.cores, start + seconds)
+        return start + seconds
 
     @staticmethod
     def threads_alive() -> bool:
@@ -222,6 +235,11 @@ class Driver:
             if t > when:
                 self.wake(loop, t)
                 continue
+            if self.cores is not None and self.cores[0] > t:  # every shared core is busy
+                t = self.cores[0]
+                if t > when:
+                    self.wake(loop, t)
+                    continue
             break
         assert t is not None
         self.now = max(self.now, t)
@@ -246,6 +264,8 @@ class Driver:
             if cpu > self.longest[0]:
                 self.longest = (cpu, loop.name, repr(handle)[:160])
             loop.busy_until = self.now + cpu * self.cpu_scale
+            if self.cores is not None:
+                heapq.heapreplace(self.cores, loop.busy_until)
         t = loop.next_time()
         if t is not None:
             self.wake(loop, t)

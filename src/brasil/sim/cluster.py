@@ -79,13 +79,14 @@ class SimCluster:
 
     def __init__(self, nodes: int, fanout: int, *, slots: int = 1,
                  model: LinkModel | None = None, behaviour: Behaviour | None = None,
-                 cpu_scale: float = 1.0, batch_dir: str | None = None,
-                 export: str | None = None) -> None:
+                 cpu_scale: float = 1.0, cores: int | None = None,
+                 batch_dir: str | None = None, export: str | None = None) -> None:
         """``export``: a directory every node serves as its ``fs/`` (one, shared: what group
-        reads of a file identical everywhere read)."""
+        reads of a file identical everywhere read); ``cores``: the daemons share that many
+        (default: a core each)."""
         self.layout = tree_names(nodes, fanout)
         self.fanout, self.slots = fanout, slots
-        self.driver = Driver(cpu_scale)
+        self.driver = Driver(cpu_scale, cores)
         self.net = Net(model or LinkModel())
         self.behaviour = behaviour or Behaviour()
         self.batch_dir = batch_dir  # a scheduler on the root, its database there

@@ -9,8 +9,9 @@ understood (``sleep S``, ``echo WORDS``, ``true``, ``false``, ``date``); anythin
 as the :class:`Behaviour`'s default draws: a duration and an output size from distributions.
 
 What a fork costs is the spawn threads' time, not the loop's: a launch waits ``spawn`` seconds
-per command (the real launcher forks in two batches at once, so half of them in turn), charged
-to no core.
+per command (the real launcher forks in two batches at once, so half of them in turn). A command
+and a fork take their time on a core of their own, or, when the simulated machine has a few
+cores that everything shares (``Driver(cores=…)``, what a tree on one machine has), on those.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..exec.process import Job, Pipes, Process
 from ..ninep.stream import Stream
+from .clock import SimLoop
 
 _pids = itertools.count(100000)
 
@@ -70,6 +72,15 @@ class Behaviour:
         return self.draw(self.duration), (b"x" * max(0, size - 1) + b"\n") if size else b"", 0
 
 
+async def cpu(seconds: float) -> None:
+    """Take ``seconds`` of CPU outside the loop (a command running, a fork): on a core of its
+    own, or one of the machine's shared ones (``Driver(cores=…)``)."""
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, SimLoop) and seconds > 0:
+        seconds = loop.driver.core_time(loop, seconds) - loop.time()
+    await asyncio.sleep(seconds)
+
+
 class SimProcess(Process):
     """A command that is not there: it waits its duration, writes its output, and ends."""
 
@@ -89,7 +100,7 @@ class SimProcess(Process):
             self._input_done = True
 
     async def _run(self, seconds: float, output: bytes, status: int) -> None:
-        await asyncio.sleep(seconds)
+        await cpu(seconds)
         for i in range(0, len(output), 65536):
             if self.stdout.broken:
                 break
@@ -132,7 +143,9 @@ class SimLauncher:
 
     async def launch(self, jobs: list[Job], pipes: list[Pipes],
                      setup_check: bool = False) -> list[Process | BaseException]:
-        await asyncio.sleep(self.behaviour.spawn * ((len(jobs) + 1) // 2))
+        half = (len(jobs) + 1) // 2  # (two batches forked at once, as ForkLauncher does)
+        await asyncio.gather(cpu(self.behaviour.spawn * half),
+                             cpu(self.behaviour.spawn * (len(jobs) - half)))
         out: list[Process | BaseException] = []
         for (argv, _env, _cwd, _slot), (stdin, stdout, stderr) in zip(jobs, pipes):
             proc = SimProcess(stdin, stdout, stderr)
