@@ -106,6 +106,12 @@ def format_attrs(attrs: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in attrs.items())
 
 
+def line_free(line: str) -> int | None:
+    """A status line's free slots (its third word), None for a malformed line."""
+    w = line.split(None, 3)
+    return int(w[2]) if len(w) > 2 and w[2].isdigit() else None
+
+
 def parse_status_line(line: str) -> dict[str, str]:
     """``NAME SLOTS FREE LOAD MEMFREE_MB STATE k=v…`` as attributes (older lines: the first
     six only)."""
@@ -306,12 +312,17 @@ class Selection:
                 ) -> Iterator[tuple[dict[str, str], int]]:
         """Each well-formed line's attributes and the slots it offers under this selection."""
         for line in status_lines:
-            w = line.split(None, 3)
-            if len(w) > 2 and w[2].isdigit():
+            free = line_free(line)
+            if free is not None:
                 # Without a filter the attributes are not needed (free_in, the hot path of
                 # every reservation, reads the free column only): parse a line only to match it.
                 attrs = parse_status_line(line) if want_attrs or self.filter else {}
-                yield attrs, self.take(attrs, int(w[2]))
+                yield attrs, self.take(attrs, free)
+
+    @property
+    def plain(self) -> bool:
+        """Every free slot counts (no filter, no per-node cap): a subtree's free total does."""
+        return not self.filter and not self.pernode
 
     def __bool__(self) -> bool:
         return bool(self.filter) or self.pernode is not None or self.spread is not None
