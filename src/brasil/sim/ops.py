@@ -8,9 +8,11 @@ returns its phases' virtual seconds and what it checked; a wrong answer raises
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
-from ..ninep.client import Client
+from ..ninep.client import Client, File
 from ..ninep.constants import OWRITE
 
 L = "csrv/local"
@@ -24,13 +26,23 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+@contextlib.asynccontextmanager
+async def session(c: Client) -> AsyncIterator[tuple[str, File]]:
+    """A new session and its ``ctl``, open for writing; ``close``d and clunked at the end."""
+    sid = (await c.read(f"{L}/clone")).decode().strip()
+    ctl = await c.open(f"{L}/{sid}/ctl", OWRITE)
+    try:
+        yield sid, ctl
+        await ctl.write("close\n")
+    finally:
+        await ctl.close()
+
+
 async def deploy(c: Client, n: int, cmd: str = "date") -> dict[str, Any]:
     """The paper's Figure 4: clone, ``res N``, ``exec CMD``, read ``stdio`` to its end (one line
     per rank), close."""
     t0 = _now()
-    sid = (await c.read(f"{L}/clone")).decode().strip()
-    ctl = await c.open(f"{L}/{sid}/ctl", OWRITE)
-    try:
+    async with session(c) as (sid, ctl):
         t1 = _now()
         await ctl.write(f"res {n}\n")
         t2 = _now()
@@ -38,9 +50,6 @@ async def deploy(c: Client, n: int, cmd: str = "date") -> dict[str, Any]:
         t3 = _now()
         out = await c.read(f"{L}/{sid}/stdio")
         t4 = _now()
-        await ctl.write("close\n")
-    finally:
-        await ctl.close()
     t5 = _now()
     lines = out.count(b"\n")
     if lines != n:
@@ -51,15 +60,10 @@ async def deploy(c: Client, n: int, cmd: str = "date") -> dict[str, Any]:
 
 async def reserve(c: Client, n: int) -> dict[str, Any]:
     """``res N`` alone (the paper's Figure 5), then close."""
-    sid = (await c.read(f"{L}/clone")).decode().strip()
-    ctl = await c.open(f"{L}/{sid}/ctl", OWRITE)
-    try:
+    async with session(c) as (_, ctl):
         t0 = _now()
         await ctl.write(f"res {n}\n")
         t1 = _now()
-        await ctl.write("close\n")
-    finally:
-        await ctl.close()
     return {"res": t1 - t0}
 
 
