@@ -166,15 +166,18 @@ def plot(results: list[dict[str, Any]], where: Path) -> list[Path]:
                 ("root_cpu_s", "root's CPU seconds (charged)", "root_cpu"),
                 ("root_rx_bytes", "bytes received by the root", "root_rx"))
     fanouts = sorted({r["fanout"] for r in results})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for key, label, stem in measures:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for k in fanouts:
             mine = sorted((r for r in results if r["fanout"] == k), key=lambda r: r["nodes"])
             for i, op in enumerate(ops_seen):
+                if key == "virtual_s" and op.startswith("idle"):
+                    continue  # (its time is the time it was left idle)
                 xs = [r["nodes"] for r in mine]
                 ys = [max(r["rows"][i][key], 1e-7) for r in mine]
                 ax.plot(xs, ys, marker="o", linestyle="-" if k == fanouts[0] else "--",
-                        label=f"{op} (k={k})")
+                        color=colours[i % len(colours)], label=f"{op} (k={k})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("daemons (N)")
@@ -248,6 +251,47 @@ def loopback_figures() -> LinkModel:
     return LinkModel(latency=statistics.median(rtts) / 2, bandwidth=bw)
 
 
+def socket_cpu() -> float:
+    """CPU a real socket costs per message end here: an asyncio TCP ping-pong of 1-byte
+    messages on loopback (both ends in this process), the process's CPU over four ends per
+    round trip (the echo's own Python is a few lines: counted in)."""
+    rounds = 5000
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)
+
+    class Ping(Echo):
+        def __init__(self, done: asyncio.Future[None]) -> None:
+            self.done, self.left = done, rounds
+
+        def data_received(self, data: bytes) -> None:
+            self.left -= 1
+            if self.left:
+                self.transport.write(data)
+            elif not self.done.done():
+                self.done.set_result(None)
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        done: asyncio.Future[None] = loop.create_future()
+        transport, _ = await loop.create_connection(lambda: Ping(done), "127.0.0.1", port)
+        t0 = time.process_time()
+        transport.write(b"x")
+        await done
+        cpu = time.process_time() - t0
+        transport.close()
+        server.close()
+        return cpu / (4 * rounds)
+    return asyncio.run(run())
+
+
 def command_figures() -> Behaviour:
     """``date``'s run and a fork's cost here: the median wall time of a Popen of ``date`` to its
     exit, split as the launcher's spawn cost (Popen's return) and the rest (the run)."""
@@ -270,8 +314,10 @@ def validate(repeats: int) -> dict[str, Any]:
     the simulated tree with this machine's figures: medians, and simulated/real."""
     sys.path.insert(0, str(BENCH))
     import tree as real  # bench/tree.py's machinery: `brasil cluster up`, its client
-    model, behaviour = loopback_figures(), command_figures()
-    print(f"this machine: loopback {model}; date: spawn {behaviour.spawn * 1e3:.2f} ms, run "
+    link, behaviour = loopback_figures(), command_figures()
+    model = LinkModel(link.latency, link.bandwidth, socket_cpu())
+    print(f"this machine: loopback {model}, {model.cpu_per_message * 1e6:.1f} µs of CPU per "
+          f"message end; date: spawn {behaviour.spawn * 1e3:.2f} ms, run "
           f"{behaviour.duration * 1e3:.2f} ms", file=sys.stderr, flush=True)
     n = 2048
     t = real.Tree(2, 8, 32)
@@ -294,7 +340,8 @@ def validate(repeats: int) -> dict[str, Any]:
     sims = {"own": simulate_deploy(n, repeats, model, behaviour, None),
             "shared": simulate_deploy(n, repeats, model, behaviour, os.cpu_count() or 1)}
     phases = ("res", "exec", "read", "total")
-    out: dict[str, Any] = {"link": {"latency_s": model.latency, "bandwidth_Bps": model.bandwidth},
+    out: dict[str, Any] = {"link": {"latency_s": model.latency, "bandwidth_Bps": model.bandwidth,
+                                    "cpu_per_message_s": model.cpu_per_message},
                            "date": {"spawn_s": behaviour.spawn, "run_s": behaviour.duration},
                            "cores": os.cpu_count()}
     real_of = {"res_alone": statistics.median(real_res),
@@ -349,11 +396,16 @@ def main() -> int:
                          "`brasil cluster up`)")
     ap.add_argument("--repeats", type=int, default=3, help="for --validate")
     ap.add_argument("--no-json", action="store_true")
+    ap.add_argument("--plot-from", help="only draw the plots of a results JSON (sim.json)")
     ap.add_argument("--lock", help="run each tree under `flock LOCK` (a shared machine)")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # (in_child's)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # (lost children are logged: expected here)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # (teardown of killed links)
+    if args.plot_from:
+        for p in plot(json.loads(Path(args.plot_from).read_text())["trees"], Path(args.plots)):
+            print(f"plot: {p}")
+        return 0
     if args.one:
         with exported_dir() as export:
             r = one_tree(int(args.nodes), int(args.fanout), args.slots,

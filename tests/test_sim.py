@@ -63,6 +63,26 @@ def test_on_shared_cores_one_daemon_waits_for_another():
     assert seen["b"] >= 0.02 * 0.9  # (a was first in line: the core was its)
 
 
+def test_simulated_commands_queue_for_the_shared_cores():
+    """Three 1-second commands on a machine of 2 cores: two run at once, the third after."""
+    from brasil.sim.commands import cpu
+    d = Driver(cores=2)
+    ends: list[float] = []
+
+    async def job(loop) -> None:  # type: ignore[no-untyped-def]
+        await cpu(1.0)
+        ends.append(loop.time())
+    for name in "abc":
+        loop = d.loop(name)
+        asyncio.ensure_future(job(loop), loop=loop)
+
+    async def main() -> None:
+        while len(ends) < 3:
+            await asyncio.sleep(0.1)
+    d.run(main(), d.loop("main"))
+    assert sorted(round(t) for t in ends) == [1, 1, 2]
+
+
 def _burn(seconds: float) -> str:
     t = time.thread_time()
     while time.thread_time() - t < seconds:

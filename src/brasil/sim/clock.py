@@ -67,7 +67,7 @@ class SimLoop(asyncio.BaseEventLoop):
     def time(self) -> float:
         d = self.driver
         if d.current is self:
-            return d.now + (time.thread_time() - d.step_cpu0 - d.off_core) * d.cpu_scale
+            return d.now + (time.thread_time() - d.step_cpu0 - d.off_core + d.extra) * d.cpu_scale
         return d.now
 
     # (the three overrides: typeshed types them with variadic generics; the same calls)
@@ -152,6 +152,8 @@ class Driver:
         self.now = 0.0
         self.cpu_scale = cpu_scale  # simulated core seconds per real CPU second
         self.cores: list[float] | None = [0.0] * cores if cores else None  # when each is free
+        self._held_after = 0.0  # when the core a step runs on is free again
+        self.extra = 0.0  # modelled CPU the current step is charged on top of its own
         self.loops: list[SimLoop] = []
         self.current: SimLoop | None = None
         self.step_cpu0 = 0.0
@@ -185,14 +187,24 @@ class Driver:
         if t is not None:
             self.wake(loop, t)
 
+    def charge(self, seconds: float) -> None:
+        """Charge the current step ``seconds`` of CPU it did not take here: what the kernel
+        would have spent for it (a socket's system calls, net.LinkModel.cpu_per_message)."""
+        if self.current is not None:
+            self.extra += seconds
+
     def core_time(self, loop: SimLoop, seconds: float) -> float:
         """``seconds`` of CPU that is not a loop's (a simulated command, a fork): when it ends,
         from now on ``loop``'s clock; on a shared core when cores are shared."""
         start = loop.time()
         if self.cores is None:
             return start + seconds
-        start = max(start, self.cores[0])
-        heapq.heapreplace(self.cores, start + seconds)
+        after_step = max(self._held_after, start)  # the core the asking step holds
+        if not self.cores or after_step <= self.cores[0]:
+            self._held_after = after_step + seconds
+            return after_step + seconds
+        start = max(start, heapq.heappop(self.cores))
+        heapq.heappush(self.cores, start + seconds)
         return start + seconds
 
     @staticmethod
@@ -246,16 +258,18 @@ class Driver:
         loop._due()
         ready = loop._ready
         handle = ready.popleft() if ready else None
+        held = heapq.heappop(self.cores) if self.cores is not None else 0.0  # the step's core
+        self._held_after = held
         if handle is not None and not handle._cancelled:
             self.current = loop
-            self.off_core = 0.0
+            self.off_core = self.extra = 0.0
             outer = asyncio.events._get_running_loop()
             asyncio.events._set_running_loop(loop)
             self.step_cpu0 = time.thread_time()
             try:
                 handle._run()
             finally:
-                cpu = time.thread_time() - self.step_cpu0 - self.off_core
+                cpu = time.thread_time() - self.step_cpu0 - self.off_core + self.extra
                 asyncio.events._set_running_loop(outer)
                 self.current = None
             loop.cpu += cpu
@@ -264,8 +278,9 @@ class Driver:
             if cpu > self.longest[0]:
                 self.longest = (cpu, loop.name, repr(handle)[:160])
             loop.busy_until = self.now + cpu * self.cpu_scale
-            if self.cores is not None:
-                heapq.heapreplace(self.cores, loop.busy_until)
+            self._held_after = max(self._held_after, loop.busy_until)
+        if self.cores is not None:  # (what the step reserved meanwhile is in the heap)
+            heapq.heappush(self.cores, self._held_after)
         t = loop.next_time()
         if t is not None:
             self.wake(loop, t)

@@ -26,10 +26,13 @@ from .clock import SimLoop
 
 @dataclass(frozen=True)
 class LinkModel:
-    """One direction of every link: one-way latency (s) and bandwidth (bytes/s)."""
+    """One direction of every link: one-way latency (s) and bandwidth (bytes/s); and the CPU a
+    real socket costs per message at each end (its system calls and the loop's transport, which
+    the in-memory one does not spend), charged to the sender's and the receiver's core."""
 
     latency: float = 50e-6
     bandwidth: float = 1.25e9  # 10 Gb/s
+    cpu_per_message: float = 0.0
 
     def __str__(self) -> str:
         return f"latency {self.latency * 1e6:.0f} µs, {self.bandwidth * 8 / 1e9:g} Gb/s"
@@ -125,6 +128,7 @@ class End(asyncio.Transport):
         start = max(self.loop.time(), self.tx_free)
         self.tx_free = start + size / model.bandwidth
         self.net.counters(self.loop).tx += size
+        self.loop.driver.charge(model.cpu_per_message)
         peer.inbox.append(data)
         peer.loop.call_at(self.tx_free + model.latency, peer._arrive)
 
@@ -141,6 +145,7 @@ class End(asyncio.Transport):
                 self._lost(None)
                 return
             self.net.counters(self.loop).rx += len(data)
+            self.loop.driver.charge(self.net.model.cpu_per_message)
             assert isinstance(self.protocol, asyncio.Protocol)
             self.protocol.data_received(data)
 
