@@ -252,20 +252,28 @@ async def session(c, cmds: list[str]) -> str:  # type: ignore[no-untyped-def]
 
 @contextlib.asynccontextmanager
 async def tree_of(tmp: str, *fanouts: int, slots: int = 2, timeout: float = 20,
-                  **options):  # type: ignore[no-untyped-def]
+                  export_root: str | None = None, **options):  # type: ignore[no-untyped-def]
     """A tree in this process: n0; ``fanouts[0]`` children n1…; under each ``fanouts[1]``
-    children nI.1…; and so on. ``options`` go to every daemon (``daemon``). Yields the daemons
-    by name and a client of the root, once the root has heard of every node."""
+    children nI.1…; and so on. ``options`` go to every daemon (``daemon``); with
+    ``export_root``, each exports a directory of its own, EXPORT_ROOT/NAME (made here, as
+    `cluster up --export-root` does). Yields the daemons by name and a client of the root,
+    once the root has heard of every node."""
     from brasil.ninep.client import Client
+
+    def own(name: str) -> dict:  # type: ignore[type-arg]
+        if export_root is None:
+            return options
+        pathlib.Path(export_root, name).mkdir(parents=True, exist_ok=True)
+        return {**options, "export": f"{export_root}/{name}"}
     async with contextlib.AsyncExitStack() as stack:
         nodes = {"n0": await stack.enter_async_context(daemon(tmp, "n0", slots=slots,
-                                                              **options))}
+                                                              **own("n0")))}
 
         async def under(parent: str, fanouts: tuple[int, ...]) -> None:  # depth first
             for i in range(1, fanouts[0] + 1 if fanouts else 1):
                 name = f"n{i}" if parent == "n0" else f"{parent}.{i}"
                 nodes[name] = await stack.enter_async_context(
-                    daemon(tmp, name, slots=slots, parent=nodes[parent].unix, **options))
+                    daemon(tmp, name, slots=slots, parent=nodes[parent].unix, **own(name)))
                 await under(name, fanouts[1:])
         await under("n0", fanouts)
         await wait_for(lambda: len(nodes["n0"].children.status_lines()) == len(nodes) - 1,

@@ -371,6 +371,58 @@ def test_brasil_workers_starts_workers_anywhere_in_the_tree(tmp_path):
             stop(p)
 
 
+def test_brasil_workers_spread_over_racks_take_their_nodes_rack_as_domain(tmp_path):
+    """Issue 21 §2 on a real tree: `brasil workers 2 --spread rack` puts one worker in each rack
+    (node labels), each with its node's rack as its domain, so a job's two copies run in two
+    racks. A worker asked for a label its node lacks says so and stops."""
+    home = tmp_path / "home"
+    home.mkdir()
+    go = tmp_path / "go"
+    root, addr = spawn_serve(str(tmp_path), "root", "--listen", "127.0.0.1:0")
+    kids = []
+    try:
+        for name, rack in (("k1", "a"), ("k2", "a"), ("k3", "b")):
+            kids.append(spawn_serve(str(tmp_path), name, "--parent", addr, "--slots", "2",
+                                    "--label", f"rack={rack}")[0])
+        deadline = time.monotonic() + 30
+        while brasil(addr, "cat", "/csrv/local/status").stdout.count(" up") < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        r = brasil(addr, "submit", "--tag", "t", "--redundancy", "2", "--isolate", "--",
+                   f"while [ ! -e {go} ]; do sleep 0.05; done", cwd=str(home))
+        assert r.returncode == 0, r.stderr
+        r = brasil(addr, "workers", "2", "--spread", "rack", "--scheduler", addr)
+        assert r.returncode == 0 and "2 workers" in r.stdout, r.stderr
+        session = r.stdout.split(":")[0]
+        lines: list[str] = []
+        while len([ln for ln in lines if " domain " in ln]) < 2:
+            assert time.monotonic() < deadline + 30, lines
+            lines = brasil(addr, "cat", "/csrv/local/batch/workerlist").stdout.splitlines()
+            time.sleep(0.1)
+        assert sorted(ln.split(" domain ")[1].split()[0] for ln in lines) == ["a", "b"]
+        assigned: list[str] = []
+        while len(assigned) < 2:  # the copy: on the worker of the other rack
+            assert time.monotonic() < deadline + 60, assigned
+            events = brasil(addr, "cat", "/csrv/local/batch/tags/t/events").stdout
+            assigned = [ln.split()[4] for ln in events.splitlines() if ln.split()[1:2] == ["assign"]]
+            time.sleep(0.1)
+        domain = {ln.split()[0]: ln.split(" domain ")[1].split()[0] for ln in lines}
+        assert sorted(domain[w] for w in assigned) == ["a", "b"]
+        go.touch()
+        assert brasil(addr, "wait", "--tag", "t", timeout=90).returncode == 0
+        assert brasil(addr, "write", f"{session}/ctl", "close").returncode == 0
+        # A worker whose node has no such label: a sentence, and no worker.
+        env = {**os.environ, "BRASIL_AT": addr}
+        r = subprocess.run([sys.executable, "-m", "brasil.cli.main", "worker", "--at", addr,
+                            "--domain-from", "power"], capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert r.returncode == 2 and "--domain-from power: this node has no label 'power'" in \
+            r.stderr, r.stderr
+    finally:
+        for p in kids + [root]:
+            stop(p)
+
+
 postgres_server = services.postgres_server
 
 

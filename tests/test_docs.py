@@ -58,8 +58,8 @@ NOT_COMMANDS: dict[tuple[str, str], str] = {
      "(through the tree)"): "a listing of a session's process files",
     ("docs/reference.md", "metrics/"): "a listing of a node's metrics files",
     ("docs/reference.md",
-     "session ID STATE subs N [STATE COUNT]… mux MODE rs SEPARATOR user U ranks RANKS[; splice "
-     "…][; data ADDR]"): "the format of the ctl state line",
+     "session ID STATE subs N [STATE COUNT]… mux MODE rs SEPARATOR user U ranks RANKS [caps "
+     "K=N…][; splice …][; data ADDR]"): "the format of the ctl state line",
     ("docs/reference.md", "# job.sh: phase 1 on every rank; rank 0 grows the session for phase "
      "2, then shrinks it back"): "a script a session's rank runs (brasil ctl needs a session "
      "around it): tests/test_elastic.py runs the same job on a 1+3+9 tree",
@@ -68,6 +68,9 @@ NOT_COMMANDS: dict[tuple[str, str], str] = {
     ("docs/reference.md", "batch/"): "a listing of the scheduler's files",
     ("docs/reference.md", '[caps."*"]          # everyone not named below'):
         "a policy file: tests/test_policy.py parses it",
+    ("docs/reference.md", "# the global /proc: system files by node, processes merged all the "
+     "way down"): "a view's text: tests/test_final.py defines it on a 1+3+9 tree and reads "
+     "through it",
     ("docs/reference.md", "/csrv/local/subtree             the nodes, their load and slots (a "
      "node gone from it: lost)"): "a listing of the files the dashboard reads",
 }
@@ -200,6 +203,13 @@ EXPECT: dict[str, Callable[[Ran], str | None]] = {
         _file_made("b.out")(r) or _file_made("w.png")(r)),
     "brasil report --tag w --out w.png": _file_made("w.png"),
     "brasil ls '/csrv/query/arch=x86_64/mem>=4G/'": _contains("n3.3/", "gread"),
+    "brasil cat /csrv/local/views/sys": _contains("deepmerge fs/var at var"),
+    "brasil ls /csrv/query/view/sys/hosts": _contains("n0", "n3.3"),
+    "brasil ls '/csrv/query/name=n2*/view/sys/var/log/app.log'": lambda r: (
+        None if sorted(_lines(r)) == ["n2", "n2.1", "n2.2", "n2.3"]
+        else "expected n2 and its children, one entry each"),
+    "brasil gread --agg equiv view/sys/hosts": _contains("localhost", "(13)"),
+    "brasil gread --agg count view/sys/var/log/app.log": _contains("13"),
     "brasil gread --where 'name=n1*' --agg sum status": lambda r: (
         None if any(ln.split()[:2] == ["-", "8"] for ln in _lines(r))
         else "expected n1's subtree summed: 4 nodes of 2 slots"),

@@ -3,6 +3,7 @@ checked where a session is made, refused with a sentence naming the policy and t
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,49 @@ async def test_a_user_over_a_cap_is_refused_while_another_user_reserves(tmp_path
         finally:
             await alice.close()
             await bob.close()
+
+
+async def test_a_session_narrows_its_own_caps_under_the_policy(tmp_path):
+    """`cap slots N` / `cap reservation N` on a session's ctl (the user's or the application's
+    own bound, issue 21 §2 "narrowed per session"): checked at every later res and res +N,
+    shown in the state line, never raised, and the administrator's caps still apply."""
+    async with small_tree(str(tmp_path), slots=3) as (nodes, c):
+        root = nodes["root"]
+        root.node.policy = policy.parse(POLICY, "caps.toml")  # bob: at most 6 in one res
+        sid = await new_session(c)
+        await ctl(c, sid, "cap slots 4")
+        await ctl(c, sid, "cap reservation 3")
+        with pytest.raises(NinepError, match=rf"res: refused by session {sid}'s own cap: at most "
+                           r"3 slots in one res \(asked 4; set by `cap reservation` on its ctl"):
+            await ctl(c, sid, "res 4")
+        assert root.node.sessions[sid].session_state == "new"
+        await ctl(c, sid, "res 3")
+        with pytest.raises(NinepError, match=r"at most 4 slots at once \(3 held, 2 asked; set by "
+                           r"`cap slots` on its ctl"):
+            await ctl(c, sid, "res +2")
+        await ctl(c, sid, "res +1")
+        state = (await c.read(f"csrv/local/{sid}/ctl")).decode()
+        assert " ranks 0-3 caps slots=4 reservation=3" in state, state
+        with pytest.raises(NinepError, match=r"cap: session \d+ has slots capped at 4; a cap "
+                           r"only narrows"):
+            await ctl(c, sid, "cap slots 5")
+        await ctl(c, sid, "cap slots 2")  # lower than held: nothing taken away, no growth
+        with pytest.raises(NinepError, match="at most 2 slots at once"):
+            await ctl(c, sid, "res +1")
+        for bad, says in (("cap sessions 1", "unknown cap 'sessions'; a session narrows slots "
+                           "or reservation"), ("cap slots -1", "give a whole number ≥ 0"),
+                          ("cap slots many", '"many" is not a number')):
+            with pytest.raises(NinepError, match=re.escape(says)):
+                await ctl(c, sid, bad)
+        with pytest.raises(NinepError, match="is a sub-session; set caps on the session's ctl"):
+            await ctl(c, f"{sid}/0", "cap slots 1")
+        # The policy still rules above a session's own caps.
+        other = await new_session(c)
+        await ctl(c, other, "cap reservation 100")
+        await ctl(c, sid, "close")
+        with pytest.raises(NinepError, match=r"refused by policy caps.toml: .* at most 6 slots in "
+                           r"one res \(asked 7\)"):
+            await ctl(c, other, "res 7")
 
 
 async def test_res_spread_deals_ranks_evenly_over_a_label_s_values(tmp_path):

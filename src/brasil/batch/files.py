@@ -380,7 +380,7 @@ def worker_line(sched: Scheduler, name: str) -> str:
         f" gone {time.monotonic() - w.gone_since:.1f}s"  # disconnected: no work for it
     return (f"{w.name} {w.host} slots {w.slots} running {held} "
             f"{'remote' if w.remote else 'local'} seen {time.monotonic() - w.last_seen:.1f}s"
-            f"{gone}\n")
+            f"{f' domain {w.domain}' if w.domain else ''}{gone}\n")
 
 
 def workers_text(sched: Scheduler) -> str:

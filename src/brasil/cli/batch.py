@@ -70,6 +70,9 @@ def add_parsers(sub: Any) -> None:
                    "domain, e.g. its rack (the node label rack=NAME): the scheduler runs a "
                    "job's redundant copies in different domains, so that one rack's failure "
                    "cannot take every copy")
+    w.add_argument("--domain-from", metavar="LABEL", help="take the domain from this label of "
+                   "the node the worker was started on (its daemon at $BRASIL_AT): how "
+                   "`brasil workers --spread LABEL` starts them")
     w.add_argument("--remote-homes", action="store_true", help="read homes and commit changes "
                    "through the scheduler node's exported fs/ (a worker on another host)")
     w.add_argument("--keep-outputs", type=_positive("--keep-outputs"), default=1000,
@@ -88,6 +91,10 @@ def add_parsers(sub: Any) -> None:
     ws.add_argument("n", type=_positive("N"), metavar="N")
     ws.add_argument("--scheduler", metavar="ADDR", help="where the workers dial the scheduler "
                     "(default: the first TCP address in the daemon's net file, else --at)")
+    ws.add_argument("--spread", metavar="LABEL", help="deal the workers evenly over the values "
+                    "of a node label such as rack (res N spread LABEL), each worker's "
+                    "availability domain being its node's value: a job's redundant copies then "
+                    "run in different racks")
 
     s = sub.add_parser("submit", help="submit one job, or many from a file, in one step",
                        description="Submit a job (-- CMD…) or a job file (--file FILE, '-' for "
@@ -423,13 +430,14 @@ async def cmd_workers(args: argparse.Namespace) -> int:
         if not target:
             raise UsageError("cannot tell where the workers should dial: give --scheduler ADDR")
         session = await SessionClient.clone(c)
-        await session.ctl(f"res {args.n}")
+        await session.ctl(f"res {args.n}" + (f" spread {args.spread}" if args.spread else ""))
         secret = args.secret_file or os.environ.get("BRASIL_SECRET_FILE")
         if secret:
             path = os.path.abspath(secret)  # noqa: ASYNC240 - a name, no disk
             await session.ctl(f"env BRASIL_SECRET_FILE={path}")
+        domain = ["--domain-from", args.spread] if args.spread else []
         cmd = shlex.join(python_argv("brasil.cli.main", "worker", "--at", target, "--slots",
-                                     "1", "-q"))
+                                     "1", "-q", *domain))
         await session.exec(cmd)
     finally:
         await c.close()
@@ -447,9 +455,10 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     base = os.environ.get("BRASIL_STATE_DIR") or state_dir(None)
     workdir = args.workdir or os.path.join(base, "workers", name)
     private_dir(workdir, "worker directory")
+    domain = await _node_label(args.domain_from) if args.domain_from else args.domain
     worker = Worker(lambda: connect(args), args.slots, workdir, name=name,
                     remote_homes=args.remote_homes or None, keep_outputs=args.keep_outputs,
-                    domain=args.domain)
+                    domain=domain)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -457,6 +466,27 @@ async def cmd_worker(args: argparse.Namespace) -> int:
                                      args.slots, args.at or os.environ.get("BRASIL", "local"))
     await worker.run()
     return 0
+
+
+async def _node_label(label: str) -> str:
+    """The value of ``label`` on the node whose daemon started us (``$BRASIL_AT``, its Unix
+    socket, where no secret is needed)."""
+    from ..ninep.client import Client
+    at = os.environ.get("BRASIL_AT")
+    if not at:
+        raise UsageError(f"--domain-from {label}: not started by a daemon ($BRASIL_AT is not "
+                         "set); give the domain with --domain NAME")
+    c = await Client.connect(at)
+    try:
+        text = (await c.read("csrv/local/attrs")).decode()
+    finally:
+        await c.close()
+    labels = dict(ln.partition("=")[::2] for ln in text.splitlines() if "=" in ln)
+    if not labels.get(label):
+        raise UsageError(f"--domain-from {label}: this node has no label {label!r} (its "
+                         f"attributes: {', '.join(sorted(labels)) or 'none'}); label it with "
+                         f"serve --label {label}=VALUE")
+    return labels[label]
 
 
 COMMANDS = {"worker": cmd_worker, "workers": cmd_workers, "submit": cmd_submit, "jobs": cmd_jobs,

@@ -3,7 +3,8 @@
 
 The services return what they serve and this module mounts it: the tree's ``join``, ``lineage``
 and ``subtree`` (``tree/daemon.py``) in ``/csrv/local``, the query directory (``group/query.py``)
-as ``/csrv/query``, the batch scheduler's files (``batch/files.py``) as
+as ``/csrv/query``, the views defined here (``group/viewdir.py``) as ``/csrv/local/views``, the
+batch scheduler's files (``batch/files.py``) as
 ``/csrv/local/batch``, and the node's metrics (``group/metrics.py``) as ``/csrv/local/metrics``,
 sampled every ``metrics_interval`` seconds and, with ``metrics_http``, served to Prometheus. It is the top of the layers (it imports tree, group and batch), which is
 why it lives with the commands.
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING
 from ..batch.files import batch_dir
 from ..batch.scheduler import DEFAULT_LEASE, DEFAULT_MAX_SUBMIT, DEFAULT_MAX_WORKLOAD, Scheduler
 from ..batch.store import Store
+from ..group.final import ViewStore
 from ..group.metrics import INTERVAL, MetricsService, metrics_dir, serve_prometheus
 from ..group.query import serve_queries
+from ..group.viewdir import views_dir
 from ..ninep.transport import Address
 from ..node.daemon import Node
 from ..tree.daemon import Daemon
@@ -83,7 +86,9 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
                     **limits)
     for name, f in daemon.files().items():
         node.local.add(name, f)
-    node.csrv.add("query", serve_queries(daemon))
+    views = ViewStore()
+    node.csrv.add("query", serve_queries(daemon, views))
+    node.local.add("views", views_dir(views))
     service = MetricsService(daemon, metrics_interval) if metrics else None
     if service is not None:
         node.local.add("metrics", metrics_dir(service))

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..ninep.constants import DMDIR, OWRITE
+from ..ninep.errors import Enotfound, NinepError
 from ..ninep.wire import Stat
 from .errors import run
 from .options import add_client_options, connect
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     wr = sub.add_parser("write", help="write TEXT (or stdin) to a file as one write",
                         description="Write TEXT, or all of stdin, to PATH as one write — the way "
                         "to send a ctl command: brasil write /csrv/local/0/ctl exec wc -c. "
+                        "A missing PATH is created where its directory allows (a view: "
+                        "/csrv/local/views/NAME). "
                         "Everything after PATH is TEXT, dashes included; options go before PATH.")
     add_client_options(wr, trace=True)
     wr.add_argument("path", metavar="PATH")
@@ -144,7 +147,17 @@ async def cmd_write(args: argparse.Namespace) -> int:
     data = (" ".join(args.text) + "\n").encode() if args.text else sys.stdin.buffer.read()
     c = await connect(args)
     try:
-        await c.write(args.path, data, OWRITE)
+        try:
+            await c.write(args.path, data, OWRITE)
+        except NinepError as e:
+            if not e.message.endswith(Enotfound[0]):  # 9P2000 errors are their E-name strings
+                raise
+            try:  # a new file, as the shell's > makes one (a view: /csrv/local/views/NAME)
+                f = await c.create(args.path, 0o644, OWRITE)
+            except NinepError:
+                raise e from None  # nothing can be made there: the file is missing
+            async with f:
+                await f.write(data)
     finally:
         await c.close()
     return 0

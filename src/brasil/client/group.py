@@ -30,7 +30,7 @@ from ..ninep.constants import DMDIR, ORDWR, OWRITE
 from ..ninep.errors import NinepError
 
 # A query directory's files (anything else in it is a node); the kinds of group reads.
-FILES = ("status", "ctl", "clone", "gread", "follow", "pcp", "merge", "deepmerge")
+FILES = ("status", "ctl", "clone", "gread", "follow", "pcp", "merge", "deepmerge", "view")
 KINDS = ("concat", "equiv", "sha256", "sum", "min", "max", "mean", "count", "ls")
 
 

@@ -15,7 +15,6 @@ import errno
 import logging
 import os
 import signal
-import subprocess
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
@@ -24,6 +23,7 @@ from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
 from .cgroups import Cgroup, enter_first
 from .reaper import Watchdog
+from .spawn import Spawned, spawn
 
 SETUP_FD = "BRASIL_SETUP_FD"  # where a setup helper (nsexec) reports a failure before exec
 
@@ -105,7 +105,7 @@ class Process:
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.watchdog = watchdog
         self.pid = 0
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.popen: Spawned | None = None
         self.cgroup: Cgroup | None = None  # its slot's: it and every descendant
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.signalled: int | None = None
@@ -119,19 +119,17 @@ class Process:
 
     @staticmethod
     def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
-              pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+              pass_fds: tuple[int, ...] = ()) -> Spawned:
         """Fork and exec, with three pipes, in a new session (so ``kill`` reaches the group)."""
         try:
-            return subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, cwd=cwd, start_new_session=True, close_fds=True, pass_fds=pass_fds)
+            return spawn(argv, env, cwd, pass_fds)
         except OSError as e:
             raise NinepError(f"exec: cannot start {argv[0]}: {e.strerror}",
                              e.errno or errno.EIO) from None
         except ValueError as e:  # an embedded NUL, say: the request's fault, not ours
             raise NinepError(f"exec: cannot start {argv[0][:100]}: {e}") from None
 
-    def attach(self, popen: subprocess.Popen[bytes]) -> None:
+    def attach(self, popen: Spawned) -> None:
         """Take over a spawned child: its pipes feed our streams, its exit is watched. Its input
         is copied by a task made only once input (or its end) arrives: most commands never get
         any, and then the pipe is just closed when they end."""

@@ -33,6 +33,25 @@ T = TypeVar("T")
 CLUNKING: set[asyncio.Future[None]] = set()  # exchanges' clunks under way (kept referenced)
 
 
+READABLE = (["status"], ["attrs"], ["metrics", "now"], ["metrics", "row"])
+
+
+def check_path(path: str, empty: bool = False) -> list[str]:
+    """A group path's names: relative to each node's ``local/``, never climbing out of it."""
+    parts = [p for p in path.split("/") if p and p != "."]  # fs/./etc is fs/etc
+    if path.startswith("/") or ".." in parts or (not parts and not empty):
+        raise NinepError(f"{path!r}: a group path is relative to each node's local/ (fs/…, "
+                         "status) and may not climb out of it")
+    return parts
+
+
+def readable(parts: list[str]) -> bool:
+    """Whether a group read, or a view, may read ``local/PARTS`` on every node: the export
+    (``fs/…``) and the files that do nothing but give their bytes, never one that acts when
+    opened (``clone``, ``ctl``) nor the views (``views/``) or sessions of the node."""
+    return parts[:1] == ["fs"] or parts in READABLE
+
+
 async def settled(x: Maybe[T]) -> T:
     """A handler's answer (``ninep.maybe``): awaited only when it has to wait."""
     return await cast("Awaitable[T]", x) if is_awaitable(x) else cast(T, x)

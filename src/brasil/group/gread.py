@@ -57,6 +57,7 @@ import json
 import json.scanner
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..client.group import KINDS
@@ -67,13 +68,12 @@ from ..metrics.sample import METRICS
 from ..ninep.constants import OREAD
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import Dir, Handle, Inode
-from .fanout import LOST, Query, QueryService, exchange, settled
+from .fanout import LOST, Query, QueryService, check_path, exchange, readable, settled
 
 if TYPE_CHECKING:
     from ..node.daemon import Node as Machine
     from ..tree.registry import Child
 
-READABLE = (["status"], ["attrs"], ["metrics", "now"], ["metrics", "row"])
 HISTORY = ["metrics", "history"]  # with a range: ``metrics/history?METRIC&start=…`` (below)
 HISTORY_KEYS = ("metric", "start", "end", "step")
 HISTORY_FORM = "metrics/history?METRIC[&start=S][&end=E][&step=STEP]"
@@ -106,7 +106,7 @@ def check_request(req: Any) -> dict[str, Any]:
             raise NinepError(f"gread: {HISTORY_FORM} has no lines to grep", errno.EINVAL)
         return {"path": history_path(history_range(query)), "agg": agg, "grep": None}
     parts = check_path(req["path"], empty=agg == "ls")
-    if agg != "ls" and parts[:1] != ["fs"] and parts not in READABLE:
+    if agg != "ls" and not readable(parts):
         raise NinepError(f"gread: {req['path']}: a group read reads only plain files: fs/… (the "
                          "nodes' exported files), status, attrs, metrics/now, metrics/row or "
                          f"{HISTORY_FORM}; not files that act when opened, such as clone (a new "
@@ -138,14 +138,6 @@ def grep_lines(content: bytes, rx: Any) -> bytes:
     if last and rx.search(last):
         out.append(last)
     return b"".join(out)
-
-
-def check_path(path: str, empty: bool = False) -> list[str]:
-    parts = [p for p in path.split("/") if p and p != "."]  # fs/./etc is fs/etc
-    if path.startswith("/") or ".." in parts or (not parts and not empty):
-        raise NinepError(f"{path!r}: a group path is relative to each node's local/ (fs/…, "
-                         "status) and may not climb out of it")
-    return parts
 
 
 def history_range(query: str) -> dict[str, Any]:
@@ -587,10 +579,16 @@ def rough_size(p: Any) -> int:
     return n + 64 * (len(p.get("nodes", [])) + len(p.get("names", {})) + len(p.get("errors", {})))
 
 
+Rewrite = Callable[[Query, str], Awaitable[tuple[Query, str]]]
+
+
 class GreadFile(Inode):
-    def __init__(self, s: QueryService, q: Query) -> None:
+    """``rewrite`` may turn a request's path into the nodes' own (a view's file: the query
+    narrowed to the nodes that have it, and their path), before the request is checked."""
+
+    def __init__(self, s: QueryService, q: Query, rewrite: Rewrite | None = None) -> None:
         super().__init__("gread", 0o600)
-        self.s, self.q = s, q
+        self.s, self.q, self.rewrite = s, q, rewrite
 
     def open(self, mode: int) -> Handle:
         return GreadHandle(self)
@@ -620,8 +618,13 @@ class GreadHandle(Handle):
 
     async def _answer(self, offset: int, count: int) -> bytes:
         try:
-            req = check_request(json.loads(self.request or b"null"))
+            req = json.loads(self.request or b"null")
         except ValueError as e:
             raise NinepError(f"gread: the request is not JSON: {e}") from None
-        self.answer = await dumps(await partial(self.node.s, self.node.q, req))
+        q = self.node.q
+        if self.node.rewrite is not None and isinstance(req, dict) and \
+                isinstance(req.get("path"), str):
+            q, req["path"] = await self.node.rewrite(q, req["path"])
+        req = check_request(req)
+        self.answer = await dumps(await partial(self.node.s, q, req))
         return self.answer[offset:offset + count]

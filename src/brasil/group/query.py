@@ -16,7 +16,9 @@ parallel, and merges; so the answer costs one round trip per level. In a query d
 - ``clone``: a session whose ``res`` draws only from the matching nodes;
 - ``gread``: a group read, reduced at every level (``group/gread.py``);
 - ``follow/PATH``, ``pcp/PATH``, ``merge/PATH``, ``deepmerge/PATH``: the parallel tools' views
-  (``group/views.py``).
+  (``group/views.py``);
+- ``view/NAME/``: the FiNAL view NAME, defined at this daemon, over the matching nodes
+  (``group/viewdir.py``).
 
 This module is the directory on top; the fan-out it and the files share (which children to ask,
 asking them) is ``group/fanout.py``, below it. :func:`serve_queries` is its one mount point.
@@ -39,6 +41,8 @@ from ..node.session_files import SessionCtl
 from ..tree.proxy import Listed
 from . import gread, views
 from .fanout import Query, QueryService, exchange, settled
+from .final import ViewStore
+from .viewdir import ViewsRoot, group_target
 
 if TYPE_CHECKING:
     from ..tree.daemon import Daemon
@@ -51,9 +55,9 @@ FORMS = ("predicates are KEY=VALUE, KEY!=VALUE, KEY>=N, KEY<=N, KEY>N or KEY<N, 
 
 
 class QueryDir(Dir):
-    def __init__(self, service: QueryService, q: Query) -> None:
+    def __init__(self, service: QueryService, q: Query, views: ViewStore) -> None:
         super().__init__(q.parts[-1] if q.parts else "query", 0o555)
-        self.service, self.q = service, q
+        self.service, self.q, self.views = service, q, views
 
     def walk(self, name: str) -> Any:
         s = self.service
@@ -66,9 +70,9 @@ class QueryDir(Dir):
         if m:
             q = Query(f"{self.q.text}/{name}" if self.q.text else name)
             Filter.parse(name, s.known())  # an unknown attribute: said here, clearly
-            return self.adopt(QueryDir(s, q))
+            return self.adopt(QueryDir(s, q, self.views))
         if name in FILES:
-            return self.adopt(make_file(name, s, self.q))
+            return self.adopt(make_file(name, s, self.q, self.views))
         if name != s.node.name and s.child_holding(name) is None and (
                 name in s.known() or any(ch in name for ch in "=<>!")):
             raise NinepError(f"{name!r} is not a predicate (nor a file here, nor a node); "
@@ -86,7 +90,7 @@ class QueryDir(Dir):
 
     async def _children(self) -> list[Inode]:
         s = self.service
-        out: list[Inode] = [self.adopt(make_file(n, s, self.q)) for n in FILES]
+        out: list[Inode] = [self.adopt(make_file(n, s, self.q, self.views)) for n in FILES]
         if s.matches_here(self.q):  # this node: an entry named after it, leading to its /csrv
             out.append(Listed(dataclasses.replace(await settled(s.node.csrv.stat()),
                                                   name=s.node.name)))
@@ -104,7 +108,7 @@ class QueryDir(Dir):
         return out
 
 
-def make_file(name: str, s: QueryService, q: Query) -> Inode:
+def make_file(name: str, s: QueryService, q: Query, store: ViewStore) -> Inode:
     if name == "status":
         node: Inode = GeneratedFile(lambda: status_text(s, q))
     elif name == "ctl":
@@ -112,7 +116,9 @@ def make_file(name: str, s: QueryService, q: Query) -> Inode:
     elif name == "clone":
         node = QueryClone(s, q)
     elif name == "gread":
-        node = gread.GreadFile(s, q)
+        node = gread.GreadFile(s, q, lambda q, path: group_target(s, store, q, path))
+    elif name == "view":
+        node = ViewsRoot(s, q, store)
     else:
         node = views.make_view(name, s, q)
     node.name = name
@@ -227,9 +233,10 @@ class QueryClone(Inode):
         return BytesHandle(self, f"{session.path}\n".encode())
 
 
-def serve_queries(daemon: Daemon) -> Inode:
-    """A daemon's ``/csrv/query``, for the composition (``cli/compose.py``) to mount."""
-    return QueryDir(QueryService(daemon), Query(""))
+def serve_queries(daemon: Daemon, views: ViewStore) -> Inode:
+    """A daemon's ``/csrv/query``, for the composition (``cli/compose.py``) to mount; ``views``
+    are the views defined at the daemon (``/csrv/local/views``), served under ``view/``."""
+    return QueryDir(QueryService(daemon), Query(""), views)
 
 
 __all__ = ["Query", "QueryService", "serve_queries"]

@@ -37,8 +37,8 @@ from ..node.exportfs import Export
 from ..node.io import Aggregator, Output
 from ..tree.delegation import RemoteReader
 from ..tree.proxy import Listed, Remote
-from .fanout import settled
-from .gread import check_path, partial
+from .fanout import check_path, settled
+from .gread import partial
 
 if TYPE_CHECKING:
     from .fanout import Query, QueryService
@@ -472,15 +472,22 @@ class PerNode(Dir):
         return self._resolve(name)
 
     async def _resolve(self, name: str) -> Inode:
-        d: Inode | None = await settled(self.s.node_csrv(self.q, name))  # through the tree
-        names = ["local", *self.path.split("/")]
-        walk_path = getattr(d, "walk_path", None)  # a remote directory: one walk for them all
-        if walk_path is not None:
-            _, d = await walk_path(names)
-        else:
-            for part in names:
-                d = await settled(d.walk(part)) if isinstance(d, Dir) else None
-        if d is None:
-            raise NinepError(*Enotfound)
+        d = await node_path(self.s, self.q, name, self.path)
         d.parent = self
         return d
+
+
+async def node_path(s: QueryService, q: Query, node: str, path: str) -> Inode:
+    """``local/PATH`` of the node ``node`` of the query's matches, here or through the tree
+    (a remote one in one walk)."""
+    d: Inode | None = await settled(s.node_csrv(q, node))
+    names = ["local", *filter(None, path.split("/"))]
+    walk_path = getattr(d, "walk_path", None)  # a remote directory: one walk for them all
+    if walk_path is not None:
+        _, d = await walk_path(names)
+    else:
+        for part in names:
+            d = await settled(d.walk(part)) if isinstance(d, Dir) else None
+    if d is None:
+        raise NinepError(*Enotfound)
+    return d

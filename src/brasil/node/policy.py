@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import errno
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from ..ninep.errors import NinepError
 
@@ -76,6 +76,41 @@ class Policy:
         table = user if user in self.users else "*"
         raise NinepError(f"res: refused by policy {self.source}: {why}; to change it, the "
                          f'administrator edits caps."{table}".{key} there', errno.EDQUOT)
+
+
+# What a session may narrow for itself (``cap KEY N`` on its ctl): the user or the application
+# knows its own bounds ("this job never needs more than 64 slots"), the administrator's caps
+# stay as they are above it. ``sessions`` is a count of a user's sessions: not a session's own.
+SESSION_KEYS = ("slots", "reservation")
+
+
+def narrow(caps: Caps, key: str, n: int, path: str) -> Caps:
+    """``caps`` with ``key`` lowered to ``n``: a cap only narrows, so raising one is refused."""
+    if key not in SESSION_KEYS:
+        raise NinepError(f"cap: unknown cap {key[:40]!r}; a session narrows "
+                         f"{' or '.join(SESSION_KEYS)} (cap slots N, cap reservation N)",
+                         errno.EINVAL)
+    now = getattr(caps, key)
+    if now is not None and n > now:
+        raise NinepError(f"cap: session {path} has {key} capped at {now}; a cap only narrows "
+                         f"(ask for {now} or less, or use another session)", errno.EPERM)
+    return replace(caps, **{key: n})
+
+
+def check_session(caps: Caps, n: int, held: int, path: str) -> None:
+    """``n`` more slots for a session holding ``held``, under its own caps."""
+    if caps.reservation is not None and n > caps.reservation:
+        raise NinepError(f"res: refused by session {path}'s own cap: at most "
+                         f"{caps.reservation} slots in one res (asked {n}; set by `cap "
+                         "reservation` on its ctl, which only narrows)", errno.EDQUOT)
+    if caps.slots is not None and held + n > caps.slots:
+        raise NinepError(f"res: refused by session {path}'s own cap: at most {caps.slots} slots "
+                         f"at once ({held} held, {n} asked; set by `cap slots` on its ctl, which "
+                         "only narrows)", errno.EDQUOT)
+
+
+def describe(caps: Caps) -> str:
+    return " ".join(f"{k}={getattr(caps, k)}" for k in KEYS if getattr(caps, k) is not None)
 
 
 def load(path: str) -> Policy:

@@ -168,6 +168,10 @@ class Scope:
         raise NinepError(f"res +{n}: {self.path} is a sub-session and holds exactly one slot; "
                          "grow the session", errno.EINVAL)
 
+    def set_cap(self, key: str, n: int) -> None:
+        raise NinepError(f"cap: {self.path} is a sub-session; set caps on the session's ctl",
+                         errno.EINVAL)
+
     def release_ranks(self, ranks: Ranks) -> Awaitable[None] | None:
         raise NinepError(f"release: {self.path} is a sub-session; release ranks through the "
                          "session's ctl", errno.EINVAL)

@@ -30,6 +30,7 @@ from .attrs import Filter, Selection
 from .host import Delegate, FarSub, Host
 from .io import AGGREGATE, Aggregator, Distributor, Output, Sink
 from .leaf import Leaf, start
+from .policy import Caps, check_session, describe, narrow
 from .proc_files import end_debuggers
 from .ranks import Ranks, fold, parse
 from .scope import EVERYWHERE, Scope, background
@@ -56,6 +57,7 @@ class Session(Scope):
     next_index = 0  # one past the highest index ever given
     added: tuple[int, ...] = ()  # the indexes the last `res +N` gave (`exec +`)
     growing = False  # a `res +N` is in flight: a second one is refused, not queued
+    caps = Caps()  # what the session narrowed for itself (`cap KEY N`), under the policy's
     MAX_LEFT = 256  # released leaves' unread outputs kept for the next reader of stdio
 
     def __init__(self, node: Host, path: str) -> None:
@@ -140,6 +142,23 @@ class Session(Scope):
 
     # ---- res ----
 
+    def set_cap(self, key: str, n: int) -> None:
+        if self.came_from is not None:
+            raise NinepError(f"cap: session {self.path} holds ranks for {self.origin}; set caps "
+                             "on the session there", errno.EINVAL)
+        self.caps = narrow(self.caps, key, n, self.path)
+        log.info("session %s: caps %s", self.path, describe(self.caps))
+
+    def check_caps(self, n: int) -> None:
+        """``n`` more slots: under the session's own caps, then the administrator's policy;
+        a refusal is logged and names the cap."""
+        try:
+            check_session(self.caps, n, self.nsubs, self.path)
+        except NinepError as e:
+            log.warning("session %s: %s", self.path, e)
+            raise
+        self.node.check_policy(self, n)
+
     def _give_back_if_closed(self, what: str, slots: list[int], delegated: list[Delegate]) -> None:
         """A reservation that returns to a session closed from another handle meanwhile gives
         back what it got, here and on the neighbours."""
@@ -151,7 +170,7 @@ class Session(Scope):
 
     async def reserve(self, n: int, sel: Selection = EVERYWHERE, upto: bool = False) -> None:
         if self.came_from is None:  # the caps are checked at the origin (node/policy.py)
-            self.node.check_policy(self, n)
+            self.check_caps(n)
         self.session_step("reserve")
         if self.default_where is not None:  # made in a query directory: its nodes only
             sel = Selection(Filter(self.default_where.preds + sel.filter.preds), sel.pernode,
@@ -195,7 +214,7 @@ class Session(Scope):
         if self.growing:
             raise NinepError(f"{what}: another res +N of session {self.path} is in flight; "
                              "wait for its answer, then ask again", errno.EBUSY)
-        self.node.check_policy(self, n)
+        self.check_caps(n)
         if sel is None:
             sel = self.selection or EVERYWHERE
         elif self.default_where is not None:
@@ -587,7 +606,9 @@ class Session(Scope):
                 "exited" if g.wait_result is not None else "idle"
             counts[key] = counts.get(key, 0) + g.held
         ranks = fold(i + self.rank_base for i in self.indexes())
-        return self._state_line(counts, self.nsubs, [], f" ranks {ranks}")
+        caps = describe(self.caps)
+        return self._state_line(counts, self.nsubs, [],
+                                f" ranks {ranks}" + (f" caps {caps}" if caps else ""))
 
     # ---- the end ----
 

@@ -124,6 +124,14 @@ class SessionCtl(CtlFile):
         """Elastic sessions: those ranks killed, their slots freed, the rest untouched."""
         return self.session.release_ranks(parse_ranks(args[0], "release"))
 
+    @commands.command("cap slots|reservation N", args=(2, 2))
+    def cap(self, args: list[str]) -> None:
+        """The session narrows its own caps (node/policy.py): checked at every later res."""
+        n = _int(args[1], "cap", "cap slots|reservation N")
+        if n < 0:
+            raise NinepError(f"cap: {n}: give a whole number ≥ 0", errno.EINVAL)
+        self.session.set_cap(args[0], n)
+
     @commands.command("resupto N [where FILTER] [pernode P]", args=(1, 5))
     def resupto(self, args: list[str]) -> Any:
         """How neighbours are asked: as many slots as there are, up to N (at least one)."""

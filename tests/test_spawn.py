@@ -1,0 +1,74 @@
+"""exec/spawn.py: the lean spawn (``_posixsubprocess.fork_exec`` called as Popen calls it) and
+Popen itself behave alike: exactly the environment given, the directory, a session of its own,
+no descriptor of ours but those passed, and the same errors when a command cannot start."""
+
+import os
+
+import pytest
+
+from brasil.exec import spawn as spawning
+from brasil.exec.spawn import spawn
+
+WAYS = [pytest.param(True, id="lean"), pytest.param(False, id="popen")]
+
+
+def run(lean: bool, monkeypatch, argv, env=None, cwd=None, pass_fds=()):  # type: ignore[no-untyped-def]
+    if lean and not spawning.LEAN:
+        pytest.skip("the lean spawn is for CPython 3.11's fork_exec; this is another Python")
+    monkeypatch.setattr(spawning, "LEAN", lean)
+    p = spawn(argv, env if env is not None else {"PATH": "/usr/bin:/bin"}, cwd, pass_fds)
+    p.stdin.close()
+    out, err = p.stdout.read(), p.stderr.read()
+    p.stdout.close()
+    p.stderr.close()
+    return p.wait(), out.decode(), err.decode(), p.pid
+
+
+@pytest.mark.parametrize("lean", WAYS)
+def test_a_command_gets_exactly_its_environment_directory_and_session(lean, monkeypatch, tmp_path):
+    rc, out, err, pid = run(lean, monkeypatch, ["sh", "-c", 'echo "$A|$PWD"; env | wc -l; '
+                                                "ps -o sid= -p $$; echo oops >&2; exit 3"],
+                            {"PATH": "/usr/bin:/bin", "A": "x y"}, str(tmp_path))
+    lines = out.split("\n")
+    assert rc == 3 and err == "oops\n"
+    assert lines[0] == f"x y|{tmp_path}"
+    assert int(lines[1]) <= 4  # A, PATH and what sh adds itself (PWD, SHLVL)
+    assert int(lines[2]) == pid  # a session of its own: it leads it
+
+
+@pytest.mark.parametrize("lean", WAYS)
+def test_no_descriptor_of_ours_reaches_the_command_but_those_passed(lean, monkeypatch, tmp_path):
+    leaky = os.open(tmp_path / "leaky", os.O_WRONLY | os.O_CREAT, 0o600)
+    passed = os.open(tmp_path / "passed", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.set_inheritable(leaky, True)  # even one marked inheritable
+    try:
+        rc, out, _, _ = run(lean, monkeypatch, ["sh", "-c", "ls /proc/self/fd"],
+                            pass_fds=(passed,))
+    finally:
+        os.close(leaky)
+        os.close(passed)
+    fds = {int(x) for x in out.split()}
+    assert rc == 0 and passed in fds and leaky not in fds
+    assert fds <= {0, 1, 2, 3, passed}  # (3: the directory ls reads /proc/self/fd with)
+
+
+@pytest.mark.parametrize("lean", WAYS)
+def test_what_cannot_start_raises_as_popen_does(lean, monkeypatch, tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        run(lean, monkeypatch, ["no-such-program-here"])
+    assert e.value.filename == "no-such-program-here"
+    with pytest.raises(FileNotFoundError) as e:
+        run(lean, monkeypatch, ["true"], cwd=str(tmp_path / "gone"))
+    assert e.value.filename == str(tmp_path / "gone")
+    (tmp_path / "x").write_text("not a program")
+    with pytest.raises(PermissionError):
+        run(lean, monkeypatch, [str(tmp_path / "x")])
+    with pytest.raises(ValueError):
+        run(lean, monkeypatch, ["echo", "a\0b"])
+    with pytest.raises(ValueError):
+        run(lean, monkeypatch, ["true"], {"A=B": "c"})
+    # Nothing of ours left open by the failures.
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileNotFoundError):
+        run(lean, monkeypatch, ["no-such-program-here"])
+    assert set(os.listdir("/proc/self/fd")) == before
