@@ -57,6 +57,7 @@ bench: setup peers bench-deps
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/stage.py
 	$(BIN)/python bench/web.py
+	$(BIN)/python bench/sim.py
 
 # The working tree against REV, alternating in one run (bench/compare.py): the ratio to quote.
 bench-compare: setup

@@ -27,6 +27,8 @@ def test_a_replica_fed_every_report_equals_the_ledger(ops):
         else:
             text, seen = ledger.report(seen)
             replica.apply(text)
+            # the free total a reservation plans with, kept as lines change, is the lines' sum
+            assert replica.free == sum(int(ln.split()[2]) for ln in replica.by_name.values())
     assert replica.by_name == {ln.split()[0]: ln for ln in ledger.lines()}
 
 

@@ -1,7 +1,8 @@
 """The package layering and the absence of import circles, read from the source (no imports run).
 
 A package imports only the layers below it (ARCHITECTURE.md):
-ninep < lifecycle.py < client < exec < node < tree, batch, push, mount < group < web < cli, demo.py,
+ninep < lifecycle.py < client < exec < node < tree, batch, push, mount < group < web < cli, demo.py
+< sim,
 and ``ninep/`` imports nothing of ours. Every import counts: those under ``if TYPE_CHECKING:``
 and those inside a function too, since a function-local import is a dependency all the same
 (it only hides the dependency from the reader). Inside a package, the modules import each other
@@ -29,6 +30,7 @@ LAYERS = {
     "group": 6,
     "web": 7,  # the dashboard: 9P reads of the tree, batch's report, metrics' names; below cli
     "cli": 8, "demo": 8,
+    "sim": 9,  # the simulator: every daemon composed as cli/compose does; nothing imports it
 }
 
 # Circles inside a package that the redesign (issue 18) is removing, each on its own branch;

@@ -72,11 +72,13 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
                   parent: Address | None = None, discover: DiscoverOptions | None = None,
                   data_host: str = "127.0.0.1",
                   batch: BatchOptions | None = None, trace: bool = False,
-                  metrics_interval: float = INTERVAL,
+                  metrics: bool = True, metrics_interval: float = INTERVAL,
                   metrics_http: tuple[str, int] | None = None, **limits: float) -> Composed:
     """Serve ``node`` on ``listen``: the tree (joined under ``parent``, if given, or one found
     by zeroconf with ``discover``), the data
     endpoint for direct splices (on ``data_host``), queries, and with ``batch`` a scheduler.
+    ``metrics`` False: no ``/csrv/local/metrics`` (its sampler reads the real machine and its
+    history runs a thread: a simulated node, brasil.sim, must not).
     ``limits``: the 9P server's caps and deadlines (ninep.server.Server). Raises
     :class:`ListenError`, or the store's StoreError for a database it cannot open, having
     stopped whatever it started."""
@@ -87,9 +89,10 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
     views = ViewStore()
     node.csrv.add("query", serve_queries(daemon, views))
     node.local.add("views", views_dir(views))
-    metrics = MetricsService(daemon, metrics_interval)
-    node.local.add("metrics", metrics_dir(metrics))
-    done = Composed(daemon, [], metrics=metrics)
+    service = MetricsService(daemon, metrics_interval) if metrics else None
+    if service is not None:
+        node.local.add("metrics", metrics_dir(service))
+    done = Composed(daemon, [], metrics=service)
     try:
         for a in listen:
             try:
@@ -97,11 +100,12 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
             except OSError as e:
                 raise ListenError(a, e) from e
         await daemon.start(data_host)
-        metrics.start()
-        daemon.services.append(metrics)
-        if metrics_http is not None:
+        if service is not None:
+            service.start()
+            daemon.services.append(service)
+        if metrics_http is not None and service is not None:
             try:
-                endpoint, done.metrics_port = await serve_prometheus(metrics, *metrics_http)
+                endpoint, done.metrics_port = await serve_prometheus(service, *metrics_http)
             except OSError as e:
                 raise ListenError(Address("tcp", *metrics_http), e, "--metrics-listen") from e
             daemon.services.append(endpoint)

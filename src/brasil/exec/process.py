@@ -16,7 +16,8 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Executor
+from typing import Any, Protocol
 
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
@@ -195,9 +196,13 @@ class Process:
         if rc is None:
             asyncio.get_running_loop().call_later(retry, self._collect, min(retry * 2, 1.0))
             return
-        self.input_left = not self._input_done
         if self.watchdog is not None and self.cgroup is None:
             self.watchdog.forget(self.pid)
+        self._ended(rc)
+
+    def _ended(self, rc: int) -> None:
+        """It ended with ``rc`` (a wait status: -N when killed by signal N): say so."""
+        self.input_left = not self._input_done
         self.stdin.break_()  # nobody reads our input any more: writers fail, the feeder ends
         if rc < 0:
             self.signalled = -rc
@@ -233,8 +238,56 @@ class Process:
             self.cgroup.signal(sig)
 
 
-def spawn_many(jobs: list[tuple[list[str], dict[str, str], str | None, int | None]],
-               watchdog: Watchdog | None = None, setup_check: bool = False) -> list[Any]:
+Job = tuple[list[str], dict[str, str], str | None, int | None]  # argv, env, cwd, slot
+Pipes = tuple[Stream, Stream, Stream]  # a command's stdin, stdout and stderr
+
+
+class Launcher(Protocol):
+    """How a node starts its commands: forked here (:class:`ForkLauncher`), or simulated
+    (``brasil.sim``: a duration and an output, no process), behind one seam."""
+
+    async def launch(self, jobs: list[Job], pipes: list[Pipes],
+                     setup_check: bool = False) -> list[Process | BaseException]:
+        """One running :class:`Process` per job, fed by and feeding its pipes, or the error
+        that job raised, in order."""
+        ...
+
+
+class ForkLauncher:
+    """Real processes, each in its own process group and the watchdog's care: forked in two
+    batches on the node's spawn threads (the forks overlap and the loop stays free), then
+    attached on the loop."""
+
+    def __init__(self, spawner: Executor, watchdog: Callable[[], Watchdog]) -> None:
+        self.spawner = spawner
+        self.watchdog = watchdog  # made when first needed (a process of its own)
+
+    async def launch(self, jobs: list[Job], pipes: list[Pipes],
+                     setup_check: bool = False) -> list[Process | BaseException]:
+        watchdog = self.watchdog()
+        jobs = [(argv, {**env, **watchdog.env}, cwd, slot) for argv, env, cwd, slot in jobs]
+        loop = asyncio.get_running_loop()
+        half = (len(jobs) + 1) // 2
+        batches = [b for b in (jobs[:half], jobs[half:]) if b]
+        spawned = [p for batch in await asyncio.gather(
+            *(loop.run_in_executor(self.spawner, spawn_many, b, watchdog, setup_check)
+              for b in batches)) for p in batch]
+        moved = watchdog.cgroups.moved() if watchdog.cgroups is not None else None
+        if moved is not None:  # each in its cgroup before its exit is watched (before any reap)
+            await asyncio.wrap_future(moved)
+        out: list[Process | BaseException] = []
+        for popen, (stdin, stdout, stderr) in zip(spawned, pipes):
+            if isinstance(popen, BaseException):
+                out.append(popen)
+                continue
+            proc = Process(stdin, stdout, stderr, watchdog)
+            proc.attach(popen)
+            out.append(proc)
+        return out
+
+
+def spawn_many(jobs: list[Job], watchdog: Watchdog | None = None,
+               setup_check: bool = False) -> list[Any]:
     """Spawn each job; a Popen, or the NinepError that job raised (run on a spawn thread, one
     call for many children: fewer hand-offs between threads than one call each). Each group is
     given to the watchdog at once, so it dies with the daemon.

@@ -183,6 +183,15 @@ def check_open_mode(node: Inode, mode: int) -> None:
         raise NinepError(*Eperm)
 
 
+def _loop_time() -> float:
+    """The running loop's clock (time.monotonic() unless the loop is a simulated one), or the
+    monotonic clock outside a loop."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
 class Server:
     """Serves one tree (``root``) to every connection, over any number of listeners."""
 
@@ -278,7 +287,9 @@ class Connection(asyncio.Protocol):
         self.authenticator = authenticator
         self.attached = False
         self.opened = 0.0
-        self.last_heard = time.monotonic()  # when bytes last came in (a peer's sign of life)
+        # when bytes last came in (a peer's sign of life), on the loop's clock (a simulated
+        # loop's is virtual: brasil.sim)
+        self.last_heard = _loop_time()
         self.partial_since: float | None = None  # when a frame began to arrive and is not done
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader(server.max_msize)
@@ -392,7 +403,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self.last_heard = time.monotonic()
+        self.last_heard = asyncio.get_running_loop().time()
         self.reader.feed(data)
         self._batch = []  # replies made while handling this chunk go out in one write
         got = False

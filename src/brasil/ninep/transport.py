@@ -1,7 +1,9 @@
 """Addresses, listening and dialing: the one module that touches sockets.
 
 Addresses are ``HOST:PORT``, ``unix:PATH``, or Plan 9 dial strings ``tcp!HOST!PORT`` and
-``unix!PATH`` (SPEC.md §9). Unix sockets are made mode 0600 in a directory only their owner can
+``unix!PATH`` (SPEC.md §9); and ``KIND:NAME`` for a :class:`Fabric` registered under KIND, a
+network held in memory (the simulator's ``sim:``, ``brasil.sim``), which listen and dial reach
+through this same module, so the code above never learns it is not talking to sockets. Unix sockets are made mode 0600 in a directory only their owner can
 enter, so the default local daemon is reachable by its user alone; and the server asks the kernel
 who connected (:func:`peer_uid`), so a socket whose mode or directory was opened up still serves
 its owner only.
@@ -17,7 +19,7 @@ import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .private import UnsafePathError, check_ancestors, check_private_dir, private_dir
 
@@ -31,20 +33,20 @@ class AddressError(ValueError):
 
 @dataclass(frozen=True)
 class Address:
-    kind: str  # "tcp" or "unix"
+    kind: str  # "tcp", "unix", or a registered fabric's kind (the name in ``path``)
     host: str = ""
     port: int = 0
     path: str = ""
 
     def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
+        if self.kind == "unix" or self.kind in FABRICS:
+            return f"{self.kind}:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
     @property
     def is_loopback(self) -> bool:
-        if self.kind == "unix":
+        if self.kind == "unix" or self.kind in FABRICS:
             return True
         if self.host == "localhost":
             return True
@@ -60,6 +62,11 @@ def parse_address(text: str) -> Address:
     forms = "use HOST:PORT, unix:PATH, tcp!HOST!PORT or unix!PATH"
     if not t:
         raise AddressError(f"empty address; {forms}")
+    kind, colon, name = t.partition(":")
+    if colon and kind in FABRICS:
+        if not name:
+            raise AddressError(f"{text!r}: no name after {kind}:")
+        return Address(kind, path=name)
     if t.startswith("unix:") or t.startswith("unix!"):
         path = t[5:]
         if not path:
@@ -127,8 +134,28 @@ def default_address() -> Address:
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 
+class Fabric(Protocol):
+    """A network in memory: what listen and dial do for its addresses. Its listeners have an
+    attribute ``bound`` (the addresses they serve), as socket servers have sockets."""
+
+    async def listen(self, address: Address, factory: ProtocolFactory) -> asyncio.AbstractServer:
+        ...
+
+    async def dial(self, address: Address, factory: ProtocolFactory
+                   ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+        """Raises ConnectionRefusedError when nobody listens there."""
+        ...
+
+
+# Address kinds served in memory, by kind: registered by whoever builds one (brasil.sim), for
+# the process's lifetime. Only code in this process can add one.
+FABRICS: dict[str, Fabric] = {}
+
+
 async def listen(address: Address, factory: ProtocolFactory) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
+    if address.kind in FABRICS:
+        return await FABRICS[address.kind].listen(address, factory)
     if address.kind == "unix":
         _prepare_unix_path(address.path)
         old = os.umask(0o177)  # 0600 from the start: no moment when others may connect
@@ -181,6 +208,9 @@ def check_socket(path: str) -> None:
 
 def bound_addresses(server: asyncio.AbstractServer) -> list[Address]:
     """The real addresses a listener got (the port chosen for port 0)."""
+    bound = getattr(server, "bound", None)
+    if bound is not None:  # a fabric's listener
+        return list(bound)
     out = []
     for sock in getattr(server, "sockets", ()):
         if sock.family == socket.AF_UNIX:
@@ -195,7 +225,9 @@ async def dial(address: Address, factory: ProtocolFactory, timeout: float = 10.0
                ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
     loop = asyncio.get_running_loop()
     try:
-        if address.kind == "unix":
+        if address.kind in FABRICS:
+            coro = FABRICS[address.kind].dial(address, factory)
+        elif address.kind == "unix":
             check_socket(address.path)
             coro = loop.create_unix_connection(factory, address.path)
         else:
@@ -238,13 +270,31 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.
 
 
 async def serve_streams(host: str, handler: StreamHandler) -> tuple[asyncio.AbstractServer, Address]:
-    """A TCP listener on an ephemeral port of ``host`` for a byte-stream protocol (splices)."""
+    """A TCP listener on an ephemeral port of ``host`` for a byte-stream protocol (splices);
+    ``host`` may be a fabric's address (``sim:NAME``), served in memory."""
+    kind, colon, _ = host.partition(":")
+    if colon and kind in FABRICS:
+        loop = asyncio.get_running_loop()
+        address = parse_address(host)
+
+        def stream_protocol() -> asyncio.BaseProtocol:
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(STREAM_LIMIT, loop),
+                                                handler, loop=loop)
+        fabric_server = await FABRICS[kind].listen(address, stream_protocol)
+        return fabric_server, address
     server = await asyncio.start_server(handler, host, 0, limit=STREAM_LIMIT)
     return server, bound_addresses(server)[0]
 
 
 async def open_stream(address: Address, timeout: float = 10.0
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if address.kind in FABRICS:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(STREAM_LIMIT, loop)
+        transport, protocol = await dial(address, lambda: asyncio.StreamReaderProtocol(
+            reader, loop=loop), timeout)
+        assert isinstance(transport, asyncio.WriteTransport)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
     try:
         return await asyncio.wait_for(asyncio.open_connection(address.host, address.port,
                                                               limit=STREAM_LIMIT), timeout)

@@ -24,7 +24,7 @@ import functools
 import os
 import platform
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,18 +68,29 @@ def meminfo() -> tuple[int, int]:
     return total, avail
 
 
+Machine = Callable[[], tuple[int, int, float]]  # memory total and available (bytes), load
+
+
+def real_machine() -> tuple[int, int, float]:
+    """This machine's memory and one-minute load: what a node reports, unless it is told
+    otherwise (the simulator's nodes each report their own)."""
+    total, avail = meminfo()
+    return total, avail, os.getloadavg()[0]
+
+
 @functools.lru_cache(maxsize=1)
 def _fixed() -> tuple[str, str, str]:
     return platform.machine(), platform.system().lower(), str(os.cpu_count() or 1)
 
 
-def system_attrs(name: str, slots: int, free: int) -> dict[str, str]:
+def system_attrs(name: str, slots: int, free: int,
+                 machine: Machine = real_machine) -> dict[str, str]:
     """Asked every second of every node (its parent polls it): kept cheap."""
-    total, avail = meminfo()
+    total, avail, load = machine()
     arch, os_name, cores = _fixed()
     return {"name": name, "arch": arch, "os": os_name, "cores": cores, "slots": str(slots),
             "free": str(free), "mem": str(total), "memfree": str(avail),
-            "load": f"{os.getloadavg()[0]:.2f}"}
+            "load": f"{load:.2f}"}
 
 
 def check_label(key: str, value: str) -> None:
@@ -93,6 +104,12 @@ def check_label(key: str, value: str) -> None:
 
 def format_attrs(attrs: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in attrs.items())
+
+
+def line_free(line: str) -> int | None:
+    """A status line's free slots (its third word), None for a malformed line."""
+    w = line.split(None, 3)
+    return int(w[2]) if len(w) > 2 and w[2].isdigit() else None
 
 
 def parse_status_line(line: str) -> dict[str, str]:
@@ -295,12 +312,17 @@ class Selection:
                 ) -> Iterator[tuple[dict[str, str], int]]:
         """Each well-formed line's attributes and the slots it offers under this selection."""
         for line in status_lines:
-            w = line.split(None, 3)
-            if len(w) > 2 and w[2].isdigit():
+            free = line_free(line)
+            if free is not None:
                 # Without a filter the attributes are not needed (free_in, the hot path of
                 # every reservation, reads the free column only): parse a line only to match it.
                 attrs = parse_status_line(line) if want_attrs or self.filter else {}
-                yield attrs, self.take(attrs, int(w[2]))
+                yield attrs, self.take(attrs, free)
+
+    @property
+    def plain(self) -> bool:
+        """Every free slot counts (no filter, no per-node cap): a subtree's free total does."""
+        return not self.filter and not self.pernode
 
     def __bool__(self) -> bool:
         return bool(self.filter) or self.pernode is not None or self.spread is not None

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..exec import nsexec
+from ..exec.process import ForkLauncher, Launcher
 from ..exec.reaper import Watchdog
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
@@ -38,7 +39,7 @@ from ..ninep.synthetic import (
     StaticFile,
     TableDir,
 )
-from .attrs import Filter, Pred, Selection, format_attrs, system_attrs
+from .attrs import Filter, Machine, Pred, Selection, format_attrs, real_machine, system_attrs
 from .exportfs import Export, ExportDir
 from .hooks import Reserver
 from .host import DataPath, Delegate, FarEnd, Owner
@@ -96,7 +97,11 @@ class Node:
     def __init__(self, name: str, slots: int, *, export: str | None = None,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  output_limit: int = DEFAULT_OUTPUT_LIMIT, workdir: str | None = None,
-                 max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+                 max_sessions: int = DEFAULT_MAX_SESSIONS,
+                 launcher: Launcher | None = None, machine: Machine | None = None) -> None:
+        """``launcher``: how commands start (default: forked here, under the watchdog);
+        ``machine``: the memory and load it reports (default: this machine's). The simulator
+        gives its own of each."""
         if slots < 0:
             raise ValueError("slots must be ≥ 0")
         self.name = name
@@ -121,6 +126,8 @@ class Node:
         self.reserver: Reserver | None = None  # reserves on neighbours (tree/reserve.py)
         self.cut_through: DataPath | None = None  # direct splices' endpoint (tree/data.py)
         self.spawner = ThreadPoolExecutor(4, thread_name_prefix="spawn")  # forks overlap
+        self.launcher: Launcher = launcher or ForkLauncher(self.spawner, self.get_watchdog)
+        self.machine: Machine = machine or real_machine
         self.find_remote: Callable[[str], FarEnd] | None = None  # a session elsewhere, by path
         self.started = time.time()
         self._ns_problem: str | bool | None = False  # False: not probed yet
@@ -266,7 +273,7 @@ class Node:
     def attrs(self) -> dict[str, str]:
         """What this node says about itself (node/attrs.py): the system's, then the labels."""
         mine = sum(1 for s in self.sessions.values() if s.came_from is None)
-        return {**system_attrs(self.name, self.slots_total, len(self.free)),
+        return {**system_attrs(self.name, self.slots_total, len(self.free), self.machine),
                 "sessions": str(mine), **self.labels}
 
     def known_attrs(self) -> set[str]:

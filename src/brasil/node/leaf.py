@@ -10,14 +10,13 @@ What a leaf needs of the session holding it is :class:`~brasil.node.host.Owner`.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import signal
 import sys
 from collections.abc import Awaitable
 
-from ..exec.process import Process, spawn_many
+from ..exec.process import Job, Process
 from ..exec.pychild import runs_module
 from ..exec.records import Key, Splitter
 from ..lifecycle import step
@@ -328,9 +327,8 @@ class Leaf(Scope):
 
 async def start(node: Host, leaves: list[Leaf], cmd: str, argv: list[str],
                 base_env: dict[str, str]) -> list[BaseException]:
-    """One process per leaf (``lazy`` ones: when their input first has bytes): forked in two
-    batches on the node's spawn threads (the forks overlap and the loop stays free), then
-    attached here. Returns what failed to start."""
+    """One process per leaf (``lazy`` ones: when their input first has bytes), started by the
+    node's launcher (exec/process.py: forked, or simulated). Returns what failed to start."""
     for leaf in leaves:
         if leaf.slot_state == "released":  # (a file of it still open: `release RANKS` took it)
             raise NinepError(f"exec: sub-session {leaf.path} was released; its slot is no "
@@ -347,28 +345,17 @@ async def start(node: Host, leaves: list[Leaf], cmd: str, argv: list[str],
         leaves = [leaf for leaf in leaves if leaf not in lazy]
         if not leaves:
             return []
-    jobs: list[tuple[list[str], dict[str, str], str | None, int | None]] = []
-    watchdog = node.get_watchdog()
+    jobs: list[Job] = []
     for leaf in leaves:
         if leaf.process is not None and not leaf.starting:  # a second exec: fresh pipes
             leaf._new_streams()
-        env = {**base_env, **leaf.env, **leaf.rank_env(), **watchdog.env}
+        env = {**base_env, **leaf.env, **leaf.rank_env()}
         jobs.append((argv, env, leaf.effective_dir() or node.workdir, leaf.slot))
-    loop = asyncio.get_running_loop()
-    half = (len(jobs) + 1) // 2
-    batches = [b for b in (jobs[:half], jobs[half:]) if b]
     checked = runs_module(argv, "brasil.exec.nsexec")  # it reports whether the binds worked
-    spawned = [p for batch in await asyncio.gather(
-        *(loop.run_in_executor(node.spawner, spawn_many, b, watchdog, checked)
-          for b in batches)) for p in batch]
-    moved = watchdog.cgroups.moved() if watchdog.cgroups is not None else None
-    if moved is not None:  # each in its cgroup before its exit is watched (before any reap)
-        await asyncio.wrap_future(moved)
-    errors = [p for p in spawned if isinstance(p, BaseException)]
-    started = [(leaf, Process(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream, watchdog), popen)
-               for leaf, popen in zip(leaves, spawned) if not isinstance(popen, BaseException)]
-    for _, proc, popen in started:
-        proc.attach(popen)
-    for leaf, proc, _ in started:
-        leaf._started(cmd, proc)
+    launched = await node.launcher.launch(
+        jobs, [(leaf.stdin, leaf.stdout.stream, leaf.stderr.stream) for leaf in leaves], checked)
+    errors = [p for p in launched if isinstance(p, BaseException)]
+    for leaf, proc in zip(leaves, launched):
+        if not isinstance(proc, BaseException):
+            leaf._started(cmd, proc)
     return errors

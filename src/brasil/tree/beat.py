@@ -21,7 +21,7 @@ The wire form, one line each: a status line (``NAME SLOTS FREE …``: set NAME's
 
 from __future__ import annotations
 
-from ..node.attrs import DRIFTING
+from ..node.attrs import DRIFTING, line_free
 
 WHOLE = "*"
 MAX_LEFT = 4096  # names that left, remembered for readers behind; beyond, a behind reader is sent all
@@ -99,6 +99,16 @@ class Replica:
     def __init__(self) -> None:
         self.by_name: dict[str, str] = {}
         self._lines: list[str] | None = []
+        self.free = 0  # the subtree's free slots, kept as lines change: a reservation plans
+        # with it without walking a line per node (O(N) at the root, per res: brasil.sim)
+
+    def _set(self, name: str, line: str | None) -> None:
+        old = self.by_name.pop(name, None) if line is None else self.by_name.get(name)
+        if old is not None:
+            self.free -= line_free(old) or 0
+        if line is not None:
+            self.by_name[name] = line
+            self.free += line_free(line) or 0
 
     def apply(self, text: str) -> tuple[list[str], list[str]]:
         """Takes one report; returns the names it set and the names that left."""
@@ -109,15 +119,16 @@ class Replica:
             named = {ln.split(None, 1)[0] for ln in rows if not ln.startswith("-")}
             left = [n for n in self.by_name if n not in named]
             for n in left:
-                del self.by_name[n]
+                self._set(n, None)
         changed = []
         for ln in rows:
             if ln.startswith("-"):
-                if self.by_name.pop(ln[1:], None) is not None:
+                if ln[1:] in self.by_name:
+                    self._set(ln[1:], None)
                     left.append(ln[1:])
             else:
                 name = ln.split(None, 1)[0]
-                self.by_name[name] = ln
+                self._set(name, ln)
                 changed.append(name)
         if changed or left:
             self._lines = None

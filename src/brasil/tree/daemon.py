@@ -122,8 +122,9 @@ class Daemon:
         return RemoteEnd(Remote(client, f"node {name}"), "/".join(["csrv"] + rest), path)
 
     async def listen(self, address: Address) -> list[Address]:
-        """With a secret, TCP listeners authenticate; a Unix socket (0600) is its owner's alone."""
-        listener = await self.server.listen(address, authenticate=address.kind == "tcp")
+        """With a secret, network listeners (TCP, a simulated network's) authenticate; a Unix
+        socket (0600) is its owner's alone."""
+        listener = await self.server.listen(address, authenticate=address.kind != "unix")
         got = bound_addresses(listener)
         self.node.addresses += [str(a) for a in got]
         if address.kind == "unix":

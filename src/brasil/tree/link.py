@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -47,6 +46,7 @@ log = logging.getLogger("brasil.tree")
 
 HEARTBEAT = 1.0
 HEARTBEAT_TIMEOUT = 2.5
+LINEAGE_REFRESH = 5.0  # seconds between two reads of a joined parent's lineage
 JOIN_TIMEOUT = 2.0  # for one attempt to join one ancestor (a frozen one must not hold us up)
 # A join lost sooner than this after it was answered did not hold (a parent that cannot
 # authenticate back to us drops the connection at once): it is waited after, as a failure.
@@ -100,8 +100,11 @@ class Attempt:
         self.served = conn
 
     def silent_for(self) -> float:
-        """Seconds since the parent last polled us (0 before it took our connection over)."""
-        return 0.0 if self.served is None else time.monotonic() - self.served.last_heard
+        """Seconds since the parent last polled us (0 before it took our connection over), on
+        the loop's clock, as ``last_heard`` is."""
+        if self.served is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self.served.last_heard
 
     def abort(self) -> None:
         for c in (self.up, self.reverse):
@@ -317,10 +320,26 @@ class ParentLink:
         every second over the connection it took over: its silence is the sign, without a
         request of ours (a stat a second from every node)."""
         beat = asyncio.ensure_future(self._heartbeat(attempt))
+        refresh = asyncio.ensure_future(self._refresh_lineage(attempt))
         try:
             return await attempt.lost
         finally:
             beat.cancel()
+            refresh.cancel()
+
+    async def _refresh_lineage(self, attempt: Attempt) -> None:
+        """Read the parent's lineage again now and then: a parent that had not joined its own
+        parent yet when we joined (daemons started at once, by Slurm, ssh or `cluster up`'s
+        levels) told us only its own address, and losing it would then leave us nowhere to
+        go (found by the simulator, brasil.sim). Every LINEAGE_REFRESH seconds: a short read,
+        one per child, never one per node below."""
+        assert attempt.up is not None
+        own = self.own_address()
+        while True:
+            await asyncio.sleep(LINEAGE_REFRESH)
+            lineage = await self._lineage_of(attempt.up)
+            if lineage and (own is None or own not in map(str, lineage)):
+                self.ancestors = lineage
 
     @staticmethod
     async def _heartbeat(attempt: Attempt) -> None:

@@ -59,7 +59,7 @@ class Child:
         return self.report.lines
 
     def free_slots(self) -> int:
-        return sum(int(ln.split()[2]) for ln in self.status if len(ln.split()) > 2)
+        return self.report.free
 
     def attr_keys(self) -> set[str]:
         return {w.partition("=")[0] for ln in self.status for w in ln.split()[6:] if "=" in w}

@@ -103,7 +103,8 @@ class Reserver:
 
     def _plan(self, need: int, came_from: str | None, tried: set[str], sel: Selection
               ) -> list[tuple[str, Client, int]]:
-        free = {c.name: sel.free_in(c.status) for c in self.children.by_name.values()}
+        free = {c.name: c.free_slots() if sel.plain else sel.free_in(c.status)
+                for c in self.children.by_name.values()}
         kids = [c for c in self.children.by_name.values()
                 if c.name != came_from and c.name not in tried and not c.gone and free[c.name] > 0]
         kids.sort(key=lambda c: -free[c.name])
