@@ -234,9 +234,10 @@ class ParentLink:
                                     "" if candidates else f" (trying again in {backoff:.1f}s)")
                     self._step("fail")
                 else:
-                    lost_parent, joined_at = None, time.monotonic()
+                    clock = asyncio.get_running_loop().time  # (a simulated loop's too)
+                    lost_parent, joined_at = None, clock()
                     why = await self._stay(attempt)
-                    brief = time.monotonic() - joined_at < SETTLED
+                    brief = clock() - joined_at < SETTLED
                     if brief:  # not a parent lost: a join that did not hold. Retrying at once
                         # hammered such a parent (half a million joins in 25 minutes, 150 MB
                         # of log), so it waits as a failure does, doubling.
