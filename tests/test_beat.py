@@ -2,6 +2,7 @@
 happened between reads; an idle subtree is reported as nothing; small drifts are not news.
 On real trees: the root of 1+3+9 hears all 13 nodes, a lost leaf leaves, an idle read is empty."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -104,5 +105,29 @@ async def test_a_child_of_an_older_version_is_read_whole_through_its_subtree(tmp
             lines.pop()
             replica.apply(whole + (await _read_from_start(f)).decode())
             assert replica.lines == lines[:1]
+        finally:
+            await c.close()
+
+
+async def test_a_child_s_endless_report_is_refused_not_read_into_memory(tmp_path, monkeypatch):
+    """A broken or hostile child answering its heartbeat with no end: the parent stops at
+    MAX_REPORT and says so (the poller then drops the child)."""
+    from brasil.ninep.client import Client
+    from brasil.ninep.errors import NinepError
+    from brasil.ninep.synthetic import Entry, LiveFile, TableDir
+    from brasil.tree import registry
+    from fixtures import serving
+
+    monkeypatch.setattr(registry, "MAX_REPORT", 1 << 20)
+    big = "x" * (8 << 20)
+    local = lambda o: TableDir([Entry("heartbeat", 0o444,  # noqa: E731
+                                      lambda o: LiveFile(lambda: big))])
+    root = TableDir([Entry("csrv", 0o555, lambda o: TableDir([Entry("local", 0o555, local)]))])
+    async with serving(root) as (_, address):
+        c = await Client.connect(address)
+        try:
+            f, _ = await registry._open_heartbeat(c)
+            with pytest.raises(NinepError, match="its heartbeat is over 1 MiB"):
+                await registry._read_from_start(f)
         finally:
             await c.close()

@@ -43,6 +43,7 @@ NO_PATH = "no path to a root yet"  # a join refused for now (9P2000 carries no e
 POLL_PERIOD = 1.0
 POLL_TIMEOUT = 3.0
 FRESH_TIMEOUT = 1.0
+MAX_REPORT = 64 << 20  # a child's heartbeat, read whole (a 200-byte line for 300,000 nodes)
 
 
 class Child:
@@ -265,8 +266,14 @@ async def _open_heartbeat(client: Client) -> tuple[File, str]:
 
 async def _read_from_start(f: File) -> bytes:
     """A live file's text: from offset 0 (which makes it afresh) to its end; one round trip
-    when it fits in one read."""
+    when it fits in one read. A child's report past MAX_REPORT is an error (the child is then
+    dropped): a broken or hostile one must not grow its parent's memory without bound."""
     parts = [await f.read(None, 0)]
+    size = len(parts[0])
     while len(parts[-1]) == f.iounit:
-        parts.append(await f.read(None, sum(len(p) for p in parts)))
+        if size > MAX_REPORT:
+            raise NinepError(f"its heartbeat is over {MAX_REPORT >> 20} MiB (a status line for "
+                             "hundreds of thousands of nodes): refused")
+        parts.append(await f.read(None, size))
+        size += len(parts[-1])
     return b"".join(parts)
