@@ -257,16 +257,8 @@ class ParentLink:
                 self._step("stop")
                 raise
             self._leave(attempt)
-            if self.state == "lost" and not brief:
-                self._step("rehome")
-            elif candidates and not brief:
-                self._step("next")
-            elif self.finder is not None and not brief:
-                self._step("rediscover")
-                lost_parent = None
-                candidates = await self._discover()
-            else:  # every ancestor failed, or a join did not hold
-                self._step("back_off")
+            if brief or not (self.state == "lost" or candidates or self.finder is not None):
+                self._step("back_off")  # a join that did not hold, or every ancestor failed
                 try:
                     await asyncio.sleep(backoff)
                 except asyncio.CancelledError:
@@ -275,6 +267,14 @@ class ParentLink:
                 backoff = min(backoff * 2, 5.0)
                 candidates = self._candidates(lost_parent)
                 self._step("retry")
+            elif self.state == "lost":
+                self._step("rehome")
+            elif candidates:
+                self._step("next")
+            else:
+                self._step("rediscover")
+                lost_parent = None
+                candidates = await self._discover()
 
     async def _join(self, attempt: Attempt) -> None:
         """Dial, register, and mount ``/csrv/parent``: the steps dialed and joined."""
