@@ -288,9 +288,9 @@ class ForkLauncher:
 
 def spawn_many(jobs: list[Job], watchdog: Watchdog | None = None,
                setup_check: bool = False) -> list[Any]:
-    """Spawn each job; a Popen, or the NinepError that job raised (run on a spawn thread, one
-    call for many children: fewer hand-offs between threads than one call each). Each group is
-    given to the watchdog at once, so it dies with the daemon.
+    """Spawn each job; a Spawned (exec/spawn.py), or the NinepError that job raised (run on a
+    spawn thread, one call for many children: fewer hand-offs between threads than one call
+    each). Each group is given to the watchdog at once, so it dies with the daemon.
 
     With ``setup_check`` the command is a helper (``brasil.exec.nsexec``) that reports on a pipe
     whether its setup worked before it runs the real command: a failure fails the spawn, with

@@ -163,26 +163,35 @@ class GeneratedFile(Inode):
 class LiveFile(Inode):
     """Text produced afresh whenever a read starts at offset 0, later offsets reading on in that
     text: one open file serves a reader that polls it (a heartbeat) with one round trip per
-    poll, instead of a walk, an open, two reads and a clunk. ``generate`` must answer now."""
+    poll, instead of a walk, an open, two reads and a clunk. ``generate`` must answer now.
 
-    def __init__(self, generate: Callable[[], str | bytes], name: str = "",
-                 mode: int = 0o444) -> None:
+    With ``opener`` instead, each open reads from a generator of its own, made when it opens:
+    one that remembers what that reader was last told (the tree's heartbeat: what changed)."""
+
+    def __init__(self, generate: Callable[[], str | bytes] | None = None, name: str = "",
+                 mode: int = 0o444, *,
+                 opener: Callable[[], Callable[[], str | bytes]] | None = None) -> None:
+        if (generate is None) == (opener is None):
+            raise ValueError("a live file takes generate or opener, one of them")
         super().__init__(name, mode)
         self.generate = generate
+        self.opener = opener
 
     def open(self, mode: int) -> Handle:
-        return LiveHandle(self)
+        generate = self.opener() if self.opener is not None else self.generate
+        assert generate is not None
+        return LiveHandle(self, generate)
 
 
 class LiveHandle(Handle):
-    def __init__(self, node: LiveFile) -> None:
+    def __init__(self, node: LiveFile, generate: Callable[[], str | bytes]) -> None:
         super().__init__(node)
-        self.live = node
+        self.generate = generate
         self.data = b""
 
     def read(self, offset: int, count: int) -> bytes:
         if offset == 0:
-            self.data = _b(self.live.generate())
+            self.data = _b(self.generate())
         return self.data[offset:offset + count]
 
 

@@ -23,7 +23,7 @@ from .data import CutThrough, DataEndpoint
 from .delegation import RemoteEnd
 from .link import ParentLink
 from .proxy import Remote
-from .registry import Children, HeartbeatFile, JoinFile
+from .registry import Children, JoinFile
 from .reserve import Reserver
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Daemon:
         return {"join": JoinFile(self.children),
                 "lineage": GeneratedFile(self.lineage_text),
                 "subtree": LiveFile(self.children.subtree_text),
-                "heartbeat": HeartbeatFile(self.children)}
+                "heartbeat": LiveFile(opener=self.children.heartbeat_reader)}
 
     def advertised(self) -> str | None:
         """The address children reach us at: our first TCP listener (a wildcard one under the

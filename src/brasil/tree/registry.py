@@ -29,7 +29,6 @@ from ..ninep.client import Client, File
 from ..ninep.ctl import CommandTable, CtlFile
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.server import current_connection
-from ..ninep.synthetic import Handle, Inode
 from ..node.daemon import Node
 from .beat import WHOLE, Ledger, Replica, moved
 from .proxy import RemoteDir, mount
@@ -158,6 +157,17 @@ class Children:
             if not any(name in c.report.by_name for c in self.by_name.values() if c is not child):
                 self.ledger.drop(name)
 
+    def heartbeat_reader(self) -> Callable[[], str]:
+        """One reader of our ``heartbeat`` (one open): each call, what changed since its last
+        (all of it at the first)."""
+        seen = -1
+
+        def report() -> str:
+            nonlocal seen
+            text, seen = self.heartbeat(seen)
+            return text
+        return report
+
     def heartbeat(self, seen: int) -> tuple[str, int]:
         """Our heartbeat for a reader that has seen our changes up to ``seen``: our own line
         counts as changed only when it has moved by a step (tree/beat.py)."""
@@ -224,33 +234,6 @@ class Children:
     def close(self) -> None:
         for child in list(self.by_name.values()):
             self._drop(child, "shutting down")
-
-
-class HeartbeatFile(Inode):
-    """``heartbeat``: each open is told, at each read from offset 0, what changed in our subtree
-    since its previous one (all of it at the first); later offsets read on in that report."""
-
-    def __init__(self, children: Children) -> None:
-        super().__init__("heartbeat", 0o444)
-        self.children = children
-
-    def open(self, mode: int) -> Handle:
-        return HeartbeatHandle(self)
-
-
-class HeartbeatHandle(Handle):
-    node: HeartbeatFile
-
-    def __init__(self, node: HeartbeatFile) -> None:
-        super().__init__(node)
-        self.seen = -1
-        self.data = b""
-
-    def read(self, offset: int, count: int) -> bytes:
-        if offset == 0:
-            text, self.seen = self.node.children.heartbeat(self.seen)
-            self.data = text.encode()
-        return self.data[offset:offset + count]
 
 
 async def _open_heartbeat(client: Client) -> tuple[File, str]:
