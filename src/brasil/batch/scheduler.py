@@ -37,6 +37,7 @@ from typing import Any
 from ..ninep.errors import NinepError
 from ..ninep.private import UnsafePathError
 from ..ninep.ratelimit import RateLimited
+from ..ninep.server import loop_time
 from . import commit, isolate, ops
 from .jobfile import JobFileError, JobSpec, Parser
 from .messages import (
@@ -80,11 +81,11 @@ class ConnectedWorker:
     domain: str = ""  # its availability domain (a rack…): redundant copies go to another one
     outbox: list[str] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    last_seen: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=loop_time)
     registered: float = field(default_factory=time.time)
     run_time: float = 1.0  # a moving average of its executions' run time, in seconds
     attached: object | None = None  # the open of its ``next`` file, while it is connected
-    gone_since: float | None = None  # monotonic: when its connection closed (None: not gone)
+    gone_since: float | None = None  # the loop's clock: when its connection closed (None: not gone)
 
     def live(self, now_m: float, lease: float) -> bool:
         """Whether to give it work: registered with slots, connected, and heard of lately."""
@@ -117,7 +118,7 @@ class Scheduler:
         self.lease = lease
         self.policy = policy or TrellisPolicy()
         self.workers: dict[str, ConnectedWorker] = {}
-        self.leases: dict[int, float] = {}       # token → expiry (monotonic)
+        self.leases: dict[int, float] = {}       # token → expiry (the loop's clock)
         self.owner: dict[int, str] = {}          # token → worker
         self.homes: dict[int, str] = {}          # token → its job's home
         self.committing: set[int] = set()        # told to commit (staging, not yet journaled)
@@ -141,7 +142,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.store.open)
         self.isolation_problem = await loop.run_in_executor(None, isolate.probe)
-        now = time.monotonic()
+        now = loop_time()
         replay = []
         for token, worker, state, _job, home in await self.store.read(ops.active_executions):
             self.leases[token] = now + self.lease
@@ -187,7 +188,7 @@ class Scheduler:
         return result
 
     def deliver(self, push: ops.Push) -> None:
-        now = time.monotonic()
+        now = loop_time()
         orphans: list[int] = []
         for worker, line in push:
             order = decode_order(line)
@@ -231,7 +232,7 @@ class Scheduler:
         held: dict[str, int] = {}
         for owner in self.owner.values():
             held[owner] = held.get(owner, 0) + 1
-        now_m = time.monotonic()
+        now_m = loop_time()
         return any(w is not me and w.capacity() > held.get(w.name, 0)
                    and w.live(now_m, self.lease) for w in self.workers.values())
 
@@ -298,7 +299,7 @@ class Scheduler:
         if w is None:
             w = self.workers[name] = ConnectedWorker(name, slots, host, pid, remote)
         w.slots, w.host, w.pid, w.remote, w.domain = slots, host, pid, remote, domain
-        w.last_seen = time.monotonic()
+        w.last_seen = loop_time()
         w.gone_since = None
         self.kick()
         return w
@@ -318,7 +319,7 @@ class Scheduler:
         if w is None or w.attached is not handle or self._stopping:
             return  # an older connection's, closing after the worker dialled again
         w.attached = None
-        w.gone_since = time.monotonic()
+        w.gone_since = loop_time()
         self._spawn(self._worker_gone(name))
 
     async def _worker_gone(self, name: str) -> None:
@@ -335,7 +336,7 @@ class Scheduler:
         w = self.workers.get(name)
         if w is None:
             raise NinepError(f"worker {name} is not registered (did the scheduler restart?)")
-        w.last_seen = time.monotonic()
+        w.last_seen = loop_time()
         if w.outbox:
             return self._take(w, count)
         return self._take_later(w, count)
@@ -360,7 +361,7 @@ class Scheduler:
             except TimeoutError:
                 if f in w.waiters:
                     w.waiters.remove(f)
-            w.last_seen = time.monotonic()
+            w.last_seen = loop_time()
             if not w.outbox:
                 return b"\n"  # a heartbeat: the worker learns we are alive, and reads again
         return self._take(w, count)
@@ -370,7 +371,7 @@ class Scheduler:
         w = self.workers.get(name)
         if w is None:
             raise NinepError(f"worker {name} is not registered (did the scheduler restart?)")
-        now_m = time.monotonic()
+        now_m = loop_time()
         w.last_seen = now_m
         starts: list[tuple[int, int, float]] = []
         rest: list[Report] = []
@@ -486,7 +487,7 @@ class Scheduler:
             self._kick.clear()
             if not self._maybe_work:
                 continue
-            now_m = time.monotonic()
+            now_m = loop_time()
             live = [w for w in self.workers.values() if w.live(now_m, self.lease)]
             if not live:
                 continue
@@ -544,10 +545,10 @@ class Scheduler:
     async def _lease_keeper(self) -> None:
         while True:
             period = max(0.05, self.lease / 8)
-            before = time.monotonic()
+            before = loop_time()
             await asyncio.sleep(period)
             try:
-                self._pardon(time.monotonic() - before - period)
+                self._pardon(loop_time() - before - period)
                 await self._expire()
                 self._forget_gone()
             except Exception:  # noqa: BLE001
@@ -561,7 +562,7 @@ class Scheduler:
         it had left), so a healthy worker is never blamed for our silence."""
         if late <= max(0.5, self.lease / 4):
             return
-        now_m = time.monotonic()
+        now_m = loop_time()
         limited.warning("stopped", "batch: the scheduler was stopped or starved for %.1fs "
                         "(its lease check came that late); %d lease(s) extended, to a lease "
                         "from now at least", late, len(self.leases))
@@ -572,7 +573,7 @@ class Scheduler:
                 w.last_seen = max(w.last_seen + late, now_m - self.lease / 4)
 
     async def _expire(self) -> None:
-        now_m = time.monotonic()
+        now_m = loop_time()
         expired = [t for t, until in self.leases.items() if until < now_m]
         if not expired:
             return
@@ -599,7 +600,7 @@ class Scheduler:
     def _forget_gone(self) -> None:
         """Drop workers gone (or never heard of since a restart) for ``forget_after`` seconds
         that hold nothing: the list shows the workers there are, not every one there was."""
-        now_m = time.monotonic()
+        now_m = loop_time()
         held = set(self.owner.values())
         for name, w in list(self.workers.items()):
             since = w.gone_since if w.gone_since is not None else (
@@ -670,7 +671,7 @@ class Scheduler:
     def state_line(self) -> str:
         iso = "yes" if not self.isolation_problem else "no"
         live = sum(1 for w in self.workers.values() if w.slots and w.gone_since is None and
-                   time.monotonic() - w.last_seen < self.lease)
+                   loop_time() - w.last_seen < self.lease)
         return (f"scheduler db {self.store.describe()} lease {self.lease:g} policy "
                 f"{self.policy.name} workers {live} isolation {iso}"
                 + (f" export {self.export_root}" if self.export_root else ""))
