@@ -110,8 +110,12 @@ class Scheduler:
     def __init__(self, store: Store, *, export_root: str | None = None,
                  lease: float = DEFAULT_LEASE, policy: Policy | None = None,
                  max_submit: int = DEFAULT_MAX_SUBMIT,
-                 max_workload: int = DEFAULT_MAX_WORKLOAD) -> None:
+                 max_workload: int = DEFAULT_MAX_WORKLOAD,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: the wall clock of what the database records (events, ends, retries'
+        delays; the simulator's is virtual). Leases are timed on the loop's clock."""
         self.store = store
+        self.clock = clock
         self.max_submit = max_submit
         self.max_workload = max_workload
         self.export_root = export_root.rstrip("/") + "/" if export_root else None
@@ -131,7 +135,7 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._recovering: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.started = time.time()
+        self.started = self.clock()
         self.forget_after = max(60.0, 6 * lease)  # seconds a gone worker stays in the list
         self.on_forget: list[Callable[[str], object]] = []  # called with a dropped worker's name
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,7 +260,7 @@ class Scheduler:
                              f"{self.max_submit} (brasil serve --max-jobs-per-submission): "
                              "split the jobs and submit the parts one after another")
         await asyncio.to_thread(self._check_homes, specs)
-        now = time.time()
+        now = self.clock()
         first, n = await self.write(lambda tx: ops.submit(tx, specs, now, self.max_workload))
         limited.emit(logging.INFO, "submitted", "batch: jobs %d-%d submitted", first,
                      first + n - 1)  # a client may submit a thousand times a second
@@ -279,14 +283,14 @@ class Scheduler:
                                  "node (or is not a directory); create it, or give --home DIR")
 
     async def cancel(self, ids: list[int] | None, tag: str | None) -> int:
-        now = time.time()
+        now = self.clock()
         n, push = await self.write(lambda tx: ops.cancel(tx, ids, tag, now))
         self.deliver(push)
         self.kick()
         return n
 
     async def retry(self, ids: list[int] | None, tag: str | None, retries: int) -> int:
-        now = time.time()
+        now = self.clock()
         n = await self.write(lambda tx: ops.retry(tx, ids, tag, retries, now))
         self.kick()
         return n
@@ -408,7 +412,7 @@ class Scheduler:
 
     def _reports(self, tx: Tx, w: ConnectedWorker, starts: list[tuple[int, int, float]],
                  rest: list[Report]) -> tuple[ops.Push, list[int]]:
-        now = time.time()
+        now = self.clock()
         push = ops.started(tx, w.name, starts) if starts else []
         done: list[int] = []
         gone: list[int] = []
@@ -507,7 +511,7 @@ class Scheduler:
     def _claim_all(self, tx: Tx, *, live: list[ConnectedWorker]) -> ops.Push:
         """Every live worker's free slots filled: first without the jobs that last failed on
         that worker (so another worker with a free slot takes them), then with them."""
-        now = time.time()
+        now = self.clock()
         push: ops.Push = []
         domains = self._domains()
         for fallback in (False, True):
@@ -589,7 +593,7 @@ class Scheduler:
         if plain:
             for t in plain:
                 self.leases.pop(t, None)
-            now = time.time()
+            now = self.clock()
             push = await self.write(lambda tx: ops.lose(tx, plain, now, why))
             self.deliver(push)
         for t in tokens:
@@ -639,18 +643,18 @@ class Scheduler:
                                                   journaled, within)
             except UnsafePathError as e:  # refused whole: nothing of it was applied
                 log.warning("batch: execution %d's commit in %s refused: %s", token, home, e)
-                now, why = time.time(), f"commit refused: {e}"
+                now, why = self.clock(), f"commit refused: {e}"
                 await self.write(lambda tx: ops.commit_refused(tx, token, why, now))
                 self.deliver([(worker, order("discard", token))])
                 return
             except OSError as e:
                 log.warning("batch: completing execution %d's commit in %s failed: %s", token,
                             home, e)
-                now, why = time.time(), f"commit could not be completed: {e}"
+                now, why = self.clock(), f"commit could not be completed: {e}"
                 await self.write(lambda tx: ops.commit_undone(tx, token, why, now, True))
                 self.deliver([(worker, order("discard", token))])
                 return
-            now = time.time()
+            now = self.clock()
             if done:
                 push, _ = await self.write(
                     lambda tx: self._committed(tx, worker, token, now, "completed by scheduler"))

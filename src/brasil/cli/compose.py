@@ -13,7 +13,8 @@ why it lives with the commands.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ class BatchOptions:
     max_submit: int | None = None  # None: the scheduler's default
     max_workload: int | None = None
     writer: Writer | None = None  # what runs the store's writes (None: its thread; sim/batch.py)
+    clock: Callable[[], float] = time.time  # the scheduler's wall clock (the simulator's: virtual)
 
 
 class ListenError(Exception):
@@ -124,7 +126,7 @@ async def start_scheduler(node: Node, o: BatchOptions) -> Scheduler:
     export = node.export.root if node.export is not None else None
     sched = Scheduler(Store(url, o.password, writer=o.writer), export_root=export, lease=o.lease,
                       max_submit=o.max_submit or DEFAULT_MAX_SUBMIT,
-                      max_workload=o.max_workload or DEFAULT_MAX_WORKLOAD)
+                      max_workload=o.max_workload or DEFAULT_MAX_WORKLOAD, clock=o.clock)
     await sched.start()
     node.local.add("batch", batch_dir(sched))
     return sched

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+EPOCH = 1.7e9  # the virtual clock's 0 as a wall-clock time (November 2023)
 
 
 class Deadlock(RuntimeError):
@@ -80,6 +81,11 @@ class SimLoop(asyncio.BaseEventLoop):
         handle = super().call_at(when, callback, *args, context=context)
         self.driver.wake(self, when)
         return handle
+
+    def wall(self) -> float:
+        """The virtual clock as a wall-clock time (from :data:`EPOCH`): what the code that
+        records times (the batch scheduler, its workers) is given as ``time.time``."""
+        return EPOCH + self.time()
 
     def next_time(self) -> float | None:
         """When this loop next has work (None: none, or frozen), its busy core included."""

@@ -6,7 +6,8 @@ parent exactly as a real one joins (two dials, ``join``, the parent's poll of ``
 second); what differs is chosen through compose's and the node's options only: the simulated
 network (``net.py``), simulated commands (``commands.py``) which also give each node its own
 memory and load (not the real machine's, the same for all), no metrics sampler (it reads the
-real machine and keeps its history on a thread), no batch scheduler unless asked, no zeroconf.
+real machine and keeps its history on a thread), no batch scheduler unless asked (its store's
+writes then run on the root's loop: ``batch.py``), no zeroconf.
 
 The tree is k-ary and filled level by level (names as ``tests/fixtures.tree_of``'s: n0; n1…nK;
 n1.1…), so any N is a tree of the given fan-out with its last level partly filled.
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..batch.store import WriterOnLoop
 from ..cli.compose import BatchOptions, Composed, compose
 from ..ninep.auth import client_auth
 from ..ninep.client import Client
@@ -146,7 +148,11 @@ class SimCluster:
         launcher = SimLauncher(self.behaviour)
         node = Node(name, self.slots, launcher=launcher, machine=launcher.machine,
                     idle_timeout=3600, export=self.export)
-        batch = BatchOptions(self.batch_dir) if self.batch_dir and parent is None else None
+        batch = None
+        if self.batch_dir and parent is None:  # (its store's writes: on this daemon's loop)
+            loop = asyncio.get_running_loop()
+            assert isinstance(loop, SimLoop)
+            batch = BatchOptions(self.batch_dir, writer=WriterOnLoop(), clock=loop.wall)
         return await compose(node, [Address("sim", path=name)], secret=SECRET,
                              parent=Address("sim", path=parent) if parent else None,
                              data_host=f"sim:{name}/data", batch=batch, metrics=False)
