@@ -41,6 +41,7 @@ from ..batch.store import Tx
 from ..batch.worker import Worker
 from ..ninep.auth import client_auth
 from ..ninep.client import Client
+from ..ninep.server import DEFAULT_MAX_TOTAL_FIDS
 from ..ninep.transport import Address
 from .clock import EPOCH, SimLoop
 from .cluster import SECRET, SimCluster, _rss
@@ -48,6 +49,9 @@ from .commands import Behaviour, cpu
 from .net import LinkModel
 
 _pids = itertools.count(200000)
+
+
+FIDS_EACH = 8  # fids a placeholder holds at the scheduler's daemon: root, next, ctl; and a read's
 
 
 class SimJobs:
@@ -128,7 +132,11 @@ class SimBatch:
         os.mkdir(self.home)
         sched_dir = os.path.join(self.tmp, "sched")
         os.mkdir(sched_dir, 0o700)
-        self.cluster = SimCluster(1, 8, slots=0, model=model, batch_dir=sched_dir)
+        # (as `brasil serve --max-connections --max-fids` must be for this many: the defaults,
+        # 1,024 connections and 32,768 fids, would refuse the placeholders past a thousand)
+        room = {"max_connections": placeholders + 64,
+                "max_total_fids": max(DEFAULT_MAX_TOTAL_FIDS, FIDS_EACH * (placeholders + 64))}
+        self.cluster = SimCluster(1, 8, slots=0, model=model, batch_dir=sched_dir, limits=room)
         self.workers: list[Placeholder] = []
         self.figures: dict[str, Any] = {}
 

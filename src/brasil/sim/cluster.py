@@ -82,10 +82,12 @@ class SimCluster:
     def __init__(self, nodes: int, fanout: int, *, slots: int = 1,
                  model: LinkModel | None = None, behaviour: Behaviour | None = None,
                  cpu_scale: float = 1.0, cores: int | None = None,
-                 batch_dir: str | None = None, export: str | None = None) -> None:
+                 batch_dir: str | None = None, export: str | None = None,
+                 limits: dict[str, float] | None = None) -> None:
         """``export``: a directory every node serves as its ``fs/`` (one, shared: what group
         reads of a file identical everywhere read); ``cores``: the daemons share that many
-        (default: a core each)."""
+        (default: a core each); ``limits``: every daemon's 9P server's caps (``brasil serve
+        --max-connections``…: compose's ``limits``)."""
         self.layout = tree_names(nodes, fanout)
         self.fanout, self.slots = fanout, slots
         self.driver = Driver(cpu_scale, cores)
@@ -93,6 +95,7 @@ class SimCluster:
         self.behaviour = behaviour or Behaviour()
         self.batch_dir = batch_dir  # a scheduler on the root, its database there
         self.export = export
+        self.limits = limits or {}
         self.loops: dict[str, SimLoop] = {}
         self.daemons: dict[str, Composed] = {}
         self.client_loop = self.driver.loop("client")
@@ -155,7 +158,8 @@ class SimCluster:
             batch = BatchOptions(self.batch_dir, writer=WriterOnLoop(), clock=loop.wall)
         return await compose(node, [Address("sim", path=name)], secret=SECRET,
                              parent=Address("sim", path=parent) if parent else None,
-                             data_host=f"sim:{name}/data", batch=batch, metrics=False)
+                             data_host=f"sim:{name}/data", batch=batch, metrics=False,
+                             **self.limits)
 
     def down(self) -> None:
         """Stop every daemon (their own stop, in their own loop), the client first; killed
