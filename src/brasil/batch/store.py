@@ -48,6 +48,10 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, id) WHERE state = 'ready'",
     "CREATE INDEX IF NOT EXISTS jobs_running ON jobs (priority DESC, id) WHERE state = 'running'",
     "CREATE INDEX IF NOT EXISTS jobs_tag ON jobs (tag)",
+    # the running isolated jobs, which a redundant execution is chosen from (policy.py) at
+    # every claim that finds fewer ready jobs than free slots: not every running job
+    "CREATE INDEX IF NOT EXISTS jobs_redundant ON jobs (priority DESC, id) "
+    "WHERE state = 'running' AND isolate = 1",
     "CREATE TABLE IF NOT EXISTS deps (job BIGINT NOT NULL, dep BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep)",
     """CREATE TABLE IF NOT EXISTS executions (
@@ -57,6 +61,10 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS executions_job ON executions (job)",
     "CREATE INDEX IF NOT EXISTS executions_active ON executions (state) "
     "WHERE state IN ('assigned', 'running', 'committing')",
+    # a worker's active executions (ops.busy_slots, at every claim): without it each claim
+    # scanned every execution the database ever held (the simulator's finding, docs/sim.md)
+    "CREATE INDEX IF NOT EXISTS executions_worker_active ON executions (worker, state) "
+    "WHERE state IN ('assigned', 'running', 'committing', 'applying')",
     """CREATE TABLE IF NOT EXISTS events (
         t DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, job BIGINT, execution BIGINT,
         worker TEXT, detail TEXT)""",
