@@ -26,8 +26,10 @@ a crash without harm:
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -66,6 +68,9 @@ limited = RateLimited(log)  # lines a client can cause: a few of a kind a minute
 DEFAULT_LEASE = 10.0
 DEFAULT_MAX_SUBMIT = 100_000      # jobs in one submission (brasil serve --max-jobs-per-submission)
 DEFAULT_MAX_WORKLOAD = 1_000_000  # jobs of one tag not ended yet (--max-jobs-per-workload)
+# seconds the count of live workers in ``ctl`` may be old: every worker reads ``ctl`` when it
+# connects, and counting every worker each time made a storm of W connections O(W²)
+LIVE_COUNT_AGE = 1.0
 SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slot queued
 
 
@@ -123,7 +128,9 @@ class Scheduler:
         self.policy = policy or TrellisPolicy()
         self.workers: dict[str, ConnectedWorker] = {}
         self.leases: dict[int, float] = {}       # token → expiry (the loop's clock)
-        self.owner: dict[int, str] = {}          # token → worker
+        self.owner: dict[int, str] = {}          # token → worker (set by _own, dropped by forget)
+        self.held: collections.Counter[str] = collections.Counter()  # worker → its tokens
+        self.hungry: set[str] = set()  # workers holding fewer tokens than their capacity
         self.homes: dict[int, str] = {}          # token → its job's home
         self.committing: set[int] = set()        # told to commit (staging, not yet journaled)
         self.applying: set[int] = set()          # journaled: the commit will be completed
@@ -139,6 +146,7 @@ class Scheduler:
         self.forget_after = max(60.0, 6 * lease)  # seconds a gone worker stays in the list
         self.on_forget: list[Callable[[str], object]] = []  # called with a dropped worker's name
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._live_count = (-math.inf, 0)  # (when, how many): state_line's count of workers
 
     # ---- lifetime ----
 
@@ -150,7 +158,7 @@ class Scheduler:
         replay = []
         for token, worker, state, _job, home in await self.store.read(ops.active_executions):
             self.leases[token] = now + self.lease
-            self.owner[token] = worker
+            self._own(token, worker)
             self.homes[token] = home
             if state == "committing":
                 self.committing.add(token)
@@ -199,7 +207,7 @@ class Scheduler:
             token = order.token
             if isinstance(order, Run):
                 self.leases[token] = now + self.lease
-                self.owner[token] = worker
+                self._own(token, worker)
                 self.homes[token] = order.home
                 g = self.workers.get(worker)
                 if g is not None and g.gone_since is not None:  # it went while we decided
@@ -224,21 +232,63 @@ class Scheduler:
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
+    def _own(self, token: int, worker: str) -> None:
+        before = self.owner.get(token)
+        if before == worker:
+            return
+        if before is not None:
+            self._disown(token)
+        self.owner[token] = worker
+        self.held[worker] += 1
+        self._recount(worker)
+
+    def _disown(self, token: int) -> None:
+        worker = self.owner.pop(token, None)
+        if worker is not None:
+            self.held[worker] -= 1
+            if self.held[worker] <= 0:
+                del self.held[worker]
+            self._recount(worker)
+
+    def _recount(self, name: str) -> None:
+        """Whether ``name`` is hungry (fewer tokens than its capacity), after its tokens, its
+        slots or its run time (hence its capacity) changed: kept as they change, so that a
+        report asks only the hungry workers whether one is idle, not every worker."""
+        w = self.workers.get(name)
+        if w is not None and self.held[name] < w.capacity():
+            self.hungry.add(name)
+        else:
+            self.hungry.discard(name)
+
     def forget(self, token: int) -> None:
         self.leases.pop(token, None)
-        self.owner.pop(token, None)
+        self._disown(token)
         self.homes.pop(token, None)
         self.committing.discard(token)
         self.applying.discard(token)
 
     def _others_idle(self, me: ConnectedWorker) -> bool:
-        """Whether a live worker other than ``me`` has a free slot (by our count of its tokens)."""
-        held: dict[str, int] = {}
-        for owner in self.owner.values():
-            held[owner] = held.get(owner, 0) + 1
+        """Whether a live worker other than ``me`` has a free slot (by our count of its tokens):
+        asked of the hungry ones only (it was every worker, at every report: O(workers) per
+        job, the simulator found)."""
         now_m = loop_time()
-        return any(w is not me and w.capacity() > held.get(w.name, 0)
-                   and w.live(now_m, self.lease) for w in self.workers.values())
+        for name in self.hungry:
+            w = self.workers.get(name)
+            if w is not None and w is not me and w.live(now_m, self.lease):
+                return True
+        return False
+
+    def _candidates(self, now_m: float) -> list[ConnectedWorker]:
+        """The live workers a dispatch round claims for: the hungry ones, and those with a
+        commit in flight (a commit holds its token but not, up to one per slot, its slot:
+        ops.busy_slots). Another worker's claim would find it full: a round of claims for
+        every worker was O(workers) transactions' work at every round."""
+        names = set(self.hungry)
+        for t in (*self.committing, *self.applying):
+            owner = self.owner.get(t)
+            if owner is not None:
+                names.add(owner)
+        return [w for w in self.workers.values() if w.name in names and w.live(now_m, self.lease)]
 
     def kick(self) -> None:
         self._maybe_work = True
@@ -305,6 +355,7 @@ class Scheduler:
         w.slots, w.host, w.pid, w.remote, w.domain = slots, host, pid, remote, domain
         w.last_seen = loop_time()
         w.gone_since = None
+        self._recount(name)
         self.kick()
         return w
 
@@ -401,6 +452,7 @@ class Scheduler:
         if not starts and not rest:
             return
         out, remote_commits = await self.write(lambda tx: self._reports(tx, w, starts, rest))
+        self._recount(name)  # (its run time, hence its capacity, may have changed)
         self.deliver(out)
         for token in remote_commits:  # (not cancelled by stop: a commit runs to its end)
             task = asyncio.ensure_future(self._recover(token))
@@ -492,7 +544,7 @@ class Scheduler:
             if not self._maybe_work:
                 continue
             now_m = loop_time()
-            live = [w for w in self.workers.values() if w.live(now_m, self.lease)]
+            live = self._candidates(now_m)
             if not live:
                 continue
             self._maybe_work = False
@@ -611,6 +663,7 @@ class Scheduler:
                 w.last_seen if w.attached is None and not w.waiters else None)
             if since is not None and now_m - since > self.forget_after and name not in held:
                 del self.workers[name]
+                self.hungry.discard(name)
                 for cb in self.on_forget:
                     cb(name)
 
@@ -674,8 +727,12 @@ class Scheduler:
 
     def state_line(self) -> str:
         iso = "yes" if not self.isolation_problem else "no"
-        live = sum(1 for w in self.workers.values() if w.slots and w.gone_since is None and
-                   loop_time() - w.last_seen < self.lease)
+        now_m = loop_time()
+        if now_m - self._live_count[0] >= LIVE_COUNT_AGE:
+            self._live_count = (now_m, sum(
+                1 for w in self.workers.values() if w.slots and w.gone_since is None and
+                now_m - w.last_seen < self.lease))
+        live = self._live_count[1]
         return (f"scheduler db {self.store.describe()} lease {self.lease:g} policy "
                 f"{self.policy.name} workers {live} isolation {iso}"
                 + (f" export {self.export_root}" if self.export_root else ""))

@@ -134,8 +134,9 @@ class SimBatch:
         os.mkdir(sched_dir, 0o700)
         # (as `brasil serve --max-connections --max-fids` must be for this many: the defaults,
         # 1,024 connections and 32,768 fids, would refuse the placeholders past a thousand)
-        room = {"max_connections": placeholders + 64,
-                "max_total_fids": max(DEFAULT_MAX_TOTAL_FIDS, FIDS_EACH * (placeholders + 64))}
+        room: dict[str, Any] = {
+            "max_connections": placeholders + 64,
+            "max_total_fids": max(DEFAULT_MAX_TOTAL_FIDS, FIDS_EACH * (placeholders + 64))}
         self.cluster = SimCluster(1, 8, slots=0, model=model, batch_dir=sched_dir, limits=room)
         self.workers: list[Placeholder] = []
         self.figures: dict[str, Any] = {}
