@@ -77,6 +77,7 @@ QUICK = {"nodes": (64, 512), "fanouts": (8, 32), "placeholders": (16, 64, 512)}
 FULL = {"nodes": (64, 512, 4096, 10000), "fanouts": (8, 32),
         "placeholders": (16, 64, 512, 4096, 10000)}
 BATCH_RESULTS = BENCH / "results" / "sim-batch.json"
+BATCH_VALIDATION = BENCH / "results" / "sim-batch-validation.json"
 
 
 @contextlib.contextmanager
@@ -393,13 +394,13 @@ def socket_cpu() -> float:
     return asyncio.run(run())
 
 
-def command_figures() -> Behaviour:
-    """``date``'s run and a fork's cost here: the median wall time of a Popen of ``date`` to its
+def command_figures(prog: str = "date") -> Behaviour:
+    """``prog``'s run and a fork's cost here: the median wall time of a Popen of it to its
     exit, split as the launcher's spawn cost (Popen's return) and the rest (the run)."""
     spawn, total = [], []
     for _ in range(100):
         t0 = time.perf_counter()
-        p = subprocess.Popen(["date"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        p = subprocess.Popen([prog], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.PIPE, start_new_session=True)
         t1 = time.perf_counter()
         p.communicate()
@@ -460,6 +461,52 @@ def validate(repeats: int) -> dict[str, Any]:
     return out
 
 
+def validate_batch(n: int) -> dict[str, Any]:
+    """bench/batch.py's fine-grain run (c): ``n`` ``true`` jobs on 2 real workers of 2 slots
+    and a real ``brasil serve``, then simulated with ``true``'s measured time (its spawn and
+    run), on a core each and on this machine's cores shared: the makespan and the scheduler's
+    CPU per job (the real one from /proc: its process, every thread)."""
+    sys.path.insert(0, str(BENCH))
+    import batch as real  # bench/batch.py's Rig: brasil serve and brasil worker processes
+    true = command_figures("true")
+    took = true.duration + true.spawn
+    link = loopback_figures()
+    model = LinkModel(link.latency, link.bandwidth, socket_cpu())
+    print(f"this machine: true takes {took * 1e3:.2f} ms (spawn and run); loopback {model}, "
+          f"{model.cpu_per_message * 1e6:.1f} µs of CPU per message end", file=sys.stderr,
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-simbatch-") as d, \
+            real.Rig(d, [{"slots": 2}, {"slots": 2}]) as rig:
+        async def drive() -> dict[str, Any]:
+            b = await rig.batch()  # (the workers registered)
+            await b.close()
+            cpu0 = sum(real.cpu_seconds(rig.serve.pid))
+            r = await real.brasil_run(rig, ["true"] * n, "validate")
+            return {"makespan_s": r["makespan"], "done": r["done"],
+                    "cpu_per_job_ms": 1e3 * (sum(real.cpu_seconds(rig.serve.pid)) - cpu0) / n}
+        measured = asyncio.run(drive())
+    out: dict[str, Any] = {"jobs": n, "true_s": took, "real": measured,
+                           "link": {"latency_s": model.latency, "bandwidth_Bps": model.bandwidth,
+                                    "cpu_per_message_s": model.cpu_per_message}}
+    from brasil.sim.batch import SimBatch
+    for key, cores in (("own", None), ("shared", os.cpu_count() or 1)):
+        sb = SimBatch(2, slots=2, duration=took, sigma=0.0, cores=cores, model=model)
+        try:
+            sb.up()
+            f = sb.run(n // 4, cmd="true")
+        finally:
+            sb.down()
+        out[key] = {"makespan_s": f["makespan_s"], "cpu_per_job_ms": f["cpu_per_job_ms"],
+                    "done": f["summary"].get("done", 0)}
+    print(f"\nvalidation of the batch scenario: {n} `true` jobs on 2 workers of 2 slots")
+    print(f"  {'':<14} {'real':>8} {'sim own':>8} {'own/real':>8} {'sim shared':>10} "
+          f"{'shared/real':>11}")
+    for k, label in (("makespan_s", "makespan s"), ("cpu_per_job_ms", "CPU/job ms")):
+        r, o, sh = measured[k], out["own"][k], out["shared"][k]
+        print(f"  {label:<14} {r:8.3f} {o:8.3f} {o / r:8.2f} {sh:10.3f} {sh / r:11.2f}")
+    return out
+
+
 def simulate_deploy(n: int, repeats: int, model: LinkModel, behaviour: Behaviour,
                     cores: int | None) -> dict[str, float]:
     """bench/tree.py's res N and Figure 4 on a simulated 1+8+64 tree of 32 slots: medians."""
@@ -508,12 +555,22 @@ def main() -> int:
     ap.add_argument("--jobs-per", type=int, default=10, help="jobs per placeholder slot")
     ap.add_argument("--duration", type=float, default=0.02, help="a job's median seconds")
     ap.add_argument("--one-batch", type=int, help=argparse.SUPPRESS)  # (batch_in_child's)
+    ap.add_argument("--validate-batch", type=int, metavar="JOBS", nargs="?", const=2000,
+                    help="real brasil serve and 2 workers against the simulated scheduler "
+                         "(JOBS `true` jobs, default 2000)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # (lost children are logged: expected here)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # (teardown of killed links)
     if args.plot_from:
         for p in plot(json.loads(Path(args.plot_from).read_text())["trees"], Path(args.plots)):
             print(f"plot: {p}")
+        return 0
+    if args.validate_batch:
+        r = validate_batch(args.validate_batch)
+        if not args.no_json:
+            BATCH_VALIDATION.parent.mkdir(parents=True, exist_ok=True)
+            BATCH_VALIDATION.write_text(json.dumps(r, indent=1))
+            print(f"results: {BATCH_VALIDATION}")
         return 0
     if args.one_batch:
         print(json.dumps(one_batch(args.one_batch, args)))

@@ -121,9 +121,11 @@ class SimBatch:
     slots each: :meth:`up`, :meth:`run` a workload of short jobs, :meth:`down`."""
 
     def __init__(self, placeholders: int, *, slots: int = 1, duration: float = 0.02,
-                 sigma: float = 0.4, output: int = 29, model: LinkModel | None = None) -> None:
+                 sigma: float = 0.4, output: int = 29, model: LinkModel | None = None,
+                 cores: int | None = None) -> None:
         """Jobs last ``duration`` seconds (the median; log-normal of ``sigma``) and write
-        ``output`` bytes (``echo`` of a line that long)."""
+        ``output`` bytes (``echo`` of a line that long); ``cores``: the scheduler, the
+        placeholders and their jobs share that many (default: a core each)."""
         self.placeholders, self.slots = placeholders, slots
         self.behaviour = Behaviour(duration=duration, sigma=sigma, output=output)
         self.output = output
@@ -137,7 +139,8 @@ class SimBatch:
         room: dict[str, Any] = {
             "max_connections": placeholders + 64,
             "max_total_fids": max(DEFAULT_MAX_TOTAL_FIDS, FIDS_EACH * (placeholders + 64))}
-        self.cluster = SimCluster(1, 8, slots=0, model=model, batch_dir=sched_dir, limits=room)
+        self.cluster = SimCluster(1, 8, slots=0, model=model, batch_dir=sched_dir, limits=room,
+                                  cores=cores)
         self.workers: list[Placeholder] = []
         self.figures: dict[str, Any] = {}
 
@@ -173,16 +176,18 @@ class SimBatch:
                 "sched_rx_bytes": self.cluster.net.counters(root).rx - rx0,
                 "rss_per_placeholder": (_rss() - rss0) / n, "real_s": time.perf_counter() - r0}
 
-    def run(self, per_placeholder: int = 10, tag: str = "sim") -> dict[str, Any]:
-        """``per_placeholder`` jobs per slot of every placeholder, submitted at once (one
-        submission), until every one has ended. The makespan runs from the submission to the
+    def run(self, per_placeholder: int = 10, tag: str = "sim", cmd: str | None = None
+            ) -> dict[str, Any]:
+        """``per_placeholder`` jobs per slot of every placeholder (``echo`` of the output's
+        size, or ``cmd``), submitted at once (one submission), until every one has ended. The makespan runs from the submission to the
         last job's end (recorded by the scheduler: its ``done`` committed); the scheduler's CPU and
         bytes are counted from the submission until the client's ``wait`` returned (the
         window: the last reports' answers included); ``busy`` is that CPU over the window: at
         1.0 the scheduler's core never rested, dispatch has saturated."""
         jobs = per_placeholder * self.placeholders * self.slots
         width = max(0, self.output - len("job 1\n"))
-        cmds = [f"echo job {i} {'x' * max(0, width - len(str(i)))}".rstrip() for i in range(jobs)]
+        cmds = [cmd or f"echo job {i} {'x' * max(0, width - len(str(i)))}".rstrip()
+                for i in range(jobs)]
         c, driver = self.cluster, self.cluster.driver
         root, net = c.loops["n0"], c.net
         counters = net.counters(root)

@@ -83,7 +83,7 @@ class SimCluster:
                  model: LinkModel | None = None, behaviour: Behaviour | None = None,
                  cpu_scale: float = 1.0, cores: int | None = None,
                  batch_dir: str | None = None, export: str | None = None,
-                 limits: dict[str, float] | None = None) -> None:
+                 limits: dict[str, Any] | None = None) -> None:
         """``export``: a directory every node serves as its ``fs/`` (one, shared: what group
         reads of a file identical everywhere read); ``cores``: the daemons share that many
         (default: a core each); ``limits``: every daemon's 9P server's caps (``brasil serve
