@@ -34,7 +34,9 @@ their own, pulling ``--jobs-per`` (10) jobs per slot of ``--duration`` (20 ms me
 log-normal sigma 0.4: 9–44 ms) submitted at once. W = 16, 64, 512 (``--full``: and 4096,
 10000; ``--placeholders`` to choose). Per W: the registrations' cost, then the makespan
 (virtual), the ideal one (every slot busy throughout), jobs/s, the scheduler's CPU per job and
-its busy fraction (1.0: dispatch has saturated), bytes at the scheduler per job. JSON in
+its busy fraction (1.0: dispatch has saturated), bytes at the scheduler per job; and, before
+the jobs, 5 virtual seconds of the placeholders idle: the scheduler's CPU (core fraction) and
+bytes received per second. JSON in
 bench/results/sim-batch.json, the plot batch.png beside the others.
 
 ``--validate``: the same deployment (``res 2048``, ``exec date``, read, close) and ``res 2048``
@@ -152,10 +154,11 @@ def one_batch(w: int, args: argparse.Namespace) -> dict[str, Any]:
         print(f"\n{w} placeholders registered in {reg['virtual_s']:.2f} virtual s "
               f"({reg['real_s']:.1f} real s); {reg['rss_per_placeholder'] / 1024:.0f} KiB each",
               file=sys.stderr, flush=True)
+        idle = sb.idle(5.0)
         run = sb.run(args.jobs_per)
     finally:
         sb.down()
-    return {"placeholders": w, "register": reg, **run}
+    return {"placeholders": w, "register": reg, **idle, **run}
 
 
 def batch_in_child(w: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -174,12 +177,13 @@ def batch_in_child(w: int, args: argparse.Namespace) -> dict[str, Any]:
 def print_batch(rows: list[dict[str, Any]]) -> None:
     print(f"\n  {'W':>6} {'jobs':>7} {'register ms':>11} {'makespan s':>10} {'ideal s':>8} "
           f"{'jobs/s':>7} {'CPU/job ms':>10} {'busy':>5} {'rx B/job':>8} {'tx B/job':>8} "
-          f"{'real s':>7}")
+          f"{'idle CPU':>8} {'idle rx/s':>9} {'real s':>7}")
     for r in rows:
         print(f"  {r['placeholders']:>6} {r['jobs']:>7} {ms(r['register']['virtual_s']):>11} "
               f"{r['makespan_s']:10.2f} {r['ideal_s']:8.2f} {r['jobs_per_s']:7.0f} "
               f"{r['cpu_per_job_ms']:10.3f} {r['busy']:5.2f} {r['rx_per_job']:8.0f} "
-              f"{r['tx_per_job']:8.0f} {r['real_s']:7.1f}")
+              f"{r['tx_per_job']:8.0f} {r.get('idle_cpu_per_s', 0):8.3f} "
+              f"{r.get('idle_rx_per_s', 0) / 1e3:7.1f}KB {r['real_s']:7.1f}")
 
 
 def plot_batch(rows: list[dict[str, Any]], where: Path) -> Path:

@@ -176,6 +176,18 @@ class SimBatch:
                 "sched_rx_bytes": self.cluster.net.counters(root).rx - rx0,
                 "rss_per_placeholder": (_rss() - rss0) / n, "real_s": time.perf_counter() - r0}
 
+    def idle(self, seconds: float = 5.0) -> dict[str, Any]:
+        """The placeholders registered and idle for ``seconds``: what keeping them costs the
+        scheduler per second (each renews its leases, even of nothing, every quarter lease, and
+        is answered a heartbeat on ``next`` every third of one)."""
+        c, root = self.cluster, self.cluster.loops["n0"]
+        counters = c.net.counters(root)
+        cpu0, rx0, tx0 = root.cpu, counters.rx, counters.tx
+        c.run(asyncio.sleep(seconds), limit=seconds + 10)
+        return {"idle_cpu_per_s": (root.cpu - cpu0) / seconds,
+                "idle_rx_per_s": (counters.rx - rx0) / seconds,
+                "idle_tx_per_s": (counters.tx - tx0) / seconds}
+
     def run(self, per_placeholder: int = 10, tag: str = "sim", cmd: str | None = None
             ) -> dict[str, Any]:
         """``per_placeholder`` jobs per slot of every placeholder (``echo`` of the output's
