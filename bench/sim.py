@@ -211,6 +211,7 @@ def plot_batch(rows: list[dict[str, Any]], where: Path) -> Path:
     a = axes[1][0]
     a.plot(xs, [r["cpu_per_job_ms"] for r in rows], marker="o")
     a.set_ylabel("scheduler CPU per job (ms)")
+    a.set_ylim(0, max(r["cpu_per_job_ms"] for r in rows) * 1.2)
     a = axes[1][1]
     a.plot(xs, [r["busy"] for r in rows], marker="o")
     a.axhline(1.0, color="grey", linewidth=0.8)
@@ -219,7 +220,7 @@ def plot_batch(rows: list[dict[str, Any]], where: Path) -> Path:
     from matplotlib.ticker import NullFormatter, ScalarFormatter
     for a in (ax for row in axes for ax in row):
         a.set_xscale("log")
-        a.set_xticks(xs, [f"{x:,}" for x in xs])
+        a.set_xticks(xs, [f"{x // 1000}k" if x >= 10000 else f"{x:,}" for x in xs])
         a.xaxis.set_minor_formatter(NullFormatter())
         a.yaxis.set_minor_formatter(NullFormatter())
         if a.get_yscale() == "log":
