@@ -18,8 +18,9 @@ Each loop is a real :class:`asyncio.BaseEventLoop` (futures, tasks, timers, cont
 and its result delivered ``cpu`` virtual seconds later: it took its CPU on another core, in
 parallel with the loop's, which is not charged for it. (Run in a real thread, the driver would
 go on stepping the other daemons meanwhile and the clock would race ahead of it.) A thread the
-code starts itself (the batch store's writer) still runs in real time; its answers arrive at the
-virtual instant they are noticed.
+code starts itself would still run in real time, its answers arriving at the virtual instant
+they are noticed: so the batch store is given a writer on its daemon's loop instead
+(``batch/store.WriterOnLoop``, ``batch.py``).
 """
 
 from __future__ import annotations
