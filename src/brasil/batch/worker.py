@@ -43,6 +43,7 @@ from typing import Any
 from ..exec.command import command_argv
 from ..exec.forkserver import ForkServer
 from ..exec.reaper import Watchdog
+from ..exec.spawn import Spawned, spawn
 from ..lifecycle import step
 from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
@@ -88,7 +89,7 @@ class Execution(Run):
     worker knows of it as it goes."""
     slot: int = -1
     pid: int = 0
-    popen: subprocess.Popen[bytes] | None = None
+    popen: subprocess.Popen[bytes] | Spawned | None = None  # waited through it, if any
     scratch: str = ""
     lower: str | None = None
     state: str = "received"  # along lifecycle.WORK: every change is a step (see move)
@@ -410,7 +411,8 @@ class Worker:
                         raise  # the job's own setup failed: its reason is the job's
                     pid = 0  # the server died under us: not the job's fault; fork instead
             if preexec is None:
-                pid = self._spawn_plain(argv, env, cwd, out)
+                e.popen = self._spawn_plain(argv, env, cwd, out)
+                pid = e.popen.pid
             elif not pid:
                 p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                      cwd=cwd, env=env, start_new_session=True,
@@ -482,22 +484,14 @@ class Worker:
         return self._forkserver
 
     def _spawn_plain(self, argv: list[str], env: dict[str, str], cwd: str | None,
-                     out: int) -> int:
-        """posix_spawn (vfork and exec: a fraction of subprocess's cost, which is what a
-        thousand short jobs a second need), in a session of its own. The child inherits our
-        working directory, so we step into its home for the spawn and back out (only this
-        thread changes directory)."""
-        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                     out: int) -> Spawned:
+        """Started as a node starts a command (exec/spawn.py: vfork and exec, a fraction of
+        subprocess's cost, which is what a thousand short jobs a second need), in its home and
+        a session of its own, its input /dev/null and its output and errors ``out``."""
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if cwd is not None:
-                os.chdir(cwd)
-            return os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=[
-                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out, 1),
-                (os.POSIX_SPAWN_DUP2, out, 2)])
+            return spawn(argv, env, cwd, stdio=(devnull, out, out))
         finally:
-            os.fchdir(here)
-            os.close(here)
             os.close(devnull)
 
     def _exited(self, e: Execution, fd: int) -> None:
