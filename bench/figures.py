@@ -17,7 +17,8 @@ Figures:
               on a Unix socket, for 3 s: round trips per second
   res-share   ``res 512`` and ``res 2048`` alternately on the tree: the daemons' CPU (schedstat,
               every thread) from the write until it returns, less the tree's idle pace measured
-              just before (heartbeats), per node holding slots (the paper's claim: a
+              at the same phase of the second before (the daemons' periodic work falls on
+              whole seconds: both are away from it), per node holding slots (the paper's claim: a
               reservation's cost per node does not grow with N), and the ratio of the two;
               medians of 2 x ``--repeats``
   server-cpu  the 9P server's own CPU per 1-byte read: a Connection in this process fed chunks
@@ -187,6 +188,13 @@ async def roundtrips(args: argparse.Namespace) -> dict[str, float]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+async def until_phase(phase: float) -> None:
+    """Sleep until ``phase`` seconds past the next whole second of the loop's clock (the
+    daemons' periodic work falls on whole seconds of the same clock)."""
+    now = asyncio.get_running_loop().time()
+    await asyncio.sleep((phase - now % 1.0) % 1.0 or 1.0)
+
+
 def daemon_pids(d: str) -> list[int]:
     """The tree's daemons, from the pid files ``cluster up`` writes in its directory."""
     pids = []
@@ -225,12 +233,18 @@ async def res_share(args: argparse.Namespace) -> dict[str, float]:
             for i in range(2 * args.repeats + 1):
                 for n in (sizes if i % 2 == 0 else sizes[::-1]):
                     sid = (await c.read(f"{L}/clone")).decode().strip()
+                    # The tree's housekeeping falls on whole seconds (ninep/ticks.py): its pace
+                    # is measured over 0.3 s from 0.3 s past one second, and subtracted from the
+                    # res written at the same phase of the next, away from the heartbeats.
+                    await until_phase(0.3)
                     b0, t0 = cpu_ns(pids), time.perf_counter()
-                    await asyncio.sleep(0.3)  # the tree's own pace (heartbeats), to subtract
-                    cpu0, t1 = cpu_ns(pids), time.perf_counter()
+                    await asyncio.sleep(0.3)
+                    cpu1, t1 = cpu_ns(pids), time.perf_counter()
+                    await until_phase(0.3)
+                    cpu0, t2 = cpu_ns(pids), time.perf_counter()
                     await c.write(f"{L}/{sid}/ctl", f"res {n}\n")
                     cpu = cpu_ns(pids) - cpu0
-                    cpu -= (cpu0 - b0) / (t1 - t0) * (time.perf_counter() - t1)
+                    cpu -= (cpu1 - b0) / (t1 - t0) * (time.perf_counter() - t2)
                     rows = (await c.read(f"{L}/status")).decode().splitlines()
                     held = sum(1 for r in (ln.split() for ln in rows)
                                if len(r) > 2 and r[0] != "total" and r[2].isdigit()

@@ -72,3 +72,28 @@ def test_what_cannot_start_raises_as_popen_does(lean, monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError):
         run(lean, monkeypatch, ["no-such-program-here"])
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("lean", WAYS)
+def test_given_descriptors_instead_of_pipes(lean, monkeypatch, tmp_path):
+    """A batch job (batch/worker.py): its input /dev/null, its output and errors one file, in its
+    home; no pipe is made, and the caller's descriptors stay open for it to close."""
+    if lean and not spawning.LEAN:
+        pytest.skip("the lean spawn is for CPython 3.11's fork_exec; this is another Python")
+    monkeypatch.setattr(spawning, "LEAN", lean)
+    home = tmp_path / "home"
+    home.mkdir()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        p = spawn(["sh", "-c", "cat; echo out; echo err >&2; pwd; ls /proc/self/fd"],
+                  {"PATH": "/usr/bin:/bin"}, str(home), stdio=(devnull, out, out))
+        assert p.stdin is None and p.stdout is None and p.stderr is None
+        assert p.wait() == 0
+        assert os.fstat(devnull) and os.fstat(out)  # still ours, still open
+    finally:
+        os.close(devnull)
+        os.close(out)
+    lines = (tmp_path / "out").read_text().split("\n")
+    assert lines[:3] == ["out", "err", str(home)]
+    assert {int(x) for x in lines[3:] if x} <= {0, 1, 2, 3}

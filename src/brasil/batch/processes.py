@@ -3,7 +3,7 @@
 The worker (``worker.py``) decides what runs where and when; this is the part that touches the
 machine's processes, apart so that the simulator (``sim/batch.py``) can give the same worker
 simulated ones: a duration and an output, no fork. :class:`HostProcesses` is the one production
-uses: a plain job is ``posix_spawn``-ed in a session of its own, listed with the watchdog (its
+uses: a plain job is started as a node's commands are (``exec/spawn.py``) in a session of its own, listed with the watchdog (its
 group dies with us, kill -9 included: ``exec/reaper.py``), and its end is read from a pidfd on
 the loop. Isolated jobs are started by the worker itself (a fork server or a fork with an overlay)
 and then watched here the same way.
@@ -20,8 +20,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..exec.reaper import Watchdog
+from ..exec.spawn import Spawned, spawn
 
 Exited = Callable[[int], None]  # called with the exit code (negative: the signal that ended it)
+Started = subprocess.Popen[bytes] | Spawned | None  # what a job's end is waited through, if any
 
 
 class JobProcesses(Protocol):
@@ -34,14 +36,14 @@ class JobProcesses(Protocol):
     def env(self) -> dict[str, str]:
         """Laid over every job's environment."""
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None, out: int) -> int:
-        """Start a plain job, its stdout and stderr on ``out``; its pid."""
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None, out: int) -> Spawned:
+        """Start a plain job in ``cwd``, its stdout and stderr on ``out``."""
 
-    def watch(self, pid: int, popen: subprocess.Popen[bytes] | None, exited: Exited) -> None:
+    def watch(self, pid: int, popen: Started, exited: Exited) -> None:
         """Call ``exited`` on this loop when the job started as ``pid`` ends; OSError if it
         cannot be watched (the caller then kills and :meth:`reap`\\ s it)."""
 
-    def reap(self, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+    def reap(self, pid: int, popen: Started) -> None:
         """A job that could not be watched: killed and waited for."""
 
     def kill(self, pid: int) -> None:
@@ -69,30 +71,22 @@ class HostProcesses:
     def env(self) -> dict[str, str]:
         return self.watchdog().env
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None, out: int) -> int:
-        """posix_spawn (vfork and exec: a fraction of subprocess's cost, which is what a
-        thousand short jobs a second need), in a session of its own. The child inherits our
-        working directory, so we step into its home for the spawn and back out (only this
-        thread changes directory)."""
-        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None, out: int) -> Spawned:
+        """Started as a node starts a command (exec/spawn.py: vfork and exec, a fraction of
+        subprocess's cost, which is what a thousand short jobs a second need), in its home and
+        a session of its own, its input /dev/null and its output and errors ``out``."""
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if cwd is not None:
-                os.chdir(cwd)
-            return os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=[
-                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out, 1),
-                (os.POSIX_SPAWN_DUP2, out, 2)])
+            return spawn(argv, env, cwd, stdio=(devnull, out, out))
         finally:
-            os.fchdir(here)
-            os.close(here)
             os.close(devnull)
 
-    def watch(self, pid: int, popen: subprocess.Popen[bytes] | None, exited: Exited) -> None:
+    def watch(self, pid: int, popen: Started, exited: Exited) -> None:
         self.watchdog().watch(pid)
         fd = os.pidfd_open(pid)
         asyncio.get_running_loop().add_reader(fd, self._ended, pid, popen, fd, exited)
 
-    def _ended(self, pid: int, popen: subprocess.Popen[bytes] | None, fd: int,
+    def _ended(self, pid: int, popen: Started, fd: int,
                exited: Exited) -> None:
         asyncio.get_running_loop().remove_reader(fd)
         os.close(fd)
@@ -105,7 +99,7 @@ class HostProcesses:
             self._watchdog.forget(pid)
         exited(rc)
 
-    def reap(self, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+    def reap(self, pid: int, popen: Started) -> None:
         self.kill(pid)
         with contextlib.suppress(ChildProcessError):
             popen.wait() if popen is not None else os.waitpid(pid, 0)

@@ -43,6 +43,7 @@ from typing import Any
 
 from ..exec.command import command_argv
 from ..exec.forkserver import ForkServer
+from ..exec.spawn import Spawned
 from ..lifecycle import step
 from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
@@ -89,7 +90,7 @@ class Execution(Run):
     worker knows of it as it goes."""
     slot: int = -1
     pid: int = 0
-    popen: subprocess.Popen[bytes] | None = None
+    popen: subprocess.Popen[bytes] | Spawned | None = None  # waited through it, if any
     scratch: str = ""
     lower: str | None = None
     state: str = "received"  # along lifecycle.WORK: every change is a step (see move)
@@ -414,7 +415,8 @@ class Worker:
                         raise  # the job's own setup failed: its reason is the job's
                     pid = 0  # the server died under us: not the job's fault; fork instead
             if preexec is None:
-                pid = self.processes.spawn(argv, env, cwd, out)
+                e.popen = self.processes.spawn(argv, env, cwd, out)
+                pid = e.popen.pid
             elif not pid:
                 p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                      cwd=cwd, env=env, start_new_session=True,

@@ -65,13 +65,19 @@ class Spawned:
 
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
-          pass_fds: tuple[int, ...] = ()) -> Spawned:
+          pass_fds: tuple[int, ...] = (), stdio: tuple[int, int, int] | None = None) -> Spawned:
     """``argv`` in ``cwd`` with exactly ``env``, in a new session, every descriptor but its
-    three pipes (and ``pass_fds``) closed; OSError as Popen raises it when it cannot start."""
+    three pipes (and ``pass_fds``) closed; OSError as Popen raises it when it cannot start.
+
+    With ``stdio`` (descriptors for its stdin, stdout and stderr, left open for the caller to
+    close) it gets those instead of pipes, and the Spawned has no pipe: a batch job writing to
+    its output file."""
     if not LEAN:
-        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True,
-                             close_fds=True, pass_fds=pass_fds)
+        where: dict[str, Any] = (
+            dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if stdio is None else dict(stdin=stdio[0], stdout=stdio[1], stderr=stdio[2]))
+        p = subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True, close_fds=True,
+                             pass_fds=pass_fds, **where)
         return Spawned(p.pid, p.stdin, p.stdout, p.stderr, p)
     env_list = []
     for k, v in env.items():
@@ -86,12 +92,15 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
         exe_list = tuple(os.path.join(os.fsencode(d), exe) for d in os.get_exec_path(env))
     ours: list[int] = []
     try:
-        p2cread, p2cwrite = os.pipe()
-        ours += (p2cread, p2cwrite)
-        c2pread, c2pwrite = os.pipe()
-        ours += (c2pread, c2pwrite)
-        errread, errwrite = os.pipe()
-        ours += (errread, errwrite)
+        if stdio is None:
+            p2cread, p2cwrite = os.pipe()
+            ours += (p2cread, p2cwrite)
+            c2pread, c2pwrite = os.pipe()
+            ours += (c2pread, c2pwrite)
+            errread, errwrite = os.pipe()
+            ours += (errread, errwrite)
+        else:
+            (p2cread, c2pwrite, errwrite), p2cwrite, c2pread, errread = stdio, -1, -1, -1
         errpipe_read, errpipe_write = os.pipe()
         try:
             keep = tuple(sorted({*pass_fds, errpipe_write}))
@@ -102,7 +111,7 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
                 errpipe_read, errpipe_write, True, True, -1, None, None, None, -1, None, True)
         finally:
             os.close(errpipe_write)
-        for fd in (p2cread, c2pwrite, errwrite):
+        for fd in (p2cread, c2pwrite, errwrite) if stdio is None else ():
             os.close(fd)
             ours.remove(fd)
         try:
@@ -119,6 +128,8 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
         for fd in ours:
             os.close(fd)
         raise
+    if stdio is not None:
+        return Spawned(pid, None, None, None)
     return Spawned(pid, io.FileIO(p2cwrite, "wb"), io.FileIO(c2pread, "rb"),
                    io.FileIO(errread, "rb"))
 

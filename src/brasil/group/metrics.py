@@ -40,6 +40,7 @@ from ..metrics.sample import METRICS, Sampler
 from ..metrics.summary import Summary, num
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import DynamicDir, GeneratedFile, LiveFile, RequestFile
+from ..ninep.ticks import tick
 from .fanout import exchange
 
 log = logging.getLogger("brasil.metrics")
@@ -97,7 +98,7 @@ class MetricsService:
                 raise
             except Exception:  # noqa: BLE001 - a bad beat is logged; the next one tries again
                 log.exception("metrics: a sample failed")
-            await asyncio.sleep(self.interval)
+            await tick(self.interval)
 
     async def beat(self) -> None:
         """One interval: sample here, gather the children's summaries, merge, record."""

@@ -5,7 +5,8 @@ summary is the same computation at every level. The machine's figures come from 
 well-kept library: /proc parsed once, right); the daemon's own (slots, sessions, batch queues)
 from a callable the daemon gives. Counters (network and disk bytes) become rates per second
 between two samples, so a sample means the same whatever the interval. One sample costs about
-0.4 ms here: it runs on the loop.
+0.35 ms here (listing /proc for the process count and psutil's disk counters are most of it): it
+runs on the loop.
 """
 
 from __future__ import annotations
@@ -48,6 +49,38 @@ DAEMON = (
 )
 METRICS = {m.name: m for m in MACHINE + DAEMON}
 
+_MEMINFO = (b"MemTotal:", b"MemAvailable:", b"SwapTotal:", b"SwapFree:")
+
+
+def memory() -> tuple[int, int, int, int]:
+    """Memory total and available, swap total and free (bytes), from one read of /proc/meminfo.
+
+    Every node's status line needs it every second (its parent polls it) and each sample needs
+    it too: reading the file as text line by line cost 40–60 µs, a third of an idle daemon's
+    heartbeat; psutil's memory and swap, 100 µs and a second file. Zeros where it is missing."""
+    try:
+        fd = os.open("/proc/meminfo", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 16384)
+        finally:
+            os.close(fd)
+    except OSError:
+        return 0, 0, 0, 0
+    out = []
+    for key in _MEMINFO:
+        at = data.find(key)
+        if at < 0:
+            out.append(0)
+            continue
+        start = at + len(key)
+        end = data.find(b"kB", start)
+        try:
+            out.append(int(data[start:end]) * 1024)
+        except ValueError:
+            out.append(0)
+    return out[0], out[1], out[2], out[3]
+
+
 _COUNTERS = {"net_rx_bytes_per_s": "net_rx", "net_tx_bytes_per_s": "net_tx",
              "disk_read_bytes_per_s": "disk_read", "disk_write_bytes_per_s": "disk_write"}
 
@@ -72,7 +105,7 @@ class Sampler:
 
     def sample(self) -> dict[str, float]:
         now = time.monotonic()
-        mem, swap = psutil.virtual_memory(), psutil.swap_memory()
+        total, avail, swap_total, swap_free = memory()
         try:
             free = float(psutil.disk_usage(self.disk).free)
         except OSError:
@@ -81,9 +114,9 @@ class Sampler:
             "load1": os.getloadavg()[0],
             "cpu_percent": psutil.cpu_percent(None),
             "cores": float(psutil.cpu_count() or 1),
-            "mem_used_bytes": float(mem.total - mem.available),
-            "mem_total_bytes": float(mem.total),
-            "swap_used_bytes": float(swap.used),
+            "mem_used_bytes": float(total - avail),
+            "mem_total_bytes": float(total),
+            "swap_used_bytes": float(swap_total - swap_free),
             "disk_free_bytes": free,
             "processes": float(len(psutil.pids())),
         }

@@ -101,6 +101,7 @@ from .messages import (
 from .ratelimit import RateLimited
 from .shares import OWNER, Shares
 from .synthetic import Dir, Handle, Inode
+from .ticks import tick
 from .transport import Address, listen, peer_uid, set_nodelay
 from .wire import write_stat
 
@@ -253,7 +254,7 @@ class Server:
         the middle of a frame (each holds memory and a descriptor that others need)."""
         period = max(0.05, min(1.0, self.handshake_timeout / 4, self.frame_timeout / 4))
         while True:
-            await asyncio.sleep(period)
+            await tick(period)
             now = asyncio.get_running_loop().time()
             for conn in list(self.connections):
                 why = conn.overdue(now)

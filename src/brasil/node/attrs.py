@@ -31,6 +31,7 @@ from typing import Any
 import re2
 
 from ..exec.records import compile_regex
+from ..metrics.sample import memory
 from ..ninep.errors import NinepError
 from .nodeset import NodeSet, NodeSetError, shown
 
@@ -54,27 +55,13 @@ def parse_size(text: str) -> float | None:
     return float(m.group(1)) * SIZES[m.group(2).upper()]
 
 
-def meminfo() -> tuple[int, int]:
-    total = avail = 0
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    total = int(line.split()[1]) * 1024
-                elif line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return total, avail
-
-
 Machine = Callable[[], tuple[int, int, float]]  # memory total and available (bytes), load
 
 
 def real_machine() -> tuple[int, int, float]:
     """This machine's memory and one-minute load: what a node reports, unless it is told
     otherwise (the simulator's nodes each report their own)."""
-    total, avail = meminfo()
+    total, avail, _, _ = memory()
     return total, avail, os.getloadavg()[0]
 
 

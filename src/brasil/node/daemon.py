@@ -39,6 +39,7 @@ from ..ninep.synthetic import (
     StaticFile,
     TableDir,
 )
+from ..ninep.ticks import tick
 from .attrs import Filter, Machine, Pred, Selection, format_attrs, real_machine, system_attrs
 from .exportfs import Export, ExportDir
 from .hooks import Reserver
@@ -417,7 +418,7 @@ class Node:
     async def _reap_idle(self) -> None:
         period = max(0.05, min(5.0, self.idle_timeout / 4))
         while True:
-            await asyncio.sleep(period)
+            await tick(period)
             now = time.monotonic()
             for s in list(self.sessions.values()):
                 if s.idle() and now - s.last_active >= self.idle_timeout:

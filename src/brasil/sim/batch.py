@@ -28,7 +28,6 @@ import itertools
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,9 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..batch.api import Batch
+from ..batch.processes import Started
 from ..batch.scheduler import Scheduler
 from ..batch.store import Tx
 from ..batch.worker import Worker
+from ..exec.spawn import Spawned
 from ..ninep.auth import client_auth
 from ..ninep.client import Client
 from ..ninep.server import DEFAULT_MAX_TOTAL_FIDS
@@ -72,7 +73,7 @@ class SimJobs:
     def env(self) -> dict[str, str]:
         return {}
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None, out: int) -> int:
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str | None, out: int) -> Spawned:
         seconds, output, status = self.behaviour.plan(argv)
         if output:
             os.write(out, output)
@@ -80,9 +81,9 @@ class SimJobs:
         self.planned[pid] = (seconds, status)
         self.spawned += 1
         self.work += seconds
-        return pid
+        return Spawned(pid, None, None, None)  # (never waited for: watch ends it)
 
-    def watch(self, pid: int, popen: subprocess.Popen[bytes] | None,
+    def watch(self, pid: int, popen: Started,
               exited: Callable[[int], None]) -> None:
         seconds, status = self.planned.pop(pid)
         task = asyncio.ensure_future(self._run(pid, seconds, status))
@@ -93,7 +94,7 @@ class SimJobs:
         _, exited = self.running.pop(pid)
         exited(status)
 
-    def reap(self, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+    def reap(self, pid: int, popen: Started) -> None:
         self.planned.pop(pid, None)
 
     def kill(self, pid: int) -> None:

@@ -36,6 +36,7 @@ from ..ninep.errors import NinepError
 from ..ninep.messages import Topen, Twrite
 from ..ninep.server import Connection, Server
 from ..ninep.synthetic import Inode
+from ..ninep.ticks import tick
 from ..ninep.transport import Address, parse_address
 from ..node.daemon import Node
 from .link_lifecycle import LINK
@@ -337,7 +338,7 @@ class ParentLink:
         assert attempt.up is not None
         own = self.own_address()
         while True:
-            await asyncio.sleep(LINEAGE_REFRESH)
+            await tick(LINEAGE_REFRESH)
             lineage = await self._lineage_of(attempt.up)
             if lineage and (own is None or own not in map(str, lineage)):
                 self.ancestors = lineage
@@ -345,7 +346,7 @@ class ParentLink:
     @staticmethod
     async def _heartbeat(attempt: Attempt) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT)
+            await tick(HEARTBEAT)
             if attempt.silent_for() > HEARTBEAT_TIMEOUT:
                 attempt.mark(f"no heartbeat from the parent: not polled for "
                              f"{HEARTBEAT_TIMEOUT:g}s")

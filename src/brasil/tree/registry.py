@@ -29,6 +29,7 @@ from ..ninep.client import Client, File
 from ..ninep.ctl import CommandTable, CtlFile
 from ..ninep.errors import Enotfound, NinepError
 from ..ninep.server import current_connection
+from ..ninep.ticks import tick
 from ..node.daemon import Node
 from .beat import WHOLE, Ledger, Replica, moved
 from .proxy import RemoteDir, mount
@@ -139,7 +140,7 @@ class Children:
             while not child.gone:
                 text = await asyncio.wait_for(_read_from_start(beat), POLL_TIMEOUT)
                 self._heard(child, whole + text.decode())
-                await asyncio.sleep(POLL_PERIOD)
+                await tick(POLL_PERIOD)
         except (TimeoutError, NinepError, ConnectionError) as e:
             self._drop(child, f"no heartbeat: {e or 'timed out'}")
 

@@ -1,0 +1,39 @@
+"""Periodic tasks wake on the multiples of their period (ninep/ticks.py), so a daemon's
+housekeeping shares its wakeups; a timer run a little early must not tick twice."""
+
+import asyncio
+
+import pytest
+
+from brasil.ninep.ticks import EARLY, tick, until_next
+
+
+@pytest.mark.parametrize("now,period,expected", [
+    (10.25, 1.0, 0.75),     # to the next whole second
+    (10.0, 1.0, 1.0),       # on a multiple: a whole period, not zero
+    (9.999, 1.0, 1.001),    # a timer run 1 ms early: the next multiple, not this one again
+    (12.0, 5.0, 3.0),
+    (14.9, 5.0, 0.1),       # 0.1 s before the multiple: that one
+    (14.998, 5.0, 5.002),   # within the early margin: the next
+])
+def test_until_next(now: float, period: float, expected: float) -> None:
+    assert until_next(now, period) == pytest.approx(expected)
+    assert until_next(now, period) >= EARLY
+
+
+def test_tasks_of_any_phase_fall_due_together() -> None:
+    """What the module is for: tasks that last ran at different instants of a period, or a
+    little late, next fall due at the same instant (computed, not timed: no clock in a test)."""
+    for period in (0.2, 1.0, 5.0):
+        base = 1000 * period
+        dues = {round(now + until_next(now, period), 9)
+                for now in (base + period * f for f in (0.0, 0.06, 0.3, 0.5, 0.94))}
+        assert dues == {round(base + period, 9)}, (period, dues)
+
+
+def test_tick_sleeps_until_the_multiple() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        await tick(0.05)
+        return loop.time()
+    assert asyncio.run(main()) % 0.05 < 0.05  # (it returns: a smoke test of the coroutine)
