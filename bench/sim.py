@@ -4,6 +4,7 @@
     .venv/bin/python bench/sim.py --full                # N = 64, 512, 4096, 10000 (minutes)
     .venv/bin/python bench/sim.py --nodes 4096 --fanout 32 [--slots S] [--plots DIR]
     .venv/bin/python bench/sim.py --validate            # 1+8+64 real daemons against simulated
+    .venv/bin/python bench/sim.py --batch [--full]      # the batch scheduler alone: W placeholders
 
 Each tree is the real daemon code (brasil.sim.cluster: compose's daemons on simulated loops,
 joined over an in-memory network), one slot per node unless ``--slots``; every daemon is charged
@@ -25,6 +26,18 @@ and sent, every daemon's CPU together, and the real seconds the simulation took.
 simulated daemon: the process's RSS growth over the tree's start, divided by N. Tables on
 stdout; JSON in bench/results/sim.json (sim-validation.json for ``--validate``); plots (PNG) in ``--plots`` (default bench/results/sim/;
 docs/sim/ holds the published ones).
+
+The batch scenario (after the trees, or alone with ``--batch``; brasil.sim.batch): the real
+scheduler on one simulated daemon, its SQLite store's writes on that daemon's loop, and W real
+placeholders (``brasil worker``'s Worker, 1 slot each unless ``--batch-slots``) on loops of
+their own, pulling ``--jobs-per`` (10) jobs per slot of ``--duration`` (20 ms median,
+log-normal sigma 0.4: 9–44 ms) submitted at once. W = 16, 64, 512 (``--full``: and 4096,
+10000; ``--placeholders`` to choose). Per W: the registrations' cost, then the makespan
+(virtual), the ideal one (every slot busy throughout), jobs/s, the scheduler's CPU per job and
+its busy fraction (1.0: dispatch has saturated), bytes at the scheduler per job; and, before
+the jobs, 5 virtual seconds of the placeholders idle: the scheduler's CPU (core fraction) and
+bytes received per second. JSON in
+bench/results/sim-batch.json, the plot batch.png beside the others.
 
 ``--validate``: the same deployment (``res 2048``, ``exec date``, read, close) and ``res 2048``
 on bench/tree.py's 1+8+64 real daemons of 32 slots, then simulated with this machine's link
@@ -62,8 +75,11 @@ RESULTS = BENCH / "results" / "sim.json"
 VALIDATION = BENCH / "results" / "sim-validation.json"
 PLOTS = BENCH / "results" / "sim"
 
-QUICK = {"nodes": (64, 512), "fanouts": (8, 32)}
-FULL = {"nodes": (64, 512, 4096, 10000), "fanouts": (8, 32)}
+QUICK = {"nodes": (64, 512), "fanouts": (8, 32), "placeholders": (16, 64, 512)}
+FULL = {"nodes": (64, 512, 4096, 10000), "fanouts": (8, 32),
+        "placeholders": (16, 64, 512, 4096, 10000)}
+BATCH_RESULTS = BENCH / "results" / "sim-batch.json"
+BATCH_VALIDATION = BENCH / "results" / "sim-batch-validation.json"
 
 
 @contextlib.contextmanager
@@ -127,6 +143,97 @@ def in_child(n: int, fanout: int, args: argparse.Namespace) -> dict[str, Any]:
     if r.returncode != 0:
         raise SystemExit(f"the simulation of N={n} k={fanout} failed ({r.returncode})")
     return dict(json.loads(r.stdout.splitlines()[-1]))
+
+
+def one_batch(w: int, args: argparse.Namespace) -> dict[str, Any]:
+    from brasil.sim.batch import SimBatch
+    sb = SimBatch(w, slots=args.batch_slots, duration=args.duration,
+                  model=LinkModel(args.latency, args.bandwidth))
+    try:
+        reg = sb.up()
+        print(f"\n{w} placeholders registered in {reg['virtual_s']:.2f} virtual s "
+              f"({reg['real_s']:.1f} real s); {reg['rss_per_placeholder'] / 1024:.0f} KiB each",
+              file=sys.stderr, flush=True)
+        idle = sb.idle(5.0)
+        run = sb.run(args.jobs_per)
+    finally:
+        sb.down()
+    return {"placeholders": w, "register": reg, **idle, **run}
+
+
+def batch_in_child(w: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One batch run in a process of its own (as in_child)."""
+    cmd = [sys.executable, __file__, "--one-batch", str(w), "--batch-slots", str(args.batch_slots),
+           "--jobs-per", str(args.jobs_per), "--duration", str(args.duration),
+           "--latency", str(args.latency), "--bandwidth", str(args.bandwidth)]
+    if args.lock:
+        cmd = ["flock", args.lock, *cmd]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"the batch simulation of W={w} failed ({r.returncode})")
+    return dict(json.loads(r.stdout.splitlines()[-1]))
+
+
+def print_batch(rows: list[dict[str, Any]]) -> None:
+    print(f"\n  {'W':>6} {'jobs':>7} {'register ms':>11} {'makespan s':>10} {'ideal s':>8} "
+          f"{'jobs/s':>7} {'CPU/job ms':>10} {'busy':>5} {'rx B/job':>8} {'tx B/job':>8} "
+          f"{'idle CPU':>8} {'idle rx/s':>9} {'real s':>7}")
+    for r in rows:
+        print(f"  {r['placeholders']:>6} {r['jobs']:>7} {ms(r['register']['virtual_s']):>11} "
+              f"{r['makespan_s']:10.2f} {r['ideal_s']:8.2f} {r['jobs_per_s']:7.0f} "
+              f"{r['cpu_per_job_ms']:10.3f} {r['busy']:5.2f} {r['rx_per_job']:8.0f} "
+              f"{r['tx_per_job']:8.0f} {r.get('idle_cpu_per_s', 0):8.3f} "
+              f"{r.get('idle_rx_per_s', 0) / 1e3:7.1f}KB {r['real_s']:7.1f}")
+
+
+def plot_batch(rows: list[dict[str, Any]], where: Path) -> Path:
+    """Against W: the makespan beside the ideal one, jobs/s, the scheduler's CPU per job and
+    its busy fraction."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    where.mkdir(parents=True, exist_ok=True)
+    xs = [r["placeholders"] for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    a = axes[0][0]
+    a.plot(xs, [r["makespan_s"] for r in rows], marker="o", label="makespan")
+    a.plot(xs, [r["ideal_s"] for r in rows], marker=".", linestyle="--", label="ideal")
+    a.set_ylabel("virtual seconds")
+    a.set_yscale("log")
+    a.legend()
+    a = axes[0][1]
+    a.plot(xs, [r["jobs_per_s"] for r in rows], marker="o", label="dispatched")
+    a.plot(xs, [r["jobs"] / r["ideal_s"] for r in rows], marker=".", linestyle="--",
+           label="demand (ideal)")
+    a.set_ylabel("jobs per virtual second")
+    a.set_yscale("log")
+    a.legend()
+    a = axes[1][0]
+    a.plot(xs, [r["cpu_per_job_ms"] for r in rows], marker="o")
+    a.set_ylabel("scheduler CPU per job (ms)")
+    a.set_ylim(0, max(r["cpu_per_job_ms"] for r in rows) * 1.2)
+    a = axes[1][1]
+    a.plot(xs, [r["busy"] for r in rows], marker="o")
+    a.axhline(1.0, color="grey", linewidth=0.8)
+    a.set_ylabel("scheduler's busy fraction")
+    a.set_ylim(0, 1.1)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    for a in (ax for row in axes for ax in row):
+        a.set_xscale("log")
+        a.set_xticks(xs, [f"{x // 1000}k" if x >= 10000 else f"{x:,}" for x in xs])
+        a.xaxis.set_minor_formatter(NullFormatter())
+        a.yaxis.set_minor_formatter(NullFormatter())
+        if a.get_yscale() == "log":
+            a.yaxis.set_major_formatter(ScalarFormatter())
+        a.set_xlabel("placeholders (W)")
+        a.grid(True, which="both", alpha=0.3)
+    j = rows[0]["jobs"] // (rows[0]["placeholders"] * rows[0]["slots"])
+    fig.suptitle(f"simulated batch scheduler: {j} short jobs per placeholder slot")
+    fig.tight_layout()
+    path = where / "batch.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 async def _wait_free(c: SimCluster, total: int) -> None:
@@ -292,13 +399,13 @@ def socket_cpu() -> float:
     return asyncio.run(run())
 
 
-def command_figures() -> Behaviour:
-    """``date``'s run and a fork's cost here: the median wall time of a Popen of ``date`` to its
+def command_figures(prog: str = "date") -> Behaviour:
+    """``prog``'s run and a fork's cost here: the median wall time of a Popen of it to its
     exit, split as the launcher's spawn cost (Popen's return) and the rest (the run)."""
     spawn, total = [], []
     for _ in range(100):
         t0 = time.perf_counter()
-        p = subprocess.Popen(["date"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        p = subprocess.Popen([prog], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.PIPE, start_new_session=True)
         t1 = time.perf_counter()
         p.communicate()
@@ -359,6 +466,52 @@ def validate(repeats: int) -> dict[str, Any]:
     return out
 
 
+def validate_batch(n: int) -> dict[str, Any]:
+    """bench/batch.py's fine-grain run (c): ``n`` ``true`` jobs on 2 real workers of 2 slots
+    and a real ``brasil serve``, then simulated with ``true``'s measured time (its spawn and
+    run), on a core each and on this machine's cores shared: the makespan and the scheduler's
+    CPU per job (the real one from /proc: its process, every thread)."""
+    sys.path.insert(0, str(BENCH))
+    import batch as real  # bench/batch.py's Rig: brasil serve and brasil worker processes
+    true = command_figures("true")
+    took = true.duration + true.spawn
+    link = loopback_figures()
+    model = LinkModel(link.latency, link.bandwidth, socket_cpu())
+    print(f"this machine: true takes {took * 1e3:.2f} ms (spawn and run); loopback {model}, "
+          f"{model.cpu_per_message * 1e6:.1f} µs of CPU per message end", file=sys.stderr,
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-simbatch-") as d, \
+            real.Rig(d, [{"slots": 2}, {"slots": 2}]) as rig:
+        async def drive() -> dict[str, Any]:
+            b = await rig.batch()  # (the workers registered)
+            await b.close()
+            cpu0 = sum(real.cpu_seconds(rig.serve.pid))
+            r = await real.brasil_run(rig, ["true"] * n, "validate")
+            return {"makespan_s": r["makespan"], "done": r["done"],
+                    "cpu_per_job_ms": 1e3 * (sum(real.cpu_seconds(rig.serve.pid)) - cpu0) / n}
+        measured = asyncio.run(drive())
+    out: dict[str, Any] = {"jobs": n, "true_s": took, "real": measured,
+                           "link": {"latency_s": model.latency, "bandwidth_Bps": model.bandwidth,
+                                    "cpu_per_message_s": model.cpu_per_message}}
+    from brasil.sim.batch import SimBatch
+    for key, cores in (("own", None), ("shared", os.cpu_count() or 1)):
+        sb = SimBatch(2, slots=2, duration=took, sigma=0.0, cores=cores, model=model)
+        try:
+            sb.up()
+            f = sb.run(n // 4, cmd="true")
+        finally:
+            sb.down()
+        out[key] = {"makespan_s": f["makespan_s"], "cpu_per_job_ms": f["cpu_per_job_ms"],
+                    "done": f["summary"].get("done", 0)}
+    print(f"\nvalidation of the batch scenario: {n} `true` jobs on 2 workers of 2 slots")
+    print(f"  {'':<14} {'real':>8} {'sim own':>8} {'own/real':>8} {'sim shared':>10} "
+          f"{'shared/real':>11}")
+    for k, label in (("makespan_s", "makespan s"), ("cpu_per_job_ms", "CPU/job ms")):
+        r, o, sh = measured[k], out["own"][k], out["shared"][k]
+        print(f"  {label:<14} {r:8.3f} {o:8.3f} {o / r:8.2f} {sh:10.3f} {sh / r:11.2f}")
+    return out
+
+
 def simulate_deploy(n: int, repeats: int, model: LinkModel, behaviour: Behaviour,
                     cores: int | None) -> dict[str, float]:
     """bench/tree.py's res N and Figure 4 on a simulated 1+8+64 tree of 32 slots: medians."""
@@ -399,12 +552,33 @@ def main() -> int:
     ap.add_argument("--plot-from", help="only draw the plots of a results JSON (sim.json)")
     ap.add_argument("--lock", help="run each tree under `flock LOCK` (a shared machine)")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # (in_child's)
+    ap.add_argument("--batch", action="store_true", help="the batch scenario alone")
+    ap.add_argument("--no-batch", action="store_true", help="the trees alone")
+    ap.add_argument("--placeholders", default=None,
+                    help="W, or W1,W2,… (default 16,64,512; --full: to 10000)")
+    ap.add_argument("--batch-slots", type=int, default=1, help="slots per placeholder")
+    ap.add_argument("--jobs-per", type=int, default=10, help="jobs per placeholder slot")
+    ap.add_argument("--duration", type=float, default=0.02, help="a job's median seconds")
+    ap.add_argument("--one-batch", type=int, help=argparse.SUPPRESS)  # (batch_in_child's)
+    ap.add_argument("--validate-batch", type=int, metavar="JOBS", nargs="?", const=2000,
+                    help="real brasil serve and 2 workers against the simulated scheduler "
+                         "(JOBS `true` jobs, default 2000)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # (lost children are logged: expected here)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # (teardown of killed links)
     if args.plot_from:
         for p in plot(json.loads(Path(args.plot_from).read_text())["trees"], Path(args.plots)):
             print(f"plot: {p}")
+        return 0
+    if args.validate_batch:
+        r = validate_batch(args.validate_batch)
+        if not args.no_json:
+            BATCH_VALIDATION.parent.mkdir(parents=True, exist_ok=True)
+            BATCH_VALIDATION.write_text(json.dumps(r, indent=1))
+            print(f"results: {BATCH_VALIDATION}")
+        return 0
+    if args.one_batch:
+        print(json.dumps(one_batch(args.one_batch, args)))
         return 0
     if args.one:
         with exported_dir() as export:
@@ -420,7 +594,7 @@ def main() -> int:
                                         "bandwidth_Bps": args.bandwidth}}
     if args.validate:
         report["validation"] = validate(args.repeats)
-    else:
+    elif not args.batch:
         results = []
         for k in fanouts:
             for n in nodes:
@@ -431,11 +605,28 @@ def main() -> int:
         if len(nodes) > 1:
             for p in plot(results, Path(args.plots)):
                 print(f"plot: {p}")
-    if not args.no_json:
+    if not args.no_json and not args.batch:
         path = VALIDATION if args.validate else RESULTS
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1))
         print(f"results: {path}")
+    if args.validate or args.no_batch:
+        return 0
+    ws = tuple(int(x) for x in args.placeholders.split(",")) if args.placeholders else \
+        cfg["placeholders"]
+    rows = []
+    for w in ws:
+        rows.append(batch_in_child(w, args))
+        print_batch(rows[-1:])
+    print("\nthe batch scheduler, simulated:")
+    print_batch(rows)
+    if len(rows) > 1:
+        print(f"plot: {plot_batch(rows, Path(args.plots))}")
+    if not args.no_json:
+        BATCH_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        BATCH_RESULTS.write_text(json.dumps({"model": report["model"], "batch": rows},
+                                            indent=1))
+        print(f"results: {BATCH_RESULTS}")
     return 0
 
 

@@ -3,6 +3,7 @@ commit journal on its own, the report's arithmetic."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -249,6 +250,89 @@ def test_a_database_made_before_the_time_limit_column_still_opens_and_gets_it(tm
     s = store.Store(str(path))  # and again: the column is not added twice
     s.open()
     s.close()
+
+
+def test_a_claim_counts_a_workers_slots_by_index_not_by_scanning_every_execution():
+    """ops.busy_slots runs at every claim: without executions_worker_active it scanned every
+    execution the database ever held (the simulator's finding: docs/sim.md); and the policy's
+    search for a redundant execution reads the running isolated jobs only."""
+    import sqlite3
+
+    from brasil.batch import store
+    from brasil.batch.ops import ACTIVE_SQL
+    conn = sqlite3.connect(":memory:")
+    for stmt in store.SCHEMA:
+        conn.execute(stmt)
+    for table, column, kind in store.ADDED_COLUMNS:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    def plan(sql: str, *args: object) -> str:
+        return " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+    busy = plan(f"SELECT state, count(*) FROM executions WHERE worker = ? AND state IN "
+                f"{ACTIVE_SQL} GROUP BY state", "w")
+    assert "SEARCH executions USING COVERING INDEX executions_worker_active" in busy
+    again = plan("SELECT id FROM jobs j WHERE state = 'running' AND isolate = 1 AND active < "
+                 "redundancy ORDER BY priority DESC, id LIMIT 3")
+    assert "jobs_redundant" in again
+
+
+async def test_the_store_on_a_loop_commits_what_was_written_meanwhile_in_one_transaction(
+        tmp_path):
+    """WriterOnLoop (the simulator's): no thread; writes made before the loop's next turn go
+    into one batch (group commit), each future gets its own result, and one failing write is
+    blamed alone."""
+    import threading
+
+    from brasil.batch.store import Refused, Store, WriterOnLoop
+    tmp_path.chmod(0o700)
+    s = Store(str(tmp_path / "b.db"), writer=WriterOnLoop())
+    s.open()
+    try:
+        assert not any(t.name == "batch-db" for t in threading.enumerate())
+        sizes: list[int] = []
+        run_batch = s._run_batch
+
+        def recorded(tx, batch):  # type: ignore[no-untyped-def]
+            sizes.append(len(batch))
+            run_batch(tx, batch)
+        s._run_batch = recorded  # type: ignore[method-assign]
+
+        def op(k: int):  # type: ignore[no-untyped-def]
+            def run(tx):  # type: ignore[no-untyped-def]
+                if k == 2:
+                    raise Refused("no 2")
+                tx.execute("UPDATE counters SET v = v + 1 WHERE k = 'job'")
+                return k
+            return run
+        futs = [s.write(op(k)) for k in range(4)]
+        got = await asyncio.gather(*futs, return_exceptions=True)
+        assert got[:2] == [0, 1] and isinstance(got[2], Refused) and got[3] == 3
+        assert await s.read(lambda tx: tx.one("SELECT v FROM counters WHERE k = 'job'")) == (3,)
+        assert sizes == [4, 1, 1, 1, 1]  # one batch of four; it failed, so each again alone
+    finally:
+        s.close()
+
+
+def test_only_workers_with_room_are_asked_whether_one_is_idle():
+    """The scheduler keeps who holds fewer tokens than its capacity (hungry) as tokens come and
+    go, so a report does not ask every worker (O(workers) per job): a worker given its slot's
+    jobs leaves the set, and comes back when one is forgotten."""
+    from brasil.batch.messages import Run, encode_run
+    from brasil.batch.scheduler import Scheduler
+    from brasil.batch.store import Store
+    sched = Scheduler(Store("/nonexistent/never-opened.db"))
+
+    async def go() -> None:
+        a = sched.register("a", 1, "h", 1, False)
+        b = sched.register("b", 1, "h", 2, False)
+        assert sched.hungry == {"a", "b"} and sched._others_idle(a)
+        sched.deliver([("b", encode_run(Run(7, 1, "true", "/", {}, False)))])
+        assert sched.hungry == {"a"} and sched.held == {"b": 1}
+        assert not sched._others_idle(a) and sched._others_idle(b)
+        assert [w.name for w in sched._candidates(0.0)] == ["a"]
+        sched.forget(7)
+        assert sched.hungry == {"a", "b"} and not sched.held
+    asyncio.run(go())
 
 
 # ---- moves along the tables, on both engines ----------------------------------------------

@@ -6,6 +6,7 @@ Plain (not async) tests: the simulator's driver steps its own loops, one per dae
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -198,3 +199,29 @@ def test_a_subtree_started_at_once_rehomes_when_its_parent_dies():
         assert "n1.1" in c.root.daemon.children.by_name
     finally:
         c.down()
+
+
+def test_simulated_placeholders_pull_every_job_through_the_real_scheduler():
+    """16 real Workers on loops of their own, 1 slot each, pull 64 jobs of 20 ms (simulated)
+    from the real scheduler over sim: connections: every job ends done in its SQLite store,
+    no sooner than the work allows (64 × 20 ms over 16 slots), and the store's transactions
+    were charged to the scheduler's daemon, on virtual time (no thread of the store's)."""
+    from brasil.sim.batch import SimBatch
+    sb = SimBatch(16, duration=0.02, sigma=0.0)
+    try:
+        reg = sb.up()
+        assert reg["sched_cpu_s"] > 0 and len(sb.scheduler.workers) == 16
+        f = sb.run(per_placeholder=4)
+
+        async def states() -> dict[str, int]:
+            rows = await sb.scheduler.store.read(
+                lambda tx: tx.all("SELECT state, count(*) FROM jobs GROUP BY state"))
+            return dict(rows)
+        assert sb.cluster.run(states()) == {"done": 64}
+        assert f["summary"]["done"] == 64 and f["spawned"] == 64
+        assert f["makespan_s"] >= 64 * 0.02 / 16
+        assert f["sched_cpu_s"] > 0 and f["rx_bytes"] > 0
+        assert sum(p.worker.completed for p in sb.workers) == 64
+        assert not any(t.name == "batch-db" for t in threading.enumerate())
+    finally:
+        sb.down()

@@ -28,11 +28,11 @@ from __future__ import annotations
 import asyncio
 import codecs
 import errno
-import time
 from typing import Any, NoReturn
 
 from ..ninep.ctl import CommandTable, CtlFile
 from ..ninep.errors import Enotfound, NinepError
+from ..ninep.server import loop_time
 from ..ninep.synthetic import (
     BytesHandle,
     Dir,
@@ -377,9 +377,9 @@ def worker_line(sched: Scheduler, name: str) -> str:
         return ""
     held = sum(1 for t, o in sched.owner.items() if o == name)
     gone = "" if w.gone_since is None else \
-        f" gone {time.monotonic() - w.gone_since:.1f}s"  # disconnected: no work for it
+        f" gone {loop_time() - w.gone_since:.1f}s"  # disconnected: no work for it
     return (f"{w.name} {w.host} slots {w.slots} running {held} "
-            f"{'remote' if w.remote else 'local'} seen {time.monotonic() - w.last_seen:.1f}s"
+            f"{'remote' if w.remote else 'local'} seen {loop_time() - w.last_seen:.1f}s"
             f"{f' domain {w.domain}' if w.domain else ''}{gone}\n")
 
 

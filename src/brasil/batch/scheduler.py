@@ -26,8 +26,10 @@ a crash without harm:
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +39,7 @@ from typing import Any
 from ..ninep.errors import NinepError
 from ..ninep.private import UnsafePathError
 from ..ninep.ratelimit import RateLimited
+from ..ninep.server import loop_time
 from . import commit, isolate, ops
 from .jobfile import JobFileError, JobSpec, Parser
 from .messages import (
@@ -65,6 +68,9 @@ limited = RateLimited(log)  # lines a client can cause: a few of a kind a minute
 DEFAULT_LEASE = 10.0
 DEFAULT_MAX_SUBMIT = 100_000      # jobs in one submission (brasil serve --max-jobs-per-submission)
 DEFAULT_MAX_WORKLOAD = 1_000_000  # jobs of one tag not ended yet (--max-jobs-per-workload)
+# seconds the count of live workers in ``ctl`` may be old: every worker reads ``ctl`` when it
+# connects, and counting every worker each time made a storm of W connections O(W²)
+LIVE_COUNT_AGE = 1.0
 SHORT_JOB = 0.05  # seconds: below this, workers get a second assignment per slot queued
 
 
@@ -80,11 +86,11 @@ class ConnectedWorker:
     domain: str = ""  # its availability domain (a rack…): redundant copies go to another one
     outbox: list[str] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    last_seen: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=loop_time)
     registered: float = field(default_factory=time.time)
     run_time: float = 1.0  # a moving average of its executions' run time, in seconds
     attached: object | None = None  # the open of its ``next`` file, while it is connected
-    gone_since: float | None = None  # monotonic: when its connection closed (None: not gone)
+    gone_since: float | None = None  # the loop's clock: when its connection closed (None: not gone)
 
     def live(self, now_m: float, lease: float) -> bool:
         """Whether to give it work: registered with slots, connected, and heard of lately."""
@@ -109,16 +115,22 @@ class Scheduler:
     def __init__(self, store: Store, *, export_root: str | None = None,
                  lease: float = DEFAULT_LEASE, policy: Policy | None = None,
                  max_submit: int = DEFAULT_MAX_SUBMIT,
-                 max_workload: int = DEFAULT_MAX_WORKLOAD) -> None:
+                 max_workload: int = DEFAULT_MAX_WORKLOAD,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: the wall clock of what the database records (events, ends, retries'
+        delays; the simulator's is virtual). Leases are timed on the loop's clock."""
         self.store = store
+        self.clock = clock
         self.max_submit = max_submit
         self.max_workload = max_workload
         self.export_root = export_root.rstrip("/") + "/" if export_root else None
         self.lease = lease
         self.policy = policy or TrellisPolicy()
         self.workers: dict[str, ConnectedWorker] = {}
-        self.leases: dict[int, float] = {}       # token → expiry (monotonic)
-        self.owner: dict[int, str] = {}          # token → worker
+        self.leases: dict[int, float] = {}       # token → expiry (the loop's clock)
+        self.owner: dict[int, str] = {}          # token → worker (set by _own, dropped by forget)
+        self.held: collections.Counter[str] = collections.Counter()  # worker → its tokens
+        self.hungry: set[str] = set()  # workers holding fewer tokens than their capacity
         self.homes: dict[int, str] = {}          # token → its job's home
         self.committing: set[int] = set()        # told to commit (staging, not yet journaled)
         self.applying: set[int] = set()          # journaled: the commit will be completed
@@ -130,10 +142,11 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._recovering: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.started = time.time()
+        self.started = self.clock()
         self.forget_after = max(60.0, 6 * lease)  # seconds a gone worker stays in the list
         self.on_forget: list[Callable[[str], object]] = []  # called with a dropped worker's name
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._live_count = (-math.inf, 0)  # (when, how many): state_line's count of workers
 
     # ---- lifetime ----
 
@@ -141,11 +154,11 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.store.open)
         self.isolation_problem = await loop.run_in_executor(None, isolate.probe)
-        now = time.monotonic()
+        now = loop_time()
         replay = []
         for token, worker, state, _job, home in await self.store.read(ops.active_executions):
             self.leases[token] = now + self.lease
-            self.owner[token] = worker
+            self._own(token, worker)
             self.homes[token] = home
             if state == "committing":
                 self.committing.add(token)
@@ -187,14 +200,14 @@ class Scheduler:
         return result
 
     def deliver(self, push: ops.Push) -> None:
-        now = time.monotonic()
+        now = loop_time()
         orphans: list[int] = []
         for worker, line in push:
             order = decode_order(line)
             token = order.token
             if isinstance(order, Run):
                 self.leases[token] = now + self.lease
-                self.owner[token] = worker
+                self._own(token, worker)
                 self.homes[token] = order.home
                 g = self.workers.get(worker)
                 if g is not None and g.gone_since is not None:  # it went while we decided
@@ -219,21 +232,63 @@ class Scheduler:
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
+    def _own(self, token: int, worker: str) -> None:
+        before = self.owner.get(token)
+        if before == worker:
+            return
+        if before is not None:
+            self._disown(token)
+        self.owner[token] = worker
+        self.held[worker] += 1
+        self._recount(worker)
+
+    def _disown(self, token: int) -> None:
+        worker = self.owner.pop(token, None)
+        if worker is not None:
+            self.held[worker] -= 1
+            if self.held[worker] <= 0:
+                del self.held[worker]
+            self._recount(worker)
+
+    def _recount(self, name: str) -> None:
+        """Whether ``name`` is hungry (fewer tokens than its capacity), after its tokens, its
+        slots or its run time (hence its capacity) changed: kept as they change, so that a
+        report asks only the hungry workers whether one is idle, not every worker."""
+        w = self.workers.get(name)
+        if w is not None and self.held[name] < w.capacity():
+            self.hungry.add(name)
+        else:
+            self.hungry.discard(name)
+
     def forget(self, token: int) -> None:
         self.leases.pop(token, None)
-        self.owner.pop(token, None)
+        self._disown(token)
         self.homes.pop(token, None)
         self.committing.discard(token)
         self.applying.discard(token)
 
     def _others_idle(self, me: ConnectedWorker) -> bool:
-        """Whether a live worker other than ``me`` has a free slot (by our count of its tokens)."""
-        held: dict[str, int] = {}
-        for owner in self.owner.values():
-            held[owner] = held.get(owner, 0) + 1
-        now_m = time.monotonic()
-        return any(w is not me and w.capacity() > held.get(w.name, 0)
-                   and w.live(now_m, self.lease) for w in self.workers.values())
+        """Whether a live worker other than ``me`` has a free slot (by our count of its tokens):
+        asked of the hungry ones only (it was every worker, at every report: O(workers) per
+        job, the simulator found)."""
+        now_m = loop_time()
+        for name in self.hungry:
+            w = self.workers.get(name)
+            if w is not None and w is not me and w.live(now_m, self.lease):
+                return True
+        return False
+
+    def _candidates(self, now_m: float) -> list[ConnectedWorker]:
+        """The live workers a dispatch round claims for: the hungry ones, and those with a
+        commit in flight (a commit holds its token but not, up to one per slot, its slot:
+        ops.busy_slots). Another worker's claim would find it full: a round of claims for
+        every worker was O(workers) transactions' work at every round."""
+        names = set(self.hungry)
+        for t in (*self.committing, *self.applying):
+            owner = self.owner.get(t)
+            if owner is not None:
+                names.add(owner)
+        return [w for w in self.workers.values() if w.name in names and w.live(now_m, self.lease)]
 
     def kick(self) -> None:
         self._maybe_work = True
@@ -255,7 +310,7 @@ class Scheduler:
                              f"{self.max_submit} (brasil serve --max-jobs-per-submission): "
                              "split the jobs and submit the parts one after another")
         await asyncio.to_thread(self._check_homes, specs)
-        now = time.time()
+        now = self.clock()
         first, n = await self.write(lambda tx: ops.submit(tx, specs, now, self.max_workload))
         limited.emit(logging.INFO, "submitted", "batch: jobs %d-%d submitted", first,
                      first + n - 1)  # a client may submit a thousand times a second
@@ -278,14 +333,14 @@ class Scheduler:
                                  "node (or is not a directory); create it, or give --home DIR")
 
     async def cancel(self, ids: list[int] | None, tag: str | None) -> int:
-        now = time.time()
+        now = self.clock()
         n, push = await self.write(lambda tx: ops.cancel(tx, ids, tag, now))
         self.deliver(push)
         self.kick()
         return n
 
     async def retry(self, ids: list[int] | None, tag: str | None, retries: int) -> int:
-        now = time.time()
+        now = self.clock()
         n = await self.write(lambda tx: ops.retry(tx, ids, tag, retries, now))
         self.kick()
         return n
@@ -298,8 +353,9 @@ class Scheduler:
         if w is None:
             w = self.workers[name] = ConnectedWorker(name, slots, host, pid, remote)
         w.slots, w.host, w.pid, w.remote, w.domain = slots, host, pid, remote, domain
-        w.last_seen = time.monotonic()
+        w.last_seen = loop_time()
         w.gone_since = None
+        self._recount(name)
         self.kick()
         return w
 
@@ -318,7 +374,7 @@ class Scheduler:
         if w is None or w.attached is not handle or self._stopping:
             return  # an older connection's, closing after the worker dialled again
         w.attached = None
-        w.gone_since = time.monotonic()
+        w.gone_since = loop_time()
         self._spawn(self._worker_gone(name))
 
     async def _worker_gone(self, name: str) -> None:
@@ -335,7 +391,7 @@ class Scheduler:
         w = self.workers.get(name)
         if w is None:
             raise NinepError(f"worker {name} is not registered (did the scheduler restart?)")
-        w.last_seen = time.monotonic()
+        w.last_seen = loop_time()
         if w.outbox:
             return self._take(w, count)
         return self._take_later(w, count)
@@ -360,7 +416,7 @@ class Scheduler:
             except TimeoutError:
                 if f in w.waiters:
                     w.waiters.remove(f)
-            w.last_seen = time.monotonic()
+            w.last_seen = loop_time()
             if not w.outbox:
                 return b"\n"  # a heartbeat: the worker learns we are alive, and reads again
         return self._take(w, count)
@@ -370,7 +426,7 @@ class Scheduler:
         w = self.workers.get(name)
         if w is None:
             raise NinepError(f"worker {name} is not registered (did the scheduler restart?)")
-        now_m = time.monotonic()
+        now_m = loop_time()
         w.last_seen = now_m
         starts: list[tuple[int, int, float]] = []
         rest: list[Report] = []
@@ -396,6 +452,7 @@ class Scheduler:
         if not starts and not rest:
             return
         out, remote_commits = await self.write(lambda tx: self._reports(tx, w, starts, rest))
+        self._recount(name)  # (its run time, hence its capacity, may have changed)
         self.deliver(out)
         for token in remote_commits:  # (not cancelled by stop: a commit runs to its end)
             task = asyncio.ensure_future(self._recover(token))
@@ -407,7 +464,7 @@ class Scheduler:
 
     def _reports(self, tx: Tx, w: ConnectedWorker, starts: list[tuple[int, int, float]],
                  rest: list[Report]) -> tuple[ops.Push, list[int]]:
-        now = time.time()
+        now = self.clock()
         push = ops.started(tx, w.name, starts) if starts else []
         done: list[int] = []
         gone: list[int] = []
@@ -486,8 +543,8 @@ class Scheduler:
             self._kick.clear()
             if not self._maybe_work:
                 continue
-            now_m = time.monotonic()
-            live = [w for w in self.workers.values() if w.live(now_m, self.lease)]
+            now_m = loop_time()
+            live = self._candidates(now_m)
             if not live:
                 continue
             self._maybe_work = False
@@ -506,7 +563,7 @@ class Scheduler:
     def _claim_all(self, tx: Tx, *, live: list[ConnectedWorker]) -> ops.Push:
         """Every live worker's free slots filled: first without the jobs that last failed on
         that worker (so another worker with a free slot takes them), then with them."""
-        now = time.time()
+        now = self.clock()
         push: ops.Push = []
         domains = self._domains()
         for fallback in (False, True):
@@ -544,10 +601,10 @@ class Scheduler:
     async def _lease_keeper(self) -> None:
         while True:
             period = max(0.05, self.lease / 8)
-            before = time.monotonic()
+            before = loop_time()
             await asyncio.sleep(period)
             try:
-                self._pardon(time.monotonic() - before - period)
+                self._pardon(loop_time() - before - period)
                 await self._expire()
                 self._forget_gone()
             except Exception:  # noqa: BLE001
@@ -561,7 +618,7 @@ class Scheduler:
         it had left), so a healthy worker is never blamed for our silence."""
         if late <= max(0.5, self.lease / 4):
             return
-        now_m = time.monotonic()
+        now_m = loop_time()
         limited.warning("stopped", "batch: the scheduler was stopped or starved for %.1fs "
                         "(its lease check came that late); %d lease(s) extended, to a lease "
                         "from now at least", late, len(self.leases))
@@ -572,7 +629,7 @@ class Scheduler:
                 w.last_seen = max(w.last_seen + late, now_m - self.lease / 4)
 
     async def _expire(self) -> None:
-        now_m = time.monotonic()
+        now_m = loop_time()
         expired = [t for t, until in self.leases.items() if until < now_m]
         if not expired:
             return
@@ -588,7 +645,7 @@ class Scheduler:
         if plain:
             for t in plain:
                 self.leases.pop(t, None)
-            now = time.time()
+            now = self.clock()
             push = await self.write(lambda tx: ops.lose(tx, plain, now, why))
             self.deliver(push)
         for t in tokens:
@@ -599,13 +656,14 @@ class Scheduler:
     def _forget_gone(self) -> None:
         """Drop workers gone (or never heard of since a restart) for ``forget_after`` seconds
         that hold nothing: the list shows the workers there are, not every one there was."""
-        now_m = time.monotonic()
+        now_m = loop_time()
         held = set(self.owner.values())
         for name, w in list(self.workers.items()):
             since = w.gone_since if w.gone_since is not None else (
                 w.last_seen if w.attached is None and not w.waiters else None)
             if since is not None and now_m - since > self.forget_after and name not in held:
                 del self.workers[name]
+                self.hungry.discard(name)
                 for cb in self.on_forget:
                     cb(name)
 
@@ -638,18 +696,18 @@ class Scheduler:
                                                   journaled, within)
             except UnsafePathError as e:  # refused whole: nothing of it was applied
                 log.warning("batch: execution %d's commit in %s refused: %s", token, home, e)
-                now, why = time.time(), f"commit refused: {e}"
+                now, why = self.clock(), f"commit refused: {e}"
                 await self.write(lambda tx: ops.commit_refused(tx, token, why, now))
                 self.deliver([(worker, order("discard", token))])
                 return
             except OSError as e:
                 log.warning("batch: completing execution %d's commit in %s failed: %s", token,
                             home, e)
-                now, why = time.time(), f"commit could not be completed: {e}"
+                now, why = self.clock(), f"commit could not be completed: {e}"
                 await self.write(lambda tx: ops.commit_undone(tx, token, why, now, True))
                 self.deliver([(worker, order("discard", token))])
                 return
-            now = time.time()
+            now = self.clock()
             if done:
                 push, _ = await self.write(
                     lambda tx: self._committed(tx, worker, token, now, "completed by scheduler"))
@@ -669,8 +727,12 @@ class Scheduler:
 
     def state_line(self) -> str:
         iso = "yes" if not self.isolation_problem else "no"
-        live = sum(1 for w in self.workers.values() if w.slots and w.gone_since is None and
-                   time.monotonic() - w.last_seen < self.lease)
+        now_m = loop_time()
+        if now_m - self._live_count[0] >= LIVE_COUNT_AGE:
+            self._live_count = (now_m, sum(
+                1 for w in self.workers.values() if w.slots and w.gone_since is None and
+                now_m - w.last_seen < self.lease))
+        live = self._live_count[1]
         return (f"scheduler db {self.store.describe()} lease {self.lease:g} policy "
                 f"{self.policy.name} workers {live} isolation {iso}"
                 + (f" export {self.export_root}" if self.export_root else ""))

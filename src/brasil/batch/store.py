@@ -17,6 +17,7 @@ for writers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import queue
@@ -25,7 +26,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..ninep.private import UnsafePathError, check_ancestors, check_closed_dir, open_checked
 from ..ninep.ratelimit import RateLimited
@@ -47,6 +48,10 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, id) WHERE state = 'ready'",
     "CREATE INDEX IF NOT EXISTS jobs_running ON jobs (priority DESC, id) WHERE state = 'running'",
     "CREATE INDEX IF NOT EXISTS jobs_tag ON jobs (tag)",
+    # the running isolated jobs, which a redundant execution is chosen from (policy.py) at
+    # every claim that finds fewer ready jobs than free slots: not every running job
+    "CREATE INDEX IF NOT EXISTS jobs_redundant ON jobs (priority DESC, id) "
+    "WHERE state = 'running' AND isolate = 1",
     "CREATE TABLE IF NOT EXISTS deps (job BIGINT NOT NULL, dep BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep)",
     """CREATE TABLE IF NOT EXISTS executions (
@@ -56,6 +61,10 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS executions_job ON executions (job)",
     "CREATE INDEX IF NOT EXISTS executions_active ON executions (state) "
     "WHERE state IN ('assigned', 'running', 'committing')",
+    # a worker's active executions (ops.busy_slots, at every claim): without it each claim
+    # scanned every execution the database ever held (the simulator's finding, docs/sim.md)
+    "CREATE INDEX IF NOT EXISTS executions_worker_active ON executions (worker, state) "
+    "WHERE state IN ('assigned', 'running', 'committing', 'applying')",
     """CREATE TABLE IF NOT EXISTS events (
         t DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, job BIGINT, execution BIGINT,
         worker TEXT, detail TEXT)""",
@@ -191,12 +200,112 @@ def check_sqlite_files(path: str) -> None:
             pass
 
 
+Item = tuple[Callable[[Tx], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+BATCH = 1000  # operations in one transaction at most
+
+
+class Writer(Protocol):
+    """What runs a store's writes: :meth:`Store._run_batch` over what was submitted meanwhile,
+    one batch at a time, each batch's results handed back to the loops that asked."""
+
+    def start(self, store: Store) -> None: ...
+
+    def submit(self, item: Item) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class WriterThread:
+    """The store's own thread (production): the loop never waits on the disk, and what is
+    queued while a transaction commits goes into the next one together."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Item | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self, store: Store) -> None:
+        self._thread = threading.Thread(target=self._run, args=(store,), name="batch-db",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Item) -> None:
+        self._queue.put(item)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(30)
+            self._thread = None
+
+    def _run(self, store: Store) -> None:
+        tx = Tx(store, store._conn)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            store._run_batch(tx, batch)
+
+
+class WriterOnLoop:
+    """The batches run as callbacks of an event loop: ``loop``, or that of the first write.
+    For the simulator (sim/batch.py), whose driver steps loops and nothing else: a thread's
+    answer would arrive at whatever virtual instant the driver noticed it, and its CPU would
+    be charged to no one. On the loop the scheduler runs on, the batches take its core (what
+    the GIL makes of the thread for the Python part of every operation); on a loop of their
+    own, a core of their own. Group commit is kept: what is submitted before the batch's turn
+    comes goes into it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self._pending: collections.deque[Item] = collections.deque()
+        self._due = False
+        self._store: Store | None = None
+        self._tx: Tx | None = None
+
+    def start(self, store: Store) -> None:
+        self._store = store
+        self._tx = Tx(store, store._conn)
+
+    def submit(self, item: Item) -> None:
+        self._pending.append(item)
+        if not self._due:
+            self._due = True
+            if self.loop is None:
+                self.loop = item[2]
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        n = min(len(self._pending), BATCH)
+        batch = [self._pending.popleft() for _ in range(n)]
+        self._due = bool(self._pending)
+        if self._due:
+            assert self.loop is not None
+            self.loop.call_soon(self._drain)
+        if batch and self._store is not None and self._tx is not None:
+            self._store._run_batch(self._tx, batch)
+
+    def stop(self) -> None:
+        self._store = self._tx = None
+
+
 class Store:
     """The database at ``url``: ``sqlite:///PATH`` (or a plain path) or ``postgresql://…``."""
 
-    def __init__(self, url: str, password: str | None = None) -> None:
+    def __init__(self, url: str, password: str | None = None, *,
+                 writer: Writer | None = None) -> None:
         """``password``: PostgreSQL's, if not in the URL (and not left to libpq, which reads
-        PGPASSWORD, ~/.pgpass or PGPASSFILE itself)."""
+        PGPASSWORD, ~/.pgpass or PGPASSFILE itself). ``writer``: what runs the batches of
+        writes (default: a thread of the store's own, :class:`WriterThread`)."""
         self.url = url
         self.password = password
         if url.startswith(("postgresql://", "postgres://")):
@@ -205,8 +314,7 @@ class Store:
         else:
             self.dialect = "sqlite"
             self.path = os.path.abspath(url[len("sqlite://"):] if url.startswith("sqlite://") else url)
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self.writer = writer or WriterThread()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="batch-db-read")
         self._local = threading.local()
         self.size_hint = 0
@@ -263,14 +371,10 @@ class Store:
             tx.execute("ROLLBACK")
             raise
         self._conn = conn
-        self._thread = threading.Thread(target=self._writer, name="batch-db", daemon=True)
-        self._thread.start()
+        self.writer.start(self)
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(30)
-            self._thread = None
+        self.writer.stop()
         self._reader.shutdown(wait=True)
         try:
             self._conn.close()
@@ -280,34 +384,18 @@ class Store:
     def _begin(self, tx: Tx) -> None:
         tx.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
 
-    # ---- writes: batched transactions on one thread ----
+    # ---- writes: batched transactions, run by the writer ----
 
     def write(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
         """Run ``op(tx)`` in the next batch; the future holds its result (or its exception)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, fut, loop))
+        self.writer.submit((op, fut, loop))
         return fut
 
-    def _writer(self) -> None:
-        tx = Tx(self, self._conn)
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < 1000:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
-            self._run_batch(tx, batch)
-
     def _run_batch(self, tx: Tx, batch: list[Any]) -> None:
+        """One transaction for the whole batch (group commit); if an operation fails, each is
+        run again alone, so that only the failing one is blamed."""
         try:
             self._begin(tx)
             results = [op(tx) for op, _, _ in batch]

@@ -29,21 +29,21 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import logging
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..exec.command import command_argv
 from ..exec.forkserver import ForkServer
-from ..exec.reaper import Watchdog
-from ..exec.spawn import Spawned, spawn
+from ..exec.spawn import Spawned
 from ..lifecycle import step
 from ..ninep.client import Client
 from ..ninep.constants import OREAD, OWRITE
@@ -65,6 +65,7 @@ from .messages import (
     decode_order,
     encode_report,
 )
+from .processes import HostProcesses, JobProcesses
 from .remote_homes import fetch_tree, relative, upload
 
 log = logging.getLogger("brasil.batch.worker")
@@ -114,14 +115,19 @@ class Execution(Run):
 class Worker:
     def __init__(self, connect: Any, slots: int, workdir: str, *, name: str | None = None,
                  remote_homes: bool | None = None, env: dict[str, str] | None = None,
-                 keep_outputs: int = DEFAULT_KEEP_OUTPUTS, domain: str = "") -> None:
+                 keep_outputs: int = DEFAULT_KEEP_OUTPUTS, domain: str = "",
+                 processes: JobProcesses | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         """``connect``: an async function returning a fresh Client to the scheduler's node.
         ``remote_homes``: read homes through the scheduler's fs/ (None: only when the scheduler
         runs on another machine). ``env``: laid over this process's environment for every job
         (jobs see the worker's environment, then their own). ``keep_outputs``: how many output
         files ``out/`` keeps (the oldest go first), so it never grows without bound.
         ``domain``: this worker's availability domain (a rack, a power domain): the scheduler
-        never runs two executions of one job in one domain."""
+        never runs two executions of one job in one domain. ``processes``: what the jobs run
+        as (default: this machine's processes, ``processes.HostProcesses``; the simulator's are
+        simulated). ``clock``: the wall clock of the times reported (an execution's start and
+        end; the simulator's is virtual)."""
         self.connect = connect
         self.slots = slots
         self.workdir = workdir
@@ -144,7 +150,8 @@ class Worker:
         self._stop = asyncio.Event()
         self.connected = asyncio.Event()
         self.completed = 0
-        self._watchdog: Watchdog | None = None
+        self.processes: JobProcesses = processes or HostProcesses()
+        self.clock = clock
         self._forkserver: ForkServer | None = None
         self._no_forkserver = False  # it could not start: fork as subprocess does
         os.makedirs(os.path.join(workdir, "out"), exist_ok=True)
@@ -161,7 +168,7 @@ class Worker:
         ever = False         # whether we were ever connected
         failing = 0          # attempts that failed since we were last connected
         said = (-1e9, "")    # when we last logged a failure, and which
-        self.watchdog()  # started now, so that listing a job's group is one write, never a fork
+        self.processes.open()
         while not self._stop.is_set():
             try:
                 await self._session()
@@ -315,10 +322,7 @@ class Worker:
             e.pending = None
             e.killed = True
             if e.state == "running" and e.pid:
-                try:
-                    os.killpg(e.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                self.processes.kill(e.pid)
             elif e.state in ("exited", "journaled", "received"):
                 self._rollback(e)
             # starting: killed as soon as it is spawned, its end then rolls it back;
@@ -345,10 +349,10 @@ class Worker:
             return
         e.slot = self.free.pop(0)
         e.move("slot")
-        e.t0 = time.time()
+        e.t0 = self.clock()
         self.report_start(e)
         env = {**os.environ, **self.env, **e.env, "BRASIL_JOB": str(e.job), "BRASIL_EXECUTION": str(e.token),
-               "BRASIL_WORKER": self.name, "BRASIL_SLOT": str(e.slot), **self.watchdog().env}
+               "BRASIL_WORKER": self.name, "BRASIL_SLOT": str(e.slot), **self.processes.env()}
         try:
             if self.remote_homes:
                 await self._fetch_home(e)
@@ -357,7 +361,7 @@ class Worker:
             # (a NUL in its command, say: ValueError). Left to escape, the slot stayed taken
             # and the job "running" for ever, its lease renewed by us.
             why = getattr(err, "message", None) or str(err) or type(err).__name__
-            e.t1 = time.time()
+            e.t1 = self.clock()
             e.move("fail")
             self._finish(e, 127, f"cannot start: {' '.join(why.split())[:1000]}")
             return
@@ -411,7 +415,7 @@ class Worker:
                         raise  # the job's own setup failed: its reason is the job's
                     pid = 0  # the server died under us: not the job's fault; fork instead
             if preexec is None:
-                e.popen = self._spawn_plain(argv, env, cwd, out)
+                e.popen = self.processes.spawn(argv, env, cwd, out)
                 pid = e.popen.pid
             elif not pid:
                 p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -428,27 +432,19 @@ class Worker:
         and its end awaited; one that cannot be watched must not run unwatched."""
         pid = e.pid
         try:
-            self.watchdog().watch(pid)
-            if e.killed:  # killed while starting
-                os.killpg(pid, signal.SIGKILL)
-            fd = os.pidfd_open(pid)
+            self.processes.watch(pid, e.popen, functools.partial(self._exited, e))
         except OSError as err:
             log.warning("worker %s: job %d: cannot watch its process: %s; killed", self.name,
                         e.job, err)
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            with contextlib.suppress(ChildProcessError):
-                e.popen.wait() if e.popen is not None else os.waitpid(pid, 0)
-            e.t1 = time.time()
+            self.processes.reap(pid, e.popen)
+            e.t1 = self.clock()
             e.move("exit")
             self._finish(e, 127, f"cannot watch its process: {err}")
             return
-        loop = asyncio.get_running_loop()
-        loop.add_reader(fd, self._exited, e, fd)
+        if e.killed:  # killed while starting
+            self.processes.kill(pid)
         if e.timeout > 0:
-            e.timer = loop.call_later(e.timeout, self._time_out, e)
+            e.timer = asyncio.get_running_loop().call_later(e.timeout, self._time_out, e)
 
     def _time_out(self, e: Execution) -> None:
         """The execution ran past its time limit: its whole process group is killed, and its
@@ -459,15 +455,7 @@ class Worker:
         e.timed_out = True
         log.info("worker %s: job %d execution %d: timed out after %d s; killed", self.name,
                  e.job, e.token, e.timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(e.pid, signal.SIGKILL)
-
-    def watchdog(self) -> Watchdog:
-        """The watchdog that kills our jobs' process groups when this process ends (started
-        when :meth:`run` starts)."""
-        if self._watchdog is None:
-            self._watchdog = Watchdog()
-        return self._watchdog
+        self.processes.kill(e.pid)
 
     def forkserver(self) -> ForkServer | None:
         """The process that starts isolated jobs as our children (started at the first, and
@@ -483,34 +471,11 @@ class Worker:
                          "worker (slower to start)", self.name)
         return self._forkserver
 
-    def _spawn_plain(self, argv: list[str], env: dict[str, str], cwd: str | None,
-                     out: int) -> Spawned:
-        """Started as a node starts a command (exec/spawn.py: vfork and exec, a fraction of
-        subprocess's cost, which is what a thousand short jobs a second need), in its home and
-        a session of its own, its input /dev/null and its output and errors ``out``."""
-        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return spawn(argv, env, cwd, stdio=(devnull, out, out))
-        finally:
-            os.close(devnull)
-
-    def _exited(self, e: Execution, fd: int) -> None:
-        asyncio.get_running_loop().remove_reader(fd)
-        os.close(fd)
-        if e.popen is not None:
-            rc = e.popen.wait()
-        else:
-            rc = os.waitstatus_to_exitcode(os.waitpid(e.pid, 0)[1])
-        try:
-            os.killpg(e.pid, signal.SIGKILL)  # what it left behind in its group
-        except (ProcessLookupError, PermissionError):
-            pass
-        if self._watchdog is not None:
-            self._watchdog.forget(e.pid)
+    def _exited(self, e: Execution, rc: int) -> None:
         if e.timer is not None:
             e.timer.cancel()
             e.timer = None
-        e.t1 = time.time()
+        e.t1 = self.clock()
         e.move("exit")
         e.mark("exited")
         if e.timed_out:
@@ -584,7 +549,7 @@ class Worker:
 
     async def _commit(self, e: Execution) -> None:
         e.move("commit")
-        c0 = time.time()
+        c0 = self.clock()
         loop = asyncio.get_running_loop()
         try:
             if self.remote_homes:
@@ -619,7 +584,7 @@ class Worker:
             self._rollback(e)
             return
         e.mark("applied")
-        self.report(Committed(e.token, time.time()), e)
+        self.report(Committed(e.token, self.clock()), e)
         self._end(e, keep=True)
 
     # ---- slots and scratch ----
@@ -661,18 +626,13 @@ class Worker:
     async def _shutdown(self) -> None:
         for e in list(self.execs.values()):
             if e.state == "running" and e.pid:
-                try:
-                    os.killpg(e.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                self.processes.kill(e.pid)
             if e.scratch:
                 shutil.rmtree(e.scratch, ignore_errors=True)
         if self._forkserver is not None:
             server, self._forkserver = self._forkserver, None
             await asyncio.get_running_loop().run_in_executor(None, server.close)
-        if self._watchdog is not None:  # whatever is still listed is killed now
-            dog, self._watchdog = self._watchdog, None
-            await asyncio.get_running_loop().run_in_executor(None, dog.close)
+        await self.processes.close()
 
 
 def _is_output_name(name: str) -> bool:

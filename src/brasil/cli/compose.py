@@ -13,13 +13,14 @@ why it lives with the commands.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..batch.files import batch_dir
 from ..batch.scheduler import DEFAULT_LEASE, DEFAULT_MAX_SUBMIT, DEFAULT_MAX_WORKLOAD, Scheduler
-from ..batch.store import Store
+from ..batch.store import Store, Writer
 from ..group.final import ViewStore
 from ..group.metrics import INTERVAL, MetricsService, metrics_dir, serve_prometheus
 from ..group.query import serve_queries
@@ -43,6 +44,8 @@ class BatchOptions:
     lease: float = DEFAULT_LEASE
     max_submit: int | None = None  # None: the scheduler's default
     max_workload: int | None = None
+    writer: Writer | None = None  # what runs the store's writes (None: its thread; sim/batch.py)
+    clock: Callable[[], float] = time.time  # the scheduler's wall clock (the simulator's: virtual)
 
 
 class ListenError(Exception):
@@ -121,9 +124,9 @@ async def compose(node: Node, listen: Sequence[Address], *, secret: bytes | None
 async def start_scheduler(node: Node, o: BatchOptions) -> Scheduler:
     url = o.db or os.path.join(o.state_dir, "batch.db")
     export = node.export.root if node.export is not None else None
-    sched = Scheduler(Store(url, o.password), export_root=export, lease=o.lease,
+    sched = Scheduler(Store(url, o.password, writer=o.writer), export_root=export, lease=o.lease,
                       max_submit=o.max_submit or DEFAULT_MAX_SUBMIT,
-                      max_workload=o.max_workload or DEFAULT_MAX_WORKLOAD)
+                      max_workload=o.max_workload or DEFAULT_MAX_WORKLOAD, clock=o.clock)
     await sched.start()
     node.local.add("batch", batch_dir(sched))
     return sched

@@ -184,7 +184,7 @@ def check_open_mode(node: Inode, mode: int) -> None:
         raise NinepError(*Eperm)
 
 
-def _loop_time() -> float:
+def loop_time() -> float:
     """The running loop's clock (time.monotonic() unless the loop is a simulated one), or the
     monotonic clock outside a loop."""
     try:
@@ -290,7 +290,7 @@ class Connection(asyncio.Protocol):
         self.opened = 0.0
         # when bytes last came in (a peer's sign of life), on the loop's clock (a simulated
         # loop's is virtual: brasil.sim)
-        self.last_heard = _loop_time()
+        self.last_heard = loop_time()
         self.partial_since: float | None = None  # when a frame began to arrive and is not done
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader(server.max_msize)

@@ -18,8 +18,9 @@ Each loop is a real :class:`asyncio.BaseEventLoop` (futures, tasks, timers, cont
 and its result delivered ``cpu`` virtual seconds later: it took its CPU on another core, in
 parallel with the loop's, which is not charged for it. (Run in a real thread, the driver would
 go on stepping the other daemons meanwhile and the clock would race ahead of it.) A thread the
-code starts itself (the batch store's writer) still runs in real time; its answers arrive at the
-virtual instant they are noticed.
+code starts itself would still run in real time, its answers arriving at the virtual instant
+they are noticed: so the batch store is given a writer on its daemon's loop instead
+(``batch/store.WriterOnLoop``, ``batch.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+EPOCH = 1.7e9  # the virtual clock's 0 as a wall-clock time (November 2023)
 
 
 class Deadlock(RuntimeError):
@@ -80,6 +82,11 @@ class SimLoop(asyncio.BaseEventLoop):
         handle = super().call_at(when, callback, *args, context=context)
         self.driver.wake(self, when)
         return handle
+
+    def wall(self) -> float:
+        """The virtual clock as a wall-clock time (from :data:`EPOCH`): what the code that
+        records times (the batch scheduler, its workers) is given as ``time.time``."""
+        return EPOCH + self.time()
 
     def next_time(self) -> float | None:
         """When this loop next has work (None: none, or frozen), its busy core included."""

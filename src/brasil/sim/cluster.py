@@ -6,7 +6,8 @@ parent exactly as a real one joins (two dials, ``join``, the parent's poll of ``
 second); what differs is chosen through compose's and the node's options only: the simulated
 network (``net.py``), simulated commands (``commands.py``) which also give each node its own
 memory and load (not the real machine's, the same for all), no metrics sampler (it reads the
-real machine and keeps its history on a thread), no batch scheduler unless asked, no zeroconf.
+real machine and keeps its history on a thread), no batch scheduler unless asked (its store's
+writes then run on the root's loop: ``batch.py``), no zeroconf.
 
 The tree is k-ary and filled level by level (names as ``tests/fixtures.tree_of``'s: n0; n1…nK;
 n1.1…), so any N is a tree of the given fan-out with its last level partly filled.
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..batch.store import WriterOnLoop
 from ..cli.compose import BatchOptions, Composed, compose
 from ..ninep.auth import client_auth
 from ..ninep.client import Client
@@ -80,10 +82,12 @@ class SimCluster:
     def __init__(self, nodes: int, fanout: int, *, slots: int = 1,
                  model: LinkModel | None = None, behaviour: Behaviour | None = None,
                  cpu_scale: float = 1.0, cores: int | None = None,
-                 batch_dir: str | None = None, export: str | None = None) -> None:
+                 batch_dir: str | None = None, export: str | None = None,
+                 limits: dict[str, Any] | None = None) -> None:
         """``export``: a directory every node serves as its ``fs/`` (one, shared: what group
         reads of a file identical everywhere read); ``cores``: the daemons share that many
-        (default: a core each)."""
+        (default: a core each); ``limits``: every daemon's 9P server's caps (``brasil serve
+        --max-connections``…: compose's ``limits``)."""
         self.layout = tree_names(nodes, fanout)
         self.fanout, self.slots = fanout, slots
         self.driver = Driver(cpu_scale, cores)
@@ -91,6 +95,7 @@ class SimCluster:
         self.behaviour = behaviour or Behaviour()
         self.batch_dir = batch_dir  # a scheduler on the root, its database there
         self.export = export
+        self.limits = limits or {}
         self.loops: dict[str, SimLoop] = {}
         self.daemons: dict[str, Composed] = {}
         self.client_loop = self.driver.loop("client")
@@ -146,10 +151,15 @@ class SimCluster:
         launcher = SimLauncher(self.behaviour)
         node = Node(name, self.slots, launcher=launcher, machine=launcher.machine,
                     idle_timeout=3600, export=self.export)
-        batch = BatchOptions(self.batch_dir) if self.batch_dir and parent is None else None
+        batch = None
+        if self.batch_dir and parent is None:  # (its store's writes: on this daemon's loop)
+            loop = asyncio.get_running_loop()
+            assert isinstance(loop, SimLoop)
+            batch = BatchOptions(self.batch_dir, writer=WriterOnLoop(), clock=loop.wall)
         return await compose(node, [Address("sim", path=name)], secret=SECRET,
                              parent=Address("sim", path=parent) if parent else None,
-                             data_host=f"sim:{name}/data", batch=batch, metrics=False)
+                             data_host=f"sim:{name}/data", batch=batch, metrics=False,
+                             **self.limits)
 
     def down(self) -> None:
         """Stop every daemon (their own stop, in their own loop), the client first; killed
