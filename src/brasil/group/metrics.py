@@ -40,7 +40,6 @@ from ..metrics.sample import METRICS, Sampler
 from ..metrics.summary import Summary, num
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import DynamicDir, GeneratedFile, LiveFile, RequestFile
-from ..ninep.ticks import tick
 from .fanout import exchange
 
 log = logging.getLogger("brasil.metrics")
@@ -98,7 +97,9 @@ class MetricsService:
                 raise
             except Exception:  # noqa: BLE001 - a bad beat is logged; the next one tries again
                 log.exception("metrics: a sample failed")
-            await tick(self.interval)
+            # (not on the clock's multiples: a parent's beat reading its children's summaries
+            # at the very instant they make theirs would get each level's 5 s late)
+            await asyncio.sleep(self.interval)
 
     async def beat(self) -> None:
         """One interval: sample here, gather the children's summaries, merge, record."""
