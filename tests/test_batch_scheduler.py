@@ -348,3 +348,30 @@ async def test_a_worker_domain_that_is_not_a_word_is_refused(tmp_path):
     async with scheduler(str(tmp_path)) as (d, s, b):
         with pytest.raises(NinepError, match=r"worker: domain 'rack 1;x': use letters, digits"):
             await b.client.write("csrv/local/batch/ctl", "worker w1 1 domain=rack\\ 1;x\n")
+
+
+async def test_an_idle_placeholder_sends_no_renewal_and_stays_live(tmp_path):
+    """Holding nothing, a worker writes nothing to its ctl (at 10,000 placeholders the empty
+    renewals were a third of the scheduler's core): its read of ``next``, answered every third
+    of a lease, keeps it live, and after several leases idle it still gets the next job."""
+    home = tmp_path / "home"
+    home.mkdir()
+    lease = 0.6
+    async with scheduler(str(tmp_path), lease=lease) as (d, s, b), \
+            workers(d.unix, str(tmp_path), n=1, slots=1) as [w]:
+        await wait_for(lambda: w.lease == lease, timeout=10)  # learned from the scheduler
+        heard: list[str] = []
+        real = s.report
+
+        async def report(name: str, text: str) -> None:  # what reaches the scheduler
+            heard.append(text)
+            await real(name, text)
+        s.report = report  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 4 * lease  # 16 of its renewal periods
+        await wait_for(lambda: loop.time() > until, timeout=10)
+        assert not any("renew" in t for t in heard), heard
+        assert s.workers[w.name].live(loop.time(), s.lease)
+        await b.submit(["echo ran > out"], tag="idle", home=str(home))
+        assert (await asyncio.wait_for(b.wait(tag="idle"), 20))["done"] == 1
+        assert any("done" in t for t in heard)  # (the spy saw the worker's reports)
