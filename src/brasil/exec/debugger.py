@@ -55,6 +55,7 @@ class Debugger:
         self.on_marker: Callable[[], str | None] | None = None
         self.at_marker = False
         self.served = False
+        self.runs = 0  # *running notifications read: cont() waits for its own
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.late: set[int] = set()  # commands given up on that gdb still runs
@@ -134,6 +135,7 @@ class Debugger:
                 elif rec["type"] == "notify" and rec["message"] == "stopped":
                     self._stopped(rec["payload"] or {})
                 elif rec["type"] == "notify" and rec["message"] == "running":
+                    self.runs += 1
                     self.stopped, self.stopped_at, self.reason = False, "", ""
                     self.at_marker = self.served = False
                     self._changed.set()
@@ -193,9 +195,12 @@ class Debugger:
 
     async def wait_stopped(self, within: float) -> bool:
         """Until the process is stopped (True) or ``within`` seconds pass (False)."""
+        return await self._until(lambda: self.stopped, within)
+
+    async def _until(self, done: Callable[[], bool], within: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while not self.stopped:
+        while not done():
             if self.proc is None or self.proc.returncode is not None:
                 return False
             self._changed.clear()
@@ -215,7 +220,12 @@ class Debugger:
     async def cont(self) -> None:
         if self.stopped:
             self.stopped, self.stopped_at = False, ""
+            runs = self.runs
             await self.command("-exec-continue")
+            # gdb writes *running after its ^running: until that is read, a *stopped written
+            # before it (the attach's, late) may still come and say stopped while the process
+            # runs, and a stop() then would not interrupt it (seen once in CI)
+            await self._until(lambda: self.runs > runs, COMMAND_TIMEOUT)
 
     async def break_at(self, where: str) -> str:
         """A breakpoint at a function (or FILE:LINE); its number."""
