@@ -430,12 +430,9 @@ async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its
 
 
 @needs_gdb
-@pytest.mark.xfail(reason="a known bug, found 2026-12-02: after a value read through a pending "
-                   "call (the rank stopped at the marker inside it), cont then stop, the next "
-                   "read sometimes never reaches a safe point (gdb shows the agent inside "
-                   "make_pending_calls, in a signal handler's frame); it failed 1 run in 6 "
-                   "already at 55dc129, inside the test below", strict=False)
 async def test_a_python_rank_answers_again_after_it_was_continued_and_stopped(monkeypatch):
+    """Read, cont, stop, read again, 15 times: a read could come while the rank was stopped on
+    its way out of the previous read's queued call, and then hang (pydebug._in_pending_calls)."""
     from brasil.exec import pydebug
     from brasil.exec.debugger import Debugger
     monkeypatch.setattr(pydebug, "PENDING_WAIT", 3.0)

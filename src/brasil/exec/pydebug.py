@@ -154,7 +154,8 @@ class PyDebug:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PENDING_WAIT
         while not await self._int("(int)Py_IsInitialized()") or (
-                self.base and procinfo.read_mem(self.d.pid, self.base + 24, 4) != bytes(4)):
+                self.base and procinfo.read_mem(self.d.pid, self.base + 24, 4) != bytes(4)) or (
+                await self._in_pending_calls()):
             if loop.time() > deadline:
                 raise DebuggerError(f"process {self.d.pid}: its Python did not finish starting "
                                     f"within {PENDING_WAIT:g}s")
@@ -162,6 +163,15 @@ class PyDebug:
             await asyncio.sleep(0.05)  # the rank's own pace: no event to wait for
             await self.d.stop()
             await self.d.command(f"-thread-select {self._main}")
+
+    async def _in_pending_calls(self) -> bool:
+        """Whether the main thread is stopped inside the interpreter's running of queued calls
+        (ours, just served, on its way out). A call queued there runs inside the same loop with
+        the interpreter's "calls to do" signal left set, and under the agent's trace function
+        CPython 3.11 then re-enters the eval breaker at the expression's first instruction for
+        ever (found by tests/test_stacks.py: read, cont, stop, read hung within 15 cycles)."""
+        got = await self.d.command(f"-stack-list-frames --thread {self._main}")
+        return any(f.get("func") == "make_pending_calls" for f in got.get("stack", []))
 
     async def _settle(self) -> None:
         """After an expression that outran gdb's command limit: refuse while it still runs
