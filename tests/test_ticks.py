@@ -32,8 +32,12 @@ def test_tasks_of_any_phase_fall_due_together() -> None:
 
 
 def test_tick_sleeps_until_the_multiple() -> None:
-    async def main() -> float:
+    """It does not return before the multiple ``until_next`` names (a loop may run a timer
+    up to its clock's resolution early; late is the machine's business, not asserted)."""
+    async def main() -> tuple[float, float]:
         loop = asyncio.get_running_loop()
+        now = loop.time()
         await tick(0.05)
-        return loop.time()
-    assert asyncio.run(main()) % 0.05 < 0.05  # (it returns: a smoke test of the coroutine)
+        return now + until_next(now, 0.05), loop.time()
+    due, woke = asyncio.run(main())
+    assert woke >= due - 1e-6, (due, woke)
