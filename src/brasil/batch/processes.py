@@ -5,8 +5,8 @@ machine's processes, apart so that the simulator (``sim/batch.py``) can give the
 simulated ones: a duration and an output, no fork. :class:`HostProcesses` is the one production
 uses: a plain job is started as a node's commands are (``exec/spawn.py``), in a session of its
 own, listed with the watchdog (its group dies with us, kill -9 included: ``exec/reaper.py``),
-and its end is read from a pidfd on the loop. Isolated jobs are started by the worker itself (a fork server or a fork with an overlay)
-and then watched here the same way.
+and its end is read from a pidfd on the loop. Isolated jobs are started by the worker itself
+(a fork server or a fork with an overlay) and then watched here the same way.
 """
 
 from __future__ import annotations
