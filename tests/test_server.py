@@ -235,3 +235,92 @@ async def test_a_long_walk_failing_after_16_names_leaves_no_fid_behind():
         assert len({f.fid for f in files}) == 3  # no fid handed out twice
         assert await files[0].read() == b"hello, world\n"
         await c.close()
+
+
+class _SlowDir(synthetic.Dir):
+    """A directory that answers walks later (as a proxy of another daemon does)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.file = synthetic.StaticFile("far away\n")
+        self.file.name = "far"
+        self.file.parent = self
+
+    def children(self):  # type: ignore[override]
+        async def later():
+            await asyncio.sleep(0.01)
+            return [self.file]
+        return later()
+
+
+def _count_writes(c: Client) -> list[int]:
+    writes: list[int] = []
+    transport = c._transport
+    real = transport.write
+
+    def write(data):  # type: ignore[no-untyped-def]
+        writes.append(len(data))
+        return real(data)
+    transport.write = write
+    return writes
+
+
+async def test_an_open_and_its_first_read_go_out_in_one_write():
+    """Walk, open and read pipelined: a delegated session's ``clone`` costs its neighbour one
+    wakeup instead of three (tree/reserve.py)."""
+    tree = FixtureTree()
+    async with serving(tree.root) as (server, addr):
+        c = await Client.connect(addr)
+        conn = next(iter(server.connections))
+        writes = _count_writes(c)
+        f, data = await c.open_read("hello")
+        assert (data, len(writes)) == (b"hello, world\n", 1)
+        assert await f.read() == b""  # it goes on where the first read stopped
+        await f.close()
+        before = len(writes)
+        g = await c.open("dir/aaa")
+        assert len(writes) == before + 1  # the walk and the open
+        assert await g.read() == b"a" * 10
+        await g.close()
+        await wait_for(lambda: len(conn.fids) == 1)
+        await c.close()
+
+
+async def test_a_pipelined_open_that_fails_says_why_and_leaves_no_fid():
+    tree = FixtureTree()
+    async with serving(tree.root) as (server, addr):
+        c = await Client.connect(addr)
+        conn = next(iter(server.connections))
+        with pytest.raises(NinepError, match="^nosuch: file does not exist"):
+            await c.open("nosuch")
+        with pytest.raises(NinepError, match="^dir/nosuch: file does not exist"):
+            await c.open_read("dir/nosuch/deeper")  # a partial walk
+        with pytest.raises(NinepError, match="permission denied"):
+            await c.open("hello", ORDWR)
+        await wait_for(lambda: len(conn.fids) == 1)  # only the attach fid
+        f, data = await c.open_read("hello")  # and no fid was handed out twice
+        assert data == b"hello, world\n"
+        await f.close()
+        await c.close()
+
+
+async def test_a_pipelined_open_whose_walk_is_answered_later_is_asked_again(caplog):
+    """A server may dispatch the open before a walk that waits has made the fid ("unknown
+    fid"): the client asks again once the walk is answered, and the open still works."""
+    caplog.set_level(logging.INFO, logger="brasil.ninep.trace")
+    root = TableDir([Entry("slow", 0o555, lambda o: _SlowDir("slow"))], mode=0o555)
+    async with serving(root, trace=True) as (server, addr):
+        c = await Client.connect(addr)
+        conn = next(iter(server.connections))
+        f, data = await c.open_read("slow/far")
+        assert data == b"far away\n"
+        await f.close()
+        g = await c.open("slow/far")
+        assert await g.read() == b"far away\n"
+        await g.close()
+        with pytest.raises(NinepError, match="^slow/nosuch: file does not exist"):
+            await c.open("slow/nosuch")
+        await wait_for(lambda: len(conn.fids) == 1)
+        await c.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "brasil.ninep.trace"]
+    assert sum("-> Rerror" in ln and "unknown fid" in ln for ln in lines) >= 2  # asked again

@@ -72,13 +72,11 @@ class SessionClient:
 
     @classmethod
     async def clone(cls, c: Client, root: str = LOCAL) -> SessionClient:
-        """A new session: opening ``clone`` makes one, and its one read names it (three round
-        trips; the clunk is not waited for)."""
-        f = await c.open(f"{root}/clone")
-        try:
-            sid = (await f.read()).decode().strip()
-        finally:
-            f.forget()
+        """A new session: opening ``clone`` makes one, and its one read names it (the walk, the
+        open and the read in one round trip; the clunk is not waited for)."""
+        f, sid_line = await c.open_read(f"{root}/clone")
+        f.forget()
+        sid = sid_line.decode().strip()
         return cls(c, f"{root}/{sid}")
 
     @property

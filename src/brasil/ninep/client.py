@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 from . import text
 from .constants import IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, OWRITE, VERSION, VERSION_U
-from .errors import Enoauth, Enotfound, NinepError, ProtocolError
+from .errors import Ebadfid, Enoauth, Enotfound, Enotopen, NinepError, ProtocolError
 from .framing import FrameReader
 from .messages import (
     Message,
@@ -96,6 +96,7 @@ class Client:
         self._next_fid = 1
         self._closed: BaseException | None = None
         self._handover: tuple[int, Callable[[asyncio.Transport, bytes], None]] | None = None
+        self._corked: list[bytes] | None = None  # frames held for one write (_pipeline)
         self.on_lost: list[Callable[[], None]] = []
         self.bytes_sent = self.bytes_received = 0  # on the wire, for tools that measure
 
@@ -141,10 +142,13 @@ class Client:
             log.info("-> %s", text.format(msg, 64))
         frame = encode(msg, self.dotu)
         self.bytes_sent += len(frame)
-        self._transport.write(frame)
+        if self._corked is not None:
+            self._corked.append(frame)
+        else:
+            self._transport.write(frame)
 
-    async def rpc(self, cls: Callable[..., Message], *args: Any) -> Any:
-        """Send ``cls(tag, *args)``; return the reply, raising NinepError for Rerror."""
+    def _start(self, cls: Callable[..., Message], *args: Any) -> tuple[int, asyncio.Future[Message]]:
+        """Send ``cls(tag, *args)``; its tag and the future its reply will settle."""
         tag = NOTAG if cls is Tversion else self._alloc_tag()
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[tag] = fut
@@ -153,6 +157,10 @@ class Client:
         except BaseException:
             self._pending.pop(tag, None)
             raise
+        return tag, fut
+
+    async def _reply(self, tag: int, fut: asyncio.Future[Message]) -> Any:
+        """The reply to a request sent, raising NinepError for Rerror; cancelled, its Tflush."""
         try:
             reply = await fut
         except asyncio.CancelledError:
@@ -163,6 +171,28 @@ class Client:
             # 9P2000 has no errno (0); some .u servers send ~0 for "undefined": both mean EIO.
             raise NinepError(reply.ename, reply.errno if 0 < reply.errno < 4096 else _errno.EIO)
         return reply
+
+    async def rpc(self, cls: Callable[..., Message], *args: Any) -> Any:
+        """Send ``cls(tag, *args)``; return the reply, raising NinepError for Rerror."""
+        return await self._reply(*self._start(cls, *args))
+
+    def _pipeline(self, *requests: tuple[Any, ...]) -> list[tuple[int, asyncio.Future[Message]]]:
+        """Requests sent back to back in one write, each naming what the one before made (a
+        walk's new fid, then its open): one round trip where waiting for each answer took
+        several. A server answers them in order when each is answered at once (ours, for its
+        own files); one that did not may say the fid is unknown, and the caller asks again."""
+        if self._corked is not None:  # (not reentrant: nothing awaits in between)
+            raise AssertionError("a pipeline inside a pipeline")
+        self._corked = []
+        sent: list[tuple[int, asyncio.Future[Message]]] = []
+        try:
+            for cls, *args in requests:
+                sent.append(self._start(cls, *args))
+        finally:
+            frames, self._corked = self._corked, None
+            if frames and self._transport is not None and self._closed is None:
+                self._transport.write(b"".join(frames))
+        return sent
 
     def _flush(self, oldtag: int) -> None:
         ftag = self._alloc_tag()
@@ -389,13 +419,77 @@ class Client:
     # ---- path-level operations ----
 
     async def open(self, path: str, mode: int = OREAD) -> File:
-        fid, _ = await self.walk(path)
+        """The walk and the open in one round trip (a path deeper than one walk's 16 names: the
+        walks first)."""
+        return (await self._open(path, mode, None))[0]
+
+    async def open_read(self, path: str, count: int | None = None) -> tuple[File, bytes]:
+        """Open ``path`` for reading and read its first ``count`` bytes (at most an iounit), all
+        in one round trip: what a ``clone`` (open makes the session, the read names it) or a
+        short file costs then."""
+        f, data = await self._open(path, OREAD, count or self.msize - IOHDRSZ)
+        assert data is not None
+        return f, data
+
+    async def _open(self, path: str, mode: int, count: int | None) -> tuple[File, bytes | None]:
+        names = split_path(path)
+        if len(names) > MAXWELEM:
+            fid, _ = await self.walk(names)
+            try:
+                r = await self.rpc(Topen, fid, mode)
+                data = None if count is None else (await self.rpc(Tread, fid, 0, count)).data
+            except BaseException:
+                await self._quiet_clunk(fid)
+                raise
+            return File(self, fid, r.qid, r.iounit or self.msize - IOHDRSZ, path), data
+        fid = self.alloc_fid()
+        steps: list[tuple[Any, ...]] = [(Twalk, self.root, fid, tuple(names)), (Topen, fid, mode)]
+        if count is not None:
+            steps.append((Tread, fid, 0, min(count, self.msize - IOHDRSZ)))
+        sent = self._pipeline(*steps)
+        replies: list[Any] = []
         try:
-            r = await self.rpc(Topen, fid, mode)
+            for tag, fut in sent:  # every answer, before the fid is ours to free or reuse
+                try:
+                    replies.append(await self._reply(tag, fut))
+                except NinepError as e:
+                    replies.append(e)
+        except BaseException:  # cancelled: the rest flushed; the server may hold the fid
+            for tag, _ in sent:
+                if self._pending.pop(tag, None) is not None and self._closed is None:
+                    self._flush(tag)
+            self.clunk_later(fid)
+            raise
+        walked, opened, *read = replies
+        if isinstance(walked, NinepError) or len(walked.wqid) < len(names):
+            self.free_fid(fid)  # never made there
+            if isinstance(walked, NinepError):
+                raise NinepError(f"{names[0]}: {walked.message}" if names else walked.message,
+                                 walked.errno)
+            stop = len(walked.wqid)
+            reason = await self._why_not(names[:stop], names[stop])
+            msg = reason.message.removeprefix(f"{names[stop]}: ")
+            raise NinepError(f"{'/'.join(names[:stop + 1])}: {msg}", reason.errno)
+        try:
+            if isinstance(opened, NinepError):
+                if opened.message != Ebadfid[0]:
+                    raise opened
+                opened = await self.rpc(Topen, fid, mode)  # answered before the walk was
+                read = []
+            if read and isinstance(read[0], NinepError):
+                if read[0].message not in (Ebadfid[0], Enotopen[0]):  # (and not only opened)
+                    raise read[0]
+                read = []
+            if count is not None and not read:
+                read = [await self.rpc(Tread, fid, 0, min(count, self.msize - IOHDRSZ))]
         except BaseException:
             await self._quiet_clunk(fid)
             raise
-        return File(self, fid, r.qid, r.iounit or self.msize - IOHDRSZ, path)
+        f = File(self, fid, opened.qid, opened.iounit or self.msize - IOHDRSZ, path)
+        if read:
+            f.offset = len(read[0].data)
+            return f, read[0].data
+        return f, None
 
     async def create(self, path: str, perm: int = 0o644, mode: int = OWRITE) -> File:
         names = split_path(path)

@@ -18,9 +18,9 @@ from typing import Any
 from ..client.session import LOCAL, SessionClient, exec_line
 from ..client.stage import send
 from ..ninep.client import File
-from ..ninep.constants import ORDWR, OREAD, OWRITE
+from ..ninep.constants import ORDWR, OWRITE
 from ..ninep.errors import NinepError
-from ..ninep.messages import Tclunk, Topen, Tread, Twrite
+from ..ninep.messages import Tclunk, Tread, Twrite
 from ..node.io import Output
 from ..node.ranks import fold
 from ..node.stage import StageCache
@@ -49,11 +49,11 @@ class RemoteReader:
             return b""
         r = self.remote
         try:
-            if self.fid is None:
-                fid, _ = await r.client.walk(self.path)
-                await r.call(Topen, fid, OREAD)
-                self.fid = fid
-            data: bytes = (await r.call(Tread, self.fid, 0, min(count, 65536))).data
+            if self.fid is None:  # the walk, the open and the first read: one round trip
+                f, data = await r.client.open_read(self.path, min(count, 65536))
+                self.fid = f.fid
+            else:
+                data = (await r.call(Tread, self.fid, 0, min(count, 65536))).data
         except (NinepError, ConnectionError) as e:
             if self.on_lost is not None and (r.lost or r.client.closed):
                 self.on_lost(str(e))
@@ -94,10 +94,11 @@ class RemoteSink:
         return self.inflight
 
     async def _open(self) -> int:
-        r = self.remote
-        fid, _ = await r.client.walk(self.path)
-        await r.call(Topen, fid, OWRITE)
-        return fid
+        try:
+            return (await self.remote.client.open(self.path, OWRITE)).fid
+        except ConnectionError:
+            self.remote.lost = True
+            raise NinepError(f"{self.remote.label}: connection lost") from None
 
     async def _write(self, data: bytes) -> int:
         if self.opening is None:

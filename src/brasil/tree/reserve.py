@@ -123,7 +123,9 @@ class Reserver:
 
     async def _ask(self, name: str, client: Client, k: int, sel: Selection,
                    session: Reserving) -> Delegation:
-        """A session on ``name`` with up to ``k`` slots: seven round trips, whatever ``k``."""
+        """A session on ``name`` with up to ``k`` slots: four round trips, whatever ``k`` (the
+        clone's walk, open and read pipelined, then the ctl's walk and open, the request, and
+        the state read back)."""
         there = await SessionClient.clone(client)
         me = "parent" if name != "parent" else self.name
         ctl = await there.hold(ORDWR)
