@@ -282,6 +282,9 @@ async def test_an_open_and_its_first_read_go_out_in_one_write():
         assert len(writes) == before + 1  # the walk and the open
         assert await g.read() == b"a" * 10
         await g.close()
+        before = len(writes)
+        assert await c.read("gen") == b"generation 1\n"
+        assert len(writes) == before + 3  # walk+open+read; the read of its end; the clunk
         await wait_for(lambda: len(conn.fids) == 1)
         await c.close()
 

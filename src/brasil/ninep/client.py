@@ -528,8 +528,10 @@ class Client:
             return await f.read_dir()
 
     async def read(self, path: str) -> bytes:
-        async with await self.open(path) as f:
-            return await f.read_all()
+        """The whole file; its walk, open and first read in one round trip."""
+        f, first = await self.open_read(path)
+        async with f:
+            return first + await f.read_all() if first else b""
 
     async def write(self, path: str, data: bytes | str, mode: int = OWRITE) -> int:
         if isinstance(data, str):
