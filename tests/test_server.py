@@ -311,13 +311,18 @@ async def test_a_pipelined_open_whose_walk_is_answered_later_is_asked_again(capl
     """A server may dispatch the open before a walk that waits has made the fid ("unknown
     fid"): the client asks again once the walk is answered, and the open still works."""
     caplog.set_level(logging.INFO, logger="brasil.ninep.trace")
-    root = TableDir([Entry("slow", 0o555, lambda o: _SlowDir("slow"))], mode=0o555)
+    async def gathered():
+        await asyncio.sleep(0.01)
+        return "gathered\n"
+    root = TableDir([Entry("slow", 0o555, lambda o: _SlowDir("slow")),
+                     Entry("late", 0o444, lambda o: GeneratedFile(gathered))], mode=0o555)
     async with serving(root, trace=True) as (server, addr):
         c = await Client.connect(addr)
         conn = next(iter(server.connections))
         f, data = await c.open_read("slow/far")
         assert data == b"far away\n"
         await f.close()
+        assert await c.read("late") == b"gathered\n"  # the read came before the open's answer
         g = await c.open("slow/far")
         assert await g.read() == b"far away\n"
         await g.close()
@@ -327,3 +332,4 @@ async def test_a_pipelined_open_whose_walk_is_answered_later_is_asked_again(capl
         await c.close()
     lines = [r.getMessage() for r in caplog.records if r.name == "brasil.ninep.trace"]
     assert sum("-> Rerror" in ln and "unknown fid" in ln for ln in lines) >= 2  # asked again
+    assert any("-> Rerror" in ln and "fid not open" in ln for ln in lines)

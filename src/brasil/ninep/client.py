@@ -446,7 +446,11 @@ class Client:
         steps: list[tuple[Any, ...]] = [(Twalk, self.root, fid, tuple(names)), (Topen, fid, mode)]
         if count is not None:
             steps.append((Tread, fid, 0, min(count, self.msize - IOHDRSZ)))
-        sent = self._pipeline(*steps)
+        try:
+            sent = self._pipeline(*steps)
+        except BaseException:  # the connection is closed: nothing went out
+            self.free_fid(fid)
+            raise
         replies: list[Any] = []
         try:
             for tag, fut in sent:  # every answer, before the fid is ours to free or reuse
