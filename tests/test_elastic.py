@@ -317,3 +317,33 @@ async def test_what_a_released_rank_wrote_is_still_read_and_the_merge_does_not_w
         line = await state_line(c, sid)
         assert " subs 0 " in line and line.split()[-2:] == ["ranks", "-"], line
         await ctl(c, sid, "close")
+
+
+async def test_a_rank_released_before_it_ran_reads_end_of_file_and_takes_no_input(tmp_path
+                                                                                  ):  # type: ignore[no-untyped-def]
+    """A slot's pipes are made when first used (a big res holds thousands that never run here):
+    one released before anyone touched them still gives its readers end of file, not a wait,
+    and refuses input, as one whose streams were made and then ended."""
+    from brasil.ninep.client import Client
+    from fixtures import node_daemon
+    async with node_daemon(str(tmp_path), slots=3) as (node, addr):
+        c = await Client.connect(addr)
+        sid = await session(c, ["res 3"])
+        s = node.sessions[sid]
+        leaves = [s._by_index[i] for i in range(3)]
+        assert all(leaf._stdout is None and leaf._stdin is None for leaf in leaves)
+        from brasil.ninep.constants import OWRITE
+        out1 = await c.open(f"{L}/{sid}/1/stdout")
+        in1 = await c.open(f"{L}/{sid}/1/stdin", OWRITE)
+        await ctl(c, sid, "release 1,2")  # 1: files open, nothing read or written; 2: untouched
+        assert await asyncio.wait_for(out1.read(), 10) == b""
+        with pytest.raises(NinepError):
+            await in1.write(b"late\n")
+        for leaf in leaves[1:]:  # (release keeps what was written: output ends, not broken)
+            assert leaf.stdout.stream.eof and leaf.stderr.stream.eof and leaf.stdin.eof
+        await out1.close()
+        await in1.close()
+        await ctl(c, sid, "exec echo still $BRASIL_RANK")
+        assert await asyncio.wait_for(c.read(f"{L}/{sid}/stdio"), 30) == b"still 0\n"
+        await ctl(c, sid, "close")
+        await c.close()

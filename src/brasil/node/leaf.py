@@ -39,19 +39,49 @@ class Leaf(Scope):
     _counted = False  # counted among its session's running processes
     _aggregators: tuple[Aggregator, ...] = ()  # `gather`: merging direct connections into stdin
     slot_state = lifecycle.SLOT_START  # then only along lifecycle.SLOT (slot_step)
+    # Its pipes' streams, made when first used: most slots of a big `res` are released without
+    # ever running anything here, and three streams each were a fifth of a delegated res/close.
+    _stdin: Stream | None = None
+    _stdout: Output | None = None
+    _stderr: Output | None = None
+    _ended_as = ""  # released: how a stream made later is born ("close": end of file; "break")
 
     def __init__(self, node: Host, path: str, parent: Owner, slot: int) -> None:
         super().__init__(node, path, {})
         self.parent = parent
         self.slot = slot
         self.transfers: list[Transfer] = []  # this leaf's ends of direct splices (tree/data.py)
-        self._new_streams()
 
     def _new_streams(self) -> None:
-        limit = self.node.output_limit
-        self.stdin = Stream(limit)
-        self.stdout = Output(Stream(limit), f"{self.path} stdout")
-        self.stderr = Output(Stream(limit), f"{self.path} stderr")
+        """Fresh pipes for the next process (made when first used)."""
+        self._stdin = self._stdout = self._stderr = None
+
+    def _born(self, stream: Stream, ended_as: str) -> Stream:
+        if ended_as == "close":
+            stream.close()
+        elif ended_as == "break":
+            stream.break_()
+        return stream
+
+    @property
+    def stdin(self) -> Stream:
+        if self._stdin is None:  # (released: its input is at its end, whatever the output's fate)
+            self._stdin = self._born(Stream(self.node.output_limit), self._ended_as and "close")
+        return self._stdin
+
+    @property
+    def stdout(self) -> Output:
+        if self._stdout is None:
+            stream = self._born(Stream(self.node.output_limit), self._ended_as)
+            self._stdout = Output(stream, f"{self.path} stdout")
+        return self._stdout
+
+    @property
+    def stderr(self) -> Output:
+        if self._stderr is None:
+            stream = self._born(Stream(self.node.output_limit), self._ended_as)
+            self._stderr = Output(stream, f"{self.path} stderr")
+        return self._stderr
 
     def slot_step(self, event: str) -> None:
         """Move this leaf's slot along lifecycle.SLOT (an event not drawn there raises)."""
@@ -223,12 +253,12 @@ class Leaf(Scope):
         the process's own."""
         if self.process is not None:  # ended too: nothing it left may hold on to the slot
             self.process.kill(signal.SIGKILL)
-        self.stdin.close()
-        for o in (self.stdout, self.stderr):
-            if keep_output:
-                o.stream.close()
-            else:
-                o.stream.break_()
+        self._ended_as = "close" if keep_output else "break"  # for streams not made yet
+        if self._stdin is not None:
+            self._stdin.close()
+        for o in (self._stdout, self._stderr):
+            if o is not None:
+                self._born(o.stream, self._ended_as)
         self.slot_step("release")
         self._uncount_running()
         for agg in self._aggregators:
@@ -294,7 +324,7 @@ class Leaf(Scope):
         self.transfers.append(t)
 
     def unread_output(self) -> bool:
-        return bool(len(self.stdout.stream) or len(self.stderr.stream))
+        return any(o is not None and len(o.stream) for o in (self._stdout, self._stderr))
 
     # ---- reporting ----
 
