@@ -188,6 +188,9 @@ EXPECT: dict[str, Callable[[Ran], str | None]] = {
                                            "len(queue) = 0  [rank 3 (1) on "),
     "seq 100 | brasil run -n 4 --mux rr -- wc -l": _n_lines(4),
     "brasil cat /csrv/local/status": _status_of_13,
+    "cat ~/m/csrv/local/$id/stdio": lambda r: (  # through clone held as the session's ctl
+        None if len(_lines(r)) == 2 and all(":" in ln for ln in _lines(r))
+        else "expected two dates"),
     "brasil gread --agg equiv fs/etc/hosts": _contains("localhost"),
     "brasil ptail -f --where 'name=n1*' fs/var/log/app.log": _contains("n1: ERROR disk full"),
     "brasil pgrep ERROR fs/var/log/app.log": _contains("ERROR disk full"),

@@ -129,12 +129,7 @@ async def run(c: Client, command: str, *, n: int | None = None, nodeset: str | N
             staged.append(f"stage {await upload(c, path)} {staged_name(path)}")
         except OSError as e:
             raise RunError(f"--stage {path}: {e.strerror}") from None
-    session = await SessionClient.clone(c)
-    try:
-        await session.hold()
-    except BaseException:  # the session holds nothing yet; the idle reaper ends it if this fails
-        await session.close()
-        raise
+    session = await SessionClient.clone_held(c)  # (one whose ctl would not open: the reaper's)
     result = Result()
     try:
         setup = [f"label {'on' if label or group else 'off'}"] + ([f"mux {mux}"] if mux else []) + \

@@ -16,13 +16,18 @@ its ``ctl`` from the start, so that closing needs no new fid.
 
 from __future__ import annotations
 
+import errno
 import shlex
+import weakref
 
 from ..ninep.client import Client, File
-from ..ninep.constants import OREAD, OWRITE
+from ..ninep.constants import ORDWR, OREAD, OWRITE
 from ..ninep.errors import NinepError
 
 LOCAL = "csrv/local"
+# The clones (by connection, then path) that are only read, a daemon's from before clone_held
+# or a query path's: not asked again.
+_read_only_clones: weakref.WeakKeyDictionary[Client, set[str]] = weakref.WeakKeyDictionary()
 
 
 def one_line(cmd: str) -> str:
@@ -78,6 +83,30 @@ class SessionClient:
         f.forget()
         sid = sid_line.decode().strip()
         return cls(c, f"{root}/{sid}")
+
+    @classmethod
+    async def clone_held(cls, c: Client, root: str = LOCAL) -> SessionClient:
+        """A new session with its ``ctl`` held (``ORDWR``), in one round trip: ``clone`` opened
+        for writing is the new session's ctl, and its first read the state line that names it
+        (docs/reference.md, Sessions). A daemon from before that (its clone only read) costs the
+        two opens it took then, and is remembered, so it is not asked again."""
+        if root not in _read_only_clones.get(c, ()):
+            try:
+                f, line = await c.open_read(f"{root}/clone", mode=ORDWR)
+            except NinepError as e:
+                if e.errno != errno.EACCES and "permission denied" not in e.message:
+                    raise
+                _read_only_clones.setdefault(c, set()).add(root)
+            else:
+                words = line.decode().split()
+                if len(words) < 2 or words[0] != "session":
+                    f.forget()
+                    raise NinepError(f"{root}/clone: not a session's state: {line[:80]!r}")
+                f.offset = 0  # a ctl's reads are its state, each from 0
+                return cls(c, f"{root}/{words[1]}", f)
+        there = await cls.clone(c, root)
+        await there.hold(ORDWR)
+        return there
 
     @property
     def sid(self) -> str:

@@ -423,11 +423,12 @@ class Client:
         walks first)."""
         return (await self._open(path, mode, None))[0]
 
-    async def open_read(self, path: str, count: int | None = None) -> tuple[File, bytes]:
-        """Open ``path`` for reading and read its first ``count`` bytes (at most an iounit), all
-        in one round trip: what a ``clone`` (open makes the session, the read names it) or a
-        short file costs then."""
-        f, data = await self._open(path, OREAD, count or self.msize - IOHDRSZ)
+    async def open_read(self, path: str, count: int | None = None,
+                        mode: int = OREAD) -> tuple[File, bytes]:
+        """Open ``path`` (for reading, or ``mode``) and read its first ``count`` bytes (at most
+        an iounit), all in one round trip: what a ``clone`` (open makes the session, the read
+        names it) or a short file costs then."""
+        f, data = await self._open(path, mode, count or self.msize - IOHDRSZ)
         assert data is not None
         return f, data
 

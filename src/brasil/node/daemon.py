@@ -24,6 +24,7 @@ from typing import Any
 from ..exec import nsexec
 from ..exec.process import ForkLauncher, Launcher
 from ..exec.reaper import Watchdog
+from ..ninep.constants import ORDWR, OWRITE
 from ..ninep.ctl import excerpt
 from ..ninep.errors import NinepError
 from ..ninep.maybe import detach, is_awaitable
@@ -47,7 +48,7 @@ from .host import DataPath, Delegate, FarEnd, Owner
 from .policy import Policy
 from .scope import Scope
 from .session import Session
-from .session_files import SessionDir, attrs_file, env_file, ns_file
+from .session_files import SessionCtl, SessionDir, attrs_file, env_file, ns_file
 from .stage import StageCache, StageDir
 
 log = logging.getLogger("brasil.node")
@@ -62,7 +63,11 @@ def arch_line() -> str:
 
 
 class CloneFile(Inode):
-    """Opening it makes a session; reading that open gives the session's id."""
+    """Opening it makes a session; reading that open gives the session's id. Opened for writing
+    it is the new session's ``ctl``, as Plan 9's clone files are their connection's: its reads
+    give the state line (``session ID …``), its writes are commands, and held open it keeps the
+    session as an open ``ctl`` does. A neighbour making a delegated session then opens one
+    file, not two (clone, then ID/ctl): a round trip less for each node a res reaches."""
 
     def __init__(self, node: Node) -> None:
         super().__init__()
@@ -70,6 +75,8 @@ class CloneFile(Inode):
 
     def open(self, mode: int) -> Handle:
         session = self.node.new_session()
+        if mode & 3 in (OWRITE, ORDWR):
+            return SessionCtl(session).open(mode)
         return BytesHandle(self, f"{session.path}\n".encode())
 
 
@@ -148,7 +155,7 @@ class Node:
             Entry("status", 0o444, lambda _: GeneratedFile(self.status_text)),
             Entry("env", 0o644, lambda _: env_file(self.env)),
             Entry("ns", 0o644, lambda _: ns_file(self.ns, self.check_ns_line)),
-            Entry("clone", 0o444, lambda _: CloneFile(self)),
+            Entry("clone", 0o666, lambda _: CloneFile(self)),
             Entry("net", 0o444, lambda _: GeneratedFile(self.net_text)),
             Entry("attrs", 0o644, lambda _: attrs_file(self)),
             Entry("stage", 0o755, lambda _: StageDir(self.stage_cache)),

@@ -15,7 +15,6 @@ import logging
 
 from ..client.session import SessionClient
 from ..ninep.client import Client
-from ..ninep.constants import ORDWR
 from ..ninep.errors import NinepError
 from ..node.attrs import Selection
 from ..node.hooks import Reserving
@@ -123,12 +122,12 @@ class Reserver:
 
     async def _ask(self, name: str, client: Client, k: int, sel: Selection,
                    session: Reserving) -> Delegation:
-        """A session on ``name`` with up to ``k`` slots: four round trips, whatever ``k`` (the
-        clone's walk, open and read pipelined, then the ctl's walk and open, the request, and
-        the state read back)."""
-        there = await SessionClient.clone(client)
+        """A session on ``name`` with up to ``k`` slots: three round trips, whatever ``k`` (the
+        clone opened as the session's ctl, its walk, open and read pipelined; the request; the
+        state read back)."""
+        there = await SessionClient.clone_held(client)
         me = "parent" if name != "parent" else self.name
-        ctl = await there.hold(ORDWR)
+        ctl = there.held
         try:
             await there.ctl(f"from {me}", f"resupto {k}{sel.words()}")
             state = (await there.state()).split()
