@@ -72,16 +72,18 @@ class Leaf(Scope):
     @property
     def stdout(self) -> Output:
         if self._stdout is None:
-            stream = self._born(Stream(self.node.output_limit), self._ended_as)
-            self._stdout = Output(stream, f"{self.path} stdout")
+            self._stdout = self._new_output("stdout")
         return self._stdout
 
     @property
     def stderr(self) -> Output:
         if self._stderr is None:
-            stream = self._born(Stream(self.node.output_limit), self._ended_as)
-            self._stderr = Output(stream, f"{self.path} stderr")
+            self._stderr = self._new_output("stderr")
         return self._stderr
+
+    def _new_output(self, name: str) -> Output:
+        stream = self._born(Stream(self.node.output_limit), self._ended_as)
+        return Output(stream, f"{self.path} {name}")
 
     def slot_step(self, event: str) -> None:
         """Move this leaf's slot along lifecycle.SLOT (an event not drawn there raises)."""
