@@ -97,3 +97,28 @@ def test_given_descriptors_instead_of_pipes(lean, monkeypatch, tmp_path):
     lines = (tmp_path / "out").read_text().split("\n")
     assert lines[:3] == ["out", "err", str(home)]
     assert {int(x) for x in lines[3:] if x} <= {0, 1, 2, 3}
+
+
+def test_the_environment_is_given_exactly_and_its_encoding_cache_stays_bounded():
+    """Encoded variables are kept between spawns (a node's commands share most of theirs), at
+    most _ENCODED_MAX of them and none longer than _ENCODED_LONGEST: a session's huge or many
+    values cannot grow the daemon."""
+    spawn_module = spawning
+    if not spawn_module.LEAN:
+        pytest.skip("Popen encodes the environment itself here")
+    spawn_module._encoded.clear()
+    for i in range(3):
+        env = {"PATH": os.defpath, "SAME": "x", "RANK": str(i), "HUGE": "y" * 10_000}
+        p = spawn_module.spawn(["/usr/bin/env"], env)
+        out = p.stdout.read().decode().splitlines()
+        for pipe in (p.stdout, p.stderr, p.stdin):
+            pipe.close()
+        p.wait()
+        assert sorted(out) == sorted(f"{k}={v}" for k, v in env.items())
+    assert ("SAME", "x") in spawn_module._encoded
+    assert not any(k == "HUGE" for k, _ in spawn_module._encoded)
+    for i in range(spawn_module._ENCODED_MAX + 10):
+        spawn_module._env_list({f"V{i}": "v"})
+    assert len(spawn_module._encoded) <= spawn_module._ENCODED_MAX
+    with pytest.raises(ValueError, match="illegal environment variable name"):
+        spawn_module._env_list({"A=B": "c"})
