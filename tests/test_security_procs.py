@@ -187,3 +187,34 @@ async def test_a_process_carrying_another_secret_is_spared(tmp_path):
         other.wait()
         mine.kill()
         mine.wait()
+
+
+@needs_cgroups
+async def test_programs_run_without_a_shell_are_moved_into_their_slots_cgroups(tmp_path):
+    """A program run directly (no shell to enter its cgroup first) is moved by the mover thread:
+    each of six lands in its own slot's cgroup, and kill reaches it."""
+    from fixtures import node_daemon, status_rows
+    async with node_daemon(str(tmp_path), slots=6) as (_, addr):
+        c = await Client.connect(addr)
+        pids: list[int] = []
+        try:
+            sid = await new_session(c)
+            await ctl(c, sid, "res 6")
+            await ctl(c, sid, "exec sleep 1000")
+            rows = await status_rows(c, sid)
+            pids = [int(r[4]) for r in rows]
+            assert len(set(pids)) == 6
+
+            def placed() -> bool:
+                for r in rows:
+                    with open(f"/proc/{r[4]}/cgroup") as f:
+                        if not f.read().strip().endswith(f"/s{r[2]}"):
+                            return False
+                return True
+            await wait_for(placed, timeout=10)
+            await ctl(c, sid, "kill")
+            await wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
+        finally:
+            for p in pids:
+                kill_if_alive(p)
+            await c.close()
