@@ -113,7 +113,7 @@ async def test_ls_l_shows_the_namespace_with_real_sizes(local):
     assert rc == 0, err
     rows = {ln.split()[-1]: ln.split() for ln in out.splitlines()[1:]}
     assert {"arch", "status", "env", "ns", "clone", "net", "fs"} <= set(rows)
-    assert rows["fs"][0].startswith("d") and rows["clone"][0] == "-r--r--r--"
+    assert rows["fs"][0].startswith("d") and rows["clone"][0] == "-rw-rw-rw-"
     _, arch, _ = await sh(f"cat {local}/arch")
     _, status, _ = await sh(f"cat {local}/status")
     assert int(rows["arch"][4]) == len(arch.encode())
