@@ -22,7 +22,7 @@ import weakref
 
 from ..ninep.client import Client, File
 from ..ninep.constants import ORDWR, OREAD, OWRITE
-from ..ninep.errors import NinepError
+from ..ninep.errors import Eperm, NinepError
 
 LOCAL = "csrv/local"
 # The clones (by connection, then path) that are only read, a daemon's from before clone_held
@@ -94,7 +94,7 @@ class SessionClient:
             try:
                 f, line = await c.open_read(f"{root}/clone", mode=ORDWR)
             except NinepError as e:
-                if e.errno != errno.EACCES and "permission denied" not in e.message:
+                if e.errno != errno.EACCES and Eperm[0] not in e.message:  # (9P2000: no errno)
                     raise
                 _read_only_clones.setdefault(c, set()).add(root)
             else:

@@ -434,59 +434,58 @@ class Client:
 
     async def _open(self, path: str, mode: int, count: int | None) -> tuple[File, bytes | None]:
         names = split_path(path)
-        if len(names) > MAXWELEM:
+        n = None if count is None else min(count, self.msize - IOHDRSZ)
+        opened: Any = None  # the Ropen, once had (a refusal raises)
+        read: list[Any] = []  # the first Rread, once had
+        if len(names) > MAXWELEM:  # the walks first, then the open (and read) below
             fid, _ = await self.walk(names)
+        else:
+            fid = self.alloc_fid()
+            steps: list[tuple[Any, ...]] = [(Twalk, self.root, fid, tuple(names)),
+                                            (Topen, fid, mode)]
+            if n is not None:
+                steps.append((Tread, fid, 0, n))
             try:
-                r = await self.rpc(Topen, fid, mode)
-                data = None if count is None else (await self.rpc(Tread, fid, 0, count)).data
-            except BaseException:
-                await self._quiet_clunk(fid)
+                sent = self._pipeline(*steps)
+            except BaseException:  # the connection is closed: nothing went out
+                self.free_fid(fid)
                 raise
-            return File(self, fid, r.qid, r.iounit or self.msize - IOHDRSZ, path), data
-        fid = self.alloc_fid()
-        steps: list[tuple[Any, ...]] = [(Twalk, self.root, fid, tuple(names)), (Topen, fid, mode)]
-        if count is not None:
-            steps.append((Tread, fid, 0, min(count, self.msize - IOHDRSZ)))
-        try:
-            sent = self._pipeline(*steps)
-        except BaseException:  # the connection is closed: nothing went out
-            self.free_fid(fid)
-            raise
-        replies: list[Any] = []
-        try:
-            for tag, fut in sent:  # every answer, before the fid is ours to free or reuse
-                try:
-                    replies.append(await self._reply(tag, fut))
-                except NinepError as e:
-                    replies.append(e)
-        except BaseException:  # cancelled: the rest flushed; the server may hold the fid
-            for tag, _ in sent:
-                if self._pending.pop(tag, None) is not None and self._closed is None:
-                    self._flush(tag)
-            self.clunk_later(fid)
-            raise
-        walked, opened, *read = replies
-        if isinstance(walked, NinepError) or len(walked.wqid) < len(names):
-            self.free_fid(fid)  # never made there
-            if isinstance(walked, NinepError):
-                raise NinepError(f"{names[0]}: {walked.message}" if names else walked.message,
-                                 walked.errno)
-            stop = len(walked.wqid)
-            reason = await self._why_not(names[:stop], names[stop])
-            msg = reason.message.removeprefix(f"{names[stop]}: ")
-            raise NinepError(f"{'/'.join(names[:stop + 1])}: {msg}", reason.errno)
+            replies: list[Any] = []
+            try:
+                for tag, fut in sent:  # every answer, before the fid is ours to free or reuse
+                    try:
+                        replies.append(await self._reply(tag, fut))
+                    except NinepError as e:
+                        replies.append(e)
+            except BaseException:  # cancelled: the rest flushed; the server may hold the fid
+                for tag, _ in sent:
+                    if self._pending.pop(tag, None) is not None and self._closed is None:
+                        self._flush(tag)
+                self.clunk_later(fid)
+                raise
+            walked, opened, *read = replies
+            if isinstance(walked, NinepError) or len(walked.wqid) < len(names):
+                self.free_fid(fid)  # never made there
+                if isinstance(walked, NinepError):
+                    raise NinepError(f"{names[0]}: {walked.message}" if names else walked.message,
+                                     walked.errno)
+                stop = len(walked.wqid)
+                reason = await self._why_not(names[:stop], names[stop])
+                msg = reason.message.removeprefix(f"{names[stop]}: ")
+                raise NinepError(f"{'/'.join(names[:stop + 1])}: {msg}", reason.errno)
         try:
             if isinstance(opened, NinepError):
                 if opened.message != Ebadfid[0]:
                     raise opened
-                opened = await self.rpc(Topen, fid, mode)  # answered before the walk was
-                read = []
+                opened, read = None, []  # answered before the walk was: asked again below
             if read and isinstance(read[0], NinepError):
                 if read[0].message not in (Ebadfid[0], Enotopen[0]):  # (and not only opened)
                     raise read[0]
                 read = []
-            if count is not None and not read:
-                read = [await self.rpc(Tread, fid, 0, min(count, self.msize - IOHDRSZ))]
+            if opened is None:
+                opened = await self.rpc(Topen, fid, mode)
+            if n is not None and not read:
+                read = [await self.rpc(Tread, fid, 0, n)]
         except BaseException:
             await self._quiet_clunk(fid)
             raise

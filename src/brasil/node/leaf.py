@@ -56,7 +56,8 @@ class Leaf(Scope):
         """Fresh pipes for the next process (made when first used)."""
         self._stdin = self._stdout = self._stderr = None
 
-    def _born(self, stream: Stream, ended_as: str) -> Stream:
+    @staticmethod
+    def _born(stream: Stream, ended_as: str) -> Stream:
         if ended_as == "close":
             stream.close()
         elif ended_as == "break":

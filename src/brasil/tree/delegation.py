@@ -50,7 +50,7 @@ class RemoteReader:
         r = self.remote
         try:
             if self.fid is None:  # the walk, the open and the first read: one round trip
-                f, data = await r.client.open_read(self.path, min(count, 65536))
+                f, data = await r.guarded(r.client.open_read(self.path, min(count, 65536)))
                 self.fid = f.fid
             else:
                 data = (await r.call(Tread, self.fid, 0, min(count, 65536))).data
@@ -94,11 +94,7 @@ class RemoteSink:
         return self.inflight
 
     async def _open(self) -> int:
-        try:
-            return (await self.remote.client.open(self.path, OWRITE)).fid
-        except ConnectionError:
-            self.remote.lost = True
-            raise NinepError(f"{self.remote.label}: connection lost") from None
+        return (await self.remote.guarded(self.remote.client.open(self.path, OWRITE))).fid
 
     async def _write(self, data: bytes) -> int:
         if self.opening is None:
@@ -164,11 +160,7 @@ class Delegation:
     async def ctl(self, *lines: str) -> None:
         """ctl lines, in one write, through the ctl held open for the session's whole life."""
         await self.session.hold(ORDWR)
-        try:
-            await self.session.ctl(*lines)
-        except ConnectionError:
-            self.remote.lost = True
-            raise NinepError(f"{self.remote.label}: connection lost") from None
+        await self.remote.guarded(self.session.ctl(*lines))
 
     async def exchange(self, name: str, request: bytes) -> bytes:
         """Write a request to one of the session's files there and read its answer on the same

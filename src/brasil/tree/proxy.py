@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import shlex
 import weakref
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from ..ninep.client import Client
 from ..ninep.constants import DMDIR, MAXWELEM, QTDIR
@@ -19,6 +20,8 @@ from ..ninep.maybe import is_awaitable
 from ..ninep.messages import Tclunk, Tcreate, Topen, Tread, Tremove, Tstat, Twalk, Twrite, Twstat
 from ..ninep.synthetic import Dir, Handle, Inode
 from ..ninep.wire import Qid, Stat, read_stat
+
+T = TypeVar("T")
 
 log = logging.getLogger("brasil.tree")
 
@@ -80,8 +83,12 @@ class Remote:
             self.client.clunk_later(fid)
 
     async def call(self, cls: type, *args: Any) -> Any:
+        return await self.guarded(self.client.rpc(cls, *args))
+
+    async def guarded(self, pending: Awaitable[T]) -> T:
+        """``pending``'s answer; a lost connection marks us lost and says whose it was."""
         try:
-            return await self.client.rpc(cls, *args)
+            return await pending
         except ConnectionError:
             self.lost = True
             raise NinepError(f"{self.label}: connection lost") from None
