@@ -191,8 +191,8 @@ async def test_a_process_carrying_another_secret_is_spared(tmp_path):
 
 @needs_cgroups
 async def test_programs_run_without_a_shell_are_moved_into_their_slots_cgroups(tmp_path):
-    """A program run directly (no shell to enter its cgroup first) is moved by the mover thread:
-    each of six lands in its own slot's cgroup, and kill reaches it."""
+    """A program run directly (no shell to enter its cgroup first) is moved by the thread that
+    started it: each of six lands in its own slot's cgroup, and kill reaches it."""
     from fixtures import node_daemon, status_rows
     async with node_daemon(str(tmp_path), slots=6) as (_, addr):
         c = await Client.connect(addr)

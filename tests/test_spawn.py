@@ -3,19 +3,29 @@ Popen itself behave alike: exactly the environment given, the directory, a sessi
 no descriptor of ours but those passed, and the same errors when a command cannot start."""
 
 import os
+import subprocess
 
 import pytest
 
 from brasil.exec import spawn as spawning
 from brasil.exec.spawn import spawn
 
-WAYS = [pytest.param(True, id="lean"), pytest.param(False, id="popen")]
+# The lean spawn vforks, and then takes an empty report pipe for a started child at once; told
+# not to vfork (as Popen can be), it waits for the pipe's end of file as Popen does.
+WAYS = [pytest.param("vfork", id="lean"), pytest.param("fork", id="lean-fork"),
+        pytest.param("", id="popen")]
 
 
-def run(lean: bool, monkeypatch, argv, env=None, cwd=None, pass_fds=()):  # type: ignore[no-untyped-def]
+def way(lean: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     if lean and not spawning.LEAN:
         pytest.skip("the lean spawn is for CPython 3.11's fork_exec; this is another Python")
-    monkeypatch.setattr(spawning, "LEAN", lean)
+    monkeypatch.setattr(spawning, "LEAN", bool(lean))
+    if lean == "fork":
+        monkeypatch.setattr(subprocess, "_USE_VFORK", False)
+
+
+def run(lean: str, monkeypatch, argv, env=None, cwd=None, pass_fds=()):  # type: ignore[no-untyped-def]
+    way(lean, monkeypatch)
     p = spawn(argv, env if env is not None else {"PATH": "/usr/bin:/bin"}, cwd, pass_fds)
     p.stdin.close()
     out, err = p.stdout.read(), p.stderr.read()
@@ -78,9 +88,7 @@ def test_what_cannot_start_raises_as_popen_does(lean, monkeypatch, tmp_path):
 def test_given_descriptors_instead_of_pipes(lean, monkeypatch, tmp_path):
     """A batch job (batch/worker.py): its input /dev/null, its output and errors one file, in its
     home; no pipe is made, and the caller's descriptors stay open for it to close."""
-    if lean and not spawning.LEAN:
-        pytest.skip("the lean spawn is for CPython 3.11's fork_exec; this is another Python")
-    monkeypatch.setattr(spawning, "LEAN", lean)
+    way(lean, monkeypatch)
     home = tmp_path / "home"
     home.mkdir()
     devnull = os.open(os.devnull, os.O_RDONLY)

@@ -18,8 +18,11 @@ any way dies with it too.
 
 A command is placed in its slot's cgroup race-free when it runs through /bin/sh (the shell moves
 itself there before it runs a word of the command: :func:`enter_first`); a program run directly
-is moved by the daemon's mover thread (:meth:`CommandCgroups.move`) right after its exec, before
-any realistic program forks (and under ``brasil serve`` whatever it forked first is still in D).
+is moved by the thread that started it (:meth:`Cgroup.add`) as soon as the vfork returns (the
+child is then in its exec), before any realistic program forks (and under ``brasil serve``
+whatever it forked first is still in D). A thread of its own did the moves before: the
+hand-offs to it and its waits for the interpreter lock cost more (a seventh of a short
+command's CPU in the daemon, two context switches a move) than the moves themselves.
 
 Where there is no cgroup v2 we may write (not root and no delegation, cgroup v1 only, a kernel
 before 5.14 without ``cgroup.kill``), :meth:`CommandCgroups.create` says so with None and process
@@ -32,13 +35,10 @@ import errno
 import itertools
 import logging
 import os
-import queue
 import shlex
 import signal
 import threading
-from concurrent.futures import Future
 from functools import cache
-from typing import Any
 
 from .pychild import runs_module
 
@@ -143,7 +143,6 @@ class CommandCgroups:
         self._slots: dict[int, Cgroup] = {}
         self._lock = threading.Lock()  # the spawn threads make them
         self.contained = False
-        self._moves: queue.SimpleQueue[Any] | None = None  # for the mover thread
 
     @classmethod
     def create(cls) -> CommandCgroups | None:
@@ -184,55 +183,11 @@ class CommandCgroups:
                     cg = self._slots[n] = Cgroup(path)
         return cg
 
-    def move(self, cg: Cgroup, pid: int) -> None:
-        """Move ``pid`` into ``cg`` on the mover thread; :meth:`moved` says when it is done.
-
-        A move waits until the process has finished its exec (here about 0.4 ms each): made by
-        the spawning thread, it made starting a slot's worth of short commands 1.5 times as long.
-        Made here, it overlaps the next forks. (A plain queue: an executor's submit, with its
-        future per move, cost the spawning thread 5 % of its time.)"""
-        self._mover_queue().put((cg, pid))
-
-    def moved(self) -> Future[None] | None:
-        """Resolves once every move asked for so far is done (the mover works in order): the
-        caller watches its processes' exits only then, so no pid can have been reaped and
-        reused before its move. None: no move was ever asked for."""
-        if self._moves is None:
-            return None
-        done: Future[None] = Future()
-        self._moves.put(done)
-        return done
-
-    def _mover_queue(self) -> queue.SimpleQueue[Any]:
-        if self._moves is None:
-            with self._lock:
-                if self._moves is None:
-                    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-                    threading.Thread(target=self._mover, args=(q,), name="cgroup-move",
-                                     daemon=True).start()
-                    self._moves = q
-        return self._moves
-
-    @staticmethod
-    def _mover(q: queue.SimpleQueue[Any]) -> None:
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if isinstance(item, Future):
-                item.set_result(None)
-            else:
-                cg, pid = item
-                cg.add(pid)
-
     def close(self) -> None:
         """Let go of every slot's open files (the daemon ends; the watchdog removes the
         directories)."""
         with self._lock:
             slots, self._slots = list(self._slots.values()), {}
-            moves, self._moves = self._moves, None
-        if moves is not None:
-            moves.put(None)  # the mover ends after what is queued
         for cg in slots:
             cg.close()
 

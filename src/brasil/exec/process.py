@@ -272,9 +272,6 @@ class ForkLauncher:
         spawned = [p for batch in await asyncio.gather(
             *(loop.run_in_executor(self.spawner, spawn_many, b, watchdog, setup_check)
               for b in batches)) for p in batch]
-        moved = watchdog.cgroups.moved() if watchdog.cgroups is not None else None
-        if moved is not None:  # each in its cgroup before its exit is watched (before any reap)
-            await asyncio.wrap_future(moved)
         out: list[Process | BaseException] = []
         for popen, (stdin, stdout, stderr) in zip(spawned, pipes):
             if isinstance(popen, BaseException):
@@ -298,8 +295,9 @@ def spawn_many(jobs: list[Job], watchdog: Watchdog | None = None,
 
     A job's last item is its slot: where the watchdog has cgroups, the child runs in that slot's
     (``popen.cgroup``), a shell entering it itself before it runs the command, anything else
-    moved by the mover thread (wait for ``cgroups.moved()`` before attaching); its group is then
-    not listed with the watchdog, which kills the cgroups whole."""
+    moved here right after the vfork returns (so before its exit is watched: no pid can have
+    been reaped and reused before its move); its group is then not listed with the watchdog,
+    which kills the cgroups whole."""
     out: list[Any] = []
     cgroups = watchdog.cgroups if watchdog is not None else None
     for argv, env, cwd, slot in jobs:
@@ -323,7 +321,7 @@ def spawn_many(jobs: list[Job], watchdog: Watchdog | None = None,
             continue
         if cg is not None and cgroups is not None:  # (cg is only made from cgroups)
             if not entered:  # a shell moved itself (a move takes a global lock in the kernel)
-                cgroups.move(cg, p.pid)
+                cg.add(p.pid)
             p.cgroup = cg
         elif watchdog is not None:
             watchdog.watch(p.pid)

@@ -96,21 +96,23 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
             ours += (errread, errwrite)
         else:
             (p2cread, c2pwrite, errwrite), p2cwrite, c2pread, errread = stdio, -1, -1, -1
-        errpipe_read, errpipe_write = os.pipe()
+        vforks = _vforks()
+        errpipe_read, errpipe_write = (os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK) if vforks
+                                       else os.pipe())
         try:
             keep = tuple(sorted({*pass_fds, errpipe_write}))
             fork_exec: Any = _posixsubprocess.fork_exec  # (typeshed's stub is another version's)
             pid = fork_exec(
                 [os.fsencode(a) for a in argv], exe_list, True, keep, cwd, env_list,
                 p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
-                errpipe_read, errpipe_write, True, True, -1, None, None, None, -1, None, True)
+                errpipe_read, errpipe_write, True, True, -1, None, None, None, -1, None, vforks)
         finally:
             os.close(errpipe_write)
         for fd in (p2cread, c2pwrite, errwrite) if stdio is None else ():
             os.close(fd)
             ours.remove(fd)
         try:
-            report = _read_all(errpipe_read)
+            report = _read_all(errpipe_read, wait=not vforks)
         finally:
             os.close(errpipe_read)
         if report:
@@ -154,9 +156,30 @@ def _env_list(env: dict[str, str]) -> list[bytes]:
     return out
 
 
-def _read_all(fd: int) -> bytes:
-    """The child's error report: empty once it has exec'd (the pipe closes on exec)."""
+def _vforks() -> bool:
+    """Whether ``fork_exec`` above is to vfork (asked to, it does on Linux with our arguments):
+    unless subprocess was told not to, as Popen would then not."""
+    return sys.platform == "linux" and bool(getattr(subprocess, "_USE_VFORK", False))
+
+
+def _read_all(fd: int, wait: bool = True) -> bytes:
+    """The child's error report: empty once it has exec'd (the pipe closes on exec).
+
+    Without ``wait`` (``fd`` is then non-blocking) the child was vforked, so we run again only
+    once it has written its report and is ending, or has passed the point of no return of its
+    exec: an empty pipe now stays empty. Waiting for its end of file would wait for the exec to
+    reach the closing of its descriptors, and a short command paid a context switch a third of
+    the time for it."""
     out = bytearray()
+    if not wait:
+        try:
+            part = os.read(fd, 50000)
+        except BlockingIOError:
+            return b""
+        if not part:
+            return b""
+        out += part  # a report: the rest of it to its end of file (the child may still hold it)
+        os.set_blocking(fd, True)
     while True:
         part = os.read(fd, 50000)
         out += part
