@@ -333,3 +333,40 @@ async def test_a_pipelined_open_whose_walk_is_answered_later_is_asked_again(capl
     lines = [r.getMessage() for r in caplog.records if r.name == "brasil.ninep.trace"]
     assert sum("-> Rerror" in ln and "unknown fid" in ln for ln in lines) >= 2  # asked again
     assert any("-> Rerror" in ln and "fid not open" in ln for ln in lines)
+
+
+async def test_an_open_cancelled_before_it_ran_leaves_nothing_unawaited():
+    """A Tversion in the same read as an open a file answers later cancels that open before it
+    ever ran: what it was handed (the gathered text's coroutines) is closed, not left for the
+    collector to report as never awaited (seen once in test_web: a status open, then a reset)."""
+    import gc
+    import warnings
+
+    from brasil.ninep.constants import NOFID, NOTAG
+    from brasil.ninep.messages import Tattach, Topen, Tversion, Twalk, encode
+
+    async def gathered() -> str:
+        return "later\n"
+    root = synthetic.TableDir([Entry("status", 0o444, lambda o: GeneratedFile(gathered))],
+                              mode=0o555)
+
+    async def until_rversion(reader: asyncio.StreamReader) -> None:
+        while True:
+            size = int.from_bytes(await reader.readexactly(4), "little")
+            if (await reader.readexactly(size - 4))[0] == 101:
+                return
+
+    async with serving(root) as (server, addr):
+        reader, writer = await asyncio.open_connection(addr.host, addr.port)
+        writer.write(encode(Tversion(NOTAG, 8192, "9P2000")) + encode(Tattach(1, 0, NOFID)))
+        await until_rversion(reader)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            writer.write(encode(Twalk(2, 0, 1, ("status",))) + encode(Topen(3, 1, 0))
+                         + encode(Tversion(NOTAG, 8192, "9P2000")))
+            await until_rversion(reader)  # (no answer to the open: the Tversion dropped it)
+            writer.close()
+            await writer.wait_closed()
+            await wait_for(lambda: not server.connections)
+            gc.collect()
+        assert not [w for w in seen if "never awaited" in str(w.message)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno as _errno
+import inspect
 import itertools
 import logging
 import os
@@ -278,6 +279,24 @@ class Server:
                 pass
         self.listeners.clear()
 
+
+
+def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel a request's task. One cancelled before it ever ran (a Tversion or a Tflush in the
+    same read as the request) never awaits what it was handed: an open or a read that a file
+    answers later, itself perhaps holding another. Those are closed here, or each would be
+    reported as never awaited when collected."""
+    _close_unstarted(task.get_coro(), outer=True)
+    task.cancel()
+
+
+def _close_unstarted(coro: Any, outer: bool = False) -> None:
+    if not inspect.iscoroutine(coro) or inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
+        return
+    for value in inspect.getcoroutinelocals(coro).values():
+        _close_unstarted(value)
+    if not outer:  # (the task's own: its cancel ends it)
+        coro.close()
 
 class Connection(asyncio.Protocol):
     def __init__(self, server: Server, ident: int, authenticator: Authenticator | None = None,
@@ -597,7 +616,7 @@ class Connection(asyncio.Protocol):
     def _reset(self) -> None:
         """Forget every request and fid (Tversion, or the connection ended)."""
         for task in self.pending.values():
-            task.cancel()
+            _cancel(task)
         self.pending.clear()
         fids, self.fids = self.fids, {}
         if fids:
@@ -665,7 +684,7 @@ class Connection(asyncio.Protocol):
     def t_flush(self, m: Tflush) -> Rflush:
         task = self.pending.pop(m.oldtag, None)
         if task is not None:
-            task.cancel()
+            _cancel(task)
         return Rflush(m.tag)
 
     def t_walk(self, m: Twalk) -> Any:
