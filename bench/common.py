@@ -47,6 +47,24 @@ def proc_cpu(pid: int | str = "self",
         return default
 
 
+def cpu_ns(pids: list[int]) -> int:
+    """On-CPU nanoseconds of every thread of ``pids`` (/proc/PID/task/*/schedstat): a
+    figure of a few milliseconds, where /proc/PID/stat counts 10 ms ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
 def busy_cpu(default: float | None = None) -> float:
     """CPU seconds the whole machine has spent not idle (all cores), from /proc/stat.
 

@@ -57,7 +57,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run with -I: no script dir
-from common import xargs  # noqa: E402
+from common import cpu_ns, xargs  # noqa: E402
 
 L = "csrv/local"
 
@@ -203,23 +203,6 @@ def daemon_pids(d: str) -> list[int]:
             with open(os.path.join(d, name)) as f:
                 pids.append(int(f.read().split()[0]))
     return pids
-
-
-def cpu_ns(pids: list[int]) -> int:
-    """On-CPU nanoseconds of every thread of ``pids`` (/proc/PID/task/*/schedstat)."""
-    total = 0
-    for pid in pids:
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-    return total
 
 
 async def res_share(args: argparse.Namespace) -> dict[str, float]:

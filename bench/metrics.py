@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import proc_cpu, stop_process  # noqa: E402
+from common import cpu_ns, proc_cpu, stop_process  # noqa: E402
 
 PY = sys.executable
 
@@ -82,6 +82,14 @@ def wait_for(pred, timeout: float, what: str) -> None:  # type: ignore[no-untype
         if time.monotonic() > end:
             raise SystemExit(f"bench/metrics.py: {what} within {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def tcp_received(pid: int) -> int:
@@ -144,10 +152,12 @@ def metrics_payload(sock: str, secret: Path) -> int:
 
 
 def measure(pid: int, window: float) -> tuple[float, float]:
-    """CPU seconds and bytes received by ``pid`` over ``window`` seconds."""
-    c0, b0 = proc_cpu(pid)[0], tcp_received(pid)
+    """CPU seconds (every thread's, to the nanosecond: the root spends a few milliseconds an
+    interval, and ticks of 10 ms made its ratio 4 against 6) and bytes received by ``pid``
+    over ``window`` seconds."""
+    c0, b0 = cpu_ns([pid]), tcp_received(pid)
     time.sleep(window)
-    return proc_cpu(pid)[0] - c0, tcp_received(pid) - b0
+    return (cpu_ns([pid]) - c0) / 1e9, tcp_received(pid) - b0
 
 
 def flat(where: Path, secret: Path, n: int, window: float) -> tuple[float, float] | None:
@@ -161,6 +171,14 @@ def flat(where: Path, secret: Path, n: int, window: float) -> tuple[float, float
         for i in range(n):
             d.start(f"f{i}", "--listen", f"unix:{where}/f{i}.sock", "--metrics-listen",
                     f"127.0.0.1:{ports[i]}")
+        for i in range(n):  # each endpoint up before Prometheus looks, or the one that is not named
+            proc, port = d.procs[f"f{i}"], ports[i]
+            wait_for(lambda p=proc, at=port: accepts(at) or p.poll() is not None, 60,
+                     f"f{i} did not listen on 127.0.0.1:{port}")
+            if proc.poll() is not None:
+                log = (where / f"f{i}" / "log").read_text(errors="replace")[-500:]
+                raise SystemExit(f"bench/metrics.py: f{i} (--metrics-listen 127.0.0.1:{port}) "
+                                 f"ended: {log}")
         targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports[:n])
         (where / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: flat\n"
@@ -173,15 +191,19 @@ def flat(where: Path, secret: Path, n: int, window: float) -> tuple[float, float
             import json
             import urllib.request
 
+            seen = ["none"]
+
             def up() -> bool:
                 url = f"http://127.0.0.1:{ports[n]}/api/v1/query?query=count(up%3D%3D1)"
                 try:
                     with urllib.request.urlopen(url, timeout=2) as r:
                         got = json.load(r)["data"]["result"]
-                    return bool(got) and got[0]["value"][1] == str(n)
-                except OSError:
+                    seen[0] = got[0]["value"][1] if got else "0"
+                    return seen[0] == str(n)
+                except OSError as e:
+                    seen[0] = f"no answer ({e})"
                     return False
-            wait_for(up, 120, f"Prometheus never saw {n} targets up")
+            wait_for(up, 120, f"Prometheus never saw {n} targets up (last: {seen[0]} up)")
             cpu = proc_cpu(prom.pid)[0]
             time.sleep(window)
             cpu = proc_cpu(prom.pid)[0] - cpu

@@ -11,7 +11,7 @@ On a tree made by `cluster up` (default 1+8+64, 32 slots a leaf: 2,048 ranks), o
   computed (nodes × size), since every node is on this machine.
 
 Prints the figures and PASS/FAIL: the first staged run sends the file once per child, the second
-sends nothing.
+sends nothing to a child that has it (a child that held no rank the first time may get it then).
 """
 
 from __future__ import annotations
@@ -27,16 +27,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 from figures import tree_up  # noqa: E402
 
 
-def received(d: str, node_paths: list[str]) -> int:
+def received(d: str, node_paths: list[str]) -> dict[str, int]:
+    """Bytes each node has received for staging so far."""
     env = {**os.environ, "BRASIL": f"unix:{d}/n0.sock", "BRASIL_SECRET_FILE": f"{d}/secret"}
-    total = 0
+    total: dict[str, int] = {}
     for p in node_paths:
+        total[p] = 0
         r = subprocess.run([sys.executable, "-m", "brasil.cli.main", "cat", f"{p}/stage/stats"],
                            capture_output=True, text=True, env=env, timeout=60)
         for line in r.stdout.splitlines():
             k, _, v = line.partition(" ")
             if k == "received_bytes":
-                total += int(v)
+                total[p] += int(v)
     return total
 
 
@@ -72,23 +74,28 @@ def main() -> int:
         with tree_up(argparse.Namespace(tree=a.tree)) as d:
             children = [f"/csrv/n{i}/local" for i in range(1, fanout + 1)]
             t1 = run(d, "run", "-n", str(ranks), "--stage", prog, "--", prog)
-            b1 = received(d, children)
+            got1 = received(d, children)
             t2 = run(d, "run", "-n", str(ranks), "--stage", prog, "--", prog)
-            b2 = received(d, children) - b1
+            got2 = received(d, children)
+            b1, b2 = sum(got1.values()), sum(got2.values()) - sum(got1.values())
             t3 = run(d, "pcp", prog, "fs" + os.path.join(tmp, "copy.sh"))
             t4 = run(d, "run", "-n", str(ranks), "--", "sh", os.path.join(tmp, "copy.sh"))
     mb = 1 << 20
     print(f"{a.mb} MiB program, {ranks} ranks on {nodes} nodes ({a.tree})")
     print(f"  staged run 1: {t1:7.2f} s, root sent {b1 / mb:8.1f} MiB "
           f"({b1 / size:.1f} × the file; {fanout} children)")
-    print(f"  staged run 2: {t2:7.2f} s, root sent {b2 / mb:8.1f} MiB")
+    print(f"  staged run 2: {t2:7.2f} s, root sent {b2 / mb:8.1f} MiB (to children that held no "
+          "rank the first time: where 2,048 ranks go on 2,336 slots depends on the nodes' load)")
     print(f"  pcp then run: {t3 + t4:7.2f} s ({t3:.2f} + {t4:.2f}), root sends "
           f"{fanout * size / mb:.1f} MiB every time")
     print(f"  flat copy:    the client sends {nodes * size / mb:.1f} MiB every time")
-    ok1, ok2 = b1 % size == 0 and 0 < b1 <= fanout * size, b2 == 0
+    ok1 = b1 % size == 0 and 0 < b1 <= fanout * size
+    again = [c for c in children if got1[c] and got2[c] != got1[c]]
+    ok2 = not again and all(n in (0, size) for n in got2.values())
     print(f"{'PASS' if ok1 else 'FAIL'}: the first run sends the file once per child holding "
           "ranks, at most")
-    print(f"{'PASS' if ok2 else 'FAIL'}: the second run sends nothing")
+    print(f"{'PASS' if ok2 else 'FAIL'}: the second run sends nothing to a child that has it "
+          f"(each child got it once at most{'; again: ' + ', '.join(again) if again else ''})")
     return 0 if ok1 and ok2 else 1
 
 
