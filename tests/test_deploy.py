@@ -14,6 +14,7 @@ import pytest
 import services
 from brasil.client.run import run
 from brasil.ninep.auth import dial
+from fixtures import wait_for
 from helpers import cli
 
 slurm_cluster = services.slurm_cluster
@@ -86,6 +87,7 @@ async def test_srun_brasil_serve_slurm_forms_a_tree_run_reaches_every_task(slurm
     with socket.socket() as s:  # a base port nobody uses; the tasks take it and the next three
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    before = daemon_cgroups()
     srun = slurm_cluster.srun(["-n", "4", sys.executable, "-m", "brasil.cli.main", "serve",
                                "--slurm", "--fanout", "2", "--port", str(port), "--slots", "1",
                                "--secret-file", str(secret), "-q"],
@@ -105,6 +107,23 @@ async def test_srun_brasil_serve_slurm_forms_a_tree_run_reaches_every_task(slurm
         except subprocess.TimeoutExpired:
             srun.kill()
             srun.wait()
+    # srun stops the step with SIGKILL to every task, watchdogs included: their cgroups stay
+    # until the next daemon here removes them.
+    left = daemon_cgroups() - before
+    sock = tmp_path / "next.sock"
+    nxt = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
+                            f"unix:{sock}", "--state-dir", str(tmp_path / "next"), "-q"])
+    try:
+        await wait_for(lambda: not any(os.path.exists(d) for d in left), timeout=20)
+    finally:
+        nxt.terminate()
+        nxt.wait(20)
+
+
+def daemon_cgroups() -> set[str]:
+    from brasil.exec.cgroups import _start_cgroup
+    start = _start_cgroup()
+    return {e.path for e in os.scandir(start) if e.name.startswith("brasil-")} if start else set()
 
 
 # ---- issue 15 §4: the secret on a host goes only into a private directory of the remote user ----

@@ -190,6 +190,42 @@ async def test_a_process_carrying_another_secret_is_spared(tmp_path):
 
 
 @needs_cgroups
+async def test_a_new_daemon_kills_and_removes_what_a_daemon_dead_with_its_watchdog_left():
+    """A whole process tree killed at once (a Slurm step cancelled: daemon and watchdog by the
+    same SIGKILL) leaves the daemon's cgroup, and in it whatever had left the tree with setsid.
+    The next daemon's watchdog kills that and removes the directory; a live daemon's directory
+    (its pid alive) is left alone."""
+    from brasil.exec.reaper import Watchdog
+    start = cgroups._start_cgroup()
+    assert start is not None
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that nobody has now: the dead daemon's
+    stale = f"{start}/brasil-{gone.pid}-0"
+    escaped = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    keeper = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    live = f"{start}/brasil-{keeper.pid}-0"
+    w = None
+    try:
+        os.makedirs(f"{stale}/s0")
+        os.mkdir(live)
+        with open(f"{stale}/s0/cgroup.procs", "w") as f:
+            f.write(str(escaped.pid))
+        w = Watchdog()
+        await wait_for(lambda: escaped.poll() is not None, timeout=10)
+        await wait_for(lambda: not os.path.exists(stale), timeout=10)
+        assert os.path.isdir(live) and keeper.poll() is None
+    finally:
+        if w is not None:
+            w.close()
+        for p in (escaped, keeper):
+            p.kill()
+            p.wait()
+        for d in (f"{stale}/s0", stale, live):
+            if os.path.isdir(d):
+                os.rmdir(d)
+
+
+@needs_cgroups
 async def test_programs_run_without_a_shell_are_moved_into_their_slots_cgroups(tmp_path):
     """A program run directly (no shell to enter its cgroup first) is moved by the thread that
     started it: each of six lands in its own slot's cgroup, and kill reaches it."""

@@ -35,6 +35,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import shlex
 import signal
 import threading
@@ -45,6 +46,17 @@ from .pychild import runs_module
 log = logging.getLogger("brasil.exec")
 
 _daemons = itertools.count()
+_DAEMON_DIR = re.compile(r"brasil-(\d+)-\d+")  # a daemon's directory: its pid, its number
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        pass
+    return True
 
 
 @cache
@@ -149,15 +161,34 @@ class CommandCgroups:
         start = _start_cgroup()
         if start is None:
             return None
-        path = f"{start}/brasil-{os.getpid()}-{next(_daemons)}"
-        try:
-            os.mkdir(path, 0o755)
-        except OSError:
+        for _ in range(64):
+            path = f"{start}/brasil-{os.getpid()}-{next(_daemons)}"  # (_DAEMON_DIR)
+            try:
+                os.mkdir(path, 0o755)
+                break
+            except FileExistsError:  # left by a dead process that had our pid: the next name
+                continue
+            except OSError:
+                return None
+        else:
             return None
         if not os.path.exists(f"{path}/cgroup.kill"):
             os.rmdir(path)
             return None
         return cls(start, path)
+
+    def stale(self) -> list[str]:
+        """Directories beside ours of daemons that are gone, their watchdogs with them (nobody
+        else kills what they hold or removes them). A daemon of this process, or of a live
+        one, is never counted; a reused pid only postpones a directory to a later start."""
+        try:
+            names = os.listdir(self.start)
+        except OSError:
+            return []
+        mine = os.getpid()
+        return [f"{self.start}/{name}" for name in sorted(names)
+                if (m := _DAEMON_DIR.fullmatch(name)) and int(m[1]) != mine
+                and not _alive(int(m[1]))]
 
     @staticmethod
     def here() -> bool:

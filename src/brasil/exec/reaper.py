@@ -37,7 +37,8 @@ from .pychild import ISOLATED, SAFE_CWD
 log = logging.getLogger("brasil.exec")
 
 # Run with `python -I -S -c`: no site, no imports of ours; reads "+N"/"-N" lines from stdin;
-# argv[1], if given, is the daemon's cgroup directory, killed whole and removed at the end.
+# argv[1:] are cgroup directories, each killed whole and removed at the end: the daemon's own, or
+# (stdin empty) those that dead daemons left behind.
 WATCHDOG = r"""
 import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
@@ -84,8 +85,7 @@ if mark is not None:
                 os.kill(int(name), signal.SIGKILL)
             except OSError:
                 pass
-if len(sys.argv) > 1:
-    top = sys.argv[1]
+for top in sys.argv[1:]:
     try:
         with open(top + "/cgroup.kill", "w") as f:
             f.write("1")
@@ -108,7 +108,16 @@ if len(sys.argv) > 1:
 """
 
 
+def _start(stdin: int, cgroups: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, ISOLATED, "-S", "-c", WATCHDOG, *cgroups],
+                            stdin=stdin, stdout=subprocess.DEVNULL, close_fds=True, cwd=SAFE_CWD)
+
+
 class Watchdog:
+    """Started with each daemon. A new one first does the work of watchdogs that died with
+    their daemons (a whole process tree killed at once: a Slurm step cancelled, a service
+    stopped with its control group): it kills what their cgroups still hold and removes them."""
+
     def __init__(self) -> None:
         self.cgroups = CommandCgroups.create()  # None: process groups only
         if self.cgroups is not None:
@@ -118,11 +127,15 @@ class Watchdog:
             log.info("no cgroup v2 to make here: commands are tracked by process group, and a "
                      "setsid'd descendant can escape kill, close and the watchdog")
         where = [self.cgroups.path] if self.cgroups else []
+        stale = self.cgroups.stale() if self.cgroups else []
+        self._sweeper = None  # (not waited for here: what it kills may take its time to die)
+        if stale:
+            log.info("killing and removing %d cgroup(s) that daemons killed with their watchdogs "
+                     "left: %s", len(stale), ", ".join(stale))
+            self._sweeper = _start(subprocess.DEVNULL, stale)
         r, self._w = os.pipe()  # both close-on-exec: commands never hold the write end
         try:  # started before the daemon may move into the directory: it is never killed there
-            self.proc = subprocess.Popen([sys.executable, ISOLATED, "-S", "-c", WATCHDOG, *where],
-                                         stdin=r, stdout=subprocess.DEVNULL, close_fds=True,
-                                         cwd=SAFE_CWD)
+            self.proc = _start(r, where)
         finally:
             os.close(r)
         self._lock = threading.Lock()  # spawn threads and the loop both write
@@ -154,8 +167,11 @@ class Watchdog:
             if self._w >= 0:
                 os.close(self._w)
                 self._w = -1
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for proc in (self.proc, self._sweeper):
+            if proc is None:
+                continue
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
