@@ -14,7 +14,7 @@ import pytest
 
 from brasil.exec import cgroups
 from brasil.ninep.client import Client
-from fixtures import L, alive, ctl, new_session, wait_for
+from fixtures import L, alive, ctl, new_session, status_rows, wait_for
 
 needs_cgroups = pytest.mark.skipif(
     not cgroups.CommandCgroups.here(),
@@ -229,7 +229,7 @@ async def test_a_new_daemon_kills_and_removes_what_a_daemon_dead_with_its_watchd
 async def test_programs_run_without_a_shell_are_moved_into_their_slots_cgroups(tmp_path):
     """A program run directly (no shell to enter its cgroup first) is moved by the thread that
     started it: each of six lands in its own slot's cgroup, and kill reaches it."""
-    from fixtures import node_daemon, status_rows
+    from fixtures import node_daemon
     async with node_daemon(str(tmp_path), slots=6) as (_, addr):
         c = await Client.connect(addr)
         pids: list[int] = []
@@ -254,3 +254,39 @@ async def test_programs_run_without_a_shell_are_moved_into_their_slots_cgroups(t
             for p in pids:
                 kill_if_alive(p)
             await c.close()
+
+
+@needs_cgroups
+async def test_a_daemon_keeps_no_descriptor_per_slot_it_has_used(tmp_path):
+    """Every descriptor a daemon holds is copied into each child it starts (and closed there):
+    a move or a kill opens its cgroup's file for that write only. After 16 slots used, moved
+    into and killed (close), the daemon holds no file of its slots' cgroups."""
+    sock = tmp_path / "d.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
+                             f"unix:{sock}", "--slots", "16", "--state-dir",
+                             str(tmp_path / "state"), "-q"])
+
+    def cgroup_files() -> list[str]:
+        fds = f"/proc/{proc.pid}/fd"
+        links = []
+        for fd in os.listdir(fds):
+            try:
+                links.append(os.readlink(f"{fds}/{fd}"))
+            except OSError:  # closed meanwhile
+                pass
+        return [ln for ln in links if f"/brasil-{proc.pid}-" in ln]
+    try:
+        await wait_for(lambda: sock.exists(), timeout=20)
+        async with await Client.connect(f"unix:{sock}") as c:
+            sid = await new_session(c)
+            await ctl(c, sid, "res 16")
+            await ctl(c, sid, "exec sleep 1000")  # run directly: moved by the spawn thread
+            rows = await status_rows(c, sid)
+            assert len(rows) == 16
+            assert cgroup_files() == []
+            await ctl(c, sid, "close")  # cgroup.kill, slot by slot
+            await wait_for(lambda: all(not alive(int(r[4])) for r in rows), timeout=10)
+            assert cgroup_files() == []
+    finally:
+        proc.terminate()
+        proc.wait(20)
