@@ -193,34 +193,43 @@ async def test_a_process_carrying_another_secret_is_spared(tmp_path):
 async def test_a_new_daemon_kills_and_removes_what_a_daemon_dead_with_its_watchdog_left():
     """A whole process tree killed at once (a Slurm step cancelled: daemon and watchdog by the
     same SIGKILL) leaves the daemon's cgroup, and in it whatever had left the tree with setsid.
-    The next daemon's watchdog kills that and removes the directory; a live daemon's directory
-    (its pid alive) is left alone."""
+    The next daemon's watchdog kills that and removes the directory. Left alone: a live
+    daemon's directory (its pid alive), and one with a process at its top (where `brasil serve`
+    puts itself: a daemon of another pid namespace, whose pid means nothing here)."""
     from brasil.exec.reaper import Watchdog
     start = cgroups._start_cgroup()
     assert start is not None
-    gone = subprocess.Popen(["true"])
-    gone.wait()  # a pid that nobody has now: the dead daemon's
-    stale = f"{start}/brasil-{gone.pid}-0"
-    escaped = subprocess.Popen(["sleep", "1000"], start_new_session=True)
-    keeper = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+
+    def dead_pid() -> int:  # a pid that nobody has now
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        return gone.pid
+    stale = f"{start}/brasil-{dead_pid()}-0"
+    foreign = f"{start}/brasil-{dead_pid()}-1"
+    escaped, keeper, stranger = (subprocess.Popen(["sleep", "1000"], start_new_session=True)
+                                 for _ in range(3))
     live = f"{start}/brasil-{keeper.pid}-0"
+    made: list[str] = []
     w = None
     try:
-        os.makedirs(f"{stale}/s0")
-        os.mkdir(live)
-        with open(f"{stale}/s0/cgroup.procs", "w") as f:
-            f.write(str(escaped.pid))
+        for d in (stale, f"{stale}/s0", live, foreign):
+            os.mkdir(d)
+            made.append(d)
+        for d, p in ((f"{stale}/s0", escaped), (foreign, stranger)):
+            with open(f"{d}/cgroup.procs", "w") as f:
+                f.write(str(p.pid))
         w = Watchdog()
         await wait_for(lambda: escaped.poll() is not None, timeout=10)
         await wait_for(lambda: not os.path.exists(stale), timeout=10)
         assert os.path.isdir(live) and keeper.poll() is None
+        assert os.path.isdir(foreign) and stranger.poll() is None
     finally:
         if w is not None:
             w.close()
-        for p in (escaped, keeper):
+        for p in (escaped, keeper, stranger):
             p.kill()
             p.wait()
-        for d in (f"{stale}/s0", stale, live):
+        for d in reversed(made):  # (their processes are reaped: empty)
             if os.path.isdir(d):
                 os.rmdir(d)
 

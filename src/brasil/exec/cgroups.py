@@ -59,6 +59,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holds_a_process(path: str) -> bool:
+    try:
+        with open(f"{path}/cgroup.procs") as f:  # (one outside our pid namespace reads as 0)
+            return bool(f.read().strip())
+    except OSError:
+        return True  # unreadable: not ours to judge
+
+
 @cache
 def _start_cgroup() -> str | None:
     """The cgroup v2 directory this process started in (cached before any move of ours), if
@@ -167,7 +175,9 @@ class CommandCgroups:
     def stale(self) -> list[str]:
         """Directories beside ours of daemons that are gone, their watchdogs with them (nobody
         else kills what they hold or removes them). A daemon of this process, or of a live
-        one, is never counted; a reused pid only postpones a directory to a later start."""
+        one, is never counted; a reused pid only postpones a directory to a later start. Nor
+        is one with a process at its top, where `brasil serve` puts itself: a daemon in another
+        pid namespace has a pid that means nothing here, but it is there."""
         try:
             names = os.listdir(self.start)
         except OSError:
@@ -175,7 +185,7 @@ class CommandCgroups:
         mine = os.getpid()
         return [f"{self.start}/{name}" for name in sorted(names)
                 if (m := _DAEMON_DIR.fullmatch(name)) and int(m[1]) != mine
-                and not _alive(int(m[1]))]
+                and not _alive(int(m[1])) and not _holds_a_process(f"{self.start}/{name}")]
 
     @staticmethod
     def here() -> bool:
