@@ -49,16 +49,6 @@ _daemons = itertools.count()
 _DAEMON_DIR = re.compile(r"brasil-(\d+)-\d+")  # a daemon's directory: its pid, its number
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: alive
-        pass
-    return True
-
-
 def _holds_a_process(path: str) -> bool:
     try:
         with open(f"{path}/cgroup.procs") as f:  # (one outside our pid namespace reads as 0)
@@ -178,6 +168,7 @@ class CommandCgroups:
         one, is never counted; a reused pid only postpones a directory to a later start. Nor
         is one with a process at its top, where `brasil serve` puts itself: a daemon in another
         pid namespace has a pid that means nothing here, but it is there."""
+        import psutil  # (here: the daemon has it loaded already, a batch worker only now)
         try:
             names = os.listdir(self.start)
         except OSError:
@@ -185,7 +176,7 @@ class CommandCgroups:
         mine = os.getpid()
         return [f"{self.start}/{name}" for name in sorted(names)
                 if (m := _DAEMON_DIR.fullmatch(name)) and int(m[1]) != mine
-                and not _alive(int(m[1])) and not _holds_a_process(f"{self.start}/{name}")]
+                and not psutil.pid_exists(int(m[1])) and not _holds_a_process(f"{self.start}/{name}")]
 
     @staticmethod
     def here() -> bool:
@@ -210,11 +201,6 @@ class CommandCgroups:
                         pass
                     cg = self._slots[n] = Cgroup(path)
         return cg
-
-    def close(self) -> None:
-        """Forget the slots (the daemon ends; the watchdog removes the directories)."""
-        with self._lock:
-            self._slots = {}
 
     def contain_self(self) -> None:
         """Move this process (the daemon) into the directory: whatever it starts, however, is

@@ -162,7 +162,6 @@ class Watchdog:
         """We are ending cleanly: whatever is still listed (or in our cgroups) is killed now."""
         if self.cgroups is not None:
             self.cgroups.release_self()
-            self.cgroups.close()
         with self._lock:
             if self._w >= 0:
                 os.close(self._w)
