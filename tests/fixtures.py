@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import pathlib
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 from brasil.ninep.ctl import CommandTable, CtlFile
@@ -188,6 +190,27 @@ async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | No
         yield d
     finally:
         await composed.stop()
+
+
+@contextlib.asynccontextmanager
+async def serve_process(tmp: pathlib.Path, *args: str):  # type: ignore[no-untyped-def]
+    """`brasil serve` as a process of its own (what a kill -9, Slurm or the watchdog acts on),
+    listening on ``tmp/d.sock`` with its state in ``tmp/state``; yields (its Popen, the socket).
+    Stopped at the end if it still runs."""
+    sock = tmp / "d.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
+                             f"unix:{sock}", "--state-dir", str(tmp / "state"), "-q", *args])
+    try:
+        await wait_for(lambda: sock.exists(), timeout=20)
+        yield proc, sock
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextlib.asynccontextmanager

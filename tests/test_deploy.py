@@ -14,7 +14,7 @@ import pytest
 import services
 from brasil.client.run import run
 from brasil.ninep.auth import dial
-from fixtures import wait_for
+from fixtures import serve_process, wait_for
 from helpers import cli
 
 slurm_cluster = services.slurm_cluster
@@ -110,14 +110,8 @@ async def test_srun_brasil_serve_slurm_forms_a_tree_run_reaches_every_task(slurm
     # srun stops the step with SIGKILL to every task, watchdogs included: their cgroups stay
     # until the next daemon here removes them.
     left = daemon_cgroups() - before
-    sock = tmp_path / "next.sock"
-    nxt = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
-                            f"unix:{sock}", "--state-dir", str(tmp_path / "next"), "-q"])
-    try:
+    async with serve_process(tmp_path):
         await wait_for(lambda: not any(os.path.exists(d) for d in left), timeout=20)
-    finally:
-        nxt.terminate()
-        nxt.wait(20)
 
 
 def daemon_cgroups() -> set[str]:

@@ -19,7 +19,17 @@ from brasil.ninep.constants import (
     OWRITE,
 )
 from brasil.ninep.errors import NinepError
-from fixtures import L, ctl, daemon, new_session, session, small_tree, status_rows, wait_for
+from fixtures import (
+    L,
+    ctl,
+    daemon,
+    new_session,
+    serve_process,
+    session,
+    small_tree,
+    status_rows,
+    wait_for,
+)
 
 # ---- §2: special files through 9P2000.u ----
 
@@ -329,14 +339,8 @@ def pids_of(pattern: str) -> set[int]:
 
 
 async def test_a_daemon_killed_with_9_takes_its_commands_with_it(tmp_path):
-    import subprocess
-    import sys
-    sock = tmp_path / "d.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
-                             f"unix:{sock}", "--state-dir", str(tmp_path / "state"), "-q"])
-    try:
-        await wait_for(lambda: sock.exists(), timeout=20)
-        marker = f"sleep 4{os.getpid() % 1000:03d}"
+    marker = f"sleep 4{os.getpid() % 1000:03d}"
+    async with serve_process(tmp_path) as (proc, sock):
         async with await Client.connect(f"unix:{sock}") as c:
             sid = await new_session(c)
             await ctl(c, sid, "res 2")
@@ -345,10 +349,6 @@ async def test_a_daemon_killed_with_9_takes_its_commands_with_it(tmp_path):
         proc.kill()
         proc.wait()
         await wait_for(lambda: not pids_of(marker), timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # ---- §13: `cluster up` over a running cluster leaves it alone ----

@@ -14,7 +14,7 @@ import pytest
 
 from brasil.exec import cgroups
 from brasil.ninep.client import Client
-from fixtures import L, alive, ctl, new_session, status_rows, wait_for
+from fixtures import L, alive, ctl, new_session, serve_process, status_rows, wait_for
 
 needs_cgroups = pytest.mark.skipif(
     not cgroups.CommandCgroups.here(),
@@ -43,24 +43,19 @@ def kill_if_alive(pid: int | None) -> None:
 
 @needs_cgroups
 async def test_a_setsid_grandchild_dies_with_a_daemon_killed_with_9(tmp_path):
-    sock, pidfile = tmp_path / "d.sock", tmp_path / "grandchild.pid"
-    proc = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
-                             f"unix:{sock}", "--state-dir", str(tmp_path / "state"), "-q"])
+    pidfile = tmp_path / "grandchild.pid"
     pid = None
     try:
-        await wait_for(lambda: sock.exists(), timeout=20)
-        async with await Client.connect(f"unix:{sock}") as c:
-            sid = await new_session(c)
-            await ctl(c, sid, "res 1")
-            await ctl(c, sid, f"exec {escaper(pidfile)} exec sleep 1000")
-            pid = await grandchild(pidfile)
-        proc.kill()
-        proc.wait()
-        await wait_for(lambda: not alive(pid), timeout=10)
-    finally:
-        if proc.poll() is None:
+        async with serve_process(tmp_path) as (proc, sock):
+            async with await Client.connect(f"unix:{sock}") as c:
+                sid = await new_session(c)
+                await ctl(c, sid, "res 1")
+                await ctl(c, sid, f"exec {escaper(pidfile)} exec sleep 1000")
+                pid = await grandchild(pidfile)
             proc.kill()
             proc.wait()
+            await wait_for(lambda: not alive(pid), timeout=10)
+    finally:
         kill_if_alive(pid)
 
 
@@ -270,32 +265,23 @@ async def test_a_daemon_keeps_no_descriptor_per_slot_it_has_used(tmp_path):
     """Every descriptor a daemon holds is copied into each child it starts (and closed there):
     a move or a kill opens its cgroup's file for that write only. After 16 slots used, moved
     into and killed (close), the daemon holds no file of its slots' cgroups."""
-    sock = tmp_path / "d.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
-                             f"unix:{sock}", "--slots", "16", "--state-dir",
-                             str(tmp_path / "state"), "-q"])
-
-    def cgroup_files() -> list[str]:
-        fds = f"/proc/{proc.pid}/fd"
+    def cgroup_files(pid: int) -> list[str]:
+        fds = f"/proc/{pid}/fd"
         links = []
         for fd in os.listdir(fds):
             try:
                 links.append(os.readlink(f"{fds}/{fd}"))
             except OSError:  # closed meanwhile
                 pass
-        return [ln for ln in links if f"/brasil-{proc.pid}-" in ln]
-    try:
-        await wait_for(lambda: sock.exists(), timeout=20)
+        return [ln for ln in links if f"/brasil-{pid}-" in ln]
+    async with serve_process(tmp_path, "--slots", "16") as (proc, sock):
         async with await Client.connect(f"unix:{sock}") as c:
             sid = await new_session(c)
             await ctl(c, sid, "res 16")
             await ctl(c, sid, "exec sleep 1000")  # run directly: moved by the spawn thread
             rows = await status_rows(c, sid)
             assert len(rows) == 16
-            assert cgroup_files() == []
+            assert cgroup_files(proc.pid) == []
             await ctl(c, sid, "close")  # cgroup.kill, slot by slot
             await wait_for(lambda: all(not alive(int(r[4])) for r in rows), timeout=10)
-            assert cgroup_files() == []
-    finally:
-        proc.terminate()
-        proc.wait(20)
+            assert cgroup_files(proc.pid) == []
