@@ -189,8 +189,9 @@ async def test_a_new_daemon_kills_and_removes_what_a_daemon_dead_with_its_watchd
     """A whole process tree killed at once (a Slurm step cancelled: daemon and watchdog by the
     same SIGKILL) leaves the daemon's cgroup, and in it whatever had left the tree with setsid.
     The next daemon's watchdog kills that and removes the directory. Left alone: a live
-    daemon's directory (its pid alive), and one with a process at its top (where `brasil serve`
-    puts itself: a daemon of another pid namespace, whose pid means nothing here)."""
+    daemon's directory (its pid alive), one with a process at its top (where `brasil serve`
+    puts itself: a daemon of another pid namespace, whose pid means nothing here), and one
+    whose name holds no pid."""
     from brasil.exec.reaper import Watchdog
     start = cgroups._start_cgroup()
     assert start is not None
@@ -201,13 +202,14 @@ async def test_a_new_daemon_kills_and_removes_what_a_daemon_dead_with_its_watchd
         return gone.pid
     stale = f"{start}/brasil-{dead_pid()}-0"
     foreign = f"{start}/brasil-{dead_pid()}-1"
+    no_pid = f"{start}/brasil-{'9' * 40}-0"  # no pid (once an OverflowError that stopped us)
     escaped, keeper, stranger = (subprocess.Popen(["sleep", "1000"], start_new_session=True)
                                  for _ in range(3))
     live = f"{start}/brasil-{keeper.pid}-0"
     made: list[str] = []
     w = None
     try:
-        for d in (stale, f"{stale}/s0", live, foreign):
+        for d in (stale, f"{stale}/s0", live, foreign, no_pid):
             os.mkdir(d)
             made.append(d)
         for d, p in ((f"{stale}/s0", escaped), (foreign, stranger)):
@@ -218,6 +220,7 @@ async def test_a_new_daemon_kills_and_removes_what_a_daemon_dead_with_its_watchd
         await wait_for(lambda: not os.path.exists(stale), timeout=10)
         assert os.path.isdir(live) and keeper.poll() is None
         assert os.path.isdir(foreign) and stranger.poll() is None
+        assert os.path.isdir(no_pid)
     finally:
         if w is not None:
             w.close()

@@ -46,7 +46,8 @@ from .pychild import runs_module
 log = logging.getLogger("brasil.exec")
 
 _daemons = itertools.count()
-_DAEMON_DIR = re.compile(r"brasil-(\d+)-\d+")  # a daemon's directory: its pid, its number
+# A daemon's directory: its pid (at most 7 digits: pid_max is 2**22 at most), its number.
+_DAEMON_DIR = re.compile(r"brasil-(\d{1,7})-\d+")
 
 
 def _holds_a_process(path: str) -> bool:
