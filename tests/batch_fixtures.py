@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -77,39 +76,6 @@ def spawn_worker(address: str, tmp: str, name: str, slots: int = 1, *extra: str,
         [sys.executable, "-m", "brasil.cli.main", "worker", "--at", address, "--slots",
          str(slots), "--name", name, "--workdir", os.path.join(tmp, name), *extra],
         stdout=log, stderr=log, env={**os.environ, **(env or {})}, start_new_session=True)
-
-
-def spawn_serve(tmp: str, name: str = "sched", *extra: str,
-                env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """`brasil serve` (with its scheduler) as its own process; returns it and its Unix address."""
-    sock = os.path.join(tmp, f"{name}.sock")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(sock)
-    log = open(os.path.join(tmp, f"{name}.log"), "ab")
-    p = subprocess.Popen(
-        [sys.executable, "-m", "brasil.cli.main", "serve", "--listen", f"unix:{sock}",
-         "--slots", "0", "--name", name, "--state-dir", os.path.join(tmp, f"{name}-state"),
-         *extra], stdout=log, stderr=log, env={**os.environ, **(env or {})},
-        start_new_session=True)
-    deadline = time.monotonic() + 20
-    while not os.path.exists(sock):
-        if p.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"brasil serve did not start: {open(log.name).read()[-2000:]}")
-        time.sleep(0.02)
-    return p, f"unix:{sock}"
-
-
-def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """End a process we started (and its group), waiting for it; SIGKILL if it lingers."""
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGCONT)
-            os.killpg(p.pid, sig)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
 
 
 async def connect_batch(address: str, timeout: float = 20) -> Batch:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pathlib
 import random
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 
 from brasil.ninep.ctl import CommandTable, CtlFile
@@ -192,25 +195,49 @@ async def daemon(tmp: str, name: str = "n0", *, slots: int = 4, export: str | No
         await composed.stop()
 
 
+def spawn_serve(tmp: str, name: str = "sched", *extra: str, env: dict[str, str] | None = None,
+                slots: int | None = 0) -> tuple[subprocess.Popen[bytes], str]:
+    """`brasil serve` as its own process (what a kill -9, Slurm or the watchdog acts on), in a
+    session of its own; returns it and its Unix address. ``slots`` None: the daemon's default
+    (0: a scheduler's, which runs nothing itself)."""
+    sock = os.path.join(tmp, f"{name}.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sock)
+    log = open(os.path.join(tmp, f"{name}.log"), "ab")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "brasil.cli.main", "serve", "--listen", f"unix:{sock}",
+         *(["--slots", str(slots)] if slots is not None else []), "--name", name,
+         "--state-dir", os.path.join(tmp, f"{name}-state"), *extra],
+        stdout=log, stderr=log, env={**os.environ, **(env or {})}, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sock):
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"brasil serve did not start: {open(log.name).read()[-2000:]}")
+        time.sleep(0.02)
+    return p, f"unix:{sock}"
+
+
+def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """End a process we started (and its group), waiting for it; SIGKILL if it lingers."""
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGCONT)
+            os.killpg(p.pid, sig)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
 @contextlib.asynccontextmanager
-async def serve_process(tmp: pathlib.Path, *args: str):  # type: ignore[no-untyped-def]
-    """`brasil serve` as a process of its own (what a kill -9, Slurm or the watchdog acts on),
-    listening on ``tmp/d.sock`` with its state in ``tmp/state``; yields (its Popen, the socket).
-    Stopped at the end if it still runs."""
-    sock = tmp / "d.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "brasil.cli.main", "serve", "--listen",
-                             f"unix:{sock}", "--state-dir", str(tmp / "state"), "-q", *args])
+async def serve_process(tmp: pathlib.Path, *extra: str):  # type: ignore[no-untyped-def]
+    """:func:`spawn_serve` with the daemon's default slots, stopped when the block ends."""
+    p, address = spawn_serve(str(tmp), "d", *extra, slots=None)
     try:
-        await wait_for(lambda: sock.exists(), timeout=20)
-        yield proc, sock
+        yield p, address
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(p)
 
 
 @contextlib.asynccontextmanager

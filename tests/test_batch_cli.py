@@ -10,7 +10,8 @@ import sys
 import time
 
 import services
-from batch_fixtures import spawn_serve, spawn_worker, stop
+from batch_fixtures import spawn_worker
+from fixtures import spawn_serve, stop
 
 
 def brasil(addr: str, *args: str, cwd: str | None = None, stdin: str | None = None,

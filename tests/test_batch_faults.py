@@ -9,15 +9,8 @@ import asyncio
 import os
 import signal
 
-from batch_fixtures import (
-    commits_per_job,
-    connect_batch,
-    spawn_serve,
-    spawn_worker,
-    stop,
-    tree,
-)
-from fixtures import alive, wait_for
+from batch_fixtures import commits_per_job, connect_batch, spawn_worker, tree
+from fixtures import alive, spawn_serve, stop, wait_for
 
 LEASE = "1"
 SLOW = "BRASIL_BATCH_FAULT_SLOW_COMMIT"

@@ -10,11 +10,11 @@ import sys
 import time
 
 import services
-from batch_fixtures import commits_per_job, connect_batch, spawn_serve, stop, tree
+from batch_fixtures import commits_per_job, connect_batch, tree
 from brasil.batch.api import Batch
 from brasil.ninep.auth import client_auth, load_secret
 from brasil.ninep.client import Client
-from fixtures import wait_for
+from fixtures import spawn_serve, stop, wait_for
 from netns_hosts import hosts, needs_netns  # noqa: F401 - hosts: the fixture
 
 slurm_cluster = services.slurm_cluster

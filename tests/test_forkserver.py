@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from batch_fixtures import connect_batch, spawn_serve, spawn_worker, stop
+from batch_fixtures import connect_batch, spawn_worker
 from brasil.batch import isolate
 from brasil.exec.forkserver import ForkServer
-from fixtures import alive, wait_for
+from fixtures import alive, spawn_serve, stop, wait_for
 
 pytestmark = pytest.mark.skipif(isolate.probe() is not None, reason="no overlay in a namespace")
 

@@ -340,8 +340,8 @@ def pids_of(pattern: str) -> set[int]:
 
 async def test_a_daemon_killed_with_9_takes_its_commands_with_it(tmp_path):
     marker = f"sleep 4{os.getpid() % 1000:03d}"
-    async with serve_process(tmp_path) as (proc, sock):
-        async with await Client.connect(f"unix:{sock}") as c:
+    async with serve_process(tmp_path) as (proc, address):
+        async with await Client.connect(address) as c:
             sid = await new_session(c)
             await ctl(c, sid, "res 2")
             await ctl(c, sid, f"exec {marker} & {marker}")  # a child, and a grandchild

@@ -24,11 +24,12 @@ import time
 import pytest
 
 import services
-from batch_fixtures import connect_batch, scheduler, spawn_serve, spawn_worker, stop, workers
+from batch_fixtures import connect_batch, scheduler, spawn_worker, workers
 from brasil.batch import ops
 from brasil.batch.jobfile import Defaults
 from brasil.batch.store import Store, StoreError
 from brasil.ninep.errors import NinepError
+from fixtures import spawn_serve, stop
 
 postgres_server = services.postgres_server
 NOBODY = 65534

@@ -46,8 +46,8 @@ async def test_a_setsid_grandchild_dies_with_a_daemon_killed_with_9(tmp_path):
     pidfile = tmp_path / "grandchild.pid"
     pid = None
     try:
-        async with serve_process(tmp_path) as (proc, sock):
-            async with await Client.connect(f"unix:{sock}") as c:
+        async with serve_process(tmp_path) as (proc, address):
+            async with await Client.connect(address) as c:
                 sid = await new_session(c)
                 await ctl(c, sid, "res 1")
                 await ctl(c, sid, f"exec {escaper(pidfile)} exec sleep 1000")
@@ -277,8 +277,8 @@ async def test_a_daemon_keeps_no_descriptor_per_slot_it_has_used(tmp_path):
             except OSError:  # closed meanwhile
                 pass
         return [ln for ln in links if f"/brasil-{pid}-" in ln]
-    async with serve_process(tmp_path, "--slots", "16") as (proc, sock):
-        async with await Client.connect(f"unix:{sock}") as c:
+    async with serve_process(tmp_path, "--slots", "16") as (proc, address):
+        async with await Client.connect(address) as c:
             sid = await new_session(c)
             await ctl(c, sid, "res 16")
             await ctl(c, sid, "exec sleep 1000")  # run directly: moved by the spawn thread
