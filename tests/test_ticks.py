@@ -5,7 +5,10 @@ import asyncio
 
 import pytest
 
+import brasil.batch.scheduler as sched
+from batch_fixtures import scheduler
 from brasil.ninep.ticks import EARLY, tick, until_next
+from fixtures import wait_for
 
 
 @pytest.mark.parametrize("now,period,expected", [
@@ -31,13 +34,33 @@ def test_tasks_of_any_phase_fall_due_together() -> None:
         assert dues == {round(base + period, 9)}, (period, dues)
 
 
-def test_tick_sleeps_until_the_multiple() -> None:
+def test_tick_sleeps_until_the_multiple_and_says_which() -> None:
     """It does not return before the multiple ``until_next`` names (a loop may run a timer
-    up to its clock's resolution early; late is the machine's business, not asserted)."""
-    async def main() -> tuple[float, float]:
+    up to its clock's resolution early; late is the machine's business, not asserted), and
+    returns that multiple, from which a caller tells how late it woke."""
+    async def main() -> tuple[float, float, float]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        await tick(0.05)
-        return now + until_next(now, 0.05), loop.time()
-    due, woke = asyncio.run(main())
+        said = await tick(0.05)
+        return now + until_next(now, 0.05), said, loop.time()
+    due, said, woke = asyncio.run(main())
+    assert said == pytest.approx(due)
+    assert said / 0.05 == pytest.approx(round(said / 0.05))
     assert woke >= due - 1e-6, (due, woke)
+
+
+@pytest.mark.parametrize("lease,period", [(10.0, 1.0), (30.0, 1.0), (2.0, 0.25)])
+async def test_the_batch_lease_check_shares_the_daemons_ticks(tmp_path, monkeypatch, lease,
+                                                              period) -> None:
+    """The scheduler (in every daemon) checked its leases every lease/8 seconds on a clock of
+    its own: 0.8 wakeups a second of an idle daemon's 2.3. On the ticks, at most a second
+    apart, it wakes with the daemon's other housekeeping."""
+    periods: list[float] = []
+
+    async def recorded(p: float) -> float:
+        periods.append(p)
+        return await tick(p)
+    monkeypatch.setattr(sched, "tick", recorded, raising=False)
+    async with scheduler(str(tmp_path), lease=lease):
+        await wait_for(lambda: len(periods) >= 2, timeout=10)
+    assert set(periods) == {period}

@@ -2,9 +2,9 @@
 
 What an idle daemon costs is its wakeups more than its work: each one here takes 100–150 µs of
 CPU, most of it an interpreter finding its caches cold after other processes ran. Every periodic
-task (the server's sweep, the heartbeat polls and checks, the idle-session reaper) slept its
-period from whenever it had last finished, so they drifted apart and woke the daemon
-separately, ten times a second for a leaf of a 73-daemon tree. Sleeping instead until the next
+task (the server's sweep, the heartbeat polls and checks, the idle-session reaper, the batch
+scheduler's lease check) slept its period from whenever it had last finished, so they drifted
+apart and woke the daemon separately, ten times a second for a leaf of a 73-daemon tree. Sleeping instead until the next
 multiple of the period on the loop's clock (CLOCK_MONOTONIC: the same for every daemon of a
 machine) makes the tasks of one daemon, and a parent's polls of its children, fall due together.
 """
@@ -23,6 +23,10 @@ def until_next(now: float, period: float) -> float:
     return delay + period if delay < EARLY else delay
 
 
-async def tick(period: float) -> None:
-    """Sleep until the next multiple of ``period`` on the running loop's clock."""
-    await asyncio.sleep(until_next(asyncio.get_running_loop().time(), period))
+async def tick(period: float) -> float:
+    """Sleep until the next multiple of ``period`` on the running loop's clock; returns that
+    multiple (how late the wakeup came is then the loop's time minus it)."""
+    now = asyncio.get_running_loop().time()
+    delay = until_next(now, period)
+    await asyncio.sleep(delay)
+    return now + delay
