@@ -1,7 +1,15 @@
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Tests interrupt what they start (`cat` on a mount, `brasil ptop` at a terminal) with SIGINT, as
+# a user's Ctrl-C would. A suite started from a script's background job (`make test &`) inherits
+# SIGINT ignored, and so would every child it starts: Ctrl-C would then do nothing and those
+# tests would hang to their deadlines. A handler of ours is reset to the default at each exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 import pytest  # noqa: E402
