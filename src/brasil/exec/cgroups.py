@@ -177,7 +177,8 @@ class CommandCgroups:
         mine = os.getpid()
         return [f"{self.start}/{name}" for name in sorted(names)
                 if (m := _DAEMON_DIR.fullmatch(name)) and int(m[1]) != mine
-                and not psutil.pid_exists(int(m[1])) and not _holds_a_process(f"{self.start}/{name}")]
+                and not psutil.pid_exists(int(m[1]))
+                and not _holds_a_process(f"{self.start}/{name}")]
 
     @staticmethod
     def here() -> bool:

@@ -4,9 +4,10 @@ What an idle daemon costs is its wakeups more than its work: each one here takes
 CPU, most of it an interpreter finding its caches cold after other processes ran. Every periodic
 task (the server's sweep, the heartbeat polls and checks, the idle-session reaper, the batch
 scheduler's lease check) slept its period from whenever it had last finished, so they drifted
-apart and woke the daemon separately, ten times a second for a leaf of a 73-daemon tree. Sleeping instead until the next
-multiple of the period on the loop's clock (CLOCK_MONOTONIC: the same for every daemon of a
-machine) makes the tasks of one daemon, and a parent's polls of its children, fall due together.
+apart and woke the daemon separately, ten times a second for a leaf of a 73-daemon tree.
+Sleeping instead until the next multiple of the period on the loop's clock (CLOCK_MONOTONIC: the
+same for every daemon of a machine) makes the tasks of one daemon, and a parent's polls of its
+children, fall due together.
 """
 
 from __future__ import annotations
