@@ -63,7 +63,8 @@ bench: setup peers bench-deps
 bench-compare: setup
 	$(BIN)/python bench/compare.py $(REV) --pairs $${PAIRS:-3} $(if $(FIGURES),--figures $(FIGURES)) $(ARGS)
 
-# Both versions' trees up at once, res N (OP=deploy: whole deployments) interleaved between them.
+# Both versions' trees up at once, res N (OP=deploy: whole deployments) interleaved between them;
+# OP=leaves: both versions' leaves under one root, their CPU per command compared.
 bench-together: setup
 	$(BIN)/python bench/compare.py $(REV) --together --op $${OP:-res} $(ARGS)
 

@@ -20,6 +20,13 @@ whole deployment (``--op deploy``: res, exec date, read, close) is run on A, the
 B, then on A…, ``--repeats`` times each, from this process. Both see the same load at the same
 moment, so the ratio of the medians holds still on a machine that other work shares, where two
 runs minutes apart do not.
+
+``--together --op leaves`` measures CPU rather than time, at the finest grain: one root (the
+working tree's) with ``--leaves`` leaves of each version side by side under it, 32 slots each;
+every deployment (res, exec date, read, close) covers all of them, so both versions' leaves do
+the same work at the same moments, and the CPU of each side's daemons (schedstat of all their
+threads) per command is compared block by block. Same code on both sides gives 0.97–1.02 here,
+where the daemons' CPU for a whole deployment swings ±30 % between runs.
 """
 
 from __future__ import annotations
@@ -132,6 +139,110 @@ def together(sides: dict[str, Path], op: str, n: int, repeats: int, tree: str) -
           f"B/A {b / a:.3f}")
 
 
+def leaves_together(sides: dict[str, Path], leaves: int, blocks: int, rounds: int) -> None:
+    import asyncio
+    import os
+    import tempfile
+
+    from brasil.ninep.auth import client_auth
+    from brasil.ninep.client import Client
+    from figures import L
+
+    slots = 32
+    n = 2 * leaves * slots
+
+    def cpu_ns(pids: list[int]) -> int:
+        total = 0
+        for pid in pids:
+            for t in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                        total += int(f.read().split()[0])
+                except OSError:  # (a thread that just ended)
+                    pass
+        return total
+
+    d = tempfile.mkdtemp(prefix="brasil-cmp-leaves-")
+    secret = b"compare-" + os.urandom(16).hex().encode()
+    with open(os.open(f"{d}/secret", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(secret + b"\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    pids: dict[str, list[int]] = {"A": [], "B": []}
+
+    def serve(python: Path, name: str, slots_: int, *more: str) -> subprocess.Popen[bytes]:
+        os.mkdir(f"{d}/{name}", 0o700)
+        p = subprocess.Popen([str(python), "-I", "-m", "brasil.cli.main", "serve", "--name", name,
+                              "--listen", f"unix:{d}/{name}.sock", "--slots", str(slots_),
+                              "--state-dir", f"{d}/{name}", "--export", "", "--secret-file",
+                              f"{d}/secret", *more], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, cwd="/")
+        procs.append(p)
+        return p
+
+    async def run() -> list[tuple[float, float]]:
+        serve(sides["B"], "root", 0)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f"{d}/root.sock"):
+            if time.monotonic() > deadline:
+                raise SystemExit("the root did not start")
+            await asyncio.sleep(0.05)
+        for i in range(2 * leaves):
+            side = "AB"[i % 2]
+            pids[side].append(serve(sides[side], f"{side.lower()}{i}", slots, "--parent",
+                                    f"unix:{d}/root.sock").pid)
+        c = await Client.connect(f"unix:{d}/root.sock", auth=client_auth(secret))
+        try:
+            async def deploy() -> None:
+                sid = (await c.read(f"{L}/clone")).decode().strip()
+                await c.write(f"{L}/{sid}/ctl", f"res {n}\n")
+                await c.write(f"{L}/{sid}/ctl", "exec date\n")
+                lines = (await c.read(f"{L}/{sid}/stdio")).count(b"\n")
+                if lines != n:
+                    raise SystemExit(f"{lines} lines of date, not {n}")
+                await c.write(f"{L}/{sid}/ctl", "close\n")
+
+            deadline = time.monotonic() + 60
+            while True:  # until every leaf has joined (res fails short before)
+                try:
+                    await deploy()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            for _ in range(4):
+                await deploy()
+            per: list[tuple[float, float]] = []
+            for b in range(blocks):
+                before = {k: cpu_ns(v) for k, v in pids.items()}
+                for _ in range(rounds):
+                    await deploy()
+                used = {k: (cpu_ns(v) - before[k]) / (rounds * leaves * slots * 1000)
+                        for k, v in pids.items()}
+                per.append((used["A"], used["B"]))
+                print(f"  block {b + 1}: A {used['A']:.0f} µs, B {used['B']:.0f} µs of the "
+                      f"leaves' CPU per command, B/A {used['B'] / used['A']:.3f}",
+                      file=sys.stderr, flush=True)
+            return per
+        finally:
+            await c.close()
+
+    try:
+        per = asyncio.run(run())
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        shutil.rmtree(d, ignore_errors=True)
+    ratios = sorted(b / a for a, b in per)
+    print(f"\nleaves' CPU per command, {leaves} leaf(s) of each version under one root, "
+          f"{blocks} blocks of {rounds} deployments of {n} dates:")
+    print(f"  A median {statistics.median(a for a, _ in per):.0f} µs, B median "
+          f"{statistics.median(b for _, b in per):.0f} µs, B/A {statistics.median(ratios):.3f} "
+          f"(blocks {ratios[0]:.3f}–{ratios[-1]:.3f})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -146,8 +257,13 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=3, help="A/B pairs per figure (at least 3)")
     ap.add_argument("--together", action="store_true",
                     help="both versions' trees up at once, operations interleaved (--op)")
-    ap.add_argument("--op", choices=["res", "deploy"], default="res",
-                    help="with --together: res N alone, or a whole deployment")
+    ap.add_argument("--op", choices=["res", "deploy", "leaves"], default="res",
+                    help="with --together: res N alone, a whole deployment, or the leaves' "
+                    "CPU per command with both versions' leaves under one root")
+    ap.add_argument("--leaves", type=int, default=1,
+                    help="with --op leaves: leaves of each version (1)")
+    ap.add_argument("--blocks", type=int, default=6,
+                    help="with --op leaves: measured blocks of 20 deployments (6)")
     ap.add_argument("--n", type=int, help="N (2048)")
     ap.add_argument("--repeats", type=int, help="with --together: per side (30)")
     ap.add_argument("--tree", help="depth,fanout,slots (2,8,32)")
@@ -168,6 +284,9 @@ def main() -> int:
     print(f"A = {args.rev} ({git('rev-parse', '--short', args.rev)}), B = working tree "
           f"({git('rev-parse', '--short', 'HEAD')}{'+changes' if git('status', '--porcelain', '--untracked-files=no') else ''}); "
           f"{args.pairs} pairs, alternating" if not args.together else "", flush=True)
+    if args.together and args.op == "leaves":
+        leaves_together(sides, args.leaves, args.blocks, 20)
+        return 0
     if args.together:
         together(sides, args.op, args.n or 2048, args.repeats or 30, args.tree or "2,8,32")
         return 0

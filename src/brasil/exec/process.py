@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from ..ninep.errors import NinepError
 from ..ninep.stream import Stream
 from .cgroups import Cgroup, enter_first
+from .fdwatch import FdWatcher, fd_watcher
 from .reaper import Watchdog
 from .spawn import Spawned, spawn
 
@@ -38,14 +39,14 @@ class _PipeReader:
     stream stops the reading (the child then blocks in write(2)) until it drains; a stream whose
     reader is gone closes the pipe, so the child gets EPIPE, as in a shell."""
 
-    __slots__ = ("loop", "pipe", "fd", "stream", "reading")
+    __slots__ = ("watcher", "pipe", "fd", "stream", "reading")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pipe: Any, stream: Stream) -> None:
-        self.loop, self.pipe, self.stream = loop, pipe, stream
+    def __init__(self, watcher: FdWatcher, pipe: Any, stream: Stream) -> None:
+        self.watcher, self.pipe, self.stream = watcher, pipe, stream
         self.fd = pipe.fileno()
         os.set_blocking(self.fd, False)
         self.reading = True
-        loop.add_reader(self.fd, self._ready)
+        watcher.watch(self.fd, self._ready)
 
     def _ready(self) -> None:
         try:
@@ -57,18 +58,18 @@ class _PipeReader:
         if not data or self.stream.broken:
             self._end()
         elif not self.stream.feed(data):
-            self.loop.remove_reader(self.fd)
+            self.watcher.unwatch(self.fd)
             self.reading = False
             self.stream.on_drain(self._resume)
 
     def _resume(self) -> None:
         if not self.reading and not self.pipe.closed:
             self.reading = True
-            self.loop.add_reader(self.fd, self._ready)
+            self.watcher.watch(self.fd, self._ready)
 
     def _end(self) -> None:
         if self.reading:
-            self.loop.remove_reader(self.fd)
+            self.watcher.unwatch(self.fd)
             self.reading = False
         self.pipe.close()
         self.stream.close()
@@ -116,6 +117,8 @@ class Process:
         # nothing) it is the command's answer. What a node can say of exec/chain.py's rule.
         self.input_left = False
         self._input_done = False  # its input reached its end (or its reader went away)
+        self._watcher: FdWatcher | None = None  # watches its pipes and its pidfd, once attached
+        self._pidfd = -1
 
     @staticmethod
     def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
@@ -138,10 +141,11 @@ class Process:
         self.pid = p.pid
         self.cgroup = getattr(p, "cgroup", None)
         assert p.stdin and p.stdout and p.stderr
-        pidfd = os.pidfd_open(p.pid)
-        loop.add_reader(pidfd, self._reap, pidfd)
-        _PipeReader(loop, p.stdout, self.stdout)
-        _PipeReader(loop, p.stderr, self.stderr)
+        self._pidfd = os.pidfd_open(p.pid)
+        self._watcher = w = fd_watcher(loop)
+        w.watch(self._pidfd, self._reap)
+        _PipeReader(w, p.stdout, self.stdout)
+        _PipeReader(w, p.stderr, self.stderr)
         self.stdin.when_ready(self._input_ready)
 
     def _input_ready(self) -> None:
@@ -180,10 +184,10 @@ class Process:
             else:
                 pipe.close()
 
-    def _reap(self, pidfd: int) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
+    def _reap(self) -> None:
+        assert self._watcher is not None
+        self._watcher.unwatch(self._pidfd)
+        os.close(self._pidfd)
         self._collect(0.01)
 
     def _collect(self, retry: float) -> None:
