@@ -130,3 +130,32 @@ def test_the_environment_is_given_exactly_and_its_encoding_cache_stays_bounded()
     assert len(spawn_module._encoded) <= spawn_module._ENCODED_MAX
     with pytest.raises(ValueError, match="illegal environment variable name"):
         spawn_module._env_list({"A=B": "c"})
+
+
+async def test_a_leafs_launch_forks_on_one_thread_and_a_big_one_on_two():
+    """Two spawn threads overlap their forks but trade the interpreter lock at every system
+    call; below exec/process.SPLIT jobs the CPU counts more (one thread), from it the time."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from brasil.exec.process import SPLIT, ForkLauncher
+    from brasil.ninep.stream import Stream
+
+    class Recording:  # an Executor that records each batch and starts nothing
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def submit(self, fn, jobs, *args):  # type: ignore[no-untyped-def]
+            self.batches.append(len(jobs))
+            f: Future[list[BaseException]] = Future()
+            f.set_result([RuntimeError("not started")] * len(jobs))
+            return f
+
+    spawner = Recording()
+    watchdog = SimpleNamespace(env={})
+    launcher = ForkLauncher(spawner, lambda: watchdog)  # type: ignore[arg-type]
+    for n in (1, 32, SPLIT - 1, SPLIT, 1024):
+        jobs = [(["true"], {}, None, None)] * n
+        out = await launcher.launch(jobs, [(Stream(), Stream(), Stream())] * n)
+        assert len(out) == n and all(isinstance(p, RuntimeError) for p in out)
+    assert spawner.batches == [1, 32, SPLIT - 1, SPLIT // 2, SPLIT // 2, 512, 512]
