@@ -108,3 +108,26 @@ async def test_with_a_secret_tcp_needs_it_and_the_unix_socket_stays_the_owners(t
     finally:
         proc.terminate()
         await proc.wait()
+
+
+def test_a_daemons_log_records_skip_what_the_format_never_shows():
+    """cli/logs.py: time, logger and message, and no lookup of the caller's frame, thread or
+    process per record (the logging HOWTO's switches); a fresh interpreter, as the daemon is."""
+    import subprocess
+    probe = ("import logging, sys\n"
+             "from brasil.cli.logs import daemon_logging\n"
+             "daemon_logging(False)\n"
+             "seen = []\n"
+             "logging.getLogger().handlers[0].addFilter(lambda r: seen.append(r) or True)\n"
+             "logging.getLogger('brasil.session').info('session %s: closed', 7)\n"
+             "logging.getLogger('brasil.session').debug('not shown')\n"
+             "r = seen[0]\n"
+             "print(r.funcName == '(unknown function)', r.lineno, r.thread, r.process,"
+             " r.processName)\n")
+    out = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "0", "None", "None", "None"]
+    line, = out.stderr.splitlines()  # INFO and up, to stderr, as `cluster up` collects it
+    assert line.endswith(" brasil.session: session 7: closed")
+    assert len(line.split()[0]) == 8 and line[2] == line[5] == ":"  # HH:MM:SS

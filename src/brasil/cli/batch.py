@@ -19,6 +19,7 @@ from typing import Any
 from ..exec.pychild import python_argv
 from ..ninep.errors import NinepError
 from .errors import UsageError
+from .logs import daemon_logging
 from .options import add_client_options, connect
 
 
@@ -497,8 +498,7 @@ COMMANDS = {"worker": cmd_worker, "workers": cmd_workers, "submit": cmd_submit, 
 def main(args: argparse.Namespace) -> int:
     from .errors import run
     if args.command == "worker":
-        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                            format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        daemon_logging(args.quiet)
         if args.trace_jobs:
             logging.getLogger("brasil.batch.worker.trace").setLevel(logging.DEBUG)
     elif getattr(args, "trace", False):

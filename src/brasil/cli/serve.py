@@ -34,6 +34,7 @@ from ..node import policy
 from ..node.attrs import check_label
 from ..node.daemon import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, Node
 from .errors import UsageError, run
+from .logs import daemon_logging
 
 log = logging.getLogger("brasil.serve")
 
@@ -390,8 +391,7 @@ def tune_malloc() -> None:
 
 def main(args: argparse.Namespace) -> int:
     tune_malloc()
-    level = logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    daemon_logging(args.quiet)
     if args.debug:
         logging.getLogger("brasil.ninep.trace").setLevel(logging.INFO)
     return run("brasil serve", lambda: serve(args))
