@@ -146,21 +146,11 @@ def leaves_together(sides: dict[str, Path], leaves: int, blocks: int, rounds: in
 
     from brasil.ninep.auth import client_auth
     from brasil.ninep.client import Client
+    from common import cpu_ns
     from figures import L
 
     slots = 32
     n = 2 * leaves * slots
-
-    def cpu_ns(pids: list[int]) -> int:
-        total = 0
-        for pid in pids:
-            for t in os.listdir(f"/proc/{pid}/task"):
-                try:
-                    with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                        total += int(f.read().split()[0])
-                except OSError:  # (a thread that just ended)
-                    pass
-        return total
 
     d = tempfile.mkdtemp(prefix="brasil-cmp-leaves-")
     secret = b"compare-" + os.urandom(16).hex().encode()
