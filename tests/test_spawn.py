@@ -154,7 +154,7 @@ async def test_a_leafs_launch_forks_on_one_thread_and_a_big_one_on_two():
     spawner = Recording()
     watchdog = SimpleNamespace(env={})
     launcher = ForkLauncher(spawner, lambda: watchdog)  # type: ignore[arg-type]
-    for n in (1, 32, SPLIT - 1, SPLIT, 1024):
+    for n in (0, 1, 32, SPLIT - 1, SPLIT, 1024):
         jobs = [(["true"], {}, None, None)] * n
         out = await launcher.launch(jobs, [(Stream(), Stream(), Stream())] * n)
         assert len(out) == n and all(isinstance(p, RuntimeError) for p in out)

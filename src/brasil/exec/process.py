@@ -280,7 +280,10 @@ class ForkLauncher:
         jobs = [(argv, {**env, **watchdog.env}, cwd, slot) for argv, env, cwd, slot in jobs]
         loop = asyncio.get_running_loop()
         half = (len(jobs) + 1) // 2
-        batches = [b for b in (jobs[:half], jobs[half:]) if b] if len(jobs) >= SPLIT else [jobs]
+        if len(jobs) >= SPLIT:
+            batches = [jobs[:half], jobs[half:]]
+        else:
+            batches = [jobs] if jobs else []  # (nothing here: no trip to a spawn thread)
         spawned = [p for batch in await asyncio.gather(
             *(loop.run_in_executor(self.spawner, spawn_many, b, watchdog, setup_check)
               for b in batches)) for p in batch]
