@@ -64,7 +64,8 @@ bench-compare: setup
 	$(BIN)/python bench/compare.py $(REV) --pairs $${PAIRS:-3} $(if $(FIGURES),--figures $(FIGURES)) $(ARGS)
 
 # Both versions' trees up at once, res N (OP=deploy: whole deployments) interleaved between them;
-# OP=leaves: both versions' leaves under one root, their CPU per command compared.
+# OP=leaves: both versions' leaves under one root, their CPU per command compared; OP=idle: the
+# idle trees' CPU over the same windows.
 bench-together: setup
 	$(BIN)/python bench/compare.py $(REV) --together --op $${OP:-res} $(ARGS)
 

@@ -27,6 +27,11 @@ every deployment (res, exec date, read, close) covers all of them, so both versi
 the same work at the same moments, and the CPU of each side's daemons (schedstat of all their
 threads) per command is compared block by block. Same code on both sides gives 0.97–1.02 here,
 where the daemons' CPU for a whole deployment swings ±30 % between runs.
+
+``--together --op idle`` is what the trees cost doing nothing (heartbeats, metrics, ticks): both
+trees up at once and settled, each tree's CPU over the same windows of ``--window`` seconds
+(``--repeats`` of them), compared window by window. Two runs of one version minutes apart
+differ by up to a fifth here; side by side, the same code gives 1.004 (windows 0.992–1.022).
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ def measure(python: Path, figure: str, extra: list[str]) -> dict[str, float]:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def together(sides: dict[str, Path], op: str, n: int, repeats: int, tree: str) -> None:
+def together(sides: dict[str, Path], op: str, n: int, repeats: int, tree: str,
+             window: float = 10.0) -> None:
     import asyncio
     import tempfile
 
@@ -117,6 +123,21 @@ def together(sides: dict[str, Path], op: str, n: int, repeats: int, tree: str) -
                 await c.close()
         return got
 
+    async def idle() -> dict[str, list[float]]:
+        from common import cpu_ns
+        from figures import daemon_pids
+        pids = {k: daemon_pids(d) for k, d in dirs.items()}
+        await asyncio.sleep(window)  # (the trees' joins and first beats are not idling)
+        got: dict[str, list[float]] = {"A": [], "B": []}
+        for _ in range(repeats):
+            before = {k: cpu_ns(p) for k, p in pids.items()}
+            t0 = time.perf_counter()
+            await asyncio.sleep(window)
+            dt = time.perf_counter() - t0
+            for k, p in pids.items():
+                got[k].append((cpu_ns(p) - before[k]) / 1e9 / dt)  # CPU seconds per second
+        return got
+
     try:
         for k, python in sides.items():
             dirs[k] = tempfile.mkdtemp(prefix=f"brasil-cmp{k}-")
@@ -125,13 +146,19 @@ def together(sides: dict[str, Path], op: str, n: int, repeats: int, tree: str) -
                                 dirs[k]], capture_output=True, text=True, cwd="/", timeout=600)
             if r.returncode != 0:
                 raise SystemExit(f"cluster up under {python} failed:\n{r.stderr[-2000:]}")
-        got = asyncio.run(run())
+        got = asyncio.run(idle() if op == "idle" else run())
     finally:
         for k, d in dirs.items():
             subprocess.run([str(sides[k]), "-I", "-m", "brasil.cli.main", "cluster", "down",
                             "--dir", d], capture_output=True, cwd="/", timeout=300)
             shutil.rmtree(d, ignore_errors=True)
     a, b = statistics.median(got["A"]), statistics.median(got["B"])
+    if op == "idle":
+        ratios = sorted(y / x for x, y in zip(got["A"], got["B"]) if x)
+        print(f"\nidle trees ({tree}), both up at once, {repeats} windows of {window:g} s:")
+        print(f"  the daemons' CPU: A median {a * 1000:.1f} ms/s, B median {b * 1000:.1f} ms/s, "
+              f"B/A {statistics.median(ratios):.3f} (windows {ratios[0]:.3f}–{ratios[-1]:.3f})")
+        return
     qa, qb = statistics.quantiles(got["A"], n=4), statistics.quantiles(got["B"], n=4)
     print(f"\n{op} {n}, both trees up at once, {repeats} each, interleaved:")
     print(f"  A median {a * 1000:.1f} ms (quartiles {qa[0] * 1000:.0f}–{qa[2] * 1000:.0f}), "
@@ -247,9 +274,12 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=3, help="A/B pairs per figure (at least 3)")
     ap.add_argument("--together", action="store_true",
                     help="both versions' trees up at once, operations interleaved (--op)")
-    ap.add_argument("--op", choices=["res", "deploy", "leaves"], default="res",
-                    help="with --together: res N alone, a whole deployment, or the leaves' "
-                    "CPU per command with both versions' leaves under one root")
+    ap.add_argument("--op", choices=["res", "deploy", "leaves", "idle"], default="res",
+                    help="with --together: res N alone, a whole deployment, the leaves' "
+                    "CPU per command with both versions' leaves under one root, or the "
+                    "idle trees' CPU")
+    ap.add_argument("--window", type=float, default=10.0,
+                    help="with --op idle: seconds per measured window (10)")
     ap.add_argument("--leaves", type=int, default=1,
                     help="with --op leaves: leaves of each version (1)")
     ap.add_argument("--blocks", type=int, default=6,
@@ -278,7 +308,8 @@ def main() -> int:
         leaves_together(sides, args.leaves, args.blocks, 20)
         return 0
     if args.together:
-        together(sides, args.op, args.n or 2048, args.repeats or 30, args.tree or "2,8,32")
+        repeats = args.repeats or (6 if args.op == "idle" else 30)
+        together(sides, args.op, args.n or 2048, repeats, args.tree or "2,8,32", args.window)
         return 0
     for figure in args.figures:
         runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
