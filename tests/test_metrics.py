@@ -12,6 +12,7 @@ from brasil.metrics.history import MAX_POINTS, History, HistoryError, observatio
 from brasil.metrics.prom import exposition
 from brasil.metrics.sample import METRICS, Sampler
 from brasil.metrics.summary import Summary
+from brasil.ninep.errors import NinepError
 
 
 def test_a_sample_has_every_machine_metric_and_the_daemons_own():
@@ -72,6 +73,22 @@ def test_history_keeps_resolutions_and_answers_a_range(tmp_path):
     again = History(str(tmp_path / "m.sqlite"), resolutions=((5, 60), (60, 3600)))
     assert len(again.query("self", "load1", t0, t0 + 600, 60, now=t0 + 600)) == 10
     again.close()
+
+
+def test_a_beats_two_series_go_in_together_or_not_at_all(tmp_path):
+    """A beat records the node's series and its subtree's in one transaction: both are there
+    after it, and a bad series anywhere in it writes neither."""
+    h = History(str(tmp_path / "m.sqlite"), resolutions=((5, 60),))
+    t0 = 60 * 16_666_667
+    h.record_many(t0, [("self", observations({"load1": 2.0}, "n1")),
+                       ("subtree", observations({"load1": 3.0}, "n1"))])
+    assert [p.mean for p in h.query("self", "load1", t0, t0 + 5, 5, now=t0 + 5)] == [2.0]
+    assert [p.mean for p in h.query("subtree", "load1", t0, t0 + 5, 5, now=t0 + 5)] == [3.0]
+    rows = h.rows()
+    with pytest.raises(HistoryError, match="series 'bogus'"):
+        h.record_many(t0 + 5, [("self", observations({"load1": 4.0}, "n1")), ("bogus", {})])
+    assert h.rows() == rows
+    h.close()
 
 
 def test_an_absurd_query_is_refused_with_what_to_ask():
@@ -137,6 +154,9 @@ async def test_the_root_holds_its_subtree_summary_and_reads_every_node_on_demand
         assert got["value"][list(METRICS).index("slots")] == 6.0
         columns = (await c.read("csrv/local/metrics/columns")).decode().split()
         assert columns == list(METRICS)
+        # A child without such a file (an older daemon): a sentence naming both.
+        with pytest.raises(NinepError, match=r"n1: metrics/nothing-here: .*older daemon"):
+            await root._child_file(nodes["n0"].children.by_name["n1"], "nothing-here")
         # A child gone: the next beat's summary covers the others.
         await nodes["n3"].stop()
         await wait_for(lambda: "n3" not in nodes["n0"].children.by_name

@@ -40,7 +40,6 @@ from ..metrics.sample import METRICS, Sampler
 from ..metrics.summary import Summary, num
 from ..ninep.errors import NinepError
 from ..ninep.synthetic import DynamicDir, GeneratedFile, LiveFile, RequestFile
-from .fanout import exchange
 
 log = logging.getLogger("brasil.metrics")
 
@@ -108,18 +107,23 @@ class MetricsService:
         own = Summary.of(self.node.name, self.latest)
         parts = await asyncio.gather(*(self._child_summary(c) for c in self._children()))
         self.summary = Summary.of_all([own, *[p for p in parts if p is not None]])
-        await self.history.record_async(now, "self", observations(self.latest, self.node.name))
-        await self.history.record_async(now, "subtree", self.summary.stats)
+        await self.history.record_many_async(now, [
+            ("self", observations(self.latest, self.node.name)), ("subtree", self.summary.stats)])
 
     def _children(self) -> list[Any]:
         return [c for c in self.daemon.children.by_name.values() if not c.gone]
 
     async def _child_file(self, child: Any, name: str) -> bytes:
-        _, node = await asyncio.wait_for(
-            child.mount.walk_path(["local", "metrics", name]), CHILD_TIMEOUT)
-        if node is None:
-            raise NinepError(f"{child.name}: no metrics/{name} (an older daemon?)", errno.ENOENT)
-        return await asyncio.wait_for(exchange(node), CHILD_TIMEOUT)
+        """A child's ``metrics/NAME``, on its link: the walk, the open and the first read in one
+        round trip, then the end of file and the clunk. Through its mount (a walk, a clone
+        of the walked fid, the open, two reads, two clunks) each beat cost seven round trips
+        per child, and gathering was a fifth of an idle tree's CPU (tree idle, 73 daemons)."""
+        try:
+            return await asyncio.wait_for(child.client.read(f"csrv/local/metrics/{name}"),
+                                          CHILD_TIMEOUT)
+        except NinepError as e:
+            raise NinepError(f"{child.name}: metrics/{name}: {e.message} (an older daemon?)",
+                             e.errno) from None
 
     async def _child_summary(self, child: Any) -> Summary | None:
         try:

@@ -67,11 +67,19 @@ class History:
 
     def record(self, t: float, series: str, stats: Mapping[str, Stat]) -> None:
         """Add one observation of every metric of ``series`` at time ``t``."""
-        if series not in SERIES:
-            raise HistoryError(f"series {series!r}: one of {', '.join(SERIES)}")
-        rows = [(series, metric, res, int(t) - int(t) % res, 1, st.sum, st.count, st.min,
-                 st.max) for metric, st in stats.items() if st.count
-                for res, _ in self.resolutions]
+        self.record_many(t, [(series, stats)])
+
+    def record_many(self, t: float, observed: Iterable[tuple[str, Mapping[str, Stat]]]) -> None:
+        """Add one observation of each ``(series, stats)`` at time ``t``, in one transaction: a
+        beat records the node's series and its subtree's, and two commits (and two trips to the
+        history's thread) were a seventh of an idle tree's CPU (tree idle, 73 daemons)."""
+        rows = []
+        for series, stats in observed:
+            if series not in SERIES:
+                raise HistoryError(f"series {series!r}: one of {', '.join(SERIES)}")
+            rows += [(series, metric, res, int(t) - int(t) % res, 1, st.sum, st.count, st.min,
+                      st.max) for metric, st in stats.items() if st.count
+                     for res, _ in self.resolutions]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -88,6 +96,10 @@ class History:
 
     async def record_async(self, t: float, series: str, stats: Mapping[str, Stat]) -> None:
         await asyncio.to_thread(self.record, t, series, stats)
+
+    async def record_many_async(self, t: float,
+                                observed: list[tuple[str, Mapping[str, Stat]]]) -> None:
+        await asyncio.to_thread(self.record_many, t, observed)
 
     # Reading --------------------------------------------------------------------------------
 
