@@ -356,8 +356,8 @@ async def test_a_history_range_reduced_over_a_query_path_is_what_the_nodes_serie
         t0 = (int(time.time()) - 1200) // 60 * 60
         for i, (name, d) in enumerate(sorted(nodes.items())):
             for k in range(60):  # every 5 s
-                await d.metrics.history.record_async(
-                    t0 + 5 * k, "self", observations({"load1": float(10 * i + k % 7)}, name))
+                await d.metrics.history.record_many_async(
+                    t0 + 5 * k, [("self", observations({"load1": float(10 * i + k % 7)}, name))])
         chosen = ["n1", "n1.1", "n1.2", "n1.3"]
         steps: dict[int, list[tuple[float, float, float]]] = {}
         for name in chosen:  # each node's own series, read from its history file

@@ -94,9 +94,6 @@ class History:
                                      (res, int(t) - keep - res))
             self._db.execute("COMMIT")
 
-    async def record_async(self, t: float, series: str, stats: Mapping[str, Stat]) -> None:
-        await asyncio.to_thread(self.record, t, series, stats)
-
     async def record_many_async(self, t: float,
                                 observed: list[tuple[str, Mapping[str, Stat]]]) -> None:
         await asyncio.to_thread(self.record_many, t, observed)
