@@ -7,6 +7,7 @@ a stat of its own so that listing ``/csrv`` never waits on a remote daemon.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 import weakref
@@ -97,6 +98,12 @@ class Remote:
         newfid = self.client.alloc_fid()
         try:
             await self.call(Twalk, fid, newfid, ())
+        except asyncio.CancelledError:
+            # The walk went out and may have been answered (the server holds newfid): clunk
+            # it, which frees it here once answered, as Client.walk does. Freed at once, the
+            # next walk on this link got it again: "fid already in use" from the server.
+            self.client.clunk_later(newfid)
+            raise
         except BaseException:
             self.client.free_fid(newfid)
             raise
