@@ -94,10 +94,11 @@ class Remote:
             self.lost = True
             raise NinepError(f"{self.label}: connection lost") from None
 
-    async def clone(self, fid: int) -> int:
+    async def walk(self, fid: int, names: tuple[str, ...]) -> tuple[int, Any]:
+        """A new fid walked from ``fid`` along ``names`` (none: a clone), and the Rwalk."""
         newfid = self.client.alloc_fid()
         try:
-            await self.call(Twalk, fid, newfid, ())
+            return newfid, await self.call(Twalk, fid, newfid, names)
         except asyncio.CancelledError:
             # The walk went out and may have been answered (the server holds newfid): clunk
             # it, which frees it here once answered, as Client.walk does. Freed at once, the
@@ -107,7 +108,9 @@ class Remote:
         except BaseException:
             self.client.free_fid(newfid)
             raise
-        return newfid
+
+    async def clone(self, fid: int) -> int:
+        return (await self.walk(fid, ()))[0]
 
 
 def make_node(remote: Remote, fid: int, qid: Qid, name: str) -> _RemoteNode:
@@ -184,12 +187,7 @@ class RemoteDir(_RemoteNode, Dir):
         """Walk up to 16 names in one round trip: the qids that worked, and the node at the end
         if all did. A failure on the first name raises its error."""
         names = names[:MAXWELEM]
-        newfid = self.remote.client.alloc_fid()
-        try:
-            r = await self.remote.call(Twalk, self.fid, newfid, tuple(names))
-        except BaseException:
-            self.remote.client.free_fid(newfid)
-            raise
+        newfid, r = await self.remote.walk(self.fid, tuple(names))
         qids = list(r.wqid)
         if len(qids) < len(names):
             self.remote.client.free_fid(newfid)  # a partial walk made no newfid
