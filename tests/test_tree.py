@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
+from brasil.tree.link import HEARTBEAT, HEARTBEAT_TIMEOUT
 from fixtures import daemon, wait_for
 
 SECRET = b"the tree's shared secret, long enough"
@@ -153,3 +155,26 @@ async def test_a_splice_stopped_by_its_session_ends_quietly_without_a_logged_tra
     finally:
         ep.close()
         loop.set_exception_handler(None)
+
+
+async def test_a_child_that_stood_still_itself_does_not_blame_its_parent(tmp_path, caplog):
+    # A daemon starved of CPU, stopped or blocked polls nobody and is polled by nobody while
+    # it stands still; the parent's polls sent meanwhile wait unread in its socket. Here parent
+    # and child share one process, so both stand still (their loop blocked for longer than the
+    # heartbeat timeout): the child must count that silence as its own and stay joined, as it
+    # would if its parent had polled all along.
+    async with daemon(str(tmp_path), "root") as root:
+        async with daemon(str(tmp_path), "n1", parent=root.unix) as n1:
+            await wait_for(lambda: n1.parent.joined.is_set() and "n1" in root.children.by_name,
+                           timeout=10)
+            steps: list[str] = []
+            step = n1.parent._step
+            n1.parent._step = lambda event: (steps.append(event), step(event))[1]
+            child = root.children.by_name["n1"]
+            time.sleep(HEARTBEAT_TIMEOUT + 0.7)  # the whole process stands still
+            await wait_for(lambda: any("stood still" in r.getMessage() for r in caplog.records),
+                           timeout=5)
+            await asyncio.sleep(2 * HEARTBEAT)  # (a window: two more checks find it polled)
+            assert steps == [], steps
+            assert n1.parent.joined.is_set()
+            assert root.children.by_name.get("n1") is child  # the parent kept it as well

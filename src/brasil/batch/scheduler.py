@@ -40,7 +40,7 @@ from ..ninep.errors import NinepError
 from ..ninep.private import UnsafePathError
 from ..ninep.ratelimit import RateLimited
 from ..ninep.server import loop_time
-from ..ninep.ticks import tick
+from ..ninep.ticks import STALLED, tick
 from . import commit, isolate, ops
 from .jobfile import JobFileError, JobSpec, Parser
 from .messages import (
@@ -619,7 +619,7 @@ class Scheduler:
         (SIGSTOP), starved, or the loop was blocked — the renewals sent meanwhile are still
         queued in our sockets, unread. Every lease then gets a full one from now (and keeps what
         it had left), so a healthy worker is never blamed for our silence."""
-        if late <= max(0.5, self.lease / 4):
+        if late <= max(STALLED, self.lease / 4):
             return
         now_m = loop_time()
         limited.warning("stopped", "batch: the scheduler was stopped or starved for %.1fs "

@@ -15,6 +15,10 @@ from __future__ import annotations
 import asyncio
 
 EARLY = 0.005  # seconds: a timer run up to this early is on its multiple, not before the next
+# Seconds: a tick this late means our own process stood still (stopped, starved of CPU, its loop
+# blocked). Whatever a peer sent meanwhile is still unread in our sockets, so a silence measured
+# across such a stall is ours, not the peer's: the checks that judge peers by it pardon them.
+STALLED = 0.5
 
 
 def until_next(now: float, period: float) -> float:

@@ -34,9 +34,10 @@ from ..ninep.client import Client
 from ..ninep.constants import OWRITE
 from ..ninep.errors import NinepError
 from ..ninep.messages import Topen, Twrite
+from ..ninep.ratelimit import RateLimited
 from ..ninep.server import Connection, Server
 from ..ninep.synthetic import Inode
-from ..ninep.ticks import tick
+from ..ninep.ticks import STALLED, tick
 from ..ninep.transport import Address, parse_address
 from ..node.daemon import Node
 from .link_lifecycle import LINK
@@ -44,6 +45,7 @@ from .proxy import mount
 from .registry import NO_PATH
 
 log = logging.getLogger("brasil.tree")
+limited = RateLimited(log)  # a daemon starved for minutes says so a few times a minute
 
 HEARTBEAT = 1.0
 HEARTBEAT_TIMEOUT = 2.5
@@ -85,6 +87,7 @@ class Attempt:
         self.reverse: Client | None = None  # we wrote join on it; then the parent's
         self.served: Connection | None = None  # the reverse one, once we serve the parent on it
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.pardoned = 0.0  # (loop time) silence is counted from here at the earliest
 
     def mark(self, why: str) -> None:
         if not self.lost.done():
@@ -105,7 +108,14 @@ class Attempt:
         the loop's clock, as ``last_heard`` is."""
         if self.served is None:
             return 0.0
-        return asyncio.get_running_loop().time() - self.served.last_heard
+        return asyncio.get_running_loop().time() - max(self.served.last_heard, self.pardoned)
+
+    def pardon(self, late: float) -> None:
+        """We stood still ourselves for ``late`` seconds: the parent's polls sent meanwhile are
+        unread in our socket, and its silence is counted without them. (Only without them: a
+        daemon starved at every check still finds a dead parent, later.)"""
+        heard = self.served.last_heard if self.served is not None else 0.0
+        self.pardoned = max(self.pardoned, heard) + late
 
     def abort(self) -> None:
         for c in (self.up, self.reverse):
@@ -345,8 +355,19 @@ class ParentLink:
 
     @staticmethod
     async def _heartbeat(attempt: Attempt) -> None:
+        """A parent that has not polled us for HEARTBEAT_TIMEOUT is lost, unless the silence
+        was ours: a check that comes STALLED late found us stopped or starved (a node whose
+        CPUs a job took, a daemon under a debugger), and a parent that polled all along would
+        otherwise be dropped for it, its children's sessions failing with it."""
+        loop = asyncio.get_running_loop()
         while True:
-            await tick(HEARTBEAT)
+            due = await tick(HEARTBEAT)
+            late = loop.time() - due
+            if late > STALLED:
+                limited.warning("stalled", "tree: this daemon stood still for %.1fs (its "
+                                "heartbeat check came that late); the parent's silence "
+                                "meanwhile is not held against it", late)
+                attempt.pardon(late)
             if attempt.silent_for() > HEARTBEAT_TIMEOUT:
                 attempt.mark(f"no heartbeat from the parent: not polled for "
                              f"{HEARTBEAT_TIMEOUT:g}s")
