@@ -1,7 +1,7 @@
 """The package layering and the absence of import circles, read from the source (no imports run).
 
 A package imports only the layers below it (ARCHITECTURE.md):
-ninep < lifecycle.py < client < exec < node < tree, batch, push, mount < group < web < cli, demo.py
+ninep < lifecycle.py, allocator.py < client < exec < node < tree, batch, push, mount < group < web < cli, demo.py
 < sim,
 and ``ninep/`` imports nothing of ours. Every import counts: those under ``if TYPE_CHECKING:``
 and those inside a function too, since a function-local import is a dependency all the same
@@ -22,7 +22,7 @@ ROOT = pathlib.Path(brasil.__file__).parent
 # Packages of one rank are siblings and do not import each other.
 LAYERS = {
     "ninep": 0,
-    "lifecycle": 1,
+    "lifecycle": 1, "allocator": 1,
     "client": 2,  # the client side of sessions and group reads: below what delegates sessions
     "exec": 3, "metrics": 3,
     "node": 4,

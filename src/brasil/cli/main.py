@@ -184,8 +184,15 @@ async def cmd_ctl(args: argparse.Namespace) -> int:
 COMMANDS = {"ls": cmd_ls, "stat": cmd_stat, "cat": cmd_cat, "write": cmd_write, "ctl": cmd_ctl}
 
 
+# The commands that run for long and read sockets or pipes all along (brasil.allocator).
+LONG_RUNNING = ("serve", "worker", "mount", "web")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in LONG_RUNNING:
+        from ..allocator import keep_buffers
+        keep_buffers()
     if args.command == "serve":
         from . import serve
         return serve.main(args)

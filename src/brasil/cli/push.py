@@ -98,6 +98,8 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    from ..allocator import keep_buffers
+    keep_buffers()  # its pipes are read a MiB at a time (push/local.py)
     from ..push.shell import ExitShell, Shell
     try:
         engine = make_engine(args)
