@@ -59,6 +59,9 @@ async def test_an_interior_nodes_children_reattach_to_the_root(tree, how):
             children = {s.name for s in await c.ls("csrv")}
             return {"n1.1", "n1.2", "n1.3"} <= children and "n1" not in children
         await wait_for_async(reattached, timeout=10)
+        if how == signal.SIGSTOP:  # the root says why it let n1 go, reason included
+            assert "child n1 lost: no heartbeat: no answer within 3s" in \
+                (tree / "n0.log").read_text()
         sid = (await c.read(f"{L}/clone")).decode().strip()
         await c.write(f"{L}/{sid}/ctl", "res 12\nexec echo $BRASIL_NODE\n")
         out = sorted((await c.read(f"{L}/{sid}/stdio")).decode().split())

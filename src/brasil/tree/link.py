@@ -364,7 +364,7 @@ class ParentLink:
             due = await tick(HEARTBEAT)
             late = loop.time() - due
             if late > STALLED:
-                limited.warning("stalled", "tree: this daemon stood still for %.1fs (its "
+                limited.warning("stalled", "this daemon stood still for %.1fs (its "
                                 "heartbeat check came that late); the parent's silence "
                                 "meanwhile is not held against it", late)
                 attempt.pardon(late)

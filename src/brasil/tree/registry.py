@@ -142,7 +142,7 @@ class Children:
                 self._heard(child, whole + text.decode())
                 await tick(POLL_PERIOD)
         except (TimeoutError, NinepError, ConnectionError) as e:
-            self._drop(child, f"no heartbeat: {e or 'timed out'}")
+            self._drop(child, f"no heartbeat: {str(e) or f'no answer within {POLL_TIMEOUT:g}s'}")
 
     def _heard(self, child: Child, report: str) -> None:
         """A child's report, into its replica and on into our own ledger."""
