@@ -11,6 +11,7 @@ import pytest
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
 from brasil.tree.link import HEARTBEAT, HEARTBEAT_TIMEOUT
+from brasil.tree.registry import POLL_PERIOD, POLL_TIMEOUT
 from fixtures import daemon, wait_for
 
 SECRET = b"the tree's shared secret, long enough"
@@ -178,3 +179,30 @@ async def test_a_child_that_stood_still_itself_does_not_blame_its_parent(tmp_pat
             assert steps == [], steps
             assert n1.parent.joined.is_set()
             assert root.children.by_name.get("n1") is child  # the parent kept it as well
+
+
+async def test_a_parent_that_stood_still_mid_poll_keeps_its_child(tmp_path, caplog):
+    # The other side: the process stands still while the parent's read of its child's
+    # heartbeat is in flight (here the child's answer blocks it, 3.5 s, longer than the poll's
+    # timeout). The answer is then in the parent's socket: the parent must read it rather than
+    # count the time it stood still against the child.
+    async with daemon(str(tmp_path), "root") as root:
+        async with daemon(str(tmp_path), "n1", parent=root.unix) as n1:
+            await wait_for(lambda: n1.parent.joined.is_set() and "n1" in root.children.by_name,
+                           timeout=10)
+            child = root.children.by_name["n1"]
+            answer = n1.children.heartbeat
+            stalled = []
+
+            def slow_answer(seen: int) -> tuple[str, int]:
+                if not stalled:
+                    stalled.append(True)
+                    time.sleep(POLL_TIMEOUT + 0.5)  # the whole process stands still, mid-poll
+                return answer(seen)
+            n1.children.heartbeat = slow_answer
+            await wait_for(lambda: stalled, timeout=5)
+            await wait_for(lambda: any("stood still" in r.getMessage() for r in caplog.records),
+                           timeout=5)
+            await asyncio.sleep(2 * POLL_PERIOD)  # (a window: two more polls go through)
+            assert root.children.by_name.get("n1") is child
+            assert not any("child n1 lost" in r.getMessage() for r in caplog.records)
