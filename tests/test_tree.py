@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import types
 
 import pytest
 
 from brasil.ninep.client import Client
 from brasil.ninep.errors import NinepError
-from brasil.tree.link import HEARTBEAT, HEARTBEAT_TIMEOUT
+from brasil.tree.link import HEARTBEAT, HEARTBEAT_TIMEOUT, Attempt
 from brasil.tree.registry import POLL_PERIOD, POLL_TIMEOUT
 from fixtures import daemon, wait_for
 
@@ -206,3 +207,16 @@ async def test_a_parent_that_stood_still_mid_poll_keeps_its_child(tmp_path, capl
             await asyncio.sleep(2 * POLL_PERIOD)  # (a window: two more polls go through)
             assert root.children.by_name.get("n1") is child
             assert not any("child n1 lost" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_pardon_takes_off_the_stall_and_never_reaches_past_now():
+    # Unit rule of the child's check: silence is counted without the time we stood still,
+    # but a poll heard just now is not followed by a grace period a dead parent could hide in.
+    loop = asyncio.get_running_loop()
+    a = Attempt(None)  # type: ignore[arg-type]
+    a.served = types.SimpleNamespace(last_heard=loop.time() - 4.0)  # type: ignore[assignment]
+    a.pardon(3.0)  # we stood still 3 of those 4 seconds
+    assert 0.9 < a.silent_for() < 1.5
+    a.served.last_heard = loop.time()  # the parent's poll, read first after the stall
+    a.pardon(3.0)
+    assert a.pardoned <= loop.time() and a.silent_for() >= 0.0

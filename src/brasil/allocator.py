@@ -5,12 +5,12 @@ children's pipes the same way. glibc serves a malloc of 128 KiB or more with an 
 and a munmap at free, until a freed mmapped block larger than its threshold raises it; a read
 buffer never does that, since it is shrunk to the bytes received before it is freed. A process
 in that state pays an mmap, a page fault on fresh zeroed memory and a munmap for every message:
-22 µs for a 60-byte message through a socket pair against 3 µs from the heap, 16.5 µs against
-1.2 µs for a line from a pipe (after a daemon's imports, in a fresh process). Daemons of a busy
-tree mostly got out of it by chance (some larger block freed whole: a leaf traced through three
-deployments made one mmap), which is why this is a setting, not luck. Fixed thresholds keep such
-buffers on the heap, and the heap's top is given back beyond TRIM only: a process keeps at most
-that much freed memory for its next buffers.
+19.6 µs for a 60-byte message through a socket pair (a fresh process, a daemon's modules
+imported) against 2.9 µs once kept, 16.5 µs against 1.2 µs for a line from a pipe. Daemons of
+a busy tree mostly got out of it by chance (some larger block freed whole: a leaf traced
+through three deployments made one mmap), which is why this is a setting, not luck. Fixed
+thresholds keep such buffers on the heap, and the heap's top is given back beyond TRIM only: a
+process keeps at most that much freed memory for its next buffers.
 """
 
 from __future__ import annotations

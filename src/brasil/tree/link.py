@@ -115,7 +115,8 @@ class Attempt:
         unread in our socket, and its silence is counted without them. (Only without them: a
         daemon starved at every check still finds a dead parent, later.)"""
         heard = self.served.last_heard if self.served is not None else 0.0
-        self.pardoned = max(self.pardoned, heard) + late
+        now = asyncio.get_running_loop().time()  # (a poll read just now needs no pardon)
+        self.pardoned = min(now, max(self.pardoned, heard) + late)
 
     def abort(self) -> None:
         for c in (self.up, self.reverse):
