@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,3 +25,26 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     started with `brasil cluster up`), never to one served on the test's loop."""
     return subprocess.run([sys.executable, "-m", "brasil.cli.main", *args], capture_output=True,
                           text=True, timeout=120)
+
+
+@functools.cache
+def why_gdb_cannot_call() -> str:
+    """Why gdb cannot call a function in a process here ("" when it can): what ``pbreak`` and
+    ``peval`` on a Python rank rest on. gdb 13 (Debian 12's) restores a process's extended CPU
+    state in a size that the kernel refuses on a CPU with AMX ("Couldn't write extended state
+    status: Bad address"); gdb 14 sizes it as the kernel says. Asked of a real process, once."""
+    if shutil.which("gdb") is None:
+        return "gdb is not installed (make test-deps installs it)"
+    p = subprocess.Popen([sys.executable, "-I", "-c", "import time; time.sleep(120)"])
+    try:
+        r = subprocess.run(["gdb", "-q", "-nx", "-batch", "-p", str(p.pid),
+                            "-ex", "call (int)getpid()"],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        p.kill()
+        p.wait()
+    if f"= {p.pid}" in r.stdout:
+        return ""
+    said = [line for line in (r.stdout + r.stderr).splitlines() if "ouldn't" in line]
+    return ("gdb cannot call a function in a process on this machine: "
+            f"{(said or ['no answer'])[-1]} (gdb 13 on a CPU with AMX; gdb 14 or later can)")

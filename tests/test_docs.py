@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from docblocks import Block, Command, blocks, commands
+from helpers import why_gdb_cannot_call
 from terminal import BIN
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -94,6 +95,10 @@ NOT_RUN: dict[str, str] = {
 BY_FIXTURE = "run by the tree fixture, with /tmp/c a temporary directory"
 
 KNOWN_FAILURES: dict[str, str] = {}
+
+# Commands that call into a Python rank through gdb: their block is skipped, saying why, on a
+# machine whose gdb cannot do that (helpers.why_gdb_cannot_call).
+NEEDS_GDB_CALLS = {"brasil pbreak --wait 20 py:ticker.step", "brasil peval 'len(queue)'"}
 
 # Commands that follow forever: run this many seconds, then SIGINT (as Ctrl-C would).
 FOREVER: dict[str, float] = {
@@ -402,6 +407,8 @@ def test_the_doc_block_runs_as_written(tree: Env, block: Block) -> None:
     if os.geteuid() != 0 and any(_is_daemon(c.text) for c in commands(block)):
         pytest.skip("its `brasil serve` lines run in network namespaces of their own "
                     "(unshare -n, nsenter): needs root")
+    if any(c.text in NEEDS_GDB_CALLS for c in commands(block)) and why_gdb_cannot_call():
+        pytest.skip(why_gdb_cannot_call())
     report = []
     for r in run_block(block, tree):
         found = problems(r)
@@ -421,7 +428,8 @@ def test_every_listed_block_and_command_is_in_the_docs() -> None:
     firsts = {(b.file, b.first) for b in BLOCKS}
     texts = {c.text for b in BLOCKS for c in commands(b)}
     stale = [k for k in NOT_COMMANDS if k not in firsts]
-    stale += [k for k in [*NOT_RUN, *KNOWN_FAILURES, *FOREVER, *EXPECT] if k not in texts]
+    stale += [k for k in [*NOT_RUN, *KNOWN_FAILURES, *FOREVER, *EXPECT, *NEEDS_GDB_CALLS]
+              if k not in texts]
     assert not stale, f"listed but not in the docs: {stale}"
     assert _fixture_commands() <= texts
 

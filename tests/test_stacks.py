@@ -17,6 +17,7 @@ from brasil.exec import procinfo
 from brasil.exec.stacks import ProcessGone, StackError, capture, is_cpython
 from brasil.exec.stacktree import TraceTree, progress
 from fixtures import wait_for
+from helpers import why_gdb_cannot_call
 
 PROGRAMS = Path(__file__).parent / "programs"
 
@@ -186,6 +187,8 @@ def test_samples_over_time_tell_stuck_ranks_from_moving_ones():
 
 needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None or shutil.which("gcc") is None,
                                reason="needs gdb and gcc (make test-deps installs them)")
+# A Python rank's breakpoints and values are read by calling into it: gdb must be able to.
+needs_gdb_calls = pytest.mark.skipif(bool(why_gdb_cannot_call()), reason=why_gdb_cannot_call())
 
 
 @needs_gdb
@@ -376,6 +379,29 @@ def _python(rank: int, **env: str) -> subprocess.Popen[bytes]:
 
 
 @needs_gdb
+@pytest.mark.skipif(not why_gdb_cannot_call(), reason="gdb can call into a process here")
+async def test_a_gdb_that_cannot_call_into_a_python_rank_says_what_to_install():
+    """Where gdb cannot call into a process (gdb 13 on a CPU with AMX), a Python breakpoint
+    fails on every rank with a sentence that names the fix. (gdb's failed call also breaks the
+    system call the rank was in: Python then sees errno 514. gdb's bug, not ours to undo.)"""
+    from brasil.exec.procgroup import Debuggers, Rank
+    procs = [_python(r, TICK="1", SPIN_RANK="-1") for r in (4, 5)]
+    ranks = [Rank(r, p.pid, "n1") for r, p in zip((4, 5), procs)]
+    dbg = Debuggers()
+    try:
+        for p in procs:
+            await _settled(p.pid, "tick")
+        errors = (await dbg.break_at(ranks, "py:hang.tick")).errors
+        assert errors and all("install gdb 14 or later" in e for e in errors), errors
+    finally:
+        await dbg.detach()
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@needs_gdb
+@needs_gdb_calls
 async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its_frame():
     from brasil.exec.debugger import Debugger
     from brasil.exec.procgroup import Debuggers, Rank, stacks
@@ -430,6 +456,7 @@ async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its
 
 
 @needs_gdb
+@needs_gdb_calls
 async def test_a_python_rank_answers_again_after_it_was_continued_and_stopped(monkeypatch):
     """Read, cont, stop, read again, 15 times: a read could come while the rank was stopped on
     its way out of the previous read's queued call, and then hang (pydebug._in_pending_calls)."""
@@ -453,6 +480,7 @@ async def test_a_python_rank_answers_again_after_it_was_continued_and_stopped(mo
 
 
 @needs_gdb
+@needs_gdb_calls
 async def test_python_values_are_bounded_and_no_expression_reaches_gdb_or_a_shell(tmp_path,
                                                                                   monkeypatch):
     from brasil.exec import pydebug

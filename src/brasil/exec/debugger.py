@@ -185,6 +185,9 @@ class Debugger:
                 raise DebuggerError(f"gdb took over {COMMAND_TIMEOUT:g}s on: {mi}") from None
         if rec["message"] == "error":
             msg = (rec["payload"] or {}).get("msg", "error")
+            if "extended state" in msg:  # (gdb 13 sizes it wrong where the CPU has AMX)
+                msg += (" (this gdb cannot call a function in a process on this CPU, which a"
+                        " Python rank's breakpoints and values need: install gdb 14 or later)")
             raise DebuggerError(f"process {self.pid}: {mi.split()[0].lstrip('-')}: {msg}")
         return rec["payload"] or {}
 
