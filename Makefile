@@ -12,7 +12,7 @@ setup: system $(VENV)/.installed
 system:
 	@sh scripts/system-deps.sh
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py src/brasil/exec/_spawn.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,lint]'
 	touch $@

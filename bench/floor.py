@@ -8,8 +8,9 @@ command decides it. This runs, in one process and alternating block by block, ro
 
 - **node**: a :class:`~brasil.node.daemon.Node` as ``brasil serve`` makes it, driven without 9P
   (a session, ``res``, ``exec date``, its merged stdout read to end of file, ``close``);
-- **floor**: the same system calls with nothing around them: each command spawned
-  (``exec.spawn``) and moved into its slot's cgroup on one spawn thread, then on the loop a
+- **floor**: the same system calls with nothing around them: each command spawned and moved
+  into its slot's cgroup on one spawn thread (``exec.spawn.spawn_batch`` where it is built, as
+  a node does; else ``spawn`` and a move), then on the loop a
   pidfd and its two pipes on one epoll (``exec.fdwatch``), read to end of file, reaped, the slots'
   cgroups killed at the end as a session's close does.
 
@@ -32,7 +33,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run with -I: no script dir
 from brasil.exec.cgroups import Cgroup, CommandCgroups  # noqa: E402
 from brasil.exec.fdwatch import fd_watcher  # noqa: E402
-from brasil.exec.spawn import spawn  # noqa: E402
+from brasil.exec.spawn import native, spawn, spawn_batch  # noqa: E402
 from brasil.node.daemon import Node  # noqa: E402
 from common import cpu_ns  # noqa: E402
 
@@ -50,6 +51,13 @@ class Floor:
         self.env = dict(os.environ)
 
     def _spawn_all(self) -> list[Any]:
+        if native is not None:  # as a node starts them: one call, each moving itself
+            started = spawn_batch([([DATE], self.env, None, slot.procs if slot else None)
+                                   for slot in self.slots])
+            for p in started:
+                if isinstance(p, Exception):
+                    raise p
+            return started
         out = []
         for slot in self.slots:
             p = spawn([DATE], self.env)
@@ -94,7 +102,7 @@ class Floor:
 
         for p in procs:
             p.stdin.close()
-            pidfd = os.pidfd_open(p.pid)
+            pidfd = p.pidfd if p.pidfd >= 0 else os.pidfd_open(p.pid)
             for pipe in (p.stdout, p.stderr):
                 fd = pipe.fileno()
                 os.set_blocking(fd, False)

@@ -1,22 +1,37 @@
-"""exec/spawn.py: the lean spawn (``_posixsubprocess.fork_exec`` called as Popen calls it) and
-Popen itself behave alike: exactly the environment given, the directory, a session of its own,
-no descriptor of ours but those passed, and the same errors when a command cannot start."""
+"""exec/spawn.py: the lean spawn (``_posixsubprocess.fork_exec`` called as Popen calls it), the
+compiled batch (``spawn_batch``, exec/_spawn.c) and Popen itself behave alike: exactly the
+environment given, the directory, a session of its own, no descriptor of ours but those passed,
+and the same errors when a command cannot start."""
 
 import os
+import select
+import shutil
+import signal
 import subprocess
+import sys
+import sysconfig
 
 import pytest
 
 from brasil.exec import spawn as spawning
-from brasil.exec.spawn import spawn
+from brasil.exec.cgroups import CommandCgroups
+from brasil.exec.process import spawn_many
+from brasil.exec.spawn import CgroupError, spawn, spawn_batch
 
 # The lean spawn vforks, and then takes an empty report pipe for a started child at once; told
 # not to vfork (as Popen can be), it waits for the pipe's end of file as Popen does.
 WAYS = [pytest.param("vfork", id="lean"), pytest.param("fork", id="lean-fork"),
-        pytest.param("", id="popen")]
+        pytest.param("", id="popen"), pytest.param("native", id="native")]
+
+needs_native = pytest.mark.skipif(spawning.native is None,
+                                  reason="exec/_spawn.c is not built here (no compiler?)")
 
 
 def way(lean: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    if lean == "native":
+        if spawning.native is None:
+            pytest.skip("exec/_spawn.c is not built here (no compiler?)")
+        return
     if lean and not spawning.LEAN:
         pytest.skip("the lean spawn is for CPython 3.11's fork_exec; this is another Python")
     monkeypatch.setattr(spawning, "LEAN", bool(lean))
@@ -24,9 +39,21 @@ def way(lean: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
         monkeypatch.setattr(subprocess, "_USE_VFORK", False)
 
 
+def started(lean, argv, env, cwd=None, pass_fds=()):  # type: ignore[no-untyped-def]
+    """One command started the ``lean`` way; the batch passes no descriptor."""
+    if lean != "native":
+        return spawn(argv, env, cwd, pass_fds)
+    [p] = spawn_batch([(argv, env, cwd, None)])
+    if isinstance(p, Exception):
+        raise p
+    for pipe in (p.stdout, p.stderr):  # (non-blocking, for a loop: these tests read them here)
+        os.set_blocking(pipe.fileno(), True)
+    return p
+
+
 def run(lean: str, monkeypatch, argv, env=None, cwd=None, pass_fds=()):  # type: ignore[no-untyped-def]
     way(lean, monkeypatch)
-    p = spawn(argv, env if env is not None else {"PATH": "/usr/bin:/bin"}, cwd, pass_fds)
+    p = started(lean, argv, env if env is not None else {"PATH": "/usr/bin:/bin"}, cwd, pass_fds)
     p.stdin.close()
     out, err = p.stdout.read(), p.stderr.read()
     p.stdout.close()
@@ -58,7 +85,7 @@ def test_no_descriptor_of_ours_reaches_the_command_but_those_passed(lean, monkey
         os.close(leaky)
         os.close(passed)
     fds = {int(x) for x in out.split()}
-    assert rc == 0 and passed in fds and leaky not in fds
+    assert rc == 0 and (passed in fds) == (lean != "native") and leaky not in fds
     assert fds <= {0, 1, 2, 3, passed}  # (3: the directory ls reads /proc/self/fd with)
 
 
@@ -88,6 +115,8 @@ def test_what_cannot_start_raises_as_popen_does(lean, monkeypatch, tmp_path):
 def test_given_descriptors_instead_of_pipes(lean, monkeypatch, tmp_path):
     """A batch job (batch/worker.py): its input /dev/null, its output and errors one file, in its
     home; no pipe is made, and the caller's descriptors stay open for it to close."""
+    if lean == "native":
+        pytest.skip("a node's commands always get pipes")
     way(lean, monkeypatch)
     home = tmp_path / "home"
     home.mkdir()
@@ -159,3 +188,121 @@ async def test_a_leafs_launch_forks_on_one_thread_and_a_big_one_on_two():
         out = await launcher.launch(jobs, [(Stream(), Stream(), Stream())] * n)
         assert len(out) == n and all(isinstance(p, RuntimeError) for p in out)
     assert spawner.batches == [1, 32, SPLIT - 1, SPLIT // 2, SPLIT // 2, 512, 512]
+
+
+def test_the_compiled_spawn_is_built_where_it_can_be():
+    """``make setup`` builds exec/_spawn.c where there is a compiler and Python's headers; its
+    build is optional (the batch then starts from Python), so a failed build would otherwise
+    only show as a slower node."""
+    headers = os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+    if sys.platform != "linux" or not shutil.which("gcc") or not headers:
+        pytest.skip("no compiler or no Python headers here: the batch starts from Python")
+    assert spawning.native is not None, "exec/_spawn.c did not build: see pip's output"
+
+
+def _close(p) -> None:  # type: ignore[no-untyped-def]
+    for pipe in (p.stdin, p.stdout, p.stderr):
+        pipe.close()
+    if p.pidfd >= 0:
+        os.close(p.pidfd)
+
+
+@needs_native
+def test_a_batch_gives_each_job_its_own_answer_in_order():
+    """One job's failure is its own: the others start; each error is what spawn would raise;
+    the started ones come with a pidfd that reads ready once they end."""
+    env = {"PATH": "/usr/bin:/bin"}
+    before = set(os.listdir("/proc/self/fd"))
+    out = spawn_batch([(["echo", "one"], env, None, None), (["echo", "a\0b"], env, None, None),
+                       (["no-such-program-here"], env, None, None),
+                       (["true"], {**env, "A=B": "c"}, None, None),
+                       (["echo", "four"], env, None, None)])
+    ok1, nul, missing, bad_env, ok4 = out
+    assert isinstance(nul, ValueError) and isinstance(bad_env, ValueError)
+    assert isinstance(missing, FileNotFoundError) and missing.filename == "no-such-program-here"
+    for p, word in ((ok1, b"one\n"), (ok4, b"four\n")):
+        assert p.pidfd >= 0
+        select.select([p.pidfd], [], [], 10)
+        assert p.wait() == 0
+        assert select.select([p.pidfd], [], [], 0)[0] == [p.pidfd]
+        select.select([p.stdout], [], [], 10)
+        assert p.stdout.read() == word
+        _close(p)
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
+@needs_native
+def test_a_batch_child_gets_default_signals_and_an_empty_mask(monkeypatch):
+    """Python ignores SIGPIPE (and SIGXFSZ); a command must not (``yes | head`` would never
+    end), and nothing blocked around the fork may stay blocked in it. A handler of ours is
+    reset in the child before anything can deliver to it (it would run in our memory)."""
+    monkeypatch.setattr(signal, "SIGUSR1", signal.SIGUSR1)
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        [p] = spawn_batch([(["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+                            {"PATH": "/usr/bin:/bin"}, None, None)])
+        assert not isinstance(p, Exception)
+        assert p.wait() == 0
+        lines = dict(line.split(":") for line in p.stdout.read().decode().splitlines())
+        _close(p)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert int(lines["SigBlk"], 16) == 0
+    ignored = int(lines["SigIgn"], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{sig!r} still ignored in the command"
+
+
+needs_cgroups = pytest.mark.skipif(not CommandCgroups.here(),
+                                   reason="no writable cgroup v2 here")
+
+
+@needs_cgroups
+@pytest.mark.parametrize("compiled", [pytest.param(True, id="native"),
+                                      pytest.param(False, id="python")])
+def test_a_command_is_in_its_slots_cgroup_before_it_runs_a_word(compiled, monkeypatch):
+    """What a command starts can never be outside its slot's cgroup: the compiled batch moves
+    each child before its exec, a program run directly as well as a shell; from Python a shell
+    enters it itself (a program is moved right after its vfork, when it may already have run).
+    Both ways of exec/process.spawn_many."""
+    from brasil.exec import process
+    if compiled and spawning.native is None:
+        pytest.skip("exec/_spawn.c is not built here")
+    if not compiled:
+        monkeypatch.setattr(process, "native", None)
+    cgroups = CommandCgroups.create()
+    assert cgroups is not None
+    watchdog = type("W", (), {"cgroups": cgroups, "watch": lambda self, pid: None})()
+    env = {"PATH": "/usr/bin:/bin"}
+    jobs = [(["/bin/sh", "-c", "cat /proc/self/cgroup"], env, None, 0)]
+    if compiled:
+        jobs.append((["cat", "/proc/self/cgroup"], env, None, 1))
+    out = spawn_many(jobs, watchdog)  # type: ignore[arg-type]
+    try:
+        for p, slot in zip(out, range(len(jobs))):
+            assert p.wait() == 0 and p.cgroup is cgroups.slot(slot)
+            os.set_blocking(p.stdout.fileno(), True)
+            text = p.stdout.read().decode()
+            assert text.strip().endswith(f"/{os.path.basename(cgroups.path)}/s{slot}"), text
+    finally:
+        for p, slot in zip(out, range(len(jobs))):
+            p.wait()
+            _close(p)
+            os.rmdir(cgroups.slot(slot).path)
+        os.rmdir(cgroups.path)
+
+
+@needs_native
+def test_a_planted_link_in_place_of_cgroup_procs_starts_nothing(tmp_path):
+    """The cgroup file is opened without following a link: a link planted there (by whoever
+    could write into the directory) fails that one command, whose program never runs."""
+    target = tmp_path / "victim"
+    target.write_text("")
+    link = tmp_path / "cgroup.procs"
+    link.symlink_to(target)
+    marker = tmp_path / "ran"
+    before = set(os.listdir("/proc/self/fd"))
+    [p] = spawn_batch([(["touch", str(marker)], {"PATH": "/usr/bin:/bin"}, None, str(link))])
+    assert isinstance(p, CgroupError) and p.filename == str(link)
+    assert not marker.exists() and target.read_text() == ""
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -24,7 +24,7 @@ from ..ninep.stream import Stream
 from .cgroups import Cgroup, enter_first
 from .fdwatch import FdWatcher, fd_watcher
 from .reaper import Watchdog
-from .spawn import Spawned, spawn
+from .spawn import CgroupError, Spawned, native, spawn, spawn_batch
 
 SETUP_FD = "BRASIL_SETUP_FD"  # where a setup helper (nsexec) reports a failure before exec
 
@@ -141,7 +141,7 @@ class Process:
         self.pid = p.pid
         self.cgroup = getattr(p, "cgroup", None)
         assert p.stdin and p.stdout and p.stderr
-        self._pidfd = os.pidfd_open(p.pid)
+        self._pidfd = p.pidfd if p.pidfd >= 0 else os.pidfd_open(p.pid)
         self._watcher = w = fd_watcher(loop)
         w.watch(self._pidfd, self._reap)
         _PipeReader(w, p.stdout, self.stdout)
@@ -309,12 +309,15 @@ def spawn_many(jobs: list[Job], watchdog: Watchdog | None = None,
     the helper's reason, instead of showing up later as an exit status.
 
     A job's last item is its slot: where the watchdog has cgroups, the child runs in that slot's
-    (``popen.cgroup``), a shell entering it itself before it runs the command, anything else
-    moved here right after the vfork returns (so before its exit is watched: no pid can have
-    been reaped and reused before its move); its group is then not listed with the watchdog,
-    which kills the cgroups whole."""
-    out: list[Any] = []
+    (``popen.cgroup``): with the compiled module every child moves itself there before its exec
+    (:func:`_spawn_natively`); without it a shell enters it itself before it runs the command,
+    and anything else is moved here right after the vfork returns (so before its exit is
+    watched: no pid can have been reaped and reused before its move). Its group is then not
+    listed with the watchdog, which kills the cgroups whole."""
     cgroups = watchdog.cgroups if watchdog is not None else None
+    if native is not None and not setup_check:
+        return _spawn_natively(jobs, watchdog)
+    out: list[Any] = []
     for argv, env, cwd, slot in jobs:
         cg, entered = None, False
         try:
@@ -331,8 +334,7 @@ def spawn_many(jobs: list[Job], watchdog: Watchdog | None = None,
             out.append(e)
             continue
         except OSError as e:  # the slot's cgroup could not be made
-            out.append(NinepError(f"exec: cannot make a cgroup for slot {slot}: {e.strerror}",
-                                  e.errno or errno.EIO))
+            out.append(_no_cgroup(slot, e))
             continue
         if cg is not None and cgroups is not None:  # (cg is only made from cgroups)
             if not entered:  # a shell moved itself (a move takes a global lock in the kernel)
@@ -342,6 +344,47 @@ def spawn_many(jobs: list[Job], watchdog: Watchdog | None = None,
             watchdog.watch(p.pid)
         out.append(p)
     return out
+
+
+def _spawn_natively(jobs: list[Job], watchdog: Watchdog | None) -> list[Any]:
+    """spawn_many's jobs in one call of the compiled module (exec/spawn.py's spawn_batch), each
+    child in its slot's cgroup before its exec, whatever it runs."""
+    cgroups = watchdog.cgroups if watchdog is not None else None
+    where: list[Cgroup | NinepError | None] = []
+    for *_, slot in jobs:
+        try:
+            where.append(cgroups.slot(slot) if cgroups is not None and slot is not None else None)
+        except OSError as e:
+            where.append(_no_cgroup(slot, e))
+    batch = [(argv, env, cwd, cg.procs if cg is not None else None)
+             for (argv, env, cwd, _), cg in zip(jobs, where) if not isinstance(cg, NinepError)]
+    started = iter(spawn_batch(batch))
+    out: list[Any] = []
+    for (argv, *_, slot), cg in zip(jobs, where):
+        if isinstance(cg, NinepError):
+            out.append(cg)
+            continue
+        p = next(started)
+        if isinstance(p, CgroupError):
+            out.append(NinepError(f"exec: cannot enter the cgroup of slot {slot}: {p.strerror}",
+                                  p.errno or errno.EIO))
+        elif isinstance(p, OSError):
+            out.append(NinepError(f"exec: cannot start {argv[0]}: {p.strerror}",
+                                  p.errno or errno.EIO))
+        elif isinstance(p, Exception):  # an embedded NUL, say: the request's fault, not ours
+            out.append(NinepError(f"exec: cannot start {argv[0][:100]}: {p}"))
+        else:
+            if cg is not None:
+                p.cgroup = cg
+            elif watchdog is not None:
+                watchdog.watch(p.pid)
+            out.append(p)
+    return out
+
+
+def _no_cgroup(slot: int | None, e: OSError) -> NinepError:
+    return NinepError(f"exec: cannot make a cgroup for slot {slot}: {e.strerror}",
+                      e.errno or errno.EIO)
 
 
 def _spawn_checked(argv: list[str], env: dict[str, str], cwd: str | None) -> Any:

@@ -7,6 +7,14 @@ alone: a quarter of a node's whole CPU per short command (2,048 `date`s on a tre
 Python whose ``fork_exec`` we know (3.11), :func:`spawn` calls it as Popen does, with the same
 arguments and the same reading of the child's error report; elsewhere it is Popen itself.
 Both give a :class:`Spawned`; tests/test_spawn.py runs each the same way.
+
+A node's launches go further: :func:`spawn_batch` starts a whole batch in one call of a compiled
+module (``_spawn.c``) that holds no interpreter lock while it forks, gets each child's pidfd from
+the fork itself, and has each child move itself into its slot's cgroup before its exec. From
+Python, a spawn thread handed the lock to the loop and back at every system call (a dozen futex
+calls per command), opened the pidfd after, and moved the child from outside, waiting on the
+kernel's lock for its exec. Where the module could not be built, the batch is started here one by
+one, the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ try:
     import _posixsubprocess
 except ImportError:  # (not POSIX)
     _posixsubprocess = None  # type: ignore[assignment]
+try:
+    from . import _spawn as native  # type: ignore[attr-defined]
+except ImportError:  # (not built: no compiler where it was installed, or not Linux)
+    native = None
 
 # 3.11.x as Debian ships it: the arguments below are those its subprocess passes (with vfork)
 LEAN = (_posixsubprocess is not None and sys.version_info[:2] == (3, 11)
@@ -32,13 +44,14 @@ class Spawned:
     """A started command: its pid and our ends of its pipes (``stdin`` written, ``stdout`` and
     ``stderr`` read), as file objects, which is what asyncio's pipe transports take."""
 
-    __slots__ = ("pid", "stdin", "stdout", "stderr", "returncode", "cgroup", "_popen")
+    __slots__ = ("pid", "stdin", "stdout", "stderr", "returncode", "cgroup", "pidfd", "_popen")
 
     def __init__(self, pid: int, stdin: Any, stdout: Any, stderr: Any,
-                 popen: subprocess.Popen[bytes] | None = None) -> None:
+                 popen: subprocess.Popen[bytes] | None = None, pidfd: int = -1) -> None:
         self.pid, self.stdin, self.stdout, self.stderr = pid, stdin, stdout, stderr
         self.returncode: int | None = None
         self.cgroup: Any = None  # its slot's cgroup, where commands run in one (exec/cgroups.py)
+        self.pidfd = pidfd  # given by the fork (spawn_batch), for its taker to own; else -1
         self._popen = popen
 
     def poll(self) -> int | None:
@@ -80,11 +93,7 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
                              pass_fds=pass_fds, **where)
         return Spawned(p.pid, p.stdin, p.stdout, p.stderr, p)
     env_list = _env_list(env)
-    exe = os.fsencode(argv[0])
-    if os.path.dirname(exe):
-        exe_list: tuple[bytes, ...] = (exe,)
-    else:
-        exe_list = tuple(os.path.join(os.fsencode(d), exe) for d in os.get_exec_path(env))
+    exe_list = _exe_list(argv[0], env)
     ours: list[int] = []
     try:
         if stdio is None:
@@ -129,6 +138,58 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None = None,
         return Spawned(pid, None, None, None)
     return Spawned(pid, io.FileIO(p2cwrite, "wb"), io.FileIO(c2pread, "rb"),
                    io.FileIO(errread, "rb"))
+
+
+class CgroupError(OSError):
+    """A child could not move itself into its slot's cgroup (:func:`spawn_batch`)."""
+
+
+Batch = tuple[list[str], dict[str, str], str | None, str | None]  # argv, env, cwd, cgroup.procs
+
+
+def spawn_batch(jobs: list[Batch]) -> list[Spawned | Exception]:
+    """Each job started as :func:`spawn` starts it, having first moved itself into the cgroup
+    whose ``cgroup.procs`` it names (if any): a :class:`Spawned` with its ``pidfd``, or what
+    :func:`spawn` would have raised (OSError, ValueError; a :class:`CgroupError` for the move).
+    Only with the compiled module (``native``)."""
+    assert native is not None
+    todo: list[tuple[Any, ...]] = []
+    refused: dict[int, ValueError] = {}
+    for i, (argv, env, cwd, procs) in enumerate(jobs):
+        try:
+            todo.append((tuple(map(os.fsencode, argv)), _exe_list(argv[0], env),
+                         tuple(_env_list(env)), None if cwd is None else os.fsencode(cwd),
+                         None if procs is None else os.fsencode(procs)))
+        except ValueError as e:  # ("=" in a name: refused before any fork, as Popen refuses it)
+            refused[i] = e
+    started = iter(native.spawn_batch(todo))
+    done: list[Spawned | Exception] = []
+    for i, (argv, _, cwd, procs) in enumerate(jobs):
+        if i in refused:
+            done.append(refused[i])
+            continue
+        r = next(started)
+        if len(r) == 5:
+            pid, pidfd, w, r1, r2 = r
+            done.append(Spawned(pid, io.FileIO(w, "wb"), io.FileIO(r1, "rb"),
+                                io.FileIO(r2, "rb"), pidfd=pidfd))
+            continue
+        stage, number = r
+        if stage == "null":  # (an embedded NUL: refused by the module, before any fork)
+            done.append(ValueError("embedded null byte"))
+            continue
+        kind = CgroupError if stage == "cgroup" else OSError
+        name = {"cgroup": procs, "chdir": cwd}.get(stage, argv[0])
+        done.append(kind(number, os.strerror(number), name))
+    return done
+
+
+def _exe_list(program: str, env: dict[str, str]) -> tuple[bytes, ...]:
+    """The paths to exec ``program`` at, in turn, as Popen searches them."""
+    exe = os.fsencode(program)
+    if os.path.dirname(exe):
+        return (exe,)
+    return tuple(os.path.join(os.fsencode(d), exe) for d in os.get_exec_path(env))
 
 
 # KEY=VALUE bytes by (KEY, VALUE): a node's commands share all but a few of their fifty-odd
