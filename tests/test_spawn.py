@@ -293,16 +293,42 @@ def test_a_command_is_in_its_slots_cgroup_before_it_runs_a_word(compiled, monkey
 
 
 @needs_native
-def test_a_planted_link_in_place_of_cgroup_procs_starts_nothing(tmp_path):
-    """The cgroup file is opened without following a link: a link planted there (by whoever
-    could write into the directory) fails that one command, whose program never runs."""
+def test_what_is_not_its_cgroups_file_starts_nothing(tmp_path):
+    """A command is started only inside the cgroup it was given: a link planted in place of
+    its ``cgroup.procs`` (by whoever could write beside it) is not followed, and a file that is
+    not a cgroup's is refused, each failing that one command, whose program never runs."""
     target = tmp_path / "victim"
     target.write_text("")
     link = tmp_path / "cgroup.procs"
     link.symlink_to(target)
     marker = tmp_path / "ran"
     before = set(os.listdir("/proc/self/fd"))
-    [p] = spawn_batch([(["touch", str(marker)], {"PATH": "/usr/bin:/bin"}, None, str(link))])
-    assert isinstance(p, CgroupError) and p.filename == str(link)
+    env = {"PATH": "/usr/bin:/bin"}
+    out = spawn_batch([(["touch", str(marker)], env, None, str(link)),
+                       (["touch", str(marker)], env, None, str(target)),
+                       (["touch", str(marker)], env, None, str(tmp_path / "gone"))])
+    assert all(isinstance(p, CgroupError) for p in out), out
+    assert [p.filename for p in out] == [str(link), str(target), str(tmp_path / "gone")]
     assert not marker.exists() and target.read_text() == ""
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+@needs_native
+@needs_cgroups
+def test_a_slot_runs_commands_again_after_its_cgroup_was_killed():
+    """A session's close kills its slots' cgroups (cgroup.kill) and the next session's
+    commands start in the same cgroups: each must run, not die on arrival. (Children born in
+    their cgroup by clone3's CLONE_INTO_CGROUP did, on Linux 6.18: why _spawn.c moves them.)"""
+    cgroups = CommandCgroups.create()
+    assert cgroups is not None
+    slot = cgroups.slot(0)
+    try:
+        for _ in range(3):
+            [p] = spawn_batch([(["true"], {"PATH": "/usr/bin:/bin"}, None, slot.procs)])
+            assert not isinstance(p, Exception)
+            assert p.wait() == 0
+            _close(p)
+            slot.signal(signal.SIGKILL)
+    finally:
+        os.rmdir(slot.path)
+        os.rmdir(cgroups.path)

@@ -9,7 +9,11 @@
  *
  * The child is made as posix_spawn makes it (CLONE_VM | CLONE_VFORK on a stack of its own): it
  * shares our memory until its exec, so it only makes system calls, and reports a failure by
- * writing into the job's record, which we read once it has exec'd or ended. Every signal is
+ * writing into the job's record, which we read once it has exec'd or ended. (clone3's
+ * CLONE_INTO_CGROUP would have it born in its cgroup, unmoved, but Linux 6.18 kills every child
+ * forked that way into a cgroup that was once killed through cgroup.kill, which is what a
+ * session's close does to its slots: it compares the kill count of the parent's cgroup with the
+ * destination's. So the child moves itself.) Every signal is
  * blocked around the fork, and the child sets back to their defaults the signals that have a
  * handler here (a handler of ours must never run in it) and those Python ignores (SIGPIPE,
  * SIGXFSZ), as Popen's restore_signals does, before it unblocks them.
@@ -25,6 +29,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +39,10 @@
 #endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
 #endif
 
 #define STACK_SIZE (256 * 1024)
@@ -137,8 +146,14 @@ static void start(struct job *j, void *stack, const int *resets, int nresets)
     j->child_fds[2] = p[2][1];
     if (j->procs != NULL) {
         j->procs_fd = open(j->procs, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (j->procs_fd < 0) {
-            j->err = errno;
+        struct statfs fs;
+        int why = 0;
+        if (j->procs_fd < 0 || fstatfs(j->procs_fd, &fs) < 0)
+            why = errno;
+        else if (fs.f_type != CGROUP2_SUPER_MAGIC)
+            why = EINVAL;  /* not a cgroup's file: nothing may be started "in" it */
+        if (why != 0) {
+            j->err = why;
             j->stage = AT_CGROUP_OPEN;
             goto out;
         }
