@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+from pathlib import Path
 
 import pytest
 
@@ -332,3 +333,128 @@ def test_a_slot_runs_commands_again_after_its_cgroup_was_killed():
     finally:
         os.rmdir(slot.path)
         os.rmdir(cgroups.path)
+
+
+# Attacks on the compiled batch (found by a review, each a script first) ------------------------
+
+@needs_native
+@needs_cgroups
+def test_a_handler_installed_while_a_batch_runs_never_runs_for_a_child():
+    """The batch runs without the interpreter lock, so the main thread may install a signal
+    handler meanwhile. A child shares our memory until its exec: a handler of ours left set in
+    it would run the daemon's code for a signal sent to the child (a SIGTERM to the child
+    stopping the daemon). Each child resets what is set when it starts, not what was set when
+    the batch began. Children are held before their exec by freezing their cgroups."""
+    import threading
+    import time
+    cgroups = CommandCgroups.create()
+    assert cgroups is not None
+    s0, s1 = cgroups.slot(0), cgroups.slot(1)
+    for s in (s0, s1):
+        (Path(s.path) / "cgroup.freeze").write_text("1")
+    env = {"PATH": "/usr/bin:/bin"}
+    out: list = []
+    t = threading.Thread(target=lambda: out.extend(
+        spawn_batch([(["sleep", "0.2"], env, None, s.procs) for s in (s0, s1)])))
+    got: list[int] = []
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        t.start()
+        deadline = time.monotonic() + 10
+        while not Path(s0.procs).read_text().strip():  # the first child, held before its exec
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        signal.signal(signal.SIGUSR1, lambda *_: got.append(1))  # installed mid-batch
+        (Path(s0.path) / "cgroup.freeze").write_text("0")
+        while not Path(s1.procs).read_text().strip():  # the second, held the same way
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(int(Path(s1.procs).read_text()), signal.SIGUSR1)  # to the child, not to us
+        (Path(s1.path) / "cgroup.freeze").write_text("0")
+        t.join(10)
+        assert not t.is_alive()
+        p0, p1 = out
+        assert p0.wait() == 0 and p1.wait() == -signal.SIGUSR1  # the default: it ended
+        assert got == []  # and our handler never ran
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        for s in (s0, s1):
+            (Path(s.path) / "cgroup.freeze").write_text("0")
+        t.join(10)
+        for p in out:
+            p.wait()
+            _close(p)
+        for s in (s0, s1):
+            os.rmdir(s.path)
+        os.rmdir(cgroups.path)
+
+
+@needs_native
+def test_a_fifo_planted_as_cgroup_procs_fails_at_once(tmp_path):
+    """Opening it for writing would wait for a reader, holding the spawn thread for ever."""
+    import threading
+    fifo = tmp_path / "cgroup.procs"
+    os.mkfifo(fifo)
+    out: list = []
+    t = threading.Thread(target=lambda: out.extend(
+        spawn_batch([(["true"], {"PATH": "/usr/bin:/bin"}, None, str(fifo))])), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the spawn thread waits on the FIFO"
+    assert isinstance(out[0], CgroupError)
+
+
+@needs_native
+def test_a_daemon_without_standard_descriptors_keeps_each_pipe_apart(tmp_path):
+    """Started with 0, 1 and 2 closed, a daemon's first pipes get those numbers; the child's
+    dup2 onto its standard descriptors must not put one pipe in another's place."""
+    script = tmp_path / "closed.py"
+    script.write_text(
+        "import os, sys, select\n"
+        "from brasil.exec.spawn import spawn_batch\n"
+        "[p] = spawn_batch([(['sh', '-c', 'cat; echo out; echo err >&2'],"
+        " {'PATH': '/usr/bin:/bin'}, None, None)])\n"
+        "p.stdin.write(b'in\\n'); p.stdin.close(); p.wait()\n"
+        "select.select([p.stdout, p.stderr], [], [], 5)\n"
+        "out, err = p.stdout.read(), p.stderr.read()\n"
+        f"open({str(tmp_path / 'got')!r}, 'w').write(repr((out, err)))\n")
+    r = subprocess.run([sys.executable, "-I", str(script)], stdin=subprocess.DEVNULL,
+                       pass_fds=(), close_fds=True, timeout=60,
+                       preexec_fn=lambda: [os.close(fd) for fd in (0, 1, 2)])
+    assert r.returncode == 0
+    assert (tmp_path / "got").read_text() == repr((b"in\nout\n", b"err\n"))
+
+
+@needs_native
+def test_when_the_answer_cannot_be_made_no_child_or_descriptor_is_left():
+    """Children already started when building the answer fails (no memory) would be unknown
+    to everyone: they are killed and reaped, and every descriptor is closed."""
+    testcapi = pytest.importorskip("_testcapi")
+    import gc
+    job = ((b"sleep", b"60"), (b"/bin/sleep",), (b"PATH=/usr/bin:/bin",), None, None)
+    before = set(os.listdir("/proc/self/fd"))
+    failed = 0
+    gc.disable()
+    try:
+        for nth in range(0, 40):
+            testcapi.set_nomemory(nth, 0)
+            try:
+                answer = spawning.native.spawn_batch((job, job, job))
+            except MemoryError:
+                answer = None
+            finally:
+                testcapi.remove_mem_hooks()
+            if answer is not None:
+                for pid, *fds in answer:
+                    os.kill(pid, signal.SIGKILL)
+                    for fd in fds:
+                        os.close(fd)
+                    os.waitpid(pid, 0)
+                break
+            failed += 1
+            with pytest.raises(ChildProcessError):  # nothing of it left to reap
+                os.waitpid(-1, os.WNOHANG)
+            assert set(os.listdir("/proc/self/fd")) == before, nth
+    finally:
+        gc.enable()
+    assert failed > 0  # (some allocation did fail: the test tested something)

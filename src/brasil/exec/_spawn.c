@@ -13,7 +13,9 @@
  * CLONE_INTO_CGROUP would have it born in its cgroup, unmoved, but Linux 6.18 kills every child
  * forked that way into a cgroup that was once killed through cgroup.kill, which is what a
  * session's close does to its slots: it compares the kill count of the parent's cgroup with the
- * destination's. So the child moves itself.) Every signal is
+ * destination's. So the child moves itself. Into a frozen cgroup it stops there, and we wait
+ * with it: a command may freeze its own slot, and so hang its own node's next launch there;
+ * docs/reference.md says so.) Every signal is
  * blocked around the fork, and the child sets back to their defaults the signals that have a
  * handler here (a handler of ours must never run in it) and those Python ignores (SIGPIPE,
  * SIGXFSZ), as Popen's restore_signals does, before it unblocks them.
@@ -70,8 +72,6 @@ struct job {
 
 struct child_args {
     struct job *job;
-    const int *resets;
-    int nresets;
     const sigset_t *mask;  /* the thread's mask before we blocked everything */
 };
 
@@ -89,18 +89,20 @@ static int child(void *arg)
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    for (int i = 0; i < a->nresets; i++)
-        sigaction(a->resets[i], &dfl, NULL);
+    /* Asked here, not once per batch: the main thread may install a handler meanwhile. */
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
+            continue;
+        if (sa.sa_handler != SIG_DFL &&
+            (sa.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGXFSZ))
+            sigaction(sig, &dfl, NULL);
+    }
     if (setsid() < 0)
         fail(j, AT_SETSID);
     for (int k = 0; k < 3; k++) {
-        int fd = j->child_fds[k];
-        if (fd == k) {  /* (a daemon started with a standard descriptor closed) */
-            if (fcntl(fd, F_SETFD, 0) < 0)
-                fail(j, AT_DUP);
-        } else if (dup2(fd, k) < 0) {
+        if (dup2(j->child_fds[k], k) < 0)  /* (all above 2: start() saw to it) */
             fail(j, AT_DUP);
-        }
     }
     if (j->procs_fd >= 0 && write(j->procs_fd, "0", 1) != 1)
         fail(j, AT_CGROUP);
@@ -131,7 +133,7 @@ static void close_fd(int *fd)
 }
 
 /* Fork and exec one job (the interpreter lock released); its stage says how it went. */
-static void start(struct job *j, void *stack, const int *resets, int nresets)
+static void start(struct job *j, void *stack)
 {
     int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
     for (int k = 0; k < 3; k++) {
@@ -140,12 +142,27 @@ static void start(struct job *j, void *stack, const int *resets, int nresets)
             j->stage = AT_PIPE;
             goto out;
         }
+        /* Never 0, 1 or 2 (a daemon started with one closed): the child's dup2 to its standard
+         * descriptors would overwrite one pipe with another. */
+        for (int e = 0; e < 2; e++) {
+            if (p[k][e] < 3) {
+                int moved = fcntl(p[k][e], F_DUPFD_CLOEXEC, 3);
+                if (moved < 0) {
+                    j->err = errno;
+                    j->stage = AT_PIPE;
+                    goto out;
+                }
+                close(p[k][e]);
+                p[k][e] = moved;
+            }
+        }
     }
     j->child_fds[0] = p[0][0];
     j->child_fds[1] = p[1][1];
     j->child_fds[2] = p[2][1];
     if (j->procs != NULL) {
-        j->procs_fd = open(j->procs, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* (O_NONBLOCK: a FIFO planted there fails at once instead of waiting for a reader) */
+        j->procs_fd = open(j->procs, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         struct statfs fs;
         int why = 0;
         if (j->procs_fd < 0 || fstatfs(j->procs_fd, &fs) < 0)
@@ -161,7 +178,7 @@ static void start(struct job *j, void *stack, const int *resets, int nresets)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    struct child_args a = {j, resets, nresets, &old};
+    struct child_args a = {j, &old};
     j->pid = clone(child, (char *)stack + STACK_SIZE,
                    CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &a, &j->pidfd);
     int clone_errno = errno;
@@ -247,24 +264,6 @@ static void free_jobs(struct job *jobs, Py_ssize_t n)
     PyMem_Free(jobs);
 }
 
-/* The signals a child sets back to their defaults: those with a handler here, and the two
- * Python ignores for itself. */
-static int signals_to_reset(int *out)
-{
-    int n = 0;
-    for (int sig = 1; sig < NSIG; sig++) {
-        if (sig == SIGKILL || sig == SIGSTOP)
-            continue;
-        struct sigaction sa;
-        if (sigaction(sig, NULL, &sa) < 0)
-            continue;
-        if (sa.sa_handler != SIG_DFL &&
-            (sa.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGXFSZ))
-            out[n++] = sig;
-    }
-    return n;
-}
-
 PyDoc_STRVAR(spawn_batch_doc,
 "spawn_batch(jobs) -> list\n\n"
 "Start each job, a tuple (argv, exes, envp, cwd, procs): argv and envp tuples of bytes, exes\n"
@@ -320,8 +319,6 @@ static PyObject *spawn_batch(PyObject *self, PyObject *arg)
     }
 
     Py_BEGIN_ALLOW_THREADS
-    int resets[NSIG];
-    int nresets = signals_to_reset(resets);
     void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -331,7 +328,7 @@ static PyObject *spawn_batch(PyObject *self, PyObject *arg)
             jobs[i].err = ENOMEM;
             jobs[i].stage = AT_MEMORY;
         } else {
-            start(&jobs[i], stack, resets, nresets);
+            start(&jobs[i], stack);
         }
     }
     if (stack != MAP_FAILED)
@@ -354,11 +351,17 @@ static PyObject *spawn_batch(PyObject *self, PyObject *arg)
             goto cleanup;
         }
         PyList_SET_ITEM(result, i, item);
-        if (j->stage == OK)  /* (the list owns them now) */
-            j->pidfd = j->our_fds[0] = j->our_fds[1] = j->our_fds[2] = -1;
     }
-cleanup:  /* what a failure to build the result left open */
+    for (Py_ssize_t i = 0; i < n; i++)  /* (the list owns them now, every one) */
+        if (jobs[i].stage == OK)
+            jobs[i].pidfd = jobs[i].our_fds[0] = jobs[i].our_fds[1] = jobs[i].our_fds[2] = -1;
+cleanup:  /* what a failure to build the result left: children nobody will know of, descriptors */
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (jobs[i].pidfd >= 0) {
+            kill(jobs[i].pid, SIGKILL);
+            while (waitpid(jobs[i].pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        }
         close_fd(&jobs[i].pidfd);
         for (int k = 0; k < 3; k++)
             close_fd(&jobs[i].our_fds[k]);
