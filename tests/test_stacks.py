@@ -378,15 +378,21 @@ def _python(rank: int, **env: str) -> subprocess.Popen[bytes]:
                             env={**os.environ, "BRASIL_RANK": str(rank), **env})
 
 
+def _ticking_ranks(*ranks: int) -> tuple[list[subprocess.Popen[bytes]], list]:
+    """Python ranks of one job on node n1, each calling tick() every second, none spinning."""
+    from brasil.exec.procgroup import Rank
+    procs = [_python(r, TICK="1", SPIN_RANK="-1") for r in ranks]
+    return procs, [Rank(r, p.pid, "n1") for r, p in zip(ranks, procs)]
+
+
 @needs_gdb
 @pytest.mark.skipif(not why_gdb_cannot_call(), reason="gdb can call into a process here")
 async def test_a_gdb_that_cannot_call_into_a_python_rank_says_what_to_install():
     """Where gdb cannot call into a process (gdb 13 on a CPU with AMX), a Python breakpoint
     fails on every rank with a sentence that names the fix. (gdb's failed call also breaks the
     system call the rank was in: Python then sees errno 514. gdb's bug, not ours to undo.)"""
-    from brasil.exec.procgroup import Debuggers, Rank
-    procs = [_python(r, TICK="1", SPIN_RANK="-1") for r in (4, 5)]
-    ranks = [Rank(r, p.pid, "n1") for r, p in zip((4, 5), procs)]
+    from brasil.exec.procgroup import Debuggers
+    procs, ranks = _ticking_ranks(4, 5)
     dbg = Debuggers()
     try:
         for p in procs:
@@ -404,9 +410,8 @@ async def test_a_gdb_that_cannot_call_into_a_python_rank_says_what_to_install():
 @needs_gdb_calls
 async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its_frame():
     from brasil.exec.debugger import Debugger
-    from brasil.exec.procgroup import Debuggers, Rank, stacks
-    procs = [_python(r, TICK="1", SPIN_RANK="-1") for r in (4, 5)]
-    ranks = [Rank(r, p.pid, "n1") for r, p in zip((4, 5), procs)]
+    from brasil.exec.procgroup import Debuggers, stacks
+    procs, ranks = _ticking_ranks(4, 5)
     dbg = Debuggers()
     try:
         for p in procs:
