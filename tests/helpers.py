@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``brasil ARGS`` from a test's event loop (which keeps serving meanwhile):
@@ -48,3 +50,8 @@ def why_gdb_cannot_call() -> str:
     said = [line for line in (r.stdout + r.stderr).splitlines() if "ouldn't" in line]
     return ("gdb cannot call a function in a process on this machine: "
             f"{(said or ['no answer'])[-1]} (gdb 13 on a CPU with AMX; gdb 14 or later can)")
+
+
+def needs_gdb_calls() -> pytest.MarkDecorator:
+    """Skips a test, saying why, where gdb cannot call into a process (why_gdb_cannot_call)."""
+    return pytest.mark.skipif(bool(why_gdb_cannot_call()), reason=why_gdb_cannot_call())

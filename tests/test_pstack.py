@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import L, ctl, session
-from helpers import why_gdb_cannot_call
+from helpers import needs_gdb_calls
 from trees import tree_1_3_9
 
 pytestmark = pytest.mark.skipif(
@@ -130,7 +130,7 @@ async def test_a_group_breakpoint_then_a_variable_read_across_every_rank(tmp_pat
         await ctl(c, sid, "kill")
 
 
-@pytest.mark.skipif(bool(why_gdb_cannot_call()), reason=why_gdb_cannot_call())
+@needs_gdb_calls()
 async def test_a_python_breakpoint_then_a_python_value_across_every_rank(tmp_path):
     # The same example for 26 CPython ranks: break at a Python function, continue, wait until
     # all hit it, read a Python local in the stopped frame: its classes of values.

@@ -17,7 +17,7 @@ from brasil.exec import procinfo
 from brasil.exec.stacks import ProcessGone, StackError, capture, is_cpython
 from brasil.exec.stacktree import TraceTree, progress
 from fixtures import wait_for
-from helpers import why_gdb_cannot_call
+from helpers import needs_gdb_calls, why_gdb_cannot_call
 
 PROGRAMS = Path(__file__).parent / "programs"
 
@@ -187,8 +187,6 @@ def test_samples_over_time_tell_stuck_ranks_from_moving_ones():
 
 needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None or shutil.which("gcc") is None,
                                reason="needs gdb and gcc (make test-deps installs them)")
-# A Python rank's breakpoints and values are read by calling into it: gdb must be able to.
-needs_gdb_calls = pytest.mark.skipif(bool(why_gdb_cannot_call()), reason=why_gdb_cannot_call())
 
 
 @needs_gdb
@@ -407,7 +405,7 @@ async def test_a_gdb_that_cannot_call_into_a_python_rank_says_what_to_install():
 
 
 @needs_gdb
-@needs_gdb_calls
+@needs_gdb_calls()  # (a Python rank is read by calling into it)
 async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its_frame():
     from brasil.exec.debugger import Debugger
     from brasil.exec.procgroup import Debuggers, stacks
@@ -461,7 +459,7 @@ async def test_a_python_breakpoint_stops_there_and_a_python_value_is_read_in_its
 
 
 @needs_gdb
-@needs_gdb_calls
+@needs_gdb_calls()  # (a Python rank is read by calling into it)
 async def test_a_python_rank_answers_again_after_it_was_continued_and_stopped(monkeypatch):
     """Read, cont, stop, read again, 15 times: a read could come while the rank was stopped on
     its way out of the previous read's queued call, and then hang (pydebug._in_pending_calls)."""
@@ -485,7 +483,7 @@ async def test_a_python_rank_answers_again_after_it_was_continued_and_stopped(mo
 
 
 @needs_gdb
-@needs_gdb_calls
+@needs_gdb_calls()  # (a Python rank is read by calling into it)
 async def test_python_values_are_bounded_and_no_expression_reaches_gdb_or_a_shell(tmp_path,
                                                                                   monkeypatch):
     from brasil.exec import pydebug

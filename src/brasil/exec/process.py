@@ -126,11 +126,8 @@ class Process:
         """Fork and exec, with three pipes, in a new session (so ``kill`` reaches the group)."""
         try:
             return spawn(argv, env, cwd, pass_fds)
-        except OSError as e:
-            raise NinepError(f"exec: cannot start {argv[0]}: {e.strerror}",
-                             e.errno or errno.EIO) from None
-        except ValueError as e:  # an embedded NUL, say: the request's fault, not ours
-            raise NinepError(f"exec: cannot start {argv[0][:100]}: {e}") from None
+        except (OSError, ValueError) as e:
+            raise cannot_start(argv, e) from None
 
     def attach(self, popen: Spawned) -> None:
         """Take over a spawned child: its pipes feed our streams, its exit is watched. Its input
@@ -314,9 +311,9 @@ def spawn_many(jobs: list[Job], watchdog: Watchdog | None = None,
     and anything else is moved here right after the vfork returns (so before its exit is
     watched: no pid can have been reaped and reused before its move). Its group is then not
     listed with the watchdog, which kills the cgroups whole."""
-    cgroups = watchdog.cgroups if watchdog is not None else None
     if native is not None and not setup_check:
         return _spawn_natively(jobs, watchdog)
+    cgroups = watchdog.cgroups if watchdog is not None else None
     out: list[Any] = []
     for argv, env, cwd, slot in jobs:
         cg, entered = None, False
@@ -368,11 +365,8 @@ def _spawn_natively(jobs: list[Job], watchdog: Watchdog | None) -> list[Any]:
         if isinstance(p, CgroupError):
             out.append(NinepError(f"exec: cannot enter the cgroup of slot {slot}: {p.strerror}",
                                   p.errno or errno.EIO))
-        elif isinstance(p, OSError):
-            out.append(NinepError(f"exec: cannot start {argv[0]}: {p.strerror}",
-                                  p.errno or errno.EIO))
-        elif isinstance(p, Exception):  # an embedded NUL, say: the request's fault, not ours
-            out.append(NinepError(f"exec: cannot start {argv[0][:100]}: {p}"))
+        elif isinstance(p, (OSError, ValueError)):
+            out.append(cannot_start(argv, p))
         else:
             if cg is not None:
                 p.cgroup = cg
@@ -380,6 +374,14 @@ def _spawn_natively(jobs: list[Job], watchdog: Watchdog | None) -> list[Any]:
                 watchdog.watch(p.pid)
             out.append(p)
     return out
+
+
+def cannot_start(argv: list[str], e: OSError | ValueError) -> NinepError:
+    """What a command that could not start says: the system's reason, or the request's fault
+    (an embedded NUL, say) for a ValueError."""
+    if isinstance(e, OSError):
+        return NinepError(f"exec: cannot start {argv[0]}: {e.strerror}", e.errno or errno.EIO)
+    return NinepError(f"exec: cannot start {argv[0][:100]}: {e}")
 
 
 def _no_cgroup(slot: int | None, e: OSError) -> NinepError:

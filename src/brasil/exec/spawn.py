@@ -13,8 +13,9 @@ module (``_spawn.c``) that holds no interpreter lock while it forks, gets each c
 the fork itself, and has each child move itself into its slot's cgroup before its exec. From
 Python, a spawn thread handed the lock to the loop and back at every system call (a dozen futex
 calls per command), opened the pidfd after, and moved the child from outside, waiting on the
-kernel's lock for its exec. Where the module could not be built, the batch is started here one by
-one, the same way.
+kernel's lock for its exec. Where the module could not be built, exec/process.py starts a
+batch one by one through :func:`spawn`, a shell entering its cgroup itself and a program moved
+right after its vfork.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class CgroupError(OSError):
 Batch = tuple[list[str], dict[str, str], str | None, str | None]  # argv, env, cwd, cgroup.procs
 
 
-def spawn_batch(jobs: list[Batch]) -> list[Spawned | Exception]:
+def spawn_batch(jobs: list[Batch]) -> list[Spawned | OSError | ValueError]:
     """Each job started as :func:`spawn` starts it, having first moved itself into the cgroup
     whose ``cgroup.procs`` it names (if any): a :class:`Spawned` with its ``pidfd``, or what
     :func:`spawn` would have raised (OSError, ValueError; a :class:`CgroupError` for the move).
@@ -163,7 +164,7 @@ def spawn_batch(jobs: list[Batch]) -> list[Spawned | Exception]:
         except ValueError as e:  # ("=" in a name: refused before any fork, as Popen refuses it)
             refused[i] = e
     started = iter(native.spawn_batch(todo))
-    done: list[Spawned | Exception] = []
+    done: list[Spawned | OSError | ValueError] = []
     for i, (argv, _, cwd, procs) in enumerate(jobs):
         if i in refused:
             done.append(refused[i])
