@@ -3,6 +3,7 @@ compiled batch (``spawn_batch``, exec/_spawn.c) and Popen itself behave alike: e
 environment given, the directory, a session of its own, no descriptor of ours but those passed,
 and the same errors when a command cannot start."""
 
+import errno
 import json
 import os
 import select
@@ -469,3 +470,18 @@ def test_when_the_answer_cannot_be_made_no_child_or_descriptor_is_left():
     got = json.loads(r.stdout.splitlines()[-1])
     assert got["failed"] > 0  # (some allocation did fail: the test tested something)
     assert got["left"] == []
+
+
+@needs_native
+def test_a_huge_argument_or_environment_is_that_command_s_error_alone():
+    """An argument over the kernel's 128 KiB bound, or an environment over its total, fails
+    that one command with the system's reason (E2BIG); the next job of the batch starts."""
+    env = {"PATH": "/usr/bin:/bin"}
+    huge_arg, huge_env, fine = spawn_batch([
+        (["echo", "x" * (1 << 20)], env, None, None),
+        (["true"], {**env, **{f"V{i}": "y" * 100_000 for i in range(400)}}, None, None),
+        (["echo", "fine"], env, None, None)])
+    for e in (huge_arg, huge_env):
+        assert isinstance(e, OSError) and e.errno == errno.E2BIG, e
+    assert not isinstance(fine, Exception) and fine.wait() == 0
+    _close(fine)
